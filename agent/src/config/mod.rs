@@ -1,0 +1,292 @@
+//! Agent configuration: Consul-shaped HCL or JSON files, then flags on top,
+//! validated once into an [`AgentConfig`] with every problem reported together.
+//!
+//! Precedence: built-in defaults < config files (in the order given; files in
+//! a directory in name order) < flags. List settings (`retry_join`) from
+//! several files add up, as in Consul.
+
+mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weft_api::ids::{Datacenter, NodeName};
+use weft_server::RaftTuning;
+
+pub use file::ConfigFile;
+
+/// The validated configuration an agent runs with.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: NodeName,
+    pub datacenter: Datacenter,
+    pub data_dir: PathBuf,
+    pub server: bool,
+    pub bootstrap_expect: Option<usize>,
+    pub retry_join: Vec<String>,
+    /// Server RPC (Raft and cluster gRPC).
+    pub rpc_addr: SocketAddr,
+    /// Consul-compatible HTTP API.
+    pub http_addr: SocketAddr,
+    /// DNS interface.
+    pub dns_addr: SocketAddr,
+    pub domain: String,
+    pub raft: RaftTuning,
+    /// `weft dev`: a throw-away single server.
+    pub dev_mode: bool,
+}
+
+/// One configuration problem, phrased so the user can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigProblem(pub String);
+
+/// Every problem found in one pass over the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+/// Default ports, as Consul's shifted by nothing: HTTP 8500, DNS 8600, server RPC 8300.
+pub const DEFAULT_HTTP_PORT: u16 = 8500;
+pub const DEFAULT_DNS_PORT: u16 = 8600;
+pub const DEFAULT_RPC_PORT: u16 = 8300;
+
+/// Reads config files and directories into one [`ConfigFile`], in order.
+pub fn read_sources(files: &[PathBuf], dirs: &[PathBuf]) -> Result<ConfigFile, ConfigErrors> {
+    let mut merged = ConfigFile::default();
+    let mut problems = Vec::new();
+    let mut paths: Vec<PathBuf> = files.to_vec();
+    for dir in dirs {
+        match list_config_dir(dir) {
+            Ok(mut entries) => paths.append(&mut entries),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    for path in paths {
+        match ConfigFile::read(&path) {
+            Ok(file) => merged.merge(file),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        Ok(merged)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+/// `*.hcl` and `*.json` files in `dir`, in name order.
+fn list_config_dir(dir: &Path) -> Result<Vec<PathBuf>, ConfigProblem> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigProblem(format!("cannot read config dir {}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("hcl" | "json")))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+impl ConfigFile {
+    /// Validates the merged settings into an [`AgentConfig`].
+    pub fn validate(self) -> Result<AgentConfig, ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut problem = |text: String| problems.push(ConfigProblem(text));
+        let dev_mode = self.dev_mode.unwrap_or(false);
+        let server = self.server.unwrap_or(false);
+
+        let node_name = self.node_name.clone().unwrap_or_else(default_node_name);
+        if node_name.is_empty()
+            || !node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            problem(format!("node_name {node_name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"));
+        }
+        let datacenter = self.datacenter.clone().unwrap_or_else(|| "dc1".into());
+        if datacenter.is_empty()
+            || !datacenter
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problem(format!("datacenter {datacenter:?} must be non-empty and use only letters, digits, '-' and '_'"));
+        }
+        let data_dir = match &self.data_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
+            _ => {
+                problem("data_dir is required (--data-dir DIR); it holds the Raft log and the node's identity".into());
+                PathBuf::new()
+            }
+        };
+        if !server {
+            problem("client agents (without --server) are not available yet: run with --server, or use `weft dev`".into());
+        }
+        let bootstrap_expect = self.bootstrap_expect;
+        if let Some(expect) = bootstrap_expect {
+            if expect == 0 {
+                problem("bootstrap_expect must be at least 1".into());
+            }
+            if expect == 2 || expect == 4 {
+                tracing::warn!(expect, "an even number of servers tolerates no more failures than one fewer; use 3 or 5");
+            }
+        }
+        let client_ip = self
+            .client_addr
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let bind_ip = self.bind_addr.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let ports = self.ports.clone().unwrap_or_default();
+        let addresses = self.addresses.clone().unwrap_or_default();
+        let mut address = |name: &str,
+                           explicit: &Option<String>,
+                           ip: &str,
+                           port: Option<u16>,
+                           default_port: u16| {
+            let text = explicit
+                .clone()
+                .unwrap_or_else(|| join_host_port(ip, port.unwrap_or(default_port)));
+            match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    problem(format!(
+                        "{name} {text:?} is not an IP:port address (e.g. 127.0.0.1:{default_port})"
+                    ));
+                    SocketAddr::from(([127, 0, 0, 1], default_port))
+                }
+            }
+        };
+        let rpc_addr = address(
+            "rpc_addr",
+            &self.rpc_addr,
+            &bind_ip,
+            ports.server,
+            DEFAULT_RPC_PORT,
+        );
+        let http_addr = address(
+            "http_addr",
+            &self.http_addr,
+            addresses.http.as_deref().unwrap_or(&client_ip),
+            ports.http,
+            DEFAULT_HTTP_PORT,
+        );
+        let dns_addr = address(
+            "dns_addr",
+            &self.dns_addr,
+            addresses.dns.as_deref().unwrap_or(&client_ip),
+            ports.dns,
+            DEFAULT_DNS_PORT,
+        );
+        let mut raft = RaftTuning::default();
+        if let Some(threshold) = self.raft_snapshot_threshold {
+            if threshold == 0 {
+                problem("raft_snapshot_threshold must be at least 1".into());
+            }
+            raft.snapshot_threshold = threshold;
+        }
+        if let Some(trailing) = self.raft_trailing_logs {
+            raft.trailing_logs = trailing;
+        }
+        if dev_mode {
+            // One server, nobody to wait for: elect fast.
+            raft.election_timeout_min = Duration::from_millis(300);
+            raft.election_timeout_max = Duration::from_millis(600);
+        }
+        let domain = self
+            .domain
+            .clone()
+            .unwrap_or_else(|| "weft".into())
+            .trim_matches('.')
+            .to_owned();
+        if domain.is_empty() {
+            problem("domain must not be empty".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        Ok(AgentConfig {
+            node_name: NodeName::new(node_name),
+            datacenter: Datacenter::new(datacenter),
+            data_dir,
+            server,
+            bootstrap_expect,
+            retry_join: self.retry_join.clone(),
+            rpc_addr,
+            http_addr,
+            dns_addr,
+            domain,
+            raft,
+            dev_mode,
+        })
+    }
+}
+
+fn join_host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') && !ip.starts_with('[') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// Consul's default node name: the host name.
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weft".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_file() -> ConfigFile {
+        ConfigFile {
+            server: Some(true),
+            data_dir: Some("/tmp/x".into()),
+            node_name: Some("s1".into()),
+            ..ConfigFile::default()
+        }
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_only() {
+        let config = server_file().validate().unwrap();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8500");
+        assert_eq!(config.dns_addr.to_string(), "127.0.0.1:8600");
+        assert_eq!(config.rpc_addr.to_string(), "127.0.0.1:8300");
+        assert_eq!(config.datacenter.as_str(), "dc1");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let file = ConfigFile {
+            http_addr: Some("nonsense".into()),
+            bootstrap_expect: Some(0),
+            ..ConfigFile::default()
+        };
+        let errors = file.validate().unwrap_err();
+        assert!(errors.0.len() >= 4, "{errors}");
+        let text = errors.to_string();
+        assert!(text.contains("data_dir is required"), "{text}");
+        assert!(text.contains("http_addr \"nonsense\""), "{text}");
+    }
+
+    #[test]
+    fn ports_block_moves_the_default_addresses() {
+        let file = ConfigFile {
+            ports: Some(file::Ports {
+                http: Some(18500),
+                dns: None,
+                server: Some(18300),
+            }),
+            ..server_file()
+        };
+        let config = file.validate().unwrap();
+        assert_eq!(config.http_addr.port(), 18500);
+        assert_eq!(config.rpc_addr.port(), 18300);
+    }
+}

@@ -1,0 +1,451 @@
+//! `/v1/catalog/*`: register and deregister, list services and nodes, and
+//! look up one service or node, in Consul's JSON shapes.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weft_api::catalog::{
+    Check, Deregistration, HealthStatus, Node, Registration, Service, Weights,
+};
+use weft_api::command::{Command, CommandOutcome};
+use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
+use weft_server::store::{ServiceInstance, Table};
+
+use super::decode::decode_body;
+use super::error::ApiError;
+use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
+use super::AppState;
+
+// ---- request bodies (field names normalized: see `decode`) ----
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    #[serde(rename = "id")]
+    id: Option<String>,
+    #[serde(rename = "node")]
+    node: Option<String>,
+    #[serde(rename = "address")]
+    address: Option<String>,
+    #[serde(rename = "datacenter")]
+    datacenter: Option<String>,
+    #[serde(rename = "taggedaddresses")]
+    tagged_addresses: Option<BTreeMap<String, String>>,
+    #[serde(rename = "nodemeta")]
+    node_meta: Option<BTreeMap<String, String>>,
+    #[serde(rename = "service")]
+    service: Option<ServiceBody>,
+    #[serde(rename = "check")]
+    check: Option<CheckBody>,
+    #[serde(rename = "checks")]
+    checks: Option<Vec<CheckBody>>,
+    #[serde(rename = "skipnodeupdate")]
+    skip_node_update: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct ServiceBody {
+    #[serde(rename = "id")]
+    id: Option<String>,
+    #[serde(rename = "service")]
+    name: Option<String>,
+    #[serde(rename = "kind")]
+    kind: Option<String>,
+    #[serde(rename = "tags")]
+    tags: Option<Vec<String>>,
+    #[serde(rename = "address")]
+    address: Option<String>,
+    #[serde(rename = "port")]
+    port: Option<u16>,
+    #[serde(rename = "meta")]
+    meta: Option<BTreeMap<String, String>>,
+    #[serde(rename = "taggedaddresses")]
+    tagged_addresses: Option<BTreeMap<String, ServiceAddressBody>>,
+    #[serde(rename = "enabletagoverride")]
+    enable_tag_override: Option<bool>,
+    #[serde(rename = "weights")]
+    weights: Option<WeightsBody>,
+}
+
+#[derive(Deserialize)]
+struct ServiceAddressBody {
+    #[serde(rename = "address", default)]
+    address: String,
+    #[serde(rename = "port", default)]
+    port: u16,
+}
+
+#[derive(Deserialize)]
+struct WeightsBody {
+    #[serde(rename = "passing", default)]
+    passing: u32,
+    #[serde(rename = "warning", default)]
+    warning: u32,
+}
+
+#[derive(Deserialize)]
+struct CheckBody {
+    #[serde(rename = "checkid")]
+    id: Option<String>,
+    #[serde(rename = "name")]
+    name: Option<String>,
+    #[serde(rename = "status")]
+    status: Option<String>,
+    #[serde(rename = "notes")]
+    notes: Option<String>,
+    #[serde(rename = "output")]
+    output: Option<String>,
+    #[serde(rename = "serviceid")]
+    service_id: Option<String>,
+    #[serde(rename = "type")]
+    check_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeregisterBody {
+    #[serde(rename = "node")]
+    node: Option<String>,
+    #[serde(rename = "serviceid")]
+    service_id: Option<String>,
+    #[serde(rename = "checkid")]
+    check_id: Option<String>,
+    #[serde(rename = "datacenter")]
+    datacenter: Option<String>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+fn check_body_datacenter(state: &AppState, datacenter: &Option<String>) -> Result<(), ApiError> {
+    match non_empty(datacenter.clone()) {
+        Some(dc) if dc != state.server.datacenter().as_str() => Err(ApiError::BadRequest(format!(
+            "Datacenter {dc:?} is not this agent's ({})",
+            state.server.datacenter()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn registration_from(
+    body: RegisterBody,
+    datacenter: &Datacenter,
+) -> Result<Registration, ApiError> {
+    let node_name =
+        non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;
+    let skip_node_update = body.skip_node_update.unwrap_or(false);
+    let address = body.address.unwrap_or_default();
+    if address.is_empty() && !skip_node_update {
+        return Err(ApiError::BadRequest("Must provide address".into()));
+    }
+    let node = Node {
+        name: NodeName::new(&node_name),
+        id: body.id.unwrap_or_default(),
+        address,
+        datacenter: datacenter.clone(),
+        tagged_addresses: body.tagged_addresses.unwrap_or_default(),
+        meta: body.node_meta.unwrap_or_default(),
+        indexes: Default::default(),
+    };
+    let service = match body.service {
+        None => None,
+        Some(s) => {
+            let name = non_empty(s.name)
+                .ok_or_else(|| ApiError::BadRequest("Must provide service name".into()))?;
+            Some(Service {
+                node: node.name.clone(),
+                id: ServiceId::new(non_empty(s.id).unwrap_or_else(|| name.clone())),
+                name: ServiceName::new(name),
+                kind: s.kind.unwrap_or_default(),
+                tags: s.tags.unwrap_or_default(),
+                address: s.address.unwrap_or_default(),
+                port: s.port.unwrap_or(0),
+                meta: s.meta.unwrap_or_default(),
+                tagged_addresses: s
+                    .tagged_addresses
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, a)| (k, format!("{}:{}", a.address, a.port)))
+                    .collect(),
+                enable_tag_override: s.enable_tag_override.unwrap_or(false),
+                weights: s
+                    .weights
+                    .map(|w| Weights {
+                        passing: w.passing,
+                        warning: w.warning,
+                    })
+                    .unwrap_or_default(),
+                indexes: Default::default(),
+            })
+        }
+    };
+    let mut checks = Vec::new();
+    for c in body
+        .check
+        .into_iter()
+        .chain(body.checks.unwrap_or_default())
+    {
+        let status = match non_empty(c.status) {
+            None => HealthStatus::Critical,
+            Some(text) => HealthStatus::parse(&text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Invalid check status {text:?} (use passing, warning, critical or maintenance)"
+                ))
+            })?,
+        };
+        let name = c.name.unwrap_or_default();
+        let id = non_empty(c.id).unwrap_or_else(|| name.clone());
+        if id.is_empty() {
+            return Err(ApiError::BadRequest(
+                "Each check needs a CheckID or a Name".into(),
+            ));
+        }
+        checks.push(Check {
+            node: node.name.clone(),
+            id: CheckId::new(id),
+            name,
+            status,
+            notes: c.notes.unwrap_or_default(),
+            output: c.output.unwrap_or_default(),
+            service_id: ServiceId::new(c.service_id.unwrap_or_default()),
+            check_type: c.check_type.unwrap_or_default(),
+            ..Check::default()
+        });
+    }
+    Ok(Registration {
+        node,
+        skip_node_update,
+        service,
+        checks,
+    })
+}
+
+/// Applies a catalog write; a rejection by the state store is a 400.
+async fn write_true(state: &AppState, command: Command) -> Result<Response, ApiError> {
+    let applied = state.server.write(command).await?;
+    match applied.outcome {
+        CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(reason)),
+        _ => Ok((meta_headers(&state.server, applied.index), Json(true)).into_response()),
+    }
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    let body: RegisterBody = decode_body(&body)?;
+    check_body_datacenter(&state, &body.datacenter)?;
+    let registration = registration_from(body, state.server.datacenter())?;
+    write_true(&state, Command::Register(registration)).await
+}
+
+pub async fn deregister(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    let body: DeregisterBody = decode_body(&body)?;
+    check_body_datacenter(&state, &body.datacenter)?;
+    let node =
+        non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;
+    let deregistration = Deregistration {
+        node: NodeName::new(node),
+        service_id: non_empty(body.service_id).map(ServiceId::new),
+        check_id: non_empty(body.check_id).map(CheckId::new),
+    };
+    write_true(&state, Command::Deregister(deregistration)).await
+}
+
+// ---- reads ----
+
+pub fn node_json(node: &Node) -> Value {
+    json!({
+        "ID": node.id,
+        "Node": node.name,
+        "Address": node.address,
+        "Datacenter": node.datacenter,
+        "TaggedAddresses": node.tagged_addresses,
+        "Meta": node.meta,
+        "CreateIndex": node.indexes.create.get(),
+        "ModifyIndex": node.indexes.modify.get(),
+    })
+}
+
+fn service_tagged_addresses(service: &Service) -> Value {
+    let map: serde_json::Map<String, Value> = service
+        .tagged_addresses
+        .iter()
+        .map(|(k, v)| {
+            let (address, port) = v.rsplit_once(':').unwrap_or((v.as_str(), "0"));
+            (
+                k.clone(),
+                json!({"Address": address, "Port": port.parse::<u16>().unwrap_or(0)}),
+            )
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// A service as `/v1/catalog/node/<node>` and the agent endpoints show it.
+pub fn service_json(service: &Service) -> Value {
+    json!({
+        "ID": service.id,
+        "Service": service.name,
+        "Kind": service.kind,
+        "Tags": service.tags,
+        "Address": service.address,
+        "TaggedAddresses": service_tagged_addresses(service),
+        "Meta": service.meta,
+        "Port": service.port,
+        "Weights": {"Passing": service.weights.passing, "Warning": service.weights.warning},
+        "EnableTagOverride": service.enable_tag_override,
+        "Datacenter": Value::Null,
+        "CreateIndex": service.indexes.create.get(),
+        "ModifyIndex": service.indexes.modify.get(),
+    })
+}
+
+/// A service instance flattened with its node, as `/v1/catalog/service/<name>` shows it.
+fn service_node_json(instance: &ServiceInstance) -> Value {
+    let (node, service) = (&instance.node, &instance.service);
+    json!({
+        "ID": node.id,
+        "Node": node.name,
+        "Address": node.address,
+        "Datacenter": node.datacenter,
+        "TaggedAddresses": node.tagged_addresses,
+        "NodeMeta": node.meta,
+        "ServiceKind": service.kind,
+        "ServiceID": service.id,
+        "ServiceName": service.name,
+        "ServiceTags": service.tags,
+        "ServiceAddress": service.address,
+        "ServiceTaggedAddresses": service_tagged_addresses(service),
+        "ServiceWeights": {"Passing": service.weights.passing, "Warning": service.weights.warning},
+        "ServiceMeta": service.meta,
+        "ServicePort": service.port,
+        "ServiceEnableTagOverride": service.enable_tag_override,
+        "CreateIndex": service.indexes.create.get(),
+        "ModifyIndex": service.indexes.modify.get(),
+    })
+}
+
+const CATALOG_TABLES: &[Table] = &[Table::Nodes, Table::Services];
+
+pub async fn services(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let options = ReadOptions::from_query(&query, &state.server)?;
+    options.barrier(&state.server).await?;
+    let result = state
+        .server
+        .store()
+        .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
+            (
+                tables.catalog().service_names(),
+                tables.max_index(CATALOG_TABLES),
+            )
+        })
+        .await;
+    let body: serde_json::Map<String, Value> = result
+        .value
+        .into_iter()
+        .map(|(name, tags)| (name.to_string(), json!(tags)))
+        .collect();
+    Ok((
+        meta_headers(&state.server, result.index),
+        Json(Value::Object(body)),
+    )
+        .into_response())
+}
+
+pub async fn service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let options = ReadOptions::from_query(&query, &state.server)?;
+    let tags: Vec<String> = query.all("tag").map(str::to_owned).collect();
+    let name = ServiceName::new(name);
+    options.barrier(&state.server).await?;
+    let result = state
+        .server
+        .store()
+        .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
+            let instances: Vec<ServiceInstance> = tables
+                .catalog()
+                .service_instances(&name)
+                .into_iter()
+                .filter(|i| tags.iter().all(|t| i.service.tags.contains(t)))
+                .collect();
+            (instances, tables.max_index(CATALOG_TABLES))
+        })
+        .await;
+    let body: Vec<Value> = result.value.iter().map(service_node_json).collect();
+    Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
+}
+
+pub async fn nodes(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let options = ReadOptions::from_query(&query, &state.server)?;
+    options.barrier(&state.server).await?;
+    let result = state
+        .server
+        .store()
+        .blocking_read(&[Table::Nodes], options.min_index, options.wait, |tables| {
+            (
+                tables.catalog().nodes().cloned().collect::<Vec<_>>(),
+                tables.index(Table::Nodes),
+            )
+        })
+        .await;
+    let body: Vec<Value> = result.value.iter().map(node_json).collect();
+    Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
+}
+
+pub async fn node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let options = ReadOptions::from_query(&query, &state.server)?;
+    let name = NodeName::new(name);
+    options.barrier(&state.server).await?;
+    let result = state
+        .server
+        .store()
+        .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
+            (
+                tables.catalog().node_services(&name),
+                tables.max_index(CATALOG_TABLES),
+            )
+        })
+        .await;
+    let body = match &result.value {
+        // Consul answers an unknown node with 200 and `null`.
+        None => Value::Null,
+        Some(found) => {
+            let services: serde_json::Map<String, Value> = found
+                .services
+                .iter()
+                .map(|s| (s.id.to_string(), service_json(s)))
+                .collect();
+            json!({"Node": node_json(&found.node), "Services": services})
+        }
+    };
+    Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
+}

@@ -1,0 +1,98 @@
+//! Decoding request bodies the way Consul does: field names match whatever
+//! their case (`Name`, `name`, `NAME`) and snake_case aliases are accepted
+//! (`node_meta` for `NodeMeta`). Keys inside user-data maps (`Meta`,
+//! `NodeMeta`, `TaggedAddresses`) are left exactly as sent.
+//!
+//! Request types name their fields in the normalized form (lower case, no
+//! underscores) with `#[serde(rename = "...")]`.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// Normalized names of fields whose object value is user data.
+const USER_MAPS: &[&str] = &["meta", "nodemeta", "servicemeta", "taggedaddresses"];
+
+/// Decodes a JSON request body into `T`, or a 400 saying what is wrong.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::BadRequest(
+            "Request decode failed: the request body is empty".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: malformed JSON: {e}")))?;
+    serde_json::from_value(normalize(value))
+        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+}
+
+/// The normalized form of a field name.
+pub fn normalize_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn normalize(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (key, value) in map {
+                let key = normalize_key(&key);
+                let value = if USER_MAPS.contains(&key.as_str()) {
+                    value
+                } else {
+                    normalize(value)
+                };
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(normalize).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    struct Sample {
+        #[serde(rename = "nodemeta", default)]
+        node_meta: BTreeMap<String, String>,
+        #[serde(rename = "name")]
+        name: String,
+    }
+
+    #[test]
+    fn any_case_and_snake_case_decode_but_user_keys_stay() {
+        for body in [
+            r#"{"Name": "a", "NodeMeta": {"Rack_ID": "1"}}"#,
+            r#"{"name": "a", "node_meta": {"Rack_ID": "1"}}"#,
+            r#"{"NAME": "a", "nodeMeta": {"Rack_ID": "1"}}"#,
+        ] {
+            let sample: Sample = decode_body(body.as_bytes()).unwrap();
+            assert_eq!(sample.name, "a");
+            assert_eq!(
+                sample.node_meta.get("Rack_ID").map(String::as_str),
+                Some("1")
+            );
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let error = decode_body::<Sample>(b"{\"Name\": 5}")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("invalid type"), "{error}");
+        let error = decode_body::<Sample>(b"{nope").unwrap_err().to_string();
+        assert!(error.contains("malformed JSON"), "{error}");
+    }
+}

@@ -1,0 +1,56 @@
+//! The one place errors become HTTP responses. Consul answers errors with a
+//! plain-text body and a status code; so do we, with text a user can act on.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use weft_server::ServerError;
+
+/// An API error, already classified by what the client should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong; retrying it unchanged will fail again.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("Permission denied: {0}")]
+    Forbidden(String),
+    /// The cluster could not serve it (no leader, leader unreachable, ...).
+    #[error(transparent)]
+    Cluster(#[from] ServerError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Cluster(ServerError::PeerNotFound(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, %status, "request refused");
+        }
+        (
+            status,
+            [("content-type", "text/plain; charset=utf-8")],
+            self.to_string(),
+        )
+            .into_response()
+    }
+}

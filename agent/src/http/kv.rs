@@ -1,0 +1,200 @@
+//! `/v1/kv/<key>`: Consul's key/value API (GET with `recurse`, `keys`,
+//! `separator`, `raw`; PUT with `cas`, `flags`; DELETE with `recurse`, `cas`).
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde_json::{json, Value};
+use weft_api::command::{Command, CommandOutcome};
+use weft_api::ids::RaftIndex;
+use weft_api::kv::{KvEntry, MAX_VALUE_BYTES};
+use weft_server::store::Table;
+
+use super::error::ApiError;
+use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
+use super::AppState;
+
+/// The key named by the request path (percent-decoded, without `/v1/kv/`).
+fn key_from(uri: &Uri) -> String {
+    let raw = uri
+        .path()
+        .strip_prefix("/v1/kv")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Session-based locking is not implemented; say so instead of ignoring it.
+fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
+    for name in ["acquire", "release"] {
+        if query.flag(name) {
+            return Err(ApiError::BadRequest(format!(
+                "?{name} needs sessions, which Weft does not support yet"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    RawQuery(raw_query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw_query.as_deref());
+    let key = key_from(&uri);
+    match method {
+        Method::GET => get(&state, key, &query).await,
+        Method::PUT => put(&state, key, &query, body).await,
+        Method::DELETE => delete(&state, key, &query).await,
+        other => Err(ApiError::MethodNotAllowed(format!(
+            "method {other} not allowed on /v1/kv (use GET, PUT or DELETE)"
+        ))),
+    }
+}
+
+fn entry_json(entry: &KvEntry) -> Value {
+    let value = if entry.value.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(&entry.value))
+    };
+    json!({
+        "LockIndex": entry.lock_index,
+        "Key": entry.key,
+        "Flags": entry.flags,
+        "Value": value,
+        "CreateIndex": entry.indexes.create.get(),
+        "ModifyIndex": entry.indexes.modify.get(),
+    })
+}
+
+/// What a KV GET found.
+enum Found {
+    Entries(Vec<KvEntry>),
+    Keys(Vec<String>),
+}
+
+async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Response, ApiError> {
+    let options = ReadOptions::from_query(query, &state.server)?;
+    let (recurse, keys_only) = (query.flag("recurse"), query.flag("keys"));
+    let separator = query.get("separator").map(str::to_owned);
+    options.barrier(&state.server).await?;
+    let result = state
+        .server
+        .store()
+        .blocking_read(&[Table::Kv], options.min_index, options.wait, |tables| {
+            let kv = tables.kv();
+            let table_index = tables.index(Table::Kv);
+            if keys_only {
+                (
+                    Found::Keys(kv.keys(&key, separator.as_deref())),
+                    table_index,
+                )
+            } else if recurse {
+                (
+                    Found::Entries(kv.prefix(&key).cloned().collect()),
+                    table_index,
+                )
+            } else {
+                match kv.get(&key) {
+                    // A single key's own index: writes to other keys don't end the wait.
+                    Some(entry) => (Found::Entries(vec![entry.clone()]), entry.indexes.modify),
+                    None => (Found::Entries(Vec::new()), table_index),
+                }
+            }
+        })
+        .await;
+    let headers = meta_headers(&state.server, result.index);
+    match result.value {
+        Found::Keys(keys) if keys.is_empty() => {
+            Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response())
+        }
+        Found::Keys(keys) => Ok((headers, Json(keys)).into_response()),
+        Found::Entries(entries) if entries.is_empty() => {
+            Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response())
+        }
+        Found::Entries(entries) if query.flag("raw") && !recurse => {
+            let value = entries
+                .into_iter()
+                .next()
+                .map(|e| e.value)
+                .unwrap_or_default();
+            Ok((headers, value).into_response())
+        }
+        Found::Entries(entries) => Ok((
+            headers,
+            Json(entries.iter().map(entry_json).collect::<Vec<_>>()),
+        )
+            .into_response()),
+    }
+}
+
+async fn put(
+    state: &AppState,
+    key: String,
+    query: &QueryParams,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_datacenter(query, &state.server)?;
+    refuse_sessions(query)?;
+    if key.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Missing key name: PUT /v1/kv/<key>".into(),
+        ));
+    }
+    if body.len() > MAX_VALUE_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "Request body({} bytes) too large, max size: {MAX_VALUE_BYTES} bytes",
+            body.len()
+        )));
+    }
+    let flags = query.u64("flags")?.unwrap_or(0);
+    let cas = query.u64("cas")?;
+    let command = Command::KvSet {
+        key,
+        value: body.to_vec(),
+        flags,
+        cas,
+    };
+    write_bool(state, command).await
+}
+
+async fn delete(state: &AppState, key: String, query: &QueryParams) -> Result<Response, ApiError> {
+    check_datacenter(query, &state.server)?;
+    let recurse = query.flag("recurse");
+    if key.is_empty() && !recurse {
+        return Err(ApiError::BadRequest(
+            "Missing key name: DELETE /v1/kv/<key> (or ?recurse for a prefix)".into(),
+        ));
+    }
+    let cas = query.u64("cas")?;
+    if recurse && cas.is_some() {
+        return Err(ApiError::BadRequest(
+            "?cas cannot be combined with ?recurse".into(),
+        ));
+    }
+    write_bool(state, Command::KvDelete { key, recurse, cas }).await
+}
+
+/// Applies a KV write and answers `true`/`false` as Consul does.
+async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiError> {
+    let applied = state.server.write(command).await?;
+    let body = match applied.outcome {
+        CommandOutcome::Done | CommandOutcome::Cas(true) => true,
+        CommandOutcome::Cas(false) => false,
+        CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
+    };
+    Ok((
+        meta_headers(&state.server, RaftIndex(applied.index.get())),
+        Json(body),
+    )
+        .into_response())
+}

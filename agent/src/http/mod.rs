@@ -1,0 +1,93 @@
+//! The Consul-compatible HTTP API.
+//!
+//! **API Boundary:** this module is the only place that knows Consul's JSON
+//! shapes, query parameters and headers; below it everything is typed records.
+//! **Architecture Invariant:** every route, and the fallback for unknown
+//! paths, sits behind [`authz::authorize`], the one authorization point.
+
+mod authz;
+mod catalog;
+mod decode;
+mod error;
+mod kv;
+mod query;
+mod snapshot;
+mod status;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{any, delete, get, put};
+use axum::Router;
+use tokio::net::TcpListener;
+use weft_server::Server;
+
+use crate::config::AgentConfig;
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub server: Server,
+    pub config: Arc<AgentConfig>,
+}
+
+/// Largest request body read at all (snapshot restores are the big ones);
+/// per-endpoint limits (KV values: 512 KiB) are checked by the handlers.
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/kv", any(kv::handle))
+        .route("/v1/kv/", any(kv::handle))
+        .route("/v1/kv/{*key}", any(kv::handle))
+        .route(
+            "/v1/catalog/register",
+            put(catalog::register).post(catalog::register),
+        )
+        .route(
+            "/v1/catalog/deregister",
+            put(catalog::deregister).post(catalog::deregister),
+        )
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/node/{name}", get(catalog::node))
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(status::raft_configuration),
+        )
+        .route("/v1/operator/raft/peer", delete(status::remove_peer))
+        .route("/v1/agent/self", get(status::agent_self))
+        .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(authz::authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn unknown_path(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "unknown API path {}: see Consul's HTTP API for the endpoints Weft serves",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} not allowed on {}", uri.path()))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

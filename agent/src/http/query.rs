@@ -1,0 +1,187 @@
+//! Query parameters the way Consul reads them (a flag's presence means true:
+//! `?recurse`, `?recurse=`, `?recurse=1`), the blocking-query options every
+//! read takes, and the `X-Consul-*` headers every read answers with.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use percent_encoding::percent_decode_str;
+use weft_api::ids::RaftIndex;
+use weft_server::{ReadConsistency, Server};
+
+use super::error::ApiError;
+
+/// Consul's default and maximum `?wait`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// Decoded query parameters, in order.
+#[derive(Clone, Debug, Default)]
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    pub fn parse(raw: Option<&str>) -> Self {
+        let decode = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let pairs = raw
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(name), decode(value))
+            })
+            .collect();
+        Self { pairs }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated parameter (`?tag=a&tag=b`).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A flag: present means true, whatever its value.
+    pub fn flag(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// A numeric parameter; a value that is not a number is a 400.
+    pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "Invalid value for ?{name}: {text:?} is not a non-negative integer"
+                ))
+            }),
+        }
+    }
+}
+
+/// How a read should be served.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    pub consistency: ReadConsistency,
+    /// Block until the data's index is above this (0: don't block).
+    pub min_index: RaftIndex,
+    pub wait: Duration,
+}
+
+impl ReadOptions {
+    /// Reads `?stale`, `?consistent`, `?index`, `?wait` and checks `?dc`.
+    pub fn from_query(query: &QueryParams, server: &Server) -> Result<Self, ApiError> {
+        check_datacenter(query, server)?;
+        let consistency = match (query.flag("stale"), query.flag("consistent")) {
+            (true, true) => {
+                return Err(ApiError::BadRequest(
+                    "Cannot specify ?stale with ?consistent, conflicting semantics.".into(),
+                ))
+            }
+            (true, false) => ReadConsistency::Stale,
+            (false, true) => ReadConsistency::Consistent,
+            (false, false) => ReadConsistency::Default,
+        };
+        let min_index = RaftIndex(query.u64("index")?.unwrap_or(0));
+        let wait = match query.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(text) => weft_api::duration::parse(text)
+                .map_err(|e| ApiError::BadRequest(format!("Invalid wait time: {e}")))?
+                .min(MAX_WAIT),
+        };
+        Ok(Self {
+            consistency,
+            min_index,
+            wait,
+        })
+    }
+
+    /// Waits until the local state is fresh enough for this read.
+    pub async fn barrier(&self, server: &Server) -> Result<(), ApiError> {
+        server
+            .read_barrier(self.consistency)
+            .await
+            .map_err(ApiError::from)
+    }
+}
+
+/// `?dc=` naming another datacenter is an error, as in Consul (there is no
+/// WAN federation yet).
+pub fn check_datacenter(query: &QueryParams, server: &Server) -> Result<(), ApiError> {
+    match query.get("dc") {
+        Some(dc) if !dc.is_empty() && dc != server.datacenter().as_str() => Err(ApiError::Cluster(
+            weft_server::ServerError::LeaderUnreachable(format!("No path to datacenter {dc:?}")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`.
+pub fn meta_headers(server: &Server, index: RaftIndex) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-consul-index", HeaderValue::from(index.get().max(1)));
+    let known_leader = if server.leader().is_some() {
+        "true"
+    } else {
+        "false"
+    };
+    headers.insert(
+        "x-consul-knownleader",
+        HeaderValue::from_static(known_leader),
+    );
+    let last_contact = server
+        .last_contact()
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    headers.insert("x-consul-lastcontact", HeaderValue::from(last_contact));
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_true_when_present_in_any_form() {
+        for raw in [
+            "recurse",
+            "recurse=",
+            "recurse=1",
+            "recurse=true",
+            "a=b&recurse",
+        ] {
+            assert!(QueryParams::parse(Some(raw)).flag("recurse"), "{raw}");
+        }
+        assert!(!QueryParams::parse(Some("recursive")).flag("recurse"));
+    }
+
+    #[test]
+    fn numbers_that_are_not_numbers_are_a_400() {
+        let query = QueryParams::parse(Some("index=abc"));
+        assert!(matches!(query.u64("index"), Err(ApiError::BadRequest(_))));
+        assert_eq!(
+            QueryParams::parse(Some("index=42")).u64("index").unwrap(),
+            Some(42)
+        );
+    }
+
+    #[test]
+    fn values_are_percent_decoded_and_repeatable() {
+        let query = QueryParams::parse(Some("tag=a%20b&tag=c"));
+        assert_eq!(query.all("tag").collect::<Vec<_>>(), vec!["a b", "c"]);
+    }
+}

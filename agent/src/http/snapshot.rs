@@ -1,0 +1,54 @@
+//! `GET /v1/snapshot` saves the whole replicated state; `PUT /v1/snapshot`
+//! replaces it, through Raft, so every server restores the same thing.
+//!
+//! The format is Weft's own (versioned JSON of every table), not Consul's
+//! tar archive: a Consul snapshot cannot be restored into Weft.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use weft_api::command::{Command, CommandOutcome};
+use weft_server::store::StoreData;
+
+use super::error::ApiError;
+use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
+use super::AppState;
+
+pub async fn save(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let options = ReadOptions::from_query(&query, &state.server)?;
+    options.barrier(&state.server).await?;
+    let index = state.server.store().applied_index();
+    let data = state.server.store().export().encode();
+    let mut headers = meta_headers(&state.server, index);
+    headers.insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
+    Ok((headers, data).into_response())
+}
+
+pub async fn restore(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    // Refuse a bad file here, before it reaches the Raft log.
+    StoreData::decode(&body).map_err(|e| ApiError::BadRequest(format!("cannot restore: {e}")))?;
+    let applied = state
+        .server
+        .write(Command::Restore {
+            snapshot: body.to_vec(),
+        })
+        .await?;
+    match applied.outcome {
+        CommandOutcome::Rejected(reason) => {
+            Err(ApiError::BadRequest(format!("cannot restore: {reason}")))
+        }
+        _ => Ok((meta_headers(&state.server, applied.index), ()).into_response()),
+    }
+}

@@ -1,0 +1,124 @@
+//! `/v1/status/*`, `/v1/operator/raft/*` and `/v1/agent/self`: who leads,
+//! who the peers are, and membership changes.
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::query::{check_datacenter, meta_headers, QueryParams};
+use super::AppState;
+
+/// The leader's RPC address as a JSON string; `""` when there is none.
+pub async fn leader(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    let leader = state
+        .server
+        .leader()
+        .map(|l| l.rpc_addr)
+        .unwrap_or_default();
+    Ok(Json(leader).into_response())
+}
+
+/// The voters' RPC addresses.
+pub async fn peers(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    let peers: Vec<String> = state
+        .server
+        .raft_configuration()
+        .servers
+        .into_iter()
+        .filter(|s| s.voter)
+        .map(|s| s.rpc_addr)
+        .collect();
+    Ok(Json(peers).into_response())
+}
+
+pub async fn raft_configuration(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    let configuration = state.server.raft_configuration();
+    let servers: Vec<Value> = configuration
+        .servers
+        .iter()
+        .map(|s| {
+            json!({
+                "ID": s.id.to_string(),
+                "Node": s.name,
+                "Address": s.rpc_addr,
+                "HTTPAddress": s.http_addr,
+                "Leader": s.leader,
+                "Voter": s.voter,
+                "ProtocolVersion": "3",
+                "LastIndex": s.last_index,
+            })
+        })
+        .collect();
+    let body = json!({"Servers": servers, "Index": configuration.index.get()});
+    Ok((meta_headers(&state.server, configuration.index), Json(body)).into_response())
+}
+
+/// `DELETE /v1/operator/raft/peer?id=<id or name>` or `?address=<rpc addr>`.
+pub async fn remove_peer(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    check_datacenter(&query, &state.server)?;
+    let peer = query
+        .get("id")
+        .or_else(|| query.get("address"))
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("Must specify either ?id or ?address".into()))?;
+    state.server.remove_peer(peer).await?;
+    Ok(().into_response())
+}
+
+/// The parts of Consul's `/v1/agent/self` that tools read.
+pub async fn agent_self(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let config = &state.config;
+    let server = &state.server;
+    let body = json!({
+        "Config": {
+            "Datacenter": config.datacenter,
+            "NodeName": config.node_name,
+            "NodeID": server.id().to_string(),
+            "Server": config.server,
+            "Revision": "",
+            "Version": env!("CARGO_PKG_VERSION"),
+            "PrimaryDatacenter": config.datacenter,
+        },
+        "Member": {
+            "Name": config.node_name,
+            "Addr": config.rpc_addr.ip().to_string(),
+            "Port": config.rpc_addr.port(),
+            "Tags": {"role": if config.server { "consul" } else { "node" }, "dc": config.datacenter},
+            "Status": 1,
+        },
+        "Stats": {
+            "raft": {
+                "state": if server.is_leader() { "Leader" } else { "Follower" },
+                "applied_index": server.store().applied_index().get().to_string(),
+            },
+        },
+        "Meta": {},
+        "Coord": Value::Null,
+        "DebugConfig": {
+            "HTTPAddrs": [format!("tcp://{}", config.http_addr)],
+            "DNSAddrs": [format!("udp://{}", config.dns_addr)],
+            "DNSDomain": format!("{}.", config.domain),
+            "DataDir": config.data_dir,
+        },
+        "xDS": Value::Null,
+    });
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,78 @@
+//! The one `Command` enum every Raft write is, and what applying it returns.
+//!
+//! Commands are stored in the Raft log, so their encoding is a compatibility
+//! promise: variants and fields are only ever added (with serde defaults),
+//! never changed or reused. A change of meaning gets a new variant.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Deregistration, Registration};
+use crate::mesh::{CaState, ConfigEntry, Intention};
+
+/// A write to the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Sets a key. With `cas`, only if the key's ModifyIndex equals it
+    /// (`cas = 0`: only if the key does not exist).
+    KvSet {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        flags: u64,
+        cas: Option<u64>,
+    },
+    /// Deletes a key, or every key under a prefix. With `cas`, only if the
+    /// key's ModifyIndex equals it.
+    KvDelete {
+        key: String,
+        recurse: bool,
+        cas: Option<u64>,
+    },
+    Register(Registration),
+    Deregister(Deregistration),
+    IntentionUpsert(Intention),
+    IntentionDelete {
+        id: String,
+    },
+    ConfigEntryUpsert(ConfigEntry),
+    ConfigEntryDelete {
+        kind: String,
+        name: String,
+    },
+    CaSetState(CaState),
+    /// Replaces the whole state with a snapshot made by `GET /v1/snapshot`.
+    Restore {
+        #[serde(with = "serde_bytes")]
+        snapshot: Vec<u8>,
+    },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::KvSet { .. } => "kv-set",
+            Command::KvDelete { .. } => "kv-delete",
+            Command::Register(_) => "register",
+            Command::Deregister(_) => "deregister",
+            Command::IntentionUpsert(_) => "intention-upsert",
+            Command::IntentionDelete { .. } => "intention-delete",
+            Command::ConfigEntryUpsert(_) => "config-entry-upsert",
+            Command::ConfigEntryDelete { .. } => "config-entry-delete",
+            Command::CaSetState(_) => "ca-set-state",
+            Command::Restore { .. } => "restore",
+        }
+    }
+}
+
+/// What applying a command produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutcome {
+    /// Applied.
+    #[default]
+    Done,
+    /// A check-and-set: whether it took effect.
+    Cas(bool),
+    /// Not applied, and why (the state is unchanged).
+    Rejected(String),
+}

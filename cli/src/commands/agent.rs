@@ -1,0 +1,226 @@
+//! `weft agent` and `weft dev`: build the configuration, bind the listeners,
+//! run until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+use weft_agent::config::{read_sources, AgentConfig, ConfigFile};
+use weft_agent::{Agent, Listeners};
+
+/// Exit code for a configuration the agent cannot run with (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// Flags shared by `agent` and `dev`: each overrides the same setting in config files.
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// Run as a server: replicate state with the other servers.
+    #[arg(long)]
+    server: bool,
+    /// This node's name (default: the host name).
+    #[arg(long = "node", alias = "node-name")]
+    node_name: Option<String>,
+    /// Where this agent keeps its state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The datacenter this agent belongs to (default dc1).
+    #[arg(long)]
+    datacenter: Option<String>,
+    /// Bootstrap a new cluster once this many servers have found each other.
+    #[arg(long)]
+    bootstrap_expect: Option<usize>,
+    /// RPC address of another server to join (repeatable).
+    #[arg(long = "retry-join")]
+    retry_join: Vec<String>,
+    /// Server RPC listen address (IP:port).
+    #[arg(long)]
+    rpc_addr: Option<String>,
+    /// HTTP API listen address (IP:port).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// DNS listen address (IP:port).
+    #[arg(long)]
+    dns_addr: Option<String>,
+    /// IP for the server RPC listener (with the default port 8300).
+    #[arg(long = "bind")]
+    bind_addr: Option<String>,
+    /// IP for the HTTP and DNS listeners (with default ports 8500, 8600).
+    #[arg(long = "client")]
+    client_addr: Option<String>,
+    /// DNS domain (default weft; `consul` makes Weft a drop-in).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Snapshot and compact the Raft log after this many entries.
+    #[arg(long)]
+    raft_snapshot_threshold: Option<u64>,
+    /// Log entries kept after a snapshot, for followers that lag a little.
+    #[arg(long)]
+    raft_trailing_logs: Option<u64>,
+    /// A config file, HCL or JSON (repeatable; later files win).
+    #[arg(long = "config-file")]
+    config_files: Vec<PathBuf>,
+    /// A directory of *.hcl and *.json config files, read in name order (repeatable).
+    #[arg(long = "config-dir")]
+    config_dirs: Vec<PathBuf>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl AgentArgs {
+    fn overrides(&self) -> ConfigFile {
+        ConfigFile {
+            node_name: self.node_name.clone(),
+            datacenter: self.datacenter.clone(),
+            data_dir: self.data_dir.clone(),
+            server: self.server.then_some(true),
+            bootstrap_expect: self.bootstrap_expect,
+            retry_join: self.retry_join.clone(),
+            bind_addr: self.bind_addr.clone(),
+            client_addr: self.client_addr.clone(),
+            rpc_addr: self.rpc_addr.clone(),
+            http_addr: self.http_addr.clone(),
+            dns_addr: self.dns_addr.clone(),
+            domain: self.domain.clone(),
+            raft_snapshot_threshold: self.raft_snapshot_threshold,
+            raft_trailing_logs: self.raft_trailing_logs,
+            log_level: self.log_level.clone(),
+            ..ConfigFile::default()
+        }
+    }
+}
+
+/// `weft dev`: the same flags, with dev defaults.
+#[derive(Args, Debug, Default)]
+pub struct DevArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// Merges files and flags into a validated config, or exits 64 with every problem listed.
+fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitCode> {
+    let mut merged = base;
+    match read_sources(&args.config_files, &args.config_dirs) {
+        Ok(files) => merged.merge(files),
+        Err(errors) => {
+            eprintln!("Error: {errors}");
+            return Err(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    }
+    merged.merge(args.overrides());
+    init_logging(merged.log_level.as_deref().unwrap_or("info"));
+    merged.validate().map_err(|errors| {
+        eprintln!("Error: {errors}");
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},openraft=warn,sled=warn,h2=warn,tower=warn"
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = match build_config(&args, ConfigFile::default()) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    serve(config).await
+}
+
+pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    // Keep the temporary data dir alive for the whole run; it is removed on exit.
+    let temp_dir = match &args.agent.data_dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("weft-dev-")
+                .tempdir()
+                .context("cannot create a temporary data dir")?,
+        ),
+    };
+    let defaults = ConfigFile {
+        node_name: Some("dev".into()),
+        server: Some(true),
+        bootstrap_expect: Some(1),
+        data_dir: temp_dir.as_ref().map(|d| d.path().to_path_buf()),
+        dev_mode: Some(true),
+        ..ConfigFile::default()
+    };
+    let config = match build_config(&args.agent, defaults) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    print_dev_banner(&config, temp_dir.is_some());
+    serve(config).await
+}
+
+fn print_dev_banner(config: &AgentConfig, temporary: bool) {
+    let http = config.http_addr;
+    let data = if temporary {
+        " (temporary: removed on exit)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "==> Weft dev agent: a single server and agent, state in {}{data}
+
+    HTTP API: http://{http}   (Consul-compatible)
+    Server RPC: {}
+    Datacenter: {}   Node: {}
+
+    Try:
+      weft kv put --http-addr {http} greeting hello
+      weft kv get --http-addr {http} greeting
+      curl -s http://{http}/v1/kv/greeting?raw
+      curl -s http://{http}/v1/status/leader
+      weft catalog nodes --http-addr {http}
+      weft operator raft list-peers --http-addr {http}
+
+    Stop with Ctrl-C.
+",
+        config.data_dir.display(),
+        config.rpc_addr,
+        config.datacenter,
+        config.node_name,
+    );
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr} (is another agent running there? choose another with --{what}-addr)"))
+}
+
+async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
+    let listeners = Listeners {
+        rpc: bind("rpc", config.rpc_addr).await?,
+        http: bind("http", config.http_addr).await?,
+    };
+    Agent::new(config).run(listeners, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,78 @@
+//! One module per command group; each talks to the HTTP API through
+//! [`ApiArgs`] or, for `agent` and `dev`, starts the processes.
+
+pub mod agent;
+pub mod catalog;
+pub mod kv;
+pub mod operator;
+pub mod snapshot;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use weft_api::client::{HttpClient, Response};
+
+use crate::output::Format;
+
+/// How client commands reach an agent.
+#[derive(Args, Clone, Debug)]
+pub struct ApiArgs {
+    /// The agent's HTTP API address.
+    #[arg(long, env = "WEFT_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+    pub http_addr: String,
+    /// ACL token sent as X-Consul-Token.
+    #[arg(long, env = "WEFT_HTTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Read from any server, even if it lags (`?stale`).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+impl ApiArgs {
+    pub fn client(&self) -> HttpClient {
+        HttpClient::new(&self.http_addr, self.token.clone())
+    }
+
+    /// `?stale` for reads when asked for.
+    pub fn read_query(&self) -> &'static str {
+        if self.stale {
+            "stale"
+        } else {
+            ""
+        }
+    }
+}
+
+/// Fails with the agent's own message unless the response is a success.
+pub fn expect_success(response: Response, what: &str) -> anyhow::Result<Response> {
+    if response.is_success() {
+        return Ok(response);
+    }
+    let text = response.text();
+    let text = text.trim();
+    if text.is_empty() {
+        bail!("{what} failed: HTTP {}", response.status);
+    }
+    bail!("{what} failed: {text} (HTTP {})", response.status)
+}
+
+/// Parses a JSON response body.
+pub fn json_body(response: &Response) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_slice(&response.body).context("the agent sent a response that is not JSON")
+}
+
+/// Joins query parts into `?a&b=c` (or nothing).
+pub fn query_string(parts: &[String]) -> String {
+    let parts: Vec<&str> = parts
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}

@@ -1,0 +1,72 @@
+//! `weft`: one binary for the agent, the server, the dev mode and the
+//! operator commands, in the habits of the `consul` CLI.
+//!
+//! `main` only parses, dispatches and turns errors into exit codes:
+//! 0 success, 1 a failed operation, 2 bad usage (clap), 64 invalid config.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Weft: a service mesh for VMs and Kubernetes, in the style of Consul.
+#[derive(Parser)]
+#[command(name = "weft", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an agent (with --server, a server of the replicated state).
+    Agent(commands::agent::AgentArgs),
+    /// Run a single-node server and agent with embedded defaults, for trying Weft out.
+    Dev(commands::agent::DevArgs),
+    /// Read and write the key/value store.
+    #[command(subcommand)]
+    Kv(commands::kv::KvCommand),
+    /// List what the catalog holds.
+    #[command(subcommand)]
+    Catalog(commands::catalog::CatalogCommand),
+    /// Operate the cluster (Raft peers).
+    #[command(subcommand)]
+    Operator(commands::operator::OperatorCommand),
+    /// Save or restore the whole replicated state.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent(args) => commands::agent::run_agent(args).await,
+            Command::Dev(args) => commands::agent::run_dev(args).await,
+            Command::Kv(command) => command.run().await,
+            Command::Catalog(command) => command.run().await,
+            Command::Operator(command) => command.run().await,
+            Command::Snapshot(command) => command.run().await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The server crate's errors, phrased for the operator who will read them.
+
+use std::path::PathBuf;
+
+use crate::raft::StorageOpenError;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node-id file {path} is corrupt ({content:?}); delete it only if this server's Raft data goes too")]
+    CorruptNodeId { path: PathBuf, content: String },
+    #[error(transparent)]
+    Storage(#[from] StorageOpenError),
+    #[error("invalid Raft settings: {0}")]
+    RaftConfig(String),
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a request to the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Consul's wording: clients and tools match on it.
+    #[error("No cluster leader")]
+    NoLeader,
+    #[error("the leader did not answer in time: {0}")]
+    LeaderUnreachable(String),
+    #[error("timed out waiting for this server to catch up with the leader (index {0})")]
+    CatchUpTimeout(u64),
+    #[error("no server {0:?} in the Raft configuration (use an ID, a name, or an RPC address from `weft operator raft list-peers`)")]
+    PeerNotFound(String),
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error("Raft is shutting down or failed: {0}")]
+    Fatal(String),
+}
+
+impl ServerError {
+    /// True for errors that mean "try again shortly" (no leader, leader moving).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ServerError::NoLeader
+                | ServerError::LeaderUnreachable(_)
+                | ServerError::CatchUpTimeout(_)
+        )
+    }
+}

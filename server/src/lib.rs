@@ -1,0 +1,29 @@
+//! The Weft server: the replicated state every agent reads and writes.
+//!
+//! # Layout
+//! - [`store`]: the state store. Tables (catalog, KV, intentions, config
+//!   entries, CA) with a pure, deterministic `apply`, per-table indexes, and
+//!   blocking reads. Start reading here.
+//! - [`raft`]: openraft glue. The sled log and snapshot storage, the state
+//!   machine over the store, and the gRPC network between servers.
+//! - `rpc`: the gRPC services servers offer each other (Raft transport and
+//!   cluster management: discovery, join, forwarded writes, read index).
+//! - `cluster`: discovery, bootstrap (exactly once) and join.
+//! - [`Server`]: the handle the agent uses to write, read and manage peers.
+//!
+//! **Architecture Invariant:** `Tables::apply` reads no clock, draws no random
+//! number and does no I/O. Time-based decisions are made by the leader and
+//! written as commands.
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod error;
+pub mod raft;
+mod rpc;
+mod server;
+pub mod store;
+
+pub use error::{ServerError, StartError};
+pub use server::{
+    Applied, PeerStatus, RaftConfiguration, RaftTuning, ReadConsistency, Server, ServerConfig,
+};

@@ -1,0 +1,297 @@
+//! Durable Raft storage in sled: the log (entries, vote, committed and purged
+//! markers) and the latest state-machine snapshot.
+//!
+//! Durability rule: openraft is told an append or a vote is done only after
+//! sled has flushed it to disk (`flush_async`), so an acknowledged write
+//! survives a crash. Many entries appended together share one flush, which is
+//! what makes throughput grow with concurrent clients.
+//!
+//! **Architecture Invariant:** this is the only module that knows sled.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, LogId, StorageError, StorageIOError, Vote};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{codec, TypeConfig};
+
+type NodeId = u64;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// Why the data directory's Raft storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot open Raft storage at {path}: {source} (is another weft process using this --data-dir?)"
+)]
+pub struct StorageOpenError {
+    path: String,
+    source: sled::Error,
+}
+
+/// Opens (or creates) the Raft storage under `dir`.
+pub fn open_storage(dir: &Path) -> Result<(LogStore, SnapshotStore), StorageOpenError> {
+    let err = |source| StorageOpenError {
+        path: dir.display().to_string(),
+        source,
+    };
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(err)?;
+    let log = db.open_tree("log").map_err(err)?;
+    let meta = db.open_tree("meta").map_err(err)?;
+    let snapshots = db.open_tree("snapshot").map_err(err)?;
+    Ok((
+        LogStore {
+            db: db.clone(),
+            log,
+            meta,
+        },
+        SnapshotStore { db, snapshots },
+    ))
+}
+
+/// The Raft log. Cloning shares the same underlying trees.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn read_io(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_io(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl LogStore {
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
+        match self.meta.get(key).map_err(read_io)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_io)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError<NodeId>> {
+        self.meta
+            .insert(key, codec::encode(value))
+            .map_err(write_io)?;
+        Ok(())
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        match self.log.last().map_err(read_io)? {
+            Some((_, bytes)) => {
+                let entry: Entry<TypeConfig> = codec::decode(&bytes).map_err(read_io)?;
+                Ok(Some(entry.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes on disk of the whole database (log and snapshot), for figures.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        for item in self.log.range((Bound::Included(index_key(start)), end)) {
+            let (_, bytes) = item.map_err(read_io)?;
+            entries.push(codec::decode(&bytes).map_err(read_io)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.put_meta(VOTE, vote)?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // Not flushed on its own: losing it only means re-applying from the
+        // snapshot up to what the leader says is committed.
+        self.put_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&index_key(entry.log_id.index), codec::encode(&entry));
+        }
+        self.log.apply_batch(batch).map_err(write_io)?;
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other);
+        let failed = flushed
+            .as_ref()
+            .err()
+            .map(|e| StorageIOError::write_logs(e).into());
+        callback.log_io_completed(flushed);
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let doomed: Vec<_> = self
+            .log
+            .range(index_key(log_id.index)..)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(write_io)?;
+        let mut batch = sled::Batch::default();
+        for key in doomed {
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(write_io)?;
+        self.db.flush_async().await.map_err(write_io)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Record the purge point first: a crash half-way leaves extra entries,
+        // never a gap that the state claims not to have.
+        self.put_meta(LAST_PURGED, &log_id)?;
+        let doomed: Vec<_> = self
+            .log
+            .range(..=index_key(log_id.index))
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(write_io)?;
+        let mut batch = sled::Batch::default();
+        for key in doomed {
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(write_io)?;
+        Ok(())
+    }
+}
+
+/// The latest snapshot: its metadata and the encoded state it holds.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    db: sled::Db,
+    snapshots: sled::Tree,
+}
+
+/// A stored snapshot as raw parts; the state machine gives them meaning.
+pub struct StoredSnapshot {
+    pub meta: openraft::SnapshotMeta<NodeId, super::ServerNode>,
+    pub data: Vec<u8>,
+}
+
+const SNAPSHOT_META: &[u8] = b"current.meta";
+const SNAPSHOT_DATA: &[u8] = b"current.data";
+
+impl SnapshotStore {
+    /// Replaces the stored snapshot, atomically, and flushes it.
+    pub async fn save(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+        let signature = Some(snapshot.meta.signature());
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, codec::encode(&snapshot.meta));
+        batch.insert(SNAPSHOT_DATA, snapshot.data.as_slice());
+        self.snapshots
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        Ok(())
+    }
+
+    pub fn load(&self) -> Result<Option<StoredSnapshot>, StorageError<NodeId>> {
+        let read = |e: String| -> StorageError<NodeId> {
+            StorageIOError::read_snapshot(None, openraft::AnyError::error(e)).into()
+        };
+        let meta = self
+            .snapshots
+            .get(SNAPSHOT_META)
+            .map_err(|e| read(e.to_string()))?;
+        let data = self
+            .snapshots
+            .get(SNAPSHOT_DATA)
+            .map_err(|e| read(e.to_string()))?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => Ok(Some(StoredSnapshot {
+                meta: codec::decode(&meta).map_err(|e| read(e.to_string()))?,
+                data: data.to_vec(),
+            })),
+            _ => Ok(None),
+        }
+    }
+}

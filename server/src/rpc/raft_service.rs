@@ -1,0 +1,75 @@
+//! Serves openraft's RPCs to the local Raft node, and notes when the leader
+//! was last heard from (`X-Consul-LastContact`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::{Request, Response, Status};
+use weft_api::proto::raft::raft_server::Raft as RaftRpc;
+use weft_api::proto::raft::RaftPayload;
+
+use crate::raft::{codec_decode_request, encode, Raft};
+
+/// When this server last heard from a leader.
+#[derive(Clone, Default)]
+pub struct LastContact(Arc<Mutex<Option<Instant>>>);
+
+impl LastContact {
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Time since the leader's last message; `None` if never heard.
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|at| at.elapsed())
+    }
+}
+
+pub struct RaftService {
+    raft: Raft,
+    last_contact: LastContact,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft, last_contact: LastContact) -> Self {
+        Self { raft, last_contact }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = codec_decode_request(&request.into_inner().data)?;
+        self.last_contact.touch();
+        let result = self.raft.append_entries(rpc).await;
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = codec_decode_request(&request.into_inner().data)?;
+        let result = self.raft.vote(rpc).await;
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = codec_decode_request(&request.into_inner().data)?;
+        self.last_contact.touch();
+        let result = self.raft.install_snapshot(rpc).await;
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
+    }
+}

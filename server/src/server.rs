@@ -1,0 +1,563 @@
+//! The [`Server`] handle: starts Raft and the gRPC services, and is what the
+//! agent calls to write (forwarded to the leader), to read at a chosen
+//! consistency, and to inspect or change the Raft membership.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use weft_api::command::{Command, CommandOutcome};
+use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId};
+use weft_api::proto::cluster::cluster_client::ClusterClient;
+use weft_api::proto::cluster::cluster_server::ClusterServer;
+use weft_api::proto::cluster::{ApplyRequest, ReadIndexRequest, RemovePeerRequest};
+use weft_api::proto::raft::raft_server::RaftServer;
+
+use crate::error::{ServerError, StartError};
+use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateMachine};
+use crate::rpc::{channel_to, ClusterService, LastContact, RaftService};
+use crate::store::StateStore;
+
+/// Raft timing and compaction settings.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Take a snapshot (and compact the log) after this many new entries
+    /// (Consul's `raft_snapshot_threshold`).
+    pub snapshot_threshold: u64,
+    /// Entries kept behind a snapshot so slightly lagging followers catch up
+    /// from the log (Consul's `raft_trailing_logs`).
+    pub trailing_logs: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(750),
+            election_timeout_max: Duration::from_millis(1500),
+            snapshot_threshold: 8192,
+            trailing_logs: 10240,
+        }
+    }
+}
+
+/// Everything a server needs to start. Built and validated by the agent.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub node_name: NodeName,
+    pub datacenter: Datacenter,
+    pub data_dir: PathBuf,
+    /// Where other servers reach this one (advertised RPC address).
+    pub rpc_addr: String,
+    /// This server's HTTP API address, shown to operators.
+    pub http_addr: String,
+    /// Bootstrap a new cluster once this many servers know each other.
+    pub bootstrap_expect: Option<usize>,
+    /// RPC addresses of other servers to discover and join.
+    pub retry_join: Vec<String>,
+    pub raft: RaftTuning,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Served by (or caught up with) the leader, without a quorum check.
+    #[default]
+    Default,
+    /// Whatever this server has (`?stale`).
+    Stale,
+    /// Linearizable: the leader confirms it still leads first (`?consistent`).
+    Consistent,
+}
+
+/// A write that the cluster committed and applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: CommandOutcome,
+    pub index: RaftIndex,
+}
+
+/// One server in the Raft configuration, as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub id: ServerId,
+    pub name: String,
+    pub rpc_addr: String,
+    pub http_addr: String,
+    pub voter: bool,
+    pub leader: bool,
+    /// The last log index known to be on that server (known on the leader).
+    pub last_index: Option<u64>,
+}
+
+/// The Raft configuration and the log index it was committed at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftConfiguration {
+    pub servers: Vec<PeerStatus>,
+    pub index: RaftIndex,
+}
+
+/// How long a write keeps trying to reach a leader before giving up.
+const WRITE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a read waits for this server to catch up with the leader.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A running server. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) node: ServerNode,
+    pub(crate) datacenter: Datacenter,
+    pub(crate) raft: Raft,
+    pub(crate) store: Arc<StateStore>,
+    pub(crate) last_contact: LastContact,
+    log_store: LogStore,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Server {
+    /// Opens the data dir, starts Raft and serves the gRPC services on
+    /// `rpc_listener` until `shutdown` resolves. Discovery and bootstrap run
+    /// in the background (see [`crate::cluster`]).
+    pub async fn start(
+        config: ServerConfig,
+        rpc_listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<Server, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let id = load_or_create_server_id(&config.data_dir)?;
+        let (log_store, snapshot_store) = raft::open_storage(&config.data_dir.join("raft"))?;
+        let store = StateStore::new();
+        let state_machine = StateMachine::open(store.clone(), snapshot_store)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft_config = openraft::Config {
+            cluster_name: "weft".into(),
+            heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
+            election_timeout_min: config.raft.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.raft.election_timeout_max.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_threshold),
+            max_in_snapshot_log_to_keep: config.raft.trailing_logs,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::RaftConfig(e.to_string()))?;
+        let node = ServerNode {
+            name: config.node_name.to_string(),
+            rpc_addr: config.rpc_addr.clone(),
+            http_addr: config.http_addr.clone(),
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            Network,
+            log_store.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let server = Server {
+            inner: Arc::new(Inner {
+                id,
+                node,
+                datacenter: config.datacenter.clone(),
+                raft: raft.clone(),
+                store,
+                last_contact: LastContact::default(),
+                log_store,
+                channels: Mutex::new(HashMap::new()),
+            }),
+        };
+
+        let grpc = tonic::transport::Server::builder()
+            .add_service(
+                RaftServer::new(RaftService::new(
+                    raft.clone(),
+                    server.inner.last_contact.clone(),
+                ))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                ClusterServer::new(ClusterService::new(server.clone()))
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+        let raft_for_shutdown = raft.clone();
+        tokio::spawn(async move {
+            let served = grpc
+                .serve_with_incoming_shutdown(incoming, async move {
+                    shutdown.await;
+                    let _ = raft_for_shutdown.shutdown().await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "server RPC listener stopped");
+            }
+        });
+        tokio::spawn(crate::cluster::join_or_bootstrap(
+            server.clone(),
+            config.bootstrap_expect,
+            config.retry_join,
+        ));
+        tracing::info!(server_id = id, name = %server.inner.node.name, rpc = %server.inner.node.rpc_addr, "server started");
+        Ok(server)
+    }
+
+    pub fn id(&self) -> ServerId {
+        ServerId(self.inner.id)
+    }
+
+    pub fn node(&self) -> &ServerNode {
+        &self.inner.node
+    }
+
+    pub fn datacenter(&self) -> &Datacenter {
+        &self.inner.datacenter
+    }
+
+    /// The replicated state, as applied on this server.
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.inner.store
+    }
+
+    pub(crate) fn metrics(&self) -> RaftMetrics {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The current leader, if this server knows one.
+    pub fn leader(&self) -> Option<ServerNode> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Time since this server last heard from the leader (zero on the leader).
+    pub fn last_contact(&self) -> Option<Duration> {
+        if self.is_leader() {
+            return Some(Duration::ZERO);
+        }
+        self.inner.last_contact.elapsed()
+    }
+
+    /// Bytes the Raft data (log and snapshot) take on disk.
+    pub fn raft_size_on_disk(&self) -> u64 {
+        self.inner.log_store.size_on_disk()
+    }
+
+    pub(crate) fn cluster_client(
+        &self,
+        rpc_addr: &str,
+    ) -> Result<ClusterClient<Channel>, ServerError> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(rpc_addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = channel_to(rpc_addr)
+                    .map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
+                channels.insert(rpc_addr.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(ClusterClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// Commits `command` through the leader and waits until it is applied
+    /// here too, so a read on this server right after sees it. Retries while
+    /// there is no leader or it moves, for up to 10 s.
+    pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
+        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.write_once(&command).await {
+                Ok(applied) => {
+                    self.store()
+                        .wait_applied(applied.index, CATCH_UP_PATIENCE)
+                        .await;
+                    return Ok(applied);
+                }
+                Err(error)
+                    if error.is_transient() && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::debug!(%error, "write will be retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt: local if leader, else forwarded to the leader.
+    pub(crate) async fn write_once(&self, command: &Command) -> Result<Applied, ServerError> {
+        match self.inner.raft.client_write(command.clone()).await {
+            Ok(response) => Ok(Applied {
+                outcome: response.data,
+                index: RaftIndex(response.log_id.index),
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                match forward.leader_node {
+                    Some(leader) => self.forward_write(&leader, command).await,
+                    None => Err(ServerError::NoLeader),
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ServerError::Membership(e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ServerError::Fatal(fatal.to_string())),
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        leader: &ServerNode,
+        command: &Command,
+    ) -> Result<Applied, ServerError> {
+        let mut client = self.cluster_client(&leader.rpc_addr)?;
+        let request = ApplyRequest {
+            command: raft::encode(command),
+        };
+        let reply = client
+            .apply(request)
+            .await
+            .map_err(status_to_error)?
+            .into_inner();
+        let outcome = raft::decode(&reply.outcome)
+            .map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
+        Ok(Applied {
+            outcome,
+            index: RaftIndex(reply.index),
+        })
+    }
+
+    /// Makes this server's state fresh enough for `consistency`, waiting for
+    /// it to catch up with the leader when needed.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
+        let index = match consistency {
+            ReadConsistency::Stale => return Ok(()),
+            ReadConsistency::Default if self.is_leader() => return Ok(()),
+            ReadConsistency::Consistent if self.is_leader() => {
+                return self.local_read_index(true).await.map(|_| ());
+            }
+            _ => {
+                let leader = self.leader().ok_or(ServerError::NoLeader)?;
+                let mut client = self.cluster_client(&leader.rpc_addr)?;
+                let linearizable = consistency == ReadConsistency::Consistent;
+                let request = ReadIndexRequest { linearizable };
+                client
+                    .read_index(request)
+                    .await
+                    .map_err(status_to_error)?
+                    .into_inner()
+                    .index
+            }
+        };
+        if self
+            .store()
+            .wait_applied(RaftIndex(index), CATCH_UP_PATIENCE)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(ServerError::CatchUpTimeout(index))
+        }
+    }
+
+    /// On the leader: the index a read must see. With `linearizable`, first
+    /// confirms leadership with a quorum (read-index).
+    pub(crate) async fn local_read_index(&self, linearizable: bool) -> Result<u64, ServerError> {
+        if !self.is_leader() {
+            return Err(ServerError::NoLeader);
+        }
+        if linearizable {
+            let read_log_id = self
+                .inner
+                .raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| match e {
+                    RaftError::APIError(_) => ServerError::NoLeader,
+                    RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
+                })?;
+            return Ok(read_log_id.map(|l| l.index).unwrap_or(0));
+        }
+        Ok(self.store().applied_index().get())
+    }
+
+    /// The Raft configuration as this server knows it.
+    pub fn raft_configuration(&self) -> RaftConfiguration {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched: BTreeMap<u64, u64> = metrics
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|(id, log)| Some((*id, log.as_ref()?.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let servers = membership
+            .nodes()
+            .map(|(id, node)| PeerStatus {
+                id: ServerId(*id),
+                name: node.name.clone(),
+                rpc_addr: node.rpc_addr.clone(),
+                http_addr: node.http_addr.clone(),
+                voter: voters.contains(id),
+                leader: metrics.current_leader == Some(*id),
+                last_index: if *id == self.inner.id {
+                    metrics.last_log_index
+                } else {
+                    matched.get(id).copied()
+                },
+            })
+            .collect();
+        let index = metrics
+            .membership_config
+            .log_id()
+            .map(|l| l.index)
+            .unwrap_or(0);
+        RaftConfiguration {
+            servers,
+            index: RaftIndex(index),
+        }
+    }
+
+    /// Removes a server (by ID, name or RPC address) from the Raft
+    /// configuration, through the leader.
+    pub async fn remove_peer(&self, peer: &str) -> Result<(), ServerError> {
+        if self.is_leader() {
+            return self.remove_peer_locally(peer).await;
+        }
+        let leader = self.leader().ok_or(ServerError::NoLeader)?;
+        let mut client = self.cluster_client(&leader.rpc_addr)?;
+        client
+            .remove_peer(RemovePeerRequest {
+                peer: peer.to_owned(),
+            })
+            .await
+            .map_err(status_to_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_peer_locally(&self, peer: &str) -> Result<(), ServerError> {
+        let configuration = self.raft_configuration();
+        let target = configuration
+            .servers
+            .iter()
+            .find(|s| s.id.0.to_string() == peer || s.name == peer || s.rpc_addr == peer)
+            .ok_or_else(|| ServerError::PeerNotFound(peer.to_owned()))?;
+        let ids = BTreeSet::from([target.id.0]);
+        let change = if target.voter {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        self.inner
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(client_write_error)?;
+        tracing::info!(
+            peer,
+            id = target.id.0,
+            "removed server from the Raft configuration"
+        );
+        Ok(())
+    }
+}
+
+/// Maps a membership-change failure to a [`ServerError`].
+pub(crate) fn client_write_error(
+    error: RaftError<u64, ClientWriteError<u64, ServerNode>>,
+) -> ServerError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ServerError::NoLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ServerError::Membership(e.to_string())
+        }
+        RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
+    }
+}
+
+/// Interprets a gRPC error from another server.
+pub(crate) fn status_to_error(status: tonic::Status) -> ServerError {
+    match status.code() {
+        // The other side is not (or no longer) the leader: nothing was applied.
+        tonic::Code::FailedPrecondition => ServerError::NoLeader,
+        tonic::Code::NotFound => ServerError::PeerNotFound(status.message().to_owned()),
+        tonic::Code::Aborted => ServerError::Membership(status.message().to_owned()),
+        _ => ServerError::LeaderUnreachable(status.message().to_owned()),
+    }
+}
+
+/// Maps a [`ServerError`] to the gRPC status another server will interpret
+/// with [`status_to_error`].
+pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
+    match error {
+        ServerError::NoLeader => tonic::Status::failed_precondition(error.to_string()),
+        ServerError::PeerNotFound(peer) => tonic::Status::not_found(peer),
+        ServerError::Membership(reason) => tonic::Status::aborted(reason),
+        other => tonic::Status::unavailable(other.to_string()),
+    }
+}
+
+/// This server's Raft ID: random, made on first start, kept in `node-id`.
+fn load_or_create_server_id(data_dir: &Path) -> Result<u64, StartError> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(content) => content
+            .trim()
+            .parse()
+            .map_err(|_| StartError::CorruptNodeId {
+                path: path.clone(),
+                content,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = rand::random::<u64>() >> 1 | 1;
+            let temp = data_dir.join("node-id.tmp");
+            std::fs::write(&temp, id.to_string())
+                .and_then(|_| std::fs::rename(&temp, &path))
+                .map_err(|source| StartError::DataDir {
+                    path: path.clone(),
+                    source,
+                })?;
+            Ok(id)
+        }
+        Err(source) => Err(StartError::DataDir { path, source }),
+    }
+}

@@ -1,0 +1,363 @@
+//! The catalog: nodes, the services on them and their health checks, with
+//! Consul's registration rules (a service needs its node, a check's service
+//! must exist on the same node, deregistering a node takes everything on it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weft_api::catalog::{Check, Deregistration, Node, Registration, Service};
+use weft_api::command::CommandOutcome;
+use weft_api::ids::{CheckId, Indexes, NodeName, RaftIndex, ServiceId, ServiceName};
+
+use super::{Changed, Table};
+
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    nodes: BTreeMap<NodeName, Node>,
+    services: BTreeMap<(NodeName, ServiceId), Service>,
+    checks: BTreeMap<(NodeName, CheckId), Check>,
+}
+
+/// A service instance with the node it runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInstance {
+    pub node: Node,
+    pub service: Service,
+}
+
+/// A node with every service registered on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeServices {
+    pub node: Node,
+    pub services: Vec<Service>,
+}
+
+/// Stores `record` unless an equal one (indexes aside) is there already;
+/// keeps the create index and sets the modify index. Returns whether it wrote.
+fn upsert<K: Ord, V: Clone + PartialEq>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    mut record: V,
+    index: RaftIndex,
+    indexes: impl Fn(&mut V) -> &mut Indexes,
+) -> bool {
+    match map.get(&key) {
+        Some(existing) => {
+            let mut existing_indexes = *indexes(&mut existing.clone());
+            *indexes(&mut record) = existing_indexes;
+            if *existing == record {
+                return false;
+            }
+            existing_indexes.modify = index;
+            *indexes(&mut record) = existing_indexes;
+        }
+        None => *indexes(&mut record) = Indexes::created_at(index),
+    }
+    map.insert(key, record);
+    true
+}
+
+impl Catalog {
+    pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>) -> Self {
+        Self {
+            nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            services: services
+                .into_iter()
+                .map(|s| ((s.node.clone(), s.id.clone()), s))
+                .collect(),
+            checks: checks
+                .into_iter()
+                .map(|c| ((c.node.clone(), c.id.clone()), c))
+                .collect(),
+        }
+    }
+
+    pub(super) fn register(
+        &mut self,
+        index: RaftIndex,
+        registration: &Registration,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let node_name = registration.node.name.clone();
+        if node_name.is_empty() {
+            return CommandOutcome::Rejected("Node is required".into());
+        }
+        let node_exists = self.nodes.contains_key(&node_name);
+        if registration.skip_node_update && !node_exists {
+            return CommandOutcome::Rejected(format!(
+                "SkipNodeUpdate given but node {node_name:?} is not registered"
+            ));
+        }
+        if !registration.skip_node_update && registration.node.address.is_empty() {
+            return CommandOutcome::Rejected("Address is required".into());
+        }
+        // Validate everything before writing anything: a rejected registration changes nothing.
+        let service = registration.service.as_ref().map(|s| {
+            let mut service = s.clone();
+            service.node = node_name.clone();
+            if service.id.is_empty() {
+                service.id = ServiceId::new(service.name.as_str());
+            }
+            service
+        });
+        if let Some(service) = &service {
+            if service.name.is_empty() {
+                return CommandOutcome::Rejected(
+                    "Service.Service (the service name) is required".into(),
+                );
+            }
+        }
+        let mut checks = Vec::with_capacity(registration.checks.len());
+        for check in &registration.checks {
+            let mut check = check.clone();
+            check.node = node_name.clone();
+            if check.id.is_empty() {
+                check.id = CheckId::new(check.name.as_str());
+            }
+            if check.id.is_empty() {
+                return CommandOutcome::Rejected("a check needs a CheckID or a Name".into());
+            }
+            if !check.service_id.is_empty() {
+                let owner = match &service {
+                    Some(s) if s.id == check.service_id => Some(s.clone()),
+                    _ => self
+                        .services
+                        .get(&(node_name.clone(), check.service_id.clone()))
+                        .cloned(),
+                };
+                let Some(owner) = owner else {
+                    return CommandOutcome::Rejected(format!(
+                        "check {:?} refers to service {:?}, which is not registered on node {node_name:?}",
+                        check.id.as_str(),
+                        check.service_id.as_str()
+                    ));
+                };
+                check.service_name = owner.name.clone();
+                check.service_tags = owner.tags.clone();
+            }
+            checks.push(check);
+        }
+
+        if !registration.skip_node_update {
+            let mut node = registration.node.clone();
+            if node_exists && node.id.is_empty() {
+                node.id = self.nodes[&node_name].id.clone();
+            }
+            if upsert(&mut self.nodes, node_name.clone(), node, index, |n| {
+                &mut n.indexes
+            }) {
+                changed.mark(Table::Nodes);
+            }
+        }
+        if let Some(service) = service {
+            let key = (node_name.clone(), service.id.clone());
+            if upsert(&mut self.services, key, service, index, |s| &mut s.indexes) {
+                changed.mark(Table::Services);
+            }
+        }
+        for check in checks {
+            let key = (node_name.clone(), check.id.clone());
+            if upsert(&mut self.checks, key, check, index, |c| &mut c.indexes) {
+                changed.mark(Table::Checks);
+            }
+        }
+        CommandOutcome::Done
+    }
+
+    pub(super) fn deregister(
+        &mut self,
+        deregistration: &Deregistration,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let node = &deregistration.node;
+        if node.is_empty() {
+            return CommandOutcome::Rejected("Node is required".into());
+        }
+        match (&deregistration.service_id, &deregistration.check_id) {
+            (Some(service_id), _) => {
+                if self
+                    .services
+                    .remove(&(node.clone(), service_id.clone()))
+                    .is_some()
+                {
+                    changed.mark(Table::Services);
+                }
+                let before = self.checks.len();
+                self.checks
+                    .retain(|(n, _), c| !(n == node && &c.service_id == service_id));
+                if self.checks.len() != before {
+                    changed.mark(Table::Checks);
+                }
+            }
+            (None, Some(check_id)) => {
+                if self
+                    .checks
+                    .remove(&(node.clone(), check_id.clone()))
+                    .is_some()
+                {
+                    changed.mark(Table::Checks);
+                }
+            }
+            (None, None) => {
+                if self.nodes.remove(node).is_some() {
+                    changed.mark(Table::Nodes);
+                }
+                let before = self.services.len();
+                self.services.retain(|(n, _), _| n != node);
+                if self.services.len() != before {
+                    changed.mark(Table::Services);
+                }
+                let before = self.checks.len();
+                self.checks.retain(|(n, _), _| n != node);
+                if self.checks.len() != before {
+                    changed.mark(Table::Checks);
+                }
+            }
+        }
+        CommandOutcome::Done
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, name: &NodeName) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    pub fn node_services(&self, name: &NodeName) -> Option<NodeServices> {
+        let node = self.nodes.get(name)?.clone();
+        let services = self
+            .services
+            .range((name.clone(), ServiceId::default())..)
+            .take_while(|((n, _), _)| n == name)
+            .map(|(_, s)| s.clone())
+            .collect();
+        Some(NodeServices { node, services })
+    }
+
+    /// Each service name with the union of its instances' tags.
+    pub fn service_names(&self) -> BTreeMap<ServiceName, BTreeSet<String>> {
+        let mut names: BTreeMap<ServiceName, BTreeSet<String>> = BTreeMap::new();
+        for service in self.services.values() {
+            names
+                .entry(service.name.clone())
+                .or_default()
+                .extend(service.tags.iter().cloned());
+        }
+        names
+    }
+
+    /// Every instance of `name`, each with its node.
+    pub fn service_instances(&self, name: &ServiceName) -> Vec<ServiceInstance> {
+        self.services
+            .values()
+            .filter(|s| &s.name == name)
+            .filter_map(|s| {
+                Some(ServiceInstance {
+                    node: self.nodes.get(&s.node)?.clone(),
+                    service: s.clone(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    pub fn checks(&self) -> impl Iterator<Item = &Check> {
+        self.checks.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_api::catalog::HealthStatus;
+    use weft_api::command::Command;
+
+    use super::super::Tables;
+    use super::*;
+
+    fn registration(node: &str, service: Option<&str>) -> Registration {
+        Registration {
+            node: Node {
+                name: node.into(),
+                address: "10.0.0.1".into(),
+                ..Node::default()
+            },
+            service: service.map(|s| Service {
+                name: s.into(),
+                port: 80,
+                ..Service::default()
+            }),
+            ..Registration::default()
+        }
+    }
+
+    #[test]
+    fn re_registering_the_same_thing_changes_no_index() {
+        let mut tables = Tables::default();
+        let reg = Command::Register(registration("n1", Some("web")));
+        let (_, changed) = tables.apply(RaftIndex(3), &reg);
+        assert_eq!(changed.tables(), &[Table::Nodes, Table::Services]);
+        let (_, changed) = tables.apply(RaftIndex(4), &reg);
+        assert!(changed.tables().is_empty());
+        let instance = &tables.catalog().service_instances(&"web".into())[0];
+        assert_eq!(
+            instance.service.indexes,
+            Indexes {
+                create: RaftIndex(3),
+                modify: RaftIndex(3)
+            }
+        );
+        assert_eq!(instance.service.id.as_str(), "web");
+    }
+
+    #[test]
+    fn a_check_for_a_missing_service_is_rejected_whole() {
+        let mut tables = Tables::default();
+        let mut reg = registration("n1", None);
+        reg.checks.push(Check {
+            id: "c".into(),
+            service_id: "nope".into(),
+            ..Check::default()
+        });
+        let (outcome, changed) = tables.apply(RaftIndex(1), &Command::Register(reg));
+        assert!(matches!(outcome, CommandOutcome::Rejected(_)));
+        assert!(changed.tables().is_empty());
+        assert_eq!(tables.catalog().nodes().count(), 0);
+    }
+
+    #[test]
+    fn deregistering_a_node_takes_its_services_and_checks() {
+        let mut tables = Tables::default();
+        let mut reg = registration("n1", Some("web"));
+        reg.checks.push(Check {
+            id: "service:web".into(),
+            service_id: "web".into(),
+            status: HealthStatus::Passing,
+            ..Check::default()
+        });
+        tables.apply(RaftIndex(1), &Command::Register(reg));
+        assert_eq!(
+            tables
+                .catalog()
+                .checks()
+                .next()
+                .unwrap()
+                .service_name
+                .as_str(),
+            "web"
+        );
+        tables.apply(
+            RaftIndex(2),
+            &Command::Deregister(Deregistration {
+                node: "n1".into(),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(tables.catalog().services().count(), 0);
+        assert_eq!(tables.catalog().checks().count(), 0);
+        assert_eq!(tables.index(Table::Checks), RaftIndex(2));
+    }
+}

@@ -1,0 +1,135 @@
+//! Intentions, config entries and the CA's public state. The tables and their
+//! commands are settled here; the Connect work adds their rules.
+
+use std::collections::BTreeMap;
+
+use weft_api::command::CommandOutcome;
+use weft_api::ids::{Indexes, RaftIndex};
+use weft_api::mesh::{CaState, ConfigEntry, Intention};
+
+use super::{Changed, Table};
+
+#[derive(Clone, Debug, Default)]
+pub struct MeshTables {
+    intentions: BTreeMap<String, Intention>,
+    config_entries: BTreeMap<(String, String), ConfigEntry>,
+    ca: Option<CaState>,
+}
+
+/// Keeps `create` from the stored record, sets `modify` to `index`.
+fn indexes_for(existing: Option<Indexes>, index: RaftIndex) -> Indexes {
+    Indexes {
+        create: existing.map(|i| i.create).unwrap_or(index),
+        modify: index,
+    }
+}
+
+impl MeshTables {
+    pub(super) fn from_parts(
+        intentions: Vec<Intention>,
+        config_entries: Vec<ConfigEntry>,
+        ca: Option<CaState>,
+    ) -> Self {
+        Self {
+            intentions: intentions.into_iter().map(|i| (i.id.clone(), i)).collect(),
+            config_entries: config_entries
+                .into_iter()
+                .map(|e| ((e.kind.clone(), e.name.clone()), e))
+                .collect(),
+            ca,
+        }
+    }
+
+    pub(super) fn upsert_intention(
+        &mut self,
+        index: RaftIndex,
+        intention: &Intention,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if intention.id.is_empty() {
+            return CommandOutcome::Rejected("an intention needs an ID".into());
+        }
+        let indexes = indexes_for(self.intentions.get(&intention.id).map(|i| i.indexes), index);
+        self.intentions.insert(
+            intention.id.clone(),
+            Intention {
+                indexes,
+                ..intention.clone()
+            },
+        );
+        changed.mark(Table::Intentions);
+        CommandOutcome::Done
+    }
+
+    pub(super) fn delete_intention(&mut self, id: &str, changed: &mut Changed) -> CommandOutcome {
+        if self.intentions.remove(id).is_some() {
+            changed.mark(Table::Intentions);
+        }
+        CommandOutcome::Done
+    }
+
+    pub(super) fn upsert_config_entry(
+        &mut self,
+        index: RaftIndex,
+        entry: &ConfigEntry,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if entry.kind.is_empty() || entry.name.is_empty() {
+            return CommandOutcome::Rejected("a config entry needs a Kind and a Name".into());
+        }
+        let key = (entry.kind.clone(), entry.name.clone());
+        let indexes = indexes_for(self.config_entries.get(&key).map(|e| e.indexes), index);
+        self.config_entries.insert(
+            key,
+            ConfigEntry {
+                indexes,
+                ..entry.clone()
+            },
+        );
+        changed.mark(Table::ConfigEntries);
+        CommandOutcome::Done
+    }
+
+    pub(super) fn delete_config_entry(
+        &mut self,
+        kind: &str,
+        name: &str,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if self
+            .config_entries
+            .remove(&(kind.to_owned(), name.to_owned()))
+            .is_some()
+        {
+            changed.mark(Table::ConfigEntries);
+        }
+        CommandOutcome::Done
+    }
+
+    pub(super) fn set_ca_state(
+        &mut self,
+        index: RaftIndex,
+        state: &CaState,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let indexes = indexes_for(self.ca.as_ref().map(|c| c.indexes), index);
+        self.ca = Some(CaState {
+            indexes,
+            ..state.clone()
+        });
+        changed.mark(Table::Ca);
+        CommandOutcome::Done
+    }
+
+    pub fn intentions(&self) -> impl Iterator<Item = &Intention> {
+        self.intentions.values()
+    }
+
+    pub fn config_entries(&self) -> impl Iterator<Item = &ConfigEntry> {
+        self.config_entries.values()
+    }
+
+    pub fn ca(&self) -> Option<&CaState> {
+        self.ca.as_ref()
+    }
+}

@@ -1,0 +1,276 @@
+//! The state store: every replicated table, held in memory, changed only by
+//! applying Raft commands.
+//!
+//! [`Tables`] is plain data with a pure `apply`: given the same commands at the
+//! same indexes it reaches the same state on every server (no clock, no
+//! randomness, no I/O). [`StateStore`] wraps it for sharing between the Raft
+//! state machine (the only writer) and readers, and wakes blocking queries
+//! when a table they read changes.
+
+mod catalog;
+mod kv;
+mod mesh;
+mod snapshot;
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use weft_api::command::{Command, CommandOutcome};
+use weft_api::ids::RaftIndex;
+
+pub use catalog::{NodeServices, ServiceInstance};
+pub use snapshot::{SnapshotError, StoreData};
+
+/// The replicated tables. Each tracks the highest Raft index that changed it,
+/// so a blocking query waits on exactly the tables it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Nodes,
+    Services,
+    Checks,
+    Kv,
+    Intentions,
+    ConfigEntries,
+    Ca,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::Nodes,
+        Table::Services,
+        Table::Checks,
+        Table::Kv,
+        Table::Intentions,
+        Table::ConfigEntries,
+        Table::Ca,
+    ];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// All replicated state. Mutated only through [`Tables::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    catalog: catalog::Catalog,
+    kv: kv::KvTable,
+    mesh: mesh::MeshTables,
+    table_indexes: [RaftIndex; Table::ALL.len()],
+}
+
+/// Which tables one `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changed(Vec<Table>);
+
+impl Changed {
+    fn mark(&mut self, table: Table) {
+        if !self.0.contains(&table) {
+            self.0.push(table);
+        }
+    }
+
+    pub fn tables(&self) -> &[Table] {
+        &self.0
+    }
+}
+
+impl Tables {
+    /// Applies one command written at `index`. Deterministic: reads nothing
+    /// but `self`, `index` and `command`.
+    pub fn apply(&mut self, index: RaftIndex, command: &Command) -> (CommandOutcome, Changed) {
+        let mut changed = Changed::default();
+        let outcome = match command {
+            Command::KvSet {
+                key,
+                value,
+                flags,
+                cas,
+            } => self.kv.set(index, key, value, *flags, *cas, &mut changed),
+            Command::KvDelete { key, recurse, cas } => {
+                self.kv.delete(key, *recurse, *cas, &mut changed)
+            }
+            Command::Register(registration) => {
+                self.catalog.register(index, registration, &mut changed)
+            }
+            Command::Deregister(deregistration) => {
+                self.catalog.deregister(deregistration, &mut changed)
+            }
+            Command::IntentionUpsert(intention) => {
+                self.mesh.upsert_intention(index, intention, &mut changed)
+            }
+            Command::IntentionDelete { id } => self.mesh.delete_intention(id, &mut changed),
+            Command::ConfigEntryUpsert(entry) => {
+                self.mesh.upsert_config_entry(index, entry, &mut changed)
+            }
+            Command::ConfigEntryDelete { kind, name } => {
+                self.mesh.delete_config_entry(kind, name, &mut changed)
+            }
+            Command::CaSetState(state) => self.mesh.set_ca_state(index, state, &mut changed),
+            Command::Restore { snapshot } => match StoreData::decode(snapshot) {
+                Ok(data) => {
+                    *self = Tables::from_data(data);
+                    for table in Table::ALL {
+                        changed.mark(table);
+                    }
+                    CommandOutcome::Done
+                }
+                Err(error) => CommandOutcome::Rejected(error.to_string()),
+            },
+        };
+        for table in changed.tables() {
+            self.table_indexes[table.slot()] = index;
+        }
+        (outcome, changed)
+    }
+
+    /// The highest index that changed `table` (0 if none has).
+    pub fn index(&self, table: Table) -> RaftIndex {
+        self.table_indexes[table.slot()]
+    }
+
+    /// The highest index over several tables.
+    pub fn max_index(&self, tables: &[Table]) -> RaftIndex {
+        tables
+            .iter()
+            .map(|t| self.index(*t))
+            .max()
+            .unwrap_or_default()
+    }
+
+    pub fn catalog(&self) -> &catalog::Catalog {
+        &self.catalog
+    }
+
+    pub fn kv(&self) -> &kv::KvTable {
+        &self.kv
+    }
+
+    pub fn mesh(&self) -> &mesh::MeshTables {
+        &self.mesh
+    }
+}
+
+/// The shared, observable state store.
+///
+/// One writer (the Raft state machine) and many readers (HTTP handlers).
+/// Readers never hold the lock across an await.
+pub struct StateStore {
+    tables: RwLock<Tables>,
+    table_watches: [watch::Sender<RaftIndex>; Table::ALL.len()],
+    applied: watch::Sender<RaftIndex>,
+}
+
+/// A read's result and the index a blocking query should compare against.
+#[derive(Debug, Clone)]
+pub struct Indexed<T> {
+    pub value: T,
+    /// Never 0: Consul clients treat 0 as "no index".
+    pub index: RaftIndex,
+}
+
+impl StateStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            tables: RwLock::new(Tables::default()),
+            table_watches: std::array::from_fn(|_| watch::Sender::new(RaftIndex::ZERO)),
+            applied: watch::Sender::new(RaftIndex::ZERO),
+        })
+    }
+
+    /// Applies a committed command (called by the Raft state machine only).
+    pub fn apply(&self, index: RaftIndex, command: &Command) -> CommandOutcome {
+        let (outcome, changed) = self.write().apply(index, command);
+        for table in changed.tables() {
+            self.table_watches[table.slot()].send_replace(index);
+        }
+        outcome
+    }
+
+    /// Records that the log up to `index` is applied (including entries that
+    /// carry no command, such as membership changes).
+    pub fn mark_applied(&self, index: RaftIndex) {
+        self.applied.send_replace(index);
+    }
+
+    pub fn applied_index(&self) -> RaftIndex {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the local state has applied `index`, up to `timeout`.
+    /// Returns whether it got there.
+    pub async fn wait_applied(&self, index: RaftIndex, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Replaces all state (snapshot install or start-up).
+    pub fn restore(&self, data: StoreData) {
+        *self.write() = Tables::from_data(data);
+        let tables = self.read();
+        for table in Table::ALL {
+            self.table_watches[table.slot()].send_replace(tables.index(table));
+        }
+    }
+
+    /// A consistent copy of all state, for snapshots.
+    pub fn export(&self) -> StoreData {
+        self.read().to_data()
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        self.tables
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.tables
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `read` now and, while its index is not above `min_index`, again
+    /// each time one of `tables` changes, until `wait` runs out. This is
+    /// Consul's blocking query: it returns as soon as the data `read` looks at
+    /// changes, and wakes (but does not return) on unrelated writes to the
+    /// same tables.
+    pub async fn blocking_read<T>(
+        &self,
+        tables: &[Table],
+        min_index: RaftIndex,
+        wait: Duration,
+        read: impl Fn(&Tables) -> (T, RaftIndex),
+    ) -> Indexed<T> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut watches: Vec<_> = tables
+            .iter()
+            .map(|t| self.table_watches[t.slot()].subscribe())
+            .collect();
+        loop {
+            for watch in &mut watches {
+                watch.borrow_and_update();
+            }
+            let (value, index) = read(&self.read());
+            let index = index.max(RaftIndex(1));
+            if min_index == RaftIndex::ZERO
+                || index > min_index
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Indexed { value, index };
+            }
+            let any_change =
+                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            if tokio::time::timeout_at(deadline, any_change).await.is_err() {
+                let (value, index) = read(&self.read());
+                return Indexed {
+                    value,
+                    index: index.max(RaftIndex(1)),
+                };
+            }
+        }
+    }
+}

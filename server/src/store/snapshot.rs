@@ -1,0 +1,153 @@
+//! The portable form of the whole state: what Raft snapshots and
+//! `weft snapshot save` contain.
+
+use serde::{Deserialize, Serialize};
+use weft_api::catalog::{Check, Node, Service};
+use weft_api::ids::RaftIndex;
+use weft_api::kv::KvEntry;
+use weft_api::mesh::{CaState, ConfigEntry, Intention};
+
+use super::{catalog::Catalog, kv::KvTable, mesh::MeshTables, Table, Tables};
+
+/// The snapshot format's version; bumped when the shape changes incompatibly.
+const FORMAT_VERSION: u32 = 1;
+
+/// Every table as a list of records, plus each table's index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreData {
+    pub format_version: u32,
+    pub table_indexes: Vec<(String, RaftIndex)>,
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    pub checks: Vec<Check>,
+    pub kv: Vec<KvEntry>,
+    pub intentions: Vec<Intention>,
+    pub config_entries: Vec<ConfigEntry>,
+    pub ca: Option<CaState>,
+}
+
+/// Why bytes are not a usable snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a Weft snapshot: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("snapshot format version {found} is not supported (this Weft reads version {FORMAT_VERSION})")]
+    UnsupportedVersion { found: u32 },
+}
+
+impl StoreData {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("store data always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let data: StoreData = serde_json::from_slice(bytes)?;
+        if data.format_version != FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion {
+                found: data.format_version,
+            });
+        }
+        Ok(data)
+    }
+}
+
+fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::Nodes => "nodes",
+        Table::Services => "services",
+        Table::Checks => "checks",
+        Table::Kv => "kv",
+        Table::Intentions => "intentions",
+        Table::ConfigEntries => "config_entries",
+        Table::Ca => "ca",
+    }
+}
+
+impl Tables {
+    pub(super) fn to_data(&self) -> StoreData {
+        StoreData {
+            format_version: FORMAT_VERSION,
+            table_indexes: Table::ALL
+                .iter()
+                .map(|t| (table_name(*t).to_owned(), self.index(*t)))
+                .collect(),
+            nodes: self.catalog.nodes().cloned().collect(),
+            services: self.catalog.services().cloned().collect(),
+            checks: self.catalog.checks().cloned().collect(),
+            kv: self.kv.entries().cloned().collect(),
+            intentions: self.mesh.intentions().cloned().collect(),
+            config_entries: self.mesh.config_entries().cloned().collect(),
+            ca: self.mesh.ca().cloned(),
+        }
+    }
+
+    pub(super) fn from_data(data: StoreData) -> Self {
+        let mut table_indexes = [RaftIndex::ZERO; Table::ALL.len()];
+        for table in Table::ALL {
+            if let Some((_, index)) = data
+                .table_indexes
+                .iter()
+                .find(|(name, _)| name == table_name(table))
+            {
+                table_indexes[table.slot()] = *index;
+            }
+        }
+        Tables {
+            catalog: Catalog::from_parts(data.nodes, data.services, data.checks),
+            kv: KvTable::from_entries(data.kv),
+            mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
+            table_indexes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_api::command::Command;
+
+    use super::*;
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let mut tables = Tables::default();
+        tables.apply(
+            RaftIndex(7),
+            &Command::KvSet {
+                key: "k".into(),
+                value: vec![0, 255],
+                flags: 3,
+                cas: None,
+            },
+        );
+        let bytes = tables.to_data().encode();
+        let back = Tables::from_data(StoreData::decode(&bytes).unwrap());
+        assert_eq!(back.to_data(), tables.to_data());
+        assert_eq!(back.index(Table::Kv), RaftIndex(7));
+    }
+
+    #[test]
+    fn restore_of_garbage_is_rejected_and_changes_nothing() {
+        let mut tables = Tables::default();
+        tables.apply(
+            RaftIndex(1),
+            &Command::KvSet {
+                key: "k".into(),
+                value: vec![1],
+                flags: 0,
+                cas: None,
+            },
+        );
+        let (outcome, changed) = tables.apply(
+            RaftIndex(2),
+            &Command::Restore {
+                snapshot: b"nope".to_vec(),
+            },
+        );
+        assert!(matches!(
+            outcome,
+            weft_api::command::CommandOutcome::Rejected(_)
+        ));
+        assert!(changed.tables().is_empty());
+        assert!(tables.kv().get("k").is_some());
+    }
+}
