@@ -51,8 +51,9 @@ WEFT_DNS=(18601 18611 18621)
 ETCD_CLIENT=(22379 22389 22399)
 ETCD_PEER=(22380 22390 22400)
 
-PIDS=()      # every process this script started
+PIDS=()      # every server this script started
 WEFT_PIDS=() # Weft servers, by index
+LOAD_PID=""  # the kv-load run in progress, if any
 TMP=""
 
 log() { printf '[raft-kv] %s\n' "$*" >&2; }
@@ -63,18 +64,21 @@ die() {
 
 cleanup() {
 	local status=$?
-	trap - EXIT INT TERM
-	if ((${#PIDS[@]} > 0)); then
-		log "stopping ${#PIDS[@]} server process(es)"
+	trap - EXIT
+	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
+	local all=("${PIDS[@]}")
+	[[ -n $LOAD_PID ]] && all+=("$LOAD_PID")
+	if ((${#all[@]} > 0)); then
+		log "stopping ${#all[@]} process(es)"
 		local pid alive _
-		for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+		for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 		for _ in $(seq 1 100); do # up to 10 s for a clean shutdown
 			alive=0
-			for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+			for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
 			((alive)) || break
 			sleep 0.1
 		done
-		for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+		for pid in "${all[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 		wait 2>/dev/null || true
 	fi
 	if [[ -n $TMP && -d $TMP ]]; then
@@ -87,6 +91,7 @@ cleanup() {
 	exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -135,7 +140,9 @@ fmt_num() { # value printf-format (a fixed format chosen by this script)
 	if [[ -z $1 || $1 == null ]]; then printf -- '-'; else LC_ALL=C printf "$2" "$1"; fi
 }
 
-# Runs kv-load; prints its JSON report (empty if it produced none).
+# Runs kv-load and sets LOAD_OUT to its one-line JSON report ("" if none).
+# It runs in the background so that `wait` (unlike a foreground command) is
+# interrupted by Ctrl-C or TERM, and the trap stops it with the servers.
 kv_load() { # target clients duration extra-args... -- addrs...
 	local target=$1 clients=$2 duration=$3
 	shift 3
@@ -147,18 +154,25 @@ kv_load() { # target clients duration extra-args... -- addrs...
 	shift # --
 	local addr
 	for addr in "$@"; do addrs+=(--addr "$addr"); done
-	local secs out rc=0
+	local secs rc=0
 	secs=$(duration_secs "$duration") || secs=600
-	out=$(timeout -k 5 $((secs + 60)) "$KV_LOAD" --target "$target" "${addrs[@]}" --clients "$clients" \
+	LOAD_OUT=""
+	# `timeout` is only a backstop: kv-load stops by itself at duration + grace.
+	timeout -k 5 $((secs + 60)) "$KV_LOAD" --target "$target" "${addrs[@]}" --clients "$clients" \
 		--duration "$duration" --value-size "$VALUE_SIZE" --format json "${extra[@]}" \
-		2>"$TMP/kv-load.err") || rc=$?
+		>"$TMP/kv-load.out" 2>"$TMP/kv-load.err" &
+	LOAD_PID=$!
+	wait "$LOAD_PID" || rc=$?
+	LOAD_PID=""
 	if ((rc != 0)); then
 		log "kv-load against $target with $clients clients exited with $rc:"
 		sed 's/^/    /' "$TMP/kv-load.err" >&2
 	fi
-	if [[ $out == '{'* ]]; then
-		printf '%s\n' "$out" >>"$TMP/results.jsonl"
-		printf '%s\n' "$out"
+	LOAD_OUT=$(head -n 1 "$TMP/kv-load.out")
+	if [[ $LOAD_OUT == '{'* ]]; then
+		printf '%s\n' "$LOAD_OUT" >>"$TMP/results.jsonl"
+	else
+		LOAD_OUT=""
 	fi
 }
 
@@ -300,7 +314,8 @@ declare -A W_RATE W_P50 W_P99 W_ERR E_RATE E_P50 E_P99 E_ERR
 for c in $CLIENTS; do
 	if has_target weft; then
 		log "weft: $c client(s) for $DURATION"
-		out=$(kv_load weft "$c" "$DURATION" --key-prefix "bench-c$c" -- "${weft_http_addrs[@]}")
+		kv_load weft "$c" "$DURATION" --key-prefix "bench-c$c" -- "${weft_http_addrs[@]}"
+		out=$LOAD_OUT
 		W_RATE[$c]=$(json_field "$out" writes_per_sec)
 		W_P50[$c]=$(json_field "$out" p50_ms)
 		W_P99[$c]=$(json_field "$out" p99_ms)
@@ -308,7 +323,8 @@ for c in $CLIENTS; do
 	fi
 	if has_target etcd; then
 		log "etcd: $c client(s) for $DURATION"
-		out=$(kv_load etcd "$c" "$DURATION" --key-prefix "bench-c$c" -- "${etcd_addrs[@]}")
+		kv_load etcd "$c" "$DURATION" --key-prefix "bench-c$c" -- "${etcd_addrs[@]}"
+		out=$LOAD_OUT
 		E_RATE[$c]=$(json_field "$out" writes_per_sec)
 		E_P50[$c]=$(json_field "$out" p50_ms)
 		E_P99[$c]=$(json_field "$out" p99_ms)
@@ -351,13 +367,14 @@ if has_target weft && ((RSS_KEYS > 0)); then
 	dir="$TMP/$name"
 	echo
 	echo "Weft server $name (pid $pid, $role):"
-	echo "  before $RSS_KEYS writes:   RSS $(rss_of "$pid"), data dir $(du_of "$dir")"
+	usage() { printf '  %-24s RSS %s, data dir %s\n' "$1:" "$(rss_of "$pid")" "$(du_of "$dir")"; }
+	usage "before $RSS_KEYS writes"
 	log "weft: writing $RSS_KEYS keys with 64 clients"
-	out=$(kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss -- "${weft_http_addrs[@]}")
-	written=$(json_field "$out" writes)
-	echo "  after ${written:-?} writes:    RSS $(rss_of "$pid"), data dir $(du_of "$dir")"
+	kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss -- "${weft_http_addrs[@]}"
+	written=$(json_field "$LOAD_OUT" writes)
+	usage "right after ${written:-?} writes"
 	sleep "$SETTLE"
-	echo "  ${SETTLE}s later:            RSS $(rss_of "$pid"), data dir $(du_of "$dir")"
+	usage "${SETTLE}s later"
 	kill -0 "$pid" 2>/dev/null || log "warning: Weft server $name is no longer running"
 fi
 

@@ -25,5 +25,6 @@ pub mod store;
 
 pub use error::{ServerError, StartError};
 pub use server::{
-    Applied, PeerStatus, RaftConfiguration, RaftTuning, ReadConsistency, Server, ServerConfig,
+    Applied, PeerStatus, RaftConfiguration, RaftStats, RaftTuning, ReadConsistency, Server,
+    ServerConfig,
 };

@@ -98,6 +98,22 @@ pub struct PeerStatus {
     pub last_index: Option<u64>,
 }
 
+/// Raft figures for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftStats {
+    /// `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub state: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// Index the latest snapshot covers (0: none yet).
+    pub last_snapshot_index: u64,
+    /// Log entries up to here were compacted away (0: none).
+    pub purged_index: u64,
+    /// Bytes of the Raft data directory as sled reports it.
+    pub size_on_disk: u64,
+}
+
 /// The Raft configuration and the log index it was committed at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftConfiguration {
@@ -266,9 +282,18 @@ impl Server {
         self.inner.last_contact.elapsed()
     }
 
-    /// Bytes the Raft data (log and snapshot) take on disk.
-    pub fn raft_size_on_disk(&self) -> u64 {
-        self.inner.log_store.size_on_disk()
+    /// Raft figures for operators (`/v1/agent/self` `Stats.raft`).
+    pub fn raft_stats(&self) -> RaftStats {
+        let metrics = self.metrics();
+        RaftStats {
+            state: format!("{:?}", metrics.state),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: self.store().applied_index().get(),
+            last_snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
+            size_on_disk: self.inner.log_store.size_on_disk(),
+        }
     }
 
     pub(crate) fn cluster_client(

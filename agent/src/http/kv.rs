@@ -106,7 +106,10 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
             } else {
                 match kv.get(&key) {
                     // A single key's own index: writes to other keys don't end the wait.
-                    Some(entry) => (Found::Entries(vec![entry.clone()]), entry.indexes.modify),
+                    Some(entry) => (
+                        Found::Entries(vec![entry.clone()]),
+                        entry.indexes.modify.max(tables.restore_index()),
+                    ),
                     None => (Found::Entries(Vec::new()), table_index),
                 }
             }

@@ -87,6 +87,7 @@ pub async fn remove_peer(
 pub async fn agent_self(State(state): State<AppState>) -> Result<Response, ApiError> {
     let config = &state.config;
     let server = &state.server;
+    let raft = server.raft_stats();
     let body = json!({
         "Config": {
             "Datacenter": config.datacenter,
@@ -105,9 +106,15 @@ pub async fn agent_self(State(state): State<AppState>) -> Result<Response, ApiEr
             "Status": 1,
         },
         "Stats": {
+            // Consul reports these as strings.
             "raft": {
-                "state": if server.is_leader() { "Leader" } else { "Follower" },
-                "applied_index": server.store().applied_index().get().to_string(),
+                "state": raft.state,
+                "term": raft.term.to_string(),
+                "last_log_index": raft.last_log_index.to_string(),
+                "applied_index": raft.applied_index.to_string(),
+                "last_snapshot_index": raft.last_snapshot_index.to_string(),
+                "purged_index": raft.purged_index.to_string(),
+                "size_on_disk": raft.size_on_disk.to_string(),
             },
         },
         "Meta": {},

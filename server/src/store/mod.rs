@@ -58,6 +58,9 @@ pub struct Tables {
     kv: kv::KvTable,
     mesh: mesh::MeshTables,
     table_indexes: [RaftIndex; Table::ALL.len()],
+    /// The index of the last snapshot restore: no read may report an index
+    /// below it, so blocking clients notice that everything may have changed.
+    restore_index: RaftIndex,
 }
 
 /// Which tables one `apply` changed.
@@ -111,6 +114,7 @@ impl Tables {
             Command::Restore { snapshot } => match StoreData::decode(snapshot) {
                 Ok(data) => {
                     *self = Tables::from_data(data);
+                    self.restore_index = index;
                     for table in Table::ALL {
                         changed.mark(table);
                     }
@@ -128,6 +132,11 @@ impl Tables {
     /// The highest index that changed `table` (0 if none has).
     pub fn index(&self, table: Table) -> RaftIndex {
         self.table_indexes[table.slot()]
+    }
+
+    /// The floor for any record-level index a read reports (see `restore_index`).
+    pub fn restore_index(&self) -> RaftIndex {
+        self.restore_index
     }
 
     /// The highest index over several tables.

@@ -24,6 +24,8 @@ pub struct StoreData {
     pub intentions: Vec<Intention>,
     pub config_entries: Vec<ConfigEntry>,
     pub ca: Option<CaState>,
+    #[serde(default)]
+    pub restore_index: RaftIndex,
 }
 
 /// Why bytes are not a usable snapshot.
@@ -78,6 +80,7 @@ impl Tables {
             intentions: self.mesh.intentions().cloned().collect(),
             config_entries: self.mesh.config_entries().cloned().collect(),
             ca: self.mesh.ca().cloned(),
+            restore_index: self.restore_index,
         }
     }
 
@@ -97,6 +100,7 @@ impl Tables {
             kv: KvTable::from_entries(data.kv),
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
             table_indexes,
+            restore_index: data.restore_index,
         }
     }
 }

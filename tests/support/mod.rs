@@ -1,0 +1,352 @@
+//! The end-to-end harness: real `weft` processes on loopback ports, driven
+//! through the HTTP API and the CLI, the way a user runs them.
+//!
+//! Reads like the scenario: `Cluster::servers(3).await`, `cluster.leader()`,
+//! `cluster.kill(i)`, `cluster.start_server(i)`. Waits are assertions with
+//! patience (`eventually`), never bare sleeps. Set `WEFT_TEST_PATIENCE` (a
+//! multiplier, default 1) on slow machines.
+//!
+//! Multi-server tests in one binary run one at a time (a process-wide lock),
+//! so two clusters never compete for the two cores and flap elections.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft_api::client::{kv_path, HttpClient};
+
+/// The `weft` binary under test.
+pub fn weft_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+/// The patience multiplier for waits.
+pub fn patience() -> u32 {
+    std::env::var("WEFT_TEST_PATIENCE")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `limit` (× patience).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit * patience();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {:?} waiting for {what}",
+                limit * patience()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+fn cluster_lock() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+}
+
+/// One server's identity and addresses; survives restarts.
+pub struct ServerSpec {
+    pub name: String,
+    pub rpc_addr: String,
+    pub http_addr: String,
+    pub dns_addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+/// A set of `weft agent --server` processes on loopback.
+pub struct Cluster {
+    pub specs: Vec<ServerSpec>,
+    children: Vec<Option<Child>>,
+    bootstrap_expect: usize,
+    dir: tempfile::TempDir,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `n` servers that bootstrap together, and waits for a leader.
+    pub async fn servers(n: usize) -> Cluster {
+        Self::servers_with(n, &[]).await
+    }
+
+    /// Like [`Cluster::servers`], with extra flags for every server.
+    pub async fn servers_with(n: usize, extra_args: &[&str]) -> Cluster {
+        let serial = cluster_lock().lock().await;
+        let dir = tempfile::Builder::new()
+            .prefix("weft-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let mut cluster = Cluster {
+            specs: Vec::new(),
+            children: Vec::new(),
+            bootstrap_expect: n,
+            dir,
+            _serial: serial,
+        };
+        for _ in 0..n {
+            cluster.add_spec(extra_args);
+        }
+        for i in 0..n {
+            cluster.start_server(i);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    fn add_spec(&mut self, extra_args: &[&str]) -> usize {
+        let i = self.specs.len();
+        let name = format!("s{}", i + 1);
+        self.specs.push(ServerSpec {
+            rpc_addr: format!("127.0.0.1:{}", free_port()),
+            http_addr: format!("127.0.0.1:{}", free_port()),
+            dns_addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(&name),
+            log_path: self.dir.path().join(format!("{name}.log")),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            name,
+        });
+        self.children.push(None);
+        i
+    }
+
+    /// Starts (or restarts) server `i` with its original flags.
+    pub fn start_server(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "server {i} is already running");
+        let spec = &self.specs[i];
+        let mut command = Command::new(weft_bin());
+        command
+            .args(["agent", "--server", "--node", &spec.name])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args([
+                "--rpc-addr",
+                &spec.rpc_addr,
+                "--http-addr",
+                &spec.http_addr,
+                "--dns-addr",
+                &spec.dns_addr,
+            ]);
+        if i < self.bootstrap_expect {
+            command.args(["--bootstrap-expect", &self.bootstrap_expect.to_string()]);
+        }
+        for (j, other) in self.specs.iter().enumerate() {
+            if j != i {
+                command.args(["--retry-join", &other.rpc_addr]);
+            }
+        }
+        command.args(&spec.extra_args);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn weft");
+        self.children[i] = Some(child);
+    }
+
+    /// Adds a server that joins the running cluster (no bootstrap), with extra flags.
+    pub fn add_server(&mut self, extra_args: &[&str]) -> usize {
+        let i = self.add_spec(extra_args);
+        self.start_server(i);
+        i
+    }
+
+    /// `kill -9` server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM server `i` and wait for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn client(&self, i: usize) -> HttpClient {
+        HttpClient::new(&self.specs[i].http_addr, None).with_timeout(Duration::from_secs(30))
+    }
+
+    /// The leader's RPC address as server `i` sees it (None if unknown or unreachable).
+    pub async fn leader_seen_by(&self, i: usize) -> Option<String> {
+        let response = self
+            .client(i)
+            .with_timeout(Duration::from_secs(2))
+            .get("/v1/status/leader")
+            .await
+            .ok()?;
+        let leader: String = serde_json::from_slice(&response.body).ok()?;
+        (!leader.is_empty()).then_some(leader)
+    }
+
+    /// Waits until every running server agrees on one leader; returns its index.
+    pub async fn wait_for_leader(&self) -> usize {
+        eventually(
+            "all running servers to agree on a leader",
+            Duration::from_secs(30),
+            || async {
+                let mut seen = None;
+                for i in (0..self.len()).filter(|i| self.is_running(*i)) {
+                    let leader = self.leader_seen_by(i).await?;
+                    if seen.get_or_insert(leader.clone()) != &leader {
+                        return None;
+                    }
+                }
+                let leader = seen?;
+                self.specs
+                    .iter()
+                    .position(|s| s.rpc_addr == leader)
+                    .filter(|i| self.is_running(*i))
+            },
+        )
+        .await
+    }
+
+    /// A running server that is not the leader.
+    pub async fn follower(&self) -> usize {
+        let leader = self.wait_for_leader().await;
+        (0..self.len())
+            .find(|i| *i != leader && self.is_running(*i))
+            .expect("a running follower")
+    }
+
+    /// Server `i`'s `Stats.raft` figure (`/v1/agent/self`), as a number.
+    pub async fn raft_stat(&self, i: usize, name: &str) -> Option<u64> {
+        let response = self.client(i).get("/v1/agent/self").await.ok()?;
+        let body: Value = serde_json::from_slice(&response.body).ok()?;
+        body["Stats"]["raft"][name].as_str()?.parse().ok()
+    }
+
+    /// Voter names in the Raft configuration as server `i` sees it.
+    pub async fn voters_seen_by(&self, i: usize) -> Option<Vec<String>> {
+        let response = self
+            .client(i)
+            .get("/v1/operator/raft/configuration?stale")
+            .await
+            .ok()?;
+        let body: Value = serde_json::from_slice(&response.body).ok()?;
+        let mut names: Vec<String> = body["Servers"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["Voter"] == true)
+            .filter_map(|s| s["Node"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Some(names)
+    }
+
+    /// The log of server `i` so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.specs[i].log_path).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.specs[i].data_dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for (i, spec) in self.specs.iter().enumerate() {
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {} ----", spec.name);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes `key` = `value` through server `client`; true when acknowledged.
+pub async fn put(client: &HttpClient, key: &str, value: &str) -> bool {
+    match client.put(&kv_path(key), value.as_bytes().to_vec()).await {
+        Ok(response) => response.status == 200 && response.body == b"true",
+        Err(_) => false,
+    }
+}
+
+/// Keys under `prefix` on one server, read locally (`?stale`).
+pub async fn stale_keys(client: &HttpClient, prefix: &str) -> Option<Vec<String>> {
+    let response = client
+        .get(&format!("{}?keys&stale", kv_path(prefix)))
+        .await
+        .ok()?;
+    match response.status {
+        404 => Some(Vec::new()),
+        200 => serde_json::from_slice(&response.body).ok(),
+        _ => None,
+    }
+}
+
+/// Runs the `weft` CLI and returns (exit code, stdout, stderr).
+pub fn weft(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(weft_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weft");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
