@@ -367,7 +367,7 @@ if has_target weft && ((RSS_KEYS > 0)); then
 	dir="$TMP/$name"
 	echo
 	echo "Weft server $name (pid $pid, $role):"
-	usage() { printf '  %-24s RSS %s, data dir %s\n' "$1:" "$(rss_of "$pid")" "$(du_of "$dir")"; }
+	usage() { printf '  %-27s RSS %s, data dir %s\n' "$1:" "$(rss_of "$pid")" "$(du_of "$dir")"; }
 	usage "before $RSS_KEYS writes"
 	log "weft: writing $RSS_KEYS keys with 64 clients"
 	kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss -- "${weft_http_addrs[@]}"

@@ -279,6 +279,9 @@ async fn the_catalog_registers_lists_and_deregisters() {
     );
 }
 
+/// Method, path, body, the status expected, and what the message must mention.
+type BadRequest = (&'static str, &'static str, Option<Vec<u8>>, u16, &'static str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (_cluster, client) = single_server().await;
@@ -295,7 +298,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let indexes_before = indexes(client.clone()).await;
 
     let too_big = vec![b'x'; 512 * 1024 + 1];
-    let cases: Vec<(&str, &str, Option<Vec<u8>>, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             "PUT",
             "/v1/catalog/register",

@@ -28,7 +28,7 @@ pub enum Command {
         recurse: bool,
         cas: Option<u64>,
     },
-    Register(Registration),
+    Register(Box<Registration>),
     Deregister(Deregistration),
     IntentionUpsert(Intention),
     IntentionDelete {

@@ -242,7 +242,7 @@ pub async fn register(
     let body: RegisterBody = decode_body(&body)?;
     check_body_datacenter(&state, &body.datacenter)?;
     let registration = registration_from(body, state.server.datacenter())?;
-    write_true(&state, Command::Register(registration)).await
+    write_true(&state, Command::Register(Box::new(registration))).await
 }
 
 pub async fn deregister(

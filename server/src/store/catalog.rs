@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn re_registering_the_same_thing_changes_no_index() {
         let mut tables = Tables::default();
-        let reg = Command::Register(registration("n1", Some("web")));
+        let reg = Command::Register(Box::new(registration("n1", Some("web"))));
         let (_, changed) = tables.apply(RaftIndex(3), &reg);
         assert_eq!(changed.tables(), &[Table::Nodes, Table::Services]);
         let (_, changed) = tables.apply(RaftIndex(4), &reg);
@@ -322,7 +322,7 @@ mod tests {
             service_id: "nope".into(),
             ..Check::default()
         });
-        let (outcome, changed) = tables.apply(RaftIndex(1), &Command::Register(reg));
+        let (outcome, changed) = tables.apply(RaftIndex(1), &Command::Register(Box::new(reg)));
         assert!(matches!(outcome, CommandOutcome::Rejected(_)));
         assert!(changed.tables().is_empty());
         assert_eq!(tables.catalog().nodes().count(), 0);
@@ -338,7 +338,7 @@ mod tests {
             status: HealthStatus::Passing,
             ..Check::default()
         });
-        tables.apply(RaftIndex(1), &Command::Register(reg));
+        tables.apply(RaftIndex(1), &Command::Register(Box::new(reg)));
         assert_eq!(
             tables
                 .catalog()
