@@ -20,10 +20,7 @@ async fn kv_commands_print_and_exit_like_consul() {
     };
 
     let (code, stdout, _) = run(&["kv", "put", "greeting", "hello"]);
-    assert_eq!(
-        (code, stdout.trim()),
-        (0, "Success! Data written to: greeting")
-    );
+    assert_eq!((code, stdout.trim()), (0, "Success! Data written to: greeting"));
     let (code, stdout, _) = run(&["kv", "get", "greeting"]);
     assert_eq!((code, stdout.as_str()), (0, "hello\n"));
 
@@ -31,15 +28,7 @@ async fn kv_commands_print_and_exit_like_consul() {
     assert_eq!(code, 1);
     assert!(stderr.contains("No key exists at: missing"), "{stderr}");
 
-    let (code, _, stderr) = run(&[
-        "kv",
-        "put",
-        "--cas",
-        "--modify-index",
-        "0",
-        "greeting",
-        "again",
-    ]);
+    let (code, _, stderr) = run(&["kv", "put", "--cas", "--modify-index", "0", "greeting", "again"]);
     assert_eq!(code, 1, "CAS on an existing key fails");
     assert!(stderr.contains("CAS failed"), "{stderr}");
 
@@ -92,10 +81,7 @@ fn an_unreachable_agent_is_a_clear_error_with_exit_1() {
     let addr = format!("127.0.0.1:{}", free_port());
     let (code, _, stderr) = weft(&["kv", "get", "k", "--http-addr", &addr]);
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("could not reach the Weft agent"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("could not reach the Weft agent"), "{stderr}");
 }
 
 #[test]
@@ -105,15 +91,8 @@ fn an_invalid_config_exits_64_listing_every_problem() {
     std::fs::write(&file, "bootstrap_expect = 0\nhttp_addr = \"nowhere\"\n").unwrap();
     let (code, _, stderr) = weft(&["agent", "--config-file", file.to_str().unwrap()]);
     assert_eq!(code, 64, "{stderr}");
-    for problem in [
-        "data_dir is required",
-        "bootstrap_expect must be at least 1",
-        "http_addr \"nowhere\"",
-    ] {
-        assert!(
-            stderr.contains(problem),
-            "{stderr} should mention {problem}"
-        );
+    for problem in ["data_dir is required", "bootstrap_expect must be at least 1", "http_addr \"nowhere\""] {
+        assert!(stderr.contains(problem), "{stderr} should mention {problem}");
     }
     std::fs::write(&file, "node_nmae = \"typo\"\n").unwrap();
     let (code, _, stderr) = weft(&["agent", "--config-file", file.to_str().unwrap()]);
@@ -160,8 +139,7 @@ async fn an_agent_configured_by_an_hcl_file_serves_as_configured() {
     assert_eq!(self_info["Config"]["NodeName"], "from-file");
     assert_eq!(self_info["Config"]["Datacenter"], "east");
     let leader = eventually("a leader", Duration::from_secs(20), || async {
-        let leader: String =
-            serde_json::from_slice(&client.get("/v1/status/leader").await.ok()?.body).ok()?;
+        let leader: String = serde_json::from_slice(&client.get("/v1/status/leader").await.ok()?.body).ok()?;
         (!leader.is_empty()).then_some(leader)
     })
     .await;
@@ -191,18 +169,11 @@ async fn weft_dev_needs_no_setup_and_says_what_to_try() {
             .unwrap(),
     );
     let client = HttpClient::new(&format!("127.0.0.1:{http_port}"), None);
-    eventually(
-        "weft dev to accept a write",
-        Duration::from_secs(20),
-        || async {
-            let response = client.put("/v1/kv/hello", "world").await.ok()?;
-            (response.status == 200).then_some(())
-        },
-    )
+    eventually("weft dev to accept a write", Duration::from_secs(20), || async {
+        let response = client.put("/v1/kv/hello", "world").await.ok()?;
+        (response.status == 200).then_some(())
+    })
     .await;
     let banner = std::fs::read_to_string(&stderr_path).unwrap();
-    assert!(
-        banner.contains("Try:") && banner.contains("weft kv put"),
-        "{banner}"
-    );
+    assert!(banner.contains("Try:") && banner.contains("weft kv put"), "{banner}");
 }

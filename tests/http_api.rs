@@ -11,8 +11,7 @@ use support::Cluster;
 use weft_api::client::{HttpClient, Response};
 
 fn body(response: &Response) -> Value {
-    serde_json::from_slice(&response.body)
-        .unwrap_or_else(|_| panic!("not JSON: {}", response.text()))
+    serde_json::from_slice(&response.body).unwrap_or_else(|_| panic!("not JSON: {}", response.text()))
 }
 
 async fn single_server() -> (Cluster, HttpClient) {
@@ -27,49 +26,21 @@ async fn kv_behaves_like_consul() {
 
     let missing = client.get("/v1/kv/nope").await.unwrap();
     assert_eq!(missing.status, 404);
-    assert!(
-        missing.body.is_empty(),
-        "a missing key is a 404 with an empty body"
-    );
-    assert!(
-        missing.consul_index().unwrap() >= 1,
-        "X-Consul-Index is always at least 1"
-    );
+    assert!(missing.body.is_empty(), "a missing key is a 404 with an empty body");
+    assert!(missing.consul_index().unwrap() >= 1, "X-Consul-Index is always at least 1");
 
-    assert_eq!(
-        client
-            .put("/v1/kv/app/config?flags=42", "hello")
-            .await
-            .unwrap()
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        client.put("/v1/kv/app/empty", "").await.unwrap().text(),
-        "true"
-    );
-    assert_eq!(
-        client.put("/v1/kv/app/sub/leaf", "x").await.unwrap().text(),
-        "true"
-    );
+    assert_eq!(client.put("/v1/kv/app/config?flags=42", "hello").await.unwrap().text(), "true");
+    assert_eq!(client.put("/v1/kv/app/empty", "").await.unwrap().text(), "true");
+    assert_eq!(client.put("/v1/kv/app/sub/leaf", "x").await.unwrap().text(), "true");
 
     let got = client.get("/v1/kv/app/config").await.unwrap();
     let entry = &body(&got)[0];
     assert_eq!(entry["Key"], "app/config");
     assert_eq!(entry["Flags"], 42);
-    assert_eq!(
-        entry["Value"],
-        base64::engine::general_purpose::STANDARD.encode("hello")
-    );
+    assert_eq!(entry["Value"], base64::engine::general_purpose::STANDARD.encode("hello"));
     assert_eq!(got.consul_index(), entry["ModifyIndex"].as_u64());
-    assert_eq!(
-        body(&client.get("/v1/kv/app/empty").await.unwrap())[0]["Value"],
-        Value::Null
-    );
-    assert_eq!(
-        client.get("/v1/kv/app/config?raw").await.unwrap().body,
-        b"hello"
-    );
+    assert_eq!(body(&client.get("/v1/kv/app/empty").await.unwrap())[0]["Value"], Value::Null);
+    assert_eq!(client.get("/v1/kv/app/config?raw").await.unwrap().body, b"hello");
 
     let all = body(&client.get("/v1/kv/app/?recurse").await.unwrap());
     assert_eq!(all.as_array().unwrap().len(), 3);
@@ -80,53 +51,16 @@ async fn kv_behaves_like_consul() {
 
     // Check-and-set: 0 means "only if absent"; otherwise the current ModifyIndex.
     let modify = entry["ModifyIndex"].as_u64().unwrap();
-    assert_eq!(
-        client
-            .put("/v1/kv/app/config?cas=0", "x")
-            .await
-            .unwrap()
-            .text(),
-        "false"
-    );
-    assert_eq!(
-        client
-            .put(&format!("/v1/kv/app/config?cas={}", modify + 100), "x")
-            .await
-            .unwrap()
-            .text(),
-        "false"
-    );
-    assert_eq!(
-        client
-            .put(&format!("/v1/kv/app/config?cas={modify}"), "new")
-            .await
-            .unwrap()
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        client.get("/v1/kv/app/config?raw").await.unwrap().body,
-        b"new"
-    );
+    assert_eq!(client.put("/v1/kv/app/config?cas=0", "x").await.unwrap().text(), "false");
+    assert_eq!(client.put(&format!("/v1/kv/app/config?cas={}", modify + 100), "x").await.unwrap().text(), "false");
+    assert_eq!(client.put(&format!("/v1/kv/app/config?cas={modify}"), "new").await.unwrap().text(), "true");
+    assert_eq!(client.get("/v1/kv/app/config?raw").await.unwrap().body, b"new");
 
     // Percent-encoded keys are decoded.
-    assert_eq!(
-        client
-            .put("/v1/kv/odd%20key%23x", "1")
-            .await
-            .unwrap()
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        body(&client.get("/v1/kv/odd%20key%23x").await.unwrap())[0]["Key"],
-        "odd key#x"
-    );
+    assert_eq!(client.put("/v1/kv/odd%20key%23x", "1").await.unwrap().text(), "true");
+    assert_eq!(body(&client.get("/v1/kv/odd%20key%23x").await.unwrap())[0]["Key"], "odd key#x");
 
-    assert_eq!(
-        client.delete("/v1/kv/app/?recurse").await.unwrap().text(),
-        "true"
-    );
+    assert_eq!(client.delete("/v1/kv/app/?recurse").await.unwrap().text(), "true");
     assert_eq!(client.get("/v1/kv/app/?recurse").await.unwrap().status, 404);
 }
 
@@ -134,80 +68,40 @@ async fn kv_behaves_like_consul() {
 async fn a_blocking_query_wakes_on_its_key_and_not_on_other_writes() {
     let (_cluster, client) = single_server().await;
     client.put("/v1/kv/watched", "1").await.unwrap();
-    let index = client
-        .get("/v1/kv/watched")
-        .await
-        .unwrap()
-        .consul_index()
-        .unwrap();
+    let index = client.get("/v1/kv/watched").await.unwrap().consul_index().unwrap();
 
     let waiter = {
         let client = client.clone();
         tokio::spawn(async move {
-            let response = client
-                .get(&format!("/v1/kv/watched?index={index}&wait=20s"))
-                .await
-                .unwrap();
+            let response = client.get(&format!("/v1/kv/watched?index={index}&wait=20s")).await.unwrap();
             (Instant::now(), response)
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Writes elsewhere: another table, and another key in the same table.
     let registration = r#"{"Node": "n1", "Address": "10.0.0.9"}"#;
-    assert_eq!(
-        client
-            .put("/v1/catalog/register", registration)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(client.put("/v1/catalog/register", registration).await.unwrap().status, 200);
     client.put("/v1/kv/unrelated", "x").await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        !waiter.is_finished(),
-        "the blocking query must not return on unrelated writes"
-    );
+    assert!(!waiter.is_finished(), "the blocking query must not return on unrelated writes");
 
     client.put("/v1/kv/watched", "2").await.unwrap();
     let written_at = Instant::now();
     let (returned_at, response) = waiter.await.unwrap();
     let woke_after = returned_at.saturating_duration_since(written_at);
     println!("blocking query returned {woke_after:?} after the write was acknowledged");
-    assert!(
-        woke_after < Duration::from_secs(5),
-        "woke on the write, not at the 20 s wait"
-    );
+    assert!(woke_after < Duration::from_secs(5), "woke on the write, not at the 20 s wait");
     assert!(response.consul_index().unwrap() > index);
-    assert_eq!(
-        body(&response)[0]["Value"],
-        base64::engine::general_purpose::STANDARD.encode("2")
-    );
+    assert_eq!(body(&response)[0]["Value"], base64::engine::general_purpose::STANDARD.encode("2"));
 
     // A catalog blocking query wakes on a catalog write.
-    let index = client
-        .get("/v1/catalog/nodes")
-        .await
-        .unwrap()
-        .consul_index()
-        .unwrap();
+    let index = client.get("/v1/catalog/nodes").await.unwrap().consul_index().unwrap();
     let waiter = {
         let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .get(&format!("/v1/catalog/nodes?index={index}&wait=20s"))
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { client.get(&format!("/v1/catalog/nodes?index={index}&wait=20s")).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    client
-        .put(
-            "/v1/catalog/register",
-            r#"{"Node": "n2", "Address": "10.0.0.10"}"#,
-        )
-        .await
-        .unwrap();
+    client.put("/v1/catalog/register", r#"{"Node": "n2", "Address": "10.0.0.10"}"#).await.unwrap();
     let nodes = body(&waiter.await.unwrap());
     assert_eq!(nodes.as_array().unwrap().len(), 2);
 }
@@ -221,21 +115,13 @@ async fn the_catalog_registers_lists_and_deregisters() {
         "Service": {"ID": "web-1", "Service": "web", "Tags": ["v1", "blue"], "Port": 8080, "Meta": {"version": "1"}},
         "Check": {"CheckID": "service:web-1", "Name": "web alive", "Status": "passing", "ServiceID": "web-1"}
     });
-    let response = client
-        .put("/v1/catalog/register", registration.to_string())
-        .await
-        .unwrap();
+    let response = client.put("/v1/catalog/register", registration.to_string()).await.unwrap();
     assert_eq!((response.status, response.text()), (200, "true".to_owned()));
-    let second = json!({"Node": "vm2", "Address": "10.0.0.2", "Service": {"Service": "web", "Tags": ["v2"], "Port": 8080}});
-    client
-        .put("/v1/catalog/register", second.to_string())
-        .await
-        .unwrap();
+    let second =
+        json!({"Node": "vm2", "Address": "10.0.0.2", "Service": {"Service": "web", "Tags": ["v2"], "Port": 8080}});
+    client.put("/v1/catalog/register", second.to_string()).await.unwrap();
 
-    assert_eq!(
-        body(&client.get("/v1/catalog/services").await.unwrap()),
-        json!({"web": ["blue", "v1", "v2"]})
-    );
+    assert_eq!(body(&client.get("/v1/catalog/services").await.unwrap()), json!({"web": ["blue", "v1", "v2"]}));
     let web = body(&client.get("/v1/catalog/service/web").await.unwrap());
     assert_eq!(web.as_array().unwrap().len(), 2);
     let tagged = body(&client.get("/v1/catalog/service/web?tag=v1").await.unwrap());
@@ -245,38 +131,14 @@ async fn the_catalog_registers_lists_and_deregisters() {
     let node = body(&client.get("/v1/catalog/node/vm1").await.unwrap());
     assert_eq!(node["Node"]["Address"], "10.0.0.1");
     assert_eq!(node["Services"]["web-1"]["Port"], 8080);
-    assert_eq!(
-        body(&client.get("/v1/catalog/node/ghost").await.unwrap()),
-        Value::Null
-    );
+    assert_eq!(body(&client.get("/v1/catalog/node/ghost").await.unwrap()), Value::Null);
 
     let deregister = json!({"Node": "vm1", "ServiceID": "web-1"});
-    assert_eq!(
-        client
-            .put("/v1/catalog/deregister", deregister.to_string())
-            .await
-            .unwrap()
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        body(&client.get("/v1/catalog/services").await.unwrap()),
-        json!({"web": ["v2"]})
-    );
-    client
-        .put("/v1/catalog/deregister", r#"{"Node": "vm2"}"#)
-        .await
-        .unwrap();
+    assert_eq!(client.put("/v1/catalog/deregister", deregister.to_string()).await.unwrap().text(), "true");
+    assert_eq!(body(&client.get("/v1/catalog/services").await.unwrap()), json!({"web": ["v2"]}));
+    client.put("/v1/catalog/deregister", r#"{"Node": "vm2"}"#).await.unwrap();
     let nodes = body(&client.get("/v1/catalog/nodes").await.unwrap());
-    assert_eq!(
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["Node"].clone())
-            .collect::<Vec<_>>(),
-        vec![json!("vm1")]
-    );
+    assert_eq!(nodes.as_array().unwrap().iter().map(|n| n["Node"].clone()).collect::<Vec<_>>(), vec![json!("vm1")]);
 }
 
 /// Method, path, body, the status expected, and what the message must mention.
@@ -299,142 +161,51 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
     let too_big = vec![b'x'; 512 * 1024 + 1];
     let cases: Vec<BadRequest> = vec![
+        ("PUT", "/v1/catalog/register", Some(b"{not json".to_vec()), 400, "malformed JSON"),
+        ("PUT", "/v1/catalog/register", Some(br#"{"Node": 5, "Address": "x"}"#.to_vec()), 400, "invalid type"),
+        ("PUT", "/v1/catalog/register", Some(br#"{"Address": "10.0.0.1"}"#.to_vec()), 400, "Must provide node"),
+        ("PUT", "/v1/catalog/register", Some(br#"{"Node": "n"}"#.to_vec()), 400, "Must provide address"),
         (
             "PUT",
             "/v1/catalog/register",
-            Some(b"{not json".to_vec()),
-            400,
-            "malformed JSON",
-        ),
-        (
-            "PUT",
-            "/v1/catalog/register",
-            Some(br#"{"Node": 5, "Address": "x"}"#.to_vec()),
-            400,
-            "invalid type",
-        ),
-        (
-            "PUT",
-            "/v1/catalog/register",
-            Some(br#"{"Address": "10.0.0.1"}"#.to_vec()),
-            400,
-            "Must provide node",
-        ),
-        (
-            "PUT",
-            "/v1/catalog/register",
-            Some(br#"{"Node": "n"}"#.to_vec()),
-            400,
-            "Must provide address",
-        ),
-        (
-            "PUT",
-            "/v1/catalog/register",
-            Some(
-                br#"{"Node": "n", "Address": "a", "Check": {"Name": "c", "Status": "sideways"}}"#
-                    .to_vec(),
-            ),
+            Some(br#"{"Node": "n", "Address": "a", "Check": {"Name": "c", "Status": "sideways"}}"#.to_vec()),
             400,
             "Invalid check status",
         ),
         (
             "PUT",
             "/v1/catalog/register",
-            Some(
-                br#"{"Node": "n", "Address": "a", "Check": {"Name": "c", "ServiceID": "ghost"}}"#
-                    .to_vec(),
-            ),
+            Some(br#"{"Node": "n", "Address": "a", "Check": {"Name": "c", "ServiceID": "ghost"}}"#.to_vec()),
             400,
             "not registered",
         ),
-        (
-            "PUT",
-            "/v1/catalog/register",
-            Some(Vec::new()),
-            400,
-            "empty",
-        ),
+        ("PUT", "/v1/catalog/register", Some(Vec::new()), 400, "empty"),
         ("PUT", "/v1/kv/big", Some(too_big), 413, "too large"),
         ("PUT", "/v1/kv/x?cas=abc", Some(b"v".to_vec()), 400, "?cas"),
-        (
-            "PUT",
-            "/v1/kv/x?flags=-1",
-            Some(b"v".to_vec()),
-            400,
-            "?flags",
-        ),
+        ("PUT", "/v1/kv/x?flags=-1", Some(b"v".to_vec()), 400, "?flags"),
         ("PUT", "/v1/kv/", Some(b"v".to_vec()), 400, "Missing key"),
-        (
-            "PUT",
-            "/v1/kv/x?acquire=abc",
-            Some(b"v".to_vec()),
-            400,
-            "sessions",
-        ),
+        ("PUT", "/v1/kv/x?acquire=abc", Some(b"v".to_vec()), 400, "sessions"),
         ("GET", "/v1/kv/keep?index=xyz", None, 400, "?index"),
         ("GET", "/v1/kv/keep?wait=forever", None, 400, "wait"),
-        (
-            "GET",
-            "/v1/kv/keep?stale&consistent",
-            None,
-            400,
-            "conflicting",
-        ),
+        ("GET", "/v1/kv/keep?stale&consistent", None, 400, "conflicting"),
         ("GET", "/v1/no/such/endpoint", None, 404, "unknown API path"),
-        (
-            "POST",
-            "/v1/kv/keep",
-            Some(b"v".to_vec()),
-            405,
-            "not allowed",
-        ),
+        ("POST", "/v1/kv/keep", Some(b"v".to_vec()), 405, "not allowed"),
         ("GET", "/v1/catalog/register", None, 405, "not allowed"),
         ("DELETE", "/v1/operator/raft/peer", None, 400, "?id"),
-        (
-            "DELETE",
-            "/v1/operator/raft/peer?id=ghost",
-            None,
-            400,
-            "ghost",
-        ),
-        (
-            "PUT",
-            "/v1/snapshot",
-            Some(b"garbage".to_vec()),
-            400,
-            "cannot restore",
-        ),
-        (
-            "GET",
-            "/v1/kv/keep?dc=mars",
-            None,
-            500,
-            "No path to datacenter",
-        ),
+        ("DELETE", "/v1/operator/raft/peer?id=ghost", None, 400, "ghost"),
+        ("PUT", "/v1/snapshot", Some(b"garbage".to_vec()), 400, "cannot restore"),
+        ("GET", "/v1/kv/keep?dc=mars", None, 500, "No path to datacenter"),
     ];
     for (method, path, payload, status, message) in cases {
         let method: hyper::Method = method.parse().unwrap();
         let response = client.request(method.clone(), path, payload).await.unwrap();
-        assert_eq!(
-            response.status,
-            status,
-            "{method} {path}: {}",
-            response.text()
-        );
-        assert!(
-            response.text().contains(message),
-            "{method} {path}: {:?} should mention {message:?}",
-            response.text()
-        );
+        assert_eq!(response.status, status, "{method} {path}: {}", response.text());
+        assert!(response.text().contains(message), "{method} {path}: {:?} should mention {message:?}", response.text());
     }
 
     let after = client.get("/v1/snapshot").await.unwrap();
     assert_eq!(before.body, after.body, "no bad request changed the state");
-    assert_eq!(
-        indexes_before,
-        indexes(client.clone()).await,
-        "no table index moved"
-    );
+    assert_eq!(indexes_before, indexes(client.clone()).await, "no table index moved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,14 +217,7 @@ async fn a_snapshot_saved_over_http_restores_the_state() {
     client.put("/v1/kv/a", "2").await.unwrap();
     client.put("/v1/kv/b", "3").await.unwrap();
 
-    assert_eq!(
-        client
-            .put("/v1/snapshot", saved.body.clone())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(client.put("/v1/snapshot", saved.body.clone()).await.unwrap().status, 200);
     assert_eq!(client.get("/v1/kv/a?raw").await.unwrap().body, b"1");
     assert_eq!(client.get("/v1/kv/b").await.unwrap().status, 404);
     // Indexes keep growing across a restore, so blocking clients see a change.
@@ -465,10 +229,7 @@ async fn every_handler_accepts_a_token_however_it_is_sent() {
     let (_cluster, client) = single_server().await;
     let with_token = HttpClient::new(client.addr(), Some("secret".into()));
     assert_eq!(with_token.put("/v1/kv/t", "v").await.unwrap().status, 200);
-    assert_eq!(
-        client.get("/v1/kv/t?token=secret").await.unwrap().status,
-        200
-    );
+    assert_eq!(client.get("/v1/kv/t?token=secret").await.unwrap().status, 200);
     let self_info = body(&client.get("/v1/agent/self").await.unwrap());
     assert_eq!(self_info["Config"]["Datacenter"], "dc1");
     assert_eq!(self_info["Config"]["NodeName"], "s1");

@@ -32,9 +32,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-        }
+        Self { config: Arc::new(config) }
     }
 
     /// Runs the agent until `shutdown` resolves, then drains and returns.
@@ -66,10 +64,7 @@ impl Agent {
         )
         .await?;
         tracing::info!(http = %http_addr, rpc = %rpc_addr, node = %config.node_name, "agent ready");
-        let state = AppState {
-            server,
-            config: config.clone(),
-        };
+        let state = AppState { server, config: config.clone() };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
         shutdown.await;
         tracing::info!("shutting down");

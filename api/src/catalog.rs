@@ -53,17 +53,12 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Self {
-            passing: 1,
-            warning: 1,
-        }
+        Self { passing: 1, warning: 1 }
     }
 }
 
 /// The state of a health check.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum HealthStatus {
     Passing,
     Warning,

@@ -12,17 +12,8 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Characters escaped in a KV key's path (`/` is kept: it separates segments).
-const KEY_ESCAPES: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'?')
-    .add(b'<')
-    .add(b'>')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
+const KEY_ESCAPES: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
 
 /// Why a request got no HTTP response.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +65,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// `addr` is `host:port`, optionally with an `http://` prefix.
     pub fn new(addr: &str, token: Option<String>) -> Self {
-        let addr = addr
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
+        let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_owned();
         Self {
             addr,
             token,
@@ -111,49 +99,31 @@ impl HttpClient {
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::InvalidRequest {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ClientError::InvalidRequest { url: url.clone(), reason: e.to_string() })?;
         let exchange = async {
-            let response =
-                self.inner
-                    .request(request)
-                    .await
-                    .map_err(|e| ClientError::Unreachable {
-                        addr: self.addr.clone(),
-                        reason: error_chain(&e),
-                    })?;
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| ClientError::Unreachable { addr: self.addr.clone(), reason: error_chain(&e) })?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| ClientError::Unreachable {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            })?;
-            Ok(Response {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
-                body: body.to_bytes().to_vec(),
-            })
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Unreachable { addr: self.addr.clone(), reason: e.to_string() })?;
+            Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body: body.to_bytes().to_vec() })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| ClientError::TimedOut {
-                url,
-                after: self.timeout,
-            })?
+            .map_err(|_| ClientError::TimedOut { url, after: self.timeout })?
     }
 
     pub async fn get(&self, path_and_query: &str) -> Result<Response, ClientError> {
         self.request(Method::GET, path_and_query, None).await
     }
 
-    pub async fn put(
-        &self,
-        path_and_query: &str,
-        body: impl Into<Vec<u8>>,
-    ) -> Result<Response, ClientError> {
-        self.request(Method::PUT, path_and_query, Some(body.into()))
-            .await
+    pub async fn put(&self, path_and_query: &str, body: impl Into<Vec<u8>>) -> Result<Response, ClientError> {
+        self.request(Method::PUT, path_and_query, Some(body.into())).await
     }
 
     pub async fn delete(&self, path_and_query: &str) -> Result<Response, ClientError> {
@@ -163,10 +133,7 @@ impl HttpClient {
 
 /// `/v1/kv/<key>` with the key percent-encoded (slashes kept).
 pub fn kv_path(key: &str) -> String {
-    format!(
-        "/v1/kv/{}",
-        utf8_percent_encode(key.trim_start_matches('/'), KEY_ESCAPES)
-    )
+    format!("/v1/kv/{}", utf8_percent_encode(key.trim_start_matches('/'), KEY_ESCAPES))
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

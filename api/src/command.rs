@@ -1,8 +1,9 @@
 //! The one `Command` enum every Raft write is, and what applying it returns.
 //!
-//! Commands are stored in the Raft log, so their encoding is a compatibility
-//! promise: variants and fields are only ever added (with serde defaults),
-//! never changed or reused. A change of meaning gets a new variant.
+//! Commands are stored in the Raft log in a compact binary encoding that is
+//! not self-describing, so their shape is a compatibility promise: existing
+//! variants and their fields never change, and new variants are added only
+//! at the end. A new field or a change of meaning gets a new variant.
 
 use serde::{Deserialize, Serialize};
 

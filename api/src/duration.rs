@@ -14,10 +14,7 @@ pub struct DurationError {
 /// Parses a Go-style duration. A bare number is taken as seconds, as
 /// Consul's `?wait=` accepts.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
-    let err = |reason| DurationError {
-        input: input.to_owned(),
-        reason,
-    };
+    let err = |reason| DurationError { input: input.to_owned(), reason };
     let text = input.trim();
     if text.is_empty() {
         return Err(err("empty"));
@@ -28,17 +25,13 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| err("missing unit"))?;
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| err("missing unit"))?;
         if number_len == 0 {
             return Err(err("expected a number"));
         }
         let number: f64 = rest[..number_len].parse().map_err(|_| err("bad number"))?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,

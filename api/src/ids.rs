@@ -75,9 +75,7 @@ string_id!(
 
 /// A Raft log index. Every record carries the index that created it and the
 /// one that last modified it; blocking queries wait on these.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RaftIndex(pub u64);
 
@@ -96,9 +94,7 @@ impl fmt::Display for RaftIndex {
 }
 
 /// A server's Raft member ID: random, made once and kept in the data dir.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ServerId(pub u64);
 
@@ -118,9 +114,6 @@ pub struct Indexes {
 impl Indexes {
     /// Indexes for a record first written at `index`.
     pub fn created_at(index: RaftIndex) -> Self {
-        Self {
-            create: index,
-            modify: index,
-        }
+        Self { create: index, modify: index }
     }
 }

@@ -42,12 +42,7 @@ struct Args {
 
     /// HTTP address (HOST:PORT) of a server; repeat it (or separate with
     /// commas) to spread clients round-robin. Only loopback addresses are accepted.
-    #[arg(
-        long = "addr",
-        value_name = "HOST:PORT",
-        required = true,
-        value_delimiter = ','
-    )]
+    #[arg(long = "addr", value_name = "HOST:PORT", required = true, value_delimiter = ',')]
     addrs: Vec<String>,
 
     /// Number of concurrent clients, each with one request in flight.
@@ -120,9 +115,7 @@ impl WriteBudget {
     fn claim(&self) -> bool {
         let Some(limit) = self.limit else { return true };
         self.claimed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |claimed| {
-                (claimed < limit).then_some(claimed + 1)
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |claimed| (claimed < limit).then_some(claimed + 1))
             .is_ok()
     }
 
@@ -150,11 +143,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.key_prefix.is_empty() || args.key_prefix.starts_with('/') {
         bail!("--key-prefix must be non-empty and must not start with '/'");
     }
-    let requested = args.duration.unwrap_or(if args.count.is_some() {
-        DEFAULT_COUNT_DURATION
-    } else {
-        DEFAULT_DURATION
-    });
+    let requested =
+        args.duration.unwrap_or(if args.count.is_some() { DEFAULT_COUNT_DURATION } else { DEFAULT_DURATION });
     if requested.is_zero() {
         bail!("--duration must be more than zero");
     }
@@ -176,10 +166,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         key_prefix: args.key_prefix.clone(),
         deadline,
         hard_stop: deadline + args.grace,
-        budget: WriteBudget {
-            limit: args.count,
-            claimed: AtomicU64::new(0),
-        },
+        budget: WriteBudget { limit: args.count, claimed: AtomicU64::new(0) },
     });
     let mut tasks = Vec::with_capacity(clients);
     for id in 0..clients {
@@ -188,12 +175,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         // its own keep-alive connection, as an independent client would.
         let client = HttpClient::new(&addr.to_string(), None).with_timeout(args.request_timeout);
         let tally = Tally::new()?;
-        tasks.push(tokio::spawn(run_client(
-            id,
-            client,
-            Arc::clone(&shared),
-            tally,
-        )));
+        tasks.push(tokio::spawn(run_client(id, client, Arc::clone(&shared), tally)));
     }
 
     let mut total = Tally::new()?;
@@ -244,45 +226,29 @@ async fn resolve_loopback(addr: &str) -> anyhow::Result<SocketAddr> {
     let host_port = addr.trim_start_matches("http://").trim_end_matches('/');
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host(host_port)
         .await
-        .with_context(|| {
-            format!("--addr {addr}: could not resolve (expected HOST:PORT, e.g. 127.0.0.1:8500)")
-        })?
+        .with_context(|| format!("--addr {addr}: could not resolve (expected HOST:PORT, e.g. 127.0.0.1:8500)"))?
         .collect();
     let Some(first) = resolved.first() else {
         bail!("--addr {addr}: resolved to no address");
     };
     if let Some(remote) = resolved.iter().find(|a| !a.ip().is_loopback()) {
-        bail!("--addr {addr}: resolves to {remote}, which is not a loopback address; kv-load only targets this machine");
+        bail!(
+            "--addr {addr}: resolves to {remote}, which is not a loopback address; kv-load only targets this machine"
+        );
     }
     Ok(*first)
 }
 
 /// Sends one write to `addr` before the timed run, so a wrong address or a
 /// cluster without a leader fails fast with the server's own answer.
-async fn probe(
-    workload: &Workload,
-    addr: &SocketAddr,
-    key_prefix: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
+async fn probe(workload: &Workload, addr: &SocketAddr, key_prefix: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = HttpClient::new(&addr.to_string(), None).with_timeout(timeout);
     let request = workload.request(&format!("{key_prefix}/probe"));
-    let response = client
-        .request(request.method, &request.path, Some(request.body))
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "probe write to {:?} at {addr} failed: {}",
-                workload.target(),
-                describe(&error)
-            )
-        })?;
+    let response = client.request(request.method, &request.path, Some(request.body)).await.map_err(|error| {
+        anyhow::anyhow!("probe write to {:?} at {addr} failed: {}", workload.target(), describe(&error))
+    })?;
     workload.check(&response).map_err(|rejection| {
-        anyhow::anyhow!(
-            "probe write to {addr} ({:?}) was refused: {}",
-            workload.target(),
-            rejection.detail
-        )
+        anyhow::anyhow!("probe write to {addr} ({:?}) was refused: {}", workload.target(), rejection.detail)
     })
 }
 
@@ -302,9 +268,7 @@ fn describe(error: &ClientError) -> String {
 async fn run_client(id: usize, client: HttpClient, shared: Arc<Shared>, mut tally: Tally) -> Tally {
     let mut n: u64 = 0;
     while Instant::now() < shared.deadline && shared.budget.claim() {
-        let request = shared
-            .workload
-            .request(&format!("{}/{id}/{n}", shared.key_prefix));
+        let request = shared.workload.request(&format!("{}/{id}/{n}", shared.key_prefix));
         n += 1;
         let started = Instant::now();
         let outcome = tokio::time::timeout_at(
@@ -323,9 +287,7 @@ async fn run_client(id: usize, client: HttpClient, shared: Arc<Shared>, mut tall
                 Ok(()) => tally.success(latency),
                 Err(rejection) => {
                     shared.budget.release();
-                    tally.error(&rejection.kind, || {
-                        format!("{}: {}", client.addr(), rejection.detail)
-                    });
+                    tally.error(&rejection.kind, || format!("{}: {}", client.addr(), rejection.detail));
                 }
             },
             Ok(Err(error)) => {
@@ -337,10 +299,7 @@ async fn run_client(id: usize, client: HttpClient, shared: Arc<Shared>, mut tall
                 };
                 tally.error(kind, || describe(&error));
                 if matches!(error, ClientError::Unreachable { .. }) {
-                    tokio::time::sleep_until(
-                        (Instant::now() + TRANSPORT_ERROR_BACKOFF).min(shared.deadline),
-                    )
-                    .await;
+                    tokio::time::sleep_until((Instant::now() + TRANSPORT_ERROR_BACKOFF).min(shared.deadline)).await;
                 }
             }
         }
@@ -354,19 +313,13 @@ mod tests {
 
     #[test]
     fn budget_hands_out_exactly_the_limit() {
-        let budget = WriteBudget {
-            limit: Some(2),
-            claimed: AtomicU64::new(0),
-        };
+        let budget = WriteBudget { limit: Some(2), claimed: AtomicU64::new(0) };
         assert!(budget.claim());
         assert!(budget.claim());
         assert!(!budget.claim());
         budget.release();
         assert!(budget.claim());
-        let unlimited = WriteBudget {
-            limit: None,
-            claimed: AtomicU64::new(0),
-        };
+        let unlimited = WriteBudget { limit: None, claimed: AtomicU64::new(0) };
         assert!((0..10).all(|_| unlimited.claim()));
     }
 
@@ -389,26 +342,8 @@ mod tests {
         assert_eq!(args.addrs.len(), 3);
         assert_eq!(args.duration, Some(Duration::from_secs(3)));
         assert_eq!(args.format, Format::Json);
-        assert!(Args::try_parse_from([
-            "kv-load",
-            "--target",
-            "weft",
-            "--addr",
-            "x",
-            "--clients",
-            "0"
-        ])
-        .is_err());
-        assert!(Args::try_parse_from([
-            "kv-load",
-            "--target",
-            "weft",
-            "--addr",
-            "x",
-            "--duration",
-            "ten"
-        ])
-        .is_err());
+        assert!(Args::try_parse_from(["kv-load", "--target", "weft", "--addr", "x", "--clients", "0"]).is_err());
+        assert!(Args::try_parse_from(["kv-load", "--target", "weft", "--addr", "x", "--duration", "ten"]).is_err());
     }
 
     #[tokio::test]

@@ -54,9 +54,7 @@ impl Tally {
     }
 
     pub fn merge(&mut self, other: Tally) -> anyhow::Result<()> {
-        self.latencies
-            .add(&other.latencies)
-            .context("could not merge latency histograms")?;
+        self.latencies.add(&other.latencies).context("could not merge latency histograms")?;
         self.writes += other.writes;
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_default() += count;
@@ -121,11 +119,7 @@ impl Report {
             count: info.count,
             elapsed_s,
             writes: tally.writes,
-            writes_per_sec: if elapsed_s > 0.0 {
-                tally.writes as f64 / elapsed_s
-            } else {
-                0.0
-            },
+            writes_per_sec: if elapsed_s > 0.0 { tally.writes as f64 / elapsed_s } else { 0.0 },
             p50_ms: tally.quantile_ms(0.50),
             p90_ms: tally.quantile_ms(0.90),
             p99_ms: tally.quantile_ms(0.99),
@@ -150,16 +144,12 @@ impl Report {
             Target::Etcd => "etcd",
         };
         let mut out = String::new();
-        let mut line =
-            |label: &str, value: String| out.push_str(&format!("  {label:<12} {value}\n"));
+        let mut line = |label: &str, value: String| out.push_str(&format!("  {label:<12} {value}\n"));
         line("target", format!("{target} ({})", self.addrs.join(", ")));
         line("clients", self.clients.to_string());
         line("value size", format!("{} B", self.value_size));
         let limit = match self.count {
-            Some(count) => format!(
-                " (stopping at {count} writes or {:.1} s)",
-                self.requested_duration_s
-            ),
+            Some(count) => format!(" (stopping at {count} writes or {:.1} s)", self.requested_duration_s),
             None => format!(" (requested {:.1} s)", self.requested_duration_s),
         };
         line("elapsed", format!("{:.2} s{limit}", self.elapsed_s));
@@ -171,24 +161,13 @@ impl Report {
         line("p99.9", ms(self.p999_ms));
         line("max", ms(self.max_ms));
         line("mean", ms(self.mean_ms));
-        let kinds: Vec<String> = self
-            .error_kinds
-            .iter()
-            .map(|(kind, n)| format!("{kind}={n}"))
-            .collect();
+        let kinds: Vec<String> = self.error_kinds.iter().map(|(kind, n)| format!("{kind}={n}")).collect();
         line(
             "errors",
-            if kinds.is_empty() {
-                "0".to_owned()
-            } else {
-                format!("{} ({})", self.errors, kinds.join(", "))
-            },
+            if kinds.is_empty() { "0".to_owned() } else { format!("{} ({})", self.errors, kinds.join(", ")) },
         );
         if self.cut_off > 0 {
-            line(
-                "cut off",
-                format!("{} (in flight at the hard stop; not counted)", self.cut_off),
-            );
+            line("cut off", format!("{} (in flight at the hard stop; not counted)", self.cut_off));
         }
         if let Some(first) = &self.first_error {
             line("first error", first.clone());

@@ -46,11 +46,7 @@ impl Workload {
     pub fn new(target: Target, value_size: usize) -> Self {
         let value = make_value(value_size);
         let value_b64 = BASE64.encode(&value);
-        Self {
-            target,
-            value,
-            value_b64,
-        }
+        Self { target, value, value_b64 }
     }
 
     pub fn target(&self) -> Target {
@@ -60,22 +56,13 @@ impl Workload {
     /// The request that writes this run's value under `key`.
     pub fn request(&self, key: &str) -> WriteRequest {
         match self.target {
-            Target::Weft => WriteRequest {
-                method: Method::PUT,
-                path: kv_path(key),
-                body: self.value.clone(),
-            },
+            Target::Weft => WriteRequest { method: Method::PUT, path: kv_path(key), body: self.value.clone() },
             Target::Etcd => WriteRequest {
                 method: Method::POST,
                 path: "/v3/kv/put".to_owned(),
                 // Both fields are base64 (only `A-Za-z0-9+/=`), so no JSON
                 // escaping is needed and formatting directly is safe.
-                body: format!(
-                    r#"{{"key":"{}","value":"{}"}}"#,
-                    BASE64.encode(key),
-                    self.value_b64
-                )
-                .into_bytes(),
+                body: format!(r#"{{"key":"{}","value":"{}"}}"#, BASE64.encode(key), self.value_b64).into_bytes(),
             },
         }
     }
@@ -94,10 +81,7 @@ impl Workload {
         match self.target {
             Target::Weft if response.text().trim() != "true" => Err(Rejection {
                 kind: "bad_body".to_owned(),
-                detail: format!(
-                    "HTTP 200 but body {:?} (expected `true`)",
-                    snippet(&response.text())
-                ),
+                detail: format!("HTTP 200 but body {:?} (expected `true`)", snippet(&response.text())),
             }),
             Target::Weft | Target::Etcd => Ok(()),
         }
@@ -108,18 +92,12 @@ impl Workload {
 /// dumps and is the same on every run).
 fn make_value(size: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..size)
-        .map(|i| ALPHABET[(i * 7 + i / ALPHABET.len()) % ALPHABET.len()])
-        .collect()
+    (0..size).map(|i| ALPHABET[(i * 7 + i / ALPHABET.len()) % ALPHABET.len()]).collect()
 }
 
 /// The first 200 characters of a response body, on one line.
 fn snippet(text: &str) -> String {
-    let one_line: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line: String = text.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     match one_line.char_indices().nth(200) {
         Some((cut, _)) => format!("{}...", &one_line[..cut]),
         None => one_line,
@@ -132,11 +110,7 @@ mod tests {
     use hyper::HeaderMap;
 
     fn response(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: HeaderMap::new(),
-            body: body.as_bytes().to_vec(),
-        }
+        Response { status, headers: HeaderMap::new(), body: body.as_bytes().to_vec() }
     }
 
     #[test]
@@ -163,20 +137,8 @@ mod tests {
     fn weft_success_needs_true_body() {
         let workload = Workload::new(Target::Weft, 1);
         assert!(workload.check(&response(200, "true\n")).is_ok());
-        assert_eq!(
-            workload
-                .check(&response(200, "false"))
-                .map_err(|r| r.kind)
-                .unwrap_err(),
-            "bad_body"
-        );
-        assert_eq!(
-            workload
-                .check(&response(500, "no leader"))
-                .map_err(|r| r.kind)
-                .unwrap_err(),
-            "http_500"
-        );
+        assert_eq!(workload.check(&response(200, "false")).map_err(|r| r.kind).unwrap_err(), "bad_body");
+        assert_eq!(workload.check(&response(500, "no leader")).map_err(|r| r.kind).unwrap_err(), "http_500");
     }
 
     #[test]

@@ -18,11 +18,7 @@ use crate::server::Server;
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until this server is a voter in a cluster.
-pub async fn join_or_bootstrap(
-    server: Server,
-    bootstrap_expect: Option<usize>,
-    retry_join: Vec<String>,
-) {
+pub async fn join_or_bootstrap(server: Server, bootstrap_expect: Option<usize>, retry_join: Vec<String>) {
     let mut announced_wait = false;
     loop {
         match step(&server, bootstrap_expect, &retry_join).await {
@@ -46,19 +42,11 @@ enum Progress {
     Waiting(String),
 }
 
-async fn step(
-    server: &Server,
-    bootstrap_expect: Option<usize>,
-    retry_join: &[String],
-) -> Result<Progress, String> {
+async fn step(server: &Server, bootstrap_expect: Option<usize>, retry_join: &[String]) -> Result<Progress, String> {
     let raft = &server.inner.raft;
     if raft.is_initialized().await.map_err(|e| e.to_string())? {
         let configuration = server.raft_configuration();
-        if configuration
-            .servers
-            .iter()
-            .any(|s| s.id == server.id() && s.voter)
-        {
+        if configuration.servers.iter().any(|s| s.id == server.id() && s.voter) {
             return Ok(Progress::Member);
         }
     }
@@ -66,9 +54,7 @@ async fn step(
     if let Some(member) = peers.iter().find(|p| p.initialized) {
         join(server, member).await?;
         tracing::info!(via = %member.rpc_addr, "joined the cluster");
-        return Ok(Progress::Waiting(
-            "joined; waiting to become a voter".into(),
-        ));
+        return Ok(Progress::Waiting("joined; waiting to become a voter".into()));
     }
     let Some(expect) = bootstrap_expect else {
         return Ok(Progress::Waiting(format!(
@@ -77,16 +63,7 @@ async fn step(
     };
     let mut known: BTreeMap<u64, ServerNode> = peers
         .into_iter()
-        .map(|p| {
-            (
-                p.id,
-                ServerNode {
-                    name: p.name,
-                    rpc_addr: p.rpc_addr,
-                    http_addr: p.http_addr,
-                },
-            )
-        })
+        .map(|p| (p.id, ServerNode { name: p.name, rpc_addr: p.rpc_addr, http_addr: p.http_addr }))
         .collect();
     known.insert(server.inner.id, server.inner.node.clone());
     if known.len() < expect {
@@ -97,27 +74,17 @@ async fn step(
     }
     let lowest = *known.keys().next().expect("known holds this server");
     if lowest != server.inner.id {
-        return Ok(Progress::Waiting(format!(
-            "{} servers known; server {lowest} will bootstrap",
-            known.len()
-        )));
+        return Ok(Progress::Waiting(format!("{} servers known; server {lowest} will bootstrap", known.len())));
     }
     tracing::info!(servers = ?known.values().map(|n| &n.name).collect::<Vec<_>>(), "bootstrapping a new cluster");
-    raft.initialize(known)
-        .await
-        .map_err(|e| format!("bootstrap failed: {e}"))?;
-    Ok(Progress::Waiting(
-        "bootstrapped; waiting for a leader".into(),
-    ))
+    raft.initialize(known).await.map_err(|e| format!("bootstrap failed: {e}"))?;
+    Ok(Progress::Waiting("bootstrapped; waiting for a leader".into()))
 }
 
 /// Asks every retry-join address who it is; unreachable ones are skipped.
 async fn discover(server: &Server, retry_join: &[String]) -> Vec<ServerInfo> {
     let mut found: Vec<ServerInfo> = Vec::new();
-    for addr in retry_join
-        .iter()
-        .filter(|a| **a != server.inner.node.rpc_addr)
-    {
+    for addr in retry_join.iter().filter(|a| **a != server.inner.node.rpc_addr) {
         let Ok(mut client) = server.cluster_client(addr) else {
             continue;
         };
@@ -137,9 +104,7 @@ async fn discover(server: &Server, retry_join: &[String]) -> Vec<ServerInfo> {
 }
 
 async fn join(server: &Server, member: &ServerInfo) -> Result<(), String> {
-    let mut client = server
-        .cluster_client(&member.rpc_addr)
-        .map_err(|e| e.to_string())?;
+    let mut client = server.cluster_client(&member.rpc_addr).map_err(|e| e.to_string())?;
     let node = &server.inner.node;
     let mut request = tonic::Request::new(JoinRequest {
         id: server.inner.id,

@@ -8,10 +8,7 @@ use crate::raft::StorageOpenError;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("node-id file {path} is corrupt ({content:?}); delete it only if this server's Raft data goes too")]
     CorruptNodeId { path: PathBuf, content: String },
     #[error(transparent)]
@@ -43,11 +40,6 @@ pub enum ServerError {
 impl ServerError {
     /// True for errors that mean "try again shortly" (no leader, leader moving).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ServerError::NoLeader
-                | ServerError::LeaderUnreachable(_)
-                | ServerError::CatchUpTimeout(_)
-        )
+        matches!(self, ServerError::NoLeader | ServerError::LeaderUnreachable(_) | ServerError::CatchUpTimeout(_))
     }
 }

@@ -28,6 +28,5 @@ pub mod store;
 
 pub use error::{ServerError, StartError};
 pub use server::{
-    Applied, PeerStatus, RaftConfiguration, RaftStats, RaftTuning, ReadConsistency, Server,
-    ServerConfig,
+    Applied, PeerStatus, RaftConfiguration, RaftStats, RaftTuning, ReadConsistency, Server, ServerConfig,
 };

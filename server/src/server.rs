@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,6 +142,9 @@ pub(crate) struct Inner {
     pub(crate) last_contact: LastContact,
     log_store: LogStore,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The term in which this server, as leader, last caught up with its
+    /// whole log (see `wait_leader_caught_up`); 0 if never.
+    caught_up_term: AtomicU64,
 }
 
 impl Server {
@@ -152,15 +156,13 @@ impl Server {
         rpc_listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Server, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let id = load_or_create_server_id(&config.data_dir)?;
         let (log_store, snapshot_store) = raft::open_storage(&config.data_dir.join("raft"))?;
         let store = StateStore::new();
-        let state_machine = StateMachine::open(store.clone(), snapshot_store)
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let state_machine =
+            StateMachine::open(store.clone(), snapshot_store).map_err(|e| StartError::Raft(e.to_string()))?;
         let raft_config = openraft::Config {
             cluster_name: "weft".into(),
             heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
@@ -179,15 +181,9 @@ impl Server {
             rpc_addr: config.rpc_addr.clone(),
             http_addr: config.http_addr.clone(),
         };
-        let raft = Raft::new(
-            id,
-            Arc::new(raft_config),
-            Network,
-            log_store.clone(),
-            state_machine,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(id, Arc::new(raft_config), Network, log_store.clone(), state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let server = Server {
             inner: Arc::new(Inner {
                 id,
@@ -198,17 +194,15 @@ impl Server {
                 last_contact: LastContact::default(),
                 log_store,
                 channels: Mutex::new(HashMap::new()),
+                caught_up_term: AtomicU64::new(0),
             }),
         };
 
         let grpc = tonic::transport::Server::builder()
             .add_service(
-                RaftServer::new(RaftService::new(
-                    raft.clone(),
-                    server.inner.last_contact.clone(),
-                ))
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
+                RaftServer::new(RaftService::new(raft.clone(), server.inner.last_contact.clone()))
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
             )
             .add_service(
                 ClusterServer::new(ClusterService::new(server.clone()))
@@ -228,11 +222,7 @@ impl Server {
                 tracing::error!(%error, "server RPC listener stopped");
             }
         });
-        tokio::spawn(crate::cluster::join_or_bootstrap(
-            server.clone(),
-            config.bootstrap_expect,
-            config.retry_join,
-        ));
+        tokio::spawn(crate::cluster::join_or_bootstrap(server.clone(), config.bootstrap_expect, config.retry_join));
         tracing::info!(server_id = id, name = %server.inner.node.name, rpc = %server.inner.node.rpc_addr, "server started");
         Ok(server)
     }
@@ -263,11 +253,7 @@ impl Server {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()
+        metrics.membership_config.membership().get_node(&leader).cloned()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -296,27 +282,17 @@ impl Server {
         }
     }
 
-    pub(crate) fn cluster_client(
-        &self,
-        rpc_addr: &str,
-    ) -> Result<ClusterClient<Channel>, ServerError> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<Channel>, ServerError> {
+        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(rpc_addr) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = channel_to(rpc_addr)
-                    .map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
+                let channel = channel_to(rpc_addr).map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
                 channels.insert(rpc_addr.to_owned(), channel.clone());
                 channel
             }
         };
-        Ok(ClusterClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        Ok(ClusterClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
     }
 
     /// Commits `command` through the leader and waits until it is applied
@@ -328,14 +304,10 @@ impl Server {
         loop {
             match self.write_once(&command).await {
                 Ok(applied) => {
-                    self.store()
-                        .wait_applied(applied.index, CATCH_UP_PATIENCE)
-                        .await;
+                    self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
                     return Ok(applied);
                 }
-                Err(error)
-                    if error.is_transient() && tokio::time::Instant::now() + backoff < deadline =>
-                {
+                Err(error) if error.is_transient() && tokio::time::Instant::now() + backoff < deadline => {
                     tracing::debug!(%error, "write will be retried");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -348,16 +320,11 @@ impl Server {
     /// One attempt: local if leader, else forwarded to the leader.
     pub(crate) async fn write_once(&self, command: &Command) -> Result<Applied, ServerError> {
         match self.inner.raft.client_write(command.clone()).await {
-            Ok(response) => Ok(Applied {
-                outcome: response.data,
-                index: RaftIndex(response.log_id.index),
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                match forward.leader_node {
-                    Some(leader) => self.forward_write(&leader, command).await,
-                    None => Err(ServerError::NoLeader),
-                }
-            }
+            Ok(response) => Ok(Applied { outcome: response.data, index: RaftIndex(response.log_id.index) }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => match forward.leader_node {
+                Some(leader) => self.forward_write(&leader, command).await,
+                None => Err(ServerError::NoLeader),
+            },
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(ServerError::Membership(e.to_string()))
             }
@@ -365,26 +332,12 @@ impl Server {
         }
     }
 
-    async fn forward_write(
-        &self,
-        leader: &ServerNode,
-        command: &Command,
-    ) -> Result<Applied, ServerError> {
+    async fn forward_write(&self, leader: &ServerNode, command: &Command) -> Result<Applied, ServerError> {
         let mut client = self.cluster_client(&leader.rpc_addr)?;
-        let request = ApplyRequest {
-            command: raft::encode(command),
-        };
-        let reply = client
-            .apply(request)
-            .await
-            .map_err(status_to_error)?
-            .into_inner();
-        let outcome = raft::decode(&reply.outcome)
-            .map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
-        Ok(Applied {
-            outcome,
-            index: RaftIndex(reply.index),
-        })
+        let request = ApplyRequest { command: raft::encode(command) };
+        let reply = client.apply(request).await.map_err(status_to_error)?.into_inner();
+        let outcome = raft::decode(&reply.outcome).map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
+        Ok(Applied { outcome, index: RaftIndex(reply.index) })
     }
 
     /// Makes this server's state fresh enough for `consistency`, waiting for
@@ -392,7 +345,7 @@ impl Server {
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
         let index = match consistency {
             ReadConsistency::Stale => return Ok(()),
-            ReadConsistency::Default if self.is_leader() => return Ok(()),
+            ReadConsistency::Default if self.is_leader() => return self.wait_leader_caught_up().await,
             ReadConsistency::Consistent if self.is_leader() => {
                 return self.local_read_index(true).await.map(|_| ());
             }
@@ -401,19 +354,10 @@ impl Server {
                 let mut client = self.cluster_client(&leader.rpc_addr)?;
                 let linearizable = consistency == ReadConsistency::Consistent;
                 let request = ReadIndexRequest { linearizable };
-                client
-                    .read_index(request)
-                    .await
-                    .map_err(status_to_error)?
-                    .into_inner()
-                    .index
+                client.read_index(request).await.map_err(status_to_error)?.into_inner().index
             }
         };
-        if self
-            .store()
-            .wait_applied(RaftIndex(index), CATCH_UP_PATIENCE)
-            .await
-        {
+        if self.store().wait_applied(RaftIndex(index), CATCH_UP_PATIENCE).await {
             Ok(())
         } else {
             Err(ServerError::CatchUpTimeout(index))
@@ -427,18 +371,48 @@ impl Server {
             return Err(ServerError::NoLeader);
         }
         if linearizable {
-            let read_log_id = self
-                .inner
-                .raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| match e {
-                    RaftError::APIError(_) => ServerError::NoLeader,
-                    RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
-                })?;
+            let read_log_id = self.inner.raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::APIError(_) => ServerError::NoLeader,
+                RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
+            })?;
             return Ok(read_log_id.map(|l| l.index).unwrap_or(0));
         }
+        self.wait_leader_caught_up().await?;
         Ok(self.store().applied_index().get())
+    }
+
+    /// A leader may not yet have applied everything committed before it took
+    /// over (or, after a restart, before it resumed leading): its log is
+    /// complete, but its commit index is only learned anew. So before its
+    /// first read in a term, it waits until it has applied every entry its log
+    /// held at that moment; from then on it stays caught up for the term.
+    async fn wait_leader_caught_up(&self) -> Result<(), ServerError> {
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(ServerError::NoLeader);
+        }
+        let term = metrics.current_term;
+        if self.inner.caught_up_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        let target = metrics.last_log_index.unwrap_or(0);
+        let caught_up = |m: &RaftMetrics| {
+            m.state != ServerState::Leader
+                || m.current_term != term
+                || m.last_applied.is_some_and(|l| l.index >= target)
+        };
+        let metrics = self
+            .inner
+            .raft
+            .wait(Some(CATCH_UP_PATIENCE))
+            .metrics(caught_up, "leader applied its whole log")
+            .await
+            .map_err(|_| ServerError::CatchUpTimeout(target))?;
+        if metrics.state != ServerState::Leader || metrics.current_term != term {
+            return Err(ServerError::NoLeader);
+        }
+        self.inner.caught_up_term.store(term, Ordering::Release);
+        Ok(())
     }
 
     /// The Raft configuration as this server knows it.
@@ -449,11 +423,7 @@ impl Server {
         let matched: BTreeMap<u64, u64> = metrics
             .replication
             .as_ref()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|(id, log)| Some((*id, log.as_ref()?.index)))
-                    .collect()
-            })
+            .map(|r| r.iter().filter_map(|(id, log)| Some((*id, log.as_ref()?.index))).collect())
             .unwrap_or_default();
         let servers = membership
             .nodes()
@@ -464,22 +434,11 @@ impl Server {
                 http_addr: node.http_addr.clone(),
                 voter: voters.contains(id),
                 leader: metrics.current_leader == Some(*id),
-                last_index: if *id == self.inner.id {
-                    metrics.last_log_index
-                } else {
-                    matched.get(id).copied()
-                },
+                last_index: if *id == self.inner.id { metrics.last_log_index } else { matched.get(id).copied() },
             })
             .collect();
-        let index = metrics
-            .membership_config
-            .log_id()
-            .map(|l| l.index)
-            .unwrap_or(0);
-        RaftConfiguration {
-            servers,
-            index: RaftIndex(index),
-        }
+        let index = metrics.membership_config.log_id().map(|l| l.index).unwrap_or(0);
+        RaftConfiguration { servers, index: RaftIndex(index) }
     }
 
     /// Removes a server (by ID, name or RPC address) from the Raft
@@ -490,12 +449,7 @@ impl Server {
         }
         let leader = self.leader().ok_or(ServerError::NoLeader)?;
         let mut client = self.cluster_client(&leader.rpc_addr)?;
-        client
-            .remove_peer(RemovePeerRequest {
-                peer: peer.to_owned(),
-            })
-            .await
-            .map_err(status_to_error)?;
+        client.remove_peer(RemovePeerRequest { peer: peer.to_owned() }).await.map_err(status_to_error)?;
         Ok(())
     }
 
@@ -507,34 +461,18 @@ impl Server {
             .find(|s| s.id.0.to_string() == peer || s.name == peer || s.rpc_addr == peer)
             .ok_or_else(|| ServerError::PeerNotFound(peer.to_owned()))?;
         let ids = BTreeSet::from([target.id.0]);
-        let change = if target.voter {
-            ChangeMembers::RemoveVoters(ids)
-        } else {
-            ChangeMembers::RemoveNodes(ids)
-        };
-        self.inner
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(client_write_error)?;
-        tracing::info!(
-            peer,
-            id = target.id.0,
-            "removed server from the Raft configuration"
-        );
+        let change = if target.voter { ChangeMembers::RemoveVoters(ids) } else { ChangeMembers::RemoveNodes(ids) };
+        self.inner.raft.change_membership(change, false).await.map_err(client_write_error)?;
+        tracing::info!(peer, id = target.id.0, "removed server from the Raft configuration");
         Ok(())
     }
 }
 
 /// Maps a membership-change failure to a [`ServerError`].
-pub(crate) fn client_write_error(
-    error: RaftError<u64, ClientWriteError<u64, ServerNode>>,
-) -> ServerError {
+pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, ServerNode>>) -> ServerError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ServerError::NoLeader,
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            ServerError::Membership(e.to_string())
-        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ServerError::Membership(e.to_string()),
         RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
     }
 }
@@ -565,22 +503,13 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
 fn load_or_create_server_id(data_dir: &Path) -> Result<u64, StartError> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
-        Ok(content) => content
-            .trim()
-            .parse()
-            .map_err(|_| StartError::CorruptNodeId {
-                path: path.clone(),
-                content,
-            }),
+        Ok(content) => content.trim().parse().map_err(|_| StartError::CorruptNodeId { path: path.clone(), content }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = rand::random::<u64>() >> 1 | 1;
             let temp = data_dir.join("node-id.tmp");
             std::fs::write(&temp, id.to_string())
                 .and_then(|_| std::fs::rename(&temp, &path))
-                .map_err(|source| StartError::DataDir {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
             Ok(id)
         }
         Err(source) => Err(StartError::DataDir { path, source }),

@@ -27,11 +27,7 @@ pub fn weft_bin() -> &'static str {
 
 /// The patience multiplier for waits.
 pub fn patience() -> u32 {
-    std::env::var("WEFT_TEST_PATIENCE")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1)
+    std::env::var("WEFT_TEST_PATIENCE").ok().and_then(|p| p.parse().ok()).unwrap_or(1).max(1)
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `limit` (× patience).
@@ -46,10 +42,7 @@ where
             return value;
         }
         if Instant::now() > deadline {
-            panic!(
-                "timed out after {:?} waiting for {what}",
-                limit * patience()
-            );
+            panic!("timed out after {:?} waiting for {what}", limit * patience());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -57,11 +50,7 @@ where
 
 /// A free loopback port (bound, then released for the child to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a loopback port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("local addr").port()
 }
 
 fn cluster_lock() -> &'static tokio::sync::Mutex<()> {
@@ -98,17 +87,9 @@ impl Cluster {
     /// Like [`Cluster::servers`], with extra flags for every server.
     pub async fn servers_with(n: usize, extra_args: &[&str]) -> Cluster {
         let serial = cluster_lock().lock().await;
-        let dir = tempfile::Builder::new()
-            .prefix("weft-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let mut cluster = Cluster {
-            specs: Vec::new(),
-            children: Vec::new(),
-            bootstrap_expect: n,
-            dir,
-            _serial: serial,
-        };
+        let dir = tempfile::Builder::new().prefix("weft-e2e-").tempdir().expect("temp dir");
+        let mut cluster =
+            Cluster { specs: Vec::new(), children: Vec::new(), bootstrap_expect: n, dir, _serial: serial };
         for _ in 0..n {
             cluster.add_spec(extra_args);
         }
@@ -140,18 +121,14 @@ impl Cluster {
         assert!(self.children[i].is_none(), "server {i} is already running");
         let spec = &self.specs[i];
         let mut command = Command::new(weft_bin());
-        command
-            .args(["agent", "--server", "--node", &spec.name])
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .args([
-                "--rpc-addr",
-                &spec.rpc_addr,
-                "--http-addr",
-                &spec.http_addr,
-                "--dns-addr",
-                &spec.dns_addr,
-            ]);
+        command.args(["agent", "--server", "--node", &spec.name]).arg("--data-dir").arg(&spec.data_dir).args([
+            "--rpc-addr",
+            &spec.rpc_addr,
+            "--http-addr",
+            &spec.http_addr,
+            "--dns-addr",
+            &spec.dns_addr,
+        ]);
         if i < self.bootstrap_expect {
             command.args(["--bootstrap-expect", &self.bootstrap_expect.to_string()]);
         }
@@ -161,11 +138,7 @@ impl Cluster {
             }
         }
         command.args(&spec.extra_args);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path).expect("log file");
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -193,9 +166,7 @@ impl Cluster {
     /// SIGTERM server `i` and wait for it to exit.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -222,45 +193,31 @@ impl Cluster {
 
     /// The leader's RPC address as server `i` sees it (None if unknown or unreachable).
     pub async fn leader_seen_by(&self, i: usize) -> Option<String> {
-        let response = self
-            .client(i)
-            .with_timeout(Duration::from_secs(2))
-            .get("/v1/status/leader")
-            .await
-            .ok()?;
+        let response = self.client(i).with_timeout(Duration::from_secs(2)).get("/v1/status/leader").await.ok()?;
         let leader: String = serde_json::from_slice(&response.body).ok()?;
         (!leader.is_empty()).then_some(leader)
     }
 
     /// Waits until every running server agrees on one leader; returns its index.
     pub async fn wait_for_leader(&self) -> usize {
-        eventually(
-            "all running servers to agree on a leader",
-            Duration::from_secs(30),
-            || async {
-                let mut seen = None;
-                for i in (0..self.len()).filter(|i| self.is_running(*i)) {
-                    let leader = self.leader_seen_by(i).await?;
-                    if seen.get_or_insert(leader.clone()) != &leader {
-                        return None;
-                    }
+        eventually("all running servers to agree on a leader", Duration::from_secs(30), || async {
+            let mut seen = None;
+            for i in (0..self.len()).filter(|i| self.is_running(*i)) {
+                let leader = self.leader_seen_by(i).await?;
+                if seen.get_or_insert(leader.clone()) != &leader {
+                    return None;
                 }
-                let leader = seen?;
-                self.specs
-                    .iter()
-                    .position(|s| s.rpc_addr == leader)
-                    .filter(|i| self.is_running(*i))
-            },
-        )
+            }
+            let leader = seen?;
+            self.specs.iter().position(|s| s.rpc_addr == leader).filter(|i| self.is_running(*i))
+        })
         .await
     }
 
     /// A running server that is not the leader.
     pub async fn follower(&self) -> usize {
         let leader = self.wait_for_leader().await;
-        (0..self.len())
-            .find(|i| *i != leader && self.is_running(*i))
-            .expect("a running follower")
+        (0..self.len()).find(|i| *i != leader && self.is_running(*i)).expect("a running follower")
     }
 
     /// Server `i`'s `Stats.raft` figure (`/v1/agent/self`), as a number.
@@ -272,11 +229,7 @@ impl Cluster {
 
     /// Voter names in the Raft configuration as server `i` sees it.
     pub async fn voters_seen_by(&self, i: usize) -> Option<Vec<String>> {
-        let response = self
-            .client(i)
-            .get("/v1/operator/raft/configuration?stale")
-            .await
-            .ok()?;
+        let response = self.client(i).get("/v1/operator/raft/configuration?stale").await.ok()?;
         let body: Value = serde_json::from_slice(&response.body).ok()?;
         let mut names: Vec<String> = body["Servers"]
             .as_array()?
@@ -326,10 +279,7 @@ pub async fn put(client: &HttpClient, key: &str, value: &str) -> bool {
 
 /// Keys under `prefix` on one server, read locally (`?stale`).
 pub async fn stale_keys(client: &HttpClient, prefix: &str) -> Option<Vec<String>> {
-    let response = client
-        .get(&format!("{}?keys&stale", kv_path(prefix)))
-        .await
-        .ok()?;
+    let response = client.get(&format!("{}?keys&stale", kv_path(prefix))).await.ok()?;
     match response.status {
         404 => Some(Vec::new()),
         200 => serde_json::from_slice(&response.body).ok(),
@@ -339,11 +289,7 @@ pub async fn stale_keys(client: &HttpClient, prefix: &str) -> Option<Vec<String>
 
 /// Runs the `weft` CLI and returns (exit code, stdout, stderr).
 pub fn weft(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(weft_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run weft");
+    let output = Command::new(weft_bin()).args(args).stdin(Stdio::null()).output().expect("run weft");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -57,12 +57,10 @@ pub struct Ports {
 impl ConfigFile {
     /// Reads a `.hcl` or `.json` file (by extension; anything else is tried as HCL).
     pub fn read(path: &Path) -> Result<ConfigFile, ConfigProblem> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigProblem(format!("cannot read config file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigProblem(format!("cannot read config file {}: {e}", path.display())))?;
         let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
-        Self::parse(&text, is_json)
-            .map_err(|reason| ConfigProblem(format!("{}: {reason}", path.display())))
+        Self::parse(&text, is_json).map_err(|reason| ConfigProblem(format!("{}: {reason}", path.display())))
     }
 
     /// Parses file contents; the error names what is wrong.
@@ -119,10 +117,7 @@ mod tests {
         "#;
         let json = r#"{"node_name": "s1", "server": true, "bootstrap_expect": 3,
             "retry_join": ["127.0.0.1:8311", "127.0.0.1:8321"], "ports": {"http": 8501}}"#;
-        assert_eq!(
-            ConfigFile::parse(hcl, false).unwrap(),
-            ConfigFile::parse(json, true).unwrap()
-        );
+        assert_eq!(ConfigFile::parse(hcl, false).unwrap(), ConfigFile::parse(json, true).unwrap());
     }
 
     #[test]
@@ -133,10 +128,8 @@ mod tests {
 
     #[test]
     fn later_settings_win_and_lists_add_up() {
-        let mut merged =
-            ConfigFile::parse(r#"{"node_name": "a", "retry_join": ["x"]}"#, true).unwrap();
-        merged
-            .merge(ConfigFile::parse(r#"{"node_name": "b", "retry_join": ["y"]}"#, true).unwrap());
+        let mut merged = ConfigFile::parse(r#"{"node_name": "a", "retry_join": ["x"]}"#, true).unwrap();
+        merged.merge(ConfigFile::parse(r#"{"node_name": "b", "retry_join": ["y"]}"#, true).unwrap());
         assert_eq!(merged.node_name.as_deref(), Some("b"));
         assert_eq!(merged.retry_join, vec!["x", "y"]);
     }

@@ -78,8 +78,8 @@ pub fn read_sources(files: &[PathBuf], dirs: &[PathBuf]) -> Result<ConfigFile, C
 
 /// `*.hcl` and `*.json` files in `dir`, in name order.
 fn list_config_dir(dir: &Path) -> Result<Vec<PathBuf>, ConfigProblem> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| ConfigProblem(format!("cannot read config dir {}: {e}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| ConfigProblem(format!("cannot read config dir {}: {e}", dir.display())))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("hcl" | "json")))
@@ -98,18 +98,14 @@ impl ConfigFile {
 
         let node_name = self.node_name.clone().unwrap_or_else(default_node_name);
         if node_name.is_empty()
-            || !node_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || !node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
-            problem(format!("node_name {node_name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"));
+            problem(format!(
+                "node_name {node_name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+            ));
         }
         let datacenter = self.datacenter.clone().unwrap_or_else(|| "dc1".into());
-        if datacenter.is_empty()
-            || !datacenter
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             problem(format!("datacenter {datacenter:?} must be non-empty and use only letters, digits, '-' and '_'"));
         }
         let data_dir = match &self.data_dir {
@@ -120,7 +116,9 @@ impl ConfigFile {
             }
         };
         if !server {
-            problem("client agents (without --server) are not available yet: run with --server, or use `weft dev`".into());
+            problem(
+                "client agents (without --server) are not available yet: run with --server, or use `weft dev`".into(),
+            );
         }
         let bootstrap_expect = self.bootstrap_expect;
         if let Some(expect) = bootstrap_expect {
@@ -128,41 +126,27 @@ impl ConfigFile {
                 problem("bootstrap_expect must be at least 1".into());
             }
             if expect == 2 || expect == 4 {
-                tracing::warn!(expect, "an even number of servers tolerates no more failures than one fewer; use 3 or 5");
+                tracing::warn!(
+                    expect,
+                    "an even number of servers tolerates no more failures than one fewer; use 3 or 5"
+                );
             }
         }
-        let client_ip = self
-            .client_addr
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1".into());
+        let client_ip = self.client_addr.clone().unwrap_or_else(|| "127.0.0.1".into());
         let bind_ip = self.bind_addr.clone().unwrap_or_else(|| "127.0.0.1".into());
         let ports = self.ports.clone().unwrap_or_default();
         let addresses = self.addresses.clone().unwrap_or_default();
-        let mut address = |name: &str,
-                           explicit: &Option<String>,
-                           ip: &str,
-                           port: Option<u16>,
-                           default_port: u16| {
-            let text = explicit
-                .clone()
-                .unwrap_or_else(|| join_host_port(ip, port.unwrap_or(default_port)));
+        let mut address = |name: &str, explicit: &Option<String>, ip: &str, port: Option<u16>, default_port: u16| {
+            let text = explicit.clone().unwrap_or_else(|| join_host_port(ip, port.unwrap_or(default_port)));
             match text.parse::<SocketAddr>() {
                 Ok(addr) => addr,
                 Err(_) => {
-                    problem(format!(
-                        "{name} {text:?} is not an IP:port address (e.g. 127.0.0.1:{default_port})"
-                    ));
+                    problem(format!("{name} {text:?} is not an IP:port address (e.g. 127.0.0.1:{default_port})"));
                     SocketAddr::from(([127, 0, 0, 1], default_port))
                 }
             }
         };
-        let rpc_addr = address(
-            "rpc_addr",
-            &self.rpc_addr,
-            &bind_ip,
-            ports.server,
-            DEFAULT_RPC_PORT,
-        );
+        let rpc_addr = address("rpc_addr", &self.rpc_addr, &bind_ip, ports.server, DEFAULT_RPC_PORT);
         let http_addr = address(
             "http_addr",
             &self.http_addr,
@@ -192,12 +176,7 @@ impl ConfigFile {
             raft.election_timeout_min = Duration::from_millis(300);
             raft.election_timeout_max = Duration::from_millis(600);
         }
-        let domain = self
-            .domain
-            .clone()
-            .unwrap_or_else(|| "weft".into())
-            .trim_matches('.')
-            .to_owned();
+        let domain = self.domain.clone().unwrap_or_else(|| "weft".into()).trim_matches('.').to_owned();
         if domain.is_empty() {
             problem("domain must not be empty".into());
         }
@@ -263,11 +242,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let file = ConfigFile {
-            http_addr: Some("nonsense".into()),
-            bootstrap_expect: Some(0),
-            ..ConfigFile::default()
-        };
+        let file =
+            ConfigFile { http_addr: Some("nonsense".into()), bootstrap_expect: Some(0), ..ConfigFile::default() };
         let errors = file.validate().unwrap_err();
         assert!(errors.0.len() >= 4, "{errors}");
         let text = errors.to_string();
@@ -278,11 +254,7 @@ mod tests {
     #[test]
     fn ports_block_moves_the_default_addresses() {
         let file = ConfigFile {
-            ports: Some(file::Ports {
-                http: Some(18500),
-                dns: None,
-                server: Some(18300),
-            }),
+            ports: Some(file::Ports { http: Some(18500), dns: None, server: Some(18300) }),
             ..server_file()
         };
         let config = file.validate().unwrap();

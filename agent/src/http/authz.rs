@@ -21,12 +21,7 @@ pub struct Token(pub String);
 pub struct Authorizer;
 
 impl Authorizer {
-    pub fn authorize(
-        &self,
-        _token: &Token,
-        _method: &axum::http::Method,
-        _path: &str,
-    ) -> Result<(), ApiError> {
+    pub fn authorize(&self, _token: &Token, _method: &axum::http::Method, _path: &str) -> Result<(), ApiError> {
         Ok(())
     }
 }
@@ -44,11 +39,7 @@ pub fn token_from(headers: &HeaderMap, query: Option<&str>) -> Token {
     let from_query = query.and_then(|q| {
         q.split('&').find_map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (name == "token").then(|| {
-                percent_encoding::percent_decode_str(value)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
+            (name == "token").then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
         })
     });
     Token(from_query.unwrap_or_default())
@@ -72,10 +63,7 @@ mod tests {
     #[test]
     fn header_wins_then_bearer_then_query() {
         let mut headers = HeaderMap::new();
-        assert_eq!(
-            token_from(&headers, Some("a=1&token=q%2Bx")),
-            Token("q+x".into())
-        );
+        assert_eq!(token_from(&headers, Some("a=1&token=q%2Bx")), Token("q+x".into()));
         headers.insert("authorization", "Bearer b".parse().unwrap());
         assert_eq!(token_from(&headers, Some("token=q")), Token("b".into()));
         headers.insert("x-consul-token", "h".parse().unwrap());

@@ -9,9 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weft_api::catalog::{
-    Check, Deregistration, HealthStatus, Node, Registration, Service, Weights,
-};
+use weft_api::catalog::{Check, Deregistration, HealthStatus, Node, Registration, Service, Weights};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
 use weft_server::store::{ServiceInstance, Table};
@@ -123,20 +121,15 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 fn check_body_datacenter(state: &AppState, datacenter: &Option<String>) -> Result<(), ApiError> {
     match non_empty(datacenter.clone()) {
-        Some(dc) if dc != state.server.datacenter().as_str() => Err(ApiError::BadRequest(format!(
-            "Datacenter {dc:?} is not this agent's ({})",
-            state.server.datacenter()
-        ))),
+        Some(dc) if dc != state.server.datacenter().as_str() => {
+            Err(ApiError::BadRequest(format!("Datacenter {dc:?} is not this agent's ({})", state.server.datacenter())))
+        }
         _ => Ok(()),
     }
 }
 
-fn registration_from(
-    body: RegisterBody,
-    datacenter: &Datacenter,
-) -> Result<Registration, ApiError> {
-    let node_name =
-        non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;
+fn registration_from(body: RegisterBody, datacenter: &Datacenter) -> Result<Registration, ApiError> {
+    let node_name = non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;
     let skip_node_update = body.skip_node_update.unwrap_or(false);
     let address = body.address.unwrap_or_default();
     if address.is_empty() && !skip_node_update {
@@ -154,8 +147,7 @@ fn registration_from(
     let service = match body.service {
         None => None,
         Some(s) => {
-            let name = non_empty(s.name)
-                .ok_or_else(|| ApiError::BadRequest("Must provide service name".into()))?;
+            let name = non_empty(s.name).ok_or_else(|| ApiError::BadRequest("Must provide service name".into()))?;
             Some(Service {
                 node: node.name.clone(),
                 id: ServiceId::new(non_empty(s.id).unwrap_or_else(|| name.clone())),
@@ -172,23 +164,13 @@ fn registration_from(
                     .map(|(k, a)| (k, format!("{}:{}", a.address, a.port)))
                     .collect(),
                 enable_tag_override: s.enable_tag_override.unwrap_or(false),
-                weights: s
-                    .weights
-                    .map(|w| Weights {
-                        passing: w.passing,
-                        warning: w.warning,
-                    })
-                    .unwrap_or_default(),
+                weights: s.weights.map(|w| Weights { passing: w.passing, warning: w.warning }).unwrap_or_default(),
                 indexes: Default::default(),
             })
         }
     };
     let mut checks = Vec::new();
-    for c in body
-        .check
-        .into_iter()
-        .chain(body.checks.unwrap_or_default())
-    {
+    for c in body.check.into_iter().chain(body.checks.unwrap_or_default()) {
         let status = match non_empty(c.status) {
             None => HealthStatus::Critical,
             Some(text) => HealthStatus::parse(&text).ok_or_else(|| {
@@ -200,9 +182,7 @@ fn registration_from(
         let name = c.name.unwrap_or_default();
         let id = non_empty(c.id).unwrap_or_else(|| name.clone());
         if id.is_empty() {
-            return Err(ApiError::BadRequest(
-                "Each check needs a CheckID or a Name".into(),
-            ));
+            return Err(ApiError::BadRequest("Each check needs a CheckID or a Name".into()));
         }
         checks.push(Check {
             node: node.name.clone(),
@@ -216,12 +196,7 @@ fn registration_from(
             ..Check::default()
         });
     }
-    Ok(Registration {
-        node,
-        skip_node_update,
-        service,
-        checks,
-    })
+    Ok(Registration { node, skip_node_update, service, checks })
 }
 
 /// Applies a catalog write; a rejection by the state store is a 400.
@@ -253,8 +228,7 @@ pub async fn deregister(
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
     let body: DeregisterBody = decode_body(&body)?;
     check_body_datacenter(&state, &body.datacenter)?;
-    let node =
-        non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;
+    let node = non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;
     let deregistration = Deregistration {
         node: NodeName::new(node),
         service_id: non_empty(body.service_id).map(ServiceId::new),
@@ -284,10 +258,7 @@ fn service_tagged_addresses(service: &Service) -> Value {
         .iter()
         .map(|(k, v)| {
             let (address, port) = v.rsplit_once(':').unwrap_or((v.as_str(), "0"));
-            (
-                k.clone(),
-                json!({"Address": address, "Port": port.parse::<u16>().unwrap_or(0)}),
-            )
+            (k.clone(), json!({"Address": address, "Port": port.parse::<u16>().unwrap_or(0)}))
         })
         .collect();
     Value::Object(map)
@@ -339,10 +310,7 @@ fn service_node_json(instance: &ServiceInstance) -> Value {
 
 const CATALOG_TABLES: &[Table] = &[Table::Nodes, Table::Services];
 
-pub async fn services(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let options = ReadOptions::from_query(&query, &state.server)?;
     options.barrier(&state.server).await?;
@@ -350,22 +318,12 @@ pub async fn services(
         .server
         .store()
         .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
-            (
-                tables.catalog().service_names(),
-                tables.max_index(CATALOG_TABLES),
-            )
+            (tables.catalog().service_names(), tables.max_index(CATALOG_TABLES))
         })
         .await;
-    let body: serde_json::Map<String, Value> = result
-        .value
-        .into_iter()
-        .map(|(name, tags)| (name.to_string(), json!(tags)))
-        .collect();
-    Ok((
-        meta_headers(&state.server, result.index),
-        Json(Value::Object(body)),
-    )
-        .into_response())
+    let body: serde_json::Map<String, Value> =
+        result.value.into_iter().map(|(name, tags)| (name.to_string(), json!(tags))).collect();
+    Ok((meta_headers(&state.server, result.index), Json(Value::Object(body))).into_response())
 }
 
 pub async fn service(
@@ -395,10 +353,7 @@ pub async fn service(
     Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
 }
 
-pub async fn nodes(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let options = ReadOptions::from_query(&query, &state.server)?;
     options.barrier(&state.server).await?;
@@ -406,10 +361,7 @@ pub async fn nodes(
         .server
         .store()
         .blocking_read(&[Table::Nodes], options.min_index, options.wait, |tables| {
-            (
-                tables.catalog().nodes().cloned().collect::<Vec<_>>(),
-                tables.index(Table::Nodes),
-            )
+            (tables.catalog().nodes().cloned().collect::<Vec<_>>(), tables.index(Table::Nodes))
         })
         .await;
     let body: Vec<Value> = result.value.iter().map(node_json).collect();
@@ -429,21 +381,15 @@ pub async fn node(
         .server
         .store()
         .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
-            (
-                tables.catalog().node_services(&name),
-                tables.max_index(CATALOG_TABLES),
-            )
+            (tables.catalog().node_services(&name), tables.max_index(CATALOG_TABLES))
         })
         .await;
     let body = match &result.value {
         // Consul answers an unknown node with 200 and `null`.
         None => Value::Null,
         Some(found) => {
-            let services: serde_json::Map<String, Value> = found
-                .services
-                .iter()
-                .map(|s| (s.id.to_string(), service_json(s)))
-                .collect();
+            let services: serde_json::Map<String, Value> =
+                found.services.iter().map(|s| (s.id.to_string(), service_json(s))).collect();
             json!({"Node": node_json(&found.node), "Services": services})
         }
     };

@@ -17,22 +17,16 @@ const USER_MAPS: &[&str] = &["meta", "nodemeta", "servicemeta", "taggedaddresses
 /// Decodes a JSON request body into `T`, or a 400 saying what is wrong.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::BadRequest(
-            "Request decode failed: the request body is empty".into(),
-        ));
+        return Err(ApiError::BadRequest("Request decode failed: the request body is empty".into()));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("Request decode failed: malformed JSON: {e}")))?;
-    serde_json::from_value(normalize(value))
-        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+    serde_json::from_value(normalize(value)).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
 }
 
 /// The normalized form of a field name.
 pub fn normalize_key(key: &str) -> String {
-    key.chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect()
+    key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
 fn normalize(value: Value) -> Value {
@@ -41,11 +35,7 @@ fn normalize(value: Value) -> Value {
             let mut out = Map::with_capacity(map.len());
             for (key, value) in map {
                 let key = normalize_key(&key);
-                let value = if USER_MAPS.contains(&key.as_str()) {
-                    value
-                } else {
-                    normalize(value)
-                };
+                let value = if USER_MAPS.contains(&key.as_str()) { value } else { normalize(value) };
                 out.insert(key, value);
             }
             Value::Object(out)
@@ -79,18 +69,13 @@ mod tests {
         ] {
             let sample: Sample = decode_body(body.as_bytes()).unwrap();
             assert_eq!(sample.name, "a");
-            assert_eq!(
-                sample.node_meta.get("Rack_ID").map(String::as_str),
-                Some("1")
-            );
+            assert_eq!(sample.node_meta.get("Rack_ID").map(String::as_str), Some("1"));
         }
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
-        let error = decode_body::<Sample>(b"{\"Name\": 5}")
-            .unwrap_err()
-            .to_string();
+        let error = decode_body::<Sample>(b"{\"Name\": 5}").unwrap_err().to_string();
         assert!(error.contains("invalid type"), "{error}");
         let error = decode_body::<Sample>(b"{nope").unwrap_err().to_string();
         assert!(error.contains("malformed JSON"), "{error}");

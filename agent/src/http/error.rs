@@ -46,11 +46,6 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, %status, "request refused");
         }
-        (
-            status,
-            [("content-type", "text/plain; charset=utf-8")],
-            self.to_string(),
-        )
-            .into_response()
+        (status, [("content-type", "text/plain; charset=utf-8")], self.to_string()).into_response()
     }
 }

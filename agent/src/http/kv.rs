@@ -19,23 +19,15 @@ use super::AppState;
 
 /// The key named by the request path (percent-decoded, without `/v1/kv/`).
 fn key_from(uri: &Uri) -> String {
-    let raw = uri
-        .path()
-        .strip_prefix("/v1/kv")
-        .unwrap_or("")
-        .trim_start_matches('/');
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8_lossy()
-        .into_owned()
+    let raw = uri.path().strip_prefix("/v1/kv").unwrap_or("").trim_start_matches('/');
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
 /// Session-based locking is not implemented; say so instead of ignoring it.
 fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
     for name in ["acquire", "release"] {
         if query.flag(name) {
-            return Err(ApiError::BadRequest(format!(
-                "?{name} needs sessions, which Weft does not support yet"
-            )));
+            return Err(ApiError::BadRequest(format!("?{name} needs sessions, which Weft does not support yet")));
         }
     }
     Ok(())
@@ -54,9 +46,9 @@ pub async fn handle(
         Method::GET => get(&state, key, &query).await,
         Method::PUT => put(&state, key, &query, body).await,
         Method::DELETE => delete(&state, key, &query).await,
-        other => Err(ApiError::MethodNotAllowed(format!(
-            "method {other} not allowed on /v1/kv (use GET, PUT or DELETE)"
-        ))),
+        other => {
+            Err(ApiError::MethodNotAllowed(format!("method {other} not allowed on /v1/kv (use GET, PUT or DELETE)")))
+        }
     }
 }
 
@@ -94,22 +86,15 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
             let kv = tables.kv();
             let table_index = tables.index(Table::Kv);
             if keys_only {
-                (
-                    Found::Keys(kv.keys(&key, separator.as_deref())),
-                    table_index,
-                )
+                (Found::Keys(kv.keys(&key, separator.as_deref())), table_index)
             } else if recurse {
-                (
-                    Found::Entries(kv.prefix(&key).cloned().collect()),
-                    table_index,
-                )
+                (Found::Entries(kv.prefix(&key).cloned().collect()), table_index)
             } else {
                 match kv.get(&key) {
                     // A single key's own index: writes to other keys don't end the wait.
-                    Some(entry) => (
-                        Found::Entries(vec![entry.clone()]),
-                        entry.indexes.modify.max(tables.restore_index()),
-                    ),
+                    Some(entry) => {
+                        (Found::Entries(vec![entry.clone()]), entry.indexes.modify.max(tables.restore_index()))
+                    }
                     None => (Found::Entries(Vec::new()), table_index),
                 }
             }
@@ -117,41 +102,26 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
         .await;
     let headers = meta_headers(&state.server, result.index);
     match result.value {
-        Found::Keys(keys) if keys.is_empty() => {
-            Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response())
-        }
+        Found::Keys(keys) if keys.is_empty() => Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response()),
         Found::Keys(keys) => Ok((headers, Json(keys)).into_response()),
         Found::Entries(entries) if entries.is_empty() => {
             Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response())
         }
         Found::Entries(entries) if query.flag("raw") && !recurse => {
-            let value = entries
-                .into_iter()
-                .next()
-                .map(|e| e.value)
-                .unwrap_or_default();
+            let value = entries.into_iter().next().map(|e| e.value).unwrap_or_default();
             Ok((headers, value).into_response())
         }
-        Found::Entries(entries) => Ok((
-            headers,
-            Json(entries.iter().map(entry_json).collect::<Vec<_>>()),
-        )
-            .into_response()),
+        Found::Entries(entries) => {
+            Ok((headers, Json(entries.iter().map(entry_json).collect::<Vec<_>>())).into_response())
+        }
     }
 }
 
-async fn put(
-    state: &AppState,
-    key: String,
-    query: &QueryParams,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn put(state: &AppState, key: String, query: &QueryParams, body: Bytes) -> Result<Response, ApiError> {
     check_datacenter(query, &state.server)?;
     refuse_sessions(query)?;
     if key.is_empty() {
-        return Err(ApiError::BadRequest(
-            "Missing key name: PUT /v1/kv/<key>".into(),
-        ));
+        return Err(ApiError::BadRequest("Missing key name: PUT /v1/kv/<key>".into()));
     }
     if body.len() > MAX_VALUE_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -161,12 +131,7 @@ async fn put(
     }
     let flags = query.u64("flags")?.unwrap_or(0);
     let cas = query.u64("cas")?;
-    let command = Command::KvSet {
-        key,
-        value: body.to_vec(),
-        flags,
-        cas,
-    };
+    let command = Command::KvSet { key, value: body.to_vec(), flags, cas };
     write_bool(state, command).await
 }
 
@@ -174,15 +139,11 @@ async fn delete(state: &AppState, key: String, query: &QueryParams) -> Result<Re
     check_datacenter(query, &state.server)?;
     let recurse = query.flag("recurse");
     if key.is_empty() && !recurse {
-        return Err(ApiError::BadRequest(
-            "Missing key name: DELETE /v1/kv/<key> (or ?recurse for a prefix)".into(),
-        ));
+        return Err(ApiError::BadRequest("Missing key name: DELETE /v1/kv/<key> (or ?recurse for a prefix)".into()));
     }
     let cas = query.u64("cas")?;
     if recurse && cas.is_some() {
-        return Err(ApiError::BadRequest(
-            "?cas cannot be combined with ?recurse".into(),
-        ));
+        return Err(ApiError::BadRequest("?cas cannot be combined with ?recurse".into()));
     }
     write_bool(state, Command::KvDelete { key, recurse, cas }).await
 }
@@ -195,9 +156,5 @@ async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiE
         CommandOutcome::Cas(false) => false,
         CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
     };
-    Ok((
-        meta_headers(&state.server, RaftIndex(applied.index.get())),
-        Json(body),
-    )
-        .into_response())
+    Ok((meta_headers(&state.server, RaftIndex(applied.index.get())), Json(body)).into_response())
 }

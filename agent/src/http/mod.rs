@@ -42,24 +42,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kv", any(kv::handle))
         .route("/v1/kv/", any(kv::handle))
         .route("/v1/kv/{*key}", any(kv::handle))
-        .route(
-            "/v1/catalog/register",
-            put(catalog::register).post(catalog::register),
-        )
-        .route(
-            "/v1/catalog/deregister",
-            put(catalog::deregister).post(catalog::deregister),
-        )
+        .route("/v1/catalog/register", put(catalog::register).post(catalog::register))
+        .route("/v1/catalog/deregister", put(catalog::deregister).post(catalog::deregister))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/node/{name}", get(catalog::node))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
-        .route(
-            "/v1/operator/raft/configuration",
-            get(status::raft_configuration),
-        )
+        .route("/v1/operator/raft/configuration", get(status::raft_configuration))
         .route("/v1/operator/raft/peer", delete(status::remove_peer))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
@@ -71,10 +62,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn unknown_path(uri: Uri) -> ApiError {
-    ApiError::NotFound(format!(
-        "unknown API path {}: see Consul's HTTP API for the endpoints Weft serves",
-        uri.path()
-    ))
+    ApiError::NotFound(format!("unknown API path {}: see Consul's HTTP API for the endpoints Weft serves", uri.path()))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
@@ -87,7 +75,5 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

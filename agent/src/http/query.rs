@@ -23,11 +23,7 @@ pub struct QueryParams {
 
 impl QueryParams {
     pub fn parse(raw: Option<&str>) -> Self {
-        let decode = |s: &str| {
-            percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
+        let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
         let pairs = raw
             .unwrap_or("")
             .split('&')
@@ -41,18 +37,12 @@ impl QueryParams {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Every value of a repeated parameter (`?tag=a&tag=b`).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// A flag: present means true, whatever its value.
@@ -65,9 +55,7 @@ impl QueryParams {
         match self.get(name) {
             None | Some("") => Ok(None),
             Some(text) => text.parse().map(Some).map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "Invalid value for ?{name}: {text:?} is not a non-negative integer"
-                ))
+                ApiError::BadRequest(format!("Invalid value for ?{name}: {text:?} is not a non-negative integer"))
             }),
         }
     }
@@ -103,19 +91,12 @@ impl ReadOptions {
                 .map_err(|e| ApiError::BadRequest(format!("Invalid wait time: {e}")))?
                 .min(MAX_WAIT),
         };
-        Ok(Self {
-            consistency,
-            min_index,
-            wait,
-        })
+        Ok(Self { consistency, min_index, wait })
     }
 
     /// Waits until the local state is fresh enough for this read.
     pub async fn barrier(&self, server: &Server) -> Result<(), ApiError> {
-        server
-            .read_barrier(self.consistency)
-            .await
-            .map_err(ApiError::from)
+        server.read_barrier(self.consistency).await.map_err(ApiError::from)
     }
 }
 
@@ -123,9 +104,9 @@ impl ReadOptions {
 /// WAN federation yet).
 pub fn check_datacenter(query: &QueryParams, server: &Server) -> Result<(), ApiError> {
     match query.get("dc") {
-        Some(dc) if !dc.is_empty() && dc != server.datacenter().as_str() => Err(ApiError::Cluster(
-            weft_server::ServerError::LeaderUnreachable(format!("No path to datacenter {dc:?}")),
-        )),
+        Some(dc) if !dc.is_empty() && dc != server.datacenter().as_str() => {
+            Err(ApiError::Cluster(weft_server::ServerError::LeaderUnreachable(format!("No path to datacenter {dc:?}"))))
+        }
         _ => Ok(()),
     }
 }
@@ -134,19 +115,9 @@ pub fn check_datacenter(query: &QueryParams, server: &Server) -> Result<(), ApiE
 pub fn meta_headers(server: &Server, index: RaftIndex) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("x-consul-index", HeaderValue::from(index.get().max(1)));
-    let known_leader = if server.leader().is_some() {
-        "true"
-    } else {
-        "false"
-    };
-    headers.insert(
-        "x-consul-knownleader",
-        HeaderValue::from_static(known_leader),
-    );
-    let last_contact = server
-        .last_contact()
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let known_leader = if server.leader().is_some() { "true" } else { "false" };
+    headers.insert("x-consul-knownleader", HeaderValue::from_static(known_leader));
+    let last_contact = server.last_contact().map(|d| d.as_millis() as u64).unwrap_or(0);
     headers.insert("x-consul-lastcontact", HeaderValue::from(last_contact));
     headers
 }
@@ -157,13 +128,7 @@ mod tests {
 
     #[test]
     fn flags_are_true_when_present_in_any_form() {
-        for raw in [
-            "recurse",
-            "recurse=",
-            "recurse=1",
-            "recurse=true",
-            "a=b&recurse",
-        ] {
+        for raw in ["recurse", "recurse=", "recurse=1", "recurse=true", "a=b&recurse"] {
             assert!(QueryParams::parse(Some(raw)).flag("recurse"), "{raw}");
         }
         assert!(!QueryParams::parse(Some("recursive")).flag("recurse"));
@@ -173,10 +138,7 @@ mod tests {
     fn numbers_that_are_not_numbers_are_a_400() {
         let query = QueryParams::parse(Some("index=abc"));
         assert!(matches!(query.u64("index"), Err(ApiError::BadRequest(_))));
-        assert_eq!(
-            QueryParams::parse(Some("index=42")).u64("index").unwrap(),
-            Some(42)
-        );
+        assert_eq!(QueryParams::parse(Some("index=42")).u64("index").unwrap(), Some(42));
     }
 
     #[test]

@@ -14,20 +14,14 @@ use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::AppState;
 
-pub async fn save(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let options = ReadOptions::from_query(&query, &state.server)?;
     options.barrier(&state.server).await?;
     let index = state.server.store().applied_index();
     let data = state.server.store().export().encode();
     let mut headers = meta_headers(&state.server, index);
-    headers.insert(
-        "content-type",
-        "application/json".parse().expect("static header"),
-    );
+    headers.insert("content-type", "application/json".parse().expect("static header"));
     Ok((headers, data).into_response())
 }
 
@@ -39,16 +33,9 @@ pub async fn restore(
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
     // Refuse a bad file here, before it reaches the Raft log.
     StoreData::decode(&body).map_err(|e| ApiError::BadRequest(format!("cannot restore: {e}")))?;
-    let applied = state
-        .server
-        .write(Command::Restore {
-            snapshot: body.to_vec(),
-        })
-        .await?;
+    let applied = state.server.write(Command::Restore { snapshot: body.to_vec() }).await?;
     match applied.outcome {
-        CommandOutcome::Rejected(reason) => {
-            Err(ApiError::BadRequest(format!("cannot restore: {reason}")))
-        }
+        CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(format!("cannot restore: {reason}"))),
         _ => Ok((meta_headers(&state.server, applied.index), ()).into_response()),
     }
 }

@@ -11,40 +11,21 @@ use super::query::{check_datacenter, meta_headers, QueryParams};
 use super::AppState;
 
 /// The leader's RPC address as a JSON string; `""` when there is none.
-pub async fn leader(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn leader(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
-    let leader = state
-        .server
-        .leader()
-        .map(|l| l.rpc_addr)
-        .unwrap_or_default();
+    let leader = state.server.leader().map(|l| l.rpc_addr).unwrap_or_default();
     Ok(Json(leader).into_response())
 }
 
 /// The voters' RPC addresses.
-pub async fn peers(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
-    let peers: Vec<String> = state
-        .server
-        .raft_configuration()
-        .servers
-        .into_iter()
-        .filter(|s| s.voter)
-        .map(|s| s.rpc_addr)
-        .collect();
+    let peers: Vec<String> =
+        state.server.raft_configuration().servers.into_iter().filter(|s| s.voter).map(|s| s.rpc_addr).collect();
     Ok(Json(peers).into_response())
 }
 
-pub async fn raft_configuration(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
     let configuration = state.server.raft_configuration();
     let servers: Vec<Value> = configuration
@@ -68,10 +49,7 @@ pub async fn raft_configuration(
 }
 
 /// `DELETE /v1/operator/raft/peer?id=<id or name>` or `?address=<rpc addr>`.
-pub async fn remove_peer(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn remove_peer(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     check_datacenter(&query, &state.server)?;
     let peer = query

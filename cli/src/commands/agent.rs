@@ -119,14 +119,9 @@ fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitC
 
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{level},openraft=warn,sled=warn,h2=warn,tower=warn"
-        ))
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn,h2=warn,tower=warn"))
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -141,12 +136,9 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     // Keep the temporary data dir alive for the whole run; it is removed on exit.
     let temp_dir = match &args.agent.data_dir {
         Some(_) => None,
-        None => Some(
-            tempfile::Builder::new()
-                .prefix("weft-dev-")
-                .tempdir()
-                .context("cannot create a temporary data dir")?,
-        ),
+        None => {
+            Some(tempfile::Builder::new().prefix("weft-dev-").tempdir().context("cannot create a temporary data dir")?)
+        }
     };
     let defaults = ConfigFile {
         node_name: Some("dev".into()),
@@ -166,11 +158,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 fn print_dev_banner(config: &AgentConfig, temporary: bool) {
     let http = config.http_addr;
-    let data = if temporary {
-        " (temporary: removed on exit)"
-    } else {
-        ""
-    };
+    let data = if temporary { " (temporary: removed on exit)" } else { "" };
     eprintln!(
         "==> Weft dev agent: a single server and agent, state in {}{data}
 
@@ -196,16 +184,15 @@ fn print_dev_banner(config: &AgentConfig, temporary: bool) {
 }
 
 async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr} (is another agent running there? choose another with --{what}-addr)"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen for {what} on {addr} (is another agent running there? choose another with --{what}-addr)"
+        )
+    })
 }
 
 async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
-    let listeners = Listeners {
-        rpc: bind("rpc", config.rpc_addr).await?,
-        http: bind("http", config.http_addr).await?,
-    };
+    let listeners = Listeners { rpc: bind("rpc", config.rpc_addr).await?, http: bind("http", config.http_addr).await? };
     Agent::new(config).run(listeners, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

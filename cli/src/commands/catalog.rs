@@ -33,23 +33,15 @@ impl CatalogCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             CatalogCommand::Services(args) => {
-                let path = format!(
-                    "/v1/catalog/services{}",
-                    query_string(&[args.api.read_query().into()])
-                );
-                let response =
-                    expect_success(args.api.client().get(&path).await?, "listing services")?;
+                let path = format!("/v1/catalog/services{}", query_string(&[args.api.read_query().into()]));
+                let response = expect_success(args.api.client().get(&path).await?, "listing services")?;
                 let body = json_body(&response)?;
                 if args.api.format == Format::Json {
                     print_json(&body);
                 } else if let Some(services) = body.as_object() {
                     for (name, tags) in services {
-                        let tags: Vec<&str> = tags
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|t| t.as_str())
-                            .collect();
+                        let tags: Vec<&str> =
+                            tags.as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
                         if args.tags && !tags.is_empty() {
                             println!("{name}  {}", tags.join(","));
                         } else {
@@ -59,12 +51,8 @@ impl CatalogCommand {
                 }
             }
             CatalogCommand::Nodes(args) => {
-                let path = format!(
-                    "/v1/catalog/nodes{}",
-                    query_string(&[args.api.read_query().into()])
-                );
-                let response =
-                    expect_success(args.api.client().get(&path).await?, "listing nodes")?;
+                let path = format!("/v1/catalog/nodes{}", query_string(&[args.api.read_query().into()]));
+                let response = expect_success(args.api.client().get(&path).await?, "listing nodes")?;
                 let body = json_body(&response)?;
                 if args.api.format == Format::Json {
                     print_json(&body);

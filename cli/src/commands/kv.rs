@@ -83,10 +83,7 @@ impl KvCommand {
 }
 
 fn decode_value(entry: &serde_json::Value) -> Vec<u8> {
-    entry["Value"]
-        .as_str()
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-        .unwrap_or_default()
+    entry["Value"].as_str().and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok()).unwrap_or_default()
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
@@ -100,9 +97,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     } else if args.recurse {
         query.push("recurse".into());
     }
-    let response = client
-        .get(&format!("{}{}", kv_path(&args.key), query_string(&query)))
-        .await?;
+    let response = client.get(&format!("{}{}", kv_path(&args.key), query_string(&query))).await?;
     if response.status == 404 {
         eprintln!("Error! No key exists at: {}", args.key);
         return Ok(ExitCode::FAILURE);
@@ -131,10 +126,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print_table(
-            &["Key", "CreateIndex", "ModifyIndex", "Flags", "Value"],
-            &rows,
-        );
+        print_table(&["Key", "CreateIndex", "ModifyIndex", "Flags", "Value"], &rows);
     } else if args.recurse {
         for entry in entries {
             println!(
@@ -157,15 +149,11 @@ fn read_value(value: Option<&str>) -> anyhow::Result<Vec<u8>> {
         None => Ok(Vec::new()),
         Some("-") => {
             let mut buffer = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buffer)
-                .context("cannot read the value from stdin")?;
+            std::io::stdin().read_to_end(&mut buffer).context("cannot read the value from stdin")?;
             Ok(buffer)
         }
         Some(text) => match text.strip_prefix('@') {
-            Some(path) => {
-                std::fs::read(path).with_context(|| format!("cannot read the value from {path}"))
-            }
+            Some(path) => std::fs::read(path).with_context(|| format!("cannot read the value from {path}")),
             None => Ok(text.as_bytes().to_vec()),
         },
     }
@@ -184,12 +172,7 @@ async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
         query.push(format!("cas={index}"));
     }
     let client = args.api.client();
-    let response = client
-        .put(
-            &format!("{}{}", kv_path(&args.key), query_string(&query)),
-            value,
-        )
-        .await?;
+    let response = client.put(&format!("{}{}", kv_path(&args.key), query_string(&query)), value).await?;
     let response = expect_success(response, "writing the key")?;
     if json_body(&response)? == serde_json::Value::Bool(true) {
         println!("Success! Data written to: {}", args.key);
@@ -206,15 +189,11 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         query.push("recurse".to_owned());
     }
     if args.cas {
-        let Some(index) = args.modify_index else {
-            bail!("--cas needs --modify-index N")
-        };
+        let Some(index) = args.modify_index else { bail!("--cas needs --modify-index N") };
         query.push(format!("cas={index}"));
     }
     let client = args.api.client();
-    let response = client
-        .delete(&format!("{}{}", kv_path(&args.key), query_string(&query)))
-        .await?;
+    let response = client.delete(&format!("{}{}", kv_path(&args.key), query_string(&query))).await?;
     let response = expect_success(response, "deleting the key")?;
     if json_body(&response)? == serde_json::Value::Bool(true) {
         println!("Success! Deleted key: {}", args.key);

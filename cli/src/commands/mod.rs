@@ -65,11 +65,7 @@ pub fn json_body(response: &Response) -> anyhow::Result<serde_json::Value> {
 
 /// Joins query parts into `?a&b=c` (or nothing).
 pub fn query_string(parts: &[String]) -> String {
-    let parts: Vec<&str> = parts
-        .iter()
-        .map(String::as_str)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
         String::new()
     } else {

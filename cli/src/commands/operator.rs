@@ -52,11 +52,7 @@ impl OperatorCommand {
 }
 
 async fn list_peers(args: ListPeersArgs) -> anyhow::Result<ExitCode> {
-    let response = args
-        .api
-        .client()
-        .get("/v1/operator/raft/configuration")
-        .await?;
+    let response = args.api.client().get("/v1/operator/raft/configuration").await?;
     let body = json_body(&expect_success(response, "reading the Raft configuration")?)?;
     if args.api.format == Format::Json {
         print_json(&body);
@@ -72,32 +68,14 @@ async fn list_peers(args: ListPeersArgs) -> anyhow::Result<ExitCode> {
                 text("Node"),
                 text("ID"),
                 text("Address"),
-                if s["Leader"] == true {
-                    "leader".into()
-                } else {
-                    "follower".into()
-                },
+                if s["Leader"] == true { "leader".into() } else { "follower".into() },
                 s["Voter"].as_bool().unwrap_or(false).to_string(),
                 text("ProtocolVersion"),
-                s["LastIndex"]
-                    .as_u64()
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                s["LastIndex"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    print_table(
-        &[
-            "Node",
-            "ID",
-            "Address",
-            "State",
-            "Voter",
-            "RaftProtocol",
-            "LastIndex",
-        ],
-        &rows,
-    );
+    print_table(&["Node", "ID", "Address", "State", "Voter", "RaftProtocol", "LastIndex"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,13 +86,8 @@ async fn remove_peer(args: RemovePeerArgs) -> anyhow::Result<ExitCode> {
         (None, None) => bail!("say which server to remove: --id ID_OR_NAME or --address IP:PORT"),
     };
     let client = args.api.client();
-    let response = client
-        .delete(&format!("/v1/operator/raft/peer?{query}"))
-        .await?;
+    let response = client.delete(&format!("/v1/operator/raft/peer?{query}")).await?;
     expect_success(response, "removing the peer")?;
-    println!(
-        "Removed peer {}",
-        args.id.or(args.address).unwrap_or_default()
-    );
+    println!("Removed peer {}", args.id.or(args.address).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }

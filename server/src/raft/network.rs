@@ -5,13 +5,11 @@
 use std::error::Error;
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
@@ -31,18 +29,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> Self::Network {
-        PeerConnection {
-            target,
-            node: node.clone(),
-            client: channel_to(&node.rpc_addr).map(raft_client),
-        }
+        PeerConnection { target, node: node.clone(), client: channel_to(&node.rpc_addr).map(raft_client) }
     }
 }
 
 fn raft_client(channel: Channel) -> RaftClient<Channel> {
-    RaftClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX)
+    RaftClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX)
 }
 
 /// The link to one peer.
@@ -78,18 +70,11 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        let transport = |reason: String| TransportError {
-            name: self.node.name.clone(),
-            addr: self.node.rpc_addr.clone(),
-            reason,
-        };
+        let transport =
+            |reason: String| TransportError { name: self.node.name.clone(), addr: self.node.rpc_addr.clone(), reason };
         let client = match &mut self.client {
             Ok(client) => client,
-            Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&transport(
-                    e.to_string(),
-                ))))
-            }
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&transport(e.to_string())))),
         };
         let mut request = tonic::Request::new(RaftPayload { data: request });
         request.set_timeout(option.hard_ttl().max(Duration::from_millis(50)));
@@ -101,25 +86,13 @@ impl PeerConnection {
         let payload = match reply {
             Ok(reply) => reply.into_inner().data,
             Err(status) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&transport(
-                    status.message().to_owned(),
-                ))))
+                return Err(RPCError::Unreachable(Unreachable::new(&transport(status.message().to_owned()))))
             }
-            Err(status) => {
-                return Err(RPCError::Network(NetworkError::new(&transport(
-                    status.to_string(),
-                ))))
-            }
+            Err(status) => return Err(RPCError::Network(NetworkError::new(&transport(status.to_string())))),
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode(&payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
 
@@ -128,22 +101,17 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>>
-    {
-        self.call(Rpc::AppendEntries, codec::encode(&rpc), &option)
-            .await
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>> {
+        self.call(Rpc::AppendEntries, codec::encode(&rpc), &option).await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, ServerNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.call(Rpc::InstallSnapshot, codec::encode(&rpc), &option)
-            .await
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(Rpc::InstallSnapshot, codec::encode(&rpc), &option).await
     }
 
     async fn vote(

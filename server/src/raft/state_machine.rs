@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use weft_api::command::CommandOutcome;
 use weft_api::ids::RaftIndex;
@@ -32,16 +31,9 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Loads the latest snapshot (if any) into `store`.
-    pub fn open(
-        store: Arc<StateStore>,
-        snapshots: SnapshotStore,
-    ) -> Result<Self, StorageError<NodeId>> {
-        let mut machine = StateMachine {
-            store,
-            snapshots,
-            last_applied: None,
-            last_membership: StoredMembership::default(),
-        };
+    pub fn open(store: Arc<StateStore>, snapshots: SnapshotStore) -> Result<Self, StorageError<NodeId>> {
+        let mut machine =
+            StateMachine { store, snapshots, last_applied: None, last_membership: StoredMembership::default() };
         if let Some(stored) = machine.snapshots.load()? {
             machine.load(&stored)?;
         }
@@ -54,8 +46,7 @@ impl StateMachine {
         self.store.restore(data);
         self.last_applied = stored.meta.last_log_id;
         self.last_membership = stored.meta.last_membership.clone();
-        self.store
-            .mark_applied(RaftIndex(self.last_applied.map(|l| l.index).unwrap_or(0)));
+        self.store.mark_applied(RaftIndex(self.last_applied.map(|l| l.index).unwrap_or(0)));
         Ok(())
     }
 }
@@ -71,28 +62,14 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let snapshot_id = match self.last_applied {
-            Some(log_id) => format!(
-                "{}-{}-{}",
-                log_id.leader_id.term, log_id.leader_id.node_id, log_id.index
-            ),
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
             None => "empty".to_owned(),
         };
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.last_membership.clone(),
-            snapshot_id,
-        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone(), snapshot_id };
         let data = self.data.encode();
-        self.snapshots
-            .save(&StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            })
-            .await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        self.snapshots.save(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -101,8 +78,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, ServerNode>), StorageError<NodeId>>
-    {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, ServerNode>), StorageError<NodeId>> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
@@ -118,8 +94,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => CommandOutcome::Done,
                 EntryPayload::Normal(command) => self.store.apply(index, command),
                 EntryPayload::Membership(membership) => {
-                    self.last_membership =
-                        StoredMembership::new(Some(entry.log_id), membership.clone());
+                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                     CommandOutcome::Done
                 }
             };
@@ -139,9 +114,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -150,20 +123,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, ServerNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot.into_inner(),
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
         self.load(&stored)?;
         self.snapshots.save(&stored).await
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(self.snapshots.load()?.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self
+            .snapshots
+            .load()?
+            .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }

@@ -3,8 +3,14 @@
 //!
 //! Durability rule: openraft is told an append or a vote is done only after
 //! sled has flushed it to disk (`flush_async`), so an acknowledged write
-//! survives a crash. Many entries appended together share one flush, which is
-//! what makes throughput grow with concurrent clients.
+//! survives a crash.
+//!
+//! Group commit: `append` writes the entries to sled and hands openraft's
+//! completion callback to a flusher task, then returns at once. The flusher
+//! takes every callback waiting, runs one flush, and completes them all, so
+//! appends that arrive while a flush is running share the next one. openraft
+//! appends each client write on its own, so this is what lets throughput grow
+//! with concurrent clients.
 //!
 //! **Architecture Invariant:** this is the only module that knows sled.
 
@@ -15,6 +21,7 @@ use std::path::Path;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, StorageError, StorageIOError, Vote};
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::mpsc;
 
 use super::{codec, TypeConfig};
 
@@ -26,9 +33,7 @@ const LAST_PURGED: &[u8] = b"last_purged";
 
 /// Why the data directory's Raft storage could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot open Raft storage at {path}: {source} (is another weft process using this --data-dir?)"
-)]
+#[error("cannot open Raft storage at {path}: {source} (is another weft process using this --data-dir?)")]
 pub struct StorageOpenError {
     path: String,
     source: sled::Error,
@@ -36,26 +41,33 @@ pub struct StorageOpenError {
 
 /// Opens (or creates) the Raft storage under `dir`.
 pub fn open_storage(dir: &Path) -> Result<(LogStore, SnapshotStore), StorageOpenError> {
-    let err = |source| StorageOpenError {
-        path: dir.display().to_string(),
-        source,
-    };
-    let db = sled::Config::new()
-        .path(dir)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(err)?;
+    let err = |source| StorageOpenError { path: dir.display().to_string(), source };
+    let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open().map_err(err)?;
     let log = db.open_tree("log").map_err(err)?;
     let meta = db.open_tree("meta").map_err(err)?;
     let snapshots = db.open_tree("snapshot").map_err(err)?;
-    Ok((
-        LogStore {
-            db: db.clone(),
-            log,
-            meta,
-        },
-        SnapshotStore { db, snapshots },
-    ))
+    let (flusher, pending) = mpsc::unbounded_channel();
+    tokio::spawn(flush_in_groups(db.clone(), pending));
+    Ok((LogStore { db: db.clone(), log, meta, flusher }, SnapshotStore { db, snapshots }))
+}
+
+/// Completes append callbacks once their entries are on disk, one flush for
+/// every callback that is waiting when the flush starts.
+async fn flush_in_groups(db: sled::Db, mut pending: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while let Ok(next) = pending.try_recv() {
+            group.push(next);
+        }
+        let flushed = db.flush_async().await;
+        if let Err(error) = &flushed {
+            tracing::error!(%error, "flushing the Raft log failed");
+        }
+        for callback in group {
+            let result = flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(result);
+        }
+    }
 }
 
 /// The Raft log. Cloning shares the same underlying trees.
@@ -64,6 +76,7 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -87,9 +100,7 @@ impl LogStore {
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError<NodeId>> {
-        self.meta
-            .insert(key, codec::encode(value))
-            .map_err(write_io)?;
+        self.meta.insert(key, codec::encode(value)).map_err(write_io)?;
         Ok(())
     }
 
@@ -139,10 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
         let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -151,10 +159,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.put_meta(VOTE, vote)?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
@@ -162,10 +167,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(VOTE)
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
         // Not flushed on its own: losing it only means re-applying from the
         // snapshot up to what the leader says is committed.
         self.put_meta(COMMITTED, &committed)
@@ -175,11 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -188,31 +186,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.insert(&index_key(entry.log_id.index), codec::encode(&entry));
         }
-        self.log.apply_batch(batch).map_err(write_io)?;
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
-        let failed = flushed
-            .as_ref()
-            .err()
-            .map(|e| StorageIOError::write_logs(e).into());
-        callback.log_io_completed(flushed);
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(()),
+        if let Err(error) = self.log.apply_batch(batch) {
+            callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+            return Err(write_io(error));
         }
+        if let Err(unsent) = self.flusher.send(callback) {
+            let error = std::io::Error::other("the Raft log flusher has stopped");
+            unsent.0.log_io_completed(Err(std::io::Error::other(error.to_string())));
+            return Err(write_io(error));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let doomed: Vec<_> = self
-            .log
-            .range(index_key(log_id.index)..)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(write_io)?;
+        let doomed: Vec<_> =
+            self.log.range(index_key(log_id.index)..).keys().collect::<Result<_, _>>().map_err(write_io)?;
         let mut batch = sled::Batch::default();
         for key in doomed {
             batch.remove(key);
@@ -226,12 +214,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash half-way leaves extra entries,
         // never a gap that the state claims not to have.
         self.put_meta(LAST_PURGED, &log_id)?;
-        let doomed: Vec<_> = self
-            .log
-            .range(..=index_key(log_id.index))
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(write_io)?;
+        let doomed: Vec<_> =
+            self.log.range(..=index_key(log_id.index)).keys().collect::<Result<_, _>>().map_err(write_io)?;
         let mut batch = sled::Batch::default();
         for key in doomed {
             batch.remove(key);
@@ -264,13 +248,8 @@ impl SnapshotStore {
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, codec::encode(&snapshot.meta));
         batch.insert(SNAPSHOT_DATA, snapshot.data.as_slice());
-        self.snapshots
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        self.snapshots.apply_batch(batch).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
         Ok(())
     }
 
@@ -278,14 +257,8 @@ impl SnapshotStore {
         let read = |e: String| -> StorageError<NodeId> {
             StorageIOError::read_snapshot(None, openraft::AnyError::error(e)).into()
         };
-        let meta = self
-            .snapshots
-            .get(SNAPSHOT_META)
-            .map_err(|e| read(e.to_string()))?;
-        let data = self
-            .snapshots
-            .get(SNAPSHOT_DATA)
-            .map_err(|e| read(e.to_string()))?;
+        let meta = self.snapshots.get(SNAPSHOT_META).map_err(|e| read(e.to_string()))?;
+        let data = self.snapshots.get(SNAPSHOT_DATA).map_err(|e| read(e.to_string()))?;
         match (meta, data) {
             (Some(meta), Some(data)) => Ok(Some(StoredSnapshot {
                 meta: codec::decode(&meta).map_err(|e| read(e.to_string()))?,

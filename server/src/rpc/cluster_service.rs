@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use weft_api::command::Command;
 use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::{
-    ApplyRequest, ApplyResponse, InfoRequest, JoinRequest, JoinResponse, ReadIndexRequest,
-    ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, ServerInfo,
+    ApplyRequest, ApplyResponse, InfoRequest, JoinRequest, JoinResponse, ReadIndexRequest, ReadIndexResponse,
+    RemovePeerRequest, RemovePeerResponse, ServerInfo,
 };
 
 use crate::raft::{codec_decode_request, encode, ServerNode};
@@ -33,12 +33,7 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<ServerInfo>, Status> {
         let server = &self.server;
-        let initialized = server
-            .inner
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let initialized = server.inner.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
         let metrics = server.metrics();
         let leader = server.leader();
         Ok(Response::new(ServerInfo {
@@ -56,94 +51,49 @@ impl Cluster for ClusterService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let request = request.into_inner();
         if !self.server.is_leader() {
-            let leader = self
-                .server
-                .leader()
-                .ok_or_else(|| Status::unavailable("no leader yet; retry"))?;
-            let mut client = self
-                .server
-                .cluster_client(&leader.rpc_addr)
-                .map_err(error_to_status)?;
+            let leader = self.server.leader().ok_or_else(|| Status::unavailable("no leader yet; retry"))?;
+            let mut client = self.server.cluster_client(&leader.rpc_addr).map_err(error_to_status)?;
             return client.join(request).await;
         }
-        let node = ServerNode {
-            name: request.name.clone(),
-            rpc_addr: request.rpc_addr,
-            http_addr: request.http_addr,
-        };
+        let node = ServerNode { name: request.name.clone(), rpc_addr: request.rpc_addr, http_addr: request.http_addr };
         let configuration = self.server.raft_configuration();
-        if let Some(same_name) = configuration
-            .servers
-            .iter()
-            .find(|s| s.name == node.name && s.id.0 != request.id)
-        {
+        if let Some(same_name) = configuration.servers.iter().find(|s| s.name == node.name && s.id.0 != request.id) {
             return Err(Status::already_exists(format!(
                 "a server named {:?} is already in the cluster with ID {}; if it was rebuilt, remove the old one first: weft operator raft remove-peer --id {}",
                 node.name, same_name.id, same_name.id
             )));
         }
         let raft = &self.server.inner.raft;
-        let is_voter = configuration
-            .servers
-            .iter()
-            .any(|s| s.id.0 == request.id && s.voter);
+        let is_voter = configuration.servers.iter().any(|s| s.id.0 == request.id && s.voter);
         if !is_voter {
             tracing::info!(name = %node.name, id = request.id, rpc = %node.rpc_addr, "adding server to the cluster");
-            raft.add_learner(request.id, node, true)
+            raft.add_learner(request.id, node, true).await.map_err(|e| error_to_status(client_write_error(e)))?;
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.id])), false)
                 .await
                 .map_err(|e| error_to_status(client_write_error(e)))?;
-            raft.change_membership(
-                ChangeMembers::AddVoterIds(BTreeSet::from([request.id])),
-                false,
-            )
-            .await
-            .map_err(|e| error_to_status(client_write_error(e)))?;
         }
         Ok(Response::new(JoinResponse {}))
     }
 
-    async fn apply(
-        &self,
-        request: Request<ApplyRequest>,
-    ) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let command: Command = codec_decode_request(&request.into_inner().command)?;
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
-        let applied = self
-            .server
-            .write_once(&command)
-            .await
-            .map_err(error_to_status)?;
-        Ok(Response::new(ApplyResponse {
-            outcome: encode(&applied.outcome),
-            index: applied.index.get(),
-        }))
+        let applied = self.server.write_once(&command).await.map_err(error_to_status)?;
+        Ok(Response::new(ApplyResponse { outcome: encode(&applied.outcome), index: applied.index.get() }))
     }
 
-    async fn read_index(
-        &self,
-        request: Request<ReadIndexRequest>,
-    ) -> Result<Response<ReadIndexResponse>, Status> {
-        let index = self
-            .server
-            .local_read_index(request.into_inner().linearizable)
-            .await
-            .map_err(error_to_status)?;
+    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self.server.local_read_index(request.into_inner().linearizable).await.map_err(error_to_status)?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 
-    async fn remove_peer(
-        &self,
-        request: Request<RemovePeerRequest>,
-    ) -> Result<Response<RemovePeerResponse>, Status> {
+    async fn remove_peer(&self, request: Request<RemovePeerRequest>) -> Result<Response<RemovePeerResponse>, Status> {
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
-        self.server
-            .remove_peer_locally(&request.into_inner().peer)
-            .await
-            .map_err(error_to_status)?;
+        self.server.remove_peer_locally(&request.into_inner().peer).await.map_err(error_to_status)?;
         Ok(Response::new(RemovePeerResponse {}))
     }
 }

@@ -21,10 +21,7 @@ impl LastContact {
 
     /// Time since the leader's last message; `None` if never heard.
     pub fn elapsed(&self) -> Option<Duration> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|at| at.elapsed())
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).map(|at| at.elapsed())
     }
 }
 
@@ -41,35 +38,23 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = codec_decode_request(&request.into_inner().data)?;
         self.last_contact.touch();
         let result = self.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&result),
-        }))
+        Ok(Response::new(RaftPayload { data: encode(&result) }))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = codec_decode_request(&request.into_inner().data)?;
         let result = self.raft.vote(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&result),
-        }))
+        Ok(Response::new(RaftPayload { data: encode(&result) }))
     }
 
-    async fn install_snapshot(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = codec_decode_request(&request.into_inner().data)?;
         self.last_contact.touch();
         let result = self.raft.install_snapshot(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&result),
-        }))
+        Ok(Response::new(RaftPayload { data: encode(&result) }))
     }
 }

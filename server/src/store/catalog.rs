@@ -60,14 +60,8 @@ impl Catalog {
     pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>) -> Self {
         Self {
             nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
-            services: services
-                .into_iter()
-                .map(|s| ((s.node.clone(), s.id.clone()), s))
-                .collect(),
-            checks: checks
-                .into_iter()
-                .map(|c| ((c.node.clone(), c.id.clone()), c))
-                .collect(),
+            services: services.into_iter().map(|s| ((s.node.clone(), s.id.clone()), s)).collect(),
+            checks: checks.into_iter().map(|c| ((c.node.clone(), c.id.clone()), c)).collect(),
         }
     }
 
@@ -83,9 +77,7 @@ impl Catalog {
         }
         let node_exists = self.nodes.contains_key(&node_name);
         if registration.skip_node_update && !node_exists {
-            return CommandOutcome::Rejected(format!(
-                "SkipNodeUpdate given but node {node_name:?} is not registered"
-            ));
+            return CommandOutcome::Rejected(format!("SkipNodeUpdate given but node {node_name:?} is not registered"));
         }
         if !registration.skip_node_update && registration.node.address.is_empty() {
             return CommandOutcome::Rejected("Address is required".into());
@@ -101,9 +93,7 @@ impl Catalog {
         });
         if let Some(service) = &service {
             if service.name.is_empty() {
-                return CommandOutcome::Rejected(
-                    "Service.Service (the service name) is required".into(),
-                );
+                return CommandOutcome::Rejected("Service.Service (the service name) is required".into());
             }
         }
         let mut checks = Vec::with_capacity(registration.checks.len());
@@ -119,10 +109,7 @@ impl Catalog {
             if !check.service_id.is_empty() {
                 let owner = match &service {
                     Some(s) if s.id == check.service_id => Some(s.clone()),
-                    _ => self
-                        .services
-                        .get(&(node_name.clone(), check.service_id.clone()))
-                        .cloned(),
+                    _ => self.services.get(&(node_name.clone(), check.service_id.clone())).cloned(),
                 };
                 let Some(owner) = owner else {
                     return CommandOutcome::Rejected(format!(
@@ -142,9 +129,7 @@ impl Catalog {
             if node_exists && node.id.is_empty() {
                 node.id = self.nodes[&node_name].id.clone();
             }
-            if upsert(&mut self.nodes, node_name.clone(), node, index, |n| {
-                &mut n.indexes
-            }) {
+            if upsert(&mut self.nodes, node_name.clone(), node, index, |n| &mut n.indexes) {
                 changed.mark(Table::Nodes);
             }
         }
@@ -163,37 +148,24 @@ impl Catalog {
         CommandOutcome::Done
     }
 
-    pub(super) fn deregister(
-        &mut self,
-        deregistration: &Deregistration,
-        changed: &mut Changed,
-    ) -> CommandOutcome {
+    pub(super) fn deregister(&mut self, deregistration: &Deregistration, changed: &mut Changed) -> CommandOutcome {
         let node = &deregistration.node;
         if node.is_empty() {
             return CommandOutcome::Rejected("Node is required".into());
         }
         match (&deregistration.service_id, &deregistration.check_id) {
             (Some(service_id), _) => {
-                if self
-                    .services
-                    .remove(&(node.clone(), service_id.clone()))
-                    .is_some()
-                {
+                if self.services.remove(&(node.clone(), service_id.clone())).is_some() {
                     changed.mark(Table::Services);
                 }
                 let before = self.checks.len();
-                self.checks
-                    .retain(|(n, _), c| !(n == node && &c.service_id == service_id));
+                self.checks.retain(|(n, _), c| !(n == node && &c.service_id == service_id));
                 if self.checks.len() != before {
                     changed.mark(Table::Checks);
                 }
             }
             (None, Some(check_id)) => {
-                if self
-                    .checks
-                    .remove(&(node.clone(), check_id.clone()))
-                    .is_some()
-                {
+                if self.checks.remove(&(node.clone(), check_id.clone())).is_some() {
                     changed.mark(Table::Checks);
                 }
             }
@@ -239,10 +211,7 @@ impl Catalog {
     pub fn service_names(&self) -> BTreeMap<ServiceName, BTreeSet<String>> {
         let mut names: BTreeMap<ServiceName, BTreeSet<String>> = BTreeMap::new();
         for service in self.services.values() {
-            names
-                .entry(service.name.clone())
-                .or_default()
-                .extend(service.tags.iter().cloned());
+            names.entry(service.name.clone()).or_default().extend(service.tags.iter().cloned());
         }
         names
     }
@@ -252,12 +221,7 @@ impl Catalog {
         self.services
             .values()
             .filter(|s| &s.name == name)
-            .filter_map(|s| {
-                Some(ServiceInstance {
-                    node: self.nodes.get(&s.node)?.clone(),
-                    service: s.clone(),
-                })
-            })
+            .filter_map(|s| Some(ServiceInstance { node: self.nodes.get(&s.node)?.clone(), service: s.clone() }))
             .collect()
     }
 
@@ -280,16 +244,8 @@ mod tests {
 
     fn registration(node: &str, service: Option<&str>) -> Registration {
         Registration {
-            node: Node {
-                name: node.into(),
-                address: "10.0.0.1".into(),
-                ..Node::default()
-            },
-            service: service.map(|s| Service {
-                name: s.into(),
-                port: 80,
-                ..Service::default()
-            }),
+            node: Node { name: node.into(), address: "10.0.0.1".into(), ..Node::default() },
+            service: service.map(|s| Service { name: s.into(), port: 80, ..Service::default() }),
             ..Registration::default()
         }
     }
@@ -303,13 +259,7 @@ mod tests {
         let (_, changed) = tables.apply(RaftIndex(4), &reg);
         assert!(changed.tables().is_empty());
         let instance = &tables.catalog().service_instances(&"web".into())[0];
-        assert_eq!(
-            instance.service.indexes,
-            Indexes {
-                create: RaftIndex(3),
-                modify: RaftIndex(3)
-            }
-        );
+        assert_eq!(instance.service.indexes, Indexes { create: RaftIndex(3), modify: RaftIndex(3) });
         assert_eq!(instance.service.id.as_str(), "web");
     }
 
@@ -317,11 +267,7 @@ mod tests {
     fn a_check_for_a_missing_service_is_rejected_whole() {
         let mut tables = Tables::default();
         let mut reg = registration("n1", None);
-        reg.checks.push(Check {
-            id: "c".into(),
-            service_id: "nope".into(),
-            ..Check::default()
-        });
+        reg.checks.push(Check { id: "c".into(), service_id: "nope".into(), ..Check::default() });
         let (outcome, changed) = tables.apply(RaftIndex(1), &Command::Register(Box::new(reg)));
         assert!(matches!(outcome, CommandOutcome::Rejected(_)));
         assert!(changed.tables().is_empty());
@@ -339,23 +285,8 @@ mod tests {
             ..Check::default()
         });
         tables.apply(RaftIndex(1), &Command::Register(Box::new(reg)));
-        assert_eq!(
-            tables
-                .catalog()
-                .checks()
-                .next()
-                .unwrap()
-                .service_name
-                .as_str(),
-            "web"
-        );
-        tables.apply(
-            RaftIndex(2),
-            &Command::Deregister(Deregistration {
-                node: "n1".into(),
-                ..Default::default()
-            }),
-        );
+        assert_eq!(tables.catalog().checks().next().unwrap().service_name.as_str(), "web");
+        tables.apply(RaftIndex(2), &Command::Deregister(Deregistration { node: "n1".into(), ..Default::default() }));
         assert_eq!(tables.catalog().services().count(), 0);
         assert_eq!(tables.catalog().checks().count(), 0);
         assert_eq!(tables.index(Table::Checks), RaftIndex(2));

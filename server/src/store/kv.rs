@@ -15,9 +15,7 @@ pub struct KvTable {
 
 impl KvTable {
     pub(super) fn from_entries(entries: Vec<KvEntry>) -> Self {
-        Self {
-            entries: entries.into_iter().map(|e| (e.key.clone(), e)).collect(),
-        }
+        Self { entries: entries.into_iter().map(|e| (e.key.clone(), e)).collect() }
     }
 
     pub(super) fn set(
@@ -44,10 +42,7 @@ impl KvTable {
                 value: value.to_vec(),
                 flags,
                 lock_index: existing.map(|e| e.lock_index).unwrap_or(0),
-                indexes: Indexes {
-                    create,
-                    modify: index,
-                },
+                indexes: Indexes { create, modify: index },
             },
         );
         changed.mark(Table::Kv);
@@ -144,37 +139,17 @@ mod tests {
     use super::*;
 
     fn set(key: &str, cas: Option<u64>) -> Command {
-        Command::KvSet {
-            key: key.into(),
-            value: b"v".to_vec(),
-            flags: 0,
-            cas,
-        }
+        Command::KvSet { key: key.into(), value: b"v".to_vec(), flags: 0, cas }
     }
 
     #[test]
     fn cas_zero_creates_only_once() {
         let mut tables = Tables::default();
-        assert_eq!(
-            tables.apply(RaftIndex(5), &set("a", Some(0))).0,
-            CommandOutcome::Cas(true)
-        );
-        assert_eq!(
-            tables.apply(RaftIndex(6), &set("a", Some(0))).0,
-            CommandOutcome::Cas(false)
-        );
-        assert_eq!(
-            tables.apply(RaftIndex(7), &set("a", Some(5))).0,
-            CommandOutcome::Cas(true)
-        );
+        assert_eq!(tables.apply(RaftIndex(5), &set("a", Some(0))).0, CommandOutcome::Cas(true));
+        assert_eq!(tables.apply(RaftIndex(6), &set("a", Some(0))).0, CommandOutcome::Cas(false));
+        assert_eq!(tables.apply(RaftIndex(7), &set("a", Some(5))).0, CommandOutcome::Cas(true));
         let entry = tables.kv().get("a").unwrap();
-        assert_eq!(
-            entry.indexes,
-            Indexes {
-                create: RaftIndex(5),
-                modify: RaftIndex(7)
-            }
-        );
+        assert_eq!(entry.indexes, Indexes { create: RaftIndex(5), modify: RaftIndex(7) });
         assert_eq!(tables.index(Table::Kv), RaftIndex(7));
     }
 
@@ -204,14 +179,7 @@ mod tests {
         for (i, key) in ["web/a", "web/b", "webby", "api"].iter().enumerate() {
             tables.apply(RaftIndex(i as u64 + 1), &set(key, None));
         }
-        tables.apply(
-            RaftIndex(9),
-            &Command::KvDelete {
-                key: "web/".into(),
-                recurse: true,
-                cas: None,
-            },
-        );
+        tables.apply(RaftIndex(9), &Command::KvDelete { key: "web/".into(), recurse: true, cas: None });
         assert_eq!(tables.kv().keys("", None), vec!["api", "webby"]);
     }
 }

@@ -18,10 +18,7 @@ pub struct MeshTables {
 
 /// Keeps `create` from the stored record, sets `modify` to `index`.
 fn indexes_for(existing: Option<Indexes>, index: RaftIndex) -> Indexes {
-    Indexes {
-        create: existing.map(|i| i.create).unwrap_or(index),
-        modify: index,
-    }
+    Indexes { create: existing.map(|i| i.create).unwrap_or(index), modify: index }
 }
 
 impl MeshTables {
@@ -32,10 +29,7 @@ impl MeshTables {
     ) -> Self {
         Self {
             intentions: intentions.into_iter().map(|i| (i.id.clone(), i)).collect(),
-            config_entries: config_entries
-                .into_iter()
-                .map(|e| ((e.kind.clone(), e.name.clone()), e))
-                .collect(),
+            config_entries: config_entries.into_iter().map(|e| ((e.kind.clone(), e.name.clone()), e)).collect(),
             ca,
         }
     }
@@ -50,13 +44,7 @@ impl MeshTables {
             return CommandOutcome::Rejected("an intention needs an ID".into());
         }
         let indexes = indexes_for(self.intentions.get(&intention.id).map(|i| i.indexes), index);
-        self.intentions.insert(
-            intention.id.clone(),
-            Intention {
-                indexes,
-                ..intention.clone()
-            },
-        );
+        self.intentions.insert(intention.id.clone(), Intention { indexes, ..intention.clone() });
         changed.mark(Table::Intentions);
         CommandOutcome::Done
     }
@@ -79,44 +67,21 @@ impl MeshTables {
         }
         let key = (entry.kind.clone(), entry.name.clone());
         let indexes = indexes_for(self.config_entries.get(&key).map(|e| e.indexes), index);
-        self.config_entries.insert(
-            key,
-            ConfigEntry {
-                indexes,
-                ..entry.clone()
-            },
-        );
+        self.config_entries.insert(key, ConfigEntry { indexes, ..entry.clone() });
         changed.mark(Table::ConfigEntries);
         CommandOutcome::Done
     }
 
-    pub(super) fn delete_config_entry(
-        &mut self,
-        kind: &str,
-        name: &str,
-        changed: &mut Changed,
-    ) -> CommandOutcome {
-        if self
-            .config_entries
-            .remove(&(kind.to_owned(), name.to_owned()))
-            .is_some()
-        {
+    pub(super) fn delete_config_entry(&mut self, kind: &str, name: &str, changed: &mut Changed) -> CommandOutcome {
+        if self.config_entries.remove(&(kind.to_owned(), name.to_owned())).is_some() {
             changed.mark(Table::ConfigEntries);
         }
         CommandOutcome::Done
     }
 
-    pub(super) fn set_ca_state(
-        &mut self,
-        index: RaftIndex,
-        state: &CaState,
-        changed: &mut Changed,
-    ) -> CommandOutcome {
+    pub(super) fn set_ca_state(&mut self, index: RaftIndex, state: &CaState, changed: &mut Changed) -> CommandOutcome {
         let indexes = indexes_for(self.ca.as_ref().map(|c| c.indexes), index);
-        self.ca = Some(CaState {
-            indexes,
-            ..state.clone()
-        });
+        self.ca = Some(CaState { indexes, ..state.clone() });
         changed.mark(Table::Ca);
         CommandOutcome::Done
     }

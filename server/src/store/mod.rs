@@ -36,15 +36,8 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
-        Table::Nodes,
-        Table::Services,
-        Table::Checks,
-        Table::Kv,
-        Table::Intentions,
-        Table::ConfigEntries,
-        Table::Ca,
-    ];
+    pub const ALL: [Table; 7] =
+        [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Intentions, Table::ConfigEntries, Table::Ca];
 
     fn slot(self) -> usize {
         self as usize
@@ -85,31 +78,14 @@ impl Tables {
     pub fn apply(&mut self, index: RaftIndex, command: &Command) -> (CommandOutcome, Changed) {
         let mut changed = Changed::default();
         let outcome = match command {
-            Command::KvSet {
-                key,
-                value,
-                flags,
-                cas,
-            } => self.kv.set(index, key, value, *flags, *cas, &mut changed),
-            Command::KvDelete { key, recurse, cas } => {
-                self.kv.delete(key, *recurse, *cas, &mut changed)
-            }
-            Command::Register(registration) => {
-                self.catalog.register(index, registration, &mut changed)
-            }
-            Command::Deregister(deregistration) => {
-                self.catalog.deregister(deregistration, &mut changed)
-            }
-            Command::IntentionUpsert(intention) => {
-                self.mesh.upsert_intention(index, intention, &mut changed)
-            }
+            Command::KvSet { key, value, flags, cas } => self.kv.set(index, key, value, *flags, *cas, &mut changed),
+            Command::KvDelete { key, recurse, cas } => self.kv.delete(key, *recurse, *cas, &mut changed),
+            Command::Register(registration) => self.catalog.register(index, registration, &mut changed),
+            Command::Deregister(deregistration) => self.catalog.deregister(deregistration, &mut changed),
+            Command::IntentionUpsert(intention) => self.mesh.upsert_intention(index, intention, &mut changed),
             Command::IntentionDelete { id } => self.mesh.delete_intention(id, &mut changed),
-            Command::ConfigEntryUpsert(entry) => {
-                self.mesh.upsert_config_entry(index, entry, &mut changed)
-            }
-            Command::ConfigEntryDelete { kind, name } => {
-                self.mesh.delete_config_entry(kind, name, &mut changed)
-            }
+            Command::ConfigEntryUpsert(entry) => self.mesh.upsert_config_entry(index, entry, &mut changed),
+            Command::ConfigEntryDelete { kind, name } => self.mesh.delete_config_entry(kind, name, &mut changed),
             Command::CaSetState(state) => self.mesh.set_ca_state(index, state, &mut changed),
             Command::Restore { snapshot } => match StoreData::decode(snapshot) {
                 Ok(data) => {
@@ -141,11 +117,7 @@ impl Tables {
 
     /// The highest index over several tables.
     pub fn max_index(&self, tables: &[Table]) -> RaftIndex {
-        tables
-            .iter()
-            .map(|t| self.index(*t))
-            .max()
-            .unwrap_or_default()
+        tables.iter().map(|t| self.index(*t)).max().unwrap_or_default()
     }
 
     pub fn catalog(&self) -> &catalog::Catalog {
@@ -211,9 +183,7 @@ impl StateStore {
     /// Returns whether it got there.
     pub async fn wait_applied(&self, index: RaftIndex, timeout: Duration) -> bool {
         let mut applied = self.applied.subscribe();
-        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= index))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= index)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Replaces all state (snapshot install or start-up).
@@ -231,15 +201,11 @@ impl StateStore {
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Tables> {
-        self.tables
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tables.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
-        self.tables
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `read` now and, while its index is not above `min_index`, again
@@ -255,30 +221,20 @@ impl StateStore {
         read: impl Fn(&Tables) -> (T, RaftIndex),
     ) -> Indexed<T> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut watches: Vec<_> = tables
-            .iter()
-            .map(|t| self.table_watches[t.slot()].subscribe())
-            .collect();
+        let mut watches: Vec<_> = tables.iter().map(|t| self.table_watches[t.slot()].subscribe()).collect();
         loop {
             for watch in &mut watches {
                 watch.borrow_and_update();
             }
             let (value, index) = read(&self.read());
             let index = index.max(RaftIndex(1));
-            if min_index == RaftIndex::ZERO
-                || index > min_index
-                || tokio::time::Instant::now() >= deadline
-            {
+            if min_index == RaftIndex::ZERO || index > min_index || tokio::time::Instant::now() >= deadline {
                 return Indexed { value, index };
             }
-            let any_change =
-                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let any_change = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             if tokio::time::timeout_at(deadline, any_change).await.is_err() {
                 let (value, index) = read(&self.read());
-                return Indexed {
-                    value,
-                    index: index.max(RaftIndex(1)),
-                };
+                return Indexed { value, index: index.max(RaftIndex(1)) };
             }
         }
     }

@@ -9,13 +9,16 @@ use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
 use super::{catalog::Catalog, kv::KvTable, mesh::MeshTables, Table, Tables};
 
-/// The snapshot format's version; bumped when the shape changes incompatibly.
+/// Every snapshot starts with these bytes, then the format version (u32,
+/// little endian), then the postcard-encoded [`StoreData`].
+const MAGIC: &[u8; 8] = b"WEFTSNAP";
+/// The snapshot format's version; bumped whenever `StoreData`'s shape changes.
 const FORMAT_VERSION: u32 = 1;
 
 /// Every table as a list of records, plus each table's index.
+/// Its shape is the format: change it only with a new `FORMAT_VERSION`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreData {
-    pub format_version: u32,
     pub table_indexes: Vec<(String, RaftIndex)>,
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
@@ -24,32 +27,36 @@ pub struct StoreData {
     pub intentions: Vec<Intention>,
     pub config_entries: Vec<ConfigEntry>,
     pub ca: Option<CaState>,
-    #[serde(default)]
     pub restore_index: RaftIndex,
 }
 
 /// Why bytes are not a usable snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("not a Weft snapshot: {0}")]
-    Malformed(#[from] serde_json::Error),
+    #[error("not a Weft snapshot (it does not start with the WEFTSNAP header)")]
+    NotASnapshot,
+    #[error("the snapshot is damaged: {0}")]
+    Malformed(#[from] postcard::Error),
     #[error("snapshot format version {found} is not supported (this Weft reads version {FORMAT_VERSION})")]
     UnsupportedVersion { found: u32 },
 }
 
 impl StoreData {
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("store data always serializes")
+        let mut bytes = Vec::with_capacity(64);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        postcard::to_extend(self, bytes).expect("store data always serializes")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let data: StoreData = serde_json::from_slice(bytes)?;
-        if data.format_version != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion {
-                found: data.format_version,
-            });
+        let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or(SnapshotError::NotASnapshot)?;
+        let (version, body) = body.split_first_chunk::<4>().ok_or(SnapshotError::NotASnapshot)?;
+        let version = u32::from_le_bytes(*version);
+        if version != FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { found: version });
         }
-        Ok(data)
+        Ok(postcard::from_bytes(body)?)
     }
 }
 
@@ -68,11 +75,7 @@ fn table_name(table: Table) -> &'static str {
 impl Tables {
     pub(super) fn to_data(&self) -> StoreData {
         StoreData {
-            format_version: FORMAT_VERSION,
-            table_indexes: Table::ALL
-                .iter()
-                .map(|t| (table_name(*t).to_owned(), self.index(*t)))
-                .collect(),
+            table_indexes: Table::ALL.iter().map(|t| (table_name(*t).to_owned(), self.index(*t))).collect(),
             nodes: self.catalog.nodes().cloned().collect(),
             services: self.catalog.services().cloned().collect(),
             checks: self.catalog.checks().cloned().collect(),
@@ -87,11 +90,7 @@ impl Tables {
     pub(super) fn from_data(data: StoreData) -> Self {
         let mut table_indexes = [RaftIndex::ZERO; Table::ALL.len()];
         for table in Table::ALL {
-            if let Some((_, index)) = data
-                .table_indexes
-                .iter()
-                .find(|(name, _)| name == table_name(table))
-            {
+            if let Some((_, index)) = data.table_indexes.iter().find(|(name, _)| name == table_name(table)) {
                 table_indexes[table.slot()] = *index;
             }
         }
@@ -114,15 +113,7 @@ mod tests {
     #[test]
     fn round_trips_through_bytes() {
         let mut tables = Tables::default();
-        tables.apply(
-            RaftIndex(7),
-            &Command::KvSet {
-                key: "k".into(),
-                value: vec![0, 255],
-                flags: 3,
-                cas: None,
-            },
-        );
+        tables.apply(RaftIndex(7), &Command::KvSet { key: "k".into(), value: vec![0, 255], flags: 3, cas: None });
         let bytes = tables.to_data().encode();
         let back = Tables::from_data(StoreData::decode(&bytes).unwrap());
         assert_eq!(back.to_data(), tables.to_data());
@@ -132,25 +123,9 @@ mod tests {
     #[test]
     fn restore_of_garbage_is_rejected_and_changes_nothing() {
         let mut tables = Tables::default();
-        tables.apply(
-            RaftIndex(1),
-            &Command::KvSet {
-                key: "k".into(),
-                value: vec![1],
-                flags: 0,
-                cas: None,
-            },
-        );
-        let (outcome, changed) = tables.apply(
-            RaftIndex(2),
-            &Command::Restore {
-                snapshot: b"nope".to_vec(),
-            },
-        );
-        assert!(matches!(
-            outcome,
-            weft_api::command::CommandOutcome::Rejected(_)
-        ));
+        tables.apply(RaftIndex(1), &Command::KvSet { key: "k".into(), value: vec![1], flags: 0, cas: None });
+        let (outcome, changed) = tables.apply(RaftIndex(2), &Command::Restore { snapshot: b"nope".to_vec() });
+        assert!(matches!(outcome, weft_api::command::CommandOutcome::Rejected(_)));
         assert!(changed.tables().is_empty());
         assert!(tables.kv().get("k").is_some());
     }
