@@ -46,6 +46,10 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         snapshot: Vec<u8>,
     },
+    /// Several independent writes sent together as one log entry (the
+    /// server's write batching); applied in order, each with its own outcome.
+    /// May hold neither a batch nor a restore.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -62,6 +66,7 @@ impl Command {
             Command::ConfigEntryDelete { .. } => "config-entry-delete",
             Command::CaSetState(_) => "ca-set-state",
             Command::Restore { .. } => "restore",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -76,4 +81,6 @@ pub enum CommandOutcome {
     Cas(bool),
     /// Not applied, and why (the state is unchanged).
     Rejected(String),
+    /// The outcomes of a [`Command::Batch`], in order.
+    Batch(Vec<CommandOutcome>),
 }

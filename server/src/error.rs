@@ -20,7 +20,7 @@ pub enum StartError {
 }
 
 /// Why a request to the cluster failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ServerError {
     /// Consul's wording: clients and tools match on it.
     #[error("No cluster leader")]
@@ -33,6 +33,8 @@ pub enum ServerError {
     PeerNotFound(String),
     #[error("membership change refused: {0}")]
     Membership(String),
+    #[error("another membership change is still under way: {0}")]
+    MembershipChangeInProgress(String),
     #[error("Raft is shutting down or failed: {0}")]
     Fatal(String),
 }
@@ -40,6 +42,12 @@ pub enum ServerError {
 impl ServerError {
     /// True for errors that mean "try again shortly" (no leader, leader moving).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ServerError::NoLeader | ServerError::LeaderUnreachable(_) | ServerError::CatchUpTimeout(_))
+        matches!(
+            self,
+            ServerError::NoLeader
+                | ServerError::LeaderUnreachable(_)
+                | ServerError::CatchUpTimeout(_)
+                | ServerError::MembershipChangeInProgress(_)
+        )
     }
 }

@@ -9,6 +9,7 @@
 //! - `rpc`: the gRPC services servers offer each other (Raft transport and
 //!   cluster management: discovery, join, forwarded writes, read index).
 //! - `cluster`: discovery, bootstrap (exactly once) and join.
+//! - `batch`: concurrent writes share one log entry on their way to the leader.
 //! - [`Server`]: the handle the agent uses to write, read and manage peers.
 //!
 //! **Architecture Invariant:** `Tables::apply` reads no clock, draws no random
@@ -16,6 +17,7 @@
 //! written as commands.
 #![forbid(unsafe_code)]
 
+mod batch;
 mod cluster;
 mod error;
 // openraft's storage traits fix `StorageError` (large) as the error type; boxing it

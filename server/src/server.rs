@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -19,6 +19,7 @@ use weft_api::proto::cluster::cluster_server::ClusterServer;
 use weft_api::proto::cluster::{ApplyRequest, ReadIndexRequest, RemovePeerRequest};
 use weft_api::proto::raft::raft_server::RaftServer;
 
+use crate::batch::WriteBatcher;
 use crate::error::{ServerError, StartError};
 use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateMachine};
 use crate::rpc::{channel_to, ClusterService, LastContact, RaftService};
@@ -145,6 +146,7 @@ pub(crate) struct Inner {
     /// The term in which this server, as leader, last caught up with its
     /// whole log (see `wait_leader_caught_up`); 0 if never.
     caught_up_term: AtomicU64,
+    batcher: WriteBatcher,
 }
 
 impl Server {
@@ -185,7 +187,7 @@ impl Server {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let server = Server {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 id,
                 node,
                 datacenter: config.datacenter.clone(),
@@ -195,6 +197,7 @@ impl Server {
                 log_store,
                 channels: Mutex::new(HashMap::new()),
                 caught_up_term: AtomicU64::new(0),
+                batcher: WriteBatcher::start(inner.clone()),
             }),
         };
 
@@ -302,7 +305,12 @@ impl Server {
         let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
         let mut backoff = Duration::from_millis(20);
         loop {
-            match self.write_once(&command).await {
+            let attempt = match command {
+                // A restore is large and rare: it travels on its own.
+                Command::Restore { .. } => self.write_once(&command).await,
+                _ => self.inner.batcher.submit(command.clone()).await,
+            };
+            match attempt {
                 Ok(applied) => {
                     self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
                     return Ok(applied);
@@ -443,7 +451,22 @@ impl Server {
 
     /// Removes a server (by ID, name or RPC address) from the Raft
     /// configuration, through the leader.
+    /// Waits (up to 10 s) for a leader, and for a membership change already
+    /// under way (such as a server joining) to finish.
     pub async fn remove_peer(&self, peer: &str) -> Result<(), ServerError> {
+        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+        loop {
+            match self.remove_peer_once(peer).await {
+                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "peer removal will be retried");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn remove_peer_once(&self, peer: &str) -> Result<(), ServerError> {
         if self.is_leader() {
             return self.remove_peer_locally(peer).await;
         }
@@ -472,6 +495,9 @@ impl Server {
 pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, ServerNode>>) -> ServerError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ServerError::NoLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(e))) => {
+            ServerError::MembershipChangeInProgress(e.to_string())
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ServerError::Membership(e.to_string()),
         RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
     }
@@ -484,6 +510,7 @@ pub(crate) fn status_to_error(status: tonic::Status) -> ServerError {
         tonic::Code::FailedPrecondition => ServerError::NoLeader,
         tonic::Code::NotFound => ServerError::PeerNotFound(status.message().to_owned()),
         tonic::Code::Aborted => ServerError::Membership(status.message().to_owned()),
+        tonic::Code::ResourceExhausted => ServerError::MembershipChangeInProgress(status.message().to_owned()),
         _ => ServerError::LeaderUnreachable(status.message().to_owned()),
     }
 }
@@ -495,6 +522,7 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::NoLeader => tonic::Status::failed_precondition(error.to_string()),
         ServerError::PeerNotFound(peer) => tonic::Status::not_found(peer),
         ServerError::Membership(reason) => tonic::Status::aborted(reason),
+        ServerError::MembershipChangeInProgress(reason) => tonic::Status::resource_exhausted(reason),
         other => tonic::Status::unavailable(other.to_string()),
     }
 }

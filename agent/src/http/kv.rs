@@ -9,7 +9,6 @@ use axum::Json;
 use base64::Engine;
 use serde_json::{json, Value};
 use weft_api::command::{Command, CommandOutcome};
-use weft_api::ids::RaftIndex;
 use weft_api::kv::{KvEntry, MAX_VALUE_BYTES};
 use weft_server::store::Table;
 
@@ -155,6 +154,10 @@ async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiE
         CommandOutcome::Done | CommandOutcome::Cas(true) => true,
         CommandOutcome::Cas(false) => false,
         CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
+        // The server unpacks its own batches; a single write never comes back as one.
+        CommandOutcome::Batch(_) => {
+            return Err(ApiError::Cluster(weft_server::ServerError::Fatal("unexpected batch outcome".into())))
+        }
     };
-    Ok((meta_headers(&state.server, RaftIndex(applied.index.get())), Json(body)).into_response())
+    Ok((meta_headers(&state.server, applied.index), Json(body)).into_response())
 }

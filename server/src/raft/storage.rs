@@ -59,7 +59,11 @@ async fn flush_in_groups(db: sled::Db, mut pending: mpsc::UnboundedReceiver<LogF
         while let Ok(next) = pending.try_recv() {
             group.push(next);
         }
-        let flushed = db.flush_async().await;
+        let flushing = db.clone();
+        let flushed = match tokio::task::spawn_blocking(move || flushing.flush()).await {
+            Ok(result) => result,
+            Err(join) => Err(sled::Error::Io(std::io::Error::other(join.to_string()))),
+        };
         if let Err(error) = &flushed {
             tracing::error!(%error, "flushing the Raft log failed");
         }

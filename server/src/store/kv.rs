@@ -182,4 +182,21 @@ mod tests {
         tables.apply(RaftIndex(9), &Command::KvDelete { key: "web/".into(), recurse: true, cas: None });
         assert_eq!(tables.kv().keys("", None), vec!["api", "webby"]);
     }
+
+    #[test]
+    fn a_batch_applies_in_order_with_one_outcome_each() {
+        let mut tables = Tables::default();
+        let batch = Command::Batch(vec![
+            set("a", Some(0)),
+            set("a", Some(0)),
+            Command::KvDelete { key: "missing".into(), recurse: false, cas: Some(3) },
+            Command::Batch(vec![]),
+        ]);
+        let (outcome, changed) = tables.apply(RaftIndex(4), &batch);
+        let CommandOutcome::Batch(outcomes) = outcome else { panic!("a batch has a batch outcome") };
+        assert_eq!(outcomes[..3], [CommandOutcome::Cas(true), CommandOutcome::Cas(false), CommandOutcome::Cas(false)]);
+        assert!(matches!(outcomes[3], CommandOutcome::Rejected(_)), "no nested batches");
+        assert_eq!(changed.tables(), &[Table::Kv]);
+        assert_eq!(tables.kv().get("a").unwrap().indexes.modify, RaftIndex(4));
+    }
 }

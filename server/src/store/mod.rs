@@ -78,15 +78,37 @@ impl Tables {
     pub fn apply(&mut self, index: RaftIndex, command: &Command) -> (CommandOutcome, Changed) {
         let mut changed = Changed::default();
         let outcome = match command {
-            Command::KvSet { key, value, flags, cas } => self.kv.set(index, key, value, *flags, *cas, &mut changed),
-            Command::KvDelete { key, recurse, cas } => self.kv.delete(key, *recurse, *cas, &mut changed),
-            Command::Register(registration) => self.catalog.register(index, registration, &mut changed),
-            Command::Deregister(deregistration) => self.catalog.deregister(deregistration, &mut changed),
-            Command::IntentionUpsert(intention) => self.mesh.upsert_intention(index, intention, &mut changed),
-            Command::IntentionDelete { id } => self.mesh.delete_intention(id, &mut changed),
-            Command::ConfigEntryUpsert(entry) => self.mesh.upsert_config_entry(index, entry, &mut changed),
-            Command::ConfigEntryDelete { kind, name } => self.mesh.delete_config_entry(kind, name, &mut changed),
-            Command::CaSetState(state) => self.mesh.set_ca_state(index, state, &mut changed),
+            Command::Batch(commands) => CommandOutcome::Batch(
+                commands
+                    .iter()
+                    .map(|command| match command {
+                        Command::Batch(_) | Command::Restore { .. } => {
+                            CommandOutcome::Rejected("a batch may not hold a batch or a restore".into())
+                        }
+                        command => self.apply_one(index, command, &mut changed),
+                    })
+                    .collect(),
+            ),
+            command => self.apply_one(index, command, &mut changed),
+        };
+        for table in changed.tables() {
+            self.table_indexes[table.slot()] = index;
+        }
+        (outcome, changed)
+    }
+
+    fn apply_one(&mut self, index: RaftIndex, command: &Command, changed: &mut Changed) -> CommandOutcome {
+        match command {
+            Command::Batch(_) => unreachable!("batches are unpacked by Tables::apply"),
+            Command::KvSet { key, value, flags, cas } => self.kv.set(index, key, value, *flags, *cas, changed),
+            Command::KvDelete { key, recurse, cas } => self.kv.delete(key, *recurse, *cas, changed),
+            Command::Register(registration) => self.catalog.register(index, registration, changed),
+            Command::Deregister(deregistration) => self.catalog.deregister(deregistration, changed),
+            Command::IntentionUpsert(intention) => self.mesh.upsert_intention(index, intention, changed),
+            Command::IntentionDelete { id } => self.mesh.delete_intention(id, changed),
+            Command::ConfigEntryUpsert(entry) => self.mesh.upsert_config_entry(index, entry, changed),
+            Command::ConfigEntryDelete { kind, name } => self.mesh.delete_config_entry(kind, name, changed),
+            Command::CaSetState(state) => self.mesh.set_ca_state(index, state, changed),
             Command::Restore { snapshot } => match StoreData::decode(snapshot) {
                 Ok(data) => {
                     *self = Tables::from_data(data);
@@ -98,11 +120,7 @@ impl Tables {
                 }
                 Err(error) => CommandOutcome::Rejected(error.to_string()),
             },
-        };
-        for table in changed.tables() {
-            self.table_indexes[table.slot()] = index;
         }
-        (outcome, changed)
     }
 
     /// The highest index that changed `table` (0 if none has).
