@@ -28,6 +28,7 @@ use super::{codec, TypeConfig};
 type NodeId = u64;
 
 const VOTE: &[u8] = b"vote";
+const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
@@ -42,7 +43,14 @@ pub struct StorageOpenError {
 /// Opens (or creates) the Raft storage under `dir`.
 pub fn open_storage(dir: &Path) -> Result<(LogStore, SnapshotStore), StorageOpenError> {
     let err = |source| StorageOpenError { path: dir.display().to_string(), source };
-    let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open().map_err(err)?;
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        // sled's default page cache is 1 GiB; the log is read back rarely
+        // (lagging followers, restarts), so a small cache is enough.
+        .cache_capacity(SLED_CACHE_BYTES)
+        .open()
+        .map_err(err)?;
     let log = db.open_tree("log").map_err(err)?;
     let meta = db.open_tree("meta").map_err(err)?;
     let snapshots = db.open_tree("snapshot").map_err(err)?;
