@@ -235,3 +235,58 @@ async fn every_handler_accepts_a_token_however_it_is_sent() {
     assert_eq!(self_info["Config"]["NodeName"], "s1");
     assert_eq!(self_info["Config"]["Version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_show_instances_with_their_checks() {
+    let (_cluster, client) = single_server().await;
+    let healthy = json!({
+        "Node": "vm1", "Address": "10.0.0.1",
+        "Service": {"ID": "web-1", "Service": "web", "Tags": ["v1"], "Port": 80},
+        "Checks": [
+            {"CheckID": "serfHealth", "Name": "node alive", "Status": "passing"},
+            {"CheckID": "service:web-1", "Name": "web", "Status": "passing", "ServiceID": "web-1"}
+        ]
+    });
+    let sick = json!({
+        "Node": "vm2", "Address": "10.0.0.2",
+        "Service": {"ID": "web-2", "Service": "web", "Tags": ["v2"], "Port": 80},
+        "Check": {"CheckID": "service:web-2", "Name": "web", "Status": "critical", "ServiceID": "web-2", "Output": "HTTP 503"}
+    });
+    for registration in [healthy, sick] {
+        assert_eq!(client.put("/v1/catalog/register", registration.to_string()).await.unwrap().status, 200);
+    }
+
+    let all = body(&client.get("/v1/health/service/web").await.unwrap());
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let first = &all[0];
+    assert_eq!(first["Node"]["Node"], "vm1");
+    assert_eq!(first["Service"]["ID"], "web-1");
+    assert_eq!(first["Checks"].as_array().unwrap().len(), 2, "node check and service check");
+
+    let passing = body(&client.get("/v1/health/service/web?passing").await.unwrap());
+    assert_eq!(passing.as_array().unwrap().len(), 1);
+    assert_eq!(passing[0]["Service"]["ID"], "web-1");
+    assert_eq!(body(&client.get("/v1/health/service/web?tag=v2").await.unwrap())[0]["Service"]["ID"], "web-2");
+
+    let critical = body(&client.get("/v1/health/state/critical").await.unwrap());
+    assert_eq!(critical.as_array().unwrap().len(), 1);
+    assert_eq!(critical[0]["Output"], "HTTP 503");
+    assert_eq!(body(&client.get("/v1/health/state/any").await.unwrap()).as_array().unwrap().len(), 3);
+    assert_eq!(body(&client.get("/v1/health/node/vm1").await.unwrap()).as_array().unwrap().len(), 2);
+    assert_eq!(body(&client.get("/v1/health/checks/web").await.unwrap()).as_array().unwrap().len(), 2);
+    assert_eq!(client.get("/v1/health/state/sideways").await.unwrap().status, 400);
+
+    // A blocking health query wakes when a check changes state.
+    let index = client.get("/v1/health/service/web?passing").await.unwrap().consul_index().unwrap();
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.get(&format!("/v1/health/service/web?passing&index={index}&wait=20s")).await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let recovered = json!({"Node": "vm2", "SkipNodeUpdate": true,
+        "Check": {"CheckID": "service:web-2", "Name": "web", "Status": "passing", "ServiceID": "web-2"}});
+    assert_eq!(client.put("/v1/catalog/register", recovered.to_string()).await.unwrap().status, 200);
+    assert_eq!(body(&waiter.await.unwrap()).as_array().unwrap().len(), 2);
+}

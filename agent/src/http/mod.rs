@@ -9,6 +9,7 @@ mod authz;
 mod catalog;
 mod decode;
 mod error;
+mod health;
 mod kv;
 mod query;
 mod snapshot;
@@ -48,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/service/{name}", get(catalog::service))
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/node/{name}", get(catalog::node))
+        .route("/v1/health/service/{name}", get(health::service))
+        .route("/v1/health/checks/{name}", get(health::service_checks))
+        .route("/v1/health/node/{name}", get(health::node))
+        .route("/v1/health/state/{state}", get(health::in_state))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/operator/raft/configuration", get(status::raft_configuration))

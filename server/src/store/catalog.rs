@@ -232,6 +232,46 @@ impl Catalog {
     pub fn checks(&self) -> impl Iterator<Item = &Check> {
         self.checks.values()
     }
+
+    /// Every check on `node`, node-level and service-level.
+    pub fn node_checks(&self, node: &NodeName) -> Vec<Check> {
+        self.checks
+            .range((node.clone(), CheckId::default())..)
+            .take_while(|((n, _), _)| n == node)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Every instance of `name` with its node and the checks that decide its
+    /// health: the node's own checks and the instance's checks.
+    pub fn service_health(&self, name: &ServiceName) -> Vec<ServiceHealth> {
+        self.service_instances(name)
+            .into_iter()
+            .map(|instance| {
+                let checks = self
+                    .node_checks(&instance.node.name)
+                    .into_iter()
+                    .filter(|c| c.service_id.is_empty() || c.service_id == instance.service.id)
+                    .collect();
+                ServiceHealth { node: instance.node, service: instance.service, checks }
+            })
+            .collect()
+    }
+}
+
+/// A service instance, its node, and the checks that decide its health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub node: Node,
+    pub service: Service,
+    pub checks: Vec<Check>,
+}
+
+impl ServiceHealth {
+    /// Consul's `?passing`: every check passing (no checks counts as passing).
+    pub fn is_passing(&self) -> bool {
+        self.checks.iter().all(|c| c.status == weft_api::catalog::HealthStatus::Passing)
+    }
 }
 
 #[cfg(test)]

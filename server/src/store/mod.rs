@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
 
-pub use catalog::{NodeServices, ServiceInstance};
+pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
 pub use snapshot::{SnapshotError, StoreData};
 
 /// The replicated tables. Each tracks the highest Raft index that changed it,

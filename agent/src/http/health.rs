@@ -1,0 +1,126 @@
+//! `/v1/health/*`: service instances with their checks, and checks by
+//! service, node or state, in Consul's shapes. `?passing` keeps only
+//! instances whose every check (node-level included) passes.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use weft_api::catalog::{Check, HealthStatus};
+use weft_api::ids::{NodeName, ServiceName};
+use weft_server::store::{ServiceHealth, Table};
+
+use super::catalog::{node_json, service_json};
+use super::error::ApiError;
+use super::query::{meta_headers, QueryParams, ReadOptions};
+use super::AppState;
+
+const HEALTH_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks];
+
+pub fn check_json(check: &Check) -> Value {
+    json!({
+        "Node": check.node,
+        "CheckID": check.id,
+        "Name": check.name,
+        "Status": check.status.as_str(),
+        "Notes": check.notes,
+        "Output": check.output,
+        "ServiceID": check.service_id,
+        "ServiceName": check.service_name,
+        "ServiceTags": check.service_tags,
+        "Type": check.check_type,
+        "CreateIndex": check.indexes.create.get(),
+        "ModifyIndex": check.indexes.modify.get(),
+    })
+}
+
+fn checks_json(checks: &[Check]) -> Value {
+    Value::Array(checks.iter().map(check_json).collect())
+}
+
+/// Runs a blocking read over the health tables and answers with its JSON.
+async fn read_health<T: Send + 'static>(
+    state: &AppState,
+    raw: Option<String>,
+    read: impl Fn(&weft_server::store::Tables, &QueryParams) -> T + Send,
+    render: impl Fn(&T) -> Value,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let options = ReadOptions::from_query(&query, &state.server)?;
+    options.barrier(&state.server).await?;
+    let result = state
+        .server
+        .store()
+        .blocking_read(HEALTH_TABLES, options.min_index, options.wait, |tables| {
+            (read(tables, &query), tables.max_index(HEALTH_TABLES))
+        })
+        .await;
+    Ok((meta_headers(&state.server, result.index), Json(render(&result.value))).into_response())
+}
+
+pub async fn service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = ServiceName::new(name);
+    let read = move |tables: &weft_server::store::Tables, query: &QueryParams| {
+        let tags: Vec<&str> = query.all("tag").collect();
+        let passing_only = query.flag("passing");
+        tables
+            .catalog()
+            .service_health(&name)
+            .into_iter()
+            .filter(|h| tags.iter().all(|t| h.service.tags.iter().any(|s| s == t)))
+            .filter(|h| !passing_only || h.is_passing())
+            .collect::<Vec<ServiceHealth>>()
+    };
+    let render = |entries: &Vec<ServiceHealth>| {
+        Value::Array(
+            entries
+                .iter()
+                .map(|h| json!({"Node": node_json(&h.node), "Service": service_json(&h.service), "Checks": checks_json(&h.checks)}))
+                .collect(),
+        )
+    };
+    read_health(&state, raw, read, render).await
+}
+
+pub async fn service_checks(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = ServiceName::new(name);
+    let read = move |tables: &weft_server::store::Tables, _: &QueryParams| {
+        tables.catalog().checks().filter(|c| c.service_name == name).cloned().collect::<Vec<_>>()
+    };
+    read_health(&state, raw, read, |checks| checks_json(checks)).await
+}
+
+pub async fn node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = NodeName::new(name);
+    let read = move |tables: &weft_server::store::Tables, _: &QueryParams| tables.catalog().node_checks(&name);
+    read_health(&state, raw, read, |checks| checks_json(checks)).await
+}
+
+pub async fn in_state(
+    State(state): State<AppState>,
+    Path(wanted): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let wanted = match wanted.as_str() {
+        "any" => None,
+        other => Some(HealthStatus::parse(other).filter(|s| *s != HealthStatus::Maintenance).ok_or_else(|| {
+            ApiError::BadRequest(format!("Invalid check state {other:?}: use any, passing, warning or critical"))
+        })?),
+    };
+    let read = move |tables: &weft_server::store::Tables, _: &QueryParams| {
+        tables.catalog().checks().filter(|c| wanted.is_none_or(|w| c.status == w)).cloned().collect::<Vec<_>>()
+    };
+    read_health(&state, raw, read, |checks| checks_json(checks)).await
+}
