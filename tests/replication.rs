@@ -128,9 +128,15 @@ async fn crashing_and_restarting_every_server_keeps_all_state() {
     cluster.wait_for_leader().await;
     assert_all_servers_hold(&cluster, "durable/", &keys).await;
     for i in 0..cluster.len() {
-        let response = cluster.client(i).get("/v1/catalog/service/web").await.unwrap();
-        let instances: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-        assert_eq!(instances[0]["Address"], "10.1.2.3", "catalog on {}", cluster.specs[i].name);
+        let client = cluster.client(i);
+        let what = format!("the catalog registration on {}", cluster.specs[i].name);
+        let address = eventually(&what, Duration::from_secs(20), || async {
+            let response = client.get("/v1/catalog/service/web").await.ok()?;
+            let instances: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+            Some(instances[0]["Address"].clone())
+        })
+        .await;
+        assert_eq!(address, "10.1.2.3", "catalog on {}", cluster.specs[i].name);
     }
 }
 

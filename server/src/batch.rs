@@ -19,7 +19,7 @@ const SLOTS: usize = 4;
 /// Most writes in one batch.
 const MAX_WRITES: usize = 1024;
 /// A batch stops growing past this many bytes of values.
-const MAX_BYTES: usize = 1024 * 1024;
+const MAX_BYTES: usize = 256 * 1024;
 
 struct Pending {
     command: Command,

@@ -35,6 +35,9 @@ pub enum ServerError {
     Membership(String),
     #[error("another membership change is still under way: {0}")]
     MembershipChangeInProgress(String),
+    /// The write may or may not have been applied; retrying could apply it twice.
+    #[error("the leader did not confirm the write, which may or may not have been applied: {0}")]
+    OutcomeUnknown(String),
     #[error("Raft is shutting down or failed: {0}")]
     Fatal(String),
 }

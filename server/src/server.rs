@@ -42,7 +42,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(150),
+            // openraft 0.9 gives a whole AppendEntries RPC (transfer and the
+            // follower's fsync) one heartbeat interval to finish.
+            heartbeat: Duration::from_millis(250),
             election_timeout_min: Duration::from_millis(750),
             election_timeout_max: Duration::from_millis(1500),
             snapshot_threshold: 8192,
@@ -125,6 +127,8 @@ pub struct RaftConfiguration {
 
 /// How long a write keeps trying to reach a leader before giving up.
 const WRITE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long one proposal may wait for a quorum before its outcome is unknown.
+const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
 /// How long a read waits for this server to catch up with the leader.
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -147,6 +151,9 @@ pub(crate) struct Inner {
     /// whole log (see `wait_leader_caught_up`); 0 if never.
     caught_up_term: AtomicU64,
     batcher: WriteBatcher,
+    /// How recently a quorum must have acknowledged the leader for it to
+    /// serve default reads without asking again (the election timeout).
+    lease: Duration,
 }
 
 impl Server {
@@ -173,7 +180,7 @@ impl Server {
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_threshold),
             max_in_snapshot_log_to_keep: config.raft.trailing_logs,
-            max_payload_entries: 512,
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()
@@ -198,6 +205,7 @@ impl Server {
                 channels: Mutex::new(HashMap::new()),
                 caught_up_term: AtomicU64::new(0),
                 batcher: WriteBatcher::start(inner.clone()),
+                lease: config.raft.election_timeout_min,
             }),
         };
 
@@ -325,26 +333,38 @@ impl Server {
         }
     }
 
-    /// One attempt: local if leader, else forwarded to the leader.
+    /// One attempt: local if this server leads, else forwarded to the leader.
     pub(crate) async fn write_once(&self, command: &Command) -> Result<Applied, ServerError> {
-        match self.inner.raft.client_write(command.clone()).await {
-            Ok(response) => Ok(Applied { outcome: response.data, index: RaftIndex(response.log_id.index) }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => match forward.leader_node {
-                Some(leader) => self.forward_write(&leader, command).await,
-                None => Err(ServerError::NoLeader),
-            },
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+        match self.leader() {
+            Some(leader) if leader.rpc_addr != self.inner.node.rpc_addr => self.forward_write(&leader, command).await,
+            Some(_) => self.write_local(command).await,
+            None => Err(ServerError::NoLeader),
+        }
+    }
+
+    /// Proposes `command` on this server, which must be the leader; never
+    /// forwards. `NoLeader` means nothing was proposed (safe to retry);
+    /// `OutcomeUnknown` means it was proposed but not confirmed in time.
+    pub(crate) async fn write_local(&self, command: &Command) -> Result<Applied, ServerError> {
+        let proposed = tokio::time::timeout(WRITE_ATTEMPT, self.inner.raft.client_write(command.clone())).await;
+        match proposed {
+            Err(_) => Err(ServerError::OutcomeUnknown(format!("no quorum confirmed it within {WRITE_ATTEMPT:?}"))),
+            Ok(Ok(response)) => Ok(Applied { outcome: response.data, index: RaftIndex(response.log_id.index) }),
+            // openraft answers ForwardToLeader only for entries it did not keep.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(ServerError::NoLeader),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(ServerError::Membership(e.to_string()))
             }
-            Err(RaftError::Fatal(fatal)) => Err(ServerError::Fatal(fatal.to_string())),
+            Ok(Err(RaftError::Fatal(fatal))) => Err(ServerError::OutcomeUnknown(fatal.to_string())),
         }
     }
 
     async fn forward_write(&self, leader: &ServerNode, command: &Command) -> Result<Applied, ServerError> {
         let mut client = self.cluster_client(&leader.rpc_addr)?;
-        let request = ApplyRequest { command: raft::encode(command) };
-        let reply = client.apply(request).await.map_err(status_to_error)?.into_inner();
-        let outcome = raft::decode(&reply.outcome).map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
+        let mut request = tonic::Request::new(ApplyRequest { command: raft::encode(command) });
+        request.set_timeout(WRITE_ATTEMPT + Duration::from_secs(1));
+        let reply = client.apply(request).await.map_err(forwarded_write_error)?.into_inner();
+        let outcome = raft::decode(&reply.outcome).map_err(|e| ServerError::OutcomeUnknown(e.to_string()))?;
         Ok(Applied { outcome, index: RaftIndex(reply.index) })
     }
 
@@ -353,7 +373,15 @@ impl Server {
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
         let index = match consistency {
             ReadConsistency::Stale => return Ok(()),
-            ReadConsistency::Default if self.is_leader() => return self.wait_leader_caught_up().await,
+            ReadConsistency::Default if self.is_leader() => {
+                // Like Consul's leader lease: a leader that has not heard from
+                // a quorum lately may have been deposed; confirm before serving.
+                let acked = self.metrics().millis_since_quorum_ack.map(Duration::from_millis);
+                if acked.is_some_and(|ago| ago < self.inner.lease) {
+                    return self.wait_leader_caught_up().await;
+                }
+                return self.local_read_index(true).await.map(|_| ());
+            }
             ReadConsistency::Consistent if self.is_leader() => {
                 return self.local_read_index(true).await.map(|_| ());
             }
@@ -503,6 +531,21 @@ pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Ser
     }
 }
 
+/// Interprets a failed forwarded write. Only failures that prove the leader
+/// never proposed it may be retried: the leader said it is not the leader,
+/// or the connection was never made. Anything else (a reset mid-request, a
+/// time-out, a leader that failed after proposing) leaves the outcome
+/// unknown, and retrying could apply the write twice.
+fn forwarded_write_error(status: tonic::Status) -> ServerError {
+    match status.code() {
+        tonic::Code::FailedPrecondition => ServerError::NoLeader,
+        tonic::Code::Unavailable if status.message().contains("connect") => {
+            ServerError::LeaderUnreachable(status.message().to_owned())
+        }
+        _ => ServerError::OutcomeUnknown(status.message().to_owned()),
+    }
+}
+
 /// Interprets a gRPC error from another server.
 pub(crate) fn status_to_error(status: tonic::Status) -> ServerError {
     match status.code() {
@@ -523,6 +566,7 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::PeerNotFound(peer) => tonic::Status::not_found(peer),
         ServerError::Membership(reason) => tonic::Status::aborted(reason),
         ServerError::MembershipChangeInProgress(reason) => tonic::Status::resource_exhausted(reason),
+        ServerError::OutcomeUnknown(reason) => tonic::Status::unknown(reason),
         other => tonic::Status::unavailable(other.to_string()),
     }
 }

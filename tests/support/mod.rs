@@ -48,9 +48,18 @@ where
     }
 }
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port (bound, then released for the child to take), never
+/// one this test process has handed out before.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("local addr").port()
+    static HANDED_OUT: OnceLock<std::sync::Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    let mut handed_out = HANDED_OUT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port =
+            TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("local addr").port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 fn cluster_lock() -> &'static tokio::sync::Mutex<()> {

@@ -14,6 +14,10 @@ use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::AppState;
 
+/// A restore is one log entry, and openraft 0.9 gives each replication RPC one
+/// heartbeat interval to finish: larger entries could never replicate.
+const MAX_RESTORE_BYTES: usize = 4 * 1024 * 1024;
+
 pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let options = ReadOptions::from_query(&query, &state.server)?;
@@ -31,6 +35,12 @@ pub async fn restore(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    if body.len() > MAX_RESTORE_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "snapshot is {} bytes; restores travel as one Raft log entry, which is limited to {MAX_RESTORE_BYTES} bytes for now",
+            body.len()
+        )));
+    }
     // Refuse a bad file here, before it reaches the Raft log.
     StoreData::decode(&body).map_err(|e| ApiError::BadRequest(format!("cannot restore: {e}")))?;
     let applied = state.server.write(Command::Restore { snapshot: body.to_vec() }).await?;

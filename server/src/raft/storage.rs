@@ -5,12 +5,12 @@
 //! sled has flushed it to disk (`flush_async`), so an acknowledged write
 //! survives a crash.
 //!
-//! Group commit: `append` writes the entries to sled and hands openraft's
-//! completion callback to a flusher task, then returns at once. The flusher
-//! takes every callback waiting, runs one flush, and completes them all, so
-//! appends that arrive while a flush is running share the next one. openraft
-//! appends each client write on its own, so this is what lets throughput grow
-//! with concurrent clients.
+//! `append` writes the entries to sled and hands openraft's completion
+//! callback to a flusher task, which flushes on a blocking thread (sled's own
+//! `flush_async` costs far more CPU) and completes every callback waiting.
+//! openraft 0.9 waits for each append to complete before the next, so in
+//! practice each append gets its own flush; what amortizes fsyncs over many
+//! writes is the server's write batching (`crate::batch`).
 //!
 //! **Architecture Invariant:** this is the only module that knows sled.
 
@@ -56,7 +56,10 @@ pub fn open_storage(dir: &Path) -> Result<(LogStore, SnapshotStore), StorageOpen
     let snapshots = db.open_tree("snapshot").map_err(err)?;
     let (flusher, pending) = mpsc::unbounded_channel();
     tokio::spawn(flush_in_groups(db.clone(), pending));
-    Ok((LogStore { db: db.clone(), log, meta, flusher }, SnapshotStore { db, snapshots }))
+    Ok((
+        LogStore { db: db.clone(), log, meta, flusher },
+        SnapshotStore { db, snapshots, replacing: Default::default() },
+    ))
 }
 
 /// Completes append callbacks once their entries are on disk, one flush for
@@ -242,6 +245,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 pub struct SnapshotStore {
     db: sled::Db,
     snapshots: sled::Tree,
+    /// Serializes the check-then-replace in `save`.
+    replacing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// A stored snapshot as raw parts; the state machine gives them meaning.
@@ -255,12 +260,28 @@ const SNAPSHOT_DATA: &[u8] = b"current.data";
 
 impl SnapshotStore {
     /// Replaces the stored snapshot, atomically, and flushes it.
+    ///
+    /// A snapshot older than the stored one is dropped: openraft may finish
+    /// building a snapshot after it installed a newer one from the leader,
+    /// and the log behind the newer one may already be purged.
     pub async fn save(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
         let signature = Some(snapshot.meta.signature());
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, codec::encode(&snapshot.meta));
-        batch.insert(SNAPSHOT_DATA, snapshot.data.as_slice());
-        self.snapshots.apply_batch(batch).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        {
+            let _replacing = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+            let stored: Option<openraft::SnapshotMeta<NodeId, super::ServerNode>> =
+                match self.snapshots.get(SNAPSHOT_META).map_err(|e| StorageIOError::read_snapshot(None, &e))? {
+                    Some(bytes) => codec::decode(&bytes).ok(),
+                    None => None,
+                };
+            if stored.is_some_and(|stored| stored.last_log_id > snapshot.meta.last_log_id) {
+                tracing::debug!(snapshot = %snapshot.meta.snapshot_id, "not storing a snapshot older than the stored one");
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(SNAPSHOT_META, codec::encode(&snapshot.meta));
+            batch.insert(SNAPSHOT_DATA, snapshot.data.as_slice());
+            self.snapshots.apply_batch(batch).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        }
         self.db.flush_async().await.map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
         Ok(())
     }

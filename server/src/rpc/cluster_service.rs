@@ -80,7 +80,7 @@ impl Cluster for ClusterService {
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
-        let applied = self.server.write_once(&command).await.map_err(error_to_status)?;
+        let applied = self.server.write_local(&command).await.map_err(error_to_status)?;
         Ok(Response::new(ApplyResponse { outcome: encode(&applied.outcome), index: applied.index.get() }))
     }
 
