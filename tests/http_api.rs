@@ -291,3 +291,17 @@ async fn health_endpoints_show_instances_with_their_checks() {
     assert_eq!(client.put("/v1/catalog/register", recovered.to_string()).await.unwrap().status, 200);
     assert_eq!(body(&waiter.await.unwrap()).as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_out_open_blocking_queries() {
+    let (mut cluster, client) = single_server().await;
+    client.put("/v1/kv/w", "1").await.unwrap();
+    let index = client.get("/v1/kv/w").await.unwrap().consul_index().unwrap();
+    let waiter = tokio::spawn(async move { client.get(&format!("/v1/kv/w?index={index}&wait=5m")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert!(cluster.stop(0), "the server exits on SIGTERM by itself");
+    println!("stopped in {:?} with a blocking query open", started.elapsed());
+    let answered = waiter.await.unwrap().expect("the blocking query gets an answer before the server exits");
+    assert_eq!(answered.status, 200);
+}

@@ -38,6 +38,14 @@ async fn three_servers_elect_a_leader_and_replicate_writes_sent_through_a_follow
     let expected: BTreeSet<String> = keys.into_iter().collect();
     assert_all_servers_hold(&cluster, "bulk/", &expected).await;
 
+    // The Raft configuration, asked of a follower, comes from the leader: every last index is known.
+    let configuration: serde_json::Value =
+        serde_json::from_slice(&client.get("/v1/operator/raft/configuration").await.unwrap().body).unwrap();
+    let servers = configuration["Servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3);
+    assert!(servers.iter().all(|s| s["LastIndex"].as_u64().is_some()), "{configuration}");
+    assert_eq!(servers.iter().filter(|s| s["Leader"] == true).count(), 1);
+
     // Reads on a follower: default (leader-checked), consistent and stale all see the writes.
     for mode in ["", "?consistent", "?stale"] {
         let response = client.get(&format!("/v1/kv/bulk/0999{mode}")).await.unwrap();

@@ -64,10 +64,13 @@ impl Agent {
         )
         .await?;
         tracing::info!(http = %http_addr, rpc = %rpc_addr, node = %config.node_name, "agent ready");
+        let store = server.store().clone();
         let state = AppState { server, config: config.clone() };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
         shutdown.await;
         tracing::info!("shutting down");
+        // Wake blocking queries first, so the HTTP drain does not wait out their `?wait`.
+        store.close();
         let _ = stop_tx.send(true);
         match http.await {
             Ok(result) => result.map_err(AgentError::Http),

@@ -129,6 +129,8 @@ pub struct RaftConfiguration {
 const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 /// How long one proposal may wait for a quorum before its outcome is unknown.
 const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
+/// How long a read waits for a leader during an election.
+const READ_HOLD: Duration = Duration::from_secs(7);
 /// How long a read waits for this server to catch up with the leader.
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -369,8 +371,23 @@ impl Server {
     }
 
     /// Makes this server's state fresh enough for `consistency`, waiting for
-    /// it to catch up with the leader when needed.
+    /// it to catch up with the leader when needed. Like Consul's RPC hold
+    /// timeout, it waits through a leader election (up to 7 s) rather than
+    /// failing at once; a read is always safe to retry.
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
+        let deadline = tokio::time::Instant::now() + READ_HOLD;
+        loop {
+            match self.read_barrier_once(consistency).await {
+                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "read barrier will be retried");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn read_barrier_once(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
         let index = match consistency {
             ReadConsistency::Stale => return Ok(()),
             ReadConsistency::Default if self.is_leader() => {
@@ -389,7 +406,8 @@ impl Server {
                 let leader = self.leader().ok_or(ServerError::NoLeader)?;
                 let mut client = self.cluster_client(&leader.rpc_addr)?;
                 let linearizable = consistency == ReadConsistency::Consistent;
-                let request = ReadIndexRequest { linearizable };
+                let mut request = tonic::Request::new(ReadIndexRequest { linearizable });
+                request.set_timeout(CATCH_UP_PATIENCE);
                 client.read_index(request).await.map_err(status_to_error)?.into_inner().index
             }
         };

@@ -172,20 +172,21 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM server `i` and wait for it to exit.
-    pub fn stop(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    /// SIGTERM server `i` and wait for it to exit. Returns whether it exited
+    /// by itself within 10 s (else it is killed).
+    pub fn stop(&mut self, i: usize) -> bool {
+        let Some(mut child) = self.children[i].take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     pub fn is_running(&self, i: usize) -> bool {

@@ -1,8 +1,9 @@
 //! `GET /v1/snapshot` saves the whole replicated state; `PUT /v1/snapshot`
 //! replaces it, through Raft, so every server restores the same thing.
 //!
-//! The format is Weft's own (versioned JSON of every table), not Consul's
-//! tar archive: a Consul snapshot cannot be restored into Weft.
+//! The format is Weft's own (a WEFTSNAP header, a version, then every table
+//! in postcard), not Consul's tar archive: a Consul snapshot cannot be
+//! restored into Weft.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -25,7 +26,7 @@ pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     let index = state.server.store().applied_index();
     let data = state.server.store().export().encode();
     let mut headers = meta_headers(&state.server, index);
-    headers.insert("content-type", "application/json".parse().expect("static header"));
+    headers.insert("content-type", "application/octet-stream".parse().expect("static header"));
     Ok((headers, data).into_response())
 }
 

@@ -1,6 +1,8 @@
 //! `/v1/status/*`, `/v1/operator/raft/*` and `/v1/agent/self`: who leads,
 //! who the peers are, and membership changes.
 
+use std::time::Duration;
+
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,16 +19,33 @@ pub async fn leader(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
     Ok(Json(leader).into_response())
 }
 
-/// The voters' RPC addresses.
+/// The RPC addresses of the servers in the Raft configuration.
 pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
-    let peers: Vec<String> =
-        state.server.raft_configuration().servers.into_iter().filter(|s| s.voter).map(|s| s.rpc_addr).collect();
+    let peers: Vec<String> = state.server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
     Ok(Json(peers).into_response())
 }
 
+/// Answered by the leader (which knows every server's last index), as in
+/// Consul; `?stale` answers from this server's view.
 pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    let query = QueryParams::parse(raw.as_deref());
+    check_datacenter(&query, &state.server)?;
+    if !query.flag("stale") && !state.server.is_leader() {
+        state.server.read_barrier(weft_server::ReadConsistency::Default).await?;
+        if let Some(leader) = state.server.leader().filter(|_| !state.server.is_leader()) {
+            let client =
+                weft_api::client::HttpClient::new(&leader.http_addr, None).with_timeout(Duration::from_secs(5));
+            let answer = client
+                .get("/v1/operator/raft/configuration?stale")
+                .await
+                .map_err(|e| ApiError::Cluster(weft_server::ServerError::LeaderUnreachable(e.to_string())))?;
+            let body: Value = serde_json::from_slice(&answer.body)
+                .map_err(|_| ApiError::Cluster(weft_server::ServerError::LeaderUnreachable(answer.text())))?;
+            let index = weft_api::ids::RaftIndex(answer.consul_index().unwrap_or(1));
+            return Ok((meta_headers(&state.server, index), Json(body)).into_response());
+        }
+    }
     let configuration = state.server.raft_configuration();
     let servers: Vec<Value> = configuration
         .servers

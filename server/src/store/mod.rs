@@ -159,6 +159,8 @@ pub struct StateStore {
     tables: RwLock<Tables>,
     table_watches: [watch::Sender<RaftIndex>; Table::ALL.len()],
     applied: watch::Sender<RaftIndex>,
+    /// Set when the server shuts down: blocking reads return at once.
+    closed: watch::Sender<bool>,
 }
 
 /// A read's result and the index a blocking query should compare against.
@@ -175,6 +177,7 @@ impl StateStore {
             tables: RwLock::new(Tables::default()),
             table_watches: std::array::from_fn(|_| watch::Sender::new(RaftIndex::ZERO)),
             applied: watch::Sender::new(RaftIndex::ZERO),
+            closed: watch::Sender::new(false),
         })
     }
 
@@ -202,6 +205,12 @@ impl StateStore {
     pub async fn wait_applied(&self, index: RaftIndex, timeout: Duration) -> bool {
         let mut applied = self.applied.subscribe();
         tokio::time::timeout(timeout, applied.wait_for(|at| *at >= index)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Ends every blocking read now (with the data as it is) and any that
+    /// starts later, so shutting down never waits out a client's `?wait`.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// Replaces all state (snapshot install or start-up).
@@ -240,19 +249,22 @@ impl StateStore {
     ) -> Indexed<T> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut watches: Vec<_> = tables.iter().map(|t| self.table_watches[t.slot()].subscribe()).collect();
+        let mut closed = self.closed.subscribe();
         loop {
             for watch in &mut watches {
                 watch.borrow_and_update();
             }
             let (value, index) = read(&self.read());
             let index = index.max(RaftIndex(1));
-            if min_index == RaftIndex::ZERO || index > min_index || tokio::time::Instant::now() >= deadline {
+            let done = min_index == RaftIndex::ZERO || index > min_index || *closed.borrow_and_update();
+            if done || tokio::time::Instant::now() >= deadline {
                 return Indexed { value, index };
             }
             let any_change = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-            if tokio::time::timeout_at(deadline, any_change).await.is_err() {
-                let (value, index) = read(&self.read());
-                return Indexed { value, index: index.max(RaftIndex(1)) };
+            tokio::select! {
+                _ = any_change => {}
+                _ = closed.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
