@@ -1,7 +1,7 @@
 //! `/v1/catalog/*`: register and deregister, list services and nodes, and
 //! look up one service or node, in Consul's JSON shapes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 use weft_api::catalog::{Check, Deregistration, HealthStatus, Node, Registration, Service, Weights};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
-use weft_server::store::{ServiceInstance, Table};
+use weft_server::store::{NodeServices, ServiceInstance, Table, Tables};
 
 use super::decode::decode_body;
 use super::error::ApiError;
-use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
+use super::query::{check_datacenter, meta_headers, QueryParams};
+use super::read::blocking_json;
 use super::AppState;
 
 // ---- request bodies (field names normalized: see `decode`) ----
@@ -311,19 +312,11 @@ fn service_node_json(instance: &ServiceInstance) -> Value {
 const CATALOG_TABLES: &[Table] = &[Table::Nodes, Table::Services];
 
 pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let query = QueryParams::parse(raw.as_deref());
-    let options = ReadOptions::from_query(&query, &state.server)?;
-    options.barrier(&state.server).await?;
-    let result = state
-        .server
-        .store()
-        .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
-            (tables.catalog().service_names(), tables.max_index(CATALOG_TABLES))
-        })
-        .await;
-    let body: serde_json::Map<String, Value> =
-        result.value.into_iter().map(|(name, tags)| (name.to_string(), json!(tags))).collect();
-    Ok((meta_headers(&state.server, result.index), Json(Value::Object(body))).into_response())
+    let read = |tables: &Tables, _: &QueryParams| tables.catalog().service_names();
+    let render = |names: BTreeMap<ServiceName, BTreeSet<String>>| {
+        Value::Object(names.into_iter().map(|(name, tags)| (name.to_string(), json!(tags))).collect())
+    };
+    blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }
 
 pub async fn service(
@@ -331,41 +324,24 @@ pub async fn service(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = QueryParams::parse(raw.as_deref());
-    let options = ReadOptions::from_query(&query, &state.server)?;
-    let tags: Vec<String> = query.all("tag").map(str::to_owned).collect();
     let name = ServiceName::new(name);
-    options.barrier(&state.server).await?;
-    let result = state
-        .server
-        .store()
-        .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
-            let instances: Vec<ServiceInstance> = tables
-                .catalog()
-                .service_instances(&name)
-                .into_iter()
-                .filter(|i| tags.iter().all(|t| i.service.tags.contains(t)))
-                .collect();
-            (instances, tables.max_index(CATALOG_TABLES))
-        })
-        .await;
-    let body: Vec<Value> = result.value.iter().map(service_node_json).collect();
-    Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
+    let read = |tables: &Tables, query: &QueryParams| {
+        let tags: Vec<&str> = query.all("tag").collect();
+        tables
+            .catalog()
+            .service_instances(&name)
+            .into_iter()
+            .filter(|i| tags.iter().all(|t| i.service.tags.iter().any(|s| s == t)))
+            .collect::<Vec<ServiceInstance>>()
+    };
+    let render = |instances: Vec<ServiceInstance>| Value::Array(instances.iter().map(service_node_json).collect());
+    blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }
 
 pub async fn nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let query = QueryParams::parse(raw.as_deref());
-    let options = ReadOptions::from_query(&query, &state.server)?;
-    options.barrier(&state.server).await?;
-    let result = state
-        .server
-        .store()
-        .blocking_read(&[Table::Nodes], options.min_index, options.wait, |tables| {
-            (tables.catalog().nodes().cloned().collect::<Vec<_>>(), tables.index(Table::Nodes))
-        })
-        .await;
-    let body: Vec<Value> = result.value.iter().map(node_json).collect();
-    Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
+    let read = |tables: &Tables, _: &QueryParams| tables.catalog().nodes().cloned().collect::<Vec<_>>();
+    let render = |nodes: Vec<Node>| Value::Array(nodes.iter().map(node_json).collect());
+    blocking_json(&state, raw.as_deref(), &[Table::Nodes], read, render).await
 }
 
 pub async fn node(
@@ -373,18 +349,9 @@ pub async fn node(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = QueryParams::parse(raw.as_deref());
-    let options = ReadOptions::from_query(&query, &state.server)?;
     let name = NodeName::new(name);
-    options.barrier(&state.server).await?;
-    let result = state
-        .server
-        .store()
-        .blocking_read(CATALOG_TABLES, options.min_index, options.wait, |tables| {
-            (tables.catalog().node_services(&name), tables.max_index(CATALOG_TABLES))
-        })
-        .await;
-    let body = match &result.value {
+    let read = |tables: &Tables, _: &QueryParams| tables.catalog().node_services(&name);
+    let render = |found: Option<NodeServices>| match found {
         // Consul answers an unknown node with 200 and `null`.
         None => Value::Null,
         Some(found) => {
@@ -393,5 +360,5 @@ pub async fn node(
             json!({"Node": node_json(&found.node), "Services": services})
         }
     };
-    Ok((meta_headers(&state.server, result.index), Json(body)).into_response())
+    blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }

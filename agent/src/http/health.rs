@@ -3,16 +3,16 @@
 //! instances whose every check (node-level included) passes.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde_json::{json, Value};
 use weft_api::catalog::{Check, HealthStatus};
 use weft_api::ids::{NodeName, ServiceName};
-use weft_server::store::{ServiceHealth, Table};
+use weft_server::store::{ServiceHealth, Table, Tables};
 
 use super::catalog::{node_json, service_json};
 use super::error::ApiError;
-use super::query::{meta_headers, QueryParams, ReadOptions};
+use super::query::QueryParams;
+use super::read::blocking_json;
 use super::AppState;
 
 const HEALTH_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks];
@@ -38,33 +38,13 @@ fn checks_json(checks: &[Check]) -> Value {
     Value::Array(checks.iter().map(check_json).collect())
 }
 
-/// Runs a blocking read over the health tables and answers with its JSON.
-async fn read_health<T: Send + 'static>(
-    state: &AppState,
-    raw: Option<String>,
-    read: impl Fn(&weft_server::store::Tables, &QueryParams) -> T + Send,
-    render: impl Fn(&T) -> Value,
-) -> Result<Response, ApiError> {
-    let query = QueryParams::parse(raw.as_deref());
-    let options = ReadOptions::from_query(&query, &state.server)?;
-    options.barrier(&state.server).await?;
-    let result = state
-        .server
-        .store()
-        .blocking_read(HEALTH_TABLES, options.min_index, options.wait, |tables| {
-            (read(tables, &query), tables.max_index(HEALTH_TABLES))
-        })
-        .await;
-    Ok((meta_headers(&state.server, result.index), Json(render(&result.value))).into_response())
-}
-
 pub async fn service(
     State(state): State<AppState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::new(name);
-    let read = move |tables: &weft_server::store::Tables, query: &QueryParams| {
+    let read = move |tables: &Tables, query: &QueryParams| {
         let tags: Vec<&str> = query.all("tag").collect();
         let passing_only = query.flag("passing");
         tables
@@ -75,7 +55,7 @@ pub async fn service(
             .filter(|h| !passing_only || h.is_passing())
             .collect::<Vec<ServiceHealth>>()
     };
-    let render = |entries: &Vec<ServiceHealth>| {
+    let render = |entries: Vec<ServiceHealth>| {
         Value::Array(
             entries
                 .iter()
@@ -83,7 +63,7 @@ pub async fn service(
                 .collect(),
         )
     };
-    read_health(&state, raw, read, render).await
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, render).await
 }
 
 pub async fn service_checks(
@@ -92,10 +72,10 @@ pub async fn service_checks(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::new(name);
-    let read = move |tables: &weft_server::store::Tables, _: &QueryParams| {
+    let read = move |tables: &Tables, _: &QueryParams| {
         tables.catalog().checks().filter(|c| c.service_name == name).cloned().collect::<Vec<_>>()
     };
-    read_health(&state, raw, read, |checks| checks_json(checks)).await
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| checks_json(&checks)).await
 }
 
 pub async fn node(
@@ -104,8 +84,8 @@ pub async fn node(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = NodeName::new(name);
-    let read = move |tables: &weft_server::store::Tables, _: &QueryParams| tables.catalog().node_checks(&name);
-    read_health(&state, raw, read, |checks| checks_json(checks)).await
+    let read = move |tables: &Tables, _: &QueryParams| tables.catalog().node_checks(&name);
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| checks_json(&checks)).await
 }
 
 pub async fn in_state(
@@ -119,8 +99,8 @@ pub async fn in_state(
             ApiError::BadRequest(format!("Invalid check state {other:?}: use any, passing, warning or critical"))
         })?),
     };
-    let read = move |tables: &weft_server::store::Tables, _: &QueryParams| {
+    let read = move |tables: &Tables, _: &QueryParams| {
         tables.catalog().checks().filter(|c| wanted.is_none_or(|w| c.status == w)).cloned().collect::<Vec<_>>()
     };
-    read_health(&state, raw, read, |checks| checks_json(checks)).await
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| checks_json(&checks)).await
 }

@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod kv;
 mod query;
+mod read;
 mod snapshot;
 mod status;
 
