@@ -192,4 +192,14 @@ async fn a_new_server_catches_up_by_snapshot_and_removing_it_updates_every_peer_
     let (code, stdout, _) = weft(&["operator", "raft", "list-peers", "--http-addr", &cluster.specs[leader].http_addr]);
     assert_eq!(code, 0);
     assert!(stdout.contains("leader") && !stdout.contains("s4"), "{stdout}");
+
+    // s4 restarts with its old data, which still lists it as a voter: it
+    // notices the cluster removed it and joins again.
+    cluster.start_server(newcomer);
+    for i in 0..cluster.len() {
+        eventually("s4 to be a voter again", Duration::from_secs(30), || async {
+            (cluster.voters_seen_by(i).await? == all_four).then_some(())
+        })
+        .await;
+    }
 }

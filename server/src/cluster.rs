@@ -1,7 +1,9 @@
 //! Discovery, bootstrap and join: how a new server finds its cluster.
 //!
 //! Rules that keep exactly one cluster:
-//! - A server that already has Raft state never bootstraps again.
+//! - A server that already has Raft state never bootstraps again. If the
+//!   cluster's leader no longer lists it as a voter (it was removed while it
+//!   was down), it joins again instead of trusting its stale configuration.
 //! - If any reachable server already belongs to a cluster, join it.
 //! - Otherwise, once `bootstrap_expect` servers (this one included) know each
 //!   other, only the one with the lowest Raft ID initializes, with all of
@@ -44,13 +46,22 @@ enum Progress {
 
 async fn step(server: &Server, bootstrap_expect: Option<usize>, retry_join: &[String]) -> Result<Progress, String> {
     let raft = &server.inner.raft;
+    let peers = discover(server, retry_join).await;
     if raft.is_initialized().await.map_err(|e| e.to_string())? {
         let configuration = server.raft_configuration();
         if configuration.servers.iter().any(|s| s.id == server.id() && s.voter) {
-            return Ok(Progress::Member);
+            // Check our own view against a server that knows the leader.
+            return match peers.iter().find(|p| p.leader_id != 0) {
+                None if !peers.is_empty() => Ok(Progress::Waiting("waiting for the cluster to elect a leader".into())),
+                Some(peer) if !peer.voter_ids.contains(&server.inner.id) => {
+                    tracing::warn!(via = %peer.rpc_addr, "this server was removed from the cluster; joining again");
+                    join(server, peer).await?;
+                    Ok(Progress::Waiting("joined again; waiting to become a voter".into()))
+                }
+                _ => Ok(Progress::Member),
+            };
         }
     }
-    let peers = discover(server, retry_join).await;
     if let Some(member) = peers.iter().find(|p| p.initialized) {
         join(server, member).await?;
         tracing::info!(via = %member.rpc_addr, "joined the cluster");

@@ -45,6 +45,7 @@ impl Cluster for ClusterService {
             leader_id: metrics.current_leader.unwrap_or(0),
             leader_rpc_addr: leader.map(|l| l.rpc_addr).unwrap_or_default(),
             datacenter: server.inner.datacenter.to_string(),
+            voter_ids: metrics.membership_config.membership().voter_ids().collect(),
         }))
     }
 
