@@ -3,17 +3,21 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use weft_server::{Server, ServerConfig, StartError};
 
 use crate::config::AgentConfig;
+use crate::dns::CatalogDns;
 use crate::http::{self, AppState};
 
 /// The sockets an agent serves on, bound by the caller.
 pub struct Listeners {
     pub rpc: TcpListener,
     pub http: TcpListener,
+    /// DNS over UDP and TCP, on the same port.
+    pub dns_udp: UdpSocket,
+    pub dns_tcp: TcpListener,
 }
 
 /// Why an agent stopped with an error.
@@ -23,6 +27,8 @@ pub enum AgentError {
     Server(#[from] StartError),
     #[error("HTTP API failed: {0}")]
     Http(std::io::Error),
+    #[error("{0}")]
+    Dns(String),
 }
 
 /// A configured agent.
@@ -65,6 +71,8 @@ impl Agent {
         .await?;
         tracing::info!(http = %http_addr, rpc = %rpc_addr, node = %config.node_name, "agent ready");
         let store = server.store().clone();
+        let dns = CatalogDns::new(store.clone(), &config.domain, config.datacenter.clone()).map_err(AgentError::Dns)?;
+        let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
         let state = AppState { server, config: config.clone() };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
         shutdown.await;
@@ -72,6 +80,7 @@ impl Agent {
         // Wake blocking queries first, so the HTTP drain does not wait out their `?wait`.
         store.close();
         let _ = stop_tx.send(true);
+        let _ = dns.await;
         match http.await {
             Ok(result) => result.map_err(AgentError::Http),
             Err(join) => Err(AgentError::Http(std::io::Error::other(join))),

@@ -158,11 +158,14 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 fn print_dev_banner(config: &AgentConfig, temporary: bool) {
     let http = config.http_addr;
+    let dns = config.dns_addr;
+    let (dns_ip, dns_port, domain) = (dns.ip(), dns.port(), &config.domain);
     let data = if temporary { " (temporary: removed on exit)" } else { "" };
     eprintln!(
         "==> Weft dev agent: a single server and agent, state in {}{data}
 
     HTTP API: http://{http}   (Consul-compatible)
+    DNS: {dns}   (e.g. dig @{dns_ip} -p {dns_port} web.service.{domain})
     Server RPC: {}
     Datacenter: {}   Node: {}
 
@@ -192,7 +195,14 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
 }
 
 async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
-    let listeners = Listeners { rpc: bind("rpc", config.rpc_addr).await?, http: bind("http", config.http_addr).await? };
+    let listeners = Listeners {
+        rpc: bind("rpc", config.rpc_addr).await?,
+        http: bind("http", config.http_addr).await?,
+        dns_udp: tokio::net::UdpSocket::bind(config.dns_addr).await.with_context(|| {
+            format!("cannot listen for DNS (UDP) on {} (choose another with --dns-addr)", config.dns_addr)
+        })?,
+        dns_tcp: bind("dns", config.dns_addr).await?,
+    };
     Agent::new(config).run(listeners, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

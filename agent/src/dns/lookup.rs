@@ -1,0 +1,137 @@
+//! Consul's DNS names, answered from the catalog as this agent holds it:
+//!
+//! - `<service>.service[.<dc>].<domain>`: A/AAAA of each healthy instance
+//!   (the service address, else its node's); SRV with `<node>.node.<dc>.<domain>`
+//!   targets and their A/AAAA records as additionals.
+//! - `<tag>.<service>.service[.<dc>].<domain>`: the same, instances with the tag.
+//! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782): `_tcp` means any tag.
+//! - `<node>.node[.<dc>].<domain>`: the node's address.
+//!
+//! An instance is healthy unless one of its checks (node-level included) is
+//! critical or in maintenance, as in Consul's DNS (warning still answers).
+//! This module is pure: names and tables in, records out.
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{A, AAAA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use weft_api::catalog::HealthStatus;
+use weft_api::ids::{Datacenter, NodeName, ServiceName};
+use weft_server::store::{ServiceHealth, Tables};
+
+/// What to answer.
+#[derive(Debug, Default, PartialEq)]
+pub struct Answer {
+    pub records: Vec<Record>,
+    pub additionals: Vec<Record>,
+    /// The name does not exist in the domain (NXDOMAIN).
+    pub no_such_name: bool,
+}
+
+/// Answers `name` (lower-case, fully qualified) of type `record_type`.
+/// `None` when the name is outside `domain`: not ours to answer.
+pub fn answer(
+    tables: &Tables,
+    name: &Name,
+    record_type: RecordType,
+    domain: &Name,
+    datacenter: &Datacenter,
+) -> Option<Answer> {
+    if !domain.zone_of(name) {
+        return None;
+    }
+    let labels: Vec<String> = name.iter().map(|l| String::from_utf8_lossy(l).to_lowercase()).collect();
+    let mut labels = labels[..labels.len() - domain.num_labels() as usize].to_vec();
+    // An optional datacenter label sits just before the domain.
+    if labels.len() >= 2 && labels.last().map(String::as_str) == Some(datacenter.as_str()) {
+        labels.pop();
+    }
+    let lookup = Lookup { tables, name, record_type, domain, datacenter };
+    let answer = match labels.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [node, "node"] => lookup.node(node),
+        [service, tag, "service"] if service.starts_with('_') && tag.starts_with('_') => {
+            let tag = &tag[1..];
+            lookup.service(&service[1..], (tag != "tcp").then_some(tag), true)
+        }
+        [tag, service, "service"] => lookup.service(service, Some(tag), false),
+        [service, "service"] => lookup.service(service, None, false),
+        _ => None,
+    };
+    Some(answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() }))
+}
+
+struct Lookup<'a> {
+    tables: &'a Tables,
+    name: &'a Name,
+    record_type: RecordType,
+    domain: &'a Name,
+    datacenter: &'a Datacenter,
+}
+
+fn address_record(name: &Name, ip: IpAddr) -> Record {
+    let rdata = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(name.clone(), 0, rdata)
+}
+
+fn is_healthy(instance: &ServiceHealth) -> bool {
+    instance.checks.iter().all(|c| !matches!(c.status, HealthStatus::Critical | HealthStatus::Maintenance))
+}
+
+impl Lookup<'_> {
+    fn wants(&self, ip: &IpAddr) -> bool {
+        match self.record_type {
+            RecordType::A => ip.is_ipv4(),
+            RecordType::AAAA => ip.is_ipv6(),
+            RecordType::ANY => true,
+            _ => false,
+        }
+    }
+
+    fn node(&self, node: &str) -> Option<Answer> {
+        let node = self.tables.catalog().node(&NodeName::new(node))?;
+        let mut answer = Answer::default();
+        if let Ok(ip) = node.address.parse::<IpAddr>() {
+            if self.wants(&ip) {
+                answer.records.push(address_record(self.name, ip));
+            }
+        }
+        Some(answer)
+    }
+
+    fn node_target(&self, node: &NodeName) -> Option<Name> {
+        Name::from_ascii(format!("{node}.node.{}.{}", self.datacenter, self.domain)).ok()
+    }
+
+    fn service(&self, service: &str, tag: Option<&str>, rfc2782: bool) -> Option<Answer> {
+        let instances: Vec<ServiceHealth> = self.tables.catalog().service_health(&ServiceName::new(service));
+        if instances.is_empty() {
+            return None;
+        }
+        let mut answer = Answer::default();
+        let healthy = instances
+            .iter()
+            .filter(|i| tag.is_none_or(|t| i.service.tags.iter().any(|s| s.eq_ignore_ascii_case(t))))
+            .filter(|i| is_healthy(i));
+        for instance in healthy {
+            let address =
+                if instance.service.address.is_empty() { &instance.node.address } else { &instance.service.address };
+            let Ok(ip) = address.parse::<IpAddr>() else { continue };
+            if self.record_type == RecordType::SRV || rfc2782 {
+                if self.record_type != RecordType::SRV && self.record_type != RecordType::ANY {
+                    continue;
+                }
+                let Some(target) = self.node_target(&instance.node.name) else { continue };
+                let weight = instance.service.weights.passing.min(u16::MAX as u32) as u16;
+                let srv = SRV::new(1, weight, instance.service.port, target.clone());
+                answer.records.push(Record::from_rdata(self.name.clone(), 0, RData::SRV(srv)));
+                answer.additionals.push(address_record(&target, ip));
+            } else if self.wants(&ip) {
+                answer.records.push(address_record(self.name, ip));
+            }
+        }
+        Some(answer)
+    }
+}
