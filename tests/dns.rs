@@ -45,7 +45,8 @@ async fn register(cluster: &Cluster, registrations: &[serde_json::Value]) {
 
 fn web_fleet() -> Vec<serde_json::Value> {
     vec![
-        json!({"Node": "vm1", "Address": "10.0.0.1", "Service": {"Service": "web", "Tags": ["v1"], "Port": 8080}}),
+        json!({"Node": "vm1", "Address": "10.0.0.1", "NodeMeta": {"rack": "r1"},
+               "Service": {"Service": "web", "Tags": ["v1"], "Port": 8080}}),
         json!({"Node": "vm2", "Address": "10.0.0.2",
                "Service": {"Service": "web", "Tags": ["v2"], "Port": 8081, "Address": "10.9.9.2"}}),
         json!({"Node": "vm3", "Address": "10.0.0.3", "Service": {"Service": "web", "Tags": ["v1"], "Port": 8082},
@@ -79,7 +80,13 @@ async fn dig_finds_healthy_instances_by_consul_names() {
     assert!(additional.contains("vm2.node.dc1.weft.") && additional.contains("10.9.9.2"), "{srv}");
     assert!(dig(&dns, &["_web._v2.service.weft", "SRV", "+short"]).contains("8081 vm2.node.dc1.weft."));
 
-    assert!(dig(&dns, &["nope.service.weft"]).contains("status: NXDOMAIN"));
+    let missing = dig(&dns, &["nope.service.weft"]);
+    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
+    assert!(missing.contains("SOA") && missing.contains("ns.weft."), "negative answers carry the SOA: {missing}");
+
+    // Node meta as TXT, and reverse lookups of node addresses.
+    assert_eq!(dig(&dns, &["vm1.node.weft", "TXT", "+short"]).trim(), "\"rack=r1\"");
+    assert_eq!(dig(&dns, &["-x", "10.0.0.2", "+short"]).trim(), "vm2.node.dc1.weft.");
 
     // Garbage packets are dropped or refused, and the server keeps answering.
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -5,7 +5,11 @@
 //!   targets and their A/AAAA records as additionals.
 //! - `<tag>.<service>.service[.<dc>].<domain>`: the same, instances with the tag.
 //! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782): `_tcp` means any tag.
-//! - `<node>.node[.<dc>].<domain>`: the node's address.
+//! - `<node>.node[.<dc>].<domain>`: the node's address; TXT `key=value` per node meta.
+//! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that address.
+//!
+//! Negative answers (NXDOMAIN, or a name with no records of the type asked)
+//! carry the domain's SOA, so resolvers cache them properly.
 //!
 //! An instance is healthy unless one of its checks (node-level included) is
 //! critical or in maintenance, as in Consul's DNS (warning still answers).
@@ -13,7 +17,7 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::rr::rdata::{A, AAAA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft_api::catalog::HealthStatus;
 use weft_api::ids::{Datacenter, NodeName, ServiceName};
@@ -26,6 +30,8 @@ pub struct Answer {
     pub additionals: Vec<Record>,
     /// The name does not exist in the domain (NXDOMAIN).
     pub no_such_name: bool,
+    /// The domain's SOA, for the authority section of a negative answer.
+    pub soa: Option<Record>,
 }
 
 /// Answers `name` (lower-case, fully qualified) of type `record_type`.
@@ -37,6 +43,9 @@ pub fn answer(
     domain: &Name,
     datacenter: &Datacenter,
 ) -> Option<Answer> {
+    if matches!(record_type, RecordType::PTR | RecordType::ANY) && is_reverse(name) {
+        return reverse(tables, name, domain, datacenter);
+    }
     if !domain.zone_of(name) {
         return None;
     }
@@ -57,7 +66,43 @@ pub fn answer(
         [service, "service"] => lookup.service(service, None, false),
         _ => None,
     };
-    Some(answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() }))
+    let mut answer = answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() });
+    if answer.records.is_empty() {
+        answer.soa = Some(soa(domain));
+    }
+    Some(answer)
+}
+
+/// The SOA Weft answers with (Consul's shape; TTLs of 0: nothing is cached).
+fn soa(domain: &Name) -> Record {
+    let ns = Name::from_ascii("ns").ok().and_then(|n| n.append_domain(domain).ok()).unwrap_or_else(|| domain.clone());
+    let mail = Name::from_ascii("hostmaster")
+        .ok()
+        .and_then(|n| n.append_domain(domain).ok())
+        .unwrap_or_else(|| domain.clone());
+    Record::from_rdata(domain.clone(), 0, RData::SOA(SOA::new(ns, mail, 1, 3600, 600, 86400, 0)))
+}
+
+fn is_reverse(name: &Name) -> bool {
+    let text = name.to_ascii().to_ascii_lowercase();
+    text.ends_with(".in-addr.arpa.") || text.ends_with(".ip6.arpa.")
+}
+
+/// PTR for a node's address; `None` (not ours) for names that are not a full address.
+fn reverse(tables: &Tables, name: &Name, domain: &Name, datacenter: &Datacenter) -> Option<Answer> {
+    let network = name.parse_arpa_name().ok()?;
+    if network.prefix_len() != network.max_prefix_len() {
+        return None;
+    }
+    let ip = network.addr();
+    let mut answer = Answer::default();
+    for node in tables.catalog().nodes().filter(|n| n.address.parse::<IpAddr>().ok() == Some(ip)) {
+        if let Ok(target) = Name::from_ascii(format!("{}.node.{datacenter}.{domain}", node.name)) {
+            answer.records.push(Record::from_rdata(name.clone(), 0, RData::PTR(PTR(target))));
+        }
+    }
+    answer.no_such_name = answer.records.is_empty();
+    Some(answer)
 }
 
 struct Lookup<'a> {
@@ -96,6 +141,12 @@ impl Lookup<'_> {
         if let Ok(ip) = node.address.parse::<IpAddr>() {
             if self.wants(&ip) {
                 answer.records.push(address_record(self.name, ip));
+            }
+        }
+        if matches!(self.record_type, RecordType::TXT | RecordType::ANY) {
+            for (key, value) in &node.meta {
+                let txt = TXT::new(vec![format!("{key}={value}")]);
+                answer.records.push(Record::from_rdata(self.name.clone(), 0, RData::TXT(txt)));
             }
         }
         Some(answer)

@@ -68,7 +68,7 @@ impl RequestHandler for CatalogDns {
         let mut metadata = refuse(if found.no_such_name { ResponseCode::NXDomain } else { ResponseCode::NoError });
         // Authoritative, so forwarders (dnsmasq, unbound stub zones) accept it.
         metadata.authoritative = true;
-        let reply = builder.build(metadata, found.records.iter(), None, None, found.additionals.iter());
+        let reply = builder.build(metadata, found.records.iter(), None, found.soa.iter(), found.additionals.iter());
         send(&mut response, reply, &request.metadata).await
     }
 }
