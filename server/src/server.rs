@@ -312,27 +312,16 @@ impl Server {
     /// here too, so a read on this server right after sees it. Retries while
     /// there is no leader or it moves, for up to 10 s.
     pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
-        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            let attempt = match command {
+        let applied = retry_transient(WRITE_PATIENCE, "write", || async {
+            match command {
                 // A restore is large and rare: it travels on its own.
                 Command::Restore { .. } => self.write_once(&command).await,
                 _ => self.inner.batcher.submit(command.clone()).await,
-            };
-            match attempt {
-                Ok(applied) => {
-                    self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
-                    return Ok(applied);
-                }
-                Err(error) if error.is_transient() && tokio::time::Instant::now() + backoff < deadline => {
-                    tracing::debug!(%error, "write will be retried");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(error) => return Err(error),
             }
-        }
+        })
+        .await?;
+        self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
+        Ok(applied)
     }
 
     /// One attempt: local if this server leads, else forwarded to the leader.
@@ -375,16 +364,7 @@ impl Server {
     /// timeout, it waits through a leader election (up to 7 s) rather than
     /// failing at once; a read is always safe to retry.
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
-        let deadline = tokio::time::Instant::now() + READ_HOLD;
-        loop {
-            match self.read_barrier_once(consistency).await {
-                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(%error, "read barrier will be retried");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                result => return result,
-            }
-        }
+        retry_transient(READ_HOLD, "read barrier", || self.read_barrier_once(consistency)).await
     }
 
     async fn read_barrier_once(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
@@ -500,16 +480,7 @@ impl Server {
     /// Waits (up to 10 s) for a leader, and for a membership change already
     /// under way (such as a server joining) to finish.
     pub async fn remove_peer(&self, peer: &str) -> Result<(), ServerError> {
-        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
-        loop {
-            match self.remove_peer_once(peer).await {
-                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(%error, "peer removal will be retried");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                result => return result,
-            }
-        }
+        retry_transient(WRITE_PATIENCE, "peer removal", || self.remove_peer_once(peer)).await
     }
 
     async fn remove_peer_once(&self, peer: &str) -> Result<(), ServerError> {
@@ -534,6 +505,28 @@ impl Server {
         self.inner.raft.change_membership(change, false).await.map_err(client_write_error)?;
         tracing::info!(peer, id = target.id.0, "removed server from the Raft configuration");
         Ok(())
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `patience` runs out.
+/// Only transient errors ([`ServerError::is_transient`]: nothing was done,
+/// try again shortly) are retried, with backoff from 20 ms to 500 ms.
+async fn retry_transient<T, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> Result<T, ServerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServerError>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match attempt().await {
+            Err(error) if error.is_transient() && tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!(%error, what, "will retry");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            result => return result,
+        }
     }
 }
 
