@@ -108,3 +108,136 @@ async fn domain_consul_makes_weft_a_drop_in() {
     assert_eq!(lines(&dig(&dns, &["web.service.consul", "+short"])), vec!["10.0.0.1"]);
     assert!(dig(&dns, &["web.service.weft"]).contains("status: REFUSED"));
 }
+
+/// `dnsmasq` serves as the upstream for the recursor test; CI installs it (dnsmasq-base).
+fn dnsmasq_available() -> bool {
+    let found = Command::new("dnsmasq").arg("--version").output().is_ok();
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "dnsmasq is required in CI (apt-get install dnsmasq-base)");
+        eprintln!("skipping: `dnsmasq` is not installed (apt-get install dnsmasq-base)");
+    }
+    found
+}
+
+/// A local dnsmasq answering `*.example.test` with 192.0.2.7; killed on drop.
+struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    fn start(port: u16) -> Dnsmasq {
+        let child = Command::new("dnsmasq")
+            .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .args(["--address=/example.test/192.0.2.7", "--user=root", "--pid-file="])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_outside_the_domain_go_to_the_recursor() {
+    if !dig_available() || !dnsmasq_available() {
+        return;
+    }
+    let upstream_port = support::free_port();
+    let _dnsmasq = Dnsmasq::start(upstream_port);
+    let recursor = format!("127.0.0.1:{upstream_port}");
+    let cluster = Cluster::servers_with(1, &["--recursor", &recursor]).await;
+    register(&cluster, &web_fleet()[..1]).await;
+    let dns = cluster.specs[0].dns_addr.clone();
+    let forwarded =
+        support::eventually("dnsmasq to answer through weft", std::time::Duration::from_secs(10), || async {
+            let answer = dig(&dns, &["www.example.test", "+short"]);
+            (answer.trim() == "192.0.2.7").then_some(answer)
+        })
+        .await;
+    assert_eq!(forwarded.trim(), "192.0.2.7");
+    let full = dig(&dns, &["www.example.test"]);
+    assert!(full.contains(" ra") && !full.contains("flags: qr aa"), "recursive, not authoritative: {full}");
+    // Our own names are still ours.
+    assert_eq!(lines(&dig(&dns, &["web.service.weft", "+short"])), vec!["10.0.0.1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_answers_that_do_not_fit_set_tc_and_tcp_carries_them_all() {
+    if !dig_available() {
+        return;
+    }
+    let cluster = Cluster::servers(1).await;
+    let fleet: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            json!({"Node": format!("big-{i:03}"), "Address": format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                   "Service": {"Service": "big", "Port": 9000 + i}})
+        })
+        .collect();
+    register(&cluster, &fleet).await;
+    let dns = cluster.specs[0].dns_addr.clone();
+    let count = |text: &str, kind: &str| text.lines().filter(|l| l.contains(&format!("\tIN\t{kind}\t"))).count();
+
+    // No EDNS: 512 bytes, so 100 A records do not fit; TC tells the client to use TCP.
+    let plain = dig(&dns, &["+noedns", "+ignore", "big.service.weft", "A"]);
+    assert!(plain.contains(" tc"), "truncated over UDP without EDNS: {plain}");
+    // EDNS0 with a 4096-byte buffer: all 100 A records fit, no TC.
+    let edns = dig(&dns, &["+bufsize=4096", "+ignore", "big.service.weft", "A"]);
+    assert!(!edns.contains(" tc"), "{edns}");
+    assert_eq!(count(&edns, "A"), 100, "{edns}");
+    // SRV with 100 additionals does not fit even 4096 bytes; over TCP everything arrives.
+    let srv_udp = dig(&dns, &["+bufsize=4096", "+ignore", "big.service.weft", "SRV"]);
+    assert!(srv_udp.contains(" tc"), "{srv_udp}");
+    let srv_tcp = dig(&dns, &["+tcp", "big.service.weft", "SRV"]);
+    assert_eq!(count(&srv_tcp, "SRV"), 100, "{srv_tcp}");
+    // Answers are shuffled: over a few queries the first record changes.
+    let firsts: std::collections::BTreeSet<String> = (0..8)
+        .map(|_| dig(&dns, &["+tcp", "+short", "big.service.weft", "A"]).lines().next().unwrap_or_default().to_owned())
+        .collect();
+    assert!(firsts.len() > 1, "the same first answer 8 times: {firsts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_domain_ttls_and_only_passing_come_from_the_config() {
+    if !dig_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dns.hcl");
+    std::fs::write(
+        &config,
+        r#"
+        alt_domain = "consul"
+        dns_config {
+          node_ttl = "7s"
+          only_passing = true
+          service_ttl = {
+            "*" = "5s"
+            "db" = "30s"
+          }
+        }
+        "#,
+    )
+    .unwrap();
+    let cluster = Cluster::servers_with(1, &["--config-file", config.to_str().unwrap()]).await;
+    let warning = json!({"Node": "vm9", "Address": "10.0.0.9", "Service": {"Service": "web", "Port": 80},
+                         "Check": {"CheckID": "w", "Name": "w", "Status": "warning", "ServiceID": "web"}});
+    let db = json!({"Node": "vm8", "Address": "10.0.0.8", "Service": {"Service": "db", "Port": 5432}});
+    register(&cluster, &[web_fleet()[0].clone(), warning, db]).await;
+    let dns = cluster.specs[0].dns_addr.clone();
+    // only_passing leaves out the instance whose check warns.
+    assert_eq!(lines(&dig(&dns, &["web.service.weft", "+short"])), vec!["10.0.0.1"]);
+    assert_eq!(lines(&dig(&dns, &["web.service.consul", "+short"])), vec!["10.0.0.1"]);
+    let ttl = |name: &str| {
+        let answer = dig(&dns, &[name, "+noall", "+answer"]);
+        answer.split_whitespace().nth(1).and_then(|t| t.parse::<u32>().ok())
+    };
+    assert_eq!(ttl("web.service.weft"), Some(5));
+    assert_eq!(ttl("db.service.weft"), Some(30));
+    assert_eq!(ttl("vm1.node.consul"), Some(7));
+}

@@ -104,7 +104,8 @@ async fn a_blocking_query_wakes_on_its_key_and_not_on_other_writes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     client.put("/v1/catalog/register", r#"{"Node": "n2", "Address": "10.0.0.10"}"#).await.unwrap();
     let nodes = body(&waiter.await.unwrap());
-    assert_eq!(nodes.as_array().unwrap().len(), 2);
+    let names: Vec<&str> = nodes.as_array().unwrap().iter().filter_map(|n| n["Node"].as_str()).collect();
+    assert_eq!(names, ["n1", "n2", "s1"], "the nodes registered here, and the server's own");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +140,8 @@ async fn the_catalog_registers_lists_and_deregisters() {
     assert_eq!(body(&client.get("/v1/catalog/services").await.unwrap()), json!({"web": ["v2"]}));
     client.put("/v1/catalog/deregister", r#"{"Node": "vm2"}"#).await.unwrap();
     let nodes = body(&client.get("/v1/catalog/nodes").await.unwrap());
-    assert_eq!(nodes.as_array().unwrap().iter().map(|n| n["Node"].clone()).collect::<Vec<_>>(), vec![json!("vm1")]);
+    let names: Vec<Value> = nodes.as_array().unwrap().iter().map(|n| n["Node"].clone()).collect();
+    assert_eq!(names, vec![json!("s1"), json!("vm1")], "vm1, and the server's own node");
 }
 
 /// Method, path, body, the status expected, and what the message must mention.
@@ -272,7 +274,8 @@ async fn health_endpoints_show_instances_with_their_checks() {
     let critical = body(&client.get("/v1/health/state/critical").await.unwrap());
     assert_eq!(critical.as_array().unwrap().len(), 1);
     assert_eq!(critical[0]["Output"], "HTTP 503");
-    assert_eq!(body(&client.get("/v1/health/state/any").await.unwrap()).as_array().unwrap().len(), 3);
+    // The two checks registered here, vm1's node check, and the server's own liveness check.
+    assert_eq!(body(&client.get("/v1/health/state/any").await.unwrap()).as_array().unwrap().len(), 4);
     assert_eq!(body(&client.get("/v1/health/node/vm1").await.unwrap()).as_array().unwrap().len(), 2);
     assert_eq!(body(&client.get("/v1/health/checks/web").await.unwrap()).as_array().unwrap().len(), 2);
     assert_eq!(client.get("/v1/health/state/sideways").await.unwrap().status, 400);

@@ -1,19 +1,34 @@
 //! Starting and stopping an agent: the caller binds the listeners (so tests
-//! can use port 0), [`Agent::run`] serves until the shutdown signal.
+//! can use port 0), [`Agent::run`] serves until the shutdown signal or a
+//! `leave`.
+//!
+//! What runs: the embedded server (`--server`) or the link to the servers
+//! (client agent); the HTTP API and DNS over this agent's view of the state;
+//! the agent's own services and checks with anti-entropy; and a heartbeat
+//! that keeps this node alive in the catalog.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use weft_api::catalog::{Deregistration, Node};
+use weft_api::command::Command;
+use weft_server::liveness::HEARTBEAT_INTERVAL;
+use weft_server::remote::{RemoteCluster, RemoteConfig};
 use weft_server::{Server, ServerConfig, StartError};
 
+use crate::backend::Backend;
 use crate::config::AgentConfig;
 use crate::dns::CatalogDns;
 use crate::http::{self, AppState};
+use crate::local::{sync, LocalState};
 
 /// The sockets an agent serves on, bound by the caller.
 pub struct Listeners {
-    pub rpc: TcpListener,
+    /// Server RPC (Raft and cluster gRPC); servers only.
+    pub rpc: Option<TcpListener>,
     pub http: TcpListener,
     /// DNS over UDP and TCP, on the same port.
     pub dns_udp: UdpSocket,
@@ -29,54 +44,117 @@ pub enum AgentError {
     Http(std::io::Error),
     #[error("{0}")]
     Dns(String),
+    #[error("a server needs an RPC listener")]
+    NoRpcListener,
 }
+
+/// Node meta key telling servers from client agents (`weft members`).
+pub const ROLE_META_KEY: &str = "weft-role";
+
+/// How long a leaving client agent waits to deregister its node.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A configured agent.
 pub struct Agent {
     config: Arc<AgentConfig>,
+    reload: Arc<Notify>,
 }
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Self {
-        Self { config: Arc::new(config) }
+        Self { config: Arc::new(config), reload: Arc::new(Notify::new()) }
     }
 
-    /// Runs the agent until `shutdown` resolves, then drains and returns.
+    /// Notify it to re-read the config files' services and checks (SIGHUP).
+    pub fn reload_trigger(&self) -> Arc<Notify> {
+        self.reload.clone()
+    }
+
+    /// Runs the agent until `shutdown` resolves or the API asks it to leave,
+    /// then drains and returns. A client agent deregisters its node on the
+    /// way out (Consul's `leave_on_terminate` for clients).
     pub async fn run(
         self,
         listeners: Listeners,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), AgentError> {
         let config = self.config;
-        let rpc_addr = listeners.rpc.local_addr().map_err(AgentError::Http)?;
         let http_addr = listeners.http.local_addr().map_err(AgentError::Http)?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tasks_tx, stop_tasks_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let server = Server::start(
-            ServerConfig {
-                node_name: config.node_name.clone(),
+        let (backend, node_id) = if config.server {
+            let rpc = listeners.rpc.ok_or(AgentError::NoRpcListener)?;
+            let rpc_addr = rpc.local_addr().map_err(AgentError::Http)?;
+            let server = Server::start(
+                ServerConfig {
+                    node_name: config.node_name.clone(),
+                    datacenter: config.datacenter.clone(),
+                    data_dir: config.data_dir.clone(),
+                    rpc_addr: rpc_addr.to_string(),
+                    http_addr: http_addr.to_string(),
+                    bootstrap_expect: config.bootstrap_expect,
+                    retry_join: config.retry_join.clone(),
+                    raft: config.raft.clone(),
+                    liveness_timeout: config.liveness_timeout,
+                },
+                rpc,
+                stopped(stop_rx.clone()),
+            )
+            .await?;
+            let id = server.id().0;
+            (Backend::Server(server), id)
+        } else {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+            let id = weft_server::load_or_create_server_id(&config.data_dir)?;
+            let remote = RemoteCluster::start(RemoteConfig {
                 datacenter: config.datacenter.clone(),
-                data_dir: config.data_dir.clone(),
-                rpc_addr: rpc_addr.to_string(),
-                http_addr: http_addr.to_string(),
-                bootstrap_expect: config.bootstrap_expect,
-                retry_join: config.retry_join.clone(),
-                raft: config.raft.clone(),
-            },
-            listeners.rpc,
-            stopped(stop_rx.clone()),
-        )
-        .await?;
-        tracing::info!(http = %http_addr, rpc = %rpc_addr, node = %config.node_name, "agent ready");
-        let store = server.store().clone();
-        let dns = CatalogDns::new(store.clone(), &config.domain, config.datacenter.clone()).map_err(AgentError::Dns)?;
+                servers: config.retry_join.clone(),
+            });
+            (Backend::Client(remote), id)
+        };
+        let node = this_node(&config, node_id);
+        tracing::info!(http = %http_addr, node = %config.node_name, server = config.server, "agent ready");
+
+        let local = LocalState::open(config.node_name.clone(), &config.data_dir, config.enable_script_checks);
+        local.apply_config(config.services.clone(), config.checks.clone());
+        let leave = Arc::new(Notify::new());
+        let store = backend.store().clone();
+        let dns = CatalogDns::new(store.clone(), &config.domain, &config.dns, config.datacenter.clone())
+            .map_err(AgentError::Dns)?;
         let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
-        let state = AppState { server, config: config.clone() };
+        let state = AppState {
+            backend: backend.clone(),
+            config: config.clone(),
+            local: local.clone(),
+            node: node.clone(),
+            leave: leave.clone(),
+        };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
-        shutdown.await;
+        let sync = tokio::spawn(sync::run(
+            local.clone(),
+            backend.clone(),
+            node.clone(),
+            config.anti_entropy_interval,
+            stopped(stop_tasks_rx.clone()),
+        ));
+        let heartbeat = tokio::spawn(send_heartbeats(backend.clone(), node.clone(), stopped(stop_tasks_rx.clone())));
+        let reload =
+            tokio::spawn(reload_on_signal(self.reload.clone(), local.clone(), config.clone(), stopped(stop_tasks_rx)));
+
+        let left = tokio::select! {
+            _ = shutdown => false,
+            _ = leave.notified() => true,
+        };
         tracing::info!("shutting down");
+        let _ = stop_tasks_tx.send(true);
+        let _ = tokio::join!(sync, heartbeat, reload);
+        if left || !config.server {
+            leave_catalog(&backend, &node).await;
+        }
         // Wake blocking queries first, so the HTTP drain does not wait out their `?wait`.
         store.close();
         let _ = stop_tx.send(true);
@@ -85,5 +163,82 @@ impl Agent {
             Ok(result) => result.map_err(AgentError::Http),
             Err(join) => Err(AgentError::Http(std::io::Error::other(join))),
         }
+    }
+}
+
+/// This node's catalog record.
+fn this_node(config: &AgentConfig, node_id: u64) -> Node {
+    let address = config.advertise_ip.to_string();
+    let mut meta = config.node_meta.clone();
+    meta.insert(ROLE_META_KEY.to_owned(), if config.server { "server" } else { "client" }.to_owned());
+    Node {
+        name: config.node_name.clone(),
+        id: node_uuid(node_id),
+        address: address.clone(),
+        datacenter: config.datacenter.clone(),
+        tagged_addresses: BTreeMap::from([("lan".to_owned(), address.clone()), ("wan".to_owned(), address)]),
+        meta,
+        indexes: Default::default(),
+    }
+}
+
+/// The agent's numeric ID in the UUID form Consul uses for `NodeID`.
+pub fn node_uuid(id: u64) -> String {
+    format!("00000000-0000-4000-{:04x}-{:012x}", id >> 48, id & 0xffff_ffff_ffff)
+}
+
+/// Tells the leader this node is alive, every [`HEARTBEAT_INTERVAL`].
+async fn send_heartbeats(backend: Backend, node: Node, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        match backend.heartbeat(&node).await {
+            Ok(()) if failing => {
+                tracing::info!("heartbeats reach the leader again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::warn!(%error, "heartbeat did not reach the leader; retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Re-reads the config files' services and checks each time `trigger` fires.
+async fn reload_on_signal(
+    trigger: Arc<Notify>,
+    local: Arc<LocalState>,
+    config: Arc<AgentConfig>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = trigger.notified() => {}
+        }
+        if let Err(error) = local.reload(&config) {
+            tracing::error!(%error, "reload failed; keeping the running configuration");
+        }
+    }
+}
+
+/// Deregisters this node (a graceful leave): its services leave DNS and
+/// health answers at once rather than after the liveness timeout.
+async fn leave_catalog(backend: &Backend, node: &Node) {
+    let command = Command::Deregister(Deregistration { node: node.name.clone(), service_id: None, check_id: None });
+    match tokio::time::timeout(LEAVE_PATIENCE, backend.write(command)).await {
+        Ok(Ok(_)) => tracing::info!(node = %node.name, "left the cluster: node deregistered"),
+        Ok(Err(error)) => tracing::warn!(%error, "could not deregister this node on leave"),
+        Err(_) => tracing::warn!("could not deregister this node on leave: no answer in time"),
     }
 }

@@ -2,15 +2,22 @@
 //! `--server`, carries a replicated server inside it).
 //!
 //! # Layout
+//! - [`backend`]: the embedded server or, for a client agent, the link to the servers.
+//! - [`decode`]: Consul's lenient JSON decoding (any case, snake_case aliases).
 //! - [`config`]: Consul-shaped HCL/JSON files and flags, validated once.
+//! - [`local`]: this agent's own services and checks, their runners, and
+//!   anti-entropy to the catalog.
 //! - [`http`]: the Consul-compatible HTTP API, behind one authorization point.
 //! - [`dns`]: Consul's DNS names, answered from the local state store.
 //! - [`Agent`] (in `agent.rs`): wires a config to listeners and runs until shutdown.
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod backend;
 pub mod config;
+pub mod decode;
 pub mod dns;
 pub mod http;
+pub mod local;
 
-pub use agent::{Agent, AgentError, Listeners};
+pub use agent::{node_uuid, Agent, AgentError, Listeners, ROLE_META_KEY};

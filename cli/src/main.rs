@@ -38,6 +38,15 @@ enum Command {
     /// Save or restore the whole replicated state.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
+    /// List the agents in the cluster: address, status, server or client.
+    Members(commands::members::MembersArgs),
+    /// Make the local agent leave the cluster gracefully and stop.
+    Leave(commands::members::AgentControlArgs),
+    /// Make the local agent re-read its config files' services and checks.
+    Reload(commands::members::AgentControlArgs),
+    /// Register or deregister services with the local agent.
+    #[command(subcommand)]
+    Services(commands::services::ServicesCommand),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +66,10 @@ fn main() -> ExitCode {
             Command::Catalog(command) => command.run().await,
             Command::Operator(command) => command.run().await,
             Command::Snapshot(command) => command.run().await,
+            Command::Members(args) => args.run().await,
+            Command::Leave(args) => args.leave().await,
+            Command::Reload(args) => args.reload().await,
+            Command::Services(command) => command.run().await,
         }
     });
     match result {

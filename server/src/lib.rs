@@ -10,6 +10,10 @@
 //!   cluster management: discovery, join, forwarded writes, read index).
 //! - `cluster`: discovery, bootstrap (exactly once) and join.
 //! - `batch`: concurrent writes share one log entry on their way to the leader.
+//! - [`liveness`]: agents' heartbeats and the `serfHealth` check the leader
+//!   keeps from them.
+//! - [`remote`]: a client agent's link to the servers: a streamed copy of
+//!   the state, and writes, read barriers and heartbeats sent to them.
 //! - [`Server`]: the handle the agent uses to write, read and manage peers.
 //!
 //! **Architecture Invariant:** `Tables::apply` reads no clock, draws no random
@@ -20,15 +24,18 @@
 mod batch;
 mod cluster;
 mod error;
+pub mod liveness;
 // openraft's storage traits fix `StorageError` (large) as the error type; boxing it
 // in our helpers would only add conversions at every trait boundary.
 #[allow(clippy::result_large_err)]
 pub mod raft;
+pub mod remote;
 mod rpc;
 mod server;
 pub mod store;
 
 pub use error::{ServerError, StartError};
 pub use server::{
-    Applied, PeerStatus, RaftConfiguration, RaftStats, RaftTuning, ReadConsistency, Server, ServerConfig,
+    load_or_create_server_id, Applied, PeerStatus, RaftConfiguration, RaftStats, RaftTuning, ReadConsistency, Server,
+    ServerConfig,
 };

@@ -2,27 +2,29 @@
 //! agent calls to write (forwarded to the leader), to read at a chosen
 //! consistency, and to inspect or change the Raft membership.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use weft_api::catalog::Node;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId};
 use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::cluster_server::ClusterServer;
-use weft_api::proto::cluster::{ApplyRequest, ReadIndexRequest, RemovePeerRequest};
+use weft_api::proto::cluster::{ApplyRequest, HeartbeatRequest, ReadIndexRequest, RemovePeerRequest};
 use weft_api::proto::raft::raft_server::RaftServer;
 
 use crate::batch::WriteBatcher;
 use crate::error::{ServerError, StartError};
+use crate::liveness::{self, Liveness};
 use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateMachine};
-use crate::rpc::{channel_to, ClusterService, LastContact, RaftService};
+use crate::rpc::{Channels, ClusterService, LastContact, RaftService};
 use crate::store::StateStore;
 
 /// Raft timing and compaction settings.
@@ -68,6 +70,9 @@ pub struct ServerConfig {
     /// RPC addresses of other servers to discover and join.
     pub retry_join: Vec<String>,
     pub raft: RaftTuning,
+    /// How long an agent may go without a heartbeat before its node's
+    /// `serfHealth` check turns critical (acted on by the leader).
+    pub liveness_timeout: Duration,
 }
 
 /// How fresh a read must be.
@@ -126,13 +131,15 @@ pub struct RaftConfiguration {
 }
 
 /// How long a write keeps trying to reach a leader before giving up.
-const WRITE_PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 /// How long one proposal may wait for a quorum before its outcome is unknown.
-const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
+pub(crate) const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
 /// How long a read waits for a leader during an election.
-const READ_HOLD: Duration = Duration::from_secs(7);
+pub(crate) const READ_HOLD: Duration = Duration::from_secs(7);
+/// How long a heartbeat keeps trying to reach the leader.
+pub(crate) const HEARTBEAT_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a read waits for this server to catch up with the leader.
-const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
+pub(crate) const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A running server. Cheap to clone.
 #[derive(Clone)]
@@ -148,7 +155,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<StateStore>,
     pub(crate) last_contact: LastContact,
     log_store: LogStore,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
     /// The term in which this server, as leader, last caught up with its
     /// whole log (see `wait_leader_caught_up`); 0 if never.
     caught_up_term: AtomicU64,
@@ -156,6 +163,7 @@ pub(crate) struct Inner {
     /// How recently a quorum must have acknowledged the leader for it to
     /// serve default reads without asking again (the election timeout).
     lease: Duration,
+    pub(crate) liveness: Liveness,
 }
 
 impl Server {
@@ -204,10 +212,11 @@ impl Server {
                 store,
                 last_contact: LastContact::default(),
                 log_store,
-                channels: Mutex::new(HashMap::new()),
+                channels: Channels::default(),
                 caught_up_term: AtomicU64::new(0),
                 batcher: WriteBatcher::start(inner.clone()),
                 lease: config.raft.election_timeout_min,
+                liveness: Liveness::new(config.liveness_timeout),
             }),
         };
 
@@ -235,6 +244,7 @@ impl Server {
                 tracing::error!(%error, "server RPC listener stopped");
             }
         });
+        tokio::spawn(crate::liveness::watch_heartbeats(server.clone()));
         tokio::spawn(crate::cluster::join_or_bootstrap(server.clone(), config.bootstrap_expect, config.retry_join));
         tracing::info!(server_id = id, name = %server.inner.node.name, rpc = %server.inner.node.rpc_addr, "server started");
         Ok(server)
@@ -296,16 +306,7 @@ impl Server {
     }
 
     pub(crate) fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<Channel>, ServerError> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let channel = match channels.get(rpc_addr) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = channel_to(rpc_addr).map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
-                channels.insert(rpc_addr.to_owned(), channel.clone());
-                channel
-            }
-        };
-        Ok(ClusterClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+        self.inner.channels.cluster_client(rpc_addr)
     }
 
     /// Commits `command` through the leader and waits until it is applied
@@ -493,6 +494,23 @@ impl Server {
         Ok(())
     }
 
+    /// Reports that `node`'s agent is alive (see [`crate::liveness`]), to the
+    /// leader wherever it is.
+    pub async fn heartbeat(&self, node: &Node) -> Result<(), ServerError> {
+        retry_transient(HEARTBEAT_PATIENCE, "heartbeat", || async {
+            if self.is_leader() {
+                return liveness::heartbeat(self, node.clone()).await;
+            }
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            let mut client = self.cluster_client(&leader.rpc_addr)?;
+            let mut request = tonic::Request::new(HeartbeatRequest { node: raft::encode(node) });
+            request.set_timeout(HEARTBEAT_PATIENCE);
+            client.heartbeat(request).await.map_err(status_to_error)?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(crate) async fn remove_peer_locally(&self, peer: &str) -> Result<(), ServerError> {
         let configuration = self.raft_configuration();
         let target = configuration
@@ -511,7 +529,7 @@ impl Server {
 /// Runs `attempt` until it succeeds, fails for good, or `patience` runs out.
 /// Only transient errors ([`ServerError::is_transient`]: nothing was done,
 /// try again shortly) are retried, with backoff from 20 ms to 500 ms.
-async fn retry_transient<T, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> Result<T, ServerError>
+pub(crate) async fn retry_transient<T, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> Result<T, ServerError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ServerError>>,
@@ -547,7 +565,7 @@ pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Ser
 /// or the connection was never made. Anything else (a reset mid-request, a
 /// time-out, a leader that failed after proposing) leaves the outcome
 /// unknown, and retrying could apply the write twice.
-fn forwarded_write_error(status: tonic::Status) -> ServerError {
+pub(crate) fn forwarded_write_error(status: tonic::Status) -> ServerError {
     match status.code() {
         tonic::Code::FailedPrecondition => ServerError::NoLeader,
         tonic::Code::Unavailable if status.message().contains("connect") => {
@@ -582,8 +600,9 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
     }
 }
 
-/// This server's Raft ID: random, made on first start, kept in `node-id`.
-fn load_or_create_server_id(data_dir: &Path) -> Result<u64, StartError> {
+/// This agent's ID (a server's Raft ID): random, made on first start, kept
+/// in `data_dir/node-id`.
+pub fn load_or_create_server_id(data_dir: &Path) -> Result<u64, StartError> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(content) => content.trim().parse().map_err(|_| StartError::CorruptNodeId { path: path.clone(), content }),

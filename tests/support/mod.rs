@@ -67,8 +67,9 @@ fn cluster_lock() -> &'static tokio::sync::Mutex<()> {
     LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
 }
 
-/// One server's identity and addresses; survives restarts.
-pub struct ServerSpec {
+/// One agent's identity and addresses (a server or a client agent); survives restarts.
+pub struct AgentSpec {
+    pub server: bool,
     pub name: String,
     pub rpc_addr: String,
     pub http_addr: String,
@@ -78,9 +79,10 @@ pub struct ServerSpec {
     pub extra_args: Vec<String>,
 }
 
-/// A set of `weft agent --server` processes on loopback.
+/// A set of `weft agent --server` processes on loopback, and client agents
+/// joined to them.
 pub struct Cluster {
-    pub specs: Vec<ServerSpec>,
+    pub specs: Vec<AgentSpec>,
     children: Vec<Option<Child>>,
     bootstrap_expect: usize,
     dir: tempfile::TempDir,
@@ -106,13 +108,36 @@ impl Cluster {
             cluster.start_server(i);
         }
         cluster.wait_for_leader().await;
+        cluster.wait_alive(&cluster.specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()).await;
         cluster
     }
 
+    /// Waits until server 0 sees every node in `names` registered and alive
+    /// (its `serfHealth` check passing), so tests start from a settled catalog.
+    pub async fn wait_alive(&self, names: &[String]) {
+        eventually("agents registered and alive", Duration::from_secs(30), || async {
+            let response = self.client(0).get("/v1/health/state/passing?stale").await.ok()?;
+            let checks: Value = serde_json::from_slice(&response.body).ok()?;
+            let alive: Vec<&str> = checks
+                .as_array()?
+                .iter()
+                .filter(|c| c["CheckID"] == "serfHealth")
+                .filter_map(|c| c["Node"].as_str())
+                .collect();
+            names.iter().all(|n| alive.contains(&n.as_str())).then_some(())
+        })
+        .await
+    }
+
     fn add_spec(&mut self, extra_args: &[&str]) -> usize {
+        let name = format!("s{}", self.specs.iter().filter(|s| s.server).count() + 1);
+        self.add_named_spec(true, name, extra_args)
+    }
+
+    fn add_named_spec(&mut self, server: bool, name: String, extra_args: &[&str]) -> usize {
         let i = self.specs.len();
-        let name = format!("s{}", i + 1);
-        self.specs.push(ServerSpec {
+        self.specs.push(AgentSpec {
+            server,
             rpc_addr: format!("127.0.0.1:{}", free_port()),
             http_addr: format!("127.0.0.1:{}", free_port()),
             dns_addr: format!("127.0.0.1:{}", free_port()),
@@ -125,24 +150,25 @@ impl Cluster {
         i
     }
 
-    /// Starts (or restarts) server `i` with its original flags.
+    /// Starts (or restarts) agent `i` (server or client) with its original flags.
     pub fn start_server(&mut self, i: usize) {
-        assert!(self.children[i].is_none(), "server {i} is already running");
+        assert!(self.children[i].is_none(), "agent {i} is already running");
         let spec = &self.specs[i];
         let mut command = Command::new(weft_bin());
-        command.args(["agent", "--server", "--node", &spec.name]).arg("--data-dir").arg(&spec.data_dir).args([
-            "--rpc-addr",
-            &spec.rpc_addr,
+        command.args(["agent", "--node", &spec.name]).arg("--data-dir").arg(&spec.data_dir).args([
             "--http-addr",
             &spec.http_addr,
             "--dns-addr",
             &spec.dns_addr,
         ]);
-        if i < self.bootstrap_expect {
+        if spec.server {
+            command.args(["--server", "--rpc-addr", &spec.rpc_addr]);
+        }
+        if spec.server && i < self.bootstrap_expect {
             command.args(["--bootstrap-expect", &self.bootstrap_expect.to_string()]);
         }
         for (j, other) in self.specs.iter().enumerate() {
-            if j != i {
+            if j != i && other.server {
                 command.args(["--retry-join", &other.rpc_addr]);
             }
         }
@@ -155,6 +181,22 @@ impl Cluster {
             .spawn()
             .expect("spawn weft");
         self.children[i] = Some(child);
+    }
+
+    /// Starts a client agent named `name` joined to the servers; returns its index.
+    pub fn add_client(&mut self, name: &str, extra_args: &[&str]) -> usize {
+        let i = self.add_named_spec(false, name.to_owned(), extra_args);
+        self.start_server(i);
+        i
+    }
+
+    /// Waits until agent `i` answers its HTTP API.
+    pub async fn wait_ready(&self, i: usize) {
+        eventually(&format!("{} to answer HTTP", self.specs[i].name), Duration::from_secs(30), || async {
+            let response = self.client(i).with_timeout(Duration::from_secs(2)).get("/v1/agent/self").await.ok()?;
+            (response.status == 200).then_some(())
+        })
+        .await
     }
 
     /// Adds a server that joins the running cluster (no bootstrap), with extra flags.
@@ -212,7 +254,7 @@ impl Cluster {
     pub async fn wait_for_leader(&self) -> usize {
         eventually("all running servers to agree on a leader", Duration::from_secs(30), || async {
             let mut seen = None;
-            for i in (0..self.len()).filter(|i| self.is_running(*i)) {
+            for i in (0..self.len()).filter(|i| self.is_running(*i) && self.specs[*i].server) {
                 let leader = self.leader_seen_by(i).await?;
                 if seen.get_or_insert(leader.clone()) != &leader {
                     return None;
@@ -227,7 +269,9 @@ impl Cluster {
     /// A running server that is not the leader.
     pub async fn follower(&self) -> usize {
         let leader = self.wait_for_leader().await;
-        (0..self.len()).find(|i| *i != leader && self.is_running(*i)).expect("a running follower")
+        (0..self.len())
+            .find(|i| *i != leader && self.is_running(*i) && self.specs[*i].server)
+            .expect("a running follower")
     }
 
     /// Server `i`'s `Stats.raft` figure (`/v1/agent/self`), as a number.

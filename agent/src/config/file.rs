@@ -1,9 +1,11 @@
 //! One configuration file in Consul's shape, HCL or JSON, every setting
 //! optional so files and flags can be layered.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::ConfigProblem;
 
@@ -30,11 +32,52 @@ pub struct ConfigFile {
     pub http_addr: Option<String>,
     pub dns_addr: Option<String>,
     pub domain: Option<String>,
+    /// A second domain answered like `domain` (Consul's `alt_domain`).
+    pub alt_domain: Option<String>,
+    /// Upstream DNS servers for names outside the domain (`IP` or `IP:port`).
+    #[serde(default)]
+    pub recursors: Vec<String>,
+    pub dns_config: Option<DnsConfigFile>,
     pub raft_snapshot_threshold: Option<u64>,
     pub raft_trailing_logs: Option<u64>,
     pub log_level: Option<String>,
+    /// The IP other hosts reach this node at (registered as the node's address).
+    pub advertise_addr: Option<String>,
+    pub node_meta: Option<BTreeMap<String, String>>,
+    /// Allow checks that run programs (`args`); off by default.
+    pub enable_script_checks: Option<bool>,
+    /// `service { ... }` blocks (one or several) and a `services = [...]` list,
+    /// decoded into service definitions when validated.
+    pub service: Option<Value>,
+    #[serde(default)]
+    pub services: Vec<Value>,
+    /// Node-level checks: `check { ... }` blocks and a `checks = [...]` list.
+    pub check: Option<Value>,
+    #[serde(default)]
+    pub checks: Vec<Value>,
+    /// Weft: how long an agent may miss heartbeats before its node turns
+    /// critical (acted on by the leader; default 10s).
+    pub liveness_timeout: Option<String>,
+    /// Weft: how often anti-entropy compares this node's registrations with
+    /// the catalog even when nothing changed locally (default 5s; the
+    /// comparison is local, only differences are written).
+    pub anti_entropy_interval: Option<String>,
     #[serde(skip)]
     pub dev_mode: Option<bool>,
+}
+
+/// Consul's `dns_config { ... }`: the settings Weft honours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfigFile {
+    /// TTL of node lookups (default 0: not cached).
+    pub node_ttl: Option<String>,
+    /// TTL of service lookups by service name; `"*"` is the default.
+    pub service_ttl: Option<std::collections::BTreeMap<String, String>>,
+    /// Answer only instances whose checks all pass (warning excluded).
+    pub only_passing: Option<bool>,
+    /// How long to wait for a recursor (default 2s).
+    pub recursor_timeout: Option<String>,
 }
 
 /// Consul's `addresses { http = "..." dns = "..." }`.
@@ -91,12 +134,44 @@ impl ConfigFile {
             http_addr,
             dns_addr,
             domain,
+            alt_domain,
+            dns_config,
             raft_snapshot_threshold,
             raft_trailing_logs,
             log_level,
+            advertise_addr,
+            node_meta,
+            enable_script_checks,
+            liveness_timeout,
+            anti_entropy_interval,
             dev_mode
         );
         self.retry_join.extend(later.retry_join);
+        self.recursors.extend(later.recursors);
+        // Definitions from every file add up.
+        self.services.extend(blocks(later.service));
+        self.services.extend(later.services);
+        self.checks.extend(blocks(later.check));
+        self.checks.extend(later.checks);
+    }
+
+    /// Every service definition from this file, in order.
+    pub fn service_definitions(&self) -> Vec<Value> {
+        blocks(self.service.clone()).into_iter().chain(self.services.iter().cloned()).collect()
+    }
+
+    /// Every node-level check definition from this file, in order.
+    pub fn check_definitions(&self) -> Vec<Value> {
+        blocks(self.check.clone()).into_iter().chain(self.checks.iter().cloned()).collect()
+    }
+}
+
+/// One `name { ... }` block is an object; repeated blocks arrive as a list.
+fn blocks(value: Option<Value>) -> Vec<Value> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(one) => vec![one],
     }
 }
 
@@ -132,5 +207,32 @@ mod tests {
         merged.merge(ConfigFile::parse(r#"{"node_name": "b", "retry_join": ["y"]}"#, true).unwrap());
         assert_eq!(merged.node_name.as_deref(), Some("b"));
         assert_eq!(merged.retry_join, vec!["x", "y"]);
+    }
+}
+
+#[cfg(test)]
+mod service_block_tests {
+    use super::*;
+
+    #[test]
+    fn one_or_several_service_blocks() {
+        let one = ConfigFile::parse("service {\n name = \"web\"\n port = 8080\n}", false).unwrap();
+        assert_eq!(one.service_definitions().len(), 1);
+        let two = ConfigFile::parse(
+            r#"
+            service {
+              name = "web"
+              check {
+                http = "http://127.0.0.1:8080/health"
+                interval = "5s"
+              }
+            }
+            service { name = "api" }
+            "#,
+            false,
+        )
+        .unwrap();
+        let names: Vec<_> = two.service_definitions().iter().map(|s| s["name"].clone()).collect();
+        assert_eq!(names, ["web", "api"]);
     }
 }

@@ -7,14 +7,18 @@
 
 mod file;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_api::ids::{Datacenter, NodeName};
 use weft_server::RaftTuning;
 
-pub use file::ConfigFile;
+use crate::decode::decode_value;
+use crate::local::definition::{CheckDefinition, ServiceDefinition};
+
+pub use file::{ConfigFile, DnsConfigFile};
 
 /// The validated configuration an agent runs with.
 #[derive(Clone, Debug)]
@@ -32,9 +36,93 @@ pub struct AgentConfig {
     /// DNS interface.
     pub dns_addr: SocketAddr,
     pub domain: String,
+    pub dns: DnsSettings,
     pub raft: RaftTuning,
     /// `weft dev`: a throw-away single server.
     pub dev_mode: bool,
+    /// The IP registered as this node's address.
+    pub advertise_ip: IpAddr,
+    pub node_meta: BTreeMap<String, String>,
+    pub enable_script_checks: bool,
+    /// Services and node-level checks defined in config files.
+    pub services: Vec<ServiceDefinition>,
+    pub checks: Vec<CheckDefinition>,
+    pub liveness_timeout: Duration,
+    pub anti_entropy_interval: Duration,
+    /// Where the configuration came from, re-read on reload.
+    pub sources: ConfigSources,
+}
+
+/// How the DNS interface answers.
+#[derive(Clone, Debug, Default)]
+pub struct DnsSettings {
+    /// Answered like the main domain (Consul's `alt_domain`).
+    pub alt_domain: Option<String>,
+    /// Upstreams for names outside the domains; none means REFUSED.
+    pub recursors: Vec<SocketAddr>,
+    pub recursor_timeout: Duration,
+    /// Leave out instances with a warning check too.
+    pub only_passing: bool,
+    pub node_ttl: Duration,
+    /// Per service name; `"*"` is the default for the rest.
+    pub service_ttl: BTreeMap<String, Duration>,
+}
+
+/// The config files and directories an agent was started with.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSources {
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl ConfigSources {
+    /// Re-reads the service and check definitions (for a reload).
+    pub fn read_definitions(&self, node: &NodeName, script_checks: bool) -> Result<Definitions, ConfigErrors> {
+        let file = read_sources(&self.files, &self.dirs)?;
+        let mut problems = Vec::new();
+        let definitions = definitions(&file, node, script_checks, &mut problems);
+        if problems.is_empty() {
+            Ok(definitions)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+}
+
+/// Services and node-level checks from config files.
+#[derive(Clone, Debug, Default)]
+pub struct Definitions {
+    pub services: Vec<ServiceDefinition>,
+    pub checks: Vec<CheckDefinition>,
+}
+
+/// Decodes and validates the definitions in `file`, adding a problem per bad one.
+fn definitions(
+    file: &ConfigFile,
+    node: &NodeName,
+    script_checks: bool,
+    problems: &mut Vec<ConfigProblem>,
+) -> Definitions {
+    let mut out = Definitions::default();
+    for (n, value) in file.service_definitions().into_iter().enumerate() {
+        match decode_value::<ServiceDefinition>(value) {
+            Ok(definition) => match definition.validate(node, script_checks) {
+                Ok(_) => out.services.push(definition),
+                Err(e) => problems.push(ConfigProblem(format!("service #{}: {e}", n + 1))),
+            },
+            Err(e) => problems.push(ConfigProblem(format!("service #{}: {e}", n + 1))),
+        }
+    }
+    for (n, value) in file.check_definitions().into_iter().enumerate() {
+        match decode_value::<CheckDefinition>(value) {
+            Ok(definition) => match definition.validate(node, script_checks, "") {
+                Ok(_) => out.checks.push(definition),
+                Err(e) => problems.push(ConfigProblem(format!("check #{}: {e}", n + 1))),
+            },
+            Err(e) => problems.push(ConfigProblem(format!("check #{}: {e}", n + 1))),
+        }
+    }
+    out
 }
 
 /// One configuration problem, phrased so the user can fix it.
@@ -115,10 +203,13 @@ impl ConfigFile {
                 PathBuf::new()
             }
         };
-        if !server {
+        if !server && self.retry_join.is_empty() {
             problem(
-                "client agents (without --server) are not available yet: run with --server, or use `weft dev`".into(),
+                "a client agent (no --server) needs the servers to join: give --retry-join <server rpc addr>".into(),
             );
+        }
+        if !server && self.bootstrap_expect.is_some() {
+            problem("bootstrap_expect is for servers only: add --server, or drop --bootstrap-expect".into());
         }
         let bootstrap_expect = self.bootstrap_expect;
         if let Some(expect) = bootstrap_expect {
@@ -180,10 +271,47 @@ impl ConfigFile {
         if domain.is_empty() {
             problem("domain must not be empty".into());
         }
+        let dns = self.dns_settings(&mut problem);
+        let advertise_ip = match self.advertise_addr.as_deref() {
+            Some(text) => text.parse::<IpAddr>().unwrap_or_else(|_| {
+                problem(format!("advertise_addr {text:?} is not an IP address"));
+                rpc_addr.ip()
+            }),
+            // Bound to all interfaces: advertise loopback rather than 0.0.0.0, unless told.
+            None if rpc_addr.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            None => rpc_addr.ip(),
+        };
+        let mut duration_setting = |name: &str, value: &Option<String>, default: Duration| match value {
+            None => default,
+            Some(text) => match weft_api::duration::parse(text) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    problem(format!("{name} must be at least 1s"));
+                    default
+                }
+                Err(e) => {
+                    problem(format!("{name}: {e}"));
+                    default
+                }
+            },
+        };
+        let liveness_timeout = duration_setting("liveness_timeout", &self.liveness_timeout, Duration::from_secs(10));
+        let anti_entropy_interval =
+            duration_setting("anti_entropy_interval", &self.anti_entropy_interval, Duration::from_secs(5));
+        let enable_script_checks = self.enable_script_checks.unwrap_or(false);
+        let definitions = definitions(&self, &NodeName::new(&node_name), enable_script_checks, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
         Ok(AgentConfig {
+            advertise_ip,
+            node_meta: self.node_meta.clone().unwrap_or_default(),
+            enable_script_checks,
+            services: definitions.services,
+            checks: definitions.checks,
+            liveness_timeout,
+            anti_entropy_interval,
+            sources: ConfigSources::default(),
             node_name: NodeName::new(node_name),
             datacenter: Datacenter::new(datacenter),
             data_dir,
@@ -194,9 +322,56 @@ impl ConfigFile {
             http_addr,
             dns_addr,
             domain,
+            dns,
             raft,
             dev_mode,
         })
+    }
+}
+
+impl ConfigFile {
+    fn dns_settings(&self, problem: &mut impl FnMut(String)) -> DnsSettings {
+        let dns_config = self.dns_config.clone().unwrap_or_default();
+        let mut duration = |name: &str, text: &str| match weft_api::duration::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                problem(format!("dns_config.{name}: {e}"));
+                Duration::ZERO
+            }
+        };
+        let node_ttl = dns_config.node_ttl.as_deref().map(|t| duration("node_ttl", t)).unwrap_or_default();
+        let recursor_timeout = dns_config
+            .recursor_timeout
+            .as_deref()
+            .map(|t| duration("recursor_timeout", t))
+            .unwrap_or(Duration::from_secs(2));
+        let service_ttl = dns_config
+            .service_ttl
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(service, ttl)| {
+                let ttl = duration(&format!("service_ttl.{service}"), &ttl);
+                (service, ttl)
+            })
+            .collect();
+        let mut recursors = Vec::new();
+        for text in &self.recursors {
+            let parsed =
+                text.parse::<SocketAddr>().or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => recursors.push(addr),
+                Err(_) => problem(format!("recursor {text:?} is not an IP or IP:port")),
+            }
+        }
+        let alt_domain = self.alt_domain.as_deref().map(|d| d.trim_matches('.').to_owned()).filter(|d| !d.is_empty());
+        DnsSettings {
+            alt_domain,
+            recursors,
+            recursor_timeout,
+            only_passing: dns_config.only_passing.unwrap_or(false),
+            node_ttl,
+            service_ttl,
+        }
     }
 }
 

@@ -12,9 +12,11 @@
 //! carry the domain's SOA, so resolvers cache them properly.
 //!
 //! An instance is healthy unless one of its checks (node-level included) is
-//! critical or in maintenance, as in Consul's DNS (warning still answers).
+//! critical or in maintenance, as in Consul's DNS (warning still answers,
+//! unless `only_passing`). Record TTLs come from [`LookupOptions`].
 //! This module is pure: names and tables in, records out.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
@@ -34,6 +36,23 @@ pub struct Answer {
     pub soa: Option<Record>,
 }
 
+/// How answers are made, beyond the name asked.
+#[derive(Clone, Debug, Default)]
+pub struct LookupOptions {
+    /// Leave out instances with a warning check too.
+    pub only_passing: bool,
+    /// TTL (seconds) of node records, PTR included.
+    pub node_ttl: u32,
+    /// TTL (seconds) of service records by service name; `"*"` for the rest.
+    pub service_ttl: BTreeMap<String, u32>,
+}
+
+impl LookupOptions {
+    fn service_ttl(&self, service: &str) -> u32 {
+        self.service_ttl.get(service).or_else(|| self.service_ttl.get("*")).copied().unwrap_or(0)
+    }
+}
+
 /// Answers `name` (lower-case, fully qualified) of type `record_type`.
 /// `None` when the name is outside `domain`: not ours to answer.
 pub fn answer(
@@ -42,9 +61,10 @@ pub fn answer(
     record_type: RecordType,
     domain: &Name,
     datacenter: &Datacenter,
+    options: &LookupOptions,
 ) -> Option<Answer> {
     if matches!(record_type, RecordType::PTR | RecordType::ANY) && is_reverse(name) {
-        return reverse(tables, name, domain, datacenter);
+        return reverse(tables, name, domain, datacenter, options.node_ttl);
     }
     if !domain.zone_of(name) {
         return None;
@@ -55,7 +75,7 @@ pub fn answer(
     if labels.len() >= 2 && labels.last().map(String::as_str) == Some(datacenter.as_str()) {
         labels.pop();
     }
-    let lookup = Lookup { tables, name, record_type, domain, datacenter };
+    let lookup = Lookup { tables, name, record_type, domain, datacenter, options };
     let answer = match labels.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [node, "node"] => lookup.node(node),
         [service, tag, "service"] if service.starts_with('_') && tag.starts_with('_') => {
@@ -89,7 +109,7 @@ fn is_reverse(name: &Name) -> bool {
 }
 
 /// PTR for a node's address; `None` (not ours) for names that are not a full address.
-fn reverse(tables: &Tables, name: &Name, domain: &Name, datacenter: &Datacenter) -> Option<Answer> {
+fn reverse(tables: &Tables, name: &Name, domain: &Name, datacenter: &Datacenter, ttl: u32) -> Option<Answer> {
     let network = name.parse_arpa_name().ok()?;
     if network.prefix_len() != network.max_prefix_len() {
         return None;
@@ -98,7 +118,7 @@ fn reverse(tables: &Tables, name: &Name, domain: &Name, datacenter: &Datacenter)
     let mut answer = Answer::default();
     for node in tables.catalog().nodes().filter(|n| n.address.parse::<IpAddr>().ok() == Some(ip)) {
         if let Ok(target) = Name::from_ascii(format!("{}.node.{datacenter}.{domain}", node.name)) {
-            answer.records.push(Record::from_rdata(name.clone(), 0, RData::PTR(PTR(target))));
+            answer.records.push(Record::from_rdata(name.clone(), ttl, RData::PTR(PTR(target))));
         }
     }
     answer.no_such_name = answer.records.is_empty();
@@ -111,18 +131,23 @@ struct Lookup<'a> {
     record_type: RecordType,
     domain: &'a Name,
     datacenter: &'a Datacenter,
+    options: &'a LookupOptions,
 }
 
-fn address_record(name: &Name, ip: IpAddr) -> Record {
+fn address_record(name: &Name, ip: IpAddr, ttl: u32) -> Record {
     let rdata = match ip {
         IpAddr::V4(v4) => RData::A(A(v4)),
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
     };
-    Record::from_rdata(name.clone(), 0, rdata)
+    Record::from_rdata(name.clone(), ttl, rdata)
 }
 
-fn is_healthy(instance: &ServiceHealth) -> bool {
-    instance.checks.iter().all(|c| !matches!(c.status, HealthStatus::Critical | HealthStatus::Maintenance))
+fn is_healthy(instance: &ServiceHealth, only_passing: bool) -> bool {
+    instance.checks.iter().all(|c| match c.status {
+        HealthStatus::Passing => true,
+        HealthStatus::Warning => !only_passing,
+        HealthStatus::Critical | HealthStatus::Maintenance => false,
+    })
 }
 
 impl Lookup<'_> {
@@ -140,13 +165,13 @@ impl Lookup<'_> {
         let mut answer = Answer::default();
         if let Ok(ip) = node.address.parse::<IpAddr>() {
             if self.wants(&ip) {
-                answer.records.push(address_record(self.name, ip));
+                answer.records.push(address_record(self.name, ip, self.options.node_ttl));
             }
         }
         if matches!(self.record_type, RecordType::TXT | RecordType::ANY) {
             for (key, value) in &node.meta {
                 let txt = TXT::new(vec![format!("{key}={value}")]);
-                answer.records.push(Record::from_rdata(self.name.clone(), 0, RData::TXT(txt)));
+                answer.records.push(Record::from_rdata(self.name.clone(), self.options.node_ttl, RData::TXT(txt)));
             }
         }
         Some(answer)
@@ -162,10 +187,11 @@ impl Lookup<'_> {
             return None;
         }
         let mut answer = Answer::default();
+        let ttl = self.options.service_ttl(service);
         let healthy = instances
             .iter()
             .filter(|i| tag.is_none_or(|t| i.service.tags.iter().any(|s| s.eq_ignore_ascii_case(t))))
-            .filter(|i| is_healthy(i));
+            .filter(|i| is_healthy(i, self.options.only_passing));
         for instance in healthy {
             let address =
                 if instance.service.address.is_empty() { &instance.node.address } else { &instance.service.address };
@@ -177,10 +203,10 @@ impl Lookup<'_> {
                 let Some(target) = self.node_target(&instance.node.name) else { continue };
                 let weight = instance.service.weights.passing.min(u16::MAX as u32) as u16;
                 let srv = SRV::new(1, weight, instance.service.port, target.clone());
-                answer.records.push(Record::from_rdata(self.name.clone(), 0, RData::SRV(srv)));
-                answer.additionals.push(address_record(&target, ip));
+                answer.records.push(Record::from_rdata(self.name.clone(), ttl, RData::SRV(srv)));
+                answer.additionals.push(address_record(&target, ip, ttl));
             } else if self.wants(&ip) {
-                answer.records.push(address_record(self.name, ip));
+                answer.records.push(address_record(self.name, ip, ttl));
             }
         }
         Some(answer)

@@ -1,47 +1,90 @@
 //! The DNS interface (hickory-server, UDP and TCP): Consul's names under the
-//! configured domain, answered from this agent's copy of the catalog.
+//! configured domain (and `alt_domain`), answered from this agent's copy of
+//! the catalog; other names go to the configured recursors, or are REFUSED.
 //!
-//! **Architecture Invariant:** an answer never waits on a network round trip:
-//! it reads the local state store (a stale read, as Consul's DNS does by
-//! default).
+//! Answers are shuffled per query. Over UDP an answer is bounded by the
+//! client's EDNS0 buffer size (512 bytes without EDNS); one that does not
+//! fit is sent truncated with the TC bit set, so the client retries over TCP.
+//!
+//! **Architecture Invariant:** an answer for the domain never waits on a
+//! network round trip: it reads the local state store (a stale read, as
+//! Consul's DNS does by default).
 
 mod lookup;
+mod recursor;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::Name;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server as DnsServer;
+use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 use weft_api::ids::Datacenter;
 use weft_server::store::StateStore;
 
-pub use lookup::{answer, Answer};
+use crate::config::DnsSettings;
+pub use lookup::{answer, Answer, LookupOptions};
+use recursor::Recursors;
+
+/// Largest UDP answer offered, whatever buffer a client advertises.
+const MAX_UDP_PAYLOAD: u16 = 4096;
 
 /// Answers DNS queries from the state store.
 pub struct CatalogDns {
     store: Arc<StateStore>,
-    domain: Name,
+    /// The domain, then `alt_domain` if set.
+    domains: Vec<Name>,
     datacenter: Datacenter,
+    options: LookupOptions,
+    recursors: Recursors,
 }
 
 impl CatalogDns {
     /// `domain` like `weft` or `consul`.
-    pub fn new(store: Arc<StateStore>, domain: &str, datacenter: Datacenter) -> Result<Self, String> {
-        let domain = Name::from_ascii(format!("{}.", domain.trim_matches('.')))
-            .map_err(|e| format!("invalid DNS domain {domain:?}: {e}"))?;
-        Ok(Self { store, domain, datacenter })
+    pub fn new(
+        store: Arc<StateStore>,
+        domain: &str,
+        settings: &DnsSettings,
+        datacenter: Datacenter,
+    ) -> Result<Self, String> {
+        let parse = |domain: &str| {
+            Name::from_ascii(format!("{}.", domain.trim_matches('.')))
+                .map(|n| n.to_lowercase())
+                .map_err(|e| format!("invalid DNS domain {domain:?}: {e}"))
+        };
+        let mut domains = vec![parse(domain)?];
+        if let Some(alt) = &settings.alt_domain {
+            domains.push(parse(alt)?);
+        }
+        let seconds = |d: Duration| d.as_secs().min(u32::MAX as u64) as u32;
+        let options = LookupOptions {
+            only_passing: settings.only_passing,
+            node_ttl: seconds(settings.node_ttl),
+            service_ttl: settings.service_ttl.iter().map(|(k, v)| (k.to_lowercase(), seconds(*v))).collect(),
+        };
+        let recursors = Recursors::new(settings.recursors.clone(), settings.recursor_timeout);
+        Ok(Self { store, domains, datacenter, options, recursors })
     }
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for CatalogDns {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let builder = MessageResponseBuilder::from_message_request(request);
+        // Echo EDNS0 with the buffer size we will honour: it bounds the UDP answer.
+        let edns = request.edns.as_ref().map(|asked| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(asked.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            edns
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
         let refuse = |code: ResponseCode| {
             let mut metadata = Metadata::response_from_request(&request.metadata);
             metadata.response_code = code;
@@ -58,16 +101,38 @@ impl RequestHandler for CatalogDns {
         let name: Name = query.name().into();
         let found = {
             let tables = self.store.read();
-            answer(&tables, &name.to_lowercase(), query.query_type(), &self.domain, &self.datacenter)
+            let name = name.to_lowercase();
+            let datacenter = &self.datacenter;
+            self.domains
+                .iter()
+                .find_map(|domain| answer(&tables, &name, query.query_type(), domain, datacenter, &self.options))
         };
-        let Some(found) = found else {
-            tracing::debug!(%name, "refusing a query outside the DNS domain");
-            let reply = builder.build_no_records(refuse(ResponseCode::Refused));
+        let Some(mut found) = found else {
+            if self.recursors.is_empty() {
+                tracing::debug!(%name, "refusing a query outside the DNS domain");
+                let reply = builder.build_no_records(refuse(ResponseCode::Refused));
+                return send(&mut response, reply, &request.metadata).await;
+            }
+            let Some(upstream) = self.recursors.resolve(query.original().clone()).await else {
+                let reply = builder.build_no_records(refuse(ResponseCode::ServFail));
+                return send(&mut response, reply, &request.metadata).await;
+            };
+            let mut metadata = refuse(upstream.metadata.response_code);
+            metadata.recursion_available = true;
+            let reply = builder.build(
+                metadata,
+                upstream.answers.iter(),
+                upstream.authorities.iter(),
+                None,
+                upstream.additionals.iter(),
+            );
             return send(&mut response, reply, &request.metadata).await;
         };
+        found.records.shuffle(&mut rand::thread_rng());
         let mut metadata = refuse(if found.no_such_name { ResponseCode::NXDomain } else { ResponseCode::NoError });
         // Authoritative, so forwarders (dnsmasq, unbound stub zones) accept it.
         metadata.authoritative = true;
+        metadata.recursion_available = !self.recursors.is_empty();
         let reply = builder.build(metadata, found.records.iter(), None, found.soa.iter(), found.additionals.iter());
         send(&mut response, reply, &request.metadata).await
     }

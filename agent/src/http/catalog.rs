@@ -14,11 +14,11 @@ use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
 use weft_server::store::{NodeServices, ServiceInstance, Table, Tables};
 
-use super::decode::decode_body;
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams};
 use super::read::blocking_json;
 use super::AppState;
+use crate::decode::decode_body;
 
 // ---- request bodies (field names normalized: see `decode`) ----
 
@@ -122,8 +122,8 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 fn check_body_datacenter(state: &AppState, datacenter: &Option<String>) -> Result<(), ApiError> {
     match non_empty(datacenter.clone()) {
-        Some(dc) if dc != state.server.datacenter().as_str() => {
-            Err(ApiError::BadRequest(format!("Datacenter {dc:?} is not this agent's ({})", state.server.datacenter())))
+        Some(dc) if dc != state.backend.datacenter().as_str() => {
+            Err(ApiError::BadRequest(format!("Datacenter {dc:?} is not this agent's ({})", state.backend.datacenter())))
         }
         _ => Ok(()),
     }
@@ -202,10 +202,10 @@ fn registration_from(body: RegisterBody, datacenter: &Datacenter) -> Result<Regi
 
 /// Applies a catalog write; a rejection by the state store is a 400.
 async fn write_true(state: &AppState, command: Command) -> Result<Response, ApiError> {
-    let applied = state.server.write(command).await?;
+    let applied = state.backend.write(command).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(reason)),
-        _ => Ok((meta_headers(&state.server, applied.index), Json(true)).into_response()),
+        _ => Ok((meta_headers(&state.backend, applied.index), Json(true)).into_response()),
     }
 }
 
@@ -214,10 +214,10 @@ pub async fn register(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     let body: RegisterBody = decode_body(&body)?;
     check_body_datacenter(&state, &body.datacenter)?;
-    let registration = registration_from(body, state.server.datacenter())?;
+    let registration = registration_from(body, state.backend.datacenter())?;
     write_true(&state, Command::Register(Box::new(registration))).await
 }
 
@@ -226,7 +226,7 @@ pub async fn deregister(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     let body: DeregisterBody = decode_body(&body)?;
     check_body_datacenter(&state, &body.datacenter)?;
     let node = non_empty(body.node).ok_or_else(|| ApiError::BadRequest("Must provide node".into()))?;

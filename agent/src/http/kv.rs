@@ -74,12 +74,12 @@ enum Found {
 }
 
 async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Response, ApiError> {
-    let options = ReadOptions::from_query(query, &state.server)?;
+    let options = ReadOptions::from_query(query, &state.backend)?;
     let (recurse, keys_only) = (query.flag("recurse"), query.flag("keys"));
     let separator = query.get("separator").map(str::to_owned);
-    options.barrier(&state.server).await?;
+    options.barrier(&state.backend).await?;
     let result = state
-        .server
+        .backend
         .store()
         .blocking_read(&[Table::Kv], options.min_index, options.wait, |tables| {
             let kv = tables.kv();
@@ -99,7 +99,7 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
             }
         })
         .await;
-    let headers = meta_headers(&state.server, result.index);
+    let headers = meta_headers(&state.backend, result.index);
     match result.value {
         Found::Keys(keys) if keys.is_empty() => Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response()),
         Found::Keys(keys) => Ok((headers, Json(keys)).into_response()),
@@ -117,7 +117,7 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
 }
 
 async fn put(state: &AppState, key: String, query: &QueryParams, body: Bytes) -> Result<Response, ApiError> {
-    check_datacenter(query, &state.server)?;
+    check_datacenter(query, &state.backend)?;
     refuse_sessions(query)?;
     if key.is_empty() {
         return Err(ApiError::BadRequest("Missing key name: PUT /v1/kv/<key>".into()));
@@ -135,7 +135,7 @@ async fn put(state: &AppState, key: String, query: &QueryParams, body: Bytes) ->
 }
 
 async fn delete(state: &AppState, key: String, query: &QueryParams) -> Result<Response, ApiError> {
-    check_datacenter(query, &state.server)?;
+    check_datacenter(query, &state.backend)?;
     let recurse = query.flag("recurse");
     if key.is_empty() && !recurse {
         return Err(ApiError::BadRequest("Missing key name: DELETE /v1/kv/<key> (or ?recurse for a prefix)".into()));
@@ -149,7 +149,7 @@ async fn delete(state: &AppState, key: String, query: &QueryParams) -> Result<Re
 
 /// Applies a KV write and answers `true`/`false` as Consul does.
 async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiError> {
-    let applied = state.server.write(command).await?;
+    let applied = state.backend.write(command).await?;
     let body = match applied.outcome {
         CommandOutcome::Done | CommandOutcome::Cas(true) => true,
         CommandOutcome::Cas(false) => false,
@@ -159,5 +159,5 @@ async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiE
             return Err(ApiError::Cluster(weft_server::ServerError::Fatal("unexpected batch outcome".into())))
         }
     };
-    Ok((meta_headers(&state.server, applied.index), Json(body)).into_response())
+    Ok((meta_headers(&state.backend, applied.index), Json(body)).into_response())
 }

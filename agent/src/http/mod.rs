@@ -5,9 +5,9 @@
 //! **Architecture Invariant:** every route, and the fallback for unknown
 //! paths, sits behind [`authz::authorize`], the one authorization point.
 
+mod agent;
 mod authz;
 mod catalog;
-mod decode;
 mod error;
 mod health;
 mod kv;
@@ -23,16 +23,26 @@ use axum::http::Uri;
 use axum::routing::{any, delete, get, put};
 use axum::Router;
 use tokio::net::TcpListener;
-use weft_server::Server;
 
+use tokio::sync::Notify;
+use weft_api::catalog::Node;
+
+use crate::backend::Backend;
 use crate::config::AgentConfig;
+use crate::local::LocalState;
 pub use error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub server: Server,
+    pub backend: Backend,
     pub config: Arc<AgentConfig>,
+    /// This agent's own services and checks.
+    pub local: Arc<LocalState>,
+    /// This node's catalog record.
+    pub node: Node,
+    /// Notified by `PUT /v1/agent/leave`.
+    pub leave: Arc<Notify>,
 }
 
 /// Largest request body read at all (snapshot restores are the big ones);
@@ -59,6 +69,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operator/raft/configuration", get(status::raft_configuration))
         .route("/v1/operator/raft/peer", delete(status::remove_peer))
         .route("/v1/agent/self", get(status::agent_self))
+        .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/agent/service/register", put(agent::register_service))
+        .route("/v1/agent/service/deregister/{id}", put(agent::deregister_service))
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/check/register", put(agent::register_check))
+        .route("/v1/agent/check/deregister/{id}", put(agent::deregister_check))
+        .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/agent/check/{verb}/{id}", put(agent::ttl_update))
+        .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
+        .route("/v1/agent/health/service/name/{name}", get(agent::health_by_name))
+        .route("/v1/agent/reload", put(agent::reload))
+        .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)

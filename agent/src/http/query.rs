@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue};
 use percent_encoding::percent_decode_str;
 use weft_api::ids::RaftIndex;
-use weft_server::{ReadConsistency, Server};
+use weft_server::ReadConsistency;
+
+use crate::backend::Backend;
 
 use super::error::ApiError;
 
@@ -72,7 +74,7 @@ pub struct ReadOptions {
 
 impl ReadOptions {
     /// Reads `?stale`, `?consistent`, `?index`, `?wait` and checks `?dc`.
-    pub fn from_query(query: &QueryParams, server: &Server) -> Result<Self, ApiError> {
+    pub fn from_query(query: &QueryParams, server: &Backend) -> Result<Self, ApiError> {
         check_datacenter(query, server)?;
         let consistency = match (query.flag("stale"), query.flag("consistent")) {
             (true, true) => {
@@ -95,14 +97,14 @@ impl ReadOptions {
     }
 
     /// Waits until the local state is fresh enough for this read.
-    pub async fn barrier(&self, server: &Server) -> Result<(), ApiError> {
+    pub async fn barrier(&self, server: &Backend) -> Result<(), ApiError> {
         server.read_barrier(self.consistency).await.map_err(ApiError::from)
     }
 }
 
 /// `?dc=` naming another datacenter is an error, as in Consul (there is no
 /// WAN federation yet).
-pub fn check_datacenter(query: &QueryParams, server: &Server) -> Result<(), ApiError> {
+pub fn check_datacenter(query: &QueryParams, server: &Backend) -> Result<(), ApiError> {
     match query.get("dc") {
         Some(dc) if !dc.is_empty() && dc != server.datacenter().as_str() => {
             Err(ApiError::Cluster(weft_server::ServerError::LeaderUnreachable(format!("No path to datacenter {dc:?}"))))
@@ -112,7 +114,7 @@ pub fn check_datacenter(query: &QueryParams, server: &Server) -> Result<(), ApiE
 }
 
 /// `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`.
-pub fn meta_headers(server: &Server, index: RaftIndex) -> HeaderMap {
+pub fn meta_headers(server: &Backend, index: RaftIndex) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("x-consul-index", HeaderValue::from(index.get().max(1)));
     let known_leader = if server.leader().is_some() { "true" } else { "false" };
@@ -120,6 +122,28 @@ pub fn meta_headers(server: &Server, index: RaftIndex) -> HeaderMap {
     let last_contact = server.last_contact().map(|d| d.as_millis() as u64).unwrap_or(0);
     headers.insert("x-consul-lastcontact", HeaderValue::from(last_contact));
     headers
+}
+
+/// The `?filter=` expression (Consul's filter language, evaluated over the
+/// JSON each listed item is answered with), if given; a bad one is a 400.
+pub fn parse_filter(query: &QueryParams) -> Result<Option<weft_filter::Filter>, ApiError> {
+    match query.get("filter").filter(|f| !f.trim().is_empty()) {
+        None => Ok(None),
+        Some(expression) => weft_filter::Filter::parse(expression)
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(format!("Failed to create boolean expression evaluator: {e}"))),
+    }
+}
+
+/// Keeps the items `?filter=` selects (all of them without one).
+pub fn filter_items(
+    query: &QueryParams,
+    mut items: Vec<serde_json::Value>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    if let Some(filter) = parse_filter(query)? {
+        filter.retain(&mut items);
+    }
+    Ok(items)
 }
 
 #[cfg(test)]

@@ -21,11 +21,11 @@ const MAX_RESTORE_BYTES: usize = 4 * 1024 * 1024;
 
 pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    let options = ReadOptions::from_query(&query, &state.server)?;
-    options.barrier(&state.server).await?;
-    let index = state.server.store().applied_index();
-    let data = state.server.store().export().encode();
-    let mut headers = meta_headers(&state.server, index);
+    let options = ReadOptions::from_query(&query, &state.backend)?;
+    options.barrier(&state.backend).await?;
+    let index = state.backend.store().applied_index();
+    let data = state.backend.store().export().encode();
+    let mut headers = meta_headers(&state.backend, index);
     headers.insert("content-type", "application/octet-stream".parse().expect("static header"));
     Ok((headers, data).into_response())
 }
@@ -35,7 +35,7 @@ pub async fn restore(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     if body.len() > MAX_RESTORE_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
             "snapshot is {} bytes; restores travel as one Raft log entry, which is limited to {MAX_RESTORE_BYTES} bytes for now",
@@ -44,9 +44,9 @@ pub async fn restore(
     }
     // Refuse a bad file here, before it reaches the Raft log.
     StoreData::decode(&body).map_err(|e| ApiError::BadRequest(format!("cannot restore: {e}")))?;
-    let applied = state.server.write(Command::Restore { snapshot: body.to_vec() }).await?;
+    let applied = state.backend.write(Command::Restore { snapshot: body.to_vec() }).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(format!("cannot restore: {reason}"))),
-        _ => Ok((meta_headers(&state.server, applied.index), ()).into_response()),
+        _ => Ok((meta_headers(&state.backend, applied.index), ()).into_response()),
     }
 }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use weft_server::ServerError;
 
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams};
@@ -14,39 +16,34 @@ use super::AppState;
 
 /// The leader's RPC address as a JSON string; `""` when there is none.
 pub async fn leader(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
-    let leader = state.server.leader().map(|l| l.rpc_addr).unwrap_or_default();
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
+    let leader = state.backend.leader().map(|l| l.rpc_addr).unwrap_or_default();
     Ok(Json(leader).into_response())
 }
 
 /// The RPC addresses of the servers in the Raft configuration.
 pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.server)?;
-    let peers: Vec<String> = state.server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
+    check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
+    let Some(server) = state.backend.server() else {
+        return ask_leader(&state, Method::GET, "/v1/status/peers").await;
+    };
+    let peers: Vec<String> = server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
     Ok(Json(peers).into_response())
 }
 
 /// Answered by the leader (which knows every server's last index), as in
-/// Consul; `?stale` answers from this server's view.
+/// Consul; `?stale` on a server answers from that server's view.
 pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    check_datacenter(&query, &state.server)?;
-    if !query.flag("stale") && !state.server.is_leader() {
-        state.server.read_barrier(weft_server::ReadConsistency::Default).await?;
-        if let Some(leader) = state.server.leader().filter(|_| !state.server.is_leader()) {
-            let client =
-                weft_api::client::HttpClient::new(&leader.http_addr, None).with_timeout(Duration::from_secs(5));
-            let answer = client
-                .get("/v1/operator/raft/configuration?stale")
-                .await
-                .map_err(|e| ApiError::Cluster(weft_server::ServerError::LeaderUnreachable(e.to_string())))?;
-            let body: Value = serde_json::from_slice(&answer.body)
-                .map_err(|_| ApiError::Cluster(weft_server::ServerError::LeaderUnreachable(answer.text())))?;
-            let index = weft_api::ids::RaftIndex(answer.consul_index().unwrap_or(1));
-            return Ok((meta_headers(&state.server, index), Json(body)).into_response());
+    check_datacenter(&query, &state.backend)?;
+    let server = match state.backend.server() {
+        Some(server) if query.flag("stale") || server.is_leader() => server,
+        _ => {
+            state.backend.read_barrier(weft_server::ReadConsistency::Default).await?;
+            return ask_leader(&state, Method::GET, "/v1/operator/raft/configuration?stale").await;
         }
-    }
-    let configuration = state.server.raft_configuration();
+    };
+    let configuration = server.raft_configuration();
     let servers: Vec<Value> = configuration
         .servers
         .iter()
@@ -64,32 +61,80 @@ pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): Ra
         })
         .collect();
     let body = json!({"Servers": servers, "Index": configuration.index.get()});
-    Ok((meta_headers(&state.server, configuration.index), Json(body)).into_response())
+    Ok((meta_headers(&state.backend, configuration.index), Json(body)).into_response())
 }
 
 /// `DELETE /v1/operator/raft/peer?id=<id or name>` or `?address=<rpc addr>`.
 pub async fn remove_peer(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    check_datacenter(&query, &state.server)?;
+    check_datacenter(&query, &state.backend)?;
     let peer = query
         .get("id")
         .or_else(|| query.get("address"))
         .filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::BadRequest("Must specify either ?id or ?address".into()))?;
-    state.server.remove_peer(peer).await?;
+    match state.backend.server() {
+        Some(server) => server.remove_peer(peer).await?,
+        None => {
+            let path = format!("/v1/operator/raft/peer?{}", raw.as_deref().unwrap_or_default());
+            return ask_leader(&state, Method::DELETE, &path).await;
+        }
+    }
     Ok(().into_response())
+}
+
+/// Answers a request that needs a server's Raft state by asking the
+/// leader's HTTP API (what a client agent, or a follower, does).
+async fn ask_leader(state: &AppState, method: Method, path: &str) -> Result<Response, ApiError> {
+    let unreachable = |reason: String| ApiError::Cluster(ServerError::LeaderUnreachable(reason));
+    let leader = match state.backend.leader() {
+        Some(leader) => leader,
+        None => {
+            state.backend.read_barrier(weft_server::ReadConsistency::Default).await?;
+            state.backend.leader().ok_or(ApiError::Cluster(ServerError::NoLeader))?
+        }
+    };
+    let client = weft_api::client::HttpClient::new(&leader.http_addr, None).with_timeout(Duration::from_secs(5));
+    let answer = client.request(method, path, None).await.map_err(|e| unreachable(e.to_string()))?;
+    if !answer.is_success() {
+        return Ok(
+            (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY), answer.text()).into_response()
+        );
+    }
+    if answer.body.is_empty() {
+        return Ok(().into_response());
+    }
+    let body: Value = serde_json::from_slice(&answer.body).map_err(|_| unreachable(answer.text()))?;
+    let index = weft_api::ids::RaftIndex(answer.consul_index().unwrap_or(1));
+    Ok((meta_headers(&state.backend, index), Json(body)).into_response())
 }
 
 /// The parts of Consul's `/v1/agent/self` that tools read.
 pub async fn agent_self(State(state): State<AppState>) -> Result<Response, ApiError> {
     let config = &state.config;
-    let server = &state.server;
-    let raft = server.raft_stats();
+    let stats = match state.backend.server() {
+        Some(server) => {
+            let raft = server.raft_stats();
+            json!({
+                // Consul reports these as strings.
+                "raft": {
+                    "state": raft.state,
+                    "term": raft.term.to_string(),
+                    "last_log_index": raft.last_log_index.to_string(),
+                    "applied_index": raft.applied_index.to_string(),
+                    "last_snapshot_index": raft.last_snapshot_index.to_string(),
+                    "purged_index": raft.purged_index.to_string(),
+                    "size_on_disk": raft.size_on_disk.to_string(),
+                },
+            })
+        }
+        None => json!({"agent": {"applied_index": state.backend.store().applied_index().get().to_string()}}),
+    };
     let body = json!({
         "Config": {
             "Datacenter": config.datacenter,
             "NodeName": config.node_name,
-            "NodeID": server.id().to_string(),
+            "NodeID": state.node.id,
             "Server": config.server,
             "Revision": "",
             "Version": env!("CARGO_PKG_VERSION"),
@@ -102,18 +147,7 @@ pub async fn agent_self(State(state): State<AppState>) -> Result<Response, ApiEr
             "Tags": {"role": if config.server { "consul" } else { "node" }, "dc": config.datacenter},
             "Status": 1,
         },
-        "Stats": {
-            // Consul reports these as strings.
-            "raft": {
-                "state": raft.state,
-                "term": raft.term.to_string(),
-                "last_log_index": raft.last_log_index.to_string(),
-                "applied_index": raft.applied_index.to_string(),
-                "last_snapshot_index": raft.last_snapshot_index.to_string(),
-                "purged_index": raft.purged_index.to_string(),
-                "size_on_disk": raft.size_on_disk.to_string(),
-            },
-        },
+        "Stats": stats,
         "Meta": {},
         "Coord": Value::Null,
         "DebugConfig": {

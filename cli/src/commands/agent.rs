@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
-use weft_agent::config::{read_sources, AgentConfig, ConfigFile};
+use weft_agent::config::{read_sources, AgentConfig, ConfigFile, ConfigSources};
 use weft_agent::{Agent, Listeners};
 
 /// Exit code for a configuration the agent cannot run with (EX_USAGE).
@@ -52,6 +52,12 @@ pub struct AgentArgs {
     /// DNS domain (default weft; `consul` makes Weft a drop-in).
     #[arg(long)]
     domain: Option<String>,
+    /// A second DNS domain answered like --domain.
+    #[arg(long)]
+    alt_domain: Option<String>,
+    /// Upstream DNS server for names outside the domain, IP or IP:port (repeatable).
+    #[arg(long = "recursor")]
+    recursors: Vec<String>,
     /// Snapshot and compact the Raft log after this many entries.
     #[arg(long)]
     raft_snapshot_threshold: Option<u64>,
@@ -67,6 +73,26 @@ pub struct AgentArgs {
     /// Log level: trace, debug, info, warn, error.
     #[arg(long)]
     log_level: Option<String>,
+    /// The IP other hosts reach this node at (default: the bind IP).
+    #[arg(long = "advertise")]
+    advertise_addr: Option<String>,
+    /// Node metadata as key:value (repeatable).
+    #[arg(long = "node-meta", value_parser = parse_meta)]
+    node_meta: Vec<(String, String)>,
+    /// Allow script checks (`args`); off by default.
+    #[arg(long)]
+    enable_script_checks: bool,
+    /// How long an agent may miss heartbeats before its node turns critical (servers; default 10s).
+    #[arg(long)]
+    liveness_timeout: Option<String>,
+    /// How often anti-entropy re-checks this node's registrations (default 5s).
+    #[arg(long)]
+    anti_entropy_interval: Option<String>,
+}
+
+fn parse_meta(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once(':').ok_or_else(|| format!("{text:?}: expected key:value"))?;
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 impl AgentArgs {
@@ -84,9 +110,16 @@ impl AgentArgs {
             http_addr: self.http_addr.clone(),
             dns_addr: self.dns_addr.clone(),
             domain: self.domain.clone(),
+            alt_domain: self.alt_domain.clone(),
+            recursors: self.recursors.clone(),
             raft_snapshot_threshold: self.raft_snapshot_threshold,
             raft_trailing_logs: self.raft_trailing_logs,
             log_level: self.log_level.clone(),
+            advertise_addr: self.advertise_addr.clone(),
+            node_meta: (!self.node_meta.is_empty()).then(|| self.node_meta.iter().cloned().collect()),
+            enable_script_checks: self.enable_script_checks.then_some(true),
+            liveness_timeout: self.liveness_timeout.clone(),
+            anti_entropy_interval: self.anti_entropy_interval.clone(),
             ..ConfigFile::default()
         }
     }
@@ -111,10 +144,12 @@ fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitC
     }
     merged.merge(args.overrides());
     init_logging(merged.log_level.as_deref().unwrap_or("info"));
-    merged.validate().map_err(|errors| {
+    let mut config = merged.validate().map_err(|errors| {
         eprintln!("Error: {errors}");
         ExitCode::from(EXIT_BAD_CONFIG)
-    })
+    })?;
+    config.sources = ConfigSources { files: args.config_files.clone(), dirs: args.config_dirs.clone() };
+    Ok(config)
 }
 
 fn init_logging(level: &str) {
@@ -195,16 +230,31 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
 }
 
 async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
+    let rpc = match config.server {
+        true => Some(bind("rpc", config.rpc_addr).await?),
+        false => None,
+    };
     let listeners = Listeners {
-        rpc: bind("rpc", config.rpc_addr).await?,
+        rpc,
         http: bind("http", config.http_addr).await?,
         dns_udp: tokio::net::UdpSocket::bind(config.dns_addr).await.with_context(|| {
             format!("cannot listen for DNS (UDP) on {} (choose another with --dns-addr)", config.dns_addr)
         })?,
         dns_tcp: bind("dns", config.dns_addr).await?,
     };
-    Agent::new(config).run(listeners, shutdown_signal()).await?;
+    let agent = Agent::new(config);
+    tokio::spawn(reload_on_sighup(agent.reload_trigger()));
+    agent.run(listeners, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP re-reads the config files' services and checks, as in Consul.
+async fn reload_on_sighup(trigger: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        trigger.notify_one();
+    }
 }
 
 async fn shutdown_signal() {

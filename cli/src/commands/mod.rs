@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod catalog;
 pub mod kv;
+pub mod members;
 pub mod operator;
+pub mod services;
 pub mod snapshot;
 
 use anyhow::{bail, Context};

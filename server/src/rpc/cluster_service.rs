@@ -1,23 +1,36 @@
 //! Serves cluster management RPCs: discovery (`Info`), `Join`, forwarded
-//! writes (`Apply`), read barriers (`ReadIndex`) and `RemovePeer`.
+//! writes (`Apply`), read barriers (`ReadIndex`), `RemovePeer`, the state
+//! stream for client agents (`Subscribe`) and agent heartbeats.
 //!
-//! A server that is not the leader answers `Apply` and `ReadIndex` with
-//! `FailedPrecondition` rather than forwarding again: the caller re-resolves
-//! the leader and retries, so a request never loops between servers.
+//! A server that is not the leader answers `Apply`, `ReadIndex`, `RemovePeer`
+//! and `Heartbeat` with `FailedPrecondition` rather than forwarding again: the
+//! caller re-resolves the leader and retries, so a request never loops
+//! between servers.
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::ChangeMembers;
+use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
+use weft_api::catalog::Node;
 use weft_api::command::Command;
 use weft_api::proto::cluster::cluster_server::Cluster;
+use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
-    ApplyRequest, ApplyResponse, InfoRequest, JoinRequest, JoinResponse, ReadIndexRequest, ReadIndexResponse,
-    RemovePeerRequest, RemovePeerResponse, ServerInfo,
+    ApplyRequest, ApplyResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest, JoinRequest, JoinResponse,
+    ReadIndexRequest, ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, ServerInfo, StoreEvent,
+    SubscribeRequest,
 };
 
 use crate::raft::{codec_decode_request, encode, ServerNode};
 use crate::server::{client_write_error, error_to_status, Server};
+use crate::store::{StateStore, StoreEvent as Event, Subscription};
+
+/// With no change to send, a subscriber still hears from its server this often.
+pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
 
 pub struct ClusterService {
     server: Server,
@@ -43,9 +56,11 @@ impl Cluster for ClusterService {
             http_addr: server.inner.node.http_addr.clone(),
             initialized,
             leader_id: metrics.current_leader.unwrap_or(0),
-            leader_rpc_addr: leader.map(|l| l.rpc_addr).unwrap_or_default(),
+            leader_rpc_addr: leader.as_ref().map(|l| l.rpc_addr.clone()).unwrap_or_default(),
             datacenter: server.inner.datacenter.to_string(),
             voter_ids: metrics.membership_config.membership().voter_ids().collect(),
+            leader_http_addr: leader.as_ref().map(|l| l.http_addr.clone()).unwrap_or_default(),
+            leader_name: leader.as_ref().map(|l| l.name.clone()).unwrap_or_default(),
         }))
     }
 
@@ -96,5 +111,60 @@ impl Cluster for ClusterService {
         }
         self.server.remove_peer_locally(&request.into_inner().peer).await.map_err(error_to_status)?;
         Ok(Response::new(RemovePeerResponse {}))
+    }
+
+    type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<StoreEvent, Status>> + Send>>;
+
+    async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let store = self.server.store().clone();
+        let (sender, receiver) = mpsc::channel(256);
+        tokio::spawn(stream_store(store, sender));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let node: Node = codec_decode_request(&request.into_inner().node)?;
+        if node.name.is_empty() {
+            return Err(Status::invalid_argument("a heartbeat needs the node's name"));
+        }
+        if !self.server.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        crate::liveness::heartbeat(&self.server, node).await.map_err(error_to_status)?;
+        Ok(Response::new(HeartbeatResponse {}))
+    }
+}
+
+/// Feeds one subscriber: the whole state, then each change, until the
+/// subscriber goes away, falls too far behind (it then starts over), or the
+/// server shuts down.
+async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreEvent, Status>>) {
+    let Subscription { data, applied, mut events } = store.subscribe();
+    let first = StoreEvent { index: applied.get(), change: Some(Change::Snapshot(data.encode())) };
+    if sender.send(Ok(first)).await.is_err() {
+        return;
+    }
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(STREAM_KEEPALIVE, events.recv()) => next,
+            _ = store.closed() => return,
+        };
+        let event = match next {
+            Err(_elapsed) => StoreEvent { index: store.applied_index().get(), change: None },
+            Ok(Ok(Event::Command { index, command })) => {
+                StoreEvent { index: index.get(), change: Some(Change::Command(encode(&*command))) }
+            }
+            Ok(Ok(Event::Applied(index))) => StoreEvent { index: index.get(), change: None },
+            Ok(Ok(Event::Reset)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                let _ = sender
+                    .send(Err(Status::aborted("the state was replaced or the stream fell behind; subscribe again")))
+                    .await;
+                return;
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+        };
+        if sender.send(Ok(event)).await.is_err() {
+            return;
+        }
     }
 }

@@ -7,11 +7,16 @@
 mod cluster_service;
 mod raft_service;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+use weft_api::proto::cluster::cluster_client::ClusterClient;
 
-pub use cluster_service::ClusterService;
+use crate::ServerError;
+
+pub use cluster_service::{ClusterService, STREAM_KEEPALIVE};
 pub use raft_service::{LastContact, RaftService};
 
 /// A lazily connected channel to another server's RPC address.
@@ -21,4 +26,24 @@ pub fn channel_to(rpc_addr: &str) -> Result<Channel, tonic::transport::Error> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .connect_lazy())
+}
+
+/// One channel per server address, made on first use and kept.
+#[derive(Default)]
+pub struct Channels(Mutex<HashMap<String, Channel>>);
+
+impl Channels {
+    /// A cluster-management client for the server at `rpc_addr`.
+    pub fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<Channel>, ServerError> {
+        let mut channels = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(rpc_addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = channel_to(rpc_addr).map_err(|e| ServerError::LeaderUnreachable(e.to_string()))?;
+                channels.insert(rpc_addr.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(ClusterClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+    }
 }

@@ -15,7 +15,7 @@ use crate::raft::{codec_decode_request, encode, Raft};
 pub struct LastContact(Arc<Mutex<Option<Instant>>>);
 
 impl LastContact {
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 

@@ -4,8 +4,9 @@
 //! [`Tables`] is plain data with a pure `apply`: given the same commands at the
 //! same indexes it reaches the same state on every server (no clock, no
 //! randomness, no I/O). [`StateStore`] wraps it for sharing between the Raft
-//! state machine (the only writer) and readers, and wakes blocking queries
-//! when a table they read changes.
+//! state machine (the only writer) and readers, wakes blocking queries when a
+//! table they read changes, and feeds every change to subscribers (client
+//! agents keep their copy of the state from that feed).
 
 mod catalog;
 mod kv;
@@ -15,7 +16,7 @@ mod snapshot;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
 
@@ -153,15 +154,39 @@ impl Tables {
 
 /// The shared, observable state store.
 ///
-/// One writer (the Raft state machine) and many readers (HTTP handlers).
-/// Readers never hold the lock across an await.
+/// One writer (the Raft state machine on a server, the state stream on a
+/// client agent) and many readers (HTTP handlers, DNS). Readers never hold
+/// the lock across an await.
 pub struct StateStore {
     tables: RwLock<Tables>,
     table_watches: [watch::Sender<RaftIndex>; Table::ALL.len()],
     applied: watch::Sender<RaftIndex>,
     /// Set when the server shuts down: blocking reads return at once.
     closed: watch::Sender<bool>,
+    feed: broadcast::Sender<StoreEvent>,
 }
+
+/// One change to the store, as [`StateStore::subscribe`] delivers it.
+#[derive(Clone, Debug)]
+pub enum StoreEvent {
+    /// `command` was applied at `index`.
+    Command { index: RaftIndex, command: Arc<Command> },
+    /// The log is applied up to this index.
+    Applied(RaftIndex),
+    /// All state was replaced (a snapshot was installed): subscribe again.
+    Reset,
+}
+
+/// A consistent start for a copy of the store: the state, the index it is
+/// applied to, and every change after it.
+pub struct Subscription {
+    pub data: StoreData,
+    pub applied: RaftIndex,
+    pub events: broadcast::Receiver<StoreEvent>,
+}
+
+/// Changes a subscriber may fall behind by before it must start over.
+const FEED_CAPACITY: usize = 16 * 1024;
 
 /// A read's result and the index a blocking query should compare against.
 #[derive(Debug, Clone)]
@@ -178,12 +203,21 @@ impl StateStore {
             table_watches: std::array::from_fn(|_| watch::Sender::new(RaftIndex::ZERO)),
             applied: watch::Sender::new(RaftIndex::ZERO),
             closed: watch::Sender::new(false),
+            feed: broadcast::Sender::new(FEED_CAPACITY),
         })
     }
 
-    /// Applies a committed command (called by the Raft state machine only).
+    /// Applies a committed command (called by the Raft state machine, or by
+    /// a client agent's state stream, only).
     pub fn apply(&self, index: RaftIndex, command: &Command) -> CommandOutcome {
-        let (outcome, changed) = self.write().apply(index, command);
+        let mut tables = self.write();
+        let (outcome, changed) = tables.apply(index, command);
+        // Sent under the lock, so `subscribe` sees each change either in its
+        // copy or in its feed, never both or neither.
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(StoreEvent::Command { index, command: Arc::new(command.clone()) });
+        }
+        drop(tables);
         for table in changed.tables() {
             self.table_watches[table.slot()].send_replace(index);
         }
@@ -194,6 +228,16 @@ impl StateStore {
     /// carry no command, such as membership changes).
     pub fn mark_applied(&self, index: RaftIndex) {
         self.applied.send_replace(index);
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(StoreEvent::Applied(index));
+        }
+    }
+
+    /// A copy of the state and the changes that follow it, in order.
+    pub fn subscribe(&self) -> Subscription {
+        let tables = self.read();
+        let events = self.feed.subscribe();
+        Subscription { data: tables.to_data(), applied: self.applied_index(), events }
     }
 
     pub fn applied_index(&self) -> RaftIndex {
@@ -213,9 +257,21 @@ impl StateStore {
         self.closed.send_replace(true);
     }
 
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves once [`close`](Self::close) has been called.
+    pub async fn closed(&self) {
+        let _ = self.closed.subscribe().wait_for(|closed| *closed).await;
+    }
+
     /// Replaces all state (snapshot install or start-up).
     pub fn restore(&self, data: StoreData) {
-        *self.write() = Tables::from_data(data);
+        let mut tables = self.write();
+        *tables = Tables::from_data(data);
+        let _ = self.feed.send(StoreEvent::Reset);
+        drop(tables);
         let tables = self.read();
         for table in Table::ALL {
             self.table_watches[table.slot()].send_replace(tables.index(table));

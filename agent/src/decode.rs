@@ -4,15 +4,17 @@
 //! `NodeMeta`, `TaggedAddresses`) are left exactly as sent.
 //!
 //! Request types name their fields in the normalized form (lower case, no
-//! underscores) with `#[serde(rename = "...")]`.
+//! underscores) with `#[serde(rename = "...")]`. Service definitions in
+//! config files go through the same decoding, so `service { check { http =
+//! ... } }` and `{"Check": {"HTTP": ...}}` mean the same thing.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use crate::http::ApiError;
 
 /// Normalized names of fields whose object value is user data.
-const USER_MAPS: &[&str] = &["meta", "nodemeta", "servicemeta", "taggedaddresses"];
+const USER_MAPS: &[&str] = &["meta", "nodemeta", "servicemeta", "taggedaddresses", "header"];
 
 /// Decodes a JSON request body into `T`, or a 400 saying what is wrong.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -21,7 +23,13 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("Request decode failed: malformed JSON: {e}")))?;
-    serde_json::from_value(normalize(value)).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+    decode_value(value).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+}
+
+/// Decodes an already parsed value (a request body, or a block of a config
+/// file) into `T`; the error names the field that is wrong.
+pub fn decode_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_json::from_value(normalize(value)).map_err(|e| e.to_string())
 }
 
 /// The normalized form of a field name.

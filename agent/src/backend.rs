@@ -1,0 +1,89 @@
+//! How this agent reaches the replicated state: through the server it
+//! carries (`--server`), or, as a client agent, through its link to the
+//! servers. Everything above this module (HTTP, DNS, anti-entropy,
+//! liveness) works the same in both modes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft_api::catalog::Node;
+use weft_api::command::Command;
+use weft_api::ids::Datacenter;
+use weft_server::raft::ServerNode;
+use weft_server::remote::RemoteCluster;
+use weft_server::store::StateStore;
+use weft_server::{Applied, ReadConsistency, Server, ServerError};
+
+/// The cluster as this agent sees it. Cheap to clone.
+#[derive(Clone)]
+pub enum Backend {
+    Server(Server),
+    Client(RemoteCluster),
+}
+
+impl Backend {
+    /// This agent's view of the state: applied by its Raft, or streamed.
+    pub fn store(&self) -> &Arc<StateStore> {
+        match self {
+            Backend::Server(server) => server.store(),
+            Backend::Client(remote) => remote.store(),
+        }
+    }
+
+    pub fn datacenter(&self) -> &Datacenter {
+        match self {
+            Backend::Server(server) => server.datacenter(),
+            Backend::Client(remote) => remote.datacenter(),
+        }
+    }
+
+    /// The embedded server, for what only a server can answer (Raft state).
+    pub fn server(&self) -> Option<&Server> {
+        match self {
+            Backend::Server(server) => Some(server),
+            Backend::Client(_) => None,
+        }
+    }
+
+    pub fn leader(&self) -> Option<ServerNode> {
+        match self {
+            Backend::Server(server) => server.leader(),
+            Backend::Client(remote) => remote.leader(),
+        }
+    }
+
+    /// True on the agent that carries the current leader.
+    pub fn is_leader(&self) -> bool {
+        self.server().is_some_and(Server::is_leader)
+    }
+
+    /// Time since this agent last heard from the leader (or, as a client,
+    /// from its server).
+    pub fn last_contact(&self) -> Option<Duration> {
+        match self {
+            Backend::Server(server) => server.last_contact(),
+            Backend::Client(remote) => remote.last_contact(),
+        }
+    }
+
+    pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
+        match self {
+            Backend::Server(server) => server.write(command).await,
+            Backend::Client(remote) => remote.write(command).await,
+        }
+    }
+
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
+        match self {
+            Backend::Server(server) => server.read_barrier(consistency).await,
+            Backend::Client(remote) => remote.read_barrier(consistency).await,
+        }
+    }
+
+    pub async fn heartbeat(&self, node: &Node) -> Result<(), ServerError> {
+        match self {
+            Backend::Server(server) => server.heartbeat(node).await,
+            Backend::Client(remote) => remote.heartbeat(node).await,
+        }
+    }
+}

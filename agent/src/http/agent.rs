@@ -1,0 +1,338 @@
+//! `/v1/agent/*`: this agent's own services and checks (registered here,
+//! synced to the catalog by anti-entropy), TTL check updates, local health,
+//! members, reload and leave.
+//!
+//! Reads here come from the agent's local state, never from a server; they
+//! block on `?hash=` (Consul's content hash) instead of a Raft index.
+
+use std::hash::{Hash, Hasher};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weft_api::catalog::{Check, HealthStatus, Service};
+use weft_api::ids::{CheckId, ServiceId};
+use weft_server::liveness::LIVENESS_CHECK_ID;
+
+use super::catalog::service_json;
+use super::error::ApiError;
+use super::health::check_json;
+use super::query::{filter_items, QueryParams};
+use super::AppState;
+use crate::decode::{decode_body, decode_value};
+use crate::local::definition::{CheckDefinition, DefinitionError, ServiceDefinition};
+use crate::local::Source;
+use crate::ROLE_META_KEY;
+
+/// Longest `?wait` on a `?hash` blocking query (Consul's).
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl From<DefinitionError> for ApiError {
+    fn from(error: DefinitionError) -> Self {
+        ApiError::BadRequest(error.0)
+    }
+}
+
+fn agent_service_json(state: &AppState, service: &Service) -> Value {
+    let mut value = service_json(service);
+    if let Value::Object(map) = &mut value {
+        map.insert("Datacenter".into(), json!(state.config.datacenter));
+        map.remove("CreateIndex");
+        map.remove("ModifyIndex");
+    }
+    value
+}
+
+fn agent_check_json(check: &Check) -> Value {
+    let mut value = check_json(check);
+    if let Value::Object(map) = &mut value {
+        map.remove("CreateIndex");
+        map.remove("ModifyIndex");
+    }
+    value
+}
+
+/// Answers `render()` with its content hash; with `?hash=<same>` it first
+/// waits (up to `?wait`) for the local state to change.
+async fn hash_blocking(
+    state: &AppState,
+    raw: Option<&str>,
+    render: impl Fn() -> Result<(StatusCode, Value), ApiError>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw);
+    let mut changes = state.local.watch();
+    changes.borrow_and_update();
+    let (mut status, mut body) = render()?;
+    if let Some(wanted) = query.get("hash").filter(|h| !h.is_empty()) {
+        let wait = query
+            .get("wait")
+            .map(weft_api::duration::parse)
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(format!("Invalid wait: {e}")))?
+            .unwrap_or(std::time::Duration::from_secs(300))
+            .min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        while content_hash(&body) == wanted {
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                break;
+            }
+            (status, body) = render()?;
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(hash) = HeaderValue::from_str(&content_hash(&body)) {
+        headers.insert("X-Consul-ContentHash", hash);
+    }
+    let body = match query.get("format") {
+        Some("text") => {
+            return Ok((status, headers, body["AggregatedStatus"].as_str().unwrap_or("").to_owned()).into_response())
+        }
+        _ => body,
+    };
+    Ok((status, headers, Json(body)).into_response())
+}
+
+fn content_hash(value: &Value) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// `GET /v1/agent/services`: this agent's services by ID.
+pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    hash_blocking(&state, raw.as_deref(), || {
+        let items: Vec<Value> = state.local.services().iter().map(|s| agent_service_json(&state, s)).collect();
+        let items = filter_items(&query, items)?;
+        let map: serde_json::Map<String, Value> =
+            items.into_iter().map(|s| (s["ID"].as_str().unwrap_or_default().to_owned(), s)).collect();
+        Ok((StatusCode::OK, Value::Object(map)))
+    })
+    .await
+}
+
+/// `GET /v1/agent/service/<id>`.
+pub async fn service(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = ServiceId::new(id);
+    hash_blocking(&state, raw.as_deref(), || {
+        let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
+        let mut body = agent_service_json(&state, &service);
+        body["ContentHash"] = json!(content_hash(&body));
+        Ok((StatusCode::OK, body))
+    })
+    .await
+}
+
+/// `GET /v1/agent/checks`: this agent's checks by ID.
+pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    hash_blocking(&state, raw.as_deref(), || {
+        let items: Vec<Value> = state.local.checks().iter().map(agent_check_json).collect();
+        let items = filter_items(&query, items)?;
+        let map: serde_json::Map<String, Value> =
+            items.into_iter().map(|c| (c["CheckID"].as_str().unwrap_or_default().to_owned(), c)).collect();
+        Ok((StatusCode::OK, Value::Object(map)))
+    })
+    .await
+}
+
+/// `PUT /v1/agent/service/register`.
+pub async fn register_service(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let definition: ServiceDefinition = decode_body(&body)?;
+    let id = state.local.add_service(definition, Source::Api)?;
+    tracing::info!(service = %id, "service registered");
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/service/deregister/<id>`.
+pub async fn deregister_service(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = ServiceId::new(id);
+    if !state.local.remove_service(&id) {
+        return Err(unknown_service(&id));
+    }
+    tracing::info!(service = %id, "service deregistered");
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/check/register`.
+pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: malformed JSON: {e}")))?;
+    let definition: CheckDefinition =
+        decode_value(value).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
+    state.local.add_check(definition, Source::Api)?;
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/check/deregister/<id>`.
+pub async fn deregister_check(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = CheckId::new(id);
+    if !state.local.remove_check(&id) {
+        return Err(ApiError::NotFound(format!("Unknown check ID {:?}", id.as_str())));
+    }
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/check/pass|warn|fail/<id>?note=`.
+pub async fn ttl_update(
+    State(state): State<AppState>,
+    Path((verb, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let status = match verb.as_str() {
+        "pass" => HealthStatus::Passing,
+        "warn" => HealthStatus::Warning,
+        "fail" => HealthStatus::Critical,
+        other => return Err(ApiError::NotFound(format!("unknown check update {other:?}: use pass, warn or fail"))),
+    };
+    let note = QueryParams::parse(raw.as_deref()).get("note").unwrap_or_default().to_owned();
+    refresh(&state, &id, status, note)
+}
+
+#[derive(Deserialize)]
+struct CheckUpdateBody {
+    #[serde(rename = "status")]
+    status: Option<String>,
+    #[serde(rename = "output", default)]
+    output: String,
+}
+
+/// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
+pub async fn check_update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: CheckUpdateBody = decode_body(&body)?;
+    let text = body.status.unwrap_or_default();
+    let status = match HealthStatus::parse(&text) {
+        Some(status @ (HealthStatus::Passing | HealthStatus::Warning | HealthStatus::Critical)) => status,
+        _ => return Err(ApiError::BadRequest(format!("Invalid Status {text:?}: use passing, warning or critical"))),
+    };
+    refresh(&state, &id, status, body.output)
+}
+
+fn refresh(state: &AppState, id: &str, status: HealthStatus, output: String) -> Result<Response, ApiError> {
+    let id = CheckId::new(id);
+    if state.local.check(&id).is_none() {
+        return Err(ApiError::NotFound(format!("Unknown check ID {:?}", id.as_str())));
+    }
+    state.local.refresh_ttl(&id, status, output)?;
+    Ok(().into_response())
+}
+
+/// One local service with its checks and their worst status.
+fn service_health(state: &AppState, service: &Service) -> (HealthStatus, Value) {
+    let checks: Vec<Check> =
+        state.local.checks().into_iter().filter(|c| c.service_id == service.id || c.service_id.is_empty()).collect();
+    let worst = checks.iter().map(|c| c.status).max().unwrap_or(HealthStatus::Passing);
+    let body = json!({
+        "AggregatedStatus": worst.as_str(),
+        "Service": agent_service_json(state, service),
+        "Checks": checks.iter().map(agent_check_json).collect::<Vec<_>>(),
+    });
+    (worst, body)
+}
+
+/// Consul's codes: 200 passing, 429 warning, 503 critical or maintenance.
+fn health_code(status: HealthStatus) -> StatusCode {
+    match status {
+        HealthStatus::Passing => StatusCode::OK,
+        HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
+        HealthStatus::Critical | HealthStatus::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// `GET /v1/agent/health/service/id/<id>`.
+pub async fn health_by_id(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = ServiceId::new(id);
+    hash_blocking(&state, raw.as_deref(), || {
+        let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
+        let (worst, body) = service_health(&state, &service);
+        Ok((health_code(worst), body))
+    })
+    .await
+}
+
+/// `GET /v1/agent/health/service/name/<name>`: every local instance.
+pub async fn health_by_name(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    hash_blocking(&state, raw.as_deref(), || {
+        let instances: Vec<(HealthStatus, Value)> = state
+            .local
+            .services()
+            .iter()
+            .filter(|s| s.name.as_str() == name)
+            .map(|s| service_health(&state, s))
+            .collect();
+        if instances.is_empty() {
+            return Err(ApiError::NotFound(format!("ServiceName {name:?} not found on this agent")));
+        }
+        let worst = instances.iter().map(|(s, _)| *s).max().unwrap_or(HealthStatus::Passing);
+        let mut body = Value::Array(instances.into_iter().map(|(_, b)| b).collect());
+        if QueryParams::parse(raw.as_deref()).get("format") == Some("text") {
+            body = json!({"AggregatedStatus": worst.as_str()});
+        }
+        Ok((health_code(worst), body))
+    })
+    .await
+}
+
+/// `GET /v1/agent/members`: every node with an agent (one that has a
+/// liveness check), with Consul's member status codes (1 alive, 4 failed).
+pub async fn members(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let tables = state.backend.store().read();
+    let catalog = tables.catalog();
+    let members: Vec<Value> = catalog
+        .checks()
+        .filter(|c| c.id.as_str() == LIVENESS_CHECK_ID)
+        .filter_map(|check| {
+            let node = catalog.node(&check.node)?;
+            let role = node.meta.get(ROLE_META_KEY).map(String::as_str).unwrap_or("client");
+            let alive = check.status == HealthStatus::Passing;
+            Some(json!({
+                "Name": node.name,
+                "Addr": node.address,
+                "Port": 0,
+                "Tags": {"role": if role == "server" { "consul" } else { "node" }, "dc": node.datacenter, "id": node.id},
+                "Status": if alive { 1 } else { 4 },
+                "StatusText": if alive { "alive" } else { "failed" },
+            }))
+        })
+        .collect();
+    drop(tables);
+    Ok(Json(filter_items(&query, members)?).into_response())
+}
+
+/// `PUT /v1/agent/reload`: re-reads the config files' services and checks.
+pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.local.reload(&state.config).map_err(|errors| ApiError::BadRequest(errors.to_string()))?;
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/leave`: deregisters this node and shuts the agent down.
+pub async fn leave(State(state): State<AppState>) -> Result<Response, ApiError> {
+    tracing::info!("leave requested through the API");
+    state.leave.notify_one();
+    Ok(().into_response())
+}
+
+fn unknown_service(id: &ServiceId) -> ApiError {
+    ApiError::NotFound(format!("unknown service ID: {}", id.as_str()))
+}

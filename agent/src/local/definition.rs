@@ -1,0 +1,425 @@
+//! Service and check definitions as users write them: in a config file
+//! (`service { name = "web" check { http = "..." interval = "5s" } }`) or in
+//! a `PUT /v1/agent/service/register` body. Both go through [`crate::decode`],
+//! so the field names below are in its normalized form.
+//!
+//! A definition is kept as written (it is what the agent persists and
+//! re-reads) and validated into the typed [`LocalService`] / [`LocalCheck`]
+//! the agent runs. Validation names the field that is wrong.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weft_api::catalog::{Check, HealthStatus, Service, Weights};
+use weft_api::ids::{CheckId, NodeName, ServiceId, ServiceName};
+use weft_checks::{GrpcProbe, HttpProbe, Probe};
+
+/// A service as a user defines it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDefinition {
+    #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "name", alias = "service", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "kind", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "address", default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Wider than `u16` so an out-of-range port is a clear error, not a decode failure.
+    #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(rename = "meta", default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<BTreeMap<String, String>>,
+    #[serde(rename = "taggedaddresses", default, skip_serializing_if = "Option::is_none")]
+    pub tagged_addresses: Option<BTreeMap<String, Value>>,
+    #[serde(rename = "enabletagoverride", default, skip_serializing_if = "Option::is_none")]
+    pub enable_tag_override: Option<bool>,
+    #[serde(rename = "weights", default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<WeightsDefinition>,
+    #[serde(rename = "check", default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckDefinition>,
+    #[serde(rename = "checks", default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<CheckDefinition>>,
+    /// Kept as given; the Connect work gives them meaning.
+    #[serde(rename = "connect", default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Value>,
+    #[serde(rename = "proxy", default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsDefinition {
+    #[serde(rename = "passing", default)]
+    pub passing: u32,
+    #[serde(rename = "warning", default)]
+    pub warning: u32,
+}
+
+/// A health check as a user defines it (inside a service, or on its own).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckDefinition {
+    #[serde(rename = "checkid", alias = "id", default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "notes", default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// The status before the first run (default critical).
+    #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// For a check registered on its own: the service it belongs to.
+    #[serde(rename = "serviceid", default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    #[serde(rename = "interval", default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Value>,
+    #[serde(rename = "timeout", default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Value>,
+    #[serde(rename = "ttl", default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Value>,
+    #[serde(rename = "http", default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    #[serde(rename = "method", default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(rename = "header", default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(rename = "body", default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(rename = "tcp", default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    #[serde(rename = "grpc", default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
+    #[serde(rename = "grpcusetls", default, skip_serializing_if = "Option::is_none")]
+    pub grpc_use_tls: Option<bool>,
+    #[serde(rename = "tlsskipverify", default, skip_serializing_if = "Option::is_none")]
+    pub tls_skip_verify: Option<bool>,
+    #[serde(rename = "tlsservername", default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    #[serde(rename = "disableredirects", default, skip_serializing_if = "Option::is_none")]
+    pub disable_redirects: Option<bool>,
+    #[serde(rename = "args", alias = "scriptargs", default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(rename = "successbeforepassing", default, skip_serializing_if = "Option::is_none")]
+    pub success_before_passing: Option<u32>,
+    #[serde(rename = "failuresbeforewarning", default, skip_serializing_if = "Option::is_none")]
+    pub failures_before_warning: Option<u32>,
+    #[serde(rename = "failuresbeforecritical", default, skip_serializing_if = "Option::is_none")]
+    pub failures_before_critical: Option<u32>,
+    #[serde(rename = "deregistercriticalserviceafter", default, skip_serializing_if = "Option::is_none")]
+    pub deregister_critical_service_after: Option<Value>,
+}
+
+/// A definition that cannot be run, with the field to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DefinitionError(pub String);
+
+/// A validated service and the checks defined with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalService {
+    /// The catalog record (node filled in, indexes zero).
+    pub service: Service,
+    pub checks: Vec<LocalCheck>,
+}
+
+/// A validated check: its catalog record and how to run it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalCheck {
+    /// The catalog record: status and output are the current ones.
+    pub check: Check,
+    pub runner: CheckRunner,
+    pub success_before_passing: u32,
+    pub failures_before_warning: u32,
+    pub failures_before_critical: u32,
+    pub deregister_critical_service_after: Option<Duration>,
+}
+
+/// What produces a check's status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckRunner {
+    /// Probed every `interval`, each run bounded by `timeout`.
+    Probe { probe: Probe, interval: Duration, timeout: Duration },
+    /// Set from outside (`/v1/agent/check/pass|warn|fail`); critical when
+    /// not refreshed within `ttl`.
+    Ttl { ttl: Duration },
+}
+
+/// Checks are probed at most this often.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ServiceDefinition {
+    /// Validates into a [`LocalService`] on `node`. Script checks are refused
+    /// unless `script_checks` (`--enable-script-checks`).
+    pub fn validate(&self, node: &NodeName, script_checks: bool) -> Result<LocalService, DefinitionError> {
+        let fail = |text: String| Err(DefinitionError(text));
+        let name = self.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return fail("Missing service name: set Name (\"name\" in a config file)".into());
+        }
+        if name.contains('/') || name.contains(char::is_whitespace) {
+            return fail(format!("Invalid service name {name:?}: no spaces or slashes"));
+        }
+        let port = match self.port.unwrap_or(0) {
+            port @ 0..=65535 => port as u16,
+            port => return fail(format!("Invalid Port {port}: must be between 0 and 65535")),
+        };
+        let kind = self.kind.clone().unwrap_or_default();
+        if !matches!(kind.as_str(), "" | "connect-proxy" | "mesh-gateway" | "ingress-gateway" | "terminating-gateway") {
+            return fail(format!(
+                "Invalid Kind {kind:?}: use \"\", connect-proxy, mesh-gateway, ingress-gateway or terminating-gateway"
+            ));
+        }
+        let id = ServiceId::new(self.id.clone().filter(|id| !id.is_empty()).unwrap_or_else(|| name.clone()));
+        let mut tagged_addresses = BTreeMap::new();
+        for (key, value) in self.tagged_addresses.clone().unwrap_or_default() {
+            tagged_addresses.insert(key.clone(), tagged_address(&key, &value)?);
+        }
+        let service = Service {
+            node: node.clone(),
+            id: id.clone(),
+            name: ServiceName::new(&name),
+            kind,
+            tags: self.tags.clone().unwrap_or_default(),
+            address: self.address.clone().unwrap_or_default(),
+            port,
+            meta: self.meta.clone().unwrap_or_default(),
+            tagged_addresses,
+            enable_tag_override: self.enable_tag_override.unwrap_or(false),
+            weights: match &self.weights {
+                Some(w) if w.passing == 0 => return fail("Invalid Weights: Passing must be at least 1".into()),
+                Some(w) => Weights { passing: w.passing, warning: w.warning },
+                None => Weights::default(),
+            },
+            indexes: Default::default(),
+        };
+        let definitions: Vec<&CheckDefinition> = self.check.iter().chain(self.checks.iter().flatten()).collect();
+        let numbered = definitions.len() > 1;
+        let mut checks = Vec::with_capacity(definitions.len());
+        for (n, definition) in definitions.into_iter().enumerate() {
+            let default_id = if numbered { format!("service:{id}:{}", n + 1) } else { format!("service:{id}") };
+            let mut check = definition.validate(node, script_checks, &default_id)?;
+            check.check.service_id = id.clone();
+            check.check.service_name = service.name.clone();
+            check.check.service_tags = service.tags.clone();
+            if definition.name.as_deref().unwrap_or_default().is_empty() {
+                check.check.name = format!("Service '{name}' check");
+            }
+            checks.push(check);
+        }
+        Ok(LocalService { service, checks })
+    }
+}
+
+impl CheckDefinition {
+    /// Validates into a [`LocalCheck`] on `node`; `default_id` is used when
+    /// the definition has neither an ID nor a name.
+    pub fn validate(
+        &self,
+        node: &NodeName,
+        script_checks: bool,
+        default_id: &str,
+    ) -> Result<LocalCheck, DefinitionError> {
+        let fail = |text: String| Err(DefinitionError(text));
+        let name = self.name.clone().unwrap_or_default();
+        let id = self
+            .id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .or_else(|| (!name.is_empty()).then(|| name.clone()))
+            .unwrap_or_else(|| default_id.to_owned());
+        if id.is_empty() {
+            return fail("Missing check ID: set CheckID or Name".into());
+        }
+        let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            None => HealthStatus::Critical,
+            Some(text) => match HealthStatus::parse(text) {
+                Some(status @ (HealthStatus::Passing | HealthStatus::Warning | HealthStatus::Critical)) => status,
+                _ => return fail(format!("Invalid Status {text:?}: use passing, warning or critical")),
+            },
+        };
+        let interval = duration("Interval", &self.interval)?;
+        let timeout = duration("Timeout", &self.timeout)?.unwrap_or(DEFAULT_TIMEOUT);
+        let ttl = duration("TTL", &self.ttl)?;
+        let (runner, check_type) = match (&self.http, &self.tcp, &self.grpc, &self.args, ttl) {
+            (Some(url), None, None, None, None) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return fail(format!("Invalid HTTP {url:?}: must be an http:// or https:// URL"));
+                }
+                let probe = Probe::Http(HttpProbe {
+                    url: url.clone(),
+                    method: self.method.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| "GET".into()),
+                    headers: self.header.clone().unwrap_or_default(),
+                    body: self.body.clone(),
+                    tls_skip_verify: self.tls_skip_verify.unwrap_or(false),
+                    tls_server_name: self.tls_server_name.clone().filter(|s| !s.is_empty()),
+                    disable_redirects: self.disable_redirects.unwrap_or(false),
+                });
+                (probed(probe, interval, timeout, "HTTP")?, "http")
+            }
+            (None, Some(address), None, None, None) => {
+                if !address.contains(':') {
+                    return fail(format!("Invalid TCP {address:?}: must be host:port"));
+                }
+                (probed(Probe::Tcp { address: address.clone() }, interval, timeout, "TCP")?, "tcp")
+            }
+            (None, None, Some(target), None, None) => {
+                let probe = Probe::Grpc(GrpcProbe {
+                    target: target.clone(),
+                    use_tls: self.grpc_use_tls.unwrap_or(false),
+                    tls_skip_verify: self.tls_skip_verify.unwrap_or(false),
+                    tls_server_name: self.tls_server_name.clone().filter(|s| !s.is_empty()),
+                });
+                (probed(probe, interval, timeout, "GRPC")?, "grpc")
+            }
+            (None, None, None, Some(args), None) => {
+                if !script_checks {
+                    return fail(
+                        "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' (or --enable-script-checks)"
+                            .into(),
+                    );
+                }
+                if args.is_empty() {
+                    return fail("Invalid Args: give the command and its arguments".into());
+                }
+                (probed(Probe::Script { args: args.clone() }, interval, timeout, "Args")?, "script")
+            }
+            (None, None, None, None, Some(ttl)) => (CheckRunner::Ttl { ttl }, "ttl"),
+            (None, None, None, None, None) => {
+                return fail("Invalid check: one of HTTP, TCP, GRPC, TTL or Args (script) must be set".into())
+            }
+            _ => return fail("Invalid check: set only one of HTTP, TCP, GRPC, TTL or Args".into()),
+        };
+        Ok(LocalCheck {
+            check: Check {
+                node: node.clone(),
+                id: CheckId::new(id),
+                name,
+                status,
+                notes: self.notes.clone().unwrap_or_default(),
+                check_type: check_type.to_owned(),
+                service_id: ServiceId::new(self.service_id.clone().unwrap_or_default()),
+                ..Check::default()
+            },
+            runner,
+            success_before_passing: self.success_before_passing.unwrap_or(0),
+            failures_before_warning: self.failures_before_warning.or(self.failures_before_critical).unwrap_or(0),
+            failures_before_critical: self.failures_before_critical.unwrap_or(0),
+            deregister_critical_service_after: duration(
+                "DeregisterCriticalServiceAfter",
+                &self.deregister_critical_service_after,
+            )?,
+        })
+    }
+}
+
+fn probed(
+    probe: Probe,
+    interval: Option<Duration>,
+    timeout: Duration,
+    kind: &str,
+) -> Result<CheckRunner, DefinitionError> {
+    let interval = interval.ok_or_else(|| DefinitionError(format!("Invalid check: {kind} checks need an Interval")))?;
+    if interval < MIN_INTERVAL {
+        return Err(DefinitionError(format!(
+            "Invalid Interval {}: at least {}",
+            weft_api::duration::format(interval),
+            weft_api::duration::format(MIN_INTERVAL)
+        )));
+    }
+    Ok(CheckRunner::Probe { probe, interval, timeout })
+}
+
+/// A duration field: a Go duration string (`"10s"`) or integer nanoseconds,
+/// as Consul accepts.
+fn duration(field: &str, value: &Option<Value>) -> Result<Option<Duration>, DefinitionError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) => {
+            weft_api::duration::parse(text).map(Some).map_err(|e| DefinitionError(format!("Invalid {field}: {e}")))
+        }
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => Ok(None),
+            Some(nanos) => Ok(Some(Duration::from_nanos(nanos))),
+            None => Err(DefinitionError(format!("Invalid {field} {n}: must not be negative"))),
+        },
+        Some(other) => Err(DefinitionError(format!("Invalid {field} {other}: use a duration such as \"10s\""))),
+    }
+}
+
+/// A service tagged address: `{"Address": "...", "Port": n}` or a plain string.
+fn tagged_address(key: &str, value: &Value) -> Result<String, DefinitionError> {
+    let object = |name: &str| value.get(name).or_else(|| value.get(name.to_lowercase()));
+    match value {
+        Value::String(address) => Ok(address.clone()),
+        Value::Object(_) => {
+            let address = object("Address").and_then(Value::as_str).unwrap_or_default();
+            let port = object("Port").and_then(Value::as_u64).unwrap_or(0);
+            Ok(format!("{address}:{port}"))
+        }
+        _ => Err(DefinitionError(format!("Invalid TaggedAddresses[{key:?}]: expected {{Address, Port}}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode_value;
+
+    fn node() -> NodeName {
+        NodeName::new("vm1")
+    }
+
+    fn service(json: &str) -> Result<LocalService, DefinitionError> {
+        let definition: ServiceDefinition = decode_value(serde_json::from_str(json).unwrap()).unwrap();
+        definition.validate(&node(), false)
+    }
+
+    #[test]
+    fn consul_check_ids_and_names() {
+        let one = service(r#"{"Name": "web", "Check": {"TTL": "10s"}}"#).unwrap();
+        assert_eq!(one.checks[0].check.id.as_str(), "service:web");
+        assert_eq!(one.checks[0].check.name, "Service 'web' check");
+        let two = service(
+            r#"{"Name": "web", "ID": "web1", "Checks": [{"TTL": "10s"}, {"TCP": "127.0.0.1:1", "Interval": "5s"}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<_> = two.checks.iter().map(|c| c.check.id.as_str()).collect();
+        assert_eq!(ids, ["service:web1:1", "service:web1:2"]);
+        assert!(two.checks.iter().all(|c| c.check.service_id.as_str() == "web1"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let error = |json| service(json).unwrap_err().0;
+        assert!(error(r#"{"Port": 80}"#).contains("service name"));
+        assert!(error(r#"{"Name": "web", "Port": 70000}"#).contains("Port"));
+        assert!(error(r#"{"Name": "web", "Check": {"Interval": "5s"}}"#).contains("one of HTTP"));
+        assert!(error(r#"{"Name": "web", "Check": {"HTTP": "http://x", "Interval": "nope"}}"#).contains("Interval"));
+        assert!(
+            error(r#"{"Name": "web", "Check": {"Args": ["true"], "Interval": "5s"}}"#).contains("enable_script_checks")
+        );
+    }
+
+    #[test]
+    fn durations_as_strings_or_nanoseconds() {
+        let a = service(r#"{"Name": "web", "Check": {"TTL": "1m30s"}}"#).unwrap();
+        let b = service(r#"{"Name": "web", "Check": {"TTL": 90000000000}}"#).unwrap();
+        assert_eq!(a.checks[0].runner, CheckRunner::Ttl { ttl: Duration::from_secs(90) });
+        assert_eq!(a.checks[0].runner, b.checks[0].runner);
+    }
+
+    #[test]
+    fn a_definition_survives_a_round_trip_through_json() {
+        let json = r#"{"Name": "web", "Port": 8080, "Tags": ["v1"], "Meta": {"Version": "1"},
+            "Check": {"HTTP": "http://127.0.0.1:8080/health", "Interval": "5s", "Header": {"X-A": ["b"]}}}"#;
+        let definition: ServiceDefinition = decode_value(serde_json::from_str(json).unwrap()).unwrap();
+        let again: ServiceDefinition = decode_value(serde_json::to_value(&definition).unwrap()).unwrap();
+        assert_eq!(definition, again);
+        assert_eq!(again.meta.unwrap()["Version"], "1");
+    }
+}

@@ -1,0 +1,150 @@
+//! Agent liveness: every agent sends a heartbeat (`Cluster.Heartbeat`, about
+//! once a second); the leader keeps when it last heard from each node and
+//! turns the node's `serfHealth` check critical when the heartbeats stop for
+//! longer than the liveness timeout, and passing again when they resume.
+//!
+//! This plays the part of Consul's Serf failure detector. It lives on the
+//! leader only (a new leader starts with an empty table and waits one whole
+//! timeout before judging anyone), and it decides by the clock, so its
+//! decisions are written as ordinary catalog registrations: the state
+//! machine never reads a clock.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use weft_api::catalog::{Check, HealthStatus, Node, Registration};
+use weft_api::command::Command;
+use weft_api::ids::{CheckId, NodeName};
+
+use crate::server::Server;
+
+/// The node-level check that says whether a node's agent is alive
+/// (Consul's name, which tools look for).
+pub const LIVENESS_CHECK_ID: &str = "serfHealth";
+const LIVENESS_CHECK_NAME: &str = "Serf Health Status";
+const ALIVE_OUTPUT: &str = "Agent alive and reachable";
+const DEAD_OUTPUT: &str = "Agent not live or unreachable";
+
+/// How often an agent sends a heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The leader's record of heartbeats.
+pub(crate) struct Liveness {
+    last_heard: Mutex<HashMap<NodeName, Instant>>,
+    timeout: Duration,
+}
+
+impl Liveness {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self { last_heard: Mutex::new(HashMap::new()), timeout }
+    }
+
+    fn heard(&self, node: &NodeName) {
+        self.table().insert(node.clone(), Instant::now());
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<NodeName, Instant>> {
+        self.last_heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The `serfHealth` check for `node` in `status`.
+fn liveness_check(node: &NodeName, status: HealthStatus) -> Check {
+    Check {
+        node: node.clone(),
+        id: CheckId::new(LIVENESS_CHECK_ID),
+        name: LIVENESS_CHECK_NAME.to_owned(),
+        status,
+        output: if status == HealthStatus::Passing { ALIVE_OUTPUT } else { DEAD_OUTPUT }.to_owned(),
+        ..Check::default()
+    }
+}
+
+/// On the leader: records a heartbeat from `node` and, if the catalog does
+/// not show it alive, registers it (node included, if missing) with a
+/// passing liveness check.
+pub(crate) async fn heartbeat(server: &Server, node: Node) -> Result<(), crate::ServerError> {
+    let liveness = &server.inner.liveness;
+    liveness.heard(&node.name);
+    let (registered, alive) = {
+        let tables = server.store().read();
+        let catalog = tables.catalog();
+        let check = catalog.checks().find(|c| c.node == node.name && c.id.as_str() == LIVENESS_CHECK_ID);
+        (catalog.node(&node.name).is_some(), check.is_some_and(|c| c.status == HealthStatus::Passing))
+    };
+    if registered && alive {
+        return Ok(());
+    }
+    tracing::info!(node = %node.name, "agent is alive");
+    let check = liveness_check(&node.name, HealthStatus::Passing);
+    let registration = Registration { node, skip_node_update: registered, service: None, checks: vec![check] };
+    server.write_local(&Command::Register(Box::new(registration))).await.map(|_| ())
+}
+
+/// Runs on every server for its lifetime; acts only while it leads.
+pub(crate) async fn watch_heartbeats(server: Server) {
+    let liveness = &server.inner.liveness;
+    let period = (liveness.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_since: Option<(u64, Instant)> = None;
+    loop {
+        ticker.tick().await;
+        if server.store().is_closed() {
+            return;
+        }
+        let metrics = server.metrics();
+        if metrics.state != openraft::ServerState::Leader {
+            leading_since = None;
+            continue;
+        }
+        let term = metrics.current_term;
+        let since = match leading_since {
+            Some((t, since)) if t == term => since,
+            _ => {
+                // Heartbeats went to the old leader: give every agent one timeout to find us.
+                liveness.table().clear();
+                leading_since = Some((term, Instant::now()));
+                continue;
+            }
+        };
+        if since.elapsed() < liveness.timeout {
+            continue;
+        }
+        let dead = silent_nodes(&server);
+        if dead.is_empty() {
+            continue;
+        }
+        tracing::warn!(nodes = ?dead, timeout = ?liveness.timeout, "agents stopped sending heartbeats; marking them critical");
+        let commands = dead
+            .iter()
+            .map(|node| {
+                Command::Register(Box::new(Registration {
+                    node: Node { name: node.clone(), ..Node::default() },
+                    skip_node_update: true,
+                    service: None,
+                    checks: vec![liveness_check(node, HealthStatus::Critical)],
+                }))
+            })
+            .collect();
+        if let Err(error) = server.write_local(&Command::Batch(commands)).await {
+            tracing::warn!(%error, "could not mark silent agents critical; will retry");
+        }
+    }
+}
+
+/// Nodes the catalog shows alive whose heartbeats stopped over a timeout ago.
+fn silent_nodes(server: &Server) -> Vec<NodeName> {
+    let liveness = &server.inner.liveness;
+    let last_heard = liveness.table();
+    let tables = server.store().read();
+    tables
+        .catalog()
+        .checks()
+        .filter(|c| c.id.as_str() == LIVENESS_CHECK_ID && c.status == HealthStatus::Passing)
+        .filter(|c| last_heard.get(&c.node).is_none_or(|at| at.elapsed() > liveness.timeout))
+        .map(|c| c.node.clone())
+        .collect()
+}

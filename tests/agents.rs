@@ -1,0 +1,275 @@
+//! Client agents end to end: 3 servers and client agents on loopback, all
+//! real `weft` processes. Services from config files and from the agent API
+//! reach every agent's HTTP and DNS answers; health checks decide who is
+//! healthy; a killed agent turns critical within the liveness bound and comes
+//! back with its services; anti-entropy repairs the catalog; bad
+//! registrations change nothing.
+
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, weft, Cluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_api::client::HttpClient;
+
+/// A tiny HTTP app whose health endpoint answers with a status the test sets.
+struct App {
+    port: u16,
+    status: Arc<AtomicU16>,
+}
+
+impl App {
+    async fn start() -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = Arc::new(AtomicU16::new(200));
+        let answer = status.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let code = answer.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 2048];
+                    let _ = socket.read(&mut buffer).await;
+                    let response =
+                        format!("HTTP/1.1 {code} Status\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        App { port, status }
+    }
+
+    fn answer(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+}
+
+async fn get_json(client: &HttpClient, path: &str) -> Option<Value> {
+    let response = client.get(path).await.ok()?;
+    (response.status == 200).then(|| serde_json::from_slice(&response.body).ok())?
+}
+
+/// Node names of the passing instances of `service`, as agent `client` answers.
+async fn passing_nodes(client: &HttpClient, service: &str) -> Option<Vec<String>> {
+    let body = get_json(client, &format!("/v1/health/service/{service}?passing")).await?;
+    let mut nodes: Vec<String> =
+        body.as_array()?.iter().filter_map(|e| e["Node"]["Node"].as_str().map(str::to_owned)).collect();
+    nodes.sort();
+    Some(nodes)
+}
+
+fn dig_srv(dns_addr: &str, name: &str) -> Option<String> {
+    let (ip, port) = dns_addr.rsplit_once(':').unwrap();
+    let output = Command::new("dig")
+        .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=1", "+short", name, "SRV"])
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn dig_available() -> bool {
+    let found = Command::new("dig").arg("-v").output().is_ok();
+    assert!(found || std::env::var_os("CI").is_none(), "dig is required in CI (apt-get install dnsutils)");
+    found
+}
+
+const LIVENESS: &str = "3s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health() {
+    let app = App::start().await;
+    let mut cluster = Cluster::servers_with(3, &["--liveness-timeout", LIVENESS]).await;
+    let config_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config_dir.path().join("web.hcl"),
+        format!(
+            r#"
+            service {{
+              name = "web"
+              port = {port}
+              tags = ["v1"]
+              meta {{
+                version = "1"
+              }}
+              check {{
+                http = "http://127.0.0.1:{port}/health"
+                interval = "1s"
+              }}
+            }}
+            "#,
+            port = app.port
+        ),
+    )
+    .unwrap();
+    let dir = config_dir.path().to_str().unwrap().to_owned();
+    let vm1 = cluster.add_client("vm1", &["--config-dir", &dir, "--anti-entropy-interval", "2s"]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
+
+    // The config-file service is healthy once its HTTP check passes, seen from the other agent.
+    let nodes = eventually("web on vm1 passing, seen from vm2", Duration::from_secs(20), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| !n.is_empty())
+    })
+    .await;
+    assert_eq!(nodes, ["vm1"]);
+    if dig_available() {
+        let answer = eventually("web SRV from vm2's DNS", Duration::from_secs(10), || async {
+            dig_srv(&cluster.specs[vm2].dns_addr, "web.service.weft").filter(|a| !a.trim().is_empty())
+        })
+        .await;
+        assert!(answer.contains(&format!(" {} vm1.node.dc1.weft.", app.port)), "{answer}");
+    }
+
+    // An API registration on vm2, with a TTL check.
+    let registration = json!({"Name": "api", "ID": "api-1", "Port": 9000, "Tags": ["v2"], "Meta": {"version": "2"},
+                              "Check": {"CheckID": "api-ttl", "TTL": "2s"}});
+    let response = vm2_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let services = get_json(&vm2_http, "/v1/agent/services").await.unwrap();
+    assert_eq!(services["api-1"]["Service"], "api");
+    assert_eq!(services["api-1"]["Port"], 9000);
+    // A TTL check starts critical; passing it makes the instance healthy everywhere.
+    assert_eq!(vm2_http.get("/v1/agent/health/service/id/api-1").await.unwrap().status, 503);
+    assert_eq!(vm2_http.put("/v1/agent/check/pass/api-ttl?note=fine", Vec::new()).await.unwrap().status, 200);
+    let health = vm2_http.get("/v1/agent/health/service/id/api-1?format=text").await.unwrap();
+    assert_eq!((health.status, health.text()), (200, "passing".to_owned()));
+    eventually("api passing, seen from vm1", Duration::from_secs(10), || async {
+        passing_nodes(&vm1_http, "api").await.filter(|n| n == &["vm2"])
+    })
+    .await;
+    // ?filter= over the health answer.
+    let filtered =
+        get_json(&vm1_http, "/v1/health/service/api?filter=Service.Meta.version%20%3D%3D%20%222%22").await.unwrap();
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    let none = get_json(&vm1_http, "/v1/health/service/api?filter=Service.Tags%20contains%20%22v9%22").await.unwrap();
+    assert_eq!(none, json!([]));
+    let bad = vm1_http.get("/v1/health/service/api?filter=Service.Tags%20contains").await.unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // Left alone, the TTL check expires.
+    eventually("api's TTL check to expire", Duration::from_secs(10), || async {
+        passing_nodes(&vm1_http, "api").await.filter(|n| n.is_empty())
+    })
+    .await;
+    let checks = get_json(&vm2_http, "/v1/agent/checks").await.unwrap();
+    assert_eq!(checks["api-ttl"]["Status"], "critical");
+    assert_eq!(checks["api-ttl"]["Output"], "TTL expired");
+
+    // A failing HTTP check takes web out of healthy answers within its interval.
+    app.answer(500);
+    eventually("web critical after its app fails", Duration::from_secs(10), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| n.is_empty())
+    })
+    .await;
+    app.answer(200);
+    eventually("web passing again", Duration::from_secs(10), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
+    })
+    .await;
+
+    // Anti-entropy: a registration deleted behind the agent's back comes back.
+    let deregister = json!({"Node": "vm1", "ServiceID": "web"});
+    assert_eq!(cluster.client(0).put("/v1/catalog/deregister", deregister.to_string()).await.unwrap().status, 200);
+    eventually("anti-entropy to restore web", Duration::from_secs(10), || async {
+        let body = get_json(&vm2_http, "/v1/catalog/service/web").await?;
+        (body.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+
+    // `weft members` from a client agent lists servers and clients, all alive.
+    let (code, out, err) = weft(&["members", "--http-addr", &cluster.specs[vm2].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["s1", "s2", "s3", "vm1", "vm2"] {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{out}"));
+        assert!(line.contains("alive"), "{line}");
+        assert!(line.contains(if name.starts_with('s') { "server" } else { "client" }), "{line}");
+    }
+
+    // Reload picks up a new service file without touching API registrations.
+    std::fs::write(config_dir.path().join("cache.json"), r#"{"service": {"name": "cache", "port": 6379}}"#).unwrap();
+    let (code, _, err) = weft(&["reload", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    eventually("cache registered after reload", Duration::from_secs(10), || async {
+        let body = get_json(&vm2_http, "/v1/catalog/service/cache").await?;
+        (body.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert!(get_json(&vm2_http, "/v1/agent/services").await.unwrap()["api-1"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
+    let mut cluster = Cluster::servers_with(3, &["--liveness-timeout", LIVENESS]).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
+    let registration = json!({"Name": "web", "Port": 8080});
+    assert_eq!(vm1_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    eventually("web on vm1 healthy", Duration::from_secs(15), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
+    })
+    .await;
+
+    // kill -9: no goodbye. The leader notices the silence within the liveness bound.
+    cluster.kill(vm1);
+    let killed_at = std::time::Instant::now();
+    eventually("vm1's services to leave healthy answers", Duration::from_secs(15), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| n.is_empty())
+    })
+    .await;
+    let detected = killed_at.elapsed();
+    let members = get_json(&vm2_http, "/v1/agent/members").await.unwrap();
+    let vm1_member = members.as_array().unwrap().iter().find(|m| m["Name"] == "vm1").cloned().unwrap();
+    assert_eq!(vm1_member["StatusText"], "failed", "{members}");
+    eprintln!("kill -9 to critical: {detected:?} (liveness timeout {LIVENESS})");
+
+    // Restarted with its data dir: back with the API-registered service, nothing re-registered by hand.
+    cluster.start_server(vm1);
+    eventually("vm1 and web back", Duration::from_secs(20), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
+    })
+    .await;
+
+    // SIGTERM is a graceful leave: the node is deregistered at once.
+    assert!(cluster.stop(vm1), "vm1 did not stop on SIGTERM");
+    let nodes = get_json(&vm2_http, "/v1/catalog/nodes").await.unwrap();
+    assert!(nodes.as_array().unwrap().iter().all(|n| n["Node"] != "vm1"), "{nodes}");
+    assert_eq!(passing_nodes(&vm2_http, "web").await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_registrations_are_refused_and_change_nothing() {
+    let cluster = Cluster::servers(1).await;
+    let client = cluster.client(0);
+    let good = json!({"Name": "web", "Port": 80});
+    assert_eq!(client.put("/v1/agent/service/register", good.to_string()).await.unwrap().status, 200);
+    let before = get_json(&client, "/v1/agent/services").await.unwrap();
+    let cases: [(&str, &str); 5] = [
+        ("{\"Name\": \"web\", ", "malformed JSON"),
+        (r#"{"Port": 80}"#, "service name"),
+        (r#"{"Name": "web", "Port": 70000}"#, "Port"),
+        (r#"{"Name": "web", "Check": {"Interval": "10s"}}"#, "one of HTTP, TCP, GRPC, TTL"),
+        (r#"{"Name": "web", "Check": {"HTTP": "http://x/", "Interval": "soon"}}"#, "Interval"),
+    ];
+    for (body, expected) in cases {
+        let response = client.put("/v1/agent/service/register", body).await.unwrap();
+        assert_eq!(response.status, 400, "{body}: {}", response.text());
+        assert!(response.text().contains(expected), "{body}: {}", response.text());
+    }
+    let script = json!({"Name": "web", "Check": {"Args": ["/bin/true"], "Interval": "10s"}});
+    let response = client.put("/v1/agent/service/register", script.to_string()).await.unwrap();
+    assert_eq!(response.status, 400);
+    assert!(response.text().contains("enable_script_checks"), "{}", response.text());
+    assert_eq!(get_json(&client, "/v1/agent/services").await.unwrap(), before);
+    let unknown = client.put("/v1/agent/check/pass/nope", Vec::new()).await.unwrap();
+    assert_eq!(unknown.status, 404);
+}
