@@ -251,7 +251,7 @@ async fn health_endpoints_show_instances_with_their_checks() {
         ]
     });
     let sick = json!({
-        "Node": "vm2", "Address": "10.0.0.2",
+        "Node": "vm2", "Address": "10.0.0.2", "NodeMeta": {"rack": "r2"},
         "Service": {"ID": "web-2", "Service": "web", "Tags": ["v2"], "Port": 80},
         "Check": {"CheckID": "service:web-2", "Name": "web", "Status": "critical", "ServiceID": "web-2", "Output": "HTTP 503"}
     });
@@ -270,6 +270,11 @@ async fn health_endpoints_show_instances_with_their_checks() {
     assert_eq!(passing.as_array().unwrap().len(), 1);
     assert_eq!(passing[0]["Service"]["ID"], "web-1");
     assert_eq!(body(&client.get("/v1/health/service/web?tag=v2").await.unwrap())[0]["Service"]["ID"], "web-2");
+    let on_rack = body(&client.get("/v1/health/service/web?node-meta=rack:r2").await.unwrap());
+    assert_eq!(on_rack.as_array().unwrap().len(), 1);
+    assert_eq!(on_rack[0]["Service"]["ID"], "web-2");
+    let near = body(&client.get("/v1/health/service/web?near=vm2").await.unwrap());
+    assert_eq!(near[0]["Service"]["ID"], "web-2", "the instance on the node asked for comes first");
 
     let critical = body(&client.get("/v1/health/state/critical").await.unwrap());
     assert_eq!(critical.as_array().unwrap().len(), 1);

@@ -95,12 +95,10 @@ pub(crate) async fn watch_heartbeats(server: Server) {
         if server.store().is_closed() {
             return;
         }
-        let metrics = server.metrics();
-        if metrics.state != openraft::ServerState::Leader {
+        let Some(term) = server.leading_term() else {
             leading_since = None;
             continue;
-        }
-        let term = metrics.current_term;
+        };
         let since = match leading_since {
             Some((t, since)) if t == term => since,
             _ => {

@@ -94,11 +94,6 @@ impl RemoteCluster {
         self.inner.last_contact.elapsed()
     }
 
-    /// Waits until the copy holds a whole state from some server.
-    pub async fn wait_synced(&self, timeout: Duration) -> bool {
-        self.store().wait_applied(RaftIndex(1), timeout).await
-    }
-
     /// Commits `command` through the leader and waits until the local copy
     /// has it, so a read on this agent right after sees it.
     pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {

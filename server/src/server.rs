@@ -279,6 +279,13 @@ impl Server {
         metrics.membership_config.membership().get_node(&leader).cloned()
     }
 
+    /// The term this server leads in, if it leads.
+    pub(crate) fn leading_term(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.state == ServerState::Leader).then_some(metrics.current_term)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }

@@ -37,18 +37,19 @@ impl From<DefinitionError> for ApiError {
     }
 }
 
+/// A service as the agent API shows it: the catalog's shape, with this
+/// agent's datacenter and without Raft indexes (local state has none).
 fn agent_service_json(state: &AppState, service: &Service) -> Value {
-    let mut value = service_json(service);
-    if let Value::Object(map) = &mut value {
-        map.insert("Datacenter".into(), json!(state.config.datacenter));
-        map.remove("CreateIndex");
-        map.remove("ModifyIndex");
-    }
+    let mut value = without_indexes(service_json(service));
+    value["Datacenter"] = json!(state.config.datacenter);
     value
 }
 
 fn agent_check_json(check: &Check) -> Value {
-    let mut value = check_json(check);
+    without_indexes(check_json(check))
+}
+
+fn without_indexes(mut value: Value) -> Value {
     if let Value::Object(map) = &mut value {
         map.remove("CreateIndex");
         map.remove("ModifyIndex");

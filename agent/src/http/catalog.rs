@@ -15,7 +15,7 @@ use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
 use weft_server::store::{NodeServices, ServiceInstance, Table, Tables};
 
 use super::error::ApiError;
-use super::query::{check_datacenter, meta_headers, QueryParams};
+use super::query::{check_datacenter, meta_headers, InstanceSelector, QueryParams};
 use super::read::blocking_json;
 use super::AppState;
 use crate::decode::decode_body;
@@ -325,21 +325,30 @@ pub async fn service(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::new(name);
+    let this_node = state.node.name.clone();
     let read = |tables: &Tables, query: &QueryParams| {
-        let tags: Vec<&str> = query.all("tag").collect();
-        tables
+        let selector = InstanceSelector::from_query(query, &this_node);
+        let mut found: Vec<ServiceInstance> = tables
             .catalog()
             .service_instances(&name)
             .into_iter()
-            .filter(|i| tags.iter().all(|t| i.service.tags.iter().any(|s| s == t)))
-            .collect::<Vec<ServiceInstance>>()
+            .filter(|i| selector.matches(&i.node, &i.service))
+            .collect();
+        selector.order(&mut found, |i| &i.node.name);
+        found
     };
     let render = |instances: Vec<ServiceInstance>| Value::Array(instances.iter().map(service_node_json).collect());
     blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }
 
 pub async fn nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let read = |tables: &Tables, _: &QueryParams| tables.catalog().nodes().cloned().collect::<Vec<_>>();
+    let this_node = state.node.name.clone();
+    let read = |tables: &Tables, query: &QueryParams| {
+        let selector = InstanceSelector::from_query(query, &this_node);
+        let mut nodes: Vec<Node> = tables.catalog().nodes().filter(|n| selector.node_matches(n)).cloned().collect();
+        selector.order(&mut nodes, |n| &n.name);
+        nodes
+    };
     let render = |nodes: Vec<Node>| Value::Array(nodes.iter().map(node_json).collect());
     blocking_json(&state, raw.as_deref(), &[Table::Nodes], read, render).await
 }

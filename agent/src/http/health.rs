@@ -11,7 +11,7 @@ use weft_server::store::{ServiceHealth, Table, Tables};
 
 use super::catalog::{node_json, service_json};
 use super::error::ApiError;
-use super::query::QueryParams;
+use super::query::{InstanceSelector, QueryParams};
 use super::read::blocking_json;
 use super::AppState;
 
@@ -44,16 +44,19 @@ pub async fn service(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::new(name);
+    let this_node = state.node.name.clone();
     let read = move |tables: &Tables, query: &QueryParams| {
-        let tags: Vec<&str> = query.all("tag").collect();
+        let selector = InstanceSelector::from_query(query, &this_node);
         let passing_only = query.flag("passing");
-        tables
+        let mut found: Vec<ServiceHealth> = tables
             .catalog()
             .service_health(&name)
             .into_iter()
-            .filter(|h| tags.iter().all(|t| h.service.tags.iter().any(|s| s == t)))
+            .filter(|h| selector.matches(&h.node, &h.service))
             .filter(|h| !passing_only || h.is_passing())
-            .collect::<Vec<ServiceHealth>>()
+            .collect();
+        selector.order(&mut found, |h| &h.node.name);
+        found
     };
     let render = |entries: Vec<ServiceHealth>| {
         Value::Array(

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use percent_encoding::percent_decode_str;
+use weft_api::catalog::{Node, Service};
+use weft_api::ids::NodeName;
 use weft_api::ids::RaftIndex;
 use weft_server::ReadConsistency;
 
@@ -144,6 +146,50 @@ pub fn filter_items(
         filter.retain(&mut items);
     }
     Ok(items)
+}
+
+/// Which instances a service or node read keeps, and in what order:
+/// `?tag=` (repeatable; all must match), `?node-meta=key:value` (repeatable;
+/// all must match) and `?near=<node>|_agent`.
+pub struct InstanceSelector {
+    tags: Vec<String>,
+    node_meta: Vec<(String, String)>,
+    near: Option<NodeName>,
+}
+
+impl InstanceSelector {
+    /// `this_node` stands for `?near=_agent`.
+    pub fn from_query(query: &QueryParams, this_node: &NodeName) -> Self {
+        let near = query.get("near").filter(|n| !n.is_empty()).map(|n| match n {
+            "_agent" => this_node.clone(),
+            other => NodeName::new(other),
+        });
+        Self {
+            tags: query.all("tag").map(str::to_owned).collect(),
+            node_meta: query
+                .all("node-meta")
+                .filter_map(|pair| pair.split_once(':'))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            near,
+        }
+    }
+
+    pub fn node_matches(&self, node: &Node) -> bool {
+        self.node_meta.iter().all(|(k, v)| node.meta.get(k) == Some(v))
+    }
+
+    pub fn matches(&self, node: &Node, service: &Service) -> bool {
+        self.node_matches(node) && self.tags.iter().all(|t| service.tags.iter().any(|s| s == t))
+    }
+
+    /// `?near=`: that node's instances first. Weft keeps no network
+    /// coordinates, so the rest keep their order.
+    pub fn order<T>(&self, items: &mut [T], node_of: impl Fn(&T) -> &NodeName) {
+        if let Some(near) = &self.near {
+            items.sort_by_key(|item| node_of(item) != near);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,8 +90,9 @@ fn differences(tables: &Tables, local: &LocalState, node: &Node) -> Vec<Command>
         }
     }
     let registered_checks = catalog.node_checks(&node.name);
+    let local_checks = local.checks();
     let stale_checks: Vec<Check> =
-        local.checks().into_iter().filter(|check| !registered_checks.iter().any(|r| same_check(r, check))).collect();
+        local_checks.iter().filter(|check| !registered_checks.iter().any(|r| same_check(r, check))).cloned().collect();
     if !stale_checks.is_empty() {
         commands.push(registration(None, stale_checks, true));
     }
@@ -102,7 +103,6 @@ fn differences(tables: &Tables, local: &LocalState, node: &Node) -> Vec<Command>
             check_id: None,
         }));
     }
-    let local_checks = local.checks();
     for extra in registered_checks.iter().filter(|r| {
         r.id.as_str() != LIVENESS_CHECK_ID
             && !local_checks.iter().any(|c| c.id == r.id)
