@@ -272,4 +272,20 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     assert_eq!(get_json(&client, "/v1/agent/services").await.unwrap(), before);
     let unknown = client.put("/v1/agent/check/pass/nope", Vec::new()).await.unwrap();
     assert_eq!(unknown.status, 404);
+
+    // `weft services register FILE` takes the config-file shape; deregister by ID.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db.hcl");
+    std::fs::write(&file, "service {\n  name = \"db\"\n  port = 5432\n  tags = [\"primary\"]\n}\n").unwrap();
+    let http = &cluster.specs[0].http_addr;
+    let (code, out, err) = weft(&["services", "register", file.to_str().unwrap(), "--http-addr", http]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Registered service: db"), "{out}");
+    assert_eq!(get_json(&client, "/v1/agent/service/db").await.unwrap()["Tags"], json!(["primary"]));
+    let (code, _, err) = weft(&["services", "deregister", "db", "--http-addr", http]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(client.get("/v1/agent/service/db").await.unwrap().status, 404);
+    let (code, _, err) = weft(&["services", "register", "--port", "1", "--http-addr", http]);
+    assert_eq!(code, 1, "no name and no file is an error");
+    assert!(err.contains("--name"), "{err}");
 }

@@ -87,6 +87,7 @@ async fn dig_finds_healthy_instances_by_consul_names() {
     // Node meta as TXT, and reverse lookups of node addresses.
     assert_eq!(dig(&dns, &["vm1.node.weft", "TXT", "+short"]).trim(), "\"rack=r1\"");
     assert_eq!(dig(&dns, &["-x", "10.0.0.2", "+short"]).trim(), "vm2.node.dc1.weft.");
+    assert_eq!(dig(&dns, &["-x", "10.9.9.2", "+short"]).trim(), "web.service.dc1.weft.", "a service address");
 
     // Garbage packets are dropped or refused, and the server keeps answering.
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -15,6 +15,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 const KEY_ESCAPES: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
 
+/// Characters escaped in one path segment (an ID or a name).
+const SEGMENT_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'/');
+
 /// Why a request got no HTTP response.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -134,6 +137,11 @@ impl HttpClient {
 /// `/v1/kv/<key>` with the key percent-encoded (slashes kept).
 pub fn kv_path(key: &str) -> String {
     format!("/v1/kv/{}", utf8_percent_encode(key.trim_start_matches('/'), KEY_ESCAPES))
+}
+
+/// One path segment (a service ID, a check ID), percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT_ESCAPES).to_string()
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -6,7 +6,8 @@
 //! - `<tag>.<service>.service[.<dc>].<domain>`: the same, instances with the tag.
 //! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782): `_tcp` means any tag.
 //! - `<node>.node[.<dc>].<domain>`: the node's address; TXT `key=value` per node meta.
-//! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that address.
+//! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that
+//!   address, else the service whose instances have it.
 //!
 //! Negative answers (NXDOMAIN, or a name with no records of the type asked)
 //! carry the domain's SOA, so resolvers cache them properly.
@@ -108,18 +109,33 @@ fn is_reverse(name: &Name) -> bool {
     text.ends_with(".in-addr.arpa.") || text.ends_with(".ip6.arpa.")
 }
 
-/// PTR for a node's address; `None` (not ours) for names that are not a full address.
+/// PTR for a node's address (`<node>.node.<dc>.<domain>`), else for a
+/// service address (`<service>.service.<dc>.<domain>`); `None` (not ours) for
+/// names that are not a full address.
 fn reverse(tables: &Tables, name: &Name, domain: &Name, datacenter: &Datacenter, ttl: u32) -> Option<Answer> {
     let network = name.parse_arpa_name().ok()?;
     if network.prefix_len() != network.max_prefix_len() {
         return None;
     }
     let ip = network.addr();
+    let has_ip = |address: &str| address.parse::<IpAddr>().ok() == Some(ip);
+    let catalog = tables.catalog();
+    let mut targets: Vec<String> = catalog
+        .nodes()
+        .filter(|n| has_ip(&n.address))
+        .map(|n| format!("{}.node.{datacenter}.{domain}", n.name))
+        .collect();
+    if targets.is_empty() {
+        targets = catalog
+            .services()
+            .filter(|s| has_ip(&s.address))
+            .map(|s| format!("{}.service.{datacenter}.{domain}", s.name))
+            .collect();
+        targets.dedup();
+    }
     let mut answer = Answer::default();
-    for node in tables.catalog().nodes().filter(|n| n.address.parse::<IpAddr>().ok() == Some(ip)) {
-        if let Ok(target) = Name::from_ascii(format!("{}.node.{datacenter}.{domain}", node.name)) {
-            answer.records.push(Record::from_rdata(name.clone(), ttl, RData::PTR(PTR(target))));
-        }
+    for target in targets.iter().filter_map(|t| Name::from_ascii(t).ok()) {
+        answer.records.push(Record::from_rdata(name.clone(), ttl, RData::PTR(PTR(target))));
     }
     answer.no_such_name = answer.records.is_empty();
     Some(answer)

@@ -66,7 +66,7 @@ impl ServicesCommand {
                 }
             }
             ServicesCommand::Deregister(args) => {
-                let path = format!("/v1/agent/service/deregister/{}", weft_api::client::kv_path(&args.id));
+                let path = format!("/v1/agent/service/deregister/{}", weft_api::client::path_segment(&args.id));
                 expect_success(args.api.client().put(&path, Vec::new()).await?, "deregistering the service")?;
                 println!("Deregistered service: {}", args.id);
             }
