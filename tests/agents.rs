@@ -289,3 +289,40 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     assert_eq!(code, 1, "no name and no file is an error");
     assert!(err.contains("--name"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_blocking_and_deregister_critical_service_after() {
+    let cluster = Cluster::servers(1).await;
+    let client = cluster.client(0);
+
+    // `?hash=` blocks until the agent's own services change.
+    let first = client.get("/v1/agent/services").await.unwrap();
+    let hash = first.header("X-Consul-ContentHash").expect("a content hash").to_owned();
+    let waiter = {
+        let client = client.clone();
+        let path = format!("/v1/agent/services?hash={hash}&wait=20s");
+        tokio::spawn(async move { client.get(&path).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a blocking query with the current hash waits");
+    let started = std::time::Instant::now();
+    let registration = json!({"Name": "flaky", "Check": {"CheckID": "flaky-ttl", "TTL": "1s",
+                              "DeregisterCriticalServiceAfter": "2s"}});
+    assert_eq!(client.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    let woken = waiter.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_ne!(woken.header("X-Consul-ContentHash"), Some(hash.as_str()));
+    assert!(serde_json::from_slice::<Value>(&woken.body).unwrap()["flaky"].is_object());
+
+    // Never passed: critical from the start, so it is deregistered after 2s.
+    eventually("flaky deregistered after being critical for 2s", Duration::from_secs(10), || async {
+        let response = client.get("/v1/agent/service/flaky").await.ok()?;
+        (response.status == 404).then_some(())
+    })
+    .await;
+    eventually("flaky gone from the catalog too", Duration::from_secs(10), || async {
+        let body = get_json(&client, "/v1/catalog/service/flaky").await?;
+        body.as_array()?.is_empty().then_some(())
+    })
+    .await;
+}

@@ -176,4 +176,16 @@ async fn weft_dev_needs_no_setup_and_says_what_to_try() {
     .await;
     let banner = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(banner.contains("Try:") && banner.contains("weft kv put"), "{banner}");
+    // Dev mode allows traffic no intention matches, and says so.
+    assert!(banner.contains("ALLOWED in dev mode"), "{banner}");
+    let http = format!("127.0.0.1:{http_port}");
+    eventually("dev mode's default allow", Duration::from_secs(10), || async {
+        let (code, out, _) = weft(&["intention", "check", "web", "api", "--http-addr", &http]);
+        (code == 0 && out.contains("Allowed")).then_some(())
+    })
+    .await;
+    let (code, _, err) = weft(&["intention", "create", "--deny", "web", "api", "--http-addr", &http]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = weft(&["intention", "check", "web", "api", "--http-addr", &http]);
+    assert_eq!((code, out.trim()), (2, "Denied"));
 }

@@ -15,12 +15,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Notify};
 use weft_api::catalog::{Deregistration, Node};
 use weft_api::command::Command;
+use weft_api::mesh::ConfigEntry;
 use weft_server::liveness::HEARTBEAT_INTERVAL;
 use weft_server::remote::{RemoteCluster, RemoteConfig};
 use weft_server::{Server, ServerConfig, StartError};
 
 use crate::backend::Backend;
 use crate::config::AgentConfig;
+use crate::connect::LeafCache;
 use crate::dns::CatalogDns;
 use crate::http::{self, AppState};
 use crate::local::{sync, LocalState};
@@ -132,6 +134,7 @@ impl Agent {
             local: local.clone(),
             node: node.clone(),
             leave: leave.clone(),
+            leaves: Arc::new(LeafCache::new(backend.clone(), node.name.clone())),
         };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
         let sync = tokio::spawn(sync::run(
@@ -142,6 +145,9 @@ impl Agent {
             stopped(stop_tasks_rx.clone()),
         ));
         let heartbeat = tokio::spawn(send_heartbeats(backend.clone(), node.clone(), stopped(stop_tasks_rx.clone())));
+        if config.dev_mode {
+            tokio::spawn(allow_unmatched_traffic(backend.clone()));
+        }
         let reload =
             tokio::spawn(reload_on_signal(self.reload.clone(), local.clone(), config.clone(), stopped(stop_tasks_rx)));
 
@@ -229,6 +235,32 @@ async fn reload_on_signal(
         if let Err(error) = local.reload(&config) {
             tracing::error!(%error, "reload failed; keeping the running configuration");
         }
+    }
+}
+
+/// `weft dev`: traffic no intention matches is allowed (a new cluster
+/// denies it), unless the `mesh` config entry already says otherwise.
+async fn allow_unmatched_traffic(backend: Backend) {
+    use weft_server::store::{DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME};
+    let entry = ConfigEntry {
+        kind: MESH_CONFIG_KIND.to_owned(),
+        name: MESH_CONFIG_NAME.to_owned(),
+        body: serde_json::json!({"Kind": MESH_CONFIG_KIND, "Name": MESH_CONFIG_NAME, DEFAULT_ACTION_FIELD: "allow"})
+            .to_string(),
+        indexes: Default::default(),
+    };
+    for _ in 0..100 {
+        if backend.store().read().mesh().config_entry(MESH_CONFIG_KIND, MESH_CONFIG_NAME).is_some() {
+            return;
+        }
+        match backend.write(Command::ConfigEntryUpsert(entry.clone())).await {
+            Ok(_) => {
+                tracing::info!("dev mode: traffic that no intention matches is allowed");
+                return;
+            }
+            Err(error) => tracing::debug!(%error, "dev mode: default intention not written yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

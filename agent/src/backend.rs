@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use weft_api::catalog::Node;
 use weft_api::command::Command;
-use weft_api::ids::Datacenter;
+use weft_api::ids::{Datacenter, NodeName, ServiceName};
+use weft_server::ca::{CaError, SignedLeaf};
 use weft_server::raft::ServerNode;
 use weft_server::remote::RemoteCluster;
 use weft_server::store::StateStore;
@@ -77,6 +78,19 @@ impl Backend {
         match self {
             Backend::Server(server) => server.read_barrier(consistency).await,
             Backend::Client(remote) => remote.read_barrier(consistency).await,
+        }
+    }
+
+    /// Has the leader sign a leaf certificate for `service` on `node`.
+    pub async fn sign_leaf(
+        &self,
+        node: &NodeName,
+        service: &ServiceName,
+        csr_pem: &str,
+    ) -> Result<SignedLeaf, CaError> {
+        match self {
+            Backend::Server(server) => server.sign_leaf(node, service, csr_pem).await,
+            Backend::Client(remote) => remote.sign_leaf(node, service, csr_pem).await,
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`config`]: Consul-shaped HCL/JSON files and flags, validated once.
 //! - [`local`]: this agent's own services and checks, their runners, and
 //!   anti-entropy to the catalog.
+//! - [`connect`]: leaf certificates for this agent's services (keys made here).
 //! - [`http`]: the Consul-compatible HTTP API, behind one authorization point.
 //! - [`dns`]: Consul's DNS names, answered from the local state store.
 //! - [`Agent`] (in `agent.rs`): wires a config to listeners and runs until shutdown.
@@ -15,6 +16,7 @@
 mod agent;
 pub mod backend;
 pub mod config;
+pub mod connect;
 pub mod decode;
 pub mod dns;
 pub mod http;

@@ -9,7 +9,7 @@ use hyper::{HeaderMap, Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 
 /// Characters escaped in a KV key's path (`/` is kept: it separates segments).
 const KEY_ESCAPES: &AsciiSet =
@@ -17,6 +17,11 @@ const KEY_ESCAPES: &AsciiSet =
 
 /// Characters escaped in one path segment (an ID or a name).
 const SEGMENT_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'/');
+
+/// Characters escaped in a query parameter's value: all but RFC 3986's
+/// unreserved ones (and `*`, kept readable for wildcard names).
+const QUERY_VALUE_ESCAPES: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'*');
 
 /// Why a request got no HTTP response.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +134,10 @@ impl HttpClient {
         self.request(Method::PUT, path_and_query, Some(body.into())).await
     }
 
+    pub async fn post(&self, path_and_query: &str, body: impl Into<Vec<u8>>) -> Result<Response, ClientError> {
+        self.request(Method::POST, path_and_query, Some(body.into())).await
+    }
+
     pub async fn delete(&self, path_and_query: &str) -> Result<Response, ClientError> {
         self.request(Method::DELETE, path_and_query, None).await
     }
@@ -142,6 +151,11 @@ pub fn kv_path(key: &str) -> String {
 /// One path segment (a service ID, a check ID), percent-encoded.
 pub fn path_segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT_ESCAPES).to_string()
+}
+
+/// A query parameter's value, percent-encoded (`&`, `=`, `+`, `#` included).
+pub fn query_value(text: &str) -> String {
+    utf8_percent_encode(text, QUERY_VALUE_ESCAPES).to_string()
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -117,3 +117,12 @@ impl Indexes {
         Self { create: index, modify: index }
     }
 }
+
+/// A version 4 UUID in its usual text form, from 16 random bytes (the
+/// caller draws them, so this crate stays free of a random source).
+pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}

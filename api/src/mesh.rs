@@ -1,7 +1,4 @@
-//! Mesh records: intentions, config entries and the CA's public state.
-//!
-//! Their tables, indexes and Raft commands exist so that the store's shape is
-//! settled; the Connect work gives them behaviour.
+//! Mesh records: intentions, config entries and the CA's state.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,18 +35,39 @@ pub struct ConfigEntry {
     pub indexes: Indexes,
 }
 
-/// One trusted CA root certificate (public part only).
+/// One CA root: a self-signed certificate and its signing key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaRoot {
+    /// The root's subject key ID, colon-separated hex (Consul's root ID).
     pub id: String,
+    pub name: String,
+    pub serial_number: u64,
     pub cert_pem: String,
+    /// The root's private key (PKCS#8 PEM). It lives in the replicated state
+    /// so any server that becomes leader can sign; it is never served by an
+    /// API (only snapshots carry it, as Consul's do).
+    pub private_key_pem: String,
+    /// Validity, in seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The root that signs new leaves; others are still trusted.
     pub active: bool,
 }
 
 /// The mesh CA's replicated state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaState {
+    /// A UUID made when the CA is first set up; names the trust domain.
+    pub cluster_id: String,
+    /// `<cluster_id>.weft`: the authority of every SPIFFE ID in the mesh.
     pub trust_domain: String,
     pub roots: Vec<CaRoot>,
     pub indexes: Indexes,
+}
+
+impl CaState {
+    /// The root that signs new leaves.
+    pub fn active_root(&self) -> Option<&CaRoot> {
+        self.roots.iter().find(|r| r.active)
+    }
 }

@@ -2,7 +2,8 @@
 //! operator commands, in the habits of the `consul` CLI.
 //!
 //! `main` only parses, dispatches and turns errors into exit codes:
-//! 0 success, 1 a failed operation, 2 bad usage (clap), 64 invalid config.
+//! 0 success, 1 a failed operation, 2 bad usage (clap), 64 invalid config;
+//! `intention check` also exits 2 for a denied connection, as Consul's does.
 #![forbid(unsafe_code)]
 
 mod commands;
@@ -44,9 +45,15 @@ enum Command {
     Leave(commands::members::AgentControlArgs),
     /// Make the local agent re-read its config files' services and checks.
     Reload(commands::members::AgentControlArgs),
+    /// The service mesh: the mesh CA.
+    #[command(subcommand)]
+    Connect(commands::connect::ConnectCommand),
     /// Register or deregister services with the local agent.
     #[command(subcommand)]
     Services(commands::services::ServicesCommand),
+    /// Manage intentions: which services may connect to which (check exits 2 when denied).
+    #[command(subcommand)]
+    Intention(commands::intention::IntentionCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
             Command::Leave(args) => args.leave().await,
             Command::Reload(args) => args.reload().await,
             Command::Services(command) => command.run().await,
+            Command::Connect(command) => command.run().await,
+            Command::Intention(command) => command.run().await,
         }
     });
     match result {

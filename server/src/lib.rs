@@ -10,6 +10,8 @@
 //!   cluster management: discovery, join, forwarded writes, read index).
 //! - `cluster`: discovery, bootstrap (exactly once) and join.
 //! - `batch`: concurrent writes share one log entry on their way to the leader.
+//! - [`ca`]: the mesh CA: the root the first leader makes, and leaf signing
+//!   for registered services.
 //! - [`liveness`]: agents' heartbeats and the `serfHealth` check the leader
 //!   keeps from them.
 //! - [`remote`]: a client agent's link to the servers: a streamed copy of
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+pub mod ca;
 mod cluster;
 mod error;
 pub mod liveness;

@@ -17,17 +17,18 @@ use std::time::Duration;
 use tonic::Streaming;
 use weft_api::catalog::Node;
 use weft_api::command::Command;
-use weft_api::ids::{Datacenter, RaftIndex};
+use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServiceName};
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
-    ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, StoreEvent, SubscribeRequest,
+    ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, SignLeafRequest, StoreEvent, SubscribeRequest,
 };
 
+use crate::ca::{CaError, SignedLeaf};
 use crate::raft::{self, ServerNode};
 use crate::rpc::{Channels, LastContact, STREAM_KEEPALIVE};
 use crate::server::{
-    forwarded_write_error, retry_transient, status_to_error, CATCH_UP_PATIENCE, HEARTBEAT_PATIENCE, READ_HOLD,
-    WRITE_ATTEMPT, WRITE_PATIENCE,
+    forwarded_write_error, retry_transient, sign_remotely, status_to_error, CATCH_UP_PATIENCE, HEARTBEAT_PATIENCE,
+    READ_HOLD, WRITE_ATTEMPT, WRITE_PATIENCE,
 };
 use crate::store::{StateStore, StoreData};
 use crate::{Applied, ReadConsistency, ServerError};
@@ -150,6 +151,36 @@ impl RemoteCluster {
             Ok(())
         })
         .await
+    }
+
+    /// Has the leader sign a leaf for `service` on `node` (see [`crate::ca`]).
+    pub async fn sign_leaf(
+        &self,
+        node: &NodeName,
+        service: &ServiceName,
+        csr_pem: &str,
+    ) -> Result<SignedLeaf, CaError> {
+        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+        loop {
+            let attempt = match self.find_leader().await {
+                Err(error) => Err(CaError::Cluster(error)),
+                Ok(leader) => {
+                    let request = SignLeafRequest {
+                        csr_pem: csr_pem.to_owned(),
+                        node: node.to_string(),
+                        service: service.to_string(),
+                    };
+                    sign_remotely(&self.inner.channels, &leader.rpc_addr, request).await
+                }
+            };
+            match attempt {
+                Err(CaError::Cluster(error)) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                    self.forget_leader(error);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The known leader, or asks the servers in turn who leads now.

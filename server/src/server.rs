@@ -14,13 +14,16 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use weft_api::catalog::Node;
 use weft_api::command::{Command, CommandOutcome};
-use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId};
+use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId, ServiceName};
 use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::cluster_server::ClusterServer;
-use weft_api::proto::cluster::{ApplyRequest, HeartbeatRequest, ReadIndexRequest, RemovePeerRequest};
+use weft_api::proto::cluster::{
+    ApplyRequest, HeartbeatRequest, ReadIndexRequest, RemovePeerRequest, SignLeafRequest, SignLeafResponse,
+};
 use weft_api::proto::raft::raft_server::RaftServer;
 
 use crate::batch::WriteBatcher;
+use crate::ca::{self, CaError, SignLimiter, SignedLeaf};
 use crate::error::{ServerError, StartError};
 use crate::liveness::{self, Liveness};
 use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateMachine};
@@ -136,6 +139,9 @@ pub(crate) const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 pub(crate) const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
 /// How long a read waits for a leader during an election.
 pub(crate) const READ_HOLD: Duration = Duration::from_secs(7);
+/// Leaf signatures per second the leader grants, and the burst it allows.
+const SIGN_RATE: f64 = 50.0;
+const SIGN_BURST: f64 = 200.0;
 /// How long a heartbeat keeps trying to reach the leader.
 pub(crate) const HEARTBEAT_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a read waits for this server to catch up with the leader.
@@ -164,6 +170,8 @@ pub(crate) struct Inner {
     /// serve default reads without asking again (the election timeout).
     lease: Duration,
     pub(crate) liveness: Liveness,
+    pub(crate) sign_limiter: SignLimiter,
+    pub(crate) leaf_ttl: Duration,
 }
 
 impl Server {
@@ -217,6 +225,8 @@ impl Server {
                 batcher: WriteBatcher::start(inner.clone()),
                 lease: config.raft.election_timeout_min,
                 liveness: Liveness::new(config.liveness_timeout),
+                sign_limiter: SignLimiter::new(SIGN_RATE, SIGN_BURST),
+                leaf_ttl: ca::DEFAULT_LEAF_TTL,
             }),
         };
 
@@ -245,6 +255,7 @@ impl Server {
             }
         });
         tokio::spawn(crate::liveness::watch_heartbeats(server.clone()));
+        tokio::spawn(crate::ca::initialize_when_leading(server.clone()));
         tokio::spawn(crate::cluster::join_or_bootstrap(server.clone(), config.bootstrap_expect, config.retry_join));
         tracing::info!(server_id = id, name = %server.inner.node.name, rpc = %server.inner.node.rpc_addr, "server started");
         Ok(server)
@@ -518,6 +529,39 @@ impl Server {
         .await
     }
 
+    /// Has the leader sign a leaf for `service` on `node` from `csr_pem`.
+    pub async fn sign_leaf(
+        &self,
+        node: &NodeName,
+        service: &ServiceName,
+        csr_pem: &str,
+    ) -> Result<SignedLeaf, CaError> {
+        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+        loop {
+            let attempt = if self.is_leader() {
+                ca::sign_for(self, node, service, csr_pem)
+            } else {
+                match self.leader() {
+                    None => Err(CaError::Cluster(ServerError::NoLeader)),
+                    Some(leader) => {
+                        let request = SignLeafRequest {
+                            csr_pem: csr_pem.to_owned(),
+                            node: node.to_string(),
+                            service: service.to_string(),
+                        };
+                        sign_remotely(&self.inner.channels, &leader.rpc_addr, request).await
+                    }
+                }
+            };
+            match attempt {
+                Err(CaError::Cluster(error)) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) async fn remove_peer_locally(&self, peer: &str) -> Result<(), ServerError> {
         let configuration = self.raft_configuration();
         let target = configuration
@@ -604,6 +648,50 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::MembershipChangeInProgress(reason) => tonic::Status::resource_exhausted(reason),
         ServerError::OutcomeUnknown(reason) => tonic::Status::unknown(reason),
         other => tonic::Status::unavailable(other.to_string()),
+    }
+}
+
+/// Sends a `SignLeaf` to the leader at `rpc_addr`.
+pub(crate) async fn sign_remotely(
+    channels: &Channels,
+    rpc_addr: &str,
+    request: SignLeafRequest,
+) -> Result<SignedLeaf, CaError> {
+    let mut client = channels.cluster_client(rpc_addr)?;
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(WRITE_ATTEMPT);
+    let reply: SignLeafResponse = client.sign_leaf(request).await.map_err(status_to_ca_error)?.into_inner();
+    Ok(SignedLeaf {
+        cert_pem: reply.cert_pem,
+        serial_number: reply.serial_number,
+        valid_after: reply.valid_after,
+        valid_before: reply.valid_before,
+        spiffe_id: reply.spiffe_id,
+        root_id: reply.root_id,
+    })
+}
+
+/// The gRPC status for a signing failure, read back by [`status_to_ca_error`].
+pub(crate) fn ca_error_to_status(error: CaError) -> tonic::Status {
+    match error {
+        CaError::NotRegistered(reason) => tonic::Status::permission_denied(reason),
+        CaError::RateLimited => tonic::Status::resource_exhausted(error.to_string()),
+        CaError::BadCsr(_) => tonic::Status::invalid_argument(error.to_string()),
+        CaError::NotInitialized => tonic::Status::not_found(error.to_string()),
+        CaError::Signing(reason) => tonic::Status::internal(reason),
+        CaError::Cluster(error) => error_to_status(error),
+    }
+}
+
+fn status_to_ca_error(status: tonic::Status) -> CaError {
+    let message = status.message().to_owned();
+    match status.code() {
+        tonic::Code::PermissionDenied => CaError::NotRegistered(message),
+        tonic::Code::ResourceExhausted => CaError::RateLimited,
+        tonic::Code::InvalidArgument => CaError::BadCsr(message),
+        tonic::Code::NotFound => CaError::NotInitialized,
+        tonic::Code::Internal => CaError::Signing(message),
+        _ => CaError::Cluster(status_to_error(status)),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use weft_server::ca::CaError;
 use weft_server::ServerError;
 
 /// An API error, already classified by what the client should do about it.
@@ -13,12 +14,21 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts what is stored (creating what already exists).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("Permission denied: {0}")]
     Forbidden(String),
+    /// Over a rate limit: retry later.
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// Not ready to serve this yet (e.g. the mesh CA is being set up).
+    #[error("{0}")]
+    Unavailable(String),
     /// The cluster could not serve it (no leader, leader unreachable, ...).
     #[error(transparent)]
     Cluster(#[from] ServerError),
@@ -29,11 +39,27 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cluster(ServerError::PeerNotFound(_)) => StatusCode::BAD_REQUEST,
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<CaError> for ApiError {
+    fn from(error: CaError) -> Self {
+        match error {
+            CaError::NotRegistered(reason) => ApiError::Forbidden(reason),
+            CaError::RateLimited => ApiError::TooManyRequests(error.to_string()),
+            CaError::BadCsr(_) => ApiError::BadRequest(error.to_string()),
+            CaError::NotInitialized => ApiError::Unavailable(error.to_string()),
+            CaError::Signing(reason) => ApiError::Cluster(ServerError::Fatal(reason)),
+            CaError::Cluster(error) => ApiError::Cluster(error),
         }
     }
 }

@@ -8,8 +8,10 @@
 mod agent;
 mod authz;
 mod catalog;
+mod connect;
 mod error;
 mod health;
+mod intentions;
 mod kv;
 mod query;
 mod read;
@@ -29,6 +31,7 @@ use weft_api::catalog::Node;
 
 use crate::backend::Backend;
 use crate::config::AgentConfig;
+use crate::connect::LeafCache;
 use crate::local::LocalState;
 pub use error::ApiError;
 
@@ -43,6 +46,8 @@ pub struct AppState {
     pub node: Node,
     /// Notified by `PUT /v1/agent/leave`.
     pub leave: Arc<Notify>,
+    /// Leaf certificates for this agent's services.
+    pub leaves: Arc<LeafCache>,
 }
 
 /// Largest request body read at all (snapshot restores are the big ones);
@@ -81,9 +86,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/check/{verb}/{id}", put(agent::ttl_update))
         .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
         .route("/v1/agent/health/service/name/{name}", get(agent::health_by_name))
+        .route("/v1/connect/ca/roots", get(connect::roots))
+        .route("/v1/connect/ca/configuration", get(connect::configuration))
+        .route("/v1/agent/connect/ca/roots", get(connect::roots))
+        .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
         .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
+        .route("/v1/connect/intentions", get(intentions::list).post(intentions::create))
+        .route(
+            "/v1/connect/intentions/exact",
+            get(intentions::get_exact).put(intentions::put_exact).delete(intentions::delete_exact),
+        )
+        .route("/v1/connect/intentions/match", get(intentions::matches))
+        .route("/v1/connect/intentions/check", get(intentions::check))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(intentions::get_by_id).put(intentions::update_by_id).delete(intentions::delete_by_id),
+        )
+        .route("/v1/agent/connect/authorize", axum::routing::post(intentions::authorize))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(authz::authorize))

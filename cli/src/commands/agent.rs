@@ -203,6 +203,8 @@ fn print_dev_banner(config: &AgentConfig, temporary: bool) {
     DNS: {dns}   (e.g. dig @{dns_ip} -p {dns_port} web.service.{domain})
     Server RPC: {}
     Datacenter: {}   Node: {}
+    Intentions: traffic that no intention matches is ALLOWED in dev mode
+                (a new cluster denies it; `weft intention create --deny '*' '*'` to match that)
 
     Try:
       weft kv put --http-addr {http} greeting hello

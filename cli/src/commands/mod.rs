@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod connect;
+pub mod intention;
 pub mod kv;
 pub mod members;
 pub mod operator;

@@ -17,16 +17,17 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 use weft_api::catalog::Node;
 use weft_api::command::Command;
+use weft_api::ids::{NodeName, ServiceName};
 use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, ApplyResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest, JoinRequest, JoinResponse,
-    ReadIndexRequest, ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, ServerInfo, StoreEvent,
-    SubscribeRequest,
+    ReadIndexRequest, ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, ServerInfo, SignLeafRequest,
+    SignLeafResponse, StoreEvent, SubscribeRequest,
 };
 
 use crate::raft::{codec_decode_request, encode, ServerNode};
-use crate::server::{client_write_error, error_to_status, Server};
+use crate::server::{ca_error_to_status, client_write_error, error_to_status, Server};
 use crate::store::{StateStore, StoreEvent as Event, Subscription};
 
 /// With no change to send, a subscriber still hears from its server this often.
@@ -132,6 +133,23 @@ impl Cluster for ClusterService {
         }
         crate::liveness::heartbeat(&self.server, node).await.map_err(error_to_status)?;
         Ok(Response::new(HeartbeatResponse {}))
+    }
+
+    async fn sign_leaf(&self, request: Request<SignLeafRequest>) -> Result<Response<SignLeafResponse>, Status> {
+        if !self.server.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let request = request.into_inner();
+        let (node, service) = (NodeName::new(request.node), ServiceName::new(request.service));
+        let leaf = crate::ca::sign_for(&self.server, &node, &service, &request.csr_pem).map_err(ca_error_to_status)?;
+        Ok(Response::new(SignLeafResponse {
+            cert_pem: leaf.cert_pem,
+            serial_number: leaf.serial_number,
+            valid_after: leaf.valid_after,
+            valid_before: leaf.valid_before,
+            spiffe_id: leaf.spiffe_id,
+            root_id: leaf.root_id,
+        }))
     }
 }
 

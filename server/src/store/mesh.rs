@@ -1,17 +1,21 @@
 //! Intentions, config entries and the CA's public state. The tables and their
-//! commands are settled here; the Connect work adds their rules.
+//! commands are settled here; the Connect work adds their rules (intentions':
+//! `super::intentions`).
 
 use std::collections::BTreeMap;
 
 use weft_api::command::CommandOutcome;
-use weft_api::ids::{Indexes, RaftIndex};
+use weft_api::ids::{Indexes, RaftIndex, ServiceName};
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
+use super::intentions::validate_intention;
 use super::{Changed, Table};
 
 #[derive(Clone, Debug, Default)]
 pub struct MeshTables {
     intentions: BTreeMap<String, Intention>,
+    /// (source, destination) -> ID: a pair has at most one intention.
+    intention_pairs: BTreeMap<(ServiceName, ServiceName), String>,
     config_entries: BTreeMap<(String, String), ConfigEntry>,
     ca: Option<CaState>,
 }
@@ -28,6 +32,10 @@ impl MeshTables {
         ca: Option<CaState>,
     ) -> Self {
         Self {
+            intention_pairs: intentions
+                .iter()
+                .map(|i| ((i.source.clone(), i.destination.clone()), i.id.clone()))
+                .collect(),
             intentions: intentions.into_iter().map(|i| (i.id.clone(), i)).collect(),
             config_entries: config_entries.into_iter().map(|e| ((e.kind.clone(), e.name.clone()), e)).collect(),
             ca,
@@ -43,14 +51,30 @@ impl MeshTables {
         if intention.id.is_empty() {
             return CommandOutcome::Rejected("an intention needs an ID".into());
         }
+        if let Err(reason) = validate_intention(intention) {
+            return CommandOutcome::Rejected(reason);
+        }
+        let pair = (intention.source.clone(), intention.destination.clone());
+        if let Some(other) = self.intention_pairs.get(&pair).filter(|id| **id != intention.id) {
+            return CommandOutcome::Rejected(format!(
+                "an intention from {} to {} already exists (ID {other})",
+                intention.source, intention.destination
+            ));
+        }
         let indexes = indexes_for(self.intentions.get(&intention.id).map(|i| i.indexes), index);
-        self.intentions.insert(intention.id.clone(), Intention { indexes, ..intention.clone() });
+        // An update may move an intention to another pair: forget the old one.
+        let stored = Intention { indexes, ..intention.clone() };
+        if let Some(previous) = self.intentions.insert(intention.id.clone(), stored) {
+            self.intention_pairs.remove(&(previous.source, previous.destination));
+        }
+        self.intention_pairs.insert(pair, intention.id.clone());
         changed.mark(Table::Intentions);
         CommandOutcome::Done
     }
 
     pub(super) fn delete_intention(&mut self, id: &str, changed: &mut Changed) -> CommandOutcome {
-        if self.intentions.remove(id).is_some() {
+        if let Some(removed) = self.intentions.remove(id) {
+            self.intention_pairs.remove(&(removed.source, removed.destination));
             changed.mark(Table::Intentions);
         }
         CommandOutcome::Done
@@ -86,12 +110,28 @@ impl MeshTables {
         CommandOutcome::Done
     }
 
+    /// Every intention, by ID (for Consul's evaluation order see
+    /// `intentions_by_precedence`).
     pub fn intentions(&self) -> impl Iterator<Item = &Intention> {
         self.intentions.values()
     }
 
+    pub fn intention(&self, id: &str) -> Option<&Intention> {
+        self.intentions.get(id)
+    }
+
+    /// The intention for exactly this pair (`*` matches only `*`).
+    pub fn intention_exact(&self, source: &ServiceName, destination: &ServiceName) -> Option<&Intention> {
+        let id = self.intention_pairs.get(&(source.clone(), destination.clone()))?;
+        self.intentions.get(id)
+    }
+
     pub fn config_entries(&self) -> impl Iterator<Item = &ConfigEntry> {
         self.config_entries.values()
+    }
+
+    pub fn config_entry(&self, kind: &str, name: &str) -> Option<&ConfigEntry> {
+        self.config_entries.get(&(kind.to_owned(), name.to_owned()))
     }
 
     pub fn ca(&self) -> Option<&CaState> {

@@ -9,6 +9,7 @@
 //! agents keep their copy of the state from that feed).
 
 mod catalog;
+mod intentions;
 mod kv;
 mod mesh;
 mod snapshot;
@@ -21,6 +22,10 @@ use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
 
 pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
+pub use intentions::{
+    evaluation_order, is_wildcard, precedence, validate_intention, validate_name, Decision, MatchBy,
+    DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
+};
 pub use snapshot::{SnapshotError, StoreData};
 
 /// The replicated tables. Each tracks the highest Raft index that changed it,

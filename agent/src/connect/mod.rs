@@ -1,0 +1,73 @@
+//! Connect on the agent: leaf certificates for this agent's services.
+//!
+//! The private key of a leaf is made here, on the host that runs the
+//! service, and never leaves it: the leader only sees a CSR. A leaf is reused
+//! until it passes its renewal time (about half its life, with jitter) or
+//! the active root changes, then signed anew with a new key.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rcgen::{CertificateParams, DnType, KeyPair};
+use tokio::sync::Mutex;
+use weft_api::ids::{NodeName, ServiceName};
+use weft_server::ca::{CaError, SignedLeaf};
+
+use crate::backend::Backend;
+
+/// A leaf and the key it certifies.
+#[derive(Clone, Debug)]
+pub struct Leaf {
+    pub service: ServiceName,
+    pub private_key_pem: String,
+    pub signed: SignedLeaf,
+    /// Seconds since the Unix epoch after which the next request re-signs.
+    pub renew_at: i64,
+}
+
+/// This agent's leaves, by service.
+pub struct LeafCache {
+    backend: Backend,
+    node: NodeName,
+    leaves: Mutex<HashMap<ServiceName, Leaf>>,
+}
+
+impl LeafCache {
+    pub fn new(backend: Backend, node: NodeName) -> Self {
+        Self { backend, node, leaves: Mutex::new(HashMap::new()) }
+    }
+
+    /// The current leaf for `service`, signed by `active_root`; signs a new
+    /// one when there is none, it is due for renewal, or the root changed.
+    pub async fn leaf(&self, service: &ServiceName, active_root: &str) -> Result<Leaf, CaError> {
+        let mut leaves = self.leaves.lock().await;
+        if let Some(leaf) = leaves.get(service) {
+            if leaf.signed.root_id == active_root && unix_now() < leaf.renew_at {
+                return Ok(leaf.clone());
+            }
+        }
+        let leaf = self.sign(service).await?;
+        leaves.insert(service.clone(), leaf.clone());
+        Ok(leaf)
+    }
+
+    async fn sign(&self, service: &ServiceName) -> Result<Leaf, CaError> {
+        let signing = |e: rcgen::Error| CaError::Signing(e.to_string());
+        let key = KeyPair::generate().map_err(signing)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, service.as_str());
+        let csr = params.serialize_request(&key).map_err(signing)?.pem().map_err(signing)?;
+        let signed = self.backend.sign_leaf(&self.node, service, &csr).await?;
+        // Renew at half-life, give or take a tenth of the lifetime.
+        let life = (signed.valid_before - signed.valid_after).max(1);
+        let jitter = rand::thread_rng().gen_range(-(life / 10)..=(life / 10));
+        let renew_at = signed.valid_after + life / 2 + jitter;
+        Ok(Leaf { service: service.clone(), private_key_pem: key.serialize_pem(), signed, renew_at })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -1,0 +1,65 @@
+//! `weft connect ca roots|get-config`: the mesh CA as operators see it.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{expect_success, json_body, ApiArgs};
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Subcommand)]
+pub enum ConnectCommand {
+    /// The mesh CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// List the trusted roots (the active one signs new leaves).
+    Roots(CaArgs),
+    /// Show the CA configuration.
+    GetConfig(CaArgs),
+}
+
+#[derive(Args)]
+pub struct CaArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+impl ConnectCommand {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let ConnectCommand::Ca(command) = self;
+        match command {
+            CaCommand::Roots(args) => {
+                let response = args.api.client().get("/v1/connect/ca/roots").await?;
+                let body = json_body(&expect_success(response, "reading the CA roots")?)?;
+                if args.api.format == Format::Json {
+                    print_json(&body);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                println!("Trust domain: {}", body["TrustDomain"].as_str().unwrap_or_default());
+                let rows: Vec<Vec<String>> = body["Roots"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|root| {
+                        vec![
+                            root["ID"].as_str().unwrap_or_default().to_owned(),
+                            root["Name"].as_str().unwrap_or_default().to_owned(),
+                            if root["Active"] == true { "active" } else { "" }.to_owned(),
+                            root["NotAfter"].as_str().unwrap_or_default().to_owned(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "Name", "State", "Expires"], &rows);
+            }
+            CaCommand::GetConfig(args) => {
+                let response = args.api.client().get("/v1/connect/ca/configuration").await?;
+                print_json(&json_body(&expect_success(response, "reading the CA configuration")?)?);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

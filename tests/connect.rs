@@ -1,0 +1,117 @@
+//! The mesh CA end to end: the first leader makes a root that every agent
+//! serves (without its key), and an agent gets a leaf for a service
+//! registered on it, signed from a CSR whose key never left the agent. The
+//! leaf is checked with `openssl`, a real verifier.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, weft, Cluster};
+use weft_api::client::HttpClient;
+
+async fn get_json(client: &HttpClient, path: &str) -> (u16, Value) {
+    let response = client.get(path).await.unwrap();
+    (response.status, serde_json::from_slice(&response.body).unwrap_or(Value::Null))
+}
+
+fn openssl_available() -> bool {
+    let found = Command::new("openssl").arg("version").output().is_ok();
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "openssl is required in CI (apt-get install openssl)");
+        eprintln!("skipping the openssl checks: `openssl` is not installed");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_get_leaves_for_their_services_chained_to_the_mesh_root() {
+    let mut cluster = Cluster::servers(3).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let vm1_http = cluster.client(vm1);
+
+    // One root, made by the first leader, the same on every agent; no private key served.
+    let roots = eventually("the CA root on every agent", Duration::from_secs(20), || async {
+        let mut seen = Vec::new();
+        for i in 0..cluster.len() {
+            let (status, body) = get_json(&cluster.client(i), "/v1/agent/connect/ca/roots").await;
+            if status != 200 || body["ActiveRootID"].as_str().unwrap_or_default().is_empty() {
+                return None;
+            }
+            seen.push(body);
+        }
+        seen.windows(2).all(|w| w[0]["ActiveRootID"] == w[1]["ActiveRootID"]).then(|| seen.remove(0))
+    })
+    .await;
+    let trust_domain = roots["TrustDomain"].as_str().unwrap().to_owned();
+    assert!(trust_domain.ends_with(".weft"), "{trust_domain}");
+    let root_pem = roots["Roots"][0]["RootCert"].as_str().unwrap().to_owned();
+    assert!(root_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let text = vm1_http.get("/v1/connect/ca/roots").await.unwrap().text();
+    assert!(!text.contains("PRIVATE KEY"), "a root's key is never served: {text}");
+
+    // A leaf for a service registered on vm1.
+    let registration = json!({"Name": "web", "Port": 8080});
+    assert_eq!(vm1_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    let (status, leaf) = get_json(&vm1_http, "/v1/agent/connect/ca/leaf/web").await;
+    assert_eq!(status, 200, "{leaf}");
+    assert_eq!(leaf["ServiceURI"], format!("spiffe://{trust_domain}/ns/default/dc/dc1/svc/web"));
+    assert!(leaf["PrivateKeyPEM"].as_str().unwrap().contains("PRIVATE KEY"));
+    // Cached: the same leaf until it is due for renewal.
+    let (_, again) = get_json(&vm1_http, "/v1/agent/connect/ca/leaf/web").await;
+    assert_eq!(again["SerialNumber"], leaf["SerialNumber"]);
+
+    // A service that is not registered on vm1 gets no leaf there.
+    let refused = vm1_http.get("/v1/agent/connect/ca/leaf/api").await.unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("not registered"), "{}", refused.text());
+
+    if openssl_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root_file, leaf_file) = (dir.path().join("root.pem"), dir.path().join("leaf.pem"));
+        std::fs::write(&root_file, &root_pem).unwrap();
+        std::fs::write(&leaf_file, leaf["CertPEM"].as_str().unwrap()).unwrap();
+        let verify = Command::new("openssl")
+            .args(["verify", "-purpose", "sslclient", "-CAfile"])
+            .arg(&root_file)
+            .arg(&leaf_file)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+        let shown = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&leaf_file).output().unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.contains(&format!("URI:spiffe://{trust_domain}/ns/default/dc/dc1/svc/web")), "{shown}");
+        assert!(shown.contains("TLS Web Server Authentication") && shown.contains("TLS Web Client Authentication"));
+        // The key the agent handed out matches the certificate.
+        let key_file = dir.path().join("leaf.key");
+        std::fs::write(&key_file, leaf["PrivateKeyPEM"].as_str().unwrap()).unwrap();
+        let public = |args: &[&str]| Command::new("openssl").args(args).output().unwrap().stdout;
+        assert_eq!(
+            public(&["pkey", "-pubout", "-in", key_file.to_str().unwrap()]),
+            public(&["x509", "-noout", "-pubkey", "-in", leaf_file.to_str().unwrap()])
+        );
+    }
+
+    // The CLI shows the roots.
+    let (code, out, err) = weft(&["connect", "ca", "roots", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(roots["ActiveRootID"].as_str().unwrap()), "{out}");
+    let (code, out, err) = weft(&["connect", "ca", "get-config", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"LeafCertTTL\": \"72h"), "{out}");
+
+    // The CA survives a new leader: a leaf is still signed after the leader dies.
+    let leader = cluster.wait_for_leader().await;
+    cluster.kill(leader);
+    let registration = json!({"Name": "db", "Port": 5432});
+    assert_eq!(vm1_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    let leaf = eventually("a leaf signed by the new leader", Duration::from_secs(30), || async {
+        let (status, leaf) = get_json(&vm1_http, "/v1/agent/connect/ca/leaf/db").await;
+        (status == 200).then_some(leaf)
+    })
+    .await;
+    assert_eq!(leaf["ServiceURI"], format!("spiffe://{trust_domain}/ns/default/dc/dc1/svc/db"));
+}
