@@ -1,0 +1,164 @@
+//! rustls configurations for the mesh, from PEM material.
+//!
+//! Both directions speak TLS 1.3 only and present this sidecar's leaf.
+//! Inbound requires the caller's certificate to chain to a mesh root (and to
+//! allow client authentication). Outbound verifies the chain the same way,
+//! then checks the SPIFFE service ID in place of a DNS name: a sidecar only
+//! accepts the service it meant to reach, whatever name it dialled.
+
+use std::sync::Arc;
+
+use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::client::verify_server_cert_signed_by_trust_anchor;
+use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use tokio_rustls::rustls::version::TLS13;
+use tokio_rustls::rustls::{
+    ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore, ServerConfig, SignatureScheme,
+};
+use weft_api::ids::ServiceName;
+
+use crate::identity::SpiffeId;
+
+/// A sidecar's certificate, key and the roots it trusts, as the agent serves them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// The leaf first, then any intermediates.
+    pub cert_chain_pem: String,
+    pub private_key_pem: String,
+    /// Every trusted root (during a rotation, old and new).
+    pub roots_pem: Vec<String>,
+}
+
+/// Material that cannot make a TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("no certificate in the leaf PEM")]
+    NoCertificate,
+    #[error("no usable private key in the key PEM")]
+    NoPrivateKey,
+    #[error("no usable root certificate")]
+    NoRoots,
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] RustlsError),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+impl TlsMaterial {
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let chain: Vec<_> =
+            CertificateDer::pem_slice_iter(self.cert_chain_pem.as_bytes()).filter_map(Result::ok).collect();
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        Ok(chain)
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        PrivateKeyDer::from_pem_slice(self.private_key_pem.as_bytes()).map_err(|_| TlsError::NoPrivateKey)
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for pem in &self.roots_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok) {
+                roots.add(cert).map_err(|_| TlsError::NoRoots)?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(TlsError::NoRoots);
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// The inbound side: mutual TLS 1.3, callers chained to a mesh root.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain()?, self.key()?)?;
+        Ok(Arc::new(config))
+    }
+
+    /// The outbound side, to sidecars of `destination` only.
+    pub fn client_config(&self, destination: &ServiceName) -> Result<Arc<ClientConfig>, TlsError> {
+        let verifier = SpiffeVerifier { roots: self.roots()?, expected: destination.clone(), provider: provider() };
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(self.chain()?, self.key()?)?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// The name a sidecar sends as SNI for `destination` (mesh gateways will
+/// route on it); verification never relies on it.
+pub fn server_name(destination: &ServiceName) -> ServerName<'static> {
+    ServerName::try_from(format!("{destination}.svc.weft"))
+        .unwrap_or_else(|_| ServerName::try_from("svc.weft").expect("a valid DNS name"))
+}
+
+/// Verifies a server's chain to the mesh roots and that its SPIFFE ID names
+/// the expected service.
+#[derive(Debug)]
+struct SpiffeVerifier {
+    roots: Arc<RootCertStore>,
+    expected: ServiceName,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SpiffeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, RustlsError> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, intermediates, now, algorithms)?;
+        let id = SpiffeId::from_certificate(end_entity).map_err(|e| RustlsError::General(e.to_string()))?;
+        if id.service != self.expected {
+            return Err(RustlsError::General(format!(
+                "expected a sidecar of {:?} but the peer is {id}",
+                self.expected.as_str()
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
