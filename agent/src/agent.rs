@@ -14,8 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Notify};
 use weft_api::catalog::{Deregistration, Node};
-use weft_api::command::Command;
-use weft_api::mesh::ConfigEntry;
+use weft_api::command::{Command, CommandOutcome};
 use weft_server::liveness::HEARTBEAT_INTERVAL;
 use weft_server::remote::{RemoteCluster, RemoteConfig};
 use weft_server::{Server, ServerConfig, StartError};
@@ -121,7 +120,12 @@ impl Agent {
         let node = this_node(&config, node_id);
         tracing::info!(http = %http_addr, node = %config.node_name, server = config.server, "agent ready");
 
-        let local = LocalState::open(config.node_name.clone(), &config.data_dir, config.enable_script_checks);
+        let local = LocalState::open(
+            config.node_name.clone(),
+            node.address.clone(),
+            &config.data_dir,
+            config.enable_script_checks,
+        );
         local.apply_config(config.services.clone(), config.checks.clone());
         let leave = Arc::new(Notify::new());
         let store = backend.store().clone();
@@ -148,6 +152,14 @@ impl Agent {
         if config.dev_mode {
             tokio::spawn(allow_unmatched_traffic(backend.clone()));
         }
+        let proxies = config.proxy_program.clone().map(|program| {
+            tokio::spawn(crate::connect::supervisor::supervise(
+                local.clone(),
+                program,
+                http_addr,
+                stopped(stop_tasks_rx.clone()),
+            ))
+        });
         let reload =
             tokio::spawn(reload_on_signal(self.reload.clone(), local.clone(), config.clone(), stopped(stop_tasks_rx)));
 
@@ -158,6 +170,9 @@ impl Agent {
         tracing::info!("shutting down");
         let _ = stop_tasks_tx.send(true);
         let _ = tokio::join!(sync, heartbeat, reload);
+        if let Some(proxies) = proxies {
+            let _ = proxies.await;
+        }
         if left || !config.server {
             leave_catalog(&backend, &node).await;
         }
@@ -239,23 +254,23 @@ async fn reload_on_signal(
 }
 
 /// `weft dev`: traffic no intention matches is allowed (a new cluster
-/// denies it), unless the `mesh` config entry already says otherwise.
+/// denies it), unless a `mesh` config entry already exists: written only if
+/// absent (check-and-set at index 0), so it never overwrites the user's.
 async fn allow_unmatched_traffic(backend: Backend) {
     use weft_server::store::{DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME};
-    let entry = ConfigEntry {
+    let body = serde_json::json!({DEFAULT_ACTION_FIELD: "allow"}).to_string();
+    let command = Command::ConfigEntryCas {
         kind: MESH_CONFIG_KIND.to_owned(),
         name: MESH_CONFIG_NAME.to_owned(),
-        body: serde_json::json!({"Kind": MESH_CONFIG_KIND, "Name": MESH_CONFIG_NAME, DEFAULT_ACTION_FIELD: "allow"})
-            .to_string(),
-        indexes: Default::default(),
+        cas: 0,
+        body: Some(body),
     };
     for _ in 0..100 {
-        if backend.store().read().mesh().config_entry(MESH_CONFIG_KIND, MESH_CONFIG_NAME).is_some() {
-            return;
-        }
-        match backend.write(Command::ConfigEntryUpsert(entry.clone())).await {
-            Ok(_) => {
-                tracing::info!("dev mode: traffic that no intention matches is allowed");
+        match backend.write(command.clone()).await {
+            Ok(applied) => {
+                if applied.outcome == CommandOutcome::Cas(true) {
+                    tracing::info!("dev mode: traffic that no intention matches is allowed");
+                }
                 return;
             }
             Err(error) => tracing::debug!(%error, "dev mode: default intention not written yet"),

@@ -50,6 +50,19 @@ pub enum Command {
     /// server's write batching); applied in order, each with its own outcome.
     /// May hold neither a batch nor a restore.
     Batch(Vec<Command>),
+    /// A check-and-set on one config entry (`?cas=` on `PUT /v1/config` and
+    /// `DELETE /v1/config/<kind>/<name>`): applied only if the entry's
+    /// ModifyIndex equals `cas` (`cas = 0`: only if there is no such entry).
+    /// `body: Some` writes the entry, `None` deletes it. The outcome is
+    /// `Cas(bool)`, or `Rejected` for an entry that fails validation.
+    /// Added because `ConfigEntryUpsert`/`ConfigEntryDelete` carry no `cas`
+    /// and logged variants never change.
+    ConfigEntryCas {
+        kind: String,
+        name: String,
+        cas: u64,
+        body: Option<String>,
+    },
 }
 
 impl Command {
@@ -67,6 +80,7 @@ impl Command {
             Command::CaSetState(_) => "ca-set-state",
             Command::Restore { .. } => "restore",
             Command::Batch(_) => "batch",
+            Command::ConfigEntryCas { .. } => "config-entry-cas",
         }
     }
 }

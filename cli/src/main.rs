@@ -54,10 +54,14 @@ enum Command {
     /// Manage intentions: which services may connect to which (check exits 2 when denied).
     #[command(subcommand)]
     Intention(commands::intention::IntentionCommand),
+    /// Write, read, list and delete central config entries (service-defaults, service-router, mesh, ...).
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `weft config` also takes Consul's single-dash long flags (`-kind web`).
+    let cli = Cli::parse_from(commands::config::consul_style_args(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             Command::Services(command) => command.run().await,
             Command::Connect(command) => command.run().await,
             Command::Intention(command) => command.run().await,
+            Command::Config(command) => command.run().await,
         }
     });
     match result {

@@ -4,7 +4,8 @@
 //! connection to the local application.
 //!
 //! A refused caller learns nothing beyond a closed connection; the sidecar
-//! logs who was refused and why.
+//! logs who was refused and why. Open connections are authorized again
+//! twice a second, so a new deny closes them within a second.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,11 +21,18 @@ use crate::identity::SpiffeId;
 
 /// How long a caller has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an open connection's caller is authorized again.
+const REAUTHORIZE_EVERY: Duration = Duration::from_millis(500);
 /// How long connecting to the local application may take.
 const APPLICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Decides whether `caller` may connect; `Err` carries the reason to log.
-pub type Authorizer = Arc<dyn Fn(&SpiffeId) -> Result<(), String> + Send + Sync>;
+/// Asynchronous so that it may ask the local agent, which answers from its
+/// own copy of the intentions.
+pub type Authorizer = Arc<dyn Fn(SpiffeId) -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// A boxed future, as an [`Authorizer`] returns.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What the inbound listener needs; the TLS configuration is replaced live
 /// (leaf renewal, root rotation) and applies to new handshakes.
@@ -72,13 +80,27 @@ async fn handle(stream: TcpStream, inbound: &Inbound) -> Result<(), String> {
     let certificate =
         tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).ok_or("the caller sent no certificate")?;
     let caller = SpiffeId::from_certificate(certificate).map_err(|e| e.to_string())?;
-    (inbound.authorize)(&caller).map_err(|reason| format!("{caller} denied: {reason}"))?;
+    (inbound.authorize)(caller.clone()).await.map_err(|reason| format!("{caller} denied: {reason}"))?;
     let mut application = tokio::time::timeout(APPLICATION_CONNECT_TIMEOUT, TcpStream::connect(inbound.application))
         .await
         .map_err(|_| "the local application did not accept in time".to_owned())?
         .map_err(|e| format!("cannot reach the local application at {}: {e}", inbound.application))?;
     let _ = application.set_nodelay(true);
     tracing::debug!(%caller, "inbound connection allowed");
-    let _ = tokio::io::copy_bidirectional(&mut tls, &mut application).await;
-    Ok(())
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut tls, &mut application) => Ok(()),
+        reason = revoked(&inbound.authorize, &caller) => Err(format!("{caller}: open connection closed: {reason}")),
+    }
+}
+
+/// Resolves once `caller` is no longer authorized (checked every
+/// [`REAUTHORIZE_EVERY`]), so a new deny intention closes open connections
+/// too, not only new ones.
+async fn revoked(authorize: &Authorizer, caller: &SpiffeId) -> String {
+    loop {
+        tokio::time::sleep(REAUTHORIZE_EVERY).await;
+        if let Err(reason) = authorize(caller.clone()).await {
+            return reason;
+        }
+    }
 }

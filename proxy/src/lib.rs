@@ -16,6 +16,8 @@
 //!   to the local application.
 //! - [`outbound`]: an upstream's local listener: pick an endpoint, handshake,
 //!   verify, splice.
+//! - [`sidecar`]: a sidecar run from its local agent: configuration, leaf,
+//!   roots and endpoints followed through the agent's HTTP API.
 //!
 //! **Architecture Invariant:** the proxy talks to nothing but its peers and
 //! its local application; configuration reaches it from its local agent, as
@@ -26,6 +28,7 @@
 pub mod identity;
 pub mod inbound;
 pub mod outbound;
+pub mod sidecar;
 pub mod tls;
 
 pub use identity::SpiffeId;

@@ -70,11 +70,13 @@ async fn api_sidecar(material: &TlsMaterial, app: SocketAddr) -> SocketAddr {
     // A receiver keeps the last value after its sender is gone.
     let (_, tls) = watch::channel(Some(material.server_config().unwrap()));
     let authorize: inbound::Authorizer = Arc::new(|caller| {
-        if caller.service.as_str() == "web" {
-            Ok(())
-        } else {
-            Err(format!("no intention allows {} => api", caller.service))
-        }
+        Box::pin(async move {
+            if caller.service.as_str() == "web" {
+                Ok(())
+            } else {
+                Err(format!("no intention allows {} => api", caller.service))
+            }
+        })
     });
     tokio::spawn(inbound::serve(listener, Inbound { tls, authorize, application: app }, std::future::pending()));
     addr

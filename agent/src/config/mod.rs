@@ -51,6 +51,9 @@ pub struct AgentConfig {
     pub anti_entropy_interval: Duration,
     /// Where the configuration came from, re-read on reload.
     pub sources: ConfigSources,
+    /// The program that runs sidecar proxies (`weft` itself, set by the
+    /// binary); `None` runs none.
+    pub proxy_program: Option<PathBuf>,
 }
 
 /// How the DNS interface answers.
@@ -312,6 +315,7 @@ impl ConfigFile {
             liveness_timeout,
             anti_entropy_interval,
             sources: ConfigSources::default(),
+            proxy_program: None,
             node_name: NodeName::new(node_name),
             datacenter: Datacenter::new(datacenter),
             data_dir,

@@ -1,9 +1,12 @@
-//! Connect on the agent: leaf certificates for this agent's services.
+//! Connect on the agent: leaf certificates for this agent's services, and
+//! the sidecar proxies it runs ([`supervisor`]).
 //!
 //! The private key of a leaf is made here, on the host that runs the
 //! service, and never leaves it: the leader only sees a CSR. A leaf is reused
 //! until it passes its renewal time (about half its life, with jitter) or
 //! the active root changes, then signed anew with a new key.
+
+pub mod supervisor;
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};

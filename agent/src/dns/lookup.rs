@@ -5,6 +5,7 @@
 //!   targets and their A/AAAA records as additionals.
 //! - `<tag>.<service>.service[.<dc>].<domain>`: the same, instances with the tag.
 //! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782): `_tcp` means any tag.
+//! - `<service>.connect[.<dc>].<domain>`: the service's sidecars (A, SRV).
 //! - `<node>.node[.<dc>].<domain>`: the node's address; TXT `key=value` per node meta.
 //! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that
 //!   address, else the service whose instances have it.
@@ -85,6 +86,8 @@ pub fn answer(
         }
         [tag, service, "service"] => lookup.service(service, Some(tag), false),
         [service, "service"] => lookup.service(service, None, false),
+        // Consul's `.connect` names: the service's sidecars.
+        [service, "connect"] => lookup.service(&format!("{service}-sidecar-proxy"), None, false),
         _ => None,
     };
     let mut answer = answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() });

@@ -42,6 +42,20 @@ impl From<DefinitionError> for ApiError {
 fn agent_service_json(state: &AppState, service: &Service) -> Value {
     let mut value = without_indexes(service_json(service));
     value["Datacenter"] = json!(state.config.datacenter);
+    if let Some(proxy) = state.local.proxy(&service.id) {
+        value["Proxy"] = json!({
+            "DestinationServiceName": proxy.destination_service_name,
+            "DestinationServiceID": proxy.destination_service_id,
+            "LocalServiceAddress": proxy.local_service_address,
+            "LocalServicePort": proxy.local_service_port,
+            "Upstreams": proxy.upstreams.iter().map(|u| json!({
+                "DestinationType": "service",
+                "DestinationName": u.destination_name,
+                "LocalBindAddress": u.local_bind_address.as_deref().unwrap_or("127.0.0.1"),
+                "LocalBindPort": u.local_bind_port,
+            })).collect::<Vec<_>>(),
+        });
+    }
     value
 }
 

@@ -38,12 +38,32 @@ fn checks_json(checks: &[Check]) -> Value {
     Value::Array(checks.iter().map(check_json).collect())
 }
 
+/// `GET /v1/health/connect/<service>`: the service's sidecars (the
+/// `<service>-sidecar-proxy` instances of kind `connect-proxy`), in the
+/// same shape and with the same options as `/v1/health/service`.
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    instances(state, ServiceName::new(format!("{name}-sidecar-proxy")), Some("connect-proxy"), raw).await
+}
+
 pub async fn service(
     State(state): State<AppState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let name = ServiceName::new(name);
+    instances(state, ServiceName::new(name), None, raw).await
+}
+
+/// Instances of `name` with their checks; only those of `kind` if given.
+async fn instances(
+    state: AppState,
+    name: ServiceName,
+    kind: Option<&'static str>,
+    raw: Option<String>,
+) -> Result<Response, ApiError> {
     let this_node = state.node.name.clone();
     let read = move |tables: &Tables, query: &QueryParams| {
         let selector = InstanceSelector::from_query(query, &this_node);
@@ -53,6 +73,7 @@ pub async fn service(
             .service_health(&name)
             .into_iter()
             .filter(|h| selector.matches(&h.node, &h.service))
+            .filter(|h| kind.is_none_or(|kind| h.service.kind == kind))
             .filter(|h| !passing_only || h.is_passing())
             .collect();
         selector.order(&mut found, |h| &h.node.name);

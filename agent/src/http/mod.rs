@@ -8,6 +8,7 @@
 mod agent;
 mod authz;
 mod catalog;
+mod config_entries;
 mod connect;
 mod error;
 mod health;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/node/{name}", get(catalog::node))
         .route("/v1/health/service/{name}", get(health::service))
+        .route("/v1/health/connect/{name}", get(health::connect))
         .route("/v1/health/checks/{name}", get(health::service_checks))
         .route("/v1/health/node/{name}", get(health::node))
         .route("/v1/health/state/{state}", get(health::in_state))
@@ -105,6 +107,9 @@ pub fn router(state: AppState) -> Router {
             get(intentions::get_by_id).put(intentions::update_by_id).delete(intentions::delete_by_id),
         )
         .route("/v1/agent/connect/authorize", axum::routing::post(intentions::authorize))
+        .route("/v1/config", put(config_entries::apply))
+        .route("/v1/config/{kind}", get(config_entries::list))
+        .route("/v1/config/{kind}/{name}", get(config_entries::get).delete(config_entries::delete))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(authz::authorize))

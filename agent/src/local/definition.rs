@@ -112,6 +112,59 @@ pub struct CheckDefinition {
     pub deregister_critical_service_after: Option<Value>,
 }
 
+/// `Connect { SidecarService { Port, Proxy { Upstreams } } }`, as much of it
+/// as Weft acts on.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ConnectDefinition {
+    #[serde(rename = "sidecarservice", default)]
+    sidecar_service: Option<SidecarDefinition>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct SidecarDefinition {
+    #[serde(rename = "port", default)]
+    port: Option<i64>,
+    #[serde(rename = "proxy", default)]
+    proxy: Option<SidecarProxyDefinition>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct SidecarProxyDefinition {
+    #[serde(rename = "upstreams", default)]
+    upstreams: Vec<Upstream>,
+}
+
+/// One upstream of a sidecar: the destination service, reached by the local
+/// application at `local_bind_address:local_bind_port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    #[serde(rename = "destinationname", default)]
+    pub destination_name: String,
+    #[serde(rename = "localbindport", default)]
+    pub local_bind_port: u16,
+    #[serde(rename = "localbindaddress", default, skip_serializing_if = "Option::is_none")]
+    pub local_bind_address: Option<String>,
+}
+
+/// What a sidecar proxy needs to know about the service it fronts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub destination_service_name: ServiceName,
+    pub destination_service_id: ServiceId,
+    /// Where the sidecar forwards allowed traffic (the application).
+    pub local_service_address: String,
+    pub local_service_port: u16,
+    pub upstreams: Vec<Upstream>,
+}
+
+/// A sidecar a service definition asks for: its definition and proxy config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SidecarRequest {
+    /// An explicit port (`Connect.SidecarService.Port`); else one is assigned.
+    pub port: Option<u16>,
+    pub upstreams: Vec<Upstream>,
+}
+
 /// A definition that cannot be run, with the field to fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -152,6 +205,50 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ServiceDefinition {
+    /// The sidecar `Connect.SidecarService` asks for, if any.
+    pub fn sidecar_request(&self) -> Result<Option<SidecarRequest>, DefinitionError> {
+        let Some(connect) = &self.connect else { return Ok(None) };
+        let connect: ConnectDefinition =
+            serde_json::from_value(connect.clone()).map_err(|e| DefinitionError(format!("Invalid Connect: {e}")))?;
+        let Some(sidecar) = connect.sidecar_service else { return Ok(None) };
+        let port = match sidecar.port {
+            None | Some(0) => None,
+            Some(port @ 1..=65535) => Some(port as u16),
+            Some(port) => {
+                return Err(DefinitionError(format!("Invalid Connect.SidecarService.Port {port}: 1 to 65535")))
+            }
+        };
+        let upstreams = sidecar.proxy.map(|p| p.upstreams).unwrap_or_default();
+        for upstream in &upstreams {
+            if upstream.destination_name.is_empty() || upstream.local_bind_port == 0 {
+                return Err(DefinitionError(
+                    "Invalid Connect.SidecarService.Proxy.Upstreams: each needs DestinationName and LocalBindPort"
+                        .into(),
+                ));
+            }
+        }
+        Ok(Some(SidecarRequest { port, upstreams }))
+    }
+
+    /// The sidecar service for `service` (already validated), listening on
+    /// `address:port`, with a TCP check on that port.
+    pub fn sidecar_definition(service: &Service, address: &str, port: u16) -> ServiceDefinition {
+        ServiceDefinition {
+            id: Some(format!("{}-sidecar-proxy", service.id)),
+            name: Some(format!("{}-sidecar-proxy", service.name)),
+            kind: Some("connect-proxy".into()),
+            address: Some(address.to_owned()),
+            port: Some(i64::from(port)),
+            check: Some(CheckDefinition {
+                name: Some("Connect Sidecar Listening".into()),
+                tcp: Some(format!("{address}:{port}")),
+                interval: Some(Value::String("10s".into())),
+                ..CheckDefinition::default()
+            }),
+            ..ServiceDefinition::default()
+        }
+    }
+
     /// Validates into a [`LocalService`] on `node`. Script checks are refused
     /// unless `script_checks` (`--enable-script-checks`).
     pub fn validate(&self, node: &NodeName, script_checks: bool) -> Result<LocalService, DefinitionError> {

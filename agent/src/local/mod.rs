@@ -26,7 +26,13 @@ use weft_api::catalog::{Check, HealthStatus, Service};
 use weft_api::ids::{CheckId, NodeName, ServiceId};
 
 use crate::config::{AgentConfig, ConfigErrors};
-use definition::{CheckDefinition, CheckRunner, DefinitionError, LocalCheck, ServiceDefinition};
+use definition::{
+    CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ServiceDefinition,
+    SidecarRequest,
+};
+
+/// Ports given to sidecars that do not ask for one (Consul's default range).
+const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
 
 /// Where a registration came from: config files are re-read on reload and
 /// never persisted; API registrations are persisted and survive reloads.
@@ -40,6 +46,8 @@ pub enum Source {
 /// and anti-entropy.
 pub struct LocalState {
     node: NodeName,
+    /// This node's address: sidecars listen and are checked there.
+    address: String,
     script_checks: bool,
     persist_dir: PathBuf,
     entries: Mutex<Entries>,
@@ -57,6 +65,9 @@ struct ServiceEntry {
     service: Service,
     definition: ServiceDefinition,
     source: Source,
+    /// For a sidecar: the service it fronts and its proxy configuration.
+    /// Sidecars are made from their parent's definition, never persisted.
+    sidecar_of: Option<(ServiceId, ProxyConfig)>,
 }
 
 struct CheckEntry {
@@ -71,6 +82,15 @@ struct CheckEntry {
     critical_since: Option<Instant>,
 }
 
+impl Entries {
+    /// Removes a service and the checks bound to it.
+    fn remove_service(&mut self, id: &ServiceId) -> Option<ServiceEntry> {
+        let removed = self.services.remove(id)?;
+        self.checks.retain(|_, c| &c.local.check.service_id != id);
+        Some(removed)
+    }
+}
+
 impl Drop for CheckEntry {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
@@ -81,9 +101,10 @@ impl Drop for CheckEntry {
 
 impl LocalState {
     /// Loads the API registrations persisted in `data_dir` (if any).
-    pub fn open(node: NodeName, data_dir: &std::path::Path, script_checks: bool) -> Arc<Self> {
+    pub fn open(node: NodeName, address: String, data_dir: &std::path::Path, script_checks: bool) -> Arc<Self> {
         let state = Arc::new(Self {
             node,
+            address,
             script_checks,
             persist_dir: data_dir.join("local"),
             entries: Mutex::new(Entries::default()),
@@ -115,30 +136,97 @@ impl LocalState {
         source: Source,
     ) -> Result<ServiceId, DefinitionError> {
         let local = definition.validate(&self.node, self.script_checks)?;
+        let sidecar = definition.sidecar_request()?;
         let id = local.service.id.clone();
         {
             let mut entries = self.entries();
+            let sidecar = match sidecar {
+                None => None,
+                Some(request) => Some(self.sidecar_for(&entries, &local.service, request)?),
+            };
+            let sidecar_id = ServiceId::new(format!("{id}-sidecar-proxy"));
+            entries.remove_service(&sidecar_id);
             entries.checks.retain(|_, c| c.local.check.service_id != id || c.definition.is_some());
             for check in local.checks {
                 let entry = self.start_check(check, None, source);
                 entries.checks.insert(entry.local.check.id.clone(), entry);
             }
-            entries.services.insert(id.clone(), ServiceEntry { service: local.service, definition, source });
+            let parent = ServiceEntry { service: local.service, definition, source, sidecar_of: None };
+            entries.services.insert(id.clone(), parent);
+            if let Some((sidecar, definition, proxy)) = sidecar {
+                for check in sidecar.checks {
+                    let entry = self.start_check(check, None, source);
+                    entries.checks.insert(entry.local.check.id.clone(), entry);
+                }
+                let entry = ServiceEntry {
+                    service: sidecar.service,
+                    definition,
+                    source,
+                    sidecar_of: Some((id.clone(), proxy)),
+                };
+                entries.services.insert(sidecar_id, entry);
+            }
         }
         self.changed(source);
         Ok(id)
     }
 
-    /// Removes a service and its checks. False if there was none.
+    /// The sidecar service for `service`: on the requested port, or on the
+    /// port it already has, or on the first free one of the sidecar range.
+    fn sidecar_for(
+        &self,
+        entries: &Entries,
+        service: &Service,
+        request: SidecarRequest,
+    ) -> Result<(LocalService, ServiceDefinition, ProxyConfig), DefinitionError> {
+        let sidecar_id = ServiceId::new(format!("{}-sidecar-proxy", service.id));
+        let taken: Vec<u16> = entries
+            .services
+            .values()
+            .filter(|s| s.sidecar_of.is_some() && s.service.id != sidecar_id)
+            .map(|s| s.service.port)
+            .collect();
+        let port = request
+            .port
+            .or_else(|| entries.services.get(&sidecar_id).map(|s| s.service.port))
+            .or_else(|| SIDECAR_PORTS.clone().find(|p| !taken.contains(p)))
+            .ok_or_else(|| DefinitionError("no free sidecar port left in 21000-21255".into()))?;
+        let definition = ServiceDefinition::sidecar_definition(service, &self.address, port);
+        let sidecar = definition.validate(&self.node, false)?;
+        let proxy = ProxyConfig {
+            destination_service_name: service.name.clone(),
+            destination_service_id: service.id.clone(),
+            local_service_address: "127.0.0.1".into(),
+            local_service_port: service.port,
+            upstreams: request.upstreams,
+        };
+        Ok((sidecar, definition, proxy))
+    }
+
+    /// Removes a service, its checks and its sidecar. False if there was none.
     pub fn remove_service(&self, id: &ServiceId) -> bool {
         let source = {
             let mut entries = self.entries();
-            let Some(removed) = entries.services.remove(id) else { return false };
-            entries.checks.retain(|_, c| &c.local.check.service_id != id);
+            let Some(removed) = entries.remove_service(id) else { return false };
+            entries.remove_service(&ServiceId::new(format!("{id}-sidecar-proxy")));
             removed.source
         };
         self.changed(source);
         true
+    }
+
+    /// The proxy configuration of sidecar `id`, if it is one.
+    pub fn proxy(&self, id: &ServiceId) -> Option<ProxyConfig> {
+        self.entries().services.get(id).and_then(|s| s.sidecar_of.as_ref()).map(|(_, proxy)| proxy.clone())
+    }
+
+    /// Every sidecar on this agent: its service ID and the ID of the service it fronts.
+    pub fn sidecars(&self) -> Vec<(ServiceId, ServiceId)> {
+        self.entries()
+            .services
+            .iter()
+            .filter_map(|(id, s)| s.sidecar_of.as_ref().map(|(parent, _)| (id.clone(), parent.clone())))
+            .collect()
     }
 
     /// Adds or replaces a check registered on its own.
@@ -252,7 +340,9 @@ impl LocalState {
             let stale_services: Vec<ServiceId> = entries
                 .services
                 .iter()
-                .filter(|(_, s)| s.source == Source::Config && !services.contains(&s.definition))
+                .filter(|(_, s)| {
+                    s.source == Source::Config && s.sidecar_of.is_none() && !services.contains(&s.definition)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             let stale_checks: Vec<CheckId> = entries
@@ -331,7 +421,11 @@ impl LocalState {
     fn changed(&self, source: Source) {
         if source == Source::Api {
             let entries = self.entries();
-            let services = entries.services.values().filter(|s| s.source == Source::Api).map(|s| &s.definition);
+            let services = entries
+                .services
+                .values()
+                .filter(|s| s.source == Source::Api && s.sidecar_of.is_none())
+                .map(|s| &s.definition);
             let checks =
                 entries.checks.values().filter(|c| c.source == Source::Api).filter_map(|c| c.definition.as_ref());
             persist::save(&self.persist_dir, services, checks);

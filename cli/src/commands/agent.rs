@@ -149,10 +149,12 @@ fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitC
         ExitCode::from(EXIT_BAD_CONFIG)
     })?;
     config.sources = ConfigSources { files: args.config_files.clone(), dirs: args.config_dirs.clone() };
+    // Sidecar proxies are this same binary (`weft connect proxy`).
+    config.proxy_program = std::env::current_exe().ok();
     Ok(config)
 }
 
-fn init_logging(level: &str) {
+pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn,h2=warn,tower=warn"))
     });
@@ -259,7 +261,7 @@ async fn reload_on_sighup(trigger: std::sync::Arc<tokio::sync::Notify>) {
     }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(terminate) => terminate,

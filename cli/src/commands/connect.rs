@@ -12,6 +12,18 @@ pub enum ConnectCommand {
     /// The mesh CA.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Run a sidecar proxy (the agent starts these itself for services
+    /// registered with `connect { sidecar_service {} }`).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The ID of the service this sidecar fronts.
+    #[arg(long)]
+    sidecar_for: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Subcommand)]
@@ -30,7 +42,10 @@ pub struct CaArgs {
 
 impl ConnectCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let ConnectCommand::Ca(command) = self;
+        let command = match self {
+            ConnectCommand::Ca(command) => command,
+            ConnectCommand::Proxy(args) => return run_proxy(args).await,
+        };
         match command {
             CaCommand::Roots(args) => {
                 let response = args.api.client().get("/v1/connect/ca/roots").await?;
@@ -62,4 +77,10 @@ impl ConnectCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    super::agent::init_logging("info");
+    weft_proxy::sidecar::run(args.api.client(), &args.sidecar_for, super::agent::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod config;
 pub mod connect;
 pub mod intention;
 pub mod kv;

@@ -1,6 +1,6 @@
 //! Intentions, config entries and the CA's public state. The tables and their
-//! commands are settled here; the Connect work adds their rules (intentions':
-//! `super::intentions`).
+//! commands are settled here; their rules live beside them (intentions':
+//! `super::intentions`; config entries': `super::config_entries`).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,7 @@ use weft_api::command::CommandOutcome;
 use weft_api::ids::{Indexes, RaftIndex, ServiceName};
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
+use super::config_entries::validate_config_entry;
 use super::intentions::validate_intention;
 use super::{Changed, Table};
 
@@ -86,14 +87,56 @@ impl MeshTables {
         entry: &ConfigEntry,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if entry.kind.is_empty() || entry.name.is_empty() {
-            return CommandOutcome::Rejected("a config entry needs a Kind and a Name".into());
+        if let Err(reason) = validate_config_entry(self, entry) {
+            return CommandOutcome::Rejected(reason);
         }
+        self.insert_config_entry(index, entry.clone(), changed);
+        CommandOutcome::Done
+    }
+
+    /// A check-and-set on one entry: `body: Some` writes it, `None` deletes
+    /// it, only if its ModifyIndex is `cas` (0: only if there is none; a
+    /// delete needs the entry to exist). An invalid entry is refused first.
+    pub(super) fn cas_config_entry(
+        &mut self,
+        index: RaftIndex,
+        (kind, name): (&str, &str),
+        cas: u64,
+        body: Option<&str>,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let current = self.config_entry(kind, name).map(|e| e.indexes.modify.get());
+        match body {
+            Some(body) => {
+                let entry = ConfigEntry {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    body: body.to_owned(),
+                    indexes: Indexes::default(),
+                };
+                if let Err(reason) = validate_config_entry(self, &entry) {
+                    return CommandOutcome::Rejected(reason);
+                }
+                if current.unwrap_or(0) != cas {
+                    return CommandOutcome::Cas(false);
+                }
+                self.insert_config_entry(index, entry, changed);
+            }
+            None => {
+                if current != Some(cas) {
+                    return CommandOutcome::Cas(false);
+                }
+                self.delete_config_entry(kind, name, changed);
+            }
+        }
+        CommandOutcome::Cas(true)
+    }
+
+    fn insert_config_entry(&mut self, index: RaftIndex, entry: ConfigEntry, changed: &mut Changed) {
         let key = (entry.kind.clone(), entry.name.clone());
         let indexes = indexes_for(self.config_entries.get(&key).map(|e| e.indexes), index);
-        self.config_entries.insert(key, ConfigEntry { indexes, ..entry.clone() });
+        self.config_entries.insert(key, ConfigEntry { indexes, ..entry });
         changed.mark(Table::ConfigEntries);
-        CommandOutcome::Done
     }
 
     pub(super) fn delete_config_entry(&mut self, kind: &str, name: &str, changed: &mut Changed) -> CommandOutcome {
@@ -126,8 +169,14 @@ impl MeshTables {
         self.intentions.get(id)
     }
 
+    /// Every config entry, by kind then name.
     pub fn config_entries(&self) -> impl Iterator<Item = &ConfigEntry> {
         self.config_entries.values()
+    }
+
+    /// The entries of one kind, by name.
+    pub fn config_entries_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a ConfigEntry> + 'a {
+        self.config_entries.values().filter(move |e| e.kind == kind)
     }
 
     pub fn config_entry(&self, kind: &str, name: &str) -> Option<&ConfigEntry> {

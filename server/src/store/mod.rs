@@ -9,6 +9,7 @@
 //! agents keep their copy of the state from that feed).
 
 mod catalog;
+mod config_entries;
 mod intentions;
 mod kv;
 mod mesh;
@@ -22,6 +23,11 @@ use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
 
 pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
+pub use config_entries::{
+    effective_protocol, resolver_subsets, validate_config_entry, validate_kind, validate_kind_and_name, Protocol,
+    ProtocolSource, CONFIG_ENTRY_KINDS, INGRESS_GATEWAY, PROTOCOLS, PROXY_DEFAULTS, PROXY_DEFAULTS_NAME,
+    SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
+};
 pub use intentions::{
     evaluation_order, is_wildcard, precedence, validate_intention, validate_name, Decision, MatchBy,
     DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
@@ -115,6 +121,9 @@ impl Tables {
             Command::ConfigEntryUpsert(entry) => self.mesh.upsert_config_entry(index, entry, changed),
             Command::ConfigEntryDelete { kind, name } => self.mesh.delete_config_entry(kind, name, changed),
             Command::CaSetState(state) => self.mesh.set_ca_state(index, state, changed),
+            Command::ConfigEntryCas { kind, name, cas, body } => {
+                self.mesh.cas_config_entry(index, (kind, name), *cas, body.as_deref(), changed)
+            }
             Command::Restore { snapshot } => match StoreData::decode(snapshot) {
                 Ok(data) => {
                     *self = Tables::from_data(data);
