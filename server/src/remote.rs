@@ -160,27 +160,16 @@ impl RemoteCluster {
         service: &ServiceName,
         csr_pem: &str,
     ) -> Result<SignedLeaf, CaError> {
-        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
-        loop {
-            let attempt = match self.find_leader().await {
-                Err(error) => Err(CaError::Cluster(error)),
-                Ok(leader) => {
-                    let request = SignLeafRequest {
-                        csr_pem: csr_pem.to_owned(),
-                        node: node.to_string(),
-                        service: service.to_string(),
-                    };
-                    sign_remotely(&self.inner.channels, &leader.rpc_addr, request).await
-                }
-            };
-            match attempt {
-                Err(CaError::Cluster(error)) if error.is_transient() && tokio::time::Instant::now() < deadline => {
-                    self.forget_leader(error);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => return other,
-            }
-        }
+        retry_transient(WRITE_PATIENCE, "leaf signing", || async {
+            let leader = self.find_leader().await?;
+            let request =
+                SignLeafRequest { csr_pem: csr_pem.to_owned(), node: node.to_string(), service: service.to_string() };
+            sign_remotely(&self.inner.channels, &leader.rpc_addr, request).await.map_err(|error| match error {
+                CaError::Cluster(error) => CaError::Cluster(self.forget_leader(error)),
+                other => other,
+            })
+        })
+        .await
     }
 
     /// The known leader, or asks the servers in turn who leads now.

@@ -536,30 +536,16 @@ impl Server {
         service: &ServiceName,
         csr_pem: &str,
     ) -> Result<SignedLeaf, CaError> {
-        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
-        loop {
-            let attempt = if self.is_leader() {
-                ca::sign_for(self, node, service, csr_pem)
-            } else {
-                match self.leader() {
-                    None => Err(CaError::Cluster(ServerError::NoLeader)),
-                    Some(leader) => {
-                        let request = SignLeafRequest {
-                            csr_pem: csr_pem.to_owned(),
-                            node: node.to_string(),
-                            service: service.to_string(),
-                        };
-                        sign_remotely(&self.inner.channels, &leader.rpc_addr, request).await
-                    }
-                }
-            };
-            match attempt {
-                Err(CaError::Cluster(error)) if error.is_transient() && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => return other,
+        retry_transient(WRITE_PATIENCE, "leaf signing", || async {
+            if self.is_leader() {
+                return ca::sign_for(self, node, service, csr_pem);
             }
-        }
+            let leader = self.leader().ok_or(CaError::Cluster(ServerError::NoLeader))?;
+            let request =
+                SignLeafRequest { csr_pem: csr_pem.to_owned(), node: node.to_string(), service: service.to_string() };
+            sign_remotely(&self.inner.channels, &leader.rpc_addr, request).await
+        })
+        .await
     }
 
     pub(crate) async fn remove_peer_locally(&self, peer: &str) -> Result<(), ServerError> {
@@ -580,10 +566,11 @@ impl Server {
 /// Runs `attempt` until it succeeds, fails for good, or `patience` runs out.
 /// Only transient errors ([`ServerError::is_transient`]: nothing was done,
 /// try again shortly) are retried, with backoff from 20 ms to 500 ms.
-pub(crate) async fn retry_transient<T, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> Result<T, ServerError>
+pub(crate) async fn retry_transient<T, E, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> Result<T, E>
 where
+    E: Transient + std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ServerError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Duration::from_millis(20);
@@ -596,6 +583,23 @@ where
             }
             result => return result,
         }
+    }
+}
+
+/// An error that may mean "nothing was done, try again shortly".
+pub(crate) trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for ServerError {
+    fn is_transient(&self) -> bool {
+        ServerError::is_transient(self)
+    }
+}
+
+impl Transient for CaError {
+    fn is_transient(&self) -> bool {
+        matches!(self, CaError::Cluster(error) if error.is_transient())
     }
 }
 

@@ -15,6 +15,10 @@ pub struct Catalog {
     nodes: BTreeMap<NodeName, Node>,
     services: BTreeMap<(NodeName, ServiceId), Service>,
     checks: BTreeMap<(NodeName, CheckId), Check>,
+    /// The instances of each service name: derived from `services` (never
+    /// stored in snapshots), so a lookup by name (DNS, health, blocking
+    /// queries) does not scan the whole catalog.
+    by_name: BTreeMap<ServiceName, BTreeSet<(NodeName, ServiceId)>>,
 }
 
 /// A service instance with the node it runs on.
@@ -58,10 +62,33 @@ fn upsert<K: Ord, V: Clone + PartialEq>(
 
 impl Catalog {
     pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>) -> Self {
-        Self {
+        let mut catalog = Self {
             nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
             services: services.into_iter().map(|s| ((s.node.clone(), s.id.clone()), s)).collect(),
             checks: checks.into_iter().map(|c| ((c.node.clone(), c.id.clone()), c)).collect(),
+            by_name: BTreeMap::new(),
+        };
+        for ((node, id), service) in &catalog.services {
+            catalog.by_name.entry(service.name.clone()).or_default().insert((node.clone(), id.clone()));
+        }
+        catalog
+    }
+
+    /// Keeps `by_name` in step when the service at `key` goes from `old` to `new`.
+    fn reindex(&mut self, key: &(NodeName, ServiceId), old: Option<&ServiceName>, new: Option<&ServiceName>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(keys) = self.by_name.get_mut(old) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_name.remove(old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            self.by_name.entry(new.clone()).or_default().insert(key.clone());
         }
     }
 
@@ -135,8 +162,11 @@ impl Catalog {
         }
         if let Some(service) = service {
             let key = (node_name.clone(), service.id.clone());
-            if upsert(&mut self.services, key, service, index, |s| &mut s.indexes) {
+            let old_name = self.services.get(&key).map(|s| s.name.clone());
+            let new_name = service.name.clone();
+            if upsert(&mut self.services, key.clone(), service, index, |s| &mut s.indexes) {
                 changed.mark(Table::Services);
+                self.reindex(&key, old_name.as_ref(), Some(&new_name));
             }
         }
         for check in checks {
@@ -155,8 +185,10 @@ impl Catalog {
         }
         match (&deregistration.service_id, &deregistration.check_id) {
             (Some(service_id), _) => {
-                if self.services.remove(&(node.clone(), service_id.clone())).is_some() {
+                let key = (node.clone(), service_id.clone());
+                if let Some(removed) = self.services.remove(&key) {
                     changed.mark(Table::Services);
+                    self.reindex(&key, Some(&removed.name), None);
                 }
                 let before = self.checks.len();
                 self.checks.retain(|(n, _), c| !(n == node && &c.service_id == service_id));
@@ -173,9 +205,17 @@ impl Catalog {
                 if self.nodes.remove(node).is_some() {
                     changed.mark(Table::Nodes);
                 }
-                let before = self.services.len();
-                self.services.retain(|(n, _), _| n != node);
-                if self.services.len() != before {
+                let removed: Vec<((NodeName, ServiceId), ServiceName)> = self
+                    .services
+                    .range((node.clone(), ServiceId::default())..)
+                    .take_while(|((n, _), _)| n == node)
+                    .map(|(key, s)| (key.clone(), s.name.clone()))
+                    .collect();
+                for (key, name) in &removed {
+                    self.services.remove(key);
+                    self.reindex(key, Some(name), None);
+                }
+                if !removed.is_empty() {
                     changed.mark(Table::Services);
                 }
                 let before = self.checks.len();
@@ -218,10 +258,14 @@ impl Catalog {
 
     /// Every instance of `name`, each with its node.
     pub fn service_instances(&self, name: &ServiceName) -> Vec<ServiceInstance> {
-        self.services
-            .values()
-            .filter(|s| &s.name == name)
-            .filter_map(|s| Some(ServiceInstance { node: self.nodes.get(&s.node)?.clone(), service: s.clone() }))
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| {
+                let service = self.services.get(key)?;
+                Some(ServiceInstance { node: self.nodes.get(&service.node)?.clone(), service: service.clone() })
+            })
             .collect()
     }
 
@@ -312,6 +356,26 @@ mod tests {
         assert!(matches!(outcome, CommandOutcome::Rejected(_)));
         assert!(changed.tables().is_empty());
         assert_eq!(tables.catalog().nodes().count(), 0);
+    }
+
+    #[test]
+    fn lookups_by_name_follow_renames_and_deregistrations() {
+        let mut catalog = Catalog::default();
+        let mut changed = Changed::default();
+        catalog.register(RaftIndex(1), &registration("n1", Some("web")), &mut changed);
+        catalog.register(RaftIndex(2), &registration("n2", Some("web")), &mut changed);
+        assert_eq!(catalog.service_instances(&ServiceName::new("web")).len(), 2);
+        // Same service ID on n1, now named api.
+        let mut renamed = registration("n1", Some("web"));
+        let service = renamed.service.as_mut().unwrap();
+        (service.id, service.name) = (ServiceId::new("web"), ServiceName::new("api"));
+        catalog.register(RaftIndex(3), &renamed, &mut changed);
+        assert_eq!(catalog.service_instances(&ServiceName::new("web")).len(), 1);
+        assert_eq!(catalog.service_instances(&ServiceName::new("api")).len(), 1);
+        let node = Deregistration { node: NodeName::new("n2"), ..Deregistration::default() };
+        catalog.deregister(&node, &mut changed);
+        assert!(catalog.service_instances(&ServiceName::new("web")).is_empty());
+        assert!(!catalog.by_name.contains_key(&ServiceName::new("web")), "no empty entries are left");
     }
 
     #[test]
