@@ -21,6 +21,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use tokio::time::Instant;
 use weft_api::client::{ClientError, HttpClient};
+use weft_bench::net::resolve_loopback;
 
 use crate::stats::{Report, RunInfo, Tally};
 use crate::workload::{Target, Workload};
@@ -151,7 +152,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut addrs = Vec::with_capacity(args.addrs.len());
     for addr in &args.addrs {
-        addrs.push(resolve_loopback(addr).await?);
+        addrs.push(resolve_loopback("--addr", addr).await?);
     }
     let workload = Workload::new(args.target, value_size);
     for addr in &addrs {
@@ -213,30 +214,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves `addr` (`HOST:PORT`, optionally `http://`-prefixed) and insists
-/// that it is a loopback address: this tool is for benchmarks on one machine
-/// and must never send load elsewhere. Returns the resolved socket address,
-/// which is what the clients then connect to.
-async fn resolve_loopback(addr: &str) -> anyhow::Result<SocketAddr> {
-    if addr.starts_with("https://") {
-        bail!("--addr {addr}: https is not supported; give HOST:PORT of the plain-HTTP listener");
-    }
-    let host_port = addr.trim_start_matches("http://").trim_end_matches('/');
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(host_port)
-        .await
-        .with_context(|| format!("--addr {addr}: could not resolve (expected HOST:PORT, e.g. 127.0.0.1:8500)"))?
-        .collect();
-    let Some(first) = resolved.first() else {
-        bail!("--addr {addr}: resolved to no address");
-    };
-    if let Some(remote) = resolved.iter().find(|a| !a.ip().is_loopback()) {
-        bail!(
-            "--addr {addr}: resolves to {remote}, which is not a loopback address; kv-load only targets this machine"
-        );
-    }
-    Ok(*first)
 }
 
 /// Sends one write to `addr` before the timed run, so a wrong address or a
@@ -344,14 +321,5 @@ mod tests {
         assert_eq!(args.format, Format::Json);
         assert!(Args::try_parse_from(["kv-load", "--target", "weft", "--addr", "x", "--clients", "0"]).is_err());
         assert!(Args::try_parse_from(["kv-load", "--target", "weft", "--addr", "x", "--duration", "ten"]).is_err());
-    }
-
-    #[tokio::test]
-    async fn only_loopback_targets_are_accepted() {
-        assert!(resolve_loopback("127.0.0.1:2379").await.is_ok());
-        assert!(resolve_loopback("http://[::1]:2379/").await.is_ok());
-        assert!(resolve_loopback("10.0.0.1:2379").await.is_err());
-        assert!(resolve_loopback("https://127.0.0.1:2379").await.is_err());
-        assert!(resolve_loopback("127.0.0.1").await.is_err());
     }
 }

@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# dns.sh: DNS queries/s, Weft vs dnsmasq vs unbound, measured with dnsperf.
+#
+# Why: every service lookup in a mesh goes through the local agent's DNS, so
+# Weft's DNS should keep up with the small resolvers people would otherwise
+# run next to it. The issue's goal: Weft >= dnsmasq and >= 0.5x unbound.
+# This script serves the same SERVICES names (`svc-NNNN.service.weft`, one A
+# record each) from all three on the same machine and runs the same dnsperf
+# command (same query file, duration and client settings) against each, one
+# after the other. See bench/README.md for what the figures mean and their
+# caveats.
+#
+# Steps: build weft (release); start Weft (by default 3 servers and one
+# client agent, which answers DNS from its streamed copy of the catalog, as
+# in production; WEFT_DNS=server: a single server answers) and register the
+# names through /v1/catalog/register; start dnsmasq (the names in an
+# addn-hosts file) and unbound (local-data); check that each answers; run
+# dnsperf against each; print a table with the ratios. Everything started
+# here is stopped (and the temp dir removed) on exit, on failure and on Ctrl-C.
+#
+# Environment (all optional):
+#   SERVICES=1000            names served and queried (svc-0000 ... svc-0999), 1 to 10000
+#   DURATION=10s             dnsperf run per target (N or Ns)
+#   TARGETS="weft dnsmasq unbound"  which servers to run (e.g. TARGETS="dnsmasq unbound")
+#   WEFT_DNS=client          client: 3 servers + a client agent answering DNS;
+#                            server: one server (--bootstrap-expect 1) answering DNS
+#   DNSPERF_CLIENTS=8        dnsperf -c: client sockets (spread over unbound's threads)
+#   DNSPERF_THREADS=1        dnsperf -T: dnsperf's own threads
+#   OUTSTANDING=100          dnsperf -q: queries in flight at most
+#   UNBOUND_THREADS=$(nproc) unbound's num-threads
+#   WAIT_SECS=60             how long Weft may take to elect a leader / sync the names
+#   BUILD=1                  0: do not run cargo, use the existing weft binary
+#   WEFT=path                weft binary (default target/release/weft)
+#   DNSMASQ=path UNBOUND=path  (default: found on PATH or in /usr/sbin)
+#   INSTALL=1                0: never try `apt-get install` for missing tools
+#   KEEP_TMP=0               1: keep the temp dir (logs, configs, dnsperf output)
+set -Eeuo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+WEFT="${WEFT:-$TARGET_DIR/release/weft}"
+SERVICES="${SERVICES:-1000}"
+DURATION="${DURATION:-10s}"
+TARGETS="${TARGETS:-weft dnsmasq unbound}"
+WEFT_DNS="${WEFT_DNS:-client}"
+DNSPERF_CLIENTS="${DNSPERF_CLIENTS:-8}"
+DNSPERF_THREADS="${DNSPERF_THREADS:-1}"
+OUTSTANDING="${OUTSTANDING:-100}"
+UNBOUND_THREADS="${UNBOUND_THREADS:-$(nproc 2>/dev/null || echo 1)}"
+WAIT_SECS="${WAIT_SECS:-60}"
+BUILD="${BUILD:-1}"
+INSTALL="${INSTALL:-1}"
+KEEP_TMP="${KEEP_TMP:-0}"
+find_sbin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
+DNSMASQ="${DNSMASQ:-$(find_sbin dnsmasq)}"
+UNBOUND="${UNBOUND:-$(find_sbin unbound)}"
+
+# Loopback ports. Weft: RPC, HTTP and DNS per server, HTTP and DNS of the
+# client agent. dnsmasq and unbound: DNS (UDP and TCP).
+WEFT_RPC=(19301 19311 19321)
+WEFT_HTTP=(19501 19511 19521)
+WEFT_DNS_PORTS=(19601 19611 19621)
+CLIENT_HTTP=19531
+CLIENT_DNS=19631
+DNSMASQ_PORT=19653
+UNBOUND_PORT=19654
+
+PIDS=()      # every server this script started, in start order
+LOAD_PID=""  # the dnsperf run in progress, if any
+TMP=""
+
+log() { printf '[dns] %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# Stops the given processes: TERM, up to 10 s for a clean shutdown, then KILL.
+stop_pids() {
+	local pid alive _
+	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for _ in $(seq 1 100); do
+		alive=0
+		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+	local status=$?
+	trap - EXIT
+	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
+	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
+	if ((${#PIDS[@]} > 0)); then
+		log "stopping ${#PIDS[@]} process(es)"
+		# The client agent first: it leaves the catalog while the servers are still up.
+		[[ -n $CLIENT_PID ]] && stop_pids "$CLIENT_PID"
+		stop_pids "${PIDS[@]}"
+		wait 2>/dev/null || true
+	fi
+	if [[ -n $TMP && -d $TMP ]]; then
+		if [[ $KEEP_TMP == 1 ]]; then
+			log "kept $TMP (logs, configs and dnsperf output)"
+		else
+			rm -rf -- "$TMP"
+		fi
+	fi
+	exit "$status"
+}
+CLIENT_PID=""
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+duration_secs() {
+	if [[ $1 =~ ^([0-9]+)s?$ ]] && ((BASH_REMATCH[1] > 0)); then
+		echo "${BASH_REMATCH[1]}"
+	else
+		return 1
+	fi
+}
+
+port_in_use() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+	# A UDP-only listener (a DNS server) does not answer a TCP connect.
+	command -v ss >/dev/null && [[ -n $(ss -Hlun "sport = :$1" 2>/dev/null) ]]
+}
+
+check_ports_free() {
+	local port
+	for port in "$@"; do
+		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
+	done
+	return 0
+}
+
+# Starts a server in the background, logging to $TMP/<name>.log; sets STARTED_PID.
+start_server() {
+	local name=$1
+	shift
+	"$@" >"$TMP/$name.log" 2>&1 &
+	STARTED_PID=$!
+	PIDS+=("$STARTED_PID")
+}
+
+show_log() {
+	log "last lines of $1.log:"
+	tail -n 20 "$TMP/$1.log" >&2 || true
+}
+
+name_of() { printf 'svc-%04d.service.weft' "$1"; }
+ip_of() { printf '10.1.%d.%d' $(($1 / 200)) $(($1 % 200 + 1)); }
+
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
+		echo 0
+		return
+	}
+	# Fields after "(comm) ": state is 1, utime 12, stime 13 (clock ticks).
+	awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / ticks }' <<<"${stat##*) }"
+}
+
+# CPU seconds the whole machine has spent busy so far (all cores), from /proc/stat.
+machine_busy_secs() {
+	awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / ticks; exit }' /proc/stat
+}
+
+# Sets CHILDREN_CPU to the CPU seconds used so far by this shell's finished
+# children (`times`, line 2). Not for $(...): a subshell's children start at zero.
+children_cpu() {
+	times >"$TMP/times"
+	CHILDREN_CPU=$(awk 'NR == 2 {
+		for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] }
+		printf "%.2f", n
+	}' "$TMP/times")
+}
+
+# Asks the server on `port` for the first and the last name; both must be
+# answered with their A record.
+check_answers() { # label port
+	command -v dig >/dev/null || {
+		log "dig not found (apt-get install -y bind9-dnsutils): not checking $1's answers"
+		return 0
+	}
+	local i got
+	for i in 0 $((SERVICES - 1)); do
+		got=$(dig +short +time=2 +tries=2 @127.0.0.1 -p "$2" "$(name_of "$i")" A || true)
+		[[ $got == "$(ip_of "$i")" ]] || die "$1 answered $(name_of "$i") with '${got}', expected $(ip_of "$i")"
+	done
+}
+
+# A number from dnsperf's statistics: the n-th field of the line with the
+# label, once brackets and commas are blanked out.
+perf_field() { # file label field-number
+	awk -v label="$2" -v n="$3" 'index($0, label) { gsub(/[(),]/, " "); print $n; exit }' "$1"
+}
+
+declare -A QPS LOST COMPLETED AVG_MS MAX_MS CPU PERF_CPU OTHER_CPU NOT_NOERROR
+# Runs dnsperf against 127.0.0.1:<port> and records its figures under <target>.
+# It runs in the background so that `wait` is interrupted by Ctrl-C or TERM.
+run_dnsperf() { # target port pid
+	local target=$1 port=$2 pid=$3 rc=0 out="$TMP/dnsperf-$1.out" cpu_before cpu_after
+	local busy_before busy_after perf_before perf_after
+	log "$target: dnsperf for ${SECS}s"
+	cpu_before=$(cpu_secs "$pid")
+	busy_before=$(machine_busy_secs)
+	children_cpu
+	perf_before=$CHILDREN_CPU
+	timeout -k 5 $((SECS + 60)) dnsperf -s 127.0.0.1 -p "$port" -d "$TMP/queries.txt" -l "$SECS" \
+		-c "$DNSPERF_CLIENTS" -T "$DNSPERF_THREADS" -q "$OUTSTANDING" -t 5 >"$out" 2>&1 &
+	LOAD_PID=$!
+	wait "$LOAD_PID" || rc=$?
+	LOAD_PID=""
+	cpu_after=$(cpu_secs "$pid")
+	busy_after=$(machine_busy_secs)
+	children_cpu
+	perf_after=$CHILDREN_CPU
+	if ((rc != 0)); then
+		log "dnsperf against $target exited with $rc:"
+		tail -n 20 "$out" | sed 's/^/    /' >&2
+	fi
+	kill -0 "$pid" 2>/dev/null || log "warning: $target (pid $pid) is no longer running"
+	QPS[$target]=$(perf_field "$out" "Queries per second:" 4)
+	COMPLETED[$target]=$(perf_field "$out" "Queries completed:" 3)
+	LOST[$target]=$(perf_field "$out" "Queries lost:" 3)
+	local avg max noerror
+	avg=$(sed -nE 's/.*Average Latency \(s\): *([0-9.]+).*/\1/p' "$out")
+	max=$(sed -nE 's/.*Average Latency \(s\):.*max ([0-9.]+).*/\1/p' "$out")
+	[[ -n $avg ]] && AVG_MS[$target]=$(awk -v s="$avg" 'BEGIN { printf "%.3f", s * 1000 }')
+	[[ -n $max ]] && MAX_MS[$target]=$(awk -v s="$max" 'BEGIN { printf "%.2f", s * 1000 }')
+	noerror=$(sed -nE 's/.*Response codes:.*NOERROR ([0-9]+).*/\1/p' "$out")
+	if [[ -n ${COMPLETED[$target]} ]]; then
+		NOT_NOERROR[$target]=$((COMPLETED[$target] - ${noerror:-0}))
+	fi
+	CPU[$target]=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN { printf "%.1f", b - a }')
+	PERF_CPU[$target]=$(awk -v a="$perf_before" -v b="$perf_after" 'BEGIN { printf "%.1f", b - a }')
+	# Everything else the machine did meanwhile: neither the server under test nor dnsperf.
+	OTHER_CPU[$target]=$(awk -v b0="$busy_before" -v b1="$busy_after" \
+		-v s="${CPU[$target]}" -v p0="$perf_before" -v p1="$perf_after" \
+		'BEGIN { o = (b1 - b0) - s - (p1 - p0); printf "%.1f", (o < 0 ? 0 : o) }')
+}
+
+# ---------------------------------------------------------------- checks ----
+
+if ! [[ $SERVICES =~ ^[0-9]+$ ]] || ((SERVICES < 1 || SERVICES > 10000)); then
+	die "SERVICES must be a number from 1 to 10000, not '$SERVICES'"
+fi
+SECS=$(duration_secs "$DURATION") || die "DURATION must look like 10 or 10s, not '$DURATION'"
+for knob in DNSPERF_CLIENTS DNSPERF_THREADS OUTSTANDING UNBOUND_THREADS WAIT_SECS; do
+	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive number, not '${!knob}'"
+done
+((DNSPERF_CLIENTS >= DNSPERF_THREADS)) || die "DNSPERF_CLIENTS must be at least DNSPERF_THREADS"
+[[ $WEFT_DNS == client || $WEFT_DNS == server ]] || die "WEFT_DNS must be client or server, not '$WEFT_DNS'"
+for t in $TARGETS; do
+	[[ $t == weft || $t == dnsmasq || $t == unbound ]] || die "TARGETS may name only weft, dnsmasq and unbound, not '$t'"
+done
+for tool in curl awk sed timeout getconf; do
+	command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# ----------------------------------------------------------------- build ----
+
+if has_target weft; then
+	if [[ $BUILD != 0 ]]; then
+		log "building: cargo build --release -p weft-cli -p weft-bench"
+		(cd "$ROOT" && cargo build --release -p weft-cli -p weft-bench) || die "cargo build failed"
+	fi
+	[[ -x $WEFT ]] || die "weft not found at $WEFT (build it: cargo build --release -p weft-cli)"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-dns.XXXXXX")
+log "temp dir $TMP"
+
+# dnsperf, dnsmasq and unbound: Debian packages dnsperf, dnsmasq-base, unbound.
+missing=()
+command -v dnsperf >/dev/null || missing+=(dnsperf)
+has_target dnsmasq && [[ ! -x $DNSMASQ ]] && missing+=(dnsmasq-base)
+has_target unbound && [[ ! -x $UNBOUND ]] && missing+=(unbound)
+if ((${#missing[@]} > 0)) && [[ $INSTALL == 1 && $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+	log "installing ${missing[*]} (apt-get install -y ${missing[*]})"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y "${missing[@]}" >"$TMP/apt.log" 2>&1; then
+		if apt-get update >>"$TMP/apt.log" 2>&1; then
+			apt-get install -y "${missing[@]}" >>"$TMP/apt.log" 2>&1 || tail -n 5 "$TMP/apt.log" >&2
+		fi
+	fi
+	DNSMASQ=$(find_sbin dnsmasq) UNBOUND=$(find_sbin unbound)
+fi
+command -v dnsperf >/dev/null || die "dnsperf is not installed; run as root: apt-get install -y dnsperf"
+if has_target dnsmasq && [[ ! -x $DNSMASQ ]]; then
+	log "dnsmasq is not installed; to compare with it, run as root: apt-get install -y dnsmasq-base"
+	TARGETS=${TARGETS//dnsmasq/}
+fi
+if has_target unbound && [[ ! -x $UNBOUND ]]; then
+	log "unbound is not installed; to compare with it, run as root: apt-get install -y unbound"
+	TARGETS=${TARGETS//unbound/}
+fi
+has_target weft || has_target dnsmasq || has_target unbound || die "nothing to run (TARGETS='$TARGETS')"
+
+# The same names for everyone: dnsperf's query file, dnsmasq's hosts file,
+# unbound's local-data, Weft's registrations.
+for ((i = 0; i < SERVICES; i++)); do
+	printf '%s A\n' "$(name_of "$i")"
+done >"$TMP/queries.txt"
+
+# ------------------------------------------------------------ weft start ----
+
+weft_pid="" weft_port=""
+if has_target weft; then
+	if [[ $WEFT_DNS == client ]]; then
+		check_ports_free "${WEFT_RPC[@]}" "${WEFT_HTTP[@]}" "${WEFT_DNS_PORTS[@]}" "$CLIENT_HTTP" "$CLIENT_DNS"
+		servers=3
+	else
+		check_ports_free "${WEFT_RPC[0]}" "${WEFT_HTTP[0]}" "${WEFT_DNS_PORTS[0]}"
+		servers=1
+	fi
+	server_pids=()
+	for ((i = 0; i < servers; i++)); do
+		joins=()
+		for ((j = 0; j < servers; j++)); do
+			((j == i)) || joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}")
+		done
+		start_server "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
+			--data-dir "$TMP/s$((i + 1))" --bootstrap-expect "$servers" "${joins[@]}" \
+			--rpc-addr "127.0.0.1:${WEFT_RPC[i]}" --http-addr "127.0.0.1:${WEFT_HTTP[i]}" \
+			--dns-addr "127.0.0.1:${WEFT_DNS_PORTS[i]}"
+		server_pids+=("$STARTED_PID")
+	done
+	log "started $servers Weft server(s) (pids ${server_pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
+	deadline=$((SECONDS + WAIT_SECS))
+	while :; do
+		ready=0
+		for ((i = 0; i < servers; i++)); do
+			if ! kill -0 "${server_pids[i]}" 2>/dev/null; then
+				show_log "s$((i + 1))"
+				die "Weft server s$((i + 1)) exited during startup"
+			fi
+			leader=$(curl -s --max-time 2 "http://127.0.0.1:${WEFT_HTTP[i]}/v1/status/leader" || true)
+			[[ $leader =~ ^\"[^\"]+\"$ ]] && ready=$((ready + 1))
+		done
+		((ready == servers)) && break
+		if ((SECONDS >= deadline)); then
+			for ((i = 0; i < servers; i++)); do show_log "s$((i + 1))"; done
+			die "the Weft cluster had no leader on all $servers servers after ${WAIT_SECS}s"
+		fi
+		sleep 0.5
+	done
+	log "Weft leader: $leader"
+	weft_pid=${server_pids[0]} weft_port=${WEFT_DNS_PORTS[0]} weft_http=${WEFT_HTTP[0]} weft_label="weft (server)"
+	if [[ $WEFT_DNS == client ]]; then
+		joins=()
+		for ((j = 0; j < servers; j++)); do joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}"); done
+		start_server vm1 "$WEFT" agent --node vm1 --data-dir "$TMP/vm1" "${joins[@]}" \
+			--http-addr "127.0.0.1:$CLIENT_HTTP" --dns-addr "127.0.0.1:$CLIENT_DNS"
+		CLIENT_PID=$STARTED_PID
+		weft_pid=$CLIENT_PID weft_port=$CLIENT_DNS weft_http=$CLIENT_HTTP weft_label="weft (client agent)"
+	fi
+
+	# The registrations: one node per service, through a server's HTTP API,
+	# with one curl (keep-alive, 8 at a time) rather than one process each.
+	log "registering $SERVICES services"
+	for ((i = 0; i < SERVICES; i++)); do
+		((i > 0)) && echo next
+		printf 'url = "http://127.0.0.1:%s/v1/catalog/register"\nrequest = "PUT"\n' "${WEFT_HTTP[0]}"
+		printf 'data = "{\\"Node\\":\\"node-%04d\\",\\"Address\\":\\"%s\\",\\"Service\\":{\\"Service\\":\\"svc-%04d\\",\\"Port\\":80}}"\n' \
+			"$i" "$(ip_of "$i")" "$i"
+		printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nmax-time = 30\n'
+	done >"$TMP/register.curl"
+	curl --parallel --parallel-max 8 -K "$TMP/register.curl" >"$TMP/register.codes" 2>"$TMP/register.err" || true
+	ok=$(grep -c '^200$' "$TMP/register.codes" || true)
+	((ok == SERVICES)) || die "only $ok of $SERVICES registrations succeeded (codes: $(sort "$TMP/register.codes" | uniq -c | tr -s ' \n' ' '))"
+
+	# The agent answering DNS must hold them all (a client agent streams them).
+	log "waiting for $weft_label to hold all $SERVICES services (up to ${WAIT_SECS}s)"
+	deadline=$((SECONDS + WAIT_SECS))
+	while :; do
+		kill -0 "$weft_pid" 2>/dev/null || {
+			[[ $WEFT_DNS == client ]] && show_log vm1
+			die "$weft_label exited"
+		}
+		held=$(curl -s --max-time 2 "http://127.0.0.1:$weft_http/v1/catalog/services" | grep -o '"svc-[0-9]*"' | wc -l || true)
+		((held == SERVICES)) && break
+		if ((SECONDS >= deadline)); then
+			[[ $WEFT_DNS == client ]] && show_log vm1
+			die "$weft_label holds $held of $SERVICES services after ${WAIT_SECS}s"
+		fi
+		sleep 0.5
+	done
+	check_answers weft "$weft_port"
+fi
+
+# --------------------------------------------------------- dnsmasq start ----
+
+dnsmasq_pid=""
+if has_target dnsmasq; then
+	check_ports_free "$DNSMASQ_PORT"
+	for ((i = 0; i < SERVICES; i++)); do
+		printf '%s %s\n' "$(ip_of "$i")" "$(name_of "$i")"
+	done >"$TMP/hosts"
+	# Only the hosts file: no /etc/hosts, no upstreams, no config file; bound
+	# to 127.0.0.1 only. Answers carry TTL 0 (--local-ttl's default), as Weft's do.
+	start_server dnsmasq "$DNSMASQ" --keep-in-foreground --conf-file=/dev/null --port="$DNSMASQ_PORT" \
+		--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --addn-hosts="$TMP/hosts" \
+		--pid-file="$TMP/dnsmasq.pid" --user="$(id -un)" --group="$(id -gn)" --log-facility=-
+	dnsmasq_pid=$STARTED_PID
+	log "$("$DNSMASQ" --version | head -n 1) (pid $dnsmasq_pid)"
+fi
+
+# --------------------------------------------------------- unbound start ----
+
+unbound_pid=""
+if has_target unbound; then
+	check_ports_free "$UNBOUND_PORT"
+	{
+		cat <<-EOF
+			server:
+			    interface: 127.0.0.1
+			    port: $UNBOUND_PORT
+			    do-ip6: no
+			    access-control: 127.0.0.0/8 allow
+			    username: ""
+			    chroot: ""
+			    directory: "$TMP"
+			    pidfile: ""
+			    use-syslog: no
+			    logfile: ""
+			    verbosity: 1
+			    num-threads: $UNBOUND_THREADS
+			    so-reuseport: yes
+			    module-config: "iterator"
+			    local-zone: "service.weft." static
+		EOF
+		for ((i = 0; i < SERVICES; i++)); do
+			printf '    local-data: "%s. 0 IN A %s"\n' "$(name_of "$i")" "$(ip_of "$i")"
+		done
+		printf 'remote-control:\n    control-enable: no\n'
+	} >"$TMP/unbound.conf"
+	if command -v unbound-checkconf >/dev/null; then
+		unbound-checkconf "$TMP/unbound.conf" >"$TMP/unbound-checkconf.log" 2>&1 ||
+			die "unbound-checkconf rejected the config: $(cat "$TMP/unbound-checkconf.log")"
+	fi
+	start_server unbound "$UNBOUND" -d -c "$TMP/unbound.conf"
+	unbound_pid=$STARTED_PID
+	log "unbound $("$UNBOUND" -V | sed -n 's/^Version //p' | head -n 1) (pid $unbound_pid, $UNBOUND_THREADS threads)"
+fi
+
+# Both are up when they answer (or give up after WAIT_SECS).
+wait_answering() { # label port pid
+	if ! command -v dig >/dev/null; then
+		sleep 1
+		kill -0 "$3" 2>/dev/null || die "$1 exited during startup"
+		return 0
+	fi
+	local deadline=$((SECONDS + WAIT_SECS))
+	until [[ -n $(dig +short +time=1 +tries=1 @127.0.0.1 -p "$2" "$(name_of 0)" A 2>/dev/null || true) ]]; do
+		if ! kill -0 "$3" 2>/dev/null; then
+			show_log "$1"
+			die "$1 exited during startup"
+		fi
+		if ((SECONDS >= deadline)); then
+			show_log "$1"
+			die "$1 did not answer within ${WAIT_SECS}s"
+		fi
+		sleep 0.2
+	done
+	check_answers "$1" "$2"
+}
+has_target dnsmasq && wait_answering dnsmasq "$DNSMASQ_PORT" "$dnsmasq_pid"
+has_target unbound && wait_answering unbound "$UNBOUND_PORT" "$unbound_pid"
+
+# ------------------------------------------------------------- the runs -----
+
+has_target weft && run_dnsperf weft "$weft_port" "$weft_pid"
+has_target dnsmasq && run_dnsperf dnsmasq "$DNSMASQ_PORT" "$dnsmasq_pid"
+has_target unbound && run_dnsperf unbound "$UNBOUND_PORT" "$unbound_pid"
+
+fmt() { if [[ -z $1 ]]; then printf -- '-'; else printf '%s' "$1"; fi; }
+
+echo
+echo "DNS A queries, $SERVICES names (svc-NNNN.service.weft) on 127.0.0.1, dnsperf ${SECS}s per target," \
+	"-c $DNSPERF_CLIENTS -T $DNSPERF_THREADS -q $OUTSTANDING -t 5, $(nproc 2>/dev/null || echo '?') cores"
+printf '%-24s  %9s  %6s  %7s  %7s  %6s  %8s  %13s  %12s  %11s\n' \
+	target queries/s lost "avg ms" "max ms" "CPU s" "q/CPU s" "dnsperf CPU s" "others CPU s" "not NOERROR"
+for t in weft dnsmasq unbound; do
+	has_target "$t" || continue
+	label=$t
+	[[ $t == weft ]] && label=$weft_label
+	[[ $t == unbound ]] && label="unbound ($UNBOUND_THREADS threads)"
+	per_cpu=$(awk -v q="${QPS[$t]:-}" -v c="${CPU[$t]:-}" -v s="$SECS" \
+		'BEGIN { if (q != "" && c > 0) printf "%.0f", q * s / c; else print "-" }')
+	printf '%-24s  %9s  %6s  %7s  %7s  %6s  %8s  %13s  %12s  %11s\n' "$label" \
+		"$(fmt "$(awk -v q="${QPS[$t]:-}" 'BEGIN { if (q != "") printf "%.0f", q }')")" \
+		"$(fmt "${LOST[$t]:-}")" "$(fmt "${AVG_MS[$t]:-}")" "$(fmt "${MAX_MS[$t]:-}")" "$(fmt "${CPU[$t]:-}")" \
+		"$per_cpu" "$(fmt "${PERF_CPU[$t]:-}")" "$(fmt "${OTHER_CPU[$t]:-}")" "$(fmt "${NOT_NOERROR[$t]:-}")"
+done
+
+# The issue's goals, next to the figures (reported, never enforced).
+ratio_line() { # peer goal
+	local w=${QPS[weft]:-} p=${QPS[$1]:-}
+	[[ -n $w && -n $p ]] || return 0
+	awk -v w="$w" -v p="$p" -v goal="$2" -v peer="$1" 'BEGIN {
+		if (p <= 0) exit
+		r = w / p
+		printf "weft/%-8s %6.2f   (goal >= %.2f: %s)\n", peer, r, goal, (r >= goal ? "met" : "not met")
+	}'
+}
+if has_target weft; then
+	echo
+	ratio_line dnsmasq 1.0
+	ratio_line unbound 0.5
+fi
