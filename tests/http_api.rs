@@ -106,6 +106,23 @@ async fn a_blocking_query_wakes_on_its_key_and_not_on_other_writes() {
     let nodes = body(&waiter.await.unwrap());
     let names: Vec<&str> = nodes.as_array().unwrap().iter().filter_map(|n| n["Node"].as_str()).collect();
     assert_eq!(names, ["n1", "n2", "s1"], "the nodes registered here, and the server's own");
+
+    // Many identical blocking queries (they share one execution) all wake with the new value.
+    let index = client.get("/v1/kv/shared").await.unwrap().consul_index().unwrap();
+    let watchers: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get(&format!("/v1/kv/shared?raw&index={index}&wait=20s")).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(watchers.iter().all(|w| !w.is_finished()), "they block until a change");
+    client.put("/v1/kv/shared", "v").await.unwrap();
+    for watcher in watchers {
+        let response = watcher.await.unwrap();
+        assert_eq!((response.status, response.text()), (200, "v".to_owned()));
+        assert!(response.consul_index().unwrap() > index);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

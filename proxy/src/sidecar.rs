@@ -8,8 +8,9 @@
 //! agent decides from its own copy of the intentions). If the agent goes
 //! away, the sidecar keeps serving with what it last had.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -242,18 +243,34 @@ async fn follow_endpoints(agent: HttpClient, destination: ServiceName, endpoints
 }
 
 /// Asks the local agent for each caller (it decides from its own copy of
-/// the intentions, with no server round trip).
+/// the intentions, with no server round trip). If the agent cannot be
+/// reached, the last decision for that caller's service stands, so a sidecar
+/// keeps serving through an agent restart; a caller never seen is refused.
 fn authorizer(agent: HttpClient, service: ServiceName) -> Authorizer {
+    let last: Arc<Mutex<HashMap<ServiceName, Result<(), String>>>> = Arc::default();
     Arc::new(move |caller| {
-        let (agent, service) = (agent.clone(), service.clone());
+        let (agent, service, last) = (agent.clone(), service.clone(), last.clone());
         Box::pin(async move {
             let body = json!({"Target": service, "ClientCertURI": caller.to_string()}).to_string();
-            let response = agent.post("/v1/agent/connect/authorize", body).await.map_err(|e| e.to_string())?;
-            let answer: Value = serde_json::from_slice(&response.body).map_err(|_| response.text())?;
-            match answer["Authorized"].as_bool() {
-                Some(true) => Ok(()),
-                _ => Err(answer["Reason"].as_str().unwrap_or("not authorized").to_owned()),
-            }
+            let asked = async {
+                let response = agent.post("/v1/agent/connect/authorize", body).await.map_err(|e| e.to_string())?;
+                serde_json::from_slice::<Value>(&response.body).map_err(|_| response.text())
+            };
+            let remembered = |last: &Mutex<HashMap<ServiceName, Result<(), String>>>| {
+                last.lock().unwrap_or_else(|p| p.into_inner()).get(&caller.service).cloned()
+            };
+            let decision = match asked.await {
+                Ok(answer) => match answer["Authorized"].as_bool() {
+                    Some(true) => Ok(()),
+                    _ => Err(answer["Reason"].as_str().unwrap_or("not authorized").to_owned()),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, caller = %caller, "cannot ask the agent; using the last decision");
+                    return remembered(&last).unwrap_or_else(|| Err(format!("agent unreachable ({error})")));
+                }
+            };
+            last.lock().unwrap_or_else(|p| p.into_inner()).insert(caller.service.clone(), decision.clone());
+            decision
         })
     })
 }

@@ -8,6 +8,7 @@
 mod agent;
 mod authz;
 mod catalog;
+mod coalesce;
 mod config_entries;
 mod connect;
 mod error;
@@ -112,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config/{kind}/{name}", get(config_entries::get).delete(config_entries::delete))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the authorization point: every request is authorized before it may share.
+        .layer(axum::middleware::from_fn_with_state(coalesce::InFlight::default(), coalesce::coalesce))
         .layer(axum::middleware::from_fn(authz::authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
