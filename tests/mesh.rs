@@ -94,12 +94,19 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
 
     // kill -9 of web's proxy: the agent restarts it and traffic recovers.
     let pattern = format!("sidecar-for web --http-addr {http}");
-    let killed = std::process::Command::new("pkill").args(["-9", "-f", &pattern]).status().unwrap();
-    assert!(killed.success(), "no proxy process matched {pattern:?}");
-    eventually("traffic through a restarted proxy", Duration::from_secs(20), || async {
-        round_trip(upstream).await.filter(|echo| echo == "ping\n")
-    })
-    .await;
+    match std::process::Command::new("pkill").args(["-9", "-f", &pattern]).status() {
+        Ok(killed) => {
+            assert!(killed.success(), "no proxy process matched {pattern:?}");
+            eventually("traffic through a restarted proxy", Duration::from_secs(20), || async {
+                round_trip(upstream).await.filter(|echo| echo == "ping\n")
+            })
+            .await;
+        }
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "pkill is required in CI (apt-get install procps)");
+            eprintln!("skipping the proxy restart check: `pkill` is not installed");
+        }
+    }
 
     // A deny closes an open connection too, and refuses new ones.
     let mut open = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
