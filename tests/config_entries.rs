@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{weft, Cluster};
@@ -326,28 +326,15 @@ async fn a_blocking_list_wakes_on_a_write_and_cas_is_check_and_set() {
     let cluster = Cluster::servers(3).await;
     let leader = cluster.client(cluster.wait_for_leader().await);
     let follower = cluster.client(cluster.follower().await);
-    let index = follower.get("/v1/config/service-defaults").await.unwrap().consul_index().unwrap();
-
-    let waiter = {
-        let follower = follower.clone();
-        tokio::spawn(async move {
-            let response = follower.get(&format!("/v1/config/service-defaults?index={index}&wait=20s")).await.unwrap();
-            (Instant::now(), response)
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(leader.put("/v1/kv/unrelated", "x").await.unwrap().text(), "true");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!waiter.is_finished(), "a KV write must not wake a config entries query");
-
-    let write_sent = Instant::now();
-    let put = leader.put("/v1/config", r#"{"kind": "service-defaults", "name": "web", "protocol": "http"}"#);
-    assert_eq!(put.await.unwrap().text(), "true");
-    let (returned_at, response) = waiter.await.unwrap();
-    let woke_after = returned_at.saturating_duration_since(write_sent);
-    println!("the blocking list returned {woke_after:?} after the write was sent");
-    assert!(woke_after < Duration::from_secs(5), "woke on the write, not at the 20 s wait");
-    assert!(response.consul_index().unwrap() > index);
+    let write = r#"{"kind": "service-defaults", "name": "web", "protocol": "http"}"#;
+    let response = support::blocking_read_wakes_only_on_its_write(
+        &follower,
+        &leader,
+        "/v1/config/service-defaults",
+        "/v1/config",
+        write,
+    )
+    .await;
     let list = body(&response);
     assert_eq!(names(&list), ["web"]);
     assert_eq!((&list[0]["Kind"], &list[0]["protocol"]), (&json!("service-defaults"), &json!("http")));

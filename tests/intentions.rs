@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 use support::{weft, Cluster};
 use weft_api::client::{HttpClient, Response};
@@ -150,28 +148,14 @@ async fn a_blocking_intention_list_on_a_follower_wakes_on_a_write_to_the_leader(
     let cluster = Cluster::servers(3).await;
     let leader = cluster.client(cluster.wait_for_leader().await);
     let follower = cluster.client(cluster.follower().await);
-    let index = follower.get("/v1/connect/intentions").await.unwrap().consul_index().unwrap();
-
-    let waiter = {
-        let follower = follower.clone();
-        tokio::spawn(async move {
-            let response = follower.get(&format!("/v1/connect/intentions?index={index}&wait=20s")).await.unwrap();
-            (Instant::now(), response)
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(leader.put("/v1/kv/unrelated", "x").await.unwrap().text(), "true");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!waiter.is_finished(), "a KV write must not wake an intentions query");
-
-    let write_sent = Instant::now();
-    let put = leader.put("/v1/connect/intentions/exact?source=web&destination=api", r#"{"Action": "allow"}"#);
-    assert_eq!(put.await.unwrap().text(), "true");
-    let (returned_at, response) = waiter.await.unwrap();
-    let woke_after = returned_at.saturating_duration_since(write_sent);
-    println!("the blocking list returned {woke_after:?} after the write was sent");
-    assert!(woke_after < Duration::from_secs(5), "woke on the write, not at the 20 s wait");
-    assert!(response.consul_index().unwrap() > index);
+    let response = support::blocking_read_wakes_only_on_its_write(
+        &follower,
+        &leader,
+        "/v1/connect/intentions",
+        "/v1/connect/intentions/exact?source=web&destination=api",
+        r#"{"Action": "allow"}"#,
+    )
+    .await;
     assert_eq!(pairs(&body(&response)), [pair("web", "api")]);
 
     // ?filter= selects from the list.

@@ -1,7 +1,8 @@
 //! Pieces shared by the benchmark commands (`kv-load`, `propagation`,
-//! `watchers`): loopback-only target addresses, a latency histogram, a raw
+//! `watchers`): their common flags, loopback-only target addresses, a latency histogram, a raw
 //! DNS query over UDP, and reading a process's memory use from `/proc`.
 
+pub mod args;
 pub mod dnswire;
 pub mod latency;
 pub mod net;

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tokio::time::Instant;
 use weft_api::client::{ClientError, HttpClient};
+use weft_bench::args::{parse_duration, Format};
 use weft_bench::net::resolve_loopback;
 
 use crate::stats::{Report, RunInfo, Tally};
@@ -80,18 +81,6 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Aligned lines for people.
-    Table,
-    /// One line of JSON, for scripts.
-    Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    weft_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// What every client shares.

@@ -350,3 +350,37 @@ pub fn weft(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A blocking query on `path` through `follower` that a KV write to
+/// `leader` must not wake, and a `PUT write_path` of `write_body` to the
+/// leader must, well before its 20 s wait. Returns the woken answer, whose
+/// index has moved past the one it blocked on.
+pub async fn blocking_read_wakes_only_on_its_write(
+    follower: &HttpClient,
+    leader: &HttpClient,
+    path: &str,
+    write_path: &str,
+    write_body: &str,
+) -> weft_api::client::Response {
+    let index = follower.get(path).await.unwrap().consul_index().unwrap();
+    let waiter = {
+        let (follower, path) = (follower.clone(), format!("{path}?index={index}&wait=20s"));
+        tokio::spawn(async move {
+            let response = follower.get(&path).await.unwrap();
+            (Instant::now(), response)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(leader.put("/v1/kv/unrelated", "x").await.unwrap().text(), "true");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!waiter.is_finished(), "a KV write must not wake {path}");
+
+    let write_sent = Instant::now();
+    assert_eq!(leader.put(write_path, write_body.to_owned()).await.unwrap().text(), "true");
+    let (returned_at, response) = waiter.await.unwrap();
+    let woke_after = returned_at.saturating_duration_since(write_sent);
+    println!("the blocking read of {path} returned {woke_after:?} after the write was sent");
+    assert!(woke_after < Duration::from_secs(5), "woke on the write, not at the 20 s wait");
+    assert!(response.consul_index().unwrap() > index);
+    response
+}

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use weft_api::client::{ClientError, HttpClient};
+use weft_bench::args::{parse_duration, Format};
 use weft_bench::dnswire::{ask, build_query, Reply};
 use weft_bench::latency::{fmt_ms, Latencies, Summary};
 use weft_bench::net::resolve_loopback;
@@ -76,18 +77,6 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Aligned lines for people.
-    Table,
-    /// One line of JSON, for scripts.
-    Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    weft_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// What the run saw.

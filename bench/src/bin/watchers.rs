@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use weft_api::client::HttpClient;
+use weft_bench::args::{parse_duration, Format};
 use weft_bench::latency::{fmt_ms, Latencies};
 use weft_bench::net::resolve_loopback;
 use weft_bench::proc::status_kib;
@@ -100,18 +101,6 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Aligned lines for people.
-    Table,
-    /// One JSON line per round, then a summary line, for scripts.
-    Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    weft_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// What the controller tells every watcher: block past `index` until the
