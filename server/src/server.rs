@@ -423,15 +423,21 @@ impl Server {
         if !self.is_leader() {
             return Err(ServerError::NoLeader);
         }
+        // openraft's read index is max(committed, this term's first entry).
+        // A leader that resumed its term after a restart proposed no entry in
+        // it, and its committed index was loaded from disk, possibly stale:
+        // the read index alone could then miss acknowledged writes. Catching
+        // up with the whole log first closes that gap in every case.
+        self.wait_leader_caught_up().await?;
+        let mut index = self.store().applied_index().get();
         if linearizable {
             let read_log_id = self.inner.raft.ensure_linearizable().await.map_err(|e| match e {
                 RaftError::APIError(_) => ServerError::NoLeader,
                 RaftError::Fatal(fatal) => ServerError::Fatal(fatal.to_string()),
             })?;
-            return Ok(read_log_id.map(|l| l.index).unwrap_or(0));
+            index = index.max(read_log_id.map(|l| l.index).unwrap_or(0));
         }
-        self.wait_leader_caught_up().await?;
-        Ok(self.store().applied_index().get())
+        Ok(index)
     }
 
     /// A leader may not yet have applied everything committed before it took
