@@ -140,7 +140,10 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
     assert_eq!(vm2_http.put("/v1/agent/check/pass/api-ttl?note=fine", Vec::new()).await.unwrap().status, 200);
     let health = vm2_http.get("/v1/agent/health/service/id/api-1?format=text").await.unwrap();
     assert_eq!((health.status, health.text()), (200, "passing".to_owned()));
+    // The TTL is short (it expires below), so keep passing it while waiting:
+    // a slow machine widens the wait, never the window.
     eventually("api passing, seen from vm1", Duration::from_secs(10), || async {
+        vm2_http.put("/v1/agent/check/pass/api-ttl?note=fine", Vec::new()).await.ok()?;
         passing_nodes(&vm1_http, "api").await.filter(|n| n == &["vm2"])
     })
     .await;
@@ -184,13 +187,17 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
     .await;
 
     // `weft members` from a client agent lists servers and clients, all alive.
-    let (code, out, err) = weft(&["members", "--http-addr", &cluster.specs[vm2].http_addr]);
-    assert_eq!(code, 0, "{err}");
-    for name in ["s1", "s2", "s3", "vm1", "vm2"] {
-        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{out}"));
-        assert!(line.contains("alive"), "{line}");
-        assert!(line.contains(if name.starts_with('s') { "server" } else { "client" }), "{line}");
-    }
+    // (Waited for: on a loaded machine a heartbeat may be late for a moment.)
+    eventually("weft members to list everyone alive", Duration::from_secs(10), || async {
+        let (code, out, _) = weft(&["members", "--http-addr", &cluster.specs[vm2].http_addr]);
+        let all_alive = ["s1", "s2", "s3", "vm1", "vm2"].iter().all(|name| {
+            out.lines().find(|l| l.starts_with(name)).is_some_and(|line| {
+                line.contains("alive") && line.contains(if name.starts_with('s') { "server" } else { "client" })
+            })
+        });
+        (code == 0 && all_alive).then_some(())
+    })
+    .await;
 
     // Reload picks up a new service file without touching API registrations.
     std::fs::write(config_dir.path().join("cache.json"), r#"{"service": {"name": "cache", "port": 6379}}"#).unwrap();
@@ -300,17 +307,16 @@ async fn hash_blocking_and_deregister_critical_service_after() {
     let hash = first.header("X-Consul-ContentHash").expect("a content hash").to_owned();
     let waiter = {
         let client = client.clone();
-        let path = format!("/v1/agent/services?hash={hash}&wait=20s");
+        let path = format!("/v1/agent/services?hash={hash}&wait=5m");
         tokio::spawn(async move { client.get(&path).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "a blocking query with the current hash waits");
-    let started = std::time::Instant::now();
     let registration = json!({"Name": "flaky", "Check": {"CheckID": "flaky-ttl", "TTL": "1s",
                               "DeregisterCriticalServiceAfter": "2s"}});
     assert_eq!(client.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    // It returns at all (long before its 5 minutes): the registration woke it.
     let woken = waiter.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_ne!(woken.header("X-Consul-ContentHash"), Some(hash.as_str()));
     assert!(serde_json::from_slice::<Value>(&woken.body).unwrap()["flaky"].is_object());
 
