@@ -21,6 +21,7 @@ pub mod client;
 pub mod command;
 pub mod duration;
 pub mod ids;
+pub mod intentions;
 pub mod kv;
 pub mod mesh;
 pub mod proto;

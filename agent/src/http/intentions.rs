@@ -20,10 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{RaftIndex, ServiceName};
+use weft_api::intentions::{evaluation_order, HeaderTest, IntentionRule, PathMatch, Permission, RuleOrigin, Verdict};
 use weft_api::mesh::{Intention, IntentionAction};
-use weft_server::store::{
-    is_wildcard, precedence, validate_intention, validate_name, Decision, MatchBy, Table, Tables,
-};
+use weft_server::store::{is_wildcard, precedence, rule_of, validate_intention, validate_name, Table, Tables};
 use weft_server::ReadConsistency;
 
 use super::error::ApiError;
@@ -31,6 +30,13 @@ use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::read::blocking_json;
 use super::AppState;
 use crate::decode::decode_body;
+
+/// Which side of intentions a match query looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MatchBy {
+    Source,
+    Destination,
+}
 
 /// The only namespace (and partition) Weft has.
 const DEFAULT_NAMESPACE: &str = "default";
@@ -107,16 +113,17 @@ pub fn intention_json(intention: &Intention) -> Value {
     })
 }
 
-/// `ALLOW web => api (ID: ..., Precedence: 9)`, for messages.
-fn describe(intention: &Intention) -> String {
-    format!(
-        "{} {} => {} (ID: {}, Precedence: {})",
-        action_str(intention.action).to_uppercase(),
-        intention.source,
-        intention.destination,
-        intention.id,
-        precedence(intention)
-    )
+/// `DENY web => api (ID: ..., Precedence: 9)`, Consul's way, for an L4 rule.
+fn describe(rule: &IntentionRule) -> String {
+    let action = match &rule.verdict {
+        Verdict::Action(action) => action_str(*action).to_uppercase(),
+        Verdict::Permissions(_) => "L7".to_owned(),
+    };
+    let origin = match &rule.origin {
+        RuleOrigin::Intention { id } => format!("ID: {id}"),
+        RuleOrigin::ConfigEntry => format!("service-intentions {}", rule.destination),
+    };
+    format!("{action} {} => {} ({origin}, Precedence: {})", rule.source, rule.destination, rule.precedence())
 }
 
 // ---- input ----
@@ -392,14 +399,104 @@ pub async fn get_by_id(
     read_one(&state, raw.as_deref(), |t| t.mesh().intention(&id).cloned(), missing).await
 }
 
-/// `GET /v1/connect/intentions`: every intention in evaluation order;
-/// blocking, `?filter=`.
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let read = |tables: &Tables, _: &QueryParams| -> Vec<Intention> {
-        tables.mesh().intentions_by_precedence().into_iter().cloned().collect()
+/// An intention as listed: a record of the intentions table, or a source
+/// of a `service-intentions` config entry.
+#[derive(Clone, PartialEq)]
+enum Listed {
+    Table(Intention),
+    Entry(IntentionRule),
+}
+
+impl Listed {
+    fn rule(&self) -> IntentionRule {
+        match self {
+            Listed::Table(intention) => rule_of(intention),
+            Listed::Entry(rule) => rule.clone(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Listed::Table(intention) => intention_json(intention),
+            Listed::Entry(rule) => {
+                let mut listed = json!({
+                    "ID": "",
+                    "Description": "",
+                    "SourceNS": DEFAULT_NAMESPACE,
+                    "SourceName": rule.source,
+                    "DestinationNS": DEFAULT_NAMESPACE,
+                    "DestinationName": rule.destination,
+                    "SourceType": "consul",
+                    "Precedence": rule.precedence(),
+                });
+                match &rule.verdict {
+                    Verdict::Action(action) => listed["Action"] = json!(action_str(*action)),
+                    Verdict::Permissions(permissions) => listed["Permissions"] = permissions_json(permissions),
+                }
+                listed
+            }
+        }
+    }
+}
+
+/// Every intention (table and config entries) in evaluation order.
+fn all_listed(tables: &Tables) -> Vec<Listed> {
+    let mesh = tables.mesh();
+    let mut found: Vec<Listed> = mesh.intentions().cloned().map(Listed::Table).collect();
+    found.extend(mesh.config_entry_rules().into_iter().map(Listed::Entry));
+    found.sort_by(|a, b| evaluation_order(&a.rule(), &b.rule()));
+    found
+}
+
+/// L7 permissions in Consul's shape.
+fn permissions_json(permissions: &[Permission]) -> Value {
+    let permission_json = |permission: &Permission| {
+        let mut http = Map::new();
+        match &permission.http.path {
+            Some(PathMatch::Exact(path)) => http.insert("PathExact".into(), json!(path)),
+            Some(PathMatch::Prefix(prefix)) => http.insert("PathPrefix".into(), json!(prefix)),
+            Some(PathMatch::Regex(regex)) => http.insert("PathRegex".into(), json!(regex)),
+            None => None,
+        };
+        if !permission.http.methods.is_empty() {
+            http.insert("Methods".into(), json!(permission.http.methods));
+        }
+        if !permission.http.headers.is_empty() {
+            let headers: Vec<Value> = permission
+                .http
+                .headers
+                .iter()
+                .map(|header| {
+                    let mut entry = json!({"Name": header.name});
+                    match &header.test {
+                        HeaderTest::Present => entry["Present"] = json!(true),
+                        HeaderTest::Exact(v) => entry["Exact"] = json!(v),
+                        HeaderTest::Prefix(v) => entry["Prefix"] = json!(v),
+                        HeaderTest::Suffix(v) => entry["Suffix"] = json!(v),
+                        HeaderTest::Regex(v) => entry["Regex"] = json!(v),
+                    }
+                    if header.invert {
+                        entry["Invert"] = json!(true);
+                    }
+                    entry
+                })
+                .collect();
+            http.insert("Header".into(), Value::Array(headers));
+        }
+        json!({"Action": action_str(permission.action), "HTTP": http})
     };
-    let render = |found: Vec<Intention>| Value::Array(found.iter().map(intention_json).collect());
-    blocking_json(&state, raw.as_deref(), &[Table::Intentions], read, render).await
+    Value::Array(permissions.iter().map(permission_json).collect())
+}
+
+/// The tables intentions are read from.
+const INTENTION_TABLES: &[Table] = &[Table::Intentions, Table::ConfigEntries];
+
+/// `GET /v1/connect/intentions`: every intention in evaluation order, those
+/// of `service-intentions` config entries included; blocking, `?filter=`.
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let read = |tables: &Tables, _: &QueryParams| all_listed(tables);
+    let render = |found: Vec<Listed>| Value::Array(found.iter().map(Listed::to_json).collect());
+    blocking_json(&state, raw.as_deref(), INTENTION_TABLES, read, render).await
 }
 
 /// `GET /v1/connect/intentions/match?by=source|destination&name=X[&name=Y]`:
@@ -423,18 +520,26 @@ pub async fn matches(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     for name in &names {
         validate_name("?name", name).map_err(ApiError::BadRequest)?;
     }
-    let read = |tables: &Tables, _: &QueryParams| -> Vec<(ServiceName, Vec<Intention>)> {
-        let mesh = tables.mesh();
-        names.iter().map(|n| (n.clone(), mesh.intention_match(by, n).into_iter().cloned().collect())).collect()
+    let read = |tables: &Tables, _: &QueryParams| -> Vec<(ServiceName, Vec<Listed>)> {
+        let all = all_listed(tables);
+        let applies = |listed: &Listed, name: &ServiceName| {
+            let rule = listed.rule();
+            let side = match by {
+                MatchBy::Source => rule.source,
+                MatchBy::Destination => rule.destination,
+            };
+            &side == name || is_wildcard(&side)
+        };
+        names.iter().map(|n| (n.clone(), all.iter().filter(|l| applies(l, n)).cloned().collect())).collect()
     };
-    let render = |found: Vec<(ServiceName, Vec<Intention>)>| {
+    let render = |found: Vec<(ServiceName, Vec<Listed>)>| {
         let map: Map<String, Value> = found
             .into_iter()
-            .map(|(name, intentions)| (name.to_string(), intentions.iter().map(intention_json).collect()))
+            .map(|(name, listed)| (name.to_string(), listed.iter().map(Listed::to_json).collect()))
             .collect();
         Value::Object(map)
     };
-    blocking_json(&state, raw.as_deref(), &[Table::Intentions], read, render).await
+    blocking_json(&state, raw.as_deref(), INTENTION_TABLES, read, render).await
 }
 
 /// `GET /v1/connect/intentions/check?source=&destination=`: `{"Allowed": bool}`,
@@ -443,7 +548,7 @@ pub async fn check(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
     let (source, destination) = pair_params(&QueryParams::parse(raw.as_deref()))?;
     let read = |tables: &Tables, _: &QueryParams| tables.mesh().authorize(&source, &destination).allowed();
     let render = |allowed: bool| json!({"Allowed": allowed});
-    blocking_json(&state, raw.as_deref(), &[Table::Intentions, Table::ConfigEntries], read, render).await
+    blocking_json(&state, raw.as_deref(), INTENTION_TABLES, read, render).await
 }
 
 // ---- the agent's authorize endpoint ----
@@ -502,13 +607,11 @@ pub async fn authorize(State(state): State<AppState>, body: Bytes) -> Result<Res
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::BadRequest("ClientCertURI must be given".into()))?;
     let source = spiffe_service(&uri)?;
-    let tables = state.backend.store().read();
-    let decision = tables.mesh().authorize(&source, &target);
-    let reason = match decision {
-        Decision::Intention(intention) => format!("Matched intention: {}", describe(intention)),
-        Decision::Default(action) => {
-            format!("No intention matched {source} => {target}; the mesh default is to {}", action_str(action))
-        }
+    let set = state.backend.store().read().mesh().intention_set(&target);
+    let decision = set.decide_l4(&source);
+    let reason = match set.rule_for(&source) {
+        Some(rule) if !rule.is_l7() => format!("Matched intention: {}", describe(rule)),
+        _ => decision.reason.clone(),
     };
     Ok(Json(json!({"Authorized": decision.allowed(), "Reason": reason})).into_response())
 }

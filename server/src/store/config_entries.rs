@@ -18,10 +18,12 @@
 
 use serde_json::{Map, Value};
 use weft_api::ids::ServiceName;
-use weft_api::mesh::ConfigEntry;
+use weft_api::intentions::{IntentionRule, IntentionSet};
+use weft_api::mesh::{ConfigEntry, IntentionAction};
 
 use super::intentions::{validate_name, DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD};
 use super::mesh::MeshTables;
+use super::service_intentions::rules_of;
 
 pub const SERVICE_DEFAULTS: &str = "service-defaults";
 pub const PROXY_DEFAULTS: &str = "proxy-defaults";
@@ -94,7 +96,7 @@ fn stored_body(entry: &ConfigEntry) -> Option<Map<String, Value>> {
     }
 }
 
-fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
+pub(super) fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
     value.as_object().ok_or_else(|| format!("{path} must be an object, not {value}"))
 }
 
@@ -108,7 +110,7 @@ fn object_field<'a>(
 }
 
 /// The list at `object.name`; absent is empty.
-fn list_field<'a>(object: &'a Map<String, Value>, name: &str, path: &str) -> Result<&'a [Value], String> {
+pub(super) fn list_field<'a>(object: &'a Map<String, Value>, name: &str, path: &str) -> Result<&'a [Value], String> {
     match field(object, name) {
         None => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
@@ -117,7 +119,7 @@ fn list_field<'a>(object: &'a Map<String, Value>, name: &str, path: &str) -> Res
 }
 
 /// The string at `object.name`; absent or empty is `None`.
-fn str_field<'a>(object: &'a Map<String, Value>, name: &str, path: &str) -> Result<Option<&'a str>, String> {
+pub(super) fn str_field<'a>(object: &'a Map<String, Value>, name: &str, path: &str) -> Result<Option<&'a str>, String> {
     match field(object, name) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.as_str()).filter(|t| !t.is_empty())),
@@ -179,7 +181,8 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
             require_http_like_protocol(mesh, &entry.kind, &entry.name)?;
             check_route_subsets(mesh, &entry.name, &body)
         }
-        // service-intentions and ingress-gateway: Weft reads nothing in them yet.
+        SERVICE_INTENTIONS => check_service_intentions(mesh, &entry.name, &body),
+        // ingress-gateway: Weft reads nothing in it yet.
         _ => Ok(()),
     }
 }
@@ -319,6 +322,27 @@ fn require_http_like_protocol(mesh: &MeshTables, kind: &str, name: &str) -> Resu
     ))
 }
 
+/// A service-intentions entry: its sources read (see `service_intentions`),
+/// its regexes compile, L7 permissions only for an HTTP-like destination,
+/// and no source that the intentions table already has an intention for
+/// (a pair has one intention, wherever it is written).
+fn check_service_intentions(mesh: &MeshTables, name: &str, body: &Map<String, Value>) -> Result<(), String> {
+    let rules = rules_of(name, body)?;
+    if rules.iter().any(IntentionRule::is_l7) {
+        require_http_like_protocol(mesh, SERVICE_INTENTIONS, name)?;
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(existing) = mesh.intention_exact(&rule.source, &rule.destination) {
+            return Err(format!(
+                "Sources[{i}]: an intention from {} to {} already exists (ID {}); delete it \
+                 (weft intention delete {} {}) or leave {} out of this entry",
+                rule.source, rule.destination, existing.id, rule.source, rule.destination, rule.source
+            ));
+        }
+    }
+    IntentionSet::new(rules, IntentionAction::Deny).map(drop).map_err(|e| e.to_string())
+}
+
 fn check_regex(pattern: Option<&str>, path: &str) -> Result<(), String> {
     let Some(pattern) = pattern else { return Ok(()) };
     regex::Regex::new(pattern).map(drop).map_err(|error| {
@@ -439,6 +463,39 @@ mod tests {
 
     fn http_service(name: &str) -> ConfigEntry {
         entry(SERVICE_DEFAULTS, name, json!({"Protocol": "http"}))
+    }
+
+    #[test]
+    fn service_intentions_need_http_for_l7_and_share_pairs_with_the_intentions_table() {
+        let l7 = entry(
+            SERVICE_INTENTIONS,
+            "api",
+            json!({"Sources": [{"Name": "web", "Permissions": [{"Action": "deny", "HTTP": {"PathPrefix": "/admin"}}]}]}),
+        );
+        let error = refusal(&Tables::default(), &l7);
+        assert!(error.contains("service-intentions for api requires protocol http"), "{error}");
+        let mut tables = tables_with(&[http_service("api"), l7.clone()]);
+        let bad_regex = entry(
+            SERVICE_INTENTIONS,
+            "api",
+            json!({"Sources": [{"Name": "web", "Permissions": [{"Action": "deny", "HTTP": {"PathRegex": "("}}]}]}),
+        );
+        assert!(refusal(&tables, &bad_regex).contains("PathRegex \"(\""));
+
+        // The entry holds web => api: the intentions table may not hold it too.
+        let intention = weft_api::mesh::Intention {
+            id: "i1".into(),
+            source: "web".into(),
+            destination: "api".into(),
+            ..Default::default()
+        };
+        let (outcome, _) = tables.apply(RaftIndex(10), &Command::IntentionUpsert(intention.clone()));
+        assert!(matches!(&outcome, CommandOutcome::Rejected(r) if r.contains("service-intentions entry for api")));
+        // ... and the other way round.
+        let l4 = entry(SERVICE_INTENTIONS, "db", json!({"Sources": [{"Name": "web", "Action": "allow"}]}));
+        let table_first = weft_api::mesh::Intention { destination: "db".into(), ..intention };
+        assert_eq!(tables.apply(RaftIndex(11), &Command::IntentionUpsert(table_first)).0, CommandOutcome::Done);
+        assert!(refusal(&tables, &l4).contains("already exists (ID i1)"));
     }
 
     #[test]

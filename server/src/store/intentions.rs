@@ -11,12 +11,13 @@
 use std::cmp::Ordering;
 
 use weft_api::ids::ServiceName;
+pub use weft_api::intentions::{is_wildcard, WILDCARD};
+use weft_api::intentions::{Decision, IntentionRule, IntentionSet, RuleOrigin, Verdict};
 use weft_api::mesh::{Intention, IntentionAction};
 
+use super::config_entries::SERVICE_INTENTIONS;
 use super::mesh::MeshTables;
-
-/// The name that matches every service.
-pub const WILDCARD: &str = "*";
+use super::service_intentions::rules_of;
 
 /// The config entry (kind and name) holding mesh-wide settings.
 pub const MESH_CONFIG_KIND: &str = "mesh";
@@ -31,61 +32,29 @@ const MAX_META_PAIRS: usize = 64;
 const MAX_META_KEY_BYTES: usize = 128;
 const MAX_META_VALUE_BYTES: usize = 512;
 
-/// Which side of intentions a match query looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatchBy {
-    Source,
-    Destination,
-}
-
-/// What decides a connection from one service to another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision<'a> {
-    /// The highest-precedence intention that applies.
-    Intention(&'a Intention),
-    /// No intention applies: the mesh-wide default action.
-    Default(IntentionAction),
-}
-
-impl Decision<'_> {
-    pub fn action(&self) -> IntentionAction {
-        match self {
-            Decision::Intention(intention) => intention.action,
-            Decision::Default(action) => *action,
-        }
-    }
-
-    pub fn allowed(&self) -> bool {
-        self.action() == IntentionAction::Allow
-    }
-}
-
-pub fn is_wildcard(name: &ServiceName) -> bool {
-    name.as_str() == WILDCARD
-}
-
-/// Consul's precedence (higher is evaluated first): exact source and
-/// destination 9, any source to an exact destination 8, an exact source to
-/// any destination 6, any to any 5. Computed, never stored, so it cannot
-/// disagree with the names.
+/// An intention's precedence (see [`weft_api::intentions::precedence`]).
 pub fn precedence(intention: &Intention) -> u8 {
-    match (is_wildcard(&intention.source), is_wildcard(&intention.destination)) {
-        (false, false) => 9,
-        (true, false) => 8,
-        (false, true) => 6,
-        (true, true) => 5,
-    }
+    weft_api::intentions::precedence(&intention.source, &intention.destination)
 }
 
-/// Consul's evaluation order: precedence, highest first, then the source
-/// name and the destination name in lexical order (the order among equal
-/// precedences is arbitrary in Consul too, but deterministic).
+/// Consul's evaluation order for the intentions table: precedence, highest
+/// first, then source and destination names, then ID.
 pub fn evaluation_order(a: &Intention, b: &Intention) -> Ordering {
     precedence(b)
         .cmp(&precedence(a))
         .then_with(|| a.source.cmp(&b.source))
         .then_with(|| a.destination.cmp(&b.destination))
         .then_with(|| a.id.cmp(&b.id))
+}
+
+/// A table intention as a rule.
+pub fn rule_of(intention: &Intention) -> IntentionRule {
+    IntentionRule {
+        source: intention.source.clone(),
+        destination: intention.destination.clone(),
+        origin: RuleOrigin::Intention { id: intention.id.clone() },
+        verdict: Verdict::Action(intention.action),
+    }
 }
 
 /// Checks what an intention may hold; the error names the field (Consul's
@@ -133,39 +102,35 @@ pub fn validate_name(field: &str, name: &ServiceName) -> Result<(), String> {
 }
 
 impl MeshTables {
-    /// Every intention in evaluation order.
-    pub fn intentions_by_precedence(&self) -> Vec<&Intention> {
-        let mut found: Vec<&Intention> = self.intentions().collect();
-        found.sort_by(|a, b| evaluation_order(a, b));
-        found
-    }
-
-    /// The intentions that apply to `name` on one side (its own and the
-    /// wildcard's), in evaluation order: Consul's match query.
-    pub fn intention_match(&self, by: MatchBy, name: &ServiceName) -> Vec<&Intention> {
-        let mut found: Vec<&Intention> = self
-            .intentions()
-            .filter(|i| {
-                let side = match by {
-                    MatchBy::Source => &i.source,
-                    MatchBy::Destination => &i.destination,
-                };
-                side == name || is_wildcard(side)
+    /// The rules written in `service-intentions` config entries, for every
+    /// destination. Entries are validated on write, so none fails to read.
+    pub fn config_entry_rules(&self) -> Vec<IntentionRule> {
+        self.config_entries_of(SERVICE_INTENTIONS)
+            .filter_map(|entry| match serde_json::from_str::<serde_json::Value>(&entry.body) {
+                Ok(serde_json::Value::Object(body)) => rules_of(&entry.name, &body).ok(),
+                _ => None,
             })
-            .collect();
-        found.sort_by(|a, b| evaluation_order(a, b));
-        found
+            .flatten()
+            .collect()
     }
 
-    /// The highest-precedence intention that applies to a connection from
-    /// `source` to `destination`, if any does.
-    pub fn decide(&self, source: &ServiceName, destination: &ServiceName) -> Option<&Intention> {
-        let any = ServiceName::new(WILDCARD);
-        // The four pairs that can apply, in precedence order (9, 8, 6, 5).
-        let found = [(source, destination), (&any, destination), (source, &any), (&any, &any)]
-            .into_iter()
-            .find_map(|(s, d)| self.intention_exact(s, d));
-        found
+    /// Every rule that can apply to traffic to `destination` (its own and
+    /// the wildcard's), from the intentions table and from config entries.
+    pub fn intention_rules(&self, destination: &ServiceName) -> Vec<IntentionRule> {
+        let applies = |d: &ServiceName| d == destination || is_wildcard(d);
+        let table = self.intentions().filter(|i| applies(&i.destination)).map(rule_of);
+        let entries = self.config_entry_rules().into_iter().filter(|r| applies(&r.destination));
+        table.chain(entries).collect()
+    }
+
+    /// The rules for `destination`, ready to decide with. Writes are
+    /// validated, so every rule compiles; if one ever did not, traffic to
+    /// `destination` is denied rather than judged without it.
+    pub fn intention_set(&self, destination: &ServiceName) -> IntentionSet {
+        IntentionSet::new(self.intention_rules(destination), self.default_intention_action()).unwrap_or_else(|error| {
+            tracing::error!(%error, %destination, "an intention rule does not compile; denying all traffic to it");
+            IntentionSet::deny_all()
+        })
     }
 
     /// The action for traffic no intention matches: the `mesh` config
@@ -190,13 +155,10 @@ impl MeshTables {
         }
     }
 
-    /// Whether `source` may connect to `destination`, and why: the one
-    /// authorization decision of the mesh.
-    pub fn authorize(&self, source: &ServiceName, destination: &ServiceName) -> Decision<'_> {
-        match self.decide(source, destination) {
-            Some(intention) => Decision::Intention(intention),
-            None => Decision::Default(self.default_intention_action()),
-        }
+    /// Whether `source` may connect to `destination`, and why, judged at L4
+    /// (an L7 rule counts as a deny): the `check` and `authorize` endpoints.
+    pub fn authorize(&self, source: &ServiceName, destination: &ServiceName) -> Decision {
+        self.intention_set(destination).decide_l4(source)
     }
 }
 
@@ -228,10 +190,6 @@ mod tests {
         tables
     }
 
-    fn ids(found: &[&Intention]) -> Vec<String> {
-        found.iter().map(|i| i.id.clone()).collect()
-    }
-
     fn name(text: &str) -> ServiceName {
         ServiceName::new(text)
     }
@@ -254,32 +212,17 @@ mod tests {
             intention("web-api", "web", "api", Allow),
             intention("web-any", "web", "*", Deny),
         ]);
-        let mesh = tables.mesh();
-        let decided = |s: &str, d: &str| mesh.decide(&name(s), &name(d)).map(|i| i.id.as_str());
-        assert_eq!(decided("web", "api"), Some("web-api"));
-        assert_eq!(decided("other", "api"), Some("any-api"));
-        assert_eq!(decided("web", "db"), Some("web-any"));
-        assert_eq!(decided("other", "db"), Some("any-any"));
+        let decided = |tables: &Tables, s: &str, d: &str| {
+            tables.mesh().intention_set(&name(d)).rule_for(&name(s)).map(|r| r.origin.clone())
+        };
+        let id = |id: &str| Some(RuleOrigin::Intention { id: id.into() });
+        assert_eq!(decided(&tables, "web", "api"), id("web-api"));
+        assert_eq!(decided(&tables, "other", "api"), id("any-api"));
+        assert_eq!(decided(&tables, "web", "db"), id("web-any"));
+        assert_eq!(decided(&tables, "other", "db"), id("any-any"));
 
         let only_wildcard_destination = tables_with(&[intention("web-any", "web", "*", Allow)]);
-        assert_eq!(only_wildcard_destination.mesh().decide(&name("other"), &name("db")), None);
-    }
-
-    #[test]
-    fn match_lists_own_and_wildcard_intentions_in_evaluation_order() {
-        let tables = tables_with(&[
-            intention("5", "*", "*", Allow),
-            intention("8", "*", "api", Deny),
-            intention("9b", "web", "api", Allow),
-            intention("9a", "admin", "api", Allow),
-            intention("6", "web", "*", Deny),
-            intention("x", "web", "db", Deny),
-        ]);
-        let mesh = tables.mesh();
-        assert_eq!(ids(&mesh.intention_match(MatchBy::Destination, &name("api"))), ["9a", "9b", "8", "6", "5"]);
-        assert_eq!(ids(&mesh.intention_match(MatchBy::Source, &name("web"))), ["9b", "x", "8", "6", "5"]);
-        assert_eq!(ids(&mesh.intention_match(MatchBy::Source, &name("nobody"))), ["8", "5"]);
-        assert_eq!(ids(&mesh.intentions_by_precedence()), ["9a", "9b", "x", "8", "6", "5"]);
+        assert_eq!(decided(&only_wildcard_destination, "other", "db"), None);
     }
 
     /// Tables holding a `mesh` entry with `body`. Through a snapshot, not a
@@ -295,16 +238,15 @@ mod tests {
     #[test]
     fn unmatched_traffic_gets_the_mesh_default_else_deny() {
         let tables = tables_with(&[intention("web-api", "web", "api", Deny)]);
-        assert_eq!(tables.mesh().authorize(&name("x"), &name("y")), Decision::Default(Deny));
+        let decision = tables.mesh().authorize(&name("x"), &name("y"));
+        assert!(!decision.allowed() && decision.reason.contains("mesh default is to deny"), "{decision:?}");
 
         let tables = with_mesh_entry(r#"{"DefaultIntentionAction": "allow"}"#);
         let decision = tables.mesh().authorize(&name("x"), &name("y"));
-        assert_eq!(decision, Decision::Default(Allow));
-        assert!(decision.allowed());
+        assert!(decision.allowed() && decision.reason.contains("mesh default is to allow"), "{decision:?}");
         // An intention still wins over the default.
         let decision = tables.mesh().authorize(&name("web"), &name("api"));
-        assert!(matches!(decision, Decision::Intention(i) if i.id == "web-api"));
-        assert!(!decision.allowed());
+        assert!(!decision.allowed() && decision.reason.contains("web-api"), "{decision:?}");
 
         for body in [r#"{"default_intention_action": "ALLOW"}"#, r#"{"defaultIntentionAction": "Allow"}"#] {
             assert_eq!(with_mesh_entry(body).mesh().default_intention_action(), Allow, "{body}");
@@ -370,7 +312,8 @@ mod tests {
     fn the_pair_index_survives_a_snapshot() {
         let tables = tables_with(&[intention("a", "web", "api", Allow), intention("b", "*", "api", Deny)]);
         let mut restored = Tables::from_data(tables.to_data());
-        assert_eq!(restored.mesh().decide(&name("web"), &name("api")).map(|i| i.id.as_str()), Some("a"));
+        let rule = restored.mesh().intention_set(&name("api")).rule_for(&name("web")).cloned();
+        assert_eq!(rule.map(|r| r.origin), Some(RuleOrigin::Intention { id: "a".into() }));
         let duplicate = Command::IntentionUpsert(intention("c", "*", "api", Allow));
         assert!(matches!(restored.apply(RaftIndex(9), &duplicate).0, CommandOutcome::Rejected(_)));
     }

@@ -62,6 +62,16 @@ impl MeshTables {
                 intention.source, intention.destination
             ));
         }
+        if self
+            .config_entry_rules()
+            .iter()
+            .any(|r| r.source == intention.source && r.destination == intention.destination)
+        {
+            return CommandOutcome::Rejected(format!(
+                "the service-intentions entry for {} already holds the intention from {} (edit it with weft config write)",
+                intention.destination, intention.source
+            ));
+        }
         let indexes = indexes_for(self.intentions.get(&intention.id).map(|i| i.indexes), index);
         // An update may move an intention to another pair: forget the old one.
         let stored = Intention { indexes, ..intention.clone() };
@@ -153,8 +163,8 @@ impl MeshTables {
         CommandOutcome::Done
     }
 
-    /// Every intention, by ID (for Consul's evaluation order see
-    /// `intentions_by_precedence`).
+    /// Every intention of the intentions table, by ID (for every rule that
+    /// applies to a destination, in evaluation order, see `intention_set`).
     pub fn intentions(&self) -> impl Iterator<Item = &Intention> {
         self.intentions.values()
     }

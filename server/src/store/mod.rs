@@ -13,6 +13,7 @@ mod config_entries;
 mod intentions;
 mod kv;
 mod mesh;
+mod service_intentions;
 mod snapshot;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -29,8 +30,8 @@ pub use config_entries::{
     SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
 };
 pub use intentions::{
-    evaluation_order, is_wildcard, precedence, validate_intention, validate_name, Decision, MatchBy,
-    DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
+    evaluation_order, is_wildcard, precedence, rule_of, validate_intention, validate_name, DEFAULT_ACTION_FIELD,
+    MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
 };
 pub use snapshot::{SnapshotError, StoreData};
 
