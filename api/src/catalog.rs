@@ -126,3 +126,16 @@ pub struct Deregistration {
     pub service_id: Option<ServiceId>,
     pub check_id: Option<CheckId>,
 }
+
+/// What Consul appends to a service's name and ID to name its sidecar.
+pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
+
+/// The name of `service`'s sidecar (`web-sidecar-proxy`).
+pub fn sidecar_name(service: &ServiceName) -> ServiceName {
+    ServiceName::new(format!("{service}{SIDECAR_SUFFIX}"))
+}
+
+/// The ID of the sidecar of the service with ID `service`.
+pub fn sidecar_id(service: &ServiceId) -> ServiceId {
+    ServiceId::new(format!("{service}{SIDECAR_SUFFIX}"))
+}

@@ -25,3 +25,4 @@ pub mod intentions;
 pub mod kv;
 pub mod mesh;
 pub mod proto;
+pub mod proxy;

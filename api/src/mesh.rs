@@ -71,3 +71,44 @@ impl CaState {
         self.roots.iter().find(|r| r.active)
     }
 }
+
+/// What a service speaks, as its `service-defaults` (or `proxy-defaults`)
+/// say: sidecars parse HTTP for the HTTP-like ones, and only those can be
+/// routed, split or given L7 intentions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Http,
+    Http2,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [Protocol::Tcp, Protocol::Http, Protocol::Http2, Protocol::Grpc];
+
+    /// A protocol name in any case (`"HTTP2"`).
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    pub fn is_http_like(self) -> bool {
+        self != Protocol::Tcp
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,11 +1,13 @@
 //! The public side of a sidecar: accepts mutual TLS from other sidecars,
-//! reads the caller's service from its certificate, asks the authorizer
-//! (the intentions, decided from local state), and splices an allowed
-//! connection to the local application.
+//! reads the caller's service from its certificate and judges it by the
+//! intentions of the current snapshot, with no round trip to anyone.
 //!
-//! A refused caller learns nothing beyond a closed connection; the sidecar
-//! logs who was refused and why. Open connections are authorized again
-//! twice a second, so a new deny closes them within a second.
+//! A `tcp` service's allowed connections are spliced to the application. An
+//! HTTP-like service's are served as HTTP (see [`crate::http`]), so L7
+//! permissions apply to each request. Either way an open connection is
+//! judged again whenever a new snapshot arrives, and closed at once if its
+//! caller is now denied. A refused caller learns nothing beyond a closed
+//! connection; the sidecar logs who was refused and why.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,39 +15,81 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use weft_api::ids::ServiceName;
+use weft_api::intentions::ConnectionDecision;
 
+use crate::http::{self, LocalApp};
 use crate::identity::SpiffeId;
+use crate::metrics::{Direction, Layer, Metrics, Outcome};
+use crate::runtime::{current, Runtime, RuntimeWatch};
 
 /// How long a caller has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an open connection's caller is authorized again.
-const REAUTHORIZE_EVERY: Duration = Duration::from_millis(500);
 /// How long connecting to the local application may take.
 const APPLICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Decides whether `caller` may connect; `Err` carries the reason to log.
-/// Asynchronous so that it may ask the local agent, which answers from its
-/// own copy of the intentions.
-pub type Authorizer = Arc<dyn Fn(SpiffeId) -> BoxFuture<Result<(), String>> + Send + Sync>;
-
-/// A boxed future, as an [`Authorizer`] returns.
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// What the inbound listener needs; the TLS configuration is replaced live
-/// (leaf renewal, root rotation) and applies to new handshakes.
-#[derive(Clone)]
+/// What the inbound listener shares between connections.
 pub struct Inbound {
-    /// `None` until the sidecar has a leaf: connections are closed meanwhile.
-    pub tls: watch::Receiver<Option<Arc<ServerConfig>>>,
-    pub authorize: Authorizer,
-    pub application: SocketAddr,
+    pub runtime: RuntimeWatch,
+    pub metrics: Metrics,
+    pub app: LocalApp,
+}
+
+/// How a caller's connection is to be served, by the intentions now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Deny(String),
+    /// Spliced to the application (a `tcp` service).
+    Tcp,
+    /// Served as HTTP, each request judged on its own: a denied caller gets
+    /// 403s that say why, rather than a closed connection.
+    Http,
+}
+
+/// Judges a connection from `caller` by `runtime`'s intentions.
+pub fn judge(runtime: &Runtime, caller: &ServiceName) -> Judgement {
+    if runtime.snapshot.protocol.is_http_like() {
+        return Judgement::Http;
+    }
+    match l4_denial(runtime, caller) {
+        Some(reason) => Judgement::Deny(reason),
+        None => Judgement::Tcp,
+    }
+}
+
+/// Why a whole connection from `caller` is denied, if it is: for a `tcp`
+/// service any deny (an L7 rule counts as one); for an HTTP service only
+/// a deny that no request could escape.
+fn l4_denial(runtime: &Runtime, caller: &ServiceName) -> Option<String> {
+    if runtime.snapshot.protocol.is_http_like() {
+        match runtime.intentions.decide_connection(caller) {
+            ConnectionDecision::Decided(decision) if !decision.allowed() => Some(decision.reason),
+            _ => None,
+        }
+    } else {
+        let decision = runtime.intentions.decide_l4(caller);
+        (!decision.allowed()).then_some(decision.reason)
+    }
+}
+
+/// Resolves once a new snapshot denies every connection from `caller`,
+/// with the reason.
+pub async fn revoked(mut runtime: RuntimeWatch, caller: ServiceName) -> String {
+    loop {
+        if runtime.changed().await.is_err() {
+            // The sidecar is stopping: the connection goes with it.
+            return "the sidecar is stopping".to_owned();
+        }
+        if let Some(reason) = current(&runtime).and_then(|now| l4_denial(&now, &caller)) {
+            return reason;
+        }
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, inbound: Inbound, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -61,46 +105,86 @@ pub async fn serve(listener: TcpListener, inbound: Inbound, shutdown: impl Futur
         };
         let inbound = inbound.clone();
         tokio::spawn(async move {
-            if let Err(reason) = handle(stream, &inbound).await {
-                tracing::info!(%peer, %reason, "inbound connection refused");
+            let _open = inbound.metrics.open(Direction::Inbound);
+            match handle(stream, &inbound).await {
+                Ok(()) => inbound.metrics.connection(Direction::Inbound, Outcome::Served),
+                Err(Refused::Denied(reason)) => {
+                    inbound.metrics.connection(Direction::Inbound, Outcome::Denied);
+                    inbound.metrics.denied(Layer::L4);
+                    tracing::info!(%peer, %reason, "inbound connection denied");
+                }
+                Err(Refused::Failed(reason)) => {
+                    inbound.metrics.connection(Direction::Inbound, Outcome::Failed);
+                    tracing::info!(%peer, %reason, "inbound connection failed");
+                }
             }
         });
     }
 }
 
-async fn handle(stream: TcpStream, inbound: &Inbound) -> Result<(), String> {
-    let Some(config) = inbound.tls.borrow().clone() else {
-        return Err("this sidecar has no certificate yet".into());
-    };
+enum Refused {
+    Denied(String),
+    Failed(String),
+}
+
+async fn handle(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Refused> {
+    let failed = Refused::Failed;
+    let runtime = current(&inbound.runtime).ok_or_else(|| failed("this sidecar has no certificate yet".into()))?;
     let _ = stream.set_nodelay(true);
-    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(runtime.server_tls.clone()).accept(stream))
         .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    let certificate =
-        tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).ok_or("the caller sent no certificate")?;
-    let caller = SpiffeId::from_certificate(certificate).map_err(|e| e.to_string())?;
-    (inbound.authorize)(caller.clone()).await.map_err(|reason| format!("{caller} denied: {reason}"))?;
-    let mut application = tokio::time::timeout(APPLICATION_CONNECT_TIMEOUT, TcpStream::connect(inbound.application))
-        .await
-        .map_err(|_| "the local application did not accept in time".to_owned())?
-        .map_err(|e| format!("cannot reach the local application at {}: {e}", inbound.application))?;
-    let _ = application.set_nodelay(true);
-    tracing::debug!(%caller, "inbound connection allowed");
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut tls, &mut application) => Ok(()),
-        reason = revoked(&inbound.authorize, &caller) => Err(format!("{caller}: open connection closed: {reason}")),
+        .map_err(|_| failed("handshake timed out".into()))?
+        .map_err(|e| failed(format!("TLS handshake failed: {e}")))?;
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .ok_or_else(|| failed("the caller sent no certificate".into()))?;
+    let caller = SpiffeId::from_certificate(certificate).map_err(|e| failed(e.to_string()))?.service;
+    // Judged by the newest snapshot, which may have come during the handshake.
+    let runtime = current(&inbound.runtime).unwrap_or(runtime);
+    match judge(&runtime, &caller) {
+        Judgement::Deny(reason) => Err(Refused::Denied(format!("{caller}: {reason}"))),
+        Judgement::Tcp => splice(tls, runtime.snapshot.local_app, caller, inbound).await,
+        // A caller denied from the start gets 403s; one allowed at first is
+        // cut off when a new snapshot denies it, streams and all.
+        Judgement::Http if l4_denial(&runtime, &caller).is_some() => {
+            http::serve_inbound(tls, caller.clone(), inbound.clone()).await.map_err(failed)
+        }
+        Judgement::Http => {
+            tokio::select! {
+                served = http::serve_inbound(tls, caller.clone(), inbound.clone()) => served.map_err(failed),
+                reason = revoked(inbound.runtime.clone(), caller.clone()) => {
+                    Err(Refused::Denied(format!("{caller}: open connection closed: {reason}")))
+                }
+            }
+        }
     }
 }
 
-/// Resolves once `caller` is no longer authorized (checked every
-/// [`REAUTHORIZE_EVERY`]), so a new deny intention closes open connections
-/// too, not only new ones.
-async fn revoked(authorize: &Authorizer, caller: &SpiffeId) -> String {
-    loop {
-        tokio::time::sleep(REAUTHORIZE_EVERY).await;
-        if let Err(reason) = authorize(caller.clone()).await {
-            return reason;
+async fn splice(
+    mut tls: TlsStream<TcpStream>,
+    application: SocketAddr,
+    caller: ServiceName,
+    inbound: &Inbound,
+) -> Result<(), Refused> {
+    let failed = Refused::Failed;
+    let mut app = tokio::time::timeout(APPLICATION_CONNECT_TIMEOUT, TcpStream::connect(application))
+        .await
+        .map_err(|_| failed("the local application did not accept in time".into()))?
+        .map_err(|e| failed(format!("cannot reach the local application at {application}: {e}")))?;
+    let _ = app.set_nodelay(true);
+    tracing::debug!(%caller, "inbound connection allowed");
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut tls, &mut app) => {
+            if let Ok((received, sent)) = copied {
+                inbound.metrics.bytes(Direction::Inbound, received, sent);
+            }
+            Ok(())
+        }
+        reason = revoked(inbound.runtime.clone(), caller.clone()) => {
+            Err(Refused::Denied(format!("{caller}: open connection closed: {reason}")))
         }
     }
 }

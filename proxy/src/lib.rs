@@ -25,9 +25,14 @@
 //! decision never waits on the network.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod balancer;
+pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
+pub mod runtime;
 pub mod sidecar;
 pub mod tls;
 

@@ -1,45 +1,57 @@
 //! An upstream's local listener: the application connects to
-//! `127.0.0.1:<local_bind_port>` in plain TCP; the sidecar picks one of the
-//! destination's healthy sidecars (round robin), opens mutual TLS to it,
-//! checks that it serves the destination, and splices.
+//! `127.0.0.1:<local_bind_port>` in plain text, and the sidecar carries its
+//! traffic over mutual TLS to one of the destination's healthy sidecars,
+//! having checked that the peer's SPIFFE ID names the destination.
 //!
-//! Endpoints are replaced live. A connect failure moves on to the next
-//! endpoint, so one dead instance costs a retry, not an error.
+//! For a `tcp` destination each connection is spliced to one endpoint; for
+//! an HTTP-like one each request is sent on its own (see [`crate::http`]).
+//! The destination's endpoints and protocol come from the current snapshot
+//! at every connection and request.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
-use weft_api::ids::ServiceName;
 
+use crate::balancer::Balancer;
+use crate::http::{self, H2Pool};
+use crate::metrics::{Direction, Metrics, Outcome};
+use crate::runtime::{current, RuntimeWatch};
 use crate::tls::server_name;
 
-/// One upstream: where to send, and with which TLS configuration.
-#[derive(Clone)]
+/// One upstream: its listener's address (its key in the snapshot), and the
+/// state its connections share.
 pub struct Upstream {
-    pub destination: ServiceName,
-    /// The destination's healthy sidecars (their public addresses).
-    pub endpoints: watch::Receiver<Vec<SocketAddr>>,
-    /// Verifies the destination's SPIFFE ID; `None` until there is a leaf.
-    pub tls: watch::Receiver<Option<Arc<ClientConfig>>>,
-    pub connect_timeout: Duration,
+    pub bind: SocketAddr,
+    pub runtime: RuntimeWatch,
+    pub metrics: Metrics,
+    pub balancer: Balancer,
+    pub pool: H2Pool,
+}
+
+impl Upstream {
+    pub fn new(bind: SocketAddr, runtime: RuntimeWatch, metrics: Metrics) -> Upstream {
+        Upstream { bind, runtime, metrics, balancer: Balancer::default(), pool: H2Pool::default() }
+    }
+
+    /// Drops per-endpoint state of endpoints that are gone.
+    pub fn retain(&self, endpoints: &[SocketAddr]) {
+        self.balancer.retain(endpoints);
+        self.pool.retain(endpoints);
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, upstream: Upstream, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let next = Arc::new(AtomicUsize::new(0));
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, _)) => stream,
                 Err(error) => {
                     tracing::warn!(%error, "upstream accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -47,39 +59,53 @@ pub async fn serve(listener: TcpListener, upstream: Upstream, shutdown: impl Fut
                 }
             },
         };
-        let (upstream, next) = (upstream.clone(), next.clone());
+        let _ = stream.set_nodelay(true);
+        let upstream = upstream.clone();
         tokio::spawn(async move {
-            if let Err(reason) = handle(stream, &upstream, &next).await {
-                tracing::warn!(destination = %upstream.destination, %reason, "upstream connection failed");
+            let _open = upstream.metrics.open(Direction::Outbound);
+            let http_like = current(&upstream.runtime)
+                .and_then(|r| r.upstreams.get(&upstream.bind).map(|u| u.snapshot.protocol.is_http_like()))
+                .unwrap_or(false);
+            if http_like {
+                http::serve_outbound(stream, upstream.clone()).await;
+                upstream.metrics.connection(Direction::Outbound, Outcome::Served);
+                return;
+            }
+            match splice(stream, &upstream).await {
+                Ok(()) => upstream.metrics.connection(Direction::Outbound, Outcome::Served),
+                Err(reason) => {
+                    upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
+                    tracing::warn!(bind = %upstream.bind, %reason, "upstream connection failed");
+                }
             }
         });
     }
 }
 
-async fn handle(mut local: TcpStream, upstream: &Upstream, next: &AtomicUsize) -> Result<(), String> {
-    let _ = local.set_nodelay(true);
-    let Some(config) = upstream.tls.borrow().clone() else {
-        return Err("this sidecar has no certificate yet".into());
-    };
-    let endpoints = upstream.endpoints.borrow().clone();
+/// Splices one application connection to one endpoint of the destination.
+async fn splice(mut local: TcpStream, upstream: &Upstream) -> Result<(), String> {
+    let runtime = current(&upstream.runtime).ok_or("this sidecar has no certificate yet")?;
+    let target = runtime.upstreams.get(&upstream.bind).ok_or("this upstream was removed")?;
+    let destination = &target.snapshot.destination;
+    let endpoints: Vec<SocketAddr> = target.snapshot.endpoints.iter().map(|e| e.address).collect();
     if endpoints.is_empty() {
-        return Err("no healthy instance".into());
+        return Err(format!("{destination} has no healthy instance"));
     }
-    let connector = TlsConnector::from(config);
+    let connector = TlsConnector::from(target.client_tls.clone());
+    let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
     let mut last_error = String::new();
-    for _ in 0..endpoints.len() {
-        let endpoint = endpoints[next.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
+    for endpoint in upstream.balancer.order(&endpoints, target.snapshot.load_balancer) {
         let attempt = async {
             let tcp = TcpStream::connect(endpoint).await.map_err(|e| format!("connect to {endpoint}: {e}"))?;
             let _ = tcp.set_nodelay(true);
-            connector
-                .connect(server_name(&upstream.destination), tcp)
-                .await
-                .map_err(|e| format!("TLS to {endpoint}: {e}"))
+            connector.connect(server_name(destination), tcp).await.map_err(|e| format!("TLS to {endpoint}: {e}"))
         };
-        match tokio::time::timeout(upstream.connect_timeout, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(mut remote)) => {
-                let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+                let _in_flight = upstream.balancer.start(endpoint);
+                if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+                    upstream.metrics.bytes(Direction::Outbound, sent, received);
+                }
                 return Ok(());
             }
             Ok(Err(error)) => last_error = error,

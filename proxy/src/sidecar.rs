@@ -1,63 +1,69 @@
-//! A sidecar run from its local agent (`weft connect proxy --sidecar-for`).
+//! A sidecar run from its local agent (`weft connect proxy`).
 //!
-//! Everything comes from the agent's HTTP API, never from a server: the
-//! sidecar's registration (its port and proxy configuration), its leaf and
-//! the roots (refreshed, so a renewed leaf or a new root is used for new
-//! handshakes without a restart), each upstream's healthy sidecars (blocking
-//! queries, so changes arrive live), and per-connection authorization (the
-//! agent decides from its own copy of the intentions). If the agent goes
-//! away, the sidecar keeps serving with what it last had.
+//! It follows one snapshot from the agent (a blocking query on its content
+//! hash, so changes arrive as they happen) and runs on it: the public mTLS
+//! listener, one listener per upstream (opened and closed as upstreams come
+//! and go), and the admin port. It never talks to a server. If the agent
+//! goes away, the sidecar keeps serving on the last snapshot it had.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_rustls::rustls::{ClientConfig, ServerConfig};
+use tokio::sync::{oneshot, watch};
 use weft_api::client::{path_segment, HttpClient};
-use weft_api::ids::ServiceName;
+use weft_api::proxy::ProxySnapshot;
 
-use crate::inbound::{self, Authorizer, Inbound};
+use crate::admin::{self, Admin};
+use crate::http::LocalApp;
+use crate::inbound::{self, Inbound};
+use crate::metrics::Metrics;
 use crate::outbound::{self, Upstream};
-use crate::tls::TlsMaterial;
+use crate::runtime::{current, Runtime, RuntimeWatch};
 
-/// How often the leaf and roots are fetched again (the agent renews the
-/// leaf; a root change is seen within this).
-const TLS_REFRESH: Duration = Duration::from_secs(5);
-/// A blocking query's `wait` for upstream endpoints.
-const ENDPOINTS_WAIT: &str = "30s";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one snapshot query may block at the agent.
+const SNAPSHOT_WAIT: &str = "5m";
+/// After a failed snapshot query, the next one comes this soon.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Which snapshot to follow.
+#[derive(Clone, Debug)]
+pub enum SnapshotSource {
+    /// The sidecar the agent registered for service `parent_id`.
+    SidecarFor { parent_id: String },
+}
+
+impl SnapshotSource {
+    fn path(&self) -> String {
+        match self {
+            SnapshotSource::SidecarFor { parent_id } => {
+                format!("/v1/agent/connect/proxy/{}", path_segment(&format!("{parent_id}-sidecar-proxy")))
+            }
+        }
+    }
+}
 
 /// Why a sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
-    #[error("the agent has no sidecar {0:?} (register the service with connect {{ sidecar_service {{}} }})")]
-    NotRegistered(String),
-    #[error("the agent's answer for {what} is not what a sidecar expects: {detail}")]
-    BadConfig { what: String, detail: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// The sidecar's configuration as its agent serves it.
-struct SidecarConfig {
-    listen: SocketAddr,
-    service: ServiceName,
-    application: SocketAddr,
-    upstreams: Vec<(ServiceName, SocketAddr)>,
-}
-
-/// Runs the sidecar of service `parent_id` until `shutdown` resolves.
+/// Runs a sidecar until `shutdown` resolves.
 pub async fn run(
     agent: HttpClient,
-    parent_id: &str,
+    source: SnapshotSource,
+    admin_bind: Option<SocketAddr>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), SidecarError> {
-    let sidecar_id = format!("{parent_id}-sidecar-proxy");
-    let config = fetch_config(&agent, &sidecar_id).await?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let (runtime_tx, mut runtime) = watch::channel::<Option<Arc<Runtime>>>(None);
+    let follower = tokio::spawn(follow(agent, source.path(), runtime_tx, metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -66,211 +72,117 @@ pub async fn run(
         }
     };
 
-    let (server_tx, server_rx) = watch::channel::<Option<Arc<ServerConfig>>>(None);
-    let mut client_txs = Vec::new();
-    for (destination, bind) in &config.upstreams {
-        let (client_tx, client_rx) = watch::channel::<Option<Arc<ClientConfig>>>(None);
-        let (endpoints_tx, endpoints_rx) = watch::channel(Vec::new());
-        let listener =
-            TcpListener::bind(bind).await.map_err(|source| SidecarError::Listen { addr: bind.to_string(), source })?;
-        let upstream = Upstream {
-            destination: destination.clone(),
-            endpoints: endpoints_rx,
-            tls: client_rx,
-            connect_timeout: CONNECT_TIMEOUT,
-        };
-        tokio::spawn(outbound::serve(listener, upstream, stopped()));
-        tokio::spawn(follow_endpoints(agent.clone(), destination.clone(), endpoints_tx));
-        client_txs.push((destination.clone(), client_tx));
+    if let Some(addr) = admin_bind {
+        let listener = TcpListener::bind(addr).await.map_err(|source| SidecarError::Listen { addr, source })?;
+        let admin = Arc::new(Admin { registry, runtime: runtime.clone() });
+        tokio::spawn(admin::serve(listener, admin, stopped()));
+        tracing::info!(%addr, "admin port ready");
     }
-    tokio::spawn(refresh_tls(agent.clone(), config.service.clone(), server_tx, client_txs));
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| SidecarError::Listen { addr: config.listen.to_string(), source })?;
-    let inbound = Inbound {
-        tls: server_rx,
-        authorize: authorizer(agent.clone(), config.service.clone()),
-        application: config.application,
+    tokio::pin!(shutdown);
+    let first = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        first = runtime.wait_for(Option::is_some) => first.ok().and_then(|r| r.clone()),
     };
-    tracing::info!(service = %config.service, listen = %config.listen, upstreams = config.upstreams.len(), "sidecar ready");
+    let Some(first) = first else { return Ok(()) };
+    let public = first.snapshot.public_listener;
+    let listener = TcpListener::bind(public).await.map_err(|source| SidecarError::Listen { addr: public, source })?;
+    let inbound = Arc::new(Inbound { runtime: runtime.clone(), metrics: metrics.clone(), app: LocalApp::default() });
     let serving = tokio::spawn(inbound::serve(listener, inbound, stopped()));
-    shutdown.await;
+    tracing::info!(service = %first.snapshot.service, listen = %public, protocol = %first.snapshot.protocol, "sidecar ready");
+
+    let mut upstreams: BTreeMap<SocketAddr, (Arc<Upstream>, oneshot::Sender<()>)> = BTreeMap::new();
+    loop {
+        if let Some(now) = current(&runtime) {
+            reconcile_upstreams(&now, &mut upstreams, &runtime, &metrics).await;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = runtime.changed() => if changed.is_err() { break },
+        }
+    }
+    follower.abort();
     let _ = stop_tx.send(true);
     let _ = serving.await;
     Ok(())
 }
 
-async fn get_json(agent: &HttpClient, path: &str) -> Option<(Value, Option<u64>)> {
-    let response = agent.get(path).await.ok()?;
-    if response.status != 200 {
-        return None;
-    }
-    Some((serde_json::from_slice(&response.body).ok()?, response.consul_index()))
-}
-
-/// The sidecar's registration; waits (up to 30 s) for the agent to have it.
-async fn fetch_config(agent: &HttpClient, sidecar_id: &str) -> Result<SidecarConfig, SidecarError> {
-    let path = format!("/v1/agent/service/{}", path_segment(sidecar_id));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let service = loop {
-        if let Some((service, _)) = get_json(agent, &path).await {
-            break service;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(SidecarError::NotRegistered(sidecar_id.to_owned()));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let bad = |detail: &str| SidecarError::BadConfig { what: sidecar_id.to_owned(), detail: detail.to_owned() };
-    let proxy = &service["Proxy"];
-    let address = service["Address"].as_str().filter(|a| !a.is_empty()).unwrap_or("127.0.0.1");
-    let port = service["Port"].as_u64().filter(|p| *p > 0).ok_or_else(|| bad("no Port"))?;
-    let listen = format!("{address}:{port}").parse().map_err(|_| bad("Address:Port is not a socket address"))?;
-    let service_name =
-        proxy["DestinationServiceName"].as_str().ok_or_else(|| bad("no Proxy.DestinationServiceName"))?;
-    let application = format!(
-        "{}:{}",
-        proxy["LocalServiceAddress"].as_str().unwrap_or("127.0.0.1"),
-        proxy["LocalServicePort"].as_u64().unwrap_or(0)
-    )
-    .parse()
-    .map_err(|_| bad("Proxy.LocalServiceAddress:LocalServicePort is not a socket address"))?;
-    let mut upstreams = Vec::new();
-    for upstream in proxy["Upstreams"].as_array().into_iter().flatten() {
-        let destination =
-            upstream["DestinationName"].as_str().ok_or_else(|| bad("an upstream has no DestinationName"))?;
-        let bind = format!(
-            "{}:{}",
-            upstream["LocalBindAddress"].as_str().unwrap_or("127.0.0.1"),
-            upstream["LocalBindPort"].as_u64().unwrap_or(0)
-        )
-        .parse()
-        .map_err(|_| bad("an upstream's LocalBindAddress:LocalBindPort is not a socket address"))?;
-        upstreams.push((ServiceName::new(destination), bind));
-    }
-    Ok(SidecarConfig { listen, service: ServiceName::new(service_name), application, upstreams })
-}
-
-/// Keeps the TLS configurations current with the agent's leaf and roots.
-async fn refresh_tls(
-    agent: HttpClient,
-    service: ServiceName,
-    server: watch::Sender<Option<Arc<ServerConfig>>>,
-    clients: Vec<(ServiceName, watch::Sender<Option<Arc<ClientConfig>>>)>,
+/// Opens listeners for new upstreams, closes those of removed ones, and
+/// lets the others drop state of endpoints that are gone.
+async fn reconcile_upstreams(
+    now: &Runtime,
+    running: &mut BTreeMap<SocketAddr, (Arc<Upstream>, oneshot::Sender<()>)>,
+    runtime: &RuntimeWatch,
+    metrics: &Metrics,
 ) {
-    let mut current: Option<TlsMaterial> = None;
-    loop {
-        let leaf = get_json(&agent, &format!("/v1/agent/connect/ca/leaf/{}", path_segment(service.as_str()))).await;
-        let roots = get_json(&agent, "/v1/agent/connect/ca/roots").await;
-        if let (Some((leaf, _)), Some((roots, _))) = (leaf, roots) {
-            let material = TlsMaterial {
-                cert_chain_pem: leaf["CertPEM"].as_str().unwrap_or_default().to_owned(),
-                private_key_pem: leaf["PrivateKeyPEM"].as_str().unwrap_or_default().to_owned(),
-                roots_pem: roots["Roots"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r["RootCert"].as_str().map(str::to_owned))
-                    .collect(),
-            };
-            if current.as_ref() != Some(&material) {
-                match apply(&material, &server, &clients) {
-                    Ok(()) => {
-                        tracing::info!(serial = leaf["SerialNumber"].as_str().unwrap_or_default(), "using a new leaf");
-                        current = Some(material);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "the agent's leaf or roots are unusable; keeping the last ones")
-                    }
-                }
-            }
+    running.retain(|bind, _| {
+        let keep = now.upstreams.contains_key(bind);
+        if !keep {
+            tracing::info!(%bind, "upstream removed; closing its listener");
         }
-        tokio::time::sleep(TLS_REFRESH).await;
-    }
-}
-
-fn apply(
-    material: &TlsMaterial,
-    server: &watch::Sender<Option<Arc<ServerConfig>>>,
-    clients: &[(ServiceName, watch::Sender<Option<Arc<ClientConfig>>>)],
-) -> Result<(), crate::TlsError> {
-    let server_config = material.server_config()?;
-    let client_configs =
-        clients.iter().map(|(destination, _)| material.client_config(destination)).collect::<Result<Vec<_>, _>>()?;
-    server.send_replace(Some(server_config));
-    for ((_, sender), config) in clients.iter().zip(client_configs) {
-        sender.send_replace(Some(config));
-    }
-    Ok(())
-}
-
-/// Follows the healthy sidecars of `destination` with blocking queries.
-async fn follow_endpoints(agent: HttpClient, destination: ServiceName, endpoints: watch::Sender<Vec<SocketAddr>>) {
-    let mut index = 0u64;
-    loop {
-        let path = format!(
-            "/v1/health/connect/{}?passing&stale&index={index}&wait={ENDPOINTS_WAIT}",
-            path_segment(destination.as_str())
-        );
-        let Some((body, new_index)) = get_json(&agent, &path).await else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        keep
+    });
+    for (bind, target) in &now.upstreams {
+        if let Some((upstream, _)) = running.get(bind) {
+            let endpoints: Vec<SocketAddr> = target.snapshot.endpoints.iter().map(|e| e.address).collect();
+            upstream.retain(&endpoints);
             continue;
+        }
+        let listener = match TcpListener::bind(bind).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%bind, %error, destination = %target.snapshot.destination, "cannot listen for an upstream");
+                continue;
+            }
         };
-        let found: Vec<SocketAddr> = body
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| {
-                let address = entry["Service"]["Address"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                    .or_else(|| entry["Node"]["Address"].as_str())?;
-                format!("{address}:{}", entry["Service"]["Port"].as_u64()?).parse().ok()
-            })
-            .collect();
-        endpoints.send_if_modified(|current| {
-            let changed = *current != found;
-            *current = found;
-            changed
-        });
-        index = match new_index {
-            // An index that goes backwards (a restore) starts over.
-            Some(new) if new >= index => new,
-            _ => 0,
-        };
+        let upstream = Arc::new(Upstream::new(*bind, runtime.clone(), metrics.clone()));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(outbound::serve(listener, upstream.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        tracing::info!(%bind, destination = %target.snapshot.destination, protocol = %target.snapshot.protocol, "upstream listening");
+        running.insert(*bind, (upstream, stop_tx));
     }
 }
 
-/// Asks the local agent for each caller (it decides from its own copy of
-/// the intentions, with no server round trip). If the agent cannot be
-/// reached, the last decision for that caller's service stands, so a sidecar
-/// keeps serving through an agent restart; a caller never seen is refused.
-fn authorizer(agent: HttpClient, service: ServiceName) -> Authorizer {
-    let last: Arc<Mutex<HashMap<ServiceName, Result<(), String>>>> = Arc::default();
-    Arc::new(move |caller| {
-        let (agent, service, last) = (agent.clone(), service.clone(), last.clone());
-        Box::pin(async move {
-            let body = json!({"Target": service, "ClientCertURI": caller.to_string()}).to_string();
-            let asked = async {
-                let response = agent.post("/v1/agent/connect/authorize", body).await.map_err(|e| e.to_string())?;
-                serde_json::from_slice::<Value>(&response.body).map_err(|_| response.text())
-            };
-            let remembered = |last: &Mutex<HashMap<ServiceName, Result<(), String>>>| {
-                last.lock().unwrap_or_else(|p| p.into_inner()).get(&caller.service).cloned()
-            };
-            let decision = match asked.await {
-                Ok(answer) => match answer["Authorized"].as_bool() {
-                    Some(true) => Ok(()),
-                    _ => Err(answer["Reason"].as_str().unwrap_or("not authorized").to_owned()),
-                },
-                Err(error) => {
-                    tracing::warn!(%error, caller = %caller, "cannot ask the agent; using the last decision");
-                    return remembered(&last).unwrap_or_else(|| Err(format!("agent unreachable ({error})")));
-                }
-            };
-            last.lock().unwrap_or_else(|p| p.into_inner()).insert(caller.service.clone(), decision.clone());
-            decision
-        })
-    })
+/// Follows the agent's snapshot into `runtime`. A snapshot that cannot be
+/// used, or an agent that cannot be reached, leaves the last good one in
+/// place.
+async fn follow(agent: HttpClient, path: String, runtime: watch::Sender<Option<Arc<Runtime>>>, metrics: Metrics) {
+    let mut hash: Option<String> = None;
+    loop {
+        let query = match &hash {
+            Some(hash) => format!("{path}?wait={SNAPSHOT_WAIT}&hash={hash}"),
+            None => format!("{path}?wait={SNAPSHOT_WAIT}"),
+        };
+        let response = match agent.get(&query).await {
+            Ok(response) if response.status == 200 => response,
+            Ok(response) => {
+                tracing::warn!(status = response.status, answer = %response.text().trim(), "the agent refused the sidecar's configuration");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach the agent; serving on the last configuration");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        };
+        let new_hash = response.header("X-Consul-ContentHash").map(str::to_owned);
+        if new_hash.is_some() && new_hash == hash {
+            continue;
+        }
+        hash = new_hash;
+        let compiled = serde_json::from_slice::<ProxySnapshot>(&response.body)
+            .map_err(|e| format!("the agent's answer is not a snapshot: {e}"))
+            .and_then(|snapshot| Runtime::compile(snapshot).map_err(|e| e.to_string()));
+        match compiled {
+            Ok(compiled) => {
+                metrics.leaf_expiry.set(compiled.snapshot.tls.leaf_valid_before);
+                tracing::info!(leaf = %compiled.snapshot.tls.leaf_serial, upstreams = compiled.upstreams.len(), rules = compiled.snapshot.intentions.rules.len(), "applying a new configuration");
+                runtime.send_replace(Some(Arc::new(compiled)));
+            }
+            Err(error) => tracing::warn!(%error, "keeping the last configuration"),
+        }
+    }
 }

@@ -19,6 +19,7 @@ use tokio_rustls::rustls::{
     ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore, ServerConfig, SignatureScheme,
 };
 use weft_api::ids::ServiceName;
+use weft_api::mesh::Protocol;
 
 use crate::identity::SpiffeId;
 
@@ -46,6 +47,9 @@ pub enum TlsError {
     #[error("client verifier: {0}")]
     Verifier(String),
 }
+
+/// ALPN for HTTP/2 between sidecars.
+pub const ALPN_H2: &[u8] = b"h2";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
@@ -83,21 +87,27 @@ impl TlsMaterial {
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
             .build()
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        let config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain()?, self.key()?)?;
+        // HTTP sidecars multiplex HTTP/2 between them; TCP ones ask for nothing.
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(Arc::new(config))
     }
 
-    /// The outbound side, to sidecars of `destination` only.
-    pub fn client_config(&self, destination: &ServiceName) -> Result<Arc<ClientConfig>, TlsError> {
+    /// The outbound side, to sidecars of `destination` only; for an
+    /// HTTP-like `protocol` it asks for HTTP/2 (ALPN `h2`).
+    pub fn client_config(&self, destination: &ServiceName, protocol: Protocol) -> Result<Arc<ClientConfig>, TlsError> {
         let verifier = SpiffeVerifier { roots: self.roots()?, expected: destination.clone(), provider: provider() };
-        let config = ClientConfig::builder_with_provider(provider())
+        let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(self.chain()?, self.key()?)?;
+        if protocol.is_http_like() {
+            config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        }
         Ok(Arc::new(config))
     }
 }

@@ -6,6 +6,7 @@
 //! until it passes its renewal time (about half its life, with jitter) or
 //! the active root changes, then signed anew with a new key.
 
+pub mod snapshot;
 pub mod supervisor;
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ impl LeafCache {
     }
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

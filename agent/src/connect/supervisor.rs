@@ -64,6 +64,7 @@ async fn keep_running(program: PathBuf, parent: ServiceId, agent_http: SocketAdd
         let started = tokio::time::Instant::now();
         let child = Command::new(&program)
             .args(["connect", "proxy", "--sidecar-for", parent.as_str(), "--http-addr", &agent_http.to_string()])
+            .arg("--exit-with-parent")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn();

@@ -111,7 +111,7 @@ async fn hash_blocking(
     Ok((status, headers, Json(body)).into_response())
 }
 
-fn content_hash(value: &Value) -> String {
+pub(super) fn content_hash(value: &Value) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     value.to_string().hash(&mut hasher);
     format!("{:016x}", hasher.finish())

@@ -8,15 +8,18 @@ use axum::Json;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use weft_api::ids::ServiceName;
+use weft_api::ids::{RaftIndex, ServiceId, ServiceName};
 use weft_api::mesh::CaState;
 use weft_server::ca::{CaError, DEFAULT_LEAF_TTL};
 use weft_server::store::{Table, Tables};
 
+use super::agent::content_hash;
 use super::error::ApiError;
 use super::query::{meta_headers, QueryParams};
 use super::read::blocking_json;
 use super::AppState;
+use crate::connect::snapshot::{self, SnapshotError, SNAPSHOT_TABLES};
+use crate::connect::unix_now;
 
 /// How long a leaf request waits for this agent's registration to reach the
 /// catalog (anti-entropy runs at once, but asynchronously).
@@ -119,4 +122,65 @@ pub async fn leaf(State(state): State<AppState>, Path(service): Path<String>) ->
         "ModifyIndex": index.get(),
     });
     Ok((meta_headers(&state.backend, index), Json(body)).into_response())
+}
+
+/// Longest `?wait` of a proxy snapshot query.
+const MAX_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `GET /v1/agent/connect/proxy/<sidecar-id>`: the snapshot the sidecar
+/// runs on (Weft's shape, [`weft_api::proxy::ProxySnapshot`]). With
+/// `?hash=<X-Consul-ContentHash of the last answer>` it blocks until the
+/// snapshot differs (or `?wait`, 5 minutes by default), waking on the
+/// tables it reads, this agent's registrations, and the leaf's renewal.
+pub async fn proxy_snapshot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let wait = query
+        .get("wait")
+        .map(weft_api::duration::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("Invalid wait: {e}")))?
+        .unwrap_or(std::time::Duration::from_secs(300))
+        .min(MAX_SNAPSHOT_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let wanted = query.get("hash").filter(|h| !h.is_empty()).map(str::to_owned);
+    let id = ServiceId::new(id);
+    let store = state.backend.store().clone();
+    // A client agent that has just started holds no state yet: a snapshot
+    // from an empty copy would deny every caller and trust no root.
+    if !store.wait_applied(RaftIndex(1), wait).await {
+        return Err(ApiError::Unavailable("this agent has no copy of the cluster state yet; retry".into()));
+    }
+    let mut changes = state.local.watch();
+    loop {
+        changes.borrow_and_update();
+        let seen = store.read().max_index(SNAPSHOT_TABLES);
+        let built = snapshot::build(&store, &state.local, &state.leaves, &id).await.map_err(|error| match error {
+            SnapshotError::NotASidecar(_) => ApiError::NotFound(error.to_string()),
+            SnapshotError::Ca(ca) => ApiError::from(ca),
+            SnapshotError::BadRegistration { .. } => {
+                ApiError::Cluster(weft_server::ServerError::Fatal(error.to_string()))
+            }
+        })?;
+        let body = serde_json::to_value(&built.snapshot)
+            .map_err(|e| ApiError::Cluster(weft_server::ServerError::Fatal(e.to_string())))?;
+        let hash = content_hash(&body);
+        let now = tokio::time::Instant::now();
+        if wanted.as_deref() != Some(hash.as_str()) || now >= deadline {
+            let mut headers = axum::http::HeaderMap::new();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&hash) {
+                headers.insert("X-Consul-ContentHash", value);
+            }
+            return Ok((headers, Json(body)).into_response());
+        }
+        let renewal = std::time::Duration::from_secs(u64::try_from(built.renew_at - unix_now()).unwrap_or(0));
+        let until = deadline.min(now + renewal);
+        tokio::select! {
+            _ = store.blocking_read(SNAPSHOT_TABLES, seen, until - now, |t| ((), t.max_index(SNAPSHOT_TABLES))) => {}
+            _ = changes.changed() => {}
+        }
+    }
 }

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/connect/ca/configuration", get(connect::configuration))
         .route("/v1/agent/connect/ca/roots", get(connect::roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
+        .route("/v1/agent/connect/proxy/{id}", get(connect::proxy_snapshot))
         .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))

@@ -22,6 +22,12 @@ pub struct ProxyArgs {
     /// The ID of the service this sidecar fronts.
     #[arg(long)]
     sidecar_for: String,
+    /// Where to serve /metrics, /config and /ready (loopback only by default).
+    #[arg(long, value_name = "ADDR")]
+    admin_bind: Option<std::net::SocketAddr>,
+    /// Exit when the parent process (the agent that started this sidecar) dies.
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -81,6 +87,23 @@ impl ConnectCommand {
 
 async fn run_proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     super::agent::init_logging("info");
-    weft_proxy::sidecar::run(args.api.client(), &args.sidecar_for, super::agent::shutdown_signal()).await?;
+    if args.exit_with_parent {
+        exit_with_parent()?;
+    }
+    let source = weft_proxy::sidecar::SnapshotSource::SidecarFor { parent_id: args.sidecar_for };
+    weft_proxy::sidecar::run(args.api.client(), source, args.admin_bind, super::agent::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Has the kernel end this process when its parent dies, so a sidecar
+/// never outlives a `kill -9` of its agent (whose restart would find the
+/// sidecar's ports taken).
+fn exit_with_parent() -> anyhow::Result<()> {
+    use rustix::process::{getppid, set_parent_process_death_signal, Signal};
+    set_parent_process_death_signal(Some(Signal::TERM))?;
+    // The parent may have died before the signal was armed.
+    if getppid().is_none_or(|parent| parent.as_raw_nonzero().get() == 1) {
+        anyhow::bail!("the agent that started this sidecar is gone");
+    }
+    Ok(())
 }

@@ -19,7 +19,8 @@
 use serde_json::{Map, Value};
 use weft_api::ids::ServiceName;
 use weft_api::intentions::{IntentionRule, IntentionSet};
-use weft_api::mesh::{ConfigEntry, IntentionAction};
+use weft_api::mesh::{ConfigEntry, IntentionAction, Protocol};
+use weft_api::proxy::LoadBalancer;
 
 use super::intentions::{validate_name, DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD};
 use super::mesh::MeshTables;
@@ -48,12 +49,6 @@ pub const CONFIG_ENTRY_KINDS: [&str; 8] = [
 /// The only name a proxy-defaults entry may have.
 pub const PROXY_DEFAULTS_NAME: &str = "global";
 
-/// The protocols a service may speak; routing and splitting need one of the
-/// HTTP-like ones.
-pub const PROTOCOLS: [&str; 4] = ["tcp", "http", "http2", "grpc"];
-const HTTP_LIKE_PROTOCOLS: [&str; 3] = ["http", "http2", "grpc"];
-const DEFAULT_PROTOCOL: &str = "tcp";
-
 /// How far the weights of a splitter's splits may add up from 100.
 const WEIGHT_TOLERANCE: f64 = 0.01;
 
@@ -68,10 +63,10 @@ pub enum ProtocolSource {
     Default,
 }
 
-/// A service's effective protocol (lower case) and where it comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Protocol {
-    pub name: String,
+/// A service's effective protocol and where it comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EffectiveProtocol {
+    pub protocol: Protocol,
     pub source: ProtocolSource,
 }
 
@@ -132,18 +127,19 @@ pub(super) fn str_field<'a>(object: &'a Map<String, Value>, name: &str, path: &s
 /// A service's effective protocol: its service-defaults' `Protocol`, else
 /// proxy-defaults' `Config.protocol`, else tcp. Anything routing or
 /// splitting traffic for the service decides from this.
-pub fn effective_protocol(mesh: &MeshTables, service: &str) -> Protocol {
-    let set = |value: Option<&Value>| value.and_then(Value::as_str).filter(|p| !p.is_empty()).map(str::to_lowercase);
+pub fn effective_protocol(mesh: &MeshTables, service: &str) -> EffectiveProtocol {
+    // Stored entries were validated, so a name that does not parse is unset.
+    let set = |value: Option<&Value>| value.and_then(Value::as_str).and_then(Protocol::parse);
     let own = mesh.config_entry(SERVICE_DEFAULTS, service).and_then(stored_body);
-    if let Some(name) = own.as_ref().and_then(|body| set(field(body, "Protocol"))) {
-        return Protocol { name, source: ProtocolSource::ServiceDefaults };
+    if let Some(protocol) = own.as_ref().and_then(|body| set(field(body, "Protocol"))) {
+        return EffectiveProtocol { protocol, source: ProtocolSource::ServiceDefaults };
     }
     let global = mesh.config_entry(PROXY_DEFAULTS, PROXY_DEFAULTS_NAME).and_then(stored_body);
     let config = global.as_ref().and_then(|body| field(body, "Config")).and_then(Value::as_object);
-    if let Some(name) = config.and_then(|config| set(field(config, "protocol"))) {
-        return Protocol { name, source: ProtocolSource::ProxyDefaults };
+    if let Some(protocol) = config.and_then(|config| set(field(config, "protocol"))) {
+        return EffectiveProtocol { protocol, source: ProtocolSource::ProxyDefaults };
     }
-    Protocol { name: DEFAULT_PROTOCOL.to_owned(), source: ProtocolSource::Default }
+    EffectiveProtocol { protocol: Protocol::Tcp, source: ProtocolSource::Default }
 }
 
 /// The subset names `service`'s service-resolver defines; `None` if it has
@@ -170,7 +166,10 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
         SERVICE_DEFAULTS => check_protocol(field(&body, "Protocol"), "Protocol"),
         PROXY_DEFAULTS => check_proxy_config(&body),
         MESH_CONFIG_KIND => check_default_intention_action(&body),
-        SERVICE_RESOLVER => check_subsets(&body),
+        SERVICE_RESOLVER => {
+            check_subsets(&body)?;
+            load_balancer_of(&body).map(drop)
+        }
         SERVICE_SPLITTER => {
             check_split_weights(&body)?;
             require_http_like_protocol(mesh, &entry.kind, &entry.name)?;
@@ -220,16 +219,12 @@ pub fn validate_kind_and_name(kind: &str, name: &str) -> Result<(), String> {
 }
 
 /// `service-defaults.Protocol`, `proxy-defaults.Config.protocol`: one of
-/// [`PROTOCOLS`] in any case, or unset.
+/// [`Protocol::ALL`] in any case, or unset.
 fn check_protocol(value: Option<&Value>, path: &str) -> Result<(), String> {
-    let accepted = PROTOCOLS.join(", ");
+    let accepted = Protocol::ALL.map(Protocol::as_str).join(", ");
     match value {
         None => Ok(()),
-        Some(Value::String(protocol))
-            if protocol.is_empty() || PROTOCOLS.contains(&protocol.to_lowercase().as_str()) =>
-        {
-            Ok(())
-        }
+        Some(Value::String(protocol)) if protocol.is_empty() || Protocol::parse(protocol).is_some() => Ok(()),
         Some(Value::String(protocol)) => Err(format!("{path} {protocol:?} is not supported; use one of: {accepted}")),
         Some(other) => Err(format!("{path} must be a string (one of: {accepted}), not {other}")),
     }
@@ -273,6 +268,29 @@ fn check_subsets(body: &Map<String, Value>) -> Result<(), String> {
     }
 }
 
+/// `service-resolver.LoadBalancer.Policy`: the ones Weft's sidecars do.
+fn load_balancer_of(body: &Map<String, Value>) -> Result<LoadBalancer, String> {
+    let Some(balancer) = object_field(body, "LoadBalancer", "LoadBalancer")? else {
+        return Ok(LoadBalancer::RoundRobin);
+    };
+    match str_field(balancer, "Policy", "LoadBalancer.Policy")? {
+        None | Some("round_robin") => Ok(LoadBalancer::RoundRobin),
+        Some("least_request") => Ok(LoadBalancer::LeastRequest),
+        Some(other) => Err(format!(
+            "LoadBalancer.Policy {other:?} is not supported by Weft's sidecars; use \"round_robin\" or \"least_request\""
+        )),
+    }
+}
+
+/// How sidecars spread traffic to `service`: its service-resolver's
+/// `LoadBalancer.Policy`, else round robin.
+pub fn resolver_load_balancer(mesh: &MeshTables, service: &str) -> LoadBalancer {
+    mesh.config_entry(SERVICE_RESOLVER, service)
+        .and_then(stored_body)
+        .and_then(|body| load_balancer_of(&body).ok())
+        .unwrap_or_default()
+}
+
 /// Rounds a weight for messages (sums of floats are rarely exact).
 fn weight_text(weight: f64) -> String {
     ((weight * 100.0).round() / 100.0).to_string()
@@ -307,7 +325,7 @@ fn check_split_weights(body: &Map<String, Value>) -> Result<(), String> {
 /// A router or splitter needs its service to speak an HTTP-like protocol.
 fn require_http_like_protocol(mesh: &MeshTables, kind: &str, name: &str) -> Result<(), String> {
     let protocol = effective_protocol(mesh, name);
-    if HTTP_LIKE_PROTOCOLS.contains(&protocol.name.as_str()) {
+    if protocol.protocol.is_http_like() {
         return Ok(());
     }
     let source = match protocol.source {
@@ -318,7 +336,7 @@ fn require_http_like_protocol(mesh: &MeshTables, kind: &str, name: &str) -> Resu
     Err(format!(
         "{kind} for {name} requires protocol http, http2 or grpc (set it in service-defaults); \
          {name}'s protocol is {:?} ({source})",
-        protocol.name
+        protocol.protocol.as_str()
     ))
 }
 
@@ -624,7 +642,7 @@ mod tests {
         let tables = tables_with(&[entry(PROXY_DEFAULTS, "global", json!({"Config": {"protocol": "HTTP2"}}))]);
         assert_eq!(
             effective_protocol(tables.mesh(), "web"),
-            Protocol { name: "http2".into(), source: ProtocolSource::ProxyDefaults }
+            EffectiveProtocol { protocol: Protocol::Http2, source: ProtocolSource::ProxyDefaults }
         );
         accepted(&tables, &router);
         accepted(&tables, &splitter);
@@ -636,7 +654,7 @@ mod tests {
         assert!(error.ends_with("web's protocol is \"tcp\" (set by its service-defaults)"), "{error}");
         let tables = tables_with(&[entry(SERVICE_DEFAULTS, "web", json!({"Protocol": "grpc"}))]);
         accepted(&tables, &router);
-        assert_eq!(effective_protocol(tables.mesh(), "other").name, "tcp");
+        assert_eq!(effective_protocol(tables.mesh(), "other").protocol, Protocol::Tcp);
     }
 
     #[test]
@@ -739,7 +757,7 @@ mod tests {
         );
         let stored = tables.mesh().config_entry(SERVICE_DEFAULTS, "web").unwrap();
         assert_eq!(stored.indexes, Indexes { create: RaftIndex(3), modify: RaftIndex(6) });
-        assert_eq!(effective_protocol(tables.mesh(), "web").name, "grpc");
+        assert_eq!(effective_protocol(tables.mesh(), "web").protocol, Protocol::Grpc);
         // An invalid entry is refused whatever the index.
         let outcome = tables.apply(RaftIndex(7), &cas(SERVICE_DEFAULTS, "web", 6, web("udp"))).0;
         assert!(matches!(outcome, CommandOutcome::Rejected(_)), "{outcome:?}");

@@ -25,9 +25,9 @@ use weft_api::ids::RaftIndex;
 
 pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
 pub use config_entries::{
-    effective_protocol, resolver_subsets, validate_config_entry, validate_kind, validate_kind_and_name, Protocol,
-    ProtocolSource, CONFIG_ENTRY_KINDS, INGRESS_GATEWAY, PROTOCOLS, PROXY_DEFAULTS, PROXY_DEFAULTS_NAME,
-    SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
+    effective_protocol, resolver_load_balancer, resolver_subsets, validate_config_entry, validate_kind,
+    validate_kind_and_name, EffectiveProtocol, ProtocolSource, CONFIG_ENTRY_KINDS, INGRESS_GATEWAY, PROXY_DEFAULTS,
+    PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
 };
 pub use intentions::{
     evaluation_order, is_wildcard, precedence, rule_of, validate_intention, validate_name, DEFAULT_ACTION_FIELD,

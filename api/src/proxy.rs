@@ -1,0 +1,93 @@
+//! What a sidecar runs on: one snapshot of everything it needs, streamed
+//! by its local agent (`GET /v1/agent/connect/proxy/<sidecar-id>`, a
+//! blocking query on `?hash=`), so a sidecar never asks a server anything
+//! and never waits on the network to route or authorize.
+//!
+//! This is Weft's own shape (JSON on the wire), between an agent and the
+//! sidecars it runs; no Consul client reads it. A new snapshot replaces the
+//! whole previous one, and the sidecar applies what changed without
+//! dropping connections that are still allowed.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeName, ServiceName};
+use crate::intentions::{IntentionError, IntentionRule, IntentionSet};
+use crate::mesh::{IntentionAction, Protocol};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxySnapshot {
+    /// The sidecar's service ID (`web-sidecar-proxy`).
+    pub proxy_id: String,
+    /// The service it fronts: its identity in the mesh.
+    pub service: ServiceName,
+    /// Where other sidecars reach it (mutual TLS).
+    pub public_listener: SocketAddr,
+    /// The application it forwards allowed traffic to.
+    pub local_app: SocketAddr,
+    /// What the application speaks: HTTP-like protocols are parsed, so L7
+    /// intentions apply per request.
+    pub protocol: Protocol,
+    pub tls: TlsSnapshot,
+    pub intentions: IntentionSnapshot,
+    pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// The sidecar's leaf and the roots it trusts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSnapshot {
+    /// PEM: the leaf first, then any intermediates (a cross-signed root
+    /// during a rotation).
+    pub cert_chain_pem: String,
+    /// PEM, made on this host; it never leaves it.
+    pub private_key_pem: String,
+    /// PEM of every trusted root (old and new during a rotation).
+    pub roots_pem: Vec<String>,
+    pub leaf_serial: String,
+    /// Seconds since the Unix epoch.
+    pub leaf_valid_before: i64,
+    pub trust_domain: String,
+}
+
+/// The rules for traffic to this sidecar's service, and the mesh default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentionSnapshot {
+    pub rules: Vec<IntentionRule>,
+    pub default_action: IntentionAction,
+}
+
+impl IntentionSnapshot {
+    pub fn compile(&self) -> Result<IntentionSet, IntentionError> {
+        IntentionSet::new(self.rules.clone(), self.default_action)
+    }
+}
+
+/// One upstream: a local listener for the application, and the healthy
+/// sidecars of the destination to send its traffic to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamSnapshot {
+    pub destination: ServiceName,
+    pub local_bind: SocketAddr,
+    pub protocol: Protocol,
+    pub endpoints: Vec<Endpoint>,
+    pub connect_timeout_ms: u64,
+    pub load_balancer: LoadBalancer,
+}
+
+/// How a sidecar spreads an upstream's traffic over its endpoints (the
+/// destination's `service-resolver` `LoadBalancer.Policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    /// The less busy of two endpoints picked at random (power of two choices).
+    LeastRequest,
+}
+
+/// A healthy sidecar of an upstream's destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub node: NodeName,
+}
