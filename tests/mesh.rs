@@ -1,14 +1,16 @@
-//! The mesh end to end: two client agents each run a sidecar (started and
-//! supervised by the agent, a real `weft connect proxy` process); `web`
+//! The mesh end to end: client agents each run sidecars (started and
+//! supervised by the agent, real `weft connect proxy` processes); `web`
 //! calls `api` through `127.0.0.1:<upstream port>`, over mutual TLS between
-//! the sidecars, only while an intention allows it.
+//! the sidecars, only while the intentions allow it: per connection for a
+//! TCP service, per request (L7 permissions) for an HTTP one.
 
 mod support;
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
-use support::{eventually, free_port, weft, Cluster};
+use serde_json::{json, Value};
+use support::{eventually, free_port, weft, weft_bin, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,6 +29,39 @@ async fn echo_app() -> u16 {
     port
 }
 
+/// An HTTP/1.1 application answering `app saw <method> <path>` (keep-alive,
+/// requests without bodies).
+async fn http_app() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 4);
+                    let mut words = head.split_whitespace();
+                    let body = format!("app saw {} {}", words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 /// Sends a line to `port` on loopback; the echo, or `None` if it never came.
 async fn round_trip(port: u16) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
@@ -36,65 +71,137 @@ async fn round_trip(port: u16) -> Option<String> {
     (read > 0).then(|| String::from_utf8_lossy(&buffer[..read]).into_owned())
 }
 
+/// One HTTP/1.1 request to `port` on loopback: (status, body).
+async fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: api\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// `weft proxy config-dump` of `service`'s sidecar on the agent at `http`.
+fn config_dump(http: &str, service: &str) -> Option<Value> {
+    let (code, out, _) = weft(&["proxy", "config-dump", "--sidecar-for", service, "--http-addr", http]);
+    (code == 0).then(|| serde_json::from_str(&out).ok()).flatten()
+}
+
+/// The sum of the samples of `metric` in the Prometheus text of `service`'s
+/// sidecar whose labels contain `labels`.
+async fn metric(http: &str, service: &str, metric: &str, labels: &str) -> Option<f64> {
+    let admin = config_dump(http, service)?["admin"].as_str()?.to_owned();
+    let response = weft_api::client::HttpClient::new(&admin, None).get("/metrics").await.ok()?;
+    Some(
+        response
+            .text()
+            .lines()
+            .filter(|line| line.starts_with(metric) && line.contains(labels))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+async fn register(cluster: &Cluster, agent: usize, body: Value) {
+    let response = cluster.client(agent).put("/v1/agent/service/register", body.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// Waits until `service`'s sidecar has `destination`'s healthy sidecars as
+/// endpoints of its upstream.
+async fn wait_for_endpoints(http: &str, service: &str, destination: &str) {
+    eventually(&format!("{service}'s sidecar to know {destination}'s endpoints"), Duration::from_secs(30), || async {
+        let config = config_dump(http, service)?;
+        let upstream = config["upstreams"].as_array()?.iter().find(|u| u["destination"] == destination)?.clone();
+        (!upstream["endpoints"].as_array()?.is_empty()).then_some(())
+    })
+    .await
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it() {
-    let mut cluster = Cluster::servers(1).await;
+    let mut cluster = Cluster::servers(3).await;
     let vm1 = cluster.add_client("vm1", &[]);
     let vm2 = cluster.add_client("vm2", &[]);
     cluster.wait_ready(vm1).await;
     cluster.wait_ready(vm2).await;
+    let (vm1_http, vm2_http) = (cluster.specs[vm1].http_addr.clone(), cluster.specs[vm2].http_addr.clone());
     let api_port = echo_app().await;
     let (api_sidecar, web_sidecar, upstream) = (free_port(), free_port(), free_port());
 
-    let api = json!({"Name": "api", "Port": api_port, "Connect": {"SidecarService": {"Port": api_sidecar}}});
-    let response = cluster.client(vm2).put("/v1/agent/service/register", api.to_string()).await.unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
-    let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": web_sidecar,
-        "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}});
-    let response = cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
+    register(
+        &cluster,
+        vm2,
+        json!({"Name": "api", "Port": api_port, "Connect": {"SidecarService": {"Port": api_sidecar}}}),
+    )
+    .await;
+    register(
+        &cluster,
+        vm1,
+        json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": web_sidecar,
+            "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}}),
+    )
+    .await;
 
     // The agent registered the sidecar and started its proxy; its listening check passes.
     let sidecar = cluster.client(vm1).get("/v1/agent/service/web-sidecar-proxy").await.unwrap();
-    let sidecar: serde_json::Value = serde_json::from_slice(&sidecar.body).unwrap();
+    let sidecar: Value = serde_json::from_slice(&sidecar.body).unwrap();
     assert_eq!(sidecar["Kind"], "connect-proxy");
     assert_eq!(sidecar["Proxy"]["Upstreams"][0]["DestinationName"], "api");
-    let http = cluster.specs[vm1].http_addr.clone();
-    eventually("api's sidecar healthy, seen from vm1", Duration::from_secs(30), || async {
-        let response = cluster.client(vm1).get("/v1/health/connect/api?passing").await.ok()?;
-        let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
-        (body.as_array()?.len() == 1).then_some(())
-    })
-    .await;
+    wait_for_endpoints(&vm1_http, "web", "api").await;
+
+    // config-dump shows what the sidecar runs on, and never its private key.
+    let dump = config_dump(&vm1_http, "web").unwrap();
+    assert_eq!(dump["service"], "web");
+    assert_eq!(dump["upstreams"][0]["endpoints"][0]["address"], format!("127.0.0.1:{api_sidecar}"));
+    assert!(dump["tls"]["leaf_serial"].as_str().is_some_and(|s| !s.is_empty()), "{dump}");
+    assert!(!dump.to_string().contains("PRIVATE KEY"), "{dump}");
 
     // DNS knows the sidecars as `<service>.connect`.
-    if std::process::Command::new("dig").arg("-v").output().is_ok() {
+    if Command::new("dig").arg("-v").output().is_ok() {
         let (ip, port) = cluster.specs[vm1].dns_addr.rsplit_once(':').unwrap();
-        let srv = std::process::Command::new("dig")
-            .args([&format!("@{ip}"), "-p", port, "+short", "api.connect.weft", "SRV"])
-            .output()
-            .unwrap();
-        let srv = String::from_utf8_lossy(&srv.stdout);
+        let srv =
+            Command::new("dig").args([&format!("@{ip}"), "-p", port, "+short", "api.connect.weft", "SRV"]).output();
+        let srv = String::from_utf8_lossy(&srv.unwrap().stdout).into_owned();
         assert!(srv.contains(&format!(" {api_sidecar} vm2.node.dc1.weft.")), "{srv}");
     }
 
-    // A new cluster denies what no intention allows.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(round_trip(upstream).await, None, "denied by default");
+    // A new cluster denies what no intention allows: api's sidecar counts the denial.
+    eventually("api's sidecar to deny web by default", Duration::from_secs(20), || async {
+        assert_eq!(round_trip(upstream).await, None, "denied by default");
+        metric(&vm2_http, "api", "weft_proxy_intention_denials_total", "layer=\"L4\"").await.filter(|n| *n > 0.0)
+    })
+    .await;
 
-    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &vm1_http]);
     assert_eq!(code, 0, "{err}");
+    let allowed_at = std::time::Instant::now();
     eventually("web to reach api once allowed", Duration::from_secs(20), || async {
         round_trip(upstream).await.filter(|echo| echo == "ping\n")
     })
     .await;
+    println!("intention write to first allowed connection: {:?}", allowed_at.elapsed());
+    let served = metric(&vm2_http, "api", "weft_proxy_connections_total", "outcome=\"Served\"").await.unwrap();
+    assert!(served >= 1.0, "api's sidecar counts served connections: {served}");
 
     // Plaintext straight to api's sidecar never reaches api.
     assert_ne!(round_trip(api_sidecar).await.as_deref(), Some("ping\n"));
 
     // kill -9 of web's proxy: the agent restarts it and traffic recovers.
-    let pattern = format!("sidecar-for web --http-addr {http}");
-    match std::process::Command::new("pkill").args(["-9", "-f", &pattern]).status() {
+    let pattern = format!("sidecar-for web --http-addr {vm1_http}");
+    match Command::new("pkill").args(["-9", "-f", &pattern]).status() {
         Ok(killed) => {
             assert!(killed.success(), "no proxy process matched {pattern:?}");
             eventually("traffic through a restarted proxy", Duration::from_secs(20), || async {
@@ -108,18 +215,38 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
         }
     }
 
+    // A stand-alone proxy (no sidecar registration) for a service registered
+    // on vm1 reaches api too, once an intention allows it.
+    register(&cluster, vm1, json!({"Name": "batch", "Port": 9999})).await;
+    let (batch_listen, batch_upstream) = (free_port(), free_port());
+    let _standalone = Guard(
+        Command::new(weft_bin())
+            .args(["connect", "proxy", "--service", "batch", "--service-addr", "127.0.0.1:9999"])
+            .args(["--listen", &format!("127.0.0.1:{batch_listen}")])
+            .args(["--upstream", &format!("api:{batch_upstream}"), "--http-addr", &vm1_http])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (code, _, err) = weft(&["intention", "create", "--allow", "batch", "api", "--http-addr", &vm1_http]);
+    assert_eq!(code, 0, "{err}");
+    eventually("the stand-alone proxy to reach api", Duration::from_secs(30), || async {
+        round_trip(batch_upstream).await.filter(|echo| echo == "ping\n")
+    })
+    .await;
+
     // A deny closes an open connection too, and refuses new ones.
     let mut open = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
     open.write_all(b"ping\n").await.unwrap();
     let mut buffer = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buffer)).await.unwrap().unwrap();
     assert_eq!(&buffer[..read], b"ping\n");
-    let (code, _, err) = weft(&["intention", "create", "--deny", "--replace", "web", "api", "--http-addr", &http]);
+    let (code, _, err) = weft(&["intention", "create", "--deny", "--replace", "web", "api", "--http-addr", &vm1_http]);
     assert_eq!(code, 0, "{err}");
     let denied_at = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(10), open.read(&mut buffer)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(30), open.read(&mut buffer)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the open connection was closed: {closed:?}");
-    eprintln!("deny to open connection closed: {:?}", denied_at.elapsed());
+    println!("deny intention written to open connection closed: {:?}", denied_at.elapsed());
     eventually("new connections refused once denied", Duration::from_secs(20), || async {
         round_trip(upstream).await.is_none().then_some(())
     })
@@ -132,4 +259,89 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
         TcpStream::connect(("127.0.0.1", upstream)).await.is_err().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_permissions_allow_get_and_deny_delete_admin_per_request() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let (vm1_http, vm2_http) = (cluster.specs[vm1].http_addr.clone(), cluster.specs[vm2].http_addr.clone());
+    let dir = tempfile::tempdir().unwrap();
+
+    // api speaks HTTP; its intentions are L7 permissions, in order.
+    let defaults = dir.path().join("api-defaults.hcl");
+    std::fs::write(&defaults, "Kind = \"service-defaults\"\nName = \"api\"\nProtocol = \"http\"\n").unwrap();
+    let intentions = dir.path().join("api-intentions.hcl");
+    std::fs::write(
+        &intentions,
+        r#"
+Kind = "service-intentions"
+Name = "api"
+Sources = [
+  {
+    Name = "web"
+    Permissions = [
+      { Action = "deny", HTTP = { PathPrefix = "/admin", Methods = ["DELETE"] } },
+      { Action = "allow", HTTP = { PathPrefix = "/" } },
+    ]
+  },
+]
+"#,
+    )
+    .unwrap();
+    for file in [&defaults, &intentions] {
+        let (code, out, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &vm1_http]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // A permission on a tcp service is refused, saying why.
+    let tcp_intentions = dir.path().join("db-intentions.json");
+    std::fs::write(
+        &tcp_intentions,
+        json!({"Kind": "service-intentions", "Name": "db", "Sources": [{"Name": "web",
+               "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let (code, _, err) = weft(&["config", "write", tcp_intentions.to_str().unwrap(), "--http-addr", &vm1_http]);
+    assert_ne!(code, 0);
+    assert!(err.contains("requires protocol http"), "{err}");
+
+    let app = http_app().await;
+    let (api_sidecar, web_sidecar, upstream) = (free_port(), free_port(), free_port());
+    register(&cluster, vm2, json!({"Name": "api", "Port": app, "Connect": {"SidecarService": {"Port": api_sidecar}}}))
+        .await;
+    register(
+        &cluster,
+        vm1,
+        json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": web_sidecar,
+            "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}}),
+    )
+    .await;
+    wait_for_endpoints(&vm1_http, "web", "api").await;
+
+    let answer = eventually("GET / through both sidecars", Duration::from_secs(30), || async {
+        http_request(upstream, "GET", "/").await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(answer.1, "app saw GET /");
+    let (status, body) = http_request(upstream, "DELETE", "/admin/users").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("service-intentions api, source web, permission 1"), "names the intention: {body}");
+    assert_eq!(http_request(upstream, "GET", "/admin/users").await.unwrap(), (200, "app saw GET /admin/users".into()));
+    let denials = metric(&vm2_http, "api", "weft_proxy_intention_denials_total", "layer=\"L7\"").await.unwrap();
+    assert!(denials >= 1.0, "{denials}");
+
+    // weft intention check judges at L4, where an L7 intention counts as a deny (as in Consul).
+    let (code, _, _) = weft(&["intention", "check", "web", "api", "--http-addr", &vm1_http]);
+    assert_eq!(code, 2);
+
+    // Many requests share pooled HTTP/2 connections between the sidecars.
+    let many: Vec<_> =
+        (0..50).map(|i| tokio::spawn(http_request(upstream, "GET", if i % 2 == 0 { "/a" } else { "/b" }))).collect();
+    for request in many {
+        assert_eq!(request.await.unwrap().map(|(status, _)| status), Some(200));
+    }
 }

@@ -132,7 +132,9 @@ impl Agent {
         let dns = CatalogDns::new(store.clone(), &config.domain, &config.dns, config.datacenter.clone())
             .map_err(AgentError::Dns)?;
         let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
+        let admin_ports = crate::connect::supervisor::AdminPorts::default();
         let state = AppState {
+            admin_ports: admin_ports.clone(),
             backend: backend.clone(),
             config: config.clone(),
             local: local.clone(),
@@ -157,6 +159,7 @@ impl Agent {
                 local.clone(),
                 program,
                 http_addr,
+                admin_ports,
                 stopped(stop_tasks_rx.clone()),
             ))
         });

@@ -32,6 +32,9 @@ pub struct ProxySnapshot {
     pub tls: TlsSnapshot,
     pub intentions: IntentionSnapshot,
     pub upstreams: Vec<UpstreamSnapshot>,
+    /// Where the sidecar serves /metrics and /config, if its agent knows
+    /// (`weft proxy config-dump` looks here).
+    pub admin: Option<SocketAddr>,
 }
 
 /// The sidecar's leaf and the roots it trusts.

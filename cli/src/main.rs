@@ -45,9 +45,12 @@ enum Command {
     Leave(commands::members::AgentControlArgs),
     /// Make the local agent re-read its config files' services and checks.
     Reload(commands::members::AgentControlArgs),
-    /// The service mesh: the mesh CA.
+    /// The service mesh: the mesh CA and the sidecar proxy.
     #[command(subcommand)]
     Connect(commands::connect::ConnectCommand),
+    /// Look inside a running sidecar proxy.
+    #[command(subcommand)]
+    Proxy(commands::proxy::ProxyCommand),
     /// Register or deregister services with the local agent.
     #[command(subcommand)]
     Services(commands::services::ServicesCommand),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             Command::Reload(args) => args.reload().await,
             Command::Services(command) => command.run().await,
             Command::Connect(command) => command.run().await,
+            Command::Proxy(command) => command.run().await,
             Command::Intention(command) => command.run().await,
             Command::Config(command) => command.run().await,
         }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use weft_api::catalog::sidecar_id;
 use weft_api::client::{path_segment, HttpClient};
+use weft_api::ids::ServiceId;
 use weft_api::proxy::ProxySnapshot;
 
 use crate::admin::{self, Admin};
@@ -34,13 +36,35 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub enum SnapshotSource {
     /// The sidecar the agent registered for service `parent_id`.
     SidecarFor { parent_id: String },
+    /// A stand-alone sidecar for `service` (registered on the agent, with
+    /// no sidecar registration), like Consul's built-in proxy.
+    Standalone {
+        service: String,
+        /// Where the application listens.
+        service_addr: SocketAddr,
+        /// The public mTLS listener.
+        listen: SocketAddr,
+        /// `NAME:PORT` or `NAME:ADDRESS:PORT`.
+        upstreams: Vec<String>,
+    },
 }
 
 impl SnapshotSource {
     fn path(&self) -> String {
         match self {
             SnapshotSource::SidecarFor { parent_id } => {
-                format!("/v1/agent/connect/proxy/{}", path_segment(&format!("{parent_id}-sidecar-proxy")))
+                let sidecar = sidecar_id(&ServiceId::new(parent_id.as_str()));
+                format!("/v1/agent/connect/proxy/{}", path_segment(sidecar.as_str()))
+            }
+            SnapshotSource::Standalone { service, service_addr, listen, upstreams } => {
+                let mut path = format!(
+                    "/v1/agent/connect/proxy?service={}&service-addr={service_addr}&listen={listen}",
+                    path_segment(service)
+                );
+                for upstream in upstreams {
+                    path.push_str(&format!("&upstream={}", path_segment(upstream)));
+                }
+                path
             }
         }
     }
@@ -151,9 +175,10 @@ async fn reconcile_upstreams(
 async fn follow(agent: HttpClient, path: String, runtime: watch::Sender<Option<Arc<Runtime>>>, metrics: Metrics) {
     let mut hash: Option<String> = None;
     loop {
+        let separator = if path.contains('?') { '&' } else { '?' };
         let query = match &hash {
-            Some(hash) => format!("{path}?wait={SNAPSHOT_WAIT}&hash={hash}"),
-            None => format!("{path}?wait={SNAPSHOT_WAIT}"),
+            Some(hash) => format!("{path}{separator}wait={SNAPSHOT_WAIT}&hash={hash}"),
+            None => format!("{path}{separator}wait={SNAPSHOT_WAIT}"),
         };
         let response = match agent.get(&query).await {
             Ok(response) if response.status == 200 => response,

@@ -90,6 +90,7 @@ fn snapshot(
         },
         intentions: IntentionSnapshot { rules, default_action: IntentionAction::Deny },
         upstreams,
+        admin: None,
     }
 }
 

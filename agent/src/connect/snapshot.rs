@@ -8,12 +8,13 @@
 
 use std::net::SocketAddr;
 
-use weft_api::catalog::{sidecar_name, Service};
+use weft_api::catalog::sidecar_name;
 use weft_api::ids::{ServiceId, ServiceName};
 use weft_api::proxy::{Endpoint, IntentionSnapshot, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
 use weft_server::ca::CaError;
 use weft_server::store::{effective_protocol, resolver_load_balancer, StateStore, Table, Tables};
 
+use super::supervisor::AdminPorts;
 use super::LeafCache;
 use crate::local::definition::ProxyConfig;
 use crate::local::LocalState;
@@ -42,23 +43,42 @@ pub struct Built {
     pub renew_at: i64,
 }
 
-/// The snapshot for sidecar `proxy_id` of this agent.
+/// What a sidecar is: its ID, where it listens, and its proxy configuration.
+#[derive(Clone, Debug)]
+pub struct SidecarSpec {
+    pub proxy_id: ServiceId,
+    pub public_listener: SocketAddr,
+    pub proxy: ProxyConfig,
+}
+
+impl SidecarSpec {
+    /// Sidecar `proxy_id` as registered on this agent.
+    pub fn registered(local: &LocalState, proxy_id: &ServiceId) -> Result<SidecarSpec, SnapshotError> {
+        let (sidecar, proxy) = match (local.service(proxy_id), local.proxy(proxy_id)) {
+            (Some(sidecar), Some(proxy)) => (sidecar, proxy),
+            _ => return Err(SnapshotError::NotASidecar(proxy_id.clone())),
+        };
+        let address = if sidecar.address.is_empty() { "127.0.0.1" } else { sidecar.address.as_str() };
+        let public_listener = socket_addr(address, sidecar.port)
+            .map_err(|detail| SnapshotError::BadRegistration { id: proxy_id.clone(), detail })?;
+        Ok(SidecarSpec { proxy_id: proxy_id.clone(), public_listener, proxy })
+    }
+}
+
+/// The snapshot for `spec`.
 pub async fn build(
     store: &StateStore,
-    local: &LocalState,
     leaves: &LeafCache,
-    proxy_id: &ServiceId,
+    admin_ports: &AdminPorts,
+    spec: &SidecarSpec,
 ) -> Result<Built, SnapshotError> {
-    let (sidecar, proxy) = match (local.service(proxy_id), local.proxy(proxy_id)) {
-        (Some(sidecar), Some(proxy)) => (sidecar, proxy),
-        _ => return Err(SnapshotError::NotASidecar(proxy_id.clone())),
-    };
-    let partial = from_tables(&store.read(), &sidecar, &proxy)?;
+    let partial = from_tables(&store.read(), spec)?;
+    let proxy = &spec.proxy;
     let leaf = leaves.leaf(&proxy.destination_service_name, &partial.active_root).await?;
     let snapshot = ProxySnapshot {
-        proxy_id: proxy_id.to_string(),
+        proxy_id: spec.proxy_id.to_string(),
         service: proxy.destination_service_name.clone(),
-        public_listener: partial.public_listener,
+        public_listener: spec.public_listener,
         local_app: partial.local_app,
         protocol: partial.protocol,
         tls: TlsSnapshot {
@@ -71,13 +91,13 @@ pub async fn build(
         },
         intentions: partial.intentions,
         upstreams: partial.upstreams,
+        admin: admin_ports.get(&spec.proxy_id),
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
 }
 
 /// What the tables say, before the leaf.
 struct FromTables {
-    public_listener: SocketAddr,
     local_app: SocketAddr,
     protocol: weft_api::mesh::Protocol,
     active_root: String,
@@ -87,12 +107,11 @@ struct FromTables {
     upstreams: Vec<UpstreamSnapshot>,
 }
 
-fn from_tables(tables: &Tables, sidecar: &Service, proxy: &ProxyConfig) -> Result<FromTables, SnapshotError> {
-    let bad = |detail: String| SnapshotError::BadRegistration { id: sidecar.id.clone(), detail };
+fn from_tables(tables: &Tables, spec: &SidecarSpec) -> Result<FromTables, SnapshotError> {
+    let bad = |detail: String| SnapshotError::BadRegistration { id: spec.proxy_id.clone(), detail };
+    let proxy = &spec.proxy;
     let ca = tables.mesh().ca().ok_or(CaError::NotInitialized)?;
     let active_root = ca.active_root().ok_or(CaError::NotInitialized)?.id.clone();
-    let address = if sidecar.address.is_empty() { "127.0.0.1" } else { sidecar.address.as_str() };
-    let public_listener = socket_addr(address, sidecar.port).map_err(&bad)?;
     let local_app = socket_addr(&proxy.local_service_address, proxy.local_service_port).map_err(&bad)?;
     let mesh = tables.mesh();
     let service = &proxy.destination_service_name;
@@ -115,7 +134,6 @@ fn from_tables(tables: &Tables, sidecar: &Service, proxy: &ProxyConfig) -> Resul
         })
         .collect::<Result<_, SnapshotError>>()?;
     Ok(FromTables {
-        public_listener,
         local_app,
         protocol: effective_protocol(mesh, service.as_str()).protocol,
         active_root,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -20,11 +20,36 @@ use crate::local::LocalState;
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Where each running sidecar serves its admin port: a free loopback port
+/// picked at each start, so `weft proxy config-dump` can find it.
+#[derive(Clone, Default)]
+pub struct AdminPorts(Arc<Mutex<HashMap<ServiceId, SocketAddr>>>);
+
+impl AdminPorts {
+    pub fn get(&self, sidecar: &ServiceId) -> Option<SocketAddr> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(sidecar).copied()
+    }
+
+    fn set(&self, sidecar: &ServiceId, admin: Option<SocketAddr>) {
+        let mut ports = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match admin {
+            Some(admin) => ports.insert(sidecar.clone(), admin),
+            None => ports.remove(sidecar),
+        };
+    }
+}
+
+/// A loopback port free right now.
+fn free_loopback_port() -> Option<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).ok()
+}
+
 /// Keeps one proxy process per sidecar until `stop` resolves.
 pub async fn supervise(
     local: Arc<LocalState>,
     program: PathBuf,
     agent_http: SocketAddr,
+    admin_ports: AdminPorts,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -37,13 +62,14 @@ pub async fn supervise(
             if !keep {
                 tracing::info!(%sidecar, "stopping the sidecar proxy");
                 task.abort();
+                admin_ports.set(sidecar, None);
             }
             keep
         });
         for (sidecar, parent) in wanted {
             running.entry(sidecar.clone()).or_insert_with(|| {
                 tracing::info!(%sidecar, "starting the sidecar proxy");
-                tokio::spawn(keep_running(program.clone(), parent, agent_http))
+                tokio::spawn(keep_running(program.clone(), parent, sidecar.clone(), agent_http, admin_ports.clone()))
             });
         }
         tokio::select! {
@@ -58,16 +84,26 @@ pub async fn supervise(
 }
 
 /// Runs the proxy for `parent`, again and again, with backoff.
-async fn keep_running(program: PathBuf, parent: ServiceId, agent_http: SocketAddr) {
+async fn keep_running(
+    program: PathBuf,
+    parent: ServiceId,
+    sidecar: ServiceId,
+    agent_http: SocketAddr,
+    admin_ports: AdminPorts,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = tokio::time::Instant::now();
-        let child = Command::new(&program)
+        let admin = free_loopback_port();
+        admin_ports.set(&sidecar, admin);
+        let mut command = Command::new(&program);
+        command
             .args(["connect", "proxy", "--sidecar-for", parent.as_str(), "--http-addr", &agent_http.to_string()])
-            .arg("--exit-with-parent")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .arg("--exit-with-parent");
+        if let Some(admin) = admin {
+            command.args(["--admin-bind", &admin.to_string()]);
+        }
+        let child = command.stdin(std::process::Stdio::null()).kill_on_drop(true).spawn();
         match child {
             Ok(mut child) => match child.wait().await {
                 Ok(status) => tracing::warn!(service = %parent, %status, "sidecar proxy exited; restarting"),

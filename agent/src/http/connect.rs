@@ -18,8 +18,9 @@ use super::error::ApiError;
 use super::query::{meta_headers, QueryParams};
 use super::read::blocking_json;
 use super::AppState;
-use crate::connect::snapshot::{self, SnapshotError, SNAPSHOT_TABLES};
+use crate::connect::snapshot::{self, SidecarSpec, SnapshotError, SNAPSHOT_TABLES};
 use crate::connect::unix_now;
+use crate::local::definition::{ProxyConfig, Upstream};
 
 /// How long a leaf request waits for this agent's registration to reach the
 /// catalog (anti-entropy runs at once, but asynchronously).
@@ -127,17 +128,87 @@ pub async fn leaf(State(state): State<AppState>, Path(service): Path<String>) ->
 /// Longest `?wait` of a proxy snapshot query.
 const MAX_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// `GET /v1/agent/connect/proxy/<sidecar-id>`: the snapshot the sidecar
-/// runs on (Weft's shape, [`weft_api::proxy::ProxySnapshot`]). With
-/// `?hash=<X-Consul-ContentHash of the last answer>` it blocks until the
-/// snapshot differs (or `?wait`, 5 minutes by default), waking on the
-/// tables it reads, this agent's registrations, and the leaf's renewal.
+/// `GET /v1/agent/connect/proxy/<sidecar-id>`: the snapshot a sidecar
+/// registered on this agent runs on (Weft's shape,
+/// [`weft_api::proxy::ProxySnapshot`]). With `?hash=<X-Consul-ContentHash
+/// of the last answer>` it blocks until the snapshot differs (or `?wait`,
+/// 5 minutes by default), waking on the tables it reads, this agent's
+/// registrations, and the leaf's renewal.
 pub async fn proxy_snapshot(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = QueryParams::parse(raw.as_deref());
+    let id = ServiceId::new(id);
+    let local = state.local.clone();
+    snapshot_answer(&state, raw.as_deref(), move || SidecarSpec::registered(&local, &id).map_err(snapshot_error)).await
+}
+
+/// `GET /v1/agent/connect/proxy?service=web&listen=ADDR&service-addr=ADDR&upstream=api:9191`:
+/// the same for a stand-alone sidecar (`weft connect proxy --service`),
+/// which has no registration of its own. `service` must be registered on
+/// this agent: the CA signs leaves only for those.
+pub async fn standalone_proxy_snapshot(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let spec = standalone_spec(&QueryParams::parse(raw.as_deref()))?;
+    snapshot_answer(&state, raw.as_deref(), move || Ok(spec.clone())).await
+}
+
+fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
+    let required = |name: &str| {
+        query.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("?{name} is required")))
+    };
+    let address = |name: &str| -> Result<std::net::SocketAddr, ApiError> {
+        let value = required(name)?;
+        value.parse().map_err(|_| ApiError::BadRequest(format!("?{name}={value}: give an IP address and a port")))
+    };
+    let service = ServiceName::new(required("service")?);
+    let listen = address("listen")?;
+    let app = address("service-addr")?;
+    let upstreams = query
+        .all("upstream")
+        .map(|upstream| {
+            let bad = || ApiError::BadRequest(format!("?upstream={upstream}: give NAME:PORT or NAME:ADDRESS:PORT"));
+            let (name, bind) = upstream.split_once(':').ok_or_else(bad)?;
+            let (address, port) = bind.rsplit_once(':').map(|(a, p)| (Some(a.to_owned()), p)).unwrap_or((None, bind));
+            Ok(Upstream {
+                destination_name: name.to_owned(),
+                local_bind_port: port.parse().map_err(|_| bad())?,
+                local_bind_address: address,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(SidecarSpec {
+        proxy_id: ServiceId::new(format!("{service}-standalone-proxy")),
+        public_listener: listen,
+        proxy: ProxyConfig {
+            destination_service_id: ServiceId::new(service.as_str()),
+            destination_service_name: service,
+            local_service_address: app.ip().to_string(),
+            local_service_port: app.port(),
+            upstreams,
+        },
+    })
+}
+
+fn snapshot_error(error: SnapshotError) -> ApiError {
+    match error {
+        SnapshotError::NotASidecar(_) => ApiError::NotFound(error.to_string()),
+        SnapshotError::Ca(ca) => ApiError::from(ca),
+        SnapshotError::BadRegistration { .. } => ApiError::Cluster(weft_server::ServerError::Fatal(error.to_string())),
+    }
+}
+
+/// The one shape of a snapshot answer: wait for the local state, build,
+/// and block on `?hash` (see [`proxy_snapshot`]).
+async fn snapshot_answer(
+    state: &AppState,
+    raw: Option<&str>,
+    spec_of: impl Fn() -> Result<SidecarSpec, ApiError>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw);
     let wait = query
         .get("wait")
         .map(weft_api::duration::parse)
@@ -147,7 +218,6 @@ pub async fn proxy_snapshot(
         .min(MAX_SNAPSHOT_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     let wanted = query.get("hash").filter(|h| !h.is_empty()).map(str::to_owned);
-    let id = ServiceId::new(id);
     let store = state.backend.store().clone();
     // A client agent that has just started holds no state yet: a snapshot
     // from an empty copy would deny every caller and trust no root.
@@ -158,13 +228,8 @@ pub async fn proxy_snapshot(
     loop {
         changes.borrow_and_update();
         let seen = store.read().max_index(SNAPSHOT_TABLES);
-        let built = snapshot::build(&store, &state.local, &state.leaves, &id).await.map_err(|error| match error {
-            SnapshotError::NotASidecar(_) => ApiError::NotFound(error.to_string()),
-            SnapshotError::Ca(ca) => ApiError::from(ca),
-            SnapshotError::BadRegistration { .. } => {
-                ApiError::Cluster(weft_server::ServerError::Fatal(error.to_string()))
-            }
-        })?;
+        let spec = spec_of()?;
+        let built = snapshot::build(&store, &state.leaves, &state.admin_ports, &spec).await.map_err(snapshot_error)?;
         let body = serde_json::to_value(&built.snapshot)
             .map_err(|e| ApiError::Cluster(weft_server::ServerError::Fatal(e.to_string())))?;
         let hash = content_hash(&body);

@@ -33,6 +33,7 @@ use weft_api::catalog::Node;
 
 use crate::backend::Backend;
 use crate::config::AgentConfig;
+use crate::connect::supervisor::AdminPorts;
 use crate::connect::LeafCache;
 use crate::local::LocalState;
 pub use error::ApiError;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub leave: Arc<Notify>,
     /// Leaf certificates for this agent's services.
     pub leaves: Arc<LeafCache>,
+    /// Where the sidecars this agent runs serve their admin ports.
+    pub admin_ports: AdminPorts,
 }
 
 /// Largest request body read at all (snapshot restores are the big ones);
@@ -93,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/connect/ca/configuration", get(connect::configuration))
         .route("/v1/agent/connect/ca/roots", get(connect::roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
+        .route("/v1/agent/connect/proxy", get(connect::standalone_proxy_snapshot))
         .route("/v1/agent/connect/proxy/{id}", get(connect::proxy_snapshot))
         .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/leave", put(agent::leave))

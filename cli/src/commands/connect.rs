@@ -19,9 +19,24 @@ pub enum ConnectCommand {
 
 #[derive(Args)]
 pub struct ProxyArgs {
-    /// The ID of the service this sidecar fronts.
-    #[arg(long)]
-    sidecar_for: String,
+    /// The ID of the service this sidecar fronts (its sidecar registration
+    /// on the agent says the rest).
+    #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+    sidecar_for: Option<String>,
+    /// Stand-alone: the service to proxy for (registered on the agent,
+    /// without a sidecar registration), like Consul's built-in proxy.
+    #[arg(long, requires_all = ["service_addr", "listen"])]
+    service: Option<String>,
+    /// Stand-alone: where the application listens.
+    #[arg(long, value_name = "ADDR")]
+    service_addr: Option<std::net::SocketAddr>,
+    /// Stand-alone: the public mutual-TLS listener.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Stand-alone: an upstream, `NAME:PORT` (on 127.0.0.1) or
+    /// `NAME:ADDRESS:PORT`; repeatable.
+    #[arg(long, value_name = "NAME:PORT")]
+    upstream: Vec<String>,
     /// Where to serve /metrics, /config and /ready (loopback only by default).
     #[arg(long, value_name = "ADDR")]
     admin_bind: Option<std::net::SocketAddr>,
@@ -90,7 +105,14 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if args.exit_with_parent {
         exit_with_parent()?;
     }
-    let source = weft_proxy::sidecar::SnapshotSource::SidecarFor { parent_id: args.sidecar_for };
+    use weft_proxy::sidecar::SnapshotSource;
+    let source = match (args.sidecar_for, args.service, args.service_addr, args.listen) {
+        (Some(parent_id), _, _, _) => SnapshotSource::SidecarFor { parent_id },
+        (None, Some(service), Some(service_addr), Some(listen)) => {
+            SnapshotSource::Standalone { service, service_addr, listen, upstreams: args.upstream }
+        }
+        _ => anyhow::bail!("give --sidecar-for, or --service with --service-addr and --listen"),
+    };
     weft_proxy::sidecar::run(args.api.client(), source, args.admin_bind, super::agent::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod intention;
 pub mod kv;
 pub mod members;
 pub mod operator;
+pub mod proxy;
 pub mod services;
 pub mod snapshot;
 
