@@ -196,6 +196,48 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
     let served = metric(&vm2_http, "api", "weft_proxy_connections_total", "outcome=\"Served\"").await.unwrap();
     assert!(served >= 1.0, "api's sidecar counts served connections: {served}");
 
+    // A root rotation in the middle of a request loop (a new mTLS handshake
+    // each time) fails no request.
+    let leaf_of = |http: &str, service: &str| config_dump(http, service).map(|d| d["tls"]["leaf_serial"].clone());
+    let (web_leaf, api_leaf) = (leaf_of(&vm1_http, "web").unwrap(), leaf_of(&vm2_http, "api").unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let requests = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, 0u32);
+            // Bounded in count; the test stops it once both sidecars rolled.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                sent += 1;
+                if round_trip(upstream).await.as_deref() != Some("ping\n") {
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        })
+    };
+    let (code, out, err) = weft(&["connect", "ca", "rotate", "--http-addr", &vm2_http]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually("both sidecars to use leaves from the new root", Duration::from_secs(60), || async {
+        let rolled = |http: &str, service: &str, old: &Value| {
+            config_dump(http, service)
+                .is_some_and(|d| d["tls"]["leaf_serial"] != *old && d["tls"]["roots_pem"] == "2 root(s)")
+        };
+        (rolled(&vm1_http, "web", &web_leaf) && rolled(&vm2_http, "api", &api_leaf)).then_some(())
+    })
+    .await;
+    // A few more handshakes with both new leaves, then stop.
+    for _ in 0..20 {
+        assert_eq!(round_trip(upstream).await.as_deref(), Some("ping\n"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = requests.await.unwrap();
+    println!("root rotation: {sent} requests during the rotation, {failed} failed");
+    assert_eq!(failed, 0, "no request fails during a root rotation ({sent} sent)");
+    let roots = cluster.client(vm1).get("/v1/connect/ca/roots").await.unwrap();
+    let roots: Value = serde_json::from_slice(&roots.body).unwrap();
+    assert_eq!(roots["Roots"].as_array().unwrap().len(), 2, "the old root stays trusted: {roots}");
+    assert_eq!(roots["Roots"][1]["IntermediateCerts"].as_array().unwrap().len(), 1, "cross-signed: {roots}");
+
     // Plaintext straight to api's sidecar never reaches api.
     assert_ne!(round_trip(api_sidecar).await.as_deref(), Some("ping\n"));
 

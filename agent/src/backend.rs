@@ -94,6 +94,14 @@ impl Backend {
         }
     }
 
+    /// Rotates the mesh CA's root through the leader; the new root's ID.
+    pub async fn rotate_ca(&self) -> Result<String, CaError> {
+        match self {
+            Backend::Server(server) => server.rotate_ca().await,
+            Backend::Client(remote) => remote.rotate_ca().await,
+        }
+    }
+
     pub async fn heartbeat(&self, node: &Node) -> Result<(), ServerError> {
         match self {
             Backend::Server(server) => server.heartbeat(node).await,

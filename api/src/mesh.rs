@@ -42,16 +42,48 @@ pub struct CaRoot {
     pub id: String,
     pub name: String,
     pub serial_number: u64,
+    /// PEM: the root's self-signed certificate, then (during a rotation)
+    /// the same root cross-signed by the root it replaced.
     pub cert_pem: String,
     /// The root's private key (PKCS#8 PEM). It lives in the replicated state
     /// so any server that becomes leader can sign; it is never served by an
     /// API (only snapshots carry it, as Consul's do).
     pub private_key_pem: String,
-    /// Validity, in seconds since the Unix epoch.
+    /// Validity, in seconds since the Unix epoch. A root made by a rotation
+    /// became active at `not_before` (plus the CA's backdating).
     pub not_before: i64,
     pub not_after: i64,
     /// The root that signs new leaves; others are still trusted.
     pub active: bool,
+}
+
+impl CaRoot {
+    /// The root's own (self-signed) certificate: the first of `cert_pem`.
+    pub fn certificate_pem(&self) -> &str {
+        pem_certificates(&self.cert_pem).first().copied().unwrap_or(&self.cert_pem)
+    }
+
+    /// The same root cross-signed by earlier roots: the rest of `cert_pem`.
+    /// During a rotation, leaves this root signs carry them, so sidecars
+    /// that trust only the old root still accept the new leaves.
+    pub fn cross_signed_pems(&self) -> Vec<&str> {
+        pem_certificates(&self.cert_pem).into_iter().skip(1).collect()
+    }
+}
+
+/// Each `-----BEGIN CERTIFICATE-----` block of `pem`, in order.
+pub fn pem_certificates(pem: &str) -> Vec<&str> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let (Some(start), Some(end)) = (rest.find("-----BEGIN CERTIFICATE-----"), rest.find(END)) {
+        if end < start {
+            break;
+        }
+        blocks.push(&rest[start..end + END.len()]);
+        rest = &rest[end + END.len()..];
+    }
+    blocks
 }
 
 /// The mesh CA's replicated state.
@@ -69,6 +101,13 @@ impl CaState {
     /// The root that signs new leaves.
     pub fn active_root(&self) -> Option<&CaRoot> {
         self.roots.iter().find(|r| r.active)
+    }
+
+    /// This state without any root's private key: what client agents hold
+    /// (only servers sign).
+    pub fn without_private_keys(&self) -> CaState {
+        let roots = self.roots.iter().map(|root| CaRoot { private_key_pem: String::new(), ..root.clone() }).collect();
+        CaState { roots, ..self.clone() }
     }
 }
 

@@ -27,8 +27,8 @@ use crate::ca::{CaError, SignedLeaf};
 use crate::raft::{self, ServerNode};
 use crate::rpc::{Channels, LastContact, STREAM_KEEPALIVE};
 use crate::server::{
-    forwarded_write_error, retry_transient, sign_remotely, status_to_error, CATCH_UP_PATIENCE, HEARTBEAT_PATIENCE,
-    READ_HOLD, WRITE_ATTEMPT, WRITE_PATIENCE,
+    forwarded_write_error, retry_transient, rotate_remotely, sign_remotely, status_to_error, CATCH_UP_PATIENCE,
+    HEARTBEAT_PATIENCE, READ_HOLD, WRITE_ATTEMPT, WRITE_PATIENCE,
 };
 use crate::store::{StateStore, StoreData};
 use crate::{Applied, ReadConsistency, ServerError};
@@ -154,6 +154,18 @@ impl RemoteCluster {
     }
 
     /// Has the leader sign a leaf for `service` on `node` (see [`crate::ca`]).
+    /// Rotates the mesh CA's root through the leader; the new root's ID.
+    pub async fn rotate_ca(&self) -> Result<String, CaError> {
+        retry_transient(WRITE_PATIENCE, "CA rotation", || async {
+            let leader = self.find_leader().await?;
+            rotate_remotely(&self.inner.channels, &leader.rpc_addr).await.map_err(|error| match error {
+                CaError::Cluster(error) => CaError::Cluster(self.forget_leader(error)),
+                other => other,
+            })
+        })
+        .await
+    }
+
     pub async fn sign_leaf(
         &self,
         node: &NodeName,

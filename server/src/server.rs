@@ -18,7 +18,8 @@ use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId, ServiceName};
 use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::cluster_server::ClusterServer;
 use weft_api::proto::cluster::{
-    ApplyRequest, HeartbeatRequest, ReadIndexRequest, RemovePeerRequest, SignLeafRequest, SignLeafResponse,
+    ApplyRequest, HeartbeatRequest, ReadIndexRequest, RemovePeerRequest, RotateCaRequest, RotateCaResponse,
+    SignLeafRequest, SignLeafResponse,
 };
 use weft_api::proto::raft::raft_server::RaftServer;
 
@@ -172,6 +173,9 @@ pub(crate) struct Inner {
     pub(crate) liveness: Liveness,
     pub(crate) sign_limiter: SignLimiter,
     pub(crate) leaf_ttl: Duration,
+    /// Held by whatever changes the CA's state (set-up, rotation, pruning),
+    /// so two changes never race to overwrite each other.
+    pub(crate) ca_changes: tokio::sync::Mutex<()>,
 }
 
 impl Server {
@@ -227,6 +231,7 @@ impl Server {
                 liveness: Liveness::new(config.liveness_timeout),
                 sign_limiter: SignLimiter::new(SIGN_RATE, SIGN_BURST),
                 leaf_ttl: ca::DEFAULT_LEAF_TTL,
+                ca_changes: tokio::sync::Mutex::new(()),
             }),
         };
 
@@ -255,7 +260,7 @@ impl Server {
             }
         });
         tokio::spawn(crate::liveness::watch_heartbeats(server.clone()));
-        tokio::spawn(crate::ca::initialize_when_leading(server.clone()));
+        tokio::spawn(crate::ca::maintain_when_leading(server.clone()));
         tokio::spawn(crate::cluster::join_or_bootstrap(server.clone(), config.bootstrap_expect, config.retry_join));
         tracing::info!(server_id = id, name = %server.inner.node.name, rpc = %server.inner.node.rpc_addr, "server started");
         Ok(server)
@@ -554,6 +559,18 @@ impl Server {
         .await
     }
 
+    /// Rotates the mesh CA's root, through the leader; the new root's ID.
+    pub async fn rotate_ca(&self) -> Result<String, CaError> {
+        retry_transient(WRITE_PATIENCE, "CA rotation", || async {
+            if self.is_leader() {
+                return ca::rotate(self).await;
+            }
+            let leader = self.leader().ok_or(CaError::Cluster(ServerError::NoLeader))?;
+            rotate_remotely(&self.inner.channels, &leader.rpc_addr).await
+        })
+        .await
+    }
+
     pub(crate) async fn remove_peer_locally(&self, peer: &str) -> Result<(), ServerError> {
         let configuration = self.raft_configuration();
         let target = configuration
@@ -679,6 +696,15 @@ pub(crate) async fn sign_remotely(
         spiffe_id: reply.spiffe_id,
         root_id: reply.root_id,
     })
+}
+
+/// Asks the leader at `rpc_addr` to rotate the CA root.
+pub(crate) async fn rotate_remotely(channels: &Channels, rpc_addr: &str) -> Result<String, CaError> {
+    let mut client = channels.cluster_client(rpc_addr)?;
+    let mut request = tonic::Request::new(RotateCaRequest {});
+    request.set_timeout(WRITE_ATTEMPT);
+    let reply: RotateCaResponse = client.rotate_ca(request).await.map_err(status_to_ca_error)?.into_inner();
+    Ok(reply.root_id)
 }
 
 /// The gRPC status for a signing failure, read back by [`status_to_ca_error`].

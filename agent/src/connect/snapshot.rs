@@ -137,7 +137,7 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec) -> Result<FromTables, Snapsh
         local_app,
         protocol: effective_protocol(mesh, service.as_str()).protocol,
         active_root,
-        roots_pem: ca.roots.iter().map(|r| r.cert_pem.clone()).collect(),
+        roots_pem: ca.roots.iter().map(|r| r.certificate_pem().to_owned()).collect(),
         trust_domain: ca.trust_domain.clone(),
         intentions,
         upstreams,

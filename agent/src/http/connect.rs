@@ -2,6 +2,7 @@
 //! (public certificates only: a root's private key is never served), its
 //! configuration, and leaf certificates for this agent's services.
 
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +21,7 @@ use super::read::blocking_json;
 use super::AppState;
 use crate::connect::snapshot::{self, SidecarSpec, SnapshotError, SNAPSHOT_TABLES};
 use crate::connect::unix_now;
+use crate::decode::decode_body;
 use crate::local::definition::{ProxyConfig, Upstream};
 
 /// How long a leaf request waits for this agent's registration to reach the
@@ -47,8 +49,8 @@ fn roots_json(ca: Option<&CaState>) -> Value {
                 "ExternalTrustDomain": ca.cluster_id,
                 "NotBefore": rfc3339(root.not_before),
                 "NotAfter": rfc3339(root.not_after),
-                "RootCert": root.cert_pem,
-                "IntermediateCerts": [],
+                "RootCert": root.certificate_pem(),
+                "IntermediateCerts": root.cross_signed_pems(),
                 "Active": root.active,
                 "PrivateKeyType": "ec",
                 "PrivateKeyBits": 256,
@@ -89,6 +91,43 @@ pub async fn configuration(State(state): State<AppState>, RawQuery(raw): RawQuer
         })
     };
     blocking_json(&state, raw.as_deref(), &[Table::Ca], read, render).await
+}
+
+/// `PUT /v1/connect/ca/configuration`: makes a new root, cross-signed by
+/// the active one, and makes it active (a rotation: see `weft_server::ca`).
+/// Weft's only provider is its built-in one (`consul`, as Consul calls its
+/// own), with EC P-256 keys; the leaf TTL is the servers' setting.
+pub async fn set_configuration(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: ConfigurationBody = decode_body(&body)?;
+    if let Some(provider) = body.provider.filter(|p| !p.is_empty() && p != "consul") {
+        return Err(ApiError::BadRequest(format!(
+            "Provider {provider:?} is not supported: Weft's CA is built in (Provider \"consul\", as Consul names its own)"
+        )));
+    }
+    for (key, value) in body.config.unwrap_or_default() {
+        let accepted = match crate::decode::normalize_key(&key).as_str() {
+            "privatekeytype" => value == "ec",
+            "privatekeybits" => value == 256,
+            "leafcertttl" => value.as_str() == Some(weft_api::duration::format(DEFAULT_LEAF_TTL).as_str()),
+            _ => false,
+        };
+        if !accepted {
+            return Err(ApiError::BadRequest(format!(
+                "Config.{key} = {value} cannot be changed: Weft's CA uses EC P-256 keys and leaves valid for {}",
+                weft_api::duration::format(DEFAULT_LEAF_TTL)
+            )));
+        }
+    }
+    let root_id = state.backend.rotate_ca().await?;
+    Ok(Json(json!({"ActiveRootID": root_id})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigurationBody {
+    #[serde(rename = "provider")]
+    provider: Option<String>,
+    #[serde(rename = "config")]
+    config: Option<serde_json::Map<String, Value>>,
 }
 
 /// `GET /v1/agent/connect/ca/leaf/<service>`: a leaf for a service

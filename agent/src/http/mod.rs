@@ -93,7 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
         .route("/v1/agent/health/service/name/{name}", get(agent::health_by_name))
         .route("/v1/connect/ca/roots", get(connect::roots))
-        .route("/v1/connect/ca/configuration", get(connect::configuration))
+        .route("/v1/connect/ca/configuration", get(connect::configuration).put(connect::set_configuration))
         .route("/v1/agent/connect/ca/roots", get(connect::roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
         .route("/v1/agent/connect/proxy", get(connect::standalone_proxy_snapshot))

@@ -8,8 +8,12 @@
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
 use weft_api::command::{Command, CommandOutcome};
+use weft_api::ids::RaftIndex;
 use weft_server::store::StoreData;
+use weft_server::ServerError;
 
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
@@ -20,6 +24,9 @@ use super::AppState;
 const MAX_RESTORE_BYTES: usize = 4 * 1024 * 1024;
 
 pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    if state.backend.server().is_none() {
+        return save_through_a_server(&state, raw.as_deref()).await;
+    }
     let query = QueryParams::parse(raw.as_deref());
     let options = ReadOptions::from_query(&query, &state.backend)?;
     options.barrier(&state.backend).await?;
@@ -28,6 +35,27 @@ pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     let mut headers = meta_headers(&state.backend, index);
     headers.insert("content-type", "application/octet-stream".parse().expect("static header"));
     Ok((headers, data).into_response())
+}
+
+/// A client agent's copy lacks the CA's private keys (only servers sign),
+/// so a snapshot that can be restored comes from the leader.
+async fn save_through_a_server(state: &AppState, raw: Option<&str>) -> Result<Response, ApiError> {
+    let unreachable = |reason: String| ApiError::Cluster(ServerError::LeaderUnreachable(reason));
+    state.backend.read_barrier(weft_server::ReadConsistency::Default).await?;
+    let leader = state.backend.leader().ok_or(ApiError::Cluster(ServerError::NoLeader))?;
+    let path = match raw {
+        Some(query) if !query.is_empty() => format!("/v1/snapshot?{query}"),
+        _ => "/v1/snapshot".to_owned(),
+    };
+    let client = weft_api::client::HttpClient::new(&leader.http_addr, None).with_timeout(Duration::from_secs(60));
+    let answer = client.get(&path).await.map_err(|e| unreachable(e.to_string()))?;
+    if !answer.is_success() {
+        return Err(unreachable(format!("the leader answered {}: {}", answer.status, answer.text().trim())));
+    }
+    let index = RaftIndex(answer.consul_index().unwrap_or(1));
+    let mut headers = meta_headers(&state.backend, index);
+    headers.insert("content-type", "application/octet-stream".parse().expect("static header"));
+    Ok((headers, answer.body).into_response())
 }
 
 pub async fn restore(

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{expect_success, json_body, ApiArgs};
@@ -53,6 +54,21 @@ pub enum CaCommand {
     Roots(CaArgs),
     /// Show the CA configuration.
     GetConfig(CaArgs),
+    /// Apply a CA configuration (Consul's JSON); this makes a new root,
+    /// cross-signed by the active one (a rotation).
+    SetConfig(SetConfigArgs),
+    /// Rotate the root: a new one, cross-signed by the active one, signs
+    /// new leaves; the old one stays trusted until its leaves expire.
+    Rotate(CaArgs),
+}
+
+#[derive(Args)]
+pub struct SetConfigArgs {
+    /// A JSON file with the configuration (`{"Provider": "consul", "Config": {...}}`).
+    #[arg(long)]
+    config_file: std::path::PathBuf,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Args)]
@@ -94,6 +110,18 @@ impl ConnectCommand {
             CaCommand::GetConfig(args) => {
                 let response = args.api.client().get("/v1/connect/ca/configuration").await?;
                 print_json(&json_body(&expect_success(response, "reading the CA configuration")?)?);
+            }
+            CaCommand::SetConfig(args) => {
+                let body = std::fs::read(&args.config_file)
+                    .with_context(|| format!("cannot read {}", args.config_file.display()))?;
+                let response = args.api.client().put("/v1/connect/ca/configuration", body).await?;
+                let answer = json_body(&expect_success(response, "setting the CA configuration")?)?;
+                println!("Configuration updated! New active root: {}", answer["ActiveRootID"].as_str().unwrap_or(""));
+            }
+            CaCommand::Rotate(args) => {
+                let response = args.api.client().put("/v1/connect/ca/configuration", "{}").await?;
+                let answer = json_body(&expect_success(response, "rotating the CA root")?)?;
+                println!("Root rotated. New active root: {}", answer["ActiveRootID"].as_str().unwrap_or(""));
             }
         }
         Ok(ExitCode::SUCCESS)

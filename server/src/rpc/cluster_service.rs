@@ -22,13 +22,13 @@ use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, ApplyResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest, JoinRequest, JoinResponse,
-    ReadIndexRequest, ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, ServerInfo, SignLeafRequest,
-    SignLeafResponse, StoreEvent, SubscribeRequest,
+    ReadIndexRequest, ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse,
+    ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
 };
 
 use crate::raft::{codec_decode_request, encode, ServerNode};
 use crate::server::{ca_error_to_status, client_write_error, error_to_status, Server};
-use crate::store::{StateStore, StoreEvent as Event, Subscription};
+use crate::store::{StateStore, StoreData, StoreEvent as Event, Subscription};
 
 /// With no change to send, a subscriber still hears from its server this often.
 pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
@@ -151,14 +151,36 @@ impl Cluster for ClusterService {
             root_id: leaf.root_id,
         }))
     }
+
+    async fn rotate_ca(&self, _request: Request<RotateCaRequest>) -> Result<Response<RotateCaResponse>, Status> {
+        if !self.server.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let root_id = crate::ca::rotate(&self.server).await.map_err(ca_error_to_status)?;
+        Ok(Response::new(RotateCaResponse { root_id }))
+    }
 }
 
 /// Feeds one subscriber: the whole state, then each change, until the
 /// subscriber goes away, falls too far behind (it then starts over), or the
 /// server shuts down.
+/// `command` as a client agent may see it: the CA roots' private keys are
+/// for servers only (whichever leads signs), so they never leave them.
+fn for_client_agents(command: &Command) -> Command {
+    match command {
+        Command::CaSetState(state) => Command::CaSetState(state.without_private_keys()),
+        Command::Batch(commands) => Command::Batch(commands.iter().map(for_client_agents).collect()),
+        Command::Restore { snapshot } => Command::Restore {
+            // A snapshot that does not decode was refused by the servers too.
+            snapshot: StoreData::decode(snapshot).map(|data| data.without_secrets().encode()).unwrap_or_default(),
+        },
+        other => other.clone(),
+    }
+}
+
 async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreEvent, Status>>) {
     let Subscription { data, applied, mut events } = store.subscribe();
-    let first = StoreEvent { index: applied.get(), change: Some(Change::Snapshot(data.encode())) };
+    let first = StoreEvent { index: applied.get(), change: Some(Change::Snapshot(data.without_secrets().encode())) };
     if sender.send(Ok(first)).await.is_err() {
         return;
     }
@@ -170,7 +192,7 @@ async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreE
         let event = match next {
             Err(_elapsed) => StoreEvent { index: store.applied_index().get(), change: None },
             Ok(Ok(Event::Command { index, command })) => {
-                StoreEvent { index: index.get(), change: Some(Change::Command(encode(&*command))) }
+                StoreEvent { index: index.get(), change: Some(Change::Command(encode(&for_client_agents(&command)))) }
             }
             Ok(Ok(Event::Applied(index))) => StoreEvent { index: index.get(), change: None },
             Ok(Ok(Event::Reset)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
@@ -184,5 +206,30 @@ async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreE
         if sender.send(Ok(event)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_agents_never_receive_a_root_key() {
+        let ca = crate::ca::new_ca_state().unwrap();
+        assert!(!ca.roots[0].private_key_pem.is_empty());
+        let keyless = |command: &Command| match command {
+            Command::CaSetState(state) => state.roots.iter().all(|r| r.private_key_pem.is_empty()),
+            _ => false,
+        };
+        let set = Command::CaSetState(ca.clone());
+        assert!(keyless(&for_client_agents(&set)));
+        let Command::Batch(batch) = for_client_agents(&Command::Batch(vec![set])) else { panic!("a batch") };
+        assert!(keyless(&batch[0]));
+        let data = StoreData { ca: Some(ca), ..Default::default() };
+        let Command::Restore { snapshot } = for_client_agents(&Command::Restore { snapshot: data.encode() }) else {
+            panic!("a restore")
+        };
+        let restored = StoreData::decode(&snapshot).unwrap();
+        assert!(restored.ca.unwrap().roots.iter().all(|r| r.private_key_pem.is_empty()));
     }
 }

@@ -30,6 +30,14 @@ pub struct StoreData {
     pub restore_index: RaftIndex,
 }
 
+impl StoreData {
+    /// The same state without the CA roots' private keys: what a client
+    /// agent is sent.
+    pub fn without_secrets(self) -> StoreData {
+        StoreData { ca: self.ca.map(|ca| ca.without_private_keys()), ..self }
+    }
+}
+
 /// Why bytes are not a usable snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
