@@ -103,6 +103,49 @@ async fn agents_get_leaves_for_their_services_chained_to_the_mesh_root() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"LeafCertTTL\": \"72h"), "{out}");
 
+    // A blocking leaf query returns when the root rotates, with a leaf from
+    // the new root that chains to the old one through a cross-signed
+    // certificate (openssl checks the chain against the old root alone).
+    let index = vm1_http.get("/v1/agent/connect/ca/leaf/web").await.unwrap().consul_index().unwrap();
+    let waiter = {
+        let vm1_http = vm1_http.clone();
+        tokio::spawn(async move {
+            get_json(&vm1_http, &format!("/v1/agent/connect/ca/leaf/web?index={index}&wait=5m")).await
+        })
+    };
+    let bad_config = vm1_http.put("/v1/connect/ca/configuration", r#"{"Provider": "vault"}"#).await.unwrap();
+    assert_eq!(bad_config.status, 400, "{}", bad_config.text());
+    let (code, out, err) = weft(&["connect", "ca", "rotate", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (status, rotated) = waiter.await.unwrap();
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["SerialNumber"], leaf["SerialNumber"]);
+    let chain = rotated["CertPEM"].as_str().unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf and cross-signed root: {chain}");
+    if openssl_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root_file, leaf_file, chain_file) =
+            (dir.path().join("root.pem"), dir.path().join("leaf.pem"), dir.path().join("chain.pem"));
+        std::fs::write(&root_file, &root_pem).unwrap();
+        let blocks: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----").collect();
+        std::fs::write(&leaf_file, blocks[0]).unwrap();
+        std::fs::write(&chain_file, blocks[1]).unwrap();
+        let verify = Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(&root_file)
+            .arg("-untrusted")
+            .arg(&chain_file)
+            .arg(&leaf_file)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
     // The CA survives a new leader: a leaf is still signed after the leader dies.
     let leader = cluster.wait_for_leader().await;
     cluster.kill(leader);

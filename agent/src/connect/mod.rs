@@ -56,6 +56,11 @@ impl LeafCache {
         Ok(leaf)
     }
 
+    /// When the cached leaf for `service` is due for renewal, if there is one.
+    pub async fn renew_at(&self, service: &ServiceName) -> Option<i64> {
+        self.leaves.lock().await.get(service).map(|leaf| leaf.renew_at)
+    }
+
     async fn sign(&self, service: &ServiceName) -> Result<Leaf, CaError> {
         let signing = |e: rcgen::Error| CaError::Signing(e.to_string());
         let key = KeyPair::generate().map_err(signing)?;

@@ -16,7 +16,7 @@ use weft_server::store::{Table, Tables};
 
 use super::agent::content_hash;
 use super::error::ApiError;
-use super::query::{meta_headers, QueryParams};
+use super::query::{meta_headers, QueryParams, ReadOptions};
 use super::read::blocking_json;
 use super::AppState;
 use crate::connect::snapshot::{self, SidecarSpec, SnapshotError, SNAPSHOT_TABLES};
@@ -132,8 +132,22 @@ struct ConfigurationBody {
 
 /// `GET /v1/agent/connect/ca/leaf/<service>`: a leaf for a service
 /// registered on this agent, with the private key made here.
-pub async fn leaf(State(state): State<AppState>, Path(service): Path<String>) -> Result<Response, ApiError> {
+/// With `?index=<its X-Consul-Index>` it blocks (up to `?wait`) until the
+/// CA changes (a rotation) or the leaf is due for renewal, like Consul's.
+pub async fn leaf(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let service = ServiceName::new(service);
+    let options = ReadOptions::from_query(&QueryParams::parse(raw.as_deref()), &state.backend)?;
+    if options.min_index.get() > 0 {
+        let renew_at = state.leaves.renew_at(&service).await.unwrap_or(i64::MAX);
+        let until_renewal = std::time::Duration::from_secs(u64::try_from(renew_at - unix_now()).unwrap_or(0));
+        let wait = options.wait.min(until_renewal);
+        let store = state.backend.store();
+        store.blocking_read(&[Table::Ca], options.min_index, wait, |t| ((), t.index(Table::Ca))).await;
+    }
     let (active_root, index) = {
         let tables = state.backend.store().read();
         let ca = tables.mesh().ca();
