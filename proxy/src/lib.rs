@@ -8,20 +8,21 @@
 //! service it meant to reach.
 //!
 //! # Layout
-//! - [`identity`]: SPIFFE IDs, and reading them out of certificates.
-//! - [`tls`]: rustls configurations from PEM material: the inbound side
-//!   requires a client certificate chained to a mesh root; the outbound side
-//!   verifies the chain and the expected SPIFFE service instead of a DNS name.
-//! - [`inbound`]: the public listener: handshake, identify, authorize, splice
-//!   to the local application.
+//! - [`sidecar`]: a sidecar run from its local agent: follows its snapshot
+//!   and runs the listeners and the admin port on it.
+//! - [`runtime`]: a snapshot compiled for use (TLS configurations, intention
+//!   rules), shared with every listener through a `watch` channel.
+//! - [`inbound`]: the public mTLS listener: identify, judge, splice or serve HTTP.
 //! - [`outbound`]: an upstream's local listener: pick an endpoint, handshake,
-//!   verify, splice.
-//! - [`sidecar`]: a sidecar run from its local agent: configuration, leaf,
-//!   roots and endpoints followed through the agent's HTTP API.
+//!   verify the peer's SPIFFE ID, splice or serve HTTP.
+//! - [`http`]: the L7 path: per-request intentions inbound, pooled HTTP/2
+//!   between sidecars outbound.
+//! - [`balancer`]: round robin and least request (power of two choices).
+//! - [`tls`], [`identity`]: rustls configurations and SPIFFE IDs.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the admin port.
 //!
-//! **Architecture Invariant:** the proxy talks to nothing but its peers and
-//! its local application; configuration reaches it from its local agent, as
-//! values pushed through `watch` channels, and a routing or authorization
+//! **Architecture Invariant:** the proxy talks to nothing but its peers, its
+//! local application and its local agent; a routing or authorization
 //! decision never waits on the network.
 #![forbid(unsafe_code)]
 
