@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use support::{eventually, free_port, weft, weft_bin, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use weft_proxy::TlsMaterial;
 
 /// An application that echoes what it reads.
 async fn echo_app() -> u16 {
@@ -118,6 +119,58 @@ async fn wait_for_endpoints(http: &str, service: &str, destination: &str) {
         (!upstream["endpoints"].as_array()?.is_empty()).then_some(())
     })
     .await
+}
+
+/// A `service` leaf signed by a CA that is not the mesh's.
+fn foreign_leaf(trust_domain: &str, service: &str) -> TlsMaterial {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    let uri = format!("spiffe://{trust_domain}/ns/default/dc/dc1/svc/{service}");
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    TlsMaterial {
+        cert_chain_pem: params.signed_by(&key, &issuer).unwrap().pem(),
+        private_key_pem: key.serialize_pem(),
+        roots_pem: vec![ca_cert.pem()],
+    }
+}
+
+/// The mesh's leaf for `service` (registered on the agent at `http`) and roots.
+async fn mesh_leaf(http: &str, service: &str) -> TlsMaterial {
+    let client = weft_api::client::HttpClient::new(http, None);
+    let leaf: Value =
+        serde_json::from_slice(&client.get(&format!("/v1/agent/connect/ca/leaf/{service}")).await.unwrap().body)
+            .unwrap();
+    let roots: Value = serde_json::from_slice(&client.get("/v1/agent/connect/ca/roots").await.unwrap().body).unwrap();
+    TlsMaterial {
+        cert_chain_pem: leaf["CertPEM"].as_str().unwrap().to_owned(),
+        private_key_pem: leaf["PrivateKeyPEM"].as_str().unwrap().to_owned(),
+        roots_pem: roots["Roots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["RootCert"].as_str().unwrap().to_owned())
+            .collect(),
+    }
+}
+
+/// A line sent over mTLS with `material` to a sidecar of `destination` at
+/// `port`; the echo, or `None` if the handshake or the connection failed.
+async fn tls_round_trip(material: &TlsMaterial, destination: &str, port: u16) -> Option<String> {
+    let config = material.client_config(&destination.into(), weft_api::mesh::Protocol::Tcp).ok()?;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let name = weft_proxy::tls::server_name(&destination.into());
+    let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.ok()?;
+    tls.write_all(b"ping\n").await.ok()?;
+    let mut buffer = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), tls.read(&mut buffer)).await.ok()?.ok()?;
+    (read > 0).then(|| String::from_utf8_lossy(&buffer[..read]).into_owned())
 }
 
 /// A child process killed when dropped.
@@ -240,6 +293,25 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
 
     // Plaintext straight to api's sidecar never reaches api.
     assert_ne!(round_trip(api_sidecar).await.as_deref(), Some("ping\n"));
+    // Nor does a `web` leaf from another CA; the mesh's own `web` leaf does.
+    let trust_domain = config_dump(&vm1_http, "web").unwrap()["tls"]["trust_domain"].as_str().unwrap().to_owned();
+    assert_eq!(tls_round_trip(&foreign_leaf(&trust_domain, "web"), "api", api_sidecar).await, None);
+    let web_leaf = mesh_leaf(&vm1_http, "web").await;
+    assert_eq!(tls_round_trip(&web_leaf, "api", api_sidecar).await.as_deref(), Some("ping\n"));
+    // A server holding the mesh's `web` leaf cannot pass for `api`.
+    let impostor = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let impostor_port = impostor.local_addr().unwrap().port();
+    let impostor_tls = tokio_rustls::TlsAcceptor::from(web_leaf.server_config().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = impostor.accept().await {
+            if let Ok(mut tls) = impostor_tls.accept(socket).await {
+                let (mut read, mut write) = tokio::io::split(&mut tls);
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            }
+        }
+    });
+    assert_eq!(tls_round_trip(&web_leaf, "web", impostor_port).await.as_deref(), Some("ping\n"), "the impostor works");
+    assert_eq!(tls_round_trip(&web_leaf, "api", impostor_port).await, None, "but not as api");
 
     // kill -9 of web's proxy: the agent restarts it and traffic recovers.
     let pattern = format!("sidecar-for web --http-addr {vm1_http}");
