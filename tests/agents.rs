@@ -332,3 +332,77 @@ async fn hash_blocking_and_deregister_critical_service_after() {
     })
     .await;
 }
+
+/// `StatusText` and role (`Tags.role`) of `node` in agent `client`'s members.
+async fn member(client: &HttpClient, node: &str) -> Option<(String, String)> {
+    let members = get_json(client, "/v1/agent/members").await?;
+    let member = members.as_array()?.iter().find(|m| m["Name"] == node)?;
+    Some((member["StatusText"].as_str()?.to_owned(), member["Tags"]["role"].as_str()?.to_owned()))
+}
+
+/// Node names in the catalog, read through the leader with `?consistent`.
+async fn consistent_nodes(client: &HttpClient) -> Vec<String> {
+    let nodes = get_json(client, "/v1/catalog/nodes?consistent").await.expect("a consistent node list");
+    nodes.as_array().unwrap().iter().filter_map(|n| n["Node"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_shows_left_until_the_node_joins_again() {
+    let mut cluster = Cluster::servers_with(3, &["--liveness-timeout", LIVENESS]).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
+    let registration = json!({"Name": "web", "Port": 8080});
+    assert_eq!(vm1_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    eventually("web on vm1 healthy", Duration::from_secs(15), || async {
+        passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
+    })
+    .await;
+
+    // `weft leave` answers once the deregistration is applied: a consistent
+    // read right after it no longer finds the node.
+    let (code, out, err) = weft(&["leave", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{out}{err}");
+    let leader = cluster.wait_for_leader().await;
+    assert!(!consistent_nodes(&cluster.client(leader)).await.contains(&"vm1".to_owned()));
+    assert!(cluster.wait_exited(vm1), "vm1 exits after leaving");
+    let left = eventually("vm1 listed as left", Duration::from_secs(10), || async {
+        member(&vm2_http, "vm1").await.filter(|(status, _)| status == "left")
+    })
+    .await;
+    assert_eq!(left.1, "node", "vm1 keeps its client role");
+    let (code, out, _) = weft(&["members", "--http-addr", &cluster.specs[vm2].http_addr]);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("vm1")).unwrap_or_default().to_owned();
+    assert!(line.contains("left") && line.contains("client"), "{out}");
+    assert_eq!(passing_nodes(&vm2_http, "web").await.unwrap(), Vec::<String>::new());
+
+    // Joining again clears it: alive, with its API registration back.
+    cluster.start_server(vm1);
+    eventually("vm1 alive again with web", Duration::from_secs(20), || async {
+        let alive = member(&vm2_http, "vm1").await.is_some_and(|(status, _)| status == "alive");
+        (alive && passing_nodes(&vm2_http, "web").await? == ["vm1"]).then_some(())
+    })
+    .await;
+
+    // The leader leaves through the API: out of the catalog and of the Raft peers, shown as a left server.
+    let leader_name = cluster.specs[leader].name.clone();
+    let response = cluster.client(leader).put("/v1/agent/leave", Vec::new()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(cluster.wait_exited(leader), "the leader exits after leaving");
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+    assert!(!consistent_nodes(&cluster.client(new_leader)).await.contains(&leader_name));
+    let voters = eventually("two voters left", Duration::from_secs(15), || async {
+        cluster.voters_seen_by(new_leader).await.filter(|v| v.len() == 2)
+    })
+    .await;
+    assert!(!voters.contains(&leader_name), "{voters:?}");
+    let left = eventually("the old leader listed as left", Duration::from_secs(10), || async {
+        member(&vm2_http, &leader_name).await.filter(|(status, _)| status == "left")
+    })
+    .await;
+    assert_eq!(left.1, "consul", "a left server keeps its server role");
+}

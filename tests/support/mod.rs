@@ -231,6 +231,29 @@ impl Cluster {
         false
     }
 
+    /// Waits for agent `i` to exit by itself (after a leave), up to 30 s ×
+    /// patience; returns whether it did (else it is killed).
+    pub fn wait_exited(&mut self, i: usize) -> bool {
+        let Some(mut child) = self.children[i].take() else { return true };
+        let deadline = Instant::now() + Duration::from_secs(30) * patience();
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Sends `signal` (such as `HUP`) to agent `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let child = self.children[i].as_ref().expect("agent is running");
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} agent {i}");
+    }
+
     pub fn is_running(&self, i: usize) -> bool {
         self.children[i].is_some()
     }

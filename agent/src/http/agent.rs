@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weft_api::catalog::{Check, HealthStatus, Service};
+use weft_api::catalog::{Check, HealthStatus, Node, Service};
 use weft_api::ids::{CheckId, ServiceId};
 use weft_server::liveness::LIVENESS_CHECK_ID;
 
@@ -309,30 +309,55 @@ pub async fn health_by_name(
 }
 
 /// `GET /v1/agent/members`: every node with an agent (one that has a
-/// liveness check), with Consul's member status codes (1 alive, 4 failed).
+/// liveness check), and every node that left gracefully, with Consul's
+/// member status codes (1 alive, 3 left, 4 failed).
 pub async fn members(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let tables = state.backend.store().read();
     let catalog = tables.catalog();
-    let members: Vec<Value> = catalog
+    let mut members: Vec<(&Node, MemberStatus)> = catalog
         .checks()
         .filter(|c| c.id.as_str() == LIVENESS_CHECK_ID)
         .filter_map(|check| {
-            let node = catalog.node(&check.node)?;
-            let role = node.meta.get(ROLE_META_KEY).map(String::as_str).unwrap_or("client");
-            let alive = check.status == HealthStatus::Passing;
-            Some(json!({
-                "Name": node.name,
-                "Addr": node.address,
-                "Port": 0,
-                "Tags": {"role": if role == "server" { "consul" } else { "node" }, "dc": node.datacenter, "id": node.id},
-                "Status": if alive { 1 } else { 4 },
-                "StatusText": if alive { "alive" } else { "failed" },
-            }))
+            let status = if check.status == HealthStatus::Passing { MemberStatus::Alive } else { MemberStatus::Failed };
+            Some((catalog.node(&check.node)?, status))
         })
+        .chain(catalog.left_nodes().map(|node| (node, MemberStatus::Left)))
         .collect();
+    members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let members: Vec<Value> = members.into_iter().map(|(node, status)| member_json(node, status)).collect();
     drop(tables);
     Ok(Json(filter_items(&query, members)?).into_response())
+}
+
+/// A member's state, with Consul's (Serf's) codes.
+#[derive(Clone, Copy)]
+enum MemberStatus {
+    Alive = 1,
+    Left = 3,
+    Failed = 4,
+}
+
+impl MemberStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Left => "left",
+            MemberStatus::Failed => "failed",
+        }
+    }
+}
+
+fn member_json(node: &Node, status: MemberStatus) -> Value {
+    let role = node.meta.get(ROLE_META_KEY).map(String::as_str).unwrap_or("client");
+    json!({
+        "Name": node.name,
+        "Addr": node.address,
+        "Port": 0,
+        "Tags": {"role": if role == "server" { "consul" } else { "node" }, "dc": node.datacenter, "id": node.id},
+        "Status": status as u8,
+        "StatusText": status.as_str(),
+    })
 }
 
 /// `PUT /v1/agent/reload`: re-reads the config files' services and checks.
@@ -341,10 +366,12 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok(().into_response())
 }
 
-/// `PUT /v1/agent/leave`: deregisters this node and shuts the agent down.
+/// `PUT /v1/agent/leave`: deregisters this node (recorded as left; a server
+/// also leaves the Raft peers) and shuts the agent down. Answers once the
+/// leave has been applied.
 pub async fn leave(State(state): State<AppState>) -> Result<Response, ApiError> {
     tracing::info!("leave requested through the API");
-    state.leave.notify_one();
+    state.leave.leave().await.map_err(|error| ApiError::Internal(error.to_string()))?;
     Ok(().into_response())
 }
 

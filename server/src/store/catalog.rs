@@ -1,6 +1,8 @@
 //! The catalog: nodes, the services on them and their health checks, with
 //! Consul's registration rules (a service needs its node, a check's service
 //! must exist on the same node, deregistering a node takes everything on it).
+//! It also remembers nodes that left gracefully, so members can show them as
+//! `left` (rather than vanish) until they register again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +21,10 @@ pub struct Catalog {
     /// stored in snapshots), so a lookup by name (DNS, health, blocking
     /// queries) does not scan the whole catalog.
     by_name: BTreeMap<ServiceName, BTreeSet<(NodeName, ServiceId)>>,
+    /// Nodes that left gracefully (`Command::NodeLeave`), as they were when
+    /// they left; an entry goes when the node registers again or is
+    /// deregistered outright.
+    left: BTreeMap<NodeName, Node>,
 }
 
 /// A service instance with the node it runs on.
@@ -61,12 +67,13 @@ fn upsert<K: Ord, V: Clone + PartialEq>(
 }
 
 impl Catalog {
-    pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>) -> Self {
+    pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>, left: Vec<Node>) -> Self {
         let mut catalog = Self {
             nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
             services: services.into_iter().map(|s| ((s.node.clone(), s.id.clone()), s)).collect(),
             checks: checks.into_iter().map(|c| ((c.node.clone(), c.id.clone()), c)).collect(),
             by_name: BTreeMap::new(),
+            left: left.into_iter().map(|n| (n.name.clone(), n)).collect(),
         };
         for ((node, id), service) in &catalog.services {
             catalog.by_name.entry(service.name.clone()).or_default().insert((node.clone(), id.clone()));
@@ -152,6 +159,9 @@ impl Catalog {
         }
 
         if !registration.skip_node_update {
+            if self.left.remove(&node_name).is_some() {
+                changed.mark(Table::Nodes);
+            }
             let mut node = registration.node.clone();
             if node_exists && node.id.is_empty() {
                 node.id = self.nodes[&node_name].id.clone();
@@ -202,7 +212,9 @@ impl Catalog {
                 }
             }
             (None, None) => {
-                if self.nodes.remove(node).is_some() {
+                // Deregistering a node outright also forgets that it left.
+                let was_left = self.left.remove(node).is_some();
+                if self.nodes.remove(node).is_some() || was_left {
                     changed.mark(Table::Nodes);
                 }
                 let removed: Vec<((NodeName, ServiceId), ServiceName)> = self
@@ -226,6 +238,25 @@ impl Catalog {
             }
         }
         CommandOutcome::Done
+    }
+
+    /// A graceful leave: the node goes with everything on it, and is
+    /// remembered as left (with its record as it was, indexes set to `index`).
+    pub(super) fn leave(&mut self, index: RaftIndex, node: &Node, changed: &mut Changed) -> CommandOutcome {
+        if node.name.is_empty() {
+            return CommandOutcome::Rejected("Node is required".into());
+        }
+        let record = self.nodes.get(&node.name).cloned().unwrap_or_else(|| node.clone());
+        let outcome =
+            self.deregister(&Deregistration { node: node.name.clone(), ..Deregistration::default() }, changed);
+        self.left.insert(node.name.clone(), Node { indexes: Indexes::created_at(index), ..record });
+        changed.mark(Table::Nodes);
+        outcome
+    }
+
+    /// Nodes that left gracefully and have not registered since.
+    pub fn left_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.left.values()
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
@@ -376,6 +407,29 @@ mod tests {
         catalog.deregister(&node, &mut changed);
         assert!(catalog.service_instances(&ServiceName::new("web")).is_empty());
         assert!(!catalog.by_name.contains_key(&ServiceName::new("web")), "no empty entries are left");
+    }
+
+    #[test]
+    fn a_node_that_leaves_is_remembered_until_it_registers_again() {
+        let mut tables = Tables::default();
+        let mut reg = registration("n1", Some("web"));
+        reg.node.meta.insert("weft-role".into(), "client".into());
+        tables.apply(RaftIndex(1), &Command::Register(Box::new(reg.clone())));
+        let leaving = Node { name: "n1".into(), ..Node::default() };
+        let (_, changed) = tables.apply(RaftIndex(2), &Command::NodeLeave(Box::new(leaving)));
+        assert!(changed.tables().contains(&Table::Nodes) && changed.tables().contains(&Table::Services));
+        assert!(tables.catalog().node(&"n1".into()).is_none());
+        assert_eq!(tables.catalog().services().count(), 0);
+        let left: Vec<&Node> = tables.catalog().left_nodes().collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].address.as_str(), left[0].meta["weft-role"].as_str()), ("10.0.0.1", "client"));
+        assert_eq!(left[0].indexes.modify, RaftIndex(2));
+
+        tables.apply(RaftIndex(3), &Command::Register(Box::new(reg)));
+        assert_eq!(tables.catalog().left_nodes().count(), 0, "registering again clears it");
+        tables.apply(RaftIndex(4), &Command::NodeLeave(Box::new(Node { name: "n1".into(), ..Node::default() })));
+        tables.apply(RaftIndex(5), &Command::Deregister(Deregistration { node: "n1".into(), ..Default::default() }));
+        assert_eq!(tables.catalog().left_nodes().count(), 0, "deregistering outright prunes it");
     }
 
     #[test]
