@@ -406,3 +406,84 @@ async fn a_graceful_leave_shows_left_until_the_node_joins_again() {
     .await;
     assert_eq!(left.1, "consul", "a left server keeps its server role");
 }
+
+/// Tags of the passing instances of `service`, as agent `client` answers.
+async fn passing_tags(client: &HttpClient, service: &str) -> Option<Vec<Value>> {
+    let body = get_json(client, &format!("/v1/health/service/{service}?passing")).await?;
+    Some(body.as_array()?.iter().map(|e| e["Service"]["Tags"].clone()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_updates_services_in_place_and_a_restart_keeps_api_checks_on_them() {
+    let app = App::start().await;
+    let mut cluster = Cluster::servers(1).await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let write_web = |tag: &str| {
+        let file = format!(
+            r#"service {{
+                 name = "web"
+                 port = {port}
+                 tags = ["{tag}"]
+                 check {{
+                   http = "http://127.0.0.1:{port}/health"
+                   interval = "1s"
+                 }}
+               }}"#,
+            port = app.port
+        );
+        std::fs::write(config_dir.path().join("web.hcl"), file).unwrap();
+    };
+    write_web("v1");
+    let vm1 = cluster.add_client("vm1", &["--config-dir", config_dir.path().to_str().unwrap()]);
+    cluster.wait_ready(vm1).await;
+    let vm1_http = cluster.client(vm1);
+    eventually("web passing", Duration::from_secs(20), || async {
+        passing_tags(&vm1_http, "web").await.filter(|t| t == &[json!(["v1"])])
+    })
+    .await;
+
+    // Poll ?passing all through two reloads: web must never drop out.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (client, stop) = (vm1_http.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut polls, mut missing) = (0, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(tags) = passing_tags(&client, "web").await {
+                    polls += 1;
+                    if tags.is_empty() {
+                        missing.push(polls);
+                    }
+                }
+            }
+            (polls, missing)
+        })
+    };
+    write_web("v2");
+    let (code, _, err) = weft(&["reload", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    eventually("web with tag v2", Duration::from_secs(10), || async {
+        passing_tags(&vm1_http, "web").await.filter(|t| t == &[json!(["v2"])])
+    })
+    .await;
+    write_web("v3");
+    cluster.signal(vm1, "HUP");
+    eventually("web with tag v3 after SIGHUP", Duration::from_secs(10), || async {
+        passing_tags(&vm1_http, "web").await.filter(|t| t == &[json!(["v3"])])
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let (polls, missing) = poller.await.unwrap();
+    eprintln!("polled ?passing {polls} times during the reloads");
+    assert!(polls > 0);
+    assert!(missing.is_empty(), "web missing from ?passing in polls {missing:?} of {polls}");
+
+    // An API check on the config-file service survives kill -9 and a restart.
+    let ttl = json!({"CheckID": "web-ttl", "ServiceID": "web", "TTL": "10m"});
+    assert_eq!(vm1_http.put("/v1/agent/check/register", ttl.to_string()).await.unwrap().status, 200);
+    cluster.kill(vm1);
+    cluster.start_server(vm1);
+    cluster.wait_ready(vm1).await;
+    let checks = get_json(&vm1_http, "/v1/agent/checks").await.unwrap();
+    assert_eq!(checks["web-ttl"]["ServiceID"], "web", "{checks}");
+}

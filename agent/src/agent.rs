@@ -20,7 +20,7 @@ use weft_server::remote::{RemoteCluster, RemoteConfig};
 use weft_server::{Server, ServerConfig, StartError};
 
 use crate::backend::Backend;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Definitions};
 use crate::connect::LeafCache;
 use crate::dns::CatalogDns;
 use crate::http::{self, AppState};
@@ -154,8 +154,8 @@ impl Agent {
             node.address.clone(),
             &config.data_dir,
             config.enable_script_checks,
+            Definitions { services: config.services.clone(), checks: config.checks.clone() },
         );
-        local.apply_config(config.services.clone(), config.checks.clone());
         let (leave_tx, mut leave_rx) = mpsc::channel(4);
         let store = backend.store().clone();
         let dns = CatalogDns::new(store.clone(), &config.domain, &config.dns, config.datacenter.clone())

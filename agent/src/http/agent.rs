@@ -25,7 +25,7 @@ use super::query::{filter_items, QueryParams};
 use super::AppState;
 use crate::decode::{decode_body, decode_value};
 use crate::local::definition::{CheckDefinition, DefinitionError, ServiceDefinition};
-use crate::local::Source;
+use crate::local::{Reregistration, Source};
 use crate::ROLE_META_KEY;
 
 /// Longest `?wait` on a `?hash` blocking query (Consul's).
@@ -160,9 +160,17 @@ pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 }
 
 /// `PUT /v1/agent/service/register`.
-pub async fn register_service(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// `?replace-existing-checks` removes the service's checks the new
+/// definition does not have; without it they stay, as in Consul.
+pub async fn register_service(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let definition: ServiceDefinition = decode_body(&body)?;
-    let id = state.local.add_service(definition, Source::Api)?;
+    let replace_existing_checks = QueryParams::parse(raw.as_deref()).flag("replace-existing-checks");
+    let how = Reregistration::Api { replace_existing_checks };
+    let id = state.local.add_service(definition, Source::Api, how)?;
     tracing::info!(service = %id, "service registered");
     Ok(().into_response())
 }

@@ -249,6 +249,18 @@ impl ServiceDefinition {
         }
     }
 
+    /// The service's ID: `ID`, else its name.
+    pub fn service_id(&self) -> ServiceId {
+        let id = self.id.clone().filter(|id| !id.is_empty());
+        ServiceId::new(id.or_else(|| self.name.clone()).unwrap_or_default())
+    }
+
+    /// The checks defined with the service (`Check`, then `Checks`), in the
+    /// order [`validate`](Self::validate) gives their validated forms.
+    pub fn check_definitions(&self) -> Vec<&CheckDefinition> {
+        self.check.iter().chain(self.checks.iter().flatten()).collect()
+    }
+
     /// Validates into a [`LocalService`] on `node`. Script checks are refused
     /// unless `script_checks` (`--enable-script-checks`).
     pub fn validate(&self, node: &NodeName, script_checks: bool) -> Result<LocalService, DefinitionError> {
@@ -270,7 +282,7 @@ impl ServiceDefinition {
                 "Invalid Kind {kind:?}: use \"\", connect-proxy, mesh-gateway, ingress-gateway or terminating-gateway"
             ));
         }
-        let id = ServiceId::new(self.id.clone().filter(|id| !id.is_empty()).unwrap_or_else(|| name.clone()));
+        let id = self.service_id();
         let mut tagged_addresses = BTreeMap::new();
         for (key, value) in self.tagged_addresses.clone().unwrap_or_default() {
             tagged_addresses.insert(key.clone(), tagged_address(&key, &value)?);
@@ -293,7 +305,7 @@ impl ServiceDefinition {
             },
             indexes: Default::default(),
         };
-        let definitions: Vec<&CheckDefinition> = self.check.iter().chain(self.checks.iter().flatten()).collect();
+        let definitions = self.check_definitions();
         let numbered = definitions.len() > 1;
         let mut checks = Vec::with_capacity(definitions.len());
         for (n, definition) in definitions.into_iter().enumerate() {
@@ -312,6 +324,25 @@ impl ServiceDefinition {
 }
 
 impl CheckDefinition {
+    /// The check's ID: `CheckID`, else its name, else `default_id`.
+    pub fn check_id(&self, default_id: &str) -> CheckId {
+        let id = self.id.clone().filter(|id| !id.is_empty());
+        CheckId::new(
+            id.or_else(|| self.name.clone().filter(|n| !n.is_empty())).unwrap_or_else(|| default_id.to_owned()),
+        )
+    }
+
+    /// This check, defined inside a service, as a check registered on its
+    /// own for that service (so it can outlive the service's definition).
+    pub fn standalone(&self, check: &Check) -> CheckDefinition {
+        CheckDefinition {
+            id: Some(check.id.to_string()),
+            name: Some(check.name.clone()),
+            service_id: Some(check.service_id.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Validates into a [`LocalCheck`] on `node`; `default_id` is used when
     /// the definition has neither an ID nor a name.
     pub fn validate(
@@ -322,12 +353,7 @@ impl CheckDefinition {
     ) -> Result<LocalCheck, DefinitionError> {
         let fail = |text: String| Err(DefinitionError(text));
         let name = self.name.clone().unwrap_or_default();
-        let id = self
-            .id
-            .clone()
-            .filter(|id| !id.is_empty())
-            .or_else(|| (!name.is_empty()).then(|| name.clone()))
-            .unwrap_or_else(|| default_id.to_owned());
+        let id = self.check_id(default_id);
         if id.is_empty() {
             return fail("Missing check ID: set CheckID or Name".into());
         }
@@ -393,7 +419,7 @@ impl CheckDefinition {
         Ok(LocalCheck {
             check: Check {
                 node: node.clone(),
-                id: CheckId::new(id),
+                id,
                 name,
                 status,
                 notes: self.notes.clone().unwrap_or_default(),
