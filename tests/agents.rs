@@ -478,12 +478,18 @@ async fn reload_updates_services_in_place_and_a_restart_keeps_api_checks_on_them
     assert!(polls > 0);
     assert!(missing.is_empty(), "web missing from ?passing in polls {missing:?} of {polls}");
 
-    // An API check on the config-file service survives kill -9 and a restart.
+    // An API check on the config-file service, with its TTL passed, survives kill -9 and a restart.
     let ttl = json!({"CheckID": "web-ttl", "ServiceID": "web", "TTL": "10m"});
     assert_eq!(vm1_http.put("/v1/agent/check/register", ttl.to_string()).await.unwrap().status, 200);
+    assert_eq!(vm1_http.put("/v1/agent/check/pass/web-ttl?note=fed", Vec::new()).await.unwrap().status, 200);
     cluster.kill(vm1);
     cluster.start_server(vm1);
     cluster.wait_ready(vm1).await;
     let checks = get_json(&vm1_http, "/v1/agent/checks").await.unwrap();
     assert_eq!(checks["web-ttl"]["ServiceID"], "web", "{checks}");
+    assert_eq!((&checks["web-ttl"]["Status"], &checks["web-ttl"]["Output"]), (&json!("passing"), &json!("fed")));
+    eventually("web passing in the catalog with its TTL check", Duration::from_secs(20), || async {
+        passing_tags(&cluster.client(0), "web").await.filter(|t| t == &[json!(["v3"])])
+    })
+    .await;
 }

@@ -66,6 +66,9 @@ pub struct LocalState {
     script_checks: bool,
     persist_dir: PathBuf,
     entries: Mutex<Entries>,
+    /// TTL checks' states saved by the last run, taken by each check as it
+    /// starts again (see [`persist::TtlState`]).
+    restored_ttl: Mutex<BTreeMap<CheckId, persist::TtlState>>,
     /// Bumped on every change: wakes anti-entropy and `?hash` blocking queries.
     version: watch::Sender<u64>,
 }
@@ -151,6 +154,7 @@ impl LocalState {
             node,
             address,
             script_checks,
+            restored_ttl: Mutex::new(persist::load_ttl_states(&persist_dir)),
             persist_dir,
             entries: Mutex::new(Entries::default()),
             version: watch::Sender::new(0),
@@ -392,7 +396,20 @@ impl LocalState {
             entry.refreshed.notify_one();
         }
         self.update_check(id, status, output);
+        self.save_ttl_states();
         Ok(())
+    }
+
+    /// Saves every TTL check's status and deadline, so a restarted agent
+    /// picks them up (as Consul keeps TTL check state across restarts).
+    fn save_ttl_states(&self) {
+        let states: BTreeMap<CheckId, persist::TtlState> = self
+            .entries()
+            .checks
+            .iter()
+            .filter_map(|(id, c)| Some((id.clone(), persist::TtlState::new(&c.local.check, c.ttl_deadline?))))
+            .collect();
+        persist::save_ttl_states(&self.persist_dir, &states);
     }
 
     /// Sets a check's status and output. Returns `None` if there is no such check.
@@ -514,13 +531,13 @@ impl LocalState {
 
     fn start_check(
         self: &Arc<Self>,
-        local: LocalCheck,
+        mut local: LocalCheck,
         spec: CheckDefinition,
         definition: Option<CheckDefinition>,
         source: Source,
     ) -> CheckEntry {
         let ttl_deadline = match local.runner {
-            CheckRunner::Ttl { ttl } => Some(Instant::now() + ttl),
+            CheckRunner::Ttl { ttl } => Some(self.restore_ttl(&mut local).unwrap_or_else(|| Instant::now() + ttl)),
             CheckRunner::Probe { .. } => None,
         };
         let critical_since = (local.check.status == HealthStatus::Critical).then(Instant::now);
@@ -535,6 +552,16 @@ impl LocalState {
             ttl_deadline,
             critical_since,
         }
+    }
+
+    /// A TTL check's state from before a restart, if it has not expired:
+    /// sets its status and output, and returns its deadline.
+    fn restore_ttl(&self, local: &mut LocalCheck) -> Option<Instant> {
+        let saved = self.restored_ttl.lock().unwrap_or_else(|p| p.into_inner()).remove(&local.check.id)?;
+        let deadline = saved.deadline()?;
+        local.check.status = saved.status;
+        local.check.output = saved.output;
+        Some(deadline)
     }
 
     fn changed(&self, source: Source) {
@@ -632,16 +659,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_api_check_on_a_config_service_survives_a_restart() {
+    async fn an_api_check_on_a_config_service_and_its_ttl_state_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let web = service(json!({"Name": "web", "Port": 80}));
         let state = open(dir.path(), vec![web.clone()]);
         let ttl = check(json!({"CheckID": "web-ttl", "ServiceID": "web", "TTL": "5m"}));
         state.add_check(ttl, Source::Api).unwrap();
+        state.refresh_ttl(&CheckId::new("web-ttl"), HealthStatus::Passing, "fine".into()).unwrap();
         drop(state);
 
         let state = open(dir.path(), vec![web]);
         let restored = state.check(&CheckId::new("web-ttl")).expect("the API check is back").check;
         assert_eq!(restored.service_id.as_str(), "web");
+        assert_eq!((restored.status, restored.output.as_str()), (HealthStatus::Passing, "fine"));
     }
 }
