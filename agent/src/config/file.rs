@@ -72,7 +72,8 @@ pub struct ConfigFile {
 pub struct DnsConfigFile {
     /// TTL of node lookups (default 0: not cached).
     pub node_ttl: Option<String>,
-    /// TTL of service lookups by service name; `"*"` is the default.
+    /// TTL of service lookups by service name; a name ending in `*` is a
+    /// prefix (`"web*"`; `"*"` matches every service); the longest wins.
     pub service_ttl: Option<std::collections::BTreeMap<String, String>>,
     /// Answer only instances whose checks all pass (warning excluded).
     pub only_passing: Option<bool>,

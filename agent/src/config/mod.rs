@@ -67,7 +67,7 @@ pub struct DnsSettings {
     /// Leave out instances with a warning check too.
     pub only_passing: bool,
     pub node_ttl: Duration,
-    /// Per service name; `"*"` is the default for the rest.
+    /// Per service name; a key ending in `*` is a prefix (`"*"`: every service).
     pub service_ttl: BTreeMap<String, Duration>,
 }
 

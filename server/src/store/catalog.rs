@@ -21,6 +21,9 @@ pub struct Catalog {
     /// stored in snapshots), so a lookup by name (DNS, health, blocking
     /// queries) does not scan the whole catalog.
     by_name: BTreeMap<ServiceName, BTreeSet<(NodeName, ServiceId)>>,
+    /// The service names in `by_name` by their lower-case form, for lookups
+    /// that ignore case (DNS names). Derived like `by_name`.
+    by_lower_name: BTreeMap<String, BTreeSet<ServiceName>>,
     /// Nodes that left gracefully (`Command::NodeLeave`), as they were when
     /// they left; an entry goes when the node registers again or is
     /// deregistered outright.
@@ -73,15 +76,19 @@ impl Catalog {
             services: services.into_iter().map(|s| ((s.node.clone(), s.id.clone()), s)).collect(),
             checks: checks.into_iter().map(|c| ((c.node.clone(), c.id.clone()), c)).collect(),
             by_name: BTreeMap::new(),
+            by_lower_name: BTreeMap::new(),
             left: left.into_iter().map(|n| (n.name.clone(), n)).collect(),
         };
-        for ((node, id), service) in &catalog.services {
-            catalog.by_name.entry(service.name.clone()).or_default().insert((node.clone(), id.clone()));
+        let keys: Vec<((NodeName, ServiceId), ServiceName)> =
+            catalog.services.iter().map(|(key, s)| (key.clone(), s.name.clone())).collect();
+        for (key, name) in keys {
+            catalog.reindex(&key, None, Some(&name));
         }
         catalog
     }
 
-    /// Keeps `by_name` in step when the service at `key` goes from `old` to `new`.
+    /// Keeps `by_name` (and `by_lower_name`) in step when the service at
+    /// `key` goes from `old` to `new`.
     fn reindex(&mut self, key: &(NodeName, ServiceId), old: Option<&ServiceName>, new: Option<&ServiceName>) {
         if old == new {
             return;
@@ -91,11 +98,19 @@ impl Catalog {
                 keys.remove(key);
                 if keys.is_empty() {
                     self.by_name.remove(old);
+                    let lower = old.as_str().to_lowercase();
+                    if let Some(names) = self.by_lower_name.get_mut(&lower) {
+                        names.remove(old);
+                        if names.is_empty() {
+                            self.by_lower_name.remove(&lower);
+                        }
+                    }
                 }
             }
         }
         if let Some(new) = new {
             self.by_name.entry(new.clone()).or_default().insert(key.clone());
+            self.by_lower_name.entry(new.as_str().to_lowercase()).or_default().insert(new.clone());
         }
     }
 
@@ -267,6 +282,14 @@ impl Catalog {
         self.nodes.get(name)
     }
 
+    /// The node named `name` whatever the case (`VM1` for `vm1`), as DNS
+    /// names are matched.
+    pub fn node_ignoring_case(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .get(&NodeName::new(name))
+            .or_else(|| self.nodes.values().find(|n| n.name.as_str().eq_ignore_ascii_case(name)))
+    }
+
     pub fn node_services(&self, name: &NodeName) -> Option<NodeServices> {
         let node = self.nodes.get(name)?.clone();
         let services = self
@@ -315,6 +338,13 @@ impl Catalog {
             .take_while(|((n, _), _)| n == node)
             .map(|(_, c)| c.clone())
             .collect()
+    }
+
+    /// Like [`service_health`](Self::service_health), for every service whose
+    /// name is `name` whatever the case (`Web` for `web`), as DNS names are matched.
+    pub fn service_health_ignoring_case(&self, name: &str) -> Vec<ServiceHealth> {
+        let names = self.by_lower_name.get(&name.to_lowercase()).into_iter().flatten();
+        names.flat_map(|name| self.service_health(name)).collect()
     }
 
     /// Every instance of `name` with its node and the checks that decide its
@@ -407,6 +437,27 @@ mod tests {
         catalog.deregister(&node, &mut changed);
         assert!(catalog.service_instances(&ServiceName::new("web")).is_empty());
         assert!(!catalog.by_name.contains_key(&ServiceName::new("web")), "no empty entries are left");
+        assert!(!catalog.by_lower_name.contains_key("web"), "no empty entries are left");
+    }
+
+    #[test]
+    fn lookups_ignoring_case_find_every_spelling() {
+        let mut catalog = Catalog::default();
+        let mut changed = Changed::default();
+        catalog.register(RaftIndex(1), &registration("VM1", Some("Web")), &mut changed);
+        catalog.register(RaftIndex(2), &registration("vm2", Some("web")), &mut changed);
+        assert_eq!(catalog.service_health_ignoring_case("WEB").len(), 2);
+        assert!(catalog.service_health_ignoring_case("api").is_empty());
+        assert_eq!(catalog.node_ignoring_case("vm1").map(|n| n.name.as_str()), Some("VM1"));
+        catalog.deregister(&Deregistration { node: NodeName::new("VM1"), ..Deregistration::default() }, &mut changed);
+        assert_eq!(catalog.service_health_ignoring_case("web").len(), 1);
+        let rebuilt = Catalog::from_parts(
+            catalog.nodes.values().cloned().collect(),
+            catalog.services.values().cloned().collect(),
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(rebuilt.service_health_ignoring_case("WEB").len(), 1);
     }
 
     #[test]
