@@ -320,6 +320,28 @@ async fn hash_blocking_and_deregister_critical_service_after() {
     assert_ne!(woken.header("X-Consul-ContentHash"), Some(hash.as_str()));
     assert!(serde_json::from_slice::<Value>(&woken.body).unwrap()["flaky"].is_object());
 
+    // `/v1/agent/service/<id>`: the body's ContentHash is the header's, and blocks with `?hash=`.
+    let web = json!({"Name": "web", "Port": 80, "Tags": ["v1"]});
+    assert_eq!(client.put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    let response = client.get("/v1/agent/service/web").await.unwrap();
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    let hash = body["ContentHash"].as_str().expect("a ContentHash").to_owned();
+    assert_eq!(response.header("X-Consul-ContentHash"), Some(hash.as_str()));
+    let waiter = {
+        let client = client.clone();
+        let path = format!("/v1/agent/service/web?hash={hash}&wait=5m");
+        tokio::spawn(async move { client.get(&path).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a blocking query with the body's hash waits");
+    let web = json!({"Name": "web", "Port": 80, "Tags": ["v2"]});
+    assert_eq!(client.put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    let woken = waiter.await.unwrap();
+    let body: Value = serde_json::from_slice(&woken.body).unwrap();
+    assert_eq!(body["Tags"], json!(["v2"]), "woken by the change, not at once");
+    assert_ne!(body["ContentHash"], json!(hash));
+    assert_eq!(woken.header("X-Consul-ContentHash"), body["ContentHash"].as_str());
+
     // Never passed: critical from the start, so it is deregistered after 2s.
     eventually("flaky deregistered after being critical for 2s", Duration::from_secs(10), || async {
         let response = client.get("/v1/agent/service/flaky").await.ok()?;

@@ -71,11 +71,22 @@ fn without_indexes(mut value: Value) -> Value {
     value
 }
 
+/// Where an answer carries its content hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HashIn {
+    /// `X-Consul-ContentHash` only.
+    Header,
+    /// The header and the body's `ContentHash` field (`/v1/agent/service/<id>`),
+    /// one value: the hash of the body without that field.
+    HeaderAndBody,
+}
+
 /// Answers `render()` with its content hash; with `?hash=<same>` it first
 /// waits (up to `?wait`) for the local state to change.
 async fn hash_blocking(
     state: &AppState,
     raw: Option<&str>,
+    hash_in: HashIn,
     render: impl Fn() -> Result<(StatusCode, Value), ApiError>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw);
@@ -98,8 +109,12 @@ async fn hash_blocking(
             (status, body) = render()?;
         }
     }
+    let hash = content_hash(&body);
+    if hash_in == HashIn::HeaderAndBody {
+        body["ContentHash"] = json!(hash);
+    }
     let mut headers = HeaderMap::new();
-    if let Ok(hash) = HeaderValue::from_str(&content_hash(&body)) {
+    if let Ok(hash) = HeaderValue::from_str(&hash) {
         headers.insert("X-Consul-ContentHash", hash);
     }
     let body = match query.get("format") {
@@ -120,7 +135,7 @@ fn content_hash(value: &Value) -> String {
 /// `GET /v1/agent/services`: this agent's services by ID.
 pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let items: Vec<Value> = state.local.services().iter().map(|s| agent_service_json(&state, s)).collect();
         let items = filter_items(&query, items)?;
         let map: serde_json::Map<String, Value> =
@@ -137,11 +152,9 @@ pub async fn service(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::HeaderAndBody, || {
         let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
-        let mut body = agent_service_json(&state, &service);
-        body["ContentHash"] = json!(content_hash(&body));
-        Ok((StatusCode::OK, body))
+        Ok((StatusCode::OK, agent_service_json(&state, &service)))
     })
     .await
 }
@@ -149,7 +162,7 @@ pub async fn service(
 /// `GET /v1/agent/checks`: this agent's checks by ID.
 pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let items: Vec<Value> = state.local.checks().iter().map(agent_check_json).collect();
         let items = filter_items(&query, items)?;
         let map: serde_json::Map<String, Value> =
@@ -281,7 +294,7 @@ pub async fn health_by_id(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
         let (worst, body) = service_health(&state, &service);
         Ok((health_code(worst), body))
@@ -295,7 +308,7 @@ pub async fn health_by_name(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let instances: Vec<(HealthStatus, Value)> = state
             .local
             .services()
