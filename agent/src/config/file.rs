@@ -56,7 +56,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub checks: Vec<Value>,
     /// Weft: how long an agent may miss heartbeats before its node turns
-    /// critical (acted on by the leader; default 10s).
+    /// critical (acted on by the leader; default 8s: critical within 10s).
     pub liveness_timeout: Option<String>,
     /// Weft: how often anti-entropy compares this node's registrations with
     /// the catalog even when nothing changed locally (default 5s; the

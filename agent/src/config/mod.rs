@@ -298,7 +298,11 @@ impl ConfigFile {
                 }
             },
         };
-        let liveness_timeout = duration_setting("liveness_timeout", &self.liveness_timeout, Duration::from_secs(10));
+        let liveness_timeout = duration_setting(
+            "liveness_timeout",
+            &self.liveness_timeout,
+            weft_server::liveness::DEFAULT_LIVENESS_TIMEOUT,
+        );
         let anti_entropy_interval =
             duration_setting("anti_entropy_interval", &self.anti_entropy_interval, Duration::from_secs(5));
         let enable_script_checks = self.enable_script_checks.unwrap_or(false);

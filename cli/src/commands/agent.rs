@@ -82,7 +82,8 @@ pub struct AgentArgs {
     /// Allow script checks (`args`); off by default.
     #[arg(long)]
     enable_script_checks: bool,
-    /// How long an agent may miss heartbeats before its node turns critical (servers; default 10s).
+    /// How long an agent may miss heartbeats before its node turns critical (servers; default 8s,
+    /// so a dead agent is critical within 10s).
     #[arg(long)]
     liveness_timeout: Option<String>,
     /// How often anti-entropy re-checks this node's registrations (default 5s).
