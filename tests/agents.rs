@@ -260,12 +260,15 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let good = json!({"Name": "web", "Port": 80});
     assert_eq!(client.put("/v1/agent/service/register", good.to_string()).await.unwrap().status, 200);
     let before = get_json(&client, "/v1/agent/services").await.unwrap();
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 7] = [
         ("{\"Name\": \"web\", ", "malformed JSON"),
         (r#"{"Port": 80}"#, "service name"),
         (r#"{"Name": "web", "Port": 70000}"#, "Port"),
         (r#"{"Name": "web", "Check": {"Interval": "10s"}}"#, "one of HTTP, TCP, GRPC, TTL"),
         (r#"{"Name": "web", "Check": {"HTTP": "http://x/", "Interval": "soon"}}"#, "Interval"),
+        // An unknown check type is named, not ignored.
+        (r#"{"Name": "web", "Check": {"UDP": "x", "Interval": "10s"}}"#, "UDP"),
+        (r#"{"Name": "web", "Kind": "connect-proxy", "Port": 21000}"#, "DestinationServiceName"),
     ];
     for (body, expected) in cases {
         let response = client.put("/v1/agent/service/register", body).await.unwrap();
@@ -279,6 +282,45 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     assert_eq!(get_json(&client, "/v1/agent/services").await.unwrap(), before);
     let unknown = client.put("/v1/agent/check/pass/nope", Vec::new()).await.unwrap();
     assert_eq!(unknown.status, 404);
+
+    // An Interval under 1s is raised to 1s, as Consul does, not refused.
+    let fast = json!({"Name": "fast", "Check": {"TCP": "127.0.0.1:1", "Interval": "200ms"}});
+    assert_eq!(client.put("/v1/agent/service/register", fast.to_string()).await.unwrap().status, 200);
+
+    // A connect-proxy registered directly keeps its Proxy block, in Consul's shape.
+    let proxy = json!({"Name": "web-proxy", "Kind": "connect-proxy", "Port": 21000, "Proxy": {
+        "DestinationServiceName": "web", "DestinationServiceID": "web", "LocalServicePort": 80,
+        "Config": {"envoy_prometheus_bind_addr": "0.0.0.0:9102"},
+        "Upstreams": [{"DestinationName": "db", "LocalBindPort": 9191, "Datacenter": "dc1"}]}});
+    let response = client.put("/v1/agent/service/register", proxy.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let shown = get_json(&client, "/v1/agent/service/web-proxy").await.unwrap();
+    assert_eq!(shown["Kind"], "connect-proxy");
+    assert_eq!(shown["Proxy"]["DestinationServiceName"], "web");
+    assert_eq!(shown["Proxy"]["LocalServicePort"], 80);
+    assert_eq!(shown["Proxy"]["Config"]["envoy_prometheus_bind_addr"], "0.0.0.0:9102", "user keys as written");
+    assert_eq!(shown["Proxy"]["Upstreams"][0]["DestinationName"], "db");
+    assert_eq!(shown["Proxy"]["Upstreams"][0]["LocalBindPort"], 9191);
+    let all = get_json(&client, "/v1/agent/services").await.unwrap();
+    assert_eq!(all["web-proxy"]["Proxy"], shown["Proxy"]);
+
+    // Re-registering keeps the service's other checks, unless ?replace-existing-checks.
+    let check_ids = || async {
+        let checks = get_json(&client, "/v1/agent/checks").await.unwrap();
+        let mut ids: Vec<String> =
+            checks.as_object().unwrap().keys().filter(|k| k.starts_with("multi-")).cloned().collect();
+        ids.sort();
+        ids
+    };
+    let both =
+        json!({"Name": "multi", "Checks": [{"CheckID": "multi-a", "TTL": "1m"}, {"CheckID": "multi-b", "TTL": "1m"}]});
+    let only_a = json!({"Name": "multi", "Checks": [{"CheckID": "multi-a", "TTL": "1m"}]});
+    client.put("/v1/agent/service/register", both.to_string()).await.unwrap();
+    client.put("/v1/agent/service/register", only_a.to_string()).await.unwrap();
+    assert_eq!(check_ids().await, ["multi-a", "multi-b"]);
+    let replaced = client.put("/v1/agent/service/register?replace-existing-checks", only_a.to_string()).await.unwrap();
+    assert_eq!(replaced.status, 200);
+    assert_eq!(check_ids().await, ["multi-a"]);
 
     // `weft services register FILE` takes the config-file shape; deregister by ID.
     let dir = tempfile::tempdir().unwrap();

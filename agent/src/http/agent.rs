@@ -24,7 +24,7 @@ use super::health::check_json;
 use super::query::{filter_items, QueryParams};
 use super::AppState;
 use crate::decode::{decode_body, decode_value};
-use crate::local::definition::{CheckDefinition, DefinitionError, ServiceDefinition};
+use crate::local::definition::{CheckDefinition, DefinitionError, ProxyDefinition, ServiceDefinition, Upstream};
 use crate::local::{Reregistration, Source};
 use crate::ROLE_META_KEY;
 
@@ -38,23 +38,52 @@ impl From<DefinitionError> for ApiError {
 }
 
 /// A service as the agent API shows it: the catalog's shape, with this
-/// agent's datacenter and without Raft indexes (local state has none).
+/// agent's datacenter, without Raft indexes (local state has none), and with
+/// its `Proxy` block if it is a `connect-proxy`.
 fn agent_service_json(state: &AppState, service: &Service) -> Value {
     let mut value = without_indexes(service_json(service));
     value["Datacenter"] = json!(state.config.datacenter);
-    if let Some(proxy) = state.local.proxy(&service.id) {
-        value["Proxy"] = json!({
-            "DestinationServiceName": proxy.destination_service_name,
-            "DestinationServiceID": proxy.destination_service_id,
-            "LocalServiceAddress": proxy.local_service_address,
-            "LocalServicePort": proxy.local_service_port,
-            "Upstreams": proxy.upstreams.iter().map(|u| json!({
-                "DestinationType": "service",
-                "DestinationName": u.destination_name,
-                "LocalBindAddress": u.local_bind_address.as_deref().unwrap_or("127.0.0.1"),
-                "LocalBindPort": u.local_bind_port,
-            })).collect::<Vec<_>>(),
-        });
+    if let Some(proxy) = state.local.proxy_definition(&service.id) {
+        value["Proxy"] = proxy_json(&proxy);
+    }
+    value
+}
+
+/// Consul's `Proxy` shape; fields not set are left out, as Consul does.
+fn proxy_json(proxy: &ProxyDefinition) -> Value {
+    let mut value = json!({
+        "DestinationServiceName": proxy.destination_service_name,
+        "Upstreams": proxy.upstreams.iter().map(upstream_json).collect::<Vec<_>>(),
+        "MeshGateway": {},
+        "Expose": {},
+    });
+    let optional = [
+        ("DestinationServiceID", proxy.destination_service_id.as_ref().map(|v| json!(v))),
+        ("LocalServiceAddress", proxy.local_service_address.as_ref().map(|v| json!(v))),
+        ("LocalServicePort", proxy.local_service_port.map(|v| json!(v))),
+        ("Mode", proxy.mode.as_ref().map(|v| json!(v))),
+        ("Config", proxy.config.clone()),
+    ];
+    for (field, set) in optional {
+        if let Some(set) = set {
+            value[field] = set;
+        }
+    }
+    value
+}
+
+fn upstream_json(upstream: &Upstream) -> Value {
+    let mut value = json!({
+        "DestinationType": upstream.destination_type.as_deref().unwrap_or("service"),
+        "DestinationName": upstream.destination_name,
+        "LocalBindAddress": upstream.local_bind_address.as_deref().unwrap_or("127.0.0.1"),
+        "LocalBindPort": upstream.local_bind_port,
+    });
+    if let Some(datacenter) = &upstream.datacenter {
+        value["Datacenter"] = json!(datacenter);
+    }
+    if let Some(config) = &upstream.config {
+        value["Config"] = config.clone();
     }
     value
 }

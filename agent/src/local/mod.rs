@@ -27,8 +27,8 @@ use weft_api::ids::{CheckId, NodeName, ServiceId};
 
 use crate::config::{AgentConfig, ConfigErrors, Definitions};
 use definition::{
-    CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ServiceDefinition,
-    SidecarRequest,
+    CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ProxyDefinition,
+    ServiceDefinition, SidecarRequest,
 };
 
 /// Ports given to sidecars that do not ask for one (Consul's default range).
@@ -331,6 +331,18 @@ impl LocalState {
     /// The proxy configuration of sidecar `id`, if it is one.
     pub fn proxy(&self, id: &ServiceId) -> Option<ProxyConfig> {
         self.entries().services.get(id).and_then(|s| s.sidecar_of.as_ref()).map(|(_, proxy)| proxy.clone())
+    }
+
+    /// The `Proxy` block of service `id`, as the agent API shows it: a
+    /// sidecar's (made by this agent) or a directly registered
+    /// `connect-proxy`'s (as registered).
+    pub fn proxy_definition(&self, id: &ServiceId) -> Option<ProxyDefinition> {
+        let entries = self.entries();
+        let entry = entries.services.get(id)?;
+        match &entry.sidecar_of {
+            Some((_, sidecar)) => Some(ProxyDefinition::from(sidecar)),
+            None => entry.definition.proxy_definition().ok().flatten(),
+        }
     }
 
     /// Every sidecar on this agent: its service ID and the ID of the service it fronts.
