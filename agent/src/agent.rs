@@ -170,11 +170,15 @@ impl Agent {
             leaves: Arc::new(LeafCache::new(backend.clone(), node.name.clone())),
         };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
+        let intervals = sync::SyncIntervals {
+            anti_entropy: config.anti_entropy_interval,
+            check_update: config.check_update_interval,
+        };
         let sync = tokio::spawn(sync::run(
             local.clone(),
             backend.clone(),
             node.clone(),
-            config.anti_entropy_interval,
+            intervals,
             stopped(stop_tasks_rx.clone()),
         ));
         let heartbeat = tokio::spawn(send_heartbeats(backend.clone(), node.clone(), stopped(stop_tasks_rx.clone())));

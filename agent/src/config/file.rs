@@ -62,6 +62,10 @@ pub struct ConfigFile {
     /// the catalog even when nothing changed locally (default 5s; the
     /// comparison is local, only differences are written).
     pub anti_entropy_interval: Option<String>,
+    /// Consul's `check_update_interval`: how long a check whose only change
+    /// is its output may wait before it is synced to the catalog (default
+    /// 5m; status changes sync at once; "0s" syncs every output change).
+    pub check_update_interval: Option<String>,
     #[serde(skip)]
     pub dev_mode: Option<bool>,
 }
@@ -145,6 +149,7 @@ impl ConfigFile {
             enable_script_checks,
             liveness_timeout,
             anti_entropy_interval,
+            check_update_interval,
             dev_mode
         );
         self.retry_join.extend(later.retry_join);

@@ -89,6 +89,9 @@ pub struct AgentArgs {
     /// How often anti-entropy re-checks this node's registrations (default 5s).
     #[arg(long)]
     anti_entropy_interval: Option<String>,
+    /// How long a check whose only change is its output may wait to be synced (default 5m).
+    #[arg(long)]
+    check_update_interval: Option<String>,
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {
@@ -121,6 +124,7 @@ impl AgentArgs {
             enable_script_checks: self.enable_script_checks.then_some(true),
             liveness_timeout: self.liveness_timeout.clone(),
             anti_entropy_interval: self.anti_entropy_interval.clone(),
+            check_update_interval: self.check_update_interval.clone(),
             ..ConfigFile::default()
         }
     }
