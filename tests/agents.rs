@@ -147,6 +147,15 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
         passing_nodes(&vm1_http, "api").await.filter(|n| n == &["vm2"])
     })
     .await;
+    // The API registration made on vm2 answers `dig` on the other agent, vm1.
+    if dig_available() {
+        let answer = eventually("api SRV from vm1's DNS", Duration::from_secs(10), || async {
+            vm2_http.put("/v1/agent/check/pass/api-ttl?note=fine", Vec::new()).await.ok()?;
+            dig_srv(&cluster.specs[vm1].dns_addr, "api.service.weft").filter(|a| !a.trim().is_empty())
+        })
+        .await;
+        assert!(answer.contains(" 9000 vm2.node.dc1.weft."), "{answer}");
+    }
     // ?filter= over the health answer.
     let filtered =
         get_json(&vm1_http, "/v1/health/service/api?filter=Service.Meta.version%20%3D%3D%20%222%22").await.unwrap();
