@@ -220,8 +220,9 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
     assert!(get_json(&vm2_http, "/v1/agent/services").await.unwrap()["api-1"].is_object());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
+/// 3 servers (short liveness timeout) and client agents vm1 and vm2, with
+/// `web` registered through vm1's API and healthy as vm2 sees it.
+async fn servers_and_two_clients_with_web_on_vm1() -> (Cluster, usize, usize) {
     let mut cluster = Cluster::servers_with(3, &["--liveness-timeout", LIVENESS]).await;
     let vm1 = cluster.add_client("vm1", &[]);
     let vm2 = cluster.add_client("vm2", &[]);
@@ -234,6 +235,13 @@ async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
         passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
     })
     .await;
+    (cluster, vm1, vm2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
+    let (mut cluster, vm1, vm2) = servers_and_two_clients_with_web_on_vm1().await;
+    let vm2_http = cluster.client(vm2);
 
     // kill -9: no goodbye. The leader notices the silence within the liveness bound.
     cluster.kill(vm1);
@@ -447,18 +455,8 @@ async fn consistent_nodes(client: &HttpClient) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_shows_left_until_the_node_joins_again() {
-    let mut cluster = Cluster::servers_with(3, &["--liveness-timeout", LIVENESS]).await;
-    let vm1 = cluster.add_client("vm1", &[]);
-    let vm2 = cluster.add_client("vm2", &[]);
-    cluster.wait_ready(vm1).await;
-    cluster.wait_ready(vm2).await;
-    let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
-    let registration = json!({"Name": "web", "Port": 8080});
-    assert_eq!(vm1_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
-    eventually("web on vm1 healthy", Duration::from_secs(15), || async {
-        passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
-    })
-    .await;
+    let (mut cluster, vm1, vm2) = servers_and_two_clients_with_web_on_vm1().await;
+    let vm2_http = cluster.client(vm2);
 
     // `weft leave` answers once the deregistration is applied: a consistent
     // read right after it no longer finds the node.

@@ -217,18 +217,11 @@ impl Cluster {
     /// SIGTERM server `i` and wait for it to exit. Returns whether it exited
     /// by itself within 30 s × patience (else it is killed).
     pub fn stop(&mut self, i: usize) -> bool {
-        let Some(mut child) = self.children[i].take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30) * patience();
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if self.children[i].is_none() {
+            return true;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.signal(i, "TERM");
+        self.wait_exited(i)
     }
 
     /// Waits for agent `i` to exit by itself (after a leave), up to 30 s ×
