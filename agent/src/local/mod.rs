@@ -171,6 +171,12 @@ impl LocalState {
                 tracing::warn!(%error, "dropping a persisted check that no longer validates");
             }
         }
+        // Every check there is has taken its saved state; the rest belonged to
+        // checks that are gone, and must not pass on to a new one with their ID.
+        let leftover = std::mem::take(&mut *state.restored_ttl.lock().unwrap_or_else(|p| p.into_inner()));
+        if !leftover.is_empty() {
+            state.save_ttl_states();
+        }
         state
     }
 
