@@ -147,6 +147,15 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
         passing_nodes(&vm1_http, "api").await.filter(|n| n == &["vm2"])
     })
     .await;
+    // The API registration made on vm2 answers `dig` on the other agent, vm1.
+    if dig_available() {
+        let answer = eventually("api SRV from vm1's DNS", Duration::from_secs(10), || async {
+            vm2_http.put("/v1/agent/check/pass/api-ttl?note=fine", Vec::new()).await.ok()?;
+            dig_srv(&cluster.specs[vm1].dns_addr, "api.service.weft").filter(|a| !a.trim().is_empty())
+        })
+        .await;
+        assert!(answer.contains(" 9000 vm2.node.dc1.weft."), "{answer}");
+    }
     // ?filter= over the health answer.
     let filtered =
         get_json(&vm1_http, "/v1/health/service/api?filter=Service.Meta.version%20%3D%3D%20%222%22").await.unwrap();
@@ -211,8 +220,9 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
     assert!(get_json(&vm2_http, "/v1/agent/services").await.unwrap()["api-1"].is_object());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
+/// 3 servers (short liveness timeout) and client agents vm1 and vm2, with
+/// `web` registered through vm1's API and healthy as vm2 sees it.
+async fn servers_and_two_clients_with_web_on_vm1() -> (Cluster, usize, usize) {
     let mut cluster = Cluster::servers_with(3, &["--liveness-timeout", LIVENESS]).await;
     let vm1 = cluster.add_client("vm1", &[]);
     let vm2 = cluster.add_client("vm2", &[]);
@@ -225,6 +235,13 @@ async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
         passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
     })
     .await;
+    (cluster, vm1, vm2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
+    let (mut cluster, vm1, vm2) = servers_and_two_clients_with_web_on_vm1().await;
+    let vm2_http = cluster.client(vm2);
 
     // kill -9: no goodbye. The leader notices the silence within the liveness bound.
     cluster.kill(vm1);
@@ -246,11 +263,37 @@ async fn a_killed_agent_turns_critical_and_comes_back_with_its_services() {
     })
     .await;
 
-    // SIGTERM is a graceful leave: the node is deregistered at once.
+    // SIGTERM is a graceful leave: the node is deregistered before vm1 exits
+    // (a consistent read through vm2 sees it; a default one may lag by the
+    // bounded staleness of a client agent's copy).
     assert!(cluster.stop(vm1), "vm1 did not stop on SIGTERM");
-    let nodes = get_json(&vm2_http, "/v1/catalog/nodes").await.unwrap();
-    assert!(nodes.as_array().unwrap().iter().all(|n| n["Node"] != "vm1"), "{nodes}");
-    assert_eq!(passing_nodes(&vm2_http, "web").await.unwrap(), Vec::<String>::new());
+    assert!(!consistent_nodes(&vm2_http).await.contains(&"vm1".to_owned()));
+    let web = get_json(&vm2_http, "/v1/health/service/web?passing&consistent").await.unwrap();
+    assert_eq!(web, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_reads_its_own_writes_from_its_copy() {
+    let mut cluster = Cluster::servers(3).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let vm1_http = cluster.client(vm1);
+    // Default reads are served from the agent's copy, which holds every write made through it.
+    for i in 0..20 {
+        let key = format!("/v1/kv/ryw/{i}");
+        assert_eq!(vm1_http.put(&key, i.to_string()).await.unwrap().text(), "true");
+        let read = vm1_http.get(&format!("{key}?raw")).await.unwrap();
+        assert_eq!((read.status, read.text()), (200, i.to_string()), "write {i} read back through vm1");
+        let last_contact = read.header("X-Consul-LastContact").expect("X-Consul-LastContact");
+        assert!(last_contact.parse::<u64>().is_ok(), "{last_contact}");
+        let node = json!({"Node": format!("ext-{i}"), "Address": "10.0.0.9", "Service": {"Service": "ext", "Port": i}});
+        assert_eq!(vm1_http.put("/v1/catalog/register", node.to_string()).await.unwrap().status, 200);
+        let listed = get_json(&vm1_http, "/v1/catalog/service/ext").await.unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), i + 1, "registration {i} read back through vm1");
+    }
+    // ?consistent goes through the leader and agrees.
+    let consistent = get_json(&vm1_http, "/v1/catalog/service/ext?consistent").await.unwrap();
+    assert_eq!(consistent.as_array().unwrap().len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,12 +303,15 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let good = json!({"Name": "web", "Port": 80});
     assert_eq!(client.put("/v1/agent/service/register", good.to_string()).await.unwrap().status, 200);
     let before = get_json(&client, "/v1/agent/services").await.unwrap();
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 7] = [
         ("{\"Name\": \"web\", ", "malformed JSON"),
         (r#"{"Port": 80}"#, "service name"),
         (r#"{"Name": "web", "Port": 70000}"#, "Port"),
         (r#"{"Name": "web", "Check": {"Interval": "10s"}}"#, "one of HTTP, TCP, GRPC, TTL"),
         (r#"{"Name": "web", "Check": {"HTTP": "http://x/", "Interval": "soon"}}"#, "Interval"),
+        // An unknown check type is named, not ignored.
+        (r#"{"Name": "web", "Check": {"UDP": "x", "Interval": "10s"}}"#, "UDP"),
+        (r#"{"Name": "web", "Kind": "connect-proxy", "Port": 21000}"#, "DestinationServiceName"),
     ];
     for (body, expected) in cases {
         let response = client.put("/v1/agent/service/register", body).await.unwrap();
@@ -279,6 +325,45 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     assert_eq!(get_json(&client, "/v1/agent/services").await.unwrap(), before);
     let unknown = client.put("/v1/agent/check/pass/nope", Vec::new()).await.unwrap();
     assert_eq!(unknown.status, 404);
+
+    // An Interval under 1s is raised to 1s, as Consul does, not refused.
+    let fast = json!({"Name": "fast", "Check": {"TCP": "127.0.0.1:1", "Interval": "200ms"}});
+    assert_eq!(client.put("/v1/agent/service/register", fast.to_string()).await.unwrap().status, 200);
+
+    // A connect-proxy registered directly keeps its Proxy block, in Consul's shape.
+    let proxy = json!({"Name": "web-proxy", "Kind": "connect-proxy", "Port": 21000, "Proxy": {
+        "DestinationServiceName": "web", "DestinationServiceID": "web", "LocalServicePort": 80,
+        "Config": {"envoy_prometheus_bind_addr": "0.0.0.0:9102"},
+        "Upstreams": [{"DestinationName": "db", "LocalBindPort": 9191, "Datacenter": "dc1"}]}});
+    let response = client.put("/v1/agent/service/register", proxy.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let shown = get_json(&client, "/v1/agent/service/web-proxy").await.unwrap();
+    assert_eq!(shown["Kind"], "connect-proxy");
+    assert_eq!(shown["Proxy"]["DestinationServiceName"], "web");
+    assert_eq!(shown["Proxy"]["LocalServicePort"], 80);
+    assert_eq!(shown["Proxy"]["Config"]["envoy_prometheus_bind_addr"], "0.0.0.0:9102", "user keys as written");
+    assert_eq!(shown["Proxy"]["Upstreams"][0]["DestinationName"], "db");
+    assert_eq!(shown["Proxy"]["Upstreams"][0]["LocalBindPort"], 9191);
+    let all = get_json(&client, "/v1/agent/services").await.unwrap();
+    assert_eq!(all["web-proxy"]["Proxy"], shown["Proxy"]);
+
+    // Re-registering keeps the service's other checks, unless ?replace-existing-checks.
+    let check_ids = || async {
+        let checks = get_json(&client, "/v1/agent/checks").await.unwrap();
+        let mut ids: Vec<String> =
+            checks.as_object().unwrap().keys().filter(|k| k.starts_with("multi-")).cloned().collect();
+        ids.sort();
+        ids
+    };
+    let both =
+        json!({"Name": "multi", "Checks": [{"CheckID": "multi-a", "TTL": "1m"}, {"CheckID": "multi-b", "TTL": "1m"}]});
+    let only_a = json!({"Name": "multi", "Checks": [{"CheckID": "multi-a", "TTL": "1m"}]});
+    client.put("/v1/agent/service/register", both.to_string()).await.unwrap();
+    client.put("/v1/agent/service/register", only_a.to_string()).await.unwrap();
+    assert_eq!(check_ids().await, ["multi-a", "multi-b"]);
+    let replaced = client.put("/v1/agent/service/register?replace-existing-checks", only_a.to_string()).await.unwrap();
+    assert_eq!(replaced.status, 200);
+    assert_eq!(check_ids().await, ["multi-a"]);
 
     // `weft services register FILE` takes the config-file shape; deregister by ID.
     let dir = tempfile::tempdir().unwrap();
@@ -320,6 +405,28 @@ async fn hash_blocking_and_deregister_critical_service_after() {
     assert_ne!(woken.header("X-Consul-ContentHash"), Some(hash.as_str()));
     assert!(serde_json::from_slice::<Value>(&woken.body).unwrap()["flaky"].is_object());
 
+    // `/v1/agent/service/<id>`: the body's ContentHash is the header's, and blocks with `?hash=`.
+    let web = json!({"Name": "web", "Port": 80, "Tags": ["v1"]});
+    assert_eq!(client.put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    let response = client.get("/v1/agent/service/web").await.unwrap();
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    let hash = body["ContentHash"].as_str().expect("a ContentHash").to_owned();
+    assert_eq!(response.header("X-Consul-ContentHash"), Some(hash.as_str()));
+    let waiter = {
+        let client = client.clone();
+        let path = format!("/v1/agent/service/web?hash={hash}&wait=5m");
+        tokio::spawn(async move { client.get(&path).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a blocking query with the body's hash waits");
+    let web = json!({"Name": "web", "Port": 80, "Tags": ["v2"]});
+    assert_eq!(client.put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    let woken = waiter.await.unwrap();
+    let body: Value = serde_json::from_slice(&woken.body).unwrap();
+    assert_eq!(body["Tags"], json!(["v2"]), "woken by the change, not at once");
+    assert_ne!(body["ContentHash"], json!(hash));
+    assert_eq!(woken.header("X-Consul-ContentHash"), body["ContentHash"].as_str());
+
     // Never passed: critical from the start, so it is deregistered after 2s.
     eventually("flaky deregistered after being critical for 2s", Duration::from_secs(10), || async {
         let response = client.get("/v1/agent/service/flaky").await.ok()?;
@@ -329,6 +436,157 @@ async fn hash_blocking_and_deregister_critical_service_after() {
     eventually("flaky gone from the catalog too", Duration::from_secs(10), || async {
         let body = get_json(&client, "/v1/catalog/service/flaky").await?;
         body.as_array()?.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// `StatusText` and role (`Tags.role`) of `node` in agent `client`'s members.
+async fn member(client: &HttpClient, node: &str) -> Option<(String, String)> {
+    let members = get_json(client, "/v1/agent/members").await?;
+    let member = members.as_array()?.iter().find(|m| m["Name"] == node)?;
+    Some((member["StatusText"].as_str()?.to_owned(), member["Tags"]["role"].as_str()?.to_owned()))
+}
+
+/// Node names in the catalog, read through the leader with `?consistent`.
+async fn consistent_nodes(client: &HttpClient) -> Vec<String> {
+    let nodes = get_json(client, "/v1/catalog/nodes?consistent").await.expect("a consistent node list");
+    nodes.as_array().unwrap().iter().filter_map(|n| n["Node"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_shows_left_until_the_node_joins_again() {
+    let (mut cluster, vm1, vm2) = servers_and_two_clients_with_web_on_vm1().await;
+    let vm2_http = cluster.client(vm2);
+
+    // `weft leave` answers once the deregistration is applied: a consistent
+    // read right after it no longer finds the node.
+    let (code, out, err) = weft(&["leave", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{out}{err}");
+    let leader = cluster.wait_for_leader().await;
+    assert!(!consistent_nodes(&cluster.client(leader)).await.contains(&"vm1".to_owned()));
+    assert!(cluster.wait_exited(vm1), "vm1 exits after leaving");
+    let left = eventually("vm1 listed as left", Duration::from_secs(10), || async {
+        member(&vm2_http, "vm1").await.filter(|(status, _)| status == "left")
+    })
+    .await;
+    assert_eq!(left.1, "node", "vm1 keeps its client role");
+    let (code, out, _) = weft(&["members", "--http-addr", &cluster.specs[vm2].http_addr]);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("vm1")).unwrap_or_default().to_owned();
+    assert!(line.contains("left") && line.contains("client"), "{out}");
+    assert_eq!(passing_nodes(&vm2_http, "web").await.unwrap(), Vec::<String>::new());
+
+    // Joining again clears it: alive, with its API registration back.
+    cluster.start_server(vm1);
+    eventually("vm1 alive again with web", Duration::from_secs(20), || async {
+        let alive = member(&vm2_http, "vm1").await.is_some_and(|(status, _)| status == "alive");
+        (alive && passing_nodes(&vm2_http, "web").await? == ["vm1"]).then_some(())
+    })
+    .await;
+
+    // The leader leaves through the API: out of the catalog and of the Raft peers, shown as a left server.
+    let leader_name = cluster.specs[leader].name.clone();
+    let response = cluster.client(leader).put("/v1/agent/leave", Vec::new()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(cluster.wait_exited(leader), "the leader exits after leaving");
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+    assert!(!consistent_nodes(&cluster.client(new_leader)).await.contains(&leader_name));
+    let voters = eventually("two voters left", Duration::from_secs(15), || async {
+        cluster.voters_seen_by(new_leader).await.filter(|v| v.len() == 2)
+    })
+    .await;
+    assert!(!voters.contains(&leader_name), "{voters:?}");
+    let left = eventually("the old leader listed as left", Duration::from_secs(10), || async {
+        member(&vm2_http, &leader_name).await.filter(|(status, _)| status == "left")
+    })
+    .await;
+    assert_eq!(left.1, "consul", "a left server keeps its server role");
+}
+
+/// Tags of the passing instances of `service`, as agent `client` answers.
+async fn passing_tags(client: &HttpClient, service: &str) -> Option<Vec<Value>> {
+    let body = get_json(client, &format!("/v1/health/service/{service}?passing")).await?;
+    Some(body.as_array()?.iter().map(|e| e["Service"]["Tags"].clone()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_updates_services_in_place_and_a_restart_keeps_api_checks_on_them() {
+    let app = App::start().await;
+    let mut cluster = Cluster::servers(1).await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let write_web = |tag: &str| {
+        let file = format!(
+            r#"service {{
+                 name = "web"
+                 port = {port}
+                 tags = ["{tag}"]
+                 check {{
+                   http = "http://127.0.0.1:{port}/health"
+                   interval = "1s"
+                 }}
+               }}"#,
+            port = app.port
+        );
+        std::fs::write(config_dir.path().join("web.hcl"), file).unwrap();
+    };
+    write_web("v1");
+    let vm1 = cluster.add_client("vm1", &["--config-dir", config_dir.path().to_str().unwrap()]);
+    cluster.wait_ready(vm1).await;
+    let vm1_http = cluster.client(vm1);
+    eventually("web passing", Duration::from_secs(20), || async {
+        passing_tags(&vm1_http, "web").await.filter(|t| t == &[json!(["v1"])])
+    })
+    .await;
+
+    // Poll ?passing all through two reloads: web must never drop out.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (client, stop) = (vm1_http.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut polls, mut missing) = (0, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(tags) = passing_tags(&client, "web").await {
+                    polls += 1;
+                    if tags.is_empty() {
+                        missing.push(polls);
+                    }
+                }
+            }
+            (polls, missing)
+        })
+    };
+    write_web("v2");
+    let (code, _, err) = weft(&["reload", "--http-addr", &cluster.specs[vm1].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    eventually("web with tag v2", Duration::from_secs(10), || async {
+        passing_tags(&vm1_http, "web").await.filter(|t| t == &[json!(["v2"])])
+    })
+    .await;
+    write_web("v3");
+    cluster.signal(vm1, "HUP");
+    eventually("web with tag v3 after SIGHUP", Duration::from_secs(10), || async {
+        passing_tags(&vm1_http, "web").await.filter(|t| t == &[json!(["v3"])])
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let (polls, missing) = poller.await.unwrap();
+    eprintln!("polled ?passing {polls} times during the reloads");
+    assert!(polls > 0);
+    assert!(missing.is_empty(), "web missing from ?passing in polls {missing:?} of {polls}");
+
+    // An API check on the config-file service, with its TTL passed, survives kill -9 and a restart.
+    let ttl = json!({"CheckID": "web-ttl", "ServiceID": "web", "TTL": "10m"});
+    assert_eq!(vm1_http.put("/v1/agent/check/register", ttl.to_string()).await.unwrap().status, 200);
+    assert_eq!(vm1_http.put("/v1/agent/check/pass/web-ttl?note=fed", Vec::new()).await.unwrap().status, 200);
+    cluster.kill(vm1);
+    cluster.start_server(vm1);
+    cluster.wait_ready(vm1).await;
+    let checks = get_json(&vm1_http, "/v1/agent/checks").await.unwrap();
+    assert_eq!(checks["web-ttl"]["ServiceID"], "web", "{checks}");
+    assert_eq!((&checks["web-ttl"]["Status"], &checks["web-ttl"]["Output"]), (&json!("passing"), &json!("fed")));
+    eventually("web passing in the catalog with its TTL check", Duration::from_secs(20), || async {
+        passing_tags(&cluster.client(0), "web").await.filter(|t| t == &[json!(["v3"])])
     })
     .await;
 }

@@ -74,15 +74,53 @@ async fn dig_finds_healthy_instances_by_consul_names() {
     let srv = dig(&dns, &["_web._tcp.service.weft", "SRV"]);
     assert!(srv.contains("flags: qr aa"), "authoritative: {srv}");
     assert!(srv.contains("1 1 8080 vm1.node.dc1.weft."), "{srv}");
-    assert!(srv.contains("1 1 8081 vm2.node.dc1.weft."), "{srv}");
+    // An instance with an address of its own gets an `addr` target, which resolves to that address.
+    assert!(srv.contains("1 1 8081 0a090902.addr.dc1.weft."), "{srv}");
     assert!(!srv.contains("8082"), "the critical instance is left out: {srv}");
     let additional = &srv[srv.find("ADDITIONAL SECTION").expect("an additional section")..];
-    assert!(additional.contains("vm2.node.dc1.weft.") && additional.contains("10.9.9.2"), "{srv}");
-    assert!(dig(&dns, &["_web._v2.service.weft", "SRV", "+short"]).contains("8081 vm2.node.dc1.weft."));
+    assert!(additional.contains("0a090902.addr.dc1.weft.") && additional.contains("10.9.9.2"), "{srv}");
+    assert_eq!(dig(&dns, &["0a090902.addr.dc1.weft", "+short"]).trim(), "10.9.9.2");
+    assert!(dig(&dns, &["_web._v2.service.weft", "SRV", "+short"]).contains("8081 0a090902.addr.dc1.weft."));
 
-    let missing = dig(&dns, &["nope.service.weft"]);
-    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
-    assert!(missing.contains("SOA") && missing.contains("ns.weft."), "negative answers carry the SOA: {missing}");
+    // NXDOMAIN with the SOA for an unknown service, a tag no instance has, and
+    // (as in Consul) a known service with no healthy instance.
+    register(
+        &cluster,
+        &[json!({"Node": "vm4", "Address": "10.0.0.4", "Service": {"Service": "down", "Port": 1},
+        "Check": {"CheckID": "down", "Name": "down", "Status": "critical", "ServiceID": "down"}})],
+    )
+    .await;
+    for name in ["nope.service.weft", "v9.web.service.weft", "down.service.weft"] {
+        let missing = dig(&dns, &[name]);
+        assert!(missing.contains("status: NXDOMAIN"), "{name}: {missing}");
+        assert!(missing.contains("SOA") && missing.contains("ns.weft."), "negative answers carry the SOA: {missing}");
+    }
+
+    // Names match whatever their case.
+    register(&cluster, &[json!({"Node": "VM7", "Address": "10.0.0.7", "Service": {"Service": "Api", "Port": 7000}})])
+        .await;
+    for name in ["api.service.weft", "API.service.DC1.weft", "vm7.node.weft", "Vm7.NODE.weft"] {
+        assert_eq!(lines(&dig(&dns, &[name, "+short"])), vec!["10.0.0.7"], "{name}");
+    }
+    assert!(dig(&dns, &["_api._tcp.service.weft", "SRV", "+short"]).contains("7000 VM7.node.dc1.weft."));
+
+    // SRV weights: Weights.Warning for an instance in warning.
+    register(
+        &cluster,
+        &[
+            json!({"Node": "vm5", "Address": "10.0.0.5",
+                   "Service": {"Service": "weighted", "Port": 5000, "Weights": {"Passing": 10, "Warning": 3}}}),
+            json!({"Node": "vm6", "Address": "10.0.0.6",
+                   "Service": {"Service": "weighted", "Port": 6000, "Weights": {"Passing": 10, "Warning": 3}},
+                   "Check": {"CheckID": "w", "Name": "w", "Status": "warning", "ServiceID": "weighted"}}),
+        ],
+    )
+    .await;
+    let weighted = dig(&dns, &["weighted.service.weft", "SRV", "+short"]);
+    assert!(
+        weighted.contains("1 10 5000 vm5.node.dc1.weft.") && weighted.contains("1 3 6000 vm6.node.dc1.weft."),
+        "{weighted}"
+    );
 
     // Node meta as TXT, and reverse lookups of node addresses.
     assert_eq!(dig(&dns, &["vm1.node.weft", "TXT", "+short"]).trim(), "\"rack=r1\"");
@@ -128,7 +166,8 @@ impl Dnsmasq {
         let child = Command::new("dnsmasq")
             .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
             .arg(format!("--port={port}"))
-            .args(["--address=/example.test/192.0.2.7", "--user=root", "--pid-file="])
+            .args(["--address=/example.test/192.0.2.7", "--ptr-record=7.2.0.192.in-addr.arpa,host.example.test"])
+            .args(["--user=root", "--pid-file="])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -166,6 +205,9 @@ async fn names_outside_the_domain_go_to_the_recursor() {
     assert!(full.contains(" ra") && !full.contains("flags: qr aa"), "recursive, not authoritative: {full}");
     // Our own names are still ours.
     assert_eq!(lines(&dig(&dns, &["web.service.weft", "+short"])), vec!["10.0.0.1"]);
+    // A reverse name the catalog does not know goes to the recursor; a known one stays ours.
+    assert_eq!(dig(&dns, &["-x", "192.0.2.7", "+short"]).trim(), "host.example.test.");
+    assert_eq!(dig(&dns, &["-x", "10.0.0.1", "+short"]).trim(), "vm1.node.dc1.weft.");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,6 +262,7 @@ async fn alt_domain_ttls_and_only_passing_come_from_the_config() {
           service_ttl = {
             "*" = "5s"
             "db" = "30s"
+            "w*" = "9s"
           }
         }
         "#,
@@ -229,7 +272,8 @@ async fn alt_domain_ttls_and_only_passing_come_from_the_config() {
     let warning = json!({"Node": "vm9", "Address": "10.0.0.9", "Service": {"Service": "web", "Port": 80},
                          "Check": {"CheckID": "w", "Name": "w", "Status": "warning", "ServiceID": "web"}});
     let db = json!({"Node": "vm8", "Address": "10.0.0.8", "Service": {"Service": "db", "Port": 5432}});
-    register(&cluster, &[web_fleet()[0].clone(), warning, db]).await;
+    let cache = json!({"Node": "vm7", "Address": "10.0.0.7", "Service": {"Service": "cache", "Port": 6379}});
+    register(&cluster, &[web_fleet()[0].clone(), warning, db, cache]).await;
     let dns = cluster.specs[0].dns_addr.clone();
     // only_passing leaves out the instance whose check warns.
     assert_eq!(lines(&dig(&dns, &["web.service.weft", "+short"])), vec!["10.0.0.1"]);
@@ -238,7 +282,9 @@ async fn alt_domain_ttls_and_only_passing_come_from_the_config() {
         let answer = dig(&dns, &[name, "+noall", "+answer"]);
         answer.split_whitespace().nth(1).and_then(|t| t.parse::<u32>().ok())
     };
-    assert_eq!(ttl("web.service.weft"), Some(5));
+    // The exact name, else the longest `prefix*`.
+    assert_eq!(ttl("web.service.weft"), Some(9));
     assert_eq!(ttl("db.service.weft"), Some(30));
+    assert_eq!(ttl("cache.service.weft"), Some(5));
     assert_eq!(ttl("vm1.node.consul"), Some(7));
 }

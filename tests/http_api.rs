@@ -14,6 +14,19 @@ fn body(response: &Response) -> Value {
     serde_json::from_slice(&response.body).unwrap_or_else(|_| panic!("not JSON: {}", response.text()))
 }
 
+/// Percent-encodes a query value.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 async fn single_server() -> (Cluster, HttpClient) {
     let cluster = Cluster::servers(1).await;
     let client = cluster.client(0);
@@ -151,6 +164,29 @@ async fn the_catalog_registers_lists_and_deregisters() {
     assert_eq!(node["Node"]["Address"], "10.0.0.1");
     assert_eq!(node["Services"]["web-1"]["Port"], 8080);
     assert_eq!(body(&client.get("/v1/catalog/node/ghost").await.unwrap()), Value::Null);
+
+    // ?filter= on map answers, as Consul runs it: over the service instances
+    // behind /v1/catalog/services, over the services of /v1/catalog/node/<node>.
+    let api = json!({"Node": "vm1", "Address": "10.0.0.1", "Service": {"ID": "api-1", "Service": "api", "Port": 9000}});
+    client.put("/v1/catalog/register", api.to_string()).await.unwrap();
+    let filtered = |path: &str, filter: &str| {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{separator}filter={}", url_encode(filter));
+        let client = client.clone();
+        async move { client.get(&path).await.unwrap() }
+    };
+    let by_tag = filtered("/v1/catalog/services", "ServiceTags contains \"v2\"").await;
+    assert_eq!(body(&by_tag), json!({"web": ["v2"]}), "only vm2's instance has v2, so only its tags");
+    let by_node = filtered("/v1/catalog/services", "Node == \"vm1\" and ServicePort == 9000").await;
+    assert_eq!(body(&by_node), json!({"api": []}));
+    let node_services = body(&filtered("/v1/catalog/node/vm1", "Service == \"api\"").await);
+    assert_eq!(node_services["Services"].as_object().unwrap().keys().collect::<Vec<_>>(), ["api-1"]);
+    assert_eq!(node_services["Node"]["Node"], "vm1");
+    assert_eq!(filtered("/v1/catalog/services", "ServiceTags contains").await.status, 400, "a bad filter");
+    // An endpoint whose answer is not filterable says so rather than ignoring the filter.
+    let unsupported = filtered("/v1/connect/intentions/match?by=source&name=web", "Action == \"allow\"").await;
+    assert_eq!(unsupported.status, 400, "{}", unsupported.text());
+    client.put("/v1/catalog/deregister", r#"{"Node": "vm1", "ServiceID": "api-1"}"#).await.unwrap();
 
     let deregister = json!({"Node": "vm1", "ServiceID": "web-1"});
     assert_eq!(client.put("/v1/catalog/deregister", deregister.to_string()).await.unwrap().text(), "true");

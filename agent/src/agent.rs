@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{watch, Notify};
-use weft_api::catalog::{Deregistration, Node};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use weft_api::catalog::Node;
 use weft_api::command::{Command, CommandOutcome};
 use weft_server::liveness::HEARTBEAT_INTERVAL;
 use weft_server::remote::{RemoteCluster, RemoteConfig};
 use weft_server::{Server, ServerConfig, StartError};
 
 use crate::backend::Backend;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Definitions};
 use crate::connect::LeafCache;
 use crate::dns::CatalogDns;
 use crate::http::{self, AppState};
@@ -52,8 +52,37 @@ pub enum AgentError {
 /// Node meta key telling servers from client agents (`weft members`).
 pub const ROLE_META_KEY: &str = "weft-role";
 
-/// How long a leaving client agent waits to deregister its node.
+/// How long a leaving agent waits for its node's deregistration to apply.
 const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a leaving server waits to be removed from the Raft peers.
+const PEER_REMOVAL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why a graceful leave did not complete.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LeaveError {
+    #[error("could not deregister this node: {0}")]
+    Deregister(String),
+    #[error("this node was deregistered, but the server could not be removed from the Raft peers: {0}")]
+    RemovePeer(String),
+    #[error("the agent is already shutting down")]
+    ShuttingDown,
+}
+
+/// Asks the running agent to leave the cluster (`PUT /v1/agent/leave`).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct LeaveHandle(mpsc::Sender<oneshot::Sender<Result<(), LeaveError>>>);
+
+impl LeaveHandle {
+    /// Asks the agent to leave and waits until it has: its node is
+    /// deregistered (and recorded as left), and a server is out of the Raft
+    /// peers. The agent then shuts down.
+    pub async fn leave(&self) -> Result<(), LeaveError> {
+        let (reply, outcome) = oneshot::channel();
+        self.0.send(reply).await.map_err(|_| LeaveError::ShuttingDown)?;
+        outcome.await.unwrap_or(Err(LeaveError::ShuttingDown))
+    }
+}
 
 /// A configured agent.
 pub struct Agent {
@@ -125,9 +154,9 @@ impl Agent {
             node.address.clone(),
             &config.data_dir,
             config.enable_script_checks,
+            Definitions { services: config.services.clone(), checks: config.checks.clone() },
         );
-        local.apply_config(config.services.clone(), config.checks.clone());
-        let leave = Arc::new(Notify::new());
+        let (leave_tx, mut leave_rx) = mpsc::channel(4);
         let store = backend.store().clone();
         let dns = CatalogDns::new(store.clone(), &config.domain, &config.dns, config.datacenter.clone())
             .map_err(AgentError::Dns)?;
@@ -139,15 +168,19 @@ impl Agent {
             config: config.clone(),
             local: local.clone(),
             node: node.clone(),
-            leave: leave.clone(),
+            leave: LeaveHandle(leave_tx),
             leaves: Arc::new(LeafCache::new(backend.clone(), node.name.clone())),
         };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
+        let intervals = sync::SyncIntervals {
+            anti_entropy: config.anti_entropy_interval,
+            check_update: config.check_update_interval,
+        };
         let sync = tokio::spawn(sync::run(
             local.clone(),
             backend.clone(),
             node.clone(),
-            config.anti_entropy_interval,
+            intervals,
             stopped(stop_tasks_rx.clone()),
         ));
         let heartbeat = tokio::spawn(send_heartbeats(backend.clone(), node.clone(), stopped(stop_tasks_rx.clone())));
@@ -166,18 +199,26 @@ impl Agent {
         let reload =
             tokio::spawn(reload_on_signal(self.reload.clone(), local.clone(), config.clone(), stopped(stop_tasks_rx)));
 
-        let left = tokio::select! {
-            _ = shutdown => false,
-            _ = leave.notified() => true,
+        let leave_request = tokio::select! {
+            _ = shutdown => None,
+            Some(reply) = leave_rx.recv() => Some(reply),
         };
         tracing::info!("shutting down");
+        // Nothing may register this node again once it has left: anti-entropy
+        // and heartbeats stop first.
         let _ = stop_tasks_tx.send(true);
         let _ = tokio::join!(sync, heartbeat, reload);
         if let Some(proxies) = proxies {
             let _ = proxies.await;
         }
-        if left || !config.server {
-            leave_catalog(&backend, &node).await;
+        if leave_request.is_some() || !config.server {
+            let outcome = leave_cluster(&backend, &node).await;
+            if let Err(error) = &outcome {
+                tracing::warn!(%error, "graceful leave incomplete");
+            }
+            for reply in leave_request.into_iter().chain(std::iter::from_fn(|| leave_rx.try_recv().ok())) {
+                let _ = reply.send(outcome.clone());
+            }
         }
         // Wake blocking queries first, so the HTTP drain does not wait out their `?wait`.
         store.close();
@@ -282,13 +323,30 @@ async fn allow_unmatched_traffic(backend: Backend) {
     }
 }
 
-/// Deregisters this node (a graceful leave): its services leave DNS and
-/// health answers at once rather than after the liveness timeout.
-async fn leave_catalog(backend: &Backend, node: &Node) {
-    let command = Command::Deregister(Deregistration { node: node.name.clone(), service_id: None, check_id: None });
+/// A graceful leave: deregisters this node, recorded as left (its services
+/// leave DNS and health answers at once rather than after the liveness
+/// timeout, and members show it as `left`); a server then leaves the Raft
+/// peers, as Consul's servers do, unless it is the only voter.
+async fn leave_cluster(backend: &Backend, node: &Node) -> Result<(), LeaveError> {
+    let command = Command::NodeLeave(Box::new(node.clone()));
     match tokio::time::timeout(LEAVE_PATIENCE, backend.write(command)).await {
         Ok(Ok(_)) => tracing::info!(node = %node.name, "left the cluster: node deregistered"),
-        Ok(Err(error)) => tracing::warn!(%error, "could not deregister this node on leave"),
-        Err(_) => tracing::warn!("could not deregister this node on leave: no answer in time"),
+        Ok(Err(error)) => return Err(LeaveError::Deregister(error.to_string())),
+        Err(_) => return Err(LeaveError::Deregister(format!("no answer within {LEAVE_PATIENCE:?}"))),
+    }
+    let Some(server) = backend.server() else { return Ok(()) };
+    let voters = server.raft_configuration().servers.iter().filter(|s| s.voter).count();
+    if voters < 2 {
+        tracing::info!("the only voter stays in the Raft configuration");
+        return Ok(());
+    }
+    let id = server.id().0.to_string();
+    match tokio::time::timeout(PEER_REMOVAL_PATIENCE, server.remove_peer(&id)).await {
+        Ok(Ok(())) => {
+            tracing::info!("left the Raft peers");
+            Ok(())
+        }
+        Ok(Err(error)) => Err(LeaveError::RemovePeer(error.to_string())),
+        Err(_) => Err(LeaveError::RemovePeer(format!("no answer within {PEER_REMOVAL_PATIENCE:?}"))),
     }
 }

@@ -1,7 +1,8 @@
 //! Decoding request bodies the way Consul does: field names match whatever
 //! their case (`Name`, `name`, `NAME`) and snake_case aliases are accepted
 //! (`node_meta` for `NodeMeta`). Keys inside user-data maps (`Meta`,
-//! `NodeMeta`, `TaggedAddresses`) are left exactly as sent.
+//! `NodeMeta`, `TaggedAddresses`, a proxy's or upstream's `Config`) are left
+//! exactly as sent.
 //!
 //! Request types name their fields in the normalized form (lower case, no
 //! underscores) with `#[serde(rename = "...")]`. Service definitions in
@@ -14,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::http::ApiError;
 
 /// Normalized names of fields whose object value is user data.
-const USER_MAPS: &[&str] = &["meta", "nodemeta", "servicemeta", "taggedaddresses", "header"];
+const USER_MAPS: &[&str] = &["meta", "nodemeta", "servicemeta", "taggedaddresses", "header", "config"];
 
 /// Decodes a JSON request body into `T`, or a 400 saying what is wrong.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

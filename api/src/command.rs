@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Deregistration, Registration};
+use crate::catalog::{Deregistration, Node, Registration};
 use crate::mesh::{CaState, ConfigEntry, Intention};
 
 /// A write to the replicated state.
@@ -63,6 +63,11 @@ pub enum Command {
         cas: u64,
         body: Option<String>,
     },
+    /// A graceful leave: deregisters the node with everything on it (as
+    /// `Deregister` of a whole node does) and records it as left, so
+    /// `/v1/agent/members` shows it with status `left` until it registers
+    /// again. Added because `Deregister` cannot say why a node went away.
+    NodeLeave(Box<Node>),
 }
 
 impl Command {
@@ -81,6 +86,7 @@ impl Command {
             Command::Restore { .. } => "restore",
             Command::Batch(_) => "batch",
             Command::ConfigEntryCas { .. } => "config-entry-cas",
+            Command::NodeLeave(_) => "node-leave",
         }
     }
 }

@@ -8,6 +8,12 @@
 //! timeout before judging anyone), and it decides by the clock, so its
 //! decisions are written as ordinary catalog registrations: the state
 //! machine never reads a clock.
+//!
+//! The bound: an agent that dies is marked critical within the timeout plus
+//! one [`check_period`] after its last heartbeat reached the leader, plus the
+//! Raft write that records it: 8 s + 1 s by default, within 10 s. After a
+//! leader change, the new leader's clock starts when it takes over: the
+//! bound is the election plus the same 9 s (plus the write).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +35,15 @@ const DEAD_OUTPUT: &str = "Agent not live or unreachable";
 
 /// How often an agent sends a heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The liveness timeout unless configured: with its [`check_period`] it
+/// keeps the detection bound within 10 s.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How often the leader looks for silent agents, for a given timeout.
+pub fn check_period(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
 
 /// The leader's record of heartbeats.
 pub(crate) struct Liveness {
@@ -86,7 +101,7 @@ pub(crate) async fn heartbeat(server: &Server, node: Node) -> Result<(), crate::
 /// Runs on every server for its lifetime; acts only while it leads.
 pub(crate) async fn watch_heartbeats(server: Server) {
     let liveness = &server.inner.liveness;
-    let period = (liveness.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let period = check_period(liveness.timeout);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<(u64, Instant)> = None;
@@ -145,4 +160,16 @@ fn silent_nodes(server: &Server) -> Vec<NodeName> {
         .filter(|c| last_heard.get(&c.node).is_none_or(|at| at.elapsed() > liveness.timeout))
         .map(|c| c.node.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_detection_bound_is_within_ten_seconds() {
+        let bound = DEFAULT_LIVENESS_TIMEOUT + check_period(DEFAULT_LIVENESS_TIMEOUT);
+        assert!(bound <= Duration::from_secs(10), "{bound:?}");
+        assert!(DEFAULT_LIVENESS_TIMEOUT >= HEARTBEAT_INTERVAL * 4, "several missed heartbeats before a verdict");
+    }
 }

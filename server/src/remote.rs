@@ -4,15 +4,27 @@
 //! from one server (`Cluster.Subscribe`: the whole state, then every change
 //! in log order), and serves DNS, `?stale` reads and blocking queries from
 //! that copy without a server round trip. Writes go to the leader
-//! (`Cluster.Apply`); a default or `?consistent` read first asks the leader
-//! for its read index and waits until the copy has applied it, so a client
-//! agent is as fresh as a follower server.
+//! (`Cluster.Apply`) and return once the copy has them, so the agent reads
+//! its own writes.
+//!
+//! Default reads are served from the copy too while it is fresh: every
+//! event says how recently its server was in step with the leader, and the
+//! copy counts as fresh while that, plus the time since the event, is within
+//! [`LOCAL_READ_BOUND`], and it holds every write made through this agent.
+//! Otherwise (the stream is quiet or gone, its server lost the leader), a
+//! default read asks the leader for its read index and waits until the copy
+//! has applied it, as a follower server does. `?consistent` always asks the
+//! leader (a quorum-confirmed read index). So a default read on a client
+//! agent may miss another agent's write of the last moment, by at most the
+//! bound, as Consul's default mode tolerates bounded staleness; it never
+//! misses this agent's own.
 //!
 //! If its server goes quiet (no message for a few keepalives) or goes away,
 //! the agent subscribes to the next one and starts over from a full copy.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::Streaming;
 use weft_api::catalog::Node;
@@ -36,6 +48,10 @@ use crate::{Applied, ReadConsistency, ServerError};
 /// A stream that has been silent this long is presumed dead.
 const STREAM_SILENCE: Duration = Duration::from_secs(4);
 
+/// How far behind the leader a client agent's copy may be for it to serve a
+/// default read without asking the leader: two stream keepalives.
+pub const LOCAL_READ_BOUND: Duration = Duration::from_secs(2);
+
 /// What a client agent needs to reach the servers.
 #[derive(Clone, Debug)]
 pub struct RemoteConfig {
@@ -57,6 +73,39 @@ struct Inner {
     leader: Mutex<Option<ServerNode>>,
     /// When the subscribed server last sent anything.
     last_contact: LastContact,
+    /// How far behind the leader the copy may be (see [`Freshness`]).
+    freshness: Freshness,
+    /// The highest index of a write made through this agent: the copy must
+    /// hold it before a read is served from it.
+    last_written: AtomicU64,
+}
+
+/// When the followed server last sent an event, and how long before it
+/// that server was last in step with the leader (`None`: it could not tell).
+#[derive(Default)]
+struct Freshness(Mutex<Option<(Instant, Option<Duration>)>>);
+
+impl Freshness {
+    fn record(&self, leader_contact: Option<Duration>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), leader_contact));
+    }
+
+    /// The stream ended: nothing is known until the next one speaks.
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How far behind the leader the copy may be now; `None` if unknown.
+    fn staleness(&self) -> Option<Duration> {
+        let (at, leader_contact) = (*self.0.lock().unwrap_or_else(|p| p.into_inner()))?;
+        Some(leader_contact? + at.elapsed())
+    }
+}
+
+/// Whether a default read may be served from the copy: it is known to be
+/// within [`LOCAL_READ_BOUND`] of the leader and holds this agent's writes.
+fn local_read_allowed(staleness: Option<Duration>, applied: RaftIndex, last_written: RaftIndex) -> bool {
+    staleness.is_some_and(|s| s <= LOCAL_READ_BOUND) && applied >= last_written
 }
 
 impl RemoteCluster {
@@ -70,6 +119,8 @@ impl RemoteCluster {
                 channels: Channels::default(),
                 leader: Mutex::new(None),
                 last_contact: LastContact::default(),
+                freshness: Freshness::default(),
+                last_written: AtomicU64::new(0),
             }),
         };
         tokio::spawn(remote.clone().follow());
@@ -90,15 +141,20 @@ impl RemoteCluster {
         self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Time since the subscribed server last sent anything.
+    /// How far behind the leader this agent's copy may be (Consul's
+    /// `LastContact`): when its server was last in step with the leader,
+    /// plus the time since that server spoke; if the server could not tell,
+    /// just the time since it spoke.
     pub fn last_contact(&self) -> Option<Duration> {
-        self.inner.last_contact.elapsed()
+        self.inner.freshness.staleness().or_else(|| self.inner.last_contact.elapsed())
     }
 
     /// Commits `command` through the leader and waits until the local copy
-    /// has it, so a read on this agent right after sees it.
+    /// has it, so a read on this agent right after sees it (a read is not
+    /// served from a copy that lacks it).
     pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
         let applied = retry_transient(WRITE_PATIENCE, "write", || self.write_once(&command)).await?;
+        self.inner.last_written.fetch_max(applied.index.get(), Ordering::AcqRel);
         self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
         Ok(applied)
     }
@@ -117,6 +173,9 @@ impl RemoteCluster {
     /// Makes the local copy fresh enough for `consistency` (see the module docs).
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), ServerError> {
         if consistency == ReadConsistency::Stale {
+            return Ok(());
+        }
+        if consistency == ReadConsistency::Default && self.copy_is_fresh() {
             return Ok(());
         }
         retry_transient(READ_HOLD, "read barrier", || async {
@@ -138,6 +197,12 @@ impl RemoteCluster {
             }
         })
         .await
+    }
+
+    /// Whether a default read may be served from the copy as it is.
+    fn copy_is_fresh(&self) -> bool {
+        let last_written = RaftIndex(self.inner.last_written.load(Ordering::Acquire));
+        local_read_allowed(self.inner.freshness.staleness(), self.store().applied_index(), last_written)
     }
 
     /// Tells the leader this agent is alive (see [`crate::liveness`]).
@@ -229,7 +294,9 @@ impl RemoteCluster {
                 return;
             }
             let mut synced = false;
-            match self.follow_one(server, &mut synced).await {
+            let outcome = self.follow_one(server, &mut synced).await;
+            self.inner.freshness.forget();
+            match outcome {
                 Ok(()) => return,
                 Err(error) => {
                     if synced {
@@ -265,6 +332,7 @@ impl RemoteCluster {
                 Ok(Ok(Some(event))) => event,
             };
             self.inner.last_contact.touch();
+            let leader_contact = event.leader_contact_ms.map(Duration::from_millis);
             let index = RaftIndex(event.index);
             match event.change {
                 Some(Change::Snapshot(bytes)) => {
@@ -281,6 +349,38 @@ impl RemoteCluster {
                 None if index > self.store().applied_index() => self.store().mark_applied(index),
                 None => {}
             }
+            // Only once the event is applied does it vouch for the copy.
+            self.inner.freshness.record(leader_contact);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_reads_stay_local_only_while_fresh_and_holding_our_writes() {
+        let fresh = Some(Duration::from_millis(300));
+        assert!(local_read_allowed(fresh, RaftIndex(10), RaftIndex(10)));
+        assert!(!local_read_allowed(fresh, RaftIndex(9), RaftIndex(10)), "our own write is not in the copy yet");
+        assert!(!local_read_allowed(Some(LOCAL_READ_BOUND + Duration::from_millis(1)), RaftIndex(10), RaftIndex(0)));
+        assert!(
+            !local_read_allowed(None, RaftIndex(10), RaftIndex(0)),
+            "a server that knows no leader vouches for nothing"
+        );
+    }
+
+    #[test]
+    fn freshness_ages_from_the_last_event_and_is_forgotten_with_the_stream() {
+        let freshness = Freshness::default();
+        assert_eq!(freshness.staleness(), None);
+        freshness.record(Some(Duration::from_millis(200)));
+        assert!(freshness.staleness().is_some_and(|s| s >= Duration::from_millis(200)));
+        freshness.record(None);
+        assert_eq!(freshness.staleness(), None);
+        freshness.record(Some(Duration::ZERO));
+        freshness.forget();
+        assert_eq!(freshness.staleness(), None);
     }
 }

@@ -314,6 +314,23 @@ impl Server {
         self.inner.last_contact.elapsed()
     }
 
+    /// How long since this server last knew itself in step with the leader:
+    /// on the leader, since a quorum last acknowledged it (its lease); on a
+    /// follower, since it last heard from the leader. `None` when it cannot
+    /// tell (no leader known, never heard from it).
+    pub fn leader_contact(&self) -> Option<Duration> {
+        let (leading, quorum_ack, leader_known) = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state == ServerState::Leader, metrics.millis_since_quorum_ack, metrics.current_leader.is_some())
+        };
+        match (leading, leader_known) {
+            (true, _) => quorum_ack.map(Duration::from_millis),
+            (false, true) => self.inner.last_contact.elapsed(),
+            (false, false) => None,
+        }
+    }
+
     /// Raft figures for operators (`/v1/agent/self` `Stats.raft`).
     pub fn raft_stats(&self) -> RaftStats {
         let metrics = self.metrics();

@@ -217,8 +217,17 @@ impl Cluster {
     /// SIGTERM server `i` and wait for it to exit. Returns whether it exited
     /// by itself within 30 s × patience (else it is killed).
     pub fn stop(&mut self, i: usize) -> bool {
+        if self.children[i].is_none() {
+            return true;
+        }
+        self.signal(i, "TERM");
+        self.wait_exited(i)
+    }
+
+    /// Waits for agent `i` to exit by itself (after a leave), up to 30 s ×
+    /// patience; returns whether it did (else it is killed).
+    pub fn wait_exited(&mut self, i: usize) -> bool {
         let Some(mut child) = self.children[i].take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30) * patience();
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -229,6 +238,13 @@ impl Cluster {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// Sends `signal` (such as `HUP`) to agent `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let child = self.children[i].as_ref().expect("agent is running");
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} agent {i}");
     }
 
     pub fn is_running(&self, i: usize) -> bool {

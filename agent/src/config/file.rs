@@ -56,12 +56,16 @@ pub struct ConfigFile {
     #[serde(default)]
     pub checks: Vec<Value>,
     /// Weft: how long an agent may miss heartbeats before its node turns
-    /// critical (acted on by the leader; default 10s).
+    /// critical (acted on by the leader; default 8s: critical within 10s).
     pub liveness_timeout: Option<String>,
     /// Weft: how often anti-entropy compares this node's registrations with
     /// the catalog even when nothing changed locally (default 5s; the
     /// comparison is local, only differences are written).
     pub anti_entropy_interval: Option<String>,
+    /// Consul's `check_update_interval`: how long a check whose only change
+    /// is its output may wait before it is synced to the catalog (default
+    /// 5m; status changes sync at once; "0s" syncs every output change).
+    pub check_update_interval: Option<String>,
     #[serde(skip)]
     pub dev_mode: Option<bool>,
 }
@@ -72,7 +76,8 @@ pub struct ConfigFile {
 pub struct DnsConfigFile {
     /// TTL of node lookups (default 0: not cached).
     pub node_ttl: Option<String>,
-    /// TTL of service lookups by service name; `"*"` is the default.
+    /// TTL of service lookups by service name; a name ending in `*` is a
+    /// prefix (`"web*"`; `"*"` matches every service); the longest wins.
     pub service_ttl: Option<std::collections::BTreeMap<String, String>>,
     /// Answer only instances whose checks all pass (warning excluded).
     pub only_passing: Option<bool>,
@@ -144,6 +149,7 @@ impl ConfigFile {
             enable_script_checks,
             liveness_timeout,
             anti_entropy_interval,
+            check_update_interval,
             dev_mode
         );
         self.retry_join.extend(later.retry_join);

@@ -49,6 +49,9 @@ pub struct AgentConfig {
     pub checks: Vec<CheckDefinition>,
     pub liveness_timeout: Duration,
     pub anti_entropy_interval: Duration,
+    /// How long an output-only check change may wait to be synced (Consul's
+    /// `check_update_interval`; zero: at once).
+    pub check_update_interval: Duration,
     /// Where the configuration came from, re-read on reload.
     pub sources: ConfigSources,
     /// The program that runs sidecar proxies (`weft` itself, set by the
@@ -67,7 +70,7 @@ pub struct DnsSettings {
     /// Leave out instances with a warning check too.
     pub only_passing: bool,
     pub node_ttl: Duration,
-    /// Per service name; `"*"` is the default for the rest.
+    /// Per service name; a key ending in `*` is a prefix (`"*"`: every service).
     pub service_ttl: BTreeMap<String, Duration>,
 }
 
@@ -137,6 +140,9 @@ pub struct ConfigProblem(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+/// Consul's default `check_update_interval`.
+const DEFAULT_CHECK_UPDATE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// Default ports, as Consul's shifted by nothing: HTTP 8500, DNS 8600, server RPC 8300.
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
@@ -298,9 +304,20 @@ impl ConfigFile {
                 }
             },
         };
-        let liveness_timeout = duration_setting("liveness_timeout", &self.liveness_timeout, Duration::from_secs(10));
+        let liveness_timeout = duration_setting(
+            "liveness_timeout",
+            &self.liveness_timeout,
+            weft_server::liveness::DEFAULT_LIVENESS_TIMEOUT,
+        );
         let anti_entropy_interval =
             duration_setting("anti_entropy_interval", &self.anti_entropy_interval, Duration::from_secs(5));
+        let check_update_interval = match self.check_update_interval.as_deref() {
+            None => DEFAULT_CHECK_UPDATE_INTERVAL,
+            Some(text) => weft_api::duration::parse(text).unwrap_or_else(|e| {
+                problems.push(ConfigProblem(format!("check_update_interval: {e}")));
+                DEFAULT_CHECK_UPDATE_INTERVAL
+            }),
+        };
         let enable_script_checks = self.enable_script_checks.unwrap_or(false);
         let definitions = definitions(&self, &NodeName::new(&node_name), enable_script_checks, &mut problems);
         if !problems.is_empty() {
@@ -314,6 +331,7 @@ impl ConfigFile {
             checks: definitions.checks,
             liveness_timeout,
             anti_entropy_interval,
+            check_update_interval,
             sources: ConfigSources::default(),
             proxy_program: None,
             node_name: NodeName::new(node_name),
@@ -428,6 +446,15 @@ mod tests {
         let text = errors.to_string();
         assert!(text.contains("data_dir is required"), "{text}");
         assert!(text.contains("http_addr \"nonsense\""), "{text}");
+    }
+
+    #[test]
+    fn check_update_interval_defaults_to_consuls_and_may_be_zero() {
+        assert_eq!(server_file().validate().unwrap().check_update_interval, Duration::from_secs(300));
+        let zero = ConfigFile { check_update_interval: Some("0s".into()), ..server_file() };
+        assert_eq!(zero.validate().unwrap().check_update_interval, Duration::ZERO);
+        let bad = ConfigFile { check_update_interval: Some("soon".into()), ..server_file() };
+        assert!(bad.validate().unwrap_err().to_string().contains("check_update_interval"));
     }
 
     #[test]

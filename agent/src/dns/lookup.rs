@@ -2,13 +2,22 @@
 //!
 //! - `<service>.service[.<dc>].<domain>`: A/AAAA of each healthy instance
 //!   (the service address, else its node's); SRV with `<node>.node.<dc>.<domain>`
-//!   targets and their A/AAAA records as additionals.
+//!   targets, or `<hex-ip>.addr.<dc>.<domain>` for an instance with an
+//!   address of its own (so a target's A record never disagrees with a
+//!   direct query of that name), and their A/AAAA records as additionals.
+//!   The SRV weight is `Weights.Warning` for an instance in warning, else
+//!   `Weights.Passing`. A service with no healthy instance (or none with the
+//!   tag) is NXDOMAIN, as in Consul.
 //! - `<tag>.<service>.service[.<dc>].<domain>`: the same, instances with the tag.
 //! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782): `_tcp` means any tag.
 //! - `<service>.connect[.<dc>].<domain>`: the service's sidecars (A, SRV).
 //! - `<node>.node[.<dc>].<domain>`: the node's address; TXT `key=value` per node meta.
+//! - `<hex-ip>.addr[.<dc>].<domain>`: the address the name spells.
 //! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that
-//!   address, else the service whose instances have it.
+//!   address, else the service whose instances have it; an address neither
+//!   has may be known to the recursors ([`Answer::recurse`]).
+//!
+//! Service, node and datacenter names match whatever their case, as in Consul.
 //!
 //! Negative answers (NXDOMAIN, or a name with no records of the type asked)
 //! carry the domain's SOA, so resolvers cache them properly.
@@ -24,7 +33,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft_api::catalog::HealthStatus;
-use weft_api::ids::{Datacenter, NodeName, ServiceName};
+use weft_api::ids::Datacenter;
 use weft_server::store::{ServiceHealth, Tables};
 
 /// What to answer.
@@ -36,6 +45,8 @@ pub struct Answer {
     pub no_such_name: bool,
     /// The domain's SOA, for the authority section of a negative answer.
     pub soa: Option<Record>,
+    /// A reverse name nothing here has: ask the recursors, if there are any.
+    pub recurse: bool,
 }
 
 /// How answers are made, beyond the name asked.
@@ -45,13 +56,25 @@ pub struct LookupOptions {
     pub only_passing: bool,
     /// TTL (seconds) of node records, PTR included.
     pub node_ttl: u32,
-    /// TTL (seconds) of service records by service name; `"*"` for the rest.
+    /// TTL (seconds) of service records by lower-case service name; a key
+    /// ending in `*` is a prefix (`"web*"`, and `"*"` for every service).
     pub service_ttl: BTreeMap<String, u32>,
 }
 
 impl LookupOptions {
+    /// Consul's rule: the exact name, else the longest matching prefix.
     fn service_ttl(&self, service: &str) -> u32 {
-        self.service_ttl.get(service).or_else(|| self.service_ttl.get("*")).copied().unwrap_or(0)
+        let service = service.to_lowercase();
+        if let Some(ttl) = self.service_ttl.get(&service) {
+            return *ttl;
+        }
+        self.service_ttl
+            .iter()
+            .filter_map(|(key, ttl)| {
+                key.strip_suffix('*').filter(|prefix| service.starts_with(prefix)).map(|p| (p.len(), *ttl))
+            })
+            .max_by_key(|(prefix_len, _)| *prefix_len)
+            .map_or(0, |(_, ttl)| ttl)
     }
 }
 
@@ -74,12 +97,13 @@ pub fn answer(
     let labels: Vec<String> = name.iter().map(|l| String::from_utf8_lossy(l).to_lowercase()).collect();
     let mut labels = labels[..labels.len() - domain.num_labels() as usize].to_vec();
     // An optional datacenter label sits just before the domain.
-    if labels.len() >= 2 && labels.last().map(String::as_str) == Some(datacenter.as_str()) {
+    if labels.len() >= 2 && labels.last().is_some_and(|l| l.eq_ignore_ascii_case(datacenter.as_str())) {
         labels.pop();
     }
     let lookup = Lookup { tables, name, record_type, domain, datacenter, options };
     let answer = match labels.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [node, "node"] => lookup.node(node),
+        [hex, "addr"] => lookup.addr(hex),
         [service, tag, "service"] if service.starts_with('_') && tag.starts_with('_') => {
             let tag = &tag[1..];
             lookup.service(&service[1..], (tag != "tcp").then_some(tag), true)
@@ -141,6 +165,7 @@ fn reverse(tables: &Tables, name: &Name, domain: &Name, datacenter: &Datacenter,
         answer.records.push(Record::from_rdata(name.clone(), ttl, RData::PTR(PTR(target))));
     }
     answer.no_such_name = answer.records.is_empty();
+    answer.recurse = answer.no_such_name;
     Some(answer)
 }
 
@@ -159,6 +184,36 @@ fn address_record(name: &Name, ip: IpAddr, ttl: u32) -> Record {
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
     };
     Record::from_rdata(name.clone(), ttl, rdata)
+}
+
+/// `<hex-ip>.addr.<dc>.<domain>`: Consul's name for an address of its own.
+fn addr_label(ip: IpAddr) -> String {
+    let octets = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    octets.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The address an `addr` label spells (8 hex digits for IPv4, 32 for IPv6).
+fn parse_addr_label(label: &str) -> Option<IpAddr> {
+    let digits = |n: usize| -> Option<Vec<u8>> {
+        (label.len() == n * 2)
+            .then(|| (0..n).map(|i| u8::from_str_radix(label.get(i * 2..i * 2 + 2)?, 16).ok()).collect())
+            .flatten()
+    };
+    if let Some(v4) = digits(4) {
+        return Some(IpAddr::from(<[u8; 4]>::try_from(v4).ok()?));
+    }
+    Some(IpAddr::from(<[u8; 16]>::try_from(digits(16)?).ok()?))
+}
+
+/// Consul's SRV weight: `Weights.Warning` for an instance in warning.
+fn srv_weight(instance: &ServiceHealth) -> u16 {
+    let warning = instance.checks.iter().any(|c| c.status == HealthStatus::Warning);
+    let weights = instance.service.weights;
+    let weight = if warning { weights.warning } else { weights.passing };
+    weight.min(u32::from(u16::MAX)) as u16
 }
 
 fn is_healthy(instance: &ServiceHealth, only_passing: bool) -> bool {
@@ -180,7 +235,7 @@ impl Lookup<'_> {
     }
 
     fn node(&self, node: &str) -> Option<Answer> {
-        let node = self.tables.catalog().node(&NodeName::new(node))?;
+        let node = self.tables.catalog().node_ignoring_case(node)?;
         let mut answer = Answer::default();
         if let Ok(ip) = node.address.parse::<IpAddr>() {
             if self.wants(&ip) {
@@ -196,21 +251,38 @@ impl Lookup<'_> {
         Some(answer)
     }
 
-    fn node_target(&self, node: &NodeName) -> Option<Name> {
-        Name::from_ascii(format!("{node}.node.{}.{}", self.datacenter, self.domain)).ok()
+    fn addr(&self, label: &str) -> Option<Answer> {
+        let ip = parse_addr_label(label)?;
+        let mut answer = Answer::default();
+        if self.wants(&ip) {
+            answer.records.push(address_record(self.name, ip, self.options.node_ttl));
+        }
+        Some(answer)
+    }
+
+    /// An SRV target for `instance` at `ip`: its node's name, unless the
+    /// instance has an address of its own, which gets an `addr` name.
+    fn srv_target(&self, instance: &ServiceHealth, ip: IpAddr) -> Option<Name> {
+        let service = &instance.service;
+        let own_address = !service.address.is_empty() && service.address != instance.node.address;
+        let label =
+            if own_address { format!("{}.addr", addr_label(ip)) } else { format!("{}.node", instance.node.name) };
+        Name::from_ascii(format!("{label}.{}.{}", self.datacenter, self.domain)).ok()
     }
 
     fn service(&self, service: &str, tag: Option<&str>, rfc2782: bool) -> Option<Answer> {
-        let instances: Vec<ServiceHealth> = self.tables.catalog().service_health(&ServiceName::new(service));
-        if instances.is_empty() {
+        let instances: Vec<ServiceHealth> = self.tables.catalog().service_health_ignoring_case(service);
+        let healthy: Vec<&ServiceHealth> = instances
+            .iter()
+            .filter(|i| tag.is_none_or(|t| i.service.tags.iter().any(|s| s.eq_ignore_ascii_case(t))))
+            .filter(|i| is_healthy(i, self.options.only_passing))
+            .collect();
+        // No instance, none with the tag, or none healthy: NXDOMAIN, as Consul answers.
+        if healthy.is_empty() {
             return None;
         }
         let mut answer = Answer::default();
         let ttl = self.options.service_ttl(service);
-        let healthy = instances
-            .iter()
-            .filter(|i| tag.is_none_or(|t| i.service.tags.iter().any(|s| s.eq_ignore_ascii_case(t))))
-            .filter(|i| is_healthy(i, self.options.only_passing));
         for instance in healthy {
             let address =
                 if instance.service.address.is_empty() { &instance.node.address } else { &instance.service.address };
@@ -219,9 +291,8 @@ impl Lookup<'_> {
                 if self.record_type != RecordType::SRV && self.record_type != RecordType::ANY {
                     continue;
                 }
-                let Some(target) = self.node_target(&instance.node.name) else { continue };
-                let weight = instance.service.weights.passing.min(u16::MAX as u32) as u16;
-                let srv = SRV::new(1, weight, instance.service.port, target.clone());
+                let Some(target) = self.srv_target(instance, ip) else { continue };
+                let srv = SRV::new(1, srv_weight(instance), instance.service.port, target.clone());
                 answer.records.push(Record::from_rdata(self.name.clone(), ttl, RData::SRV(srv)));
                 answer.additionals.push(address_record(&target, ip, ttl));
             } else if self.wants(&ip) {
@@ -229,5 +300,31 @@ impl Lookup<'_> {
             }
         }
         Some(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ttls_take_the_exact_name_then_the_longest_prefix() {
+        let service_ttl = BTreeMap::from([("*".into(), 5), ("web*".into(), 9), ("we*".into(), 7), ("db".into(), 30)]);
+        let options = LookupOptions { service_ttl, ..LookupOptions::default() };
+        let ttls: Vec<u32> =
+            ["web", "Web-api", "wet", "db", "dbx", "cache"].iter().map(|s| options.service_ttl(s)).collect();
+        assert_eq!(ttls, [9, 9, 7, 30, 5, 5]);
+        assert_eq!(LookupOptions::default().service_ttl("web"), 0);
+    }
+
+    #[test]
+    fn addr_labels_spell_the_address_both_ways() {
+        for ip in ["10.9.9.2", "2001:db8::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(parse_addr_label(&addr_label(ip)), Some(ip));
+        }
+        assert_eq!(addr_label("10.9.9.2".parse().unwrap()), "0a090902");
+        assert_eq!(parse_addr_label("0a0909"), None);
+        assert_eq!(parse_addr_label("zz090902"), None);
     }
 }

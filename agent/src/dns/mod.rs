@@ -1,6 +1,7 @@
 //! The DNS interface (hickory-server, UDP and TCP): Consul's names under the
 //! configured domain (and `alt_domain`), answered from this agent's copy of
-//! the catalog; other names go to the configured recursors, or are REFUSED.
+//! the catalog; other names (and reverse names of addresses the catalog does
+//! not have) go to the configured recursors, or are REFUSED.
 //!
 //! Answers are shuffled per query. Over UDP an answer is bounded by the
 //! client's EDNS0 buffer size (512 bytes without EDNS); one that does not
@@ -107,6 +108,8 @@ impl RequestHandler for CatalogDns {
                 .iter()
                 .find_map(|domain| answer(&tables, &name, query.query_type(), domain, datacenter, &self.options))
         };
+        // A reverse name we do not know is the recursors' to answer, if there are any.
+        let found = found.filter(|f| !f.recurse || self.recursors.is_empty());
         let Some(mut found) = found else {
             if self.recursors.is_empty() {
                 tracing::debug!(%name, "refusing a query outside the DNS domain");

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weft_api::catalog::{Check, HealthStatus, Service};
+use weft_api::catalog::{Check, HealthStatus, Node, Service};
 use weft_api::ids::{CheckId, ServiceId};
 use weft_server::liveness::LIVENESS_CHECK_ID;
 
@@ -24,8 +24,8 @@ use super::health::check_json;
 use super::query::{filter_items, QueryParams};
 use super::AppState;
 use crate::decode::{decode_body, decode_value};
-use crate::local::definition::{CheckDefinition, DefinitionError, ServiceDefinition};
-use crate::local::Source;
+use crate::local::definition::{CheckDefinition, DefinitionError, ProxyDefinition, ServiceDefinition, Upstream};
+use crate::local::{Reregistration, Source};
 use crate::ROLE_META_KEY;
 
 /// Longest `?wait` on a `?hash` blocking query (Consul's).
@@ -38,23 +38,52 @@ impl From<DefinitionError> for ApiError {
 }
 
 /// A service as the agent API shows it: the catalog's shape, with this
-/// agent's datacenter and without Raft indexes (local state has none).
+/// agent's datacenter, without Raft indexes (local state has none), and with
+/// its `Proxy` block if it is a `connect-proxy`.
 fn agent_service_json(state: &AppState, service: &Service) -> Value {
     let mut value = without_indexes(service_json(service));
     value["Datacenter"] = json!(state.config.datacenter);
-    if let Some(proxy) = state.local.proxy(&service.id) {
-        value["Proxy"] = json!({
-            "DestinationServiceName": proxy.destination_service_name,
-            "DestinationServiceID": proxy.destination_service_id,
-            "LocalServiceAddress": proxy.local_service_address,
-            "LocalServicePort": proxy.local_service_port,
-            "Upstreams": proxy.upstreams.iter().map(|u| json!({
-                "DestinationType": "service",
-                "DestinationName": u.destination_name,
-                "LocalBindAddress": u.local_bind_address.as_deref().unwrap_or("127.0.0.1"),
-                "LocalBindPort": u.local_bind_port,
-            })).collect::<Vec<_>>(),
-        });
+    if let Some(proxy) = state.local.proxy_definition(&service.id) {
+        value["Proxy"] = proxy_json(&proxy);
+    }
+    value
+}
+
+/// Consul's `Proxy` shape; fields not set are left out, as Consul does.
+fn proxy_json(proxy: &ProxyDefinition) -> Value {
+    let mut value = json!({
+        "DestinationServiceName": proxy.destination_service_name,
+        "Upstreams": proxy.upstreams.iter().map(upstream_json).collect::<Vec<_>>(),
+        "MeshGateway": {},
+        "Expose": {},
+    });
+    let optional = [
+        ("DestinationServiceID", proxy.destination_service_id.as_ref().map(|v| json!(v))),
+        ("LocalServiceAddress", proxy.local_service_address.as_ref().map(|v| json!(v))),
+        ("LocalServicePort", proxy.local_service_port.map(|v| json!(v))),
+        ("Mode", proxy.mode.as_ref().map(|v| json!(v))),
+        ("Config", proxy.config.clone()),
+    ];
+    for (field, set) in optional {
+        if let Some(set) = set {
+            value[field] = set;
+        }
+    }
+    value
+}
+
+fn upstream_json(upstream: &Upstream) -> Value {
+    let mut value = json!({
+        "DestinationType": upstream.destination_type.as_deref().unwrap_or("service"),
+        "DestinationName": upstream.destination_name,
+        "LocalBindAddress": upstream.local_bind_address.as_deref().unwrap_or("127.0.0.1"),
+        "LocalBindPort": upstream.local_bind_port,
+    });
+    if let Some(datacenter) = &upstream.datacenter {
+        value["Datacenter"] = json!(datacenter);
+    }
+    if let Some(config) = &upstream.config {
+        value["Config"] = config.clone();
     }
     value
 }
@@ -71,11 +100,22 @@ fn without_indexes(mut value: Value) -> Value {
     value
 }
 
+/// Where an answer carries its content hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HashIn {
+    /// `X-Consul-ContentHash` only.
+    Header,
+    /// The header and the body's `ContentHash` field (`/v1/agent/service/<id>`),
+    /// one value: the hash of the body without that field.
+    HeaderAndBody,
+}
+
 /// Answers `render()` with its content hash; with `?hash=<same>` it first
 /// waits (up to `?wait`) for the local state to change.
 async fn hash_blocking(
     state: &AppState,
     raw: Option<&str>,
+    hash_in: HashIn,
     render: impl Fn() -> Result<(StatusCode, Value), ApiError>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw);
@@ -98,8 +138,12 @@ async fn hash_blocking(
             (status, body) = render()?;
         }
     }
+    let hash = content_hash(&body);
+    if hash_in == HashIn::HeaderAndBody {
+        body["ContentHash"] = json!(hash);
+    }
     let mut headers = HeaderMap::new();
-    if let Ok(hash) = HeaderValue::from_str(&content_hash(&body)) {
+    if let Ok(hash) = HeaderValue::from_str(&hash) {
         headers.insert("X-Consul-ContentHash", hash);
     }
     let body = match query.get("format") {
@@ -120,7 +164,7 @@ pub(super) fn content_hash(value: &Value) -> String {
 /// `GET /v1/agent/services`: this agent's services by ID.
 pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let items: Vec<Value> = state.local.services().iter().map(|s| agent_service_json(&state, s)).collect();
         let items = filter_items(&query, items)?;
         let map: serde_json::Map<String, Value> =
@@ -137,11 +181,9 @@ pub async fn service(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::HeaderAndBody, || {
         let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
-        let mut body = agent_service_json(&state, &service);
-        body["ContentHash"] = json!(content_hash(&body));
-        Ok((StatusCode::OK, body))
+        Ok((StatusCode::OK, agent_service_json(&state, &service)))
     })
     .await
 }
@@ -149,7 +191,7 @@ pub async fn service(
 /// `GET /v1/agent/checks`: this agent's checks by ID.
 pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let items: Vec<Value> = state.local.checks().iter().map(agent_check_json).collect();
         let items = filter_items(&query, items)?;
         let map: serde_json::Map<String, Value> =
@@ -160,9 +202,17 @@ pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 }
 
 /// `PUT /v1/agent/service/register`.
-pub async fn register_service(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// `?replace-existing-checks` removes the service's checks the new
+/// definition does not have; without it they stay, as in Consul.
+pub async fn register_service(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let definition: ServiceDefinition = decode_body(&body)?;
-    let id = state.local.add_service(definition, Source::Api)?;
+    let replace_existing_checks = QueryParams::parse(raw.as_deref()).flag("replace-existing-checks");
+    let how = Reregistration::Api { replace_existing_checks };
+    let id = state.local.add_service(definition, Source::Api, how)?;
     tracing::info!(service = %id, "service registered");
     Ok(().into_response())
 }
@@ -273,7 +323,7 @@ pub async fn health_by_id(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
         let (worst, body) = service_health(&state, &service);
         Ok((health_code(worst), body))
@@ -287,7 +337,7 @@ pub async fn health_by_name(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    hash_blocking(&state, raw.as_deref(), || {
+    hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let instances: Vec<(HealthStatus, Value)> = state
             .local
             .services()
@@ -309,30 +359,55 @@ pub async fn health_by_name(
 }
 
 /// `GET /v1/agent/members`: every node with an agent (one that has a
-/// liveness check), with Consul's member status codes (1 alive, 4 failed).
+/// liveness check), and every node that left gracefully, with Consul's
+/// member status codes (1 alive, 3 left, 4 failed).
 pub async fn members(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let tables = state.backend.store().read();
     let catalog = tables.catalog();
-    let members: Vec<Value> = catalog
+    let mut members: Vec<(&Node, MemberStatus)> = catalog
         .checks()
         .filter(|c| c.id.as_str() == LIVENESS_CHECK_ID)
         .filter_map(|check| {
-            let node = catalog.node(&check.node)?;
-            let role = node.meta.get(ROLE_META_KEY).map(String::as_str).unwrap_or("client");
-            let alive = check.status == HealthStatus::Passing;
-            Some(json!({
-                "Name": node.name,
-                "Addr": node.address,
-                "Port": 0,
-                "Tags": {"role": if role == "server" { "consul" } else { "node" }, "dc": node.datacenter, "id": node.id},
-                "Status": if alive { 1 } else { 4 },
-                "StatusText": if alive { "alive" } else { "failed" },
-            }))
+            let status = if check.status == HealthStatus::Passing { MemberStatus::Alive } else { MemberStatus::Failed };
+            Some((catalog.node(&check.node)?, status))
         })
+        .chain(catalog.left_nodes().map(|node| (node, MemberStatus::Left)))
         .collect();
+    members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let members: Vec<Value> = members.into_iter().map(|(node, status)| member_json(node, status)).collect();
     drop(tables);
     Ok(Json(filter_items(&query, members)?).into_response())
+}
+
+/// A member's state, with Consul's (Serf's) codes.
+#[derive(Clone, Copy)]
+enum MemberStatus {
+    Alive = 1,
+    Left = 3,
+    Failed = 4,
+}
+
+impl MemberStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Left => "left",
+            MemberStatus::Failed => "failed",
+        }
+    }
+}
+
+fn member_json(node: &Node, status: MemberStatus) -> Value {
+    let role = node.meta.get(ROLE_META_KEY).map(String::as_str).unwrap_or("client");
+    json!({
+        "Name": node.name,
+        "Addr": node.address,
+        "Port": 0,
+        "Tags": {"role": if role == "server" { "consul" } else { "node" }, "dc": node.datacenter, "id": node.id},
+        "Status": status as u8,
+        "StatusText": status.as_str(),
+    })
 }
 
 /// `PUT /v1/agent/reload`: re-reads the config files' services and checks.
@@ -341,10 +416,12 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok(().into_response())
 }
 
-/// `PUT /v1/agent/leave`: deregisters this node and shuts the agent down.
+/// `PUT /v1/agent/leave`: deregisters this node (recorded as left; a server
+/// also leaves the Raft peers) and shuts the agent down. Answers once the
+/// leave has been applied.
 pub async fn leave(State(state): State<AppState>) -> Result<Response, ApiError> {
     tracing::info!("leave requested through the API");
-    state.leave.notify_one();
+    state.leave.leave().await.map_err(|error| ApiError::Internal(error.to_string()))?;
     Ok(().into_response())
 }
 

@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 use weft_api::catalog::{Check, Deregistration, HealthStatus, Node, Registration, Service, Weights};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
+use weft_filter::Filter;
 use weft_server::store::{NodeServices, ServiceInstance, Table, Tables};
 
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, InstanceSelector, QueryParams};
-use super::read::blocking_json;
+use super::read::{blocking_json, blocking_json_filtered};
 use super::AppState;
 use crate::decode::decode_body;
 
@@ -311,12 +312,41 @@ fn service_node_json(instance: &ServiceInstance) -> Value {
 
 const CATALOG_TABLES: &[Table] = &[Table::Nodes, Table::Services];
 
+/// What `/v1/catalog/services` reads: each name with its tags, or, with a
+/// `?filter=` (which Consul runs over every service instance, in the shape
+/// of `/v1/catalog/service/<name>`), the instances to filter first.
+enum ServiceListing {
+    Names(BTreeMap<ServiceName, BTreeSet<String>>),
+    Instances(Vec<ServiceInstance>),
+}
+
 pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let read = |tables: &Tables, _: &QueryParams| tables.catalog().service_names();
-    let render = |names: BTreeMap<ServiceName, BTreeSet<String>>| {
-        Value::Object(names.into_iter().map(|(name, tags)| (name.to_string(), json!(tags))).collect())
+    let read = |tables: &Tables, query: &QueryParams| {
+        let catalog = tables.catalog();
+        if query.get("filter").is_none_or(|f| f.trim().is_empty()) {
+            return ServiceListing::Names(catalog.service_names());
+        }
+        let instances = catalog
+            .services()
+            .filter_map(|s| Some(ServiceInstance { node: catalog.node(&s.node)?.clone(), service: s.clone() }))
+            .collect();
+        ServiceListing::Instances(instances)
     };
-    blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
+    let render = |listing: ServiceListing, filter: Option<&Filter>| {
+        let names = match (listing, filter) {
+            (ServiceListing::Names(names), _) => names,
+            (ServiceListing::Instances(instances), filter) => {
+                let mut names: BTreeMap<ServiceName, BTreeSet<String>> = BTreeMap::new();
+                let kept = instances.into_iter().filter(|i| filter.is_none_or(|f| f.matches(&service_node_json(i))));
+                for instance in kept {
+                    names.entry(instance.service.name).or_default().extend(instance.service.tags);
+                }
+                names
+            }
+        };
+        Ok(Value::Object(names.into_iter().map(|(name, tags)| (name.to_string(), json!(tags))).collect()))
+    };
+    blocking_json_filtered(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }
 
 pub async fn service(
@@ -360,14 +390,19 @@ pub async fn node(
 ) -> Result<Response, ApiError> {
     let name = NodeName::new(name);
     let read = |tables: &Tables, _: &QueryParams| tables.catalog().node_services(&name);
-    let render = |found: Option<NodeServices>| match found {
+    // `?filter=` selects among the node's services, as in Consul.
+    let render = |found: Option<NodeServices>, filter: Option<&Filter>| match found {
         // Consul answers an unknown node with 200 and `null`.
-        None => Value::Null,
+        None => Ok(Value::Null),
         Some(found) => {
-            let services: serde_json::Map<String, Value> =
-                found.services.iter().map(|s| (s.id.to_string(), service_json(s))).collect();
-            json!({"Node": node_json(&found.node), "Services": services})
+            let services: serde_json::Map<String, Value> = found
+                .services
+                .iter()
+                .map(|s| (s.id.to_string(), service_json(s)))
+                .filter(|(_, s)| filter.is_none_or(|f| f.matches(s)))
+                .collect();
+            Ok(json!({"Node": node_json(&found.node), "Services": services}))
         }
     };
-    blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
+    blocking_json_filtered(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }

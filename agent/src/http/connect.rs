@@ -230,6 +230,9 @@ fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
                 destination_name: name.to_owned(),
                 local_bind_port: port.parse().map_err(|_| bad())?,
                 local_bind_address: address,
+                destination_type: None,
+                datacenter: None,
+                config: None,
             })
         })
         .collect::<Result<_, ApiError>>()?;

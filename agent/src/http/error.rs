@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Not ready to serve this yet (e.g. the mesh CA is being set up).
     #[error("{0}")]
     Unavailable(String),
+    /// This agent could not finish what was asked (e.g. a graceful leave).
+    #[error("{0}")]
+    Internal(String),
     /// The cluster could not serve it (no leader, leader unreachable, ...).
     #[error(transparent)]
     Cluster(#[from] ServerError),
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Cluster(ServerError::PeerNotFound(_)) => StatusCode::BAD_REQUEST,
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -28,9 +28,9 @@ use axum::routing::{any, delete, get, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use tokio::sync::Notify;
 use weft_api::catalog::Node;
 
+use crate::agent::LeaveHandle;
 use crate::backend::Backend;
 use crate::config::AgentConfig;
 use crate::connect::supervisor::AdminPorts;
@@ -47,8 +47,8 @@ pub struct AppState {
     pub local: Arc<LocalState>,
     /// This node's catalog record.
     pub node: Node,
-    /// Notified by `PUT /v1/agent/leave`.
-    pub leave: Arc<Notify>,
+    /// `PUT /v1/agent/leave` asks the agent to leave through it.
+    pub leave: LeaveHandle,
     /// Leaf certificates for this agent's services.
     pub leaves: Arc<LeafCache>,
     /// Where the sidecars this agent runs serve their admin ports.

@@ -110,6 +110,33 @@ pub struct CheckDefinition {
     pub failures_before_critical: Option<u32>,
     #[serde(rename = "deregistercriticalserviceafter", default, skip_serializing_if = "Option::is_none")]
     pub deregister_critical_service_after: Option<Value>,
+    /// Keys Weft does not know, kept to be named in errors: a check type it
+    /// does not run (`UDP`, `H2PING`, ...) is refused, not silently ignored.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// Consul's check types Weft does not run (normalized key, Consul's spelling).
+const UNSUPPORTED_CHECK_TYPES: &[(&str, &str)] = &[
+    ("udp", "UDP"),
+    ("h2ping", "H2PING"),
+    ("dockercontainerid", "DockerContainerID"),
+    ("aliasnode", "AliasNode"),
+    ("aliasservice", "AliasService"),
+    ("osservice", "OSService"),
+];
+
+/// Whether a value someone sent means anything (`""`, `null`, `false`, `0`
+/// and empty collections are what clients send for "not set").
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+    }
 }
 
 /// `Connect { SidecarService { Port, Proxy { Upstreams } } }`, as much of it
@@ -144,6 +171,49 @@ pub struct Upstream {
     pub local_bind_port: u16,
     #[serde(rename = "localbindaddress", default, skip_serializing_if = "Option::is_none")]
     pub local_bind_address: Option<String>,
+    /// `service` (the default) or `prepared_query`.
+    #[serde(rename = "destinationtype", default, skip_serializing_if = "Option::is_none")]
+    pub destination_type: Option<String>,
+    #[serde(rename = "datacenter", default, skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+    /// Opaque to Weft; kept as given.
+    #[serde(rename = "config", default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+/// The `Proxy` block of a `connect-proxy` service registered directly
+/// (rather than as a sidecar): kept and shown by the agent API, as Consul does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyDefinition {
+    #[serde(rename = "destinationservicename", default)]
+    pub destination_service_name: String,
+    #[serde(rename = "destinationserviceid", default, skip_serializing_if = "Option::is_none")]
+    pub destination_service_id: Option<String>,
+    #[serde(rename = "localserviceaddress", default, skip_serializing_if = "Option::is_none")]
+    pub local_service_address: Option<String>,
+    #[serde(rename = "localserviceport", default, skip_serializing_if = "Option::is_none")]
+    pub local_service_port: Option<u16>,
+    #[serde(rename = "mode", default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Opaque to Weft; kept as given.
+    #[serde(rename = "config", default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    #[serde(rename = "upstreams", default)]
+    pub upstreams: Vec<Upstream>,
+}
+
+impl From<&ProxyConfig> for ProxyDefinition {
+    fn from(sidecar: &ProxyConfig) -> Self {
+        ProxyDefinition {
+            destination_service_name: sidecar.destination_service_name.to_string(),
+            destination_service_id: Some(sidecar.destination_service_id.to_string()),
+            local_service_address: Some(sidecar.local_service_address.clone()),
+            local_service_port: Some(sidecar.local_service_port),
+            mode: None,
+            config: None,
+            upstreams: sidecar.upstreams.clone(),
+        }
+    }
 }
 
 /// What a sidecar proxy needs to know about the service it fronts.
@@ -200,11 +270,32 @@ pub enum CheckRunner {
     Ttl { ttl: Duration },
 }
 
-/// Checks are probed at most this often.
+/// Checks are probed at most this often (a shorter `Interval` is raised to it).
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ServiceDefinition {
+    /// The `Proxy` block of a `connect-proxy` service: required for that
+    /// kind (with `DestinationServiceName`), as in Consul; `None` for others.
+    pub fn proxy_definition(&self) -> Result<Option<ProxyDefinition>, DefinitionError> {
+        if self.kind.as_deref() != Some("connect-proxy") {
+            return Ok(None);
+        }
+        let proxy: ProxyDefinition = match &self.proxy {
+            None | Some(Value::Null) => ProxyDefinition::default(),
+            Some(value) => {
+                serde_json::from_value(value.clone()).map_err(|e| DefinitionError(format!("Invalid Proxy: {e}")))?
+            }
+        };
+        if proxy.destination_service_name.is_empty() {
+            return Err(DefinitionError(
+                "Invalid Proxy: Proxy.DestinationServiceName must be set for a connect-proxy service".into(),
+            ));
+        }
+        check_upstreams("Proxy.Upstreams", &proxy.upstreams)?;
+        Ok(Some(proxy))
+    }
+
     /// The sidecar `Connect.SidecarService` asks for, if any.
     pub fn sidecar_request(&self) -> Result<Option<SidecarRequest>, DefinitionError> {
         let Some(connect) = &self.connect else { return Ok(None) };
@@ -219,24 +310,23 @@ impl ServiceDefinition {
             }
         };
         let upstreams = sidecar.proxy.map(|p| p.upstreams).unwrap_or_default();
-        for upstream in &upstreams {
-            if upstream.destination_name.is_empty() || upstream.local_bind_port == 0 {
-                return Err(DefinitionError(
-                    "Invalid Connect.SidecarService.Proxy.Upstreams: each needs DestinationName and LocalBindPort"
-                        .into(),
-                ));
-            }
-        }
+        check_upstreams("Connect.SidecarService.Proxy.Upstreams", &upstreams)?;
         Ok(Some(SidecarRequest { port, upstreams }))
     }
 
     /// The sidecar service for `service` (already validated), listening on
     /// `address:port`, with a TCP check on that port.
     pub fn sidecar_definition(service: &Service, address: &str, port: u16) -> ServiceDefinition {
+        let proxy = ProxyDefinition {
+            destination_service_name: service.name.to_string(),
+            destination_service_id: Some(service.id.to_string()),
+            ..ProxyDefinition::default()
+        };
         ServiceDefinition {
             id: Some(format!("{}-sidecar-proxy", service.id)),
             name: Some(format!("{}-sidecar-proxy", service.name)),
             kind: Some("connect-proxy".into()),
+            proxy: serde_json::to_value(proxy).ok(),
             address: Some(address.to_owned()),
             port: Some(i64::from(port)),
             check: Some(CheckDefinition {
@@ -247,6 +337,18 @@ impl ServiceDefinition {
             }),
             ..ServiceDefinition::default()
         }
+    }
+
+    /// The service's ID: `ID`, else its name.
+    pub fn service_id(&self) -> ServiceId {
+        let id = self.id.clone().filter(|id| !id.is_empty());
+        ServiceId::new(id.or_else(|| self.name.clone()).unwrap_or_default())
+    }
+
+    /// The checks defined with the service (`Check`, then `Checks`), in the
+    /// order [`validate`](Self::validate) gives their validated forms.
+    pub fn check_definitions(&self) -> Vec<&CheckDefinition> {
+        self.check.iter().chain(self.checks.iter().flatten()).collect()
     }
 
     /// Validates into a [`LocalService`] on `node`. Script checks are refused
@@ -270,7 +372,8 @@ impl ServiceDefinition {
                 "Invalid Kind {kind:?}: use \"\", connect-proxy, mesh-gateway, ingress-gateway or terminating-gateway"
             ));
         }
-        let id = ServiceId::new(self.id.clone().filter(|id| !id.is_empty()).unwrap_or_else(|| name.clone()));
+        self.proxy_definition()?;
+        let id = self.service_id();
         let mut tagged_addresses = BTreeMap::new();
         for (key, value) in self.tagged_addresses.clone().unwrap_or_default() {
             tagged_addresses.insert(key.clone(), tagged_address(&key, &value)?);
@@ -293,7 +396,7 @@ impl ServiceDefinition {
             },
             indexes: Default::default(),
         };
-        let definitions: Vec<&CheckDefinition> = self.check.iter().chain(self.checks.iter().flatten()).collect();
+        let definitions = self.check_definitions();
         let numbered = definitions.len() > 1;
         let mut checks = Vec::with_capacity(definitions.len());
         for (n, definition) in definitions.into_iter().enumerate() {
@@ -312,6 +415,25 @@ impl ServiceDefinition {
 }
 
 impl CheckDefinition {
+    /// The check's ID: `CheckID`, else its name, else `default_id`.
+    pub fn check_id(&self, default_id: &str) -> CheckId {
+        let id = self.id.clone().filter(|id| !id.is_empty());
+        CheckId::new(
+            id.or_else(|| self.name.clone().filter(|n| !n.is_empty())).unwrap_or_else(|| default_id.to_owned()),
+        )
+    }
+
+    /// This check, defined inside a service, as a check registered on its
+    /// own for that service (so it can outlive the service's definition).
+    pub fn standalone(&self, check: &Check) -> CheckDefinition {
+        CheckDefinition {
+            id: Some(check.id.to_string()),
+            name: Some(check.name.clone()),
+            service_id: Some(check.service_id.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Validates into a [`LocalCheck`] on `node`; `default_id` is used when
     /// the definition has neither an ID nor a name.
     pub fn validate(
@@ -322,12 +444,7 @@ impl CheckDefinition {
     ) -> Result<LocalCheck, DefinitionError> {
         let fail = |text: String| Err(DefinitionError(text));
         let name = self.name.clone().unwrap_or_default();
-        let id = self
-            .id
-            .clone()
-            .filter(|id| !id.is_empty())
-            .or_else(|| (!name.is_empty()).then(|| name.clone()))
-            .unwrap_or_else(|| default_id.to_owned());
+        let id = self.check_id(default_id);
         if id.is_empty() {
             return fail("Missing check ID: set CheckID or Name".into());
         }
@@ -338,6 +455,13 @@ impl CheckDefinition {
                 _ => return fail(format!("Invalid Status {text:?}: use passing, warning or critical")),
             },
         };
+        if let Some((_, name)) =
+            UNSUPPORTED_CHECK_TYPES.iter().find(|(key, _)| self.other.get(*key).is_some_and(is_set))
+        {
+            return fail(format!(
+                "Invalid check: {name} checks are not supported by Weft; use one of HTTP, TCP, GRPC, TTL or Args"
+            ));
+        }
         let interval = duration("Interval", &self.interval)?;
         let timeout = duration("Timeout", &self.timeout)?.unwrap_or(DEFAULT_TIMEOUT);
         let ttl = duration("TTL", &self.ttl)?;
@@ -386,14 +510,21 @@ impl CheckDefinition {
             }
             (None, None, None, None, Some(ttl)) => (CheckRunner::Ttl { ttl }, "ttl"),
             (None, None, None, None, None) => {
-                return fail("Invalid check: one of HTTP, TCP, GRPC, TTL or Args (script) must be set".into())
+                let unknown: Vec<&str> =
+                    self.other.iter().filter(|(_, v)| is_set(v)).map(|(k, _)| k.as_str()).collect();
+                if unknown.is_empty() {
+                    return fail("Invalid check: one of HTTP, TCP, GRPC, TTL or Args (script) must be set".into());
+                }
+                return fail(format!(
+                    "Invalid check: unknown field(s) {unknown:?}; one of HTTP, TCP, GRPC, TTL or Args (script) must be set"
+                ));
             }
             _ => return fail("Invalid check: set only one of HTTP, TCP, GRPC, TTL or Args".into()),
         };
         Ok(LocalCheck {
             check: Check {
                 node: node.clone(),
-                id: CheckId::new(id),
+                id,
                 name,
                 status,
                 notes: self.notes.clone().unwrap_or_default(),
@@ -413,6 +544,14 @@ impl CheckDefinition {
     }
 }
 
+/// Each upstream needs a destination and a local port.
+fn check_upstreams(field: &str, upstreams: &[Upstream]) -> Result<(), DefinitionError> {
+    if upstreams.iter().any(|u| u.destination_name.is_empty() || u.local_bind_port == 0) {
+        return Err(DefinitionError(format!("Invalid {field}: each needs DestinationName and LocalBindPort")));
+    }
+    Ok(())
+}
+
 fn probed(
     probe: Probe,
     interval: Option<Duration>,
@@ -421,13 +560,14 @@ fn probed(
 ) -> Result<CheckRunner, DefinitionError> {
     let interval = interval.ok_or_else(|| DefinitionError(format!("Invalid check: {kind} checks need an Interval")))?;
     if interval < MIN_INTERVAL {
-        return Err(DefinitionError(format!(
-            "Invalid Interval {}: at least {}",
-            weft_api::duration::format(interval),
+        // Consul raises it rather than refusing the check.
+        tracing::warn!(
+            interval = %weft_api::duration::format(interval),
+            "check interval below the minimum; using {}",
             weft_api::duration::format(MIN_INTERVAL)
-        )));
+        );
     }
-    Ok(CheckRunner::Probe { probe, interval, timeout })
+    Ok(CheckRunner::Probe { probe, interval: interval.max(MIN_INTERVAL), timeout })
 }
 
 /// A duration field: a Go duration string (`"10s"`) or integer nanoseconds,
@@ -500,6 +640,30 @@ mod tests {
         assert!(
             error(r#"{"Name": "web", "Check": {"Args": ["true"], "Interval": "5s"}}"#).contains("enable_script_checks")
         );
+    }
+
+    #[test]
+    fn unsupported_check_types_are_named_and_short_intervals_raised() {
+        let error = |json| service(json).unwrap_err().0;
+        assert!(error(r#"{"Name": "web", "Check": {"UDP": "x", "Interval": "10s"}}"#).contains("UDP"));
+        assert!(error(r#"{"Name": "web", "Check": {"Foo": "x", "Interval": "10s"}}"#).contains("foo"));
+        // What clients send for "not set" is no check type.
+        let ttl = service(r#"{"Name": "web", "Check": {"TTL": "10s", "OSService": "", "UDP": null}}"#).unwrap();
+        assert_eq!(ttl.checks[0].check.check_type, "ttl");
+        let fast = service(r#"{"Name": "web", "Check": {"TCP": "127.0.0.1:1", "Interval": "100ms"}}"#).unwrap();
+        assert!(matches!(fast.checks[0].runner, CheckRunner::Probe { interval, .. } if interval == MIN_INTERVAL));
+    }
+
+    #[test]
+    fn a_connect_proxy_needs_its_destination() {
+        let error = service(r#"{"Name": "p", "Kind": "connect-proxy", "Port": 21000}"#).unwrap_err().0;
+        assert!(error.contains("DestinationServiceName"), "{error}");
+        let json = r#"{"Name": "p", "Kind": "connect-proxy", "Port": 21000, "Proxy": {"DestinationServiceName": "web",
+            "Config": {"envoy_stats": 1}, "Upstreams": [{"DestinationName": "db", "LocalBindPort": 9191}]}}"#;
+        let definition: ServiceDefinition = decode_value(serde_json::from_str(json).unwrap()).unwrap();
+        let proxy = definition.proxy_definition().unwrap().unwrap();
+        assert_eq!((proxy.destination_service_name.as_str(), proxy.upstreams[0].local_bind_port), ("web", 9191));
+        assert_eq!(proxy.config.unwrap()["envoy_stats"], 1, "user keys are kept as written");
     }
 
     #[test]

@@ -25,10 +25,10 @@ use tokio::time::Instant;
 use weft_api::catalog::{Check, HealthStatus, Service};
 use weft_api::ids::{CheckId, NodeName, ServiceId};
 
-use crate::config::{AgentConfig, ConfigErrors};
+use crate::config::{AgentConfig, ConfigErrors, Definitions};
 use definition::{
-    CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ServiceDefinition,
-    SidecarRequest,
+    CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ProxyDefinition,
+    ServiceDefinition, SidecarRequest,
 };
 
 /// Ports given to sidecars that do not ask for one (Consul's default range).
@@ -42,6 +42,21 @@ pub enum Source {
     Api,
 }
 
+/// How a service registration treats what the service had before. A
+/// service is always updated in place (never removed and added again), so
+/// it does not leave the catalog for a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reregistration {
+    /// `PUT /v1/agent/service/register`: the new definition's checks start
+    /// anew; the service's other checks stay, unless `replace_existing_checks`
+    /// (Consul's `?replace-existing-checks`).
+    Api { replace_existing_checks: bool },
+    /// A config reload: checks whose definition did not change keep their
+    /// state; the ones the definition dropped go; checks registered on their
+    /// own (through the API) stay.
+    Reload,
+}
+
 /// This agent's services and checks, shared by the API, the check runners
 /// and anti-entropy.
 pub struct LocalState {
@@ -51,6 +66,9 @@ pub struct LocalState {
     script_checks: bool,
     persist_dir: PathBuf,
     entries: Mutex<Entries>,
+    /// TTL checks' states saved by the last run, taken by each check as it
+    /// starts again (see [`persist::TtlState`]).
+    restored_ttl: Mutex<BTreeMap<CheckId, persist::TtlState>>,
     /// Bumped on every change: wakes anti-entropy and `?hash` blocking queries.
     version: watch::Sender<u64>,
 }
@@ -72,6 +90,8 @@ struct ServiceEntry {
 
 struct CheckEntry {
     local: LocalCheck,
+    /// What the check was made from (for a check inside a service, its block).
+    spec: CheckDefinition,
     /// Set for checks registered on their own (not inside a service).
     definition: Option<CheckDefinition>,
     source: Source,
@@ -91,6 +111,25 @@ impl Entries {
     }
 }
 
+impl CheckEntry {
+    /// Takes `updated` (the same definition, validated again) as this
+    /// check's record, keeping the status and output it has now.
+    fn keep_state_with(&mut self, updated: LocalCheck) {
+        let (status, output) = (self.local.check.status, std::mem::take(&mut self.local.check.output));
+        self.local = updated;
+        self.local.check.status = status;
+        self.local.check.output = output;
+    }
+}
+
+/// Pairs a service's validated checks with the definitions they came from.
+fn with_specs(checks: Vec<LocalCheck>, definition: &ServiceDefinition) -> Vec<(LocalCheck, CheckDefinition)> {
+    checks.into_iter().zip(definition.check_definitions().into_iter().cloned()).collect()
+}
+
+/// How API registrations made before a restart come back.
+const REGISTRATION: Reregistration = Reregistration::Api { replace_existing_checks: false };
+
 impl Drop for CheckEntry {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
@@ -100,26 +139,43 @@ impl Drop for CheckEntry {
 }
 
 impl LocalState {
-    /// Loads the API registrations persisted in `data_dir` (if any).
-    pub fn open(node: NodeName, address: String, data_dir: &std::path::Path, script_checks: bool) -> Arc<Self> {
+    /// Loads the API registrations persisted in `data_dir` (if any) and the
+    /// config files' `services` and `checks`. Checks registered through the
+    /// API come last, as they may belong to a service from the config files.
+    pub fn open(
+        node: NodeName,
+        address: String,
+        data_dir: &std::path::Path,
+        script_checks: bool,
+        config: Definitions,
+    ) -> Arc<Self> {
+        let persist_dir = data_dir.join("local");
         let state = Arc::new(Self {
             node,
             address,
             script_checks,
-            persist_dir: data_dir.join("local"),
+            restored_ttl: Mutex::new(persist::load_ttl_states(&persist_dir)),
+            persist_dir,
             entries: Mutex::new(Entries::default()),
             version: watch::Sender::new(0),
         });
         let (services, checks) = persist::load(&state.persist_dir);
         for definition in services {
-            if let Err(error) = state.add_service(definition, Source::Api) {
+            if let Err(error) = state.add_service(definition, Source::Api, REGISTRATION) {
                 tracing::warn!(%error, "dropping a persisted service that no longer validates");
             }
         }
+        state.apply_config(config.services, config.checks);
         for definition in checks {
             if let Err(error) = state.add_check(definition, Source::Api) {
                 tracing::warn!(%error, "dropping a persisted check that no longer validates");
             }
+        }
+        // Every check there is has taken its saved state; the rest belonged to
+        // checks that are gone, and must not pass on to a new one with their ID.
+        let leftover = std::mem::take(&mut *state.restored_ttl.lock().unwrap_or_else(|p| p.into_inner()));
+        if !leftover.is_empty() {
+            state.save_ttl_states();
         }
         state
     }
@@ -128,12 +184,13 @@ impl LocalState {
         &self.node
     }
 
-    /// Adds or replaces a service and its checks (a re-registration replaces
-    /// the checks defined with it).
+    /// Adds a service and its checks, or updates it in place (see
+    /// [`Reregistration`]); a sidecar it asks for is added or updated with it.
     pub fn add_service(
         self: &Arc<Self>,
         definition: ServiceDefinition,
         source: Source,
+        how: Reregistration,
     ) -> Result<ServiceId, DefinitionError> {
         let local = definition.validate(&self.node, self.script_checks)?;
         let sidecar = definition.sidecar_request()?;
@@ -144,31 +201,93 @@ impl LocalState {
                 None => None,
                 Some(request) => Some(self.sidecar_for(&entries, &local.service, request)?),
             };
-            let sidecar_id = ServiceId::new(format!("{id}-sidecar-proxy"));
-            entries.remove_service(&sidecar_id);
-            entries.checks.retain(|_, c| c.local.check.service_id != id || c.definition.is_some());
-            for check in local.checks {
-                let entry = self.start_check(check, None, source);
-                entries.checks.insert(entry.local.check.id.clone(), entry);
-            }
+            let checks = with_specs(local.checks, &definition);
             let parent = ServiceEntry { service: local.service, definition, source, sidecar_of: None };
-            entries.services.insert(id.clone(), parent);
-            if let Some((sidecar, definition, proxy)) = sidecar {
-                for check in sidecar.checks {
-                    let entry = self.start_check(check, None, source);
-                    entries.checks.insert(entry.local.check.id.clone(), entry);
+            self.install_service(&mut entries, parent, checks, how);
+            let sidecar_id = ServiceId::new(format!("{id}-sidecar-proxy"));
+            match sidecar {
+                None => {
+                    entries.remove_service(&sidecar_id);
                 }
-                let entry = ServiceEntry {
-                    service: sidecar.service,
-                    definition,
-                    source,
-                    sidecar_of: Some((id.clone(), proxy)),
-                };
-                entries.services.insert(sidecar_id, entry);
+                Some((sidecar, definition, proxy)) => {
+                    let checks = with_specs(sidecar.checks, &definition);
+                    let entry = ServiceEntry {
+                        service: sidecar.service,
+                        definition,
+                        source,
+                        sidecar_of: Some((id.clone(), proxy)),
+                    };
+                    let how = match how {
+                        Reregistration::Reload => Reregistration::Reload,
+                        Reregistration::Api { .. } => Reregistration::Api { replace_existing_checks: true },
+                    };
+                    self.install_service(&mut entries, entry, checks, how);
+                }
             }
         }
         self.changed(source);
         Ok(id)
+    }
+
+    /// Puts `entry` in place of the service with its ID (if any), with
+    /// `checks` (each with the definition it came from), without a moment
+    /// where the service or its unchanged checks are missing.
+    fn install_service(
+        self: &Arc<Self>,
+        entries: &mut Entries,
+        entry: ServiceEntry,
+        checks: Vec<(LocalCheck, CheckDefinition)>,
+        how: Reregistration,
+    ) {
+        let id = entry.service.id.clone();
+        let source = entry.source;
+        let new_ids: Vec<CheckId> = checks.iter().map(|(c, _)| c.check.id.clone()).collect();
+        let dropped: Vec<CheckId> = entries
+            .checks
+            .iter()
+            .filter(|(check_id, c)| c.local.check.service_id == id && !new_ids.contains(check_id))
+            .map(|(check_id, _)| check_id.clone())
+            .collect();
+        for check_id in dropped {
+            let on_its_own = entries.checks.get(&check_id).is_some_and(|c| c.definition.is_some());
+            match (how, on_its_own) {
+                (Reregistration::Api { replace_existing_checks: true }, _) | (Reregistration::Reload, false) => {
+                    entries.checks.remove(&check_id);
+                }
+                // Kept, as a check of its own: it is persisted as one from now on.
+                (Reregistration::Api { replace_existing_checks: false }, false) => {
+                    if let Some(check) = entries.checks.get_mut(&check_id) {
+                        check.definition = Some(check.spec.standalone(&check.local.check));
+                        check.source = source;
+                    }
+                }
+                (_, true) => {}
+            }
+        }
+        for (local, spec) in checks {
+            let check_id = local.check.id.clone();
+            match entries.checks.get_mut(&check_id) {
+                Some(current)
+                    if how == Reregistration::Reload
+                        && current.spec == spec
+                        && current.local.check.service_id == id =>
+                {
+                    current.keep_state_with(local);
+                    current.definition = None;
+                    current.source = source;
+                }
+                _ => {
+                    let started = self.start_check(local, spec, None, source);
+                    entries.checks.insert(check_id, started);
+                }
+            }
+        }
+        // Every check of the service, its own included, follows its name and tags.
+        for check in entries.checks.values_mut().filter(|c| c.local.check.service_id == id) {
+            check.local.check.service_name = entry.service.name.clone();
+            check.local.check.service_tags = entry.service.tags.clone();
+        }
+        entries.services.insert(id, entry);
     }
 
     /// The sidecar service for `service`: on the requested port, or on the
@@ -220,6 +339,18 @@ impl LocalState {
         self.entries().services.get(id).and_then(|s| s.sidecar_of.as_ref()).map(|(_, proxy)| proxy.clone())
     }
 
+    /// The `Proxy` block of service `id`, as the agent API shows it: a
+    /// sidecar's (made by this agent) or a directly registered
+    /// `connect-proxy`'s (as registered).
+    pub fn proxy_definition(&self, id: &ServiceId) -> Option<ProxyDefinition> {
+        let entries = self.entries();
+        let entry = entries.services.get(id)?;
+        match &entry.sidecar_of {
+            Some((_, sidecar)) => Some(ProxyDefinition::from(sidecar)),
+            None => entry.definition.proxy_definition().ok().flatten(),
+        }
+    }
+
     /// Every sidecar on this agent: its service ID and the ID of the service it fronts.
     pub fn sidecars(&self) -> Vec<(ServiceId, ServiceId)> {
         self.entries()
@@ -249,7 +380,7 @@ impl LocalState {
                 local.check.service_name = owner.service.name.clone();
                 local.check.service_tags = owner.service.tags.clone();
             }
-            let entry = self.start_check(local, Some(definition), source);
+            let entry = self.start_check(local, definition.clone(), Some(definition), source);
             entries.checks.insert(id.clone(), entry);
         }
         self.changed(source);
@@ -283,7 +414,20 @@ impl LocalState {
             entry.refreshed.notify_one();
         }
         self.update_check(id, status, output);
+        self.save_ttl_states();
         Ok(())
+    }
+
+    /// Saves every TTL check's status and deadline, so a restarted agent
+    /// picks them up (as Consul keeps TTL check state across restarts).
+    fn save_ttl_states(&self) {
+        let states: BTreeMap<CheckId, persist::TtlState> = self
+            .entries()
+            .checks
+            .iter()
+            .filter_map(|(id, c)| Some((id.clone(), persist::TtlState::new(&c.local.check, c.ttl_deadline?))))
+            .collect();
+        persist::save_ttl_states(&self.persist_dir, &states);
     }
 
     /// Sets a check's status and output. Returns `None` if there is no such check.
@@ -331,25 +475,25 @@ impl LocalState {
     }
 
     /// Makes the services and node-level checks from config files exactly
-    /// `services` and `checks`, leaving API registrations alone. Definitions
-    /// that did not change keep their checks' state (nothing flaps on reload).
-    /// They were validated with the config; one that fails now is logged.
+    /// `services` and `checks`, leaving API registrations alone. A changed
+    /// service is updated in place, and checks whose definition did not
+    /// change keep their state (nothing flaps on reload). The definitions
+    /// were validated with the config; one that fails now is logged.
     pub fn apply_config(self: &Arc<Self>, services: Vec<ServiceDefinition>, checks: Vec<CheckDefinition>) {
+        let wanted_services: Vec<ServiceId> = services.iter().map(ServiceDefinition::service_id).collect();
+        let wanted_checks: Vec<CheckId> = checks.iter().map(|c| c.check_id("")).collect();
         let (stale_services, stale_checks) = {
             let entries = self.entries();
             let stale_services: Vec<ServiceId> = entries
                 .services
                 .iter()
-                .filter(|(_, s)| {
-                    s.source == Source::Config && s.sidecar_of.is_none() && !services.contains(&s.definition)
-                })
+                .filter(|(id, s)| s.source == Source::Config && s.sidecar_of.is_none() && !wanted_services.contains(id))
                 .map(|(id, _)| id.clone())
                 .collect();
             let stale_checks: Vec<CheckId> = entries
                 .checks
                 .iter()
-                .filter(|(_, c)| c.source == Source::Config)
-                .filter(|(_, c)| c.definition.as_ref().is_some_and(|d| !checks.contains(d)))
+                .filter(|(id, c)| c.source == Source::Config && c.definition.is_some() && !wanted_checks.contains(id))
                 .map(|(id, _)| id.clone())
                 .collect();
             (stale_services, stale_checks)
@@ -364,7 +508,7 @@ impl LocalState {
             let known =
                 self.entries().services.values().any(|s| s.source == Source::Config && s.definition == definition);
             if !known {
-                if let Err(error) = self.add_service(definition, Source::Config) {
+                if let Err(error) = self.add_service(definition, Source::Config, Reregistration::Reload) {
                     tracing::error!(%error, "service from the config files not registered");
                 }
             }
@@ -405,17 +549,37 @@ impl LocalState {
 
     fn start_check(
         self: &Arc<Self>,
-        local: LocalCheck,
+        mut local: LocalCheck,
+        spec: CheckDefinition,
         definition: Option<CheckDefinition>,
         source: Source,
     ) -> CheckEntry {
         let ttl_deadline = match local.runner {
-            CheckRunner::Ttl { ttl } => Some(Instant::now() + ttl),
+            CheckRunner::Ttl { ttl } => Some(self.restore_ttl(&mut local).unwrap_or_else(|| Instant::now() + ttl)),
             CheckRunner::Probe { .. } => None,
         };
         let critical_since = (local.check.status == HealthStatus::Critical).then(Instant::now);
         let task = Some(runner::spawn(Arc::downgrade(self), local.clone()));
-        CheckEntry { local, definition, source, task, refreshed: Arc::new(Notify::new()), ttl_deadline, critical_since }
+        CheckEntry {
+            local,
+            spec,
+            definition,
+            source,
+            task,
+            refreshed: Arc::new(Notify::new()),
+            ttl_deadline,
+            critical_since,
+        }
+    }
+
+    /// A TTL check's state from before a restart, if it has not expired:
+    /// sets its status and output, and returns its deadline.
+    fn restore_ttl(&self, local: &mut LocalCheck) -> Option<Instant> {
+        let saved = self.restored_ttl.lock().unwrap_or_else(|p| p.into_inner()).remove(&local.check.id)?;
+        let deadline = saved.deadline()?;
+        local.check.status = saved.status;
+        local.check.output = saved.output;
+        Some(deadline)
     }
 
     fn changed(&self, source: Source) {
@@ -435,5 +599,96 @@ impl LocalState {
 
     fn entries(&self) -> MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::decode::decode_value;
+
+    fn service(value: serde_json::Value) -> ServiceDefinition {
+        decode_value(value).unwrap()
+    }
+
+    fn check(value: serde_json::Value) -> CheckDefinition {
+        decode_value(value).unwrap()
+    }
+
+    fn open(dir: &std::path::Path, services: Vec<ServiceDefinition>) -> Arc<LocalState> {
+        let config = Definitions { services, checks: Vec::new() };
+        LocalState::open(NodeName::new("vm1"), "127.0.0.1".into(), dir, false, config)
+    }
+
+    fn status(state: &LocalState, id: &str) -> Option<HealthStatus> {
+        state.check(&CheckId::new(id)).map(|c| c.check.status)
+    }
+
+    const API: Reregistration = Reregistration::Api { replace_existing_checks: false };
+
+    #[tokio::test]
+    async fn a_reload_updates_a_service_in_place_and_keeps_unchanged_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let web =
+            |tag: &str| service(json!({"Name": "web", "Tags": [tag], "Check": {"CheckID": "web-ttl", "TTL": "60s"}}));
+        let state = open(dir.path(), vec![web("v1")]);
+        let api = service(json!({"Name": "api", "Check": {"TTL": "60s"}}));
+        state.add_service(api.clone(), Source::Api, API).unwrap();
+        state.refresh_ttl(&CheckId::new("web-ttl"), HealthStatus::Passing, "ok".into()).unwrap();
+
+        state.apply_config(vec![web("v2")], Vec::new());
+        assert_eq!(state.service(&ServiceId::new("web")).unwrap().tags, ["v2"]);
+        let kept = state.check(&CheckId::new("web-ttl")).unwrap().check;
+        assert_eq!(
+            (kept.status, kept.output.as_str(), kept.service_tags.clone()),
+            (HealthStatus::Passing, "ok", vec!["v2".to_owned()])
+        );
+        assert!(state.service(&ServiceId::new("api")).is_some(), "API registrations are left alone");
+
+        // A changed check definition starts anew; a dropped service goes.
+        let changed = service(json!({"Name": "web", "Tags": ["v2"], "Check": {"CheckID": "web-ttl", "TTL": "30s"}}));
+        state.apply_config(vec![changed], Vec::new());
+        assert_eq!(status(&state, "web-ttl"), Some(HealthStatus::Critical));
+        state.apply_config(Vec::new(), Vec::new());
+        assert!(state.service(&ServiceId::new("web")).is_none());
+        assert!(state.service(&ServiceId::new("api")).is_some());
+    }
+
+    #[tokio::test]
+    async fn re_registration_keeps_other_checks_unless_told_to_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path(), Vec::new());
+        let both = json!({"Name": "web", "Checks": [{"CheckID": "a", "TTL": "60s"}, {"CheckID": "b", "TTL": "60s"}]});
+        let only_a = service(json!({"Name": "web", "Checks": [{"CheckID": "a", "TTL": "60s"}]}));
+        state.add_service(service(both.clone()), Source::Api, API).unwrap();
+        state.add_service(only_a.clone(), Source::Api, API).unwrap();
+        assert!(status(&state, "b").is_some(), "without replace-existing-checks, b stays");
+        // ... and is kept across a restart, as a check of its own.
+        drop(state);
+        let state = open(dir.path(), Vec::new());
+        assert!(status(&state, "a").is_some() && status(&state, "b").is_some());
+
+        let replace = Reregistration::Api { replace_existing_checks: true };
+        state.add_service(only_a, Source::Api, replace).unwrap();
+        assert!(status(&state, "a").is_some());
+        assert!(status(&state, "b").is_none(), "replace-existing-checks removes b");
+    }
+
+    #[tokio::test]
+    async fn an_api_check_on_a_config_service_and_its_ttl_state_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = service(json!({"Name": "web", "Port": 80}));
+        let state = open(dir.path(), vec![web.clone()]);
+        let ttl = check(json!({"CheckID": "web-ttl", "ServiceID": "web", "TTL": "5m"}));
+        state.add_check(ttl, Source::Api).unwrap();
+        state.refresh_ttl(&CheckId::new("web-ttl"), HealthStatus::Passing, "fine".into()).unwrap();
+        drop(state);
+
+        let state = open(dir.path(), vec![web]);
+        let restored = state.check(&CheckId::new("web-ttl")).expect("the API check is back").check;
+        assert_eq!(restored.service_id.as_str(), "web");
+        assert_eq!((restored.status, restored.output.as_str()), (HealthStatus::Passing, "fine"));
     }
 }

@@ -82,12 +82,16 @@ pub struct AgentArgs {
     /// Allow script checks (`args`); off by default.
     #[arg(long)]
     enable_script_checks: bool,
-    /// How long an agent may miss heartbeats before its node turns critical (servers; default 10s).
+    /// How long an agent may miss heartbeats before its node turns critical (servers; default 8s,
+    /// so a dead agent is critical within 10s).
     #[arg(long)]
     liveness_timeout: Option<String>,
     /// How often anti-entropy re-checks this node's registrations (default 5s).
     #[arg(long)]
     anti_entropy_interval: Option<String>,
+    /// How long a check whose only change is its output may wait to be synced (default 5m).
+    #[arg(long)]
+    check_update_interval: Option<String>,
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {
@@ -120,6 +124,7 @@ impl AgentArgs {
             enable_script_checks: self.enable_script_checks.then_some(true),
             liveness_timeout: self.liveness_timeout.clone(),
             anti_entropy_interval: self.anti_entropy_interval.clone(),
+            check_update_interval: self.check_update_interval.clone(),
             ..ConfigFile::default()
         }
     }

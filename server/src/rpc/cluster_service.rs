@@ -117,9 +117,8 @@ impl Cluster for ClusterService {
     type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<StoreEvent, Status>> + Send>>;
 
     async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let store = self.server.store().clone();
         let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(stream_store(store, sender));
+        tokio::spawn(stream_store(self.server.clone(), sender));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
 
@@ -161,9 +160,6 @@ impl Cluster for ClusterService {
     }
 }
 
-/// Feeds one subscriber: the whole state, then each change, until the
-/// subscriber goes away, falls too far behind (it then starts over), or the
-/// server shuts down.
 /// `command` as a client agent may see it: the CA roots' private keys are
 /// for servers only (whichever leads signs), so they never leave them.
 fn for_client_agents(command: &Command) -> Command {
@@ -178,9 +174,20 @@ fn for_client_agents(command: &Command) -> Command {
     }
 }
 
-async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreEvent, Status>>) {
+/// Feeds one subscriber: the whole state, then each change, until the
+/// subscriber goes away, falls too far behind (it then starts over), or the
+/// server shuts down. Every event says how recently this server was in step
+/// with the leader, so the subscriber knows how fresh its copy is. What it
+/// sends holds no CA private key (see [`for_client_agents`]).
+async fn stream_store(server: Server, sender: mpsc::Sender<Result<StoreEvent, Status>>) {
+    let store: &Arc<StateStore> = server.store();
+    let leader_contact_ms = || server.leader_contact().map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64);
     let Subscription { data, applied, mut events } = store.subscribe();
-    let first = StoreEvent { index: applied.get(), change: Some(Change::Snapshot(data.without_secrets().encode())) };
+    let first = StoreEvent {
+        index: applied.get(),
+        change: Some(Change::Snapshot(data.without_secrets().encode())),
+        leader_contact_ms: leader_contact_ms(),
+    };
     if sender.send(Ok(first)).await.is_err() {
         return;
     }
@@ -189,12 +196,12 @@ async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreE
             next = tokio::time::timeout(STREAM_KEEPALIVE, events.recv()) => next,
             _ = store.closed() => return,
         };
-        let event = match next {
-            Err(_elapsed) => StoreEvent { index: store.applied_index().get(), change: None },
+        let (index, change) = match next {
+            Err(_elapsed) => (store.applied_index().get(), None),
             Ok(Ok(Event::Command { index, command })) => {
-                StoreEvent { index: index.get(), change: Some(Change::Command(encode(&for_client_agents(&command)))) }
+                (index.get(), Some(Change::Command(encode(&for_client_agents(&command)))))
             }
-            Ok(Ok(Event::Applied(index))) => StoreEvent { index: index.get(), change: None },
+            Ok(Ok(Event::Applied(index))) => (index.get(), None),
             Ok(Ok(Event::Reset)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
                 let _ = sender
                     .send(Err(Status::aborted("the state was replaced or the stream fell behind; subscribe again")))
@@ -203,6 +210,7 @@ async fn stream_store(store: Arc<StateStore>, sender: mpsc::Sender<Result<StoreE
             }
             Ok(Err(broadcast::error::RecvError::Closed)) => return,
         };
+        let event = StoreEvent { index, change, leader_contact_ms: leader_contact_ms() };
         if sender.send(Ok(event)).await.is_err() {
             return;
         }

@@ -1,6 +1,8 @@
 //! The catalog: nodes, the services on them and their health checks, with
 //! Consul's registration rules (a service needs its node, a check's service
 //! must exist on the same node, deregistering a node takes everything on it).
+//! It also remembers nodes that left gracefully, so members can show them as
+//! `left` (rather than vanish) until they register again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +21,13 @@ pub struct Catalog {
     /// stored in snapshots), so a lookup by name (DNS, health, blocking
     /// queries) does not scan the whole catalog.
     by_name: BTreeMap<ServiceName, BTreeSet<(NodeName, ServiceId)>>,
+    /// The service names in `by_name` by their lower-case form, for lookups
+    /// that ignore case (DNS names). Derived like `by_name`.
+    by_lower_name: BTreeMap<String, BTreeSet<ServiceName>>,
+    /// Nodes that left gracefully (`Command::NodeLeave`), as they were when
+    /// they left; an entry goes when the node registers again or is
+    /// deregistered outright.
+    left: BTreeMap<NodeName, Node>,
 }
 
 /// A service instance with the node it runs on.
@@ -61,20 +70,25 @@ fn upsert<K: Ord, V: Clone + PartialEq>(
 }
 
 impl Catalog {
-    pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>) -> Self {
+    pub(super) fn from_parts(nodes: Vec<Node>, services: Vec<Service>, checks: Vec<Check>, left: Vec<Node>) -> Self {
         let mut catalog = Self {
             nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
             services: services.into_iter().map(|s| ((s.node.clone(), s.id.clone()), s)).collect(),
             checks: checks.into_iter().map(|c| ((c.node.clone(), c.id.clone()), c)).collect(),
             by_name: BTreeMap::new(),
+            by_lower_name: BTreeMap::new(),
+            left: left.into_iter().map(|n| (n.name.clone(), n)).collect(),
         };
-        for ((node, id), service) in &catalog.services {
-            catalog.by_name.entry(service.name.clone()).or_default().insert((node.clone(), id.clone()));
+        let keys: Vec<((NodeName, ServiceId), ServiceName)> =
+            catalog.services.iter().map(|(key, s)| (key.clone(), s.name.clone())).collect();
+        for (key, name) in keys {
+            catalog.reindex(&key, None, Some(&name));
         }
         catalog
     }
 
-    /// Keeps `by_name` in step when the service at `key` goes from `old` to `new`.
+    /// Keeps `by_name` (and `by_lower_name`) in step when the service at
+    /// `key` goes from `old` to `new`.
     fn reindex(&mut self, key: &(NodeName, ServiceId), old: Option<&ServiceName>, new: Option<&ServiceName>) {
         if old == new {
             return;
@@ -84,11 +98,19 @@ impl Catalog {
                 keys.remove(key);
                 if keys.is_empty() {
                     self.by_name.remove(old);
+                    let lower = old.as_str().to_lowercase();
+                    if let Some(names) = self.by_lower_name.get_mut(&lower) {
+                        names.remove(old);
+                        if names.is_empty() {
+                            self.by_lower_name.remove(&lower);
+                        }
+                    }
                 }
             }
         }
         if let Some(new) = new {
             self.by_name.entry(new.clone()).or_default().insert(key.clone());
+            self.by_lower_name.entry(new.as_str().to_lowercase()).or_default().insert(new.clone());
         }
     }
 
@@ -152,6 +174,9 @@ impl Catalog {
         }
 
         if !registration.skip_node_update {
+            if self.left.remove(&node_name).is_some() {
+                changed.mark(Table::Nodes);
+            }
             let mut node = registration.node.clone();
             if node_exists && node.id.is_empty() {
                 node.id = self.nodes[&node_name].id.clone();
@@ -202,7 +227,9 @@ impl Catalog {
                 }
             }
             (None, None) => {
-                if self.nodes.remove(node).is_some() {
+                // Deregistering a node outright also forgets that it left.
+                let was_left = self.left.remove(node).is_some();
+                if self.nodes.remove(node).is_some() || was_left {
                     changed.mark(Table::Nodes);
                 }
                 let removed: Vec<((NodeName, ServiceId), ServiceName)> = self
@@ -228,12 +255,39 @@ impl Catalog {
         CommandOutcome::Done
     }
 
+    /// A graceful leave: the node goes with everything on it, and is
+    /// remembered as left (with its record as it was, indexes set to `index`).
+    pub(super) fn leave(&mut self, index: RaftIndex, node: &Node, changed: &mut Changed) -> CommandOutcome {
+        if node.name.is_empty() {
+            return CommandOutcome::Rejected("Node is required".into());
+        }
+        let record = self.nodes.get(&node.name).cloned().unwrap_or_else(|| node.clone());
+        let outcome =
+            self.deregister(&Deregistration { node: node.name.clone(), ..Deregistration::default() }, changed);
+        self.left.insert(node.name.clone(), Node { indexes: Indexes::created_at(index), ..record });
+        changed.mark(Table::Nodes);
+        outcome
+    }
+
+    /// Nodes that left gracefully and have not registered since.
+    pub fn left_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.left.values()
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
     }
 
     pub fn node(&self, name: &NodeName) -> Option<&Node> {
         self.nodes.get(name)
+    }
+
+    /// The node named `name` whatever the case (`VM1` for `vm1`), as DNS
+    /// names are matched.
+    pub fn node_ignoring_case(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .get(&NodeName::new(name))
+            .or_else(|| self.nodes.values().find(|n| n.name.as_str().eq_ignore_ascii_case(name)))
     }
 
     pub fn node_services(&self, name: &NodeName) -> Option<NodeServices> {
@@ -284,6 +338,13 @@ impl Catalog {
             .take_while(|((n, _), _)| n == node)
             .map(|(_, c)| c.clone())
             .collect()
+    }
+
+    /// Like [`service_health`](Self::service_health), for every service whose
+    /// name is `name` whatever the case (`Web` for `web`), as DNS names are matched.
+    pub fn service_health_ignoring_case(&self, name: &str) -> Vec<ServiceHealth> {
+        let names = self.by_lower_name.get(&name.to_lowercase()).into_iter().flatten();
+        names.flat_map(|name| self.service_health(name)).collect()
     }
 
     /// Every instance of `name` with its node and the checks that decide its
@@ -376,6 +437,50 @@ mod tests {
         catalog.deregister(&node, &mut changed);
         assert!(catalog.service_instances(&ServiceName::new("web")).is_empty());
         assert!(!catalog.by_name.contains_key(&ServiceName::new("web")), "no empty entries are left");
+        assert!(!catalog.by_lower_name.contains_key("web"), "no empty entries are left");
+    }
+
+    #[test]
+    fn lookups_ignoring_case_find_every_spelling() {
+        let mut catalog = Catalog::default();
+        let mut changed = Changed::default();
+        catalog.register(RaftIndex(1), &registration("VM1", Some("Web")), &mut changed);
+        catalog.register(RaftIndex(2), &registration("vm2", Some("web")), &mut changed);
+        assert_eq!(catalog.service_health_ignoring_case("WEB").len(), 2);
+        assert!(catalog.service_health_ignoring_case("api").is_empty());
+        assert_eq!(catalog.node_ignoring_case("vm1").map(|n| n.name.as_str()), Some("VM1"));
+        catalog.deregister(&Deregistration { node: NodeName::new("VM1"), ..Deregistration::default() }, &mut changed);
+        assert_eq!(catalog.service_health_ignoring_case("web").len(), 1);
+        let rebuilt = Catalog::from_parts(
+            catalog.nodes.values().cloned().collect(),
+            catalog.services.values().cloned().collect(),
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(rebuilt.service_health_ignoring_case("WEB").len(), 1);
+    }
+
+    #[test]
+    fn a_node_that_leaves_is_remembered_until_it_registers_again() {
+        let mut tables = Tables::default();
+        let mut reg = registration("n1", Some("web"));
+        reg.node.meta.insert("weft-role".into(), "client".into());
+        tables.apply(RaftIndex(1), &Command::Register(Box::new(reg.clone())));
+        let leaving = Node { name: "n1".into(), ..Node::default() };
+        let (_, changed) = tables.apply(RaftIndex(2), &Command::NodeLeave(Box::new(leaving)));
+        assert!(changed.tables().contains(&Table::Nodes) && changed.tables().contains(&Table::Services));
+        assert!(tables.catalog().node(&"n1".into()).is_none());
+        assert_eq!(tables.catalog().services().count(), 0);
+        let left: Vec<&Node> = tables.catalog().left_nodes().collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].address.as_str(), left[0].meta["weft-role"].as_str()), ("10.0.0.1", "client"));
+        assert_eq!(left[0].indexes.modify, RaftIndex(2));
+
+        tables.apply(RaftIndex(3), &Command::Register(Box::new(reg)));
+        assert_eq!(tables.catalog().left_nodes().count(), 0, "registering again clears it");
+        tables.apply(RaftIndex(4), &Command::NodeLeave(Box::new(Node { name: "n1".into(), ..Node::default() })));
+        tables.apply(RaftIndex(5), &Command::Deregister(Deregistration { node: "n1".into(), ..Default::default() }));
+        assert_eq!(tables.catalog().left_nodes().count(), 0, "deregistering outright prunes it");
     }
 
     #[test]

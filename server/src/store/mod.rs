@@ -125,6 +125,7 @@ impl Tables {
             Command::ConfigEntryCas { kind, name, cas, body } => {
                 self.mesh.cas_config_entry(index, (kind, name), *cas, body.as_deref(), changed)
             }
+            Command::NodeLeave(node) => self.catalog.leave(index, node, changed),
             Command::Restore { snapshot } => match StoreData::decode(snapshot) {
                 Ok(data) => {
                     *self = Tables::from_data(data);

@@ -13,7 +13,10 @@ use super::{catalog::Catalog, kv::KvTable, mesh::MeshTables, Table, Tables};
 /// little endian), then the postcard-encoded [`StoreData`].
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
 /// The snapshot format's version; bumped whenever `StoreData`'s shape changes.
-const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `left_nodes`. postcard is not self-describing (a missing
+/// trailing field is an error, not a default), so version 1 is decoded with
+/// its own shape, [`StoreDataV1`].
+const FORMAT_VERSION: u32 = 2;
 
 /// Every table as a list of records, plus each table's index.
 /// Its shape is the format: change it only with a new `FORMAT_VERSION`.
@@ -28,6 +31,39 @@ pub struct StoreData {
     pub config_entries: Vec<ConfigEntry>,
     pub ca: Option<CaState>,
     pub restore_index: RaftIndex,
+    /// Nodes that left gracefully and have not registered since (version 2).
+    pub left_nodes: Vec<Node>,
+}
+
+/// Version 1 of the format: [`StoreData`] without `left_nodes`.
+#[derive(Deserialize)]
+struct StoreDataV1 {
+    table_indexes: Vec<(String, RaftIndex)>,
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    checks: Vec<Check>,
+    kv: Vec<KvEntry>,
+    intentions: Vec<Intention>,
+    config_entries: Vec<ConfigEntry>,
+    ca: Option<CaState>,
+    restore_index: RaftIndex,
+}
+
+impl From<StoreDataV1> for StoreData {
+    fn from(v1: StoreDataV1) -> Self {
+        StoreData {
+            table_indexes: v1.table_indexes,
+            nodes: v1.nodes,
+            services: v1.services,
+            checks: v1.checks,
+            kv: v1.kv,
+            intentions: v1.intentions,
+            config_entries: v1.config_entries,
+            ca: v1.ca,
+            restore_index: v1.restore_index,
+            left_nodes: Vec::new(),
+        }
+    }
 }
 
 impl StoreData {
@@ -45,7 +81,7 @@ pub enum SnapshotError {
     NotASnapshot,
     #[error("the snapshot is damaged: {0}")]
     Malformed(#[from] postcard::Error),
-    #[error("snapshot format version {found} is not supported (this Weft reads version {FORMAT_VERSION})")]
+    #[error("snapshot format version {found} is not supported (this Weft reads versions 1 to {FORMAT_VERSION})")]
     UnsupportedVersion { found: u32 },
 }
 
@@ -60,11 +96,11 @@ impl StoreData {
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or(SnapshotError::NotASnapshot)?;
         let (version, body) = body.split_first_chunk::<4>().ok_or(SnapshotError::NotASnapshot)?;
-        let version = u32::from_le_bytes(*version);
-        if version != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: version });
+        match u32::from_le_bytes(*version) {
+            1 => Ok(postcard::from_bytes::<StoreDataV1>(body)?.into()),
+            FORMAT_VERSION => Ok(postcard::from_bytes(body)?),
+            found => Err(SnapshotError::UnsupportedVersion { found }),
         }
-        Ok(postcard::from_bytes(body)?)
     }
 }
 
@@ -92,6 +128,7 @@ impl Tables {
             config_entries: self.mesh.config_entries().cloned().collect(),
             ca: self.mesh.ca().cloned(),
             restore_index: self.restore_index,
+            left_nodes: self.catalog.left_nodes().cloned().collect(),
         }
     }
 
@@ -103,7 +140,7 @@ impl Tables {
             }
         }
         Tables {
-            catalog: Catalog::from_parts(data.nodes, data.services, data.checks),
+            catalog: Catalog::from_parts(data.nodes, data.services, data.checks, data.left_nodes),
             kv: KvTable::from_entries(data.kv),
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
             table_indexes,
@@ -126,6 +163,40 @@ mod tests {
         let back = Tables::from_data(StoreData::decode(&bytes).unwrap());
         assert_eq!(back.to_data(), tables.to_data());
         assert_eq!(back.index(Table::Kv), RaftIndex(7));
+    }
+
+    #[test]
+    fn left_nodes_survive_a_snapshot_and_version_1_still_decodes() {
+        let mut tables = Tables::default();
+        let node = Node { name: "vm1".into(), address: "10.0.0.1".into(), ..Node::default() };
+        tables.apply(RaftIndex(3), &Command::NodeLeave(Box::new(node)));
+        let back = StoreData::decode(&tables.to_data().encode()).unwrap();
+        assert_eq!(back.left_nodes.len(), 1);
+
+        // A version 1 snapshot: the same fields, without `left_nodes`.
+        #[derive(Serialize)]
+        struct V1<'a>(
+            &'a [(String, RaftIndex)],
+            &'a [Node],
+            &'a [Service],
+            &'a [Check],
+            &'a [KvEntry],
+            &'a [Intention],
+            &'a [ConfigEntry],
+            Option<CaState>,
+            RaftIndex,
+        );
+        let kv = [KvEntry { key: "k".into(), ..KvEntry::default() }];
+        let v1 = V1(&[("kv".into(), RaftIndex(9))], &[], &[], &[], &kv, &[], &[], None, RaftIndex(2));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let old = StoreData::decode(&bytes).unwrap();
+        assert_eq!((old.kv.len(), old.restore_index, old.left_nodes.len()), (1, RaftIndex(2), 0));
+        assert!(matches!(
+            StoreData::decode(&[MAGIC.as_slice(), &7u32.to_le_bytes()].concat()),
+            Err(SnapshotError::UnsupportedVersion { found: 7 })
+        ));
     }
 
     #[test]
