@@ -158,3 +158,37 @@ async fn agents_get_leaves_for_their_services_chained_to_the_mesh_root() {
     .await;
     assert_eq!(leaf["ServiceURI"], format!("spiffe://{trust_domain}/ns/default/dc/dc1/svc/db"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaf_ttl_and_the_sidecar_port_range_come_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("connect.hcl");
+    std::fs::write(
+        &config,
+        "connect {\n  ca_config {\n    leaf_cert_ttl = \"2h\"\n  }\n}\nports {\n  sidecar_min_port = 23100\n  sidecar_max_port = 23101\n}\n",
+    )
+    .unwrap();
+    let cluster = Cluster::servers_with(1, &["--config-file", config.to_str().unwrap()]).await;
+    let http = cluster.client(0);
+    let registration = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {}}});
+    assert_eq!(http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    let sidecar = get_json(&http, "/v1/agent/service/web-sidecar-proxy").await.1;
+    assert_eq!(sidecar["Port"], 23100, "{sidecar}");
+    let leaf = eventually("a leaf for web", Duration::from_secs(20), || async {
+        let (status, leaf) = get_json(&http, "/v1/agent/connect/ca/leaf/web").await;
+        (status == 200).then_some(leaf)
+    })
+    .await;
+    let parse = |field: &str| {
+        time::OffsetDateTime::parse(leaf[field].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let lifetime = parse("ValidBefore") - parse("ValidAfter");
+    assert!(lifetime >= time::Duration::hours(2) && lifetime <= time::Duration::minutes(125), "{lifetime}");
+    let (code, out, err) = weft(&["connect", "ca", "get-config", "--http-addr", &cluster.specs[0].http_addr]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"LeafCertTTL\": \"2h"), "{out}");
+    let refused = http.put("/v1/connect/ca/configuration", r#"{"Config": {"LeafCertTTL": "5h"}}"#).await.unwrap();
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().contains("leaf_cert_ttl"), "{}", refused.text());
+}

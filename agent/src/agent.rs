@@ -129,6 +129,7 @@ impl Agent {
                     retry_join: config.retry_join.clone(),
                     raft: config.raft.clone(),
                     liveness_timeout: config.liveness_timeout,
+                    leaf_ttl: config.leaf_cert_ttl,
                 },
                 rpc,
                 stopped(stop_rx.clone()),
@@ -154,6 +155,7 @@ impl Agent {
             node.address.clone(),
             &config.data_dir,
             config.enable_script_checks,
+            config.sidecar_ports.clone(),
             Definitions { services: config.services.clone(), checks: config.checks.clone() },
         );
         let (leave_tx, mut leave_rx) = mpsc::channel(4);

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     /// How long an agent may go without a heartbeat before its node's
     /// `serfHealth` check turns critical (acted on by the leader).
     pub liveness_timeout: Duration,
+    /// How long the leaves this server signs (as leader) are valid.
+    pub leaf_ttl: Duration,
 }
 
 /// How fresh a read must be.
@@ -230,7 +232,7 @@ impl Server {
                 lease: config.raft.election_timeout_min,
                 liveness: Liveness::new(config.liveness_timeout),
                 sign_limiter: SignLimiter::new(SIGN_RATE, SIGN_BURST),
-                leaf_ttl: ca::DEFAULT_LEAF_TTL,
+                leaf_ttl: config.leaf_ttl,
                 ca_changes: tokio::sync::Mutex::new(()),
             }),
         };

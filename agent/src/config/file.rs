@@ -66,8 +66,27 @@ pub struct ConfigFile {
     /// is its output may wait before it is synced to the catalog (default
     /// 5m; status changes sync at once; "0s" syncs every output change).
     pub check_update_interval: Option<String>,
+    /// Consul's `connect { ca_config { leaf_cert_ttl } }`.
+    pub connect: Option<ConnectFile>,
     #[serde(skip)]
     pub dev_mode: Option<bool>,
+}
+
+/// Consul's `connect { ... }` block: the settings Weft honours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectFile {
+    /// Always on in Weft; `false` is refused rather than ignored.
+    pub enabled: Option<bool>,
+    pub ca_config: Option<CaConfigFile>,
+}
+
+/// `connect { ca_config { ... } }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfigFile {
+    /// How long the leaves the servers sign are valid (default 72h).
+    pub leaf_cert_ttl: Option<String>,
 }
 
 /// Consul's `dns_config { ... }`: the settings Weft honours.
@@ -100,6 +119,9 @@ pub struct Ports {
     pub http: Option<u16>,
     pub dns: Option<u16>,
     pub server: Option<u16>,
+    /// The range sidecars without an explicit port are given (21000-21255).
+    pub sidecar_min_port: Option<u16>,
+    pub sidecar_max_port: Option<u16>,
 }
 
 impl ConfigFile {
@@ -150,6 +172,7 @@ impl ConfigFile {
             liveness_timeout,
             anti_entropy_interval,
             check_update_interval,
+            connect,
             dev_mode
         );
         self.retry_join.extend(later.retry_join);

@@ -57,6 +57,11 @@ pub struct AgentConfig {
     /// The program that runs sidecar proxies (`weft` itself, set by the
     /// binary); `None` runs none.
     pub proxy_program: Option<PathBuf>,
+    /// How long the leaves a server signs are valid (`connect { ca_config {
+    /// leaf_cert_ttl } }`; only servers' settings take effect).
+    pub leaf_cert_ttl: Duration,
+    /// Ports given to sidecars that do not ask for one.
+    pub sidecar_ports: std::ops::RangeInclusive<u16>,
 }
 
 /// How the DNS interface answers.
@@ -140,6 +145,13 @@ pub struct ConfigProblem(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+/// Consul's default sidecar port range.
+const DEFAULT_SIDECAR_PORTS: (u16, u16) = (21000, 21255);
+/// The leaf TTLs Weft accepts (Consul's maximum; a lower minimum than
+/// Consul's 1h, for trying renewals out).
+const MIN_LEAF_TTL: Duration = Duration::from_secs(60);
+const MAX_LEAF_TTL: Duration = Duration::from_secs(8760 * 3600);
 
 /// Consul's default `check_update_interval`.
 const DEFAULT_CHECK_UPDATE_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -318,6 +330,38 @@ impl ConfigFile {
                 DEFAULT_CHECK_UPDATE_INTERVAL
             }),
         };
+        let connect = self.connect.clone().unwrap_or_default();
+        if connect.enabled == Some(false) {
+            problems.push(ConfigProblem(
+                "connect { enabled = false }: Weft's mesh cannot be turned off; leave the setting out".into(),
+            ));
+        }
+        let leaf_cert_ttl = match connect.ca_config.and_then(|c| c.leaf_cert_ttl) {
+            None => weft_server::ca::DEFAULT_LEAF_TTL,
+            Some(text) => match weft_api::duration::parse(&text) {
+                Ok(ttl) if (MIN_LEAF_TTL..=MAX_LEAF_TTL).contains(&ttl) => ttl,
+                Ok(_) => {
+                    problems.push(ConfigProblem(format!(
+                        "connect.ca_config.leaf_cert_ttl {text:?} must be between 1m and 8760h"
+                    )));
+                    weft_server::ca::DEFAULT_LEAF_TTL
+                }
+                Err(e) => {
+                    problems.push(ConfigProblem(format!("connect.ca_config.leaf_cert_ttl: {e}")));
+                    weft_server::ca::DEFAULT_LEAF_TTL
+                }
+            },
+        };
+        let ports = self.ports.clone().unwrap_or_default();
+        let sidecar_ports = ports.sidecar_min_port.unwrap_or(DEFAULT_SIDECAR_PORTS.0)
+            ..=ports.sidecar_max_port.unwrap_or(DEFAULT_SIDECAR_PORTS.1);
+        if sidecar_ports.is_empty() {
+            problems.push(ConfigProblem(format!(
+                "ports.sidecar_min_port ({}) is above ports.sidecar_max_port ({})",
+                sidecar_ports.start(),
+                sidecar_ports.end()
+            )));
+        }
         let enable_script_checks = self.enable_script_checks.unwrap_or(false);
         let definitions = definitions(&self, &NodeName::new(&node_name), enable_script_checks, &mut problems);
         if !problems.is_empty() {
@@ -332,6 +376,8 @@ impl ConfigFile {
             liveness_timeout,
             anti_entropy_interval,
             check_update_interval,
+            leaf_cert_ttl,
+            sidecar_ports,
             sources: ConfigSources::default(),
             proxy_program: None,
             node_name: NodeName::new(node_name),
@@ -460,7 +506,7 @@ mod tests {
     #[test]
     fn ports_block_moves_the_default_addresses() {
         let file = ConfigFile {
-            ports: Some(file::Ports { http: Some(18500), dns: None, server: Some(18300) }),
+            ports: Some(file::Ports { http: Some(18500), server: Some(18300), ..Default::default() }),
             ..server_file()
         };
         let config = file.validate().unwrap();

@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use weft_api::ids::{RaftIndex, ServiceId, ServiceName};
 use weft_api::mesh::CaState;
-use weft_server::ca::{CaError, DEFAULT_LEAF_TTL};
+use weft_server::ca::CaError;
 use weft_server::store::{Table, Tables};
 
 use super::agent::content_hash;
@@ -74,13 +74,14 @@ pub async fn roots(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
 
 /// `GET /v1/connect/ca/configuration`.
 pub async fn configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let leaf_ttl = state.config.leaf_cert_ttl;
     let read = |tables: &Tables, _: &QueryParams| tables.mesh().ca().cloned();
     let render = |ca: Option<CaState>| {
         json!({
             "Provider": "consul",
             "ClusterID": ca.as_ref().map(|c| c.cluster_id.clone()).unwrap_or_default(),
             "Config": {
-                "LeafCertTTL": weft_api::duration::format(DEFAULT_LEAF_TTL),
+                "LeafCertTTL": weft_api::duration::format(leaf_ttl),
                 "PrivateKeyType": "ec",
                 "PrivateKeyBits": 256,
             },
@@ -96,8 +97,10 @@ pub async fn configuration(State(state): State<AppState>, RawQuery(raw): RawQuer
 /// `PUT /v1/connect/ca/configuration`: makes a new root, cross-signed by
 /// the active one, and makes it active (a rotation: see `weft_server::ca`).
 /// Weft's only provider is its built-in one (`consul`, as Consul calls its
-/// own), with EC P-256 keys; the leaf TTL is the servers' setting.
+/// own), with EC P-256 keys; the leaf TTL is the servers' setting
+/// (`connect { ca_config { leaf_cert_ttl } }`).
 pub async fn set_configuration(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let leaf_ttl = weft_api::duration::format(state.config.leaf_cert_ttl);
     let body: ConfigurationBody = decode_body(&body)?;
     if let Some(provider) = body.provider.filter(|p| !p.is_empty() && p != "consul") {
         return Err(ApiError::BadRequest(format!(
@@ -108,13 +111,13 @@ pub async fn set_configuration(State(state): State<AppState>, body: Bytes) -> Re
         let accepted = match crate::decode::normalize_key(&key).as_str() {
             "privatekeytype" => value == "ec",
             "privatekeybits" => value == 256,
-            "leafcertttl" => value.as_str() == Some(weft_api::duration::format(DEFAULT_LEAF_TTL).as_str()),
+            "leafcertttl" => value.as_str() == Some(leaf_ttl.as_str()),
             _ => false,
         };
         if !accepted {
             return Err(ApiError::BadRequest(format!(
-                "Config.{key} = {value} cannot be changed: Weft's CA uses EC P-256 keys and leaves valid for {}",
-                weft_api::duration::format(DEFAULT_LEAF_TTL)
+                "Config.{key} = {value} cannot be changed here: Weft's CA uses EC P-256 keys, and leaves are valid \
+                 for {leaf_ttl} (set connect {{ ca_config {{ leaf_cert_ttl }} }} in the servers' config files)"
             )));
         }
     }

@@ -31,9 +31,6 @@ use definition::{
     ServiceDefinition, SidecarRequest,
 };
 
-/// Ports given to sidecars that do not ask for one (Consul's default range).
-const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
-
 /// Where a registration came from: config files are re-read on reload and
 /// never persisted; API registrations are persisted and survive reloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +61,8 @@ pub struct LocalState {
     /// This node's address: sidecars listen and are checked there.
     address: String,
     script_checks: bool,
+    /// Ports given to sidecars that do not ask for one.
+    sidecar_ports: std::ops::RangeInclusive<u16>,
     persist_dir: PathBuf,
     entries: Mutex<Entries>,
     /// TTL checks' states saved by the last run, taken by each check as it
@@ -147,6 +146,7 @@ impl LocalState {
         address: String,
         data_dir: &std::path::Path,
         script_checks: bool,
+        sidecar_ports: std::ops::RangeInclusive<u16>,
         config: Definitions,
     ) -> Arc<Self> {
         let persist_dir = data_dir.join("local");
@@ -154,6 +154,7 @@ impl LocalState {
             node,
             address,
             script_checks,
+            sidecar_ports,
             restored_ttl: Mutex::new(persist::load_ttl_states(&persist_dir)),
             persist_dir,
             entries: Mutex::new(Entries::default()),
@@ -308,8 +309,11 @@ impl LocalState {
         let port = request
             .port
             .or_else(|| entries.services.get(&sidecar_id).map(|s| s.service.port))
-            .or_else(|| SIDECAR_PORTS.clone().find(|p| !taken.contains(p)))
-            .ok_or_else(|| DefinitionError("no free sidecar port left in 21000-21255".into()))?;
+            .or_else(|| self.sidecar_ports.clone().find(|p| !taken.contains(p)))
+            .ok_or_else(|| {
+                let (low, high) = (self.sidecar_ports.start(), self.sidecar_ports.end());
+                DefinitionError(format!("no free sidecar port left in {low}-{high} (ports.sidecar_min_port/max_port)"))
+            })?;
         let definition = ServiceDefinition::sidecar_definition(service, &self.address, port);
         let sidecar = definition.validate(&self.node, false)?;
         let proxy = ProxyConfig {
@@ -619,7 +623,7 @@ mod tests {
 
     fn open(dir: &std::path::Path, services: Vec<ServiceDefinition>) -> Arc<LocalState> {
         let config = Definitions { services, checks: Vec::new() };
-        LocalState::open(NodeName::new("vm1"), "127.0.0.1".into(), dir, false, config)
+        LocalState::open(NodeName::new("vm1"), "127.0.0.1".into(), dir, false, 21000..=21255, config)
     }
 
     fn status(state: &LocalState, id: &str) -> Option<HealthStatus> {
