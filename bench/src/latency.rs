@@ -1,5 +1,6 @@
 //! A latency histogram (HDR, microseconds, 3 significant digits, as in
-//! `kv-load`'s stats) and the quantiles the reports print.
+//! `kv-load`'s stats) and the quantiles the reports print; each load worker
+//! keeps its own and they are merged at the end.
 
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ impl Latencies {
     pub fn record(&mut self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.histogram.saturating_record(micros.max(1));
+    }
+
+    /// Adds `other`'s latencies to these (e.g. each load worker's, at the end of a run).
+    pub fn merge(&mut self, other: &Latencies) -> anyhow::Result<()> {
+        self.histogram.add(&other.histogram).context("could not merge latency histograms")
     }
 
     pub fn count(&self) -> u64 {
@@ -87,6 +93,21 @@ mod tests {
         let p99 = summary.p99_ms.unwrap_or_default();
         assert!((98.0..=100.1).contains(&p99), "p99 {p99}");
         assert!((summary.max_ms.unwrap_or_default() - 100.0).abs() < 0.1);
+        Ok(())
+    }
+
+    #[test]
+    fn merged_latencies_keep_both_halves() -> anyhow::Result<()> {
+        let (mut low, mut high) = (Latencies::new()?, Latencies::new()?);
+        for ms in 1..=50 {
+            low.record(Duration::from_millis(ms));
+            high.record(Duration::from_millis(ms + 50));
+        }
+        low.merge(&high)?;
+        let summary = low.summary();
+        assert_eq!(summary.count, 100);
+        let p50 = summary.p50_ms.unwrap_or_default();
+        assert!((49.0..=51.0).contains(&p50), "p50 {p50}");
         Ok(())
     }
 

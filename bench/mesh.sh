@@ -1,0 +1,783 @@
+#!/usr/bin/env bash
+# mesh.sh: the sidecar data plane, Weft vs HAProxy, HTTP/1.1 keep-alive with
+# 1 KiB answers on loopback.
+#
+# Why: every request between services in a mesh crosses two sidecars, so
+# what they add to latency, what they cost in throughput, memory and
+# handshakes is what users pay for the mesh. The issue's goals: Weft's added
+# p99 (at a fixed 1,000 req/s) below HAProxy's; Weft's max throughput >=
+# 1.0x HAProxy's; a sidecar's idle RSS <= 10 MB (Linkerd's proxy peaks at
+# ~26 MB, Envoy at 40-150 MB). See bench/README.md for what the figures mean
+# and their caveats.
+#
+# Three chains in the same run, to the same backend (`http-backend`, 1 KiB
+# bodies):
+#   direct   http-load -> backend
+#   weft     http-load -> web's sidecar (upstream api) =mTLS=> api's sidecar -> backend
+#   haproxy  http-load -> HAProxy A =mTLS=> HAProxy B -> backend
+# with HAProxy presenting leaves from the Weft CA (web's and api's, fetched
+# from the agent API) and verifying the peer against the Weft roots. The
+# new-connection figure uses a TCP service (`api-tcp`: each local connection
+# is one mTLS connection between the sidecars) against HAProxy in mode tcp.
+#
+# Steps: build weft, http-backend and http-load (release); start the
+# backend and one Weft server (--bootstrap-expect 1, so intentions deny by
+# default as in production); write service-defaults (api: http, api-tcp:
+# tcp); register api, api-tcp (sidecars) and web (a sidecar with upstreams
+# to both); allow web -> api and web -> api-tcp; fetch the leaves and roots
+# for HAProxy's two instances and start them; run http-load against each
+# chain (fixed rate, max throughput, new connections: ROUNDS rounds, each
+# chain in turn within a round; then held connections); print one table
+# (medians over the rounds) with the ratios and the goals next to them.
+# Everything started here is stopped (and the temp dir removed) on exit, on
+# failure and on Ctrl-C.
+#
+# Environment (all optional):
+#   BENCHES="rate max connect hold"  which measurements to run
+#   CHAINS="direct weft haproxy"     which chains to measure
+#   ROUNDS=3                rounds of the rate, max and connect runs; each round
+#                           runs every chain in turn, and the table shows medians
+#   RATE=1000               the fixed request rate of the latency runs (req/s)
+#   RATE_DURATION=15s       measured time of each fixed-rate run
+#   RATE_CONNECTIONS=10     keep-alive connections the fixed rate is spread over
+#   MAX_DURATION=10s        measured time of each max-throughput run
+#   MAX_CONNECTIONS=32      keep-alive connections of the max-throughput runs
+#   CONNECT_DURATION=10s    measured time of each new-connection run
+#   CONNECT_CONCURRENCY=16  connections being made at once in those runs
+#   WARMUP=1s               load before each run's measured time, not counted
+#   HOLD=1000               connections held open for the RSS figures
+#   BODY_SIZE=1024          bytes of every answer's body
+#   HAPROXY_HOP=h1          what HAProxy A speaks to B over mTLS: h1 (HTTP/1.1,
+#                           HAProxy's default) or h2 (HTTP/2, like Weft's sidecars)
+#   HAPROXY_THREADS=$(nproc)  nbthread of each HAProxy instance
+#   HAPROXY_TLS_RESUME=1    0: A never resumes a TLS session with B (no-ssl-reuse),
+#                           so every new connection is a full handshake
+#   WAIT_SECS=60            how long Weft may take to start, and the mesh to carry traffic
+#   BUILD=1                 0: do not run cargo, use existing binaries
+#   WEFT=path HTTP_LOAD=path HTTP_BACKEND=path HAPROXY=path  binaries
+#                           (default target/release/..., /usr/sbin/haproxy)
+#   KEEP_TMP=0              1: keep the temp dir (logs, configs, certificates)
+#   RESULTS=file            also save the tool's JSON lines to this file
+set -Eeuo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+WEFT="${WEFT:-$TARGET_DIR/release/weft}"
+HTTP_LOAD="${HTTP_LOAD:-$TARGET_DIR/release/http-load}"
+HTTP_BACKEND="${HTTP_BACKEND:-$TARGET_DIR/release/http-backend}"
+HAPROXY="${HAPROXY:-$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)}"
+BENCHES="${BENCHES:-rate max connect hold}"
+CHAINS="${CHAINS:-direct weft haproxy}"
+ROUNDS="${ROUNDS:-3}"
+RATE="${RATE:-1000}"
+RATE_DURATION="${RATE_DURATION:-15s}"
+RATE_CONNECTIONS="${RATE_CONNECTIONS:-10}"
+MAX_DURATION="${MAX_DURATION:-10s}"
+MAX_CONNECTIONS="${MAX_CONNECTIONS:-32}"
+CONNECT_DURATION="${CONNECT_DURATION:-10s}"
+CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-16}"
+WARMUP="${WARMUP:-1s}"
+HOLD="${HOLD:-1000}"
+BODY_SIZE="${BODY_SIZE:-1024}"
+HAPROXY_HOP="${HAPROXY_HOP:-h1}"
+HAPROXY_THREADS="${HAPROXY_THREADS:-$(nproc 2>/dev/null || echo 2)}"
+HAPROXY_TLS_RESUME="${HAPROXY_TLS_RESUME:-1}"
+WAIT_SECS="${WAIT_SECS:-60}"
+BUILD="${BUILD:-1}"
+KEEP_TMP="${KEEP_TMP:-0}"
+RESULTS="${RESULTS:-}"
+
+# The issue's goal for a sidecar's idle RSS, 10 MB, in KiB (as /proc reports).
+IDLE_RSS_GOAL_KIB=$((10 * 1000 * 1000 / 1024))
+
+# Loopback ports. Weft's server: RPC, HTTP, DNS. The backend. The sidecars'
+# public (mTLS) ports and web's two upstream listeners. HAProxy A (web's
+# side): plain HTTP and TCP frontends; B (api's side): the mTLS frontends;
+# each instance's stats socket (read-only, for its TLS counters).
+WEFT_RPC=22300 WEFT_HTTP=22500 WEFT_DNS=22600
+BACKEND_PORT=22700
+WEB_SIDECAR=22710 API_SIDECAR=22711 API_TCP_SIDECAR=22712
+WEB_UPSTREAM_HTTP=22720 WEB_UPSTREAM_TCP=22721
+HAPROXY_A_HTTP=22730 HAPROXY_A_TCP=22731 HAPROXY_A_STATS=22739
+HAPROXY_B_HTTP=22740 HAPROXY_B_TCP=22741 HAPROXY_B_STATS=22749
+
+PIDS=()       # every process this script started, in start order
+LOAD_PID=""   # the http-load run in progress, if any
+SIDECARS=()   # the sidecar proxies Weft's agent started for us (found by pgrep)
+WEFT_PID="" BACKEND_PID="" HAPROXY_A_PID="" HAPROXY_B_PID=""
+WEB_PID="" API_PID="" API_TCP_PID=""
+TMP=""
+
+log() { printf '[mesh] %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# Stops the given processes: TERM, up to 10 s for a clean shutdown, then KILL.
+stop_pids() {
+	local pid alive _
+	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for _ in $(seq 1 100); do
+		alive=0
+		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+	local status=$?
+	trap - EXIT
+	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
+	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
+	if ((${#PIDS[@]} > 0)); then
+		log "stopping ${#PIDS[@]} process(es) and the sidecars"
+		# Weft's agent stops its sidecars; any left (the agent killed) go by their PIDs.
+		[[ -n $WEFT_PID ]] && stop_pids "$WEFT_PID"
+		((${#SIDECARS[@]} > 0)) && stop_pids "${SIDECARS[@]}"
+		stop_pids "${PIDS[@]}"
+		wait 2>/dev/null || true
+	fi
+	if [[ -n $TMP && -d $TMP ]]; then
+		if [[ $KEEP_TMP == 1 ]]; then
+			log "kept $TMP (logs, configs and certificates)"
+		else
+			rm -rf -- "$TMP"
+		fi
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
+has_chain() { [[ " $CHAINS " == *" $1 "* ]]; }
+
+duration_secs() {
+	if [[ $1 =~ ^([0-9]+)s?$ ]]; then
+		echo "${BASH_REMATCH[1]}"
+	else
+		return 1
+	fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+check_ports_free() {
+	local port
+	for port in "$@"; do
+		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
+	done
+	return 0
+}
+
+# Starts a process in the background, logging to $TMP/<name>.log; sets STARTED_PID.
+start_process() {
+	local name=$1
+	shift
+	"$@" >"$TMP/$name.log" 2>&1 &
+	STARTED_PID=$!
+	PIDS+=("$STARTED_PID")
+}
+
+show_log() {
+	log "last lines of $1.log:"
+	tail -n 20 "$TMP/$1.log" >&2 || true
+}
+
+# Waits (up to WAIT_SECS) until `command...` succeeds, checking that the
+# process `pid` (named `name`) is still running; dies with `what` otherwise.
+wait_until() { # what name pid command...
+	local what=$1 name=$2 pid=$3 deadline=$((SECONDS + WAIT_SECS))
+	shift 3
+	until "$@"; do
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			show_log "$name"
+			die "$name exited while waiting for $what"
+		fi
+		if ((SECONDS >= deadline)); then
+			show_log "$name"
+			die "no $what after ${WAIT_SECS}s"
+		fi
+		sleep 0.5
+	done
+}
+
+# True when GET http://127.0.0.1:<port>/ answers 200 with a BODY_SIZE-byte body.
+answers() {
+	[[ $(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "200 $BODY_SIZE" ]]
+}
+
+weft_cli() { "$WEFT" "$@" --http-addr "127.0.0.1:$WEFT_HTTP"; }
+
+api_put() { # path body
+	local code
+	code=$(curl -s -o "$TMP/put.out" -w '%{http_code}' --max-time 10 -X PUT --data "$2" "http://127.0.0.1:$WEFT_HTTP$1") || code=000
+	[[ $code == 200 ]] || die "PUT $1: HTTP $code: $(cat "$TMP/put.out" 2>/dev/null)"
+}
+
+api_get() { curl -sf --max-time 10 "http://127.0.0.1:$WEFT_HTTP$1"; }
+
+# A PEM field of the agent's JSON (`"CertPEM":"-----BEGIN...\n..."`) as text.
+json_pem() { sed -nE "s/.*\"$2\":\"([^\"]*)\".*/\1/p" <<<"$1" | sed 's/\\n/\n/g'; }
+
+# The PID of the sidecar Weft's agent runs for `service`, if exactly one.
+sidecar_pid() {
+	local found
+	found=$(pgrep -f -- "sidecar-for $1 --http-addr 127.0.0.1:$WEFT_HTTP" || true)
+	[[ -n $found && $found != *$'\n'* ]] && echo "$found"
+}
+
+# A field of a tool's one-line JSON report: a number, or `null`.
+json_field() { sed -nE "s/.*\"$2\":(null|[-0-9.eE+]+).*/\1/p" <<<"$1"; }
+
+fmt_num() { # value printf-format (a fixed format chosen by this script)
+	# shellcheck disable=SC2059
+	if [[ -z $1 || $1 == null || $1 == - ]]; then printf -- '-'; else LC_ALL=C printf "$2" "$1"; fi
+}
+
+mib() { if [[ -z $1 || $1 == null ]]; then printf -- '-'; else awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; fi; }
+
+# a - b, a / b ("-" unless both are numbers; a / 0 is "-").
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null") print "-"; else printf "%.3f\n", a - b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+
+# "met" / "not met" for value <op> goal ("-" without a value).
+goal() { # value op goal
+	if [[ -z $1 || $1 == null || $1 == - ]]; then
+		printf -- '-'
+	else
+		awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {
+			ok = (op == "<" ? v < g : op == "<=" ? v <= g : v >= g)
+			print (ok ? "met" : "not met")
+		}'
+	fi
+}
+
+# A kB field of /proc/<pid>/status (VmRSS, VmHWM), or nothing.
+status_kib() { awk -v f="$2:" '$1 == f { print $2; exit }' "/proc/$1/status" 2>/dev/null || true; }
+
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
+		echo 0
+		return
+	}
+	# Fields after "(comm) ": state is 1, utime 12, stime 13 (clock ticks).
+	awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / ticks }' <<<"${stat##*) }"
+}
+
+pids_cpu_secs() {
+	local pid total=0
+	for pid in "$@"; do total=$(awk -v t="$total" -v c="$(cpu_secs "$pid")" 'BEGIN { print t + c }'); done
+	echo "$total"
+}
+
+# CPU seconds the whole machine has spent busy so far (all cores), from /proc/stat.
+machine_busy_secs() {
+	awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / ticks; exit }' /proc/stat
+}
+
+# Sets CHILDREN_CPU to the CPU seconds used so far by this shell's finished
+# children (`times`, line 2). Not for $(...): a subshell's children start at zero.
+children_cpu() {
+	times >"$TMP/times"
+	CHILDREN_CPU=$(awk 'NR == 2 {
+		for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] }
+		printf "%.2f", n
+	}' "$TMP/times")
+}
+
+# A counter from HAProxy's `show info` on its stats socket (nothing if unreadable).
+haproxy_info() { # port field
+	local reply
+	reply=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "show info\n" >&3 && cat <&3' _ "$1" 2>/dev/null) || true
+	sed -nE "s/^$2: *([0-9]+).*/\1/p" <<<"$reply"
+}
+
+# Runs http-load in the background (so `wait` is interrupted by Ctrl-C or
+# TERM and the trap stops it) under a `timeout` backstop, and keeps its JSON
+# report, with the CPU seconds used meanwhile added to it, in RESULT[key]:
+# proxy_cpu_s (the chain's proxies: `pids`), backend_cpu_s, tool_cpu_s and
+# others_cpu_s (the rest of the machine: other engineers' work, the idle
+# Weft server...).
+declare -A RESULT=() ADDED50=() ADDED99=() PER_CPU=()
+run_load() { # key "pids" backstop-seconds http-load-arguments...
+	local key=$1 pids=$2 secs=$3 rc=0 proxy0 proxy1 backend0 backend1 busy0 busy1 tool0 tool1 out
+	shift 3
+	# shellcheck disable=SC2086 # `pids` is a list
+	proxy0=$(pids_cpu_secs $pids)
+	children_cpu
+	backend0=$(cpu_secs "$BACKEND_PID") busy0=$(machine_busy_secs) tool0=$CHILDREN_CPU
+	timeout -k 5 "$secs" "$HTTP_LOAD" "$@" --label "$key" --format json >"$TMP/load.out" 2>"$TMP/load.err" &
+	LOAD_PID=$!
+	wait "$LOAD_PID" || rc=$?
+	LOAD_PID=""
+	# shellcheck disable=SC2086
+	proxy1=$(pids_cpu_secs $pids)
+	children_cpu
+	backend1=$(cpu_secs "$BACKEND_PID") busy1=$(machine_busy_secs) tool1=$CHILDREN_CPU
+	if ((rc != 0)); then
+		log "http-load ($key) exited with $rc:"
+		sed 's/^/    /' "$TMP/load.err" >&2
+	elif [[ -s $TMP/load.err ]]; then
+		log "http-load ($key) said:"
+		sed 's/^/    /' "$TMP/load.err" >&2
+	fi
+	out=$(grep '^{' "$TMP/load.out" || true)
+	[[ -n $out ]] && printf '%s\n' "$out" >>"$TMP/results.jsonl"
+	local cpu
+	cpu=$(awk -v p0="$proxy0" -v p1="$proxy1" -v b0="$backend0" -v b1="$backend1" -v m0="$busy0" -v m1="$busy1" \
+		-v t0="$tool0" -v t1="$tool1" 'BEGIN {
+			p = p1 - p0; b = b1 - b0; t = t1 - t0; o = (m1 - m0) - p - b - t
+			printf "\"proxy_cpu_s\":%.2f,\"backend_cpu_s\":%.2f,\"tool_cpu_s\":%.2f,\"others_cpu_s\":%.2f", p, b, t, (o < 0 ? 0 : o)
+		}')
+	# The load report (the last line), with the CPU figures; hold runs keep every line.
+	RESULT[$key]="$(sed -E "\$s/\\}\$/,$cpu}/" <<<"$out")"
+}
+
+# ---------------------------------------------------------------- checks ----
+
+for knob in ROUNDS RATE RATE_CONNECTIONS MAX_CONNECTIONS CONNECT_CONCURRENCY HOLD HAPROXY_THREADS; do
+	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive number, not '${!knob}'"
+done
+[[ $BODY_SIZE =~ ^[0-9]+$ ]] || die "BODY_SIZE must be a number of bytes, not '$BODY_SIZE'"
+[[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
+for knob in RATE_DURATION MAX_DURATION CONNECT_DURATION WARMUP; do
+	duration_secs "${!knob}" >/dev/null || die "$knob must be whole seconds (e.g. 10s), not '${!knob}'"
+done
+for knob in RATE_DURATION MAX_DURATION CONNECT_DURATION; do
+	(($(duration_secs "${!knob}") > 0)) || die "$knob must be more than 0s"
+done
+for b in $BENCHES; do
+	[[ $b =~ ^(rate|max|connect|hold)$ ]] || die "BENCHES may name only rate, max, connect and hold, not '$b'"
+done
+for c in $CHAINS; do
+	[[ $c =~ ^(direct|weft|haproxy)$ ]] || die "CHAINS may name only direct, weft and haproxy, not '$c'"
+done
+[[ -n ${BENCHES// /} ]] || die "nothing to run (BENCHES='$BENCHES')"
+[[ -n ${CHAINS// /} ]] || die "nothing to measure (CHAINS='$CHAINS')"
+[[ $HAPROXY_HOP == h1 || $HAPROXY_HOP == h2 ]] || die "HAPROXY_HOP must be h1 or h2, not '$HAPROXY_HOP'"
+[[ $HAPROXY_TLS_RESUME == 0 || $HAPROXY_TLS_RESUME == 1 ]] || die "HAPROXY_TLS_RESUME must be 0 or 1, not '$HAPROXY_TLS_RESUME'"
+for tool in curl awk sed grep pgrep timeout getconf; do
+	command -v "$tool" >/dev/null || die "$tool is required"
+done
+if has_chain haproxy && [[ ! -x $HAPROXY ]]; then
+	die "HAProxy not found at $HAPROXY (apt-get install haproxy; or CHAINS='direct weft')"
+fi
+
+# Every held connection is a socket in the tool, the sidecars (two each on
+# the TCP chain: local and mTLS), HAProxy and the backend, which all inherit
+# this shell's limit: raise the open-files limit before starting them.
+need_fds=$((HOLD * 2 + 1024))
+if (($(ulimit -n) < need_fds)); then
+	hard=$(ulimit -Hn)
+	if [[ $hard != unlimited ]] && ((hard < need_fds)); then
+		die "HOLD=$HOLD needs $need_fds open files, but the hard limit (ulimit -Hn) is $hard"
+	fi
+	ulimit -n "$need_fds" || die "could not raise the open-files limit to $need_fds"
+fi
+
+# ----------------------------------------------------------------- build ----
+
+if [[ $BUILD != 0 ]]; then
+	log "building: cargo build --release -p weft-cli -p weft-bench"
+	(cd "$ROOT" && cargo build --release -p weft-cli -p weft-bench) || die "cargo build failed"
+fi
+for bin in "$WEFT" "$HTTP_LOAD" "$HTTP_BACKEND"; do
+	[[ -x $bin ]] || die "$bin not found (build it: cargo build --release -p weft-cli -p weft-bench)"
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-mesh.XXXXXX")
+log "temp dir $TMP"
+
+# ------------------------------------------------------ backend and weft ----
+
+check_ports_free "$WEFT_RPC" "$WEFT_HTTP" "$WEFT_DNS" "$BACKEND_PORT" "$WEB_SIDECAR" "$API_SIDECAR" \
+	"$API_TCP_SIDECAR" "$WEB_UPSTREAM_HTTP" "$WEB_UPSTREAM_TCP" "$HAPROXY_A_HTTP" "$HAPROXY_A_TCP" \
+	"$HAPROXY_A_STATS" "$HAPROXY_B_HTTP" "$HAPROXY_B_TCP" "$HAPROXY_B_STATS"
+
+start_process backend "$HTTP_BACKEND" --listen "127.0.0.1:$BACKEND_PORT" --body-size "$BODY_SIZE"
+BACKEND_PID=$STARTED_PID
+wait_until "answer from the backend" backend "$BACKEND_PID" answers "$BACKEND_PORT"
+
+start_process weft "$WEFT" agent --server --node mesh-bench --data-dir "$TMP/weft" --bootstrap-expect 1 \
+	--rpc-addr "127.0.0.1:$WEFT_RPC" --http-addr "127.0.0.1:$WEFT_HTTP" --dns-addr "127.0.0.1:$WEFT_DNS"
+WEFT_PID=$STARTED_PID
+log "started a Weft server (pid $WEFT_PID); waiting for it to lead (up to ${WAIT_SECS}s)"
+has_leader() { [[ $(curl -s --max-time 2 "http://127.0.0.1:$WEFT_HTTP/v1/status/leader" 2>/dev/null) =~ ^\"[^\"]+\"$ ]]; }
+wait_until "Weft leader" weft "$WEFT_PID" has_leader
+has_ca() { [[ $(api_get /v1/agent/connect/ca/roots 2>/dev/null) == *'"RootCert":"-----BEGIN'* ]]; }
+wait_until "mesh CA root" weft "$WEFT_PID" has_ca
+
+# api speaks HTTP (its sidecars carry requests over pooled HTTP/2);
+# api-tcp is spliced connection by connection.
+printf 'Kind = "service-defaults"\nName = "api"\nProtocol = "http"\n' >"$TMP/api-defaults.hcl"
+printf 'Kind = "service-defaults"\nName = "api-tcp"\nProtocol = "tcp"\n' >"$TMP/api-tcp-defaults.hcl"
+for file in "$TMP/api-defaults.hcl" "$TMP/api-tcp-defaults.hcl"; do
+	weft_cli config write "$file" >"$TMP/cli.out" 2>&1 || die "weft config write $file: $(cat "$TMP/cli.out")"
+done
+api_put /v1/agent/service/register \
+	"{\"Name\":\"api\",\"Port\":$BACKEND_PORT,\"Connect\":{\"SidecarService\":{\"Port\":$API_SIDECAR}}}"
+api_put /v1/agent/service/register \
+	"{\"Name\":\"api-tcp\",\"Port\":$BACKEND_PORT,\"Connect\":{\"SidecarService\":{\"Port\":$API_TCP_SIDECAR}}}"
+# web itself is the load generator: nothing listens on its own port.
+api_put /v1/agent/service/register \
+	"{\"Name\":\"web\",\"Port\":22701,\"Connect\":{\"SidecarService\":{\"Port\":$WEB_SIDECAR,\"Proxy\":{\"Upstreams\":[
+		{\"DestinationName\":\"api\",\"LocalBindPort\":$WEB_UPSTREAM_HTTP},
+		{\"DestinationName\":\"api-tcp\",\"LocalBindPort\":$WEB_UPSTREAM_TCP}]}}}}"
+for destination in api api-tcp; do
+	weft_cli intention create --allow web "$destination" >"$TMP/cli.out" 2>&1 ||
+		die "weft intention create --allow web $destination: $(cat "$TMP/cli.out")"
+done
+
+log "waiting for the sidecars to carry traffic (up to ${WAIT_SECS}s)"
+sidecars_found() {
+	WEB_PID=$(sidecar_pid web) && API_PID=$(sidecar_pid api) && API_TCP_PID=$(sidecar_pid api-tcp)
+}
+wait_until "sidecar processes for web, api and api-tcp" weft "$WEFT_PID" sidecars_found
+SIDECARS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
+wait_until "answer through web's upstream to api" weft "$WEFT_PID" answers "$WEB_UPSTREAM_HTTP"
+wait_until "answer through web's upstream to api-tcp" weft "$WEFT_PID" answers "$WEB_UPSTREAM_TCP"
+# A restart meanwhile would have changed them.
+sidecars_found || die "the sidecars changed while starting"
+SIDECARS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
+log "sidecars: web $WEB_PID, api $API_PID, api-tcp $API_TCP_PID"
+
+# ---------------------------------------------------------------- haproxy ---
+
+if has_chain haproxy; then
+	mkdir -p "$TMP/haproxy"
+	roots=$(api_get /v1/agent/connect/ca/roots) || die "could not read the CA roots"
+	grep -oE '"RootCert":"[^"]*"' <<<"$roots" | sed -E 's/^"RootCert":"//; s/"$//; s/\\n/\n/g' >"$TMP/haproxy/roots.pem"
+	grep -q 'BEGIN CERTIFICATE' "$TMP/haproxy/roots.pem" || die "no root certificate in /v1/agent/connect/ca/roots"
+	for service in web api api-tcp; do
+		leaf=$(api_get "/v1/agent/connect/ca/leaf/$service") || die "could not get a leaf for $service"
+		{
+			json_pem "$leaf" CertPEM
+			json_pem "$leaf" PrivateKeyPEM
+		} >"$TMP/haproxy/$service.pem"
+		grep -q 'BEGIN CERTIFICATE' "$TMP/haproxy/$service.pem" && grep -q 'PRIVATE KEY' "$TMP/haproxy/$service.pem" ||
+			die "the leaf for $service has no certificate or key"
+	done
+	chmod 600 "$TMP/haproxy/"*.pem
+	tls_out="crt $TMP/haproxy/web.pem ca-file $TMP/haproxy/roots.pem verify required"
+	[[ $HAPROXY_TLS_RESUME == 0 ]] && tls_out="$tls_out no-ssl-reuse"
+	if [[ $HAPROXY_HOP == h2 ]]; then hop_http="$tls_out alpn h2" bind_alpn="alpn h2,http/1.1"; else hop_http=$tls_out bind_alpn=""; fi
+	maxconn=$((HOLD * 2 + 4096))
+	# The same settings for both; a stats socket (read-only) for the TLS counters.
+	haproxy_common() { # stats-port
+		cat <<EOF
+global
+    nbthread $HAPROXY_THREADS
+    maxconn $maxconn
+    stats socket ipv4@127.0.0.1:$1 level user
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-server-options ssl-min-ver TLSv1.3
+
+defaults
+    maxconn $maxconn
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 30s
+    timeout http-keep-alive 60s
+EOF
+	}
+	# A: web's side. Plain HTTP (and TCP) in, mTLS out with web's leaf.
+	cat >"$TMP/haproxy/a.cfg" <<EOF
+$(haproxy_common "$HAPROXY_A_STATS")
+
+frontend web_http
+    mode http
+    bind 127.0.0.1:$HAPROXY_A_HTTP
+    default_backend api_http
+
+backend api_http
+    mode http
+    server api 127.0.0.1:$HAPROXY_B_HTTP ssl $hop_http
+
+frontend web_tcp
+    mode tcp
+    bind 127.0.0.1:$HAPROXY_A_TCP
+    default_backend api_tcp
+
+backend api_tcp
+    mode tcp
+    server api-tcp 127.0.0.1:$HAPROXY_B_TCP ssl $tls_out
+EOF
+	# B: api's side. mTLS in with api's (api-tcp's) leaf, callers verified
+	# against the Weft roots; plain out to the backend.
+	tls_in="ca-file $TMP/haproxy/roots.pem verify required"
+	cat >"$TMP/haproxy/b.cfg" <<EOF
+$(haproxy_common "$HAPROXY_B_STATS")
+
+frontend api_http
+    mode http
+    bind 127.0.0.1:$HAPROXY_B_HTTP ssl crt $TMP/haproxy/api.pem $tls_in $bind_alpn
+    default_backend app_http
+
+backend app_http
+    mode http
+    server app 127.0.0.1:$BACKEND_PORT
+
+frontend api_tcp
+    mode tcp
+    bind 127.0.0.1:$HAPROXY_B_TCP ssl crt $TMP/haproxy/api-tcp.pem $tls_in
+    default_backend app_tcp
+
+backend app_tcp
+    mode tcp
+    server app 127.0.0.1:$BACKEND_PORT
+EOF
+	for instance in a b; do
+		"$HAPROXY" -c -q -f "$TMP/haproxy/$instance.cfg" >"$TMP/haproxy-$instance.check" 2>&1 || {
+			cat "$TMP/haproxy-$instance.check" >&2
+			die "HAProxy refused $TMP/haproxy/$instance.cfg"
+		}
+	done
+	start_process haproxy-b "$HAPROXY" -db -f "$TMP/haproxy/b.cfg"
+	HAPROXY_B_PID=$STARTED_PID
+	start_process haproxy-a "$HAPROXY" -db -f "$TMP/haproxy/a.cfg"
+	HAPROXY_A_PID=$STARTED_PID
+	wait_until "answer through HAProxy (http)" haproxy-a "$HAPROXY_A_PID" answers "$HAPROXY_A_HTTP"
+	wait_until "answer through HAProxy (tcp)" haproxy-a "$HAPROXY_A_PID" answers "$HAPROXY_A_TCP"
+	kill -0 "$HAPROXY_B_PID" 2>/dev/null || die "HAProxy B exited"
+	log "HAProxy: A $HAPROXY_A_PID, B $HAPROXY_B_PID ($HAPROXY_THREADS threads each, $HAPROXY_HOP between them)"
+fi
+
+# Idle memory, after start-up and one request through each chain.
+sleep 1
+declare -A IDLE_KIB=() IDLE_ANON_KIB=()
+for pid in "$WEB_PID" "$API_PID" "$API_TCP_PID" $HAPROXY_A_PID $HAPROXY_B_PID; do
+	IDLE_KIB[$pid]=$(status_kib "$pid" VmRSS)
+	IDLE_ANON_KIB[$pid]=$(status_kib "$pid" RssAnon)
+done
+
+# ------------------------------------------------------------------ runs ----
+
+# The chain's address for HTTP (keep-alive) and for new connections, and its proxies.
+http_addr() { case $1 in direct) echo "127.0.0.1:$BACKEND_PORT" ;; weft) echo "127.0.0.1:$WEB_UPSTREAM_HTTP" ;; haproxy) echo "127.0.0.1:$HAPROXY_A_HTTP" ;; esac }
+tcp_addr() { case $1 in direct) echo "127.0.0.1:$BACKEND_PORT" ;; weft) echo "127.0.0.1:$WEB_UPSTREAM_TCP" ;; haproxy) echo "127.0.0.1:$HAPROXY_A_TCP" ;; esac }
+http_pids() { case $1 in direct) echo "" ;; weft) echo "$WEB_PID $API_PID" ;; haproxy) echo "$HAPROXY_A_PID $HAPROXY_B_PID" ;; esac }
+tcp_pids() { case $1 in direct) echo "" ;; weft) echo "$WEB_PID $API_TCP_PID" ;; haproxy) echo "$HAPROXY_A_PID $HAPROXY_B_PID" ;; esac }
+
+warmup_s=$(duration_secs "$WARMUP")
+common_args=(--expect-bytes "$BODY_SIZE" --warmup "${warmup_s}s")
+# Runs one measurement ROUNDS times; within a round, every chain in turn, so
+# a disturbance (another engineer's build) lands on all of them alike.
+run_rounds() { # bench seconds address-function pids-function http-load-arguments...
+	local bench=$1 secs=$2 addr_of=$3 pids_of=$4 round chain
+	shift 4
+	for ((round = 1; round <= ROUNDS; round++)); do
+		for chain in direct weft haproxy; do
+			has_chain "$chain" || continue
+			log "$bench, round $round of $ROUNDS: $chain (${warmup_s}s + ${secs}s)"
+			run_load "$bench/$chain/$round" "$($pids_of "$chain")" $((secs + warmup_s + 90)) "$@" \
+				--addr "$($addr_of "$chain")" --duration "${secs}s" "${common_args[@]}"
+		done
+	done
+}
+
+if has_bench rate; then
+	run_rounds rate "$(duration_secs "$RATE_DURATION")" http_addr http_pids \
+		rate --rate "$RATE" --connections "$RATE_CONNECTIONS"
+fi
+if has_bench max; then
+	run_rounds max "$(duration_secs "$MAX_DURATION")" http_addr http_pids max --connections "$MAX_CONNECTIONS"
+fi
+if has_bench connect; then
+	run_rounds connect "$(duration_secs "$CONNECT_DURATION")" tcp_addr tcp_pids \
+		connect --concurrency "$CONNECT_CONCURRENCY"
+	if has_chain haproxy; then
+		HAPROXY_REUSE_PCT=$(haproxy_info "$HAPROXY_B_STATS" SslFrontendSessionReuse_pct)
+	fi
+fi
+if has_bench hold; then
+	for proto in http tcp; do
+		for chain in weft haproxy; do
+			has_chain "$chain" || continue
+			if [[ $chain == weft ]]; then pids=("$WEB_PID" "$API_PID" "$API_TCP_PID"); else pids=("$HAPROXY_A_PID" "$HAPROXY_B_PID"); fi
+			addr=$([[ $proto == http ]] && http_addr "$chain" || tcp_addr "$chain")
+			pid_args=()
+			for pid in "${pids[@]}"; do pid_args+=(--pid "$pid"); done
+			log "holding $HOLD connections open through $chain ($proto)"
+			run_load "hold/$chain/$proto" "" 180 hold --addr "$addr" --connections "$HOLD" --expect-bytes "$BODY_SIZE" \
+				"${pid_args[@]}"
+		done
+	done
+fi
+
+sleep 1
+declare -A AFTER_KIB=() PEAK_KIB=()
+for pid in "$WEB_PID" "$API_PID" "$API_TCP_PID" $HAPROXY_A_PID $HAPROXY_B_PID; do
+	AFTER_KIB[$pid]=$(status_kib "$pid" VmRSS)
+	PEAK_KIB[$pid]=$(status_kib "$pid" VmHWM)
+	kill -0 "$pid" 2>/dev/null || log "warning: process $pid (a proxy) is no longer running"
+done
+[[ $(sidecar_pid web || true) == "$WEB_PID" ]] || log "warning: web's sidecar was restarted during the run"
+
+# ----------------------------------------------------------------- table ----
+
+r() { json_field "${RESULT[$1]:-}" "$2"; }
+cores=$(nproc 2>/dev/null || echo '?')
+echo
+echo "Mesh data plane on 127.0.0.1, $cores cores: HTTP/1.1 keep-alive GET /, ${BODY_SIZE}-byte answers from http-backend"
+has_chain direct && echo "  direct   http-load -> backend"
+has_chain weft && echo "  weft     http-load -> web's sidecar (upstream api, protocol http) =HTTP/2 over mTLS=> api's sidecar -> backend"
+has_chain haproxy && echo "  haproxy  http-load -> HAProxy A (mode http) =$([[ $HAPROXY_HOP == h2 ]] && echo HTTP/2 || echo HTTP/1.1) over" \
+	"mTLS=> HAProxy B -> backend (HAProxy $("$HAPROXY" -v 2>/dev/null | sed -nE '1s/^HAProxy version ([^ ]+).*/\1/p')," \
+	"nbthread $HAPROXY_THREADS, leaves from the Weft CA)"
+echo "  CPU s: CPU seconds used during the run by the chain's two proxies / by everything else on the machine" \
+	"(but the tool and the backend); a large 'others' means the run was disturbed"
+
+# Over the rounds of `<bench>/<chain>`: the median, largest and sum of a
+# field ("null" / 0 without values), and the values one by one.
+round_values() { # bench/chain field
+	local i v
+	for ((i = 1; i <= ROUNDS; i++)); do
+		v=$(r "$1/$i" "$2")
+		[[ -n $v && $v != null ]] && echo "$v"
+	done
+	return 0
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "null"; else print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+median_of() { round_values "$1" "$2" | median; }
+max_of() { round_values "$1" "$2" | sort -g | tail -n 1; }
+sum_of() { round_values "$1" "$2" | awk '{ t += $1 } END { printf "%.2f", t }'; }
+list_of() { round_values "$1" "$2" | awk -v f="$3" '{ printf (NR > 1 ? " " : "") f, $1 }'; }
+# What a chain adds to direct's `field` in each round (rate runs).
+added_values() { # chain field
+	local i
+	for ((i = 1; i <= ROUNDS; i++)); do
+		minus "$(r "rate/$1/$i" "$2")" "$(r "rate/direct/$i" "$2")"
+	done | grep -v '^-$' || true
+}
+# Requests (warm-up included) per CPU second of the chain's proxies, over all rounds.
+per_proxy_cpu() { awk -v n="$(sum_of "$1" total_completed)" -v c="$(sum_of "$1" proxy_cpu_s)" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print "-" }'; }
+
+if has_bench rate; then
+	echo
+	echo "Latency at a fixed $RATE req/s (open loop over $RATE_CONNECTIONS keep-alive connections, $(duration_secs "$RATE_DURATION")s" \
+		"measured after ${warmup_s}s warm-up); ms from each request's scheduled send time; added = chain - direct (per round);" \
+		"medians over $ROUNDS rounds (max: the largest; errors, CPU: sums)"
+	printf '%-8s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n' \
+		chain "req/s" p50 p90 p99 max "added p50" "added p99" errors "lag p99" "proxies CPU" "others"
+	for chain in direct weft haproxy; do
+		has_chain "$chain" || continue
+		k="rate/$chain"
+		added50=- added99=-
+		if [[ $chain != direct ]] && has_chain direct; then
+			added50=$(added_values "$chain" p50_ms | median)
+			added99=$(added_values "$chain" p99_ms | median)
+		fi
+		ADDED50[$chain]=$added50 ADDED99[$chain]=$added99
+		printf '%-8s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n' "$chain" \
+			"$(fmt_num "$(median_of "$k" per_sec)" %.1f)" "$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" \
+			"$(fmt_num "$(median_of "$k" p90_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
+			"$(fmt_num "$(max_of "$k" max_ms)" %.2f)" "$(fmt_num "$added50" %.3f)" "$(fmt_num "$added99" %.3f)" \
+			"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(median_of "$k" lag_p99_ms)" %.3f)" \
+			"$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+	done
+	if has_chain weft && has_chain haproxy && has_chain direct; then
+		echo "added p99 by round, ms: weft $(added_values weft p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }')," \
+			"haproxy $(added_values haproxy p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }')"
+		q=$(ratio "${ADDED99[weft]}" "${ADDED99[haproxy]}")
+		echo "added p99, weft/haproxy: $q   (goal: Weft adds less than HAProxy at p99, < 1.00: $(goal "$q" '<' 1))"
+		echo "added p50, weft/haproxy: $(ratio "${ADDED50[weft]}" "${ADDED50[haproxy]}")"
+	fi
+fi
+
+if has_bench max; then
+	echo
+	echo "Max throughput (closed loop, $MAX_CONNECTIONS keep-alive connections, $(duration_secs "$MAX_DURATION")s measured after" \
+		"${warmup_s}s warm-up); medians over $ROUNDS rounds (errors, CPU: sums); per proxy CPU s = requests per CPU second" \
+		"of the chain's two proxies"
+	printf '%-8s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' \
+		chain "req/s" "vs direct" "p50 ms" "p99 ms" errors "proxies CPU" "per proxy CPU s" "others"
+	for chain in direct weft haproxy; do
+		has_chain "$chain" || continue
+		k="max/$chain"
+		PER_CPU[$chain]=$(per_proxy_cpu "$k")
+		printf '%-8s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' "$chain" \
+			"$(fmt_num "$(median_of "$k" per_sec)" %.0f)" "$(ratio "$(median_of "$k" per_sec)" "$(median_of max/direct per_sec)")" \
+			"$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
+			"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "${PER_CPU[$chain]}" \
+			"$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+	done
+	if has_chain weft && has_chain haproxy; then
+		echo "req/s by round: weft $(list_of max/weft per_sec %.0f), haproxy $(list_of max/haproxy per_sec %.0f)"
+		q=$(ratio "$(median_of max/weft per_sec)" "$(median_of max/haproxy per_sec)")
+		echo "req/s, weft/haproxy: $q   (goal >= 1.00: $(goal "$q" '>=' 1))"
+		echo "req per proxy CPU s, weft/haproxy: $(ratio "${PER_CPU[weft]}" "${PER_CPU[haproxy]}")"
+	fi
+fi
+
+if has_bench connect; then
+	echo
+	echo "New mTLS connections per second: each request on a new connection (Connection: close; $CONNECT_CONCURRENCY at a time," \
+		"$(duration_secs "$CONNECT_DURATION")s after ${warmup_s}s warm-up) through the TCP chains: weft = web's upstream to" \
+		"api-tcp (protocol tcp), haproxy = mode tcp; each one is a new TLS 1.3 handshake between the two proxies" \
+		"(TLS session resumption as each proxy does it; HAProxy's share is shown below); direct = plain TCP to the backend;" \
+		"medians over $ROUNDS rounds (errors, CPU: sums)"
+	printf '%-8s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' \
+		chain "conn/s" "p50 ms" "p99 ms" errors "proxies CPU" "per proxy CPU s" "others"
+	for chain in direct weft haproxy; do
+		has_chain "$chain" || continue
+		k="connect/$chain"
+		printf '%-8s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' "$chain" \
+			"$(fmt_num "$(median_of "$k" per_sec)" %.0f)" "$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" \
+			"$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" "$(fmt_num "$(sum_of "$k" errors)" %.0f)" \
+			"$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "$(per_proxy_cpu "$k")" \
+			"$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+	done
+	if has_chain weft && has_chain haproxy; then
+		echo "conn/s by round: weft $(list_of connect/weft per_sec %.0f), haproxy $(list_of connect/haproxy per_sec %.0f)"
+		echo "conn/s, weft/haproxy: $(ratio "$(median_of connect/weft per_sec)" "$(median_of connect/haproxy per_sec)")   (no goal)"
+		[[ -n ${HAPROXY_REUSE_PCT:-} ]] &&
+			echo "HAProxy B resumed $HAPROXY_REUSE_PCT% of its TLS sessions (show info: SslFrontendSessionReuse_pct;" \
+				"HAPROXY_TLS_RESUME=$HAPROXY_TLS_RESUME)"
+	fi
+fi
+
+if has_bench hold; then
+	echo
+	echo "Memory in MiB: VmRSS idle (after start-up and one request), with $HOLD connections held open through the chain" \
+		"(one request each; http: web's upstream to api / HAProxy mode http; tcp: to api-tcp / mode tcp), idle after all" \
+		"the runs, and the peak (VmHWM); (anon) = RssAnon, the process's own heap and stacks: the rest of VmRSS is pages" \
+		"of its executable and libraries, shared with every process mapping the same files (the agent and each sidecar" \
+		"run the one $(du -m "$WEFT" 2>/dev/null | cut -f1) MB weft binary)"
+	printf '%-20s  %5s  %6s  %9s  %6s  %9s  %6s  %6s  %5s  %s\n' process idle "(anon)" "$HOLD http" "(anon)" \
+		"$HOLD tcp" "(anon)" after peak "goal idle <= 10 MB"
+	rows=("web's sidecar|$WEB_PID|weft" "api's sidecar|$API_PID|weft" "api-tcp's sidecar|$API_TCP_PID|weft")
+	has_chain haproxy && rows+=("HAProxy A (web side)|$HAPROXY_A_PID|haproxy" "HAProxy B (api side)|$HAPROXY_B_PID|haproxy")
+	for row in "${rows[@]}"; do
+		IFS='|' read -r name pid chain <<<"$row"
+		has_chain "$chain" || continue
+		http_line=$(grep "\"pid\":$pid," <<<"${RESULT[hold/$chain/http]:-}" | head -n 1 || true)
+		tcp_line=$(grep "\"pid\":$pid," <<<"${RESULT[hold/$chain/tcp]:-}" | head -n 1 || true)
+		verdict=""
+		[[ $pid == "$WEB_PID" ]] && verdict="$(goal "${IDLE_KIB[$pid]:-}" '<=' "$IDLE_RSS_GOAL_KIB") (anon:" &&
+			verdict="$verdict $(goal "${IDLE_ANON_KIB[$pid]:-}" '<=' "$IDLE_RSS_GOAL_KIB"))"
+		printf '%-20s  %5s  %6s  %9s  %6s  %9s  %6s  %6s  %5s  %s\n' "$name" "$(mib "${IDLE_KIB[$pid]:-}")" \
+			"$(mib "${IDLE_ANON_KIB[$pid]:-}")" "$(mib "$(json_field "$http_line" open_kib)")" \
+			"$(mib "$(json_field "$http_line" open_anon_kib)")" "$(mib "$(json_field "$tcp_line" open_kib)")" \
+			"$(mib "$(json_field "$tcp_line" open_anon_kib)")" "$(mib "${AFTER_KIB[$pid]:-}")" \
+			"$(mib "${PEAK_KIB[$pid]:-}")" "$verdict"
+	done
+	for key in hold/weft/http hold/weft/tcp hold/haproxy/http hold/haproxy/tcp; do
+		line=$(grep '"kind":"hold"' <<<"${RESULT[$key]:-}" || true)
+		[[ -z $line ]] && continue
+		opened=$(json_field "$line" opened)
+		((opened == HOLD)) || echo "  warning: $key held only $opened of $HOLD connections"
+	done
+fi
+
+if [[ -n $RESULTS && -f $TMP/results.jsonl ]]; then
+	cp -- "$TMP/results.jsonl" "$RESULTS" && log "reports saved to $RESULTS"
+fi
