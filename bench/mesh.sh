@@ -629,7 +629,7 @@ cores=$(nproc 2>/dev/null || echo '?')
 echo
 echo "Mesh data plane on 127.0.0.1, $cores cores: HTTP/1.1 keep-alive GET /, ${BODY_SIZE}-byte answers from http-backend"
 has_chain direct && echo "  direct   http-load -> backend"
-has_chain weft && echo "  weft     http-load -> web's sidecar (upstream api, protocol http) =HTTP/2 over mTLS=> api's sidecar -> backend"
+has_chain weft && echo "  weft     http-load -> web's sidecar (upstream api, protocol http) =HTTP/1.1 keep-alive over mTLS=> api's sidecar -> backend"
 has_chain haproxy && echo "  haproxy  http-load -> HAProxy A (mode http) =$([[ $HAPROXY_HOP == h2 ]] && echo HTTP/2 || echo HTTP/1.1) over" \
 	"mTLS=> HAProxy B -> backend (HAProxy $("$HAPROXY" -v 2>/dev/null | sed -nE '1s/^HAProxy version ([^ ]+).*/\1/p')," \
 	"nbthread $HAPROXY_THREADS, leaves from the Weft CA)"

@@ -452,7 +452,7 @@ Sources = [
     let (code, _, _) = weft(&["intention", "check", "web", "api", "--http-addr", &vm1_http]);
     assert_eq!(code, 2);
 
-    // Many requests share pooled HTTP/2 connections between the sidecars.
+    // Many concurrent requests, over keep-alive connections between the sidecars.
     let many: Vec<_> =
         (0..50).map(|i| tokio::spawn(http_request(upstream, "GET", if i % 2 == 0 { "/a" } else { "/b" }))).collect();
     for request in many {

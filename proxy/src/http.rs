@@ -16,13 +16,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+use hyper::client::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -41,7 +42,7 @@ use crate::inbound::Inbound;
 use crate::metrics::{Direction, Layer};
 use crate::outbound::Upstream;
 use crate::runtime::current;
-use crate::tls::{server_name, ALPN_H2};
+use crate::tls::{server_name, ALPN_H2, ALPN_HTTP1};
 
 /// Every body the sidecar sends on.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -89,25 +90,40 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `request` with an absolute URI for `authority` and no hop-by-hop
-/// headers; keeps (or sets) `Host` to what the caller asked for.
-fn retarget(mut request: Request<Body>, authority: &str) -> Result<Request<Body>, String> {
-    let original_authority = request.uri().authority().map(|a| a.to_string());
+/// `request` made ready to send on: no hop-by-hop headers, `Host` kept (or
+/// set from the URI's authority), and the URI in the form the next hop's
+/// HTTP wants: absolute for HTTP/2 (`http://<authority>/...`), origin-form
+/// (the path) for HTTP/1.1.
+fn retarget(mut request: Request<Body>, http2_authority: Option<&str>) -> Result<Request<Body>, String> {
     if !request.headers().contains_key(HOST) {
-        if let Some(value) = original_authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+        if let Some(value) = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             request.headers_mut().insert(HOST, value);
         }
     }
-    let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    *request.uri_mut() = Uri::try_from(format!("http://{authority}{path}"))
-        .map_err(|e| format!("cannot forward to {authority}: {e}"))?;
     strip_hop_by_hop(request.headers_mut());
+    match http2_authority {
+        Some(authority) => {
+            let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            *request.uri_mut() = Uri::try_from(format!("http://{authority}{path}"))
+                .map_err(|e| format!("cannot forward to {authority}: {e}"))?;
+            *request.version_mut() = Version::HTTP_2;
+        }
+        None => {
+            if request.uri().authority().is_some() {
+                let path = request.uri().path_and_query().cloned();
+                *request.uri_mut() = path.map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
+            }
+            *request.version_mut() = Version::HTTP_11;
+        }
+    }
     Ok(request)
 }
 
-/// The application behind an inbound sidecar: pooled keep-alive clients.
+/// The application behind an inbound sidecar. An `http` application gets
+/// one keep-alive connection per inbound connection (its requests come one
+/// at a time, so nothing is shared); `http2` and `grpc` ones a pooled
+/// HTTP/2 client.
 pub struct LocalApp {
-    http1: Client<HttpConnector, Body>,
     http2: Client<HttpConnector, Body>,
 }
 
@@ -115,51 +131,105 @@ impl Default for LocalApp {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        LocalApp { http1, http2 }
+        connector.set_connect_timeout(Some(APPLICATION_CONNECT_TIMEOUT));
+        LocalApp { http2: Client::builder(TokioExecutor::new()).http2_only(true).build(connector) }
     }
 }
 
+/// How long connecting to the local application may take.
+pub(crate) const APPLICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One inbound connection's HTTP/1.1 connection to the application.
+type AppLink = tokio::sync::Mutex<Option<http1::SendRequest<Body>>>;
+
 impl LocalApp {
-    async fn send(&self, protocol: Protocol, address: SocketAddr, request: Request<Body>) -> Response<Body> {
-        let mut request = match retarget(request, &address.to_string()) {
-            Ok(request) => request,
-            Err(message) => return local_response(StatusCode::BAD_REQUEST, "bad request", message),
-        };
-        let (client, version) =
-            if protocol == Protocol::Http { (&self.http1, Version::HTTP_11) } else { (&self.http2, Version::HTTP_2) };
-        *request.version_mut() = version;
-        match client.request(request).await {
-            Ok(response) => response.map(BodyExt::boxed),
-            Err(error) => local_response(
+    async fn send(
+        &self,
+        protocol: Protocol,
+        address: SocketAddr,
+        request: Request<Body>,
+        link: &AppLink,
+    ) -> Response<Body> {
+        let unreachable = |error: String| {
+            local_response(
                 StatusCode::BAD_GATEWAY,
                 "application unreachable",
                 format!("weft: the local application at {address} did not answer: {error}\n"),
-            ),
+            )
+        };
+        let authority = (protocol != Protocol::Http).then(|| address.to_string());
+        let request = match retarget(request, authority.as_deref()) {
+            Ok(request) => request,
+            Err(message) => return local_response(StatusCode::BAD_REQUEST, "bad request", message),
+        };
+        if protocol != Protocol::Http {
+            return match self.http2.request(request).await {
+                Ok(response) => response.map(BodyExt::boxed),
+                Err(error) => unreachable(error.to_string()),
+            };
+        }
+        let mut link = link.lock().await;
+        let usable = match link.as_mut() {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let connect = tokio::time::timeout(APPLICATION_CONNECT_TIMEOUT, TcpStream::connect(address));
+            let stream = match connect.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return unreachable(error.to_string()),
+                Err(_) => return unreachable("connecting timed out".into()),
+            };
+            let _ = stream.set_nodelay(true);
+            let (sender, connection) = match http1::handshake(TokioIo::new(stream)).await {
+                Ok(handshake) => handshake,
+                Err(error) => return unreachable(error.to_string()),
+            };
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%address, %error, "application connection ended");
+                }
+            });
+            *link = Some(sender);
+        }
+        let Some(sender) = link.as_mut() else { return unreachable("lost the connection".into()) };
+        match sender.send_request(request).await {
+            Ok(response) => response.map(BodyExt::boxed),
+            Err(error) => unreachable(error.to_string()),
         }
     }
 }
 
-/// Serves HTTP from `caller` on an accepted mTLS connection until it closes.
-pub async fn serve_inbound<S>(stream: S, caller: ServiceName, inbound: Arc<Inbound>) -> Result<(), String>
+/// Serves HTTP from `caller` on an accepted mTLS connection until it closes:
+/// HTTP/2 when the handshake chose it, else HTTP/1.1.
+pub async fn serve_inbound<S>(stream: S, http2: bool, caller: ServiceName, inbound: Arc<Inbound>) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let link = Arc::new(AppLink::default());
     let service = service_fn(|request: Request<Incoming>| {
-        let (caller, inbound) = (caller.clone(), inbound.clone());
+        let (caller, inbound, link) = (caller.clone(), inbound.clone(), link.clone());
         async move {
-            Ok::<_, std::convert::Infallible>(inbound_request(request.map(BodyExt::boxed), &caller, &inbound).await)
+            Ok::<_, std::convert::Infallible>(
+                inbound_request(request.map(BodyExt::boxed), &caller, &inbound, &link).await,
+            )
         }
     });
-    auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-        .map_err(|e| format!("HTTP connection from {caller} failed: {e}"))
+    let io = TokioIo::new(stream);
+    let served = if http2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service).await
+    } else {
+        hyper::server::conn::http1::Builder::new().serve_connection(io, service).await
+    };
+    served.map_err(|e| format!("HTTP connection from {caller} failed: {e}"))
 }
 
-async fn inbound_request(request: Request<Body>, caller: &ServiceName, inbound: &Inbound) -> Response<Body> {
+async fn inbound_request(
+    request: Request<Body>,
+    caller: &ServiceName,
+    inbound: &Inbound,
+    link: &AppLink,
+) -> Response<Body> {
     let started = Instant::now();
     let response = match current(&inbound.runtime) {
         None => local_response(StatusCode::SERVICE_UNAVAILABLE, "not ready", "weft: the sidecar is not ready\n".into()),
@@ -175,7 +245,7 @@ async fn inbound_request(request: Request<Body>, caller: &ServiceName, inbound: 
                 runtime.intentions.decide_request(caller, &attributes)
             };
             if decision.allowed() {
-                inbound.app.send(runtime.snapshot.protocol, runtime.snapshot.local_app, request).await
+                inbound.app.send(runtime.snapshot.protocol, runtime.snapshot.local_app, request, link).await
             } else {
                 inbound.metrics.denied(Layer::L7);
                 tracing::info!(%caller, method = %request.method(), path = request.uri().path(), reason = %decision.reason, "request denied");
@@ -196,83 +266,139 @@ async fn inbound_request(request: Request<Body>, caller: &ServiceName, inbound: 
     response
 }
 
-/// Mutual TLS HTTP/2 connections to one upstream's endpoints, one each,
-/// shared by every request to that endpoint.
+/// Opens mutual TLS to a sidecar of `destination` at `endpoint`, within
+/// `timeout`; checks the ALPN protocol the caller needs, if any.
+pub async fn connect_tls(
+    endpoint: SocketAddr,
+    destination: &ServiceName,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+    alpn: Option<&[u8]>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let handshake = async {
+        let tcp = TcpStream::connect(endpoint).await.map_err(|e| format!("connect to {endpoint}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = TlsConnector::from(tls)
+            .connect(server_name(destination), tcp)
+            .await
+            .map_err(|e| format!("TLS to {endpoint}: {e}"))?;
+        if alpn.is_some() && stream.get_ref().1.alpn_protocol() != alpn {
+            return Err(format!("{endpoint} does not speak this protocol to sidecars (is {destination}'s protocol the same on both sides?)"));
+        }
+        Ok(stream)
+    };
+    tokio::time::timeout(timeout, handshake).await.map_err(|_| format!("connect to {endpoint} timed out after {timeout:?}"))?
+}
+
+/// Mutual TLS HTTP/2 connections to one upstream's endpoints (for `http2`
+/// and `grpc`), one each, shared by every request to that endpoint.
 #[derive(Default)]
 pub struct H2Pool {
-    senders: Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>>,
+    senders: tokio::sync::Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
 }
 
 impl H2Pool {
-    fn pooled(&self, endpoint: SocketAddr) -> Option<hyper::client::conn::http2::SendRequest<Body>> {
-        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        senders.get(&endpoint).filter(|sender| !sender.is_closed()).cloned()
-    }
-
     /// Forgets connections to endpoints no longer listed.
     pub fn retain(&self, endpoints: &[SocketAddr]) {
-        self.senders.lock().unwrap_or_else(|p| p.into_inner()).retain(|endpoint, _| endpoints.contains(endpoint));
+        if let Ok(mut senders) = self.senders.try_lock() {
+            senders.retain(|endpoint, _| endpoints.contains(endpoint));
+        }
     }
 
-    /// A connection to `endpoint`: the pooled one, or a new one.
-    async fn connect(
+    /// The pooled connection to `endpoint`, or a new one. Connecting holds
+    /// the pool, so a burst of requests opens one connection, not many.
+    async fn sender(
         &self,
         endpoint: SocketAddr,
         destination: &ServiceName,
         tls: Arc<ClientConfig>,
         timeout: Duration,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
-        if let Some(sender) = self.pooled(endpoint) {
-            return Ok(sender);
+    ) -> Result<http2::SendRequest<Body>, String> {
+        let mut senders = self.senders.lock().await;
+        if let Some(sender) = senders.get(&endpoint).filter(|sender| !sender.is_closed()) {
+            return Ok(sender.clone());
         }
-        let handshake = async {
-            let tcp = TcpStream::connect(endpoint).await.map_err(|e| format!("connect to {endpoint}: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            let stream = TlsConnector::from(tls)
-                .connect(server_name(destination), tcp)
-                .await
-                .map_err(|e| format!("TLS to {endpoint}: {e}"))?;
-            if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-                return Err(format!("{endpoint} does not speak HTTP to sidecars (is {destination}'s protocol http?)"));
-            }
-            let (sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .map_err(|e| format!("HTTP/2 to {endpoint}: {e}"))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%endpoint, %error, "upstream HTTP/2 connection ended");
-                }
-            });
-            Ok(sender)
-        };
-        let sender = tokio::time::timeout(timeout, handshake)
+        let stream = connect_tls(endpoint, destination, tls, timeout, Some(ALPN_H2)).await?;
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .map_err(|_| format!("connect to {endpoint} timed out after {timeout:?}"))??;
-        self.senders.lock().unwrap_or_else(|p| p.into_inner()).insert(endpoint, sender.clone());
+            .map_err(|e| format!("HTTP/2 to {endpoint}: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%endpoint, %error, "upstream HTTP/2 connection ended");
+            }
+        });
+        senders.insert(endpoint, sender.clone());
         Ok(sender)
     }
 }
 
-/// Serves the application's HTTP on one accepted local connection.
-pub async fn serve_outbound(stream: TcpStream, upstream: Arc<Upstream>) {
+/// The HTTP/1.1 connections of one application connection, one per
+/// endpoint its requests went to. Requests on an HTTP/1.1 connection come
+/// one at a time, so these need no sharing: one keep-alive connection
+/// between sidecars per application connection and endpoint.
+#[derive(Default)]
+struct H1Links {
+    senders: HashMap<SocketAddr, http1::SendRequest<Body>>,
+}
+
+impl H1Links {
+    async fn sender(
+        &mut self,
+        endpoint: SocketAddr,
+        destination: &ServiceName,
+        tls: Arc<ClientConfig>,
+        timeout: Duration,
+    ) -> Result<&mut http1::SendRequest<Body>, String> {
+        let usable = match self.senders.get_mut(&endpoint) {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let stream = connect_tls(endpoint, destination, tls, timeout, Some(ALPN_HTTP1)).await?;
+            let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("HTTP/1.1 to {endpoint}: {e}"))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%endpoint, %error, "upstream HTTP/1.1 connection ended");
+                }
+            });
+            self.senders.insert(endpoint, sender);
+        }
+        self.senders.get_mut(&endpoint).ok_or_else(|| "lost the connection".to_owned())
+    }
+}
+
+/// Serves the application's HTTP on one accepted local connection:
+/// HTTP/1.1 for an `http` upstream; HTTP/1.1 or HTTP/2 (prior knowledge,
+/// as gRPC clients speak it) for the others.
+pub async fn serve_outbound(stream: TcpStream, upstream: Arc<Upstream>, protocol: Protocol) {
+    let links = Arc::new(tokio::sync::Mutex::new(H1Links::default()));
     let service = service_fn(|request: Request<Incoming>| {
-        let upstream = upstream.clone();
-        async move { Ok::<_, std::convert::Infallible>(outbound_request(request.map(BodyExt::boxed), &upstream).await) }
+        let (upstream, links) = (upstream.clone(), links.clone());
+        async move {
+            let started = Instant::now();
+            let response = send_upstream(request.map(BodyExt::boxed), &upstream, &links).await;
+            upstream.metrics.request(Direction::Outbound, response.status().as_u16(), started.elapsed().as_secs_f64());
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
-    if let Err(error) = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await {
+    let io = TokioIo::new(stream);
+    let served = if protocol == Protocol::Http {
+        hyper::server::conn::http1::Builder::new().serve_connection(io, service).await.map_err(|e| e.to_string())
+    } else {
+        auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await.map_err(|e| e.to_string())
+    };
+    if let Err(error) = served {
         tracing::debug!(%error, "application HTTP connection ended");
     }
 }
 
-async fn outbound_request(request: Request<Body>, upstream: &Upstream) -> Response<Body> {
-    let started = Instant::now();
-    let response = send_upstream(request, upstream).await;
-    upstream.metrics.request(Direction::Outbound, response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
-}
-
-async fn send_upstream(request: Request<Body>, upstream: &Upstream) -> Response<Body> {
+async fn send_upstream(
+    request: Request<Body>,
+    upstream: &Upstream,
+    links: &tokio::sync::Mutex<H1Links>,
+) -> Response<Body> {
     let Some(runtime) = current(&upstream.runtime) else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "not ready", "weft: the sidecar is not ready\n".into());
     };
@@ -293,24 +419,41 @@ async fn send_upstream(request: Request<Body>, upstream: &Upstream) -> Response<
         );
     }
     let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
+    let http2 = target.snapshot.protocol != Protocol::Http;
+    let request = match retarget(request, http2.then_some(destination.as_str())) {
+        Ok(request) => request,
+        Err(message) => return local_response(StatusCode::BAD_REQUEST, "bad request", message),
+    };
     let mut last_error = String::new();
     // Connecting is retried on the next endpoint; a request once sent is not
     // (it may have had an effect).
     for endpoint in upstream.balancer.order(&endpoints, target.snapshot.load_balancer) {
-        let mut sender = match upstream.pool.connect(endpoint, destination, target.client_tls.clone(), timeout).await {
-            Ok(sender) => sender,
-            Err(error) => {
-                last_error = error;
-                continue;
+        let tls = target.client_tls.clone();
+        let sent = if http2 {
+            match upstream.pool.sender(endpoint, destination, tls, timeout).await {
+                Ok(mut sender) => {
+                    let _in_flight = upstream.balancer.start(endpoint);
+                    sender.send_request(request).await
+                }
+                Err(error) => {
+                    last_error = error;
+                    continue;
+                }
+            }
+        } else {
+            let mut links = links.lock().await;
+            match links.sender(endpoint, destination, tls, timeout).await {
+                Ok(sender) => {
+                    let _in_flight = upstream.balancer.start(endpoint);
+                    sender.send_request(request).await
+                }
+                Err(error) => {
+                    last_error = error;
+                    continue;
+                }
             }
         };
-        let mut request = match retarget(request, destination.as_str()) {
-            Ok(request) => request,
-            Err(message) => return local_response(StatusCode::BAD_REQUEST, "bad request", message),
-        };
-        *request.version_mut() = Version::HTTP_2;
-        let _in_flight = upstream.balancer.start(endpoint);
-        return match sender.send_request(request).await {
+        return match sent {
             Ok(response) => response.map(BodyExt::boxed),
             Err(error) => local_response(
                 StatusCode::BAD_GATEWAY,

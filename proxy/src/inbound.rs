@@ -20,15 +20,14 @@ use tokio_rustls::TlsAcceptor;
 use weft_api::ids::ServiceName;
 use weft_api::intentions::ConnectionDecision;
 
-use crate::http::{self, LocalApp};
+use crate::http::{self, LocalApp, APPLICATION_CONNECT_TIMEOUT};
 use crate::identity::SpiffeId;
 use crate::metrics::{Direction, Layer, Metrics, Outcome};
 use crate::runtime::{current, Runtime, RuntimeWatch};
+use crate::tls::ALPN_H2;
 
 /// How long a caller has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connecting to the local application may take.
-const APPLICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the inbound listener shares between connections.
 pub struct Inbound {
@@ -150,11 +149,13 @@ async fn handle(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Refused
         // A caller denied from the start gets 403s; one allowed at first is
         // cut off when a new snapshot denies it, streams and all.
         Judgement::Http if l4_denial(&runtime, &caller).is_some() => {
-            http::serve_inbound(tls, caller.clone(), inbound.clone()).await.map_err(failed)
+            let http2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+            http::serve_inbound(tls, http2, caller.clone(), inbound.clone()).await.map_err(failed)
         }
         Judgement::Http => {
+            let http2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
             tokio::select! {
-                served = http::serve_inbound(tls, caller.clone(), inbound.clone()) => served.map_err(failed),
+                served = http::serve_inbound(tls, http2, caller.clone(), inbound.clone()) => served.map_err(failed),
                 reason = revoked(inbound.runtime.clone(), caller.clone()) => {
                     Err(Refused::Denied(format!("{caller}: open connection closed: {reason}")))
                 }

@@ -14,13 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
 
 use crate::balancer::Balancer;
 use crate::http::{self, H2Pool};
 use crate::metrics::{Direction, Metrics, Outcome};
 use crate::runtime::{current, RuntimeWatch};
-use crate::tls::server_name;
 
 /// One upstream: its listener's address (its key in the snapshot), and the
 /// state its connections share.
@@ -63,11 +61,11 @@ pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: imp
         let upstream = upstream.clone();
         tokio::spawn(async move {
             let _open = upstream.metrics.open(Direction::Outbound);
-            let http_like = current(&upstream.runtime)
-                .and_then(|r| r.upstreams.get(&upstream.bind).map(|u| u.snapshot.protocol.is_http_like()))
-                .unwrap_or(false);
-            if http_like {
-                http::serve_outbound(stream, upstream.clone()).await;
+            let protocol = current(&upstream.runtime)
+                .and_then(|r| r.upstreams.get(&upstream.bind).map(|u| u.snapshot.protocol))
+                .unwrap_or_default();
+            if protocol.is_http_like() {
+                http::serve_outbound(stream, upstream.clone(), protocol).await;
                 upstream.metrics.connection(Direction::Outbound, Outcome::Served);
                 return;
             }
@@ -91,25 +89,18 @@ async fn splice(mut local: TcpStream, upstream: &Upstream) -> Result<(), String>
     if endpoints.is_empty() {
         return Err(format!("{destination} has no healthy instance"));
     }
-    let connector = TlsConnector::from(target.client_tls.clone());
     let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&endpoints, target.snapshot.load_balancer) {
-        let attempt = async {
-            let tcp = TcpStream::connect(endpoint).await.map_err(|e| format!("connect to {endpoint}: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            connector.connect(server_name(destination), tcp).await.map_err(|e| format!("TLS to {endpoint}: {e}"))
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(mut remote)) => {
+        match http::connect_tls(endpoint, destination, target.client_tls.clone(), timeout, None).await {
+            Ok(mut remote) => {
                 let _in_flight = upstream.balancer.start(endpoint);
                 if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
                     upstream.metrics.bytes(Direction::Outbound, sent, received);
                 }
                 return Ok(());
             }
-            Ok(Err(error)) => last_error = error,
-            Err(_) => last_error = format!("connect to {endpoint} timed out"),
+            Err(error) => last_error = error,
         }
     }
     Err(last_error)

@@ -48,8 +48,10 @@ pub enum TlsError {
     Verifier(String),
 }
 
-/// ALPN for HTTP/2 between sidecars.
+/// ALPN between HTTP sidecars: HTTP/2 for `http2` and `grpc`, HTTP/1.1
+/// (pooled keep-alive connections) for `http`.
 pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
@@ -91,13 +93,13 @@ impl TlsMaterial {
             .with_protocol_versions(&[&TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain()?, self.key()?)?;
-        // HTTP sidecars multiplex HTTP/2 between them; TCP ones ask for nothing.
-        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // HTTP sidecars say which HTTP they speak; TCP ones ask for nothing.
+        config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
         Ok(Arc::new(config))
     }
 
-    /// The outbound side, to sidecars of `destination` only; for an
-    /// HTTP-like `protocol` it asks for HTTP/2 (ALPN `h2`).
+    /// The outbound side, to sidecars of `destination` only; for an HTTP
+    /// `protocol` it asks for HTTP/1.1 (`http`) or HTTP/2 (the others).
     pub fn client_config(&self, destination: &ServiceName, protocol: Protocol) -> Result<Arc<ClientConfig>, TlsError> {
         let verifier = SpiffeVerifier { roots: self.roots()?, expected: destination.clone(), provider: provider() };
         let mut config = ClientConfig::builder_with_provider(provider())
@@ -105,8 +107,10 @@ impl TlsMaterial {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(self.chain()?, self.key()?)?;
-        if protocol.is_http_like() {
-            config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        match protocol {
+            Protocol::Tcp => {}
+            Protocol::Http => config.alpn_protocols = vec![ALPN_HTTP1.to_vec()],
+            Protocol::Http2 | Protocol::Grpc => config.alpn_protocols = vec![ALPN_H2.to_vec()],
         }
         Ok(Arc::new(config))
     }
