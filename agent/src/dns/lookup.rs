@@ -37,7 +37,7 @@ use weft_api::ids::Datacenter;
 use weft_server::store::{ServiceHealth, Tables};
 
 /// What to answer.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Answer {
     pub records: Vec<Record>,
     pub additionals: Vec<Record>,

@@ -13,12 +13,13 @@
 
 mod lookup;
 mod recursor;
+mod udp;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::Name;
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -26,7 +27,7 @@ use hickory_server::Server as DnsServer;
 use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 use weft_api::ids::Datacenter;
-use weft_server::store::StateStore;
+use weft_server::store::{StateStore, Table, Tables};
 
 use crate::config::DnsSettings;
 pub use lookup::{answer, Answer, LookupOptions};
@@ -73,71 +74,161 @@ impl CatalogDns {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for CatalogDns {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        // Echo EDNS0 with the buffer size we will honour: it bounds the UDP answer.
-        let edns = request.edns.as_ref().map(|asked| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(asked.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            edns
-        });
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
+/// Lookups answered since the catalog last changed, by name and type.
+#[derive(Default)]
+pub struct AnswerCache {
+    catalog_index: weft_api::ids::RaftIndex,
+    answers: std::collections::HashMap<(Name, RecordType), Option<Answer>>,
+}
+
+/// The tables a DNS answer reads.
+const DNS_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks];
+/// Lookups kept at most; the cache starts over beyond it.
+const ANSWER_CACHE_ENTRIES: usize = 4096;
+
+impl AnswerCache {
+    fn get_or_insert(
+        &mut self,
+        tables: &Tables,
+        key: (Name, RecordType),
+        look_up: impl FnOnce() -> Option<Answer>,
+    ) -> Option<Answer> {
+        let index = tables.max_index(DNS_TABLES);
+        if index != self.catalog_index || self.answers.len() >= ANSWER_CACHE_ENTRIES {
+            self.answers.clear();
+            self.catalog_index = index;
         }
-        let refuse = |code: ResponseCode| {
-            let mut metadata = Metadata::response_from_request(&request.metadata);
-            metadata.response_code = code;
-            metadata
-        };
-        if request.metadata.op_code != OpCode::Query || request.metadata.message_type != MessageType::Query {
-            let reply = builder.error_msg(&request.metadata, ResponseCode::NotImp);
-            return send(&mut response, reply, &request.metadata).await;
+        self.answers.entry(key).or_insert_with(look_up).clone()
+    }
+}
+
+/// An answer made from the local state (or the recursors), before encoding.
+pub struct Reply {
+    pub metadata: Metadata,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+/// What to do with a query.
+pub enum Outcome {
+    Reply(Reply),
+    /// Only the recursors can answer it.
+    Recurse(Query),
+}
+
+impl Reply {
+    fn empty(request: &Metadata, code: ResponseCode) -> Reply {
+        let mut metadata = Metadata::response_from_request(request);
+        metadata.response_code = code;
+        Reply { metadata, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new() }
+    }
+}
+
+impl CatalogDns {
+    /// The one decision for a query, over UDP and TCP alike: answered from
+    /// the local state (shuffled, authoritative), refused, or left to the
+    /// recursors.
+    pub fn outcome(&self, request: &Metadata, query: Option<&Query>) -> Outcome {
+        self.outcome_cached(request, query, None)
+    }
+
+    /// [`outcome`](Self::outcome), reusing `cache`'s lookups while the
+    /// catalog has not changed (the UDP workers keep one each).
+    pub fn outcome_cached(
+        &self,
+        request: &Metadata,
+        query: Option<&Query>,
+        cache: Option<&mut AnswerCache>,
+    ) -> Outcome {
+        if request.op_code != OpCode::Query || request.message_type != MessageType::Query {
+            return Outcome::Reply(Reply::empty(request, ResponseCode::NotImp));
         }
-        let Some(query) = request.queries.queries().first() else {
-            let reply = builder.error_msg(&request.metadata, ResponseCode::FormErr);
-            return send(&mut response, reply, &request.metadata).await;
-        };
-        let name: Name = query.name().into();
+        let Some(query) = query else { return Outcome::Reply(Reply::empty(request, ResponseCode::FormErr)) };
+        let name = query.name().to_lowercase();
         let found = {
             let tables = self.store.read();
-            let name = name.to_lowercase();
-            let datacenter = &self.datacenter;
-            self.domains
-                .iter()
-                .find_map(|domain| answer(&tables, &name, query.query_type(), domain, datacenter, &self.options))
+            let look_up = || {
+                let datacenter = &self.datacenter;
+                self.domains
+                    .iter()
+                    .find_map(|domain| answer(&tables, &name, query.query_type(), domain, datacenter, &self.options))
+            };
+            match cache {
+                Some(cache) => cache.get_or_insert(&tables, (name.clone(), query.query_type()), look_up),
+                None => look_up(),
+            }
         };
         // A reverse name we do not know is the recursors' to answer, if there are any.
         let found = found.filter(|f| !f.recurse || self.recursors.is_empty());
         let Some(mut found) = found else {
             if self.recursors.is_empty() {
-                tracing::debug!(%name, "refusing a query outside the DNS domain");
-                let reply = builder.build_no_records(refuse(ResponseCode::Refused));
-                return send(&mut response, reply, &request.metadata).await;
+                tracing::debug!(name = %query.name(), "refusing a query outside the DNS domain");
+                return Outcome::Reply(Reply::empty(request, ResponseCode::Refused));
             }
-            let Some(upstream) = self.recursors.resolve(query.original().clone()).await else {
-                let reply = builder.build_no_records(refuse(ResponseCode::ServFail));
-                return send(&mut response, reply, &request.metadata).await;
-            };
-            let mut metadata = refuse(upstream.metadata.response_code);
-            metadata.recursion_available = true;
-            let reply = builder.build(
-                metadata,
-                upstream.answers.iter(),
-                upstream.authorities.iter(),
-                None,
-                upstream.additionals.iter(),
-            );
-            return send(&mut response, reply, &request.metadata).await;
+            return Outcome::Recurse(query.clone());
         };
         found.records.shuffle(&mut rand::thread_rng());
-        let mut metadata = refuse(if found.no_such_name { ResponseCode::NXDomain } else { ResponseCode::NoError });
+        let mut metadata = Metadata::response_from_request(request);
+        metadata.response_code = if found.no_such_name { ResponseCode::NXDomain } else { ResponseCode::NoError };
         // Authoritative, so forwarders (dnsmasq, unbound stub zones) accept it.
         metadata.authoritative = true;
         metadata.recursion_available = !self.recursors.is_empty();
-        let reply = builder.build(metadata, found.records.iter(), None, found.soa.iter(), found.additionals.iter());
-        send(&mut response, reply, &request.metadata).await
+        Outcome::Reply(Reply {
+            metadata,
+            answers: found.records,
+            authorities: found.soa.into_iter().collect(),
+            additionals: found.additionals,
+        })
+    }
+
+    /// Asks the recursors; SERVFAIL if none answers.
+    pub async fn recurse(&self, request: &Metadata, query: Query) -> Reply {
+        let Some(upstream) = self.recursors.resolve(query).await else {
+            return Reply::empty(request, ResponseCode::ServFail);
+        };
+        let mut reply = Reply::empty(request, upstream.metadata.response_code);
+        reply.metadata.recursion_available = true;
+        reply.answers = upstream.answers;
+        reply.authorities = upstream.authorities;
+        reply.additionals = upstream.additionals;
+        reply
+    }
+}
+
+/// The EDNS0 we answer with: the client's buffer size, within bounds; it
+/// also bounds the UDP answer.
+fn answer_edns(asked: Option<&Edns>) -> Option<Edns> {
+    asked.map(|asked| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(asked.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        edns
+    })
+}
+
+/// TCP goes through hickory-server (framing, timeouts); UDP has its own
+/// loop (see [`udp`]).
+#[async_trait::async_trait]
+impl RequestHandler for CatalogDns {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+        let edns = answer_edns(request.edns.as_ref());
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let query = request.queries.queries().first().map(|q| q.original().clone());
+        let reply = match self.outcome(&request.metadata, query.as_ref()) {
+            Outcome::Reply(reply) => reply,
+            Outcome::Recurse(query) => self.recurse(&request.metadata, query).await,
+        };
+        let message = builder.build(
+            reply.metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            None,
+            reply.additionals.iter(),
+        );
+        send(&mut response, message, &request.metadata).await
     }
 }
 
@@ -146,10 +237,10 @@ async fn send<'a, R: ResponseHandler>(
     reply: hickory_server::zone_handler::MessageResponse<
         '_,
         'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
     >,
     request: &Metadata,
 ) -> ResponseInfo {
@@ -171,11 +262,25 @@ pub async fn run(
     tcp: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let mut server = DnsServer::new(handler);
-    server.register_socket(udp);
+    let handler = Arc::new(handler);
+    let udp_workers = udp::serve(handler.clone(), Arc::new(udp));
+    let mut server = DnsServer::new(SharedHandler(handler));
     server.register_listener(tcp, Duration::from_secs(5), 64 * 1024);
     shutdown.await;
+    for worker in udp_workers {
+        worker.abort();
+    }
     if let Err(error) = server.shutdown_gracefully().await {
         tracing::warn!(%error, "DNS server stopped with an error");
+    }
+}
+
+/// The handler shared by the UDP loop and hickory's TCP server.
+struct SharedHandler(Arc<CatalogDns>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response).await
     }
 }
