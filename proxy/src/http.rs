@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::client::conn::{http1, http2};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -287,7 +287,9 @@ pub async fn connect_tls(
         }
         Ok(stream)
     };
-    tokio::time::timeout(timeout, handshake).await.map_err(|_| format!("connect to {endpoint} timed out after {timeout:?}"))?
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| format!("connect to {endpoint} timed out after {timeout:?}"))?
 }
 
 /// Mutual TLS HTTP/2 connections to one upstream's endpoints (for `http2`
@@ -355,9 +357,8 @@ impl H1Links {
         };
         if !usable {
             let stream = connect_tls(endpoint, destination, tls, timeout, Some(ALPN_HTTP1)).await?;
-            let (sender, connection) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP/1.1 to {endpoint}: {e}"))?;
+            let (sender, connection) =
+                http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("HTTP/1.1 to {endpoint}: {e}"))?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%endpoint, %error, "upstream HTTP/1.1 connection ended");

@@ -250,14 +250,12 @@ impl Server {
             );
         // Nagle's algorithm on these sockets held the state stream's small
         // messages back for a delayed ACK (~40 ms per change on client agents).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(rpc_listener),
-            |accepted| {
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(rpc_listener), |accepted| {
                 accepted.inspect(|stream| {
                     let _ = stream.set_nodelay(true);
                 })
-            },
-        );
+            });
         let raft_for_shutdown = raft.clone();
         tokio::spawn(async move {
             let served = grpc
