@@ -168,17 +168,20 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
         MESH_CONFIG_KIND => check_default_intention_action(&body),
         SERVICE_RESOLVER => {
             check_subsets(&body)?;
-            load_balancer_of(&body).map(drop)
+            load_balancer_of(&body)?;
+            check_chain(mesh, entry)
         }
         SERVICE_SPLITTER => {
             check_split_weights(&body)?;
             require_http_like_protocol(mesh, &entry.kind, &entry.name)?;
-            check_split_subsets(mesh, &entry.name, &body)
+            check_split_subsets(mesh, &entry.name, &body)?;
+            check_chain(mesh, entry)
         }
         SERVICE_ROUTER => {
             check_route_regexes(&body)?;
             require_http_like_protocol(mesh, &entry.kind, &entry.name)?;
-            check_route_subsets(mesh, &entry.name, &body)
+            check_route_subsets(mesh, &entry.name, &body)?;
+            check_chain(mesh, entry)
         }
         SERVICE_INTENTIONS => check_service_intentions(mesh, &entry.name, &body),
         // ingress-gateway: Weft reads nothing in it yet.
@@ -320,6 +323,18 @@ fn check_split_weights(body: &Map<String, Value>) -> Result<(), String> {
         return Err(format!("Splits: the weights must add up to 100, not {}", weight_text(total)));
     }
     Ok(())
+}
+
+/// The discovery chain of the entry's service must compile with the entry in
+/// place: durations parse, redirects end, splitters do not nest too deep.
+fn check_chain(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(), String> {
+    let with_entry = mesh.with_config_entry(entry.clone());
+    let service = ServiceName::new(entry.name.as_str());
+    // Target names carry the datacenter; it does not matter for the check.
+    super::discovery_chain::compile(&with_entry, &service, &weft_api::ids::Datacenter::new("dc"))
+        .and_then(|chain| weft_api::chain::CompiledChain::new(chain).map_err(|e| e.to_string()))
+        .map(drop)
+        .map_err(|reason| format!("the {} entry for {} cannot be used: {reason}", entry.kind, entry.name))
 }
 
 /// A router or splitter needs its service to speak an HTTP-like protocol.

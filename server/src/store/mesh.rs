@@ -149,6 +149,13 @@ impl MeshTables {
         changed.mark(Table::ConfigEntries);
     }
 
+    /// These tables with `entry` written (for checks that need it in place).
+    pub(super) fn with_config_entry(&self, entry: ConfigEntry) -> MeshTables {
+        let mut tables = self.clone();
+        tables.config_entries.insert((entry.kind.clone(), entry.name.clone()), entry);
+        tables
+    }
+
     pub(super) fn delete_config_entry(&mut self, kind: &str, name: &str, changed: &mut Changed) -> CommandOutcome {
         if self.config_entries.remove(&(kind.to_owned(), name.to_owned())).is_some() {
             changed.mark(Table::ConfigEntries);

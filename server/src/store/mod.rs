@@ -10,6 +10,7 @@
 
 mod catalog;
 mod config_entries;
+mod discovery_chain;
 mod intentions;
 mod kv;
 mod mesh;
@@ -29,6 +30,7 @@ pub use config_entries::{
     validate_kind_and_name, EffectiveProtocol, ProtocolSource, CONFIG_ENTRY_KINDS, INGRESS_GATEWAY, PROXY_DEFAULTS,
     PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
 };
+pub use discovery_chain::{compile as compile_discovery_chain, DEFAULT_CONNECT_TIMEOUT_MS};
 pub use intentions::{
     evaluation_order, is_wildcard, precedence, rule_of, validate_intention, validate_name, DEFAULT_ACTION_FIELD,
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,

@@ -146,7 +146,7 @@ fn starting_with_slash(value: &str, path: &str) -> Result<String, String> {
     }
 }
 
-fn parse_header(value: &Value, path: &str) -> Result<HeaderMatch, String> {
+pub(super) fn parse_header(value: &Value, path: &str) -> Result<HeaderMatch, String> {
     let header = as_object(value, path)?;
     only_known_keys(header, HEADER_KEYS, path)?;
     let name = str_field(header, "Name", &format!("{path}.Name"))?.ok_or_else(|| format!("{path}.Name must be set"))?;
