@@ -8,15 +8,17 @@
 //! whole previous one, and the sidecar applies what changed without
 //! dropping connections that are still allowed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::DiscoveryChain;
 use crate::ids::{NodeName, ServiceName};
 use crate::intentions::{IntentionError, IntentionRule, IntentionSet};
 use crate::mesh::{IntentionAction, Protocol};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProxySnapshot {
     /// The sidecar's service ID (`web-sidecar-proxy`).
     pub proxy_id: String,
@@ -66,16 +68,24 @@ impl IntentionSnapshot {
     }
 }
 
-/// One upstream: a local listener for the application, and the healthy
-/// sidecars of the destination to send its traffic to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One upstream: a local listener for the application, and where to send
+/// its traffic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamSnapshot {
     pub destination: ServiceName,
     pub local_bind: SocketAddr,
     pub protocol: Protocol,
+    /// The default route's endpoints (its target, else its failovers):
+    /// where a `tcp` upstream's connections go.
     pub endpoints: Vec<Endpoint>,
     pub connect_timeout_ms: u64,
     pub load_balancer: LoadBalancer,
+    /// How an HTTP upstream's requests are routed, split and resolved.
+    #[serde(default)]
+    pub chain: Option<DiscoveryChain>,
+    /// The healthy sidecars of each of the chain's targets, by target ID.
+    #[serde(default)]
+    pub target_endpoints: BTreeMap<String, Vec<Endpoint>>,
 }
 
 /// How a sidecar spreads an upstream's traffic over its endpoints (the

@@ -94,7 +94,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// set from the URI's authority), and the URI in the form the next hop's
 /// HTTP wants: absolute for HTTP/2 (`http://<authority>/...`), origin-form
 /// (the path) for HTTP/1.1.
-fn retarget(mut request: Request<Body>, http2_authority: Option<&str>) -> Result<Request<Body>, String> {
+pub(crate) fn retarget(mut request: Request<Body>, http2_authority: Option<&str>) -> Result<Request<Body>, String> {
     if !request.headers().contains_key(HOST) {
         if let Some(value) = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             request.headers_mut().insert(HOST, value);
@@ -309,7 +309,7 @@ impl H2Pool {
 
     /// The pooled connection to `endpoint`, or a new one. Connecting holds
     /// the pool, so a burst of requests opens one connection, not many.
-    async fn sender(
+    pub(crate) async fn sender(
         &self,
         endpoint: SocketAddr,
         destination: &ServiceName,
@@ -339,12 +339,12 @@ impl H2Pool {
 /// one at a time, so these need no sharing: one keep-alive connection
 /// between sidecars per application connection and endpoint.
 #[derive(Default)]
-struct H1Links {
+pub(crate) struct H1Links {
     senders: HashMap<SocketAddr, http1::SendRequest<Body>>,
 }
 
 impl H1Links {
-    async fn sender(
+    pub(crate) async fn sender(
         &mut self,
         endpoint: SocketAddr,
         destination: &ServiceName,
@@ -379,7 +379,7 @@ pub async fn serve_outbound(stream: TcpStream, upstream: Arc<Upstream>, protocol
         let (upstream, links) = (upstream.clone(), links.clone());
         async move {
             let started = Instant::now();
-            let response = send_upstream(request.map(BodyExt::boxed), &upstream, &links).await;
+            let response = crate::routing::send_upstream(request.map(BodyExt::boxed), &upstream, &links).await;
             upstream.metrics.request(Direction::Outbound, response.status().as_u16(), started.elapsed().as_secs_f64());
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -393,79 +393,4 @@ pub async fn serve_outbound(stream: TcpStream, upstream: Arc<Upstream>, protocol
     if let Err(error) = served {
         tracing::debug!(%error, "application HTTP connection ended");
     }
-}
-
-async fn send_upstream(
-    request: Request<Body>,
-    upstream: &Upstream,
-    links: &tokio::sync::Mutex<H1Links>,
-) -> Response<Body> {
-    let Some(runtime) = current(&upstream.runtime) else {
-        return local_response(StatusCode::SERVICE_UNAVAILABLE, "not ready", "weft: the sidecar is not ready\n".into());
-    };
-    let Some(target) = runtime.upstreams.get(&upstream.bind) else {
-        return local_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no upstream",
-            "weft: this upstream was removed\n".into(),
-        );
-    };
-    let destination = &target.snapshot.destination;
-    let endpoints: Vec<SocketAddr> = target.snapshot.endpoints.iter().map(|e| e.address).collect();
-    if endpoints.is_empty() {
-        return local_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy upstream",
-            format!("weft: {destination} has no healthy instance\n"),
-        );
-    }
-    let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
-    let http2 = target.snapshot.protocol != Protocol::Http;
-    let request = match retarget(request, http2.then_some(destination.as_str())) {
-        Ok(request) => request,
-        Err(message) => return local_response(StatusCode::BAD_REQUEST, "bad request", message),
-    };
-    let mut last_error = String::new();
-    // Connecting is retried on the next endpoint; a request once sent is not
-    // (it may have had an effect).
-    for endpoint in upstream.balancer.order(&endpoints, target.snapshot.load_balancer) {
-        let tls = target.client_tls.clone();
-        let sent = if http2 {
-            match upstream.pool.sender(endpoint, destination, tls, timeout).await {
-                Ok(mut sender) => {
-                    let _in_flight = upstream.balancer.start(endpoint);
-                    sender.send_request(request).await
-                }
-                Err(error) => {
-                    last_error = error;
-                    continue;
-                }
-            }
-        } else {
-            let mut links = links.lock().await;
-            match links.sender(endpoint, destination, tls, timeout).await {
-                Ok(sender) => {
-                    let _in_flight = upstream.balancer.start(endpoint);
-                    sender.send_request(request).await
-                }
-                Err(error) => {
-                    last_error = error;
-                    continue;
-                }
-            }
-        };
-        return match sent {
-            Ok(response) => response.map(BodyExt::boxed),
-            Err(error) => local_response(
-                StatusCode::BAD_GATEWAY,
-                "upstream failed",
-                format!("weft: the request to {destination} at {endpoint} failed: {error}\n"),
-            ),
-        };
-    }
-    local_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream unreachable",
-        format!("weft: no instance of {destination} could be reached: {last_error}\n"),
-    )
 }

@@ -15,8 +15,10 @@
 //! - [`inbound`]: the public mTLS listener: identify, judge, splice or serve HTTP.
 //! - [`outbound`]: an upstream's local listener: pick an endpoint, handshake,
 //!   verify the peer's SPIFFE ID, splice or serve HTTP.
-//! - [`http`]: the L7 path: per-request intentions inbound, pooled HTTP/2
-//!   between sidecars outbound.
+//! - [`http`]: the L7 path: per-request intentions inbound, keep-alive
+//!   HTTP/1.1 or multiplexed HTTP/2 between sidecars outbound.
+//! - `routing`: an HTTP upstream's requests through its discovery chain
+//!   (routes, faults, splits, failover, retries, timeouts, header edits).
 //! - [`balancer`]: round robin and least request (power of two choices).
 //! - [`tls`], [`identity`]: rustls configurations and SPIFFE IDs.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin port.
@@ -33,6 +35,7 @@ pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+mod routing;
 pub mod runtime;
 pub mod sidecar;
 pub mod tls;

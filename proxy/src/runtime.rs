@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
+use weft_api::chain::{ChainError, CompiledChain};
 use weft_api::intentions::{IntentionError, IntentionSet};
 use weft_api::proxy::{ProxySnapshot, UpstreamSnapshot};
 
@@ -32,6 +33,8 @@ pub struct UpstreamRuntime {
     pub snapshot: UpstreamSnapshot,
     /// Verifies that the peer serves `snapshot.destination`.
     pub client_tls: Arc<ClientConfig>,
+    /// The snapshot's discovery chain, regexes compiled.
+    pub chain: Option<CompiledChain>,
 }
 
 /// A snapshot that cannot be used (the sidecar keeps its last good one).
@@ -41,6 +44,8 @@ pub enum RuntimeError {
     Tls(#[from] TlsError),
     #[error("unusable intentions: {0}")]
     Intentions(#[from] IntentionError),
+    #[error("unusable discovery chain: {0}")]
+    Chain(#[from] ChainError),
 }
 
 impl Runtime {
@@ -55,9 +60,10 @@ impl Runtime {
             .iter()
             .map(|upstream| {
                 let client_tls = material.client_config(&upstream.destination, upstream.protocol)?;
-                Ok((upstream.local_bind, UpstreamRuntime { snapshot: upstream.clone(), client_tls }))
+                let chain = upstream.chain.clone().map(CompiledChain::new).transpose()?;
+                Ok((upstream.local_bind, UpstreamRuntime { snapshot: upstream.clone(), client_tls, chain }))
             })
-            .collect::<Result<_, TlsError>>()?;
+            .collect::<Result<_, RuntimeError>>()?;
         Ok(Runtime {
             server_tls: material.server_config()?,
             intentions: snapshot.intentions.compile()?,

@@ -162,6 +162,8 @@ async fn upstream_to(
         endpoints: vec![Endpoint { address: endpoint, node: "n1".into() }],
         connect_timeout_ms: 2_000,
         load_balancer: LoadBalancer::RoundRobin,
+        chain: None,
+        target_endpoints: Default::default(),
     };
     let unused = "127.0.0.1:9".parse().unwrap();
     let (sender, runtime) = runtime_of(snapshot("web", material, Protocol::Tcp, Vec::new(), unused, vec![upstream]));

@@ -8,11 +8,17 @@
 
 use std::net::SocketAddr;
 
-use weft_api::catalog::sidecar_name;
-use weft_api::ids::{ServiceId, ServiceName};
+use std::collections::{BTreeMap, BTreeSet};
+
+use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus};
+use weft_api::chain::Target;
+use weft_api::ids::{Datacenter, NodeName, ServiceId, ServiceName};
 use weft_api::proxy::{Endpoint, IntentionSnapshot, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
 use weft_server::ca::CaError;
-use weft_server::store::{effective_protocol, resolver_load_balancer, StateStore, Table, Tables};
+use weft_server::store::{
+    compile_discovery_chain, effective_protocol, resolver_load_balancer, ServiceHealth, StateStore, Table, Tables,
+    DEFAULT_CONNECT_TIMEOUT_MS,
+};
 
 use super::supervisor::AdminPorts;
 use super::LeafCache;
@@ -22,9 +28,6 @@ use crate::local::LocalState;
 /// The tables a snapshot reads: a change in any may change it.
 pub const SNAPSHOT_TABLES: &[Table] =
     &[Table::Nodes, Table::Services, Table::Checks, Table::Intentions, Table::ConfigEntries, Table::Ca];
-
-/// How long a sidecar may take to connect to an upstream's sidecar.
-const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -70,9 +73,10 @@ pub async fn build(
     store: &StateStore,
     leaves: &LeafCache,
     admin_ports: &AdminPorts,
+    datacenter: &Datacenter,
     spec: &SidecarSpec,
 ) -> Result<Built, SnapshotError> {
-    let partial = from_tables(&store.read(), spec)?;
+    let partial = from_tables(&store.read(), spec, datacenter)?;
     let proxy = &spec.proxy;
     let leaf = leaves.leaf(&proxy.destination_service_name, &partial.active_root).await?;
     let snapshot = ProxySnapshot {
@@ -107,7 +111,7 @@ struct FromTables {
     upstreams: Vec<UpstreamSnapshot>,
 }
 
-fn from_tables(tables: &Tables, spec: &SidecarSpec) -> Result<FromTables, SnapshotError> {
+fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> Result<FromTables, SnapshotError> {
     let bad = |detail: String| SnapshotError::BadRegistration { id: spec.proxy_id.clone(), detail };
     let proxy = &spec.proxy;
     let ca = tables.mesh().ca().ok_or(CaError::NotInitialized)?;
@@ -123,14 +127,8 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec) -> Result<FromTables, Snapsh
         .map(|upstream| {
             let destination = ServiceName::new(upstream.destination_name.as_str());
             let bind_address = upstream.local_bind_address.as_deref().unwrap_or("127.0.0.1");
-            Ok(UpstreamSnapshot {
-                local_bind: socket_addr(bind_address, upstream.local_bind_port).map_err(&bad)?,
-                protocol: effective_protocol(mesh, destination.as_str()).protocol,
-                endpoints: healthy_sidecars(tables, &destination),
-                connect_timeout_ms: UPSTREAM_CONNECT_TIMEOUT_MS,
-                load_balancer: resolver_load_balancer(mesh, destination.as_str()),
-                destination,
-            })
+            let local_bind = socket_addr(bind_address, upstream.local_bind_port).map_err(&bad)?;
+            Ok(upstream_snapshot(tables, datacenter, destination, local_bind))
         })
         .collect::<Result<_, SnapshotError>>()?;
     Ok(FromTables {
@@ -144,14 +142,87 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec) -> Result<FromTables, Snapsh
     })
 }
 
-/// The passing sidecars (`connect-proxy` services) of `destination`, in a
-/// stable order so that an unchanged set makes an unchanged snapshot.
-fn healthy_sidecars(tables: &Tables, destination: &ServiceName) -> Vec<Endpoint> {
-    let mut endpoints: Vec<Endpoint> = tables
-        .catalog()
-        .service_health(&sidecar_name(destination))
+/// One upstream: its discovery chain and the endpoints of each target.
+/// A chain that cannot be compiled (which validated writes prevent) leaves
+/// the destination's own instances as the only target.
+fn upstream_snapshot(
+    tables: &Tables,
+    datacenter: &Datacenter,
+    destination: ServiceName,
+    local_bind: SocketAddr,
+) -> UpstreamSnapshot {
+    let mesh = tables.mesh();
+    let chain = compile_discovery_chain(mesh, &destination, datacenter)
+        .map_err(|error| tracing::warn!(%destination, %error, "cannot compile the discovery chain"))
+        .ok();
+    let target_endpoints: BTreeMap<String, Vec<Endpoint>> = chain
+        .iter()
+        .flat_map(|chain| chain.targets.iter())
+        .map(|(id, target)| (id.clone(), target_endpoints(tables, target)))
+        .collect();
+    // A tcp upstream takes the default route's target, else its failovers.
+    let default_target = chain.as_ref().and_then(|c| c.routes.last()?.splits.first()).map(|s| s.target.clone());
+    let endpoints = match (&chain, default_target) {
+        (Some(chain), Some(id)) => std::iter::once(&id)
+            .chain(chain.targets.get(&id).map(|t| t.failover.iter()).into_iter().flatten())
+            .map(|id| target_endpoints.get(id).cloned().unwrap_or_default())
+            .find(|endpoints| !endpoints.is_empty())
+            .unwrap_or_default(),
+        _ => healthy_sidecars_of(tables, &destination, |_| true, false),
+    };
+    let default = chain.as_ref().and_then(|c| c.targets.values().next());
+    UpstreamSnapshot {
+        local_bind,
+        protocol: effective_protocol(mesh, destination.as_str()).protocol,
+        endpoints,
+        connect_timeout_ms: default.map_or(DEFAULT_CONNECT_TIMEOUT_MS, |t| t.connect_timeout_ms),
+        load_balancer: resolver_load_balancer(mesh, destination.as_str()),
+        chain,
+        target_endpoints,
+        destination,
+    }
+}
+
+/// The sidecars of the instances `target` selects.
+fn target_endpoints(tables: &Tables, target: &Target) -> Vec<Endpoint> {
+    let filter = target.filter.as_deref().and_then(|f| weft_filter::Filter::parse(f).ok());
+    healthy_sidecars_of(
+        tables,
+        &target.service,
+        |instance| filter.as_ref().is_none_or(|f| f.matches(&crate::http::health_entry_json(instance))),
+        target.only_passing,
+    )
+}
+
+/// The passing sidecars (`<service>-sidecar-proxy`, kind `connect-proxy`) of
+/// the healthy instances of `service` that `selects` takes (healthy: no
+/// critical check; with `only_passing`, no warning either), in a stable
+/// order so that an unchanged set makes an unchanged snapshot.
+fn healthy_sidecars_of(
+    tables: &Tables,
+    service: &ServiceName,
+    selects: impl Fn(&ServiceHealth) -> bool,
+    only_passing: bool,
+) -> Vec<Endpoint> {
+    let catalog = tables.catalog();
+    let healthy = |entry: &ServiceHealth| {
+        entry.checks.iter().all(|c| match c.status {
+            HealthStatus::Passing => true,
+            HealthStatus::Warning => !only_passing,
+            HealthStatus::Critical | HealthStatus::Maintenance => false,
+        })
+    };
+    let selected: BTreeSet<(NodeName, ServiceId)> = catalog
+        .service_health(service)
+        .into_iter()
+        .filter(|entry| entry.service.kind.is_empty() && healthy(entry) && selects(entry))
+        .map(|entry| (entry.node.name.clone(), sidecar_id(&entry.service.id)))
+        .collect();
+    let mut endpoints: Vec<Endpoint> = catalog
+        .service_health(&sidecar_name(service))
         .into_iter()
         .filter(|h| h.service.kind == "connect-proxy" && h.is_passing())
+        .filter(|h| selected.contains(&(h.node.name.clone(), h.service.id.clone())))
         .filter_map(|h| {
             let address = if h.service.address.is_empty() { &h.node.address } else { &h.service.address };
             Some(Endpoint { address: socket_addr(address, h.service.port).ok()?, node: h.node.name.clone() })

@@ -288,7 +288,9 @@ async fn snapshot_answer(
         changes.borrow_and_update();
         let seen = store.read().max_index(SNAPSHOT_TABLES);
         let spec = spec_of()?;
-        let built = snapshot::build(&store, &state.leaves, &state.admin_ports, &spec).await.map_err(snapshot_error)?;
+        let built = snapshot::build(&store, &state.leaves, &state.admin_ports, &state.config.datacenter, &spec)
+            .await
+            .map_err(snapshot_error)?;
         let body = serde_json::to_value(&built.snapshot)
             .map_err(|e| ApiError::Cluster(weft_server::ServerError::Fatal(e.to_string())))?;
         let hash = content_hash(&body);

@@ -38,6 +38,12 @@ fn checks_json(checks: &[Check]) -> Value {
     Value::Array(checks.iter().map(check_json).collect())
 }
 
+/// One instance with its node and checks, as `/v1/health/service` shows it
+/// (and as `?filter=` and service-resolver subset filters see it).
+pub fn health_entry_json(entry: &ServiceHealth) -> Value {
+    json!({"Node": node_json(&entry.node), "Service": service_json(&entry.service), "Checks": checks_json(&entry.checks)})
+}
+
 /// `GET /v1/health/connect/<service>`: the service's sidecars (the
 /// `<service>-sidecar-proxy` instances of kind `connect-proxy`), in the
 /// same shape and with the same options as `/v1/health/service`.
@@ -79,14 +85,7 @@ async fn instances(
         selector.order(&mut found, |h| &h.node.name);
         found
     };
-    let render = |entries: Vec<ServiceHealth>| {
-        Value::Array(
-            entries
-                .iter()
-                .map(|h| json!({"Node": node_json(&h.node), "Service": service_json(&h.service), "Checks": checks_json(&h.checks)}))
-                .collect(),
-        )
-    };
+    let render = |entries: Vec<ServiceHealth>| Value::Array(entries.iter().map(health_entry_json).collect());
     blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, render).await
 }
 

@@ -37,6 +37,7 @@ use crate::connect::supervisor::AdminPorts;
 use crate::connect::LeafCache;
 use crate::local::LocalState;
 pub use error::ApiError;
+pub(crate) use health::health_entry_json;
 
 /// What every handler can reach.
 #[derive(Clone)]

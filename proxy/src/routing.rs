@@ -1,0 +1,312 @@
+//! An HTTP upstream's requests, sent the way the destination's discovery
+//! chain says: the first route that matches, a fault injected if the route
+//! asks for one, a split picked by weight, the split's target (or its
+//! failovers when it has no healthy endpoint), with the route's timeout,
+//! retries, prefix rewrite and header edits.
+//!
+//! The chain comes compiled in the snapshot (see `weft_api::chain`); this
+//! module only follows it, so `weft troubleshoot route` and the sidecar
+//! agree on where a request goes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Request, Response, StatusCode, Uri};
+use rand::Rng;
+use weft_api::chain::{HeaderEdits, RequestView, Route};
+use weft_api::intentions::PathMatch;
+use weft_api::mesh::Protocol;
+use weft_api::proxy::Endpoint;
+
+use crate::http::{local_response, retarget, Body, H1Links};
+use crate::outbound::Upstream;
+use crate::runtime::{current, UpstreamRuntime};
+
+/// A request body kept for retries at most this large; a larger one is
+/// sent once.
+const MAX_RETRY_BODY: usize = 1024 * 1024;
+
+/// Why one try failed.
+enum TryError {
+    /// No endpoint could be reached: nothing was sent.
+    Unreachable(String),
+    /// Sent, and the exchange failed.
+    Failed(String),
+    /// The per-try timeout ran out.
+    TimedOut,
+}
+
+/// Sends `request` as the upstream's chain says (see the module docs).
+pub(crate) async fn send_upstream(
+    request: Request<Body>,
+    upstream: &Upstream,
+    links: &tokio::sync::Mutex<H1Links>,
+) -> Response<Body> {
+    let Some(runtime) = current(&upstream.runtime) else {
+        return local_response(StatusCode::SERVICE_UNAVAILABLE, "not ready", "weft: the sidecar is not ready\n".into());
+    };
+    let Some(target) = runtime.upstreams.get(&upstream.bind) else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no upstream",
+            "weft: this upstream was removed\n".into(),
+        );
+    };
+    let Some(chain) = &target.chain else {
+        let endpoints = &target.snapshot.endpoints;
+        let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
+        return match try_once(request, endpoints, target, upstream, links, timeout, None).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error, target),
+        };
+    };
+    let route_index = {
+        let headers = request.headers();
+        let header = |name: &str| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let view = RequestView {
+            method: request.method().as_str(),
+            path: request.uri().path(),
+            query: request.uri().query(),
+            header: &header,
+        };
+        chain.route(&view).map(|(i, _)| i)
+    };
+    let Some(route) = route_index.map(|i| &chain.chain.routes[i]) else {
+        return local_response(StatusCode::NOT_FOUND, "no route", "weft: no route matches this request\n".into());
+    };
+    if let Some(fault) = &route.fault {
+        if let Some(delay) = fault.delay.as_ref().filter(|d| roll() < d.percentage) {
+            tokio::time::sleep(Duration::from_millis(delay.duration_ms)).await;
+        }
+        if let Some(abort) = fault.abort.as_ref().filter(|a| roll() < a.percentage) {
+            let status = StatusCode::from_u16(abort.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return local_response(status, "fault injected", format!("weft: fault injected by {}\n", route.origin));
+        }
+    }
+    let Some(split) = route.pick(roll()) else {
+        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no split", "weft: the route has no split\n".into());
+    };
+    let mut request = request;
+    edit_headers(request.headers_mut(), &route.request_headers);
+    edit_headers(request.headers_mut(), &split.request_headers);
+    if let Some(rewritten) = rewrite_prefix(route, request.uri()) {
+        *request.uri_mut() = rewritten;
+    }
+    let work = send_with_retries(request, route, &split.target, target, upstream, links);
+    let mut response = match route.request_timeout_ms {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+            Ok(response) => response,
+            Err(_) => local_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "request timeout",
+                format!("weft: no answer within the route's {ms} ms request timeout ({})\n", route.origin),
+            ),
+        },
+        None => work.await,
+    };
+    edit_headers(response.headers_mut(), &route.response_headers);
+    edit_headers(response.headers_mut(), &split.response_headers);
+    response
+}
+
+/// Uniform in [0, 100).
+fn roll() -> f64 {
+    rand::thread_rng().gen_range(0.0..100.0)
+}
+
+async fn send_with_retries(
+    request: Request<Body>,
+    route: &Route,
+    target_id: &str,
+    target: &UpstreamRuntime,
+    upstream: &Upstream,
+    links: &tokio::sync::Mutex<H1Links>,
+) -> Response<Body> {
+    let (endpoints, connect_timeout) = endpoints_for(target, target_id);
+    let per_try = route.retry.per_try_timeout_ms.map(Duration::from_millis);
+    let retries = route.retry.num_retries;
+    if retries == 0 {
+        return match try_once(request, &endpoints, target, upstream, links, connect_timeout, per_try).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error, target),
+        };
+    }
+    // Retries need the body again: keep it (up to a bound).
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_RETRY_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return local_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large to retry",
+                format!("weft: a request retried by its route may carry at most {MAX_RETRY_BODY} bytes: {error}\n"),
+            )
+        }
+    };
+    let mut last = None;
+    for attempt in 0..=retries {
+        let mut again = Request::new(Full::new(body.clone()).map_err(|never| match never {}).boxed());
+        *again.method_mut() = parts.method.clone();
+        *again.uri_mut() = parts.uri.clone();
+        *again.version_mut() = parts.version;
+        *again.headers_mut() = parts.headers.clone();
+        let more = attempt < retries;
+        match try_once(again, &endpoints, target, upstream, links, connect_timeout, per_try).await {
+            Ok(response) if more && route.retry.on_status_codes.contains(&response.status().as_u16()) => {
+                tracing::debug!(status = %response.status(), attempt, "retrying on the route's status codes");
+                last = Some(Ok(response));
+            }
+            Ok(response) => return response,
+            Err(TryError::Unreachable(error)) if more && route.retry.on_connect_failure => {
+                last = Some(Err(TryError::Unreachable(error)));
+            }
+            Err(TryError::TimedOut) if more => last = Some(Err(TryError::TimedOut)),
+            Err(error) => return error_response(&error, target),
+        }
+    }
+    match last {
+        Some(Ok(response)) => response,
+        Some(Err(error)) => error_response(&error, target),
+        None => local_response(StatusCode::BAD_GATEWAY, "no try", "weft: nothing was sent\n".into()),
+    }
+}
+
+/// The endpoints of `target_id`, else of its first failover that has any;
+/// and its connect timeout.
+fn endpoints_for(target: &UpstreamRuntime, target_id: &str) -> (Vec<Endpoint>, Duration) {
+    let chain_target = target.chain.as_ref().and_then(|c| c.chain.targets.get(target_id));
+    let timeout =
+        Duration::from_millis(chain_target.map_or(target.snapshot.connect_timeout_ms, |t| t.connect_timeout_ms));
+    let failovers = chain_target.map(|t| t.failover.as_slice()).unwrap_or_default();
+    let endpoints = std::iter::once(target_id)
+        .chain(failovers.iter().map(String::as_str))
+        .filter_map(|id| target.snapshot.target_endpoints.get(id))
+        .find(|endpoints| !endpoints.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    (endpoints, timeout)
+}
+
+fn error_response(error: &TryError, target: &UpstreamRuntime) -> Response<Body> {
+    let destination = &target.snapshot.destination;
+    match error {
+        TryError::Unreachable(reason) if reason.is_empty() => local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+            format!("weft: {destination} has no healthy instance\n"),
+        ),
+        TryError::Unreachable(reason) => local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream unreachable",
+            format!("weft: no instance of {destination} could be reached: {reason}\n"),
+        ),
+        TryError::Failed(reason) => local_response(
+            StatusCode::BAD_GATEWAY,
+            "upstream failed",
+            format!("weft: the request to {destination} failed: {reason}\n"),
+        ),
+        TryError::TimedOut => local_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "per-try timeout",
+            format!("weft: {destination} did not answer within the route's per-try timeout\n"),
+        ),
+    }
+}
+
+/// One try: the first endpoint that can be reached (in the balancer's
+/// order) gets the request. Connecting moves on to the next endpoint; a
+/// request once sent is not sent elsewhere within this try.
+async fn try_once(
+    request: Request<Body>,
+    endpoints: &[Endpoint],
+    target: &UpstreamRuntime,
+    upstream: &Upstream,
+    links: &tokio::sync::Mutex<H1Links>,
+    connect_timeout: Duration,
+    per_try: Option<Duration>,
+) -> Result<Response<Body>, TryError> {
+    let destination = &target.snapshot.destination;
+    let addresses: Vec<SocketAddr> = endpoints.iter().map(|e| e.address).collect();
+    let http2 = target.snapshot.protocol != Protocol::Http;
+    let request = retarget(request, http2.then_some(destination.as_str())).map_err(TryError::Failed)?;
+    let mut last_error = String::new();
+    for endpoint in upstream.balancer.order(&addresses, target.snapshot.load_balancer) {
+        let tls = target.client_tls.clone();
+        // Connecting may move on to the next endpoint: nothing was sent yet.
+        if http2 {
+            let mut sender = match upstream.pool.sender(endpoint, destination, tls, connect_timeout).await {
+                Ok(sender) => sender,
+                Err(error) => {
+                    last_error = error;
+                    continue;
+                }
+            };
+            let _in_flight = upstream.balancer.start(endpoint);
+            return exchange(sender.send_request(request), endpoint, per_try).await;
+        }
+        let mut links = links.lock().await;
+        let sender = match links.sender(endpoint, destination, tls, connect_timeout).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                last_error = error;
+                continue;
+            }
+        };
+        let _in_flight = upstream.balancer.start(endpoint);
+        return exchange(sender.send_request(request), endpoint, per_try).await;
+    }
+    Err(TryError::Unreachable(last_error))
+}
+
+/// Waits for the answer to a sent request, within `per_try` if set.
+async fn exchange(
+    sent: impl std::future::Future<Output = hyper::Result<Response<hyper::body::Incoming>>>,
+    endpoint: SocketAddr,
+    per_try: Option<Duration>,
+) -> Result<Response<Body>, TryError> {
+    let answer = match per_try {
+        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| TryError::TimedOut)?,
+        None => sent.await,
+    };
+    answer
+        .map(|response| response.map(BodyExt::boxed))
+        .map_err(|error| TryError::Failed(format!("at {endpoint}: {error}")))
+}
+
+/// Adds, sets and removes headers as `edits` say.
+fn edit_headers(headers: &mut HeaderMap, edits: &HeaderEdits) {
+    if edits.is_empty() {
+        return;
+    }
+    for (name, value) in &edits.add {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            headers.append(name, value);
+        }
+    }
+    for (name, value) in &edits.set {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            headers.insert(name, value);
+        }
+    }
+    for name in &edits.remove {
+        headers.remove(name.as_str());
+    }
+}
+
+/// The URI with the route's matched prefix replaced by its `PrefixRewrite`.
+fn rewrite_prefix(route: &Route, uri: &Uri) -> Option<Uri> {
+    let rewrite = route.prefix_rewrite.as_deref()?;
+    let Some(PathMatch::Prefix(prefix)) = &route.matches.path else { return None };
+    let rest = uri.path().strip_prefix(prefix.as_str())?;
+    let mut path = format!("{rewrite}{rest}");
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    Uri::try_from(path).ok()
+}

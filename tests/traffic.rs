@@ -1,0 +1,194 @@
+//! Traffic management end to end: `web` calls `api` through its sidecar,
+//! and the config entries for `api` (service-defaults, -resolver,
+//! -splitter, -router) decide where each request goes. Two instances of
+//! `api` (v1 and v2, told apart by `Meta.version`) answer with their name,
+//! so the test sees which one each request reached.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, free_port, weft, Cluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP/1.1 app answering `<name> <method> <path>`; `/slow` answers
+/// after 3 s; `/flaky` fails with 503 twice, then succeeds.
+async fn app(name: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flaky = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let flaky = flaky.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 4);
+                    let mut words = head.split_whitespace();
+                    let (method, path) = (words.next().unwrap_or("").to_owned(), words.next().unwrap_or("").to_owned());
+                    let canary = head.lines().any(|l| l.eq_ignore_ascii_case("x-canary: 1"));
+                    let status = match path.as_str() {
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            "200 OK"
+                        }
+                        "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) % 3 < 2 => "503 Service Unavailable",
+                        _ => "200 OK",
+                    };
+                    let body = format!("{name} {method} {path}{}", if canary { " canary" } else { "" });
+                    let response = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One request to `port`: (status, body).
+async fn request(port: u16, path: &str, user_agent: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: api\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn write_entry(http: &str, dir: &std::path::Path, name: &str, entry: Value) {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, entry.to_string()).unwrap();
+    let (code, out, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", http]);
+    assert_eq!(code, 0, "{name}: {out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let http = cluster.specs[vm1].http_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+
+    write_entry(&http, dir.path(), "defaults", json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http"}));
+    write_entry(
+        &http,
+        dir.path(),
+        "resolver",
+        json!({"Kind": "service-resolver", "Name": "api", "DefaultSubset": "v1",
+               "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"}, "v2": {"Filter": "Service.Meta.version == v2"}},
+               "Failover": {"v2": {"ServiceSubset": "v1"}}}),
+    );
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &http]);
+    assert_eq!(code, 0, "{err}");
+
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    for (id, port, version) in [("api-v1", v1, "v1"), ("api-v2", v2, "v2")] {
+        let registration = json!({"ID": id, "Name": "api", "Port": port, "Meta": {"version": version},
+            "Check": {"CheckID": format!("{id}-ttl"), "TTL": "10m", "Status": "passing"},
+            "Connect": {"SidecarService": {"Port": free_port()}}});
+        let response = cluster.client(vm2).put("/v1/agent/service/register", registration.to_string()).await.unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let upstream = free_port();
+    let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": free_port(),
+        "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}});
+    assert_eq!(cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+
+    // The resolver's default subset: v1.
+    eventually("web to reach api v1", Duration::from_secs(30), || async {
+        request(upstream, "/", "curl").await.filter(|(_, body)| body == "v1 GET /")
+    })
+    .await;
+
+    // The router: a mobile user agent goes to v2; /v2/... to v2 with its prefix rewritten;
+    // /flaky is retried on 503; /slow times out; /teapot gets an injected 418.
+    write_entry(
+        &http,
+        dir.path(),
+        "router",
+        json!({"Kind": "service-router", "Name": "api", "Routes": [
+            {"Match": {"HTTP": {"Header": [{"Name": "User-Agent", "Regex": ".*Mobile.*"}]}},
+             "Destination": {"ServiceSubset": "v2"}},
+            {"Match": {"HTTP": {"PathPrefix": "/v2/"}}, "Destination": {"ServiceSubset": "v2", "PrefixRewrite": "/"}},
+            {"Match": {"HTTP": {"PathExact": "/flaky"}},
+             "Destination": {"NumRetries": 3, "RetryOnStatusCodes": [503]}},
+            {"Match": {"HTTP": {"PathExact": "/slow"}}, "Destination": {"RequestTimeout": "500ms"}},
+            {"Match": {"HTTP": {"PathExact": "/teapot"}}, "Fault": {"Abort": {"HttpStatus": 418, "Percentage": 100}}}
+        ]}),
+    );
+    eventually("the router to apply", Duration::from_secs(30), || async {
+        request(upstream, "/", "Foo Mobile Safari").await.filter(|(_, body)| body == "v2 GET /")
+    })
+    .await;
+    assert_eq!(request(upstream, "/", "curl").await.unwrap().1, "v1 GET /");
+    assert_eq!(request(upstream, "/v2/things", "curl").await.unwrap().1, "v2 GET /things");
+    assert_eq!(request(upstream, "/flaky", "curl").await.unwrap(), (200, "v1 GET /flaky".to_owned()));
+    let started = std::time::Instant::now();
+    let (status, body) = request(upstream, "/slow", "curl").await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("500 ms request timeout"), "{body}");
+    println!("/slow answered 504 after {:?} (route timeout 500 ms)", started.elapsed());
+    assert_eq!(request(upstream, "/teapot", "curl").await.unwrap().0, 418);
+
+    // The splitter: 90/10 between the subsets, the canary marked by a header edit.
+    write_entry(
+        &http,
+        dir.path(),
+        "splitter",
+        json!({"Kind": "service-splitter", "Name": "api", "Splits": [
+            {"Weight": 90, "ServiceSubset": "v1"},
+            {"Weight": 10, "ServiceSubset": "v2", "RequestHeaders": {"Set": {"x-canary": "1"}}}]}),
+    );
+    eventually("the splitter to apply", Duration::from_secs(30), || async {
+        let mut canary = false;
+        for _ in 0..100 {
+            canary |= request(upstream, "/", "curl").await?.1 == "v2 GET / canary";
+        }
+        canary.then_some(())
+    })
+    .await;
+    let total = 2000;
+    let mut v2_count = 0;
+    for _ in 0..total {
+        let (status, body) = request(upstream, "/", "curl").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        if body == "v2 GET / canary" {
+            v2_count += 1;
+        } else {
+            assert_eq!(body, "v1 GET /");
+        }
+    }
+    let share = f64::from(v2_count) * 100.0 / f64::from(total);
+    println!("90/10 split: {v2_count} of {total} requests went to v2 ({share:.1}%)");
+    assert!((7.0..=13.0).contains(&share), "v2 got {share:.1}% of {total} requests, not 10 ± 3");
+
+    // Failover: with v2's instance critical, v2's traffic goes to v1.
+    let response = cluster.client(vm2).put("/v1/agent/check/fail/api-v2-ttl", Vec::new()).await.unwrap();
+    assert_eq!(response.status, 200);
+    eventually("mobile requests to fail over to v1", Duration::from_secs(30), || async {
+        request(upstream, "/", "Foo Mobile Safari").await.filter(|(_, body)| body == "v1 GET /")
+    })
+    .await;
+}
