@@ -184,6 +184,29 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
     println!("90/10 split: {v2_count} of {total} requests went to v2 ({share:.1}%)");
     assert!((7.0..=13.0).contains(&share), "v2 got {share:.1}% of {total} requests, not 10 ± 3");
 
+    // The chain, and an explanation of where a request would go, from the CLI.
+    let chain = cluster.client(vm1).get("/v1/discovery-chain/api").await.unwrap();
+    let chain: Value = serde_json::from_slice(&chain.body).unwrap();
+    assert_eq!(chain["Chain"]["routes"].as_array().unwrap().len(), 6, "5 router routes and the default: {chain}");
+    let troubleshoot = |args: &[&str]| {
+        let mut all = vec!["troubleshoot", "route", "--source", "web", "--destination", "api", "--http-addr", &http];
+        all.extend_from_slice(args);
+        let (code, out, err) = weft(&all);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let mobile = troubleshoot(&["--header", "User-Agent=Foo Mobile Safari"]);
+    assert!(mobile.contains("service-router api, route 1"), "{mobile}");
+    assert!(mobile.contains("100% to v2.api.default.dc1"), "{mobile}");
+    assert!(mobile.contains("Intention: allowed"), "{mobile}");
+    let plain = troubleshoot(&[]);
+    assert!(plain.contains("default route") && plain.contains("90% to v1.api.default.dc1"), "{plain}");
+    assert!(plain.contains("10% to v2.api.default.dc1"), "{plain}");
+    let (code, denied, _) =
+        weft(&["troubleshoot", "route", "--source", "db", "--destination", "api", "--http-addr", &http]);
+    assert_eq!(code, 0);
+    assert!(denied.contains("Intention: DENIED"), "{denied}");
+
     // Failover: with v2's instance critical, v2's traffic goes to v1.
     let response = cluster.client(vm2).put("/v1/agent/check/fail/api-v2-ttl", Vec::new()).await.unwrap();
     assert_eq!(response.status, 200);

@@ -57,6 +57,9 @@ enum Command {
     /// Manage intentions: which services may connect to which (check exits 2 when denied).
     #[command(subcommand)]
     Intention(commands::intention::IntentionCommand),
+    /// Explain where traffic goes and why (routes, splits, subsets, endpoints, intentions).
+    #[command(subcommand)]
+    Troubleshoot(commands::troubleshoot::TroubleshootCommand),
     /// Write, read, list and delete central config entries (service-defaults, service-router, mesh, ...).
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             Command::Proxy(command) => command.run().await,
             Command::Intention(command) => command.run().await,
             Command::Config(command) => command.run().await,
+            Command::Troubleshoot(command) => command.run().await,
         }
     });
     match result {

@@ -184,7 +184,7 @@ fn upstream_snapshot(
 }
 
 /// The sidecars of the instances `target` selects.
-fn target_endpoints(tables: &Tables, target: &Target) -> Vec<Endpoint> {
+pub(crate) fn target_endpoints(tables: &Tables, target: &Target) -> Vec<Endpoint> {
     let filter = target.filter.as_deref().and_then(|f| weft_filter::Filter::parse(f).ok());
     healthy_sidecars_of(
         tables,

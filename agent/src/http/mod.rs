@@ -19,6 +19,7 @@ mod query;
 mod read;
 mod snapshot;
 mod status;
+mod troubleshoot;
 
 use std::sync::Arc;
 
@@ -114,6 +115,8 @@ pub fn router(state: AppState) -> Router {
             get(intentions::get_by_id).put(intentions::update_by_id).delete(intentions::delete_by_id),
         )
         .route("/v1/agent/connect/authorize", axum::routing::post(intentions::authorize))
+        .route("/v1/discovery-chain/{service}", get(troubleshoot::discovery_chain))
+        .route("/v1/agent/troubleshoot/route", get(troubleshoot::route))
         .route("/v1/config", put(config_entries::apply))
         .route("/v1/config/{kind}", get(config_entries::list))
         .route("/v1/config/{kind}/{name}", get(config_entries::get).delete(config_entries::delete))

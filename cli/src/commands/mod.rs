@@ -12,6 +12,7 @@ pub mod operator;
 pub mod proxy;
 pub mod services;
 pub mod snapshot;
+pub mod troubleshoot;
 
 use anyhow::{bail, Context};
 use clap::Args;
