@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// An HTTP/1.1 app answering `<name> <method> <path>`; `/slow` answers
-/// after 3 s; `/flaky` fails with 503 twice, then succeeds.
+/// after 3 s; `/flaky` fails with 503 twice, then succeeds; an app named
+/// `bad` answers everything with a 500.
 async fn app(name: &'static str) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -41,6 +42,7 @@ async fn app(name: &'static str) -> u16 {
                     let (method, path) = (words.next().unwrap_or("").to_owned(), words.next().unwrap_or("").to_owned());
                     let canary = head.lines().any(|l| l.eq_ignore_ascii_case("x-canary: 1"));
                     let status = match path.as_str() {
+                        _ if name == "bad" => "500 Internal Server Error",
                         "/slow" => {
                             tokio::time::sleep(Duration::from_secs(3)).await;
                             "200 OK"
@@ -214,4 +216,72 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
         request(upstream, "/", "Foo Mobile Safari").await.filter(|(_, body)| body == "v1 GET /")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_them() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let http = cluster.specs[vm1].http_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+    write_entry(&http, dir.path(), "db", json!({"Kind": "service-defaults", "Name": "db", "Protocol": "http"}));
+    // web's settings for its upstream db: eject after 3 failures; one request at a time.
+    write_entry(
+        &http,
+        dir.path(),
+        "web",
+        json!({"Kind": "service-defaults", "Name": "web", "UpstreamConfig": {"Overrides": [{"Name": "db",
+            "PassiveHealthCheck": {"MaxFailures": 3, "BaseEjectionTime": "60s", "MaxEjectionPercent": 50},
+            "Limits": {"MaxConcurrentRequests": 1, "MaxPendingRequests": 0}}]}}),
+    );
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "db", "--http-addr", &http]);
+    assert_eq!(code, 0, "{err}");
+    let (good, bad) = (app("good").await, app("bad").await);
+    for (id, port) in [("db-good", good), ("db-bad", bad)] {
+        let registration =
+            json!({"ID": id, "Name": "db", "Port": port, "Connect": {"SidecarService": {"Port": free_port()}}});
+        assert_eq!(
+            cluster.client(vm2).put("/v1/agent/service/register", registration.to_string()).await.unwrap().status,
+            200
+        );
+    }
+    let upstream = free_port();
+    let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": free_port(),
+        "Proxy": {"Upstreams": [{"DestinationName": "db", "LocalBindPort": upstream}]}}}});
+    assert_eq!(cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    // Both instances known to web's sidecar: each answers at some point.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    eventually("web's sidecar to reach both db instances", Duration::from_secs(30), || async {
+        let (status, _) = request(upstream, "/", "curl").await?;
+        let mut seen = seen.lock().unwrap();
+        seen.insert(status);
+        (seen.contains(&200) && seen.contains(&500)).then_some(())
+    })
+    .await;
+
+    // Three failures in a row eject the bad instance: from then on, only the good one answers.
+    let mut failures = 0;
+    for _ in 0..10 {
+        if request(upstream, "/", "curl").await.unwrap().0 == 500 {
+            failures += 1;
+        }
+    }
+    for i in 0..30 {
+        let (status, body) = request(upstream, "/", "curl").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "good GET /"), "request {i} after the ejection");
+    }
+    println!("outlier detection: {failures} of the first 10 requests failed before the bad instance was ejected");
+    assert!(failures <= 3, "at most MaxFailures failures before the ejection: {failures}");
+
+    // One request at a time, none waiting: a second concurrent one is refused with a 503 that says why.
+    let slow = tokio::spawn(request(upstream, "/slow", "curl"));
+    let refused = eventually("a concurrent request to be refused", Duration::from_secs(10), || async {
+        request(upstream, "/", "curl").await.filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert!(refused.1.contains("MaxConcurrentRequests"), "{}", refused.1);
+    assert_eq!(slow.await.unwrap().unwrap(), (200, "good GET /slow".to_owned()));
 }

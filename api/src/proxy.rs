@@ -86,6 +86,37 @@ pub struct UpstreamSnapshot {
     /// The healthy sidecars of each of the chain's targets, by target ID.
     #[serde(default)]
     pub target_endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// The caller's limits on this upstream (its service-defaults'
+    /// `UpstreamConfig`).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Endpoints that keep failing are ejected for a while.
+    #[serde(default)]
+    pub outlier: Option<OutlierDetection>,
+}
+
+/// Consul's `Limits`: beyond them a request gets a 503 at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Connections the application may hold open to this upstream.
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a free slot under `max_concurrent_requests`.
+    pub max_pending_requests: Option<u32>,
+    pub max_concurrent_requests: Option<u32>,
+}
+
+/// Consul's `PassiveHealthCheck`: an endpoint that fails this often in a
+/// row is ejected for a while.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (or connect failures) that eject an endpoint.
+    pub max_failures: u32,
+    /// How often ejections are reviewed (Consul's `Interval`).
+    pub interval_ms: u64,
+    /// The first ejection's length; each further ejection is longer.
+    pub base_ejection_time_ms: u64,
+    /// At most this share of endpoints ejected at once.
+    pub max_ejection_percent: u32,
 }
 
 /// How a sidecar spreads an upstream's traffic over its endpoints (the

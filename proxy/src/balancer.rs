@@ -3,6 +3,12 @@
 //! less busy of two endpoints picked at random, which avoids the herd a
 //! global "least busy" makes). The chosen endpoint is tried first, then the
 //! others, so one dead instance costs a retry, not an error.
+//!
+//! Outlier detection (Consul's `PassiveHealthCheck`) lives here too: an
+//! endpoint that fails `MaxFailures` times in a row (a 5xx or a failed
+//! connection) is left out for `BaseEjectionTime` (longer each time it is
+//! ejected again), with at most `MaxEjectionPercent` of the endpoints out
+//! at once (but always one may go, as in Envoy), and never all of them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,14 +16,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
-use weft_api::proxy::LoadBalancer;
+use tokio::time::Instant;
+use weft_api::proxy::{LoadBalancer, OutlierDetection};
 
-/// One upstream's balancer: its round-robin position and what is in flight
-/// to each endpoint.
+/// One upstream's balancer: its round-robin position, what is in flight
+/// to each endpoint, and each endpoint's record of failures.
 #[derive(Default)]
 pub struct Balancer {
     next: AtomicUsize,
     in_flight: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    outliers: Mutex<HashMap<SocketAddr, OutlierState>>,
+}
+
+#[derive(Default)]
+struct OutlierState {
+    consecutive_failures: u32,
+    ejections: u32,
+    ejected_until: Option<Instant>,
 }
 
 /// Work in flight to one endpoint; counted until dropped.
@@ -30,8 +45,16 @@ impl Drop for InFlight {
 }
 
 impl Balancer {
-    /// `endpoints` in the order to try them.
+    /// `endpoints` in the order to try them, ejected ones left out (unless
+    /// every one is ejected).
     pub fn order(&self, endpoints: &[SocketAddr], policy: LoadBalancer) -> Vec<SocketAddr> {
+        let available: Vec<SocketAddr> = {
+            let outliers = self.outliers.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let ejected = |e: &SocketAddr| outliers.get(e).and_then(|o| o.ejected_until).is_some_and(|t| t > now);
+            endpoints.iter().copied().filter(|e| !ejected(e)).collect()
+        };
+        let endpoints = if available.is_empty() { endpoints } else { &available };
         if endpoints.is_empty() {
             return Vec::new();
         }
@@ -72,10 +95,38 @@ impl Balancer {
         InFlight(counter)
     }
 
+    /// Records how an exchange with `endpoint` went, and ejects it if it
+    /// keeps failing (see the module docs). `endpoints` counts toward the
+    /// share that may be out at once.
+    pub fn record(&self, endpoint: SocketAddr, failed: bool, policy: Option<&OutlierDetection>, endpoints: usize) {
+        let Some(policy) = policy else { return };
+        let mut outliers = self.outliers.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let ejected_now = outliers.values().filter(|o| o.ejected_until.is_some_and(|t| t > now)).count();
+        let state = outliers.entry(endpoint).or_default();
+        if !failed {
+            state.consecutive_failures = 0;
+            return;
+        }
+        state.consecutive_failures += 1;
+        let already_out = state.ejected_until.is_some_and(|t| t > now);
+        let may_eject = (endpoints * policy.max_ejection_percent as usize / 100).max(1);
+        if state.consecutive_failures >= policy.max_failures && !already_out && ejected_now < may_eject && endpoints > 1
+        {
+            state.ejections += 1;
+            state.consecutive_failures = 0;
+            let time = std::time::Duration::from_millis(policy.base_ejection_time_ms) * state.ejections.min(10);
+            state.ejected_until = Some(now + time);
+            tracing::info!(%endpoint, ejected_for = ?time, "ejecting an endpoint that keeps failing");
+        }
+    }
+
     /// Forgets endpoints no longer in `current` (nothing in flight to them).
     pub fn retain(&self, current: &[SocketAddr]) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         in_flight.retain(|endpoint, count| current.contains(endpoint) || count.load(Ordering::Relaxed) > 0);
+        drop(in_flight);
+        self.outliers.lock().unwrap_or_else(|p| p.into_inner()).retain(|endpoint, _| current.contains(endpoint));
     }
 }
 
@@ -97,6 +148,31 @@ mod tests {
         all.sort();
         assert_eq!(all, endpoints);
         assert!(balancer.order(&[], LoadBalancer::LeastRequest).is_empty());
+    }
+
+    #[test]
+    fn an_endpoint_that_keeps_failing_is_ejected_for_a_while() {
+        let balancer = Balancer::default();
+        let endpoints = addrs(2);
+        let policy = OutlierDetection {
+            max_failures: 3,
+            interval_ms: 1000,
+            base_ejection_time_ms: 60_000,
+            max_ejection_percent: 10,
+        };
+        for _ in 0..2 {
+            balancer.record(endpoints[0], true, Some(&policy), 2);
+        }
+        assert_eq!(balancer.order(&endpoints, LoadBalancer::RoundRobin).len(), 2, "two failures are not enough");
+        balancer.record(endpoints[0], true, Some(&policy), 2);
+        for _ in 0..4 {
+            assert_eq!(balancer.order(&endpoints, LoadBalancer::RoundRobin), [endpoints[1]]);
+        }
+        // Never all of them: the other may not be ejected while one is out (10% of 2 rounds up to 1).
+        for _ in 0..5 {
+            balancer.record(endpoints[1], true, Some(&policy), 2);
+        }
+        assert_eq!(balancer.order(&endpoints, LoadBalancer::RoundRobin), [endpoints[1]]);
     }
 
     #[test]

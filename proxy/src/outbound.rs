@@ -10,10 +10,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weft_api::proxy::Limits;
 
 use crate::balancer::Balancer;
 use crate::http::{self, H2Pool};
@@ -28,11 +31,63 @@ pub struct Upstream {
     pub metrics: Metrics,
     pub balancer: Balancer,
     pub pool: H2Pool,
+    /// The application's connections open to this upstream now.
+    connections: AtomicUsize,
+    /// `MaxConcurrentRequests` as last seen, and its permits.
+    request_slots: Mutex<Option<(u32, Arc<Semaphore>)>>,
+    /// Requests waiting for a permit now.
+    pending: AtomicUsize,
 }
+
+/// Why a request or connection was refused by the upstream's limits.
+pub const OVERLOADED: &str = "overloaded";
+
+/// A request's permission to go out under `MaxConcurrentRequests`.
+pub struct RequestSlot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Upstream {
     pub fn new(bind: SocketAddr, runtime: RuntimeWatch, metrics: Metrics) -> Upstream {
-        Upstream { bind, runtime, metrics, balancer: Balancer::default(), pool: H2Pool::default() }
+        Upstream {
+            bind,
+            runtime,
+            metrics,
+            balancer: Balancer::default(),
+            pool: H2Pool::default(),
+            connections: AtomicUsize::new(0),
+            request_slots: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// A slot for one request under `limits`: at once, after waiting among
+    /// at most `MaxPendingRequests` others, or `Err` with the limit that
+    /// refused it.
+    pub async fn request_slot(&self, limits: &Limits) -> Result<RequestSlot, String> {
+        let Some(max) = limits.max_concurrent_requests else { return Ok(RequestSlot(None)) };
+        let slots = {
+            let mut current = self.request_slots.lock().unwrap_or_else(|p| p.into_inner());
+            match &*current {
+                Some((limit, slots)) if *limit == max => slots.clone(),
+                _ => {
+                    let slots = Arc::new(Semaphore::new(max as usize));
+                    *current = Some((max, slots.clone()));
+                    slots
+                }
+            }
+        };
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(RequestSlot(Some(permit)));
+        }
+        let max_pending = limits.max_pending_requests.unwrap_or(u32::MAX) as usize;
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= max_pending {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!(
+                "{max} requests in flight (MaxConcurrentRequests) and {max_pending} waiting (MaxPendingRequests)"
+            ));
+        }
+        let permit = slots.acquire_owned().await;
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        permit.map(|p| RequestSlot(Some(p))).map_err(|_| "the upstream's limits changed".to_owned())
     }
 
     /// Drops per-endpoint state of endpoints that are gone.
@@ -61,9 +116,18 @@ pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: imp
         let upstream = upstream.clone();
         tokio::spawn(async move {
             let _open = upstream.metrics.open(Direction::Outbound);
-            let protocol = current(&upstream.runtime)
-                .and_then(|r| r.upstreams.get(&upstream.bind).map(|u| u.snapshot.protocol))
-                .unwrap_or_default();
+            let settings = current(&upstream.runtime).and_then(|r| {
+                r.upstreams.get(&upstream.bind).map(|u| (u.snapshot.protocol, u.snapshot.limits.max_connections))
+            });
+            let (protocol, max_connections) = settings.unwrap_or_default();
+            let open = upstream.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let _counted = CountedConnection(&upstream.connections);
+            if max_connections.is_some_and(|max| open > max as usize) {
+                upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
+                tracing::info!(bind = %upstream.bind, "refusing a connection: the upstream's MaxConnections is reached");
+                refuse_overloaded(stream, protocol).await;
+                return;
+            }
             if protocol.is_http_like() {
                 http::serve_outbound(stream, upstream.clone(), protocol).await;
                 upstream.metrics.connection(Direction::Outbound, Outcome::Served);
@@ -80,6 +144,29 @@ pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: imp
     }
 }
 
+/// Counts an application connection until dropped.
+struct CountedConnection<'a>(&'a AtomicUsize);
+
+impl Drop for CountedConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Closes a connection over the upstream's `MaxConnections`; an HTTP one
+/// first gets a 503 that says why.
+async fn refuse_overloaded(mut stream: TcpStream, protocol: weft_api::mesh::Protocol) {
+    if protocol.is_http_like() {
+        let body = "weft: too many connections to this upstream (MaxConnections)\n";
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\n{}: {OVERLOADED}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            crate::http::ERROR_HEADER,
+            body.len()
+        );
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes()).await;
+    }
+}
+
 /// Splices one application connection to one endpoint of the destination.
 async fn splice(mut local: TcpStream, upstream: &Upstream) -> Result<(), String> {
     let runtime = current(&upstream.runtime).ok_or("this sidecar has no certificate yet")?;
@@ -92,7 +179,9 @@ async fn splice(mut local: TcpStream, upstream: &Upstream) -> Result<(), String>
     let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&endpoints, target.snapshot.load_balancer) {
-        match http::connect_tls(endpoint, destination, target.client_tls.clone(), timeout, None).await {
+        let connected = http::connect_tls(endpoint, destination, target.client_tls.clone(), timeout, None).await;
+        upstream.balancer.record(endpoint, connected.is_err(), target.snapshot.outlier.as_ref(), endpoints.len());
+        match connected {
             Ok(mut remote) => {
                 let _in_flight = upstream.balancer.start(endpoint);
                 if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {

@@ -21,7 +21,7 @@ use weft_api::mesh::Protocol;
 use weft_api::proxy::Endpoint;
 
 use crate::http::{local_response, retarget, Body, H1Links};
-use crate::outbound::Upstream;
+use crate::outbound::{Upstream, OVERLOADED};
 use crate::runtime::{current, UpstreamRuntime};
 
 /// A request body kept for retries at most this large; a larger one is
@@ -53,6 +53,16 @@ pub(crate) async fn send_upstream(
             "no upstream",
             "weft: this upstream was removed\n".into(),
         );
+    };
+    let _slot = match upstream.request_slot(&target.snapshot.limits).await {
+        Ok(slot) => slot,
+        Err(limit) => {
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                OVERLOADED,
+                format!("weft: {} is at its limits: {limit}\n", target.snapshot.destination),
+            )
+        }
     };
     let Some(chain) = &target.chain else {
         let endpoints = &target.snapshot.endpoints;
@@ -231,6 +241,7 @@ async fn try_once(
     let addresses: Vec<SocketAddr> = endpoints.iter().map(|e| e.address).collect();
     let http2 = target.snapshot.protocol != Protocol::Http;
     let request = retarget(request, http2.then_some(destination.as_str())).map_err(TryError::Failed)?;
+    let outlier = target.snapshot.outlier.as_ref();
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&addresses, target.snapshot.load_balancer) {
         let tls = target.client_tls.clone();
@@ -239,25 +250,37 @@ async fn try_once(
             let mut sender = match upstream.pool.sender(endpoint, destination, tls, connect_timeout).await {
                 Ok(sender) => sender,
                 Err(error) => {
+                    upstream.balancer.record(endpoint, true, outlier, endpoints.len());
                     last_error = error;
                     continue;
                 }
             };
             let _in_flight = upstream.balancer.start(endpoint);
-            return exchange(sender.send_request(request), endpoint, per_try).await;
+            let answer = exchange(sender.send_request(request), endpoint, per_try).await;
+            upstream.balancer.record(endpoint, failed(&answer), outlier, endpoints.len());
+            return answer;
         }
         let mut links = links.lock().await;
         let sender = match links.sender(endpoint, destination, tls, connect_timeout).await {
             Ok(sender) => sender,
             Err(error) => {
+                upstream.balancer.record(endpoint, true, outlier, endpoints.len());
                 last_error = error;
                 continue;
             }
         };
         let _in_flight = upstream.balancer.start(endpoint);
-        return exchange(sender.send_request(request), endpoint, per_try).await;
+        let answer = exchange(sender.send_request(request), endpoint, per_try).await;
+        upstream.balancer.record(endpoint, failed(&answer), outlier, endpoints.len());
+        return answer;
     }
     Err(TryError::Unreachable(last_error))
+}
+
+/// Whether an exchange counts against its endpoint (outlier detection): it
+/// failed, or the endpoint answered with a 5xx.
+fn failed(answer: &Result<Response<Body>, TryError>) -> bool {
+    answer.as_ref().map_or(true, |response| response.status().is_server_error())
 }
 
 /// Waits for the answer to a sent request, within `per_try` if set.

@@ -164,6 +164,8 @@ async fn upstream_to(
         load_balancer: LoadBalancer::RoundRobin,
         chain: None,
         target_endpoints: Default::default(),
+        limits: Default::default(),
+        outlier: None,
     };
     let unused = "127.0.0.1:9".parse().unwrap();
     let (sender, runtime) = runtime_of(snapshot("web", material, Protocol::Tcp, Vec::new(), unused, vec![upstream]));

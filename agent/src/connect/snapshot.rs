@@ -16,8 +16,8 @@ use weft_api::ids::{Datacenter, NodeName, ServiceId, ServiceName};
 use weft_api::proxy::{Endpoint, IntentionSnapshot, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
 use weft_server::ca::CaError;
 use weft_server::store::{
-    compile_discovery_chain, effective_protocol, resolver_load_balancer, ServiceHealth, StateStore, Table, Tables,
-    DEFAULT_CONNECT_TIMEOUT_MS,
+    compile_discovery_chain, effective_protocol, resolver_load_balancer, upstream_config, ServiceHealth, StateStore,
+    Table, Tables, DEFAULT_CONNECT_TIMEOUT_MS,
 };
 
 use super::supervisor::AdminPorts;
@@ -128,7 +128,7 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
             let destination = ServiceName::new(upstream.destination_name.as_str());
             let bind_address = upstream.local_bind_address.as_deref().unwrap_or("127.0.0.1");
             let local_bind = socket_addr(bind_address, upstream.local_bind_port).map_err(&bad)?;
-            Ok(upstream_snapshot(tables, datacenter, destination, local_bind))
+            Ok(upstream_snapshot(tables, datacenter, service, destination, local_bind))
         })
         .collect::<Result<_, SnapshotError>>()?;
     Ok(FromTables {
@@ -148,13 +148,20 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
 fn upstream_snapshot(
     tables: &Tables,
     datacenter: &Datacenter,
+    caller: &ServiceName,
     destination: ServiceName,
     local_bind: SocketAddr,
 ) -> UpstreamSnapshot {
     let mesh = tables.mesh();
-    let chain = compile_discovery_chain(mesh, &destination, datacenter)
+    let settings = upstream_config(mesh, caller, &destination);
+    let mut chain = compile_discovery_chain(mesh, &destination, datacenter)
         .map_err(|error| tracing::warn!(%destination, %error, "cannot compile the discovery chain"))
         .ok();
+    if let (Some(chain), Some(ms)) = (chain.as_mut(), settings.connect_timeout_ms) {
+        for target in chain.targets.values_mut() {
+            target.connect_timeout_ms = ms;
+        }
+    }
     let target_endpoints: BTreeMap<String, Vec<Endpoint>> = chain
         .iter()
         .flat_map(|chain| chain.targets.iter())
@@ -175,10 +182,14 @@ fn upstream_snapshot(
         local_bind,
         protocol: effective_protocol(mesh, destination.as_str()).protocol,
         endpoints,
-        connect_timeout_ms: default.map_or(DEFAULT_CONNECT_TIMEOUT_MS, |t| t.connect_timeout_ms),
+        connect_timeout_ms: settings
+            .connect_timeout_ms
+            .unwrap_or_else(|| default.map_or(DEFAULT_CONNECT_TIMEOUT_MS, |t| t.connect_timeout_ms)),
         load_balancer: resolver_load_balancer(mesh, destination.as_str()),
         chain,
         target_endpoints,
+        limits: settings.limits,
+        outlier: settings.outlier,
         destination,
     }
 }

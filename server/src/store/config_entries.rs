@@ -25,6 +25,7 @@ use weft_api::proxy::LoadBalancer;
 use super::intentions::{validate_name, DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD};
 use super::mesh::MeshTables;
 use super::service_intentions::rules_of;
+use super::upstream_config::validate_upstream_config;
 
 pub const SERVICE_DEFAULTS: &str = "service-defaults";
 pub const PROXY_DEFAULTS: &str = "proxy-defaults";
@@ -163,8 +164,14 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
         _ => return Err(format!("the {} entry {:?} must be a JSON object", entry.kind, entry.name)),
     };
     match entry.kind.as_str() {
-        SERVICE_DEFAULTS => check_protocol(field(&body, "Protocol"), "Protocol"),
-        PROXY_DEFAULTS => check_proxy_config(&body),
+        SERVICE_DEFAULTS => {
+            check_protocol(field(&body, "Protocol"), "Protocol")?;
+            validate_upstream_config(&body)
+        }
+        PROXY_DEFAULTS => {
+            check_proxy_config(&body)?;
+            validate_upstream_config(&body)
+        }
         MESH_CONFIG_KIND => check_default_intention_action(&body),
         SERVICE_RESOLVER => {
             check_subsets(&body)?;

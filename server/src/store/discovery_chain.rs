@@ -246,8 +246,6 @@ impl Compiler<'_> {
                 failover: Vec::new(),
                 connect_timeout_ms,
                 load_balancer: resolver_load_balancer(self.mesh, service.as_str()),
-                limits: Default::default(),
-                outlier: None,
             },
         );
         let failover = field(&resolver, "Failover").and_then(Value::as_object).and_then(|failovers| {

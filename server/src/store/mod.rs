@@ -16,6 +16,7 @@ mod kv;
 mod mesh;
 mod service_intentions;
 mod snapshot;
+mod upstream_config;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use intentions::{
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
 };
 pub use snapshot::{SnapshotError, StoreData};
+pub use upstream_config::{upstream_config, UpstreamConfig};
 
 /// The replicated tables. Each tracks the highest Raft index that changed it,
 /// so a blocking query waits on exactly the tables it reads.
