@@ -16,7 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ServiceName;
-use crate::intentions::{HeaderMatch, HeaderTest, PathMatch};
+use crate::intentions::{anchored_regex, HeaderMatch, HeaderTest, PathMatch};
 use crate::mesh::Protocol;
 use crate::proxy::LoadBalancer;
 
@@ -188,7 +188,7 @@ pub struct ChainError {
 }
 
 fn anchored(origin: &str, pattern: &str) -> Result<Regex, ChainError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ChainError {
+    anchored_regex(pattern).map_err(|e| ChainError {
         origin: origin.to_owned(),
         pattern: pattern.to_owned(),
         reason: e.to_string(),
@@ -243,28 +243,13 @@ fn matches(m: &RouteMatch, compiled: &CompiledMatch, request: &RequestView<'_>) 
     if !m.methods.is_empty() && !m.methods.iter().any(|method| method.eq_ignore_ascii_case(request.method)) {
         return false;
     }
-    let path_matches = match &m.path {
-        None => true,
-        Some(PathMatch::Exact(path)) => request.path == path,
-        Some(PathMatch::Prefix(prefix)) => request.path.starts_with(prefix.as_str()),
-        Some(PathMatch::Regex(_)) => compiled.path_regex.as_ref().is_some_and(|r| r.is_match(request.path)),
-    };
-    if !path_matches {
+    if !m.path.as_ref().is_none_or(|path| path.matches(request.path, compiled.path_regex.as_ref())) {
         return false;
     }
-    let headers_match = m.headers.iter().zip(&compiled.header_regexes).all(|(header, regex)| {
-        let values = (request.header)(&header.name.to_ascii_lowercase());
-        let joined = values.join(",");
-        let found = !values.is_empty()
-            && match &header.test {
-                HeaderTest::Present => true,
-                HeaderTest::Exact(v) => joined == *v,
-                HeaderTest::Prefix(v) => joined.starts_with(v.as_str()),
-                HeaderTest::Suffix(v) => joined.ends_with(v.as_str()),
-                HeaderTest::Regex(_) => regex.as_ref().is_some_and(|r| r.is_match(&joined)),
-            };
-        found != header.invert
-    });
+    let headers_match =
+        m.headers.iter().zip(&compiled.header_regexes).all(|(header, regex)| {
+            header.matches(&(request.header)(&header.name.to_ascii_lowercase()), regex.as_ref())
+        });
     headers_match
         && m.query.iter().zip(&compiled.query_regexes).all(|(query, regex)| {
             let value = query_value(request.query, &query.name);

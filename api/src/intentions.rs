@@ -231,9 +231,43 @@ struct CompiledPermission {
     header_regexes: Vec<Option<Regex>>,
 }
 
+/// `pattern` compiled to match a whole value, as Envoy (and so Consul)
+/// matches regexes in intentions and routes.
+pub(crate) fn anchored_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+impl PathMatch {
+    /// Whether `path` (without its query) matches; `regex` is this test's
+    /// compiled regex, for `Regex`.
+    pub(crate) fn matches(&self, path: &str, regex: Option<&Regex>) -> bool {
+        match self {
+            PathMatch::Exact(exact) => path == exact,
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            PathMatch::Regex(_) => regex.is_some_and(|r| r.is_match(path)),
+        }
+    }
+}
+
+impl HeaderMatch {
+    /// Whether a request whose values of this header are `values` matches
+    /// (several values are joined with `,`); `regex` as for [`PathMatch`].
+    pub(crate) fn matches(&self, values: &[&str], regex: Option<&Regex>) -> bool {
+        let joined = values.join(",");
+        let found = !values.is_empty()
+            && match &self.test {
+                HeaderTest::Present => true,
+                HeaderTest::Exact(v) => joined == *v,
+                HeaderTest::Prefix(v) => joined.starts_with(v.as_str()),
+                HeaderTest::Suffix(v) => joined.ends_with(v.as_str()),
+                HeaderTest::Regex(_) => regex.is_some_and(|r| r.is_match(&joined)),
+            };
+        found != self.invert
+    }
+}
+
 fn compile(rule: &IntentionRule, field: &'static str, pattern: &str) -> Result<Regex, IntentionError> {
-    // Anchored, as Envoy (and so Consul) matches a regex against the whole value.
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| IntentionError::BadRegex {
+    anchored_regex(pattern).map_err(|e| IntentionError::BadRegex {
         rule: rule.to_string(),
         field,
         pattern: pattern.to_owned(),
@@ -264,25 +298,9 @@ impl CompiledPermission {
         if !http.methods.is_empty() && !http.methods.iter().any(|m| m.eq_ignore_ascii_case(request.method)) {
             return false;
         }
-        let path_matches = match &http.path {
-            None => true,
-            Some(PathMatch::Exact(path)) => request.path == path,
-            Some(PathMatch::Prefix(prefix)) => request.path.starts_with(prefix.as_str()),
-            Some(PathMatch::Regex(_)) => self.path_regex.as_ref().is_some_and(|r| r.is_match(request.path)),
-        };
-        path_matches
+        http.path.as_ref().is_none_or(|path| path.matches(request.path, self.path_regex.as_ref()))
             && http.headers.iter().zip(&self.header_regexes).all(|(header, regex)| {
-                let values = (request.header)(&header.name.to_ascii_lowercase());
-                let joined = values.join(",");
-                let found = !values.is_empty()
-                    && match &header.test {
-                        HeaderTest::Present => true,
-                        HeaderTest::Exact(v) => joined == *v,
-                        HeaderTest::Prefix(v) => joined.starts_with(v.as_str()),
-                        HeaderTest::Suffix(v) => joined.ends_with(v.as_str()),
-                        HeaderTest::Regex(_) => regex.as_ref().is_some_and(|r| r.is_match(&joined)),
-                    };
-                found != header.invert
+                header.matches(&(request.header)(&header.name.to_ascii_lowercase()), regex.as_ref())
             })
     }
 }

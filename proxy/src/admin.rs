@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -15,6 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+
+use crate::accept::accept_until;
 
 use crate::http::Body;
 use crate::runtime::{current, RuntimeWatch};
@@ -27,19 +28,7 @@ pub struct Admin {
 
 /// Serves the admin port until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    accept_until(&listener, "admin", shutdown, |stream, _| {
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(|request: Request<Incoming>| {
@@ -50,7 +39,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
-    }
+    })
+    .await
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

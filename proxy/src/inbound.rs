@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use weft_api::ids::ServiceName;
 use weft_api::intentions::ConnectionDecision;
 
+use crate::accept::accept_until;
 use crate::http::{self, LocalApp, APPLICATION_CONNECT_TIMEOUT};
 use crate::identity::SpiffeId;
 use crate::metrics::{Direction, Layer, Metrics, Outcome};
@@ -89,19 +90,7 @@ pub async fn revoked(mut runtime: RuntimeWatch, caller: ServiceName) -> String {
 
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    accept_until(&listener, "inbound", shutdown, |stream, peer| {
         let inbound = inbound.clone();
         tokio::spawn(async move {
             let _open = inbound.metrics.open(Direction::Inbound);
@@ -118,7 +107,8 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, shutdown: impl 
                 }
             }
         });
-    }
+    })
+    .await
 }
 
 enum Refused {

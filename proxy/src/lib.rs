@@ -28,6 +28,7 @@
 //! decision never waits on the network.
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod admin;
 pub mod balancer;
 pub mod http;

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_api::proxy::Limits;
 
+use crate::accept::accept_until;
 use crate::balancer::Balancer;
 use crate::http::{self, H2Pool};
 use crate::metrics::{Direction, Metrics, Outcome};
@@ -99,19 +100,7 @@ impl Upstream {
 
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "upstream accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    accept_until(&listener, "upstream", shutdown, |stream, _| {
         let _ = stream.set_nodelay(true);
         let upstream = upstream.clone();
         tokio::spawn(async move {
@@ -141,7 +130,8 @@ pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: imp
                 }
             }
         });
-    }
+    })
+    .await
 }
 
 /// Counts an application connection until dropped.
