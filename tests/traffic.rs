@@ -15,9 +15,15 @@ use support::{eventually, free_port, weft, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Releases the requests an app holds at `/hold`.
+static HOLD: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// How many requests the apps hold at `/hold` now.
+static HOLDING: AtomicUsize = AtomicUsize::new(0);
+
 /// An HTTP/1.1 app answering `<name> <method> <path>`; `/slow` answers
-/// after 3 s; `/flaky` fails with 503 twice, then succeeds; an app named
-/// `bad` answers everything with a 500.
+/// after 3 s; `/hold` when the test releases it (`HOLD`); `/flaky` fails
+/// with 503 twice, then succeeds; an app named `bad` answers everything
+/// with a 500.
 async fn app(name: &'static str) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -45,6 +51,12 @@ async fn app(name: &'static str) -> u16 {
                         _ if name == "bad" => "500 Internal Server Error",
                         "/slow" => {
                             tokio::time::sleep(Duration::from_secs(3)).await;
+                            "200 OK"
+                        }
+                        "/hold" => {
+                            HOLDING.fetch_add(1, Ordering::SeqCst);
+                            HOLD.notified().await;
+                            HOLDING.fetch_sub(1, Ordering::SeqCst);
                             "200 OK"
                         }
                         "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) % 3 < 2 => "503 Service Unavailable",
@@ -276,12 +288,16 @@ async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_th
     println!("outlier detection: {failures} of the first 10 requests failed before the bad instance was ejected");
     assert!(failures <= 3, "at most MaxFailures failures before the ejection: {failures}");
 
-    // One request at a time, none waiting: a second concurrent one is refused with a 503 that says why.
-    let slow = tokio::spawn(request(upstream, "/slow", "curl"));
-    let refused = eventually("a concurrent request to be refused", Duration::from_secs(10), || async {
-        request(upstream, "/", "curl").await.filter(|(status, _)| *status == 503)
+    // One request at a time, none waiting: while one is held, another is
+    // refused with a 503 that says why.
+    let held = tokio::spawn(request(upstream, "/hold", "curl"));
+    eventually("the app to hold a request", Duration::from_secs(20), || async {
+        (HOLDING.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
-    assert!(refused.1.contains("MaxConcurrentRequests"), "{}", refused.1);
-    assert_eq!(slow.await.unwrap().unwrap(), (200, "good GET /slow".to_owned()));
+    let (status, body) = request(upstream, "/", "curl").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("MaxConcurrentRequests"), "{body}");
+    HOLD.notify_one();
+    assert_eq!(held.await.unwrap().unwrap(), (200, "good GET /hold".to_owned()));
 }
