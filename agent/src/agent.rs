@@ -84,15 +84,35 @@ impl LeaveHandle {
     }
 }
 
+/// Told when the agent starts serving and when it starts to stop (the CLI
+/// passes these on to systemd's `Type=notify`).
+pub trait Lifecycle: Send + 'static {
+    /// The HTTP API, DNS and (for a server) Raft RPC are serving.
+    fn serving(&mut self) {}
+    /// Shutdown has begun: nothing new will be accepted after the drain.
+    fn stopping(&mut self) {}
+}
+
+/// The lifecycle of an agent nobody watches.
+struct Unobserved;
+impl Lifecycle for Unobserved {}
+
 /// A configured agent.
 pub struct Agent {
     config: Arc<AgentConfig>,
     reload: Arc<Notify>,
+    lifecycle: Box<dyn Lifecycle>,
 }
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Self {
-        Self { config: Arc::new(config), reload: Arc::new(Notify::new()) }
+        Self { config: Arc::new(config), reload: Arc::new(Notify::new()), lifecycle: Box::new(Unobserved) }
+    }
+
+    /// Reports the agent's start and stop to `lifecycle`.
+    pub fn with_lifecycle(mut self, lifecycle: impl Lifecycle) -> Self {
+        self.lifecycle = Box::new(lifecycle);
+        self
     }
 
     /// Notify it to re-read the config files' services and checks (SIGHUP).
@@ -109,6 +129,7 @@ impl Agent {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), AgentError> {
         let config = self.config;
+        let mut lifecycle = self.lifecycle;
         let http_addr = listeners.http.local_addr().map_err(AgentError::Http)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stop_tasks_tx, stop_tasks_rx) = watch::channel(false);
@@ -123,8 +144,8 @@ impl Agent {
                     node_name: config.node_name.clone(),
                     datacenter: config.datacenter.clone(),
                     data_dir: config.data_dir.clone(),
-                    rpc_addr: rpc_addr.to_string(),
-                    http_addr: http_addr.to_string(),
+                    rpc_addr: advertised(rpc_addr, &config).to_string(),
+                    http_addr: advertised(http_addr, &config).to_string(),
                     bootstrap_expect: config.bootstrap_expect,
                     retry_join: config.retry_join.clone(),
                     raft: config.raft.clone(),
@@ -200,12 +221,14 @@ impl Agent {
         });
         let reload =
             tokio::spawn(reload_on_signal(self.reload.clone(), local.clone(), config.clone(), stopped(stop_tasks_rx)));
+        lifecycle.serving();
 
         let leave_request = tokio::select! {
             _ = shutdown => None,
             Some(reply) = leave_rx.recv() => Some(reply),
         };
         tracing::info!("shutting down");
+        lifecycle.stopping();
         // Nothing may register this node again once it has left: anti-entropy
         // and heartbeats stop first.
         let _ = stop_tasks_tx.send(true);
@@ -230,6 +253,16 @@ impl Agent {
             Ok(result) => result.map_err(AgentError::Http),
             Err(join) => Err(AgentError::Http(std::io::Error::other(join))),
         }
+    }
+}
+
+/// The address other hosts reach `listening` at: the advertise IP in place
+/// of an unspecified one (a server bound to 0.0.0.0 must not tell its
+/// peers to dial 0.0.0.0).
+fn advertised(listening: std::net::SocketAddr, config: &AgentConfig) -> std::net::SocketAddr {
+    match listening.ip().is_unspecified() {
+        true => std::net::SocketAddr::new(config.advertise_ip, listening.port()),
+        false => listening,
     }
 }
 

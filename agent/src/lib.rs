@@ -22,4 +22,4 @@ pub mod dns;
 pub mod http;
 pub mod local;
 
-pub use agent::{node_uuid, Agent, AgentError, LeaveError, LeaveHandle, Listeners, ROLE_META_KEY};
+pub use agent::{node_uuid, Agent, AgentError, LeaveError, LeaveHandle, Lifecycle, Listeners, ROLE_META_KEY};

@@ -8,6 +8,7 @@
 
 mod commands;
 mod output;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,9 @@ enum Command {
     /// Write, read, list and delete central config entries (service-defaults, service-router, mesh, ...).
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Weft on Kubernetes: the sidecar-injection webhook.
+    #[command(subcommand)]
+    K8s(commands::k8s::K8sCommand),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Intention(command) => command.run().await,
             Command::Config(command) => command.run().await,
             Command::Troubleshoot(command) => command.run().await,
+            Command::K8s(command) => command.run().await,
         }
     });
     match result {

@@ -251,10 +251,22 @@ async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
         })?,
         dns_tcp: bind("dns", config.dns_addr).await?,
     };
-    let agent = Agent::new(config);
+    let agent = Agent::new(config).with_lifecycle(SystemdNotify);
     tokio::spawn(reload_on_sighup(agent.reload_trigger()));
     agent.run(listeners, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Passes the agent's lifecycle on to systemd (`Type=notify` units).
+struct SystemdNotify;
+
+impl weft_agent::Lifecycle for SystemdNotify {
+    fn serving(&mut self) {
+        crate::systemd::notify("READY=1");
+    }
+    fn stopping(&mut self) {
+        crate::systemd::notify("STOPPING=1");
+    }
 }
 
 /// SIGHUP re-reads the config files' services and checks, as in Consul.

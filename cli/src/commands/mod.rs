@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod intention;
+pub mod k8s;
 pub mod kv;
 pub mod members;
 pub mod operator;

@@ -1,0 +1,405 @@
+#!/usr/bin/env bash
+# Runs deploy/vm/install.sh into temporary prefixes with --no-systemctl, so
+# the real system is never touched, and checks:
+#   1. a server install: the files, their modes, the unit's paths and the
+#      starter config;
+#   2. a second run changes nothing and says so; an edited config is kept
+#      whatever the options; a new binary is an upgrade;
+#   3. bad options are refused (exit 2) before anything is written;
+#   4. a client install that joins the server;
+#   5. the installed binary runs with the written configs on free loopback
+#      ports: the server (bootstrap_expect 1) elects itself, the client
+#      joins it and its node is in the catalog; READY=1 and STOPPING=1
+#      reach $NOTIFY_SOCKET as under Type=notify; SIGHUP (systemctl reload)
+#      loads a service file added to /etc/weft.d; SIGTERM stops both;
+#   6. --uninstall removes the unit, binary and config and keeps the data
+#      dir; --purge removes that too; a second uninstall has nothing to do;
+#   7. without --prefix, the real paths, the weft user and systemctl: in a
+#      private mount namespace (as root) over copies of /etc,
+#      /usr/local/bin and /var/lib, with a systemctl that only records
+#      what it is asked.
+#
+# Exit status: 0 passed, 1 failed, 77 skipped (a tool is missing; in CI,
+# where WEFT_CI is set, a missing tool fails instead). WEFT_TEST_PATIENCE
+# (a multiplier, default 1) stretches the waits on slow machines.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+deploy=$(dirname "$here")
+install=$deploy/vm/install.sh
+weft=${WEFT_BIN:-$(dirname "$deploy")/target/release/weft}
+[[ $weft == /* ]] || weft=$PWD/$weft
+patience=${WEFT_TEST_PATIENCE:-1}
+
+skip() {
+  if [[ -n ${WEFT_CI:-} ]]; then
+    echo "FAIL: $* (required in CI)" >&2
+    exit 1
+  fi
+  echo "SKIP: $*"
+  exit 77
+}
+fail() {
+  echo "FAIL: $*" >&2
+  show_logs
+  exit 1
+}
+step() { echo "--- $*"; }
+
+[[ -x $weft ]] || skip "no weft binary at $weft (set WEFT_BIN, or cargo build --release)"
+for tool in curl ss perl stat cmp find; do
+  command -v "$tool" >/dev/null || skip "$tool not found (Debian packages: curl, iproute2, perl-base, coreutils, diffutils, findutils)"
+done
+
+work=$(mktemp -d)
+pids=()
+show_logs() {
+  local log
+  for log in "$work"/*.log; do
+    [[ -s $log ]] || continue
+    echo "=== $log (last 30 lines)" >&2
+    tail -n 30 "$log" >&2
+  done
+}
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    { kill -9 "$pid" && wait "$pid"; } 2>/dev/null || true
+  done
+  rm -rf -- "$work"
+}
+trap cleanup EXIT
+
+# Runs install.sh, output to $work/out; fails unless it exits with $1.
+run_install() {
+  local expected=$1 status=0
+  shift
+  "$install" "$@" >"$work/out" 2>&1 || status=$?
+  [[ $status == "$expected" ]] || fail "install.sh $* exited $status, not $expected:"$'\n'"$(cat "$work/out")"
+}
+# output_has TEXT: install.sh said TEXT (runs of spaces count as one).
+output_has() {
+  tr -s ' ' <"$work/out" | grep -qF -- "$(tr -s ' ' <<<"$1")" ||
+    fail "install.sh did not say '$1':"$'\n'"$(cat "$work/out")"
+}
+
+# mode_is PATH MODE: octal mode and owner (nothing is chowned with --no-systemctl).
+mode_is() {
+  [[ -e $1 ]] || fail "$1 is missing"
+  local actual
+  actual=$(stat -c '%a %u' -- "$1")
+  [[ $actual == "$2 $(id -u)" ]] || fail "$1 has mode and owner '$actual', not '$2 $(id -u)'"
+}
+
+# setting_is FILE KEY VALUE: `KEY = VALUE` in an HCL file, however aligned.
+setting_is() {
+  sed -E 's/^([a-z_]+)[[:space:]]*=[[:space:]]*/\1 = /' "$1" | grep -qxF -- "$2 = $3" ||
+    fail "$1 does not say $2 = $3:"$'\n'"$(cat "$1")"
+}
+
+# Every path with its mode, owner, size and modification time.
+tree_state() { find "$1" -printf '%p %m %u %s %T@\n' | sort; }
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND until it succeeds.
+wait_until() {
+  local limit=$(($1 * patience)) what=$2
+  shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < deadline)) || fail "not within ${limit}s: $what"
+    sleep 0.2
+  done
+}
+
+# free_port: sets $port to a TCP and UDP port nobody listens on, not handed
+# out before.
+taken=" "
+free_port() {
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    [[ $taken != *" $port "* ]] || continue
+    [[ -z $(ss -Htuln "sport = :$port") ]] || continue
+    taken+="$port "
+    return
+  done
+}
+
+# ---------------------------------------------------------------------------
+step "1. a server install into a prefix"
+server=$work/server
+run_install 0 --binary "$weft" --prefix "$server" --no-systemctl --server --bootstrap-expect 1 \
+  --datacenter test-dc --node srv1 --bind 127.0.0.1
+output_has "installed  binary $server/usr/local/bin/weft"
+output_has "written    config $server/etc/weft.d/weft.hcl"
+mode_is "$server/usr/local/bin/weft" 755
+cmp -s "$weft" "$server/usr/local/bin/weft" || fail "the installed binary differs from $weft"
+mode_is "$server/etc/weft.d" 750
+mode_is "$server/etc/weft.d/weft.hcl" 640
+mode_is "$server/var/lib/weft" 750
+mode_is "$server/etc/systemd/system/weft.service" 644
+unit=$server/etc/systemd/system/weft.service
+for line in \
+  "ExecStart=$server/usr/local/bin/weft agent --config-dir $server/etc/weft.d" \
+  "ReadWritePaths=$server/var/lib/weft" \
+  "EnvironmentFile=-$server/etc/weft.d/weft.env" \
+  "Type=notify" \
+  "User=weft"; do
+  grep -qxF -- "$line" "$unit" || fail "$unit lacks: $line"
+done
+config=$server/etc/weft.d/weft.hcl
+setting_is "$config" server true
+setting_is "$config" bootstrap_expect 1
+setting_is "$config" datacenter '"test-dc"'
+setting_is "$config" node_name '"srv1"'
+setting_is "$config" data_dir "\"$server/var/lib/weft\""
+setting_is "$config" bind_addr '"127.0.0.1"'
+setting_is "$config" client_addr '"127.0.0.1"'
+echo ok
+
+# ---------------------------------------------------------------------------
+step "2. a second run changes nothing; the operator's config is kept; upgrades"
+before=$(tree_state "$server")
+run_install 0 --binary "$weft" --prefix "$server" --no-systemctl --server --bootstrap-expect 1 \
+  --datacenter test-dc --node srv1 --bind 127.0.0.1
+output_has "Nothing changed"
+[[ $(tree_state "$server") == "$before" ]] || fail "the second run changed files:"$'\n'"$(diff <(echo "$before") <(tree_state "$server"))"
+
+echo "# edited by the operator" >>"$config"
+edited=$(cat "$config")
+run_install 0 --binary "$weft" --prefix "$server" --no-systemctl --client --join 10.9.9.9
+output_has "is kept as it is"
+output_has "Nothing changed"
+[[ $(cat "$config") == "$edited" ]] || fail "install.sh changed the operator's $config"
+
+# A different binary (the same program with a byte appended) is an upgrade.
+cp "$weft" "$work/weft-next"
+printf '\n' >>"$work/weft-next"
+run_install 0 --binary "$work/weft-next" --prefix "$server" --no-systemctl
+output_has "updated    binary $server/usr/local/bin/weft"
+cmp -s "$work/weft-next" "$server/usr/local/bin/weft" || fail "the upgrade did not install the new binary"
+run_install 0 --binary "$weft" --prefix "$server" --no-systemctl
+output_has "updated    binary"
+rm -f "$work/weft-next"
+
+# A mode changed by hand is put back.
+chmod 0755 "$server/etc/weft.d"
+run_install 0 --binary "$weft" --prefix "$server" --no-systemctl
+output_has "fixed      config dir $server/etc/weft.d: mode 0750"
+echo ok
+
+# ---------------------------------------------------------------------------
+step "3. bad options are refused before anything is written"
+refused() {
+  local expect=$1
+  shift
+  rm -rf "$work/refused"
+  run_install 2 --binary "$weft" --prefix "$work/refused" "$@"
+  output_has "$expect"
+  [[ -z $(find "$work/refused" -mindepth 1 2>/dev/null) ]] || fail "install.sh $* wrote files before refusing"
+}
+refused "needs a server to join" --no-systemctl --client
+refused "--bootstrap-expect is for servers" --no-systemctl --client --join 10.0.0.1 --bootstrap-expect 3
+refused "not an IP address" --no-systemctl --server --bind nonsense
+refused "not 0.0.0.0" --no-systemctl --server --bind 0.0.0.0
+refused "unknown option: --serverr" --no-systemctl --serverr
+refused "add --no-systemctl" --server
+echo ok
+
+# ---------------------------------------------------------------------------
+step "4. a client install that joins the server"
+free_port && s_http=$port
+free_port && s_dns=$port
+free_port && s_rpc=$port
+free_port && c_http=$port
+free_port && c_dns=$port
+client=$work/client
+run_install 0 --binary "$weft" --prefix "$client" --no-systemctl --client --join "127.0.0.1:$s_rpc" \
+  --datacenter test-dc --node cli1 --bind 127.0.0.1 --advertise 127.0.0.1
+config=$client/etc/weft.d/weft.hcl
+setting_is "$config" server false
+setting_is "$config" retry_join "[\"127.0.0.1:$s_rpc\"]"
+setting_is "$config" advertise_addr '"127.0.0.1"'
+grep -q '^bootstrap_expect' "$config" && fail "a client's config has bootstrap_expect"
+run_install 0 --binary "$weft" --prefix "$client" --no-systemctl --client --join "127.0.0.1:$s_rpc"
+output_has "Nothing changed"
+echo ok
+
+# ---------------------------------------------------------------------------
+step "5. the installed agents run with the written configs"
+# Listens like systemd's notify socket; writes each message as a line.
+notify_listener() {
+  local socket=$1 file=$2
+  perl -MSocket -MIO::Socket::UNIX -e '
+    my $socket = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $ARGV[0]) or die "$ARGV[0]: $!";
+    open(my $out, ">>", $ARGV[1]) or die "$ARGV[1]: $!";
+    $out->autoflush(1);
+    while (defined $socket->recv(my $message, 4096)) { print $out "$message\n" }
+  ' "$socket" "$file" &
+  pids+=($!)
+  wait_until 5 "the notify socket $socket" test -S "$socket"
+}
+
+# start_agent NAME PREFIX FLAGS...: runs PREFIX's weft with PREFIX's
+# config; its pid is in $started.
+start_agent() {
+  local name=$1 root=$2
+  shift 2
+  : >"$work/$name.notify"
+  notify_listener "$work/$name.sock" "$work/$name.notify"
+  NOTIFY_SOCKET=$work/$name.sock "$root/usr/local/bin/weft" agent --config-dir "$root/etc/weft.d" "$@" \
+    >"$work/$name.log" 2>&1 &
+  started=$!
+  pids+=("$started")
+}
+
+# stop_agent NAME PID: SIGTERM, then it must exit 0 in time and say STOPPING=1.
+stop_agent() {
+  local name=$1 pid=$2 status=0
+  kill -TERM "$pid"
+  wait_until 20 "$name to stop after SIGTERM" exited "$pid"
+  wait "$pid" || status=$?
+  [[ $status == 0 ]] || fail "$name exited $status after SIGTERM"
+  wait_until 5 "$name sends STOPPING=1" grep -qx 'STOPPING=1' "$work/$name.notify"
+}
+
+http() { curl -sf --max-time 2 "http://127.0.0.1:$1$2"; }
+has_leader() { [[ $(http "$1" /v1/status/leader 2>/dev/null) == *:* ]]; }
+lists() { http "$1" "$2" 2>/dev/null | grep -qF -- "$3"; }
+alive() { kill -0 "$1" 2>/dev/null || fail "$2 exited early"; }
+exited() { ! kill -0 "$1" 2>/dev/null; }
+server_up() { alive "$server_pid" server && has_leader "$s_http"; }
+client_up() { alive "$client_pid" client && has_leader "$c_http"; }
+
+start_agent server "$server" \
+  --http-addr "127.0.0.1:$s_http" --dns-addr "127.0.0.1:$s_dns" --rpc-addr "127.0.0.1:$s_rpc"
+server_pid=$started
+wait_until 20 "the server elects itself (/v1/status/leader)" server_up
+wait_until 5 "the server sends READY=1" grep -qx 'READY=1' "$work/server.notify"
+wait_until 20 "the server's node in the catalog" lists "$s_http" /v1/catalog/nodes '"Node":"srv1"'
+lists "$s_http" /v1/catalog/nodes '"Datacenter":"test-dc"' || fail "the datacenter is not test-dc: $(http "$s_http" /v1/catalog/nodes)"
+
+start_agent client "$client" --http-addr "127.0.0.1:$c_http" --dns-addr "127.0.0.1:$c_dns"
+client_pid=$started
+wait_until 20 "the client finds the leader" client_up
+wait_until 5 "the client sends READY=1" grep -qx 'READY=1' "$work/client.notify"
+wait_until 20 "the client's node in the catalog" lists "$s_http" /v1/catalog/nodes '"Node":"cli1"'
+
+# What `systemctl reload weft` does: SIGHUP re-reads the config dir.
+cat >"$client/etc/weft.d/web.hcl" <<'EOF'
+service {
+  name = "web"
+  port = 8080
+}
+EOF
+kill -HUP "$client_pid"
+wait_until 20 "the reloaded service in the catalog" lists "$s_http" /v1/catalog/service/web '"ServiceName":"web"'
+
+stop_agent client "$client_pid"
+stop_agent server "$server_pid"
+echo ok
+
+# ---------------------------------------------------------------------------
+step "6. uninstall"
+run_install 0 --prefix "$server" --no-systemctl --uninstall
+output_has "removed    $server/etc/systemd/system/weft.service"
+for gone in "$server/usr/local/bin/weft" "$server/etc/systemd/system/weft.service" "$server/etc/weft.d"; do
+  [[ ! -e $gone ]] || fail "--uninstall left $gone"
+done
+[[ -n $(find "$server/var/lib/weft" -mindepth 1) ]] || fail "--uninstall removed the data dir's contents"
+run_install 0 --prefix "$server" --no-systemctl --uninstall
+output_has "Nothing to remove"
+run_install 0 --prefix "$client" --no-systemctl --uninstall --purge
+[[ ! -e $client/var/lib/weft ]] || fail "--purge left $client/var/lib/weft"
+[[ ! -e $client/etc/weft.d ]] || fail "--uninstall left $client/etc/weft.d"
+echo ok
+
+# ---------------------------------------------------------------------------
+step "7. the real paths, the weft user and systemctl, in a private mount namespace"
+if [[ $EUID -ne 0 ]] || ! command -v unshare >/dev/null || ! unshare -m --propagation private true 2>/dev/null; then
+  skip "steps 1-6 passed; step 7 needs root and unshare -m (Debian package: util-linux)"
+fi
+cat >"$work/namespace.sh" <<'NAMESPACE'
+set -euo pipefail
+install=$1 weft=$2 ns=$3
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+# What follows mounts over /etc: never outside a mount namespace of its own.
+[[ $(readlink /proc/self/ns/mnt) != "$(readlink /proc/1/ns/mnt)" ]] || fail "not in a private mount namespace"
+# Private copies of what install.sh changes; the host's stay untouched.
+mkdir -p "$ns/etc" "$ns/bin" "$ns/state"
+mount -t tmpfs tmpfs "$ns/etc"
+cp -a /etc/. "$ns/etc/"
+mount --bind "$ns/etc" /etc
+mount -t tmpfs tmpfs /usr/local/bin
+mount -t tmpfs tmpfs /var/lib
+
+# A systemctl that records its calls and keeps the unit's state in files.
+cat >"$ns/bin/systemctl" <<'STUB'
+#!/usr/bin/env bash
+echo "$*" >>"$STUB_DIR/calls"
+cd "$STUB_DIR/state"
+case $1 in
+is-enabled) [[ -e enabled ]] ;;
+is-active) [[ -e active ]] ;;
+cat) [[ -e /etc/systemd/system/$2 ]] ;;
+enable) touch enabled && if [[ $2 == --now ]]; then touch active; fi ;;
+disable) rm -f enabled && if [[ $2 == --now ]]; then rm -f active; fi ;;
+start | restart) touch active ;;
+esac
+STUB
+chmod +x "$ns/bin/systemctl"
+export PATH=$ns/bin:$PATH STUB_DIR=$ns
+
+run() {
+  : >"$ns/calls"
+  "$install" "$@" >"$ns/out" 2>&1 || fail "install.sh $* failed: $(cat "$ns/out")"
+}
+called() { grep -qx -- "$1" "$ns/calls" || fail "install.sh did not run systemctl $1; it ran: $(cat "$ns/calls")"; }
+not_called() { ! grep -q -- "^$1" "$ns/calls" || fail "install.sh ran systemctl $1; it ran: $(cat "$ns/calls")"; }
+owned() {
+  local actual
+  actual=$(stat -c '%a %U:%G' -- "$1")
+  [[ $actual == "$2" ]] || fail "$1 is $actual, not $2"
+}
+
+run --binary "$weft" --server --join 10.0.0.1 --join 10.0.0.2 --join 10.0.0.3 --bind 10.0.0.1
+getent passwd weft | grep -q ':/usr/sbin/nologin$' || fail "no system user weft without a login shell"
+owned /etc/weft.d "750 root:weft"
+owned /etc/weft.d/weft.hcl "640 root:weft"
+owned /var/lib/weft "750 weft:weft"
+owned /usr/local/bin/weft "755 root:root"
+owned /etc/systemd/system/weft.service "644 root:root"
+grep -qx 'bootstrap_expect = 3' /etc/weft.d/weft.hcl || fail "a server's default bootstrap_expect is not 3"
+cmp -s "$(dirname "$install")/../systemd/weft.service" /etc/systemd/system/weft.service ||
+  fail "without --prefix, the unit is not installed as shipped"
+called daemon-reload
+called "enable --now weft.service"
+
+run --binary "$weft"
+grep -q "Nothing changed" "$ns/out" || fail "the second run changed something: $(cat "$ns/out")"
+not_called daemon-reload
+not_called enable
+not_called restart
+
+# An upgrade restarts the agent on the new binary.
+cp "$weft" "$ns/weft-next" && printf '\n' >>"$ns/weft-next"
+run --binary "$ns/weft-next"
+called "restart weft.service"
+not_called daemon-reload
+
+run --uninstall
+called "disable --now weft.service"
+called daemon-reload
+for gone in /etc/systemd/system/weft.service /usr/local/bin/weft /etc/weft.d; do
+  [[ ! -e $gone ]] || fail "--uninstall left $gone"
+done
+[[ -d /var/lib/weft ]] || fail "--uninstall removed the data dir"
+NAMESPACE
+mkdir "$work/namespace"
+unshare -m --propagation private bash "$work/namespace.sh" "$install" "$weft" "$work/namespace" ||
+  fail "the install with systemctl failed (see above)"
+echo ok
+
+echo "install.sh checks passed"

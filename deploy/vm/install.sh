@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# Installs Weft on a VM as a systemd service: the `weft` binary, the `weft`
+# system user, /etc/weft.d with a starter configuration, the data dir
+# /var/lib/weft and the unit weft.service; then enables and starts it.
+#
+# Safe to run again: it changes only what differs from what is asked (a new
+# binary or unit is installed and the agent restarted; that is the upgrade
+# path) and says when nothing changed. The configuration in /etc/weft.d is
+# the operator's: it is written once, never overwritten.
+#
+# Run with --help for the options.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: install.sh [OPTIONS]
+       install.sh --uninstall [--purge] [--prefix DIR] [--no-systemctl]
+
+Installs Weft as the systemd service weft.service, as a client agent
+(default) or a server.
+
+Options:
+  --binary PATH          the weft binary to install (default: ./weft next to
+                         this script, else `weft` on the PATH)
+  --server               run a server (default: a client agent)
+  --client               run a client agent
+  --bootstrap-expect N   servers only: start a new cluster once N servers
+                         have found each other (default 3)
+  --join ADDR            RPC address of a server, host or host:port (port
+                         8300 if none); repeatable. Required for a client;
+                         on servers, list every server
+  --datacenter DC        datacenter name (default dc1)
+  --node NAME            node name (default: the host name)
+  --bind IP              IP this host is reached at: servers' RPC listens on
+                         it (default: the IP of the default route)
+  --advertise IP         IP registered for this node, if not --bind
+  --prefix DIR           install under DIR (DIR/usr/local/bin, DIR/etc/weft.d,
+                         ...); the files name these paths. For tests; needs
+                         --no-systemctl
+  --no-systemctl         do not create the user or run systemctl (tests,
+                         containers); files keep the current owner
+  --uninstall            stop and remove the unit, binary and configuration;
+                         the data dir is kept
+  --purge                with --uninstall: remove the data dir too
+  -h, --help             show this help
+
+The options --server ... --advertise only shape a new /etc/weft.d/weft.hcl;
+an existing one is kept as it is.
+EOF
+}
+
+say() { printf '%s\n' "$*"; }
+die() {
+  printf 'install.sh: %s\n' "$*" >&2
+  exit 1
+}
+usage_error() {
+  printf 'install.sh: %s (see --help)\n' "$*" >&2
+  exit 2
+}
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# --- Options ------------------------------------------------------------------
+
+binary=""
+role=client
+bootstrap_expect=""
+joins=()
+datacenter=""
+node=""
+bind=""
+advertise=""
+prefix=""
+use_systemctl=yes
+action=install
+purge=no
+config_options=no # any option that shapes weft.hcl was given
+
+while [[ $# -gt 0 ]]; do
+  option=$1
+  value=""
+  case $option in
+  --*=*)
+    value=${option#*=}
+    option=${option%%=*}
+    ;;
+  --binary | --bootstrap-expect | --join | --datacenter | --node | --bind | --advertise | --prefix)
+    [[ $# -ge 2 ]] || usage_error "$option needs a value"
+    value=$2
+    shift
+    ;;
+  esac
+  shift
+  case $option in
+  --binary) binary=$value ;;
+  --server | --client)
+    role=${option#--}
+    config_options=yes
+    ;;
+  --bootstrap-expect)
+    bootstrap_expect=$value
+    config_options=yes
+    ;;
+  --join)
+    joins+=("$value")
+    config_options=yes
+    ;;
+  --datacenter)
+    datacenter=$value
+    config_options=yes
+    ;;
+  --node)
+    node=$value
+    config_options=yes
+    ;;
+  --bind)
+    bind=$value
+    config_options=yes
+    ;;
+  --advertise)
+    advertise=$value
+    config_options=yes
+    ;;
+  --prefix) prefix=$value ;;
+  --no-systemctl) use_systemctl=no ;;
+  --uninstall) action=uninstall ;;
+  --purge) purge=yes ;;
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  *) usage_error "unknown option: $option" ;;
+  esac
+done
+
+[[ $purge == no || $action == uninstall ]] || usage_error "--purge goes with --uninstall"
+if [[ -n $prefix ]]; then
+  # systemctl and useradd would act on the real system, not on the prefix.
+  [[ $use_systemctl == no ]] || usage_error "--prefix installs outside the real system: add --no-systemctl"
+  # The paths end up in the unit, where whitespace would split them.
+  prefix_pattern='^[A-Za-z0-9._/+-]+$'
+  [[ $prefix =~ $prefix_pattern ]] || usage_error "--prefix $prefix: use only letters, digits and ._/+-"
+  mkdir -p -- "$prefix"
+  prefix=$(cd -- "$prefix" && pwd)
+  [[ $prefix =~ $prefix_pattern ]] || usage_error "--prefix $prefix: use only letters, digits and ._/+-"
+  [[ $prefix != / ]] || prefix=""
+fi
+if [[ $use_systemctl == yes && $EUID -ne 0 ]]; then
+  die "run as root (it creates a system user and a systemd unit), or add --no-systemctl"
+fi
+
+bin_dir=$prefix/usr/local/bin
+conf_dir=$prefix/etc/weft.d
+data_dir=$prefix/var/lib/weft
+unit_dir=$prefix/etc/systemd/system
+unit_file=$unit_dir/weft.service
+config_file=$conf_dir/weft.hcl
+
+changed=no
+# Prints what was done to an item and remembers that something changed.
+did() {
+  printf '  %-10s %s\n' "$1" "$2"
+  changed=yes
+}
+kept() { printf '  %-10s %s\n' "$1" "$2"; }
+
+# --- Uninstall ----------------------------------------------------------------
+
+if [[ $action == uninstall ]]; then
+  say "Removing Weft${prefix:+ from $prefix}"
+  if grep -Eqs '^[[:space:]]*server[[:space:]]*=[[:space:]]*true' "$config_file"; then
+    say "note: a server stays in the Raft peers unless it ran \`weft leave\`; if it did not,"
+    say "      run \`weft operator raft remove-peer --id NODE_NAME\` on another server"
+  fi
+  if [[ $use_systemctl == yes ]] && systemctl cat weft.service >/dev/null 2>&1; then
+    if systemctl is-active --quiet weft.service || systemctl is-enabled --quiet weft.service; then
+      # A client agent leaves the cluster on SIGTERM. A server stays in the
+      # Raft peers until `weft leave`: see deploy/vm/README.md.
+      systemctl disable --now weft.service
+      did stopped "weft.service (disabled)"
+    fi
+  fi
+  if [[ -e $unit_file ]]; then
+    rm -f -- "$unit_file"
+    did removed "$unit_file"
+    [[ $use_systemctl == no ]] || systemctl daemon-reload
+  fi
+  if [[ -e $bin_dir/weft ]]; then
+    rm -f -- "$bin_dir/weft"
+    did removed "$bin_dir/weft"
+  fi
+  if [[ -e $conf_dir ]]; then
+    rm -rf -- "${conf_dir:?}"
+    did removed "$conf_dir (configuration)"
+  fi
+  if [[ -e $data_dir ]]; then
+    if [[ $purge == yes ]]; then
+      rm -rf -- "${data_dir:?}"
+      did removed "$data_dir (data)"
+    else
+      kept kept "$data_dir (data: Raft log, node identity; --purge removes it)"
+    fi
+  fi
+  if [[ $use_systemctl == yes ]] && getent passwd weft >/dev/null; then
+    # Removing a system user could hand its uid, and old files, to another.
+    kept kept "user weft (userdel weft removes it)"
+  fi
+  [[ $changed == yes ]] || say "Nothing to remove: Weft is not installed${prefix:+ in $prefix}."
+  exit 0
+fi
+
+# --- Install: check everything before changing anything -----------------------
+
+if [[ -z $binary ]]; then
+  if [[ -x $script_dir/weft ]]; then
+    binary=$script_dir/weft
+  else
+    binary=$(command -v weft || true)
+  fi
+  [[ -n $binary ]] || usage_error "no weft binary next to this script or on the PATH: give --binary PATH"
+fi
+[[ -f $binary && -x $binary ]] || die "--binary $binary is not an executable file"
+version=$("$binary" --version 2>/dev/null) || die "$binary --version failed: is it a weft binary for this machine?"
+[[ $version == "weft "* ]] || die "$binary is not weft (its --version says: $version)"
+
+unit_source=""
+for candidate in "$script_dir/weft.service" "$script_dir/../systemd/weft.service"; do
+  if [[ -f $candidate ]]; then
+    unit_source=$candidate
+    break
+  fi
+done
+[[ -n $unit_source ]] || die "weft.service not found next to this script or in ../systemd/"
+
+write_config=no
+if [[ ! -e $config_file && ! -e $conf_dir/weft.json ]]; then
+  write_config=yes
+  datacenter=${datacenter:-dc1}
+  [[ $datacenter =~ ^[A-Za-z0-9_-]+$ ]] || usage_error "--datacenter $datacenter: use letters, digits, - and _"
+  [[ -z $node || $node =~ ^[A-Za-z0-9._-]+$ ]] || usage_error "--node $node: use letters, digits, ., - and _"
+  if [[ $role == server ]]; then
+    bootstrap_expect=${bootstrap_expect:-3}
+    [[ $bootstrap_expect =~ ^[1-9][0-9]*$ ]] || usage_error "--bootstrap-expect $bootstrap_expect: give a number of servers, 1 or more"
+  else
+    [[ -z $bootstrap_expect ]] || usage_error "--bootstrap-expect is for servers: add --server"
+    [[ ${#joins[@]} -gt 0 ]] || usage_error "a client agent needs a server to join: give --join SERVER_IP"
+  fi
+  join_pattern='^[][A-Za-z0-9._:-]+$'
+  for i in "${!joins[@]}"; do
+    join=${joins[$i]}
+    [[ $join =~ $join_pattern ]] || usage_error "--join $join: give host, host:port or [ipv6]:port"
+    if [[ $join =~ ^[^:]+$ ]]; then
+      joins[i]=$join:8300 # a host or IPv4 without port
+    elif [[ $join != \[* && $join =~ :.*: ]]; then
+      joins[i]="[$join]:8300" # a bare IPv6 address
+    fi
+  done
+  bind_note=""
+  if [[ -z $bind ]]; then
+    # The source IP of the default route: what other hosts most likely reach.
+    bind=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "src") { print $(i + 1); exit } }' || true)
+    [[ -n $bind ]] || bind=$(hostname -I 2>/dev/null | awk '{ print $1 }' || true)
+    [[ -n $bind ]] || usage_error "cannot tell this host's IP: give --bind IP"
+    bind_note=" (detected; --bind to choose)"
+  fi
+  for ip in "$bind" ${advertise:+"$advertise"}; do
+    [[ $ip =~ ^[0-9.]+$ || $ip =~ ^[0-9A-Fa-f:]+$ ]] || usage_error "$ip is not an IP address"
+    # Servers tell each other the address their RPC listens on, so it must
+    # be one they can dial.
+    [[ $ip != 0.0.0.0 && $ip != :: ]] || usage_error "give this host's own IP, not $ip"
+  done
+elif [[ $config_options == yes ]]; then
+  say "note: $config_file exists and is kept as it is; the options that shape a new one are ignored (edit the file instead)"
+fi
+
+# --- Install ------------------------------------------------------------------
+
+say "Installing $version${prefix:+ under $prefix}"
+
+# With --no-systemctl, nothing is chowned: files keep the current user.
+if [[ $use_systemctl == yes ]]; then
+  owner_root=root
+  owner_weft=weft
+else
+  owner_root=""
+  owner_weft=""
+fi
+
+# Sets mode and owner:group on $1 if they differ; says so.
+fix_mode() {
+  local path=$1 mode=$2 owner=$3 group=$4 what=$5
+  if [[ $(stat -c '%04a' -- "$path") != "$mode" ]]; then
+    chmod "$mode" -- "$path"
+    did fixed "$what $path: mode $mode"
+  fi
+  if [[ -n $owner && $(stat -c '%U:%G' -- "$path") != "$owner:$group" ]]; then
+    chown "$owner:$group" -- "$path"
+    did fixed "$what $path: owner $owner:$group"
+  fi
+}
+
+# Creates directory $1, or fixes its mode and owner.
+ensure_dir() {
+  local path=$1 mode=$2 owner=$3 group=$4 what=$5
+  if [[ -d $path ]]; then
+    fix_mode "$@"
+    return
+  fi
+  mkdir -p -- "$path"
+  chmod "$mode" -- "$path"
+  [[ -z $owner ]] || chown "$owner:$group" -- "$path"
+  did created "$what $path"
+}
+
+# Copies $1 to $2 with mode $3 and owner $4:$5. The copy is renamed into
+# place, so a running agent's binary is replaced, never rewritten.
+place() {
+  local source=$1 path=$2 mode=$3 owner=$4 group=$5
+  cp -- "$source" "$path.new"
+  chmod "$mode" -- "$path.new"
+  [[ -z $owner ]] || chown "$owner:$group" -- "$path.new"
+  mv -f -- "$path.new" "$path"
+}
+
+# Puts file $1 at $2 unless it is there already; fails if it was.
+ensure_file() {
+  local source=$1 path=$2 mode=$3 owner=$4 group=$5 what=$6
+  if [[ -f $path ]] && cmp -s -- "$source" "$path"; then
+    kept unchanged "$what $path"
+    fix_mode "$path" "$mode" "$owner" "$group" "$what"
+    return 1
+  fi
+  local verb=installed
+  [[ ! -e $path ]] || verb=updated
+  place "$source" "$path" "$mode" "$owner" "$group"
+  did "$verb" "$what $path"
+}
+
+if [[ $use_systemctl == yes ]]; then
+  if getent passwd weft >/dev/null; then
+    kept unchanged "user weft"
+  else
+    nologin=$(command -v nologin || echo /usr/sbin/nologin)
+    group_option=(--user-group)
+    ! getent group weft >/dev/null || group_option=(--gid weft)
+    useradd --system "${group_option[@]}" --home-dir "$data_dir" --no-create-home \
+      --shell "$nologin" --comment "Weft service mesh agent" weft
+    did created "user weft (system user, no login)"
+  fi
+fi
+
+# Shared system directories are created if missing, never changed.
+for dir in "$bin_dir" "$unit_dir"; do
+  if [[ ! -d $dir ]]; then
+    mkdir -p -- "$dir"
+    did created "directory $dir"
+  fi
+done
+# The agent reads its configuration, which may hold secrets; only root edits it.
+ensure_dir "$conf_dir" 0750 "$owner_root" weft "config dir"
+ensure_dir "$data_dir" 0750 "$owner_weft" weft "data dir"
+
+binary_changed=no
+if ensure_file "$binary" "$bin_dir/weft" 0755 "$owner_root" root "binary"; then
+  binary_changed=yes
+fi
+
+# The unit names the installed paths, under the prefix if there is one.
+work=$(mktemp -d)
+trap 'rm -rf -- "$work"' EXIT
+unit=$(<"$unit_source")
+if [[ -n $prefix ]]; then
+  unit=${unit//"/usr/local/bin/weft"/"$bin_dir/weft"}
+  unit=${unit//"/etc/weft.d"/"$conf_dir"}
+  unit=${unit//"/var/lib/weft"/"$data_dir"}
+fi
+printf '%s\n' "$unit" >"$work/weft.service"
+unit_changed=no
+if ensure_file "$work/weft.service" "$unit_file" 0644 "$owner_root" root "unit"; then
+  unit_changed=yes
+fi
+
+config_written=no
+if [[ $write_config == yes ]]; then
+  {
+    cat <<EOF
+# Weft agent configuration, written once by install.sh and yours to edit:
+# install.sh never overwrites it. Every *.hcl and *.json file in this
+# directory is read, in name order (later files win), so services can live
+# in files of their own (web.hcl, ...).
+#
+# After changing services or checks: systemctl reload weft
+# After changing anything else:      systemctl restart weft
+
+datacenter = "$datacenter"
+data_dir   = "$data_dir"
+EOF
+    if [[ -n $node ]]; then
+      echo "node_name  = \"$node\""
+    else
+      echo "# node_name defaults to the host name."
+    fi
+    echo
+    if [[ $role == server ]]; then
+      cat <<EOF
+# A server: it keeps the replicated state with the other servers (Raft).
+# A new cluster starts once bootstrap_expect servers, this one included,
+# have found each other through retry_join.
+server           = true
+bootstrap_expect = $bootstrap_expect
+EOF
+    else
+      cat <<EOF
+# A client agent: it follows the servers' state and sends them its writes.
+server = false
+EOF
+    fi
+    cat <<EOF
+
+# The IP other hosts reach this one at. Servers' RPC listens on it (port
+# 8300) and gives it to the other servers, so it must be this host's own
+# IP, never 0.0.0.0.
+bind_addr = "$bind"
+EOF
+    [[ -z $advertise ]] || echo "advertise_addr = \"$advertise\""
+    cat <<EOF
+
+# The HTTP API (8500) and DNS (8600) answer on this host only.
+client_addr = "127.0.0.1"
+EOF
+    if [[ ${#joins[@]} -gt 0 ]]; then
+      list=""
+      for join in "${joins[@]}"; do list+="${list:+, }\"$join\""; done
+      cat <<EOF
+
+# Servers' RPC addresses, tried until one answers (a server may list itself).
+retry_join = [$list]
+EOF
+    fi
+  } >"$work/weft.hcl"
+  place "$work/weft.hcl" "$config_file" 0640 "$owner_root" weft
+  did written "config $config_file: $role, datacenter $datacenter, bind_addr $bind$bind_note"
+  config_written=yes
+else
+  kept unchanged "config in $conf_dir (yours: never overwritten)"
+  [[ ! -f $config_file ]] || fix_mode "$config_file" 0640 "$owner_root" weft "config"
+fi
+
+if [[ $use_systemctl == yes ]]; then
+  [[ $unit_changed == no ]] || systemctl daemon-reload
+  if ! systemctl is-enabled --quiet weft.service || ! systemctl is-active --quiet weft.service; then
+    systemctl enable --now weft.service ||
+      die "weft.service did not start: see journalctl -u weft -n 50"
+    did started "weft.service (enabled at boot)"
+  elif [[ $binary_changed == yes || $unit_changed == yes || $config_written == yes ]]; then
+    # The upgrade: the agent runs the new binary or unit from now on.
+    systemctl restart weft.service ||
+      die "weft.service did not restart: see journalctl -u weft -n 50"
+    did restarted "weft.service"
+  else
+    kept unchanged "weft.service (enabled, running)"
+  fi
+fi
+
+if [[ $changed == no ]]; then
+  say "Nothing changed: Weft is already installed as asked."
+elif [[ $use_systemctl == yes ]]; then
+  say "Done. Logs: journalctl -u weft -f    Members: weft members"
+else
+  say "Done (no systemctl: start it with $bin_dir/weft agent --config-dir $conf_dir)."
+fi

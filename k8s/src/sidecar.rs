@@ -1,0 +1,140 @@
+//! The containers and the volume injection adds to a pod, and what they
+//! assume of the agent's Kubernetes mode.
+//!
+//! The agent and its proxy run as one native sidecar (`weft-sidecar`: an
+//! init container with `restartPolicy: Always`). The kubelet starts it
+//! before the application's containers and holds them back until its
+//! startup probe passes, and stops it only after they have exited, so the
+//! application never runs without its proxy, on the way up or down.
+//!
+//! # What `weft agent --k8s` must do
+//! - Read its service from `WEFT_SERVICE_NAME`, `WEFT_SERVICE_PORT` (absent
+//!   when the pod declares no port: no inbound traffic) and
+//!   `WEFT_SERVICE_UPSTREAMS` (`api:9191,db:5432`, maybe empty), its node and
+//!   pod from `WEFT_NODE_NAME`, `WEFT_POD_NAME`, `WEFT_POD_NAMESPACE` and
+//!   `WEFT_POD_IP`, and whether traffic is redirected from
+//!   `WEFT_TRANSPARENT_PROXY` (`true`/`false`).
+//! - Answer `GET /v1/agent/self` with 200 on `<pod IP>:8500` (the kubelet
+//!   probes the pod's IP, not loopback) once it has joined the servers and
+//!   its proxy is serving; until then refuse or answer non-2xx. Serving only
+//!   that path on the pod IP, and the full API on `127.0.0.1:8500`, keeps
+//!   the agent's API private to the pod.
+//! - Run the proxy's public (inbound) listener on [`INBOUND_PORT`] and, with
+//!   transparent proxying, its outbound listener on [`OUTBOUND_PORT`]; the
+//!   upstreams listen on `127.0.0.1:<local port>`. It binds no other port of
+//!   the pod's network namespace.
+//! - Run as uid/gid [`PROXY_UID`] with a read-only root file system, writing
+//!   only under [`DATA_DIR`], and without any capability.
+//! - On SIGTERM (sent after the application's containers have exited),
+//!   deregister and exit.
+//!
+//! `weft k8s redirect-traffic` (the `weft-init` container, as root with
+//! `NET_ADMIN`) must send the pod's inbound TCP to the inbound port except
+//! `--exclude-inbound-port`s (the probe port), and its outbound TCP to the
+//! outbound port except the traffic of `--proxy-uid`.
+
+use serde_json::{json, Value};
+
+use crate::inject::InjectConfig;
+use crate::wiring::Wiring;
+
+/// The uid (and gid) the sidecar runs as; transparent proxying leaves its
+/// own traffic alone by this uid.
+pub const PROXY_UID: u32 = 5995;
+/// The agent's HTTP API, and the startup probe's port.
+pub const AGENT_HTTP_PORT: u16 = 8500;
+/// The proxy's public (mTLS) listener; transparent proxying redirects
+/// inbound traffic here.
+pub const INBOUND_PORT: u16 = 20000;
+/// Where transparent proxying redirects outbound traffic.
+pub const OUTBOUND_PORT: u16 = 15001;
+
+pub const SIDECAR_CONTAINER: &str = "weft-sidecar";
+pub const INIT_CONTAINER: &str = "weft-init";
+pub const DATA_VOLUME: &str = "weft-data";
+pub const DATA_DIR: &str = "/weft/data";
+
+/// The ports of the pod's network namespace the sidecar takes, and what for.
+const SIDECAR_PORTS: [(u16, &str); 3] = [
+    (AGENT_HTTP_PORT, "the agent's HTTP API"),
+    (INBOUND_PORT, "the proxy's inbound listener"),
+    (OUTBOUND_PORT, "the proxy's outbound listener"),
+];
+
+/// The startup probe's patience: checked every 2 s for up to 2 minutes,
+/// after which the kubelet restarts the sidecar (and the application waits on).
+const PROBE_PERIOD_SECONDS: u32 = 2;
+const PROBE_FAILURE_THRESHOLD: u32 = 60;
+
+/// What the sidecar uses `port` for, if it does.
+pub fn port_taken_by(port: u16) -> Option<&'static str> {
+    SIDECAR_PORTS.iter().find(|(taken, _)| *taken == port).map(|(_, taken_by)| *taken_by)
+}
+
+/// The agent and its proxy, as a native sidecar.
+pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let value = |name: &str, value: String| json!({"name": name, "value": value});
+    let mut env = vec![
+        field("WEFT_POD_NAME", "metadata.name"),
+        field("WEFT_POD_NAMESPACE", "metadata.namespace"),
+        field("WEFT_POD_IP", "status.podIP"),
+        field("WEFT_NODE_NAME", "spec.nodeName"),
+        value("WEFT_SERVICE_NAME", wiring.service.to_string()),
+    ];
+    if let Some(port) = wiring.service_port {
+        env.push(value("WEFT_SERVICE_PORT", port.to_string()));
+    }
+    env.push(value("WEFT_SERVICE_UPSTREAMS", wiring.upstreams.to_string()));
+    env.push(value("WEFT_TRANSPARENT_PROXY", wiring.transparent_proxy.to_string()));
+
+    json!({
+        "name": SIDECAR_CONTAINER,
+        "image": config.agent_image,
+        "args": ["agent", "--k8s", "--retry-join", config.server_addr, "--data-dir", DATA_DIR],
+        "restartPolicy": "Always",
+        "env": env,
+        "startupProbe": {
+            "httpGet": {"path": "/v1/agent/self", "port": AGENT_HTTP_PORT, "scheme": "HTTP"},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "failureThreshold": PROBE_FAILURE_THRESHOLD,
+            "timeoutSeconds": 1,
+        },
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": PROXY_UID,
+            "runAsGroup": PROXY_UID,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+    })
+}
+
+/// The container that redirects the pod's traffic through the proxy; it
+/// runs (as root, with `NET_ADMIN` only) before the sidecar starts.
+pub fn init_container(config: &InjectConfig) -> Value {
+    json!({
+        "name": INIT_CONTAINER,
+        "image": config.agent_image,
+        "args": [
+            "k8s", "redirect-traffic",
+            "--proxy-uid", PROXY_UID.to_string(),
+            "--inbound-port", INBOUND_PORT.to_string(),
+            "--outbound-port", OUTBOUND_PORT.to_string(),
+            "--exclude-inbound-port", AGENT_HTTP_PORT.to_string(),
+        ],
+        "securityContext": {
+            "runAsNonRoot": false,
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+        },
+    })
+}
+
+/// The agent's data directory: scratch space that lives as long as the pod.
+pub fn data_volume() -> Value {
+    json!({"name": DATA_VOLUME, "emptyDir": {}})
+}
