@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, free_port, weft, weft_bin, Cluster};
+use support::{config_dump, eventually, free_port, metric, weft, weft_bin, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_proxy::TlsMaterial;
@@ -85,26 +85,6 @@ async fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, Strin
 }
 
 /// `weft proxy config-dump` of `service`'s sidecar on the agent at `http`.
-fn config_dump(http: &str, service: &str) -> Option<Value> {
-    let (code, out, _) = weft(&["proxy", "config-dump", "--sidecar-for", service, "--http-addr", http]);
-    (code == 0).then(|| serde_json::from_str(&out).ok()).flatten()
-}
-
-/// The sum of the samples of `metric` in the Prometheus text of `service`'s
-/// sidecar whose labels contain `labels`.
-async fn metric(http: &str, service: &str, metric: &str, labels: &str) -> Option<f64> {
-    let admin = config_dump(http, service)?["admin"].as_str()?.to_owned();
-    let response = weft_api::client::HttpClient::new(&admin, None).get("/metrics").await.ok()?;
-    Some(
-        response
-            .text()
-            .lines()
-            .filter(|line| line.starts_with(metric) && line.contains(labels))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
-
 async fn register(cluster: &Cluster, agent: usize, body: Value) {
     let response = cluster.client(agent).put("/v1/agent/service/register", body.to_string()).await.unwrap();
     assert_eq!(response.status, 200, "{}", response.text());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, free_port, weft, Cluster};
+use support::{eventually, free_port, metric, weft, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -47,6 +47,7 @@ async fn app(name: &'static str) -> u16 {
                     let mut words = head.split_whitespace();
                     let (method, path) = (words.next().unwrap_or("").to_owned(), words.next().unwrap_or("").to_owned());
                     let canary = head.lines().any(|l| l.eq_ignore_ascii_case("x-canary: 1"));
+                    let close = head.lines().any(|l| l.eq_ignore_ascii_case("connection: close"));
                     let status = match path.as_str() {
                         _ if name == "bad" => "500 Internal Server Error",
                         "/slow" => {
@@ -64,7 +65,7 @@ async fn app(name: &'static str) -> u16 {
                     };
                     let body = format!("{name} {method} {path}{}", if canary { " canary" } else { "" });
                     let response = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                    if socket.write_all(response.as_bytes()).await.is_err() {
+                    if socket.write_all(response.as_bytes()).await.is_err() || close {
                         return;
                     }
                 }
@@ -300,4 +301,114 @@ async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_th
     assert!(body.contains("MaxConcurrentRequests"), "{body}");
     HOLD.notify_one();
     assert_eq!(held.await.unwrap().unwrap(), (200, "good GET /hold".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_mode_rate_limits_and_access_logs() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let http = cluster.specs[vm1].http_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    write_entry(
+        &http,
+        dir.path(),
+        "proxy-defaults",
+        json!({"Kind": "proxy-defaults", "Name": "global",
+               "AccessLogs": {"Enabled": true, "Type": "file", "Path": log_path.to_str().unwrap()}}),
+    );
+    // /limited: one request a second, at most 3 at once; everything else unlimited.
+    let api_defaults = |mode: &str| {
+        json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http", "MutualTLSMode": mode,
+               "RateLimits": {"InstanceLevel": {"Routes": [
+                   {"PathPrefix": "/limited", "RequestsPerSecond": 1, "RequestsMaxBurst": 3}]}}})
+    };
+    write_entry(&http, dir.path(), "api", api_defaults("strict"));
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &http]);
+    assert_eq!(code, 0, "{err}");
+
+    let api_public = free_port();
+    let registration = json!({"Name": "api", "Port": app("api").await,
+        "Connect": {"SidecarService": {"Port": api_public}}});
+    assert_eq!(
+        cluster.client(vm2).put("/v1/agent/service/register", registration.to_string()).await.unwrap().status,
+        200
+    );
+    let upstream = free_port();
+    let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": free_port(),
+        "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}});
+    assert_eq!(cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    eventually("web to reach api", Duration::from_secs(30), || async {
+        (request(upstream, "/logged", "probe").await? == (200, "api GET /logged".to_owned())).then_some(())
+    })
+    .await;
+
+    // The route's bucket holds 3: the first 3 pass, and a 429 that says why follows.
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let (status, body) = request(upstream, "/limited", "curl").await.unwrap();
+        statuses.push(status);
+        if status == 429 {
+            assert!(body.contains("RateLimits"), "{body}");
+            break;
+        }
+    }
+    println!("rate limit: statuses until the first 429: {statuses:?}");
+    assert_eq!(&statuses[..3], [200, 200, 200], "the burst passes");
+    assert_eq!(statuses.last(), Some(&429), "a request over the limit is refused");
+    assert_eq!(request(upstream, "/other", "curl").await.unwrap().0, 200, "other paths are not limited");
+
+    // Strict: plaintext straight to api's sidecar gets nothing.
+    assert_eq!(request(api_public, "/plain", "curl").await, None, "strict mode refuses plaintext");
+    // Permissive needs the mesh entry's consent first.
+    let file = dir.path().join("permissive.json");
+    std::fs::write(&file, api_defaults("permissive").to_string()).unwrap();
+    let (code, _, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &http]);
+    assert_ne!(code, 0);
+    assert!(err.contains("AllowEnablingPermissiveMutualTLS"), "{err}");
+    write_entry(
+        &http,
+        dir.path(),
+        "mesh",
+        json!({"Kind": "mesh", "Name": "mesh", "DefaultIntentionAction": "deny", "AllowEnablingPermissiveMutualTLS": true}),
+    );
+    write_entry(&http, dir.path(), "api", api_defaults("permissive"));
+    let answer = eventually("api's sidecar to take plaintext", Duration::from_secs(30), || async {
+        request(api_public, "/plain", "curl").await
+    })
+    .await;
+    assert_eq!(answer, (200, "api GET /plain".to_owned()));
+    let plaintext =
+        metric(&cluster.specs[vm2].http_addr, "api", "weft_proxy_inbound_plaintext_connections", "").await.unwrap();
+    assert!(plaintext >= 1.0, "plaintext connections are counted: {plaintext}");
+    write_entry(&http, dir.path(), "api", api_defaults("strict"));
+    eventually("api's sidecar to refuse plaintext again", Duration::from_secs(30), || async {
+        request(api_public, "/plain", "curl").await.is_none().then_some(())
+    })
+    .await;
+
+    // Both sidecars logged the request to /logged: web's going out, api's coming in.
+    let lines = eventually("both sidecars to log /logged", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["path"] == "/logged" && line["response_code"] == 200)
+            .collect();
+        let clusters: std::collections::BTreeSet<String> =
+            lines.iter().filter_map(|l| l["upstream_cluster"].as_str().map(str::to_owned)).collect();
+        (clusters.contains("api") && clusters.contains("local_app")).then_some(lines)
+    })
+    .await;
+    println!("access log lines for /logged: {lines:?}");
+    for line in &lines {
+        assert_eq!(line["method"], "GET");
+        assert!(line["bytes_sent"].as_u64().unwrap() > 0, "{line}");
+        assert!(line["duration"].is_u64(), "{line}");
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("\"response_code\":429"), "the rate-limited request is logged too");
 }

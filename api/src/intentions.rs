@@ -233,14 +233,14 @@ struct CompiledPermission {
 
 /// `pattern` compiled to match a whole value, as Envoy (and so Consul)
 /// matches regexes in intentions and routes.
-pub(crate) fn anchored_regex(pattern: &str) -> Result<Regex, regex::Error> {
+pub fn anchored_regex(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
 }
 
 impl PathMatch {
     /// Whether `path` (without its query) matches; `regex` is this test's
     /// compiled regex, for `Regex`.
-    pub(crate) fn matches(&self, path: &str, regex: Option<&Regex>) -> bool {
+    pub fn matches(&self, path: &str, regex: Option<&Regex>) -> bool {
         match self {
             PathMatch::Exact(exact) => path == exact,
             PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),

@@ -9,6 +9,7 @@
 //! - [`intentions`]: the rules for a destination and the decisions made from
 //!   them (per connection and per HTTP request), shared by servers and sidecars.
 //! - [`proxy`]: the snapshot an agent streams to each sidecar.
+//! - [`access_log`]: access log formats (Envoy's `%OPERATOR%` templates).
 //! - [`chain`]: discovery chains (routes, splits, targets) and how a request
 //!   is routed through one; the traffic-management work builds on it.
 //! - [`command`]: the one `Command` enum every Raft write is, and its outcome.
@@ -20,6 +21,7 @@
 //! owns the first two and the agent's HTTP layer the last.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod catalog;
 pub mod chain;
 pub mod client;

@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_log::AccessLogs;
 use crate::chain::DiscoveryChain;
 use crate::ids::{NodeName, ServiceName};
-use crate::intentions::{IntentionError, IntentionRule, IntentionSet};
+use crate::intentions::{IntentionError, IntentionRule, IntentionSet, PathMatch};
 use crate::mesh::{IntentionAction, Protocol};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +38,50 @@ pub struct ProxySnapshot {
     /// Where the sidecar serves /metrics and /config, if its agent knows
     /// (`weft proxy config-dump` looks here).
     pub admin: Option<SocketAddr>,
+    /// How traffic to the service is let in: mTLS mode and rate limits.
+    #[serde(default)]
+    pub inbound: InboundPolicy,
+    /// proxy-defaults' `AccessLogs`, if enabled.
+    #[serde(default)]
+    pub access_logs: Option<AccessLogs>,
+}
+
+/// The service's own settings for traffic to it (its service-defaults,
+/// else proxy-defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundPolicy {
+    pub mutual_tls_mode: MutualTlsMode,
+    /// service-defaults' `RateLimits.InstanceLevel`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Consul's `MutualTLSMode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MutualTlsMode {
+    /// Only mutual TLS from mesh sidecars.
+    #[default]
+    Strict,
+    /// Plaintext too, passed to the application unjudged: for moving a
+    /// service into the mesh while some callers are still outside it.
+    Permissive,
+}
+
+/// A local request rate limit: a token bucket per sidecar instance, and
+/// one per route that has its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests per second for requests no route below matches; 0 is unlimited.
+    pub requests_per_second: u32,
+    /// The bucket's size: how many requests may come at once after a quiet spell.
+    pub max_burst: u32,
+    pub routes: Vec<RouteRateLimit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRateLimit {
+    pub path: PathMatch,
+    pub requests_per_second: u32,
+    pub max_burst: u32,
 }
 
 /// The sidecar's leaf and the roots it trusts.

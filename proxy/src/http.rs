@@ -38,7 +38,8 @@ use weft_api::ids::ServiceName;
 use weft_api::intentions::RequestAttributes;
 use weft_api::mesh::Protocol;
 
-use crate::inbound::Inbound;
+use crate::access_log::{Entry, Exchange};
+use crate::inbound::{Downstream, Inbound};
 use crate::metrics::{Direction, Layer};
 use crate::outbound::Upstream;
 use crate::runtime::current;
@@ -200,19 +201,39 @@ impl LocalApp {
     }
 }
 
-/// Serves HTTP from `caller` on an accepted mTLS connection until it closes:
-/// HTTP/2 when the handshake chose it, else HTTP/1.1.
-pub async fn serve_inbound<S>(stream: S, http2: bool, caller: ServiceName, inbound: Arc<Inbound>) -> Result<(), String>
+/// Serves HTTP from `downstream` on an accepted mTLS connection until it
+/// closes: HTTP/2 when the handshake chose it, else HTTP/1.1.
+pub async fn serve_inbound<S>(
+    stream: S,
+    http2: bool,
+    downstream: Downstream,
+    inbound: Arc<Inbound>,
+) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let caller = match &downstream.caller {
+        Some(identity) => identity.service.clone(),
+        None => return Err("HTTP is served only to callers with a mesh identity".into()),
+    };
     let link = Arc::new(AppLink::default());
     let service = service_fn(|request: Request<Incoming>| {
-        let (caller, inbound, link) = (caller.clone(), inbound.clone(), link.clone());
+        let (caller, downstream, inbound, link) = (caller.clone(), downstream.clone(), inbound.clone(), link.clone());
         async move {
-            Ok::<_, std::convert::Infallible>(
-                inbound_request(request.map(BodyExt::boxed), &caller, &inbound, &link).await,
-            )
+            let request = request.map(BodyExt::boxed);
+            let logs = current(&inbound.runtime).and_then(|runtime| {
+                let logs = runtime.access_logs.clone()?;
+                Some((logs, crate::inbound::local_app_entry(&runtime, &downstream)))
+            });
+            let response = match logs {
+                None => inbound_request(request, &caller, &inbound, &link).await,
+                Some((logs, base)) => {
+                    let (exchange, request) = Exchange::begin(request, base);
+                    let response = inbound_request(request, &caller, &inbound, &link).await;
+                    exchange.finish(response, inbound.access_log.clone(), logs)
+                }
+            };
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let io = TokioIo::new(stream);
@@ -223,6 +244,9 @@ where
     };
     served.map_err(|e| format!("HTTP connection from {caller} failed: {e}"))
 }
+
+/// Why a request was refused by the local rate limit.
+pub const RATE_LIMITED: &str = "rate limited";
 
 async fn inbound_request(
     request: Request<Body>,
@@ -244,9 +268,9 @@ async fn inbound_request(
                 };
                 runtime.intentions.decide_request(caller, &attributes)
             };
-            if decision.allowed() {
-                inbound.app.send(runtime.snapshot.protocol, runtime.snapshot.local_app, request, link).await
-            } else {
+            let limited =
+                || runtime.rate_limit.as_ref().is_some_and(|limit| !inbound.limiter.admit(limit, request.uri().path()));
+            if !decision.allowed() {
                 inbound.metrics.denied(Layer::L7);
                 tracing::info!(%caller, method = %request.method(), path = request.uri().path(), reason = %decision.reason, "request denied");
                 local_response(
@@ -259,6 +283,16 @@ async fn inbound_request(
                         decision.reason
                     ),
                 )
+            } else if limited() {
+                inbound.metrics.rate_limited.inc();
+                let service = &runtime.snapshot.service;
+                local_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    RATE_LIMITED,
+                    format!("weft: too many requests to {service} (its service-defaults RateLimits)\n"),
+                )
+            } else {
+                inbound.app.send(runtime.snapshot.protocol, runtime.snapshot.local_app, request, link).await
             }
         }
     };
@@ -373,13 +407,32 @@ impl H1Links {
 /// Serves the application's HTTP on one accepted local connection:
 /// HTTP/1.1 for an `http` upstream; HTTP/1.1 or HTTP/2 (prior knowledge,
 /// as gRPC clients speak it) for the others.
-pub async fn serve_outbound(stream: TcpStream, upstream: Arc<Upstream>, protocol: Protocol) {
+pub async fn serve_outbound(stream: TcpStream, application: SocketAddr, upstream: Arc<Upstream>, protocol: Protocol) {
     let links = Arc::new(tokio::sync::Mutex::new(H1Links::default()));
     let service = service_fn(|request: Request<Incoming>| {
         let (upstream, links) = (upstream.clone(), links.clone());
         async move {
             let started = Instant::now();
-            let response = crate::routing::send_upstream(request.map(BodyExt::boxed), &upstream, &links).await;
+            let request = request.map(BodyExt::boxed);
+            let logs = current(&upstream.runtime).and_then(|runtime| {
+                let logs = runtime.access_logs.clone()?;
+                let destination = runtime.upstreams.get(&upstream.bind)?.snapshot.destination.to_string();
+                Some((logs, destination))
+            });
+            let response = match logs {
+                None => crate::routing::send_upstream(request, &upstream, &links).await,
+                Some((logs, destination)) => {
+                    let base = Entry {
+                        upstream_cluster: Some(destination),
+                        downstream_remote: Some(application),
+                        downstream_local: Some(upstream.bind),
+                        ..Entry::default()
+                    };
+                    let (exchange, request) = Exchange::begin(request, base);
+                    let response = crate::routing::send_upstream(request, &upstream, &links).await;
+                    exchange.finish(response, upstream.access_log.clone(), logs)
+                }
+            };
             upstream.metrics.request(Direction::Outbound, response.status().as_u16(), started.elapsed().as_secs_f64());
             Ok::<_, std::convert::Infallible>(response)
         }

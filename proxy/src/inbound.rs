@@ -8,22 +8,31 @@
 //! judged again whenever a new snapshot arrives, and closed at once if its
 //! caller is now denied. A refused caller learns nothing beyond a closed
 //! connection; the sidecar logs who was refused and why.
+//!
+//! A service in `permissive` mode (service-defaults' `MutualTLSMode`) also
+//! takes plaintext, told apart by its first byte: such connections are
+//! spliced to the application unjudged (nobody proved who they are),
+//! counted in `weft_proxy_inbound_plaintext_connections`, and closed if
+//! the mode goes back to `strict`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use weft_api::ids::ServiceName;
 use weft_api::intentions::ConnectionDecision;
+use weft_api::proxy::MutualTlsMode;
 
 use crate::accept::accept_until;
+use crate::access_log::{AccessLog, Entry};
 use crate::http::{self, LocalApp, APPLICATION_CONNECT_TIMEOUT};
 use crate::identity::SpiffeId;
 use crate::metrics::{Direction, Layer, Metrics, Outcome};
+use crate::rate_limit::RateLimiter;
 use crate::runtime::{current, Runtime, RuntimeWatch};
 use crate::tls::ALPN_H2;
 
@@ -35,6 +44,14 @@ pub struct Inbound {
     pub runtime: RuntimeWatch,
     pub metrics: Metrics,
     pub app: LocalApp,
+    pub limiter: RateLimiter,
+    pub access_log: AccessLog,
+}
+
+impl Inbound {
+    pub fn new(runtime: RuntimeWatch, metrics: Metrics, access_log: AccessLog) -> Inbound {
+        Inbound { runtime, metrics, app: LocalApp::default(), limiter: RateLimiter::default(), access_log }
+    }
 }
 
 /// How a caller's connection is to be served, by the intentions now.
@@ -94,17 +111,32 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, shutdown: impl 
         let inbound = inbound.clone();
         tokio::spawn(async move {
             let _open = inbound.metrics.open(Direction::Inbound);
-            match handle(stream, &inbound).await {
-                Ok(()) => inbound.metrics.connection(Direction::Inbound, Outcome::Served),
+            let refused = match handle(stream, peer, &inbound).await {
+                Ok(()) => {
+                    inbound.metrics.connection(Direction::Inbound, Outcome::Served);
+                    return;
+                }
                 Err(Refused::Denied(reason)) => {
                     inbound.metrics.connection(Direction::Inbound, Outcome::Denied);
                     inbound.metrics.denied(Layer::L4);
                     tracing::info!(%peer, %reason, "inbound connection denied");
+                    reason
                 }
                 Err(Refused::Failed(reason)) => {
                     inbound.metrics.connection(Direction::Inbound, Outcome::Failed);
                     tracing::info!(%peer, %reason, "inbound connection failed");
+                    reason
                 }
+            };
+            let logs = current(&inbound.runtime).and_then(|r| r.access_logs.clone()).filter(|l| l.listener_logs);
+            if let Some(logs) = logs {
+                let entry = Entry {
+                    start: Some(SystemTime::now()),
+                    downstream_remote: Some(peer),
+                    flags: Some(refused),
+                    ..Entry::default()
+                };
+                inbound.access_log.log(&logs, &entry);
             }
         });
     })
@@ -116,10 +148,37 @@ enum Refused {
     Failed(String),
 }
 
-async fn handle(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Refused> {
+/// Who is calling, as an inbound connection learned it.
+#[derive(Clone, Debug)]
+pub struct Downstream {
+    /// `None` for plaintext (permissive mode): nobody proved anything.
+    pub caller: Option<SpiffeId>,
+    pub address: SocketAddr,
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, inbound: &Arc<Inbound>) -> Result<(), Refused> {
     let failed = Refused::Failed;
     let runtime = current(&inbound.runtime).ok_or_else(|| failed("this sidecar has no certificate yet".into()))?;
     let _ = stream.set_nodelay(true);
+    let Some(tls) = starts_with_tls(&stream).await.map_err(failed)? else {
+        // A TCP health check (or port scan): nothing to refuse.
+        tracing::debug!(%peer, "connection closed before sending anything");
+        return Ok(());
+    };
+    if !tls {
+        let service = &runtime.snapshot.service;
+        return match runtime.snapshot.inbound.mutual_tls_mode {
+            MutualTlsMode::Permissive => {
+                inbound.metrics.plaintext_connections.inc();
+                tracing::debug!(%peer, "plaintext connection let in (MutualTLSMode permissive)");
+                let downstream = Downstream { caller: None, address: peer };
+                splice(stream, runtime, downstream, strict_again(inbound.runtime.clone()), inbound).await
+            }
+            MutualTlsMode::Strict => Err(failed(format!(
+                "plaintext connection refused: {service} accepts only mutual TLS (MutualTLSMode strict)"
+            ))),
+        };
+    }
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(runtime.server_tls.clone()).accept(stream))
         .await
         .map_err(|_| failed("handshake timed out".into()))?
@@ -130,52 +189,112 @@ async fn handle(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Refused
         .peer_certificates()
         .and_then(|certs| certs.first())
         .ok_or_else(|| failed("the caller sent no certificate".into()))?;
-    let caller = SpiffeId::from_certificate(certificate).map_err(|e| failed(e.to_string()))?.service;
+    let identity = SpiffeId::from_certificate(certificate).map_err(|e| failed(e.to_string()))?;
+    let caller = identity.service.clone();
+    let downstream = Downstream { caller: Some(identity), address: peer };
     // Judged by the newest snapshot, which may have come during the handshake.
     let runtime = current(&inbound.runtime).unwrap_or(runtime);
+    let revoked_caller = || {
+        let (runtime, caller) = (inbound.runtime.clone(), caller.clone());
+        async move { format!("{caller}: open connection closed: {}", revoked(runtime, caller.clone()).await) }
+    };
     match judge(&runtime, &caller) {
         Judgement::Deny(reason) => Err(Refused::Denied(format!("{caller}: {reason}"))),
-        Judgement::Tcp => splice(tls, runtime.snapshot.local_app, caller, inbound).await,
+        Judgement::Tcp => splice(tls, runtime, downstream, revoked_caller(), inbound).await,
         // A caller denied from the start gets 403s; one allowed at first is
         // cut off when a new snapshot denies it, streams and all.
         Judgement::Http if l4_denial(&runtime, &caller).is_some() => {
             let http2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-            http::serve_inbound(tls, http2, caller.clone(), inbound.clone()).await.map_err(failed)
+            http::serve_inbound(tls, http2, downstream, inbound.clone()).await.map_err(failed)
         }
         Judgement::Http => {
             let http2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
             tokio::select! {
-                served = http::serve_inbound(tls, http2, caller.clone(), inbound.clone()) => served.map_err(failed),
-                reason = revoked(inbound.runtime.clone(), caller.clone()) => {
-                    Err(Refused::Denied(format!("{caller}: open connection closed: {reason}")))
-                }
+                served = http::serve_inbound(tls, http2, downstream, inbound.clone()) => served.map_err(failed),
+                reason = revoked_caller() => Err(Refused::Denied(reason)),
             }
         }
     }
 }
 
-async fn splice(
-    mut tls: TlsStream<TcpStream>,
-    application: SocketAddr,
-    caller: ServiceName,
+/// Whether the caller opened with a TLS handshake record (0x16), read
+/// without consuming it; `None` if it closed without sending anything.
+async fn starts_with_tls(stream: &TcpStream) -> Result<Option<bool>, String> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Err(_) => Err("the caller sent nothing in time".into()),
+        Ok(Err(error)) => Err(format!("cannot read from the caller: {error}")),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) => Ok(Some(first[0] == TLS_HANDSHAKE_RECORD)),
+    }
+}
+
+/// The first byte of every TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Resolves once the service no longer accepts plaintext: open plaintext
+/// connections close when permissive mode ends.
+async fn strict_again(mut runtime: RuntimeWatch) -> String {
+    loop {
+        if runtime.changed().await.is_err() {
+            return "the sidecar is stopping".to_owned();
+        }
+        if current(&runtime).is_some_and(|now| now.snapshot.inbound.mutual_tls_mode == MutualTlsMode::Strict) {
+            return "plaintext connection closed: the service's MutualTLSMode is now strict".to_owned();
+        }
+    }
+}
+
+/// Splices an allowed connection to the application until either side
+/// closes, or `revoked` says it may no longer stay open.
+async fn splice<S>(
+    mut downstream: S,
+    runtime: Arc<Runtime>,
+    who: Downstream,
+    revoked: impl Future<Output = String>,
     inbound: &Inbound,
-) -> Result<(), Refused> {
+) -> Result<(), Refused>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let failed = Refused::Failed;
+    let application = runtime.snapshot.local_app;
+    let (start, started) = (SystemTime::now(), Instant::now());
     let mut app = tokio::time::timeout(APPLICATION_CONNECT_TIMEOUT, TcpStream::connect(application))
         .await
         .map_err(|_| failed("the local application did not accept in time".into()))?
         .map_err(|e| failed(format!("cannot reach the local application at {application}: {e}")))?;
     let _ = app.set_nodelay(true);
-    tracing::debug!(%caller, "inbound connection allowed");
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut tls, &mut app) => {
-            if let Ok((received, sent)) = copied {
-                inbound.metrics.bytes(Direction::Inbound, received, sent);
-            }
-            Ok(())
-        }
-        reason = revoked(inbound.runtime.clone(), caller.clone()) => {
-            Err(Refused::Denied(format!("{caller}: open connection closed: {reason}")))
-        }
+    tracing::debug!(caller = ?who.caller, "inbound connection allowed");
+    let (outcome, bytes) = tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut downstream, &mut app) => (Ok(()), copied.ok()),
+        reason = revoked => (Err(Refused::Denied(reason)), None),
+    };
+    let (received, sent) = bytes.unwrap_or_default();
+    inbound.metrics.bytes(Direction::Inbound, received, sent);
+    if let Some(logs) = &runtime.access_logs {
+        let entry = Entry {
+            start: Some(start),
+            protocol: Some("tcp"),
+            bytes_received: received,
+            bytes_sent: sent,
+            duration_ms: Some(started.elapsed().as_millis()),
+            flags: who.caller.is_none().then(|| "plaintext".to_owned()),
+            ..local_app_entry(&runtime, &who)
+        };
+        inbound.access_log.log(logs, &entry);
+    }
+    outcome
+}
+
+/// What every inbound log line says about the two ends.
+pub fn local_app_entry(runtime: &Runtime, who: &Downstream) -> Entry {
+    Entry {
+        upstream_host: Some(runtime.snapshot.local_app),
+        upstream_cluster: Some("local_app".to_owned()),
+        downstream_remote: Some(who.address),
+        downstream_local: Some(runtime.snapshot.public_listener),
+        peer_uri_san: who.caller.as_ref().map(|id| id.to_string()),
+        ..Entry::default()
     }
 }

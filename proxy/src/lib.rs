@@ -19,6 +19,8 @@
 //!   HTTP/1.1 or multiplexed HTTP/2 between sidecars outbound.
 //! - `routing`: an HTTP upstream's requests through its discovery chain
 //!   (routes, faults, splits, failover, retries, timeouts, header edits).
+//! - [`rate_limit`]: the inbound request rate limit (token buckets).
+//! - [`access_log`]: access log lines, written off the request path.
 //! - [`balancer`]: round robin and least request (power of two choices).
 //! - [`tls`], [`identity`]: rustls configurations and SPIFFE IDs.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin port.
@@ -29,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod http;
@@ -36,6 +39,7 @@ pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod rate_limit;
 mod routing;
 pub mod runtime;
 pub mod sidecar;

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub intention_denials: Family<LayerLabels, Counter>,
     /// Seconds since the Unix epoch after which the leaf is invalid.
     pub leaf_expiry: Gauge,
+    /// Inbound connections let in without mutual TLS (permissive mode).
+    pub plaintext_connections: Counter,
+    /// Inbound requests refused by the local rate limit.
+    pub rate_limited: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -92,6 +96,8 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             intention_denials: Family::default(),
             leaf_expiry: Gauge::default(),
+            plaintext_connections: Counter::default(),
+            rate_limited: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("weft_proxy");
         registry.register("connections", "Connections handled, by outcome", metrics.connections.clone());
@@ -101,6 +107,12 @@ impl Metrics {
         registry.register("requests", "HTTP requests, by response status", metrics.requests.clone());
         registry.register("request_duration_seconds", "HTTP request latency", metrics.request_seconds.clone());
         registry.register("intention_denials", "Traffic refused by intentions", metrics.intention_denials.clone());
+        registry.register(
+            "inbound_plaintext_connections",
+            "Inbound connections accepted without mutual TLS (MutualTLSMode permissive)",
+            metrics.plaintext_connections.clone(),
+        );
+        registry.register("rate_limited_requests", "Inbound requests refused with 429", metrics.rate_limited.clone());
         registry.register(
             "leaf_expiry_timestamp_seconds",
             "When the sidecar's leaf certificate expires (Unix time)",

@@ -12,13 +12,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_api::proxy::Limits;
 
 use crate::accept::accept_until;
+use crate::access_log::{AccessLog, Entry};
 use crate::balancer::Balancer;
 use crate::http::{self, H2Pool};
 use crate::metrics::{Direction, Metrics, Outcome};
@@ -30,6 +31,7 @@ pub struct Upstream {
     pub bind: SocketAddr,
     pub runtime: RuntimeWatch,
     pub metrics: Metrics,
+    pub access_log: AccessLog,
     pub balancer: Balancer,
     pub pool: H2Pool,
     /// The application's connections open to this upstream now.
@@ -47,11 +49,12 @@ pub const OVERLOADED: &str = "overloaded";
 pub struct RequestSlot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Upstream {
-    pub fn new(bind: SocketAddr, runtime: RuntimeWatch, metrics: Metrics) -> Upstream {
+    pub fn new(bind: SocketAddr, runtime: RuntimeWatch, metrics: Metrics, access_log: AccessLog) -> Upstream {
         Upstream {
             bind,
             runtime,
             metrics,
+            access_log,
             balancer: Balancer::default(),
             pool: H2Pool::default(),
             connections: AtomicUsize::new(0),
@@ -100,7 +103,7 @@ impl Upstream {
 
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: impl Future<Output = ()>) {
-    accept_until(&listener, "upstream", shutdown, |stream, _| {
+    accept_until(&listener, "upstream", shutdown, |stream, application| {
         let _ = stream.set_nodelay(true);
         let upstream = upstream.clone();
         tokio::spawn(async move {
@@ -118,11 +121,11 @@ pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: imp
                 return;
             }
             if protocol.is_http_like() {
-                http::serve_outbound(stream, upstream.clone(), protocol).await;
+                http::serve_outbound(stream, application, upstream.clone(), protocol).await;
                 upstream.metrics.connection(Direction::Outbound, Outcome::Served);
                 return;
             }
-            match splice(stream, &upstream).await {
+            match splice(stream, application, &upstream).await {
                 Ok(()) => upstream.metrics.connection(Direction::Outbound, Outcome::Served),
                 Err(reason) => {
                     upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
@@ -158,7 +161,7 @@ async fn refuse_overloaded(mut stream: TcpStream, protocol: weft_api::mesh::Prot
 }
 
 /// Splices one application connection to one endpoint of the destination.
-async fn splice(mut local: TcpStream, upstream: &Upstream) -> Result<(), String> {
+async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstream) -> Result<(), String> {
     let runtime = current(&upstream.runtime).ok_or("this sidecar has no certificate yet")?;
     let target = runtime.upstreams.get(&upstream.bind).ok_or("this upstream was removed")?;
     let destination = &target.snapshot.destination;
@@ -174,8 +177,23 @@ async fn splice(mut local: TcpStream, upstream: &Upstream) -> Result<(), String>
         match connected {
             Ok(mut remote) => {
                 let _in_flight = upstream.balancer.start(endpoint);
-                if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
-                    upstream.metrics.bytes(Direction::Outbound, sent, received);
+                let (start, started) = (SystemTime::now(), Instant::now());
+                let (received, sent) = tokio::io::copy_bidirectional(&mut local, &mut remote).await.unwrap_or_default();
+                upstream.metrics.bytes(Direction::Outbound, received, sent);
+                if let Some(logs) = &runtime.access_logs {
+                    let entry = Entry {
+                        start: Some(start),
+                        protocol: Some("tcp"),
+                        bytes_received: received,
+                        bytes_sent: sent,
+                        duration_ms: Some(started.elapsed().as_millis()),
+                        upstream_host: Some(endpoint),
+                        upstream_cluster: Some(destination.to_string()),
+                        downstream_remote: Some(application),
+                        downstream_local: Some(upstream.bind),
+                        ..Entry::default()
+                    };
+                    upstream.access_log.log(logs, &entry);
                 }
                 return Ok(());
             }

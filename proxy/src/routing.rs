@@ -20,6 +20,7 @@ use weft_api::intentions::PathMatch;
 use weft_api::mesh::Protocol;
 use weft_api::proxy::Endpoint;
 
+use crate::access_log::UpstreamHost;
 use crate::http::{local_response, retarget, Body, H1Links};
 use crate::outbound::{Upstream, OVERLOADED};
 use crate::runtime::{current, UpstreamRuntime};
@@ -294,7 +295,11 @@ async fn exchange(
         None => sent.await,
     };
     answer
-        .map(|response| response.map(BodyExt::boxed))
+        .map(|response| {
+            let mut response = response.map(BodyExt::boxed);
+            response.extensions_mut().insert(UpstreamHost(endpoint));
+            response
+        })
         .map_err(|error| TryError::Failed(format!("at {endpoint}: {error}")))
 }
 

@@ -12,10 +12,13 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
+use weft_api::access_log::TemplateError;
 use weft_api::chain::{ChainError, CompiledChain};
 use weft_api::intentions::{IntentionError, IntentionSet};
 use weft_api::proxy::{ProxySnapshot, UpstreamSnapshot};
 
+use crate::access_log::AccessLogConfig;
+use crate::rate_limit::CompiledRateLimit;
 use crate::tls::{TlsError, TlsMaterial};
 
 /// The current runtime; `None` until the first usable snapshot.
@@ -25,6 +28,10 @@ pub struct Runtime {
     pub snapshot: ProxySnapshot,
     pub server_tls: Arc<ServerConfig>,
     pub intentions: IntentionSet,
+    /// The service's request rate limit, regexes compiled.
+    pub rate_limit: Option<CompiledRateLimit>,
+    /// proxy-defaults' access logs, if enabled.
+    pub access_logs: Option<Arc<AccessLogConfig>>,
     /// By local bind address.
     pub upstreams: BTreeMap<SocketAddr, UpstreamRuntime>,
 }
@@ -46,6 +53,10 @@ pub enum RuntimeError {
     Intentions(#[from] IntentionError),
     #[error("unusable discovery chain: {0}")]
     Chain(#[from] ChainError),
+    #[error("unusable rate limit: {0}")]
+    RateLimit(#[from] regex::Error),
+    #[error("unusable access log format: {0}")]
+    AccessLog(#[from] TemplateError),
 }
 
 impl Runtime {
@@ -64,9 +75,19 @@ impl Runtime {
                 Ok((upstream.local_bind, UpstreamRuntime { snapshot: upstream.clone(), client_tls, chain }))
             })
             .collect::<Result<_, RuntimeError>>()?;
+        let access_logs = match &snapshot.access_logs {
+            Some(logs) => Some(Arc::new(AccessLogConfig {
+                sink: logs.sink.clone(),
+                format: logs.format.templates()?,
+                listener_logs: logs.listener_logs,
+            })),
+            None => None,
+        };
         Ok(Runtime {
             server_tls: material.server_config()?,
             intentions: snapshot.intentions.compile()?,
+            rate_limit: snapshot.inbound.rate_limit.clone().map(CompiledRateLimit::new).transpose()?,
+            access_logs,
             upstreams,
             snapshot,
         })

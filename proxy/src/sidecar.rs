@@ -19,8 +19,8 @@ use weft_api::client::{path_segment, HttpClient};
 use weft_api::ids::ServiceId;
 use weft_api::proxy::ProxySnapshot;
 
+use crate::access_log::AccessLog;
 use crate::admin::{self, Admin};
-use crate::http::LocalApp;
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Upstream};
@@ -86,6 +86,12 @@ pub async fn run(
 ) -> Result<(), SidecarError> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let access_log = AccessLog::default();
+    registry.register(
+        "weft_proxy_access_log_dropped_lines",
+        "Access log lines dropped because the writer fell behind",
+        access_log.dropped.clone(),
+    );
     let (runtime_tx, mut runtime) = watch::channel::<Option<Arc<Runtime>>>(None);
     let follower = tokio::spawn(follow(agent, source.path(), runtime_tx, metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -111,14 +117,14 @@ pub async fn run(
     let Some(first) = first else { return Ok(()) };
     let public = first.snapshot.public_listener;
     let listener = TcpListener::bind(public).await.map_err(|source| SidecarError::Listen { addr: public, source })?;
-    let inbound = Arc::new(Inbound { runtime: runtime.clone(), metrics: metrics.clone(), app: LocalApp::default() });
+    let inbound = Arc::new(Inbound::new(runtime.clone(), metrics.clone(), access_log.clone()));
     let serving = tokio::spawn(inbound::serve(listener, inbound, stopped()));
     tracing::info!(service = %first.snapshot.service, listen = %public, protocol = %first.snapshot.protocol, "sidecar ready");
 
     let mut upstreams: BTreeMap<SocketAddr, (Arc<Upstream>, oneshot::Sender<()>)> = BTreeMap::new();
     loop {
         if let Some(now) = current(&runtime) {
-            reconcile_upstreams(&now, &mut upstreams, &runtime, &metrics).await;
+            reconcile_upstreams(&now, &mut upstreams, &runtime, (&metrics, &access_log)).await;
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -137,7 +143,7 @@ async fn reconcile_upstreams(
     now: &Runtime,
     running: &mut BTreeMap<SocketAddr, (Arc<Upstream>, oneshot::Sender<()>)>,
     runtime: &RuntimeWatch,
-    metrics: &Metrics,
+    (metrics, access_log): (&Metrics, &AccessLog),
 ) {
     running.retain(|bind, _| {
         let keep = now.upstreams.contains_key(bind);
@@ -159,7 +165,7 @@ async fn reconcile_upstreams(
                 continue;
             }
         };
-        let upstream = Arc::new(Upstream::new(*bind, runtime.clone(), metrics.clone()));
+        let upstream = Arc::new(Upstream::new(*bind, runtime.clone(), metrics.clone(), access_log.clone()));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         tokio::spawn(outbound::serve(listener, upstream.clone(), async move {
             let _ = stop_rx.await;

@@ -18,7 +18,6 @@ use tokio::sync::watch;
 use weft_api::intentions::{HttpMatch, IntentionRule, PathMatch, Permission, RuleOrigin, Verdict};
 use weft_api::mesh::{IntentionAction, Protocol};
 use weft_api::proxy::{Endpoint, IntentionSnapshot, LoadBalancer, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
-use weft_proxy::http::LocalApp;
 use weft_proxy::inbound::{self, Inbound};
 use weft_proxy::metrics::Metrics;
 use weft_proxy::outbound::{self, Upstream};
@@ -91,6 +90,8 @@ fn snapshot(
         intentions: IntentionSnapshot { rules, default_action: IntentionAction::Deny },
         upstreams,
         admin: None,
+        inbound: Default::default(),
+        access_logs: None,
     }
 }
 
@@ -140,7 +141,7 @@ async fn inbound_sidecar(snapshot: ProxySnapshot) -> (SocketAddr, RuntimeSender)
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (sender, runtime) = runtime_of(snapshot);
-    let inbound = Inbound { runtime, metrics: Metrics::new(&mut Default::default()), app: LocalApp::default() };
+    let inbound = Inbound::new(runtime, Metrics::new(&mut Default::default()), Default::default());
     tokio::spawn(inbound::serve(listener, Arc::new(inbound), std::future::pending()));
     (addr, sender)
 }
@@ -170,7 +171,7 @@ async fn upstream_to(
     let unused = "127.0.0.1:9".parse().unwrap();
     let (sender, runtime) = runtime_of(snapshot("web", material, Protocol::Tcp, Vec::new(), unused, vec![upstream]));
     std::mem::forget(sender);
-    let upstream = Upstream::new(bind, runtime, Metrics::new(&mut Default::default()));
+    let upstream = Upstream::new(bind, runtime, Metrics::new(&mut Default::default()), Default::default());
     tokio::spawn(outbound::serve(listener, Arc::new(upstream), std::future::pending()));
     bind
 }

@@ -358,6 +358,27 @@ pub async fn stale_keys(client: &HttpClient, prefix: &str) -> Option<Vec<String>
 }
 
 /// Runs the `weft` CLI and returns (exit code, stdout, stderr).
+/// `weft proxy config-dump` of `service`'s sidecar, parsed.
+pub fn config_dump(http: &str, service: &str) -> Option<Value> {
+    let (code, out, _) = weft(&["proxy", "config-dump", "--sidecar-for", service, "--http-addr", http]);
+    (code == 0).then(|| serde_json::from_str(&out).ok()).flatten()
+}
+
+/// The sum of the samples of `metric` in the Prometheus text of `service`'s
+/// sidecar whose labels contain `labels`.
+pub async fn metric(http: &str, service: &str, metric: &str, labels: &str) -> Option<f64> {
+    let admin = config_dump(http, service)?["admin"].as_str()?.to_owned();
+    let response = weft_api::client::HttpClient::new(&admin, None).get("/metrics").await.ok()?;
+    Some(
+        response
+            .text()
+            .lines()
+            .filter(|line| line.starts_with(metric) && line.contains(labels))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
 pub fn weft(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(weft_bin()).args(args).stdin(Stdio::null()).output().expect("run weft");
     (

@@ -10,14 +10,15 @@ use std::net::SocketAddr;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use weft_api::access_log::AccessLogs;
 use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus};
 use weft_api::chain::Target;
 use weft_api::ids::{Datacenter, NodeName, ServiceId, ServiceName};
-use weft_api::proxy::{Endpoint, IntentionSnapshot, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
+use weft_api::proxy::{Endpoint, InboundPolicy, IntentionSnapshot, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
 use weft_server::ca::CaError;
 use weft_server::store::{
-    compile_discovery_chain, effective_protocol, resolver_load_balancer, upstream_config, ServiceHealth, StateStore,
-    Table, Tables, DEFAULT_CONNECT_TIMEOUT_MS,
+    access_logs, compile_discovery_chain, effective_protocol, inbound_policy, resolver_load_balancer, upstream_config,
+    ServiceHealth, StateStore, Table, Tables, DEFAULT_CONNECT_TIMEOUT_MS,
 };
 
 use super::supervisor::AdminPorts;
@@ -96,6 +97,8 @@ pub async fn build(
         intentions: partial.intentions,
         upstreams: partial.upstreams,
         admin: admin_ports.get(&spec.proxy_id),
+        inbound: partial.inbound,
+        access_logs: partial.access_logs,
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
 }
@@ -109,6 +112,8 @@ struct FromTables {
     trust_domain: String,
     intentions: IntentionSnapshot,
     upstreams: Vec<UpstreamSnapshot>,
+    inbound: InboundPolicy,
+    access_logs: Option<AccessLogs>,
 }
 
 fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> Result<FromTables, SnapshotError> {
@@ -139,6 +144,8 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
         trust_domain: ca.trust_domain.clone(),
         intentions,
         upstreams,
+        inbound: inbound_policy(mesh, service),
+        access_logs: access_logs(mesh),
     })
 }
 

@@ -22,6 +22,7 @@ use weft_api::intentions::{IntentionRule, IntentionSet};
 use weft_api::mesh::{ConfigEntry, IntentionAction, Protocol};
 use weft_api::proxy::LoadBalancer;
 
+use super::inbound_policy;
 use super::intentions::{validate_name, DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD};
 use super::mesh::MeshTables;
 use super::service_intentions::rules_of;
@@ -85,7 +86,7 @@ pub fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value
 }
 
 /// A stored entry's body as an object (`None` if it is not one).
-fn stored_body(entry: &ConfigEntry) -> Option<Map<String, Value>> {
+pub(super) fn stored_body(entry: &ConfigEntry) -> Option<Map<String, Value>> {
     match serde_json::from_str(&entry.body) {
         Ok(Value::Object(body)) => Some(body),
         _ => None,
@@ -97,7 +98,7 @@ pub(super) fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<Stri
 }
 
 /// The object at `object.name` (`path` names it in errors), if there is one.
-fn object_field<'a>(
+pub(super) fn object_field<'a>(
     object: &'a Map<String, Value>,
     name: &str,
     path: &str,
@@ -166,13 +167,23 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
     match entry.kind.as_str() {
         SERVICE_DEFAULTS => {
             check_protocol(field(&body, "Protocol"), "Protocol")?;
+            inbound_policy::validate_service_defaults(mesh, &body)?;
             validate_upstream_config(&body)
         }
         PROXY_DEFAULTS => {
             check_proxy_config(&body)?;
+            inbound_policy::validate_proxy_defaults(mesh, &body)?;
             validate_upstream_config(&body)
         }
-        MESH_CONFIG_KIND => check_default_intention_action(&body),
+        MESH_CONFIG_KIND => {
+            check_default_intention_action(&body)?;
+            match field(&body, inbound_policy::ALLOW_PERMISSIVE_FIELD) {
+                None | Some(Value::Bool(_)) => Ok(()),
+                Some(other) => {
+                    Err(format!("{} must be true or false, not {other}", inbound_policy::ALLOW_PERMISSIVE_FIELD))
+                }
+            }
+        }
         SERVICE_RESOLVER => {
             check_subsets(&body)?;
             load_balancer_of(&body)?;
@@ -383,7 +394,7 @@ fn check_service_intentions(mesh: &MeshTables, name: &str, body: &Map<String, Va
     IntentionSet::new(rules, IntentionAction::Deny).map(drop).map_err(|e| e.to_string())
 }
 
-fn check_regex(pattern: Option<&str>, path: &str) -> Result<(), String> {
+pub(super) fn check_regex(pattern: Option<&str>, path: &str) -> Result<(), String> {
     let Some(pattern) = pattern else { return Ok(()) };
     regex::Regex::new(pattern).map(drop).map_err(|error| {
         // The regex crate's message ends with the one line that says what is wrong.

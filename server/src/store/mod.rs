@@ -11,6 +11,7 @@
 mod catalog;
 mod config_entries;
 mod discovery_chain;
+mod inbound_policy;
 mod intentions;
 mod kv;
 mod mesh;
@@ -32,6 +33,7 @@ pub use config_entries::{
     PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
 };
 pub use discovery_chain::{compile as compile_discovery_chain, DEFAULT_CONNECT_TIMEOUT_MS};
+pub use inbound_policy::{access_logs, inbound_policy, ALLOW_PERMISSIVE_FIELD};
 pub use intentions::{
     evaluation_order, is_wildcard, precedence, rule_of, validate_intention, validate_name, DEFAULT_ACTION_FIELD,
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
