@@ -304,7 +304,7 @@ async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permissive_mode_rate_limits_and_access_logs() {
+async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     let mut cluster = Cluster::servers(1).await;
     let vm1 = cluster.add_client("vm1", &[]);
     let vm2 = cluster.add_client("vm2", &[]);
@@ -411,4 +411,37 @@ async fn permissive_mode_rate_limits_and_access_logs() {
     }
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains("\"response_code\":429"), "the rate-limited request is logged too");
+
+    // ring_hash on the user agent: a second instance, and each client's
+    // requests stay on one instance while different clients use both.
+    write_entry(
+        &http,
+        dir.path(),
+        "resolver",
+        json!({"Kind": "service-resolver", "Name": "api", "LoadBalancer": {"Policy": "ring_hash",
+               "HashPolicies": [{"Field": "header", "FieldValue": "user-agent"}]}}),
+    );
+    let second = json!({"ID": "api-b", "Name": "api", "Port": app("api-b").await,
+        "Connect": {"SidecarService": {"Port": free_port()}}});
+    assert_eq!(cluster.client(vm2).put("/v1/agent/service/register", second.to_string()).await.unwrap().status, 200);
+    eventually("web to reach the second api instance", Duration::from_secs(30), || async {
+        let probes = (0..20).map(|i| async move { request(upstream, "/", &format!("probe-{i}")).await });
+        let answers = futures::future::join_all(probes).await;
+        answers.iter().flatten().any(|(_, body)| body.starts_with("api-b ")).then_some(())
+    })
+    .await;
+    let mut instances_used = std::collections::BTreeSet::new();
+    for client in 0..12 {
+        let agent = format!("client-{client}");
+        let mut answered_by = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let (status, body) = request(upstream, "/", &agent).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            answered_by.insert(body.split(' ').next().unwrap().to_owned());
+        }
+        assert_eq!(answered_by.len(), 1, "{agent}'s requests all go to one instance: {answered_by:?}");
+        instances_used.extend(answered_by);
+    }
+    println!("ring hash: 12 clients x 5 requests, instances used: {instances_used:?}");
+    assert_eq!(instances_used.len(), 2, "different clients land on both instances");
 }

@@ -165,13 +165,37 @@ pub struct OutlierDetection {
 }
 
 /// How a sidecar spreads an upstream's traffic over its endpoints (the
-/// destination's `service-resolver` `LoadBalancer.Policy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// destination's `service-resolver` `LoadBalancer`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoadBalancer {
     #[default]
     RoundRobin,
     /// The less busy of two endpoints picked at random (power of two choices).
     LeastRequest,
+    /// Consul's `ring_hash` and `maglev`: requests with the same hash key
+    /// (from `HashPolicies`) go to the same endpoint, and when endpoints
+    /// come or go only the keys of those endpoints move. Requests with no
+    /// key are spread round robin.
+    ConsistentHash(Vec<HashPolicy>),
+}
+
+/// One of a resolver's `HashPolicies`: where part of a request's hash key
+/// comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashPolicy {
+    pub source: HashSource,
+    /// Stop at this policy if it gave a value.
+    pub terminal: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HashSource {
+    /// A request header, by name (any case).
+    Header(String),
+    Cookie(String),
+    QueryParameter(String),
+    /// The address the request or connection came from.
+    SourceIp,
 }
 
 /// A healthy sidecar of an upstream's destination.

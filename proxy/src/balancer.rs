@@ -1,8 +1,16 @@
 //! Choosing an upstream's endpoint for each connection (TCP) or request
-//! (HTTP): round robin, or least request by the power of two choices (the
+//! (HTTP): round robin, least request by the power of two choices (the
 //! less busy of two endpoints picked at random, which avoids the herd a
-//! global "least busy" makes). The chosen endpoint is tried first, then the
-//! others, so one dead instance costs a retry, not an error.
+//! global "least busy" makes), or consistent hashing of a key taken from
+//! the request. The chosen endpoint is tried first, then the others, so
+//! one dead instance costs a retry, not an error.
+//!
+//! Consul's `ring_hash` and `maglev` are both served by rendezvous
+//! (highest random weight) hashing: each endpoint's weight for a key is a
+//! hash of the two, and endpoints are tried heaviest first. It keeps the
+//! property users pick those policies for (a key stays on its endpoint,
+//! and only the keys of an endpoint that comes or goes move) without a
+//! ring to build and rebuild, at O(endpoints) per request.
 //!
 //! Outlier detection (Consul's `PassiveHealthCheck`) lives here too: an
 //! endpoint that fails `MaxFailures` times in a row (a 5xx or a failed
@@ -11,13 +19,76 @@
 //! at once (but always one may go, as in Envoy), and never all of them.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use tokio::time::Instant;
-use weft_api::proxy::{LoadBalancer, OutlierDetection};
+use weft_api::proxy::{HashPolicy, HashSource, LoadBalancer, OutlierDetection};
+
+/// An endpoint's weight for `key` (rendezvous hashing). The hasher has
+/// fixed keys, so every sidecar ranks the same way.
+fn weight(key: u64, endpoint: &SocketAddr) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (key, endpoint).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The hash key of a request by `policies` (every policy that finds a
+/// value adds to it, up to a terminal one that does); `None` if none
+/// found anything.
+pub fn request_key<B>(policies: &[HashPolicy], request: &hyper::Request<B>, source: Option<SocketAddr>) -> Option<u64> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    let mut found = false;
+    for policy in policies {
+        let value: Option<String> = match &policy.source {
+            HashSource::Header(name) => {
+                let values: Vec<&str> =
+                    request.headers().get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+                (!values.is_empty()).then(|| values.join(","))
+            }
+            HashSource::Cookie(name) => request
+                .headers()
+                .get_all(hyper::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.to_owned()),
+            HashSource::QueryParameter(name) => request
+                .uri()
+                .query()
+                .into_iter()
+                .flat_map(|query| query.split('&'))
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.to_owned()),
+            HashSource::SourceIp => source.map(|address| address.ip().to_string()),
+        };
+        if let Some(value) = value {
+            value.hash(&mut hasher);
+            found = true;
+            if policy.terminal {
+                break;
+            }
+        }
+    }
+    found.then(|| hasher.finish())
+}
+
+/// The hash key of a TCP connection from `source`: only `SourceIP`
+/// policies can say anything about it.
+pub fn connection_key(policy: &LoadBalancer, source: SocketAddr) -> Option<u64> {
+    let LoadBalancer::ConsistentHash(policies) = policy else { return None };
+    policies.iter().any(|p| p.source == HashSource::SourceIp).then(|| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        source.ip().to_string().hash(&mut hasher);
+        hasher.finish()
+    })
+}
 
 /// One upstream's balancer: its round-robin position, what is in flight
 /// to each endpoint, and each endpoint's record of failures.
@@ -47,7 +118,7 @@ impl Drop for InFlight {
 impl Balancer {
     /// `endpoints` in the order to try them, ejected ones left out (unless
     /// every one is ejected).
-    pub fn order(&self, endpoints: &[SocketAddr], policy: LoadBalancer) -> Vec<SocketAddr> {
+    pub fn order(&self, endpoints: &[SocketAddr], policy: &LoadBalancer, key: Option<u64>) -> Vec<SocketAddr> {
         let available: Vec<SocketAddr> = {
             let outliers = self.outliers.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -58,9 +129,16 @@ impl Balancer {
         if endpoints.is_empty() {
             return Vec::new();
         }
-        let first = match policy {
-            LoadBalancer::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len(),
-            LoadBalancer::LeastRequest => self.less_busy_of_two(endpoints),
+        let first = match (policy, key) {
+            (LoadBalancer::ConsistentHash(_), Some(key)) => {
+                let mut ranked = endpoints.to_vec();
+                ranked.sort_by_key(|endpoint| std::cmp::Reverse(weight(key, endpoint)));
+                return ranked;
+            }
+            (LoadBalancer::RoundRobin | LoadBalancer::ConsistentHash(_), _) => {
+                self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()
+            }
+            (LoadBalancer::LeastRequest, _) => self.less_busy_of_two(endpoints),
         };
         (0..endpoints.len()).map(|i| endpoints[(first + i) % endpoints.len()]).collect()
     }
@@ -139,15 +217,43 @@ mod tests {
     }
 
     #[test]
+    fn consistent_hashing_keeps_keys_on_their_endpoint_and_moves_only_a_removed_ones() {
+        let balancer = Balancer::default();
+        let policy = LoadBalancer::ConsistentHash(vec![HashPolicy {
+            source: HashSource::Header("x-user".into()),
+            terminal: false,
+        }]);
+        let key = |user: &str| {
+            let request = hyper::Request::builder().header("X-User", user).body(()).unwrap();
+            request_key(&[HashPolicy { source: HashSource::Header("x-user".into()), terminal: false }], &request, None)
+        };
+        assert_eq!(request_key(&[], &hyper::Request::new(()), None), None);
+        let (five, four) = (addrs(5), addrs(4));
+        let mut moved = 0;
+        for user in (0..200).map(|i| format!("user{i}")) {
+            let first = balancer.order(&five, &policy, key(&user))[0];
+            assert_eq!(first, balancer.order(&five, &policy, key(&user))[0], "the same key, the same endpoint");
+            let after = balancer.order(&four, &policy, key(&user))[0];
+            if first == five[4] {
+                moved += 1;
+            } else {
+                assert_eq!(first, after, "{user} stays put when another endpoint goes");
+            }
+        }
+        assert!((20..=60).contains(&moved), "about a fifth of the keys were on the removed endpoint: {moved}");
+    }
+
+    #[test]
     fn round_robin_takes_turns_and_lists_every_endpoint() {
         let balancer = Balancer::default();
         let endpoints = addrs(3);
-        let firsts: Vec<SocketAddr> = (0..6).map(|_| balancer.order(&endpoints, LoadBalancer::RoundRobin)[0]).collect();
+        let firsts: Vec<SocketAddr> =
+            (0..6).map(|_| balancer.order(&endpoints, &LoadBalancer::RoundRobin, None)[0]).collect();
         assert_eq!(firsts, [endpoints.clone(), endpoints.clone()].concat());
-        let mut all = balancer.order(&endpoints, LoadBalancer::RoundRobin);
+        let mut all = balancer.order(&endpoints, &LoadBalancer::RoundRobin, None);
         all.sort();
         assert_eq!(all, endpoints);
-        assert!(balancer.order(&[], LoadBalancer::LeastRequest).is_empty());
+        assert!(balancer.order(&[], &LoadBalancer::LeastRequest, None).is_empty());
     }
 
     #[test]
@@ -163,16 +269,16 @@ mod tests {
         for _ in 0..2 {
             balancer.record(endpoints[0], true, Some(&policy), 2);
         }
-        assert_eq!(balancer.order(&endpoints, LoadBalancer::RoundRobin).len(), 2, "two failures are not enough");
+        assert_eq!(balancer.order(&endpoints, &LoadBalancer::RoundRobin, None).len(), 2, "two failures are not enough");
         balancer.record(endpoints[0], true, Some(&policy), 2);
         for _ in 0..4 {
-            assert_eq!(balancer.order(&endpoints, LoadBalancer::RoundRobin), [endpoints[1]]);
+            assert_eq!(balancer.order(&endpoints, &LoadBalancer::RoundRobin, None), [endpoints[1]]);
         }
         // Never all of them: the other may not be ejected while one is out (10% of 2 rounds up to 1).
         for _ in 0..5 {
             balancer.record(endpoints[1], true, Some(&policy), 2);
         }
-        assert_eq!(balancer.order(&endpoints, LoadBalancer::RoundRobin), [endpoints[1]]);
+        assert_eq!(balancer.order(&endpoints, &LoadBalancer::RoundRobin, None), [endpoints[1]]);
     }
 
     #[test]
@@ -181,7 +287,7 @@ mod tests {
         let endpoints = addrs(2);
         let _busy: Vec<InFlight> = (0..5).map(|_| balancer.start(endpoints[0])).collect();
         for _ in 0..50 {
-            assert_eq!(balancer.order(&endpoints, LoadBalancer::LeastRequest)[0], endpoints[1]);
+            assert_eq!(balancer.order(&endpoints, &LoadBalancer::LeastRequest, None)[0], endpoints[1]);
         }
         drop(_busy);
         assert_eq!(balancer.load(endpoints[0]), 0);

@@ -245,6 +245,11 @@ where
     served.map_err(|e| format!("HTTP connection from {caller} failed: {e}"))
 }
 
+/// Where the application's request came from (a request extension), for
+/// `SourceIP` hash policies.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
 /// Why a request was refused by the local rate limit.
 pub const RATE_LIMITED: &str = "rate limited";
 
@@ -413,7 +418,8 @@ pub async fn serve_outbound(stream: TcpStream, application: SocketAddr, upstream
         let (upstream, links) = (upstream.clone(), links.clone());
         async move {
             let started = Instant::now();
-            let request = request.map(BodyExt::boxed);
+            let mut request = request.map(BodyExt::boxed);
+            request.extensions_mut().insert(ClientAddr(application));
             let logs = current(&upstream.runtime).and_then(|runtime| {
                 let logs = runtime.access_logs.clone()?;
                 let destination = runtime.upstreams.get(&upstream.bind)?.snapshot.destination.to_string();

@@ -20,7 +20,7 @@ use weft_api::proxy::Limits;
 
 use crate::accept::accept_until;
 use crate::access_log::{AccessLog, Entry};
-use crate::balancer::Balancer;
+use crate::balancer::{connection_key, Balancer};
 use crate::http::{self, H2Pool};
 use crate::metrics::{Direction, Metrics, Outcome};
 use crate::runtime::{current, RuntimeWatch};
@@ -171,7 +171,9 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
     }
     let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
     let mut last_error = String::new();
-    for endpoint in upstream.balancer.order(&endpoints, target.snapshot.load_balancer) {
+    let policy = &target.snapshot.load_balancer;
+    let key = connection_key(policy, application);
+    for endpoint in upstream.balancer.order(&endpoints, policy, key) {
         let connected = http::connect_tls(endpoint, destination, target.client_tls.clone(), timeout, None).await;
         upstream.balancer.record(endpoint, connected.is_err(), target.snapshot.outlier.as_ref(), endpoints.len());
         match connected {

@@ -18,9 +18,11 @@ use rand::Rng;
 use weft_api::chain::{HeaderEdits, RequestView, Route};
 use weft_api::intentions::PathMatch;
 use weft_api::mesh::Protocol;
-use weft_api::proxy::Endpoint;
+use weft_api::proxy::{Endpoint, LoadBalancer};
 
 use crate::access_log::UpstreamHost;
+use crate::balancer::request_key;
+use crate::http::ClientAddr;
 use crate::http::{local_response, retarget, Body, H1Links};
 use crate::outbound::{Upstream, OVERLOADED};
 use crate::runtime::{current, UpstreamRuntime};
@@ -241,10 +243,17 @@ async fn try_once(
     let destination = &target.snapshot.destination;
     let addresses: Vec<SocketAddr> = endpoints.iter().map(|e| e.address).collect();
     let http2 = target.snapshot.protocol != Protocol::Http;
+    let policy = &target.snapshot.load_balancer;
+    let key = match policy {
+        LoadBalancer::ConsistentHash(policies) => {
+            request_key(policies, &request, request.extensions().get::<ClientAddr>().map(|c| c.0))
+        }
+        _ => None,
+    };
     let request = retarget(request, http2.then_some(destination.as_str())).map_err(TryError::Failed)?;
     let outlier = target.snapshot.outlier.as_ref();
     let mut last_error = String::new();
-    for endpoint in upstream.balancer.order(&addresses, target.snapshot.load_balancer) {
+    for endpoint in upstream.balancer.order(&addresses, policy, key) {
         let tls = target.client_tls.clone();
         // Connecting may move on to the next endpoint: nothing was sent yet.
         if http2 {

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use weft_api::ids::ServiceName;
 use weft_api::intentions::{IntentionRule, IntentionSet};
 use weft_api::mesh::{ConfigEntry, IntentionAction, Protocol};
-use weft_api::proxy::LoadBalancer;
+use weft_api::proxy::{HashPolicy, HashSource, LoadBalancer};
 
 use super::inbound_policy;
 use super::intentions::{validate_name, DEFAULT_ACTION_FIELD, MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD};
@@ -294,13 +294,54 @@ fn load_balancer_of(body: &Map<String, Value>) -> Result<LoadBalancer, String> {
     let Some(balancer) = object_field(body, "LoadBalancer", "LoadBalancer")? else {
         return Ok(LoadBalancer::RoundRobin);
     };
-    match str_field(balancer, "Policy", "LoadBalancer.Policy")? {
+    let policies = hash_policies(balancer)?;
+    let policy = str_field(balancer, "Policy", "LoadBalancer.Policy")?;
+    if !policies.is_empty() && !matches!(policy, Some("ring_hash" | "maglev")) {
+        return Err("LoadBalancer.HashPolicies only apply to the \"ring_hash\" and \"maglev\" policies".into());
+    }
+    match policy {
         None | Some("round_robin") => Ok(LoadBalancer::RoundRobin),
         Some("least_request") => Ok(LoadBalancer::LeastRequest),
+        Some("ring_hash" | "maglev") => Ok(LoadBalancer::ConsistentHash(policies)),
         Some(other) => Err(format!(
-            "LoadBalancer.Policy {other:?} is not supported by Weft's sidecars; use \"round_robin\" or \"least_request\""
+            "LoadBalancer.Policy {other:?} is not a policy; use \"round_robin\", \"least_request\", \"ring_hash\" or \"maglev\""
         )),
     }
+}
+
+/// `LoadBalancer.HashPolicies`: each takes a `Field` (header, cookie,
+/// query_parameter) with its `FieldValue`, or `SourceIP = true`.
+fn hash_policies(balancer: &Map<String, Value>) -> Result<Vec<HashPolicy>, String> {
+    let mut policies = Vec::new();
+    for (i, item) in list_field(balancer, "HashPolicies", "LoadBalancer.HashPolicies")?.iter().enumerate() {
+        let path = format!("LoadBalancer.HashPolicies[{i}]");
+        let item = as_object(item, &path)?;
+        let flag = |name: &str| match field(item, name) {
+            None => Ok(false),
+            Some(Value::Bool(flag)) => Ok(*flag),
+            Some(other) => Err(format!("{path}.{name} must be true or false, not {other}")),
+        };
+        let field_name = str_field(item, "Field", &format!("{path}.Field"))?;
+        let value = str_field(item, "FieldValue", &format!("{path}.FieldValue"))?;
+        let source = match (field_name, value, flag("SourceIP")?) {
+            (None, None, true) => HashSource::SourceIp,
+            (_, _, true) => return Err(format!("{path}: set Field (with FieldValue) or SourceIP, not both")),
+            (Some(kind), Some(value), false) => match kind {
+                "header" => HashSource::Header(value.to_ascii_lowercase()),
+                "cookie" => HashSource::Cookie(value.to_owned()),
+                "query_parameter" => HashSource::QueryParameter(value.to_owned()),
+                other => {
+                    return Err(format!(
+                        "{path}.Field {other:?} is not a field; use \"header\", \"cookie\" or \"query_parameter\""
+                    ))
+                }
+            },
+            (Some(kind), None, false) => return Err(format!("{path}.FieldValue must name the {kind} to hash")),
+            (None, _, false) => return Err(format!("{path} needs a Field and FieldValue, or SourceIP = true")),
+        };
+        policies.push(HashPolicy { source, terminal: flag("Terminal")? });
+    }
+    Ok(policies)
 }
 
 /// How sidecars spread traffic to `service`: its service-resolver's
@@ -486,6 +527,33 @@ mod tests {
 
     use super::super::{Table, Tables};
     use super::*;
+
+    #[test]
+    fn load_balancers_and_hash_policies_are_read_and_mistakes_named() {
+        let read = |balancer: Value| load_balancer_of(json!({"LoadBalancer": balancer}).as_object().unwrap());
+        assert_eq!(read(json!({"Policy": "least_request"})), Ok(LoadBalancer::LeastRequest));
+        assert_eq!(
+            read(json!({"Policy": "maglev", "HashPolicies": [
+                {"Field": "header", "FieldValue": "X-User", "Terminal": true}, {"SourceIP": true}]})),
+            Ok(LoadBalancer::ConsistentHash(vec![
+                HashPolicy { source: HashSource::Header("x-user".into()), terminal: true },
+                HashPolicy { source: HashSource::SourceIp, terminal: false },
+            ]))
+        );
+        for (bad, message) in [
+            (json!({"Policy": "random"}), "\"ring_hash\""),
+            (json!({"Policy": "round_robin", "HashPolicies": [{"SourceIP": true}]}), "only apply"),
+            (json!({"Policy": "ring_hash", "HashPolicies": [{"Field": "header"}]}), "FieldValue must name the header"),
+            (json!({"Policy": "ring_hash", "HashPolicies": [{"Field": "path", "FieldValue": "x"}]}), "\"path\""),
+            (
+                json!({"Policy": "ring_hash", "HashPolicies": [{"Field": "cookie", "FieldValue": "x", "SourceIP": true}]}),
+                "not both",
+            ),
+        ] {
+            let error = read(bad.clone()).unwrap_err();
+            assert!(error.contains(message), "{bad}: {error}");
+        }
+    }
 
     fn entry(kind: &str, name: &str, body: Value) -> ConfigEntry {
         ConfigEntry { kind: kind.into(), name: name.into(), body: body.to_string(), ..Default::default() }
