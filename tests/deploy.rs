@@ -41,3 +41,8 @@ fn systemd_unit_verifies_cleanly() {
 fn vm_install_script_installs_runs_and_uninstalls() {
     run_script("install.sh");
 }
+
+#[test]
+fn helm_chart_renders_and_validates() {
+    run_script("helm.sh");
+}

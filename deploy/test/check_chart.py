@@ -1,0 +1,698 @@
+#!/usr/bin/env python3
+"""Renders the Weft Helm chart for a set of values and checks what comes out.
+
+Run by deploy/test/helm.sh, which builds the renderer (deploy/helm/render, a
+stand-in for `helm template`) and provides a Python with PyYAML and
+kubernetes-validate. Each scenario renders the chart with some overrides and
+checks the facts that make the deployment work (the servers find each other,
+the webhook's certificate is the one its caBundle vouches for, selectors
+select, ...); then every object is validated against the Kubernetes OpenAPI
+schemas in strict mode, so an unknown or misspelt field fails. Scenarios that
+must be refused are checked for their error message.
+
+With --weft, the real `weft k8s webhook` is also started with each rendered
+injector's arguments and certificate, and called as the API server would
+call it (TLS to the Service's name, trusting only the caBundle).
+
+Ends with "N passed, N failed" and exits 1 if anything failed.
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import yaml
+
+try:
+    import kubernetes_validate
+except ImportError:  # helm.sh always provides it; running by hand may not
+    kubernetes_validate = None
+
+CHART_VERSION = None  # from Chart.yaml, set in main()
+APP_VERSION = None
+
+# Kinds that live in a namespace; everything else the chart makes is cluster-scoped.
+NAMESPACED = {"ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service",
+              "ServiceAccount", "StatefulSet"}
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, message):
+    if not cond:
+        raise CheckFailed(message)
+
+
+def expect_eq(actual, wanted, what):
+    if actual != wanted:
+        raise CheckFailed(f"{what}: got {actual!r}, want {wanted!r}")
+
+
+class Rendered:
+    """The objects of one render, and lookups over them."""
+
+    def __init__(self, objects, release, namespace):
+        self.objects = objects
+        self.release = release
+        self.namespace = namespace
+
+    def all(self, kind):
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def find(self, kind, name=None):
+        found = [o for o in self.all(kind) if name is None or o["metadata"]["name"] == name]
+        expect(len(found) == 1, f"want exactly one {kind} {name or ''}, found {len(found)}")
+        return found[0]
+
+
+# ---------------------------------------------------------------- helpers
+
+def container(workload, name):
+    for c in workload["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == name:
+            return c
+    raise CheckFailed(f"{workload['kind']} {workload['metadata']['name']} has no container {name}")
+
+
+def flags(args):
+    """Parses `--key=value` / bare `--flag` arguments into {key: [values]}."""
+    out = {}
+    for a in args:
+        if a.startswith("--"):
+            key, _, value = a[2:].partition("=")
+            out.setdefault(key, []).append(value if "=" in a else True)
+    return out
+
+
+def one_flag(parsed, key):
+    values = parsed.get(key, [])
+    expect(len(values) == 1, f"want --{key} once, found {values!r}")
+    return values[0]
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def port_number(c, port):
+    """Resolves a (possibly named) container port."""
+    if isinstance(port, int):
+        return port
+    for p in c.get("ports", []):
+        if p["name"] == port:
+            return p["containerPort"]
+    raise CheckFailed(f"container {c['name']} has no port named {port!r}")
+
+
+def openssl(*args, stdin=None):
+    return subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- checks
+
+def check_common(r, image, pull_policy="IfNotPresent"):
+    """What every render must satisfy, whatever the values."""
+    seen = set()
+    for o in r.objects:
+        kind, meta = o["kind"], o["metadata"]
+        name = meta["name"]
+        expect((kind, name) not in seen, f"{kind} {name} rendered twice")
+        seen.add((kind, name))
+        expect(len(name) <= 253 and DNS1123_SUBDOMAIN.match(name), f"{kind} name {name!r} is not a DNS subdomain")
+        if kind in ("Service", "StatefulSet"):
+            # Service names are DNS labels; StatefulSet names become pod host names.
+            expect(len(name) <= 63 and DNS1035_LABEL.match(name), f"{kind} name {name!r} is not a DNS label")
+        if kind in NAMESPACED:
+            expect_eq(meta.get("namespace"), r.namespace, f"{kind} {name} namespace")
+        else:
+            expect("namespace" not in meta, f"cluster-scoped {kind} {name} has a namespace")
+        labels = meta.get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            expect(key in labels, f"{kind} {name} lacks label {key}")
+        expect_eq(labels["app.kubernetes.io/instance"], r.release, f"{kind} {name} instance label")
+        expect_eq(labels["app.kubernetes.io/version"], APP_VERSION, f"{kind} {name} version label")
+        expect_eq(labels["app.kubernetes.io/managed-by"], "Helm", f"{kind} {name} managed-by label")
+        expect_eq(labels["helm.sh/chart"], f"weft-{CHART_VERSION}", f"{kind} {name} chart label")
+        for k, v in labels.items():
+            expect(isinstance(v, str) and len(v) <= 63 and LABEL_VALUE.match(v), f"{kind} {name} label {k}={v!r} is not a valid label value")
+
+    accounts = {o["metadata"]["name"] for o in r.all("ServiceAccount")}
+    config_maps = {o["metadata"]["name"] for o in r.all("ConfigMap")}
+    secrets = {o["metadata"]["name"] for o in r.all("Secret")}
+    workloads = r.all("StatefulSet") + r.all("Deployment")
+    for w in workloads:
+        wname = f"{w['kind']} {w['metadata']['name']}"
+        template = w["spec"]["template"]
+        expect(selects(w["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]),
+               f"{wname}: selector does not select its own pods")
+        pod = template["spec"]
+        expect(pod.get("serviceAccountName") in accounts, f"{wname}: service account {pod.get('serviceAccountName')!r} is not rendered")
+        expect(pod.get("automountServiceAccountToken") is False, f"{wname}: mounts an API token it does not need")
+        expect(pod["securityContext"].get("runAsNonRoot") is True, f"{wname}: pod may run as root")
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        claims = {c["metadata"]["name"] for c in w["spec"].get("volumeClaimTemplates", [])}
+        for v in volumes.values():
+            if "configMap" in v:
+                expect(v["configMap"]["name"] in config_maps, f"{wname}: volume {v['name']} names a ConfigMap not rendered")
+            if "secret" in v:
+                expect(v["secret"]["secretName"] in secrets, f"{wname}: volume {v['name']} names a Secret not rendered")
+        for c in pod["containers"]:
+            cname = f"{wname} container {c['name']}"
+            expect_eq(c["image"], image, f"{cname} image")
+            expect_eq(c["imagePullPolicy"], pull_policy, f"{cname} imagePullPolicy")
+            sc = c.get("securityContext", {})
+            expect(sc.get("runAsNonRoot") is True, f"{cname}: runAsNonRoot is not set")
+            expect(sc.get("readOnlyRootFilesystem") is True, f"{cname}: root filesystem is writable")
+            expect(sc.get("allowPrivilegeEscalation") is False, f"{cname}: privilege escalation allowed")
+            expect_eq(sc.get("capabilities", {}).get("drop"), ["ALL"], f"{cname} dropped capabilities")
+            expect("add" not in sc.get("capabilities", {}), f"{cname}: adds capabilities")
+            expect(c.get("resources", {}).get("requests") and c["resources"].get("limits"), f"{cname}: no resource requests and limits")
+            for m in c.get("volumeMounts", []):
+                expect(m["name"] in volumes or m["name"] in claims, f"{cname}: mounts unknown volume {m['name']}")
+            for probe in ("readinessProbe", "livenessProbe"):
+                p = c.get(probe, {})
+                for how in ("tcpSocket", "httpGet"):
+                    if how in p:
+                        port_number(c, p[how]["port"])
+
+    # Every Service selects the pods of exactly one workload, on ports they have.
+    for s in r.all("Service"):
+        sname = f"Service {s['metadata']['name']}"
+        matching = [w for w in workloads if selects(s["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])]
+        expect(len(matching) == 1, f"{sname} selects {len(matching)} workloads")
+        pod_containers = matching[0]["spec"]["template"]["spec"]["containers"]
+        for p in s["spec"]["ports"]:
+            target = p.get("targetPort", p["port"])
+            ok = any(any(cp.get("name") == target or cp["containerPort"] == target
+                         for cp in c.get("ports", []) if cp.get("protocol", "TCP") == p.get("protocol", "TCP"))
+                     for c in pod_containers)
+            expect(ok, f"{sname} port {p['name']}: no container port {target!r}/{p.get('protocol', 'TCP')}")
+
+
+def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_affinity="required",
+                  pdb=True, storage_class=None, size="10Gi"):
+    server = f"{fullname}-server"
+    ns = r.namespace
+    sts = r.find("StatefulSet", server)
+    spec = sts["spec"]
+    expect_eq(spec["replicas"], replicas, "StatefulSet replicas")
+    expect_eq(spec["serviceName"], server, "StatefulSet serviceName")
+    # OrderedReady would deadlock: server-0 is not Ready until a leader exists.
+    expect_eq(spec.get("podManagementPolicy"), "Parallel", "podManagementPolicy")
+
+    c = container(sts, "weft")
+    expect_eq(c["command"], ["weft"], "server command")
+    expect_eq(c["args"][:2], ["agent", "--server"], "server subcommand")
+    f = flags(c["args"])
+    expect_eq(one_flag(f, "bootstrap-expect"), str(replicas), "--bootstrap-expect")
+    joins = f.get("retry-join", [])
+    expect_eq(joins, [f"{server}-{i}.{server}.{ns}.svc:8300" for i in range(replicas)], "--retry-join list")
+    expect_eq(len(joins), spec["replicas"], "retry-joins vs replicas")
+    expect_eq(one_flag(f, "advertise"), "$(POD_IP)", "--advertise")
+    expect_eq(one_flag(f, "bind"), "0.0.0.0", "--bind")
+    expect_eq(one_flag(f, "client"), "0.0.0.0", "--client")
+    expect_eq(one_flag(f, "data-dir"), "/weft/data", "--data-dir")
+    expect_eq(one_flag(f, "datacenter"), datacenter, "--datacenter")
+    expect_eq(one_flag(f, "domain"), domain, "--domain")
+    expect_eq(one_flag(f, "node"), "$(POD_NAME)", "--node")
+    env = {e["name"]: e for e in c.get("env", [])}
+    expect_eq(env.get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath"), "status.podIP", "POD_IP from the Downward API")
+    expect_eq(env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath"), "metadata.name", "POD_NAME from the Downward API")
+
+    # The data directory is on the claim, the config directory holds the ConfigMap.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    claims = {t["metadata"]["name"]: t for t in spec["volumeClaimTemplates"]}
+    expect(mounts.get("/weft/data") in claims, "/weft/data is not on a volumeClaimTemplate")
+    claim = claims[mounts["/weft/data"]]["spec"]
+    expect_eq(claim["resources"]["requests"]["storage"], size, "data volume size")
+    expect_eq(claim.get("storageClassName"), storage_class, "storageClassName")
+    config_dir = one_flag(f, "config-dir")
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    expect(config_dir in mounts and "configMap" in volumes[mounts[config_dir]], "--config-dir is not the mounted ConfigMap")
+    cm = r.find("ConfigMap", volumes[mounts[config_dir]]["configMap"]["name"])
+    expect(all(k.endswith(".json") for k in cm["data"]), "config files must be .json (or .hcl) to be read")
+
+    expect_eq(c["readinessProbe"].get("exec", {}).get("command"),
+              ["weft", "operator", "raft", "list-peers", "--http-addr", "127.0.0.1:8500"], "readiness probe")
+    expect_eq(port_number(c, c["livenessProbe"]["tcpSocket"]["port"]), 8500, "liveness tcpSocket port")
+
+    pod_labels = spec["template"]["metadata"]["labels"]
+    affinity = spec["template"]["spec"].get("affinity", {}).get("podAntiAffinity", {})
+    if anti_affinity == "required":
+        terms = affinity.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+        expect(len(terms) == 1 and "preferredDuringSchedulingIgnoredDuringExecution" not in affinity, "want one required anti-affinity term")
+        term = terms[0]
+    elif anti_affinity == "preferred":
+        terms = affinity.get("preferredDuringSchedulingIgnoredDuringExecution", [])
+        expect(len(terms) == 1 and "requiredDuringSchedulingIgnoredDuringExecution" not in affinity, "want one preferred anti-affinity term")
+        term = terms[0]["podAffinityTerm"]
+    else:
+        term = None
+        expect(not affinity, "want no anti-affinity")
+    if term:
+        expect_eq(term["topologyKey"], "kubernetes.io/hostname", "anti-affinity topologyKey")
+        expect(selects(term["labelSelector"]["matchLabels"], pod_labels), "anti-affinity does not select the servers")
+
+    headless = r.find("Service", server)
+    expect_eq(headless["spec"].get("clusterIP"), "None", "headless Service clusterIP")
+    expect(headless["spec"].get("publishNotReadyAddresses") is True, "headless Service must publish not-ready servers")
+    expect(any(p["port"] == 8300 for p in headless["spec"]["ports"]), "headless Service lacks RPC 8300")
+
+    client = r.find("Service", fullname)
+    expect_eq(client["spec"].get("type"), "ClusterIP", "client Service type")
+    expect_eq(sorted((p["port"], p.get("protocol", "TCP")) for p in client["spec"]["ports"]),
+              [(8500, "TCP"), (8600, "TCP"), (8600, "UDP")], "client Service ports")
+    expect(selects(client["spec"]["selector"], pod_labels), "client Service does not select the servers")
+
+    pdbs = r.all("PodDisruptionBudget")
+    if pdb:
+        expect_eq(len(pdbs), 1, "PodDisruptionBudgets")
+        expect_eq(pdbs[0]["spec"].get("maxUnavailable"), 1, "PDB maxUnavailable")
+        expect(selects(pdbs[0]["spec"]["selector"]["matchLabels"], pod_labels), "PDB does not select the servers")
+    else:
+        expect_eq(pdbs, [], "PodDisruptionBudgets")
+    return cm
+
+
+def check_injector(r, fullname, image, transparent_proxy=False, require_label=False, inject_by_default=False):
+    name = f"{fullname}-connect-injector"
+    ns = r.namespace
+    dep = r.find("Deployment", name)
+    c = container(dep, "connect-injector")
+    expect_eq(c["command"], ["weft"], "injector command")
+    wanted = ["k8s", "webhook", "--listen=0.0.0.0:8443",
+              "--tls-cert-file=/etc/weft/webhook/tls.crt", "--tls-key-file=/etc/weft/webhook/tls.key",
+              f"--agent-image={image}", f"--server-addr={fullname}-server.{ns}.svc:8300"]
+    if transparent_proxy:
+        wanted.append("--transparent-proxy")
+    if inject_by_default:
+        wanted.append("--inject-by-default")
+    expect_eq(c["args"], wanted, "injector args")
+    expect_eq(port_number(c, "https"), 8443, "injector port")
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = c[probe]["httpGet"]
+        expect_eq((get["path"], get["scheme"], port_number(c, get["port"])), ("/health", "HTTPS", 8443), f"injector {probe}")
+
+    # The files the flags name come from the Secret, mounted where they point.
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/weft/webhook")
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    secret = r.find("Secret", volume["secret"]["secretName"])
+    expect_eq(secret.get("type"), "kubernetes.io/tls", "webhook Secret type")
+    expect_eq(sorted(i["path"] for i in volume["secret"]["items"]), ["tls.crt", "tls.key"], "mounted TLS files")
+
+    svc = r.find("Service", name)
+    expect_eq([(p["port"], port_number(c, p["targetPort"])) for p in svc["spec"]["ports"]], [(443, 8443)], "webhook Service ports")
+
+    mwcs = r.all("MutatingWebhookConfiguration")
+    expect_eq(len(mwcs), 1, "MutatingWebhookConfigurations")
+    hooks = mwcs[0]["webhooks"]
+    expect_eq(len(hooks), 1, "webhooks")
+    hook = hooks[0]
+    expect_eq(hook["admissionReviewVersions"], ["v1"], "admissionReviewVersions")
+    expect_eq(hook["sideEffects"], "None", "sideEffects")
+    expect_eq(hook["failurePolicy"], "Ignore", "failurePolicy")
+    expect_eq(hook["timeoutSeconds"], 10, "timeoutSeconds")
+    expect_eq(hook["rules"], [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                               "resources": ["pods"], "scope": "Namespaced"}], "webhook rules")
+    expect_eq(hook["clientConfig"]["service"], {"name": name, "namespace": ns, "path": "/mutate", "port": 443}, "webhook service")
+    exprs = hook["namespaceSelector"]["matchExpressions"]
+    excluded = [e for e in exprs if e["key"] == "kubernetes.io/metadata.name"]
+    expect(len(excluded) == 1 and excluded[0]["operator"] == "NotIn"
+           and {"kube-system", ns} <= set(excluded[0]["values"]), "namespaceSelector must exclude kube-system and the release namespace")
+    inject = [e for e in exprs if e["key"] == "weft.io/inject"]
+    if require_label:
+        expect_eq(inject, [{"key": "weft.io/inject", "operator": "In", "values": ["enabled"]}], "namespace opt-in")
+    else:
+        expect_eq(inject, [{"key": "weft.io/inject", "operator": "NotIn", "values": ["disabled"]}], "namespace opt-out")
+
+    # The caBundle is the CA in the Secret, and that CA signed the serving
+    # certificate for the name the API server dials.
+    ca_b64 = hook["clientConfig"]["caBundle"]
+    expect_eq(ca_b64, secret["data"]["ca.crt"], "caBundle vs the Secret's ca.crt")
+    ca = base64.b64decode(ca_b64).decode()
+    crt = base64.b64decode(secret["data"]["tls.crt"]).decode()
+    key = base64.b64decode(secret["data"]["tls.key"]).decode()
+    for what, pem in (("ca.crt", ca), ("tls.crt", crt)):
+        expect(pem.startswith("-----BEGIN CERTIFICATE-----"), f"{what} is not a PEM certificate")
+    expect("PRIVATE KEY-----" in key, "tls.key is not a PEM private key")
+    if shutil.which("openssl"):
+        with tempfile.TemporaryDirectory() as d:
+            for fname, pem in (("ca.crt", ca), ("tls.crt", crt)):
+                with open(os.path.join(d, fname), "w") as fh:
+                    fh.write(pem)
+            v = openssl("verify", "-CAfile", os.path.join(d, "ca.crt"), os.path.join(d, "tls.crt"))
+            expect(v.returncode == 0, f"tls.crt does not verify against ca.crt: {v.stdout}{v.stderr}")
+            text = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", os.path.join(d, "tls.crt")).stdout
+            sans = {san.strip() for line in text.splitlines()[1:] for san in line.split(",")}
+            expect(f"DNS:{name}.{ns}.svc" in sans, f"serving certificate is not for {name}.{ns}.svc: {sorted(sans)}")
+            cert_pub = openssl("x509", "-noout", "-pubkey", "-in", os.path.join(d, "tls.crt")).stdout
+            key_pub = openssl("pkey", "-pubout", stdin=key).stdout
+            expect(cert_pub and cert_pub == key_pub, "tls.key does not match tls.crt")
+    else:
+        print("    (openssl not found: certificate chain not verified)")
+
+
+WEFT = None  # `weft` binary for the webhook smoke test (--weft); None skips it
+
+
+def admission_review(uid, annotations):
+    """What the API server sends for a Deployment's pod being created."""
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "shop", "labels": {"app": "web"}, "annotations": annotations},
+        "spec": {"containers": [{"name": "web", "image": "example/web:1", "ports": [{"containerPort": 8080}]}]},
+    }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "shop", "operation": "CREATE", "object": pod}}
+
+
+def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=False):
+    """Runs the real `weft k8s webhook` with the rendered Deployment's
+    arguments and the rendered Secret's files, and calls it as the API server
+    would: over TLS to <service>.<namespace>.svc, trusting only the caBundle."""
+    if WEFT is None:
+        return
+    name = f"{fullname}-connect-injector"
+    c = container(r.find("Deployment", name), "connect-injector")
+    secret = r.find("Secret", f"{name}-tls")
+    ca = base64.b64decode(r.all("MutatingWebhookConfiguration")[0]["webhooks"][0]["clientConfig"]["caBundle"]).decode()
+    host = f"{name}.{r.namespace}.svc"
+    with tempfile.TemporaryDirectory() as d:
+        files = {}
+        for key in ("tls.crt", "tls.key"):
+            files[key] = os.path.join(d, key)
+            with open(files[key], "wb") as fh:
+                fh.write(base64.b64decode(secret["data"][key]))
+        with socket.socket() as probe:  # a free loopback port, instead of 0.0.0.0:8443
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        args = []
+        for a in c["args"]:
+            key, _, value = a.partition("=")
+            if key == "--listen":
+                a = f"--listen=127.0.0.1:{port}"
+            elif key in ("--tls-cert-file", "--tls-key-file"):
+                a = f"{key}={files[os.path.basename(value)]}"
+            args.append(a)
+        log = open(os.path.join(d, "webhook.log"), "w+")
+        proc = subprocess.Popen([WEFT, *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        context = ssl.create_default_context(cadata=ca)
+
+        def call(method, path, body=None):
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            conn.sock = context.wrap_socket(raw, server_hostname=host)
+            try:
+                conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    status, _ = call("GET", "/health")
+                    break
+                except (ConnectionError, OSError) as e:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise CheckFailed(f"webhook did not serve /health over TLS as {host}: {e}\n{log.read()}")
+                    time.sleep(0.1)
+            expect_eq(status, 200, "webhook /health status")
+
+            def review(uid, annotations):
+                status, body = call("POST", "/mutate", json.dumps(admission_review(uid, annotations)))
+                expect_eq(status, 200, "webhook /mutate status")
+                response = json.loads(body)["response"]
+                expect(response["uid"] == uid and response["allowed"] is True, f"unexpected admission response {response}")
+                return json.loads(base64.b64decode(response["patch"])) if "patch" in response else None
+
+            patch = review("annotated", {"weft.io/connect-inject": "true", "weft.io/connect-service-upstreams": "api:9191"})
+            expect(patch is not None, "an annotated pod was not injected")
+            text = json.dumps(patch)
+            expect(f'"{image}"' in text, f"the injected containers do not run {image}")
+            expect(f"{fullname}-server.{r.namespace}.svc:8300" in text, "the injected agent does not join the servers")
+            expect_eq('"weft-init"' in text, transparent_proxy, "traffic redirection init container injected")
+            plain = review("plain", {})
+            expect_eq(plain is not None, inject_by_default, "an unannotated pod injected")
+            expect(review("refused", {"weft.io/connect-inject": "false"}) is None, "a pod annotated false was injected")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def check_no_injector(r):
+    for o in r.objects:
+        component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        expect(component != "connect-injector", f"{o['kind']} {o['metadata']['name']} rendered with connectInject disabled")
+    for kind in ("Deployment", "MutatingWebhookConfiguration", "Secret"):
+        expect_eq(r.all(kind), [], f"{kind}s with connectInject disabled")
+
+
+# ---------------------------------------------------------------- scenarios
+
+DEFAULT_IMAGE = None  # weft/weft:<appVersion>, set in main()
+
+
+def scenario_default(r):
+    check_common(r, DEFAULT_IMAGE)
+    cm = check_servers(r, "prod-weft", 3)
+    expect_eq(cm["data"], {"extra-config.json": "{}"}, "default server config")
+    check_injector(r, "prod-weft", DEFAULT_IMAGE)
+    run_webhook(r, "prod-weft", DEFAULT_IMAGE)
+
+
+def scenario_replicas5(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 5)
+
+
+def scenario_inject_disabled(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3)
+    check_no_injector(r)
+
+
+def scenario_transparent_proxy(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, transparent_proxy=True)
+    run_webhook(r, "prod-weft", DEFAULT_IMAGE, transparent_proxy=True)
+
+
+def scenario_inject_by_default(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, inject_by_default=True)
+    run_webhook(r, "prod-weft", DEFAULT_IMAGE, inject_by_default=True)
+
+
+def scenario_custom_image(r):
+    image = "registry.example.com/mesh/weft:1.2.3"
+    check_common(r, image, pull_policy="Always")
+    check_servers(r, "prod-weft", 3)
+    check_injector(r, "prod-weft", image)
+    run_webhook(r, "prod-weft", image)
+
+
+def scenario_fullname_override(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "mesh", 3)
+    check_injector(r, "mesh", DEFAULT_IMAGE)
+    run_webhook(r, "mesh", DEFAULT_IMAGE)
+    for o in r.objects:
+        expect(o["metadata"]["name"].startswith("mesh"), f"{o['kind']} {o['metadata']['name']} ignores fullnameOverride")
+
+
+def scenario_release_named_weft(r):
+    # A release name containing the chart name is used alone.
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "weft", 3)
+    check_injector(r, "weft", DEFAULT_IMAGE)
+
+
+def scenario_name_override(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-edge", 3)
+    for o in r.objects:
+        expect_eq(o["metadata"]["labels"]["app.kubernetes.io/name"], "edge", f"{o['kind']} {o['metadata']['name']} name label")
+
+
+VALUES_FILE = """\
+datacenter: eu-west
+domain: consul
+server:
+  replicas: 1
+  podAntiAffinity: preferred
+  storage:
+    storageClass: fast-ssd
+    size: 1Gi
+  disruptionBudget:
+    enabled: false
+  extraConfig:
+    log_level: debug
+    recursors: ["10.0.0.2"]
+  tolerations:
+    - key: dedicated
+      operator: Equal
+      value: weft
+      effect: NoSchedule
+connectInject:
+  requireNamespaceLabel: true
+  replicas: 2
+"""
+
+
+def scenario_values_file(r):
+    # Numbers from a values file reach templates as float64, unlike --set's int64.
+    check_common(r, DEFAULT_IMAGE)
+    cm = check_servers(r, "prod-weft", 1, datacenter="eu-west", domain="consul", anti_affinity="preferred",
+                       pdb=False, storage_class="fast-ssd", size="1Gi")
+    expect_eq(yaml.safe_load(cm["data"]["extra-config.json"]), {"log_level": "debug", "recursors": ["10.0.0.2"]}, "extraConfig")
+    sts = r.find("StatefulSet", "prod-weft-server")
+    expect_eq(sts["spec"]["template"]["spec"]["tolerations"][0]["key"], "dedicated", "tolerations")
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, require_label=True)
+    expect_eq(r.find("Deployment", "prod-weft-connect-injector")["spec"]["replicas"], 2, "injector replicas")
+
+
+def scenario_no_affinity(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3, anti_affinity="none", storage_class="")
+
+
+# name, renderer arguments, check (or the error the render must fail with)
+SCENARIOS = [
+    ("default values", [], scenario_default),
+    ("server.replicas=5", ["--set", "server.replicas=5"], scenario_replicas5),
+    ("connectInject disabled", ["--set", "connectInject.enabled=false"], scenario_inject_disabled),
+    ("transparent proxy", ["--set", "connectInject.transparentProxy=true"], scenario_transparent_proxy),
+    ("custom image", ["--set", "image.repository=registry.example.com/mesh/weft,image.tag=1.2.3",
+                      "--set", "image.pullPolicy=Always"], scenario_custom_image),
+    ("fullnameOverride", ["--set", "fullnameOverride=mesh"], scenario_fullname_override),
+    ("release named weft", ["--name", "weft"], scenario_release_named_weft),
+    ("nameOverride", ["--set", "nameOverride=edge"], scenario_name_override),
+    ("values file", ["-f", "@values"], scenario_values_file),
+    ("no anti-affinity, no storage class", ["--set", "server.podAntiAffinity=none,server.storage.storageClass=-"], scenario_no_affinity),
+    ("tls.enabled is refused", ["--set", "tls.enabled=true"], "tls.enabled is reserved"),
+    ("connectInject.default", ["--set", "connectInject.default=true"], scenario_inject_by_default),
+    ("server.replicas=0 is refused", ["--set", "server.replicas=0"], "server.replicas must be at least 1"),
+    ("unknown podAntiAffinity is refused", ["--set", "server.podAntiAffinity=sometimes"], "server.podAntiAffinity must be"),
+    ("Kubernetes older than kubeVersion is refused", ["--kube-version", "1.28.0"], "incompatible with Kubernetes"),
+]
+
+
+# ---------------------------------------------------------------- running
+
+def validate_schemas(r, versions):
+    if kubernetes_validate is None:
+        raise CheckFailed("kubernetes_validate is not importable")
+    for o in r.objects:
+        for version in versions:
+            try:
+                kubernetes_validate.validate(o, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                raise CheckFailed(f"{o['kind']} {o['metadata']['name']} is invalid for Kubernetes {version}: {path}: {e.message}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                raise CheckFailed(e.message)
+
+
+def render(renderer, chart, workdir, extra):
+    cmd = [renderer, "--strict", "--name", "prod", "--namespace", "mesh"]
+    for a in extra:
+        cmd.append(os.path.join(workdir, "values-override.yaml") if a == "@values" else a)
+    cmd.append(chart)
+    return subprocess.run(cmd, capture_output=True, text=True), cmd
+
+
+def main():
+    global CHART_VERSION, APP_VERSION, DEFAULT_IMAGE, WEFT
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--renderer", required=True, help="the render binary built from deploy/helm/render")
+    p.add_argument("--chart", required=True, help="the chart directory")
+    p.add_argument("--kube-versions", default="1.34.0", help="comma-separated Kubernetes versions to validate against")
+    p.add_argument("--workdir", required=True, help="where rendered manifests are written, for inspection")
+    p.add_argument("--only", help="run only scenarios whose name contains this")
+    p.add_argument("--weft", help="a weft binary: also run `weft k8s webhook` as each render deploys it")
+    args = p.parse_args()
+    versions = [v for v in args.kube_versions.split(",") if v]
+    WEFT = args.weft
+    if WEFT is None:
+        print("(no --weft binary: the webhook is not run with the rendered certificate)")
+
+    with open(os.path.join(args.chart, "Chart.yaml")) as fh:
+        chart = yaml.safe_load(fh)
+    CHART_VERSION, APP_VERSION = chart["version"], str(chart["appVersion"])
+    DEFAULT_IMAGE = f"weft/weft:{APP_VERSION}"
+    with open(os.path.join(args.workdir, "values-override.yaml"), "w") as fh:
+        fh.write(VALUES_FILE)
+
+    passed = failed = 0
+    for name, extra, check in SCENARIOS:
+        if args.only and args.only not in name:
+            continue
+        result, cmd = render(args.renderer, args.chart, args.workdir, extra)
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        out = os.path.join(args.workdir, slug + ".yaml")
+        with open(out, "w") as fh:
+            fh.write(result.stdout)
+        try:
+            if isinstance(check, str):
+                expect(result.returncode != 0, f"render succeeded; want it refused with {check!r}")
+                expect(check in result.stderr, f"render failed for another reason: {result.stderr.strip()}")
+            else:
+                expect(result.returncode == 0, f"render failed: {result.stderr.strip()}")
+                objects = [o for o in yaml.safe_load_all(result.stdout) if o is not None]
+                expect(objects, "rendered nothing")
+                release = extra[extra.index("--name") + 1] if "--name" in extra else "prod"
+                r = Rendered(objects, release, "mesh")
+                check(r)
+                validate_schemas(r, versions)
+                notes = subprocess.run(cmd[:1] + ["--notes"] + cmd[1:], capture_output=True, text=True)
+                expect(notes.returncode == 0 and "list-peers" in notes.stdout, f"NOTES.txt did not render: {notes.stderr.strip()}")
+            passed += 1
+            print(f"ok   {name}")
+        except CheckFailed as e:
+            failed += 1
+            print(f"FAIL {name}: {e}\n     rendered with: {' '.join(cmd)}\n     output: {out}")
+        except yaml.YAMLError as e:
+            failed += 1
+            print(f"FAIL {name}: the rendered manifests are not valid YAML: {e}\n     output: {out}")
+        except (KeyError, IndexError, TypeError, StopIteration) as e:
+            # A field the checks rely on is missing or has the wrong shape.
+            failed += 1
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            print(f"FAIL {name}: missing or malformed field ({type(e).__name__}: {e}) at check_chart.py:{where.lineno}: {where.line}\n     output: {out}")
+        except Exception:  # a bug in a check is a failure too, with its trace
+            failed += 1
+            print(f"FAIL {name}: unexpected error\n{traceback.format_exc()}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
