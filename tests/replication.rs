@@ -203,3 +203,28 @@ async fn a_new_server_catches_up_by_snapshot_and_removing_it_updates_every_peer_
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_back_at_a_new_address_is_reached_there() {
+    let mut cluster = Cluster::servers(3).await;
+    let moved = cluster.follower().await;
+    cluster.kill(moved);
+    // Like a pod rescheduled with a new IP: same data dir, new addresses.
+    let old = cluster.specs[moved].rpc_addr.clone();
+    cluster.specs[moved].rpc_addr = format!("127.0.0.1:{}", support::free_port());
+    cluster.specs[moved].http_addr = format!("127.0.0.1:{}", support::free_port());
+    cluster.start_server(moved);
+    let new = cluster.specs[moved].rpc_addr.clone();
+    let leader = cluster.wait_for_leader().await;
+    eventually("the leader to list the moved server at its new address", Duration::from_secs(30), || async {
+        let response = cluster.client(leader).get("/v1/operator/raft/configuration").await.ok()?;
+        let configuration: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+        let servers = configuration["Servers"].as_array()?;
+        let addresses: Vec<&str> = servers.iter().filter_map(|s| s["Address"].as_str()).collect();
+        (addresses.contains(&new.as_str()) && !addresses.contains(&old.as_str())).then_some(())
+    })
+    .await;
+    // And it is reached there: a write through the leader arrives.
+    assert!(put(&cluster.client(leader), "moved/after", "v").await);
+    assert_all_servers_hold(&cluster, "moved/", &BTreeSet::from(["moved/after".to_owned()])).await;
+}

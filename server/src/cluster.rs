@@ -4,6 +4,8 @@
 //! - A server that already has Raft state never bootstraps again. If the
 //!   cluster's leader no longer lists it as a voter (it was removed while it
 //!   was down), it joins again instead of trusting its stale configuration.
+//! - A member that comes back at a new address (a Kubernetes pod's new IP)
+//!   joins again with it; the leader replaces its address in the membership.
 //! - If any reachable server already belongs to a cluster, join it.
 //! - Otherwise, once `bootstrap_expect` servers (this one included) know each
 //!   other, only the one with the lowest Raft ID initializes, with all of
@@ -49,7 +51,11 @@ async fn step(server: &Server, bootstrap_expect: Option<usize>, retry_join: &[St
     let peers = discover(server, retry_join).await;
     if raft.is_initialized().await.map_err(|e| e.to_string())? {
         let configuration = server.raft_configuration();
-        if configuration.servers.iter().any(|s| s.id == server.id() && s.voter) {
+        if let Some(me) = configuration.servers.iter().find(|s| s.id == server.id() && s.voter) {
+            // A server that comes back at another address (a pod's new IP)
+            // must tell the cluster, or its peers keep dialling the old one.
+            let node = &server.inner.node;
+            let moved = me.rpc_addr != node.rpc_addr || me.http_addr != node.http_addr;
             // Check our own view against a server that knows the leader.
             return match peers.iter().find(|p| p.leader_id != 0) {
                 None if !peers.is_empty() => Ok(Progress::Waiting("waiting for the cluster to elect a leader".into())),
@@ -57,6 +63,11 @@ async fn step(server: &Server, bootstrap_expect: Option<usize>, retry_join: &[St
                     tracing::warn!(via = %peer.rpc_addr, "this server was removed from the cluster; joining again");
                     join(server, peer).await?;
                     Ok(Progress::Waiting("joined again; waiting to become a voter".into()))
+                }
+                Some(peer) if moved => {
+                    tracing::info!(was = %me.rpc_addr, now = %node.rpc_addr, "this server's address changed; telling the cluster");
+                    join(server, peer).await?;
+                    Ok(Progress::Waiting("address change sent; waiting for it to apply".into()))
                 }
                 _ => Ok(Progress::Member),
             };

@@ -7,7 +7,7 @@
 //! caller re-resolves the leader and retries, so a request never loops
 //! between servers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +81,17 @@ impl Cluster for ClusterService {
             )));
         }
         let raft = &self.server.inner.raft;
-        let is_voter = configuration.servers.iter().any(|s| s.id.0 == request.id && s.voter);
+        let existing = configuration.servers.iter().find(|s| s.id.0 == request.id);
+        let is_voter = existing.is_some_and(|s| s.voter);
+        if let Some(known) = existing.filter(|s| s.rpc_addr != node.rpc_addr || s.http_addr != node.http_addr) {
+            // The same server (same ID, same data) at a new address: replace
+            // the address in place. SetNodes is safe here because the ID
+            // still names the one process that holds its log.
+            tracing::info!(name = %node.name, id = request.id, was = %known.rpc_addr, now = %node.rpc_addr, "server moved; updating its address");
+            raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(request.id, node.clone())])), false)
+                .await
+                .map_err(|e| error_to_status(client_write_error(e)))?;
+        }
         if !is_voter {
             tracing::info!(name = %node.name, id = request.id, rpc = %node.rpc_addr, "adding server to the cluster");
             raft.add_learner(request.id, node, true).await.map_err(|e| error_to_status(client_write_error(e)))?;
