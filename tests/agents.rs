@@ -7,13 +7,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, weft, Cluster};
+use support::{dig, dig_available, eventually, weft, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_api::client::HttpClient;
 
@@ -64,18 +63,7 @@ async fn passing_nodes(client: &HttpClient, service: &str) -> Option<Vec<String>
 }
 
 fn dig_srv(dns_addr: &str, name: &str) -> Option<String> {
-    let (ip, port) = dns_addr.rsplit_once(':').unwrap();
-    let output = Command::new("dig")
-        .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=1", "+short", name, "SRV"])
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn dig_available() -> bool {
-    let found = Command::new("dig").arg("-v").output().is_ok();
-    assert!(found || std::env::var_os("CI").is_none(), "dig is required in CI (apt-get install dnsutils)");
-    found
+    Some(dig(dns_addr, &["+short", name, "SRV"]))
 }
 
 const LIVENESS: &str = "3s";

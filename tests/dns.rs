@@ -7,27 +7,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::json;
-use support::Cluster;
-
-/// `dig` is a real client; CI installs it (dnsutils), so there it is required.
-fn dig_available() -> bool {
-    let found = Command::new("dig").arg("-v").output().is_ok();
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "dig is required in CI (apt-get install dnsutils)");
-        eprintln!("skipping: `dig` is not installed (apt-get install dnsutils)");
-    }
-    found
-}
-
-fn dig(dns_addr: &str, args: &[&str]) -> String {
-    let (ip, port) = dns_addr.rsplit_once(':').unwrap();
-    let output = Command::new("dig")
-        .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=2"])
-        .args(args)
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::{dig, dig_available, Cluster};
 
 fn lines(text: &str) -> Vec<&str> {
     let mut lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();

@@ -77,13 +77,23 @@ async fn app(name: &'static str) -> u16 {
 
 /// One request to `port`: (status, body).
 async fn request(port: u16, path: &str, user_agent: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    exchange(stream, "api", path, user_agent).await
+}
+
+/// One `GET` for `host` over `stream`, which is closed after it.
+async fn exchange<S>(mut stream: S, host: &str, path: &str, user_agent: &str) -> Option<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: api\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    let mut response = Vec::new();
+    // A TLS peer may close without close_notify once the body is sent: keep what came.
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await.ok()?;
+    let response = String::from_utf8_lossy(&response);
     let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((status, body))
@@ -444,4 +454,151 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     }
     println!("ring hash: 12 clients x 5 requests, instances used: {instances_used:?}");
     assert_eq!(instances_used.len(), 2, "different clients land on both instances");
+}
+
+/// A `GET` to the ingress gateway's `port` for `host`.
+async fn ingress(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    exchange(stream, host, path, "curl").await
+}
+
+/// The same over TLS, trusting only `ca_pem`, with `host` as the SNI name.
+async fn ingress_tls(port: u16, host: &str, path: &str, ca_pem: &str) -> Option<(u16, String)> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?).ok()?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let name = ServerName::try_from(host.to_owned()).ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
+    exchange(tls, host, path, "curl").await
+}
+
+/// Runs `weft connect gateway` until dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged_by_intentions() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let http = cluster.specs[vm1].http_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+    for service in ["api", "web"] {
+        write_entry(
+            &http,
+            dir.path(),
+            service,
+            json!({"Kind": "service-defaults", "Name": service, "Protocol": "http"}),
+        );
+        let registration = json!({"Name": service, "Port": app(service).await,
+            "Connect": {"SidecarService": {"Port": free_port()}}});
+        assert_eq!(
+            cluster.client(vm1).put("/v1/agent/service/register", registration.to_string()).await.unwrap().status,
+            200
+        );
+    }
+    // Paths under /web on api's host go to web (api's router).
+    write_entry(
+        &http,
+        dir.path(),
+        "router",
+        json!({"Kind": "service-router", "Name": "api", "Routes": [
+            {"Match": {"HTTP": {"PathPrefix": "/web"}}, "Destination": {"Service": "web"}}]}),
+    );
+    let (plain, secure) = (free_port(), free_port());
+    let gateway_entry = json!({"Kind": "ingress-gateway", "Name": "edge", "Listeners": [
+        {"Port": plain, "Protocol": "http",
+         "Services": [{"Name": "api", "Hosts": ["api.example.com"]}, {"Name": "web"}]},
+        {"Port": secure, "Protocol": "http", "TLS": {"Enabled": true}, "Services": [{"Name": "api", "Hosts": ["*"]}]}]});
+    // Listeners the gateway could not serve are refused, saying why.
+    for (bad, message) in [
+        (
+            json!({"Kind": "ingress-gateway", "Name": "edge", "Listeners": [{"Port": plain, "Services": [{"Name": "api"}]}]}),
+            "tcp listeners",
+        ),
+        (
+            json!({"Kind": "ingress-gateway", "Name": "edge", "Listeners": [{"Port": plain, "Protocol": "http", "Services": [{"Name": "db"}]}]}),
+            "db has protocol tcp",
+        ),
+    ] {
+        let file = dir.path().join("bad.json");
+        std::fs::write(&file, bad.to_string()).unwrap();
+        let (code, _, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &http]);
+        assert_ne!(code, 0);
+        assert!(err.contains(message), "{err}");
+    }
+    write_entry(&http, dir.path(), "edge", gateway_entry);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "edge", "api", "--http-addr", &http]);
+    assert_eq!(code, 0, "{err}");
+
+    let certificate = rcgen::generate_simple_self_signed(vec!["api.example.com".to_owned()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("edge.crt"), dir.path().join("edge.key"));
+    std::fs::write(&cert_file, certificate.cert.pem()).unwrap();
+    std::fs::write(&key_file, certificate.signing_key.serialize_pem()).unwrap();
+    let _gateway = Process(
+        std::process::Command::new(support::weft_bin())
+            .args(["connect", "gateway", "--kind", "ingress", "--service", "edge", "--register", "--http-addr", &http])
+            .arg("--tls-cert-file")
+            .arg(&cert_file)
+            .arg("--tls-key-file")
+            .arg(&key_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    let answer = eventually("the gateway to route api.example.com to api", Duration::from_secs(30), || async {
+        ingress(plain, "api.example.com:8080", "/x").await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(answer.1, "api GET /x");
+    // Intentions judge the gateway like any source: edge -> web is not allowed yet.
+    let (status, body) = eventually("web's sidecar to be healthy", Duration::from_secs(30), || async {
+        ingress(plain, "web.ingress.weft", "/y").await.filter(|(status, _)| *status != 503)
+    })
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("edge"), "{body}");
+    assert_eq!(ingress(plain, "api.example.com", "/web/z").await.unwrap().0, 403, "api's route to web, judged too");
+    let (code, _, err) = weft(&["intention", "create", "--allow", "edge", "web", "--http-addr", &http]);
+    assert_eq!(code, 0, "{err}");
+    let answer = eventually("edge -> web to be allowed", Duration::from_secs(30), || async {
+        ingress(plain, "web.ingress.weft", "/y").await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(answer.1, "web GET /y", "Consul's default host, <service>.ingress.*");
+    assert_eq!(ingress(plain, "api.example.com", "/web/z").await.unwrap(), (200, "web GET /web/z".to_owned()));
+    let (status, body) = ingress(plain, "nobody.example.com", "/").await.unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("nobody.example.com"), "{body}");
+
+    // The TLS listener terminates with the gateway's own certificate.
+    let answer = eventually("the TLS listener to answer", Duration::from_secs(30), || async {
+        ingress_tls(secure, "api.example.com", "/tls", &certificate.cert.pem()).await
+    })
+    .await;
+    assert_eq!(answer, (200, "api GET /tls".to_owned()));
+
+    // DNS: <service>.ingress.<domain> answers with the gateways exposing it.
+    if support::dig_available() {
+        let dns = cluster.specs[vm1].dns_addr.clone();
+        assert_eq!(support::dig(&dns, &["+short", "api.ingress.weft"]).trim(), "127.0.0.1");
+        assert_eq!(support::dig(&dns, &["+short", "web.ingress.weft"]).trim(), "127.0.0.1");
+        assert!(support::dig(&dns, &["db.ingress.weft"]).contains("NXDOMAIN"), "db is not exposed");
+    }
 }

@@ -44,6 +44,54 @@ pub struct ProxySnapshot {
     /// proxy-defaults' `AccessLogs`, if enabled.
     #[serde(default)]
     pub access_logs: Option<AccessLogs>,
+    /// For an ingress gateway: its listeners (from its `ingress-gateway`
+    /// entry). A gateway has no application and no public mTLS listener.
+    #[serde(default)]
+    pub ingress: Option<IngressSnapshot>,
+}
+
+/// An ingress gateway's listeners on the edge.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngressSnapshot {
+    pub listeners: Vec<IngressListener>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngressListener {
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Terminate TLS with the gateway's own certificate (given to it on
+    /// its host, never replicated).
+    pub tls: bool,
+    pub services: Vec<IngressService>,
+}
+
+/// A mesh service a listener exposes, and the requests that go to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngressService {
+    /// `Host` values (a leading `*.` matches any one label); empty means
+    /// Consul's default, `<service>.ingress.*`.
+    pub hosts: Vec<String>,
+    /// The service as an upstream of the gateway: its chain and endpoints.
+    pub upstream: UpstreamSnapshot,
+}
+
+impl IngressService {
+    /// Whether a request for `host` (its port stripped) goes to this service.
+    pub fn serves_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        if self.hosts.is_empty() {
+            let prefix = format!("{}.ingress.", self.upstream.destination);
+            return host.len() > prefix.len() && host[..prefix.len()].eq_ignore_ascii_case(&prefix);
+        }
+        self.hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
+            _ if pattern == "*" => true,
+            Some(suffix) => {
+                host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))
+            }
+            None => host.eq_ignore_ascii_case(pattern),
+        })
+    }
 }
 
 /// The service's own settings for traffic to it (its service-defaults,
@@ -203,4 +251,38 @@ pub enum HashSource {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub node: NodeName,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposed(service: &str, hosts: &[&str]) -> IngressService {
+        IngressService {
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            upstream: UpstreamSnapshot {
+                destination: service.into(),
+                local_bind: "127.0.0.1:0".parse().unwrap(),
+                protocol: Protocol::Http,
+                endpoints: Vec::new(),
+                connect_timeout_ms: 5000,
+                load_balancer: LoadBalancer::RoundRobin,
+                chain: None,
+                target_endpoints: BTreeMap::new(),
+                limits: Limits::default(),
+                outlier: None,
+            },
+        }
+    }
+
+    #[test]
+    fn ingress_hosts_match_exactly_by_wildcard_or_by_consuls_default() {
+        let default = exposed("api", &[]);
+        assert!(default.serves_host("api.ingress.weft") && default.serves_host("API.ingress.dc1.weft."));
+        assert!(!default.serves_host("api.ingress.") && !default.serves_host("web.ingress.weft"));
+        let named = exposed("api", &["api.example.com", "*.api.example.org"]);
+        assert!(named.serves_host("API.example.com") && named.serves_host("v1.api.example.org"));
+        assert!(!named.serves_host("api.example.org") && !named.serves_host("a.b.api.example.org"));
+        assert!(exposed("api", &["*"]).serves_host("anything"));
+    }
 }

@@ -19,6 +19,8 @@
 //!   HTTP/1.1 or multiplexed HTTP/2 between sidecars outbound.
 //! - `routing`: an HTTP upstream's requests through its discovery chain
 //!   (routes, faults, splits, failover, retries, timeouts, header edits).
+//! - [`gateway`]: an ingress gateway's edge listeners: `Host` to service,
+//!   then the service's chain, from the same snapshot machinery.
 //! - [`rate_limit`]: the inbound request rate limit (token buckets).
 //! - [`access_log`]: access log lines, written off the request path.
 //! - [`balancer`]: round robin and least request (power of two choices).
@@ -34,6 +36,7 @@ mod accept;
 pub mod access_log;
 pub mod admin;
 pub mod balancer;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inbound;

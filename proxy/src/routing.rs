@@ -16,6 +16,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Request, Response, StatusCode, Uri};
 use rand::Rng;
 use weft_api::chain::{HeaderEdits, RequestView, Route};
+use weft_api::ids::ServiceName;
 use weft_api::intentions::PathMatch;
 use weft_api::mesh::Protocol;
 use weft_api::proxy::{Endpoint, LoadBalancer};
@@ -57,6 +58,18 @@ pub(crate) async fn send_upstream(
             "weft: this upstream was removed\n".into(),
         );
     };
+    send_via(request, target, upstream, links).await
+}
+
+/// Sends `request` to `target` (an upstream of a sidecar, or a service an
+/// ingress gateway exposes) as its chain says, with `upstream`'s limits,
+/// balancer and connections.
+pub(crate) async fn send_via(
+    request: Request<Body>,
+    target: &UpstreamRuntime,
+    upstream: &Upstream,
+    links: &tokio::sync::Mutex<H1Links>,
+) -> Response<Body> {
     let _slot = match upstream.request_slot(&target.snapshot.limits).await {
         Ok(slot) => slot,
         Err(limit) => {
@@ -68,9 +81,12 @@ pub(crate) async fn send_upstream(
         }
     };
     let Some(chain) = &target.chain else {
-        let endpoints = &target.snapshot.endpoints;
-        let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
-        return match try_once(request, endpoints, target, upstream, links, timeout, None).await {
+        let hop = Hop {
+            endpoints: target.snapshot.endpoints.clone(),
+            service: target.snapshot.destination.clone(),
+            connect_timeout: Duration::from_millis(target.snapshot.connect_timeout_ms),
+        };
+        return match try_once(request, &hop, target, upstream, links, None).await {
             Ok(response) => response,
             Err(error) => error_response(&error, target),
         };
@@ -137,11 +153,11 @@ async fn send_with_retries(
     upstream: &Upstream,
     links: &tokio::sync::Mutex<H1Links>,
 ) -> Response<Body> {
-    let (endpoints, connect_timeout) = endpoints_for(target, target_id);
+    let hop = endpoints_for(target, target_id);
     let per_try = route.retry.per_try_timeout_ms.map(Duration::from_millis);
     let retries = route.retry.num_retries;
     if retries == 0 {
-        return match try_once(request, &endpoints, target, upstream, links, connect_timeout, per_try).await {
+        return match try_once(request, &hop, target, upstream, links, per_try).await {
             Ok(response) => response,
             Err(error) => error_response(&error, target),
         };
@@ -166,7 +182,7 @@ async fn send_with_retries(
         *again.version_mut() = parts.version;
         *again.headers_mut() = parts.headers.clone();
         let more = attempt < retries;
-        match try_once(again, &endpoints, target, upstream, links, connect_timeout, per_try).await {
+        match try_once(again, &hop, target, upstream, links, per_try).await {
             Ok(response) if more && route.retry.on_status_codes.contains(&response.status().as_u16()) => {
                 tracing::debug!(status = %response.status(), attempt, "retrying on the route's status codes");
                 last = Some(Ok(response));
@@ -186,20 +202,30 @@ async fn send_with_retries(
     }
 }
 
-/// The endpoints of `target_id`, else of its first failover that has any;
-/// and its connect timeout.
-fn endpoints_for(target: &UpstreamRuntime, target_id: &str) -> (Vec<Endpoint>, Duration) {
-    let chain_target = target.chain.as_ref().and_then(|c| c.chain.targets.get(target_id));
-    let timeout =
+/// Where one try goes: the endpoints of one chain target, the service
+/// they serve (whose identity the peer must prove) and how long
+/// connecting may take.
+struct Hop {
+    endpoints: Vec<Endpoint>,
+    service: ServiceName,
+    connect_timeout: Duration,
+}
+
+/// The endpoints of `target_id`, else of its first failover that has any.
+fn endpoints_for(target: &UpstreamRuntime, target_id: &str) -> Hop {
+    let targets = target.chain.as_ref().map(|c| &c.chain.targets);
+    let chain_target = targets.and_then(|t| t.get(target_id));
+    let connect_timeout =
         Duration::from_millis(chain_target.map_or(target.snapshot.connect_timeout_ms, |t| t.connect_timeout_ms));
     let failovers = chain_target.map(|t| t.failover.as_slice()).unwrap_or_default();
-    let endpoints = std::iter::once(target_id)
+    let found = std::iter::once(target_id)
         .chain(failovers.iter().map(String::as_str))
-        .filter_map(|id| target.snapshot.target_endpoints.get(id))
-        .find(|endpoints| !endpoints.is_empty())
-        .cloned()
-        .unwrap_or_default();
-    (endpoints, timeout)
+        .filter_map(|id| Some((id, target.snapshot.target_endpoints.get(id)?)))
+        .find(|(_, endpoints)| !endpoints.is_empty());
+    let (id, endpoints) = found.map_or((target_id, Vec::new()), |(id, endpoints)| (id, endpoints.clone()));
+    let service =
+        targets.and_then(|t| t.get(id)).map_or_else(|| target.snapshot.destination.clone(), |t| t.service.clone());
+    Hop { endpoints, service, connect_timeout }
 }
 
 fn error_response(error: &TryError, target: &UpstreamRuntime) -> Response<Body> {
@@ -233,14 +259,13 @@ fn error_response(error: &TryError, target: &UpstreamRuntime) -> Response<Body> 
 /// request once sent is not sent elsewhere within this try.
 async fn try_once(
     request: Request<Body>,
-    endpoints: &[Endpoint],
+    hop: &Hop,
     target: &UpstreamRuntime,
     upstream: &Upstream,
     links: &tokio::sync::Mutex<H1Links>,
-    connect_timeout: Duration,
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, TryError> {
-    let destination = &target.snapshot.destination;
+    let (endpoints, destination, connect_timeout) = (&hop.endpoints, &hop.service, hop.connect_timeout);
     let addresses: Vec<SocketAddr> = endpoints.iter().map(|e| e.address).collect();
     let http2 = target.snapshot.protocol != Protocol::Http;
     let policy = &target.snapshot.load_balancer;
@@ -254,7 +279,7 @@ async fn try_once(
     let outlier = target.snapshot.outlier.as_ref();
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&addresses, policy, key) {
-        let tls = target.client_tls.clone();
+        let tls = target.tls_for(destination);
         // Connecting may move on to the next endpoint: nothing was sent yet.
         if http2 {
             let mut sender = match upstream.pool.sender(endpoint, destination, tls, connect_timeout).await {

@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use weft_api::access_log::TemplateError;
 use weft_api::chain::{ChainError, CompiledChain};
+use weft_api::ids::ServiceName;
 use weft_api::intentions::{IntentionError, IntentionSet};
-use weft_api::proxy::{ProxySnapshot, UpstreamSnapshot};
+use weft_api::proxy::{IngressListener, ProxySnapshot, UpstreamSnapshot};
 
 use crate::access_log::AccessLogConfig;
 use crate::rate_limit::CompiledRateLimit;
@@ -34,14 +35,39 @@ pub struct Runtime {
     pub access_logs: Option<Arc<AccessLogConfig>>,
     /// By local bind address.
     pub upstreams: BTreeMap<SocketAddr, UpstreamRuntime>,
+    /// An ingress gateway's listeners, by bind address.
+    pub ingress: BTreeMap<SocketAddr, IngressRuntime>,
+}
+
+/// One ingress listener: the services it exposes, each as an upstream.
+pub struct IngressRuntime {
+    pub listener: IngressListener,
+    pub services: Vec<UpstreamRuntime>,
+}
+
+impl IngressRuntime {
+    /// The exposed service a request for `host` goes to.
+    pub fn service_for(&self, host: &str) -> Option<&UpstreamRuntime> {
+        self.listener.services.iter().zip(&self.services).find(|(s, _)| s.serves_host(host)).map(|(_, u)| u)
+    }
 }
 
 pub struct UpstreamRuntime {
     pub snapshot: UpstreamSnapshot,
     /// Verifies that the peer serves `snapshot.destination`.
     pub client_tls: Arc<ClientConfig>,
+    /// The same for every other service the chain's routes, splits and
+    /// failovers may send to.
+    pub service_tls: BTreeMap<ServiceName, Arc<ClientConfig>>,
     /// The snapshot's discovery chain, regexes compiled.
     pub chain: Option<CompiledChain>,
+}
+
+impl UpstreamRuntime {
+    /// The client configuration that verifies a peer serves `service`.
+    pub fn tls_for(&self, service: &ServiceName) -> Arc<ClientConfig> {
+        self.service_tls.get(service).unwrap_or(&self.client_tls).clone()
+    }
 }
 
 /// A snapshot that cannot be used (the sidecar keeps its last good one).
@@ -66,13 +92,34 @@ impl Runtime {
             private_key_pem: snapshot.tls.private_key_pem.clone(),
             roots_pem: snapshot.tls.roots_pem.clone(),
         };
+        let upstream_runtime = |upstream: &UpstreamSnapshot| -> Result<UpstreamRuntime, RuntimeError> {
+            let client_tls = material.client_config(&upstream.destination, upstream.protocol)?;
+            let chain = upstream.chain.clone().map(CompiledChain::new).transpose()?;
+            let services: std::collections::BTreeSet<&ServiceName> = upstream
+                .chain
+                .iter()
+                .flat_map(|chain| chain.targets.values().map(|t| &t.service))
+                .filter(|service| **service != upstream.destination)
+                .collect();
+            let service_tls = services
+                .into_iter()
+                .map(|service| Ok((service.clone(), material.client_config(service, upstream.protocol)?)))
+                .collect::<Result<_, RuntimeError>>()?;
+            Ok(UpstreamRuntime { snapshot: upstream.clone(), client_tls, service_tls, chain })
+        };
         let upstreams = snapshot
             .upstreams
             .iter()
-            .map(|upstream| {
-                let client_tls = material.client_config(&upstream.destination, upstream.protocol)?;
-                let chain = upstream.chain.clone().map(CompiledChain::new).transpose()?;
-                Ok((upstream.local_bind, UpstreamRuntime { snapshot: upstream.clone(), client_tls, chain }))
+            .map(|upstream| Ok((upstream.local_bind, upstream_runtime(upstream)?)))
+            .collect::<Result<_, RuntimeError>>()?;
+        let ingress = snapshot
+            .ingress
+            .iter()
+            .flat_map(|ingress| &ingress.listeners)
+            .map(|listener| {
+                let services =
+                    listener.services.iter().map(|s| upstream_runtime(&s.upstream)).collect::<Result<_, _>>()?;
+                Ok((listener.bind, IngressRuntime { listener: listener.clone(), services }))
             })
             .collect::<Result<_, RuntimeError>>()?;
         let access_logs = match &snapshot.access_logs {
@@ -89,6 +136,7 @@ impl Runtime {
             rate_limit: snapshot.inbound.rate_limit.clone().map(CompiledRateLimit::new).transpose()?,
             access_logs,
             upstreams,
+            ingress,
             snapshot,
         })
     }

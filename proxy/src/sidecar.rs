@@ -47,6 +47,14 @@ pub enum SnapshotSource {
         /// `NAME:PORT` or `NAME:ADDRESS:PORT`.
         upstreams: Vec<String>,
     },
+    /// An ingress gateway registered on the agent as `id` (kind
+    /// `ingress-gateway`): listeners on `address` from its entry.
+    IngressGateway {
+        id: String,
+        address: std::net::IpAddr,
+        /// The edge certificate for TLS listeners, if given.
+        edge_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    },
 }
 
 impl SnapshotSource {
@@ -65,6 +73,9 @@ impl SnapshotSource {
                     path.push_str(&format!("&upstream={}", path_segment(upstream)));
                 }
                 path
+            }
+            SnapshotSource::IngressGateway { id, address, .. } => {
+                format!("/v1/agent/connect/gateway/{}?address={address}", path_segment(id))
             }
         }
     }
@@ -115,6 +126,13 @@ pub async fn run(
         first = runtime.wait_for(Option::is_some) => first.ok().and_then(|r| r.clone()),
     };
     let Some(first) = first else { return Ok(()) };
+    if let SnapshotSource::IngressGateway { edge_tls, .. } = &source {
+        tracing::info!(gateway = %first.snapshot.service, "ingress gateway ready");
+        crate::gateway::serve(runtime.clone(), metrics.clone(), access_log.clone(), edge_tls.clone(), shutdown).await;
+        follower.abort();
+        let _ = stop_tx.send(true);
+        return Ok(());
+    }
     let public = first.snapshot.public_listener;
     let listener = TcpListener::bind(public).await.map_err(|source| SidecarError::Listen { addr: public, source })?;
     let inbound = Arc::new(Inbound::new(runtime.clone(), metrics.clone(), access_log.clone()));

@@ -57,6 +57,23 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
+/// The server side of an ingress gateway's TLS listeners: the edge
+/// certificate and key given to the gateway on its host (PEM), any TLS
+/// version rustls offers, no client certificate asked, HTTP/2 or HTTP/1.1.
+pub fn edge_server_config(cert_chain_pem: &str, private_key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let material = TlsMaterial {
+        cert_chain_pem: cert_chain_pem.into(),
+        private_key_pem: private_key_pem.into(),
+        roots_pem: Vec::new(),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(material.chain()?, material.key()?)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
 impl TlsMaterial {
     fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         let chain: Vec<_> =

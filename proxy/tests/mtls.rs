@@ -92,6 +92,7 @@ fn snapshot(
         admin: None,
         inbound: Default::default(),
         access_logs: None,
+        ingress: None,
     }
 }
 

@@ -379,6 +379,29 @@ pub async fn metric(http: &str, service: &str, metric: &str, labels: &str) -> Op
     )
 }
 
+/// `dig` is a real client; CI installs it (dnsutils), so there it is required.
+pub fn dig_available() -> bool {
+    let found = Command::new("dig").arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("WEFT_CI").is_none(),
+            "dig is required in CI (apt-get install dnsutils)"
+        );
+        eprintln!("skipping: `dig` is not installed (apt-get install dnsutils)");
+    }
+    found
+}
+
+pub fn dig(dns_addr: &str, args: &[&str]) -> String {
+    let (ip, port) = dns_addr.rsplit_once(':').unwrap();
+    let output = Command::new("dig")
+        .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=2"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn weft(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(weft_bin()).args(args).stdin(Stdio::null()).output().expect("run weft");
     (

@@ -6,7 +6,7 @@
 //! Everything but the leaf is read from the local copy of the state, so
 //! making a snapshot never waits on a server unless the leaf is due.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,11 +14,14 @@ use weft_api::access_log::AccessLogs;
 use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus};
 use weft_api::chain::Target;
 use weft_api::ids::{Datacenter, NodeName, ServiceId, ServiceName};
-use weft_api::proxy::{Endpoint, InboundPolicy, IntentionSnapshot, ProxySnapshot, TlsSnapshot, UpstreamSnapshot};
+use weft_api::proxy::{
+    Endpoint, InboundPolicy, IngressListener, IngressService, IngressSnapshot, IntentionSnapshot, ProxySnapshot,
+    TlsSnapshot, UpstreamSnapshot,
+};
 use weft_server::ca::CaError;
 use weft_server::store::{
-    access_logs, compile_discovery_chain, effective_protocol, inbound_policy, resolver_load_balancer, upstream_config,
-    ServiceHealth, StateStore, Table, Tables, DEFAULT_CONNECT_TIMEOUT_MS,
+    access_logs, compile_discovery_chain, effective_protocol, inbound_policy, ingress_listeners,
+    resolver_load_balancer, upstream_config, ServiceHealth, StateStore, Table, Tables, DEFAULT_CONNECT_TIMEOUT_MS,
 };
 
 use super::supervisor::AdminPorts;
@@ -34,6 +37,8 @@ pub const SNAPSHOT_TABLES: &[Table] =
 pub enum SnapshotError {
     #[error("this agent has no sidecar {0:?} (register the service with connect {{ sidecar_service {{}} }})")]
     NotASidecar(ServiceId),
+    #[error("this agent has no ingress gateway {0:?} (register it: weft connect gateway --kind ingress --register)")]
+    NotAGateway(ServiceId),
     #[error("sidecar {id:?}: {detail}")]
     BadRegistration { id: ServiceId, detail: String },
     #[error(transparent)]
@@ -53,6 +58,8 @@ pub struct SidecarSpec {
     pub proxy_id: ServiceId,
     pub public_listener: SocketAddr,
     pub proxy: ProxyConfig,
+    /// For an ingress gateway: the IP its listeners bind.
+    pub ingress_address: Option<IpAddr>,
 }
 
 impl SidecarSpec {
@@ -65,9 +72,35 @@ impl SidecarSpec {
         let address = if sidecar.address.is_empty() { "127.0.0.1" } else { sidecar.address.as_str() };
         let public_listener = socket_addr(address, sidecar.port)
             .map_err(|detail| SnapshotError::BadRegistration { id: proxy_id.clone(), detail })?;
-        Ok(SidecarSpec { proxy_id: proxy_id.clone(), public_listener, proxy })
+        Ok(SidecarSpec { proxy_id: proxy_id.clone(), public_listener, proxy, ingress_address: None })
+    }
+
+    /// Ingress gateway `gateway`, registered on this agent (kind
+    /// `ingress-gateway`), with its listeners on `address`.
+    pub fn ingress_gateway(
+        local: &LocalState,
+        gateway: &ServiceId,
+        address: IpAddr,
+    ) -> Result<SidecarSpec, SnapshotError> {
+        let registered = local.service(gateway).filter(|s| s.kind == INGRESS_GATEWAY_KIND);
+        let Some(service) = registered else { return Err(SnapshotError::NotAGateway(gateway.clone())) };
+        Ok(SidecarSpec {
+            proxy_id: gateway.clone(),
+            public_listener: SocketAddr::new(address, 0),
+            proxy: ProxyConfig {
+                destination_service_id: gateway.clone(),
+                destination_service_name: service.name.clone(),
+                local_service_address: "127.0.0.1".into(),
+                local_service_port: 0,
+                upstreams: Vec::new(),
+            },
+            ingress_address: Some(address),
+        })
     }
 }
+
+/// The catalog kind of an ingress gateway's registration.
+pub const INGRESS_GATEWAY_KIND: &str = "ingress-gateway";
 
 /// The snapshot for `spec`.
 pub async fn build(
@@ -99,6 +132,7 @@ pub async fn build(
         admin: admin_ports.get(&spec.proxy_id),
         inbound: partial.inbound,
         access_logs: partial.access_logs,
+        ingress: partial.ingress,
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
 }
@@ -114,6 +148,7 @@ struct FromTables {
     upstreams: Vec<UpstreamSnapshot>,
     inbound: InboundPolicy,
     access_logs: Option<AccessLogs>,
+    ingress: Option<IngressSnapshot>,
 }
 
 fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> Result<FromTables, SnapshotError> {
@@ -146,7 +181,33 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
         upstreams,
         inbound: inbound_policy(mesh, service),
         access_logs: access_logs(mesh),
+        ingress: spec.ingress_address.map(|address| ingress_snapshot(tables, datacenter, service, address)),
     })
+}
+
+/// A gateway's listeners, each exposed service as one of its upstreams.
+fn ingress_snapshot(
+    tables: &Tables,
+    datacenter: &Datacenter,
+    gateway: &ServiceName,
+    address: IpAddr,
+) -> IngressSnapshot {
+    let listeners = ingress_listeners(tables.mesh(), gateway)
+        .into_iter()
+        .map(|listener| {
+            let bind = SocketAddr::new(address, listener.port);
+            let services = listener
+                .services
+                .into_iter()
+                .map(|exposed| IngressService {
+                    hosts: exposed.hosts,
+                    upstream: upstream_snapshot(tables, datacenter, gateway, exposed.name, bind),
+                })
+                .collect();
+            IngressListener { bind, protocol: listener.protocol, tls: listener.tls, services }
+        })
+        .collect();
+    IngressSnapshot { listeners }
 }
 
 /// One upstream: its discovery chain and the endpoints of each target.

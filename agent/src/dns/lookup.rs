@@ -11,6 +11,7 @@
 //! - `<tag>.<service>.service[.<dc>].<domain>`: the same, instances with the tag.
 //! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782): `_tcp` means any tag.
 //! - `<service>.connect[.<dc>].<domain>`: the service's sidecars (A, SRV).
+//! - `<service>.ingress[.<dc>].<domain>`: the ingress gateways exposing it.
 //! - `<node>.node[.<dc>].<domain>`: the node's address; TXT `key=value` per node meta.
 //! - `<hex-ip>.addr[.<dc>].<domain>`: the address the name spells.
 //! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that
@@ -34,7 +35,7 @@ use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft_api::catalog::HealthStatus;
 use weft_api::ids::Datacenter;
-use weft_server::store::{ServiceHealth, Tables};
+use weft_server::store::{gateways_exposing, ServiceHealth, Tables};
 
 /// What to answer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -112,6 +113,8 @@ pub fn answer(
         [service, "service"] => lookup.service(service, None, false),
         // Consul's `.connect` names: the service's sidecars.
         [service, "connect"] => lookup.service(&format!("{service}-sidecar-proxy"), None, false),
+        // Consul's `.ingress` names: the ingress gateways that expose the service.
+        [service, "ingress"] => lookup.ingress(service),
         _ => None,
     };
     let mut answer = answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() });
@@ -272,6 +275,28 @@ impl Lookup<'_> {
 
     fn service(&self, service: &str, tag: Option<&str>, rfc2782: bool) -> Option<Answer> {
         let instances: Vec<ServiceHealth> = self.tables.catalog().service_health_ignoring_case(service);
+        self.instances(service, instances, tag, rfc2782)
+    }
+
+    fn ingress(&self, service: &str) -> Option<Answer> {
+        let catalog = self.tables.catalog();
+        let gateways: Vec<ServiceHealth> = gateways_exposing(self.tables.mesh(), service)
+            .iter()
+            .flat_map(|gateway| catalog.service_health(gateway))
+            .filter(|instance| instance.service.kind == "ingress-gateway")
+            .collect();
+        self.instances(service, gateways, None, false)
+    }
+
+    /// The healthy ones of `instances` (of `service`, for its TTL) as A,
+    /// AAAA or SRV records.
+    fn instances(
+        &self,
+        service: &str,
+        instances: Vec<ServiceHealth>,
+        tag: Option<&str>,
+        rfc2782: bool,
+    ) -> Option<Answer> {
         let healthy: Vec<&ServiceHealth> = instances
             .iter()
             .filter(|i| tag.is_none_or(|t| i.service.tags.iter().any(|s| s.eq_ignore_ascii_case(t))))

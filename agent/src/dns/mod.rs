@@ -81,8 +81,9 @@ pub struct AnswerCache {
     answers: std::collections::HashMap<(Name, RecordType), Option<Answer>>,
 }
 
-/// The tables a DNS answer reads.
-const DNS_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks];
+/// The tables a DNS answer reads (config entries for `<service>.ingress`
+/// names, which follow ingress-gateway entries).
+const DNS_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks, Table::ConfigEntries];
 /// Lookups kept at most; the cache starts over beyond it.
 const ANSWER_CACHE_ENTRIES: usize = 4096;
 

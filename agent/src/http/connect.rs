@@ -212,6 +212,29 @@ pub async fn standalone_proxy_snapshot(
     snapshot_answer(&state, raw.as_deref(), move || Ok(spec.clone())).await
 }
 
+/// `GET /v1/agent/connect/gateway/<gateway-id>?address=IP`: the snapshot
+/// an ingress gateway registered on this agent runs on: its listeners (from
+/// its ingress-gateway entry) on `address`, and each exposed service's
+/// chain and endpoints. Blocks on `?hash` like the sidecar snapshots.
+pub async fn gateway_snapshot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(raw.as_deref());
+    let address = match query.get("address").filter(|a| !a.is_empty()) {
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("?address={text}: give the IP the listeners bind")))?,
+    };
+    let (id, local) = (ServiceId::new(id), state.local.clone());
+    snapshot_answer(&state, raw.as_deref(), move || {
+        SidecarSpec::ingress_gateway(&local, &id, address).map_err(snapshot_error)
+    })
+    .await
+}
+
 fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
     let required = |name: &str| {
         query.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("?{name} is required")))
@@ -249,12 +272,13 @@ fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
             local_service_port: app.port(),
             upstreams,
         },
+        ingress_address: None,
     })
 }
 
 fn snapshot_error(error: SnapshotError) -> ApiError {
     match error {
-        SnapshotError::NotASidecar(_) => ApiError::NotFound(error.to_string()),
+        SnapshotError::NotASidecar(_) | SnapshotError::NotAGateway(_) => ApiError::NotFound(error.to_string()),
         SnapshotError::Ca(ca) => ApiError::from(ca),
         SnapshotError::BadRegistration { .. } => ApiError::Cluster(weft_server::ServerError::Fatal(error.to_string())),
     }

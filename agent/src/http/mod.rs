@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
         .route("/v1/agent/connect/proxy", get(connect::standalone_proxy_snapshot))
         .route("/v1/agent/connect/proxy/{id}", get(connect::proxy_snapshot))
+        .route("/v1/agent/connect/gateway/{id}", get(connect::gateway_snapshot))
         .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))

@@ -1,4 +1,5 @@
-//! `weft connect ca roots|get-config`: the mesh CA as operators see it.
+//! `weft connect ca ...`: the mesh CA as operators see it; `weft connect
+//! proxy`: a sidecar (the gateway is in `gateway.rs`).
 
 use std::process::ExitCode;
 
@@ -16,6 +17,9 @@ pub enum ConnectCommand {
     /// Run a sidecar proxy (the agent starts these itself for services
     /// registered with `connect { sidecar_service {} }`).
     Proxy(ProxyArgs),
+    /// Run a gateway: `--kind ingress` serves HTTP on the edge into mesh
+    /// services, as its ingress-gateway entry says.
+    Gateway(super::gateway::GatewayArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +86,7 @@ impl ConnectCommand {
         let command = match self {
             ConnectCommand::Ca(command) => command,
             ConnectCommand::Proxy(args) => return run_proxy(args).await,
+            ConnectCommand::Gateway(args) => return super::gateway::run(args).await,
         };
         match command {
             CaCommand::Roots(args) => {

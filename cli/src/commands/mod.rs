@@ -5,6 +5,7 @@ pub mod agent;
 pub mod catalog;
 pub mod config;
 pub mod connect;
+pub mod gateway;
 pub mod intention;
 pub mod k8s;
 pub mod kv;

@@ -202,7 +202,7 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
             check_chain(mesh, entry)
         }
         SERVICE_INTENTIONS => check_service_intentions(mesh, &entry.name, &body),
-        // ingress-gateway: Weft reads nothing in it yet.
+        INGRESS_GATEWAY => super::ingress_gateway::validate_ingress_gateway(mesh, &body),
         _ => Ok(()),
     }
 }

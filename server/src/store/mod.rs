@@ -12,6 +12,7 @@ mod catalog;
 mod config_entries;
 mod discovery_chain;
 mod inbound_policy;
+mod ingress_gateway;
 mod intentions;
 mod kv;
 mod mesh;
@@ -34,6 +35,7 @@ pub use config_entries::{
 };
 pub use discovery_chain::{compile as compile_discovery_chain, DEFAULT_CONNECT_TIMEOUT_MS};
 pub use inbound_policy::{access_logs, inbound_policy, ALLOW_PERMISSIVE_FIELD};
+pub use ingress_gateway::{gateways_exposing, ingress_listeners, ExposedService, IngressListenerConfig};
 pub use intentions::{
     evaluation_order, is_wildcard, precedence, rule_of, validate_intention, validate_name, DEFAULT_ACTION_FIELD,
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
