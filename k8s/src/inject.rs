@@ -316,8 +316,8 @@ mod tests {
             json!(["agent", "--k8s", "--retry-join", "weft-server.weft.svc:8300", "--data-dir", "/weft/data"])
         );
         assert_eq!(
-            sidecar["startupProbe"]["httpGet"],
-            json!({"path": "/v1/agent/self", "port": 8500, "scheme": "HTTP"})
+            sidecar["startupProbe"]["exec"],
+            json!({"command": ["weft", "k8s", "ready"]})
         );
         assert_eq!(sidecar["securityContext"]["runAsNonRoot"], json!(true));
         assert_eq!(sidecar["securityContext"]["runAsUser"], json!(5995));

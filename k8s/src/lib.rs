@@ -33,6 +33,8 @@
 //!   user they assume of the agent's Kubernetes mode.
 //! - [`patch`]: RFC 6902 JSON Patch operations and RFC 6901 pointers.
 //! - [`pod`]: the few fields of a pod the webhook reads.
+//! - [`pod_env`]: the other end: what `weft agent --k8s` reads from the
+//!   environment the injected container is given.
 //! - [`admission`]: the `admission.k8s.io/v1` `AdmissionReview` wire format.
 //! - [`webhook`]: the HTTPS server (`POST /mutate`, `GET /health`).
 //! - `tls`: the server's rustls configuration from PEM files.
@@ -47,6 +49,7 @@ pub mod annotations;
 pub mod inject;
 pub mod patch;
 pub mod pod;
+pub mod pod_env;
 pub mod sidecar;
 mod tls;
 pub mod webhook;

@@ -14,11 +14,9 @@
 //!   pod from `WEFT_NODE_NAME`, `WEFT_POD_NAME`, `WEFT_POD_NAMESPACE` and
 //!   `WEFT_POD_IP`, and whether traffic is redirected from
 //!   `WEFT_TRANSPARENT_PROXY` (`true`/`false`).
-//! - Answer `GET /v1/agent/self` with 200 on `<pod IP>:8500` (the kubelet
-//!   probes the pod's IP, not loopback) once it has joined the servers and
-//!   its proxy is serving; until then refuse or answer non-2xx. Serving only
-//!   that path on the pod IP, and the full API on `127.0.0.1:8500`, keeps
-//!   the agent's API private to the pod.
+//! - Keep its HTTP API on `127.0.0.1:8500`, private to the pod. The startup
+//!   probe runs `weft k8s ready` in the container, which asks that API
+//!   whether the service's sidecar is registered and passing its check.
 //! - Run the proxy's public (inbound) listener on [`INBOUND_PORT`] and, with
 //!   transparent proxying, its outbound listener on [`OUTBOUND_PORT`]; the
 //!   upstreams listen on `127.0.0.1:<local port>`. It binds no other port of
@@ -41,7 +39,7 @@ use crate::wiring::Wiring;
 /// The uid (and gid) the sidecar runs as; transparent proxying leaves its
 /// own traffic alone by this uid.
 pub const PROXY_UID: u32 = 5995;
-/// The agent's HTTP API, and the startup probe's port.
+/// The agent's HTTP API (on loopback; transparent proxying leaves it alone).
 pub const AGENT_HTTP_PORT: u16 = 8500;
 /// The proxy's public (mTLS) listener; transparent proxying redirects
 /// inbound traffic here.
@@ -95,7 +93,7 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
         "restartPolicy": "Always",
         "env": env,
         "startupProbe": {
-            "httpGet": {"path": "/v1/agent/self", "port": AGENT_HTTP_PORT, "scheme": "HTTP"},
+            "exec": {"command": ["weft", "k8s", "ready"]},
             "periodSeconds": PROBE_PERIOD_SECONDS,
             "failureThreshold": PROBE_FAILURE_THRESHOLD,
             "timeoutSeconds": 1,

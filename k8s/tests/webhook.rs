@@ -87,7 +87,7 @@ async fn an_annotated_deployment_pod_gets_the_sidecar_before_its_containers() {
     assert_eq!(env(sidecar, "WEFT_SERVICE_UPSTREAMS"), Some(&json!("api:9191,db:5432")));
     assert_eq!(env(sidecar, "WEFT_POD_NAME"), Some(&json!({"fieldRef": {"fieldPath": "metadata.name"}})));
     assert_eq!(env(sidecar, "WEFT_POD_IP"), Some(&json!({"fieldRef": {"fieldPath": "status.podIP"}})));
-    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], json!("/v1/agent/self"));
+    assert_eq!(sidecar["startupProbe"]["exec"]["command"], json!(["weft", "k8s", "ready"]));
     assert_eq!(sidecar["securityContext"]["runAsUser"], json!(5995));
     webhook.stop().await.unwrap();
 }

@@ -228,7 +228,7 @@ async fn follow(agent: HttpClient, path: String, runtime: watch::Sender<Option<A
         match compiled {
             Ok(compiled) => {
                 metrics.leaf_expiry.set(compiled.snapshot.tls.leaf_valid_before);
-                tracing::info!(leaf = %compiled.snapshot.tls.leaf_serial, upstreams = compiled.upstreams.len(), rules = compiled.snapshot.intentions.rules.len(), "applying a new configuration");
+                tracing::info!(proxy = %compiled.snapshot.proxy_id, leaf = %compiled.snapshot.tls.leaf_serial, upstreams = compiled.upstreams.len(), rules = compiled.snapshot.intentions.rules.len(), "applying a new configuration");
                 runtime.send_replace(Some(Arc::new(compiled)));
             }
             Err(error) => tracing::warn!(%error, "keeping the last configuration"),

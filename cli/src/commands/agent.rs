@@ -92,6 +92,11 @@ pub struct AgentArgs {
     /// How long a check whose only change is its output may wait to be synced (default 5m).
     #[arg(long)]
     check_update_interval: Option<String>,
+    /// Run as the agent injected into a Kubernetes pod: node and service from
+    /// the environment the sidecar injector sets (WEFT_POD_NAME, WEFT_POD_IP,
+    /// WEFT_SERVICE_NAME, ...).
+    #[arg(long)]
+    k8s: bool,
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {
@@ -145,6 +150,15 @@ fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitC
         Err(errors) => {
             eprintln!("Error: {errors}");
             return Err(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    }
+    if args.k8s {
+        match super::k8s::agent_overlay() {
+            Ok(pod) => merged.merge(pod),
+            Err(problems) => {
+                eprintln!("Error: --k8s needs the pod's environment:\n  {}", problems.join("\n  "));
+                return Err(ExitCode::from(EXIT_BAD_CONFIG));
+            }
         }
     }
     merged.merge(args.overrides());

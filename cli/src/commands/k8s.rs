@@ -1,5 +1,7 @@
-//! `weft k8s webhook`: Weft on Kubernetes. The sidecar-injection webhook
-//! the Helm chart deploys; the decisions live in `weft-k8s`.
+//! Weft on Kubernetes: `weft k8s webhook` (the sidecar injector the Helm
+//! chart deploys; its decisions live in `weft-k8s`), `weft k8s ready` (the
+//! injected sidecar's startup probe) and what `weft agent --k8s` reads from
+//! the pod's environment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +9,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use weft_agent::config::ConfigFile;
+use weft_k8s::pod_env::PodEnv;
+use weft_k8s::sidecar::INBOUND_PORT;
 use weft_k8s::{InjectConfig, WebhookConfig, WebhookError};
 
 use super::agent::{init_logging, shutdown_signal};
@@ -19,6 +27,18 @@ pub enum K8sCommand {
     /// Serve the mutating admission webhook that injects the Weft agent and
     /// proxy into annotated pods (`POST /mutate`, `GET /health`, HTTPS).
     Webhook(WebhookArgs),
+    /// Exit 0 once this pod's sidecar is registered and passing (the
+    /// injected container's startup probe); 1 until then.
+    Ready(ReadyArgs),
+}
+
+#[derive(Args)]
+pub struct ReadyArgs {
+    /// The service whose sidecar must be passing (default: $WEFT_SERVICE_NAME).
+    #[arg(long, env = "WEFT_SERVICE_NAME")]
+    service: String,
+    #[command(flatten)]
+    api: super::ApiArgs,
 }
 
 #[derive(Args)]
@@ -54,6 +74,7 @@ impl K8sCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             K8sCommand::Webhook(args) => webhook(args).await,
+            K8sCommand::Ready(args) => ready(args).await,
         }
     }
 }
@@ -82,4 +103,57 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_BAD_CONFIG))
         }
     }
+}
+
+/// Whether the service's sidecar is registered on the local agent and every
+/// one of its checks passes.
+async fn ready(args: ReadyArgs) -> anyhow::Result<ExitCode> {
+    let response = args.api.client().get("/v1/agent/checks").await?;
+    let checks = super::json_body(&super::expect_success(response, "reading the agent's checks")?)?;
+    let sidecar = format!("{}-sidecar-proxy", args.service);
+    let statuses: Vec<&str> = checks
+        .as_object()
+        .into_iter()
+        .flat_map(|checks| checks.values())
+        .filter(|check| check["ServiceName"] == sidecar.as_str())
+        .filter_map(|check| check["Status"].as_str())
+        .collect();
+    if !statuses.is_empty() && statuses.iter().all(|status| *status == "passing") {
+        println!("{sidecar} is passing");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{sidecar} is not ready yet (checks: {statuses:?})");
+    Ok(ExitCode::FAILURE)
+}
+
+/// `weft agent --k8s`: the node and the service (with its sidecar on the
+/// injector's inbound port and its upstreams) from the pod's environment.
+pub fn agent_overlay() -> Result<ConfigFile, Vec<String>> {
+    let pod = PodEnv::read(|name| std::env::var(name).ok())?;
+    if pod.transparent_proxy {
+        tracing::warn!("WEFT_TRANSPARENT_PROXY=true: traffic redirection is not implemented yet; upstreams work on their local ports");
+    }
+    let meta = BTreeMap::from([
+        ("k8s-pod".to_owned(), pod.pod_name.clone()),
+        ("k8s-namespace".to_owned(), pod.namespace.clone()),
+        ("k8s-node".to_owned(), pod.node_name.clone()),
+    ]);
+    let upstreams: Vec<serde_json::Value> = pod
+        .upstreams
+        .iter()
+        .map(|u| json!({"destination_name": u.service.as_str(), "local_bind_port": u.local_port}))
+        .collect();
+    let service = json!({
+        "name": pod.service.as_str(),
+        "port": pod.service_port.unwrap_or(0),
+        "meta": {"k8s-namespace": pod.namespace, "k8s-pod": pod.pod_name},
+        "connect": {"sidecar_service": {"port": INBOUND_PORT, "proxy": {"upstreams": upstreams}}},
+    });
+    Ok(ConfigFile {
+        node_name: Some(pod.pod_name),
+        advertise_addr: Some(pod.pod_ip.to_string()),
+        node_meta: Some(meta),
+        services: vec![service],
+        ..ConfigFile::default()
+    })
 }

@@ -1,0 +1,308 @@
+# lib.sh: what the benchmark scripts share, sourced (not run) by chain.sh and
+# propagation.sh: logging, starting and stopping processes (with a cleanup on
+# exit, failure and Ctrl-C), port checks, waiting for things, the CPU
+# accounting around a load run, and the small number formatting of the
+# tables. See bench/README.md.
+#
+# The sourcing script sets, before sourcing:
+#   LOG_TAG       the prefix of its log lines (e.g. "chain")
+# and may use these globals, which cleanup() looks at:
+#   TMP           the run's temp dir (set by make_tmp; removed on exit unless KEEP_TMP=1)
+#   PIDS          every process started (start_process appends), stopped last
+#   STOP_FIRST    processes stopped before the others (load tools, client agents)
+#   SIDECAR_PIDS  sidecar proxies the Weft agents started (stopped after the
+#                 agents, which normally stop them themselves)
+# shellcheck shell=bash
+
+PIDS=()
+STOP_FIRST=()
+SIDECAR_PIDS=()
+LOAD_PID=""
+TMP=""
+KEEP_TMP="${KEEP_TMP:-0}"
+
+log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# Stops the given processes: TERM, up to 10 s for a clean shutdown, then KILL.
+stop_pids() {
+	local pid alive _
+	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for _ in $(seq 1 100); do
+		alive=0
+		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+	local status=$?
+	trap - EXIT
+	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
+	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
+	if ((${#PIDS[@]} + ${#STOP_FIRST[@]} > 0)); then
+		log "stopping $((${#PIDS[@]} + ${#STOP_FIRST[@]})) process(es) and the sidecars"
+		((${#STOP_FIRST[@]} > 0)) && stop_pids "${STOP_FIRST[@]}"
+		((${#PIDS[@]} > 0)) && stop_pids "${PIDS[@]}"
+		# The agents stop their sidecars; any left (an agent killed) go by their PIDs.
+		((${#SIDECAR_PIDS[@]} > 0)) && stop_pids "${SIDECAR_PIDS[@]}"
+		wait 2>/dev/null || true
+	fi
+	if [[ -n $TMP && -d $TMP ]]; then
+		if [[ $KEEP_TMP == 1 ]]; then
+			log "kept $TMP (logs and configs)"
+		else
+			rm -rf -- "$TMP"
+		fi
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Whole seconds of "10s" or "10"; fails on anything else.
+duration_secs() {
+	if [[ $1 =~ ^([0-9]+)s?$ ]]; then
+		echo "${BASH_REMATCH[1]}"
+	else
+		return 1
+	fi
+}
+
+need_positive() { # knob-name...
+	local knob
+	for knob in "$@"; do
+		[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive number, not '${!knob}'"
+	done
+}
+
+need_tools() { # command...
+	local tool
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || die "$tool is required"
+	done
+}
+
+# Taken: something accepts TCP there, or (with ss) holds the UDP port.
+port_in_use() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+	command -v ss >/dev/null && [[ -n $(ss -Hlun "sport = :$1" 2>/dev/null) ]]
+}
+
+check_ports_free() {
+	local port
+	for port in "$@"; do
+		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
+	done
+	return 0
+}
+
+# Makes the run's temp dir ($TMP) under $TMPDIR.
+make_tmp() { # name
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-$1.XXXXXX")
+	log "temp dir $TMP"
+}
+
+# Copies the binaries named by the given variables into $TMP/bin and points
+# the variables at the copies, so a rebuild of target/release during the run
+# changes nothing (an agent starts its sidecars from its own executable's path).
+copy_binaries() { # variable-name...
+	local var copy
+	mkdir -p "$TMP/bin"
+	for var in "$@"; do
+		copy="$TMP/bin/$(basename -- "${!var}")"
+		[[ -e $copy ]] && copy="$TMP/bin/$var-$(basename -- "${!var}")"
+		cp -- "${!var}" "$copy" || die "could not copy ${!var} to $copy"
+		printf -v "$var" '%s' "$copy"
+	done
+	log "using copies of the binaries in $TMP/bin"
+}
+
+# Starts a process in the background, logging to $TMP/<name>.log; sets STARTED_PID.
+start_process() {
+	local name=$1
+	shift
+	"$@" >"$TMP/$name.log" 2>&1 &
+	STARTED_PID=$!
+	PIDS+=("$STARTED_PID")
+}
+
+show_log() {
+	log "last lines of $1.log:"
+	tail -n 20 "$TMP/$1.log" >&2 || true
+}
+
+# Waits (up to WAIT_SECS) until `command...` succeeds, checking that the
+# process `pid` (named `name`) is still running; dies with `what` otherwise.
+wait_until() { # what name pid command...
+	local what=$1 name=$2 pid=$3 deadline=$((SECONDS + WAIT_SECS))
+	shift 3
+	until "$@"; do
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			show_log "$name"
+			die "$name exited while waiting for $what"
+		fi
+		if ((SECONDS >= deadline)); then
+			show_log "$name"
+			die "no $what after ${WAIT_SECS}s"
+		fi
+		sleep 0.5
+	done
+}
+
+# True when GET http://127.0.0.1:<port>/ answers 200 with a BODY_SIZE-byte body.
+answers() {
+	[[ $(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "200 $BODY_SIZE" ]]
+}
+
+# True when the Weft agent at 127.0.0.1:<port> knows a leader.
+has_leader() { [[ $(curl -s --max-time 2 "http://127.0.0.1:$1/v1/status/leader" 2>/dev/null) =~ ^\"[^\"]+\"$ ]]; }
+
+# PUT to a Weft agent's HTTP API (127.0.0.1:<port>); dies unless it answers 200.
+api_put_to() { # port path body
+	local code
+	code=$(curl -s -o "$TMP/put.out" -w '%{http_code}' --max-time 10 -X PUT --data "$3" "http://127.0.0.1:$1$2") || code=000
+	[[ $code == 200 ]] || die "PUT 127.0.0.1:$1$2: HTTP $code: $(cat "$TMP/put.out" 2>/dev/null)"
+}
+
+# The PID of the sidecar the agent at 127.0.0.1:<port> runs for service
+# instance `id`, if exactly one.
+sidecar_pid() { # id agent-http-port
+	local found
+	found=$(pgrep -f -- "sidecar-for $1 --http-addr 127.0.0.1:$2( |\$)" || true)
+	[[ -n $found && $found != *$'\n'* ]] && echo "$found"
+}
+
+# A field of a tool's one-line JSON report: a number, or `null`.
+json_field() { sed -nE "s/.*\"$2\":(null|[-0-9.eE+]+).*/\1/p" <<<"$1"; }
+
+fmt_num() { # value printf-format (a fixed format chosen by the script)
+	# shellcheck disable=SC2059
+	if [[ -z $1 || $1 == null || $1 == - ]]; then printf -- '-'; else LC_ALL=C printf "$2" "$1"; fi
+}
+
+# a - b, a / b ("-" unless both are numbers; a / 0 is "-").
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null" || a == "-" || b == "-") print "-"; else printf "%.3f\n", a - b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+
+# "met" / "not met" for value <op> goal ("-" without a value).
+goal() { # value op goal
+	if [[ -z $1 || $1 == null || $1 == - ]]; then
+		printf -- '-'
+	else
+		awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {
+			ok = (op == "<" ? v < g : op == "<=" ? v <= g : op == ">" ? v > g : v >= g)
+			print (ok ? "met" : "not met")
+		}'
+	fi
+}
+
+# The median of numbers on standard input, one a line ("null" without any).
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "null"; else print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
+		echo 0
+		return
+	}
+	# Fields after "(comm) ": state is 1, utime 12, stime 13 (clock ticks).
+	awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / ticks }' <<<"${stat##*) }"
+}
+
+pids_cpu_secs() {
+	local pid total=0
+	for pid in "$@"; do total=$(awk -v t="$total" -v c="$(cpu_secs "$pid")" 'BEGIN { print t + c }'); done
+	echo "$total"
+}
+
+# CPU seconds the whole machine has spent busy so far (all cores), from /proc/stat.
+machine_busy_secs() {
+	awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / ticks; exit }' /proc/stat
+}
+
+# Sets CHILDREN_CPU to the CPU seconds used so far by this shell's finished
+# children (`times`, line 2). Not for $(...): a subshell's children start at zero.
+children_cpu() {
+	times >"$TMP/times"
+	CHILDREN_CPU=$(awk 'NR == 2 {
+		for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] }
+		printf "%.2f", n
+	}' "$TMP/times")
+}
+
+# Runs `$HTTP_LOAD` in the background (so `wait` is interrupted by Ctrl-C or
+# TERM and the trap stops it) under a `timeout` backstop, and keeps its JSON
+# report, with the CPU seconds used meanwhile added to it, in RESULT[key]:
+# proxy_cpu_s (the path's proxies: `pids`), backend_cpu_s ($BACKEND_PID),
+# tool_cpu_s and others_cpu_s (the rest of the machine: other engineers'
+# work, the idle Weft server...). Appends the report to $TMP/results.jsonl.
+# shellcheck disable=SC2034 # RESULT is read by the sourcing script
+declare -A RESULT=()
+# shellcheck disable=SC2034
+run_load() { # key "pids" backstop-seconds http-load-arguments...
+	local key=$1 pids=$2 secs=$3 rc=0 proxy0 proxy1 backend0 backend1 busy0 busy1 tool0 tool1 out cpu
+	shift 3
+	# shellcheck disable=SC2086 # `pids` is a list
+	proxy0=$(pids_cpu_secs $pids)
+	children_cpu
+	backend0=$(cpu_secs "$BACKEND_PID") busy0=$(machine_busy_secs) tool0=$CHILDREN_CPU
+	timeout -k 5 "$secs" "$HTTP_LOAD" "$@" --label "$key" --format json >"$TMP/load.out" 2>"$TMP/load.err" &
+	LOAD_PID=$!
+	wait "$LOAD_PID" || rc=$?
+	LOAD_PID=""
+	# shellcheck disable=SC2086
+	proxy1=$(pids_cpu_secs $pids)
+	children_cpu
+	backend1=$(cpu_secs "$BACKEND_PID") busy1=$(machine_busy_secs) tool1=$CHILDREN_CPU
+	if ((rc != 0)); then
+		log "http-load ($key) exited with $rc:"
+		sed 's/^/    /' "$TMP/load.err" >&2
+	elif [[ -s $TMP/load.err ]]; then
+		log "http-load ($key) said:"
+		sed 's/^/    /' "$TMP/load.err" >&2
+	fi
+	out=$(grep '^{' "$TMP/load.out" || true)
+	[[ -n $out ]] && printf '%s\n' "$out" >>"$TMP/results.jsonl"
+	cpu=$(awk -v p0="$proxy0" -v p1="$proxy1" -v b0="$backend0" -v b1="$backend1" -v m0="$busy0" -v m1="$busy1" \
+		-v t0="$tool0" -v t1="$tool1" 'BEGIN {
+			p = p1 - p0; b = b1 - b0; t = t1 - t0; o = (m1 - m0) - p - b - t
+			printf "\"proxy_cpu_s\":%.2f,\"backend_cpu_s\":%.2f,\"tool_cpu_s\":%.2f,\"others_cpu_s\":%.2f", p, b, t, (o < 0 ? 0 : o)
+		}')
+	RESULT[$key]="$(sed -E "\$s/\\}\$/,$cpu}/" <<<"$out")"
+}
+
+# Over the rounds (1..ROUNDS) of the reports RESULT["<bench>/<path>/<round>"]:
+# a field's values one a line, their median, largest, sum ("null" / 0
+# without values), and the values on one line.
+r() { json_field "${RESULT[$1]:-}" "$2"; }
+round_values() { # bench/path field
+	local i v
+	for ((i = 1; i <= ROUNDS; i++)); do
+		v=$(r "$1/$i" "$2")
+		[[ -n $v && $v != null ]] && echo "$v"
+	done
+	return 0
+}
+median_of() { round_values "$1" "$2" | median; }
+max_of() { round_values "$1" "$2" | sort -g | tail -n 1; }
+sum_of() { round_values "$1" "$2" | awk '{ t += $1 } END { printf "%.2f", t }'; }
+list_of() { round_values "$1" "$2" | awk -v f="$3" '{ printf (NR > 1 ? " " : "") f, $1 }'; }
+# What a path adds to direct's `field` in each round of the rate runs
+# (RESULT["rate/<path>/<round>"] minus RESULT["rate/direct/<round>"]).
+added_values() { # path field
+	local i
+	for ((i = 1; i <= ROUNDS; i++)); do
+		minus "$(r "rate/$1/$i" "$2")" "$(r "rate/direct/$i" "$2")"
+	done | grep -v '^-$' || true
+}
+# Requests (warm-up included) per CPU second of the path's proxies, over all rounds.
+per_proxy_cpu() { awk -v n="$(sum_of "$1" total_completed)" -v c="$(sum_of "$1" proxy_cpu_s)" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print "-" }'; }
