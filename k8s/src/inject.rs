@@ -315,10 +315,7 @@ mod tests {
             sidecar["args"],
             json!(["agent", "--k8s", "--retry-join", "weft-server.weft.svc:8300", "--data-dir", "/weft/data"])
         );
-        assert_eq!(
-            sidecar["startupProbe"]["exec"],
-            json!({"command": ["weft", "k8s", "ready"]})
-        );
+        assert_eq!(sidecar["startupProbe"]["exec"], json!({"command": ["weft", "k8s", "ready"]}));
         assert_eq!(sidecar["securityContext"]["runAsNonRoot"], json!(true));
         assert_eq!(sidecar["securityContext"]["runAsUser"], json!(5995));
         assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], json!(true));

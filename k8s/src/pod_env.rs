@@ -41,8 +41,13 @@ impl PodEnv {
                 String::new()
             }
         };
-        let (pod_name, namespace, pod_ip, node_name, service) =
-            (required(POD_NAME), required(POD_NAMESPACE), required(POD_IP), required(NODE_NAME), required(SERVICE_NAME));
+        let (pod_name, namespace, pod_ip, node_name, service) = (
+            required(POD_NAME),
+            required(POD_NAMESPACE),
+            required(POD_IP),
+            required(NODE_NAME),
+            required(SERVICE_NAME),
+        );
         let pod_ip = match pod_ip.parse() {
             Ok(ip) => Some(ip),
             Err(_) if pod_ip.is_empty() => None,
@@ -125,7 +130,8 @@ mod tests {
 
     #[test]
     fn lists_every_problem() {
-        let problems = PodEnv::read(env(&[(POD_IP, "nope"), (SERVICE_NAME, "Web_1"), (SERVICE_PORT, "0")])).unwrap_err();
+        let problems =
+            PodEnv::read(env(&[(POD_IP, "nope"), (SERVICE_NAME, "Web_1"), (SERVICE_PORT, "0")])).unwrap_err();
         let text = problems.join("\n");
         for expected in [POD_NAME, POD_NAMESPACE, NODE_NAME, "not an IP address", "not a service name", SERVICE_PORT] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
