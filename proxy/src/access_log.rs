@@ -151,6 +151,30 @@ fn rfc3339(time: SystemTime) -> String {
     time::OffsetDateTime::from(time).format(&format).unwrap_or_default()
 }
 
+/// A TCP connection being logged: timed from [`TcpSession::begin`].
+pub struct TcpSession {
+    start: SystemTime,
+    started: Instant,
+}
+
+impl TcpSession {
+    pub fn begin() -> TcpSession {
+        TcpSession { start: SystemTime::now(), started: Instant::now() }
+    }
+
+    /// The connection's line: `base` (its two ends) with the bytes each way.
+    pub fn entry(&self, received: u64, sent: u64, base: Entry) -> Entry {
+        Entry {
+            start: Some(self.start),
+            protocol: Some("tcp"),
+            bytes_received: received,
+            bytes_sent: sent,
+            duration_ms: Some(self.started.elapsed().as_millis()),
+            ..base
+        }
+    }
+}
+
 /// The endpoint a response came from (set by the outbound path), for
 /// `%UPSTREAM_HOST%`.
 #[derive(Clone, Copy, Debug)]

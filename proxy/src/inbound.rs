@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,7 +28,7 @@ use weft_api::intentions::ConnectionDecision;
 use weft_api::proxy::MutualTlsMode;
 
 use crate::accept::accept_until;
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::{AccessLog, Entry, TcpSession};
 use crate::http::{self, LocalApp, APPLICATION_CONNECT_TIMEOUT};
 use crate::identity::SpiffeId;
 use crate::metrics::{Direction, Layer, Metrics, Outcome};
@@ -259,7 +259,7 @@ where
 {
     let failed = Refused::Failed;
     let application = runtime.snapshot.local_app;
-    let (start, started) = (SystemTime::now(), Instant::now());
+    let session = TcpSession::begin();
     let mut app = tokio::time::timeout(APPLICATION_CONNECT_TIMEOUT, TcpStream::connect(application))
         .await
         .map_err(|_| failed("the local application did not accept in time".into()))?
@@ -273,15 +273,8 @@ where
     let (received, sent) = bytes.unwrap_or_default();
     inbound.metrics.bytes(Direction::Inbound, received, sent);
     if let Some(logs) = &runtime.access_logs {
-        let entry = Entry {
-            start: Some(start),
-            protocol: Some("tcp"),
-            bytes_received: received,
-            bytes_sent: sent,
-            duration_ms: Some(started.elapsed().as_millis()),
-            flags: who.caller.is_none().then(|| "plaintext".to_owned()),
-            ..local_app_entry(&runtime, &who)
-        };
+        let flags = who.caller.is_none().then(|| "plaintext".to_owned());
+        let entry = session.entry(received, sent, Entry { flags, ..local_app_entry(&runtime, &who) });
         inbound.access_log.log(logs, &entry);
     }
     outcome

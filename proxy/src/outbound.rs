@@ -12,14 +12,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_api::proxy::Limits;
 
 use crate::accept::accept_until;
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::{AccessLog, Entry, TcpSession};
 use crate::balancer::{connection_key, Balancer};
 use crate::http::{self, H2Pool};
 use crate::metrics::{Direction, Metrics, Outcome};
@@ -179,22 +179,18 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
         match connected {
             Ok(mut remote) => {
                 let _in_flight = upstream.balancer.start(endpoint);
-                let (start, started) = (SystemTime::now(), Instant::now());
+                let session = TcpSession::begin();
                 let (received, sent) = tokio::io::copy_bidirectional(&mut local, &mut remote).await.unwrap_or_default();
                 upstream.metrics.bytes(Direction::Outbound, received, sent);
                 if let Some(logs) = &runtime.access_logs {
-                    let entry = Entry {
-                        start: Some(start),
-                        protocol: Some("tcp"),
-                        bytes_received: received,
-                        bytes_sent: sent,
-                        duration_ms: Some(started.elapsed().as_millis()),
+                    let ends = Entry {
                         upstream_host: Some(endpoint),
                         upstream_cluster: Some(destination.to_string()),
                         downstream_remote: Some(application),
                         downstream_local: Some(upstream.bind),
                         ..Entry::default()
                     };
+                    let entry = session.entry(received, sent, ends);
                     upstream.access_log.log(logs, &entry);
                 }
                 return Ok(());

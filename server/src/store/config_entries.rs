@@ -115,6 +115,18 @@ pub(super) fn list_field<'a>(object: &'a Map<String, Value>, name: &str, path: &
     }
 }
 
+/// The whole number (at most `u32::MAX`) at `object.name`, if set.
+pub(super) fn count_field(object: &Map<String, Value>, name: &str, path: &str) -> Result<Option<u32>, String> {
+    match field(object, name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{path}.{name} must be a whole number, not {value}")),
+    }
+}
+
 /// The string at `object.name`; absent or empty is `None`.
 pub(super) fn str_field<'a>(object: &'a Map<String, Value>, name: &str, path: &str) -> Result<Option<&'a str>, String> {
     match field(object, name) {

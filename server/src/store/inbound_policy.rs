@@ -16,7 +16,7 @@ use weft_api::intentions::PathMatch;
 use weft_api::proxy::{InboundPolicy, MutualTlsMode, RateLimit, RouteRateLimit};
 
 use super::config_entries::{
-    as_object, check_regex, field, list_field, object_field, stored_body, str_field, PROXY_DEFAULTS,
+    as_object, check_regex, count_field, field, list_field, object_field, stored_body, str_field, PROXY_DEFAULTS,
     PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS,
 };
 use super::intentions::{MESH_CONFIG_KIND, MESH_CONFIG_NAME};
@@ -83,25 +83,14 @@ fn mutual_tls_mode(body: &Map<String, Value>) -> Result<Option<MutualTlsMode>, S
     }
 }
 
-fn whole(object: &Map<String, Value>, name: &str, path: &str) -> Result<Option<u32>, String> {
-    match field(object, name) {
-        None => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| format!("{path}.{name} must be a whole number, not {value}")),
-    }
-}
-
 /// `RateLimits.InstanceLevel`: requests per second and burst (the burst
 /// defaults to one second's worth), and per-route limits.
 fn rate_limit(body: &Map<String, Value>) -> Result<Option<RateLimit>, String> {
     let Some(limits) = object_field(body, "RateLimits", "RateLimits")? else { return Ok(None) };
     let at = "RateLimits.InstanceLevel";
     let Some(instance) = object_field(limits, "InstanceLevel", at)? else { return Ok(None) };
-    let requests_per_second = whole(instance, "RequestsPerSecond", at)?.unwrap_or(0);
-    let max_burst = whole(instance, "RequestsMaxBurst", at)?.unwrap_or(requests_per_second);
+    let requests_per_second = count_field(instance, "RequestsPerSecond", at)?.unwrap_or(0);
+    let max_burst = count_field(instance, "RequestsMaxBurst", at)?.unwrap_or(requests_per_second);
     let mut routes = Vec::new();
     for (i, route) in list_field(instance, "Routes", &format!("{at}.Routes"))?.iter().enumerate() {
         let path = format!("{at}.Routes[{i}]");
@@ -116,9 +105,9 @@ fn rate_limit(body: &Map<String, Value>) -> Result<Option<RateLimit>, String> {
             (None, None, Some(p)) => PathMatch::Regex(p.to_owned()),
             _ => return Err(format!("{path} needs exactly one of PathExact, PathPrefix or PathRegex")),
         };
-        let requests_per_second =
-            whole(route, "RequestsPerSecond", &path)?.ok_or_else(|| format!("{path}.RequestsPerSecond must be set"))?;
-        let max_burst = whole(route, "RequestsMaxBurst", &path)?.unwrap_or(requests_per_second);
+        let requests_per_second = count_field(route, "RequestsPerSecond", &path)?
+            .ok_or_else(|| format!("{path}.RequestsPerSecond must be set"))?;
+        let max_burst = count_field(route, "RequestsMaxBurst", &path)?.unwrap_or(requests_per_second);
         routes.push(RouteRateLimit { path: matcher, requests_per_second, max_burst });
     }
     if requests_per_second == 0 && routes.is_empty() {

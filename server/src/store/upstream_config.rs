@@ -8,7 +8,7 @@ use weft_api::ids::ServiceName;
 use weft_api::proxy::{Limits, OutlierDetection};
 
 use super::config_entries::{
-    as_object, field, list_field, str_field, PROXY_DEFAULTS, PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS,
+    as_object, count_field, field, list_field, str_field, PROXY_DEFAULTS, PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS,
 };
 use super::mesh::MeshTables;
 
@@ -70,17 +70,6 @@ fn read(body: &Map<String, Value>, upstream: &str) -> Result<Option<UpstreamConf
     }
 }
 
-fn count(object: &Map<String, Value>, name: &str, path: &str) -> Result<Option<u32>, String> {
-    match field(object, name) {
-        None => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| format!("{path}.{name} must be a whole number, not {value}")),
-    }
-}
-
 fn millis(object: &Map<String, Value>, name: &str, path: &str) -> Result<Option<u64>, String> {
     match field(object, name) {
         None => Ok(None),
@@ -104,9 +93,9 @@ fn settings(object: &Map<String, Value>, path: &str) -> Result<UpstreamConfig, S
             let at = format!("{path}.Limits");
             let limits = as_object(limits, &at)?;
             Limits {
-                max_connections: count(limits, "MaxConnections", &at)?,
-                max_pending_requests: count(limits, "MaxPendingRequests", &at)?,
-                max_concurrent_requests: count(limits, "MaxConcurrentRequests", &at)?,
+                max_connections: count_field(limits, "MaxConnections", &at)?,
+                max_pending_requests: count_field(limits, "MaxPendingRequests", &at)?,
+                max_concurrent_requests: count_field(limits, "MaxConcurrentRequests", &at)?,
             }
         }
     };
@@ -115,12 +104,13 @@ fn settings(object: &Map<String, Value>, path: &str) -> Result<UpstreamConfig, S
         Some(check) => {
             let at = format!("{path}.PassiveHealthCheck");
             let check = as_object(check, &at)?;
-            let max_ejection_percent = count(check, "MaxEjectionPercent", &at)?.unwrap_or(DEFAULT_MAX_EJECTION_PERCENT);
+            let max_ejection_percent =
+                count_field(check, "MaxEjectionPercent", &at)?.unwrap_or(DEFAULT_MAX_EJECTION_PERCENT);
             if max_ejection_percent > 100 {
                 return Err(format!("{at}.MaxEjectionPercent must be at most 100"));
             }
             Some(OutlierDetection {
-                max_failures: count(check, "MaxFailures", &at)?.unwrap_or(DEFAULT_MAX_FAILURES).max(1),
+                max_failures: count_field(check, "MaxFailures", &at)?.unwrap_or(DEFAULT_MAX_FAILURES).max(1),
                 interval_ms: millis(check, "Interval", &at)?.unwrap_or(DEFAULT_INTERVAL_MS),
                 base_ejection_time_ms: millis(check, "BaseEjectionTime", &at)?.unwrap_or(DEFAULT_BASE_EJECTION_MS),
                 max_ejection_percent,
