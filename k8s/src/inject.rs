@@ -9,10 +9,10 @@
 //! admitted unchanged; when that is because something is wrong, the response
 //! carries one warning per problem, so whoever created the pod is told.
 //!
-//! The patch puts `weft-init` (with transparent proxying) and the sidecar
-//! first among the init containers: init containers run in order, and any
-//! the pod already has may need the mesh (or, with traffic redirected, would
-//! find no proxy to go through).
+//! The patch puts the sidecar first among the init containers: init
+//! containers run in order, and any the pod already has may need the mesh.
+//! A pod asking for transparent proxying is injected without it, and told
+//! so ([`NO_TRANSPARENT_PROXY_YET`]).
 
 use std::fmt;
 
@@ -165,14 +165,17 @@ fn decide_pod(pod: &Pod, config: &InjectConfig) -> Decision {
     }
 }
 
-/// The sidecar (after `weft-init`, with transparent proxying) first among the
-/// init containers, its data volume, and the injected-status annotation.
+/// Why a pod asking for transparent proxying is injected without it: the
+/// proxy has no outbound listener for redirected traffic yet, and
+/// redirecting to a port nobody serves would cut the pod off. `weft-init`
+/// ([`sidecar::init_container`]) is the shape it will take.
+pub const NO_TRANSPARENT_PROXY_YET: &str = "transparent proxying is not available in this Weft version yet: \
+the sidecar is injected without traffic redirection; reach upstreams on their local ports";
+
+/// The sidecar first among the init containers, its data volume, and the
+/// injected-status annotation.
 fn patch(pod: &Pod, config: &InjectConfig, wiring: &Wiring) -> JsonPatch {
-    let mut init_containers = Vec::new();
-    if wiring.transparent_proxy {
-        init_containers.push(sidecar::init_container(config));
-    }
-    init_containers.push(sidecar::sidecar_container(config, wiring));
+    let init_containers = vec![sidecar::sidecar_container(config, wiring)];
 
     let mut patch = JsonPatch::default();
     let has_init_containers = pod.spec.init_containers.is_some();
@@ -192,7 +195,16 @@ impl Decision {
             Decision::Invalid(problems) => AdmissionResponse::allow(uid).with_warnings(
                 problems.iter().map(|problem| format!("Weft sidecar not injected: {problem}")).collect(),
             ),
-            Decision::Inject(injection) => AdmissionResponse::allow_patched(uid, &injection.patch.to_bytes()),
+            Decision::Inject(injection) => {
+                let response = AdmissionResponse::allow_patched(uid, &injection.patch.to_bytes());
+                match injection.wiring.transparent_proxy {
+                    true => {
+                        tracing::warn!(service = %injection.wiring.service, "{NO_TRANSPARENT_PROXY_YET}");
+                        response.with_warnings(vec![format!("Weft: {NO_TRANSPARENT_PROXY_YET}")])
+                    }
+                    false => response,
+                }
+            }
         }
     }
 }
@@ -369,50 +381,32 @@ mod tests {
 
     #[test]
     fn existing_init_containers_run_after_the_sidecar() {
-        let mut pod = web_pod(json!({CONNECT_INJECT: "true", annotations::TRANSPARENT_PROXY: "true"}));
+        let mut pod = web_pod(json!({CONNECT_INJECT: "true"}));
         pod["spec"]["initContainers"] = json!([{"name": "migrate", "image": "migrate:1"}]);
         let injection = injection(decide(&request_for(pod), &config()));
         let ops = ops(&injection.patch);
         assert_eq!(ops[0].0, "/spec/initContainers/0");
-        assert_eq!(ops[0].1["name"], json!("weft-init"));
-        assert_eq!(ops[1].0, "/spec/initContainers/1");
-        assert_eq!(ops[1].1["name"], json!("weft-sidecar"));
+        assert_eq!(ops[0].1["name"], json!("weft-sidecar"));
     }
 
     #[test]
-    fn transparent_proxying_adds_weft_init_before_the_sidecar() {
+    fn transparent_proxying_is_not_there_yet_and_the_pod_is_told() {
         let config = InjectConfig { transparent_proxy: true, ..config() };
-        let with = injection(decide(&request_for(web_pod(json!({CONNECT_INJECT: "true"}))), &config));
-        let with_ops = ops(&with.patch);
-        let init_containers = with_ops[0].1.as_array().unwrap();
+        let request = request_for(web_pod(json!({CONNECT_INJECT: "true"})));
+        let decision = decide(&request, &config);
+        let response = decision.response(&request);
+        let with = injection(decision);
+        let init_containers = ops(&with.patch)[0].1.as_array().unwrap().clone();
         let names: Vec<&Value> = init_containers.iter().map(|c| &c["name"]).collect();
-        assert_eq!(names, [&json!("weft-init"), &json!("weft-sidecar")]);
-        let init = &init_containers[0];
-        assert_eq!(
-            init["args"],
-            json!([
-                "k8s",
-                "redirect-traffic",
-                "--proxy-uid",
-                "5995",
-                "--inbound-port",
-                "20000",
-                "--outbound-port",
-                "15001",
-                "--exclude-inbound-port",
-                "8500"
-            ])
-        );
-        assert_eq!(init["securityContext"]["capabilities"], json!({"add": ["NET_ADMIN"], "drop": ["ALL"]}));
-        assert!(init.get("restartPolicy").is_none(), "weft-init runs to completion");
-        assert!(init_containers[1]["env"]
+        assert_eq!(names, [&json!("weft-sidecar")], "no redirection until the proxy can take it");
+        assert!(init_containers[0]["env"]
             .as_array()
             .unwrap()
             .contains(&json!({"name": "WEFT_TRANSPARENT_PROXY", "value": "true"})));
+        assert!(response.warnings.iter().any(|w| w.contains("transparent proxying is not available")));
 
         let opted_out = json!({CONNECT_INJECT: "true", annotations::TRANSPARENT_PROXY: "false"});
         let without = injection(decide(&request_for(web_pod(opted_out)), &config));
-        assert_eq!(ops(&without.patch)[0].1.as_array().unwrap().len(), 1);
         assert!(!without.wiring.transparent_proxy);
     }
 
