@@ -60,137 +60,13 @@ WEFT_DNS=(20601 20611 20621)
 A_HTTP=20531 A_DNS=20631
 B_HTTP=20541 B_DNS=20641
 
-PIDS=()        # every agent this script started
-CLIENT_PIDS=() # the client agents, stopped first
-LOAD_PID=""    # the benchmark tool running, if any
-TMP=""
-
-log() { printf '[agents] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-# Stops the given processes: TERM, up to 10 s for a clean shutdown, then KILL.
-stop_pids() {
-	local pid alive _
-	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for _ in $(seq 1 100); do
-		alive=0
-		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-		((alive)) || break
-		sleep 0.1
-	done
-	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
-
-cleanup() {
-	local status=$?
-	trap - EXIT
-	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
-	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
-	if ((${#PIDS[@]} > 0)); then
-		log "stopping ${#PIDS[@]} process(es)"
-		# Client agents first: they leave the catalog while the servers are up.
-		((${#CLIENT_PIDS[@]} > 0)) && stop_pids "${CLIENT_PIDS[@]}"
-		stop_pids "${PIDS[@]}"
-		wait 2>/dev/null || true
-	fi
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $KEEP_TMP == 1 ]]; then
-			log "kept $TMP (agent logs and data)"
-		else
-			rm -rf -- "$TMP"
-		fi
-	fi
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+LOG_TAG=agents TMP_CONTENTS="agent logs and data"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
 
-port_in_use() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-	# A UDP-only listener (a DNS server) does not answer a TCP connect.
-	command -v ss >/dev/null && [[ -n $(ss -Hlun "sport = :$1" 2>/dev/null) ]]
-}
-
-check_ports_free() {
-	local port
-	for port in "$@"; do
-		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
-	done
-	return 0
-}
-
-# Starts an agent in the background, logging to $TMP/<name>.log; sets STARTED_PID.
-start_agent() {
-	local name=$1
-	shift
-	"$WEFT" agent "$@" >"$TMP/$name.log" 2>&1 &
-	STARTED_PID=$!
-	PIDS+=("$STARTED_PID")
-}
-
-show_log() {
-	log "last lines of $1.log:"
-	tail -n 20 "$TMP/$1.log" >&2 || true
-}
-
-# A field of a tool's one-line JSON report: a number, or `null`.
-json_field() { sed -nE "s/.*\"$2\":(null|[-0-9.eE+]+).*/\1/p" <<<"$1"; }
-
-fmt_num() { # value printf-format (a fixed format chosen by this script)
-	# shellcheck disable=SC2059
-	if [[ -z $1 || $1 == null ]]; then printf -- '-'; else LC_ALL=C printf "$2" "$1"; fi
-}
-
-# "met" / "not met" for value <= goal ("-" without a value).
-goal_le() {
-	if [[ -z $1 || $1 == null ]]; then
-		printf -- '-'
-	else
-		awk -v v="$1" -v g="$2" 'BEGIN { print (v <= g ? "met" : "not met") }'
-	fi
-}
-
 mib() { if [[ -z $1 || $1 == null ]]; then printf -- '-'; else awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; fi; }
-
-# CPU seconds (user + system) a process has used so far.
-cpu_secs() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
-		echo 0
-		return
-	}
-	# Fields after "(comm) ": state is 1, utime 12, stime 13 (clock ticks).
-	awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / ticks }' <<<"${stat##*) }"
-}
-
-# CPU seconds used so far by all the agents started here.
-agents_cpu_secs() {
-	local pid total=0
-	for pid in "${PIDS[@]}"; do total=$(awk -v t="$total" -v c="$(cpu_secs "$pid")" 'BEGIN { print t + c }'); done
-	echo "$total"
-}
-
-# CPU seconds the whole machine has spent busy so far (all cores), from /proc/stat.
-machine_busy_secs() {
-	awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / ticks; exit }' /proc/stat
-}
-
-# Sets CHILDREN_CPU to the CPU seconds used so far by this shell's finished
-# children (`times`, line 2). Not for $(...): a subshell's children start at zero.
-children_cpu() {
-	times >"$TMP/times"
-	CHILDREN_CPU=$(awk 'NR == 2 {
-		for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] }
-		printf "%.2f", n
-	}' "$TMP/times")
-}
 
 # Runs a benchmark tool in the background (so `wait` is interrupted by Ctrl-C
 # or TERM and the trap stops it with the agents) under a `timeout` backstop;
@@ -200,13 +76,13 @@ run_tool() { # name backstop-seconds command...
 	local name=$1 secs=$2 rc=0 started=$SECONDS agents0 b0 busy0 tool0 agents1 b1 busy1 tool1
 	shift 2
 	children_cpu
-	agents0=$(agents_cpu_secs) b0=$(cpu_secs "$b_pid") busy0=$(machine_busy_secs) tool0=$CHILDREN_CPU
+	agents0=$(pids_cpu_secs "${PIDS[@]}") b0=$(cpu_secs "$b_pid") busy0=$(machine_busy_secs) tool0=$CHILDREN_CPU
 	timeout -k 5 "$secs" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
 	LOAD_PID=$!
 	wait "$LOAD_PID" || rc=$?
 	LOAD_PID=""
 	children_cpu
-	agents1=$(agents_cpu_secs) b1=$(cpu_secs "$b_pid") busy1=$(machine_busy_secs) tool1=$CHILDREN_CPU
+	agents1=$(pids_cpu_secs "${PIDS[@]}") b1=$(cpu_secs "$b_pid") busy1=$(machine_busy_secs) tool1=$CHILDREN_CPU
 	CPU_LINE=$(awk -v a0="$agents0" -v a1="$agents1" -v b0="$b0" -v b1="$b1" -v m0="$busy0" -v m1="$busy1" \
 		-v t0="$tool0" -v t1="$tool1" -v wall=$((SECONDS - started)) 'BEGIN {
 			a = a1 - a0; t = t1 - t0; o = (m1 - m0) - a - t
@@ -228,9 +104,7 @@ run_tool() { # name backstop-seconds command...
 # ---------------------------------------------------------------- checks ----
 
 is_duration() { [[ $1 =~ ^[0-9]+(ms|s|m)?$ ]]; }
-[[ $COUNT =~ ^[1-9][0-9]*$ ]] || die "COUNT must be a positive number, not '$COUNT'"
-[[ $WATCHERS =~ ^[1-9][0-9]*$ ]] || die "WATCHERS must be a positive number, not '$WATCHERS'"
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not '$ROUNDS'"
+need_positive COUNT WATCHERS ROUNDS
 [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
 for knob in PROP_TIMEOUT POLL_INTERVAL SETTLE; do
 	is_duration "${!knob}" || die "$knob must look like 5s, 500ms or 1m, not '${!knob}'"
@@ -239,20 +113,11 @@ for b in $BENCHES; do
 	[[ $b == propagation || $b == watchers ]] || die "BENCHES may name only propagation and watchers, not '$b'"
 done
 [[ -n ${BENCHES// /} ]] || die "nothing to run (BENCHES='$BENCHES')"
-for tool in curl awk sed grep timeout getconf; do
-	command -v "$tool" >/dev/null || die "$tool is required"
-done
+need_tools curl awk sed grep timeout getconf
 
 # Each watcher is a connection, in the watchers tool and in agent B (which
 # inherits this shell's limit): raise the open-files limit before starting.
-need_fds=$((WATCHERS + 1024))
-if has_bench watchers && (($(ulimit -n) < need_fds)); then
-	hard=$(ulimit -Hn)
-	if [[ $hard != unlimited ]] && ((hard < need_fds)); then
-		die "WATCHERS=$WATCHERS needs $need_fds open files, but the hard limit (ulimit -Hn) is $hard"
-	fi
-	ulimit -n "$need_fds" || die "could not raise the open-files limit to $need_fds"
-fi
+has_bench watchers && raise_fd_limit $((WATCHERS + 1024)) "WATCHERS=$WATCHERS"
 
 # ----------------------------------------------------------------- build ----
 
@@ -264,8 +129,7 @@ for bin in "$WEFT" "$PROPAGATION" "$WATCHERS_BIN"; do
 	[[ -x $bin ]] || die "$bin not found (build it: cargo build --release -p weft-cli -p weft-bench)"
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-agents.XXXXXX")
-log "temp dir $TMP"
+make_tmp agents
 
 # ----------------------------------------------------------- agents start ---
 
@@ -278,61 +142,33 @@ for i in 0 1 2; do
 	for j in 0 1 2; do
 		((j == i)) || joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}")
 	done
-	start_agent "s$((i + 1))" --server --node "s$((i + 1))" --data-dir "$TMP/s$((i + 1))" \
+	start_process "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" --data-dir "$TMP/s$((i + 1))" \
 		--bootstrap-expect 3 "${joins[@]}" --rpc-addr "127.0.0.1:${WEFT_RPC[i]}" \
 		--http-addr "127.0.0.1:${WEFT_HTTP[i]}" --dns-addr "127.0.0.1:${WEFT_DNS[i]}"
 	server_pids+=("$STARTED_PID")
 done
 log "started Weft servers (pids ${server_pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
-deadline=$((SECONDS + WAIT_SECS))
-while :; do
-	ready=0
-	for i in 0 1 2; do
-		if ! kill -0 "${server_pids[i]}" 2>/dev/null; then
-			show_log "s$((i + 1))"
-			die "Weft server s$((i + 1)) exited during startup"
-		fi
-		leader=$(curl -s --max-time 2 "http://127.0.0.1:${WEFT_HTTP[i]}/v1/status/leader" || true)
-		[[ $leader =~ ^\"[^\"]+\"$ ]] && ready=$((ready + 1))
-	done
-	((ready == 3)) && break
-	if ((SECONDS >= deadline)); then
-		for i in 0 1 2; do show_log "s$((i + 1))"; done
-		die "the Weft cluster had no leader on all 3 servers after ${WAIT_SECS}s"
-	fi
-	sleep 0.5
-done
-log "Weft leader: $leader"
+server_has_leader() { has_leader "${WEFT_HTTP[$1]}"; }
+wait_all "Weft server" "the Weft cluster had no leader on all 3 servers" "s1 s2 s3" "${server_pids[*]}" server_has_leader
+log "Weft leader: $LEADER"
 
 # Client agents: no --server, no --rpc-addr; they join through any server.
-start_agent vm-a --node vm-a --data-dir "$TMP/vm-a" "${all_joins[@]}" \
+start_process vm-a "$WEFT" agent --node vm-a --data-dir "$TMP/vm-a" "${all_joins[@]}" \
 	--http-addr "127.0.0.1:$A_HTTP" --dns-addr "127.0.0.1:$A_DNS"
 a_pid=$STARTED_PID
-start_agent vm-b --node vm-b --data-dir "$TMP/vm-b" "${all_joins[@]}" \
+start_process vm-b "$WEFT" agent --node vm-b --data-dir "$TMP/vm-b" "${all_joins[@]}" \
 	--http-addr "127.0.0.1:$B_HTTP" --dns-addr "127.0.0.1:$B_DNS"
 b_pid=$STARTED_PID
-CLIENT_PIDS=("$a_pid" "$b_pid")
+# Client agents first: they leave the catalog while the servers are up.
+STOP_FIRST=("$a_pid" "$b_pid")
 log "started client agents vm-a (pid $a_pid) and vm-b (pid $b_pid); waiting until each sees both (up to ${WAIT_SECS}s)"
-deadline=$((SECONDS + WAIT_SECS))
-while :; do
-	ready=0
-	for agent in "vm-a $a_pid $A_HTTP" "vm-b $b_pid $B_HTTP"; do
-		read -r name pid port <<<"$agent"
-		if ! kill -0 "$pid" 2>/dev/null; then
-			show_log "$name"
-			die "client agent $name exited during startup"
-		fi
-		nodes=$(curl -s --max-time 2 "http://127.0.0.1:$port/v1/catalog/nodes" || true)
-		[[ $nodes == *'"Node":"vm-a"'* && $nodes == *'"Node":"vm-b"'* ]] && ready=$((ready + 1))
-	done
-	((ready == 2)) && break
-	if ((SECONDS >= deadline)); then
-		show_log vm-a
-		show_log vm-b
-		die "the client agents did not both see vm-a and vm-b in the catalog after ${WAIT_SECS}s"
-	fi
-	sleep 0.5
-done
+CLIENT_HTTP=("$A_HTTP" "$B_HTTP")
+sees_both() { # client index
+	local nodes
+	nodes=$(curl -s --max-time 2 "http://127.0.0.1:${CLIENT_HTTP[$1]}/v1/catalog/nodes" || true)
+	[[ $nodes == *'"Node":"vm-a"'* && $nodes == *'"Node":"vm-b"'* ]]
+}
+wait_all "client agent" "the client agents did not both see vm-a and vm-b in the catalog" "vm-a vm-b" "$a_pid $b_pid" sees_both
 log "client agents ready"
 
 # ------------------------------------------------------------ propagation ---
@@ -356,7 +192,7 @@ if has_bench propagation; then
 		"$(fmt_num "$(json_field "$out" mean_ms)" %.2f)" \
 		"$(fmt_num "$(json_field "$out" put_p50_ms)" %.2f)/$(fmt_num "$(json_field "$out" put_p99_ms)" %.2f)" \
 		"$(fmt_num "$(json_field "$out" failures)" %s)" "$(fmt_num "$(json_field "$out" dns_lost)" %s)" \
-		"$(goal_le "$p99" 50)"
+		"$(goal "$p99" '<=' 50)"
 	kinds=$(sed -nE 's/.*"failure_kinds":\{([^}]*)\}.*/\1/p' <<<"$out")
 	[[ -n $kinds ]] && echo "  failures by kind: $kinds"
 	first=$(sed -nE 's/.*"first_failure":"(([^"\\]|\\.)*)".*/\1/p' <<<"$out")
@@ -395,7 +231,7 @@ if has_bench watchers; then
 			"$(json_field "$line" missed)" "$(json_field "$line" spurious)" "$(json_field "$line" failed)" \
 			"$(fmt_num "$(json_field "$line" write_ms)" %.2f)" "$(fmt_num "$(json_field "$line" first_ms)" %.2f)" \
 			"$(fmt_num "$(json_field "$line" p50_ms)" %.2f)" "$(fmt_num "$(json_field "$line" p99_ms)" %.2f)" \
-			"$(fmt_num "$last" %.2f)" "$(goal_le "$last" 100)"
+			"$(fmt_num "$last" %.2f)" "$(goal "$last" '<=' 100)"
 	done <<<"$TOOL_OUT"
 	if [[ -n $summary ]]; then
 		echo "vm-b RSS (pid $b_pid): before the watchers $(mib "$(json_field "$summary" rss_before_kib)")," \

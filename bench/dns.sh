@@ -65,122 +65,14 @@ CLIENT_DNS=19631
 DNSMASQ_PORT=19653
 UNBOUND_PORT=19654
 
-PIDS=()      # every server this script started, in start order
-LOAD_PID=""  # the dnsperf run in progress, if any
-TMP=""
-
-log() { printf '[dns] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-# Stops the given processes: TERM, up to 10 s for a clean shutdown, then KILL.
-stop_pids() {
-	local pid alive _
-	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for _ in $(seq 1 100); do
-		alive=0
-		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-		((alive)) || break
-		sleep 0.1
-	done
-	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
-
-cleanup() {
-	local status=$?
-	trap - EXIT
-	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
-	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
-	if ((${#PIDS[@]} > 0)); then
-		log "stopping ${#PIDS[@]} process(es)"
-		# The client agent first: it leaves the catalog while the servers are still up.
-		[[ -n $CLIENT_PID ]] && stop_pids "$CLIENT_PID"
-		stop_pids "${PIDS[@]}"
-		wait 2>/dev/null || true
-	fi
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $KEEP_TMP == 1 ]]; then
-			log "kept $TMP (logs, configs and dnsperf output)"
-		else
-			rm -rf -- "$TMP"
-		fi
-	fi
-	exit "$status"
-}
-CLIENT_PID=""
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+LOG_TAG=dns TMP_CONTENTS="logs, configs and dnsperf output"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-duration_secs() {
-	if [[ $1 =~ ^([0-9]+)s?$ ]] && ((BASH_REMATCH[1] > 0)); then
-		echo "${BASH_REMATCH[1]}"
-	else
-		return 1
-	fi
-}
-
-port_in_use() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-	# A UDP-only listener (a DNS server) does not answer a TCP connect.
-	command -v ss >/dev/null && [[ -n $(ss -Hlun "sport = :$1" 2>/dev/null) ]]
-}
-
-check_ports_free() {
-	local port
-	for port in "$@"; do
-		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
-	done
-	return 0
-}
-
-# Starts a server in the background, logging to $TMP/<name>.log; sets STARTED_PID.
-start_server() {
-	local name=$1
-	shift
-	"$@" >"$TMP/$name.log" 2>&1 &
-	STARTED_PID=$!
-	PIDS+=("$STARTED_PID")
-}
-
-show_log() {
-	log "last lines of $1.log:"
-	tail -n 20 "$TMP/$1.log" >&2 || true
-}
-
 name_of() { printf 'svc-%04d.service.weft' "$1"; }
 ip_of() { printf '10.1.%d.%d' $(($1 / 200)) $(($1 % 200 + 1)); }
-
-# CPU seconds (user + system) a process has used so far.
-cpu_secs() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
-		echo 0
-		return
-	}
-	# Fields after "(comm) ": state is 1, utime 12, stime 13 (clock ticks).
-	awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / ticks }' <<<"${stat##*) }"
-}
-
-# CPU seconds the whole machine has spent busy so far (all cores), from /proc/stat.
-machine_busy_secs() {
-	awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / ticks; exit }' /proc/stat
-}
-
-# Sets CHILDREN_CPU to the CPU seconds used so far by this shell's finished
-# children (`times`, line 2). Not for $(...): a subshell's children start at zero.
-children_cpu() {
-	times >"$TMP/times"
-	CHILDREN_CPU=$(awk 'NR == 2 {
-		for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] }
-		printf "%.2f", n
-	}' "$TMP/times")
-}
 
 # Asks the server on `port` for the first and the last name; both must be
 # answered with their A record.
@@ -252,18 +144,16 @@ run_dnsperf() { # target port pid
 if ! [[ $SERVICES =~ ^[0-9]+$ ]] || ((SERVICES < 1 || SERVICES > 10000)); then
 	die "SERVICES must be a number from 1 to 10000, not '$SERVICES'"
 fi
-SECS=$(duration_secs "$DURATION") || die "DURATION must look like 10 or 10s, not '$DURATION'"
-for knob in DNSPERF_CLIENTS DNSPERF_THREADS OUTSTANDING UNBOUND_THREADS WAIT_SECS; do
-	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive number, not '${!knob}'"
-done
+if ! SECS=$(duration_secs "$DURATION") || ((SECS == 0)); then
+	die "DURATION must look like 10 or 10s, not '$DURATION'"
+fi
+need_positive DNSPERF_CLIENTS DNSPERF_THREADS OUTSTANDING UNBOUND_THREADS WAIT_SECS
 ((DNSPERF_CLIENTS >= DNSPERF_THREADS)) || die "DNSPERF_CLIENTS must be at least DNSPERF_THREADS"
 [[ $WEFT_DNS == client || $WEFT_DNS == server ]] || die "WEFT_DNS must be client or server, not '$WEFT_DNS'"
 for t in $TARGETS; do
 	[[ $t == weft || $t == dnsmasq || $t == unbound ]] || die "TARGETS may name only weft, dnsmasq and unbound, not '$t'"
 done
-for tool in curl awk sed timeout getconf; do
-	command -v "$tool" >/dev/null || die "$tool is required"
-done
+need_tools curl awk sed timeout getconf
 
 # ----------------------------------------------------------------- build ----
 
@@ -275,8 +165,7 @@ if has_target weft; then
 	[[ -x $WEFT ]] || die "weft not found at $WEFT (build it: cargo build --release -p weft-cli)"
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-dns.XXXXXX")
-log "temp dir $TMP"
+make_tmp dns
 
 # dnsperf, dnsmasq and unbound: Debian packages dnsperf, dnsmasq-base, unbound.
 missing=()
@@ -327,40 +216,28 @@ if has_target weft; then
 		for ((j = 0; j < servers; j++)); do
 			((j == i)) || joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}")
 		done
-		start_server "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
+		start_process "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
 			--data-dir "$TMP/s$((i + 1))" --bootstrap-expect "$servers" "${joins[@]}" \
 			--rpc-addr "127.0.0.1:${WEFT_RPC[i]}" --http-addr "127.0.0.1:${WEFT_HTTP[i]}" \
 			--dns-addr "127.0.0.1:${WEFT_DNS_PORTS[i]}"
 		server_pids+=("$STARTED_PID")
 	done
 	log "started $servers Weft server(s) (pids ${server_pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
-	deadline=$((SECONDS + WAIT_SECS))
-	while :; do
-		ready=0
-		for ((i = 0; i < servers; i++)); do
-			if ! kill -0 "${server_pids[i]}" 2>/dev/null; then
-				show_log "s$((i + 1))"
-				die "Weft server s$((i + 1)) exited during startup"
-			fi
-			leader=$(curl -s --max-time 2 "http://127.0.0.1:${WEFT_HTTP[i]}/v1/status/leader" || true)
-			[[ $leader =~ ^\"[^\"]+\"$ ]] && ready=$((ready + 1))
-		done
-		((ready == servers)) && break
-		if ((SECONDS >= deadline)); then
-			for ((i = 0; i < servers; i++)); do show_log "s$((i + 1))"; done
-			die "the Weft cluster had no leader on all $servers servers after ${WAIT_SECS}s"
-		fi
-		sleep 0.5
-	done
-	log "Weft leader: $leader"
+	server_names=()
+	for ((i = 0; i < servers; i++)); do server_names+=("s$((i + 1))"); done
+	server_has_leader() { has_leader "${WEFT_HTTP[$1]}"; }
+	wait_all "Weft server" "the Weft cluster had no leader on all $servers servers" "${server_names[*]}" "${server_pids[*]}" \
+		server_has_leader
+	log "Weft leader: $LEADER"
 	weft_pid=${server_pids[0]} weft_port=${WEFT_DNS_PORTS[0]} weft_http=${WEFT_HTTP[0]} weft_label="weft (server)"
 	if [[ $WEFT_DNS == client ]]; then
 		joins=()
 		for ((j = 0; j < servers; j++)); do joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}"); done
-		start_server vm1 "$WEFT" agent --node vm1 --data-dir "$TMP/vm1" "${joins[@]}" \
+		start_process vm1 "$WEFT" agent --node vm1 --data-dir "$TMP/vm1" "${joins[@]}" \
 			--http-addr "127.0.0.1:$CLIENT_HTTP" --dns-addr "127.0.0.1:$CLIENT_DNS"
-		CLIENT_PID=$STARTED_PID
-		weft_pid=$CLIENT_PID weft_port=$CLIENT_DNS weft_http=$CLIENT_HTTP weft_label="weft (client agent)"
+		# The client agent first: it leaves the catalog while the servers are still up.
+		STOP_FIRST=("$STARTED_PID")
+		weft_pid=$STARTED_PID weft_port=$CLIENT_DNS weft_http=$CLIENT_HTTP weft_label="weft (client agent)"
 	fi
 
 	# The registrations: one node per service, through a server's HTTP API,
@@ -406,7 +283,7 @@ if has_target dnsmasq; then
 	done >"$TMP/hosts"
 	# Only the hosts file: no /etc/hosts, no upstreams, no config file; bound
 	# to 127.0.0.1 only. Answers carry TTL 0 (--local-ttl's default), as Weft's do.
-	start_server dnsmasq "$DNSMASQ" --keep-in-foreground --conf-file=/dev/null --port="$DNSMASQ_PORT" \
+	start_process dnsmasq "$DNSMASQ" --keep-in-foreground --conf-file=/dev/null --port="$DNSMASQ_PORT" \
 		--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --addn-hosts="$TMP/hosts" \
 		--pid-file="$TMP/dnsmasq.pid" --user="$(id -un)" --group="$(id -gn)" --log-facility=-
 	dnsmasq_pid=$STARTED_PID
@@ -446,7 +323,7 @@ if has_target unbound; then
 		unbound-checkconf "$TMP/unbound.conf" >"$TMP/unbound-checkconf.log" 2>&1 ||
 			die "unbound-checkconf rejected the config: $(cat "$TMP/unbound-checkconf.log")"
 	fi
-	start_server unbound "$UNBOUND" -d -c "$TMP/unbound.conf"
+	start_process unbound "$UNBOUND" -d -c "$TMP/unbound.conf"
 	unbound_pid=$STARTED_PID
 	log "unbound $("$UNBOUND" -V | sed -n 's/^Version //p' | head -n 1) (pid $unbound_pid, $UNBOUND_THREADS threads)"
 fi

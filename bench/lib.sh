@@ -1,11 +1,13 @@
-# lib.sh: what the benchmark scripts share, sourced (not run) by chain.sh and
-# propagation.sh: logging, starting and stopping processes (with a cleanup on
+# lib.sh: what the benchmark scripts share, sourced (not run) by every
+# bench/*.sh: logging, starting and stopping processes (with a cleanup on
 # exit, failure and Ctrl-C), port checks, waiting for things, the CPU
 # accounting around a load run, and the small number formatting of the
 # tables. See bench/README.md.
 #
 # The sourcing script sets, before sourcing:
 #   LOG_TAG       the prefix of its log lines (e.g. "chain")
+#   TMP_CONTENTS  optional: what its temp dir holds, for the line saying it
+#                 was kept (default "logs and configs")
 # and may use these globals, which cleanup() looks at:
 #   TMP           the run's temp dir (set by make_tmp; removed on exit unless KEEP_TMP=1)
 #   PIDS          every process started (start_process appends), stopped last
@@ -19,6 +21,7 @@ STOP_FIRST=()
 SIDECAR_PIDS=()
 LOAD_PID=""
 TMP=""
+LEADER=""
 KEEP_TMP="${KEEP_TMP:-0}"
 
 log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
@@ -41,12 +44,15 @@ stop_pids() {
 }
 
 cleanup() {
-	local status=$?
+	local status=$? pid what="process(es)"
+	local -A stopping=()
 	trap - EXIT
 	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
 	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
-	if ((${#PIDS[@]} + ${#STOP_FIRST[@]} > 0)); then
-		log "stopping $((${#PIDS[@]} + ${#STOP_FIRST[@]})) process(es) and the sidecars"
+	for pid in "${STOP_FIRST[@]}" "${PIDS[@]}"; do stopping[$pid]=1; done # a PID may be in both
+	((${#SIDECAR_PIDS[@]} == 0)) || what+=" and the sidecars"
+	if ((${#stopping[@]} > 0)); then
+		log "stopping ${#stopping[@]} $what"
 		((${#STOP_FIRST[@]} > 0)) && stop_pids "${STOP_FIRST[@]}"
 		((${#PIDS[@]} > 0)) && stop_pids "${PIDS[@]}"
 		# The agents stop their sidecars; any left (an agent killed) go by their PIDs.
@@ -55,7 +61,7 @@ cleanup() {
 	fi
 	if [[ -n $TMP && -d $TMP ]]; then
 		if [[ $KEEP_TMP == 1 ]]; then
-			log "kept $TMP (logs and configs)"
+			log "kept $TMP (${TMP_CONTENTS:-logs and configs})"
 		else
 			rm -rf -- "$TMP"
 		fi
@@ -102,6 +108,18 @@ check_ports_free() {
 		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
 	done
 	return 0
+}
+
+# Raises the open-files limit, which every process started afterwards
+# inherits, to at least `need`; dies if the hard limit is lower.
+raise_fd_limit() { # need why (e.g. "HOLD=1000")
+	local hard
+	(($(ulimit -n) < $1)) || return 0
+	hard=$(ulimit -Hn)
+	if [[ $hard != unlimited ]] && ((hard < $1)); then
+		die "$2 needs $1 open files, but the hard limit (ulimit -Hn) is $hard"
+	fi
+	ulimit -n "$1" || die "could not raise the open-files limit to $1"
 }
 
 # Makes the run's temp dir ($TMP) under $TMPDIR.
@@ -157,13 +175,46 @@ wait_until() { # what name pid command...
 	done
 }
 
+# Waits (up to WAIT_SECS in all) until `command... <i>` succeeds for every
+# index i of the processes `pids` (named `names`, their logs
+# $TMP/<name>.log), checking them all on each pass; dies with
+# "<kind> <name> exited during startup" if one exits, or "<what> after
+# <WAIT_SECS>s" at the deadline, with the last lines of the logs.
+wait_all() { # kind what "names" "pids" command...
+	local kind=$1 what=$2 deadline=$((SECONDS + WAIT_SECS)) i ready
+	local -a names procs
+	read -r -a names <<<"$3"
+	read -r -a procs <<<"$4"
+	shift 4
+	while :; do
+		ready=0
+		for i in "${!procs[@]}"; do
+			if ! kill -0 "${procs[i]}" 2>/dev/null; then
+				show_log "${names[i]}"
+				die "$kind ${names[i]} exited during startup"
+			fi
+			"$@" "$i" && ready=$((ready + 1))
+		done
+		((ready == ${#procs[@]})) && return 0
+		if ((SECONDS >= deadline)); then
+			for i in "${!names[@]}"; do show_log "${names[i]}"; done
+			die "$what after ${WAIT_SECS}s"
+		fi
+		sleep 0.5
+	done
+}
+
 # True when GET http://127.0.0.1:<port>/ answers 200 with a BODY_SIZE-byte body.
 answers() {
 	[[ $(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "200 $BODY_SIZE" ]]
 }
 
-# True when the Weft agent at 127.0.0.1:<port> knows a leader.
-has_leader() { [[ $(curl -s --max-time 2 "http://127.0.0.1:$1/v1/status/leader" 2>/dev/null) =~ ^\"[^\"]+\"$ ]]; }
+# True when the Weft agent at 127.0.0.1:<port> knows a leader; LEADER is its
+# answer (the leader's address, quoted).
+has_leader() {
+	LEADER=$(curl -s --max-time 2 "http://127.0.0.1:$1/v1/status/leader" 2>/dev/null || true)
+	[[ $LEADER =~ ^\"[^\"]+\"$ ]]
+}
 
 # PUT to a Weft agent's HTTP API (127.0.0.1:<port>); dies unless it answers 200.
 api_put_to() { # port path body

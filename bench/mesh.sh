@@ -101,251 +101,39 @@ WEB_UPSTREAM_HTTP=22720 WEB_UPSTREAM_TCP=22721
 HAPROXY_A_HTTP=22730 HAPROXY_A_TCP=22731 HAPROXY_A_STATS=22739
 HAPROXY_B_HTTP=22740 HAPROXY_B_TCP=22741 HAPROXY_B_STATS=22749
 
-PIDS=()       # every process this script started, in start order
-LOAD_PID=""   # the http-load run in progress, if any
-SIDECARS=()   # the sidecar proxies Weft's agent started for us (found by pgrep)
+LOG_TAG=mesh TMP_CONTENTS="logs, configs and certificates"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 WEFT_PID="" BACKEND_PID="" HAPROXY_A_PID="" HAPROXY_B_PID=""
 WEB_PID="" API_PID="" API_TCP_PID=""
-TMP=""
-
-log() { printf '[mesh] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-# Stops the given processes: TERM, up to 10 s for a clean shutdown, then KILL.
-stop_pids() {
-	local pid alive _
-	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for _ in $(seq 1 100); do
-		alive=0
-		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-		((alive)) || break
-		sleep 0.1
-	done
-	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
-
-cleanup() {
-	local status=$?
-	trap - EXIT
-	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
-	[[ -n $LOAD_PID ]] && stop_pids "$LOAD_PID"
-	if ((${#PIDS[@]} > 0)); then
-		log "stopping ${#PIDS[@]} process(es) and the sidecars"
-		# Weft's agent stops its sidecars; any left (the agent killed) go by their PIDs.
-		[[ -n $WEFT_PID ]] && stop_pids "$WEFT_PID"
-		((${#SIDECARS[@]} > 0)) && stop_pids "${SIDECARS[@]}"
-		stop_pids "${PIDS[@]}"
-		wait 2>/dev/null || true
-	fi
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $KEEP_TMP == 1 ]]; then
-			log "kept $TMP (logs, configs and certificates)"
-		else
-			rm -rf -- "$TMP"
-		fi
-	fi
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+declare -A ADDED50=() ADDED99=() PER_CPU=()
 
 has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
 has_chain() { [[ " $CHAINS " == *" $1 "* ]]; }
-
-duration_secs() {
-	if [[ $1 =~ ^([0-9]+)s?$ ]]; then
-		echo "${BASH_REMATCH[1]}"
-	else
-		return 1
-	fi
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-check_ports_free() {
-	local port
-	for port in "$@"; do
-		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
-	done
-	return 0
-}
-
-# Starts a process in the background, logging to $TMP/<name>.log; sets STARTED_PID.
-start_process() {
-	local name=$1
-	shift
-	"$@" >"$TMP/$name.log" 2>&1 &
-	STARTED_PID=$!
-	PIDS+=("$STARTED_PID")
-}
-
-show_log() {
-	log "last lines of $1.log:"
-	tail -n 20 "$TMP/$1.log" >&2 || true
-}
-
-# Waits (up to WAIT_SECS) until `command...` succeeds, checking that the
-# process `pid` (named `name`) is still running; dies with `what` otherwise.
-wait_until() { # what name pid command...
-	local what=$1 name=$2 pid=$3 deadline=$((SECONDS + WAIT_SECS))
-	shift 3
-	until "$@"; do
-		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-			show_log "$name"
-			die "$name exited while waiting for $what"
-		fi
-		if ((SECONDS >= deadline)); then
-			show_log "$name"
-			die "no $what after ${WAIT_SECS}s"
-		fi
-		sleep 0.5
-	done
-}
-
-# True when GET http://127.0.0.1:<port>/ answers 200 with a BODY_SIZE-byte body.
-answers() {
-	[[ $(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "200 $BODY_SIZE" ]]
-}
-
 weft_cli() { "$WEFT" "$@" --http-addr "127.0.0.1:$WEFT_HTTP"; }
-
-api_put() { # path body
-	local code
-	code=$(curl -s -o "$TMP/put.out" -w '%{http_code}' --max-time 10 -X PUT --data "$2" "http://127.0.0.1:$WEFT_HTTP$1") || code=000
-	[[ $code == 200 ]] || die "PUT $1: HTTP $code: $(cat "$TMP/put.out" 2>/dev/null)"
-}
-
+api_put() { api_put_to "$WEFT_HTTP" "$@"; }
 api_get() { curl -sf --max-time 10 "http://127.0.0.1:$WEFT_HTTP$1"; }
 
 # A PEM field of the agent's JSON (`"CertPEM":"-----BEGIN...\n..."`) as text.
 json_pem() { sed -nE "s/.*\"$2\":\"([^\"]*)\".*/\1/p" <<<"$1" | sed 's/\\n/\n/g'; }
 
-# The PID of the sidecar Weft's agent runs for `service`, if exactly one.
-sidecar_pid() {
-	local found
-	found=$(pgrep -f -- "sidecar-for $1 --http-addr 127.0.0.1:$WEFT_HTTP" || true)
-	[[ -n $found && $found != *$'\n'* ]] && echo "$found"
-}
-
-# A field of a tool's one-line JSON report: a number, or `null`.
-json_field() { sed -nE "s/.*\"$2\":(null|[-0-9.eE+]+).*/\1/p" <<<"$1"; }
-
-fmt_num() { # value printf-format (a fixed format chosen by this script)
-	# shellcheck disable=SC2059
-	if [[ -z $1 || $1 == null || $1 == - ]]; then printf -- '-'; else LC_ALL=C printf "$2" "$1"; fi
-}
-
 mib() { if [[ -z $1 || $1 == null ]]; then printf -- '-'; else awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; fi; }
-
-# a - b, a / b ("-" unless both are numbers; a / 0 is "-").
-minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null") print "-"; else printf "%.3f\n", a - b }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
-
-# "met" / "not met" for value <op> goal ("-" without a value).
-goal() { # value op goal
-	if [[ -z $1 || $1 == null || $1 == - ]]; then
-		printf -- '-'
-	else
-		awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {
-			ok = (op == "<" ? v < g : op == "<=" ? v <= g : v >= g)
-			print (ok ? "met" : "not met")
-		}'
-	fi
-}
 
 # A kB field of /proc/<pid>/status (VmRSS, VmHWM), or nothing.
 status_kib() { awk -v f="$2:" '$1 == f { print $2; exit }' "/proc/$1/status" 2>/dev/null || true; }
 
-# CPU seconds (user + system) a process has used so far.
-cpu_secs() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
-		echo 0
-		return
-	}
-	# Fields after "(comm) ": state is 1, utime 12, stime 13 (clock ticks).
-	awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / ticks }' <<<"${stat##*) }"
-}
-
-pids_cpu_secs() {
-	local pid total=0
-	for pid in "$@"; do total=$(awk -v t="$total" -v c="$(cpu_secs "$pid")" 'BEGIN { print t + c }'); done
-	echo "$total"
-}
-
-# CPU seconds the whole machine has spent busy so far (all cores), from /proc/stat.
-machine_busy_secs() {
-	awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / ticks; exit }' /proc/stat
-}
-
-# Sets CHILDREN_CPU to the CPU seconds used so far by this shell's finished
-# children (`times`, line 2). Not for $(...): a subshell's children start at zero.
-children_cpu() {
-	times >"$TMP/times"
-	CHILDREN_CPU=$(awk 'NR == 2 {
-		for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] }
-		printf "%.2f", n
-	}' "$TMP/times")
-}
-
 # A counter from HAProxy's `show info` on its stats socket (nothing if unreadable).
 haproxy_info() { # port field
 	local reply
+	# shellcheck disable=SC2016 # $1 is the inner shell's
 	reply=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "show info\n" >&3 && cat <&3' _ "$1" 2>/dev/null) || true
 	sed -nE "s/^$2: *([0-9]+).*/\1/p" <<<"$reply"
 }
 
-# Runs http-load in the background (so `wait` is interrupted by Ctrl-C or
-# TERM and the trap stops it) under a `timeout` backstop, and keeps its JSON
-# report, with the CPU seconds used meanwhile added to it, in RESULT[key]:
-# proxy_cpu_s (the chain's proxies: `pids`), backend_cpu_s, tool_cpu_s and
-# others_cpu_s (the rest of the machine: other engineers' work, the idle
-# Weft server...).
-declare -A RESULT=() ADDED50=() ADDED99=() PER_CPU=()
-run_load() { # key "pids" backstop-seconds http-load-arguments...
-	local key=$1 pids=$2 secs=$3 rc=0 proxy0 proxy1 backend0 backend1 busy0 busy1 tool0 tool1 out
-	shift 3
-	# shellcheck disable=SC2086 # `pids` is a list
-	proxy0=$(pids_cpu_secs $pids)
-	children_cpu
-	backend0=$(cpu_secs "$BACKEND_PID") busy0=$(machine_busy_secs) tool0=$CHILDREN_CPU
-	timeout -k 5 "$secs" "$HTTP_LOAD" "$@" --label "$key" --format json >"$TMP/load.out" 2>"$TMP/load.err" &
-	LOAD_PID=$!
-	wait "$LOAD_PID" || rc=$?
-	LOAD_PID=""
-	# shellcheck disable=SC2086
-	proxy1=$(pids_cpu_secs $pids)
-	children_cpu
-	backend1=$(cpu_secs "$BACKEND_PID") busy1=$(machine_busy_secs) tool1=$CHILDREN_CPU
-	if ((rc != 0)); then
-		log "http-load ($key) exited with $rc:"
-		sed 's/^/    /' "$TMP/load.err" >&2
-	elif [[ -s $TMP/load.err ]]; then
-		log "http-load ($key) said:"
-		sed 's/^/    /' "$TMP/load.err" >&2
-	fi
-	out=$(grep '^{' "$TMP/load.out" || true)
-	[[ -n $out ]] && printf '%s\n' "$out" >>"$TMP/results.jsonl"
-	local cpu
-	cpu=$(awk -v p0="$proxy0" -v p1="$proxy1" -v b0="$backend0" -v b1="$backend1" -v m0="$busy0" -v m1="$busy1" \
-		-v t0="$tool0" -v t1="$tool1" 'BEGIN {
-			p = p1 - p0; b = b1 - b0; t = t1 - t0; o = (m1 - m0) - p - b - t
-			printf "\"proxy_cpu_s\":%.2f,\"backend_cpu_s\":%.2f,\"tool_cpu_s\":%.2f,\"others_cpu_s\":%.2f", p, b, t, (o < 0 ? 0 : o)
-		}')
-	# The load report (the last line), with the CPU figures; hold runs keep every line.
-	RESULT[$key]="$(sed -E "\$s/\\}\$/,$cpu}/" <<<"$out")"
-}
-
 # ---------------------------------------------------------------- checks ----
 
-for knob in ROUNDS RATE RATE_CONNECTIONS MAX_CONNECTIONS CONNECT_CONCURRENCY HOLD HAPROXY_THREADS; do
-	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive number, not '${!knob}'"
-done
+need_positive ROUNDS RATE RATE_CONNECTIONS MAX_CONNECTIONS CONNECT_CONCURRENCY HOLD HAPROXY_THREADS
 [[ $BODY_SIZE =~ ^[0-9]+$ ]] || die "BODY_SIZE must be a number of bytes, not '$BODY_SIZE'"
 [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
 for knob in RATE_DURATION MAX_DURATION CONNECT_DURATION WARMUP; do
@@ -364,9 +152,7 @@ done
 [[ -n ${CHAINS// /} ]] || die "nothing to measure (CHAINS='$CHAINS')"
 [[ $HAPROXY_HOP == h1 || $HAPROXY_HOP == h2 ]] || die "HAPROXY_HOP must be h1 or h2, not '$HAPROXY_HOP'"
 [[ $HAPROXY_TLS_RESUME == 0 || $HAPROXY_TLS_RESUME == 1 ]] || die "HAPROXY_TLS_RESUME must be 0 or 1, not '$HAPROXY_TLS_RESUME'"
-for tool in curl awk sed grep pgrep timeout getconf; do
-	command -v "$tool" >/dev/null || die "$tool is required"
-done
+need_tools curl awk sed grep pgrep timeout getconf
 if has_chain haproxy && [[ ! -x $HAPROXY ]]; then
 	die "HAProxy not found at $HAPROXY (apt-get install haproxy; or CHAINS='direct weft')"
 fi
@@ -374,14 +160,7 @@ fi
 # Every held connection is a socket in the tool, the sidecars (two each on
 # the TCP chain: local and mTLS), HAProxy and the backend, which all inherit
 # this shell's limit: raise the open-files limit before starting them.
-need_fds=$((HOLD * 2 + 1024))
-if (($(ulimit -n) < need_fds)); then
-	hard=$(ulimit -Hn)
-	if [[ $hard != unlimited ]] && ((hard < need_fds)); then
-		die "HOLD=$HOLD needs $need_fds open files, but the hard limit (ulimit -Hn) is $hard"
-	fi
-	ulimit -n "$need_fds" || die "could not raise the open-files limit to $need_fds"
-fi
+raise_fd_limit $((HOLD * 2 + 1024)) "HOLD=$HOLD"
 
 # ----------------------------------------------------------------- build ----
 
@@ -393,8 +172,7 @@ for bin in "$WEFT" "$HTTP_LOAD" "$HTTP_BACKEND"; do
 	[[ -x $bin ]] || die "$bin not found (build it: cargo build --release -p weft-cli -p weft-bench)"
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-mesh.XXXXXX")
-log "temp dir $TMP"
+make_tmp mesh
 
 # ------------------------------------------------------ backend and weft ----
 
@@ -410,8 +188,7 @@ start_process weft "$WEFT" agent --server --node mesh-bench --data-dir "$TMP/wef
 	--rpc-addr "127.0.0.1:$WEFT_RPC" --http-addr "127.0.0.1:$WEFT_HTTP" --dns-addr "127.0.0.1:$WEFT_DNS"
 WEFT_PID=$STARTED_PID
 log "started a Weft server (pid $WEFT_PID); waiting for it to lead (up to ${WAIT_SECS}s)"
-has_leader() { [[ $(curl -s --max-time 2 "http://127.0.0.1:$WEFT_HTTP/v1/status/leader" 2>/dev/null) =~ ^\"[^\"]+\"$ ]]; }
-wait_until "Weft leader" weft "$WEFT_PID" has_leader
+wait_until "Weft leader" weft "$WEFT_PID" has_leader "$WEFT_HTTP"
 has_ca() { [[ $(api_get /v1/agent/connect/ca/roots 2>/dev/null) == *'"RootCert":"-----BEGIN'* ]]; }
 wait_until "mesh CA root" weft "$WEFT_PID" has_ca
 
@@ -438,15 +215,16 @@ done
 
 log "waiting for the sidecars to carry traffic (up to ${WAIT_SECS}s)"
 sidecars_found() {
-	WEB_PID=$(sidecar_pid web) && API_PID=$(sidecar_pid api) && API_TCP_PID=$(sidecar_pid api-tcp)
+	WEB_PID=$(sidecar_pid web "$WEFT_HTTP") && API_PID=$(sidecar_pid api "$WEFT_HTTP") &&
+		API_TCP_PID=$(sidecar_pid api-tcp "$WEFT_HTTP")
 }
 wait_until "sidecar processes for web, api and api-tcp" weft "$WEFT_PID" sidecars_found
-SIDECARS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
+SIDECAR_PIDS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
 wait_until "answer through web's upstream to api" weft "$WEFT_PID" answers "$WEB_UPSTREAM_HTTP"
 wait_until "answer through web's upstream to api-tcp" weft "$WEFT_PID" answers "$WEB_UPSTREAM_TCP"
 # A restart meanwhile would have changed them.
 sidecars_found || die "the sidecars changed while starting"
-SIDECARS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
+SIDECAR_PIDS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
 log "sidecars: web $WEB_PID, api $API_PID, api-tcp $API_TCP_PID"
 
 # ---------------------------------------------------------------- haproxy ---
@@ -462,8 +240,9 @@ if has_chain haproxy; then
 			json_pem "$leaf" CertPEM
 			json_pem "$leaf" PrivateKeyPEM
 		} >"$TMP/haproxy/$service.pem"
-		grep -q 'BEGIN CERTIFICATE' "$TMP/haproxy/$service.pem" && grep -q 'PRIVATE KEY' "$TMP/haproxy/$service.pem" ||
+		if ! grep -q 'BEGIN CERTIFICATE' "$TMP/haproxy/$service.pem" || ! grep -q 'PRIVATE KEY' "$TMP/haproxy/$service.pem"; then
 			die "the leaf for $service has no certificate or key"
+		fi
 	done
 	chmod 600 "$TMP/haproxy/"*.pem
 	tls_out="crt $TMP/haproxy/web.pem ca-file $TMP/haproxy/roots.pem verify required"
@@ -603,7 +382,7 @@ if has_bench hold; then
 		for chain in weft haproxy; do
 			has_chain "$chain" || continue
 			if [[ $chain == weft ]]; then pids=("$WEB_PID" "$API_PID" "$API_TCP_PID"); else pids=("$HAPROXY_A_PID" "$HAPROXY_B_PID"); fi
-			addr=$([[ $proto == http ]] && http_addr "$chain" || tcp_addr "$chain")
+			if [[ $proto == http ]]; then addr=$(http_addr "$chain"); else addr=$(tcp_addr "$chain"); fi
 			pid_args=()
 			for pid in "${pids[@]}"; do pid_args+=(--pid "$pid"); done
 			log "holding $HOLD connections open through $chain ($proto)"
@@ -620,11 +399,10 @@ for pid in "$WEB_PID" "$API_PID" "$API_TCP_PID" $HAPROXY_A_PID $HAPROXY_B_PID; d
 	PEAK_KIB[$pid]=$(status_kib "$pid" VmHWM)
 	kill -0 "$pid" 2>/dev/null || log "warning: process $pid (a proxy) is no longer running"
 done
-[[ $(sidecar_pid web || true) == "$WEB_PID" ]] || log "warning: web's sidecar was restarted during the run"
+[[ $(sidecar_pid web "$WEFT_HTTP" || true) == "$WEB_PID" ]] || log "warning: web's sidecar was restarted during the run"
 
 # ----------------------------------------------------------------- table ----
 
-r() { json_field "${RESULT[$1]:-}" "$2"; }
 cores=$(nproc 2>/dev/null || echo '?')
 echo
 echo "Mesh data plane on 127.0.0.1, $cores cores: HTTP/1.1 keep-alive GET /, ${BODY_SIZE}-byte answers from http-backend"
@@ -635,31 +413,6 @@ has_chain haproxy && echo "  haproxy  http-load -> HAProxy A (mode http) =$([[ $
 	"nbthread $HAPROXY_THREADS, leaves from the Weft CA)"
 echo "  CPU s: CPU seconds used during the run by the chain's two proxies / by everything else on the machine" \
 	"(but the tool and the backend); a large 'others' means the run was disturbed"
-
-# Over the rounds of `<bench>/<chain>`: the median, largest and sum of a
-# field ("null" / 0 without values), and the values one by one.
-round_values() { # bench/chain field
-	local i v
-	for ((i = 1; i <= ROUNDS; i++)); do
-		v=$(r "$1/$i" "$2")
-		[[ -n $v && $v != null ]] && echo "$v"
-	done
-	return 0
-}
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "null"; else print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
-median_of() { round_values "$1" "$2" | median; }
-max_of() { round_values "$1" "$2" | sort -g | tail -n 1; }
-sum_of() { round_values "$1" "$2" | awk '{ t += $1 } END { printf "%.2f", t }'; }
-list_of() { round_values "$1" "$2" | awk -v f="$3" '{ printf (NR > 1 ? " " : "") f, $1 }'; }
-# What a chain adds to direct's `field` in each round (rate runs).
-added_values() { # chain field
-	local i
-	for ((i = 1; i <= ROUNDS; i++)); do
-		minus "$(r "rate/$1/$i" "$2")" "$(r "rate/direct/$i" "$2")"
-	done | grep -v '^-$' || true
-}
-# Requests (warm-up included) per CPU second of the chain's proxies, over all rounds.
-per_proxy_cpu() { awk -v n="$(sum_of "$1" total_completed)" -v c="$(sum_of "$1" proxy_cpu_s)" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print "-" }'; }
 
 if has_bench rate; then
 	echo

@@ -51,94 +51,16 @@ WEFT_DNS=(18601 18611 18621)
 ETCD_CLIENT=(22379 22389 22399)
 ETCD_PEER=(22380 22390 22400)
 
-PIDS=()      # every server this script started
+LOG_TAG=raft-kv TMP_CONTENTS="server logs and data"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 WEFT_PIDS=() # Weft servers, by index
-LOAD_PID=""  # the kv-load run in progress, if any
-TMP=""
-
-log() { printf '[raft-kv] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-cleanup() {
-	local status=$?
-	trap - EXIT
-	trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
-	local all=("${PIDS[@]}")
-	[[ -n $LOAD_PID ]] && all+=("$LOAD_PID")
-	if ((${#all[@]} > 0)); then
-		log "stopping ${#all[@]} process(es)"
-		local pid alive _
-		for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-		for _ in $(seq 1 100); do # up to 10 s for a clean shutdown
-			alive=0
-			for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-			((alive)) || break
-			sleep 0.1
-		done
-		for pid in "${all[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-		wait 2>/dev/null || true
-	fi
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $KEEP_TMP == 1 ]]; then
-			log "kept $TMP (server logs and data)"
-		else
-			rm -rf -- "$TMP"
-		fi
-	fi
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 # DURATION as whole seconds (for the outer safety timeout around kv-load).
-duration_secs() {
-	if [[ $1 =~ ^([0-9]+)s?$ ]]; then
-		echo "${BASH_REMATCH[1]}"
-	elif [[ $1 =~ ^([0-9]+)m$ ]]; then
-		echo $((BASH_REMATCH[1] * 60))
-	else
-		return 1
-	fi
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-check_ports_free() {
-	local port
-	for port in "$@"; do
-		port_in_use "$port" && die "port 127.0.0.1:$port is already in use (a previous run still going?); free it first"
-	done
-	return 0
-}
-
-# Starts a server in the background, logging to $TMP/<name>.log; sets STARTED_PID.
-start_server() {
-	local name=$1
-	shift
-	"$@" >"$TMP/$name.log" 2>&1 &
-	STARTED_PID=$!
-	PIDS+=("$STARTED_PID")
-}
-
-show_log() {
-	log "last lines of $1.log:"
-	tail -n 20 "$TMP/$1.log" >&2 || true
-}
-
-# A field of kv-load's one-line JSON report: a number, or `null`.
-json_field() { sed -nE "s/.*\"$2\":(null|[-0-9.eE+]+).*/\1/p" <<<"$1"; }
-
-fmt_num() { # value printf-format (a fixed format chosen by this script)
-	# shellcheck disable=SC2059
-	if [[ -z $1 || $1 == null ]]; then printf -- '-'; else LC_ALL=C printf "$2" "$1"; fi
-}
+load_secs() { if [[ $1 =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60)); else duration_secs "$1"; fi; }
 
 # Runs kv-load and sets LOAD_OUT to its one-line JSON report ("" if none).
 # It runs in the background so that `wait` (unlike a foreground command) is
@@ -155,7 +77,7 @@ kv_load() { # target clients duration extra-args... -- addrs...
 	local addr
 	for addr in "$@"; do addrs+=(--addr "$addr"); done
 	local secs rc=0
-	secs=$(duration_secs "$duration") || secs=600
+	secs=$(load_secs "$duration") || secs=600
 	LOAD_OUT=""
 	# `timeout` is only a backstop: kv-load stops by itself at duration + grace.
 	timeout -k 5 $((secs + 60)) "$KV_LOAD" --target "$target" "${addrs[@]}" --clients "$clients" \
@@ -182,16 +104,14 @@ kv_load() { # target clients duration extra-args... -- addrs...
 [[ $RSS_KEYS =~ ^[0-9]+$ ]] || die "RSS_KEYS must be a number, not '$RSS_KEYS'"
 [[ $SETTLE =~ ^[0-9]+$ ]] || die "SETTLE must be a number of seconds, not '$SETTLE'"
 [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
-duration_secs "$DURATION" >/dev/null || die "DURATION must look like 10, 10s or 2m, not '$DURATION'"
+load_secs "$DURATION" >/dev/null || die "DURATION must look like 10, 10s or 2m, not '$DURATION'"
 for c in $CLIENTS; do
 	[[ $c =~ ^[1-9][0-9]*$ ]] || die "CLIENTS must be positive numbers, not '$c'"
 done
 for t in $TARGETS; do
 	[[ $t == weft || $t == etcd ]] || die "TARGETS may name only weft and etcd, not '$t'"
 done
-for tool in curl du awk sed timeout; do
-	command -v "$tool" >/dev/null || die "$tool is required"
-done
+need_tools curl du awk sed timeout
 
 # ----------------------------------------------------------------- build ----
 
@@ -206,8 +126,7 @@ if has_target weft && [[ ! -x $WEFT ]]; then
 	die "weft not found at $WEFT (build it: cargo build --release -p weft-cli)"
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/weft-raft-kv.XXXXXX")
-log "temp dir $TMP"
+make_tmp raft-kv
 
 if has_target etcd && ! command -v etcd >/dev/null; then
 	if [[ $INSTALL_ETCD == 1 && $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
@@ -238,7 +157,7 @@ if has_target weft; then
 		for j in 0 1 2; do
 			((j == i)) || joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}")
 		done
-		start_server "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
+		start_process "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
 			--data-dir "$TMP/s$((i + 1))" --bootstrap-expect 3 "${joins[@]}" \
 			--rpc-addr "127.0.0.1:${WEFT_RPC[i]}" --http-addr "127.0.0.1:${WEFT_HTTP[i]}" \
 			--dns-addr "127.0.0.1:${WEFT_DNS[i]}"
@@ -246,25 +165,9 @@ if has_target weft; then
 		weft_http_addrs+=("127.0.0.1:${WEFT_HTTP[i]}")
 	done
 	log "started Weft servers (pids ${WEFT_PIDS[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
-	deadline=$((SECONDS + WAIT_SECS))
-	while :; do
-		ready=0
-		for i in 0 1 2; do
-			if ! kill -0 "${WEFT_PIDS[i]}" 2>/dev/null; then
-				show_log "s$((i + 1))"
-				die "Weft server s$((i + 1)) exited during startup"
-			fi
-			leader=$(curl -s --max-time 2 "http://127.0.0.1:${WEFT_HTTP[i]}/v1/status/leader" || true)
-			[[ $leader =~ ^\"[^\"]+\"$ ]] && ready=$((ready + 1))
-		done
-		((ready == 3)) && break
-		if ((SECONDS >= deadline)); then
-			for i in 0 1 2; do show_log "s$((i + 1))"; done
-			die "the Weft cluster had no leader on all 3 servers after ${WAIT_SECS}s"
-		fi
-		sleep 0.5
-	done
-	log "Weft leader: $leader"
+	server_has_leader() { has_leader "${WEFT_HTTP[$1]}"; }
+	wait_all "Weft server" "the Weft cluster had no leader on all 3 servers" "s1 s2 s3" "${WEFT_PIDS[*]}" server_has_leader
+	log "Weft leader: $LEADER"
 fi
 
 # ------------------------------------------------------------ etcd start ----
@@ -278,7 +181,7 @@ if has_target etcd; then
 	for i in 0 1 2; do
 		client_url="http://127.0.0.1:${ETCD_CLIENT[i]}"
 		peer_url="http://127.0.0.1:${ETCD_PEER[i]}"
-		start_server "e$((i + 1))" etcd --name "e$((i + 1))" --data-dir "$TMP/e$((i + 1))" \
+		start_process "e$((i + 1))" etcd --name "e$((i + 1))" --data-dir "$TMP/e$((i + 1))" \
 			--listen-client-urls "$client_url" --advertise-client-urls "$client_url" \
 			--listen-peer-urls "$peer_url" --initial-advertise-peer-urls "$peer_url" \
 			--initial-cluster "$cluster" --initial-cluster-state new \
@@ -287,49 +190,25 @@ if has_target etcd; then
 		etcd_addrs+=("127.0.0.1:${ETCD_CLIENT[i]}")
 	done
 	log "started etcd members (pids ${etcd_pids[*]}); waiting for health (up to ${WAIT_SECS}s)"
-	deadline=$((SECONDS + WAIT_SECS))
-	while :; do
-		ready=0
-		for i in 0 1 2; do
-			if ! kill -0 "${etcd_pids[i]}" 2>/dev/null; then
-				show_log "e$((i + 1))"
-				die "etcd member e$((i + 1)) exited during startup"
-			fi
-			health=$(curl -s --max-time 2 "http://127.0.0.1:${ETCD_CLIENT[i]}/health" || true)
-			[[ $health == *'"health":"true"'* ]] && ready=$((ready + 1))
-		done
-		((ready == 3)) && break
-		if ((SECONDS >= deadline)); then
-			for i in 0 1 2; do show_log "e$((i + 1))"; done
-			die "the etcd cluster was not healthy on all 3 members after ${WAIT_SECS}s"
-		fi
-		sleep 0.5
-	done
+	member_healthy() { [[ $(curl -s --max-time 2 "http://127.0.0.1:${ETCD_CLIENT[$1]}/health" || true) == *'"health":"true"'* ]]; }
+	wait_all "etcd member" "the etcd cluster was not healthy on all 3 members" "e1 e2 e3" "${etcd_pids[*]}" member_healthy
 	log "etcd healthy"
 fi
 
 # ------------------------------------------------------------- the runs -----
 
-declare -A W_RATE W_P50 W_P99 W_ERR E_RATE E_P50 E_P99 E_ERR
+declare -A KV_RATE KV_P50 KV_P99 KV_ERR # by "<target>/<clients>"
 for c in $CLIENTS; do
-	if has_target weft; then
-		log "weft: $c client(s) for $DURATION"
-		kv_load weft "$c" "$DURATION" --key-prefix "bench-c$c" -- "${weft_http_addrs[@]}"
-		out=$LOAD_OUT
-		W_RATE[$c]=$(json_field "$out" writes_per_sec)
-		W_P50[$c]=$(json_field "$out" p50_ms)
-		W_P99[$c]=$(json_field "$out" p99_ms)
-		W_ERR[$c]=$(json_field "$out" errors)
-	fi
-	if has_target etcd; then
-		log "etcd: $c client(s) for $DURATION"
-		kv_load etcd "$c" "$DURATION" --key-prefix "bench-c$c" -- "${etcd_addrs[@]}"
-		out=$LOAD_OUT
-		E_RATE[$c]=$(json_field "$out" writes_per_sec)
-		E_P50[$c]=$(json_field "$out" p50_ms)
-		E_P99[$c]=$(json_field "$out" p99_ms)
-		E_ERR[$c]=$(json_field "$out" errors)
-	fi
+	for t in weft etcd; do
+		has_target "$t" || continue
+		log "$t: $c client(s) for $DURATION"
+		if [[ $t == weft ]]; then addrs=("${weft_http_addrs[@]}"); else addrs=("${etcd_addrs[@]}"); fi
+		kv_load "$t" "$c" "$DURATION" --key-prefix "bench-c$c" -- "${addrs[@]}"
+		KV_RATE[$t/$c]=$(json_field "$LOAD_OUT" writes_per_sec)
+		KV_P50[$t/$c]=$(json_field "$LOAD_OUT" p50_ms)
+		KV_P99[$t/$c]=$(json_field "$LOAD_OUT" p99_ms)
+		KV_ERR[$t/$c]=$(json_field "$LOAD_OUT" errors)
+	done
 done
 
 echo
@@ -337,15 +216,11 @@ echo "KV PUT, 3 servers each on 127.0.0.1, ${VALUE_SIZE} B values, $DURATION per
 printf '%7s  %10s  %17s  %10s  %17s  %9s  %9s  %9s\n' \
 	clients "weft w/s" "weft p50/p99 ms" "etcd w/s" "etcd p50/p99 ms" weft/etcd "weft err" "etcd err"
 for c in $CLIENTS; do
-	ratio=-
-	w=${W_RATE[$c]:-} e=${E_RATE[$c]:-}
-	if [[ -n $w && $w != null && -n $e && $e != null ]]; then
-		ratio=$(awk -v w="$w" -v e="$e" 'BEGIN { if (e > 0) printf "%.2f", w / e; else print "-" }')
-	fi
+	w=${KV_RATE[weft/$c]:-} e=${KV_RATE[etcd/$c]:-}
 	printf '%7s  %10s  %17s  %10s  %17s  %9s  %9s  %9s\n' "$c" \
-		"$(fmt_num "$w" %.0f)" "$(fmt_num "${W_P50[$c]:-}" %.2f)/$(fmt_num "${W_P99[$c]:-}" %.2f)" \
-		"$(fmt_num "$e" %.0f)" "$(fmt_num "${E_P50[$c]:-}" %.2f)/$(fmt_num "${E_P99[$c]:-}" %.2f)" \
-		"$ratio" "$(fmt_num "${W_ERR[$c]:-}" %s)" "$(fmt_num "${E_ERR[$c]:-}" %s)"
+		"$(fmt_num "$w" %.0f)" "$(fmt_num "${KV_P50[weft/$c]:-}" %.2f)/$(fmt_num "${KV_P99[weft/$c]:-}" %.2f)" \
+		"$(fmt_num "$e" %.0f)" "$(fmt_num "${KV_P50[etcd/$c]:-}" %.2f)/$(fmt_num "${KV_P99[etcd/$c]:-}" %.2f)" \
+		"$(ratio "$w" "$e")" "$(fmt_num "${KV_ERR[weft/$c]:-}" %s)" "$(fmt_num "${KV_ERR[etcd/$c]:-}" %s)"
 done
 
 # ------------------------------------------------- Weft memory and disk -----

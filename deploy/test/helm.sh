@@ -20,8 +20,8 @@
 # WEFT_KUBE_VERSIONS overrides the Kubernetes versions validated against.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+# shellcheck source=deploy/test/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 chart=$repo/deploy/helm/weft
 render_src=$repo/deploy/helm/render
 kube_versions=${WEFT_KUBE_VERSIONS:-1.34.0,1.37.0}
@@ -29,21 +29,12 @@ kube_versions=${WEFT_KUBE_VERSIONS:-1.34.0,1.37.0}
 validator=kubernetes-validate==1.37.0
 gopath=/usr/share/gocode
 
-unavailable() {
-  if [ -n "${WEFT_CI:-}" ]; then
-    echo "helm.sh: error: $1 (WEFT_CI is set, so a missing tool is a failure)" >&2
-    exit 1
-  fi
-  echo "helm.sh: skipped: $1" >&2
-  exit 77
-}
-
-command -v go >/dev/null || unavailable "go not found (apt-get install golang-go)"
+command -v go >/dev/null || skip "go not found (apt-get install golang-go)"
 [ -d "$gopath/src/github.com/Masterminds/sprig" ] ||
-  unavailable "sprig's Go sources not found in $gopath (apt-get install golang-github-masterminds-sprig-dev)"
+  skip "sprig's Go sources not found in $gopath (apt-get install golang-github-masterminds-sprig-dev)"
 [ -d "$gopath/src/gopkg.in/yaml.v2" ] ||
-  unavailable "yaml.v2's Go sources not found in $gopath (apt-get install golang-gopkg-yaml.v2-dev)"
-command -v python3 >/dev/null || unavailable "python3 not found"
+  skip "yaml.v2's Go sources not found in $gopath (apt-get install golang-gopkg-yaml.v2-dev)"
+command -v python3 >/dev/null || skip "python3 not found"
 
 start=$SECONDS
 
@@ -56,7 +47,7 @@ if [ ! -x "$renderer" ] || [ -n "$(find "$render_src" -name '*.go' -newer "$rend
   echo "==> building the chart renderer"
   (
     cd "$render_src"
-    export GO111MODULE=off GOPATH=$gopath GOFLAGS= GOCACHE=$build/gocache
+    export GO111MODULE=off GOPATH=$gopath GOFLAGS='' GOCACHE=$build/gocache
     go vet .
     go test -count=1 .
     go build -o "$renderer.tmp" .
@@ -71,9 +62,9 @@ want_version=${validator#*==}
 if ! "$python" -c "import yaml, kubernetes_validate.version as v; assert v.__version__ == '$want_version'" 2>/dev/null; then
   echo "==> installing $validator into $venv"
   python3 -m venv "$venv" ||
-    unavailable "python3 cannot create a venv (apt-get install python3-venv)"
+    skip "python3 cannot create a venv (apt-get install python3-venv)"
   "$python" -m pip install --quiet --disable-pip-version-check "$validator" pyyaml ||
-    unavailable "pip could not install $validator from PyPI"
+    skip "pip could not install $validator from PyPI"
 fi
 
 weft_args=()

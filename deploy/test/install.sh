@@ -24,21 +24,11 @@
 # (a multiplier, default 1) stretches the waits on slow machines.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-deploy=$(dirname "$here")
+# shellcheck source=deploy/test/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install=$deploy/vm/install.sh
-weft=${WEFT_BIN:-$(dirname "$deploy")/target/release/weft}
-[[ $weft == /* ]] || weft=$PWD/$weft
 patience=${WEFT_TEST_PATIENCE:-1}
 
-skip() {
-  if [[ -n ${WEFT_CI:-} ]]; then
-    echo "FAIL: $* (required in CI)" >&2
-    exit 1
-  fi
-  echo "SKIP: $*"
-  exit 77
-}
 fail() {
   echo "FAIL: $*" >&2
   show_logs
@@ -46,7 +36,7 @@ fail() {
 }
 step() { echo "--- $*"; }
 
-[[ -x $weft ]] || skip "no weft binary at $weft (set WEFT_BIN, or cargo build --release)"
+need_weft
 for tool in curl ss perl stat cmp find; do
   command -v "$tool" >/dev/null || skip "$tool not found (Debian packages: curl, iproute2, perl-base, coreutils, diffutils, findutils)"
 done

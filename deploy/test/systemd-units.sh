@@ -13,27 +13,17 @@
 # where WEFT_CI is set, a missing tool fails instead).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-deploy=$(dirname "$here")
+# shellcheck source=deploy/test/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 unit=$deploy/systemd/weft.service
-weft=${WEFT_BIN:-$(dirname "$deploy")/target/release/weft}
-[[ $weft == /* ]] || weft=$PWD/$weft
 
-skip() {
-  if [[ -n ${WEFT_CI:-} ]]; then
-    echo "FAIL: $* (required in CI)" >&2
-    exit 1
-  fi
-  echo "SKIP: $*"
-  exit 77
-}
 fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
 
 command -v systemd-analyze >/dev/null || skip "systemd-analyze not found (Debian package: systemd)"
-[[ -x $weft ]] || skip "no weft binary at $weft (set WEFT_BIN, or cargo build --release)"
+need_weft
 [[ -x /bin/kill ]] || skip "/bin/kill, which ExecReload runs, not found (Debian package: procps)"
 
 work=$(mktemp -d)

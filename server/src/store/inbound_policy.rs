@@ -1,6 +1,6 @@
 //! How a service's own sidecar lets traffic in, and what every sidecar
-//! logs: `MutualTLSMode` (service-defaults, else proxy-defaults),
-//! `RateLimits.InstanceLevel` (service-defaults) and `AccessLogs`
+//! logs: `MutualTLSMode` and `RateLimits.InstanceLevel` (service-defaults,
+//! else proxy-defaults, the mesh-wide default) and `AccessLogs`
 //! (proxy-defaults).
 //!
 //! Read from validated entries, so reading never fails; the same parsers
@@ -30,9 +30,10 @@ pub fn inbound_policy(mesh: &MeshTables, service: &ServiceName) -> InboundPolicy
     let own = mesh.config_entry(SERVICE_DEFAULTS, service.as_str()).and_then(stored_body);
     let global = mesh.config_entry(PROXY_DEFAULTS, PROXY_DEFAULTS_NAME).and_then(stored_body);
     let mode_of = |body: &Option<Map<String, Value>>| body.as_ref().and_then(|b| mutual_tls_mode(b).ok().flatten());
+    let limit_of = |body: &Option<Map<String, Value>>| body.as_ref().and_then(|b| rate_limit(b).ok().flatten());
     InboundPolicy {
         mutual_tls_mode: mode_of(&own).or_else(|| mode_of(&global)).unwrap_or_default(),
-        rate_limit: own.as_ref().and_then(|body| rate_limit(body).ok().flatten()),
+        rate_limit: limit_of(&own).or_else(|| limit_of(&global)),
     }
 }
 
@@ -51,6 +52,7 @@ pub fn validate_service_defaults(mesh: &MeshTables, body: &Map<String, Value>) -
 /// Checks a proxy-defaults body's inbound settings and access logs.
 pub fn validate_proxy_defaults(mesh: &MeshTables, body: &Map<String, Value>) -> Result<(), String> {
     check_permissive_allowed(mesh, body)?;
+    rate_limit(body)?;
     access_logs_of(body).map(drop)
 }
 
