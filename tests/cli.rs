@@ -100,6 +100,27 @@ fn an_invalid_config_exits_64_listing_every_problem() {
     assert!(stderr.contains("node_nmae"), "{stderr}");
 }
 
+#[test]
+fn validate_checks_config_files_and_directories_without_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weft.d");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("agent.hcl"), "data_dir = \"/var/lib/weft\"\nretry_join = [\"10.0.0.1\"]\n").unwrap();
+    std::fs::write(config.join("web.hcl"), "service {\n  name = \"web\"\n  port = 8080\n}\n").unwrap();
+    let (code, stdout, stderr) = weft(&["validate", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "Configuration is valid!");
+    let (code, stdout, _) = weft(&["validate", "--quiet", config.to_str().unwrap()]);
+    assert_eq!((code, stdout.as_str()), (0, ""));
+
+    // A service that could not run, in a file given after the directory.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"service": {"name": "db", "port": 70000}}"#).unwrap();
+    let (code, _, stderr) = weft(&["validate", config.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("70000"), "{stderr}");
+}
+
 /// Kills the child on drop, so a failing test leaves nothing running.
 struct Running(std::process::Child);
 

@@ -64,9 +64,11 @@ enum Command {
     /// Write, read, list and delete central config entries (service-defaults, service-router, mesh, ...).
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
-    /// Weft on Kubernetes: the sidecar-injection webhook.
+    /// Weft on Kubernetes: the sidecar-injection webhook and the sidecar's readiness.
     #[command(subcommand)]
     K8s(commands::k8s::K8sCommand),
+    /// Check config files or directories the way the agent would read them, without starting it.
+    Validate(commands::validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Command::Config(command) => command.run().await,
             Command::Troubleshoot(command) => command.run().await,
             Command::K8s(command) => command.run().await,
+            Command::Validate(args) => Ok(args.run()),
         }
     });
     match result {

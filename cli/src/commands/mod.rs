@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod services;
 pub mod snapshot;
 pub mod troubleshoot;
+pub mod validate;
 
 use anyhow::{bail, Context};
 use clap::Args;
