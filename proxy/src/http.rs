@@ -37,6 +37,7 @@ use tokio_rustls::TlsConnector;
 use weft_api::ids::ServiceName;
 use weft_api::intentions::RequestAttributes;
 use weft_api::mesh::Protocol;
+use weft_api::proxy::LoadBalancer;
 
 use crate::access_log::{Entry, Exchange};
 use crate::inbound::{Downstream, Inbound};
@@ -419,12 +420,15 @@ pub async fn serve_outbound(stream: TcpStream, application: SocketAddr, upstream
         async move {
             let started = Instant::now();
             let mut request = request.map(BodyExt::boxed);
-            request.extensions_mut().insert(ClientAddr(application));
-            let logs = current(&upstream.runtime).and_then(|runtime| {
-                let logs = runtime.access_logs.clone()?;
-                let destination = runtime.upstreams.get(&upstream.bind)?.snapshot.destination.to_string();
-                Some((logs, destination))
-            });
+            let runtime = current(&upstream.runtime);
+            let target = runtime.as_ref().and_then(|runtime| runtime.upstreams.get(&upstream.bind));
+            // Only a SourceIP hash needs the caller's address; most requests skip the allocation.
+            if target.is_some_and(|t| matches!(t.snapshot.load_balancer, LoadBalancer::ConsistentHash(_))) {
+                request.extensions_mut().insert(ClientAddr(application));
+            }
+            let logs = runtime
+                .as_ref()
+                .and_then(|runtime| Some((runtime.access_logs.clone()?, target?.snapshot.destination.to_string())));
             let response = match logs {
                 None => crate::routing::send_upstream(request, &upstream, &links).await,
                 Some((logs, destination)) => {
