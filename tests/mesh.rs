@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{config_dump, eventually, free_port, metric, weft, weft_bin, Cluster};
+use support::{config_dump, eventually, free_port, metric, register, weft, weft_bin, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_proxy::TlsMaterial;
@@ -30,37 +30,9 @@ async fn echo_app() -> u16 {
     port
 }
 
-/// An HTTP/1.1 application answering `app saw <method> <path>` (keep-alive,
-/// requests without bodies).
+/// An HTTP/1.1 application answering `app saw <method> <path>`.
 async fn http_app() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut buffer = [0u8; 4096];
-                loop {
-                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match socket.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-                    pending.drain(..end + 4);
-                    let mut words = head.split_whitespace();
-                    let body = format!("app saw {} {}", words.next().unwrap_or(""), words.next().unwrap_or(""));
-                    let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                    if socket.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+    support::http::http_app(|head| async move { ("200 OK", format!("app saw {} {}", head.method, head.path)) }).await
 }
 
 /// Sends a line to `port` on loopback; the echo, or `None` if it never came.
@@ -74,20 +46,8 @@ async fn round_trip(port: u16) -> Option<String> {
 
 /// One HTTP/1.1 request to `port` on loopback: (status, body).
 async fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: api\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Some((status, body))
-}
-
-/// `weft proxy config-dump` of `service`'s sidecar on the agent at `http`.
-async fn register(cluster: &Cluster, agent: usize, body: Value) {
-    let response = cluster.client(agent).put("/v1/agent/service/register", body.to_string()).await.unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    support::http::http_exchange(stream, method, "api", path, "curl").await
 }
 
 /// Waits until `service`'s sidecar has `destination`'s healthy sidecars as

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, free_port, metric, weft, Cluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::http::{http_app, http_exchange};
+use support::{eventually, free_port, metric, register, weft, Cluster};
+use tokio::net::TcpStream;
 
 /// Releases the requests an app holds at `/hold`.
 static HOLD: tokio::sync::Notify = tokio::sync::Notify::const_new();
@@ -25,78 +25,47 @@ static HOLDING: AtomicUsize = AtomicUsize::new(0);
 /// with 503 twice, then succeeds; an app named `bad` answers everything
 /// with a 500.
 async fn app(name: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let flaky = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let flaky = flaky.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut buffer = [0u8; 4096];
-                loop {
-                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match socket.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-                    pending.drain(..end + 4);
-                    let mut words = head.split_whitespace();
-                    let (method, path) = (words.next().unwrap_or("").to_owned(), words.next().unwrap_or("").to_owned());
-                    let canary = head.lines().any(|l| l.eq_ignore_ascii_case("x-canary: 1"));
-                    let close = head.lines().any(|l| l.eq_ignore_ascii_case("connection: close"));
-                    let status = match path.as_str() {
-                        _ if name == "bad" => "500 Internal Server Error",
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                            "200 OK"
-                        }
-                        "/hold" => {
-                            HOLDING.fetch_add(1, Ordering::SeqCst);
-                            HOLD.notified().await;
-                            HOLDING.fetch_sub(1, Ordering::SeqCst);
-                            "200 OK"
-                        }
-                        "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) % 3 < 2 => "503 Service Unavailable",
-                        _ => "200 OK",
-                    };
-                    let body = format!("{name} {method} {path}{}", if canary { " canary" } else { "" });
-                    let response = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                    if socket.write_all(response.as_bytes()).await.is_err() || close {
-                        return;
-                    }
+    http_app(move |head| {
+        let flaky = flaky.clone();
+        async move {
+            let status = match head.path.as_str() {
+                _ if name == "bad" => "500 Internal Server Error",
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    "200 OK"
                 }
-            });
+                "/hold" => {
+                    HOLDING.fetch_add(1, Ordering::SeqCst);
+                    HOLD.notified().await;
+                    HOLDING.fetch_sub(1, Ordering::SeqCst);
+                    "200 OK"
+                }
+                "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) % 3 < 2 => "503 Service Unavailable",
+                _ => "200 OK",
+            };
+            let canary = if head.has_line("x-canary: 1") { " canary" } else { "" };
+            (status, format!("{name} {} {}{canary}", head.method, head.path))
         }
-    });
-    port
+    })
+    .await
 }
 
 /// One request to `port`: (status, body).
 async fn request(port: u16, path: &str, user_agent: &str) -> Option<(u16, String)> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    exchange(stream, "api", path, user_agent).await
+    http_exchange(stream, "GET", "api", path, user_agent).await
 }
 
-/// One `GET` for `host` over `stream`, which is closed after it.
-async fn exchange<S>(mut stream: S, host: &str, path: &str, user_agent: &str) -> Option<(u16, String)>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    // A TLS peer may close without close_notify once the body is sent: keep what came.
-    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await.ok()?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Some((status, body))
+/// One server and client agents `vm1` and `vm2`, answering; and vm1's HTTP address.
+async fn two_client_agents() -> (Cluster, usize, usize, String) {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    let vm2 = cluster.add_client("vm2", &[]);
+    cluster.wait_ready(vm1).await;
+    cluster.wait_ready(vm2).await;
+    let http = cluster.specs[vm1].http_addr.clone();
+    (cluster, vm1, vm2, http)
 }
 
 fn write_entry(http: &str, dir: &std::path::Path, name: &str, entry: Value) {
@@ -108,12 +77,7 @@ fn write_entry(http: &str, dir: &std::path::Path, name: &str, entry: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
-    let mut cluster = Cluster::servers(1).await;
-    let vm1 = cluster.add_client("vm1", &[]);
-    let vm2 = cluster.add_client("vm2", &[]);
-    cluster.wait_ready(vm1).await;
-    cluster.wait_ready(vm2).await;
-    let http = cluster.specs[vm1].http_addr.clone();
+    let (cluster, vm1, vm2, http) = two_client_agents().await;
     let dir = tempfile::tempdir().unwrap();
 
     write_entry(&http, dir.path(), "defaults", json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http"}));
@@ -133,13 +97,12 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
         let registration = json!({"ID": id, "Name": "api", "Port": port, "Meta": {"version": version},
             "Check": {"CheckID": format!("{id}-ttl"), "TTL": "10m", "Status": "passing"},
             "Connect": {"SidecarService": {"Port": free_port()}}});
-        let response = cluster.client(vm2).put("/v1/agent/service/register", registration.to_string()).await.unwrap();
-        assert_eq!(response.status, 200, "{}", response.text());
+        register(&cluster, vm2, registration).await;
     }
     let upstream = free_port();
     let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": free_port(),
         "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}});
-    assert_eq!(cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    register(&cluster, vm1, web).await;
 
     // The resolver's default subset: v1.
     eventually("web to reach api v1", Duration::from_secs(30), || async {
@@ -243,12 +206,7 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_them() {
-    let mut cluster = Cluster::servers(1).await;
-    let vm1 = cluster.add_client("vm1", &[]);
-    let vm2 = cluster.add_client("vm2", &[]);
-    cluster.wait_ready(vm1).await;
-    cluster.wait_ready(vm2).await;
-    let http = cluster.specs[vm1].http_addr.clone();
+    let (cluster, vm1, vm2, http) = two_client_agents().await;
     let dir = tempfile::tempdir().unwrap();
     write_entry(&http, dir.path(), "db", json!({"Kind": "service-defaults", "Name": "db", "Protocol": "http"}));
     // web's settings for its upstream db: eject after 3 failures; one request at a time.
@@ -266,15 +224,12 @@ async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_th
     for (id, port) in [("db-good", good), ("db-bad", bad)] {
         let registration =
             json!({"ID": id, "Name": "db", "Port": port, "Connect": {"SidecarService": {"Port": free_port()}}});
-        assert_eq!(
-            cluster.client(vm2).put("/v1/agent/service/register", registration.to_string()).await.unwrap().status,
-            200
-        );
+        register(&cluster, vm2, registration).await;
     }
     let upstream = free_port();
     let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": free_port(),
         "Proxy": {"Upstreams": [{"DestinationName": "db", "LocalBindPort": upstream}]}}}});
-    assert_eq!(cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    register(&cluster, vm1, web).await;
     // Both instances known to web's sidecar: each answers at some point.
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
     eventually("web's sidecar to reach both db instances", Duration::from_secs(30), || async {
@@ -315,12 +270,7 @@ async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
-    let mut cluster = Cluster::servers(1).await;
-    let vm1 = cluster.add_client("vm1", &[]);
-    let vm2 = cluster.add_client("vm2", &[]);
-    cluster.wait_ready(vm1).await;
-    cluster.wait_ready(vm2).await;
-    let http = cluster.specs[vm1].http_addr.clone();
+    let (cluster, vm1, vm2, http) = two_client_agents().await;
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("access.log");
     write_entry(
@@ -343,14 +293,11 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     let api_public = free_port();
     let registration = json!({"Name": "api", "Port": app("api").await,
         "Connect": {"SidecarService": {"Port": api_public}}});
-    assert_eq!(
-        cluster.client(vm2).put("/v1/agent/service/register", registration.to_string()).await.unwrap().status,
-        200
-    );
+    register(&cluster, vm2, registration).await;
     let upstream = free_port();
     let web = json!({"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": free_port(),
         "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}});
-    assert_eq!(cluster.client(vm1).put("/v1/agent/service/register", web.to_string()).await.unwrap().status, 200);
+    register(&cluster, vm1, web).await;
     eventually("web to reach api", Duration::from_secs(30), || async {
         (request(upstream, "/logged", "probe").await? == (200, "api GET /logged".to_owned())).then_some(())
     })
@@ -433,7 +380,7 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     );
     let second = json!({"ID": "api-b", "Name": "api", "Port": app("api-b").await,
         "Connect": {"SidecarService": {"Port": free_port()}}});
-    assert_eq!(cluster.client(vm2).put("/v1/agent/service/register", second.to_string()).await.unwrap().status, 200);
+    register(&cluster, vm2, second).await;
     eventually("web to reach the second api instance", Duration::from_secs(30), || async {
         let probes = (0..20).map(|i| async move { request(upstream, "/", &format!("probe-{i}")).await });
         let answers = futures::future::join_all(probes).await;
@@ -459,7 +406,7 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
 /// A `GET` to the ingress gateway's `port` for `host`.
 async fn ingress(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    exchange(stream, host, path, "curl").await
+    http_exchange(stream, "GET", host, path, "curl").await
 }
 
 /// The same over TLS, trusting only `ca_pem`, with `host` as the SNI name.
@@ -477,7 +424,7 @@ async fn ingress_tls(port: u16, host: &str, path: &str, ca_pem: &str) -> Option<
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let name = ServerName::try_from(host.to_owned()).ok()?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
-    exchange(tls, host, path, "curl").await
+    http_exchange(tls, "GET", host, path, "curl").await
 }
 
 /// Runs `weft connect gateway` until dropped.
@@ -506,10 +453,7 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
         );
         let registration = json!({"Name": service, "Port": app(service).await,
             "Connect": {"SidecarService": {"Port": free_port()}}});
-        assert_eq!(
-            cluster.client(vm1).put("/v1/agent/service/register", registration.to_string()).await.unwrap().status,
-            200
-        );
+        register(&cluster, vm1, registration).await;
     }
     // Paths under /web on api's host go to web (api's router).
     write_entry(

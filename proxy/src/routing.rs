@@ -280,23 +280,14 @@ async fn try_once(
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&addresses, policy, key) {
         let tls = target.tls_for(destination);
+        // HTTP/1.1 links belong to this application connection: held for the exchange.
+        let mut h1_links = if http2 { None } else { Some(links.lock().await) };
         // Connecting may move on to the next endpoint: nothing was sent yet.
-        if http2 {
-            let mut sender = match upstream.pool.sender(endpoint, destination, tls, connect_timeout).await {
-                Ok(sender) => sender,
-                Err(error) => {
-                    upstream.balancer.record(endpoint, true, outlier, endpoints.len());
-                    last_error = error;
-                    continue;
-                }
-            };
-            let _in_flight = upstream.balancer.start(endpoint);
-            let answer = exchange(sender.send_request(request), endpoint, per_try).await;
-            upstream.balancer.record(endpoint, failed(&answer), outlier, endpoints.len());
-            return answer;
-        }
-        let mut links = links.lock().await;
-        let sender = match links.sender(endpoint, destination, tls, connect_timeout).await {
+        let connected = match h1_links.as_deref_mut() {
+            None => upstream.pool.sender(endpoint, destination, tls, connect_timeout).await.map(Sender::H2),
+            Some(h1_links) => h1_links.sender(endpoint, destination, tls, connect_timeout).await.map(Sender::H1),
+        };
+        let sender = match connected {
             Ok(sender) => sender,
             Err(error) => {
                 upstream.balancer.record(endpoint, true, outlier, endpoints.len());
@@ -305,11 +296,27 @@ async fn try_once(
             }
         };
         let _in_flight = upstream.balancer.start(endpoint);
-        let answer = exchange(sender.send_request(request), endpoint, per_try).await;
+        let answer = exchange(sender.send(request), endpoint, per_try).await;
         upstream.balancer.record(endpoint, failed(&answer), outlier, endpoints.len());
         return answer;
     }
     Err(TryError::Unreachable(last_error))
+}
+
+/// A connection to one endpoint, ready for a request: a pooled HTTP/2
+/// connection, or this application connection's HTTP/1.1 link.
+enum Sender<'a> {
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+    H1(&'a mut hyper::client::conn::http1::SendRequest<Body>),
+}
+
+impl Sender<'_> {
+    async fn send(self, request: Request<Body>) -> hyper::Result<Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H2(mut sender) => sender.send_request(request).await,
+            Sender::H1(sender) => sender.send_request(request).await,
+        }
+    }
 }
 
 /// Whether an exchange counts against its endpoint (outlier detection): it

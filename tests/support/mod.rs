@@ -10,6 +10,8 @@
 //! so two clusters never compete for the two cores and flap elections.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -340,6 +342,12 @@ impl Drop for Cluster {
 }
 
 /// Writes `key` = `value` through server `client`; true when acknowledged.
+/// Registers `body` with agent `agent`'s API; it must be accepted.
+pub async fn register(cluster: &Cluster, agent: usize, body: Value) {
+    let response = cluster.client(agent).put("/v1/agent/service/register", body.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
 pub async fn put(client: &HttpClient, key: &str, value: &str) -> bool {
     match client.put(&kv_path(key), value.as_bytes().to_vec()).await {
         Ok(response) => response.status == 200 && response.body == b"true",
