@@ -43,7 +43,7 @@ use crate::access_log::{Entry, Exchange};
 use crate::inbound::{Downstream, Inbound};
 use crate::metrics::{Direction, Layer};
 use crate::outbound::Upstream;
-use crate::runtime::current;
+use crate::runtime::{current, Runtime};
 use crate::tls::{server_name, ALPN_H2, ALPN_HTTP1};
 
 /// Every body the sidecar sends on.
@@ -214,23 +214,26 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let caller = match &downstream.caller {
-        Some(identity) => identity.service.clone(),
+        Some(identity) => Arc::new(identity.service.clone()),
         None => return Err("HTTP is served only to callers with a mesh identity".into()),
     };
+    // Shared by the connection's requests: cloning these costs no allocation.
+    let downstream = Arc::new(downstream);
     let link = Arc::new(AppLink::default());
     let service = service_fn(|request: Request<Incoming>| {
         let (caller, downstream, inbound, link) = (caller.clone(), downstream.clone(), inbound.clone(), link.clone());
         async move {
             let request = request.map(BodyExt::boxed);
-            let logs = current(&inbound.runtime).and_then(|runtime| {
+            let runtime = current(&inbound.runtime);
+            let logs = runtime.as_ref().and_then(|runtime| {
                 let logs = runtime.access_logs.clone()?;
-                Some((logs, crate::inbound::local_app_entry(&runtime, &downstream)))
+                Some((logs, crate::inbound::local_app_entry(runtime, &downstream)))
             });
             let response = match logs {
-                None => inbound_request(request, &caller, &inbound, &link).await,
+                None => inbound_request(request, runtime, &caller, &inbound, &link).await,
                 Some((logs, base)) => {
                     let (exchange, request) = Exchange::begin(request, base);
-                    let response = inbound_request(request, &caller, &inbound, &link).await;
+                    let response = inbound_request(request, runtime, &caller, &inbound, &link).await;
                     exchange.finish(response, inbound.access_log.clone(), logs)
                 }
             };
@@ -256,12 +259,13 @@ pub const RATE_LIMITED: &str = "rate limited";
 
 async fn inbound_request(
     request: Request<Body>,
+    runtime: Option<Arc<Runtime>>,
     caller: &ServiceName,
     inbound: &Inbound,
     link: &AppLink,
 ) -> Response<Body> {
     let started = Instant::now();
-    let response = match current(&inbound.runtime) {
+    let response = match runtime {
         None => local_response(StatusCode::SERVICE_UNAVAILABLE, "not ready", "weft: the sidecar is not ready\n".into()),
         Some(runtime) => {
             let decision = {

@@ -305,6 +305,26 @@ impl Tally {
         self.completed += 1;
     }
 
+    /// Counts one closed-loop exchange that ran from `started` to `done`,
+    /// timed only if it ended within `window`; whether it failed.
+    fn closed_loop(
+        &mut self,
+        result: Result<(), Failure>,
+        started: Instant,
+        done: Instant,
+        window: std::ops::RangeInclusive<Instant>,
+    ) -> bool {
+        let failed = result.is_err();
+        self.total_completed += u64::from(!failed);
+        if window.contains(&done) {
+            match result {
+                Ok(()) => self.success(done - started),
+                Err(failure) => self.error(failure),
+            }
+        }
+        failed
+    }
+
     fn error(&mut self, failure: Failure) {
         if self.first_error.is_none() {
             self.first_error = Some(format!("{}: {}", failure.kind, failure.detail));
@@ -673,15 +693,7 @@ async fn max(args: &MaxArgs) -> anyhow::Result<LoadReport> {
                 }
                 let result = target.exchange(&mut connection, hard_stop).await;
                 let done = Instant::now();
-                let failed = result.is_err();
-                tally.total_completed += u64::from(!failed);
-                if (measure_from..=end).contains(&done) {
-                    match result {
-                        Ok(()) => tally.success(done - sent),
-                        Err(failure) => tally.error(failure),
-                    }
-                }
-                if failed {
+                if tally.closed_loop(result, sent, done, measure_from..=end) {
                     tokio::time::sleep_until((done + ERROR_BACKOFF).min(end)).await;
                 }
             }
@@ -712,15 +724,7 @@ async fn connect(args: &ConnectArgs) -> anyhow::Result<LoadReport> {
                 }
                 let result = target.fresh_exchange(hard_stop).await;
                 let done = Instant::now();
-                let failed = result.is_err();
-                tally.total_completed += u64::from(!failed);
-                if (measure_from..=end).contains(&done) {
-                    match result {
-                        Ok(()) => tally.success(done - started),
-                        Err(failure) => tally.error(failure),
-                    }
-                }
-                if failed {
+                if tally.closed_loop(result, started, done, measure_from..=end) {
                     tokio::time::sleep_until((done + ERROR_BACKOFF).min(end)).await;
                 }
             }
