@@ -167,8 +167,7 @@ fn decide_pod(pod: &Pod, config: &InjectConfig) -> Decision {
 
 /// Why a pod asking for transparent proxying is injected without it: the
 /// proxy has no outbound listener for redirected traffic yet, and
-/// redirecting to a port nobody serves would cut the pod off. `weft-init`
-/// ([`sidecar::init_container`]) is the shape it will take.
+/// redirecting to a port nobody serves would cut the pod off.
 pub const NO_TRANSPARENT_PROXY_YET: &str = "transparent proxying is not available in this Weft version yet: \
 the sidecar is injected without traffic redirection; reach upstreams on their local ports";
 

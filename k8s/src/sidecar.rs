@@ -26,10 +26,10 @@
 //! - On SIGTERM (sent after the application's containers have exited),
 //!   deregister and exit.
 //!
-//! `weft k8s redirect-traffic` (the `weft-init` container, as root with
-//! `NET_ADMIN`) must send the pod's inbound TCP to the inbound port except
-//! `--exclude-inbound-port`s (the probe port), and its outbound TCP to the
-//! outbound port except the traffic of `--proxy-uid`.
+//! Transparent proxying is not injected yet (see
+//! [`crate::inject::NO_TRANSPARENT_PROXY_YET`]): it will take a `weft-init`
+//! container that redirects the pod's inbound TCP to [`INBOUND_PORT`] and
+//! its outbound TCP to [`OUTBOUND_PORT`], except [`PROXY_UID`]'s own.
 
 use serde_json::{json, Value};
 
@@ -107,28 +107,6 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
-    })
-}
-
-/// The container that redirects the pod's traffic through the proxy; it
-/// runs (as root, with `NET_ADMIN` only) before the sidecar starts.
-pub fn init_container(config: &InjectConfig) -> Value {
-    json!({
-        "name": INIT_CONTAINER,
-        "image": config.agent_image,
-        "args": [
-            "k8s", "redirect-traffic",
-            "--proxy-uid", PROXY_UID.to_string(),
-            "--inbound-port", INBOUND_PORT.to_string(),
-            "--outbound-port", OUTBOUND_PORT.to_string(),
-            "--exclude-inbound-port", AGENT_HTTP_PORT.to_string(),
-        ],
-        "securityContext": {
-            "runAsNonRoot": false,
-            "runAsUser": 0,
-            "allowPrivilegeEscalation": false,
-            "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
-        },
     })
 }
 
