@@ -24,10 +24,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{eventually, weft_bin};
+use support::{eventually, weft_bin, Process};
 
 /// The three networks, their routers' addresses, and the hosts on each.
 const SERVERS: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
@@ -126,16 +126,6 @@ impl Drop for Network {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
-    }
-}
-
-/// A process in a namespace, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

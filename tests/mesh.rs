@@ -105,7 +105,7 @@ async fn mesh_leaf(http: &str, service: &str) -> TlsMaterial {
 async fn tls_round_trip(material: &TlsMaterial, destination: &str, port: u16) -> Option<String> {
     let config = material.client_config(&destination.into(), weft_api::mesh::Protocol::Tcp).ok()?;
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let name = weft_proxy::tls::server_name(&destination.into());
+    let name = weft_proxy::tls::server_name(&destination.into(), ([127, 0, 0, 1], port).into());
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.ok()?;
     tls.write_all(b"ping\n").await.ok()?;
     let mut buffer = vec![0u8; 64];

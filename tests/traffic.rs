@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::http::{http_app, http_exchange};
-use support::{eventually, free_port, metric, register, weft, Cluster};
+use support::{eventually, free_port, metric, register, weft, Cluster, Process};
 use tokio::net::TcpStream;
 
 /// Releases the requests an app holds at `/hold`.
@@ -425,16 +425,6 @@ async fn ingress_tls(port: u16, host: &str, path: &str, ca_pem: &str) -> Option<
     let name = ServerName::try_from(host.to_owned()).ok()?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
     http_exchange(tls, "GET", host, path, "curl").await
-}
-
-/// Runs `weft connect gateway` until dropped.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,15 @@ string_id!(
     /// A datacenter's name (`dc1`).
     Datacenter
 );
+string_id!(
+    /// A network within a datacenter (`--network`): hosts in one network
+    /// reach each other directly; another network only through its mesh
+    /// gateways. Empty is the default network.
+    NetworkName
+);
+
+/// The node meta key that carries a node's network.
+pub const NETWORK_META_KEY: &str = "weft-network";
 
 /// A Raft log index. Every record carries the index that created it and the
 /// one that last modified it; blocking queries wait on these.

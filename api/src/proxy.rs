@@ -48,6 +48,21 @@ pub struct ProxySnapshot {
     /// entry). A gateway has no application and no public mTLS listener.
     #[serde(default)]
     pub ingress: Option<IngressSnapshot>,
+    /// For a mesh gateway: where it listens and the sidecars it may relay to.
+    #[serde(default)]
+    pub mesh_gateway: Option<MeshGatewaySnapshot>,
+}
+
+/// A mesh gateway relays mutual TLS connections from other networks to the
+/// sidecars of its own, by the instance each names in its SNI, without
+/// terminating them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeshGatewaySnapshot {
+    /// Its registered addresses (LAN and WAN), each a listener.
+    pub listeners: Vec<SocketAddr>,
+    /// The healthy sidecars in the gateway's network, by service: the only
+    /// places it relays to.
+    pub sidecars: BTreeMap<ServiceName, Vec<SocketAddr>>,
 }
 
 /// An ingress gateway's listeners on the edge.
@@ -251,6 +266,10 @@ pub enum HashSource {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub node: NodeName,
+    /// For a sidecar in another network: the mesh gateway of that network
+    /// that relays to it (connect there, and name `address` in the SNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<SocketAddr>,
 }
 
 #[cfg(test)]

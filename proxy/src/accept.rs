@@ -1,12 +1,15 @@
 //! The accept loop every listener of the sidecar shares: hand each new
 //! connection on, ride out a failed accept (out of descriptors, say) with a
-//! short pause, stop when told.
+//! short pause, stop when told. And the set of listeners a gateway keeps
+//! open as its snapshot changes.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 /// After a failed accept, the next try comes this soon.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -30,6 +33,50 @@ pub(crate) async fn accept_until(
             Err(error) => {
                 tracing::warn!(%error, listener = what, "accept failed");
                 tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
+
+/// A gateway's listeners, kept equal to the addresses its snapshot names:
+/// a listener opens when its address appears and stops accepting when it
+/// goes (connections it accepted run on).
+#[derive(Default)]
+pub(crate) struct ListenerSet {
+    running: BTreeMap<SocketAddr, oneshot::Sender<()>>,
+}
+
+impl ListenerSet {
+    /// Closes the listeners not in `wanted` and opens the missing ones that
+    /// `open` accepts, serving each with `serve(listener, bind, stopped)`.
+    pub(crate) async fn reconcile<F>(
+        &mut self,
+        what: &'static str,
+        wanted: &[SocketAddr],
+        open: impl Fn(SocketAddr) -> bool,
+        serve: impl Fn(TcpListener, SocketAddr, oneshot::Receiver<()>) -> F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.running.retain(|bind, _| {
+            let keep = wanted.contains(bind);
+            if !keep {
+                tracing::info!(%bind, listener = what, "listener removed; closing it");
+            }
+            keep
+        });
+        for &bind in wanted {
+            if self.running.contains_key(&bind) || !open(bind) {
+                continue;
+            }
+            match TcpListener::bind(bind).await {
+                Ok(socket) => {
+                    let (stop, stopped) = oneshot::channel();
+                    tokio::spawn(serve(socket, bind, stopped));
+                    self.running.insert(bind, stop);
+                    tracing::info!(%bind, listener = what, "listener ready");
+                }
+                Err(error) => tracing::error!(%bind, %error, listener = what, "cannot listen"),
             }
         }
     }

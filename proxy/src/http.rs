@@ -37,7 +37,7 @@ use tokio_rustls::TlsConnector;
 use weft_api::ids::ServiceName;
 use weft_api::intentions::RequestAttributes;
 use weft_api::mesh::Protocol;
-use weft_api::proxy::LoadBalancer;
+use weft_api::proxy::{Endpoint, LoadBalancer};
 
 use crate::access_log::{Entry, Exchange};
 use crate::inbound::{Downstream, Inbound};
@@ -310,30 +310,37 @@ async fn inbound_request(
     response
 }
 
-/// Opens mutual TLS to a sidecar of `destination` at `endpoint`, within
+/// Opens mutual TLS to a sidecar of `destination` at `endpoint` (through
+/// its network's mesh gateway if it is in another network), within
 /// `timeout`; checks the ALPN protocol the caller needs, if any.
 pub async fn connect_tls(
-    endpoint: SocketAddr,
+    endpoint: &Endpoint,
     destination: &ServiceName,
     tls: Arc<ClientConfig>,
     timeout: Duration,
     alpn: Option<&[u8]>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let address = endpoint.address;
     let handshake = async {
-        let tcp = TcpStream::connect(endpoint).await.map_err(|e| format!("connect to {endpoint}: {e}"))?;
+        let tcp = match endpoint.gateway {
+            None => TcpStream::connect(address).await.map_err(|e| format!("connect to {address}: {e}"))?,
+            Some(gateway) => TcpStream::connect(gateway)
+                .await
+                .map_err(|e| format!("connect to {address} through the mesh gateway at {gateway}: {e}"))?,
+        };
         let _ = tcp.set_nodelay(true);
         let stream = TlsConnector::from(tls)
-            .connect(server_name(destination), tcp)
+            .connect(server_name(destination, address), tcp)
             .await
-            .map_err(|e| format!("TLS to {endpoint}: {e}"))?;
+            .map_err(|e| format!("TLS to {address}: {e}"))?;
         if alpn.is_some() && stream.get_ref().1.alpn_protocol() != alpn {
-            return Err(format!("{endpoint} does not speak this protocol to sidecars (is {destination}'s protocol the same on both sides?)"));
+            return Err(format!("{address} does not speak this protocol to sidecars (is {destination}'s protocol the same on both sides?)"));
         }
         Ok(stream)
     };
     tokio::time::timeout(timeout, handshake)
         .await
-        .map_err(|_| format!("connect to {endpoint} timed out after {timeout:?}"))?
+        .map_err(|_| format!("connect to {address} timed out after {timeout:?}"))?
 }
 
 /// Mutual TLS HTTP/2 connections to one upstream's endpoints (for `http2`
@@ -355,16 +362,17 @@ impl H2Pool {
     /// the pool, so a burst of requests opens one connection, not many.
     pub(crate) async fn sender(
         &self,
-        endpoint: SocketAddr,
+        to: &Endpoint,
         destination: &ServiceName,
         tls: Arc<ClientConfig>,
         timeout: Duration,
     ) -> Result<http2::SendRequest<Body>, String> {
+        let endpoint = to.address;
         let mut senders = self.senders.lock().await;
         if let Some(sender) = senders.get(&endpoint).filter(|sender| !sender.is_closed()) {
             return Ok(sender.clone());
         }
-        let stream = connect_tls(endpoint, destination, tls, timeout, Some(ALPN_H2)).await?;
+        let stream = connect_tls(to, destination, tls, timeout, Some(ALPN_H2)).await?;
         let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .map_err(|e| format!("HTTP/2 to {endpoint}: {e}"))?;
@@ -390,17 +398,18 @@ pub(crate) struct H1Links {
 impl H1Links {
     pub(crate) async fn sender(
         &mut self,
-        endpoint: SocketAddr,
+        to: &Endpoint,
         destination: &ServiceName,
         tls: Arc<ClientConfig>,
         timeout: Duration,
     ) -> Result<&mut http1::SendRequest<Body>, String> {
+        let endpoint = to.address;
         let usable = match self.senders.get_mut(&endpoint) {
             Some(sender) => sender.ready().await.is_ok(),
             None => false,
         };
         if !usable {
-            let stream = connect_tls(endpoint, destination, tls, timeout, Some(ALPN_HTTP1)).await?;
+            let stream = connect_tls(to, destination, tls, timeout, Some(ALPN_HTTP1)).await?;
             let (sender, connection) =
                 http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("HTTP/1.1 to {endpoint}: {e}"))?;
             tokio::spawn(async move {

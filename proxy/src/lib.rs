@@ -19,8 +19,10 @@
 //!   HTTP/1.1 or multiplexed HTTP/2 between sidecars outbound.
 //! - `routing`: an HTTP upstream's requests through its discovery chain
 //!   (routes, faults, splits, failover, retries, timeouts, header edits).
-//! - [`gateway`]: an ingress gateway's edge listeners: `Host` to service,
-//!   then the service's chain, from the same snapshot machinery.
+//! - [`ingress_gateway`]: an ingress gateway's edge listeners: `Host` to
+//!   service, then the service's chain, from the same snapshot machinery.
+//! - [`mesh_gateway`]: a mesh gateway: relays mTLS from other networks to
+//!   the sidecar each connection's SNI names, without terminating it.
 //! - [`rate_limit`]: the inbound request rate limit (token buckets).
 //! - [`access_log`]: access log lines, written off the request path.
 //! - [`balancer`]: round robin and least request (power of two choices).
@@ -36,10 +38,11 @@ mod accept;
 pub mod access_log;
 pub mod admin;
 pub mod balancer;
-pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod ingress_gateway;
+pub mod mesh_gateway;
 pub mod metrics;
 pub mod outbound;
 pub mod rate_limit;

@@ -174,7 +174,8 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
     let policy = &target.snapshot.load_balancer;
     let key = connection_key(policy, application);
     for endpoint in upstream.balancer.order(&endpoints, policy, key) {
-        let connected = http::connect_tls(endpoint, destination, target.client_tls.clone(), timeout, None).await;
+        let Some(to) = target.snapshot.endpoints.iter().find(|e| e.address == endpoint) else { continue };
+        let connected = http::connect_tls(to, destination, target.client_tls.clone(), timeout, None).await;
         upstream.balancer.record(endpoint, connected.is_err(), target.snapshot.outlier.as_ref(), endpoints.len());
         match connected {
             Ok(mut remote) => {

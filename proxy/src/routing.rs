@@ -279,13 +279,14 @@ async fn try_once(
     let outlier = target.snapshot.outlier.as_ref();
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&addresses, policy, key) {
+        let Some(to) = endpoints.iter().find(|e| e.address == endpoint) else { continue };
         let tls = target.tls_for(destination);
         // HTTP/1.1 links belong to this application connection: held for the exchange.
         let mut h1_links = if http2 { None } else { Some(links.lock().await) };
         // Connecting may move on to the next endpoint: nothing was sent yet.
         let connected = match h1_links.as_deref_mut() {
-            None => upstream.pool.sender(endpoint, destination, tls, connect_timeout).await.map(Sender::H2),
-            Some(h1_links) => h1_links.sender(endpoint, destination, tls, connect_timeout).await.map(Sender::H1),
+            None => upstream.pool.sender(to, destination, tls, connect_timeout).await.map(Sender::H2),
+            Some(h1_links) => h1_links.sender(to, destination, tls, connect_timeout).await.map(Sender::H1),
         };
         let sender = match connected {
             Ok(sender) => sender,

@@ -55,6 +55,9 @@ pub enum SnapshotSource {
         /// The edge certificate for TLS listeners, if given.
         edge_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     },
+    /// A mesh gateway registered on the agent as `id` (kind `mesh-gateway`):
+    /// it listens on its registered addresses.
+    MeshGateway { id: String, address: std::net::IpAddr },
 }
 
 impl SnapshotSource {
@@ -74,7 +77,7 @@ impl SnapshotSource {
                 }
                 path
             }
-            SnapshotSource::IngressGateway { id, address, .. } => {
+            SnapshotSource::IngressGateway { id, address, .. } | SnapshotSource::MeshGateway { id, address } => {
                 format!("/v1/agent/connect/gateway/{}?address={address}", path_segment(id))
             }
         }
@@ -128,7 +131,15 @@ pub async fn run(
     let Some(first) = first else { return Ok(()) };
     if let SnapshotSource::IngressGateway { edge_tls, .. } = &source {
         tracing::info!(gateway = %first.snapshot.service, "ingress gateway ready");
-        crate::gateway::serve(runtime.clone(), metrics.clone(), access_log.clone(), edge_tls.clone(), shutdown).await;
+        crate::ingress_gateway::serve(runtime.clone(), metrics.clone(), access_log.clone(), edge_tls.clone(), shutdown)
+            .await;
+        follower.abort();
+        let _ = stop_tx.send(true);
+        return Ok(());
+    }
+    if let SnapshotSource::MeshGateway { .. } = &source {
+        tracing::info!(gateway = %first.snapshot.service, "mesh gateway ready");
+        crate::mesh_gateway::serve(runtime.clone(), metrics.clone(), shutdown).await;
         follower.abort();
         let _ = stop_tx.send(true);
         return Ok(());

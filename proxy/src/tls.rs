@@ -6,6 +6,7 @@
 //! then checks the SPIFFE service ID in place of a DNS name: a sidecar only
 //! accepts the service it meant to reach, whatever name it dialled.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -133,11 +134,37 @@ impl TlsMaterial {
     }
 }
 
-/// The name a sidecar sends as SNI for `destination` (mesh gateways will
-/// route on it); verification never relies on it.
-pub fn server_name(destination: &ServiceName) -> ServerName<'static> {
-    ServerName::try_from(format!("{destination}.svc.weft"))
+/// The name a sidecar sends as SNI for the sidecar of `destination` at
+/// `address`: `<hex IP>-<port>.<service>.svc.weft`. A mesh gateway relays
+/// by it ([`instance_of_server_name`]); verification never relies on it.
+pub fn server_name(destination: &ServiceName, address: SocketAddr) -> ServerName<'static> {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) => hex(&ip.octets()),
+        IpAddr::V6(ip) => hex(&ip.octets()),
+    };
+    ServerName::try_from(format!("{ip}-{}.{destination}.svc.weft", address.port()))
         .unwrap_or_else(|_| ServerName::try_from("svc.weft").expect("a valid DNS name"))
+}
+
+/// The sidecar a [`server_name`] names: its address and service.
+pub fn instance_of_server_name(name: &str) -> Option<(SocketAddr, ServiceName)> {
+    let (instance, rest) = name.split_once('.')?;
+    let service = rest.strip_suffix(".svc.weft")?;
+    let (ip, port) = instance.split_once('-')?;
+    let bytes = (0..ip.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(ip.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some((SocketAddr::new(ip, port.parse().ok()?), ServiceName::new(service)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Verifies a server's chain to the mesh roots and that its SPIFFE ID names
@@ -191,5 +218,32 @@ impl ServerCertVerifier for SpiffeVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_name_names_the_instance_a_gateway_relays_to() {
+        for address in ["198.18.2.10:21000", "[2001:db8::7]:443"] {
+            let address: SocketAddr = address.parse().unwrap();
+            let ServerName::DnsName(name) = server_name(&"api".into(), address) else { panic!("not a DNS name") };
+            assert_eq!(instance_of_server_name(name.as_ref()), Some((address, "api".into())));
+        }
+        assert_eq!(
+            server_name(&"api".into(), "198.18.2.10:21000".parse().unwrap()).to_str(),
+            "c612020a-21000.api.svc.weft"
+        );
+        for bad in [
+            "api.svc.weft",
+            "c612020a.api.svc.weft",
+            "c61202-1.api.svc.weft",
+            "c612020a-1.api.example.com",
+            "zz12020a-1.api.svc.weft",
+        ] {
+            assert_eq!(instance_of_server_name(bad), None, "{bad}");
+        }
     }
 }

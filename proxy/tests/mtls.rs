@@ -93,6 +93,7 @@ fn snapshot(
         inbound: Default::default(),
         access_logs: None,
         ingress: None,
+        mesh_gateway: None,
     }
 }
 
@@ -161,7 +162,7 @@ async fn upstream_to(
         destination: destination.into(),
         local_bind: bind,
         protocol,
-        endpoints: vec![Endpoint { address: endpoint, node: "n1".into() }],
+        endpoints: vec![Endpoint { address: endpoint, node: "n1".into(), gateway: None }],
         connect_timeout_ms: 2_000,
         load_balancer: LoadBalancer::RoundRobin,
         chain: None,

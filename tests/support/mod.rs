@@ -376,7 +376,12 @@ pub fn config_dump(http: &str, service: &str) -> Option<Value> {
 /// sidecar whose labels contain `labels`.
 pub async fn metric(http: &str, service: &str, metric: &str, labels: &str) -> Option<f64> {
     let admin = config_dump(http, service)?["admin"].as_str()?.to_owned();
-    let response = weft_api::client::HttpClient::new(&admin, None).get("/metrics").await.ok()?;
+    metric_at(&admin, metric, labels).await
+}
+
+/// The same from the proxy or gateway whose admin port is `admin`.
+pub async fn metric_at(admin: &str, metric: &str, labels: &str) -> Option<f64> {
+    let response = weft_api::client::HttpClient::new(admin, None).get("/metrics").await.ok()?;
     Some(
         response
             .text()
@@ -385,6 +390,16 @@ pub async fn metric(http: &str, service: &str, metric: &str, labels: &str) -> Op
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+/// A child process (a gateway, an agent in a namespace), killed when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `dig` is a real client; CI installs it (dnsutils), so there it is required.

@@ -44,6 +44,9 @@ pub struct ConfigFile {
     /// The IP other hosts reach this node at (registered as the node's address).
     pub advertise_addr: Option<String>,
     pub node_meta: Option<BTreeMap<String, String>>,
+    /// Weft: the network this node is in (node meta `weft-network`); hosts
+    /// in other networks are reached through their mesh gateways.
+    pub network: Option<String>,
     /// Allow checks that run programs (`args`); off by default.
     pub enable_script_checks: Option<bool>,
     /// `service { ... }` blocks (one or several) and a `services = [...]` list,
@@ -168,6 +171,7 @@ impl ConfigFile {
             log_level,
             advertise_addr,
             node_meta,
+            network,
             enable_script_checks,
             liveness_timeout,
             anti_entropy_interval,

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weft_api::ids::{Datacenter, NodeName};
+use weft_api::ids::{Datacenter, NetworkName, NodeName, NETWORK_META_KEY};
 use weft_server::RaftTuning;
 
 use crate::decode::decode_value;
@@ -42,7 +42,10 @@ pub struct AgentConfig {
     pub dev_mode: bool,
     /// The IP registered as this node's address.
     pub advertise_ip: IpAddr,
+    /// Includes `weft-network` when the node is in a named network.
     pub node_meta: BTreeMap<String, String>,
+    /// The network this node is in (`network`, or node meta `weft-network`).
+    pub network: NetworkName,
     pub enable_script_checks: bool,
     /// Services and node-level checks defined in config files.
     pub services: Vec<ServiceDefinition>,
@@ -217,6 +220,20 @@ impl ConfigFile {
         if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             problem(format!("datacenter {datacenter:?} must be non-empty and use only letters, digits, '-' and '_'"));
         }
+        let network = NetworkName::new(self.network.clone().unwrap_or_default());
+        if !network.as_str().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problem(format!("network {network:?} must use only letters, digits, '-' and '_'"));
+        }
+        let mut node_meta = self.node_meta.clone().unwrap_or_default();
+        if !network.is_empty() {
+            if let Some(meta) = node_meta.insert(NETWORK_META_KEY.to_owned(), network.to_string()) {
+                if meta != network.as_str() {
+                    problem(format!(
+                        "network {network:?} and node_meta {NETWORK_META_KEY} = {meta:?} disagree; give one of them"
+                    ));
+                }
+            }
+        }
         let data_dir = match &self.data_dir {
             Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
             _ => {
@@ -369,7 +386,8 @@ impl ConfigFile {
         }
         Ok(AgentConfig {
             advertise_ip,
-            node_meta: self.node_meta.clone().unwrap_or_default(),
+            network: node_meta.get(NETWORK_META_KEY).map(NetworkName::new).unwrap_or_default(),
+            node_meta,
             enable_script_checks,
             services: definitions.services,
             checks: definitions.checks,

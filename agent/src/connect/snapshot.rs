@@ -11,12 +11,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 use weft_api::access_log::AccessLogs;
-use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus};
+use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus, Node, SIDECAR_SUFFIX};
 use weft_api::chain::Target;
-use weft_api::ids::{Datacenter, NodeName, ServiceId, ServiceName};
+use weft_api::ids::{Datacenter, NetworkName, NodeName, ServiceId, ServiceName, NETWORK_META_KEY};
 use weft_api::proxy::{
-    Endpoint, InboundPolicy, IngressListener, IngressService, IngressSnapshot, IntentionSnapshot, ProxySnapshot,
-    TlsSnapshot, UpstreamSnapshot,
+    Endpoint, InboundPolicy, IngressListener, IngressService, IngressSnapshot, IntentionSnapshot, MeshGatewaySnapshot,
+    ProxySnapshot, TlsSnapshot, UpstreamSnapshot,
 };
 use weft_server::ca::CaError;
 use weft_server::store::{
@@ -26,6 +26,7 @@ use weft_server::store::{
 
 use super::supervisor::AdminPorts;
 use super::LeafCache;
+use crate::config::AgentConfig;
 use crate::local::definition::ProxyConfig;
 use crate::local::LocalState;
 
@@ -37,7 +38,7 @@ pub const SNAPSHOT_TABLES: &[Table] =
 pub enum SnapshotError {
     #[error("this agent has no sidecar {0:?} (register the service with connect {{ sidecar_service {{}} }})")]
     NotASidecar(ServiceId),
-    #[error("this agent has no ingress gateway {0:?} (register it: weft connect gateway --kind ingress --register)")]
+    #[error("this agent has no gateway {0:?} (register it: weft connect gateway --kind ingress|mesh --register)")]
     NotAGateway(ServiceId),
     #[error("sidecar {id:?}: {detail}")]
     BadRegistration { id: ServiceId, detail: String },
@@ -58,8 +59,30 @@ pub struct SidecarSpec {
     pub proxy_id: ServiceId,
     pub public_listener: SocketAddr,
     pub proxy: ProxyConfig,
-    /// For an ingress gateway: the IP its listeners bind.
-    pub ingress_address: Option<IpAddr>,
+    /// For a gateway: which, and where it listens.
+    pub gateway: Option<GatewayRole>,
+}
+
+#[derive(Clone, Debug)]
+pub enum GatewayRole {
+    /// Its listeners bind this IP, on the ports of its ingress-gateway entry.
+    Ingress { address: IpAddr },
+    /// It listens on its registered addresses (LAN, and tagged `lan`/`wan`).
+    Mesh { listeners: Vec<SocketAddr> },
+}
+
+/// Where this agent is: its datacenter, and the network its sidecars reach
+/// directly.
+#[derive(Clone, Debug)]
+pub struct Locality {
+    pub datacenter: Datacenter,
+    pub network: NetworkName,
+}
+
+impl Locality {
+    pub fn of(config: &AgentConfig) -> Locality {
+        Locality { datacenter: config.datacenter.clone(), network: config.network.clone() }
+    }
 }
 
 impl SidecarSpec {
@@ -72,18 +95,30 @@ impl SidecarSpec {
         let address = if sidecar.address.is_empty() { "127.0.0.1" } else { sidecar.address.as_str() };
         let public_listener = socket_addr(address, sidecar.port)
             .map_err(|detail| SnapshotError::BadRegistration { id: proxy_id.clone(), detail })?;
-        Ok(SidecarSpec { proxy_id: proxy_id.clone(), public_listener, proxy, ingress_address: None })
+        Ok(SidecarSpec { proxy_id: proxy_id.clone(), public_listener, proxy, gateway: None })
     }
 
-    /// Ingress gateway `gateway`, registered on this agent (kind
-    /// `ingress-gateway`), with its listeners on `address`.
-    pub fn ingress_gateway(
-        local: &LocalState,
-        gateway: &ServiceId,
-        address: IpAddr,
-    ) -> Result<SidecarSpec, SnapshotError> {
-        let registered = local.service(gateway).filter(|s| s.kind == INGRESS_GATEWAY_KIND);
-        let Some(service) = registered else { return Err(SnapshotError::NotAGateway(gateway.clone())) };
+    /// Gateway `gateway`, registered on this agent: an ingress gateway (kind
+    /// `ingress-gateway`) with its listeners on `address`, or a mesh gateway
+    /// (kind `mesh-gateway`) on its registered addresses.
+    pub fn gateway(local: &LocalState, gateway: &ServiceId, address: IpAddr) -> Result<SidecarSpec, SnapshotError> {
+        let Some(service) = local.service(gateway) else { return Err(SnapshotError::NotAGateway(gateway.clone())) };
+        let role = match service.kind.as_str() {
+            INGRESS_GATEWAY_KIND => GatewayRole::Ingress { address },
+            MESH_GATEWAY_KIND => {
+                let bad = |detail| SnapshotError::BadRegistration { id: gateway.clone(), detail };
+                let lan = SocketAddr::new(service.address.parse().unwrap_or(address), service.port);
+                let mut listeners = vec![lan];
+                for tagged in service.tagged_addresses.values() {
+                    let tagged: SocketAddr = tagged.parse().map_err(|_| bad(format!("tagged address {tagged:?}")))?;
+                    if !listeners.contains(&tagged) {
+                        listeners.push(tagged);
+                    }
+                }
+                GatewayRole::Mesh { listeners }
+            }
+            _ => return Err(SnapshotError::NotAGateway(gateway.clone())),
+        };
         Ok(SidecarSpec {
             proxy_id: gateway.clone(),
             public_listener: SocketAddr::new(address, 0),
@@ -94,23 +129,25 @@ impl SidecarSpec {
                 local_service_port: 0,
                 upstreams: Vec::new(),
             },
-            ingress_address: Some(address),
+            gateway: Some(role),
         })
     }
 }
 
 /// The catalog kind of an ingress gateway's registration.
 pub const INGRESS_GATEWAY_KIND: &str = "ingress-gateway";
+/// The catalog kind of a mesh gateway's registration.
+pub const MESH_GATEWAY_KIND: &str = "mesh-gateway";
 
 /// The snapshot for `spec`.
 pub async fn build(
     store: &StateStore,
     leaves: &LeafCache,
     admin_ports: &AdminPorts,
-    datacenter: &Datacenter,
+    locality: &Locality,
     spec: &SidecarSpec,
 ) -> Result<Built, SnapshotError> {
-    let partial = from_tables(&store.read(), spec, datacenter)?;
+    let partial = from_tables(&store.read(), spec, locality)?;
     let proxy = &spec.proxy;
     let leaf = leaves.leaf(&proxy.destination_service_name, &partial.active_root).await?;
     let snapshot = ProxySnapshot {
@@ -133,6 +170,7 @@ pub async fn build(
         inbound: partial.inbound,
         access_logs: partial.access_logs,
         ingress: partial.ingress,
+        mesh_gateway: partial.mesh_gateway,
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
 }
@@ -149,9 +187,10 @@ struct FromTables {
     inbound: InboundPolicy,
     access_logs: Option<AccessLogs>,
     ingress: Option<IngressSnapshot>,
+    mesh_gateway: Option<MeshGatewaySnapshot>,
 }
 
-fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> Result<FromTables, SnapshotError> {
+fn from_tables(tables: &Tables, spec: &SidecarSpec, locality: &Locality) -> Result<FromTables, SnapshotError> {
     let bad = |detail: String| SnapshotError::BadRegistration { id: spec.proxy_id.clone(), detail };
     let proxy = &spec.proxy;
     let ca = tables.mesh().ca().ok_or(CaError::NotInitialized)?;
@@ -159,6 +198,8 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
     let local_app = socket_addr(&proxy.local_service_address, proxy.local_service_port).map_err(&bad)?;
     let mesh = tables.mesh();
     let service = &proxy.destination_service_name;
+    let reach = Reach::new(tables, &locality.network);
+    let datacenter = &locality.datacenter;
     let intentions =
         IntentionSnapshot { rules: mesh.intention_rules(service), default_action: mesh.default_intention_action() };
     let upstreams = proxy
@@ -168,7 +209,7 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
             let destination = ServiceName::new(upstream.destination_name.as_str());
             let bind_address = upstream.local_bind_address.as_deref().unwrap_or("127.0.0.1");
             let local_bind = socket_addr(bind_address, upstream.local_bind_port).map_err(&bad)?;
-            Ok(upstream_snapshot(tables, datacenter, service, destination, local_bind))
+            Ok(upstream_snapshot(tables, &reach, datacenter, service, destination, local_bind))
         })
         .collect::<Result<_, SnapshotError>>()?;
     Ok(FromTables {
@@ -181,13 +222,23 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, datacenter: &Datacenter) -> 
         upstreams,
         inbound: inbound_policy(mesh, service),
         access_logs: access_logs(mesh),
-        ingress: spec.ingress_address.map(|address| ingress_snapshot(tables, datacenter, service, address)),
+        ingress: match &spec.gateway {
+            Some(GatewayRole::Ingress { address }) => {
+                Some(ingress_snapshot(tables, &reach, datacenter, service, *address))
+            }
+            _ => None,
+        },
+        mesh_gateway: match &spec.gateway {
+            Some(GatewayRole::Mesh { listeners }) => Some(mesh_gateway_snapshot(tables, &reach, listeners)),
+            _ => None,
+        },
     })
 }
 
 /// A gateway's listeners, each exposed service as one of its upstreams.
 fn ingress_snapshot(
     tables: &Tables,
+    reach: &Reach,
     datacenter: &Datacenter,
     gateway: &ServiceName,
     address: IpAddr,
@@ -201,7 +252,7 @@ fn ingress_snapshot(
                 .into_iter()
                 .map(|exposed| IngressService {
                     hosts: exposed.hosts,
-                    upstream: upstream_snapshot(tables, datacenter, gateway, exposed.name, bind),
+                    upstream: upstream_snapshot(tables, reach, datacenter, gateway, exposed.name, bind),
                 })
                 .collect();
             IngressListener { bind, protocol: listener.protocol, tls: listener.tls, services }
@@ -215,6 +266,7 @@ fn ingress_snapshot(
 /// the destination's own instances as the only target.
 fn upstream_snapshot(
     tables: &Tables,
+    reach: &Reach,
     datacenter: &Datacenter,
     caller: &ServiceName,
     destination: ServiceName,
@@ -233,7 +285,7 @@ fn upstream_snapshot(
     let target_endpoints: BTreeMap<String, Vec<Endpoint>> = chain
         .iter()
         .flat_map(|chain| chain.targets.iter())
-        .map(|(id, target)| (id.clone(), target_endpoints(tables, target)))
+        .map(|(id, target)| (id.clone(), target_endpoints(tables, reach, target)))
         .collect();
     // A tcp upstream takes the default route's target, else its failovers.
     let default_target = chain.as_ref().and_then(|c| c.routes.last()?.splits.first()).map(|s| s.target.clone());
@@ -243,7 +295,7 @@ fn upstream_snapshot(
             .map(|id| target_endpoints.get(id).cloned().unwrap_or_default())
             .find(|endpoints| !endpoints.is_empty())
             .unwrap_or_default(),
-        _ => healthy_sidecars_of(tables, &destination, |_| true, false),
+        _ => healthy_sidecars_of(tables, reach, &destination, |_| true, false),
     };
     let default = chain.as_ref().and_then(|c| c.targets.values().next());
     UpstreamSnapshot {
@@ -263,10 +315,11 @@ fn upstream_snapshot(
 }
 
 /// The sidecars of the instances `target` selects.
-pub(crate) fn target_endpoints(tables: &Tables, target: &Target) -> Vec<Endpoint> {
+pub(crate) fn target_endpoints(tables: &Tables, reach: &Reach, target: &Target) -> Vec<Endpoint> {
     let filter = target.filter.as_deref().and_then(|f| weft_filter::Filter::parse(f).ok());
     healthy_sidecars_of(
         tables,
+        reach,
         &target.service,
         |instance| filter.as_ref().is_none_or(|f| f.matches(&crate::http::health_entry_json(instance))),
         target.only_passing,
@@ -279,18 +332,13 @@ pub(crate) fn target_endpoints(tables: &Tables, target: &Target) -> Vec<Endpoint
 /// order so that an unchanged set makes an unchanged snapshot.
 fn healthy_sidecars_of(
     tables: &Tables,
+    reach: &Reach,
     service: &ServiceName,
     selects: impl Fn(&ServiceHealth) -> bool,
     only_passing: bool,
 ) -> Vec<Endpoint> {
     let catalog = tables.catalog();
-    let healthy = |entry: &ServiceHealth| {
-        entry.checks.iter().all(|c| match c.status {
-            HealthStatus::Passing => true,
-            HealthStatus::Warning => !only_passing,
-            HealthStatus::Critical | HealthStatus::Maintenance => false,
-        })
-    };
+    let healthy = |entry: &ServiceHealth| is_healthy(entry, only_passing);
     let selected: BTreeSet<(NodeName, ServiceId)> = catalog
         .service_health(service)
         .into_iter()
@@ -302,13 +350,100 @@ fn healthy_sidecars_of(
         .into_iter()
         .filter(|h| h.service.kind == "connect-proxy" && h.is_passing())
         .filter(|h| selected.contains(&(h.node.name.clone(), h.service.id.clone())))
-        .filter_map(|h| {
-            let address = if h.service.address.is_empty() { &h.node.address } else { &h.service.address };
-            Some(Endpoint { address: socket_addr(address, h.service.port).ok()?, node: h.node.name.clone() })
-        })
+        .filter_map(|h| reach.endpoint(&h, service_address(&h).ok()?))
         .collect();
     endpoints.sort_by(|a, b| (&a.node, a.address).cmp(&(&b.node, b.address)));
     endpoints
+}
+
+/// Healthy: no critical check; with `only_passing`, no warning either.
+fn is_healthy(entry: &ServiceHealth, only_passing: bool) -> bool {
+    entry.checks.iter().all(|c| match c.status {
+        HealthStatus::Passing => true,
+        HealthStatus::Warning => !only_passing,
+        HealthStatus::Critical | HealthStatus::Maintenance => false,
+    })
+}
+
+/// Where an instance listens: its own address, else its node's.
+fn service_address(entry: &ServiceHealth) -> Result<SocketAddr, String> {
+    let address = if entry.service.address.is_empty() { &entry.node.address } else { &entry.service.address };
+    socket_addr(address, entry.service.port)
+}
+
+/// A mesh gateway's listeners and the sidecars of its network it relays to.
+fn mesh_gateway_snapshot(tables: &Tables, reach: &Reach, listeners: &[SocketAddr]) -> MeshGatewaySnapshot {
+    let catalog = tables.catalog();
+    let names: BTreeSet<&ServiceName> =
+        catalog.services().filter(|s| s.kind == "connect-proxy").map(|s| &s.name).collect();
+    let mut sidecars: BTreeMap<ServiceName, Vec<SocketAddr>> = BTreeMap::new();
+    for name in names {
+        let service = ServiceName::new(name.as_str().strip_suffix(SIDECAR_SUFFIX).unwrap_or(name.as_str()));
+        let reachable = catalog
+            .service_health(name)
+            .into_iter()
+            .filter(|h| h.service.kind == "connect-proxy" && h.is_passing() && reach.in_own_network(&h.node))
+            .filter_map(|h| service_address(&h).ok());
+        sidecars.entry(service).or_default().extend(reachable);
+    }
+    sidecars.retain(|_, addresses| !addresses.is_empty());
+    for addresses in sidecars.values_mut() {
+        addresses.sort();
+        addresses.dedup();
+    }
+    MeshGatewaySnapshot { listeners: listeners.to_vec(), sidecars }
+}
+
+/// How this agent's sidecars reach another sidecar: directly when it is in
+/// their network, else through a mesh gateway of its network (the first
+/// healthy one, by node and ID, at its `wan` address if it has one).
+pub(crate) struct Reach<'a> {
+    network: &'a NetworkName,
+    gateways: BTreeMap<NetworkName, SocketAddr>,
+}
+
+impl<'a> Reach<'a> {
+    pub(crate) fn new(tables: &Tables, network: &'a NetworkName) -> Reach<'a> {
+        let catalog = tables.catalog();
+        let names: BTreeSet<&ServiceName> =
+            catalog.services().filter(|s| s.kind == MESH_GATEWAY_KIND).map(|s| &s.name).collect();
+        let mut gateways = BTreeMap::new();
+        for name in names {
+            let mut healthy: Vec<ServiceHealth> =
+                catalog.service_health(name).into_iter().filter(|h| is_healthy(h, false)).collect();
+            healthy.sort_by(|a, b| (&a.node.name, &a.service.id).cmp(&(&b.node.name, &b.service.id)));
+            for gateway in healthy {
+                let wan = gateway.service.tagged_addresses.get("wan").and_then(|a| a.parse().ok());
+                if let Some(address) = wan.or_else(|| service_address(&gateway).ok()) {
+                    gateways.entry(network_of(&gateway.node)).or_insert(address);
+                }
+            }
+        }
+        Reach { network, gateways }
+    }
+
+    fn in_own_network(&self, node: &Node) -> bool {
+        network_of(node) == *self.network
+    }
+
+    /// The endpoint for a sidecar at `address` on `entry`'s node, if it can
+    /// be reached from here.
+    fn endpoint(&self, entry: &ServiceHealth, address: SocketAddr) -> Option<Endpoint> {
+        let node = entry.node.name.clone();
+        if self.in_own_network(&entry.node) {
+            return Some(Endpoint { address, node, gateway: None });
+        }
+        let gateway = self.gateways.get(&network_of(&entry.node)).copied();
+        if gateway.is_none() {
+            tracing::debug!(%node, %address, "a sidecar in another network with no healthy mesh gateway is left out");
+        }
+        Some(Endpoint { address, node, gateway: Some(gateway?) })
+    }
+}
+
+/// The network a node is in (its `weft-network` meta; empty: the default).
+fn network_of(node: &Node) -> NetworkName {
+    node.meta.get(NETWORK_META_KEY).map(NetworkName::new).unwrap_or_default()
 }
 
 fn socket_addr(address: &str, port: u16) -> Result<SocketAddr, String> {

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::query::{meta_headers, QueryParams, ReadOptions};
 use super::read::blocking_json;
 use super::AppState;
-use crate::connect::snapshot::{self, SidecarSpec, SnapshotError, SNAPSHOT_TABLES};
+use crate::connect::snapshot::{self, Locality, SidecarSpec, SnapshotError, SNAPSHOT_TABLES};
 use crate::connect::unix_now;
 use crate::decode::decode_body;
 use crate::local::definition::{ProxyConfig, Upstream};
@@ -213,9 +213,11 @@ pub async fn standalone_proxy_snapshot(
 }
 
 /// `GET /v1/agent/connect/gateway/<gateway-id>?address=IP`: the snapshot
-/// an ingress gateway registered on this agent runs on: its listeners (from
-/// its ingress-gateway entry) on `address`, and each exposed service's
-/// chain and endpoints. Blocks on `?hash` like the sidecar snapshots.
+/// a gateway registered on this agent runs on. An ingress gateway gets its
+/// listeners (from its ingress-gateway entry) on `address`, and each
+/// exposed service's chain and endpoints; a mesh gateway its registered
+/// addresses and the sidecars of its network. Blocks on `?hash` like the
+/// sidecar snapshots.
 pub async fn gateway_snapshot(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -229,10 +231,8 @@ pub async fn gateway_snapshot(
             .map_err(|_| ApiError::BadRequest(format!("?address={text}: give the IP the listeners bind")))?,
     };
     let (id, local) = (ServiceId::new(id), state.local.clone());
-    snapshot_answer(&state, raw.as_deref(), move || {
-        SidecarSpec::ingress_gateway(&local, &id, address).map_err(snapshot_error)
-    })
-    .await
+    snapshot_answer(&state, raw.as_deref(), move || SidecarSpec::gateway(&local, &id, address).map_err(snapshot_error))
+        .await
 }
 
 fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
@@ -272,7 +272,7 @@ fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
             local_service_port: app.port(),
             upstreams,
         },
-        ingress_address: None,
+        gateway: None,
     })
 }
 
@@ -312,7 +312,7 @@ async fn snapshot_answer(
         changes.borrow_and_update();
         let seen = store.read().max_index(SNAPSHOT_TABLES);
         let spec = spec_of()?;
-        let built = snapshot::build(&store, &state.leaves, &state.admin_ports, &state.config.datacenter, &spec)
+        let built = snapshot::build(&store, &state.leaves, &state.admin_ports, &Locality::of(&state.config), &spec)
             .await
             .map_err(snapshot_error)?;
         let body = serde_json::to_value(&built.snapshot)

@@ -14,13 +14,14 @@ use serde_json::{json, Value};
 use weft_api::chain::{CompiledChain, RequestView};
 use weft_api::ids::ServiceName;
 use weft_api::intentions::{ConnectionDecision, RequestAttributes};
+use weft_api::proxy::Endpoint;
 use weft_server::store::{compile_discovery_chain, effective_protocol, Table, Tables};
 
 use super::error::ApiError;
 use super::query::QueryParams;
 use super::read::blocking_json;
 use super::AppState;
-use crate::connect::snapshot::target_endpoints;
+use crate::connect::snapshot::{target_endpoints, Reach};
 
 const CHAIN_TABLES: &[Table] = &[Table::ConfigEntries];
 
@@ -65,6 +66,7 @@ pub async fn route(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
     let header = |name: &str| headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
 
     let tables = state.backend.store().read();
+    let reach = Reach::new(&tables, &state.config.network);
     let mesh = tables.mesh();
     let protocol = effective_protocol(mesh, destination.as_str()).protocol;
     let chain = compile_discovery_chain(mesh, &destination, &state.config.datacenter).map_err(ApiError::BadRequest)?;
@@ -77,7 +79,13 @@ pub async fn route(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
         .map(|split| {
             let target = compiled.chain.targets.get(&split.target);
             let endpoints: Vec<String> = target
-                .map(|t| target_endpoints(&tables, t).iter().map(|e| format!("{} ({})", e.address, e.node)).collect())
+                .map(|t| {
+                    let endpoint = |e: &Endpoint| match e.gateway {
+                        None => format!("{} ({})", e.address, e.node),
+                        Some(gateway) => format!("{} ({}, through the mesh gateway at {gateway})", e.address, e.node),
+                    };
+                    target_endpoints(&tables, &reach, t).iter().map(endpoint).collect()
+                })
                 .unwrap_or_default();
             json!({
                 "Weight": split.weight,

@@ -79,6 +79,10 @@ pub struct AgentArgs {
     /// Node metadata as key:value (repeatable).
     #[arg(long = "node-meta", value_parser = parse_meta)]
     node_meta: Vec<(String, String)>,
+    /// The network this node is in (node meta weft-network): sidecars reach
+    /// other networks through their mesh gateways (default: one network).
+    #[arg(long)]
+    network: Option<String>,
     /// Allow script checks (`args`); off by default.
     #[arg(long)]
     enable_script_checks: bool,
@@ -126,6 +130,7 @@ impl AgentArgs {
             log_level: self.log_level.clone(),
             advertise_addr: self.advertise_addr.clone(),
             node_meta: (!self.node_meta.is_empty()).then(|| self.node_meta.iter().cloned().collect()),
+            network: self.network.clone(),
             enable_script_checks: self.enable_script_checks.then_some(true),
             liveness_timeout: self.liveness_timeout.clone(),
             anti_entropy_interval: self.anti_entropy_interval.clone(),

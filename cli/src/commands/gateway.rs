@@ -1,6 +1,7 @@
-//! `weft connect gateway --kind ingress`: runs an ingress gateway (and, with
-//! `--register`, registers it with the local agent first and deregisters
-//! it on the way out, like `consul connect envoy -gateway=ingress -register`).
+//! `weft connect gateway --kind ingress|mesh`: runs an ingress or a mesh
+//! gateway (and, with `--register`, registers it with the local agent first
+//! and deregisters it on the way out, like `consul connect envoy
+//! -gateway=ingress|mesh -register`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -21,7 +22,13 @@ const EXIT_BAD_CONFIG: u8 = 64;
 pub enum GatewayKind {
     /// HTTP listeners on the edge into mesh services (an `ingress-gateway` entry).
     Ingress,
+    /// The way into this agent's network from the others: relays mTLS to the
+    /// sidecar each connection names, without terminating it.
+    Mesh,
 }
+
+/// Where a mesh gateway listens for its own network when no --port is given (Consul's).
+const DEFAULT_MESH_GATEWAY_PORT: u16 = 8443;
 
 #[derive(Args)]
 pub struct GatewayArgs {
@@ -29,15 +36,24 @@ pub struct GatewayArgs {
     #[arg(long, value_enum)]
     kind: GatewayKind,
     /// The gateway's service name: its identity in the mesh (intentions name
-    /// it as the source) and the name of its ingress-gateway entry.
+    /// it as the source) and the name of its ingress-gateway entry (a mesh
+    /// gateway's default: mesh-gateway).
     #[arg(long)]
-    service: String,
+    service: Option<String>,
     /// Its service ID on the agent (default: the service name).
     #[arg(long)]
     id: Option<String>,
-    /// The IP the listeners bind and DNS answers `<service>.ingress` with.
+    /// The IP the listeners bind and DNS answers `<service>.ingress` with (a
+    /// mesh gateway: its address in its own network).
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
+    /// A mesh gateway's port on --address (default 8443).
+    #[arg(long)]
+    port: Option<u16>,
+    /// A mesh gateway's address for other networks (IP:port), if it differs
+    /// from --address: sidecars elsewhere connect here.
+    #[arg(long, value_name = "IP:PORT")]
+    wan_address: Option<SocketAddr>,
     /// Register the gateway with the local agent first (and deregister it on exit).
     #[arg(long)]
     register: bool,
@@ -56,7 +72,14 @@ pub struct GatewayArgs {
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     super::agent::init_logging("info");
-    let GatewayKind::Ingress = args.kind;
+    let service = match (args.kind, &args.service) {
+        (_, Some(service)) => service.clone(),
+        (GatewayKind::Mesh, None) => "mesh-gateway".to_owned(),
+        (GatewayKind::Ingress, None) => {
+            eprintln!("Error: an ingress gateway needs --service NAME (the name of its ingress-gateway entry)");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
     let edge_tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => {
             let read = |path: &PathBuf| {
@@ -72,16 +95,17 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let id = args.id.clone().unwrap_or_else(|| args.service.clone());
+    let id = args.id.clone().unwrap_or_else(|| service.clone());
     let client = args.api.client();
     if args.register {
-        let registration = json!({"ID": id, "Name": args.service, "Kind": "ingress-gateway",
-            "Address": args.address.to_string(), "Port": 0});
-        let response = client.put("/v1/agent/service/register", registration.to_string()).await?;
+        let response = client.put("/v1/agent/service/register", registration(&args, &id, &service).to_string()).await?;
         expect_success(response, "registering the gateway")?;
-        tracing::info!(%id, service = %args.service, "gateway registered");
+        tracing::info!(%id, %service, "gateway registered");
     }
-    let source = SnapshotSource::IngressGateway { id: id.clone(), address: args.address, edge_tls };
+    let source = match args.kind {
+        GatewayKind::Ingress => SnapshotSource::IngressGateway { id: id.clone(), address: args.address, edge_tls },
+        GatewayKind::Mesh => SnapshotSource::MeshGateway { id: id.clone(), address: args.address },
+    };
     let served =
         weft_proxy::sidecar::run(client.clone(), source, args.admin_bind, super::agent::shutdown_signal()).await;
     if args.register {
@@ -92,4 +116,23 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     }
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway's catalog registration (Consul's shape).
+fn registration(args: &GatewayArgs, id: &str, service: &str) -> serde_json::Value {
+    let address = args.address.to_string();
+    match args.kind {
+        GatewayKind::Ingress => {
+            json!({"ID": id, "Name": service, "Kind": "ingress-gateway", "Address": address, "Port": 0})
+        }
+        GatewayKind::Mesh => {
+            let port = args.port.unwrap_or(DEFAULT_MESH_GATEWAY_PORT);
+            let wan = args.wan_address.unwrap_or(SocketAddr::new(args.address, port));
+            json!({"ID": id, "Name": service, "Kind": "mesh-gateway", "Address": address, "Port": port,
+            "TaggedAddresses": {
+                "lan": {"Address": address, "Port": port},
+                "wan": {"Address": wan.ip().to_string(), "Port": wan.port()},
+            }})
+        }
+    }
 }

@@ -10,7 +10,7 @@
 //! replicated). Listeners follow the gateway's `ingress-gateway` entry:
 //! opened and closed as it changes, without a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -22,13 +22,12 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use weft_api::ids::ServiceName;
 
-use crate::accept::accept_until;
+use crate::accept::{accept_until, ListenerSet};
 use crate::access_log::{AccessLog, Entry, Exchange};
 use crate::http::{local_response, Body, ClientAddr, H1Links};
 use crate::metrics::{Direction, Metrics, Outcome};
@@ -61,11 +60,11 @@ pub async fn serve(
 ) {
     let gateway =
         Arc::new(Gateway { runtime: runtime.clone(), metrics, access_log, edge_tls, upstreams: Mutex::default() });
-    let mut running: BTreeMap<SocketAddr, oneshot::Sender<()>> = BTreeMap::new();
+    let mut listeners = ListenerSet::default();
     tokio::pin!(shutdown);
     loop {
         if let Some(now) = current(&runtime) {
-            reconcile(&now, &mut running, &gateway).await;
+            reconcile(&now, &mut listeners, &gateway).await;
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -75,56 +74,46 @@ pub async fn serve(
 }
 
 /// Opens the listeners the snapshot has and closes the others.
-async fn reconcile(now: &Runtime, running: &mut BTreeMap<SocketAddr, oneshot::Sender<()>>, gateway: &Arc<Gateway>) {
-    running.retain(|bind, _| {
-        let keep = now.ingress.contains_key(bind);
-        if !keep {
-            tracing::info!(%bind, "ingress listener removed; closing it");
-        }
-        keep
-    });
-    for (bind, listener) in &now.ingress {
-        if running.contains_key(bind) {
-            continue;
-        }
-        if listener.listener.tls && gateway.edge_tls.is_none() {
+async fn reconcile(now: &Runtime, listeners: &mut ListenerSet, gateway: &Arc<Gateway>) {
+    let wanted: Vec<SocketAddr> = now.ingress.keys().copied().collect();
+    let open = |bind: SocketAddr| {
+        let listener = &now.ingress[&bind].listener;
+        if listener.tls && gateway.edge_tls.is_none() {
             tracing::error!(%bind, "this listener terminates TLS, but the gateway has no certificate (--tls-cert-file, --tls-key-file)");
-            continue;
+            return false;
         }
-        let socket = match TcpListener::bind(bind).await {
-            Ok(socket) => socket,
-            Err(error) => {
-                tracing::error!(%bind, %error, "cannot listen for ingress");
-                continue;
+        tracing::info!(%bind, protocol = %listener.protocol, tls = listener.tls, services = listener.services.len(), "opening an ingress listener");
+        true
+    };
+    listeners
+        .reconcile("ingress", &wanted, open, |socket, bind, stopped| {
+            let gateway = gateway.clone();
+            async move {
+                accept_until(&socket, "ingress", async move { drop(stopped.await) }, |stream, peer| {
+                    tokio::spawn(serve_connection(stream, bind, peer, gateway.clone()));
+                })
+                .await
             }
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (gateway, bind) = (gateway.clone(), *bind);
-        tokio::spawn(async move {
-            accept_until(&socket, "ingress", async move { drop(stopped.await) }, |stream, peer| {
-                let gateway = gateway.clone();
-                tokio::spawn(async move {
-                    let _open = gateway.metrics.open(Direction::Inbound);
-                    let _ = stream.set_nodelay(true);
-                    let tls = current(&gateway.runtime).and_then(|r| r.ingress.get(&bind).map(|l| l.listener.tls));
-                    let served = match (tls, &gateway.edge_tls) {
-                        (Some(true), Some(config)) => match TlsAcceptor::from(config.clone()).accept(stream).await {
-                            Ok(stream) => serve_http(stream, bind, peer, &gateway).await,
-                            Err(error) => Err(format!("TLS handshake failed: {error}")),
-                        },
-                        _ => serve_http(stream, bind, peer, &gateway).await,
-                    };
-                    let outcome = if served.is_ok() { Outcome::Served } else { Outcome::Failed };
-                    gateway.metrics.connection(Direction::Inbound, outcome);
-                    if let Err(error) = served {
-                        tracing::debug!(%peer, %error, "ingress connection ended");
-                    }
-                });
-            })
-            .await
-        });
-        tracing::info!(%bind, protocol = %listener.listener.protocol, tls = listener.listener.tls, services = listener.services.len(), "ingress listener ready");
-        running.insert(bind, stop);
+        })
+        .await;
+}
+
+/// One edge connection, TLS terminated if its listener says so.
+async fn serve_connection(stream: TcpStream, bind: SocketAddr, peer: SocketAddr, gateway: Arc<Gateway>) {
+    let _open = gateway.metrics.open(Direction::Inbound);
+    let _ = stream.set_nodelay(true);
+    let tls = current(&gateway.runtime).and_then(|r| r.ingress.get(&bind).map(|l| l.listener.tls));
+    let served = match (tls, &gateway.edge_tls) {
+        (Some(true), Some(config)) => match TlsAcceptor::from(config.clone()).accept(stream).await {
+            Ok(stream) => serve_http(stream, bind, peer, &gateway).await,
+            Err(error) => Err(format!("TLS handshake failed: {error}")),
+        },
+        _ => serve_http(stream, bind, peer, &gateway).await,
+    };
+    let outcome = if served.is_ok() { Outcome::Served } else { Outcome::Failed };
+    gateway.metrics.connection(Direction::Inbound, outcome);
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "ingress connection ended");
     }
 }
 
