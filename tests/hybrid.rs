@@ -7,15 +7,20 @@
 //! them. The apps are examples/hybrid's counting (on a VM) and dashboard (in
 //! pods).
 //!
-//! Shown: a VM service calls a pod service and the pod service calls a VM
-//! service, through their sidecars; DNS on each side resolves the other's
-//! services; intentions decide; a registration on a VM becomes callable from
-//! a pod (timed); cutting the server network leaves existing routes working
-//! from the agents' and sidecars' copies; losing one server of three leaves
-//! the mesh working and writable.
+//! The VM and pod networks do not route to each other: the router refuses
+//! to forward between them. Each has a mesh gateway host on its edge, with
+//! one leg in its network and one on a fourth, "WAN" network
+//! (198.18.3.0/24) that both can reach; calls between VMs and pods cross
+//! through the destination network's gateway.
 //!
-//! Not yet: mesh gateways. The router forwards between the VM and pod
-//! networks; with gateways it will not, and calls will cross through them.
+//! Shown: a VM can reach no pod directly; before the gateways run, a VM
+//! service cannot call a pod service; with them, a VM service calls a pod
+//! service and the pod service calls a VM service, through their sidecars
+//! and the gateways; DNS on each side resolves the other's services;
+//! intentions decide; a registration on a VM becomes callable from a pod
+//! (timed); cutting the server network leaves existing routes working from
+//! the agents' and sidecars' copies; losing one server of three leaves the
+//! mesh working and writable.
 //!
 //! Needs root and `ip netns` (iproute2), curl, dig and python3; without them
 //! the test says why and passes, unless `WEFT_CI` is set (`.ci/run`), where
@@ -29,10 +34,15 @@ use std::time::{Duration, Instant};
 
 use support::{eventually, weft_bin, Process};
 
-/// The three networks, their routers' addresses, and the hosts on each.
+/// The hosts on each network.
 const SERVERS: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
 const VMS: [&str; 2] = ["198.18.1.11", "198.18.1.12"];
 const PODS: [&str; 2] = ["198.18.2.11", "198.18.2.12"];
+/// The mesh gateway hosts: (network, address in it, address on the WAN).
+const GATEWAYS: [(&str, &str, &str); 2] =
+    [("vms", "198.18.1.21", "198.18.3.21"), ("pods", "198.18.2.21", "198.18.3.22")];
+/// Where mesh gateways listen (Consul's default).
+const GATEWAY_PORT: &str = "8443";
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
@@ -89,30 +99,54 @@ impl Network {
         ns
     }
 
-    /// The router, with one bridge per network, forwarding between them.
+    /// The router, with one bridge per network, forwarding between them,
+    /// except between the VM and pod networks.
     fn router(&mut self) {
         let router = self.add_namespace("router");
         must("ip", &["netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        for (bridge, gateway) in [("br-srv", "198.18.0.1/24"), ("br-vm", "198.18.1.1/24"), ("br-pod", "198.18.2.1/24")]
-        {
+        let bridges = [
+            ("br-srv", "198.18.0.1/24"),
+            ("br-vm", "198.18.1.1/24"),
+            ("br-pod", "198.18.2.1/24"),
+            ("br-wan", "198.18.3.1/24"),
+        ];
+        for (bridge, gateway) in bridges {
             must("ip", &["-n", &router, "link", "add", bridge, "type", "bridge"]);
             must("ip", &["-n", &router, "addr", "add", gateway, "dev", bridge]);
             must("ip", &["-n", &router, "link", "set", bridge, "up"]);
+        }
+        for (from, to) in [("br-vm", "198.18.2.0/24"), ("br-pod", "198.18.1.0/24")] {
+            must("ip", &["-n", &router, "rule", "add", "iif", from, "to", to, "prohibit"]);
         }
     }
 
     /// A host on `bridge` at `ip`, routed through the router.
     fn host(&mut self, host: &str, bridge: &str, ip: &str) -> String {
         let ns = self.add_namespace(host);
-        let router = self.ns("router");
-        let veth = format!("v-{host}");
-        must("ip", &["-n", &router, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-        must("ip", &["-n", &router, "link", "set", &veth, "master", bridge, "up"]);
-        must("ip", &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        must("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        self.attach(&ns, host, "eth0", bridge, ip);
         let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
         must("ip", &["-n", &ns, "route", "add", "default", "via", &gateway]);
         ns
+    }
+
+    /// A host with a leg on `bridge` at `ip` and one on the WAN at `wan`,
+    /// routed through the router from the WAN.
+    fn edge_host(&mut self, host: &str, bridge: &str, ip: &str, wan: &str) -> String {
+        let ns = self.add_namespace(host);
+        self.attach(&ns, host, "eth0", bridge, ip);
+        self.attach(&ns, &format!("{host}-w"), "eth1", "br-wan", wan);
+        must("ip", &["-n", &ns, "route", "add", "default", "via", "198.18.3.1"]);
+        ns
+    }
+
+    /// A veth from the router's `bridge` to `device` in `ns`, at `ip`/24.
+    fn attach(&self, ns: &str, link: &str, device: &str, bridge: &str, ip: &str) {
+        let router = self.ns("router");
+        let veth = format!("v-{link}");
+        must("ip", &["-n", &router, "link", "add", &veth, "type", "veth", "peer", "name", device, "netns", ns]);
+        must("ip", &["-n", &router, "link", "set", &veth, "master", bridge, "up"]);
+        must("ip", &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", device]);
+        must("ip", &["-n", ns, "link", "set", device, "up"]);
     }
 
     /// Takes the servers' network down (`up` = false) or back up.
@@ -189,6 +223,11 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         VMS.iter().enumerate().map(|(i, ip)| net.host(&format!("vm{}", i + 1), "br-vm", ip)).collect();
     let pods: Vec<String> =
         PODS.iter().enumerate().map(|(i, ip)| net.host(&format!("pod{}", i + 1), "br-pod", ip)).collect();
+    let edges: Vec<String> = GATEWAYS
+        .iter()
+        .zip(["br-vm", "br-pod"])
+        .map(|((network, lan, wan), bridge)| net.edge_host(&format!("gw-{network}"), bridge, lan, wan))
+        .collect();
     let join: Vec<String> = SERVERS.iter().map(|ip| format!("{ip}:8300")).collect();
     let mut processes: Vec<Option<Process>> = Vec::new();
 
@@ -228,7 +267,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         let name = format!("vm{}", i + 1);
         let data = dir.path().join(&name);
         let mut args = vec!["agent", "--node", &name, "--bind", ip, "--data-dir", data.to_str().unwrap()];
-        args.extend(["--config-dir", vm_configs[i].to_str().unwrap()]);
+        args.extend(["--network", "vms", "--config-dir", vm_configs[i].to_str().unwrap()]);
         for server in &join {
             args.extend(["--retry-join", server]);
         }
@@ -251,7 +290,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
             ("WEFT_SERVICE_PORT", "9002"),
             ("WEFT_SERVICE_UPSTREAMS", "counting:9191"),
         ];
-        let mut args = vec!["agent", "--k8s", "--data-dir", data.to_str().unwrap()];
+        let mut args = vec!["agent", "--k8s", "--network", "pods", "--data-dir", data.to_str().unwrap()];
         for server in &join {
             args.extend(["--retry-join", server]);
         }
@@ -272,6 +311,71 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         .await;
     }
 
+    // No route from the VMs to the pods: a pod's sidecar (listening) is out of reach.
+    let connect = format!("import socket; socket.create_connection(('{}', 20000), 3)", PODS[0]);
+    let direct =
+        Command::new("ip").args(["netns", "exec", &vms[0], "python3", "-c", &connect]).output().expect("python3");
+    let refused = String::from_utf8_lossy(&direct.stderr).lines().last().unwrap_or_default().to_owned();
+    println!("vm1 -> pod1's sidecar, directly: {refused}");
+    assert!(refused.contains("No route to host"), "{refused}");
+
+    // No gateways yet: web (VM) sees the dashboard's pods in the catalog but cannot reach them.
+    eventually("vm2 to see both dashboard pods", Duration::from_secs(60), || async {
+        (dig_in(&vms[1], "dashboard.service.weft") == [PODS[0], PODS[1]]).then_some(())
+    })
+    .await;
+    let dashboard_endpoints = || {
+        let (ok, dump) = weft_in(&vms[1], &["proxy", "config-dump", "--sidecar-for", "web"]);
+        let dump: serde_json::Value = serde_json::from_str(&dump).ok().filter(|_| ok)?;
+        Some(dump["upstreams"][0]["endpoints"].as_array()?.clone())
+    };
+    let endpoints =
+        eventually("web's sidecar to run", Duration::from_secs(60), || async { dashboard_endpoints() }).await;
+    assert_eq!(endpoints, Vec::<serde_json::Value>::new(), "no reachable dashboard instance");
+    assert_eq!(curl_in(&vms[1], "http://127.0.0.1:9192/").0, 0, "web cannot reach the dashboard");
+
+    // A mesh gateway on the edge of each network, next to an agent of that network.
+    let mut gateways = Vec::new();
+    for (ns, (network, lan, wan)) in edges.iter().zip(GATEWAYS) {
+        let name = format!("gw-{network}");
+        let data = dir.path().join(&name);
+        let mut args = vec!["agent", "--node", &name, "--bind", lan, "--network", network];
+        args.extend(["--data-dir", data.to_str().unwrap()]);
+        for server in &join {
+            args.extend(["--retry-join", server]);
+        }
+        gateways.push(spawn_in(ns, weft_bin(), &args, &[], &log(&name)));
+        eventually("the gateway host's agent to answer", Duration::from_secs(60), || async {
+            let (status, _) = curl_in(ns, "http://127.0.0.1:8500/v1/agent/self");
+            (status == 200).then_some(())
+        })
+        .await;
+        let wan = format!("{wan}:{GATEWAY_PORT}");
+        let args = ["connect", "gateway", "--kind", "mesh", "--register", "--address", lan, "--port", GATEWAY_PORT];
+        let args = [&args[..], &["--admin-bind", "127.0.0.1:19000"]].concat();
+        gateways.push(spawn_in(
+            ns,
+            weft_bin(),
+            &[&args[..], &["--wan-address", &wan]].concat(),
+            &[],
+            &log(&format!("{name}-proxy")),
+        ));
+    }
+
+    let endpoints =
+        eventually("web's sidecar to reach the pods through their gateway", Duration::from_secs(60), || async {
+            dashboard_endpoints().filter(|e| e.len() == 2)
+        })
+        .await;
+    let through = format!("{}:{GATEWAY_PORT}", GATEWAYS[1].2);
+    assert!(endpoints.iter().all(|e| e["gateway"] == through.as_str()), "{endpoints:?}");
+
+    for ns in &edges {
+        eventually("the mesh gateway to be ready", Duration::from_secs(60), || async {
+            (curl_in(ns, "http://127.0.0.1:19000/ready").0 == 200).then_some(())
+        })
+        .await;
+    }
     // A registration on a VM, callable from a pod: timed.
     let registered = Instant::now();
     let (ok, out) = weft_in(&vms[0], &["services", "register", example("vm/counting.hcl").to_str().unwrap()]);
@@ -331,5 +435,16 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     assert_eq!(after, 10);
     let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", "web", "counting"]);
     assert!(ok, "a write with two of three servers: {out}");
+
+    // The pods' gateway gone: the VMs cannot reach the pods at all.
+    gateways.truncate(2);
+    let (status, body) =
+        eventually("web's calls to fail without the pods' gateway", Duration::from_secs(30), || async {
+            Some(curl_in(&vms[1], "http://127.0.0.1:9192/")).filter(|(status, _)| *status != 200)
+        })
+        .await;
+    // The dashboard is a tcp service: web's sidecar closes the connection (curl: status 0).
+    println!("without the pods' gateway, web -> dashboard: status {status} {}", body.trim());
+    drop(gateways);
     drop(processes);
 }

@@ -173,7 +173,8 @@ def check_common(r, image, pull_policy="IfNotPresent"):
                 expect(v["configMap"]["name"] in config_maps, f"{wname}: volume {v['name']} names a ConfigMap not rendered")
             if "secret" in v:
                 expect(v["secret"]["secretName"] in secrets, f"{wname}: volume {v['name']} names a Secret not rendered")
-        for c in pod["containers"]:
+        # Init containers (the mesh gateway's native sidecar agent) are Weft containers too.
+        for c in pod.get("initContainers", []) + pod["containers"]:
             cname = f"{wname} container {c['name']}"
             expect_eq(c["image"], image, f"{cname} image")
             expect_eq(c["imagePullPolicy"], pull_policy, f"{cname} imagePullPolicy")
@@ -291,7 +292,8 @@ def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_a
     return cm
 
 
-def check_injector(r, fullname, image, transparent_proxy=False, require_label=False, inject_by_default=False):
+def check_injector(r, fullname, image, transparent_proxy=False, require_label=False, inject_by_default=False,
+                   network=""):
     name = f"{fullname}-connect-injector"
     ns = r.namespace
     dep = r.find("Deployment", name)
@@ -304,6 +306,8 @@ def check_injector(r, fullname, image, transparent_proxy=False, require_label=Fa
         wanted.append("--transparent-proxy")
     if inject_by_default:
         wanted.append("--inject-by-default")
+    if network:
+        wanted.append(f"--network={network}")
     expect_eq(c["args"], wanted, "injector args")
     expect_eq(port_number(c, "https"), 8443, "injector port")
     for probe in ("readinessProbe", "livenessProbe"):
@@ -471,6 +475,112 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
             log.close()
 
 
+def env_field(c, name):
+    """The Downward API field a container's environment variable comes from."""
+    for e in c.get("env", []):
+        if e["name"] == name:
+            return e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    return None
+
+
+def expect_env_resolves(c, what):
+    """Kubernetes leaves a $(VAR) it cannot resolve in the arguments as is, so
+    every one referenced must be in the container's environment."""
+    names = {e["name"] for e in c.get("env", [])}
+    for a in c.get("args", []):
+        for var in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", a):
+            expect(var in names, f"{what} argument {a!r} names ${var}, which is not in its env")
+
+
+def check_flags_exist(args, subcommand, what):
+    """With --weft, every --flag the chart passes is one `weft <subcommand>` has."""
+    if WEFT is None:
+        return
+    help_text = subprocess.run([WEFT, *subcommand, "--help"], capture_output=True, text=True)
+    expect(help_text.returncode == 0, f"weft {' '.join(subcommand)} --help failed: {help_text.stderr}")
+    for key in flags(args):
+        expect(re.search(rf"--{re.escape(key)}\b", help_text.stdout), f"{what}: weft {' '.join(subcommand)} has no --{key}")
+
+
+def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, host_port=None,
+                       service_type="LoadBalancer", service_annotations=None, service_name="mesh-gateway",
+                       replicas=1, datacenter="dc1"):
+    """The mesh gateway: a client agent in `network` joined to the servers,
+    and `weft connect gateway --kind mesh` advertising `wan` to other networks."""
+    name = f"{fullname}-mesh-gateway"
+    ns = r.namespace
+    dep = r.find("Deployment", name)
+    expect_eq(dep["spec"]["replicas"], replicas, "mesh gateway replicas")
+    pod = dep["spec"]["template"]["spec"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+
+    # The agent: a native sidecar, so it starts before the gateway and stops after it.
+    inits = pod.get("initContainers", [])
+    expect_eq([c["name"] for c in inits], ["weft-agent"], "mesh gateway init containers")
+    agent = inits[0]
+    expect_eq(agent.get("restartPolicy"), "Always", "the agent is a native sidecar")
+    expect_eq(agent["command"], ["weft"], "agent command")
+    expect_eq(agent["args"][0], "agent", "agent subcommand")
+    expect("--server" not in agent["args"], "the gateway's agent must be a client, not a server")
+    f = flags(agent["args"])
+    expect_eq(one_flag(f, "network"), network, "agent --network")
+    expect_eq(f.get("retry-join"), [f"{fullname}-server.{ns}.svc:8300"], "agent --retry-join")
+    expect_eq(one_flag(f, "node"), "$(POD_NAME)", "agent --node")
+    expect_eq(one_flag(f, "advertise"), "$(POD_IP)", "agent --advertise")
+    expect_eq(one_flag(f, "datacenter"), datacenter, "agent --datacenter")
+    data_dir = one_flag(f, "data-dir")
+    mounts = {m["mountPath"]: m["name"] for m in agent.get("volumeMounts", [])}
+    expect(data_dir in mounts and "emptyDir" in volumes.get(mounts[data_dir], {}), "the agent's --data-dir is not an emptyDir")
+    expect_env_resolves(agent, "agent")
+    expect_eq(env_field(agent, "POD_IP"), "status.podIP", "agent POD_IP")
+    expect_eq(env_field(agent, "POD_NAME"), "metadata.name", "agent POD_NAME")
+    expect("startupProbe" in agent, "the agent has no startup probe to hold the gateway back")
+    check_flags_exist(agent["args"], ["agent"], "agent")
+
+    # The gateway.
+    gw = container(dep, "mesh-gateway")
+    expect_eq(gw["command"], ["weft"], "gateway command")
+    expect_eq(gw["args"][:2], ["connect", "gateway"], "gateway subcommand")
+    g = flags(gw["args"])
+    expect_eq(one_flag(g, "kind"), "mesh", "gateway --kind")
+    expect(one_flag(g, "register") is True, "the gateway does not --register")
+    expect_eq(one_flag(g, "service"), service_name, "gateway --service")
+    expect_eq(one_flag(g, "address"), "$(POD_IP)", "gateway --address")
+    expect_eq(one_flag(g, "port"), str(port), "gateway --port")
+    expect_eq(one_flag(g, "wan-address"), wan, "gateway --wan-address")
+    expect_eq(one_flag(g, "http-addr"), "127.0.0.1:8500", "gateway --http-addr (the pod's agent)")
+    expect_env_resolves(gw, "gateway")
+    expect_eq(env_field(gw, "POD_IP"), "status.podIP", "gateway POD_IP")
+    if "$(HOST_IP)" in wan:
+        expect_eq(env_field(gw, "HOST_IP"), "status.hostIP", "gateway HOST_IP")
+    check_flags_exist(gw["args"], ["connect", "gateway"], "gateway")
+
+    expect_eq(port_number(gw, "gateway"), port, "gateway container port")
+    gateway_port = next(p for p in gw["ports"] if p["name"] == "gateway")
+    expect_eq(gateway_port.get("hostPort"), host_port, "gateway hostPort")
+    admin_bind = one_flag(g, "admin-bind")
+    admin_port = int(admin_bind.rsplit(":", 1)[1])
+    expect_eq(port_number(gw, "admin"), admin_port, "admin container port vs --admin-bind")
+    expect(not admin_bind.startswith("127."), "the kubelet cannot probe an admin port on loopback")
+    get = gw["readinessProbe"]["httpGet"]
+    expect_eq((get["path"], port_number(gw, get["port"])), ("/ready", admin_port), "gateway readiness probe")
+
+    # The Service in front of it, and no other Service selecting its pods.
+    svc = r.find("Service", name)
+    expect_eq(svc["spec"]["type"], service_type, "mesh gateway Service type")
+    expect_eq(svc["metadata"].get("annotations"), service_annotations, "mesh gateway Service annotations")
+    expect(selects(svc["spec"]["selector"], pod_labels), "mesh gateway Service does not select the gateway")
+    expect_eq([(p["port"], port_number(gw, p["targetPort"])) for p in svc["spec"]["ports"]],
+              [(service_port, port)], "mesh gateway Service ports")
+
+
+def check_no_mesh_gateway(r):
+    for o in r.objects:
+        component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        expect(component != "mesh-gateway", f"{o['kind']} {o['metadata']['name']} rendered with meshGateway disabled")
+
+
 def check_no_injector(r):
     for o in r.objects:
         component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
@@ -490,6 +600,7 @@ def scenario_default(r):
     expect_eq(cm["data"], {"extra-config.json": "{}"}, "default server config")
     check_injector(r, "prod-weft", DEFAULT_IMAGE)
     run_webhook(r, "prod-weft", DEFAULT_IMAGE)
+    check_no_mesh_gateway(r)
 
 
 def scenario_replicas5(r):
@@ -588,6 +699,53 @@ def scenario_no_affinity(r):
     check_servers(r, "prod-weft", 3, anti_affinity="none", storage_class="")
 
 
+def scenario_gateway_node_ip(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3)
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, network="east")
+    check_mesh_gateway(r, "prod-weft", "east", "$(HOST_IP):8443", host_port=8443)
+
+
+def scenario_gateway_static(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3)
+    check_mesh_gateway(r, "prod-weft", "east_2", "203.0.113.7:9443", service_type="ClusterIP", replicas=2)
+
+
+GATEWAY_VALUES_FILE = """\
+datacenter: eu-west
+network: pods
+meshGateway:
+  enabled: true
+  serviceName: k8s-gateway
+  port: 8444
+  wanAddress:
+    source: Service
+    static: "2001:db8::7"
+    port: 443
+  service:
+    annotations:
+      lb.example.com/ip: "2001:db8::7"
+  tolerations:
+    - key: edge
+      operator: Exists
+      effect: NoSchedule
+"""
+
+
+def scenario_gateway_service(r):
+    # A values file: numbers reach the templates as float64.
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3, datacenter="eu-west")
+    check_mesh_gateway(r, "prod-weft", "pods", "[2001:db8::7]:443", port=8444, service_port=443,
+                       service_annotations={"lb.example.com/ip": "2001:db8::7"}, service_name="k8s-gateway",
+                       datacenter="eu-west")
+    dep = r.find("Deployment", "prod-weft-mesh-gateway")
+    expect_eq(dep["spec"]["template"]["spec"]["tolerations"][0]["key"], "edge", "mesh gateway tolerations")
+
+
+GATEWAY = "meshGateway.enabled=true"
+
 # name, renderer arguments, check (or the error the render must fail with)
 SCENARIOS = [
     ("default values", [], scenario_default),
@@ -606,6 +764,18 @@ SCENARIOS = [
     ("server.replicas=0 is refused", ["--set", "server.replicas=0"], "server.replicas must be at least 1"),
     ("unknown podAntiAffinity is refused", ["--set", "server.podAntiAffinity=sometimes"], "server.podAntiAffinity must be"),
     ("Kubernetes older than kubeVersion is refused", ["--kube-version", "1.28.0"], "incompatible with Kubernetes"),
+    ("mesh gateway, NodeIP", ["--set", f"network=east,{GATEWAY},meshGateway.wanAddress.source=NodeIP"], scenario_gateway_node_ip),
+    ("mesh gateway, Static", ["--set", f"network=east_2,{GATEWAY},meshGateway.replicas=2",
+                              "--set", "meshGateway.wanAddress.source=Static,meshGateway.wanAddress.static=203.0.113.7",
+                              "--set", "meshGateway.wanAddress.port=9443,meshGateway.service.type=ClusterIP"], scenario_gateway_static),
+    ("mesh gateway, Service with a static address", ["-f", "@gateway-values"], scenario_gateway_service),
+    ("mesh gateway without network is refused", ["--set", GATEWAY], "meshGateway.enabled needs network"),
+    ("mesh gateway, Service without static is refused", ["--set", f"network=east,{GATEWAY}"],
+     "meshGateway.wanAddress.source=Service needs meshGateway.wanAddress.static"),
+    ("mesh gateway, Static host name is refused",
+     ["--set", f"network=east,{GATEWAY},meshGateway.wanAddress.source=Static,meshGateway.wanAddress.static=gw.example.com"],
+     "meshGateway.wanAddress.static must be an IP address"),
+    ("invalid network name is refused", ["--set", "network=east.1"], "must use only letters, digits"),
 ]
 
 
@@ -628,7 +798,8 @@ def validate_schemas(r, versions):
 def render(renderer, chart, workdir, extra):
     cmd = [renderer, "--strict", "--name", "prod", "--namespace", "mesh"]
     for a in extra:
-        cmd.append(os.path.join(workdir, "values-override.yaml") if a == "@values" else a)
+        # "@NAME": the values file NAME-override.yaml written into workdir.
+        cmd.append(os.path.join(workdir, a[1:] + "-override.yaml") if a.startswith("@") else a)
     cmd.append(chart)
     return subprocess.run(cmd, capture_output=True, text=True), cmd
 
@@ -652,8 +823,9 @@ def main():
         chart = yaml.safe_load(fh)
     CHART_VERSION, APP_VERSION = chart["version"], str(chart["appVersion"])
     DEFAULT_IMAGE = f"weft/weft:{APP_VERSION}"
-    with open(os.path.join(args.workdir, "values-override.yaml"), "w") as fh:
-        fh.write(VALUES_FILE)
+    for fname, text in (("values", VALUES_FILE), ("gateway-values", GATEWAY_VALUES_FILE)):
+        with open(os.path.join(args.workdir, fname + "-override.yaml"), "w") as fh:
+            fh.write(text)
 
     passed = failed = 0
     for name, extra, check in SCENARIOS:

@@ -17,6 +17,7 @@
 use std::fmt;
 
 use serde::Deserialize;
+use weft_api::ids::NetworkName;
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use crate::annotations::{self, parse_bool, AnnotationError, CONNECT_INJECT, INJECTED, INJECT_STATUS};
@@ -39,6 +40,9 @@ pub struct InjectConfig {
     /// Inject every pod the webhook is sent unless annotated
     /// `weft.io/connect-inject: "false"`; otherwise only pods annotated `"true"`.
     pub inject_by_default: bool,
+    /// The network of this cluster's pods, passed to the agent as
+    /// `--network` (empty: the default network).
+    pub network: NetworkName,
 }
 
 /// Settings the webhook cannot inject with; every problem is listed.
@@ -54,6 +58,8 @@ pub enum ConfigProblem {
     AgentImageWhitespace(String),
     #[error("the server address {0:?} is not HOST:PORT")]
     ServerAddr(String),
+    #[error("the network {0:?} must use only letters, digits, '-' and '_'")]
+    Network(String),
 }
 
 /// What the webhook does with one request.
@@ -222,6 +228,9 @@ impl InjectConfig {
         if !host_and_port.is_some_and(|(host, port)| valid_host(host) && annotations::parse_port(port).is_some()) {
             problems.push(ConfigProblem::ServerAddr(self.server_addr.clone()));
         }
+        if !self.network.as_str().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problems.push(ConfigProblem::Network(self.network.to_string()));
+        }
         match problems.is_empty() {
             true => Ok(()),
             false => Err(InjectConfigError(problems)),
@@ -255,6 +264,7 @@ mod tests {
             server_addr: "weft-server.weft.svc:8300".into(),
             transparent_proxy: false,
             inject_by_default: false,
+            network: NetworkName::default(),
         }
     }
 
@@ -534,5 +544,15 @@ mod tests {
         );
         let bad = InjectConfig { agent_image: "weft latest".into(), server_addr: "weft:0".into(), ..config() };
         assert_eq!(bad.validate().unwrap_err().0.len(), 2);
+        let bad = InjectConfig { network: "pods.east".into(), ..config() };
+        assert_eq!(bad.validate().unwrap_err().0, [ConfigProblem::Network("pods.east".into())]);
+    }
+
+    #[test]
+    fn the_injected_agent_joins_the_clusters_network() {
+        let config = InjectConfig { network: "pods".into(), ..config() };
+        let injection = injection(decide(&request_for(web_pod(json!({CONNECT_INJECT: "true"}))), &config));
+        let args = &ops(&injection.patch)[0].1[0]["args"];
+        assert_eq!(args.as_array().unwrap()[6..], [json!("--network"), json!("pods")], "{args}");
     }
 }

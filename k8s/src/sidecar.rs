@@ -86,10 +86,14 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
     env.push(value("WEFT_SERVICE_UPSTREAMS", wiring.upstreams.to_string()));
     env.push(value("WEFT_TRANSPARENT_PROXY", wiring.transparent_proxy.to_string()));
 
+    let mut args = vec!["agent", "--k8s", "--retry-join", &config.server_addr, "--data-dir", DATA_DIR];
+    if !config.network.is_empty() {
+        args.extend(["--network", config.network.as_str()]);
+    }
     json!({
         "name": SIDECAR_CONTAINER,
         "image": config.agent_image,
-        "args": ["agent", "--k8s", "--retry-join", config.server_addr, "--data-dir", DATA_DIR],
+        "args": args,
         "restartPolicy": "Always",
         "env": env,
         "startupProbe": {

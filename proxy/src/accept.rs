@@ -3,7 +3,7 @@
 //! short pause, stop when told. And the set of listeners a gateway keeps
 //! open as its snapshot changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +44,9 @@ pub(crate) async fn accept_until(
 #[derive(Default)]
 pub(crate) struct ListenerSet {
     running: BTreeMap<SocketAddr, oneshot::Sender<()>>,
+    /// Addresses that are not this host's (a mesh gateway's WAN address
+    /// behind NAT or a load balancer): not tried again.
+    foreign: BTreeSet<SocketAddr>,
 }
 
 impl ListenerSet {
@@ -66,7 +69,7 @@ impl ListenerSet {
             keep
         });
         for &bind in wanted {
-            if self.running.contains_key(&bind) || !open(bind) {
+            if self.running.contains_key(&bind) || self.foreign.contains(&bind) || !open(bind) {
                 continue;
             }
             match TcpListener::bind(bind).await {
@@ -75,6 +78,10 @@ impl ListenerSet {
                     tokio::spawn(serve(socket, bind, stopped));
                     self.running.insert(bind, stop);
                     tracing::info!(%bind, listener = what, "listener ready");
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    tracing::info!(%bind, listener = what, "not an address of this host (NAT or a load balancer in front?): not listening on it");
+                    self.foreign.insert(bind);
                 }
                 Err(error) => tracing::error!(%bind, %error, listener = what, "cannot listen"),
             }

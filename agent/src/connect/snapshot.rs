@@ -7,6 +7,7 @@
 //! making a snapshot never waits on a server unless the leaf is due.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,19 +72,29 @@ pub enum GatewayRole {
     Mesh { listeners: Vec<SocketAddr> },
 }
 
-/// Where this agent is: its datacenter, and the network its sidecars reach
-/// directly.
+/// Where this agent is: its node, its datacenter, and the network its
+/// sidecars reach directly.
 #[derive(Clone, Debug)]
 pub struct Locality {
+    pub node: NodeName,
     pub datacenter: Datacenter,
     pub network: NetworkName,
 }
 
 impl Locality {
     pub fn of(config: &AgentConfig) -> Locality {
-        Locality { datacenter: config.datacenter.clone(), network: config.network.clone() }
+        Locality {
+            node: config.node_name.clone(),
+            datacenter: config.datacenter.clone(),
+            network: config.network.clone(),
+        }
     }
 }
+
+/// How long a snapshot waits for the service's registration on this agent
+/// to reach the catalog: the leader signs leaves only for services it sees
+/// on this node, and a sidecar or gateway asks right after registering.
+const REGISTRATION_SYNC_WAIT: Duration = Duration::from_secs(5);
 
 impl SidecarSpec {
     /// Sidecar `proxy_id` as registered on this agent.
@@ -149,6 +160,7 @@ pub async fn build(
 ) -> Result<Built, SnapshotError> {
     let partial = from_tables(&store.read(), spec, locality)?;
     let proxy = &spec.proxy;
+    registration_synced(store, &locality.node, &proxy.destination_service_name).await;
     let leaf = leaves.leaf(&proxy.destination_service_name, &partial.active_root).await?;
     let snapshot = ProxySnapshot {
         proxy_id: spec.proxy_id.to_string(),
@@ -173,6 +185,25 @@ pub async fn build(
         mesh_gateway: partial.mesh_gateway,
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
+}
+
+/// Waits (a while) until this agent's copy of the catalog has `service` on
+/// `node`, so that a leaf asked for right after registering is not refused.
+async fn registration_synced(store: &StateStore, node: &NodeName, service: &ServiceName) {
+    let deadline = tokio::time::Instant::now() + REGISTRATION_SYNC_WAIT;
+    loop {
+        let (synced, seen) = {
+            let tables = store.read();
+            let on_node = tables.catalog().node_services(node);
+            let synced = on_node.is_some_and(|n| n.services.iter().any(|s| &s.name == service));
+            (synced, tables.index(Table::Services))
+        };
+        let now = tokio::time::Instant::now();
+        if synced || now >= deadline {
+            return;
+        }
+        store.blocking_read(&[Table::Services], seen, deadline - now, |t| ((), t.index(Table::Services))).await;
+    }
 }
 
 /// What the tables say, before the leaf.

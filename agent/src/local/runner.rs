@@ -21,6 +21,11 @@ use super::LocalState;
 /// The first probe runs within this long of the check's registration
 /// (staggered, so a restart does not fire every check at once).
 const FIRST_RUN_WITHIN: Duration = Duration::from_millis(500);
+/// Until a check first passes, a failed probe is retried this soon, then
+/// twice as late each time, up to its interval: a service registered just
+/// before it starts listening (a sidecar, an app under systemd) turns
+/// healthy within a second or two, not a whole interval later.
+const FIRST_PASS_RETRY: Duration = Duration::from_secs(1);
 /// How often an expired TTL check looks at `DeregisterCriticalServiceAfter`.
 const EXPIRED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -45,11 +50,19 @@ async fn run_probe(state: Weak<LocalState>, check: LocalCheck, probe: Probe, int
     );
     let stagger = rand::thread_rng().gen_range(Duration::ZERO..=FIRST_RUN_WITHIN.min(interval));
     let mut next = Instant::now() + stagger;
+    let mut retry = Some(FIRST_PASS_RETRY);
     loop {
         tokio::time::sleep_until(next).await;
-        next = Instant::now() + interval;
+        let started = Instant::now();
         let result = weft_checks::run(&probe, timeout).await;
         let status = debounce.observe(result.status);
+        next = started + interval;
+        if status == HealthStatus::Passing {
+            retry = None;
+        } else if let Some(soon) = retry.filter(|soon| *soon < interval) {
+            next = started + soon;
+            retry = Some(soon * 2);
+        }
         let Some(state) = state.upgrade() else { return };
         if state.update_check(&id, status, result.output).is_none() {
             return;

@@ -65,6 +65,10 @@ pub struct WebhookArgs {
     /// Inject every pod sent here unless annotated `weft.io/connect-inject: "false"`.
     #[arg(long)]
     inject_by_default: bool,
+    /// The network of this cluster's pods, for the injected agent's --network
+    /// (sidecars elsewhere reach them through this network's mesh gateways).
+    #[arg(long, default_value = "")]
+    network: String,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -89,6 +93,7 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             server_addr: args.server_addr,
             transparent_proxy: args.transparent_proxy,
             inject_by_default: args.inject_by_default,
+            network: args.network.into(),
         },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

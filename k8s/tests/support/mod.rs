@@ -33,6 +33,7 @@ pub fn inject_config() -> InjectConfig {
         server_addr: "weft-server.weft.svc:8300".into(),
         transparent_proxy: false,
         inject_by_default: false,
+        network: Default::default(),
     }
 }
 

@@ -61,6 +61,49 @@ app.kubernetes.io/component: server
 app.kubernetes.io/component: connect-injector
 {{- end -}}
 
+{{- define "weft.meshGateway.fullname" -}}
+{{- printf "%s-mesh-gateway" (include "weft.fullname" .) -}}
+{{- end -}}
+
+{{- define "weft.meshGateway.selectorLabels" -}}
+{{ include "weft.selectorLabels" . }}
+app.kubernetes.io/component: mesh-gateway
+{{- end -}}
+
+{{/*
+The mesh gateway's address for other networks, as `weft connect gateway
+--wan-address` takes it (IP:PORT; an IPv6 address in brackets). NodeIP: the
+node's IP, which the pod only learns at run time, from the Downward API
+(HOST_IP), and the hostPort; Service and Static: wanAddress.static.
+*/}}
+{{- define "weft.meshGateway.wanAddress" -}}
+{{- $wan := .Values.meshGateway.wanAddress -}}
+{{- $port := int $wan.port -}}
+{{- if eq $wan.source "NodeIP" -}}
+{{- printf "$(HOST_IP):%d" $port -}}
+{{- else if contains ":" (toString $wan.static) -}}
+{{- printf "[%s]:%d" $wan.static $port -}}
+{{- else -}}
+{{- printf "%s:%d" $wan.static $port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What the mesh gateway's containers learn of their pod from the Downward API. */}}
+{{- define "weft.meshGateway.podEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: HOST_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+{{- end -}}
+
 {{/* The Weft image; the tag defaults to the chart's appVersion. */}}
 {{- define "weft.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
@@ -101,5 +144,53 @@ asked for), and ones that would render a broken cluster.
 {{- end -}}
 {{- if not (has .Values.server.podAntiAffinity (list "required" "preferred" "none")) -}}
 {{- fail (printf "server.podAntiAffinity must be required, preferred or none, not %q" (toString .Values.server.podAntiAffinity)) -}}
+{{- end -}}
+{{- if not (regexMatch "^[A-Za-z0-9_-]*$" (toString .Values.network)) -}}
+{{- fail (printf "network %q must use only letters, digits, '-' and '_'" (toString .Values.network)) -}}
+{{- end -}}
+{{- include "weft.validateMeshGateway" . -}}
+{{- end -}}
+
+{{/*
+A mesh gateway is the way into a named network from the others, and it must
+be told, when it starts, the address the other networks reach it at.
+*/}}
+{{- define "weft.validateMeshGateway" -}}
+{{- $gw := .Values.meshGateway -}}
+{{- if $gw.enabled -}}
+{{- if not .Values.network -}}
+{{- fail "meshGateway.enabled needs network: a mesh gateway is the way into a named network from the others, and with network empty this cluster's pods are in the default network. Set network to the name of this cluster's network." -}}
+{{- end -}}
+{{- if lt (int $gw.replicas) 1 -}}
+{{- fail "meshGateway.replicas must be at least 1" -}}
+{{- end -}}
+{{- if not $gw.serviceName -}}
+{{- fail "meshGateway.serviceName must not be empty: it is the gateway's service name in the catalog" -}}
+{{- end -}}
+{{- $source := toString $gw.wanAddress.source -}}
+{{- $static := default "" $gw.wanAddress.static | toString -}}
+{{- if not (has $source (list "Service" "NodeIP" "Static")) -}}
+{{- fail (printf "meshGateway.wanAddress.source must be Service, NodeIP or Static, not %q" $source) -}}
+{{- end -}}
+{{- if and (eq $source "Service") (not $static) -}}
+{{- fail "meshGateway.wanAddress.source=Service needs meshGateway.wanAddress.static: the gateway is given its address for other networks (--wan-address) when it starts, but a LoadBalancer Service's address is only assigned after the install, so the chart cannot know it. Reserve an IP for the Service (through meshGateway.service.annotations, as your cloud provider asks) and set meshGateway.wanAddress.static to it, or use wanAddress.source=NodeIP or Static." -}}
+{{- end -}}
+{{- if and (eq $source "Static") (not $static) -}}
+{{- fail "meshGateway.wanAddress.source=Static needs meshGateway.wanAddress.static: the IP other networks reach the gateway at" -}}
+{{- end -}}
+{{- if and (ne $source "NodeIP") (not (or (regexMatch "^[0-9]{1,3}([.][0-9]{1,3}){3}$" $static) (regexMatch "^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$" $static))) -}}
+{{- fail (printf "meshGateway.wanAddress.static must be an IP address (`weft connect gateway --wan-address` takes IP:PORT, not a host name), not %q" $static) -}}
+{{- end -}}
+{{- range $what, $port := dict "meshGateway.port" $gw.port "meshGateway.wanAddress.port" $gw.wanAddress.port "meshGateway.adminPort" $gw.adminPort -}}
+{{- if or (lt (int $port) 1) (gt (int $port) 65535) -}}
+{{- fail (printf "%s must be a port number (1-65535), not %v" $what $port) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (int $gw.port) (int $gw.adminPort) -}}
+{{- fail "meshGateway.port and meshGateway.adminPort must differ" -}}
+{{- end -}}
+{{- if not (has (toString $gw.service.type) (list "ClusterIP" "NodePort" "LoadBalancer")) -}}
+{{- fail (printf "meshGateway.service.type must be ClusterIP, NodePort or LoadBalancer, not %q" (toString $gw.service.type)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
