@@ -47,6 +47,8 @@ pub enum AgentError {
     Dns(String),
     #[error("a server needs an RPC listener")]
     NoRpcListener,
+    #[error(transparent)]
+    Credential(#[from] crate::join::CredentialError),
 }
 
 /// Node meta key telling servers from client agents (`weft members`).
@@ -151,6 +153,7 @@ impl Agent {
                     raft: config.raft.clone(),
                     liveness_timeout: config.liveness_timeout,
                     leaf_ttl: config.leaf_cert_ttl,
+                    rpc_key: config.rpc_key.clone(),
                 },
                 rpc,
                 stopped(stop_rx.clone()),
@@ -162,9 +165,11 @@ impl Agent {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
             let id = weft_server::load_or_create_server_id(&config.data_dir)?;
+            let credential = crate::join::credential(&config).await?;
             let remote = RemoteCluster::start(RemoteConfig {
                 datacenter: config.datacenter.clone(),
                 servers: config.retry_join.clone(),
+                credential,
             });
             (Backend::Client(remote), id)
         };

@@ -7,6 +7,7 @@
 //! - [`config`]: Consul-shaped HCL/JSON files and flags, validated once.
 //! - [`local`]: this agent's own services and checks, their runners, and
 //!   anti-entropy to the catalog.
+//! - [`join`]: a client agent's RPC credential, got once for its join token.
 //! - [`connect`]: leaf certificates for this agent's services (keys made here).
 //! - [`http`]: the Consul-compatible HTTP API, behind one authorization point.
 //! - [`dns`]: Consul's DNS names, answered from the local state store.
@@ -20,6 +21,7 @@ pub mod connect;
 pub mod decode;
 pub mod dns;
 pub mod http;
+pub mod join;
 pub mod local;
 
 pub use agent::{node_uuid, Agent, AgentError, LeaveError, LeaveHandle, Lifecycle, Listeners, ROLE_META_KEY};

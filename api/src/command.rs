@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Deregistration, Node, Registration};
+use crate::join::{AgentCredentialRecord, JoinTokenRecord};
 use crate::mesh::{CaState, ConfigEntry, Intention};
 
 /// A write to the replicated state.
@@ -68,6 +69,21 @@ pub enum Command {
     /// `/v1/agent/members` shows it with status `left` until it registers
     /// again. Added because `Deregister` cannot say why a node went away.
     NodeLeave(Box<Node>),
+    /// A join token made (`weft operator join-token create`); only its
+    /// secret's hash is written.
+    JoinTokenCreate(JoinTokenRecord),
+    JoinTokenDelete {
+        id: String,
+    },
+    /// An agent presented the token whose secret hashes to `secret_sha256`:
+    /// if it is known, not expired at `now` (the leader's clock, seconds
+    /// since the Unix epoch) and not used up, one use is taken and
+    /// `credential` recorded for its node.
+    JoinTokenRedeem {
+        secret_sha256: String,
+        credential: AgentCredentialRecord,
+        now: i64,
+    },
 }
 
 impl Command {
@@ -87,6 +103,9 @@ impl Command {
             Command::Batch(_) => "batch",
             Command::ConfigEntryCas { .. } => "config-entry-cas",
             Command::NodeLeave(_) => "node-leave",
+            Command::JoinTokenCreate(_) => "join-token-create",
+            Command::JoinTokenDelete { .. } => "join-token-delete",
+            Command::JoinTokenRedeem { .. } => "join-token-redeem",
         }
     }
 }

@@ -69,6 +69,8 @@ enum Command {
     K8s(commands::k8s::K8sCommand),
     /// Check config files or directories the way the agent would read them, without starting it.
     Validate(commands::validate::ValidateArgs),
+    /// Print a new random key for the servers' rpc_key.
+    Keygen,
 }
 
 fn main() -> ExitCode {
@@ -100,6 +102,10 @@ fn main() -> ExitCode {
             Command::Troubleshoot(command) => command.run().await,
             Command::K8s(command) => command.run().await,
             Command::Validate(args) => Ok(args.run()),
+            Command::Keygen => {
+                println!("{}", weft_agent::join::new_rpc_key());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

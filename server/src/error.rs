@@ -40,6 +40,9 @@ pub enum ServerError {
     OutcomeUnknown(String),
     #[error("Raft is shutting down or failed: {0}")]
     Fatal(String),
+    /// The servers asked for a credential this agent does not have (or is wrong).
+    #[error("the servers refused this agent: {0}")]
+    Unauthenticated(String),
 }
 
 impl ServerError {

@@ -12,6 +12,8 @@
 //! - `batch`: concurrent writes share one log entry on their way to the leader.
 //! - [`ca`]: the mesh CA: the root the first leader makes, and leaf signing
 //!   for registered services.
+//! - [`join`]: who may call the RPC (the RPC key, agent credentials) and
+//!   join tokens: made, redeemed, checked on every call.
 //! - [`liveness`]: agents' heartbeats and the `serfHealth` check the leader
 //!   keeps from them.
 //! - [`remote`]: a client agent's link to the servers: a streamed copy of
@@ -27,6 +29,7 @@ mod batch;
 pub mod ca;
 mod cluster;
 mod error;
+pub mod join;
 pub mod liveness;
 // openraft's storage traits fix `StorageError` (large) as the error type; boxing it
 // in our helpers would only add conversions at every trait boundary.

@@ -30,6 +30,7 @@ use tonic::Streaming;
 use weft_api::catalog::Node;
 use weft_api::command::Command;
 use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServiceName};
+use weft_api::join::RpcCredential;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, SignLeafRequest, StoreEvent, SubscribeRequest,
@@ -58,6 +59,8 @@ pub struct RemoteConfig {
     pub datacenter: Datacenter,
     /// RPC addresses of servers (`retry_join`).
     pub servers: Vec<String>,
+    /// What this agent presents on every call, if the servers ask for one.
+    pub credential: Option<RpcCredential>,
 }
 
 /// A client agent's handle on the cluster. Cheap to clone.
@@ -112,11 +115,12 @@ impl RemoteCluster {
     /// Starts following the servers in the background, until the store is
     /// closed (see [`StateStore::close`]).
     pub fn start(config: RemoteConfig) -> Self {
+        let channels = Channels::with_credential(config.credential.as_ref());
         let remote = RemoteCluster {
             inner: Arc::new(Inner {
                 config,
                 store: StateStore::new(),
-                channels: Channels::default(),
+                channels,
                 leader: Mutex::new(None),
                 last_contact: LastContact::default(),
                 freshness: Freshness::default(),
@@ -319,7 +323,14 @@ impl RemoteCluster {
         let subscribed = tokio::time::timeout(STREAM_SILENCE, client.subscribe(SubscribeRequest {}))
             .await
             .map_err(|_| "no answer to subscribe".to_owned())?;
-        let mut stream: Streaming<StoreEvent> = subscribed.map_err(|s| s.message().to_owned())?.into_inner();
+        let mut stream: Streaming<StoreEvent> = match subscribed {
+            Ok(stream) => stream.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                tracing::warn!(server, reason = status.message(), "the servers refuse this agent: start it with --join-token (or check its data dir's agent-credential.json)");
+                return Err(status.message().to_owned());
+            }
+            Err(status) => return Err(status.message().to_owned()),
+        };
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(STREAM_SILENCE.max(STREAM_KEEPALIVE * 3), stream.message()) => next,

@@ -11,10 +11,10 @@ use std::time::Duration;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use weft_api::catalog::Node;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId, ServiceName};
+use weft_api::join::RpcCredential;
 use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::cluster_server::ClusterServer;
 use weft_api::proto::cluster::{
@@ -26,9 +26,10 @@ use weft_api::proto::raft::raft_server::RaftServer;
 use crate::batch::WriteBatcher;
 use crate::ca::{self, CaError, SignLimiter, SignedLeaf};
 use crate::error::{ServerError, StartError};
+use crate::join::{RpcAuthLayer, RpcPolicy};
 use crate::liveness::{self, Liveness};
 use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateMachine};
-use crate::rpc::{Channels, ClusterService, LastContact, RaftService};
+use crate::rpc::{AuthChannel, Channels, ClusterService, Credential, LastContact, RaftService};
 use crate::store::StateStore;
 
 /// Raft timing and compaction settings.
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     pub liveness_timeout: Duration,
     /// How long the leaves this server signs (as leader) are valid.
     pub leaf_ttl: Duration,
+    /// The key every server of the cluster shares: with one, RPC callers
+    /// must present it (servers) or an agent credential (see `crate::join`).
+    pub rpc_key: Option<String>,
 }
 
 /// How fresh a read must be.
@@ -214,7 +218,9 @@ impl Server {
             rpc_addr: config.rpc_addr.clone(),
             http_addr: config.http_addr.clone(),
         };
-        let raft = Raft::new(id, Arc::new(raft_config), Network, log_store.clone(), state_machine)
+        let own_credential = config.rpc_key.clone().map(|key| RpcCredential::Server { key });
+        let network = Network(Credential::new(own_credential.as_ref()));
+        let raft = Raft::new(id, Arc::new(raft_config), network, log_store.clone(), state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let server = Server {
@@ -226,7 +232,7 @@ impl Server {
                 store,
                 last_contact: LastContact::default(),
                 log_store,
-                channels: Channels::default(),
+                channels: Channels::with_credential(own_credential.as_ref()),
                 caught_up_term: AtomicU64::new(0),
                 batcher: WriteBatcher::start(inner.clone()),
                 lease: config.raft.election_timeout_min,
@@ -237,7 +243,9 @@ impl Server {
             }),
         };
 
+        let policy = Arc::new(RpcPolicy::new(config.rpc_key.as_deref(), server.store().clone()));
         let grpc = tonic::transport::Server::builder()
+            .layer(RpcAuthLayer(policy))
             .add_service(
                 RaftServer::new(RaftService::new(raft.clone(), server.inner.last_contact.clone()))
                     .max_decoding_message_size(usize::MAX)
@@ -354,7 +362,7 @@ impl Server {
         }
     }
 
-    pub(crate) fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<Channel>, ServerError> {
+    pub(crate) fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<AuthChannel>, ServerError> {
         self.inner.channels.cluster_client(rpc_addr)
     }
 
@@ -672,6 +680,8 @@ pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Ser
 pub(crate) fn forwarded_write_error(status: tonic::Status) -> ServerError {
     match status.code() {
         tonic::Code::FailedPrecondition => ServerError::NoLeader,
+        // Refused before any handler ran: nothing was proposed.
+        tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
         tonic::Code::Unavailable if status.message().contains("connect") => {
             ServerError::LeaderUnreachable(status.message().to_owned())
         }
@@ -687,6 +697,7 @@ pub(crate) fn status_to_error(status: tonic::Status) -> ServerError {
         tonic::Code::NotFound => ServerError::PeerNotFound(status.message().to_owned()),
         tonic::Code::Aborted => ServerError::Membership(status.message().to_owned()),
         tonic::Code::ResourceExhausted => ServerError::MembershipChangeInProgress(status.message().to_owned()),
+        tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
         _ => ServerError::LeaderUnreachable(status.message().to_owned()),
     }
 }
@@ -700,6 +711,7 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::Membership(reason) => tonic::Status::aborted(reason),
         ServerError::MembershipChangeInProgress(reason) => tonic::Status::resource_exhausted(reason),
         ServerError::OutcomeUnknown(reason) => tonic::Status::unknown(reason),
+        ServerError::Unauthenticated(reason) => tonic::Status::unauthenticated(reason),
         other => tonic::Status::unavailable(other.to_string()),
     }
 }

@@ -47,6 +47,13 @@ pub struct ConfigFile {
     /// Weft: the network this node is in (node meta `weft-network`); hosts
     /// in other networks are reached through their mesh gateways.
     pub network: Option<String>,
+    /// Weft, servers: the key every server shares; with one, RPC callers
+    /// must prove who they are (servers: this key; agents: a join token).
+    pub rpc_key: Option<String>,
+    /// Weft, client agents: a join token (`weft operator join-token
+    /// create`): the servers to join, and a one-time secret for this
+    /// agent's credential.
+    pub join_token: Option<String>,
     /// Allow checks that run programs (`args`); off by default.
     pub enable_script_checks: Option<bool>,
     /// `service { ... }` blocks (one or several) and a `services = [...]` list,
@@ -172,6 +179,8 @@ impl ConfigFile {
             advertise_addr,
             node_meta,
             network,
+            rpc_key,
+            join_token,
             enable_script_checks,
             liveness_timeout,
             anti_entropy_interval,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_api::ids::{Datacenter, NetworkName, NodeName, NETWORK_META_KEY};
+use weft_api::join::JoinToken;
 use weft_server::RaftTuning;
 
 use crate::decode::decode_value;
@@ -46,6 +47,10 @@ pub struct AgentConfig {
     pub node_meta: BTreeMap<String, String>,
     /// The network this node is in (`network`, or node meta `weft-network`).
     pub network: NetworkName,
+    /// Servers: the key RPC callers must prove (see `weft_server::join`).
+    pub rpc_key: Option<String>,
+    /// Client agents: the join token to redeem on first start.
+    pub join_token: Option<JoinToken>,
     pub enable_script_checks: bool,
     /// Services and node-level checks defined in config files.
     pub services: Vec<ServiceDefinition>,
@@ -216,7 +221,8 @@ impl ConfigFile {
                 "node_name {node_name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
             ));
         }
-        let datacenter = self.datacenter.clone().unwrap_or_else(|| "dc1".into());
+        let token_datacenter = self.join_token.as_deref().and_then(|t| JoinToken::decode(t).ok()).map(|t| t.datacenter);
+        let datacenter = self.datacenter.clone().or(token_datacenter).unwrap_or_else(|| "dc1".into());
         if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             problem(format!("datacenter {datacenter:?} must be non-empty and use only letters, digits, '-' and '_'"));
         }
@@ -241,9 +247,33 @@ impl ConfigFile {
                 PathBuf::new()
             }
         };
-        if !server && self.retry_join.is_empty() {
+        let join_token = match self.join_token.as_deref().filter(|t| !t.trim().is_empty()) {
+            None => None,
+            Some(_) if server => {
+                problem("join_token is for client agents; servers share rpc_key instead".into());
+                None
+            }
+            Some(text) => JoinToken::decode(text).map_err(|e| problem(e.to_string())).ok(),
+        };
+        let rpc_key = self.rpc_key.clone().filter(|k| !k.is_empty());
+        if !server && rpc_key.is_some() {
+            problem("rpc_key is for servers only; a client agent joins with a join token (--join-token)".into());
+        }
+        if rpc_key.as_ref().is_some_and(|k| k.len() < 16 || k.contains(char::is_whitespace)) {
+            problem("rpc_key must be at least 16 characters without spaces (make one: weft keygen)".into());
+        }
+        let mut retry_join = self.retry_join.clone();
+        if let Some(token) = &join_token {
+            if retry_join.is_empty() {
+                retry_join = token.servers.clone();
+            }
+            if self.datacenter.as_ref().is_some_and(|dc| *dc != token.datacenter) {
+                problem(format!("the join token is for datacenter {:?}, not {datacenter:?}", token.datacenter));
+            }
+        }
+        if !server && retry_join.is_empty() {
             problem(
-                "a client agent (no --server) needs the servers to join: give --retry-join <server rpc addr>".into(),
+                "a client agent (no --server) needs the servers to join: give --retry-join <server rpc addr> or --join-token".into(),
             );
         }
         if !server && self.bootstrap_expect.is_some() {
@@ -403,7 +433,9 @@ impl ConfigFile {
             data_dir,
             server,
             bootstrap_expect,
-            retry_join: self.retry_join.clone(),
+            retry_join,
+            rpc_key,
+            join_token,
             rpc_addr,
             http_addr,
             dns_addr,
@@ -510,6 +542,24 @@ mod tests {
         let text = errors.to_string();
         assert!(text.contains("data_dir is required"), "{text}");
         assert!(text.contains("http_addr \"nonsense\""), "{text}");
+    }
+
+    #[test]
+    fn a_join_token_names_the_servers_and_the_datacenter_and_rpc_keys_are_for_servers() {
+        let token = JoinToken { servers: vec!["10.0.0.1:8300".into()], datacenter: "eu".into(), secret: "s".into() };
+        let client = ConfigFile { server: Some(false), join_token: Some(token.encode()), ..server_file() };
+        let config = client.clone().validate().unwrap();
+        assert_eq!((config.retry_join, config.datacenter.as_str()), (vec!["10.0.0.1:8300".to_owned()], "eu"));
+        let elsewhere = ConfigFile { datacenter: Some("us".into()), ..client.clone() };
+        assert!(elsewhere.validate().unwrap_err().to_string().contains("datacenter \"eu\""));
+        let junk = ConfigFile { join_token: Some("hello".into()), ..client.clone() };
+        assert!(junk.validate().unwrap_err().to_string().contains("not a Weft join token"));
+        let keyed_client = ConfigFile { rpc_key: Some("0123456789abcdef0".into()), ..client };
+        assert!(keyed_client.validate().unwrap_err().to_string().contains("rpc_key is for servers"));
+        let short_key = ConfigFile { rpc_key: Some("short".into()), ..server_file() };
+        assert!(short_key.validate().unwrap_err().to_string().contains("at least 16"));
+        let token_on_server = ConfigFile { join_token: Some(token.encode()), ..server_file() };
+        assert!(token_on_server.validate().unwrap_err().to_string().contains("join_token is for client agents"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod connect;
 mod error;
 mod health;
 mod intentions;
+mod join_tokens;
 mod kv;
 mod query;
 mod read;
@@ -81,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/operator/raft/configuration", get(status::raft_configuration))
         .route("/v1/operator/raft/peer", delete(status::remove_peer))
+        .route("/v1/operator/join-token", put(join_tokens::create).get(join_tokens::list))
+        .route("/v1/operator/join-token/{id}", delete(join_tokens::delete))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/services", get(agent::services))

@@ -1,4 +1,5 @@
-//! `weft operator raft list-peers|remove-peer`.
+//! `weft operator raft list-peers|remove-peer` and `weft operator
+//! join-token create|list|delete`.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,42 @@ pub enum OperatorCommand {
     /// Raft peer management.
     #[command(subcommand)]
     Raft(RaftCommand),
+    /// One-time tokens new client agents join with (weft agent --join-token).
+    #[command(subcommand)]
+    JoinToken(JoinTokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum JoinTokenCommand {
+    /// Make a token and print it (only the token, on stdout: it is shown once).
+    Create(CreateTokenArgs),
+    /// List the live tokens: ID, description, expiry, uses left.
+    List(ListPeersArgs),
+    /// Delete a token: no agent may join with it any more.
+    Delete(DeleteTokenArgs),
+}
+
+#[derive(Args)]
+pub struct CreateTokenArgs {
+    /// What the token is for (shown by list).
+    #[arg(long, default_value = "")]
+    description: String,
+    /// How long it may be used, e.g. 1h, 30m (default 24h).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// How many agents may join with it (default 1).
+    #[arg(long)]
+    uses: Option<u32>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct DeleteTokenArgs {
+    /// The token's ID (from list).
+    id: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Subcommand)]
@@ -43,10 +80,12 @@ pub struct RemovePeerArgs {
 
 impl OperatorCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let OperatorCommand::Raft(command) = self;
-        match command {
-            RaftCommand::ListPeers(args) => list_peers(args).await,
-            RaftCommand::RemovePeer(args) => remove_peer(args).await,
+        match self {
+            OperatorCommand::Raft(RaftCommand::ListPeers(args)) => list_peers(args).await,
+            OperatorCommand::Raft(RaftCommand::RemovePeer(args)) => remove_peer(args).await,
+            OperatorCommand::JoinToken(JoinTokenCommand::Create(args)) => create_token(args).await,
+            OperatorCommand::JoinToken(JoinTokenCommand::List(args)) => list_tokens(args).await,
+            OperatorCommand::JoinToken(JoinTokenCommand::Delete(args)) => delete_token(args).await,
         }
     }
 }
@@ -89,5 +128,50 @@ async fn remove_peer(args: RemovePeerArgs) -> anyhow::Result<ExitCode> {
     let response = client.delete(&format!("/v1/operator/raft/peer?{query}")).await?;
     expect_success(response, "removing the peer")?;
     println!("Removed peer {}", args.id.or(args.address).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_token(args: CreateTokenArgs) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({"Description": args.description});
+    if let Some(ttl) = &args.ttl {
+        body["TTL"] = ttl.as_str().into();
+    }
+    if let Some(uses) = args.uses {
+        body["Uses"] = uses.into();
+    }
+    let response = args.api.client().put("/v1/operator/join-token", body.to_string()).await?;
+    let answer = json_body(&expect_success(response, "making the join token")?)?;
+    if args.api.format == Format::Json {
+        print_json(&answer);
+    } else {
+        println!("{}", answer["Token"].as_str().unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_tokens(args: ListPeersArgs) -> anyhow::Result<ExitCode> {
+    let response = args.api.client().get("/v1/operator/join-token").await?;
+    let body = json_body(&expect_success(response, "listing the join tokens")?)?;
+    if args.api.format == Format::Json {
+        print_json(&body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let text = |f: &str| t[f].as_str().unwrap_or_default().to_owned();
+            vec![text("ID"), text("Description"), text("ExpiresAt"), t["UsesLeft"].to_string()]
+        })
+        .collect();
+    print_table(&["ID", "Description", "ExpiresAt", "UsesLeft"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete_token(args: DeleteTokenArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/operator/join-token/{}", weft_api::client::path_segment(&args.id));
+    expect_success(args.api.client().delete(&path).await?, "deleting the join token")?;
+    println!("Deleted join token {}", args.id);
     Ok(ExitCode::SUCCESS)
 }

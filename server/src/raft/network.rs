@@ -17,31 +17,36 @@ use weft_api::proto::raft::raft_client::RaftClient;
 use weft_api::proto::raft::RaftPayload;
 
 use super::{codec, ServerNode, TypeConfig};
-use crate::rpc::channel_to;
+use crate::rpc::{channel_to, AuthChannel, Credential};
 
 type NodeId = u64;
 
 /// Makes one connection per peer; openraft keeps it while it replicates.
+/// Every call carries this server's credential.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network(pub Credential);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> Self::Network {
-        PeerConnection { target, node: node.clone(), client: channel_to(&node.rpc_addr).map(raft_client) }
+        let credential = self.0.clone();
+        let client = channel_to(&node.rpc_addr).map(|channel| raft_client(channel, credential));
+        PeerConnection { target, node: node.clone(), client }
     }
 }
 
-fn raft_client(channel: Channel) -> RaftClient<Channel> {
-    RaftClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX)
+fn raft_client(channel: Channel, credential: Credential) -> RaftClient<AuthChannel> {
+    RaftClient::with_interceptor(channel, credential)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
 }
 
 /// The link to one peer.
 pub struct PeerConnection {
     target: NodeId,
     node: ServerNode,
-    client: Result<RaftClient<Channel>, tonic::transport::Error>,
+    client: Result<RaftClient<AuthChannel>, tonic::transport::Error>,
 }
 
 /// A transport failure, described for logs.

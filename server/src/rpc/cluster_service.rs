@@ -22,8 +22,9 @@ use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, ApplyResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest, JoinRequest, JoinResponse,
-    ReadIndexRequest, ReadIndexResponse, RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse,
-    ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
+    ReadIndexRequest, ReadIndexResponse, RedeemJoinTokenRequest, RedeemJoinTokenResponse, RemovePeerRequest,
+    RemovePeerResponse, RotateCaRequest, RotateCaResponse, ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent,
+    SubscribeRequest,
 };
 
 use crate::raft::{codec_decode_request, encode, ServerNode};
@@ -167,6 +168,14 @@ impl Cluster for ClusterService {
         }
         let root_id = crate::ca::rotate(&self.server).await.map_err(ca_error_to_status)?;
         Ok(Response::new(RotateCaResponse { root_id }))
+    }
+
+    async fn redeem_join_token(
+        &self,
+        request: Request<RedeemJoinTokenRequest>,
+    ) -> Result<Response<RedeemJoinTokenResponse>, Status> {
+        let credential = crate::join::redeem(&self.server, request.into_inner()).await?;
+        Ok(Response::new(RedeemJoinTokenResponse { credential }))
     }
 }
 

@@ -14,6 +14,7 @@ mod discovery_chain;
 mod inbound_policy;
 mod ingress_gateway;
 mod intentions;
+mod join;
 mod kv;
 mod mesh;
 mod service_intentions;
@@ -54,11 +55,21 @@ pub enum Table {
     Intentions,
     ConfigEntries,
     Ca,
+    /// Join tokens and agent credentials.
+    Join,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] =
-        [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Intentions, Table::ConfigEntries, Table::Ca];
+    pub const ALL: [Table; 8] = [
+        Table::Nodes,
+        Table::Services,
+        Table::Checks,
+        Table::Kv,
+        Table::Intentions,
+        Table::ConfigEntries,
+        Table::Ca,
+        Table::Join,
+    ];
 
     fn slot(self) -> usize {
         self as usize
@@ -71,6 +82,7 @@ pub struct Tables {
     catalog: catalog::Catalog,
     kv: kv::KvTable,
     mesh: mesh::MeshTables,
+    join: join::JoinTables,
     table_indexes: [RaftIndex; Table::ALL.len()],
     /// The index of the last snapshot restore: no read may report an index
     /// below it, so blocking clients notice that everything may have changed.
@@ -134,6 +146,11 @@ impl Tables {
                 self.mesh.cas_config_entry(index, (kind, name), *cas, body.as_deref(), changed)
             }
             Command::NodeLeave(node) => self.catalog.leave(index, node, changed),
+            Command::JoinTokenCreate(token) => self.join.create(index, token, changed),
+            Command::JoinTokenDelete { id } => self.join.delete(id, changed),
+            Command::JoinTokenRedeem { secret_sha256, credential, now } => {
+                self.join.redeem(index, secret_sha256, credential, *now, changed)
+            }
             Command::Restore { snapshot } => match StoreData::decode(snapshot) {
                 Ok(data) => {
                     *self = Tables::from_data(data);
@@ -173,6 +190,10 @@ impl Tables {
 
     pub fn mesh(&self) -> &mesh::MeshTables {
         &self.mesh
+    }
+
+    pub fn join(&self) -> &join::JoinTables {
+        &self.join
     }
 }
 

@@ -4,19 +4,21 @@
 use serde::{Deserialize, Serialize};
 use weft_api::catalog::{Check, Node, Service};
 use weft_api::ids::RaftIndex;
+use weft_api::join::{AgentCredentialRecord, JoinTokenRecord};
 use weft_api::kv::KvEntry;
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
-use super::{catalog::Catalog, kv::KvTable, mesh::MeshTables, Table, Tables};
+use super::{catalog::Catalog, join::JoinTables, kv::KvTable, mesh::MeshTables, Table, Tables};
 
 /// Every snapshot starts with these bytes, then the format version (u32,
 /// little endian), then the postcard-encoded [`StoreData`].
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
 /// The snapshot format's version; bumped whenever `StoreData`'s shape changes.
-/// Version 2 added `left_nodes`. postcard is not self-describing (a missing
-/// trailing field is an error, not a default), so version 1 is decoded with
-/// its own shape, [`StoreDataV1`].
-const FORMAT_VERSION: u32 = 2;
+/// Version 2 added `left_nodes`, version 3 the join tables. postcard is not
+/// self-describing (a missing trailing field is an error, not a default), so
+/// older versions are decoded with their own shapes ([`StoreDataV1`],
+/// [`StoreDataV2`]).
+const FORMAT_VERSION: u32 = 3;
 
 /// Every table as a list of records, plus each table's index.
 /// Its shape is the format: change it only with a new `FORMAT_VERSION`.
@@ -33,6 +35,43 @@ pub struct StoreData {
     pub restore_index: RaftIndex,
     /// Nodes that left gracefully and have not registered since (version 2).
     pub left_nodes: Vec<Node>,
+    /// Join tokens and agent credentials (version 3).
+    pub join_tokens: Vec<JoinTokenRecord>,
+    pub agent_credentials: Vec<AgentCredentialRecord>,
+}
+
+/// Version 2 of the format: [`StoreData`] without the join tables.
+#[derive(Deserialize)]
+struct StoreDataV2 {
+    table_indexes: Vec<(String, RaftIndex)>,
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    checks: Vec<Check>,
+    kv: Vec<KvEntry>,
+    intentions: Vec<Intention>,
+    config_entries: Vec<ConfigEntry>,
+    ca: Option<CaState>,
+    restore_index: RaftIndex,
+    left_nodes: Vec<Node>,
+}
+
+impl From<StoreDataV2> for StoreData {
+    fn from(v2: StoreDataV2) -> Self {
+        StoreData {
+            table_indexes: v2.table_indexes,
+            nodes: v2.nodes,
+            services: v2.services,
+            checks: v2.checks,
+            kv: v2.kv,
+            intentions: v2.intentions,
+            config_entries: v2.config_entries,
+            ca: v2.ca,
+            restore_index: v2.restore_index,
+            left_nodes: v2.left_nodes,
+            join_tokens: Vec::new(),
+            agent_credentials: Vec::new(),
+        }
+    }
 }
 
 /// Version 1 of the format: [`StoreData`] without `left_nodes`.
@@ -62,6 +101,8 @@ impl From<StoreDataV1> for StoreData {
             ca: v1.ca,
             restore_index: v1.restore_index,
             left_nodes: Vec::new(),
+            join_tokens: Vec::new(),
+            agent_credentials: Vec::new(),
         }
     }
 }
@@ -98,6 +139,7 @@ impl StoreData {
         let (version, body) = body.split_first_chunk::<4>().ok_or(SnapshotError::NotASnapshot)?;
         match u32::from_le_bytes(*version) {
             1 => Ok(postcard::from_bytes::<StoreDataV1>(body)?.into()),
+            2 => Ok(postcard::from_bytes::<StoreDataV2>(body)?.into()),
             FORMAT_VERSION => Ok(postcard::from_bytes(body)?),
             found => Err(SnapshotError::UnsupportedVersion { found }),
         }
@@ -113,6 +155,7 @@ fn table_name(table: Table) -> &'static str {
         Table::Intentions => "intentions",
         Table::ConfigEntries => "config_entries",
         Table::Ca => "ca",
+        Table::Join => "join",
     }
 }
 
@@ -129,6 +172,8 @@ impl Tables {
             ca: self.mesh.ca().cloned(),
             restore_index: self.restore_index,
             left_nodes: self.catalog.left_nodes().cloned().collect(),
+            join_tokens: self.join.tokens().cloned().collect(),
+            agent_credentials: self.join.credentials().cloned().collect(),
         }
     }
 
@@ -143,6 +188,7 @@ impl Tables {
             catalog: Catalog::from_parts(data.nodes, data.services, data.checks, data.left_nodes),
             kv: KvTable::from_entries(data.kv),
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
+            join: JoinTables::from_parts(data.join_tokens, data.agent_credentials),
             table_indexes,
             restore_index: data.restore_index,
         }

@@ -1,0 +1,85 @@
+//! `/v1/operator/join-token`: join tokens for new client agents (Weft's
+//! own; Consul's nearest is auto-config's intro token). A token is shown
+//! once, when made; the list shows IDs, descriptions, expiry and uses left.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use weft_api::command::{Command, CommandOutcome};
+use weft_api::join::JoinTokenRecord;
+use weft_server::join::{new_token, TokenRequest};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::decode::decode_body;
+
+/// A token's life when the request names none.
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CreateBody {
+    description: String,
+    ttl: Option<String>,
+    uses: Option<u32>,
+}
+
+/// `PUT /v1/operator/join-token` with `{"Description", "TTL", "Uses"}`
+/// (all optional: 24h, one use): the token, once.
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: CreateBody = if body.is_empty() { CreateBody::default() } else { decode_body(&body)? };
+    let ttl = match &body.ttl {
+        None => DEFAULT_TTL,
+        Some(text) => weft_api::duration::parse(text).map_err(|e| ApiError::BadRequest(format!("Invalid TTL: {e}")))?,
+    };
+    if ttl.is_zero() || body.uses == Some(0) {
+        return Err(ApiError::BadRequest("a join token needs a TTL above zero and at least one use".into()));
+    }
+    let servers = match state.backend.server() {
+        Some(server) => server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect(),
+        None => state.config.retry_join.clone(),
+    };
+    let request = TokenRequest { description: body.description, ttl, uses: body.uses.unwrap_or(1) };
+    let (record, token) = new_token(servers, &state.config.datacenter, request);
+    match state.backend.write(Command::JoinTokenCreate(record.clone())).await?.outcome {
+        CommandOutcome::Done => {}
+        CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
+        other => return Err(ApiError::BadRequest(format!("unexpected outcome {other:?}"))),
+    }
+    tracing::info!(id = %record.id, uses = record.uses_left, "join token made");
+    let mut answer = token_json(&record);
+    answer["Token"] = json!(token.encode());
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /v1/operator/join-token`: every live token, without secrets.
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let tokens: Vec<Value> = state.backend.store().read().join().tokens().map(token_json).collect();
+    Ok(Json(tokens).into_response())
+}
+
+/// `DELETE /v1/operator/join-token/<id>`: no agent may join with it any more
+/// (agents that did keep their credentials).
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    state.backend.write(Command::JoinTokenDelete { id }).await?;
+    Ok(Json(true).into_response())
+}
+
+fn token_json(record: &JoinTokenRecord) -> Value {
+    let expires = OffsetDateTime::from_unix_timestamp(record.expires_at).ok().and_then(|t| t.format(&Rfc3339).ok());
+    json!({
+        "ID": record.id,
+        "Description": record.description,
+        "ExpiresAt": expires,
+        "UsesLeft": record.uses_left,
+        "CreateIndex": record.indexes.create.get(),
+        "ModifyIndex": record.indexes.modify.get(),
+    })
+}

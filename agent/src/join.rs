@@ -1,0 +1,101 @@
+//! A client agent's RPC credential (see `weft_server::join`): kept in its
+//! data directory, got once by redeeming the join token it was started
+//! with. A restarted agent uses the stored credential; the token, used up,
+//! is not needed again.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weft_api::ids::NodeName;
+use weft_api::join::{JoinToken, RpcCredential};
+use weft_server::ServerError;
+
+use crate::config::AgentConfig;
+
+/// The file in the data directory that holds the credential.
+const CREDENTIAL_FILE: &str = "agent-credential.json";
+/// While no server can take the token, it is offered again this often.
+const REDEEM_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("cannot read or write the agent credential {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("the agent credential {path} is for node {found:?}, not {node:?}: remove it and join with a new token")]
+    OtherNode { path: PathBuf, found: NodeName, node: NodeName },
+    #[error("the servers refused the join token: {0}")]
+    Refused(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    node: NodeName,
+    secret: String,
+}
+
+/// The credential this client agent presents: the stored one, else one
+/// got for its join token (retrying while no server answers), else none.
+pub async fn credential(config: &AgentConfig) -> Result<Option<RpcCredential>, CredentialError> {
+    let path = config.data_dir.join(CREDENTIAL_FILE);
+    if let Some(stored) = read(&path)? {
+        if stored.node != config.node_name {
+            return Err(CredentialError::OtherNode { path, found: stored.node, node: config.node_name.clone() });
+        }
+        return Ok(Some(RpcCredential::Agent { node: stored.node, secret: stored.secret }));
+    }
+    let Some(token) = &config.join_token else { return Ok(None) };
+    let credential = redeem(token, &config.node_name).await?;
+    if let RpcCredential::Agent { node, secret } = &credential {
+        write(&path, &Stored { node: node.clone(), secret: secret.clone() })?;
+    }
+    tracing::info!(node = %config.node_name, "joined with the join token; the credential is kept in the data directory");
+    Ok(Some(credential))
+}
+
+async fn redeem(token: &JoinToken, node: &NodeName) -> Result<RpcCredential, CredentialError> {
+    loop {
+        match weft_server::join::redeem_join_token(token, node).await {
+            Ok(credential) => return Ok(credential),
+            Err(ServerError::Fatal(reason)) => return Err(CredentialError::Refused(reason)),
+            Err(error) => {
+                tracing::warn!(%error, servers = ?token.servers, "cannot redeem the join token yet; retrying");
+                tokio::time::sleep(REDEEM_RETRY).await;
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Option<Stored>, CredentialError> {
+    let file = |source| CredentialError::File { path: path.to_owned(), source };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| file(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(file(error)),
+    }
+}
+
+/// Writes the credential readable by this user only, atomically.
+fn write(path: &Path, stored: &Stored) -> Result<(), CredentialError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = |source| CredentialError::File { path: path.to_owned(), source };
+    let temporary = path.with_extension("tmp");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(file)?;
+    out.write_all(&serde_json::to_vec(stored).unwrap_or_default()).map_err(file)?;
+    out.sync_all().map_err(file)?;
+    std::fs::rename(&temporary, path).map_err(file)
+}
+
+/// A new random key for the servers' `rpc_key` (`weft keygen`).
+pub fn new_rpc_key() -> String {
+    weft_server::join::new_secret()
+}

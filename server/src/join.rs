@@ -1,0 +1,246 @@
+//! Who may call a server's RPC, and how a new agent gets in.
+//!
+//! A server started with an RPC key (`rpc_key`) serves only callers that
+//! present a credential ([`RpcCredential`]): other servers the key, client
+//! agents the secret they were issued for their node when they redeemed a
+//! join token. Without a key every caller is served, as before (`weft dev`,
+//! a trusted network). [`RpcAuthLayer`] is the one place every RPC passes.
+//!
+//! Secrets never enter the log: tokens and credentials are kept as SHA-256
+//! hashes, a token's secret is shown once to whoever made it, and a
+//! credential's secret only to the agent that redeemed the token.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use tonic::codegen::http;
+use tonic::Status;
+use weft_api::command::{Command, CommandOutcome};
+use weft_api::ids::{Datacenter, NodeName};
+use weft_api::join::{AgentCredentialRecord, JoinToken, JoinTokenRecord, RpcCredential, CREDENTIAL_METADATA};
+use weft_api::proto::cluster::RedeemJoinTokenRequest;
+
+use crate::rpc::Channels;
+use crate::store::StateStore;
+use crate::{Server, ServerError};
+
+/// A new random secret: 32 bytes, URL-safe base64.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of `secret`, hex: what is replicated in its place.
+pub fn secret_hash(secret: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// What a new join token is for.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub description: String,
+    pub ttl: Duration,
+    pub uses: u32,
+}
+
+/// Makes a join token naming `servers` (their RPC addresses) and
+/// `datacenter`: its record, to be written through Raft
+/// (`Command::JoinTokenCreate`), and the token itself, to be shown once.
+pub fn new_token(servers: Vec<String>, datacenter: &Datacenter, request: TokenRequest) -> (JoinTokenRecord, JoinToken) {
+    let secret = new_secret();
+    let hash = secret_hash(&secret);
+    let record = JoinTokenRecord {
+        id: hash[..12].to_owned(),
+        secret_sha256: hash,
+        description: request.description,
+        expires_at: unix_now().saturating_add(i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX)),
+        uses_left: request.uses.max(1),
+        indexes: Default::default(),
+    };
+    (record, JoinToken { servers, datacenter: datacenter.to_string(), secret })
+}
+
+/// Redeems a join token for `node`: a new credential secret, recorded (as
+/// a hash) if the token is good.
+pub(crate) async fn redeem(server: &Server, request: RedeemJoinTokenRequest) -> Result<String, Status> {
+    let node = NodeName::new(request.node);
+    if node.is_empty() || request.secret.is_empty() {
+        return Err(Status::invalid_argument("redeeming a join token needs the token's secret and the node's name"));
+    }
+    let secret = new_secret();
+    let credential =
+        AgentCredentialRecord { node: node.clone(), secret_sha256: secret_hash(&secret), ..Default::default() };
+    let command = Command::JoinTokenRedeem { secret_sha256: secret_hash(&request.secret), credential, now: unix_now() };
+    let applied = server.write(command).await.map_err(crate::server::error_to_status)?;
+    match applied.outcome {
+        CommandOutcome::Done => {
+            tracing::info!(%node, "an agent joined with a join token");
+            Ok(secret)
+        }
+        CommandOutcome::Rejected(reason) => {
+            tracing::warn!(%node, %reason, "a join token was refused");
+            Err(Status::permission_denied(format!("the join token was refused: {reason}")))
+        }
+        other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// A client agent's first call: exchanges a join token's secret for this
+/// node's credential, asking each server in turn.
+pub async fn redeem_join_token(token: &JoinToken, node: &NodeName) -> Result<RpcCredential, ServerError> {
+    let channels = Channels::default();
+    let mut last = ServerError::NoLeader;
+    for server in &token.servers {
+        let Ok(mut client) = channels.cluster_client(server) else { continue };
+        let request = RedeemJoinTokenRequest { secret: token.secret.clone(), node: node.to_string() };
+        match client.redeem_join_token(request).await {
+            Ok(response) => {
+                return Ok(RpcCredential::Agent { node: node.clone(), secret: response.into_inner().credential })
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(ServerError::Fatal(status.message().to_owned()))
+            }
+            Err(status) => last = ServerError::LeaderUnreachable(format!("{server}: {}", status.message())),
+        }
+    }
+    Err(last)
+}
+
+/// Which calls need which credential.
+pub struct RpcPolicy {
+    /// SHA-256 of the RPC key; `None`: every caller is served.
+    key_sha256: Option<String>,
+    store: Arc<StateStore>,
+}
+
+/// RPCs a caller may make before it has a credential: discovery, and
+/// redeeming a join token.
+const OPEN_METHODS: [&str; 2] = ["/weft.cluster.v1.Cluster/Info", "/weft.cluster.v1.Cluster/RedeemJoinToken"];
+/// RPCs only servers make: Raft, and joining the voters.
+const SERVER_PREFIXES: [&str; 2] = ["/weft.raft.v1.Raft/", "/weft.cluster.v1.Cluster/Join"];
+
+impl RpcPolicy {
+    pub fn new(key: Option<&str>, store: Arc<StateStore>) -> RpcPolicy {
+        RpcPolicy { key_sha256: key.map(secret_hash), store }
+    }
+
+    /// Whether the caller of `path` presenting `header` may go on.
+    pub fn check(&self, path: &str, header: Option<&str>) -> Result<(), Status> {
+        let Some(key_sha256) = &self.key_sha256 else { return Ok(()) };
+        if OPEN_METHODS.contains(&path) {
+            return Ok(());
+        }
+        let refused = |why: &str| {
+            tracing::info!(%path, why, "RPC refused");
+            Err(Status::unauthenticated(format!(
+                "{why}: this cluster requires credentials (servers: the same rpc_key; client agents: weft agent --join-token)"
+            )))
+        };
+        match header.and_then(RpcCredential::parse) {
+            Some(RpcCredential::Server { key }) if secret_hash(&key) == *key_sha256 => Ok(()),
+            Some(RpcCredential::Server { .. }) => refused("wrong RPC key"),
+            Some(RpcCredential::Agent { .. }) if SERVER_PREFIXES.iter().any(|p| path.starts_with(p)) => {
+                refused("a client agent may not make server calls")
+            }
+            Some(RpcCredential::Agent { node, secret }) => {
+                if self.store.read().join().is_credential(&node, &secret_hash(&secret)) {
+                    Ok(())
+                } else {
+                    refused("unknown agent credential")
+                }
+            }
+            None => refused("no credential"),
+        }
+    }
+}
+
+/// The tower layer that puts [`RpcPolicy`] in front of every gRPC service.
+#[derive(Clone)]
+pub struct RpcAuthLayer(pub Arc<RpcPolicy>);
+
+impl<S> tower::Layer<S> for RpcAuthLayer {
+    type Service = RpcAuth<S>;
+
+    fn layer(&self, inner: S) -> RpcAuth<S> {
+        RpcAuth { inner, policy: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcAuth<S> {
+    inner: S,
+    policy: Arc<RpcPolicy>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RpcAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let header = request.headers().get(CREDENTIAL_METADATA).and_then(|v| v.to_str().ok());
+        match self.policy.check(request.uri().path(), header) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_api::ids::RaftIndex;
+
+    use super::*;
+
+    #[test]
+    fn servers_need_the_key_agents_their_credential_and_only_discovery_is_open() {
+        let store = StateStore::new();
+        let credential =
+            AgentCredentialRecord { node: "vm1".into(), secret_sha256: secret_hash("s1"), ..Default::default() };
+        let token = JoinTokenRecord {
+            id: "t".into(),
+            secret_sha256: "h".into(),
+            expires_at: i64::MAX,
+            uses_left: 1,
+            ..Default::default()
+        };
+        store.apply(RaftIndex(1), &Command::JoinTokenCreate(token));
+        store.apply(RaftIndex(2), &Command::JoinTokenRedeem { secret_sha256: "h".into(), credential, now: 0 });
+        let open = RpcPolicy::new(None, store.clone());
+        assert!(open.check("/weft.raft.v1.Raft/AppendEntries", None).is_ok());
+
+        let policy = RpcPolicy::new(Some("key"), store);
+        let server = RpcCredential::Server { key: "key".into() }.header_value();
+        let agent = RpcCredential::Agent { node: "vm1".into(), secret: "s1".into() }.header_value();
+        let impostor = RpcCredential::Agent { node: "vm2".into(), secret: "s1".into() }.header_value();
+        let apply = "/weft.cluster.v1.Cluster/Apply";
+        assert!(policy.check("/weft.cluster.v1.Cluster/Info", None).is_ok());
+        assert!(policy.check("/weft.cluster.v1.Cluster/RedeemJoinToken", None).is_ok());
+        assert!(policy.check(apply, Some(&server)).is_ok() && policy.check(apply, Some(&agent)).is_ok());
+        assert_eq!(policy.check(apply, None).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert!(policy.check(apply, Some(&impostor)).is_err());
+        assert!(policy.check(apply, Some("Weft-Server nope")).is_err());
+        assert!(policy.check("/weft.raft.v1.Raft/Vote", Some(&server)).is_ok());
+        assert!(policy.check("/weft.raft.v1.Raft/Vote", Some(&agent)).is_err());
+        assert!(policy.check("/weft.cluster.v1.Cluster/Join", Some(&agent)).is_err());
+    }
+}

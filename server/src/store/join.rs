@@ -1,0 +1,141 @@
+//! Join tokens and agent credentials (see [`weft_api::join`]): the tokens
+//! that let a new agent in, and the credential each agent got for one.
+//! Only hashes are kept; the checks at redemption (known, not expired, not
+//! used up) happen here, in the log's order, so two agents racing for the
+//! last use of a token cannot both win.
+
+use std::collections::BTreeMap;
+
+use weft_api::command::CommandOutcome;
+use weft_api::ids::{Indexes, NodeName, RaftIndex};
+use weft_api::join::{AgentCredentialRecord, JoinTokenRecord};
+
+use super::{Changed, Table};
+
+#[derive(Clone, Debug, Default)]
+pub struct JoinTables {
+    /// By ID.
+    tokens: BTreeMap<String, JoinTokenRecord>,
+    credentials: BTreeMap<NodeName, AgentCredentialRecord>,
+}
+
+impl JoinTables {
+    pub(super) fn from_parts(tokens: Vec<JoinTokenRecord>, credentials: Vec<AgentCredentialRecord>) -> Self {
+        JoinTables {
+            tokens: tokens.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            credentials: credentials.into_iter().map(|c| (c.node.clone(), c)).collect(),
+        }
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &JoinTokenRecord> {
+        self.tokens.values()
+    }
+
+    pub fn credentials(&self) -> impl Iterator<Item = &AgentCredentialRecord> {
+        self.credentials.values()
+    }
+
+    /// Whether `secret_sha256` is the hash of `node`'s credential.
+    pub fn is_credential(&self, node: &NodeName, secret_sha256: &str) -> bool {
+        self.credentials.get(node).is_some_and(|c| c.secret_sha256 == secret_sha256)
+    }
+
+    pub(super) fn create(
+        &mut self,
+        index: RaftIndex,
+        token: &JoinTokenRecord,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if token.id.is_empty() || token.secret_sha256.is_empty() {
+            return CommandOutcome::Rejected("a join token needs an ID and a secret".into());
+        }
+        if self.tokens.contains_key(&token.id) {
+            return CommandOutcome::Rejected(format!("join token {} exists", token.id));
+        }
+        let record = JoinTokenRecord { indexes: Indexes { create: index, modify: index }, ..token.clone() };
+        self.tokens.insert(token.id.clone(), record);
+        changed.mark(Table::Join);
+        CommandOutcome::Done
+    }
+
+    pub(super) fn delete(&mut self, id: &str, changed: &mut Changed) -> CommandOutcome {
+        if self.tokens.remove(id).is_some() {
+            changed.mark(Table::Join);
+        }
+        CommandOutcome::Done
+    }
+
+    pub(super) fn redeem(
+        &mut self,
+        index: RaftIndex,
+        secret_sha256: &str,
+        credential: &AgentCredentialRecord,
+        now: i64,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let Some(token) = self.tokens.values_mut().find(|t| t.secret_sha256 == secret_sha256) else {
+            return CommandOutcome::Rejected("unknown join token (deleted, used up, or never made)".into());
+        };
+        if now > token.expires_at {
+            return CommandOutcome::Rejected(format!("join token {} has expired", token.id));
+        }
+        if credential.node.is_empty() || credential.secret_sha256.is_empty() {
+            return CommandOutcome::Rejected("a credential needs a node and a secret".into());
+        }
+        token.uses_left = token.uses_left.saturating_sub(1);
+        token.indexes.modify = index;
+        let token_id = token.id.clone();
+        if token.uses_left == 0 {
+            self.tokens.remove(&token_id);
+        }
+        let create = self.credentials.get(&credential.node).map_or(index, |c| c.indexes.create);
+        let record =
+            AgentCredentialRecord { token_id, indexes: Indexes { create, modify: index }, ..credential.clone() };
+        self.credentials.insert(credential.node.clone(), record);
+        changed.mark(Table::Join);
+        CommandOutcome::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_api::command::Command;
+
+    use super::super::Tables;
+    use super::*;
+
+    fn token(uses: u32) -> JoinTokenRecord {
+        JoinTokenRecord {
+            id: "t1".into(),
+            secret_sha256: "h".into(),
+            expires_at: 100,
+            uses_left: uses,
+            ..Default::default()
+        }
+    }
+
+    fn redeem(node: &str, now: i64) -> Command {
+        let credential =
+            AgentCredentialRecord { node: node.into(), secret_sha256: format!("c-{node}"), ..Default::default() };
+        Command::JoinTokenRedeem { secret_sha256: "h".into(), credential, now }
+    }
+
+    #[test]
+    fn a_token_lets_in_as_many_agents_as_it_has_uses_until_it_expires() {
+        let mut tables = Tables::default();
+        assert_eq!(tables.apply(RaftIndex(1), &Command::JoinTokenCreate(token(2))).0, CommandOutcome::Done);
+        assert!(
+            matches!(tables.apply(RaftIndex(2), &redeem("vm1", 101)).0, CommandOutcome::Rejected(r) if r.contains("expired"))
+        );
+        assert_eq!(tables.apply(RaftIndex(3), &redeem("vm1", 50)).0, CommandOutcome::Done);
+        assert_eq!(tables.apply(RaftIndex(4), &redeem("vm2", 50)).0, CommandOutcome::Done);
+        assert!(
+            matches!(tables.apply(RaftIndex(5), &redeem("vm3", 50)).0, CommandOutcome::Rejected(r) if r.contains("unknown"))
+        );
+        let join = tables.join();
+        assert!(join.is_credential(&"vm1".into(), "c-vm1") && join.is_credential(&"vm2".into(), "c-vm2"));
+        assert!(!join.is_credential(&"vm1".into(), "c-vm2") && !join.is_credential(&"vm3".into(), "c-vm3"));
+        assert_eq!(join.tokens().count(), 0, "a used-up token is gone");
+        assert_eq!(tables.index(Table::Join), RaftIndex(4));
+    }
+}
