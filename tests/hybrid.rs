@@ -18,13 +18,14 @@
 //! service and the pod service calls a VM service, through their sidecars
 //! and the gateways; DNS on each side resolves the other's services;
 //! intentions decide; a registration on a VM becomes callable from a pod
-//! (timed); cutting the server network leaves existing routes working from
+//! (timed); a pod with transparent proxying (iptables, as the injected
+//! weft-init sets it up) reaches a VM service at its own address; cutting the server network leaves existing routes working from
 //! the agents' and sidecars' copies; losing one server of three leaves the
 //! mesh working and writable.
 //!
-//! Needs root and `ip netns` (iproute2), curl, dig and python3; without them
-//! the test says why and passes, unless `WEFT_CI` is set (`.ci/run`), where
-//! it fails instead.
+//! Needs root and `ip netns` (iproute2), iptables, setpriv (util-linux),
+//! curl, dig and python3; without them the test says why and passes, unless
+//! `WEFT_CI` is set (`.ci/run`), where it fails instead.
 
 mod support;
 
@@ -38,6 +39,8 @@ use support::{eventually, weft_bin, Process};
 const SERVERS: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
 const VMS: [&str; 2] = ["198.18.1.11", "198.18.1.12"];
 const PODS: [&str; 2] = ["198.18.2.11", "198.18.2.12"];
+/// A pod with transparent proxying.
+const TRANSPARENT_POD: &str = "198.18.2.13";
 /// The mesh gateway hosts: (network, address in it, address on the WAN).
 const GATEWAYS: [(&str, &str, &str); 2] =
     [("vms", "198.18.1.21", "198.18.3.21"), ("pods", "198.18.2.21", "198.18.3.22")];
@@ -58,7 +61,15 @@ fn missing_prerequisite() -> Option<String> {
     if !rustix_is_root() {
         return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
     }
-    for (tool, args) in [("ip", &["-V"][..]), ("curl", &["--version"]), ("dig", &["-v"]), ("python3", &["--version"])] {
+    let tools = [
+        ("ip", &["-V"][..]),
+        ("curl", &["--version"]),
+        ("dig", &["-v"]),
+        ("python3", &["--version"]),
+        ("iptables", &["--version"]),
+        ("setpriv", &["--version"]),
+    ];
+    for (tool, args) in tools {
         if Command::new(tool).args(args).output().is_err() {
             return Some(format!("{tool} is not installed"));
         }
@@ -404,6 +415,64 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     // DNS on each side resolves the other's services.
     assert_eq!(dig_in(&pods[0], "counting.service.weft"), [VMS[0]]);
     assert_eq!(dig_in(&vms[1], "dashboard.service.weft"), [PODS[0], PODS[1]]);
+
+    // A pod with transparent proxying: weft-init's rules, then the agent (as root here, the
+    // proxy's uid, so its own traffic is not redirected). Its app (uid 1000) calls counting at
+    // the address DNS gives, a VM's, which no pod can route to: the redirect hands the
+    // connection to the sidecar, and the mesh (through the VMs' gateway) carries it.
+    let tp = net.host("pod3", "br-pod", TRANSPARENT_POD);
+    let (ok, out) = exec_in(&tp, weft_bin(), &["k8s", "redirect-traffic", "--proxy-uid", "0"]);
+    assert!(ok, "redirect-traffic: {out}");
+    let (ok, out) = exec_in(&tp, weft_bin(), &["k8s", "redirect-traffic", "--proxy-uid", "0"]);
+    assert!(ok, "redirect-traffic twice: {out}");
+    let (_, rules) = exec_in(&tp, "iptables", &["-t", "nat", "-S"]);
+    assert_eq!(rules.matches("-j WEFT_OUTPUT").count(), 1, "one jump after two runs: {rules}");
+    let data = dir.path().join("tp-client-0");
+    let env = [
+        ("WEFT_POD_NAME", "tp-client-0"),
+        ("WEFT_POD_NAMESPACE", "shop"),
+        ("WEFT_POD_IP", TRANSPARENT_POD),
+        ("WEFT_NODE_NAME", "k8s-node-1"),
+        ("WEFT_SERVICE_NAME", "tp-client"),
+        ("WEFT_SERVICE_UPSTREAMS", ""),
+        ("WEFT_TRANSPARENT_PROXY", "true"),
+    ];
+    let mut args = vec!["agent", "--k8s", "--network", "pods", "--data-dir", data.to_str().unwrap()];
+    for server in &join {
+        args.extend(["--retry-join", server]);
+    }
+    let _transparent_agent = spawn_in(&tp, weft_bin(), &args, &env, &log("tp-client-0"));
+    let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", "tp-client", "counting"]);
+    assert!(ok, "{out}");
+    eventually("the transparent pod's sidecar to be ready", Duration::from_secs(60), || async {
+        exec_in(&tp, weft_bin(), &["k8s", "ready", "--service", "tp-client"]).0.then_some(())
+    })
+    .await;
+    let counting = format!("http://{}:9003/", dig_in(&tp, "counting.service.weft")[0]);
+    let app_get = |url: &str| {
+        let args =
+            ["--reuid=1000", "--regid=1000", "--clear-groups", "curl", "-s", "-m", "5", "-w", "\n%{http_code}", url];
+        let (_, out) = exec_in(&tp, "setpriv", &args);
+        let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse::<u16>().unwrap_or(0), body.to_owned())
+    };
+    let (_, body) =
+        eventually("the pod's app to reach counting at its VM address", Duration::from_secs(60), || async {
+            Some(app_get(&counting)).filter(|(status, _)| *status == 200)
+        })
+        .await;
+    assert!(body.contains("\"count\""), "{body}");
+    let transparent_calls = (0..10).filter(|_| app_get(&counting).0 == 200).count();
+    println!("transparent pod -> {counting} (a VM, no route): {transparent_calls}/10 calls answered");
+    assert_eq!(transparent_calls, 10);
+    assert_eq!(curl_in(&tp, &counting).0, 0, "the proxy's own uid is not redirected, and has no route to a VM");
+    // Redirected traffic is judged like any other: counting's sidecar refuses it once denied.
+    let (ok, out) = weft_in(&servers[0], &["intention", "create", "--deny", "--replace", "tp-client", "counting"]);
+    assert!(ok, "{out}");
+    eventually("the deny to stop the transparent pod's calls", Duration::from_secs(30), || async {
+        (app_get(&counting).0 != 200).then_some(())
+    })
+    .await;
 
     // Intentions decide: without dashboard -> counting, the dashboard cannot count.
     let (ok, out) = weft_in(&servers[0], &["intention", "create", "--deny", "--replace", "dashboard", "counting"]);

@@ -51,6 +51,25 @@ pub struct ProxySnapshot {
     /// For a mesh gateway: where it listens and the sidecars it may relay to.
     #[serde(default)]
     pub mesh_gateway: Option<MeshGatewaySnapshot>,
+    /// Transparent proxying (`Proxy.Mode = "transparent"`): the outbound
+    /// listener the pod's redirected connections arrive at, and where they
+    /// may go.
+    #[serde(default)]
+    pub transparent: Option<TransparentSnapshot>,
+}
+
+/// What a transparent sidecar does with a redirected connection: its
+/// original destination names a service instance, and the connection goes
+/// to that service through the mesh, as if it were an upstream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransparentSnapshot {
+    /// Where redirected outbound connections arrive (`127.0.0.1:15001`).
+    pub outbound_listener: SocketAddr,
+    /// Every mesh service the sidecar may reach this way, as an upstream
+    /// (its `local_bind` is unused: nothing listens for it).
+    pub upstreams: Vec<UpstreamSnapshot>,
+    /// Instance addresses (as the catalog and DNS give them) to services.
+    pub destinations: BTreeMap<SocketAddr, ServiceName>,
 }
 
 /// A mesh gateway relays mutual TLS connections from other networks to the

@@ -458,10 +458,9 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
             text = json.dumps(patch)
             expect(f'"{image}"' in text, f"the injected containers do not run {image}")
             expect(f"{fullname}-server.{r.namespace}.svc:8300" in text, "the injected agent does not join the servers")
-            # Transparent proxying is not available yet: no redirection, and the pod is told.
-            expect('"weft-init"' not in text, "a traffic redirection init container was injected")
-            told = any("transparent proxying is not available" in w for w in review.warnings)
-            expect_eq(told, transparent_proxy, "warned that transparent proxying is not available")
+            # Transparent proxying: the redirecting init container first, and no warning.
+            expect_eq('"weft-init"' in text, transparent_proxy, "a traffic redirection init container injected")
+            expect_eq(review.warnings, [], "admission warnings")
             plain = review("plain", {})
             expect_eq(plain is not None, inject_by_default, "an unannotated pod injected")
             expect(review("refused", {"weft.io/connect-inject": "false"}) is None, "a pod annotated false was injected")

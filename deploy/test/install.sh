@@ -5,16 +5,24 @@
 #      starter config;
 #   2. a second run changes nothing and says so; an edited config is kept
 #      whatever the options; a new binary is an upgrade;
-#   3. bad options are refused (exit 2) before anything is written;
+#   3. bad options are refused (exit 2) before anything is written, among
+#      them an RPC key for a client agent and a join token for a server,
+#      and the refusal does not show the secret;
 #   4. a client install that joins the server;
 #   5. the installed binary runs with the written configs on free loopback
 #      ports: the server (bootstrap_expect 1) elects itself, the client
 #      joins it and its node is in the catalog; READY=1 and STOPPING=1
 #      reach $NOTIFY_SOCKET as under Type=notify; SIGHUP (systemctl reload)
 #      loads a service file added to /etc/weft.d; SIGTERM stops both;
-#   6. --uninstall removes the unit, binary and config and keeps the data
+#   6. a server installed with an RPC key (--rpc-key-file) and a client
+#      agent with a join token made on it (no --join): the secret file, its
+#      mode, `weft validate`, reruns (the same secret changes nothing, a new
+#      token replaces the old), and the installed agents: the client
+#      redeems the token, joins and, restarted, joins again with its stored
+#      credential;
+#   7. --uninstall removes the unit, binary and config and keeps the data
 #      dir; --purge removes that too; a second uninstall has nothing to do;
-#   7. without --prefix, the real paths, the weft user and systemctl: in a
+#   8. without --prefix, the real paths, the weft user and systemctl: in a
 #      private mount namespace (as root) over copies of /etc,
 #      /usr/local/bin and /var/lib, with a systemctl that only records
 #      what it is asked.
@@ -71,6 +79,16 @@ run_install() {
 output_has() {
   tr -s ' ' <"$work/out" | grep -qF -- "$(tr -s ' ' <<<"$1")" ||
     fail "install.sh did not say '$1':"$'\n'"$(cat "$work/out")"
+}
+
+# output_lacks TEXT: install.sh did not say TEXT (a secret).
+output_lacks() {
+  ! grep -qF -- "$1" "$work/out" || fail "install.sh showed a secret:"$'\n'"$(cat "$work/out")"
+}
+
+# valid DIR: `weft validate` accepts the config dir.
+valid() {
+  "$weft" validate "$1" >"$work/validate.out" 2>&1 || fail "weft validate $1 failed:"$'\n'"$(cat "$work/validate.out")"
 }
 
 # mode_is PATH MODE: octal mode and owner (nothing is chowned with --no-systemctl).
@@ -193,6 +211,32 @@ refused "not an IP address" --no-systemctl --server --bind nonsense
 refused "not 0.0.0.0" --no-systemctl --server --bind 0.0.0.0
 refused "unknown option: --serverr" --no-systemctl --serverr
 refused "add --no-systemctl" --server
+# The secrets: a key for servers only, a token for client agents only, and
+# neither is ever shown.
+key=$("$weft" keygen)
+[[ ${#key} -ge 16 ]] || fail "weft keygen printed '$key', not a key"
+printf '%s\n' "$key" >"$work/rpc.key"
+# A token as `weft operator join-token create` prints it, for servers that
+# are not there.
+fake_token=weftjoin1.$(printf '{"servers":["127.0.0.1:1"],"datacenter":"dc1","secret":"fake-secret"}' |
+  base64 -w0 | tr '+/' '-_' | tr -d '=')
+printf '%s\n' "$fake_token" >"$work/token"
+refused "--rpc-key is for servers, not with --client" --no-systemctl --client --join 10.0.0.1 --rpc-key "$key"
+output_lacks "$key"
+refused "--rpc-key is for servers: add --server" --no-systemctl --join 10.0.0.1 --rpc-key-file "$work/rpc.key"
+output_lacks "$key"
+refused "--join-token is for client agents, not with --server" --no-systemctl --server --join-token "$fake_token"
+output_lacks "$fake_token"
+refused "--join-token is for client agents, not with --server" --no-systemctl --server --join-token-file "$work/token"
+refused "not both" --no-systemctl --client --join-token "$fake_token" --rpc-key "$key"
+refused "--rpc-key: a key is 16 or more" --no-systemctl --server --rpc-key short-key
+refused "--join-token: not a Weft join token" --no-systemctl --client --join-token "not-a-token-secret"
+output_lacks "not-a-token-secret"
+refused "--rpc-key-file $work/missing: not a readable file" --no-systemctl --server --rpc-key-file "$work/missing"
+: >"$work/empty"
+refused "the file is empty" --no-systemctl --client --join-token-file "$work/empty"
+refused "unexpected argument" --no-systemctl --client "$fake_token"
+output_lacks "$fake_token"
 echo ok
 
 # ---------------------------------------------------------------------------
@@ -289,7 +333,117 @@ stop_agent server "$server_pid"
 echo ok
 
 # ---------------------------------------------------------------------------
-step "6. uninstall"
+step "6. a server with an RPC key, a client agent with a join token"
+# On installed agents, a key or token is refused for the role their
+# weft.hcl says, whatever the options, and nothing changes.
+for target in "$client --rpc-key-file $work/rpc.key|is a client agent's" \
+  "$server --join-token-file $work/token|is a server's"; do
+  read -r root option file <<<"${target%|*}"
+  before=$(tree_state "$root")
+  run_install 2 --binary "$weft" --prefix "$root" --no-systemctl "$option" "$file"
+  output_has "${target#*|}"
+  output_lacks "$key"
+  output_lacks "$fake_token"
+  [[ $(tree_state "$root") == "$before" ]] || fail "a refused install changed $root"
+done
+
+kserver=$work/kserver
+server_flags=(--binary "$weft" --prefix "$kserver" --no-systemctl --server --bootstrap-expect 1
+  --datacenter test-dc --node ksrv --bind 127.0.0.1)
+run_install 0 "${server_flags[@]}" --rpc-key-file "$work/rpc.key"
+secrets=$kserver/etc/weft.d/weft.secrets.hcl
+output_has "installed  rpc key $secrets"
+output_lacks "$key"
+mode_is "$secrets" 640
+mode_is "$kserver/etc/weft.d/weft.hcl" 640
+setting_is "$secrets" rpc_key "\"$key\""
+! grep -q 'rpc_key' "$kserver/etc/weft.d/weft.hcl" || fail "the key is in weft.hcl too"
+valid "$kserver/etc/weft.d"
+# The same key again, given inline: nothing changes.
+before=$(tree_state "$kserver")
+run_install 0 "${server_flags[@]}" --rpc-key "$key"
+output_has "Nothing changed"
+output_lacks "$key"
+[[ $(tree_state "$kserver") == "$before" ]] || fail "the same key again changed files"
+
+free_port && ks_http=$port
+free_port && ks_dns=$port
+free_port && ks_rpc=$port
+free_port && kc_http=$port
+free_port && kc_dns=$port
+kserver_up() { alive "$kserver_pid" "the keyed server" && has_leader "$ks_http"; }
+kclient_up() { alive "$kclient_pid" "the client with a token" && has_leader "$kc_http"; }
+start_agent kserver "$kserver" \
+  --http-addr "127.0.0.1:$ks_http" --dns-addr "127.0.0.1:$ks_dns" --rpc-addr "127.0.0.1:$ks_rpc"
+kserver_pid=$started
+wait_until 20 "the keyed server elects itself" kserver_up
+# Two tokens: the client is installed with the first, then the second.
+for i in 1 2; do
+  "$weft" operator join-token create --http-addr "127.0.0.1:$ks_http" --ttl 1h --description "install test $i" \
+    >"$work/token$i" 2>"$work/token.err" || fail "weft operator join-token create failed: $(cat "$work/token.err")"
+  grep -qx 'weftjoin1\.[A-Za-z0-9_-]*' "$work/token$i" || fail "join-token create printed more than a token: $(cat "$work/token$i")"
+done
+token1=$(<"$work/token1")
+token2=$(<"$work/token2")
+
+kclient=$work/kclient
+client_flags=(--binary "$weft" --prefix "$kclient" --no-systemctl --client --node kcli
+  --bind 127.0.0.1 --advertise 127.0.0.1)
+run_install 0 "${client_flags[@]}" --join-token-file "$work/token1"
+secrets=$kclient/etc/weft.d/weft.secrets.hcl
+config=$kclient/etc/weft.d/weft.hcl
+output_has "installed  join token $secrets"
+output_has "datacenter from the join token"
+output_lacks "$token1"
+mode_is "$secrets" 640
+mode_is "$config" 640
+setting_is "$secrets" join_token "\"$token1\""
+setting_is "$config" server false
+! grep -Eq '^(retry_join|datacenter|join_token)' "$config" ||
+  fail "with a token, $config names servers, a datacenter or the token:"$'\n'"$(cat "$config")"
+valid "$kclient/etc/weft.d"
+before=$(tree_state "$kclient")
+run_install 0 "${client_flags[@]}" --join-token "$token1"
+output_has "Nothing changed"
+[[ $(tree_state "$kclient") == "$before" ]] || fail "the same token again changed files"
+# A new token replaces the old one.
+run_install 0 "${client_flags[@]}" --join-token "$token2"
+output_has "updated    join token $secrets"
+output_lacks "$token2"
+mode_is "$secrets" 640
+setting_is "$secrets" join_token "\"$token2\""
+! grep -qF -- "$token1" "$secrets" || fail "the old token is still in $secrets"
+valid "$kclient/etc/weft.d"
+
+start_agent kclient "$kclient" --http-addr "127.0.0.1:$kc_http" --dns-addr "127.0.0.1:$kc_dns"
+kclient_pid=$started
+wait_until 20 "the client with a token finds the leader" kclient_up
+wait_until 20 "the client with a token in the catalog" lists "$ks_http" /v1/catalog/nodes '"Node":"kcli"'
+lists "$ks_http" /v1/catalog/nodes '"Datacenter":"test-dc"' || fail "the token's datacenter is not test-dc"
+"$weft" members --http-addr "127.0.0.1:$ks_http" >"$work/members" 2>&1 || fail "weft members failed: $(cat "$work/members")"
+grep -q 'kcli' "$work/members" || fail "weft members does not list kcli:"$'\n'"$(cat "$work/members")"
+mode_is "$kclient/var/lib/weft/agent-credential.json" 600
+# It joined with the token it was given last: that one is used up.
+"$weft" operator join-token list --http-addr "127.0.0.1:$ks_http" >"$work/tokens" 2>&1 ||
+  fail "weft operator join-token list failed: $(cat "$work/tokens")"
+if ! grep -q 'install test 1' "$work/tokens" || grep -q 'install test 2' "$work/tokens"; then
+  fail "the client did not redeem the second token:"$'\n'"$(cat "$work/tokens")"
+fi
+# Restarted, it joins with its stored credential: the token is used up.
+stop_agent kclient "$kclient_pid"
+start_agent kclient-again "$kclient" --http-addr "127.0.0.1:$kc_http" --dns-addr "127.0.0.1:$kc_dns"
+kclient_pid=$started
+wait_until 20 "the restarted client finds the leader with its credential" kclient_up
+stop_agent kclient-again "$kclient_pid"
+stop_agent kserver "$kserver_pid"
+# A new token for an agent that has its credential: the installer says it
+# goes unused.
+run_install 0 "${client_flags[@]}" --join-token "$token1"
+output_has "agent-credential.json exists"
+echo ok
+
+# ---------------------------------------------------------------------------
+step "7. uninstall"
 run_install 0 --prefix "$server" --no-systemctl --uninstall
 output_has "removed    $server/etc/systemd/system/weft.service"
 for gone in "$server/usr/local/bin/weft" "$server/etc/systemd/system/weft.service" "$server/etc/weft.d"; do
@@ -304,9 +458,9 @@ run_install 0 --prefix "$client" --no-systemctl --uninstall --purge
 echo ok
 
 # ---------------------------------------------------------------------------
-step "7. the real paths, the weft user and systemctl, in a private mount namespace"
+step "8. the real paths, the weft user and systemctl, in a private mount namespace"
 if [[ $EUID -ne 0 ]] || ! command -v unshare >/dev/null || ! unshare -m --propagation private true 2>/dev/null; then
-  skip "steps 1-6 passed; step 7 needs root and unshare -m (Debian package: util-linux)"
+  skip "steps 1-7 passed; step 8 needs root and unshare -m (Debian package: util-linux)"
 fi
 cat >"$work/namespace.sh" <<'NAMESPACE'
 set -euo pipefail
@@ -371,6 +525,17 @@ run --binary "$weft"
 grep -q "Nothing changed" "$ns/out" || fail "the second run changed something: $(cat "$ns/out")"
 not_called daemon-reload
 not_called enable
+not_called restart
+
+# A key is a secret: root:weft 0640. A new one restarts the server; the
+# same one again changes nothing.
+"$weft" keygen >"$ns/rpc.key"
+run --binary "$weft" --rpc-key-file "$ns/rpc.key"
+owned /etc/weft.d/weft.secrets.hcl "640 root:weft"
+grep -qx "rpc_key = \"$(<"$ns/rpc.key")\"" /etc/weft.d/weft.secrets.hcl || fail "the key is not in weft.secrets.hcl"
+called "restart weft.service"
+run --binary "$weft" --rpc-key-file "$ns/rpc.key"
+grep -q "Nothing changed" "$ns/out" || fail "the same key again changed something: $(cat "$ns/out")"
 not_called restart
 
 # An upgrade restarts the agent on the new binary.

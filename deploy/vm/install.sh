@@ -6,7 +6,10 @@
 # Safe to run again: it changes only what differs from what is asked (a new
 # binary or unit is installed and the agent restarted; that is the upgrade
 # path) and says when nothing changed. The configuration in /etc/weft.d is
-# the operator's: it is written once, never overwritten.
+# the operator's: it is written once, never overwritten. The one exception
+# is /etc/weft.d/weft.secrets.hcl, which holds the secret given with
+# --rpc-key or --join-token: it is the installer's, replaced when a new
+# secret is given, and never printed.
 #
 # Run with --help for the options.
 set -euo pipefail
@@ -27,8 +30,18 @@ Options:
   --bootstrap-expect N   servers only: start a new cluster once N servers
                          have found each other (default 3)
   --join ADDR            RPC address of a server, host or host:port (port
-                         8300 if none); repeatable. Required for a client;
-                         on servers, list every server
+                         8300 if none); repeatable. Required for a client
+                         without --join-token; on servers, list every server
+  --rpc-key KEY          servers: the key every server shares (make one
+                         with `weft keygen`); the servers then serve only
+                         callers that prove who they are
+  --rpc-key-file PATH    servers: read the key from PATH, so that it shows
+                         in neither `ps` nor the shell history
+  --join-token TOKEN     client agents: a join token (`weft operator
+                         join-token create` on a server); it names the
+                         servers and the datacenter, so --join and
+                         --datacenter may be left out
+  --join-token-file PATH client agents: read the token from PATH
   --datacenter DC        datacenter name (default dc1)
   --node NAME            node name (default: the host name)
   --bind IP              IP this host is reached at: servers' RPC listens on
@@ -45,7 +58,9 @@ Options:
   -h, --help             show this help
 
 The options --server ... --advertise only shape a new /etc/weft.d/weft.hcl;
-an existing one is kept as it is.
+an existing one is kept as it is. The key or token goes to
+/etc/weft.d/weft.secrets.hcl (root:weft, 0640), which a new key or token
+replaces; the installer never prints either.
 EOF
 }
 
@@ -76,6 +91,20 @@ use_systemctl=yes
 action=install
 purge=no
 config_options=no # any option that shapes weft.hcl was given
+role_given=no     # --server or --client was given
+# The secrets: never printed, never passed to another program's arguments.
+rpc_key=""
+join_token=""
+
+# Reads a secret from file $2 (for option $1) into $secret, without the
+# whitespace around it.
+read_secret_file() {
+  [[ -f $2 && -r $2 ]] || usage_error "$1 $2: not a readable file"
+  secret=$(<"$2")
+  secret=${secret#"${secret%%[![:space:]]*}"}
+  secret=${secret%"${secret##*[![:space:]]}"}
+  [[ -n $secret ]] || usage_error "$1 $2: the file is empty"
+}
 
 while [[ $# -gt 0 ]]; do
   option=$1
@@ -85,7 +114,8 @@ while [[ $# -gt 0 ]]; do
     value=${option#*=}
     option=${option%%=*}
     ;;
-  --binary | --bootstrap-expect | --join | --datacenter | --node | --bind | --advertise | --prefix)
+  --binary | --bootstrap-expect | --join | --datacenter | --node | --bind | --advertise | --prefix | \
+    --rpc-key | --rpc-key-file | --join-token | --join-token-file)
     [[ $# -ge 2 ]] || usage_error "$option needs a value"
     value=$2
     shift
@@ -96,7 +126,24 @@ while [[ $# -gt 0 ]]; do
   --binary) binary=$value ;;
   --server | --client)
     role=${option#--}
+    role_given=yes
     config_options=yes
+    ;;
+  --rpc-key)
+    [[ -n $value ]] || usage_error "$option needs a value"
+    rpc_key=$value
+    ;;
+  --rpc-key-file)
+    read_secret_file "$option" "$value"
+    rpc_key=$secret
+    ;;
+  --join-token)
+    [[ -n $value ]] || usage_error "$option needs a value"
+    join_token=$value
+    ;;
+  --join-token-file)
+    read_secret_file "$option" "$value"
+    join_token=$secret
     ;;
   --bootstrap-expect)
     bootstrap_expect=$value
@@ -130,7 +177,9 @@ while [[ $# -gt 0 ]]; do
     usage
     exit 0
     ;;
-  *) usage_error "unknown option: $option" ;;
+  -*) usage_error "unknown option: $option" ;;
+  # Not shown: a misplaced argument may be a secret.
+  *) usage_error "unexpected argument (options start with --)" ;;
   esac
 done
 
@@ -156,6 +205,8 @@ data_dir=$prefix/var/lib/weft
 unit_dir=$prefix/etc/systemd/system
 unit_file=$unit_dir/weft.service
 config_file=$conf_dir/weft.hcl
+# The installer's own file, for the secret: read after weft.hcl, so it wins.
+secrets_file=$conf_dir/weft.secrets.hcl
 
 changed=no
 # Prints what was done to an item and remembers that something changed.
@@ -233,18 +284,63 @@ for candidate in "$script_dir/weft.service" "$script_dir/../systemd/weft.service
 done
 [[ -n $unit_source ]] || die "weft.service not found next to this script or in ../systemd/"
 
+# The secret must suit the role: that of the existing configuration, if
+# there is one, else the options'. Messages never show the secret.
+if [[ -n $rpc_key || -n $join_token ]]; then
+  existing_config=""
+  existing_role=""
+  for candidate in "$config_file" "$conf_dir/weft.json"; do
+    if [[ -e $candidate ]]; then
+      existing_config=$candidate
+      break
+    fi
+  done
+  if [[ -n $existing_config ]]; then
+    existing_role=client
+    if grep -Eqs '^[[:space:]]*server[[:space:]]*=[[:space:]]*true' "$config_file" ||
+      grep -Eqs '"server"[[:space:]]*:[[:space:]]*true' "$conf_dir/weft.json"; then
+      existing_role=server
+    fi
+  fi
+  [[ -z $rpc_key || -z $join_token ]] ||
+    usage_error "give --rpc-key (servers) or --join-token (client agents), not both"
+  if [[ -n $rpc_key ]]; then
+    [[ $role_given == no || $role == server ]] ||
+      usage_error "--rpc-key is for servers, not with --client: a client agent joins with --join-token"
+    if [[ -n $existing_config ]]; then
+      [[ $existing_role == server ]] ||
+        usage_error "--rpc-key is for servers, and $existing_config is a client agent's (no server = true): a client agent joins with --join-token"
+    else
+      [[ $role == server ]] || usage_error "--rpc-key is for servers: add --server (a client agent joins with --join-token)"
+    fi
+    key_pattern='^[A-Za-z0-9._~+/=:@%^*!?#,;|-]{16,}$'
+    [[ $rpc_key =~ $key_pattern ]] ||
+      usage_error "--rpc-key: a key is 16 or more letters, digits or ._~+/=:@%^*!?#,;|- (make one with: weft keygen)"
+  else
+    [[ $role_given == no || $role == client ]] ||
+      usage_error "--join-token is for client agents, not with --server: servers share --rpc-key"
+    [[ -z $existing_config || $existing_role == client ]] ||
+      usage_error "--join-token is for client agents, and $existing_config is a server's (server = true): servers share --rpc-key"
+    token_pattern='^weftjoin1\.[A-Za-z0-9_-]+$'
+    [[ $join_token =~ $token_pattern ]] ||
+      usage_error "--join-token: not a Weft join token (make one on a server with: weft operator join-token create)"
+  fi
+fi
+
 write_config=no
 if [[ ! -e $config_file && ! -e $conf_dir/weft.json ]]; then
   write_config=yes
-  datacenter=${datacenter:-dc1}
-  [[ $datacenter =~ ^[A-Za-z0-9_-]+$ ]] || usage_error "--datacenter $datacenter: use letters, digits, - and _"
+  # A join token names the datacenter; --datacenter, if given, must match.
+  [[ -n $join_token ]] || datacenter=${datacenter:-dc1}
+  [[ -z $datacenter || $datacenter =~ ^[A-Za-z0-9_-]+$ ]] || usage_error "--datacenter $datacenter: use letters, digits, - and _"
   [[ -z $node || $node =~ ^[A-Za-z0-9._-]+$ ]] || usage_error "--node $node: use letters, digits, ., - and _"
   if [[ $role == server ]]; then
     bootstrap_expect=${bootstrap_expect:-3}
     [[ $bootstrap_expect =~ ^[1-9][0-9]*$ ]] || usage_error "--bootstrap-expect $bootstrap_expect: give a number of servers, 1 or more"
   else
     [[ -z $bootstrap_expect ]] || usage_error "--bootstrap-expect is for servers: add --server"
-    [[ ${#joins[@]} -gt 0 ]] || usage_error "a client agent needs a server to join: give --join SERVER_IP"
+    [[ ${#joins[@]} -gt 0 || -n $join_token ]] ||
+      usage_error "a client agent needs a server to join: give --join SERVER_IP or --join-token TOKEN"
   fi
   join_pattern='^[][A-Za-z0-9._:-]+$'
   for i in "${!joins[@]}"; do
@@ -393,7 +489,13 @@ if [[ $write_config == yes ]]; then
 # After changing services or checks: systemctl reload weft
 # After changing anything else:      systemctl restart weft
 
-datacenter = "$datacenter"
+EOF
+    if [[ -n $datacenter ]]; then
+      echo "datacenter = \"$datacenter\""
+    else
+      echo "# datacenter: the join token's (in weft.secrets.hcl)."
+    fi
+    cat <<EOF
 data_dir   = "$data_dir"
 EOF
     if [[ -n $node ]]; then
@@ -437,14 +539,57 @@ EOF
 # Servers' RPC addresses, tried until one answers (a server may list itself).
 retry_join = [$list]
 EOF
+    elif [[ -n $join_token ]]; then
+      cat <<EOF
+
+# The servers to join: those the join token names (in weft.secrets.hcl),
+# unless retry_join lists others.
+EOF
     fi
   } >"$work/weft.hcl"
   place "$work/weft.hcl" "$config_file" 0640 "$owner_root" weft
-  did written "config $config_file: $role, datacenter $datacenter, bind_addr $bind$bind_note"
+  did written "config $config_file: $role, datacenter ${datacenter:-from the join token}, bind_addr $bind$bind_note"
   config_written=yes
 else
   kept unchanged "config in $conf_dir (yours: never overwritten)"
   [[ ! -f $config_file ]] || fix_mode "$config_file" 0640 "$owner_root" weft "config"
+fi
+
+# The secret, written with printf (a shell builtin: it shows in no process
+# list), into a file only root and the agent's group read.
+secrets_changed=no
+if [[ -n $rpc_key || -n $join_token ]]; then
+  (
+    umask 077
+    if [[ -n $rpc_key ]]; then
+      cat <<'EOF'
+# Written by install.sh from --rpc-key or --rpc-key-file; install.sh replaces
+# this file when given another key. A secret: only root and the weft group
+# read it. Every server has the same key (weft keygen makes one).
+EOF
+      printf 'rpc_key = "%s"\n' "$rpc_key"
+    else
+      cat <<EOF
+# Written by install.sh from --join-token or --join-token-file; install.sh
+# replaces this file when given another token. A secret: only root and the
+# weft group read it. On its first start the agent redeems the token for a
+# credential of its own, kept in $data_dir/agent-credential.json;
+# later starts use that, not the token.
+EOF
+      printf 'join_token = "%s"\n' "$join_token"
+    fi
+  ) >"$work/weft.secrets.hcl"
+  secret_kind="rpc key"
+  [[ -z $join_token ]] || secret_kind="join token"
+  if ensure_file "$work/weft.secrets.hcl" "$secrets_file" 0640 "$owner_root" weft "$secret_kind"; then
+    secrets_changed=yes
+    if [[ -n $join_token && -e $data_dir/agent-credential.json ]]; then
+      say "note: $data_dir/agent-credential.json exists: the agent keeps that credential and does not use"
+      say "      the new token; to join with the token, remove that file and restart the agent"
+    fi
+  fi
+elif [[ -f $secrets_file ]]; then
+  fix_mode "$secrets_file" 0640 "$owner_root" weft "secrets"
 fi
 
 if [[ $use_systemctl == yes ]]; then
@@ -453,8 +598,9 @@ if [[ $use_systemctl == yes ]]; then
     systemctl enable --now weft.service ||
       die "weft.service did not start: see journalctl -u weft -n 50"
     did started "weft.service (enabled at boot)"
-  elif [[ $binary_changed == yes || $unit_changed == yes || $config_written == yes ]]; then
-    # The upgrade: the agent runs the new binary or unit from now on.
+  elif [[ $binary_changed == yes || $unit_changed == yes || $config_written == yes || $secrets_changed == yes ]]; then
+    # The upgrade (or a new key or token): the agent runs the new binary,
+    # unit or configuration from now on.
     systemctl restart weft.service ||
       die "weft.service did not restart: see journalctl -u weft -n 50"
     did restarted "weft.service"

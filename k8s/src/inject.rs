@@ -11,8 +11,8 @@
 //!
 //! The patch puts the sidecar first among the init containers: init
 //! containers run in order, and any the pod already has may need the mesh.
-//! A pod asking for transparent proxying is injected without it, and told
-//! so ([`NO_TRANSPARENT_PROXY_YET`]).
+//! A pod with transparent proxying first gets `weft-init`, which redirects
+//! its traffic through the proxy, sparing the ports its probes use.
 
 use std::fmt;
 
@@ -171,16 +171,17 @@ fn decide_pod(pod: &Pod, config: &InjectConfig) -> Decision {
     }
 }
 
-/// Why a pod asking for transparent proxying is injected without it: the
-/// proxy has no outbound listener for redirected traffic yet, and
-/// redirecting to a port nobody serves would cut the pod off.
-pub const NO_TRANSPARENT_PROXY_YET: &str = "transparent proxying is not available in this Weft version yet: \
-the sidecar is injected without traffic redirection; reach upstreams on their local ports";
-
-/// The sidecar first among the init containers, its data volume, and the
-/// injected-status annotation.
+/// The sidecar first among the init containers (after `weft-init` with
+/// transparent proxying), its data volume, and the injected-status annotation.
 fn patch(pod: &Pod, config: &InjectConfig, wiring: &Wiring) -> JsonPatch {
-    let init_containers = vec![sidecar::sidecar_container(config, wiring)];
+    let mut init_containers = Vec::new();
+    if wiring.transparent_proxy {
+        let mut probe_ports: Vec<u16> = pod.spec.containers.iter().flat_map(|c| c.probe_ports()).collect();
+        probe_ports.sort_unstable();
+        probe_ports.dedup();
+        init_containers.push(sidecar::init_container(config, &probe_ports));
+    }
+    init_containers.push(sidecar::sidecar_container(config, wiring));
 
     let mut patch = JsonPatch::default();
     let has_init_containers = pod.spec.init_containers.is_some();
@@ -200,16 +201,7 @@ impl Decision {
             Decision::Invalid(problems) => AdmissionResponse::allow(uid).with_warnings(
                 problems.iter().map(|problem| format!("Weft sidecar not injected: {problem}")).collect(),
             ),
-            Decision::Inject(injection) => {
-                let response = AdmissionResponse::allow_patched(uid, &injection.patch.to_bytes());
-                match injection.wiring.transparent_proxy {
-                    true => {
-                        tracing::warn!(service = %injection.wiring.service, "{NO_TRANSPARENT_PROXY_YET}");
-                        response.with_warnings(vec![format!("Weft: {NO_TRANSPARENT_PROXY_YET}")])
-                    }
-                    false => response,
-                }
-            }
+            Decision::Inject(injection) => AdmissionResponse::allow_patched(uid, &injection.patch.to_bytes()),
         }
     }
 }
@@ -399,20 +391,27 @@ mod tests {
     }
 
     #[test]
-    fn transparent_proxying_is_not_there_yet_and_the_pod_is_told() {
+    fn transparent_proxying_redirects_first_sparing_the_probe_ports() {
         let config = InjectConfig { transparent_proxy: true, ..config() };
-        let request = request_for(web_pod(json!({CONNECT_INJECT: "true"})));
+        let mut pod = web_pod(json!({CONNECT_INJECT: "true"}));
+        pod["spec"]["containers"][0]["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": "http"}});
+        pod["spec"]["containers"][0]["readinessProbe"] = json!({"tcpSocket": {"port": 8081}});
+        let request = request_for(pod);
         let decision = decide(&request, &config);
-        let response = decision.response(&request);
+        assert!(decision.response(&request).warnings.is_empty());
         let with = injection(decision);
         let init_containers = ops(&with.patch)[0].1.as_array().unwrap().clone();
         let names: Vec<&Value> = init_containers.iter().map(|c| &c["name"]).collect();
-        assert_eq!(names, [&json!("weft-sidecar")], "no redirection until the proxy can take it");
-        assert!(init_containers[0]["env"]
+        assert_eq!(names, [&json!("weft-init"), &json!("weft-sidecar")], "the redirect first");
+        assert_eq!(
+            init_containers[0]["args"],
+            json!(["k8s", "redirect-traffic", "--exclude-inbound-port", "8080", "--exclude-inbound-port", "8081"])
+        );
+        assert_eq!(init_containers[0]["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
+        assert!(init_containers[1]["env"]
             .as_array()
             .unwrap()
             .contains(&json!({"name": "WEFT_TRANSPARENT_PROXY", "value": "true"})));
-        assert!(response.warnings.iter().any(|w| w.contains("transparent proxying is not available")));
 
         let opted_out = json!({CONNECT_INJECT: "true", annotations::TRANSPARENT_PROXY: "false"});
         let without = injection(decide(&request_for(web_pod(opted_out)), &config));

@@ -31,6 +31,8 @@
 //! - [`annotations`]: the annotation names and the parsers of their values.
 //! - [`sidecar`]: the containers and volume the patch adds, and the ports and
 //!   user they assume of the agent's Kubernetes mode.
+//! - [`redirect`]: the iptables rules of transparent proxying (`weft k8s
+//!   redirect-traffic`, run by the `weft-init` container).
 //! - [`patch`]: RFC 6902 JSON Patch operations and RFC 6901 pointers.
 //! - [`pod`]: the few fields of a pod the webhook reads.
 //! - [`pod_env`]: the other end: what `weft agent --k8s` reads from the
@@ -50,6 +52,7 @@ pub mod inject;
 pub mod patch;
 pub mod pod;
 pub mod pod_env;
+pub mod redirect;
 pub mod sidecar;
 mod tls;
 pub mod webhook;

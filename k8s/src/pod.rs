@@ -52,6 +52,51 @@ pub struct Container {
     pub name: String,
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
+    #[serde(default)]
+    pub liveness_probe: Option<Probe>,
+    #[serde(default)]
+    pub readiness_probe: Option<Probe>,
+    #[serde(default)]
+    pub startup_probe: Option<Probe>,
+}
+
+/// The kubelet's probe of a container: the port it connects to, if any.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default)]
+    pub http_get: Option<ProbePort>,
+    #[serde(default)]
+    pub tcp_socket: Option<ProbePort>,
+    #[serde(default)]
+    pub grpc: Option<ProbePort>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ProbePort {
+    /// A number, or the name of one of the container's ports.
+    #[serde(default)]
+    pub port: serde_json::Value,
+}
+
+impl Container {
+    /// The ports the kubelet probes this container on: transparent
+    /// proxying must let them reach the application directly.
+    pub fn probe_ports(&self) -> Vec<u16> {
+        let probes = [&self.liveness_probe, &self.readiness_probe, &self.startup_probe];
+        let ports = probes.into_iter().flatten().flat_map(|p| [&p.http_get, &p.tcp_socket, &p.grpc]).flatten();
+        ports
+            .filter_map(|probe| match &probe.port {
+                serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                serde_json::Value::String(name) => self
+                    .ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))
+                    .and_then(|p| u16::try_from(p.container_port).ok()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

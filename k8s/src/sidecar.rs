@@ -26,10 +26,11 @@
 //! - On SIGTERM (sent after the application's containers have exited),
 //!   deregister and exit.
 //!
-//! Transparent proxying is not injected yet (see
-//! [`crate::inject::NO_TRANSPARENT_PROXY_YET`]): it will take a `weft-init`
-//! container that redirects the pod's inbound TCP to [`INBOUND_PORT`] and
-//! its outbound TCP to [`OUTBOUND_PORT`], except [`PROXY_UID`]'s own.
+//! With transparent proxying, a `weft-init` container runs first, as root
+//! with `NET_ADMIN`: `weft k8s redirect-traffic` sends the pod's inbound TCP
+//! to [`INBOUND_PORT`] and its outbound TCP to [`OUTBOUND_PORT`], except
+//! [`PROXY_UID`]'s own and the application's probe ports
+//! ([`crate::redirect`]).
 
 use serde_json::{json, Value};
 
@@ -111,6 +112,27 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+    })
+}
+
+/// The container that redirects the pod's traffic through the proxy
+/// (transparent proxying); `probe_ports` stay reachable by the kubelet.
+pub fn init_container(config: &InjectConfig, probe_ports: &[u16]) -> Value {
+    let mut args = vec!["k8s".to_owned(), "redirect-traffic".to_owned()];
+    for port in probe_ports {
+        args.extend(["--exclude-inbound-port".to_owned(), port.to_string()]);
+    }
+    json!({
+        "name": INIT_CONTAINER,
+        "image": config.agent_image,
+        "args": args,
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
     })
 }
 

@@ -177,14 +177,16 @@ async fn existing_init_containers_volumes_and_annotations_are_kept() {
 }
 
 #[tokio::test]
-async fn transparent_proxying_is_asked_for_but_not_there_yet() {
+async fn transparent_proxying_puts_the_redirect_first() {
     let webhook = Webhook::start(inject_config()).await;
     let review = webhook.review_fixture("transparent-proxy").await;
     let pod = patched_pod("transparent-proxy", &review);
     assert_consistent(&pod);
-    assert_eq!(init_container_names(&pod), ["weft-sidecar"], "no redirection the proxy cannot take yet");
+    assert_eq!(init_container_names(&pod), ["weft-init", "weft-sidecar"], "the redirect, then the proxy");
     let warnings = review["response"]["warnings"].as_array().cloned().unwrap_or_default();
-    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("transparent proxying is not available")), "{review}");
+    assert!(warnings.is_empty(), "{review}");
+    let (_, init) = init_container(&pod, "weft-init").unwrap();
+    assert_eq!(init["args"].as_array().unwrap()[..2], [json!("k8s"), json!("redirect-traffic")]);
     // The pod mounted no service account token, so it had no volumes.
     assert_eq!(pod["spec"]["volumes"], json!([{"name": "weft-data", "emptyDir": {}}]));
     let (_, sidecar) = init_container(&pod, "weft-sidecar").unwrap();

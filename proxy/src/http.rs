@@ -434,7 +434,7 @@ pub async fn serve_outbound(stream: TcpStream, application: SocketAddr, upstream
             let started = Instant::now();
             let mut request = request.map(BodyExt::boxed);
             let runtime = current(&upstream.runtime);
-            let target = runtime.as_ref().and_then(|runtime| runtime.upstreams.get(&upstream.bind));
+            let target = runtime.as_ref().and_then(|runtime| runtime.upstream(&upstream.key));
             // Only a SourceIP hash needs the caller's address; most requests skip the allocation.
             if target.is_some_and(|t| matches!(t.snapshot.load_balancer, LoadBalancer::ConsistentHash(_))) {
                 request.extensions_mut().insert(ClientAddr(application));

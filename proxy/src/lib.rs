@@ -23,6 +23,8 @@
 //!   service, then the service's chain, from the same snapshot machinery.
 //! - [`mesh_gateway`]: a mesh gateway: relays mTLS from other networks to
 //!   the sidecar each connection's SNI names, without terminating it.
+//! - [`transparent`]: the outbound listener redirected connections arrive
+//!   at: by original destination into the mesh, or passed through.
 //! - [`rate_limit`]: the inbound request rate limit (token buckets).
 //! - [`access_log`]: access log lines, written off the request path.
 //! - [`balancer`]: round robin and least request (power of two choices).
@@ -50,6 +52,7 @@ mod routing;
 pub mod runtime;
 pub mod sidecar;
 pub mod tls;
+pub mod transparent;
 
 pub use identity::SpiffeId;
 pub use tls::{TlsError, TlsMaterial};

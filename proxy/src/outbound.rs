@@ -23,12 +23,13 @@ use crate::access_log::{AccessLog, Entry, TcpSession};
 use crate::balancer::{connection_key, Balancer};
 use crate::http::{self, H2Pool};
 use crate::metrics::{Direction, Metrics, Outcome};
-use crate::runtime::{current, RuntimeWatch};
+use crate::runtime::{current, RuntimeWatch, UpstreamKey};
 
-/// One upstream: its listener's address (its key in the snapshot), and the
-/// state its connections share.
+/// One upstream: the listener its connections arrive at, which of the
+/// runtime's upstreams it is, and the state its connections share.
 pub struct Upstream {
     pub bind: SocketAddr,
+    pub key: UpstreamKey,
     pub runtime: RuntimeWatch,
     pub metrics: Metrics,
     pub access_log: AccessLog,
@@ -49,9 +50,22 @@ pub const OVERLOADED: &str = "overloaded";
 pub struct RequestSlot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Upstream {
+    /// The upstream listening at `bind` (its key in the snapshot).
     pub fn new(bind: SocketAddr, runtime: RuntimeWatch, metrics: Metrics, access_log: AccessLog) -> Upstream {
+        Upstream::keyed(UpstreamKey::Listener(bind), bind, runtime, metrics, access_log)
+    }
+
+    /// The upstream `key` names, whose connections arrive at `bind`.
+    pub fn keyed(
+        key: UpstreamKey,
+        bind: SocketAddr,
+        runtime: RuntimeWatch,
+        metrics: Metrics,
+        access_log: AccessLog,
+    ) -> Upstream {
         Upstream {
             bind,
+            key,
             runtime,
             metrics,
             access_log,
@@ -104,37 +118,38 @@ impl Upstream {
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: impl Future<Output = ()>) {
     accept_until(&listener, "upstream", shutdown, |stream, application| {
-        let _ = stream.set_nodelay(true);
-        let upstream = upstream.clone();
-        tokio::spawn(async move {
-            let _open = upstream.metrics.open(Direction::Outbound);
-            let settings = current(&upstream.runtime).and_then(|r| {
-                r.upstreams.get(&upstream.bind).map(|u| (u.snapshot.protocol, u.snapshot.limits.max_connections))
-            });
-            let (protocol, max_connections) = settings.unwrap_or_default();
-            let open = upstream.connections.fetch_add(1, Ordering::SeqCst) + 1;
-            let _counted = CountedConnection(&upstream.connections);
-            if max_connections.is_some_and(|max| open > max as usize) {
-                upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
-                tracing::info!(bind = %upstream.bind, "refusing a connection: the upstream's MaxConnections is reached");
-                refuse_overloaded(stream, protocol).await;
-                return;
-            }
-            if protocol.is_http_like() {
-                http::serve_outbound(stream, application, upstream.clone(), protocol).await;
-                upstream.metrics.connection(Direction::Outbound, Outcome::Served);
-                return;
-            }
-            match splice(stream, application, &upstream).await {
-                Ok(()) => upstream.metrics.connection(Direction::Outbound, Outcome::Served),
-                Err(reason) => {
-                    upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
-                    tracing::warn!(bind = %upstream.bind, %reason, "upstream connection failed");
-                }
-            }
-        });
+        tokio::spawn(handle(stream, application, upstream.clone()));
     })
     .await
+}
+
+/// One application connection to `upstream`: limits, then spliced or served as HTTP.
+pub(crate) async fn handle(stream: TcpStream, application: SocketAddr, upstream: Arc<Upstream>) {
+    let _ = stream.set_nodelay(true);
+    let _open = upstream.metrics.open(Direction::Outbound);
+    let settings = current(&upstream.runtime)
+        .and_then(|r| r.upstream(&upstream.key).map(|u| (u.snapshot.protocol, u.snapshot.limits.max_connections)));
+    let (protocol, max_connections) = settings.unwrap_or_default();
+    let open = upstream.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    let _counted = CountedConnection(&upstream.connections);
+    if max_connections.is_some_and(|max| open > max as usize) {
+        upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
+        tracing::info!(bind = %upstream.bind, "refusing a connection: the upstream's MaxConnections is reached");
+        refuse_overloaded(stream, protocol).await;
+        return;
+    }
+    if protocol.is_http_like() {
+        http::serve_outbound(stream, application, upstream.clone(), protocol).await;
+        upstream.metrics.connection(Direction::Outbound, Outcome::Served);
+        return;
+    }
+    match splice(stream, application, &upstream).await {
+        Ok(()) => upstream.metrics.connection(Direction::Outbound, Outcome::Served),
+        Err(reason) => {
+            upstream.metrics.connection(Direction::Outbound, Outcome::Failed);
+            tracing::warn!(bind = %upstream.bind, %reason, "upstream connection failed");
+        }
+    }
 }
 
 /// Counts an application connection until dropped.
@@ -163,7 +178,7 @@ async fn refuse_overloaded(mut stream: TcpStream, protocol: weft_api::mesh::Prot
 /// Splices one application connection to one endpoint of the destination.
 async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstream) -> Result<(), String> {
     let runtime = current(&upstream.runtime).ok_or("this sidecar has no certificate yet")?;
-    let target = runtime.upstreams.get(&upstream.bind).ok_or("this upstream was removed")?;
+    let target = runtime.upstream(&upstream.key).ok_or("this upstream was removed")?;
     let destination = &target.snapshot.destination;
     let endpoints: Vec<SocketAddr> = target.snapshot.endpoints.iter().map(|e| e.address).collect();
     if endpoints.is_empty() {

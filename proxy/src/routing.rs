@@ -51,7 +51,7 @@ pub(crate) async fn send_upstream(
     let Some(runtime) = current(&upstream.runtime) else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "not ready", "weft: the sidecar is not ready\n".into());
     };
-    let Some(target) = runtime.upstreams.get(&upstream.bind) else {
+    let Some(target) = runtime.upstream(&upstream.key) else {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no upstream",

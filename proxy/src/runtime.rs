@@ -37,6 +37,27 @@ pub struct Runtime {
     pub upstreams: BTreeMap<SocketAddr, UpstreamRuntime>,
     /// An ingress gateway's listeners, by bind address.
     pub ingress: BTreeMap<SocketAddr, IngressRuntime>,
+    /// A transparent sidecar's implicit upstreams, by destination service.
+    pub transparent: BTreeMap<ServiceName, UpstreamRuntime>,
+}
+
+/// Which of a runtime's upstreams an [`crate::outbound::Upstream`] serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamKey {
+    /// An explicit upstream, by its local listener.
+    Listener(SocketAddr),
+    /// A transparent sidecar's implicit upstream, by its service.
+    Transparent(ServiceName),
+}
+
+impl Runtime {
+    /// The upstream `key` names, if this runtime has it.
+    pub fn upstream(&self, key: &UpstreamKey) -> Option<&UpstreamRuntime> {
+        match key {
+            UpstreamKey::Listener(bind) => self.upstreams.get(bind),
+            UpstreamKey::Transparent(service) => self.transparent.get(service),
+        }
+    }
 }
 
 /// One ingress listener: the services it exposes, each as an upstream.
@@ -122,6 +143,12 @@ impl Runtime {
                 Ok((listener.bind, IngressRuntime { listener: listener.clone(), services }))
             })
             .collect::<Result<_, RuntimeError>>()?;
+        let transparent = snapshot
+            .transparent
+            .iter()
+            .flat_map(|transparent| &transparent.upstreams)
+            .map(|upstream| Ok((upstream.destination.clone(), upstream_runtime(upstream)?)))
+            .collect::<Result<_, RuntimeError>>()?;
         let access_logs = match &snapshot.access_logs {
             Some(logs) => Some(Arc::new(AccessLogConfig {
                 sink: logs.sink.clone(),
@@ -137,6 +164,7 @@ impl Runtime {
             access_logs,
             upstreams,
             ingress,
+            transparent,
             snapshot,
         })
     }

@@ -148,6 +148,7 @@ pub async fn run(
     let listener = TcpListener::bind(public).await.map_err(|source| SidecarError::Listen { addr: public, source })?;
     let inbound = Arc::new(Inbound::new(runtime.clone(), metrics.clone(), access_log.clone()));
     let serving = tokio::spawn(inbound::serve(listener, inbound, stopped()));
+    tokio::spawn(crate::transparent::serve(runtime.clone(), metrics.clone(), access_log.clone(), stopped()));
     tracing::info!(service = %first.snapshot.service, listen = %public, protocol = %first.snapshot.protocol, "sidecar ready");
 
     let mut upstreams: BTreeMap<SocketAddr, (Arc<Upstream>, oneshot::Sender<()>)> = BTreeMap::new();

@@ -94,6 +94,7 @@ fn snapshot(
         access_logs: None,
         ingress: None,
         mesh_gateway: None,
+        transparent: None,
     }
 }
 

@@ -17,7 +17,7 @@ use weft_api::chain::Target;
 use weft_api::ids::{Datacenter, NetworkName, NodeName, ServiceId, ServiceName, NETWORK_META_KEY};
 use weft_api::proxy::{
     Endpoint, InboundPolicy, IngressListener, IngressService, IngressSnapshot, IntentionSnapshot, MeshGatewaySnapshot,
-    ProxySnapshot, TlsSnapshot, UpstreamSnapshot,
+    ProxySnapshot, TlsSnapshot, TransparentSnapshot, UpstreamSnapshot,
 };
 use weft_server::ca::CaError;
 use weft_server::store::{
@@ -139,6 +139,7 @@ impl SidecarSpec {
                 local_service_address: "127.0.0.1".into(),
                 local_service_port: 0,
                 upstreams: Vec::new(),
+                transparent: false,
             },
             gateway: Some(role),
         })
@@ -183,6 +184,7 @@ pub async fn build(
         access_logs: partial.access_logs,
         ingress: partial.ingress,
         mesh_gateway: partial.mesh_gateway,
+        transparent: partial.transparent,
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
 }
@@ -219,6 +221,7 @@ struct FromTables {
     access_logs: Option<AccessLogs>,
     ingress: Option<IngressSnapshot>,
     mesh_gateway: Option<MeshGatewaySnapshot>,
+    transparent: Option<TransparentSnapshot>,
 }
 
 fn from_tables(tables: &Tables, spec: &SidecarSpec, locality: &Locality) -> Result<FromTables, SnapshotError> {
@@ -263,6 +266,7 @@ fn from_tables(tables: &Tables, spec: &SidecarSpec, locality: &Locality) -> Resu
             Some(GatewayRole::Mesh { listeners }) => Some(mesh_gateway_snapshot(tables, &reach, listeners)),
             _ => None,
         },
+        transparent: proxy.transparent.then(|| transparent_snapshot(tables, &reach, datacenter, service)),
     })
 }
 
@@ -400,6 +404,43 @@ fn is_healthy(entry: &ServiceHealth, only_passing: bool) -> bool {
 fn service_address(entry: &ServiceHealth) -> Result<SocketAddr, String> {
     let address = if entry.service.address.is_empty() { &entry.node.address } else { &entry.service.address };
     socket_addr(address, entry.service.port)
+}
+
+/// Where a transparent sidecar takes redirected connections (Consul's
+/// default outbound listener port).
+pub const TRANSPARENT_OUTBOUND_LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15001);
+
+/// A transparent sidecar's implicit upstreams: every other service in the
+/// mesh (one with a sidecar), and the addresses its instances are known by
+/// (their own, and a `virtual` tagged address such as a Kubernetes
+/// ClusterIP). The destination's sidecar still judges every connection.
+fn transparent_snapshot(
+    tables: &Tables,
+    reach: &Reach,
+    datacenter: &Datacenter,
+    caller: &ServiceName,
+) -> TransparentSnapshot {
+    let catalog = tables.catalog();
+    let services: BTreeSet<ServiceName> = catalog
+        .services()
+        .filter(|s| s.kind == "connect-proxy")
+        .filter_map(|s| s.name.as_str().strip_suffix(SIDECAR_SUFFIX).map(ServiceName::new))
+        .filter(|service| service != caller)
+        .collect();
+    let mut destinations = BTreeMap::new();
+    for service in &services {
+        for instance in catalog.service_health(service).into_iter().filter(|h| h.service.kind.is_empty()) {
+            let virtual_address = instance.service.tagged_addresses.get("virtual").and_then(|a| a.parse().ok());
+            for address in service_address(&instance).ok().into_iter().chain(virtual_address) {
+                destinations.insert(address, service.clone());
+            }
+        }
+    }
+    let upstreams = services
+        .into_iter()
+        .map(|service| upstream_snapshot(tables, reach, datacenter, caller, service, TRANSPARENT_OUTBOUND_LISTENER))
+        .collect();
+    TransparentSnapshot { outbound_listener: TRANSPARENT_OUTBOUND_LISTENER, upstreams, destinations }
 }
 
 /// A mesh gateway's listeners and the sidecars of its network it relays to.

@@ -271,6 +271,7 @@ fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
             local_service_address: app.ip().to_string(),
             local_service_port: app.port(),
             upstreams,
+            transparent: false,
         },
         gateway: None,
     })

@@ -159,6 +159,9 @@ struct SidecarDefinition {
 struct SidecarProxyDefinition {
     #[serde(rename = "upstreams", default)]
     upstreams: Vec<Upstream>,
+    /// `""`/`direct`, or `transparent`.
+    #[serde(rename = "mode", default)]
+    mode: Option<String>,
 }
 
 /// One upstream of a sidecar: the destination service, reached by the local
@@ -209,7 +212,7 @@ impl From<&ProxyConfig> for ProxyDefinition {
             destination_service_id: Some(sidecar.destination_service_id.to_string()),
             local_service_address: Some(sidecar.local_service_address.clone()),
             local_service_port: Some(sidecar.local_service_port),
-            mode: None,
+            mode: sidecar.transparent.then(|| TRANSPARENT_MODE.to_owned()),
             config: None,
             upstreams: sidecar.upstreams.clone(),
         }
@@ -225,7 +228,13 @@ pub struct ProxyConfig {
     pub local_service_address: String,
     pub local_service_port: u16,
     pub upstreams: Vec<Upstream>,
+    /// `Proxy.Mode = "transparent"`: the pod's traffic is redirected to the
+    /// sidecar, which also takes connections to any mesh service.
+    pub transparent: bool,
 }
+
+/// Consul's `Proxy.Mode` for transparent proxying.
+pub const TRANSPARENT_MODE: &str = "transparent";
 
 /// A sidecar a service definition asks for: its definition and proxy config.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,6 +242,7 @@ pub struct SidecarRequest {
     /// An explicit port (`Connect.SidecarService.Port`); else one is assigned.
     pub port: Option<u16>,
     pub upstreams: Vec<Upstream>,
+    pub transparent: bool,
 }
 
 /// A definition that cannot be run, with the field to fix.
@@ -309,9 +319,18 @@ impl ServiceDefinition {
                 return Err(DefinitionError(format!("Invalid Connect.SidecarService.Port {port}: 1 to 65535")))
             }
         };
-        let upstreams = sidecar.proxy.map(|p| p.upstreams).unwrap_or_default();
-        check_upstreams("Connect.SidecarService.Proxy.Upstreams", &upstreams)?;
-        Ok(Some(SidecarRequest { port, upstreams }))
+        let proxy = sidecar.proxy.unwrap_or_default();
+        check_upstreams("Connect.SidecarService.Proxy.Upstreams", &proxy.upstreams)?;
+        let transparent = match proxy.mode.as_deref() {
+            None | Some("") | Some("direct") => false,
+            Some(TRANSPARENT_MODE) => true,
+            Some(other) => {
+                return Err(DefinitionError(format!(
+                    "Invalid Connect.SidecarService.Proxy.Mode {other:?}: \"direct\" or \"transparent\""
+                )))
+            }
+        };
+        Ok(Some(SidecarRequest { port, upstreams: proxy.upstreams, transparent }))
     }
 
     /// The sidecar service for `service` (already validated), listening on
@@ -664,6 +683,18 @@ mod tests {
         let proxy = definition.proxy_definition().unwrap().unwrap();
         assert_eq!((proxy.destination_service_name.as_str(), proxy.upstreams[0].local_bind_port), ("web", 9191));
         assert_eq!(proxy.config.unwrap()["envoy_stats"], 1, "user keys are kept as written");
+    }
+
+    #[test]
+    fn a_sidecar_may_ask_for_transparent_proxying_by_consuls_mode() {
+        let sidecar = |mode: &str| {
+            let json = format!(r#"{{"Name": "web", "Connect": {{"SidecarService": {{"Proxy": {{"Mode": "{mode}"}}}}}}}}"#);
+            let definition: ServiceDefinition = decode_value(serde_json::from_str(&json).unwrap()).unwrap();
+            definition.sidecar_request()
+        };
+        assert!(sidecar("transparent").unwrap().unwrap().transparent);
+        assert!(!sidecar("direct").unwrap().unwrap().transparent);
+        assert!(sidecar("sideways").unwrap_err().0.contains("Proxy.Mode"));
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl LocalState {
             local_service_address: "127.0.0.1".into(),
             local_service_port: service.port,
             upstreams: request.upstreams,
+            transparent: request.transparent,
         };
         Ok((sidecar, definition, proxy))
     }

@@ -30,6 +30,34 @@ pub enum K8sCommand {
     /// Exit 0 once this pod's sidecar is registered and passing (the
     /// injected container's startup probe); 1 until then.
     Ready(ReadyArgs),
+    /// Redirect this network namespace's TCP through the sidecar with iptables
+    /// (transparent proxying; the injected weft-init container runs it as root).
+    RedirectTraffic(RedirectArgs),
+}
+
+#[derive(Args)]
+pub struct RedirectArgs {
+    /// The proxy's uid: its own connections are not redirected.
+    #[arg(long, default_value_t = weft_k8s::sidecar::PROXY_UID)]
+    proxy_uid: u32,
+    /// The proxy's inbound (mTLS) listener port.
+    #[arg(long, default_value_t = weft_k8s::sidecar::INBOUND_PORT)]
+    inbound_port: u16,
+    /// The proxy's outbound listener port for redirected connections.
+    #[arg(long, default_value_t = weft_k8s::sidecar::OUTBOUND_PORT)]
+    outbound_port: u16,
+    /// An inbound port that reaches the application directly, e.g. a probe's (repeatable).
+    #[arg(long = "exclude-inbound-port")]
+    exclude_inbound_ports: Vec<u16>,
+    /// An outbound port left alone (repeatable).
+    #[arg(long = "exclude-outbound-port")]
+    exclude_outbound_ports: Vec<u16>,
+    /// An outbound destination CIDR left alone (repeatable).
+    #[arg(long = "exclude-outbound-cidr")]
+    exclude_outbound_cidrs: Vec<String>,
+    /// The iptables program.
+    #[arg(long, default_value = "iptables")]
+    iptables: String,
 }
 
 #[derive(Args)]
@@ -79,6 +107,7 @@ impl K8sCommand {
         match self {
             K8sCommand::Webhook(args) => webhook(args).await,
             K8sCommand::Ready(args) => ready(args).await,
+            K8sCommand::RedirectTraffic(args) => redirect_traffic(args),
         }
     }
 }
@@ -135,9 +164,6 @@ async fn ready(args: ReadyArgs) -> anyhow::Result<ExitCode> {
 /// injector's inbound port and its upstreams) from the pod's environment.
 pub fn agent_overlay() -> Result<ConfigFile, Vec<String>> {
     let pod = PodEnv::read(|name| std::env::var(name).ok())?;
-    if pod.transparent_proxy {
-        tracing::warn!("WEFT_TRANSPARENT_PROXY=true: traffic redirection is not implemented yet; upstreams work on their local ports");
-    }
     let meta = BTreeMap::from([
         ("k8s-pod".to_owned(), pod.pod_name.clone()),
         ("k8s-namespace".to_owned(), pod.namespace.clone()),
@@ -152,7 +178,10 @@ pub fn agent_overlay() -> Result<ConfigFile, Vec<String>> {
         "name": pod.service.as_str(),
         "port": pod.service_port.unwrap_or(0),
         "meta": {"k8s-namespace": pod.namespace, "k8s-pod": pod.pod_name},
-        "connect": {"sidecar_service": {"port": INBOUND_PORT, "proxy": {"upstreams": upstreams}}},
+        "connect": {"sidecar_service": {"port": INBOUND_PORT, "proxy": {
+            "upstreams": upstreams,
+            "mode": if pod.transparent_proxy { "transparent" } else { "direct" },
+        }}},
     });
     Ok(ConfigFile {
         node_name: Some(pod.pod_name),
@@ -161,4 +190,47 @@ pub fn agent_overlay() -> Result<ConfigFile, Vec<String>> {
         services: vec![service],
         ..ConfigFile::default()
     })
+}
+
+/// Installs the transparent-proxying rules (see `weft_k8s::redirect`):
+/// our chains made (or emptied) and filled, then the jumps into them added
+/// unless they are there.
+fn redirect_traffic(args: RedirectArgs) -> anyhow::Result<ExitCode> {
+    use weft_k8s::redirect::{jump, Redirect, Rule, INBOUND_CHAIN, JUMPS, OUTPUT_CHAIN};
+    let redirect = Redirect {
+        proxy_uid: args.proxy_uid,
+        inbound_port: args.inbound_port,
+        outbound_port: args.outbound_port,
+        exclude_inbound_ports: args.exclude_inbound_ports,
+        exclude_outbound_ports: args.exclude_outbound_ports,
+        exclude_outbound_cidrs: args.exclude_outbound_cidrs,
+    };
+    let run = |rule: &Rule| {
+        std::process::Command::new(&args.iptables)
+            .args(["-w", "5"])
+            .args(&rule.0)
+            .output()
+            .with_context(|| format!("cannot run {} (is iptables installed?)", args.iptables))
+    };
+    let must = |rule: &Rule| -> anyhow::Result<()> {
+        let output = run(rule)?;
+        anyhow::ensure!(output.status.success(), "{rule}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        println!("{rule}");
+        Ok(())
+    };
+    for chain in [OUTPUT_CHAIN, INBOUND_CHAIN] {
+        let create = Rule(["-t", "nat", "-N", chain].map(str::to_owned).to_vec());
+        if !run(&create)?.status.success() {
+            must(&Rule(["-t", "nat", "-F", chain].map(str::to_owned).to_vec()))?;
+        }
+    }
+    for rule in redirect.chain_rules() {
+        must(&rule)?;
+    }
+    for pair in JUMPS {
+        if !run(&jump("-C", pair))?.status.success() {
+            must(&jump("-A", pair))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
