@@ -213,6 +213,11 @@ fn dig_in(ns: &str, name: &str) -> Vec<String> {
     lines
 }
 
+/// `--retry-join <server>` for each of `servers`.
+fn retry_join(servers: &[String]) -> impl Iterator<Item = &str> {
+    servers.iter().flat_map(|server| ["--retry-join", server.as_str()])
+}
+
 fn example(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hybrid").join(path)
 }
@@ -279,9 +284,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         let data = dir.path().join(&name);
         let mut args = vec!["agent", "--node", &name, "--bind", ip, "--data-dir", data.to_str().unwrap()];
         args.extend(["--network", "vms", "--config-dir", vm_configs[i].to_str().unwrap()]);
-        for server in &join {
-            args.extend(["--retry-join", server]);
-        }
+        args.extend(retry_join(&join));
         processes.push(Some(spawn_in(ns, weft_bin(), &args, &[], &log(&name))));
     }
     let counting_app = example("counting.py");
@@ -302,9 +305,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
             ("WEFT_SERVICE_UPSTREAMS", "counting:9191"),
         ];
         let mut args = vec!["agent", "--k8s", "--network", "pods", "--data-dir", data.to_str().unwrap()];
-        for server in &join {
-            args.extend(["--retry-join", server]);
-        }
+        args.extend(retry_join(&join));
         processes.push(Some(spawn_in(ns, weft_bin(), &args, &env, &log(&name))));
         processes.push(Some(spawn_in(
             ns,
@@ -352,9 +353,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         let data = dir.path().join(&name);
         let mut args = vec!["agent", "--node", &name, "--bind", lan, "--network", network];
         args.extend(["--data-dir", data.to_str().unwrap()]);
-        for server in &join {
-            args.extend(["--retry-join", server]);
-        }
+        args.extend(retry_join(&join));
         gateways.push(spawn_in(ns, weft_bin(), &args, &[], &log(&name)));
         eventually("the gateway host's agent to answer", Duration::from_secs(60), || async {
             let (status, _) = curl_in(ns, "http://127.0.0.1:8500/v1/agent/self");
@@ -438,9 +437,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         ("WEFT_TRANSPARENT_PROXY", "true"),
     ];
     let mut args = vec!["agent", "--k8s", "--network", "pods", "--data-dir", data.to_str().unwrap()];
-    for server in &join {
-        args.extend(["--retry-join", server]);
-    }
+    args.extend(retry_join(&join));
     let _transparent_agent = spawn_in(&tp, weft_bin(), &args, &env, &log("tp-client-0"));
     let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", "tp-client", "counting"]);
     assert!(ok, "{out}");

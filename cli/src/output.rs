@@ -32,3 +32,25 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 pub fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
+
+/// A list answer: as JSON, or one table row per item of `items`.
+pub fn print_list(
+    format: Format,
+    body: &serde_json::Value,
+    items: &serde_json::Value,
+    header: &[&str],
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) {
+    match format {
+        Format::Json => print_json(body),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = items.as_array().into_iter().flatten().map(row).collect();
+            print_table(header, &rows);
+        }
+    }
+}
+
+/// A string field of a JSON answer, empty if absent.
+pub fn text(value: &serde_json::Value, field: &str) -> String {
+    value[field].as_str().unwrap_or_default().to_owned()
+}

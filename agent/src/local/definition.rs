@@ -688,7 +688,8 @@ mod tests {
     #[test]
     fn a_sidecar_may_ask_for_transparent_proxying_by_consuls_mode() {
         let sidecar = |mode: &str| {
-            let json = format!(r#"{{"Name": "web", "Connect": {{"SidecarService": {{"Proxy": {{"Mode": "{mode}"}}}}}}}}"#);
+            let json =
+                format!(r#"{{"Name": "web", "Connect": {{"SidecarService": {{"Proxy": {{"Mode": "{mode}"}}}}}}}}"#);
             let definition: ServiceDefinition = decode_value(serde_json::from_str(&json).unwrap()).unwrap();
             definition.sidecar_request()
         };

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{expect_success, json_body, ApiArgs};
-use crate::output::{print_json, print_table, Format};
+use crate::output::{print_list, text};
 
 /// `weft members`.
 #[derive(Args)]
@@ -26,26 +26,10 @@ impl MembersArgs {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let response = expect_success(self.api.client().get("/v1/agent/members").await?, "listing members")?;
         let body = json_body(&response)?;
-        if self.api.format == Format::Json {
-            print_json(&body);
-            return Ok(ExitCode::SUCCESS);
-        }
-        let rows: Vec<Vec<String>> = body
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| {
-                let role = if m["Tags"]["role"] == "consul" { "server" } else { "client" };
-                vec![
-                    m["Name"].as_str().unwrap_or_default().to_owned(),
-                    m["Addr"].as_str().unwrap_or_default().to_owned(),
-                    m["StatusText"].as_str().unwrap_or_default().to_owned(),
-                    role.to_owned(),
-                    m["Tags"]["dc"].as_str().unwrap_or_default().to_owned(),
-                ]
-            })
-            .collect();
-        print_table(&["Node", "Address", "Status", "Type", "DC"], &rows);
+        print_list(self.api.format, &body, &body, &["Node", "Address", "Status", "Type", "DC"], |m| {
+            let role = if m["Tags"]["role"] == "consul" { "server" } else { "client" };
+            vec![text(m, "Name"), text(m, "Addr"), text(m, "StatusText"), role.to_owned(), text(&m["Tags"], "dc")]
+        });
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::{expect_success, json_body, ApiArgs};
-use crate::output::{print_json, print_table, Format};
+use crate::output::{print_json, print_list, text, Format};
 
 #[derive(Subcommand)]
 pub enum OperatorCommand {
@@ -93,28 +93,18 @@ impl OperatorCommand {
 async fn list_peers(args: ListPeersArgs) -> anyhow::Result<ExitCode> {
     let response = args.api.client().get("/v1/operator/raft/configuration").await?;
     let body = json_body(&expect_success(response, "reading the Raft configuration")?)?;
-    if args.api.format == Format::Json {
-        print_json(&body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = body["Servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let text = |f: &str| s[f].as_str().unwrap_or_default().to_owned();
-            vec![
-                text("Node"),
-                text("ID"),
-                text("Address"),
-                if s["Leader"] == true { "leader".into() } else { "follower".into() },
-                s["Voter"].as_bool().unwrap_or(false).to_string(),
-                text("ProtocolVersion"),
-                s["LastIndex"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    print_table(&["Node", "ID", "Address", "State", "Voter", "RaftProtocol", "LastIndex"], &rows);
+    let header = ["Node", "ID", "Address", "State", "Voter", "RaftProtocol", "LastIndex"];
+    print_list(args.api.format, &body, &body["Servers"], &header, |s| {
+        vec![
+            text(s, "Node"),
+            text(s, "ID"),
+            text(s, "Address"),
+            if s["Leader"] == true { "leader".into() } else { "follower".into() },
+            s["Voter"].as_bool().unwrap_or(false).to_string(),
+            text(s, "ProtocolVersion"),
+            s["LastIndex"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        ]
+    });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -152,20 +142,9 @@ async fn create_token(args: CreateTokenArgs) -> anyhow::Result<ExitCode> {
 async fn list_tokens(args: ListPeersArgs) -> anyhow::Result<ExitCode> {
     let response = args.api.client().get("/v1/operator/join-token").await?;
     let body = json_body(&expect_success(response, "listing the join tokens")?)?;
-    if args.api.format == Format::Json {
-        print_json(&body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = body
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let text = |f: &str| t[f].as_str().unwrap_or_default().to_owned();
-            vec![text("ID"), text("Description"), text("ExpiresAt"), t["UsesLeft"].to_string()]
-        })
-        .collect();
-    print_table(&["ID", "Description", "ExpiresAt", "UsesLeft"], &rows);
+    print_list(args.api.format, &body, &body, &["ID", "Description", "ExpiresAt", "UsesLeft"], |t| {
+        vec![text(t, "ID"), text(t, "Description"), text(t, "ExpiresAt"), t["UsesLeft"].to_string()]
+    });
     Ok(ExitCode::SUCCESS)
 }
 
