@@ -331,6 +331,10 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     println!("vm1 -> pod1's sidecar, directly: {refused}");
     assert!(refused.contains("No route to host"), "{refused}");
 
+    // A client agent answers for the servers over RPC (their HTTP APIs are on their own loopback).
+    let (ok, peers) = weft_in(&vms[0], &["operator", "raft", "list-peers"]);
+    assert!(ok && SERVERS.iter().all(|ip| peers.contains(ip)) && peers.contains("leader"), "{peers}");
+
     // No gateways yet: web (VM) sees the dashboard's pods in the catalog but cannot reach them.
     eventually("vm2 to see both dashboard pods", Duration::from_secs(60), || async {
         (dig_in(&vms[1], "dashboard.service.weft") == [PODS[0], PODS[1]]).then_some(())

@@ -13,7 +13,7 @@ use weft_server::ca::{CaError, SignedLeaf};
 use weft_server::raft::ServerNode;
 use weft_server::remote::RemoteCluster;
 use weft_server::store::StateStore;
-use weft_server::{Applied, ReadConsistency, Server, ServerError};
+use weft_server::{Applied, RaftConfiguration, ReadConsistency, Server, ServerError};
 
 /// The cluster as this agent sees it. Cheap to clone.
 #[derive(Clone)]
@@ -106,6 +106,23 @@ impl Backend {
         match self {
             Backend::Server(server) => server.heartbeat(node).await,
             Backend::Client(remote) => remote.heartbeat(node).await,
+        }
+    }
+
+    /// The Raft configuration as the leader knows it (over RPC from a
+    /// follower or a client agent).
+    pub async fn leader_raft_configuration(&self) -> Result<RaftConfiguration, ServerError> {
+        match self {
+            Backend::Server(server) => server.leader_raft_configuration().await,
+            Backend::Client(remote) => remote.leader_raft_configuration().await,
+        }
+    }
+
+    /// Removes a server from the Raft configuration, through the leader.
+    pub async fn remove_peer(&self, peer: &str) -> Result<(), ServerError> {
+        match self {
+            Backend::Server(server) => server.remove_peer(peer).await,
+            Backend::Client(remote) => remote.remove_peer(peer).await,
         }
     }
 }

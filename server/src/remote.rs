@@ -33,18 +33,19 @@ use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServiceName};
 use weft_api::join::RpcCredential;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
-    ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, SignLeafRequest, StoreEvent, SubscribeRequest,
+    ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, RemovePeerRequest, SignLeafRequest, StoreEvent,
+    SubscribeRequest,
 };
 
 use crate::ca::{CaError, SignedLeaf};
 use crate::raft::{self, ServerNode};
 use crate::rpc::{Channels, LastContact, STREAM_KEEPALIVE};
 use crate::server::{
-    forwarded_write_error, retry_transient, rotate_remotely, sign_remotely, status_to_error, CATCH_UP_PATIENCE,
-    HEARTBEAT_PATIENCE, READ_HOLD, WRITE_ATTEMPT, WRITE_PATIENCE,
+    forwarded_write_error, raft_configuration_remotely, retry_transient, rotate_remotely, sign_remotely,
+    status_to_error, CATCH_UP_PATIENCE, HEARTBEAT_PATIENCE, READ_HOLD, WRITE_ATTEMPT, WRITE_PATIENCE,
 };
 use crate::store::{StateStore, StoreData};
-use crate::{Applied, ReadConsistency, ServerError};
+use crate::{Applied, RaftConfiguration, ReadConsistency, ServerError};
 
 /// A stream that has been silent this long is presumed dead.
 const STREAM_SILENCE: Duration = Duration::from_secs(4);
@@ -217,6 +218,31 @@ impl RemoteCluster {
             let mut request = tonic::Request::new(HeartbeatRequest { node: raft::encode(node) });
             request.set_timeout(HEARTBEAT_PATIENCE);
             client.heartbeat(request).await.map_err(|status| self.forget_leader(status_to_error(status)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The Raft configuration as the leader knows it.
+    pub async fn leader_raft_configuration(&self) -> Result<RaftConfiguration, ServerError> {
+        retry_transient(WRITE_PATIENCE, "Raft configuration", || async {
+            let leader = self.find_leader().await?;
+            raft_configuration_remotely(&self.inner.channels, &leader.rpc_addr)
+                .await
+                .map_err(|error| self.forget_leader(error))
+        })
+        .await
+    }
+
+    /// Removes a server from the Raft configuration, through the leader.
+    pub async fn remove_peer(&self, peer: &str) -> Result<(), ServerError> {
+        retry_transient(WRITE_PATIENCE, "peer removal", || async {
+            let leader = self.find_leader().await?;
+            let mut client = self.inner.channels.cluster_client(&leader.rpc_addr)?;
+            client
+                .remove_peer(RemovePeerRequest { peer: peer.to_owned() })
+                .await
+                .map_err(|status| self.forget_leader(status_to_error(status)))?;
             Ok(())
         })
         .await

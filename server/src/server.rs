@@ -18,8 +18,8 @@ use weft_api::join::RpcCredential;
 use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::cluster_server::ClusterServer;
 use weft_api::proto::cluster::{
-    ApplyRequest, HeartbeatRequest, ReadIndexRequest, RemovePeerRequest, RotateCaRequest, RotateCaResponse,
-    SignLeafRequest, SignLeafResponse,
+    ApplyRequest, HeartbeatRequest, RaftConfigurationRequest, ReadIndexRequest, RemovePeerRequest, RotateCaRequest,
+    RotateCaResponse, SignLeafRequest, SignLeafResponse,
 };
 use weft_api::proto::raft::raft_server::RaftServer;
 
@@ -105,7 +105,7 @@ pub struct Applied {
 }
 
 /// One server in the Raft configuration, as operators see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerStatus {
     pub id: ServerId,
     pub name: String,
@@ -134,7 +134,7 @@ pub struct RaftStats {
 }
 
 /// The Raft configuration and the log index it was committed at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RaftConfiguration {
     pub servers: Vec<PeerStatus>,
     pub index: RaftIndex,
@@ -543,6 +543,19 @@ impl Server {
     /// configuration, through the leader.
     /// Waits (up to 10 s) for a leader, and for a membership change already
     /// under way (such as a server joining) to finish.
+    /// The Raft configuration as the leader knows it (with every server's
+    /// last index), asked of the leader if this server is not it.
+    pub async fn leader_raft_configuration(&self) -> Result<RaftConfiguration, ServerError> {
+        retry_transient(WRITE_PATIENCE, "Raft configuration", || async {
+            if self.is_leader() {
+                return Ok(self.raft_configuration());
+            }
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            raft_configuration_remotely(&self.inner.channels, &leader.rpc_addr).await
+        })
+        .await
+    }
+
     pub async fn remove_peer(&self, peer: &str) -> Result<(), ServerError> {
         retry_transient(WRITE_PATIENCE, "peer removal", || self.remove_peer_once(peer)).await
     }
@@ -785,4 +798,14 @@ pub fn load_or_create_server_id(data_dir: &Path) -> Result<u64, StartError> {
         }
         Err(source) => Err(StartError::DataDir { path, source }),
     }
+}
+
+/// Asks the leader at `rpc_addr` for its Raft configuration.
+pub(crate) async fn raft_configuration_remotely(
+    channels: &Channels,
+    rpc_addr: &str,
+) -> Result<RaftConfiguration, ServerError> {
+    let mut client = channels.cluster_client(rpc_addr)?;
+    let reply = client.raft_configuration(RaftConfigurationRequest {}).await.map_err(status_to_error)?.into_inner();
+    raft::decode(&reply.configuration).map_err(|e| ServerError::LeaderUnreachable(e.to_string()))
 }

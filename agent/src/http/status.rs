@@ -1,14 +1,11 @@
 //! `/v1/status/*`, `/v1/operator/raft/*` and `/v1/agent/self`: who leads,
-//! who the peers are, and membership changes.
-
-use std::time::Duration;
+//! who the peers are, and membership changes. A client agent or a follower
+//! asks the leader over RPC (the leader's HTTP API may be on its loopback).
 
 use axum::extract::{RawQuery, State};
-use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use weft_server::ServerError;
 
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams};
@@ -24,10 +21,11 @@ pub async fn leader(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 /// The RPC addresses of the servers in the Raft configuration.
 pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
-    let Some(server) = state.backend.server() else {
-        return ask_leader(&state, Method::GET, "/v1/status/peers").await;
+    let configuration = match state.backend.server() {
+        Some(server) => server.raft_configuration(),
+        None => state.backend.leader_raft_configuration().await?,
     };
-    let peers: Vec<String> = server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
+    let peers: Vec<String> = configuration.servers.into_iter().map(|s| s.rpc_addr).collect();
     Ok(Json(peers).into_response())
 }
 
@@ -36,14 +34,10 @@ pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
 pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     check_datacenter(&query, &state.backend)?;
-    let server = match state.backend.server() {
-        Some(server) if query.flag("stale") || server.is_leader() => server,
-        _ => {
-            state.backend.read_barrier(weft_server::ReadConsistency::Default).await?;
-            return ask_leader(&state, Method::GET, "/v1/operator/raft/configuration?stale").await;
-        }
+    let configuration = match state.backend.server() {
+        Some(server) if query.flag("stale") || server.is_leader() => server.raft_configuration(),
+        _ => state.backend.leader_raft_configuration().await?,
     };
-    let configuration = server.raft_configuration();
     let servers: Vec<Value> = configuration
         .servers
         .iter()
@@ -73,40 +67,8 @@ pub async fn remove_peer(State(state): State<AppState>, RawQuery(raw): RawQuery)
         .or_else(|| query.get("address"))
         .filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::BadRequest("Must specify either ?id or ?address".into()))?;
-    match state.backend.server() {
-        Some(server) => server.remove_peer(peer).await?,
-        None => {
-            let path = format!("/v1/operator/raft/peer?{}", raw.as_deref().unwrap_or_default());
-            return ask_leader(&state, Method::DELETE, &path).await;
-        }
-    }
+    state.backend.remove_peer(peer).await?;
     Ok(().into_response())
-}
-
-/// Answers a request that needs a server's Raft state by asking the
-/// leader's HTTP API (what a client agent, or a follower, does).
-async fn ask_leader(state: &AppState, method: Method, path: &str) -> Result<Response, ApiError> {
-    let unreachable = |reason: String| ApiError::Cluster(ServerError::LeaderUnreachable(reason));
-    let leader = match state.backend.leader() {
-        Some(leader) => leader,
-        None => {
-            state.backend.read_barrier(weft_server::ReadConsistency::Default).await?;
-            state.backend.leader().ok_or(ApiError::Cluster(ServerError::NoLeader))?
-        }
-    };
-    let client = weft_api::client::HttpClient::new(&leader.http_addr, None).with_timeout(Duration::from_secs(5));
-    let answer = client.request(method, path, None).await.map_err(|e| unreachable(e.to_string()))?;
-    if !answer.is_success() {
-        return Ok(
-            (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY), answer.text()).into_response()
-        );
-    }
-    if answer.body.is_empty() {
-        return Ok(().into_response());
-    }
-    let body: Value = serde_json::from_slice(&answer.body).map_err(|_| unreachable(answer.text()))?;
-    let index = weft_api::ids::RaftIndex(answer.consul_index().unwrap_or(1));
-    Ok((meta_headers(&state.backend, index), Json(body)).into_response())
 }
 
 /// The parts of Consul's `/v1/agent/self` that tools read.

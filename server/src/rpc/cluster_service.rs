@@ -22,9 +22,9 @@ use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, ApplyResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest, JoinRequest, JoinResponse,
-    ReadIndexRequest, ReadIndexResponse, RedeemJoinTokenRequest, RedeemJoinTokenResponse, RemovePeerRequest,
-    RemovePeerResponse, RotateCaRequest, RotateCaResponse, ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent,
-    SubscribeRequest,
+    RaftConfigurationRequest, RaftConfigurationResponse, ReadIndexRequest, ReadIndexResponse, RedeemJoinTokenRequest,
+    RedeemJoinTokenResponse, RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse, ServerInfo,
+    SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
 };
 
 use crate::raft::{codec_decode_request, encode, ServerNode};
@@ -168,6 +168,16 @@ impl Cluster for ClusterService {
         }
         let root_id = crate::ca::rotate(&self.server).await.map_err(ca_error_to_status)?;
         Ok(Response::new(RotateCaResponse { root_id }))
+    }
+
+    async fn raft_configuration(
+        &self,
+        _request: Request<RaftConfigurationRequest>,
+    ) -> Result<Response<RaftConfigurationResponse>, Status> {
+        if !self.server.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        Ok(Response::new(RaftConfigurationResponse { configuration: encode(&self.server.raft_configuration()) }))
     }
 
     async fn redeem_join_token(
