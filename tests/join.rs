@@ -137,6 +137,11 @@ async fn a_join_token_is_all_a_new_agent_needs_and_the_servers_serve_no_one_else
     join.metadata_mut().insert(CREDENTIAL_METADATA, agent.header_value().parse().unwrap());
     assert_eq!(grpc.join(join).await.unwrap_err().code(), tonic::Code::Unauthenticated);
 
+    // Join tokens are made on servers only: an agent's API is open to its neighbours.
+    let (code, _, err) = weft(&["operator", "join-token", "create", "--http-addr", &vm1.http_addr]);
+    assert_ne!(code, 0);
+    assert!(err.contains("on a server"), "{err}");
+
     // The token is used up: a second agent with it is refused and stops.
     let (_, list, _) = weft(&["operator", "join-token", "list", "--http-addr", &server_http]);
     assert!(!list.contains("vm1"), "a used-up token is gone: {list}");

@@ -15,8 +15,10 @@ use crate::config::AgentConfig;
 
 /// The file in the data directory that holds the credential.
 const CREDENTIAL_FILE: &str = "agent-credential.json";
-/// While no server can take the token, it is offered again this often.
+/// While no server can take the token, it is offered again after this
+/// long, twice as long each time, up to [`REDEEM_RETRY_MAX`].
 const REDEEM_RETRY: Duration = Duration::from_secs(1);
+const REDEEM_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -54,13 +56,15 @@ pub async fn credential(config: &AgentConfig) -> Result<Option<RpcCredential>, C
 }
 
 async fn redeem(token: &JoinToken, node: &NodeName) -> Result<RpcCredential, CredentialError> {
+    let mut retry = REDEEM_RETRY;
     loop {
         match weft_server::join::redeem_join_token(token, node).await {
             Ok(credential) => return Ok(credential),
-            Err(ServerError::Fatal(reason)) => return Err(CredentialError::Refused(reason)),
+            Err(ServerError::Unauthenticated(reason)) => return Err(CredentialError::Refused(reason)),
             Err(error) => {
-                tracing::warn!(%error, servers = ?token.servers, "cannot redeem the join token yet; retrying");
-                tokio::time::sleep(REDEEM_RETRY).await;
+                tracing::warn!(%error, servers = ?token.servers, ?retry, "cannot redeem the join token yet; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(REDEEM_RETRY_MAX);
             }
         }
     }

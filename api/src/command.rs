@@ -76,9 +76,10 @@ pub enum Command {
         id: String,
     },
     /// An agent presented the token whose secret hashes to `secret_sha256`:
-    /// if it is known, not expired at `now` (the leader's clock, seconds
-    /// since the Unix epoch) and not used up, one use is taken and
-    /// `credential` recorded for its node.
+    /// if it is known, not expired at `now` (seconds since the Unix epoch,
+    /// by the clock of the server that took the request; only servers may
+    /// write this) and not used up, and the node has not joined before, one
+    /// use is taken and `credential` recorded for its node.
     JoinTokenRedeem {
         secret_sha256: String,
         credential: AgentCredentialRecord,

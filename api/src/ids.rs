@@ -82,6 +82,12 @@ string_id!(
 /// The node meta key that carries a node's network.
 pub const NETWORK_META_KEY: &str = "weft-network";
 
+/// Whether `text` is usable as a datacenter or network name: non-empty,
+/// letters, digits, `-` and `_` only (it goes into DNS names and SNI).
+pub fn is_plain_name(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// A Raft log index. Every record carries the index that created it and the
 /// one that last modified it; blocking queries wait on these.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,8 +6,10 @@
 //! a one-time **join token** (`weft operator join-token create`), which also
 //! names the servers and the datacenter: it is all a new host needs.
 //!
-//! Only SHA-256 hashes of secrets are replicated; a token's secret is shown
-//! once, to whoever made it, and a credential's only to the agent it is for.
+//! Only SHA-256 hashes of secrets are replicated, among servers only (client
+//! agents' copies leave the join tables out, and only servers may write
+//! them); a token's secret is shown once, to whoever made it, and a
+//! credential's only to the agent it is for.
 
 use serde::{Deserialize, Serialize};
 

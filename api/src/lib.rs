@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`ids`]: typed identifiers (`NodeName`, `ServiceId`, `RaftIndex`, ...) so a
 //!   service ID can never be passed where a node name is expected.
+//! - [`addr`]: IP addresses as hex DNS labels (`.addr` names, gateway SNI).
 //! - [`catalog`]: nodes, services and health checks as the state store keeps them.
 //! - [`kv`]: key/value entries.
 //! - [`mesh`]: intentions, config entries, CA state and service protocols.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod addr;
 pub mod catalog;
 pub mod chain;
 pub mod client;

@@ -17,7 +17,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use weft_api::ids::NetworkName;
+use weft_api::ids::{is_plain_name, NetworkName};
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use crate::annotations::{self, parse_bool, AnnotationError, CONNECT_INJECT, INJECTED, INJECT_STATUS};
@@ -176,7 +176,15 @@ fn decide_pod(pod: &Pod, config: &InjectConfig) -> Decision {
 fn patch(pod: &Pod, config: &InjectConfig, wiring: &Wiring) -> JsonPatch {
     let mut init_containers = Vec::new();
     if wiring.transparent_proxy {
-        let mut probe_ports: Vec<u16> = pod.spec.containers.iter().flat_map(|c| c.probe_ports()).collect();
+        // The service's own port stays behind mTLS: sparing it would let
+        // anyone in the cluster reach the application around the sidecar.
+        let mut probe_ports: Vec<u16> = pod
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| c.probe_ports())
+            .filter(|port| Some(*port) != wiring.service_port)
+            .collect();
         probe_ports.sort_unstable();
         probe_ports.dedup();
         init_containers.push(sidecar::init_container(config, &probe_ports));
@@ -220,7 +228,7 @@ impl InjectConfig {
         if !host_and_port.is_some_and(|(host, port)| valid_host(host) && annotations::parse_port(port).is_some()) {
             problems.push(ConfigProblem::ServerAddr(self.server_addr.clone()));
         }
-        if !self.network.as_str().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !self.network.is_empty() && !is_plain_name(self.network.as_str()) {
             problems.push(ConfigProblem::Network(self.network.to_string()));
         }
         match problems.is_empty() {
@@ -391,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn transparent_proxying_redirects_first_sparing_the_probe_ports() {
+    fn transparent_proxying_redirects_first_sparing_probe_ports_but_never_the_service_port() {
         let config = InjectConfig { transparent_proxy: true, ..config() };
         let mut pod = web_pod(json!({CONNECT_INJECT: "true"}));
         pod["spec"]["containers"][0]["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": "http"}});
@@ -405,7 +413,8 @@ mod tests {
         assert_eq!(names, [&json!("weft-init"), &json!("weft-sidecar")], "the redirect first");
         assert_eq!(
             init_containers[0]["args"],
-            json!(["k8s", "redirect-traffic", "--exclude-inbound-port", "8080", "--exclude-inbound-port", "8081"])
+            json!(["k8s", "redirect-traffic", "--exclude-inbound-port", "8081"]),
+            "8080 is the service's port: a probe there goes through the sidecar"
         );
         assert_eq!(init_containers[0]["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
         assert!(init_containers[1]["env"]

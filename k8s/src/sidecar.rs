@@ -29,8 +29,8 @@
 //! With transparent proxying, a `weft-init` container runs first, as root
 //! with `NET_ADMIN`: `weft k8s redirect-traffic` sends the pod's inbound TCP
 //! to [`INBOUND_PORT`] and its outbound TCP to [`OUTBOUND_PORT`], except
-//! [`PROXY_UID`]'s own and the application's probe ports
-//! ([`crate::redirect`]).
+//! [`PROXY_UID`]'s own and the ports the application's probes use, other
+//! than the service's own port ([`crate::redirect`]).
 
 use serde_json::{json, Value};
 

@@ -6,7 +6,7 @@
 //! then checks the SPIFFE service ID in place of a DNS name: a sidecar only
 //! accepts the service it meant to reach, whatever name it dialled.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,6 +19,7 @@ use tokio_rustls::rustls::version::TLS13;
 use tokio_rustls::rustls::{
     ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore, ServerConfig, SignatureScheme,
 };
+use weft_api::addr::{hex_label, parse_hex_label};
 use weft_api::ids::ServiceName;
 use weft_api::mesh::Protocol;
 
@@ -138,10 +139,7 @@ impl TlsMaterial {
 /// `address`: `<hex IP>-<port>.<service>.svc.weft`. A mesh gateway relays
 /// by it ([`instance_of_server_name`]); verification never relies on it.
 pub fn server_name(destination: &ServiceName, address: SocketAddr) -> ServerName<'static> {
-    let ip = match address.ip() {
-        IpAddr::V4(ip) => hex(&ip.octets()),
-        IpAddr::V6(ip) => hex(&ip.octets()),
-    };
+    let ip = hex_label(address.ip());
     ServerName::try_from(format!("{ip}-{}.{destination}.svc.weft", address.port()))
         .unwrap_or_else(|_| ServerName::try_from("svc.weft").expect("a valid DNS name"))
 }
@@ -151,20 +149,7 @@ pub fn instance_of_server_name(name: &str) -> Option<(SocketAddr, ServiceName)> 
     let (instance, rest) = name.split_once('.')?;
     let service = rest.strip_suffix(".svc.weft")?;
     let (ip, port) = instance.split_once('-')?;
-    let bytes = (0..ip.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(ip.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    let ip = match bytes.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
-        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
-        _ => return None,
-    };
-    Some((SocketAddr::new(ip, port.parse().ok()?), ServiceName::new(service)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Some((SocketAddr::new(parse_hex_label(ip)?, port.parse().ok()?), ServiceName::new(service)))
 }
 
 /// Verifies a server's chain to the mesh roots and that its SPIFFE ID names

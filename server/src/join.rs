@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::RngCore;
 use tonic::codegen::http;
@@ -24,6 +24,7 @@ use weft_api::ids::{Datacenter, NodeName};
 use weft_api::join::{AgentCredentialRecord, JoinToken, JoinTokenRecord, RpcCredential, CREDENTIAL_METADATA};
 use weft_api::proto::cluster::RedeemJoinTokenRequest;
 
+use crate::ca::unix_now;
 use crate::rpc::Channels;
 use crate::store::StateStore;
 use crate::{Server, ServerError};
@@ -39,10 +40,6 @@ pub fn new_secret() -> String {
 /// SHA-256 of `secret`, hex: what is replicated in its place.
 pub fn secret_hash(secret: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// What a new join token is for.
@@ -77,10 +74,17 @@ pub(crate) async fn redeem(server: &Server, request: RedeemJoinTokenRequest) -> 
     if node.is_empty() || request.secret.is_empty() {
         return Err(Status::invalid_argument("redeeming a join token needs the token's secret and the node's name"));
     }
+    // Checked here first, so a wrong or stale token costs no log entry;
+    // the log's own check (in order) is the one that counts.
+    let (token_sha256, now) = (secret_hash(&request.secret), unix_now());
+    if let Err(reason) = server.store().read().join().redeemable(&token_sha256, &node, now) {
+        tracing::warn!(%node, %reason, "a join token was refused");
+        return Err(Status::permission_denied(format!("the join token was refused: {reason}")));
+    }
     let secret = new_secret();
     let credential =
         AgentCredentialRecord { node: node.clone(), secret_sha256: secret_hash(&secret), ..Default::default() };
-    let command = Command::JoinTokenRedeem { secret_sha256: secret_hash(&request.secret), credential, now: unix_now() };
+    let command = Command::JoinTokenRedeem { secret_sha256: token_sha256, credential, now };
     let applied = server.write(command).await.map_err(crate::server::error_to_status)?;
     match applied.outcome {
         CommandOutcome::Done => {
@@ -108,12 +112,44 @@ pub async fn redeem_join_token(token: &JoinToken, node: &NodeName) -> Result<Rpc
                 return Ok(RpcCredential::Agent { node: node.clone(), secret: response.into_inner().credential })
             }
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                return Err(ServerError::Fatal(status.message().to_owned()))
+                return Err(ServerError::Unauthenticated(status.message().to_owned()))
             }
             Err(status) => last = ServerError::LeaderUnreachable(format!("{server}: {}", status.message())),
         }
     }
     Err(last)
+}
+
+/// Who made an RPC, as [`RpcPolicy`] found: in each request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The cluster has no RPC key: callers are not told apart.
+    Anyone,
+    /// A server (it has the key).
+    Server,
+    /// A client agent, by the node its credential is for.
+    Agent(NodeName),
+    /// A call open to all (`Info`, `RedeemJoinToken`) made without a credential.
+    Unauthenticated,
+}
+
+impl Caller {
+    /// Whether the caller may write `command`: client agents write their
+    /// catalog and KV through `Apply`, but not the CA, a whole-state
+    /// restore, or join tokens (those have their own, checked, paths).
+    pub fn may_write(&self, command: &Command) -> bool {
+        match (self, command) {
+            (Caller::Anyone | Caller::Server, _) => true,
+            (Caller::Unauthenticated, _) => false,
+            (Caller::Agent(_), Command::Batch(commands)) => commands.iter().all(|c| self.may_write(c)),
+            (Caller::Agent(_), Command::CaSetState(_) | Command::Restore { .. }) => false,
+            (
+                Caller::Agent(_),
+                Command::JoinTokenCreate(_) | Command::JoinTokenDelete { .. } | Command::JoinTokenRedeem { .. },
+            ) => false,
+            (Caller::Agent(_), _) => true,
+        }
+    }
 }
 
 /// Which calls need which credential.
@@ -134,12 +170,10 @@ impl RpcPolicy {
         RpcPolicy { key_sha256: key.map(secret_hash), store }
     }
 
-    /// Whether the caller of `path` presenting `header` may go on.
-    pub fn check(&self, path: &str, header: Option<&str>) -> Result<(), Status> {
-        let Some(key_sha256) = &self.key_sha256 else { return Ok(()) };
-        if OPEN_METHODS.contains(&path) {
-            return Ok(());
-        }
+    /// Who the caller of `path` presenting `header` is, if it may go on.
+    pub fn check(&self, path: &str, header: Option<&str>) -> Result<Caller, Status> {
+        let Some(key_sha256) = &self.key_sha256 else { return Ok(Caller::Anyone) };
+        let open = OPEN_METHODS.contains(&path);
         let refused = |why: &str| {
             tracing::info!(%path, why, "RPC refused");
             Err(Status::unauthenticated(format!(
@@ -147,14 +181,15 @@ impl RpcPolicy {
             )))
         };
         match header.and_then(RpcCredential::parse) {
-            Some(RpcCredential::Server { key }) if secret_hash(&key) == *key_sha256 => Ok(()),
+            Some(RpcCredential::Server { key }) if secret_hash(&key) == *key_sha256 => Ok(Caller::Server),
+            _ if open => Ok(Caller::Unauthenticated),
             Some(RpcCredential::Server { .. }) => refused("wrong RPC key"),
             Some(RpcCredential::Agent { .. }) if SERVER_PREFIXES.iter().any(|p| path.starts_with(p)) => {
                 refused("a client agent may not make server calls")
             }
             Some(RpcCredential::Agent { node, secret }) => {
                 if self.store.read().join().is_credential(&node, &secret_hash(&secret)) {
-                    Ok(())
+                    Ok(Caller::Agent(node))
                 } else {
                     refused("unknown agent credential")
                 }
@@ -196,10 +231,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let header = request.headers().get(CREDENTIAL_METADATA).and_then(|v| v.to_str().ok());
         match self.policy.check(request.uri().path(), header) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(request))
+            }
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
@@ -242,5 +280,23 @@ mod tests {
         assert!(policy.check("/weft.raft.v1.Raft/Vote", Some(&server)).is_ok());
         assert!(policy.check("/weft.raft.v1.Raft/Vote", Some(&agent)).is_err());
         assert!(policy.check("/weft.cluster.v1.Cluster/Join", Some(&agent)).is_err());
+    }
+
+    #[test]
+    fn client_agents_may_not_write_the_ca_a_restore_or_join_tables() {
+        let agent = Caller::Agent("vm1".into());
+        let kv = Command::KvSet { key: "k".into(), value: Vec::new(), flags: 0, cas: None };
+        let redeem = Command::JoinTokenRedeem {
+            secret_sha256: "h".into(),
+            credential: AgentCredentialRecord::default(),
+            now: 0,
+        };
+        assert!(agent.may_write(&kv) && Caller::Server.may_write(&redeem) && Caller::Anyone.may_write(&redeem));
+        for refused in
+            [redeem.clone(), Command::Restore { snapshot: Vec::new() }, Command::Batch(vec![kv.clone(), redeem])]
+        {
+            assert!(!agent.may_write(&refused), "{}", refused.kind());
+        }
+        assert!(!Caller::Unauthenticated.may_write(&kv));
     }
 }

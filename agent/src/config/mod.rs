@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weft_api::ids::{Datacenter, NetworkName, NodeName, NETWORK_META_KEY};
+use weft_api::ids::{is_plain_name, Datacenter, NetworkName, NodeName, NETWORK_META_KEY};
 use weft_api::join::JoinToken;
 use weft_server::RaftTuning;
 
@@ -223,13 +223,10 @@ impl ConfigFile {
         }
         let token_datacenter = self.join_token.as_deref().and_then(|t| JoinToken::decode(t).ok()).map(|t| t.datacenter);
         let datacenter = self.datacenter.clone().or(token_datacenter).unwrap_or_else(|| "dc1".into());
-        if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !is_plain_name(&datacenter) {
             problem(format!("datacenter {datacenter:?} must be non-empty and use only letters, digits, '-' and '_'"));
         }
         let network = NetworkName::new(self.network.clone().unwrap_or_default());
-        if !network.as_str().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            problem(format!("network {network:?} must use only letters, digits, '-' and '_'"));
-        }
         let mut node_meta = self.node_meta.clone().unwrap_or_default();
         if !network.is_empty() {
             if let Some(meta) = node_meta.insert(NETWORK_META_KEY.to_owned(), network.to_string()) {
@@ -238,6 +235,11 @@ impl ConfigFile {
                         "network {network:?} and node_meta {NETWORK_META_KEY} = {meta:?} disagree; give one of them"
                     ));
                 }
+            }
+        }
+        if let Some(meta) = node_meta.get(NETWORK_META_KEY) {
+            if !is_plain_name(meta) {
+                problem(format!("network {meta:?} must be non-empty and use only letters, digits, '-' and '_'"));
             }
         }
         let data_dir = match &self.data_dir {

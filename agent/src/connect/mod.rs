@@ -4,19 +4,22 @@
 //! The private key of a leaf is made here, on the host that runs the
 //! service, and never leaves it: the leader only sees a CSR. A leaf is reused
 //! until it passes its renewal time (about half its life, with jitter) or
-//! the active root changes, then signed anew with a new key.
+//! the active root changes, then signed anew with a new key. Signing first
+//! waits (a few seconds at most) for the service's registration to reach
+//! this agent's copy of the catalog, since the leader checks it there.
 
 pub mod snapshot;
 pub mod supervisor;
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use tokio::sync::Mutex;
 use weft_api::ids::{NodeName, ServiceName};
 use weft_server::ca::{CaError, SignedLeaf};
+use weft_server::store::{StateStore, Table};
 
 use crate::backend::Backend;
 
@@ -51,6 +54,7 @@ impl LeafCache {
                 return Ok(leaf.clone());
             }
         }
+        registration_synced(self.backend.store(), &self.node, service).await;
         let leaf = self.sign(service).await?;
         leaves.insert(service.clone(), leaf.clone());
         Ok(leaf)
@@ -74,6 +78,30 @@ impl LeafCache {
         let jitter = rand::thread_rng().gen_range(-(life / 10)..=(life / 10));
         let renew_at = signed.valid_after + life / 2 + jitter;
         Ok(Leaf { service: service.clone(), private_key_pem: key.serialize_pem(), signed, renew_at })
+    }
+}
+
+/// How long signing waits for the service's registration on this agent to
+/// reach the catalog: the leader signs leaves only for services it sees on
+/// this node, and a sidecar or gateway asks right after registering.
+const REGISTRATION_SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits (a while) until this agent's copy of the catalog has `service` on
+/// `node`, so that a leaf asked for right after registering is not refused.
+async fn registration_synced(store: &StateStore, node: &NodeName, service: &ServiceName) {
+    let deadline = tokio::time::Instant::now() + REGISTRATION_SYNC_WAIT;
+    loop {
+        let (synced, seen) = {
+            let tables = store.read();
+            let on_node = tables.catalog().node_services(node);
+            let synced = on_node.is_some_and(|n| n.services.iter().any(|s| &s.name == service));
+            (synced, tables.index(Table::Services))
+        };
+        let now = tokio::time::Instant::now();
+        if synced || now >= deadline {
+            return;
+        }
+        store.blocking_read(&[Table::Services], seen, deadline - now, |t| ((), t.index(Table::Services))).await;
     }
 }
 

@@ -4,10 +4,10 @@
 //! healthy sidecars of each upstream.
 //!
 //! Everything but the leaf is read from the local copy of the state, so
-//! making a snapshot never waits on a server unless the leaf is due.
+//! making a snapshot never waits on a server unless the leaf is due (and
+//! then, first, on the service's registration reaching that copy).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,33 +68,24 @@ pub struct SidecarSpec {
 pub enum GatewayRole {
     /// Its listeners bind this IP, on the ports of its ingress-gateway entry.
     Ingress { address: IpAddr },
-    /// It listens on its registered addresses (LAN, and tagged `lan`/`wan`).
+    /// It listens on its registered addresses (its own, and every tagged one:
+    /// `lan`, `wan`), those that are this host's.
     Mesh { listeners: Vec<SocketAddr> },
 }
 
-/// Where this agent is: its node, its datacenter, and the network its
-/// sidecars reach directly.
+/// Where this agent is: its datacenter, and the network its sidecars reach
+/// directly.
 #[derive(Clone, Debug)]
 pub struct Locality {
-    pub node: NodeName,
     pub datacenter: Datacenter,
     pub network: NetworkName,
 }
 
 impl Locality {
     pub fn of(config: &AgentConfig) -> Locality {
-        Locality {
-            node: config.node_name.clone(),
-            datacenter: config.datacenter.clone(),
-            network: config.network.clone(),
-        }
+        Locality { datacenter: config.datacenter.clone(), network: config.network.clone() }
     }
 }
-
-/// How long a snapshot waits for the service's registration on this agent
-/// to reach the catalog: the leader signs leaves only for services it sees
-/// on this node, and a sidecar or gateway asks right after registering.
-const REGISTRATION_SYNC_WAIT: Duration = Duration::from_secs(5);
 
 impl SidecarSpec {
     /// Sidecar `proxy_id` as registered on this agent.
@@ -161,7 +152,6 @@ pub async fn build(
 ) -> Result<Built, SnapshotError> {
     let partial = from_tables(&store.read(), spec, locality)?;
     let proxy = &spec.proxy;
-    registration_synced(store, &locality.node, &proxy.destination_service_name).await;
     let leaf = leaves.leaf(&proxy.destination_service_name, &partial.active_root).await?;
     let snapshot = ProxySnapshot {
         proxy_id: spec.proxy_id.to_string(),
@@ -187,25 +177,6 @@ pub async fn build(
         transparent: partial.transparent,
     };
     Ok(Built { snapshot, renew_at: leaf.renew_at })
-}
-
-/// Waits (a while) until this agent's copy of the catalog has `service` on
-/// `node`, so that a leaf asked for right after registering is not refused.
-async fn registration_synced(store: &StateStore, node: &NodeName, service: &ServiceName) {
-    let deadline = tokio::time::Instant::now() + REGISTRATION_SYNC_WAIT;
-    loop {
-        let (synced, seen) = {
-            let tables = store.read();
-            let on_node = tables.catalog().node_services(node);
-            let synced = on_node.is_some_and(|n| n.services.iter().any(|s| &s.name == service));
-            (synced, tables.index(Table::Services))
-        };
-        let now = tokio::time::Instant::now();
-        if synced || now >= deadline {
-            return;
-        }
-        store.blocking_read(&[Table::Services], seen, deadline - now, |t| ((), t.index(Table::Services))).await;
-    }
 }
 
 /// What the tables say, before the leaf.

@@ -33,6 +33,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use weft_api::addr::{hex_label, parse_hex_label};
 use weft_api::catalog::HealthStatus;
 use weft_api::ids::Datacenter;
 use weft_server::store::{gateways_exposing, ServiceHealth, Tables};
@@ -189,28 +190,6 @@ fn address_record(name: &Name, ip: IpAddr, ttl: u32) -> Record {
     Record::from_rdata(name.clone(), ttl, rdata)
 }
 
-/// `<hex-ip>.addr.<dc>.<domain>`: Consul's name for an address of its own.
-fn addr_label(ip: IpAddr) -> String {
-    let octets = match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
-    octets.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The address an `addr` label spells (8 hex digits for IPv4, 32 for IPv6).
-fn parse_addr_label(label: &str) -> Option<IpAddr> {
-    let digits = |n: usize| -> Option<Vec<u8>> {
-        (label.len() == n * 2)
-            .then(|| (0..n).map(|i| u8::from_str_radix(label.get(i * 2..i * 2 + 2)?, 16).ok()).collect())
-            .flatten()
-    };
-    if let Some(v4) = digits(4) {
-        return Some(IpAddr::from(<[u8; 4]>::try_from(v4).ok()?));
-    }
-    Some(IpAddr::from(<[u8; 16]>::try_from(digits(16)?).ok()?))
-}
-
 /// Consul's SRV weight: `Weights.Warning` for an instance in warning.
 fn srv_weight(instance: &ServiceHealth) -> u16 {
     let warning = instance.checks.iter().any(|c| c.status == HealthStatus::Warning);
@@ -255,7 +234,7 @@ impl Lookup<'_> {
     }
 
     fn addr(&self, label: &str) -> Option<Answer> {
-        let ip = parse_addr_label(label)?;
+        let ip = parse_hex_label(label)?;
         let mut answer = Answer::default();
         if self.wants(&ip) {
             answer.records.push(address_record(self.name, ip, self.options.node_ttl));
@@ -269,7 +248,7 @@ impl Lookup<'_> {
         let service = &instance.service;
         let own_address = !service.address.is_empty() && service.address != instance.node.address;
         let label =
-            if own_address { format!("{}.addr", addr_label(ip)) } else { format!("{}.node", instance.node.name) };
+            if own_address { format!("{}.addr", hex_label(ip)) } else { format!("{}.node", instance.node.name) };
         Name::from_ascii(format!("{label}.{}.{}", self.datacenter, self.domain)).ok()
     }
 
@@ -346,10 +325,10 @@ mod tests {
     fn addr_labels_spell_the_address_both_ways() {
         for ip in ["10.9.9.2", "2001:db8::1"] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(parse_addr_label(&addr_label(ip)), Some(ip));
+            assert_eq!(parse_hex_label(&hex_label(ip)), Some(ip));
         }
-        assert_eq!(addr_label("10.9.9.2".parse().unwrap()), "0a090902");
-        assert_eq!(parse_addr_label("0a0909"), None);
-        assert_eq!(parse_addr_label("zz090902"), None);
+        assert_eq!(hex_label("10.9.9.2".parse().unwrap()), "0a090902");
+        assert_eq!(parse_hex_label("0a0909"), None);
+        assert_eq!(parse_hex_label("zz090902"), None);
     }
 }

@@ -1,6 +1,10 @@
 //! `/v1/operator/join-token`: join tokens for new client agents (Weft's
 //! own; Consul's nearest is auto-config's intro token). A token is shown
 //! once, when made; the list shows IDs, descriptions, expiry and uses left.
+//!
+//! Served by servers only: a client agent's API is reachable by whatever
+//! runs next to it (an application in the same pod), which must not be able
+//! to let new hosts in. Until ACLs, the servers' API is the operators'.
 
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ struct CreateBody {
 /// `PUT /v1/operator/join-token` with `{"Description", "TTL", "Uses"}`
 /// (all optional: 24h, one use): the token, once.
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let server = servers_only(&state)?;
     let body: CreateBody = if body.is_empty() { CreateBody::default() } else { decode_body(&body)? };
     let ttl = match &body.ttl {
         None => DEFAULT_TTL,
@@ -42,16 +47,13 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     if ttl.is_zero() || body.uses == Some(0) {
         return Err(ApiError::BadRequest("a join token needs a TTL above zero and at least one use".into()));
     }
-    let servers = match state.backend.server() {
-        Some(server) => server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect(),
-        None => state.config.retry_join.clone(),
-    };
+    let servers = server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
     let request = TokenRequest { description: body.description, ttl, uses: body.uses.unwrap_or(1) };
     let (record, token) = new_token(servers, &state.config.datacenter, request);
     match state.backend.write(Command::JoinTokenCreate(record.clone())).await?.outcome {
         CommandOutcome::Done => {}
         CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
-        other => return Err(ApiError::BadRequest(format!("unexpected outcome {other:?}"))),
+        other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
     tracing::info!(id = %record.id, uses = record.uses_left, "join token made");
     let mut answer = token_json(&record);
@@ -59,8 +61,10 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     Ok(Json(answer).into_response())
 }
 
-/// `GET /v1/operator/join-token`: every live token, without secrets.
+/// `GET /v1/operator/join-token`: every token not used up or deleted (expired
+/// ones too, until deleted), without secrets.
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    servers_only(&state)?;
     let tokens: Vec<Value> = state.backend.store().read().join().tokens().map(token_json).collect();
     Ok(Json(tokens).into_response())
 }
@@ -68,8 +72,15 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 /// `DELETE /v1/operator/join-token/<id>`: no agent may join with it any more
 /// (agents that did keep their credentials).
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    servers_only(&state)?;
     state.backend.write(Command::JoinTokenDelete { id }).await?;
     Ok(Json(true).into_response())
+}
+
+fn servers_only(state: &AppState) -> Result<&weft_server::Server, ApiError> {
+    state.backend.server().ok_or_else(|| {
+        ApiError::Forbidden("join tokens are made and managed on a server: use a server's HTTP API".into())
+    })
 }
 
 fn token_json(record: &JoinTokenRecord) -> Value {

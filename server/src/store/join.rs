@@ -65,6 +65,23 @@ impl JoinTables {
         CommandOutcome::Done
     }
 
+    /// Whether the token whose secret hashes to `secret_sha256` may let
+    /// `node` in at `now`: known, not expired, and `node` not already in
+    /// (a credential is never replaced: that would hand a node's identity to
+    /// whoever holds a token).
+    pub fn redeemable(&self, secret_sha256: &str, node: &NodeName, now: i64) -> Result<(), String> {
+        let Some(token) = self.tokens.values().find(|t| t.secret_sha256 == secret_sha256) else {
+            return Err("unknown join token (deleted, used up, or never made)".into());
+        };
+        if now > token.expires_at {
+            return Err(format!("join token {} has expired", token.id));
+        }
+        if self.credentials.contains_key(node) {
+            return Err(format!("node {node:?} has already joined; a new agent needs a node name of its own"));
+        }
+        Ok(())
+    }
+
     pub(super) fn redeem(
         &mut self,
         index: RaftIndex,
@@ -73,15 +90,15 @@ impl JoinTables {
         now: i64,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        let Some(token) = self.tokens.values_mut().find(|t| t.secret_sha256 == secret_sha256) else {
-            return CommandOutcome::Rejected("unknown join token (deleted, used up, or never made)".into());
-        };
-        if now > token.expires_at {
-            return CommandOutcome::Rejected(format!("join token {} has expired", token.id));
-        }
         if credential.node.is_empty() || credential.secret_sha256.is_empty() {
             return CommandOutcome::Rejected("a credential needs a node and a secret".into());
         }
+        if let Err(reason) = self.redeemable(secret_sha256, &credential.node, now) {
+            return CommandOutcome::Rejected(reason);
+        }
+        let Some(token) = self.tokens.values_mut().find(|t| t.secret_sha256 == secret_sha256) else {
+            return CommandOutcome::Rejected("unknown join token".into());
+        };
         token.uses_left = token.uses_left.saturating_sub(1);
         token.indexes.modify = index;
         let token_id = token.id.clone();
@@ -132,10 +149,17 @@ mod tests {
         assert!(
             matches!(tables.apply(RaftIndex(5), &redeem("vm3", 50)).0, CommandOutcome::Rejected(r) if r.contains("unknown"))
         );
+        let again = JoinTokenRecord { id: "t2".into(), ..token(1) };
+        tables.apply(RaftIndex(6), &Command::JoinTokenCreate(again));
+        let taken = tables.apply(RaftIndex(7), &redeem("vm1", 50)).0;
+        assert!(
+            matches!(taken, CommandOutcome::Rejected(r) if r.contains("already joined")),
+            "a node is never taken over"
+        );
         let join = tables.join();
         assert!(join.is_credential(&"vm1".into(), "c-vm1") && join.is_credential(&"vm2".into(), "c-vm2"));
         assert!(!join.is_credential(&"vm1".into(), "c-vm2") && !join.is_credential(&"vm3".into(), "c-vm3"));
-        assert_eq!(join.tokens().count(), 0, "a used-up token is gone");
-        assert_eq!(tables.index(Table::Join), RaftIndex(4));
+        assert_eq!(join.tokens().count(), 1, "the used-up token is gone, t2 is left");
+        assert_eq!(tables.index(Table::Join), RaftIndex(6));
     }
 }
