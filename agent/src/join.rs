@@ -1,7 +1,8 @@
-//! A client agent's RPC credential (see `weft_server::join`): kept in its
-//! data directory, got once by redeeming the join token it was started
-//! with. A restarted agent uses the stored credential; the token, used up,
-//! is not needed again.
+//! A client agent's RPC credential (see `weft_server::join`): a secret made
+//! here and kept in its data directory, recorded by the servers (as a hash)
+//! once, when it redeems the join token it was started with. A restarted
+//! agent uses the stored credential; the token, used up, is not needed
+//! again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,36 +31,62 @@ pub enum CredentialError {
     Refused(String),
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Stored {
     node: NodeName,
     secret: String,
+    /// Made here but not yet confirmed by the servers: offered again, with
+    /// the same secret, on the next start (asking twice is harmless).
+    #[serde(default)]
+    pending: bool,
 }
 
-/// The credential this client agent presents: the stored one, else one
-/// got for its join token (retrying while no server answers), else none.
+impl Stored {
+    fn credential(&self) -> RpcCredential {
+        RpcCredential::Agent { node: self.node.clone(), secret: self.secret.clone() }
+    }
+}
+
+/// The credential this client agent presents: the stored one, once the
+/// servers have it; else one made here and recorded by redeeming its join
+/// token (retrying while no server answers); else none.
 pub async fn credential(config: &AgentConfig) -> Result<Option<RpcCredential>, CredentialError> {
     let path = config.data_dir.join(CREDENTIAL_FILE);
-    if let Some(stored) = read(&path)? {
+    let stored = read(&path)?;
+    if let Some(stored) = &stored {
         if stored.node != config.node_name {
-            return Err(CredentialError::OtherNode { path, found: stored.node, node: config.node_name.clone() });
+            return Err(CredentialError::OtherNode {
+                path,
+                found: stored.node.clone(),
+                node: config.node_name.clone(),
+            });
         }
-        return Ok(Some(RpcCredential::Agent { node: stored.node, secret: stored.secret }));
     }
-    let Some(token) = &config.join_token else { return Ok(None) };
-    let credential = redeem(token, &config.node_name).await?;
-    if let RpcCredential::Agent { node, secret } = &credential {
-        write(&path, &Stored { node: node.clone(), secret: secret.clone() })?;
-    }
+    let token = match (&stored, &config.join_token) {
+        (Some(stored), _) if !stored.pending => return Ok(Some(stored.credential())),
+        (stored, None) => return Ok(stored.as_ref().map(Stored::credential)),
+        (_, Some(token)) => token,
+    };
+    // The secret is made (and kept) before the servers are asked, so an
+    // answer lost on the way is asked for again with the same one.
+    let mut stored = stored.unwrap_or_else(|| Stored {
+        node: config.node_name.clone(),
+        secret: weft_server::join::new_secret(),
+        pending: true,
+    });
+    write(&path, &stored)?;
+    redeem(token, &stored.credential()).await?;
+    stored.pending = false;
+    write(&path, &stored)?;
     tracing::info!(node = %config.node_name, "joined with the join token; the credential is kept in the data directory");
-    Ok(Some(credential))
+    Ok(Some(stored.credential()))
 }
 
-async fn redeem(token: &JoinToken, node: &NodeName) -> Result<RpcCredential, CredentialError> {
+async fn redeem(token: &JoinToken, credential: &RpcCredential) -> Result<(), CredentialError> {
     let mut retry = REDEEM_RETRY;
     loop {
-        match weft_server::join::redeem_join_token(token, node).await {
-            Ok(credential) => return Ok(credential),
+        match weft_server::join::redeem_join_token(token, credential).await {
+            Ok(()) => return Ok(()),
             Err(ServerError::Unauthenticated(reason)) => return Err(CredentialError::Refused(reason)),
             Err(error) => {
                 tracing::warn!(%error, servers = ?token.servers, ?retry, "cannot redeem the join token yet; retrying");

@@ -26,6 +26,7 @@ use weft_api::proto::cluster::RedeemJoinTokenRequest;
 
 use crate::ca::unix_now;
 use crate::rpc::Channels;
+use crate::store::Redemption;
 use crate::store::StateStore;
 use crate::{Server, ServerError};
 
@@ -67,50 +68,61 @@ pub fn new_token(servers: Vec<String>, datacenter: &Datacenter, request: TokenRe
     (record, JoinToken { servers, datacenter: datacenter.to_string(), secret })
 }
 
-/// Redeems a join token for `node`: a new credential secret, recorded (as
-/// a hash) if the token is good.
-pub(crate) async fn redeem(server: &Server, request: RedeemJoinTokenRequest) -> Result<String, Status> {
+/// Redeems a join token for `node`: records the hash of the credential
+/// secret the agent made, if the token is good. Asking again with the same
+/// hash (an answer lost on the way) succeeds without taking another use.
+pub(crate) async fn redeem(server: &Server, request: RedeemJoinTokenRequest) -> Result<(), Status> {
     let node = NodeName::new(request.node);
-    if node.is_empty() || request.secret.is_empty() {
-        return Err(Status::invalid_argument("redeeming a join token needs the token's secret and the node's name"));
+    let hash = request.credential_sha256;
+    if node.is_empty() || request.secret.is_empty() || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(Status::invalid_argument(
+            "redeeming a join token needs the token's secret, the node's name and its credential's SHA-256",
+        ));
     }
+    let refused = |reason: String| {
+        tracing::warn!(%node, %reason, "a join token was refused");
+        Status::permission_denied(format!("the join token was refused: {reason}"))
+    };
+    let credential = AgentCredentialRecord { node: node.clone(), secret_sha256: hash, ..Default::default() };
     // Checked here first, so a wrong or stale token costs no log entry;
     // the log's own check (in order) is the one that counts.
     let (token_sha256, now) = (secret_hash(&request.secret), unix_now());
-    if let Err(reason) = server.store().read().join().redeemable(&token_sha256, &node, now) {
-        tracing::warn!(%node, %reason, "a join token was refused");
-        return Err(Status::permission_denied(format!("the join token was refused: {reason}")));
+    let checked = server.store().read().join().redeemable(&token_sha256, &credential, now);
+    match checked {
+        Err(reason) => return Err(refused(reason)),
+        Ok(Redemption::AlreadyIn) => return Ok(()),
+        Ok(Redemption::LetIn) => {}
     }
-    let secret = new_secret();
-    let credential =
-        AgentCredentialRecord { node: node.clone(), secret_sha256: secret_hash(&secret), ..Default::default() };
     let command = Command::JoinTokenRedeem { secret_sha256: token_sha256, credential, now };
-    let applied = server.write(command).await.map_err(crate::server::error_to_status)?;
-    match applied.outcome {
+    match server.write(command).await.map_err(crate::server::error_to_status)?.outcome {
         CommandOutcome::Done => {
             tracing::info!(%node, "an agent joined with a join token");
-            Ok(secret)
+            Ok(())
         }
-        CommandOutcome::Rejected(reason) => {
-            tracing::warn!(%node, %reason, "a join token was refused");
-            Err(Status::permission_denied(format!("the join token was refused: {reason}")))
-        }
+        CommandOutcome::Rejected(reason) => Err(refused(reason)),
         other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
     }
 }
 
-/// A client agent's first call: exchanges a join token's secret for this
-/// node's credential, asking each server in turn.
-pub async fn redeem_join_token(token: &JoinToken, node: &NodeName) -> Result<RpcCredential, ServerError> {
+/// A client agent's first call: has the servers record `credential` (the
+/// agent's own secret; only its hash is sent) for the join token, asking
+/// each server in turn.
+pub async fn redeem_join_token(token: &JoinToken, credential: &RpcCredential) -> Result<(), ServerError> {
+    let RpcCredential::Agent { node, secret } = credential else {
+        return Err(ServerError::Unauthenticated("a join token is for client agents".into()));
+    };
     let channels = Channels::default();
     let mut last = ServerError::NoLeader;
     for server in &token.servers {
         let Ok(mut client) = channels.cluster_client(server) else { continue };
-        let request = RedeemJoinTokenRequest { secret: token.secret.clone(), node: node.to_string() };
+        let request = RedeemJoinTokenRequest {
+            secret: token.secret.clone(),
+            node: node.to_string(),
+            credential_sha256: secret_hash(secret),
+        };
         match client.redeem_join_token(request).await {
-            Ok(response) => {
-                return Ok(RpcCredential::Agent { node: node.clone(), secret: response.into_inner().credential })
-            }
+            Ok(_) => return Ok(()),
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 return Err(ServerError::Unauthenticated(status.message().to_owned()))
             }

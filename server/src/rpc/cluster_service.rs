@@ -184,8 +184,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<RedeemJoinTokenRequest>,
     ) -> Result<Response<RedeemJoinTokenResponse>, Status> {
-        let credential = crate::join::redeem(&self.server, request.into_inner()).await?;
-        Ok(Response::new(RedeemJoinTokenResponse { credential }))
+        crate::join::redeem(&self.server, request.into_inner()).await?;
+        Ok(Response::new(RedeemJoinTokenResponse {}))
     }
 }
 

@@ -12,6 +12,13 @@ use weft_api::join::{AgentCredentialRecord, JoinTokenRecord};
 
 use super::{Changed, Table};
 
+/// What a redemption would do (see [`JoinTables::redeemable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redemption {
+    LetIn,
+    AlreadyIn,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct JoinTables {
     /// By ID.
@@ -65,21 +72,31 @@ impl JoinTables {
         CommandOutcome::Done
     }
 
-    /// Whether the token whose secret hashes to `secret_sha256` may let
-    /// `node` in at `now`: known, not expired, and `node` not already in
-    /// (a credential is never replaced: that would hand a node's identity to
-    /// whoever holds a token).
-    pub fn redeemable(&self, secret_sha256: &str, node: &NodeName, now: i64) -> Result<(), String> {
+    /// What redeeming the token whose secret hashes to `secret_sha256` for
+    /// `credential` at `now` would do: let the node in (the token known, not
+    /// expired), nothing (the node is in with this very credential: a
+    /// repeated request), or be refused. A node's credential is never
+    /// replaced: that would hand its identity to whoever holds a token.
+    pub fn redeemable(
+        &self,
+        secret_sha256: &str,
+        credential: &AgentCredentialRecord,
+        now: i64,
+    ) -> Result<Redemption, String> {
+        let node = &credential.node;
+        if let Some(existing) = self.credentials.get(node) {
+            return match existing.secret_sha256 == credential.secret_sha256 {
+                true => Ok(Redemption::AlreadyIn),
+                false => Err(format!("node {node:?} has already joined; a new agent needs a node name of its own")),
+            };
+        }
         let Some(token) = self.tokens.values().find(|t| t.secret_sha256 == secret_sha256) else {
             return Err("unknown join token (deleted, used up, or never made)".into());
         };
         if now > token.expires_at {
             return Err(format!("join token {} has expired", token.id));
         }
-        if self.credentials.contains_key(node) {
-            return Err(format!("node {node:?} has already joined; a new agent needs a node name of its own"));
-        }
-        Ok(())
+        Ok(Redemption::LetIn)
     }
 
     pub(super) fn redeem(
@@ -93,8 +110,10 @@ impl JoinTables {
         if credential.node.is_empty() || credential.secret_sha256.is_empty() {
             return CommandOutcome::Rejected("a credential needs a node and a secret".into());
         }
-        if let Err(reason) = self.redeemable(secret_sha256, &credential.node, now) {
-            return CommandOutcome::Rejected(reason);
+        match self.redeemable(secret_sha256, credential, now) {
+            Err(reason) => return CommandOutcome::Rejected(reason),
+            Ok(Redemption::AlreadyIn) => return CommandOutcome::Done,
+            Ok(Redemption::LetIn) => {}
         }
         let Some(token) = self.tokens.values_mut().find(|t| t.secret_sha256 == secret_sha256) else {
             return CommandOutcome::Rejected("unknown join token".into());
@@ -151,11 +170,16 @@ mod tests {
         );
         let again = JoinTokenRecord { id: "t2".into(), ..token(1) };
         tables.apply(RaftIndex(6), &Command::JoinTokenCreate(again));
-        let taken = tables.apply(RaftIndex(7), &redeem("vm1", 50)).0;
+        let mut taken = redeem("vm1", 50);
+        if let Command::JoinTokenRedeem { credential, .. } = &mut taken {
+            credential.secret_sha256 = "someone else's".into();
+        }
+        let taken = tables.apply(RaftIndex(7), &taken).0;
         assert!(
             matches!(taken, CommandOutcome::Rejected(r) if r.contains("already joined")),
             "a node is never taken over"
         );
+        assert_eq!(tables.apply(RaftIndex(8), &redeem("vm1", 50)).0, CommandOutcome::Done, "asking again is harmless");
         let join = tables.join();
         assert!(join.is_credential(&"vm1".into(), "c-vm1") && join.is_credential(&"vm2".into(), "c-vm2"));
         assert!(!join.is_credential(&"vm1".into(), "c-vm2") && !join.is_credential(&"vm3".into(), "c-vm3"));

@@ -41,6 +41,7 @@ pub use intentions::{
     evaluation_order, is_wildcard, precedence, rule_of, validate_intention, validate_name, DEFAULT_ACTION_FIELD,
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
 };
+pub use join::Redemption;
 pub use snapshot::{SnapshotError, StoreData};
 pub use upstream_config::{upstream_config, UpstreamConfig};
 
