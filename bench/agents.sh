@@ -64,8 +64,6 @@ LOG_TAG=agents TMP_CONTENTS="agent logs and data"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
-
 mib() { if [[ -z $1 || $1 == null ]]; then printf -- '-'; else awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; fi; }
 
 # Runs a benchmark tool in the background (so `wait` is interrupted by Ctrl-C

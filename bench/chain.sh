@@ -97,23 +97,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WEFT_PID="" BACKEND_PID="" WEB_PID=""
 API_PIDS=() CHAIN_PIDS=()
 
-has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
-weft_cli() { "$WEFT" "$@" --http-addr "127.0.0.1:$WEFT_HTTP"; }
-api_put() { api_put_to "$WEFT_HTTP" "$@"; }
-
 # ---------------------------------------------------------------- checks ----
 
 need_positive ROUNDS RATE RATE_CONNECTIONS MAX_CONNECTIONS
 [[ $DECOY_ROUTES =~ ^[0-9]+$ ]] || die "DECOY_ROUTES must be a number, not '$DECOY_ROUTES'"
 [[ $PLAIN_INSTANCES == 1 || $PLAIN_INSTANCES == 2 ]] || die "PLAIN_INSTANCES must be 1 or 2, not '$PLAIN_INSTANCES'"
-[[ $BODY_SIZE =~ ^[0-9]+$ ]] || die "BODY_SIZE must be a number of bytes, not '$BODY_SIZE'"
-[[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
-for knob in RATE_DURATION MAX_DURATION WARMUP; do
-	duration_secs "${!knob}" >/dev/null || die "$knob must be whole seconds (e.g. 10s), not '${!knob}'"
-done
-for knob in RATE_DURATION MAX_DURATION; do
-	(($(duration_secs "${!knob}") > 0)) || die "$knob must be more than 0s"
-done
+need_number BODY_SIZE "a number of bytes"
+need_number WAIT_SECS "a number of seconds"
+need_secs RATE_DURATION MAX_DURATION WARMUP
+need_positive_secs RATE_DURATION MAX_DURATION
 for b in $BENCHES; do
 	[[ $b == rate || $b == max ]] || die "BENCHES may name only rate and max, not '$b'"
 done
@@ -122,13 +114,7 @@ need_tools curl awk sed grep pgrep timeout getconf
 
 # ----------------------------------------------------------------- build ----
 
-if [[ $BUILD != 0 ]]; then
-	log "building: cargo build --release -p weft-cli -p weft-bench"
-	(cd "$ROOT" && cargo build --release -p weft-cli -p weft-bench) || die "cargo build failed"
-fi
-for bin in "$WEFT" "$HTTP_LOAD" "$HTTP_BACKEND"; do
-	[[ -x $bin ]] || die "$bin not found (build it: cargo build --release -p weft-cli -p weft-bench)"
-done
+build_binaries "$WEFT" "$HTTP_LOAD" "$HTTP_BACKEND"
 
 make_tmp chain
 [[ $COPY_BINARIES == 0 ]] || copy_binaries WEFT HTTP_LOAD HTTP_BACKEND
@@ -138,17 +124,8 @@ make_tmp chain
 check_ports_free "$WEFT_RPC" "$WEFT_HTTP" "$WEFT_DNS" "$BACKEND_PORT" "$WEB_SIDECAR" "${API_SIDECARS[@]}" \
 	"${CHAIN_SIDECARS[@]}" "$WEB_UPSTREAM_PLAIN" "$WEB_UPSTREAM_CHAIN"
 
-start_process backend "$HTTP_BACKEND" --listen "127.0.0.1:$BACKEND_PORT" --body-size "$BODY_SIZE"
-BACKEND_PID=$STARTED_PID
-wait_until "answer from the backend" backend "$BACKEND_PID" answers "$BACKEND_PORT"
-
-start_process weft "$WEFT" agent --server --node chain-bench --data-dir "$TMP/weft" --bootstrap-expect 1 \
-	--rpc-addr "127.0.0.1:$WEFT_RPC" --http-addr "127.0.0.1:$WEFT_HTTP" --dns-addr "127.0.0.1:$WEFT_DNS"
-WEFT_PID=$STARTED_PID
-log "started a Weft server (pid $WEFT_PID); waiting for it to lead (up to ${WAIT_SECS}s)"
-wait_until "Weft leader" weft "$WEFT_PID" has_leader "$WEFT_HTTP"
-has_ca() { [[ $(curl -sf --max-time 10 "http://127.0.0.1:$WEFT_HTTP/v1/agent/connect/ca/roots" 2>/dev/null) == *'"RootCert":"-----BEGIN'* ]]; }
-wait_until "mesh CA root" weft "$WEFT_PID" has_ca
+start_backend
+start_weft_server chain-bench
 
 # ------------------------------------------------------- config entries ----
 
@@ -175,51 +152,27 @@ cat >"$TMP/entries/3-api-chain-resolver.json" <<<'{"Kind":"service-resolver","Na
 cat >"$TMP/entries/4-api-chain-splitter.json" <<<'{"Kind":"service-splitter","Name":"api-chain",
  "Splits":[{"Weight":50,"ServiceSubset":"v1"},{"Weight":50,"ServiceSubset":"v2"}]}'
 cat >"$TMP/entries/5-api-chain-router.json" <<<"{\"Kind\":\"service-router\",\"Name\":\"api-chain\",\"Routes\":[$routes]}"
-for file in "$TMP/entries/"*.json; do
-	weft_cli config write "$file" >"$TMP/cli.out" 2>&1 || die "weft config write $file: $(cat "$TMP/cli.out")"
-done
+write_config_entries "$TMP/entries/"*.json
 
 # ---------------------------------------------------------- registrations ----
 
-for ((i = 0; i < PLAIN_INSTANCES; i++)); do
-	api_put /v1/agent/service/register \
-		"{\"ID\":\"api-$((i + 1))\",\"Name\":\"api\",\"Port\":$BACKEND_PORT,\"Connect\":{\"SidecarService\":{\"Port\":${API_SIDECARS[i]}}}}"
+api_ids="" chain_ids=""
+for ((i = 1; i <= PLAIN_INSTANCES; i++)); do
+	register_backend_service api "${API_SIDECARS[i - 1]}" "\"ID\":\"api-$i\""
+	api_ids+=" api-$i"
 done
-for i in 0 1; do
-	api_put /v1/agent/service/register \
-		"{\"ID\":\"api-chain-v$((i + 1))\",\"Name\":\"api-chain\",\"Port\":$BACKEND_PORT,\"Meta\":{\"version\":\"v$((i + 1))\"},
-		\"Connect\":{\"SidecarService\":{\"Port\":${CHAIN_SIDECARS[i]}}}}"
+for i in 1 2; do
+	register_backend_service api-chain "${CHAIN_SIDECARS[i - 1]}" "\"ID\":\"api-chain-v$i\",\"Meta\":{\"version\":\"v$i\"}"
+	chain_ids+=" api-chain-v$i"
 done
-# web itself is the load generator: nothing listens on its own port.
-api_put /v1/agent/service/register \
-	"{\"Name\":\"web\",\"Port\":23701,\"Connect\":{\"SidecarService\":{\"Port\":$WEB_SIDECAR,\"Proxy\":{\"Upstreams\":[
-		{\"DestinationName\":\"api\",\"LocalBindPort\":$WEB_UPSTREAM_PLAIN},
-		{\"DestinationName\":\"api-chain\",\"LocalBindPort\":$WEB_UPSTREAM_CHAIN}]}}}}"
-for destination in api api-chain; do
-	weft_cli intention create --allow web "$destination" >"$TMP/cli.out" 2>&1 ||
-		die "weft intention create --allow web $destination: $(cat "$TMP/cli.out")"
-done
+upstreams=("api=$WEB_UPSTREAM_PLAIN" "api-chain=$WEB_UPSTREAM_CHAIN")
+register_web 23701 "$WEB_SIDECAR" "${upstreams[@]}"
+allow_intentions web api api-chain
 
-log "waiting for the sidecars to carry traffic (up to ${WAIT_SECS}s)"
-sidecars_found() {
-	local i pid
-	WEB_PID=$(sidecar_pid web "$WEFT_HTTP") || return 1
-	API_PIDS=() CHAIN_PIDS=()
-	for ((i = 1; i <= PLAIN_INSTANCES; i++)); do
-		pid=$(sidecar_pid "api-$i" "$WEFT_HTTP") || return 1
-		API_PIDS+=("$pid")
-	done
-	for i in 1 2; do
-		pid=$(sidecar_pid "api-chain-v$i" "$WEFT_HTTP") || return 1
-		CHAIN_PIDS+=("$pid")
-	done
-}
-wait_until "sidecar processes for web, api and api-chain" weft "$WEFT_PID" sidecars_found
-SIDECAR_PIDS=("$WEB_PID" "${API_PIDS[@]}" "${CHAIN_PIDS[@]}")
-wait_until "answer through web's upstream to api" weft "$WEFT_PID" answers "$WEB_UPSTREAM_PLAIN"
-wait_until "answer through web's upstream to api-chain" weft "$WEFT_PID" answers "$WEB_UPSTREAM_CHAIN"
-sidecars_found || die "the sidecars changed while starting"
-SIDECAR_PIDS=("$WEB_PID" "${API_PIDS[@]}" "${CHAIN_PIDS[@]}")
+wait_for_mesh "web, api and api-chain" "web$api_ids$chain_ids" "${upstreams[@]}"
+WEB_PID=${SIDECAR_OF[web]} API_PIDS=() CHAIN_PIDS=()
+for id in $api_ids; do API_PIDS+=("${SIDECAR_OF[$id]}"); done
+for id in $chain_ids; do CHAIN_PIDS+=("${SIDECAR_OF[$id]}"); done
 log "sidecars: web $WEB_PID, api ${API_PIDS[*]}, api-chain v1 ${CHAIN_PIDS[0]} v2 ${CHAIN_PIDS[1]}"
 
 # The chain must be what this benchmark is about: GET / falls through the
@@ -273,9 +226,7 @@ has_bench max && run_rounds max "$(duration_secs "$MAX_DURATION")" max --connect
 declare -A SERVED=()
 for id in api-chain-v1 api-chain-v2; do SERVED[$id]=$(awk -v a="$(served "$id")" -v b="${SERVED0[$id]}" 'BEGIN { print a - b }'); done
 for pid in "${SIDECAR_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || log "warning: sidecar $pid is no longer running"; done
-if ! sidecars_found || [[ "$WEB_PID ${API_PIDS[*]} ${CHAIN_PIDS[*]}" != "${SIDECAR_PIDS[*]}" ]]; then
-	log "warning: a sidecar was restarted during the run"
-fi
+sidecars_unchanged || log "warning: a sidecar was restarted during the run"
 
 # ----------------------------------------------------------------- table ----
 
@@ -299,25 +250,18 @@ if has_bench rate; then
 	echo "Latency at a fixed $RATE req/s (open loop over $RATE_CONNECTIONS keep-alive connections, $(duration_secs "$RATE_DURATION")s" \
 		"measured after ${warmup_s}s warm-up); ms from each request's scheduled send time; added = path - direct (per round);" \
 		"medians over $ROUNDS rounds (max: the largest; errors, CPU: sums)"
-	printf '%-7s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n' \
-		path "req/s" p50 p90 p99 max "added p50" "added p99" errors "lag p99" "proxies CPU" "others"
+	rate_table_header 7 path
 	for path in direct plain chain; do
-		k="rate/$path"
 		added50=- added99=-
 		if [[ $path != direct ]]; then
 			added50=$(added_values "$path" p50_ms | median)
 			added99=$(added_values "$path" p99_ms | median)
 		fi
 		ADDED50[$path]=$added50 ADDED99[$path]=$added99
-		printf '%-7s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n' "$path" \
-			"$(fmt_num "$(median_of "$k" per_sec)" %.1f)" "$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" \
-			"$(fmt_num "$(median_of "$k" p90_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
-			"$(fmt_num "$(max_of "$k" max_ms)" %.2f)" "$(fmt_num "$added50" %.3f)" "$(fmt_num "$added99" %.3f)" \
-			"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(median_of "$k" lag_p99_ms)" %.3f)" \
-			"$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+		rate_table_path 7 "$path" "$added50" "$added99"
 	done
-	echo "added p99 by round, ms: plain $(added_values plain p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }')," \
-		"chain $(added_values chain p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }')"
+	echo "added p99 by round, ms: plain $(added_p99_list plain)," \
+		"chain $(added_p99_list chain)"
 	q=$(ratio "${ADDED99[chain]}" "${ADDED99[plain]}")
 	echo "added p99, chain/plain: $q (chain - plain: $(fmt_num "$(minus "${ADDED99[chain]}" "${ADDED99[plain]}")" %.3f) ms)" \
 		"  (goal: within 10%, <= $high: $(goal "$q" '<=' "$high"))"
@@ -330,17 +274,11 @@ if has_bench max; then
 	echo "Max throughput (closed loop, $MAX_CONNECTIONS keep-alive connections, $(duration_secs "$MAX_DURATION")s measured after" \
 		"${warmup_s}s warm-up); medians over $ROUNDS rounds (errors, CPU: sums); per proxy CPU s = requests per CPU second" \
 		"of the path's proxies"
-	printf '%-7s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' \
-		path "req/s" "vs direct" "p50 ms" "p99 ms" errors "proxies CPU" "per proxy CPU s" "others"
+	max_table_header 7 path
 	declare -A PER_CPU=()
 	for path in direct plain chain; do
-		k="max/$path"
-		PER_CPU[$path]=$(per_proxy_cpu "$k")
-		printf '%-7s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' "$path" \
-			"$(fmt_num "$(median_of "$k" per_sec)" %.0f)" "$(ratio "$(median_of "$k" per_sec)" "$(median_of max/direct per_sec)")" \
-			"$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
-			"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "${PER_CPU[$path]}" \
-			"$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+		PER_CPU[$path]=$(per_proxy_cpu "max/$path")
+		max_table_path 7 "$path" "${PER_CPU[$path]}"
 	done
 	echo "req/s by round: plain $(list_of max/plain per_sec %.0f), chain $(list_of max/chain per_sec %.0f)"
 	q=$(ratio "$(median_of max/chain per_sec)" "$(median_of max/plain per_sec)")
@@ -357,6 +295,4 @@ else
 	log "warning: could not read the api-chain sidecars' request counters (v1: '${v1}', v2: '${v2}')"
 fi
 
-if [[ -n $RESULTS && -f $TMP/results.jsonl ]]; then
-	cp -- "$TMP/results.jsonl" "$RESULTS" && log "reports saved to $RESULTS"
-fi
+save_results

@@ -89,6 +89,10 @@ need_positive() { # knob-name...
 	done
 }
 
+need_number() { # knob what (e.g. "a number of bytes")
+	[[ ${!1} =~ ^[0-9]+$ ]] || die "$1 must be $2, not '${!1}'"
+}
+
 need_tools() { # command...
 	local tool
 	for tool in "$@"; do
@@ -231,6 +235,162 @@ sidecar_pid() { # id agent-http-port
 	[[ -n $found && $found != *$'\n'* ]] && echo "$found"
 }
 
+# ------------------------------------------- one Weft server and its mesh ----
+# What chain.sh and mesh.sh both set up: the backend, one Weft server and
+# services with sidecars that web reaches through its upstream listeners.
+# These use, from the sourcing script: ROOT, BUILD, WEFT, HTTP_BACKEND,
+# WEFT_RPC, WEFT_HTTP, WEFT_DNS, BACKEND_PORT, BODY_SIZE, WAIT_SECS; they set
+# BACKEND_PID, WEFT_PID, SIDECAR_OF and SIDECAR_PIDS.
+
+has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
+weft_cli() { "$WEFT" "$@" --http-addr "127.0.0.1:$WEFT_HTTP"; }
+api_put() { api_put_to "$WEFT_HTTP" "$@"; }
+api_get() { curl -sf --max-time 10 "http://127.0.0.1:$WEFT_HTTP$1"; }
+
+# Knobs that must be whole seconds ("10s" or "10"); need_positive_secs also
+# rules out 0s (a run of no measured time).
+need_secs() { # knob...
+	local knob
+	for knob in "$@"; do
+		duration_secs "${!knob}" >/dev/null || die "$knob must be whole seconds (e.g. 10s), not '${!knob}'"
+	done
+}
+need_positive_secs() { # knob...
+	local knob
+	need_secs "$@"
+	for knob in "$@"; do
+		(($(duration_secs "${!knob}") > 0)) || die "$knob must be more than 0s"
+	done
+}
+
+# Builds weft and the bench tools (release) unless BUILD=0, then checks
+# that the given binaries are there either way.
+build_binaries() { # binary...
+	local bin
+	if [[ $BUILD != 0 ]]; then
+		log "building: cargo build --release -p weft-cli -p weft-bench"
+		(cd "$ROOT" && cargo build --release -p weft-cli -p weft-bench) || die "cargo build failed"
+	fi
+	for bin in "$@"; do
+		[[ -x $bin ]] || die "$bin not found (build it: cargo build --release -p weft-cli -p weft-bench)"
+	done
+}
+
+# Starts http-backend at 127.0.0.1:$BACKEND_PORT (BODY_SIZE-byte answers)
+# and waits until it answers; sets BACKEND_PID.
+start_backend() {
+	start_process backend "$HTTP_BACKEND" --listen "127.0.0.1:$BACKEND_PORT" --body-size "$BODY_SIZE"
+	BACKEND_PID=$STARTED_PID
+	wait_until "answer from the backend" backend "$BACKEND_PID" answers "$BACKEND_PORT"
+}
+
+# True when the Weft agent has a mesh CA root to sign the sidecars' leaves with.
+has_ca() { [[ $(api_get /v1/agent/connect/ca/roots 2>/dev/null) == *'"RootCert":"-----BEGIN'* ]]; }
+
+# Starts one Weft server, node `node`. --bootstrap-expect 1 makes it the
+# leader on its own, and intentions deny by default, as in production.
+# Waits until it leads and has a CA root (no sidecar can start before);
+# sets WEFT_PID.
+start_weft_server() { # node
+	start_process weft "$WEFT" agent --server --node "$1" --data-dir "$TMP/weft" --bootstrap-expect 1 \
+		--rpc-addr "127.0.0.1:$WEFT_RPC" --http-addr "127.0.0.1:$WEFT_HTTP" --dns-addr "127.0.0.1:$WEFT_DNS"
+	WEFT_PID=$STARTED_PID
+	log "started a Weft server (pid $WEFT_PID); waiting for it to lead (up to ${WAIT_SECS}s)"
+	wait_until "Weft leader" weft "$WEFT_PID" has_leader "$WEFT_HTTP"
+	wait_until "mesh CA root" weft "$WEFT_PID" has_ca
+}
+
+# Writes config entries (JSON or HCL files), in the order given: an entry
+# naming another (a router naming a resolver's subsets) must come after it.
+write_config_entries() { # file...
+	local file
+	for file in "$@"; do
+		weft_cli config write "$file" >"$TMP/cli.out" 2>&1 || die "weft config write $file: $(cat "$TMP/cli.out")"
+	done
+}
+
+# Registers an instance of service `name` that the backend serves, with a
+# sidecar at 127.0.0.1:<sidecar-port>; `fields` (JSON members, e.g. an ID
+# and Meta) go into the registration as they are.
+register_backend_service() { # name sidecar-port [fields]
+	api_put /v1/agent/service/register \
+		"{\"Name\":\"$1\",\"Port\":$BACKEND_PORT,${3:+$3,}\"Connect\":{\"SidecarService\":{\"Port\":$2}}}"
+}
+
+# Registers web with a sidecar at 127.0.0.1:<sidecar-port> and, for each
+# `destination=local-port`, an upstream listener at 127.0.0.1:<local-port>.
+# web itself is the load generator: nothing listens on its own `port`.
+register_web() { # port sidecar-port destination=local-port...
+	local port=$1 sidecar=$2 upstream upstreams=""
+	shift 2
+	for upstream in "$@"; do
+		upstreams+="${upstreams:+,}{\"DestinationName\":\"${upstream%%=*}\",\"LocalBindPort\":${upstream#*=}}"
+	done
+	api_put /v1/agent/service/register \
+		"{\"Name\":\"web\",\"Port\":$port,\"Connect\":{\"SidecarService\":{\"Port\":$sidecar,\"Proxy\":{\"Upstreams\":[$upstreams]}}}}"
+}
+
+# Allows `source` to reach each destination (the server denies by default).
+allow_intentions() { # source destination...
+	local source=$1 destination
+	shift
+	for destination in "$@"; do
+		weft_cli intention create --allow "$source" "$destination" >"$TMP/cli.out" 2>&1 ||
+			die "weft intention create --allow $source $destination: $(cat "$TMP/cli.out")"
+	done
+}
+
+# The sidecars' PIDs by the service instance they are for (wait_for_mesh).
+declare -A SIDECAR_OF=()
+SIDECAR_IDS=()
+
+# True when the agent runs exactly one sidecar for each of SIDECAR_IDS;
+# sets SIDECAR_OF.
+sidecars_found() {
+	local id pid
+	for id in "${SIDECAR_IDS[@]}"; do
+		pid=$(sidecar_pid "$id" "$WEFT_HTTP") || return 1
+		SIDECAR_OF[$id]=$pid
+	done
+}
+
+# True when each sidecar is still the process wait_for_mesh found (none
+# was restarted meanwhile).
+sidecars_unchanged() {
+	local id
+	for id in "${SIDECAR_IDS[@]}"; do
+		[[ $(sidecar_pid "$id" "$WEFT_HTTP" || true) == "${SIDECAR_OF[$id]}" ]] || return 1
+	done
+}
+
+# Waits (up to WAIT_SECS for each step) until the agent runs a sidecar for
+# each service instance in `ids` and an answer comes through each of web's
+# upstream listeners (`destination=local-port`, as for register_web), then
+# looks the sidecars up again: a restart meanwhile would have changed them.
+# Sets SIDECAR_OF and SIDECAR_PIDS (in the order of `ids`, for cleanup).
+wait_for_mesh() { # what "ids" destination=local-port...
+	local what=$1 id upstream
+	read -r -a SIDECAR_IDS <<<"$2"
+	shift 2
+	log "waiting for the sidecars to carry traffic (up to ${WAIT_SECS}s)"
+	wait_until "sidecar processes for $what" weft "$WEFT_PID" sidecars_found
+	SIDECAR_PIDS=()
+	for id in "${SIDECAR_IDS[@]}"; do SIDECAR_PIDS+=("${SIDECAR_OF[$id]}"); done
+	for upstream in "$@"; do
+		wait_until "answer through web's upstream to ${upstream%%=*}" weft "$WEFT_PID" answers "${upstream#*=}"
+	done
+	sidecars_found || die "the sidecars changed while starting"
+	SIDECAR_PIDS=()
+	for id in "${SIDECAR_IDS[@]}"; do SIDECAR_PIDS+=("${SIDECAR_OF[$id]}"); done
+}
+
+# Copies the tool's JSON lines to RESULTS, if set.
+save_results() {
+	if [[ -n $RESULTS && -f $TMP/results.jsonl ]]; then
+		cp -- "$TMP/results.jsonl" "$RESULTS" && log "reports saved to $RESULTS"
+	fi
+}
+
 # A field of a tool's one-line JSON report: a number, or `null`.
 json_field() { sed -nE "s/.*\"$2\":(null|[-0-9.eE+]+).*/\1/p" <<<"$1"; }
 
@@ -355,5 +515,37 @@ added_values() { # path field
 		minus "$(r "rate/$1/$i" "$2")" "$(r "rate/direct/$i" "$2")"
 	done | grep -v '^-$' || true
 }
+# The added p99 of each round (added_values), on one line.
+added_p99_list() { added_values "$1" p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }'; }
+
+# The tables of the fixed-rate and max-throughput runs, whose first column
+# (the path measured) is `width` wide: the header, then one row a path with
+# its medians over the rounds (max: the largest; errors, CPU: sums).
+rate_table_row() { # width path req/s p50 p90 p99 max added-p50 added-p99 errors lag-p99 proxies-CPU others
+	printf "%-${1}s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n" "${@:2}"
+}
+rate_table_header() { rate_table_row "$1" "$2" "req/s" p50 p90 p99 max "added p50" "added p99" errors "lag p99" "proxies CPU" "others"; }
+rate_table_path() { # width path added-p50 added-p99 (what the path adds to direct's)
+	local k="rate/$2"
+	rate_table_row "$1" "$2" \
+		"$(fmt_num "$(median_of "$k" per_sec)" %.1f)" "$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" \
+		"$(fmt_num "$(median_of "$k" p90_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
+		"$(fmt_num "$(max_of "$k" max_ms)" %.2f)" "$(fmt_num "$3" %.3f)" "$(fmt_num "$4" %.3f)" \
+		"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(median_of "$k" lag_p99_ms)" %.3f)" \
+		"$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+}
+max_table_row() { # width path req/s vs-direct p50 p99 errors proxies-CPU per-proxy-CPU-s others
+	printf "%-${1}s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n" "${@:2}"
+}
+max_table_header() { max_table_row "$1" "$2" "req/s" "vs direct" "p50 ms" "p99 ms" errors "proxies CPU" "per proxy CPU s" "others"; }
+max_table_path() { # width path per-proxy-CPU-s (per_proxy_cpu)
+	local k="max/$2"
+	max_table_row "$1" "$2" \
+		"$(fmt_num "$(median_of "$k" per_sec)" %.0f)" "$(ratio "$(median_of "$k" per_sec)" "$(median_of max/direct per_sec)")" \
+		"$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
+		"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "$3" \
+		"$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+}
+
 # Requests (warm-up included) per CPU second of the path's proxies, over all rounds.
 per_proxy_cpu() { awk -v n="$(sum_of "$1" total_completed)" -v c="$(sum_of "$1" proxy_cpu_s)" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print "-" }'; }

@@ -109,11 +109,7 @@ WEFT_PID="" BACKEND_PID="" HAPROXY_A_PID="" HAPROXY_B_PID=""
 WEB_PID="" API_PID="" API_TCP_PID=""
 declare -A ADDED50=() ADDED99=() PER_CPU=()
 
-has_bench() { [[ " $BENCHES " == *" $1 "* ]]; }
 has_chain() { [[ " $CHAINS " == *" $1 "* ]]; }
-weft_cli() { "$WEFT" "$@" --http-addr "127.0.0.1:$WEFT_HTTP"; }
-api_put() { api_put_to "$WEFT_HTTP" "$@"; }
-api_get() { curl -sf --max-time 10 "http://127.0.0.1:$WEFT_HTTP$1"; }
 
 # A PEM field of the agent's JSON (`"CertPEM":"-----BEGIN...\n..."`) as text.
 json_pem() { sed -nE "s/.*\"$2\":\"([^\"]*)\".*/\1/p" <<<"$1" | sed 's/\\n/\n/g'; }
@@ -134,14 +130,10 @@ haproxy_info() { # port field
 # ---------------------------------------------------------------- checks ----
 
 need_positive ROUNDS RATE RATE_CONNECTIONS MAX_CONNECTIONS CONNECT_CONCURRENCY HOLD HAPROXY_THREADS
-[[ $BODY_SIZE =~ ^[0-9]+$ ]] || die "BODY_SIZE must be a number of bytes, not '$BODY_SIZE'"
-[[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
-for knob in RATE_DURATION MAX_DURATION CONNECT_DURATION WARMUP; do
-	duration_secs "${!knob}" >/dev/null || die "$knob must be whole seconds (e.g. 10s), not '${!knob}'"
-done
-for knob in RATE_DURATION MAX_DURATION CONNECT_DURATION; do
-	(($(duration_secs "${!knob}") > 0)) || die "$knob must be more than 0s"
-done
+need_number BODY_SIZE "a number of bytes"
+need_number WAIT_SECS "a number of seconds"
+need_secs RATE_DURATION MAX_DURATION CONNECT_DURATION WARMUP
+need_positive_secs RATE_DURATION MAX_DURATION CONNECT_DURATION
 for b in $BENCHES; do
 	[[ $b =~ ^(rate|max|connect|hold)$ ]] || die "BENCHES may name only rate, max, connect and hold, not '$b'"
 done
@@ -164,13 +156,7 @@ raise_fd_limit $((HOLD * 2 + 1024)) "HOLD=$HOLD"
 
 # ----------------------------------------------------------------- build ----
 
-if [[ $BUILD != 0 ]]; then
-	log "building: cargo build --release -p weft-cli -p weft-bench"
-	(cd "$ROOT" && cargo build --release -p weft-cli -p weft-bench) || die "cargo build failed"
-fi
-for bin in "$WEFT" "$HTTP_LOAD" "$HTTP_BACKEND"; do
-	[[ -x $bin ]] || die "$bin not found (build it: cargo build --release -p weft-cli -p weft-bench)"
-done
+build_binaries "$WEFT" "$HTTP_LOAD" "$HTTP_BACKEND"
 
 make_tmp mesh
 
@@ -180,51 +166,22 @@ check_ports_free "$WEFT_RPC" "$WEFT_HTTP" "$WEFT_DNS" "$BACKEND_PORT" "$WEB_SIDE
 	"$API_TCP_SIDECAR" "$WEB_UPSTREAM_HTTP" "$WEB_UPSTREAM_TCP" "$HAPROXY_A_HTTP" "$HAPROXY_A_TCP" \
 	"$HAPROXY_A_STATS" "$HAPROXY_B_HTTP" "$HAPROXY_B_TCP" "$HAPROXY_B_STATS"
 
-start_process backend "$HTTP_BACKEND" --listen "127.0.0.1:$BACKEND_PORT" --body-size "$BODY_SIZE"
-BACKEND_PID=$STARTED_PID
-wait_until "answer from the backend" backend "$BACKEND_PID" answers "$BACKEND_PORT"
-
-start_process weft "$WEFT" agent --server --node mesh-bench --data-dir "$TMP/weft" --bootstrap-expect 1 \
-	--rpc-addr "127.0.0.1:$WEFT_RPC" --http-addr "127.0.0.1:$WEFT_HTTP" --dns-addr "127.0.0.1:$WEFT_DNS"
-WEFT_PID=$STARTED_PID
-log "started a Weft server (pid $WEFT_PID); waiting for it to lead (up to ${WAIT_SECS}s)"
-wait_until "Weft leader" weft "$WEFT_PID" has_leader "$WEFT_HTTP"
-has_ca() { [[ $(api_get /v1/agent/connect/ca/roots 2>/dev/null) == *'"RootCert":"-----BEGIN'* ]]; }
-wait_until "mesh CA root" weft "$WEFT_PID" has_ca
+start_backend
+start_weft_server mesh-bench
 
 # api speaks HTTP (its sidecars carry requests over pooled HTTP/2);
 # api-tcp is spliced connection by connection.
 printf 'Kind = "service-defaults"\nName = "api"\nProtocol = "http"\n' >"$TMP/api-defaults.hcl"
 printf 'Kind = "service-defaults"\nName = "api-tcp"\nProtocol = "tcp"\n' >"$TMP/api-tcp-defaults.hcl"
-for file in "$TMP/api-defaults.hcl" "$TMP/api-tcp-defaults.hcl"; do
-	weft_cli config write "$file" >"$TMP/cli.out" 2>&1 || die "weft config write $file: $(cat "$TMP/cli.out")"
-done
-api_put /v1/agent/service/register \
-	"{\"Name\":\"api\",\"Port\":$BACKEND_PORT,\"Connect\":{\"SidecarService\":{\"Port\":$API_SIDECAR}}}"
-api_put /v1/agent/service/register \
-	"{\"Name\":\"api-tcp\",\"Port\":$BACKEND_PORT,\"Connect\":{\"SidecarService\":{\"Port\":$API_TCP_SIDECAR}}}"
-# web itself is the load generator: nothing listens on its own port.
-api_put /v1/agent/service/register \
-	"{\"Name\":\"web\",\"Port\":22701,\"Connect\":{\"SidecarService\":{\"Port\":$WEB_SIDECAR,\"Proxy\":{\"Upstreams\":[
-		{\"DestinationName\":\"api\",\"LocalBindPort\":$WEB_UPSTREAM_HTTP},
-		{\"DestinationName\":\"api-tcp\",\"LocalBindPort\":$WEB_UPSTREAM_TCP}]}}}}"
-for destination in api api-tcp; do
-	weft_cli intention create --allow web "$destination" >"$TMP/cli.out" 2>&1 ||
-		die "weft intention create --allow web $destination: $(cat "$TMP/cli.out")"
-done
+write_config_entries "$TMP/api-defaults.hcl" "$TMP/api-tcp-defaults.hcl"
+register_backend_service api "$API_SIDECAR"
+register_backend_service api-tcp "$API_TCP_SIDECAR"
+upstreams=("api=$WEB_UPSTREAM_HTTP" "api-tcp=$WEB_UPSTREAM_TCP")
+register_web 22701 "$WEB_SIDECAR" "${upstreams[@]}"
+allow_intentions web api api-tcp
 
-log "waiting for the sidecars to carry traffic (up to ${WAIT_SECS}s)"
-sidecars_found() {
-	WEB_PID=$(sidecar_pid web "$WEFT_HTTP") && API_PID=$(sidecar_pid api "$WEFT_HTTP") &&
-		API_TCP_PID=$(sidecar_pid api-tcp "$WEFT_HTTP")
-}
-wait_until "sidecar processes for web, api and api-tcp" weft "$WEFT_PID" sidecars_found
-SIDECAR_PIDS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
-wait_until "answer through web's upstream to api" weft "$WEFT_PID" answers "$WEB_UPSTREAM_HTTP"
-wait_until "answer through web's upstream to api-tcp" weft "$WEFT_PID" answers "$WEB_UPSTREAM_TCP"
-# A restart meanwhile would have changed them.
-sidecars_found || die "the sidecars changed while starting"
-SIDECAR_PIDS=("$WEB_PID" "$API_PID" "$API_TCP_PID")
+wait_for_mesh "web, api and api-tcp" "web api api-tcp" "${upstreams[@]}"
+WEB_PID=${SIDECAR_OF[web]} API_PID=${SIDECAR_OF[api]} API_TCP_PID=${SIDECAR_OF[api-tcp]}
 log "sidecars: web $WEB_PID, api $API_PID, api-tcp $API_TCP_PID"
 
 # ---------------------------------------------------------------- haproxy ---
@@ -419,27 +376,20 @@ if has_bench rate; then
 	echo "Latency at a fixed $RATE req/s (open loop over $RATE_CONNECTIONS keep-alive connections, $(duration_secs "$RATE_DURATION")s" \
 		"measured after ${warmup_s}s warm-up); ms from each request's scheduled send time; added = chain - direct (per round);" \
 		"medians over $ROUNDS rounds (max: the largest; errors, CPU: sums)"
-	printf '%-8s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n' \
-		chain "req/s" p50 p90 p99 max "added p50" "added p99" errors "lag p99" "proxies CPU" "others"
+	rate_table_header 8 chain
 	for chain in direct weft haproxy; do
 		has_chain "$chain" || continue
-		k="rate/$chain"
 		added50=- added99=-
 		if [[ $chain != direct ]] && has_chain direct; then
 			added50=$(added_values "$chain" p50_ms | median)
 			added99=$(added_values "$chain" p99_ms | median)
 		fi
 		ADDED50[$chain]=$added50 ADDED99[$chain]=$added99
-		printf '%-8s  %8s  %7s  %7s  %7s  %7s  %9s  %9s  %6s  %8s  %11s  %7s\n' "$chain" \
-			"$(fmt_num "$(median_of "$k" per_sec)" %.1f)" "$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" \
-			"$(fmt_num "$(median_of "$k" p90_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
-			"$(fmt_num "$(max_of "$k" max_ms)" %.2f)" "$(fmt_num "$added50" %.3f)" "$(fmt_num "$added99" %.3f)" \
-			"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(median_of "$k" lag_p99_ms)" %.3f)" \
-			"$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+		rate_table_path 8 "$chain" "$added50" "$added99"
 	done
 	if has_chain weft && has_chain haproxy && has_chain direct; then
-		echo "added p99 by round, ms: weft $(added_values weft p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }')," \
-			"haproxy $(added_values haproxy p99_ms | awk '{ printf (NR > 1 ? " " : "") "%.3f", $1 }')"
+		echo "added p99 by round, ms: weft $(added_p99_list weft)," \
+			"haproxy $(added_p99_list haproxy)"
 		q=$(ratio "${ADDED99[weft]}" "${ADDED99[haproxy]}")
 		echo "added p99, weft/haproxy: $q   (goal: Weft adds less than HAProxy at p99, < 1.00: $(goal "$q" '<' 1))"
 		echo "added p50, weft/haproxy: $(ratio "${ADDED50[weft]}" "${ADDED50[haproxy]}")"
@@ -451,17 +401,11 @@ if has_bench max; then
 	echo "Max throughput (closed loop, $MAX_CONNECTIONS keep-alive connections, $(duration_secs "$MAX_DURATION")s measured after" \
 		"${warmup_s}s warm-up); medians over $ROUNDS rounds (errors, CPU: sums); per proxy CPU s = requests per CPU second" \
 		"of the chain's two proxies"
-	printf '%-8s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' \
-		chain "req/s" "vs direct" "p50 ms" "p99 ms" errors "proxies CPU" "per proxy CPU s" "others"
+	max_table_header 8 chain
 	for chain in direct weft haproxy; do
 		has_chain "$chain" || continue
-		k="max/$chain"
-		PER_CPU[$chain]=$(per_proxy_cpu "$k")
-		printf '%-8s  %9s  %9s  %7s  %7s  %6s  %11s  %15s  %7s\n' "$chain" \
-			"$(fmt_num "$(median_of "$k" per_sec)" %.0f)" "$(ratio "$(median_of "$k" per_sec)" "$(median_of max/direct per_sec)")" \
-			"$(fmt_num "$(median_of "$k" p50_ms)" %.3f)" "$(fmt_num "$(median_of "$k" p99_ms)" %.3f)" \
-			"$(fmt_num "$(sum_of "$k" errors)" %.0f)" "$(fmt_num "$(sum_of "$k" proxy_cpu_s)" %.1f)" "${PER_CPU[$chain]}" \
-			"$(fmt_num "$(sum_of "$k" others_cpu_s)" %.1f)"
+		PER_CPU[$chain]=$(per_proxy_cpu "max/$chain")
+		max_table_path 8 "$chain" "${PER_CPU[$chain]}"
 	done
 	if has_chain weft && has_chain haproxy; then
 		echo "req/s by round: weft $(list_of max/weft per_sec %.0f), haproxy $(list_of max/haproxy per_sec %.0f)"
@@ -531,6 +475,4 @@ if has_bench hold; then
 	done
 fi
 
-if [[ -n $RESULTS && -f $TMP/results.jsonl ]]; then
-	cp -- "$TMP/results.jsonl" "$RESULTS" && log "reports saved to $RESULTS"
-fi
+save_results
