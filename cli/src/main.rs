@@ -76,7 +76,11 @@ enum Command {
 fn main() -> ExitCode {
     // `weft config` also takes Consul's single-dash long flags (`-kind web`).
     let cli = Cli::parse_from(commands::config::consul_style_args(std::env::args_os()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let threads = match &cli.command {
+        Command::Connect(command) => command.proxy_threads(),
+        _ => None,
+    };
+    let runtime = match async_runtime(threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("Error: cannot start the async runtime: {error}");
@@ -114,5 +118,15 @@ fn main() -> ExitCode {
             eprintln!("Error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The tokio runtime: `threads` worker threads, or one per core. One
+/// thread is a current-thread runtime: tasks run on `main`'s own thread.
+fn async_runtime(threads: Option<std::num::NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads.map(std::num::NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(threads) => tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     }
 }

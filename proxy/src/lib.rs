@@ -30,11 +30,13 @@
 //! - [`balancer`]: round robin and least request (power of two choices).
 //! - [`tls`], [`identity`]: rustls configurations and SPIFFE IDs.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin port.
+//! - [`resident`]: gives back the pages start-up touched, once serving.
 //!
 //! **Architecture Invariant:** the proxy talks to nothing but its peers, its
 //! local application and its local agent; a routing or authorization
 //! decision never waits on the network.
-#![forbid(unsafe_code)]
+// One `unsafe` block, in `resident`, gives pages back to the kernel.
+#![deny(unsafe_code)]
 
 mod accept;
 pub mod access_log;
@@ -48,6 +50,7 @@ pub mod mesh_gateway;
 pub mod metrics;
 pub mod outbound;
 pub mod rate_limit;
+pub mod resident;
 mod routing;
 pub mod runtime;
 pub mod sidecar;

@@ -131,6 +131,7 @@ pub async fn run(
     let Some(first) = first else { return Ok(()) };
     if let SnapshotSource::IngressGateway { edge_tls, .. } = &source {
         tracing::info!(gateway = %first.snapshot.service, "ingress gateway ready");
+        started();
         crate::ingress_gateway::serve(runtime.clone(), metrics.clone(), access_log.clone(), edge_tls.clone(), shutdown)
             .await;
         follower.abort();
@@ -139,6 +140,7 @@ pub async fn run(
     }
     if let SnapshotSource::MeshGateway { .. } = &source {
         tracing::info!(gateway = %first.snapshot.service, "mesh gateway ready");
+        started();
         crate::mesh_gateway::serve(runtime.clone(), metrics.clone(), shutdown).await;
         follower.abort();
         let _ = stop_tx.send(true);
@@ -152,9 +154,13 @@ pub async fn run(
     tracing::info!(service = %first.snapshot.service, listen = %public, protocol = %first.snapshot.protocol, "sidecar ready");
 
     let mut upstreams: BTreeMap<SocketAddr, (Arc<Upstream>, oneshot::Sender<()>)> = BTreeMap::new();
+    let mut starting = true;
     loop {
         if let Some(now) = current(&runtime) {
             reconcile_upstreams(&now, &mut upstreams, &runtime, (&metrics, &access_log)).await;
+        }
+        if std::mem::take(&mut starting) {
+            started();
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -165,6 +171,13 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = serving.await;
     Ok(())
+}
+
+/// Start-up is over (the first snapshot is compiled and its listeners
+/// are open): gives its pages back, see [`crate::resident`].
+fn started() {
+    let released = crate::resident::release_startup_pages();
+    tracing::debug!(released_mib = released >> 20, "dropped the mappings of start-up pages");
 }
 
 /// Opens listeners for new upstreams, closes those of removed ones, and

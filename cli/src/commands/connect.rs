@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{expect_success, json_body, ApiArgs};
+use super::{expect_success, json_body, ApiArgs, ProxyThreadsArgs};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Subcommand)]
@@ -49,6 +49,8 @@ pub struct ProxyArgs {
     #[arg(long, hide = true)]
     exit_with_parent: bool,
     #[command(flatten)]
+    threads: ProxyThreadsArgs,
+    #[command(flatten)]
     api: ApiArgs,
 }
 
@@ -82,6 +84,16 @@ pub struct CaArgs {
 }
 
 impl ConnectCommand {
+    /// The threads the command's runtime should have: a proxy's choice, or
+    /// `None` (one per core) for the others.
+    pub fn proxy_threads(&self) -> Option<std::num::NonZeroUsize> {
+        match self {
+            ConnectCommand::Proxy(args) => Some(args.threads.threads.unwrap_or(std::num::NonZeroUsize::MIN)),
+            ConnectCommand::Gateway(args) => args.threads.threads,
+            ConnectCommand::Ca(_) => None,
+        }
+    }
+
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let command = match self {
             ConnectCommand::Ca(command) => command,

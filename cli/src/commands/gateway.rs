@@ -67,6 +67,8 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "ADDR")]
     admin_bind: Option<SocketAddr>,
     #[command(flatten)]
+    pub(super) threads: super::ProxyThreadsArgs,
+    #[command(flatten)]
     api: ApiArgs,
 }
 

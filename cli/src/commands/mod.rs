@@ -55,6 +55,17 @@ impl ApiArgs {
     }
 }
 
+/// The threads a proxy (a sidecar or a gateway) carries traffic on.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct ProxyThreadsArgs {
+    /// Threads carrying traffic (default: 1 for a sidecar, one per core for
+    /// a gateway). On one thread every connection, handshake and request
+    /// runs without hand-offs between threads; give more to a sidecar that
+    /// must use more than one core.
+    #[arg(long, env = "WEFT_PROXY_THREADS", value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
+}
+
 /// Fails with the agent's own message unless the response is a success.
 pub fn expect_success(response: Response, what: &str) -> anyhow::Result<Response> {
     if response.is_success() {
