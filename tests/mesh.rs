@@ -103,14 +103,32 @@ async fn mesh_leaf(http: &str, service: &str) -> TlsMaterial {
 /// A line sent over mTLS with `material` to a sidecar of `destination` at
 /// `port`; the echo, or `None` if the handshake or the connection failed.
 async fn tls_round_trip(material: &TlsMaterial, destination: &str, port: u16) -> Option<String> {
-    let config = material.client_config(&destination.into(), weft_api::mesh::Protocol::Tcp).ok()?;
+    let config = material.client_tls().ok()?.for_protocol(weft_api::mesh::Protocol::Tcp);
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let name = weft_proxy::tls::server_name(&destination.into(), ([127, 0, 0, 1], port).into());
+    let name = weft_proxy::tls::server_name(&destination.into(), ([127, 0, 0, 1], port).into()).ok()?;
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.ok()?;
     tls.write_all(b"ping\n").await.ok()?;
     let mut buffer = vec![0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(3), tls.read(&mut buffer)).await.ok()?.ok()?;
     (read > 0).then(|| String::from_utf8_lossy(&buffer[..read]).into_owned())
+}
+
+/// The thread names of the sidecar running for `service` on this host.
+fn sidecar_threads(service: &str) -> Vec<String> {
+    let wanted = format!("--sidecar-for\0{service}\0");
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&wanted))
+        })
+        .unwrap_or_else(|| panic!("no sidecar process for {service}"));
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
 }
 
 /// A child process killed when dropped.
@@ -269,13 +287,21 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
         }
     }
 
+    // Sidecars carry connections on two worker threads by default.
+    let threads = sidecar_threads("web");
+    assert!(
+        threads.iter().any(|t| t == "weft-worker-0") && threads.iter().any(|t| t == "weft-worker-1"),
+        "web's sidecar threads: {threads:?}"
+    );
+
     // A stand-alone proxy (no sidecar registration) for a service registered
-    // on vm1 reaches api too, once an intention allows it.
+    // on vm1 reaches api too, once an intention allows it; it runs on one
+    // thread, with no workers.
     register(&cluster, vm1, json!({"Name": "batch", "Port": 9999})).await;
     let (batch_listen, batch_upstream) = (free_port(), free_port());
     let _standalone = Guard(
         Command::new(weft_bin())
-            .args(["connect", "proxy", "--service", "batch", "--service-addr", "127.0.0.1:9999"])
+            .args(["connect", "proxy", "--threads", "1", "--service", "batch", "--service-addr", "127.0.0.1:9999"])
             .args(["--listen", &format!("127.0.0.1:{batch_listen}")])
             .args(["--upstream", &format!("api:{batch_upstream}"), "--http-addr", &vm1_http])
             .stdout(Stdio::null())

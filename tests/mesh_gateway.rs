@@ -104,7 +104,7 @@ async fn sidecars_reach_another_network_only_through_its_mesh_gateway_and_intent
         .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
         .with_no_client_auth();
     let tcp = TcpStream::connect(("127.0.0.1", gateway_port)).await.unwrap();
-    let name = weft_proxy::tls::server_name(&"api".into(), west_api);
+    let name = weft_proxy::tls::server_name(&"api".into(), west_api).unwrap();
     let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
     assert!(handshake.is_err(), "the gateway closes the connection");
     eventually("the gateway to count the refusal", Duration::from_secs(10), || async {

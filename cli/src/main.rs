@@ -121,12 +121,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The tokio runtime: `threads` worker threads, or one per core. One
-/// thread is a current-thread runtime: tasks run on `main`'s own thread.
+/// The tokio runtime. A proxy (`threads` given) runs on a current-thread
+/// runtime, plus that many connection workers when it has more than one
+/// thread (`weft_proxy::workers`); everything else on one worker per core.
 fn async_runtime(threads: Option<std::num::NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
-    match threads.map(std::num::NonZeroUsize::get) {
-        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        Some(threads) => tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build(),
+    match threads {
+        Some(threads) => {
+            if threads.get() > 1 {
+                weft_proxy::workers::start(threads)?;
+            }
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        }
         None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     }
 }

@@ -1,5 +1,5 @@
 //! The accept loop every listener of the sidecar shares: hand each new
-//! connection on, ride out a failed accept (out of descriptors, say) with a
+//! connection to its own task (on a worker thread, if there are any), ride out a failed accept (out of descriptors, say) with a
 //! short pause, stop when told. And the set of listeners a gateway keeps
 //! open as its snapshot changes.
 
@@ -14,14 +14,18 @@ use tokio::sync::oneshot;
 /// After a failed accept, the next try comes this soon.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// Accepts on `listener` until `shutdown` resolves, giving each connection
-/// to `each`; `what` names the listener in logs.
-pub(crate) async fn accept_until(
+/// Accepts on `listener` until `shutdown` resolves, and runs `serve` on
+/// each connection (on a worker thread if the proxy has them, see
+/// [`crate::workers`]); `what` names the listener in logs.
+pub(crate) async fn accept_until<S, F>(
     listener: &TcpListener,
     what: &'static str,
     shutdown: impl Future<Output = ()>,
-    mut each: impl FnMut(TcpStream, SocketAddr),
-) {
+    serve: S,
+) where
+    S: Fn(TcpStream, SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -29,7 +33,7 @@ pub(crate) async fn accept_until(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => each(stream, peer),
+            Ok((stream, peer)) => crate::workers::spawn_connection(stream, peer, serve.clone()),
             Err(error) => {
                 tracing::warn!(%error, listener = what, "accept failed");
                 tokio::time::sleep(ACCEPT_RETRY).await;

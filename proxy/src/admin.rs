@@ -28,9 +28,9 @@ pub struct Admin {
 
 /// Serves the admin port until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
-    accept_until(&listener, "admin", shutdown, |stream, _| {
+    accept_until(&listener, "admin", shutdown, move |stream, _| {
         let admin = admin.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(|request: Request<Incoming>| {
                 let admin = admin.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(&request, &admin)) }
@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        });
+        }
     })
     .await
 }

@@ -321,6 +321,7 @@ pub async fn connect_tls(
     alpn: Option<&[u8]>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let address = endpoint.address;
+    let name = server_name(destination, address).map_err(|e| e.to_string())?;
     let handshake = async {
         let tcp = match endpoint.gateway {
             None => TcpStream::connect(address).await.map_err(|e| format!("connect to {address}: {e}"))?,
@@ -329,10 +330,7 @@ pub async fn connect_tls(
                 .map_err(|e| format!("connect to {address} through the mesh gateway at {gateway}: {e}"))?,
         };
         let _ = tcp.set_nodelay(true);
-        let stream = TlsConnector::from(tls)
-            .connect(server_name(destination, address), tcp)
-            .await
-            .map_err(|e| format!("TLS to {address}: {e}"))?;
+        let stream = TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS to {address}: {e}"))?;
         if alpn.is_some() && stream.get_ref().1.alpn_protocol() != alpn {
             return Err(format!("{address} does not speak this protocol to sidecars (is {destination}'s protocol the same on both sides?)"));
         }

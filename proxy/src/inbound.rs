@@ -107,9 +107,9 @@ pub async fn revoked(mut runtime: RuntimeWatch, caller: ServiceName) -> String {
 
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, shutdown: impl Future<Output = ()>) {
-    accept_until(&listener, "inbound", shutdown, |stream, peer| {
+    accept_until(&listener, "inbound", shutdown, move |stream, peer| {
         let inbound = inbound.clone();
-        tokio::spawn(async move {
+        async move {
             let _open = inbound.metrics.open(Direction::Inbound);
             let refused = match handle(stream, peer, &inbound).await {
                 Ok(()) => {
@@ -138,7 +138,7 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, shutdown: impl 
                 };
                 inbound.access_log.log(&logs, &entry);
             }
-        });
+        }
     })
     .await
 }

@@ -89,8 +89,8 @@ async fn reconcile(now: &Runtime, listeners: &mut ListenerSet, gateway: &Arc<Gat
         .reconcile("ingress", &wanted, open, |socket, bind, stopped| {
             let gateway = gateway.clone();
             async move {
-                accept_until(&socket, "ingress", async move { drop(stopped.await) }, |stream, peer| {
-                    tokio::spawn(serve_connection(stream, bind, peer, gateway.clone()));
+                accept_until(&socket, "ingress", async move { drop(stopped.await) }, move |stream, peer| {
+                    serve_connection(stream, bind, peer, gateway.clone())
                 })
                 .await
             }

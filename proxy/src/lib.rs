@@ -31,6 +31,7 @@
 //! - [`tls`], [`identity`]: rustls configurations and SPIFFE IDs.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin port.
 //! - [`resident`]: gives back the pages start-up touched, once serving.
+//! - [`workers`]: the worker threads connections run on with `--threads N`.
 //!
 //! **Architecture Invariant:** the proxy talks to nothing but its peers, its
 //! local application and its local agent; a routing or authorization
@@ -56,6 +57,7 @@ pub mod runtime;
 pub mod sidecar;
 pub mod tls;
 pub mod transparent;
+pub mod workers;
 
 pub use identity::SpiffeId;
 pub use tls::{TlsError, TlsMaterial};

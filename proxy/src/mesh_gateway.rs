@@ -47,9 +47,12 @@ pub async fn serve(mut runtime: RuntimeWatch, metrics: Metrics, shutdown: impl s
                 |socket, _, stopped| {
                     let (runtime, metrics) = (runtime.clone(), metrics.clone());
                     async move {
-                        accept_until(&socket, "mesh-gateway", async move { drop(stopped.await) }, |stream, peer| {
-                            tokio::spawn(relay(stream, peer, runtime.clone(), metrics.clone()));
-                        })
+                        accept_until(
+                            &socket,
+                            "mesh-gateway",
+                            async move { drop(stopped.await) },
+                            move |stream, peer| relay(stream, peer, runtime.clone(), metrics.clone()),
+                        )
                         .await
                     }
                 },
@@ -144,7 +147,7 @@ mod tests {
                 .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
                 .with_no_client_auth();
             let tcp = TcpStream::connect(address).await.unwrap();
-            let name = crate::tls::server_name(&"api".into(), "10.0.0.1:21000".parse().unwrap());
+            let name = crate::tls::server_name(&"api".into(), "10.0.0.1:21000".parse().unwrap()).unwrap();
             // The handshake fails (nobody answers it); only the hello matters.
             let _ = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
         });

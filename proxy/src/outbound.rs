@@ -117,8 +117,8 @@ impl Upstream {
 
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, upstream: Arc<Upstream>, shutdown: impl Future<Output = ()>) {
-    accept_until(&listener, "upstream", shutdown, |stream, application| {
-        tokio::spawn(handle(stream, application, upstream.clone()));
+    accept_until(&listener, "upstream", shutdown, move |stream, application| {
+        handle(stream, application, upstream.clone())
     })
     .await
 }
@@ -190,7 +190,7 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
     let key = connection_key(policy, application);
     for endpoint in upstream.balancer.order(&endpoints, policy, key) {
         let Some(to) = target.snapshot.endpoints.iter().find(|e| e.address == endpoint) else { continue };
-        let connected = http::connect_tls(to, destination, target.client_tls.clone(), timeout, None).await;
+        let connected = http::connect_tls(to, destination, target.client_tls(), timeout, None).await;
         upstream.balancer.record(endpoint, connected.is_err(), target.snapshot.outlier.as_ref(), endpoints.len());
         match connected {
             Ok(mut remote) => {

@@ -280,7 +280,7 @@ async fn try_once(
     let mut last_error = String::new();
     for endpoint in upstream.balancer.order(&addresses, policy, key) {
         let Some(to) = endpoints.iter().find(|e| e.address == endpoint) else { continue };
-        let tls = target.tls_for(destination);
+        let tls = target.client_tls();
         // HTTP/1.1 links belong to this application connection: held for the exchange.
         let mut h1_links = if http2 { None } else { Some(links.lock().await) };
         // Connecting may move on to the next endpoint: nothing was sent yet.

@@ -1,6 +1,7 @@
 //! A snapshot made ready for use: TLS configurations built from its PEM
-//! material and its intention rules compiled, once per snapshot rather than
-//! once per connection or request.
+//! material (one server configuration, and one client configuration per
+//! protocol for every upstream) and its intention rules compiled, once per
+//! snapshot rather than once per connection or request.
 //!
 //! Every listener reads the current [`Runtime`] from a `watch` channel: a
 //! new snapshot applies to the next handshake, connection and request, and
@@ -20,7 +21,7 @@ use weft_api::proxy::{IngressListener, ProxySnapshot, UpstreamSnapshot};
 
 use crate::access_log::AccessLogConfig;
 use crate::rate_limit::CompiledRateLimit;
-use crate::tls::{TlsError, TlsMaterial};
+use crate::tls::{ClientTls, TlsError, TlsMaterial};
 
 /// The current runtime; `None` until the first usable snapshot.
 pub type RuntimeWatch = watch::Receiver<Option<Arc<Runtime>>>;
@@ -75,19 +76,18 @@ impl IngressRuntime {
 
 pub struct UpstreamRuntime {
     pub snapshot: UpstreamSnapshot,
-    /// Verifies that the peer serves `snapshot.destination`.
-    pub client_tls: Arc<ClientConfig>,
-    /// The same for every other service the chain's routes, splits and
-    /// failovers may send to.
-    pub service_tls: BTreeMap<ServiceName, Arc<ClientConfig>>,
+    /// The runtime's client TLS, shared by all its upstreams.
+    client_tls: Arc<ClientTls>,
     /// The snapshot's discovery chain, regexes compiled.
     pub chain: Option<CompiledChain>,
 }
 
 impl UpstreamRuntime {
-    /// The client configuration that verifies a peer serves `service`.
-    pub fn tls_for(&self, service: &ServiceName) -> Arc<ClientConfig> {
-        self.service_tls.get(service).unwrap_or(&self.client_tls).clone()
+    /// The client configuration for connections to this upstream (and to
+    /// any service its chain sends to): the right ALPN, and a peer checked
+    /// against the service in each connection's server name.
+    pub fn client_tls(&self) -> Arc<ClientConfig> {
+        self.client_tls.for_protocol(self.snapshot.protocol)
     }
 }
 
@@ -113,20 +113,10 @@ impl Runtime {
             private_key_pem: snapshot.tls.private_key_pem.clone(),
             roots_pem: snapshot.tls.roots_pem.clone(),
         };
+        let client_tls = Arc::new(material.client_tls()?);
         let upstream_runtime = |upstream: &UpstreamSnapshot| -> Result<UpstreamRuntime, RuntimeError> {
-            let client_tls = material.client_config(&upstream.destination, upstream.protocol)?;
             let chain = upstream.chain.clone().map(CompiledChain::new).transpose()?;
-            let services: std::collections::BTreeSet<&ServiceName> = upstream
-                .chain
-                .iter()
-                .flat_map(|chain| chain.targets.values().map(|t| &t.service))
-                .filter(|service| **service != upstream.destination)
-                .collect();
-            let service_tls = services
-                .into_iter()
-                .map(|service| Ok((service.clone(), material.client_config(service, upstream.protocol)?)))
-                .collect::<Result<_, RuntimeError>>()?;
-            Ok(UpstreamRuntime { snapshot: upstream.clone(), client_tls, service_tls, chain })
+            Ok(UpstreamRuntime { snapshot: upstream.clone(), client_tls: client_tls.clone(), chain })
         };
         let upstreams = snapshot
             .upstreams

@@ -4,7 +4,9 @@
 //! Inbound requires the caller's certificate to chain to a mesh root (and to
 //! allow client authentication). Outbound verifies the chain the same way,
 //! then checks the SPIFFE service ID in place of a DNS name: a sidecar only
-//! accepts the service it meant to reach, whatever name it dialled.
+//! accepts the service it meant to reach. That service is in the server
+//! name the sidecar itself puts on each connection ([`server_name`]), so one
+//! client configuration per protocol serves every destination.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub enum TlsError {
     Rustls(#[from] RustlsError),
     #[error("client verifier: {0}")]
     Verifier(String),
+    #[error("service name {0:?} cannot be part of a TLS server name: use letters, digits, '-', '_' and '.'")]
+    ServerName(ServiceName),
 }
 
 /// ALPN between HTTP sidecars: HTTP/2 for `http2` and `grpc`, HTTP/1.1
@@ -117,31 +121,58 @@ impl TlsMaterial {
         Ok(Arc::new(config))
     }
 
-    /// The outbound side, to sidecars of `destination` only; for an HTTP
-    /// `protocol` it asks for HTTP/1.1 (`http`) or HTTP/2 (the others).
-    pub fn client_config(&self, destination: &ServiceName, protocol: Protocol) -> Result<Arc<ClientConfig>, TlsError> {
-        let verifier = SpiffeVerifier { roots: self.roots()?, expected: destination.clone(), provider: provider() };
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(self.chain()?, self.key()?)?;
+    /// The outbound side: one configuration per protocol, for every
+    /// destination (see [`ClientTls`]).
+    pub fn client_tls(&self) -> Result<ClientTls, TlsError> {
+        let (chain, key) = (self.chain()?, self.key()?);
+        let verifier = Arc::new(SpiffeVerifier { roots: self.roots()?, provider: provider() });
+        let config = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsError> {
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&TLS13])?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_client_auth_cert(chain.clone(), key.clone_key())?;
+            config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+            Ok(Arc::new(config))
+        };
+        Ok(ClientTls { tcp: config(&[])?, http1: config(&[ALPN_HTTP1])?, h2: config(&[ALPN_H2])? })
+    }
+}
+
+/// Mutual TLS 1.3 to other sidecars, built once per snapshot. Each
+/// handshake accepts only a peer whose SPIFFE ID names the service in the
+/// connection's [`server_name`], the destination the sidecar set out to
+/// reach; the configurations differ only in the ALPN they ask for.
+#[derive(Debug)]
+pub struct ClientTls {
+    /// `tcp` upstreams: no ALPN.
+    tcp: Arc<ClientConfig>,
+    /// `http`: HTTP/1.1 keep-alive connections.
+    http1: Arc<ClientConfig>,
+    /// `http2` and `grpc`: HTTP/2.
+    h2: Arc<ClientConfig>,
+}
+
+impl ClientTls {
+    /// The configuration for an upstream speaking `protocol`.
+    pub fn for_protocol(&self, protocol: Protocol) -> Arc<ClientConfig> {
         match protocol {
-            Protocol::Tcp => {}
-            Protocol::Http => config.alpn_protocols = vec![ALPN_HTTP1.to_vec()],
-            Protocol::Http2 | Protocol::Grpc => config.alpn_protocols = vec![ALPN_H2.to_vec()],
+            Protocol::Tcp => &self.tcp,
+            Protocol::Http => &self.http1,
+            Protocol::Http2 | Protocol::Grpc => &self.h2,
         }
-        Ok(Arc::new(config))
+        .clone()
     }
 }
 
 /// The name a sidecar sends as SNI for the sidecar of `destination` at
 /// `address`: `<hex IP>-<port>.<service>.svc.weft`. A mesh gateway relays
-/// by it ([`instance_of_server_name`]); verification never relies on it.
-pub fn server_name(destination: &ServiceName, address: SocketAddr) -> ServerName<'static> {
+/// by it ([`instance_of_server_name`]), and the sidecar's own verifier
+/// expects the service it names.
+pub fn server_name(destination: &ServiceName, address: SocketAddr) -> Result<ServerName<'static>, TlsError> {
     let ip = hex_label(address.ip());
     ServerName::try_from(format!("{ip}-{}.{destination}.svc.weft", address.port()))
-        .unwrap_or_else(|_| ServerName::try_from("svc.weft").expect("a valid DNS name"))
+        .map_err(|_| TlsError::ServerName(destination.clone()))
 }
 
 /// The sidecar a [`server_name`] names: its address and service.
@@ -153,11 +184,10 @@ pub fn instance_of_server_name(name: &str) -> Option<(SocketAddr, ServiceName)> 
 }
 
 /// Verifies a server's chain to the mesh roots and that its SPIFFE ID names
-/// the expected service.
+/// the service in the server name the connection was made with.
 #[derive(Debug)]
 struct SpiffeVerifier {
     roots: Arc<RootCertStore>,
-    expected: ServiceName,
     provider: Arc<CryptoProvider>,
 }
 
@@ -166,18 +196,23 @@ impl ServerCertVerifier for SpiffeVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, RustlsError> {
+        let expected = match server_name {
+            ServerName::DnsName(name) => instance_of_server_name(name.as_ref()).map(|(_, service)| service),
+            _ => None,
+        }
+        .ok_or_else(|| RustlsError::General(format!("{server_name:?} names no mesh service")))?;
         let parsed = ParsedCertificate::try_from(end_entity)?;
         let algorithms = self.provider.signature_verification_algorithms.all;
         verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, intermediates, now, algorithms)?;
         let id = SpiffeId::from_certificate(end_entity).map_err(|e| RustlsError::General(e.to_string()))?;
-        if id.service != self.expected {
+        if id.service != expected {
             return Err(RustlsError::General(format!(
                 "expected a sidecar of {:?} but the peer is {id}",
-                self.expected.as_str()
+                expected.as_str()
             )));
         }
         Ok(ServerCertVerified::assertion())
@@ -214,11 +249,11 @@ mod tests {
     fn a_server_name_names_the_instance_a_gateway_relays_to() {
         for address in ["198.18.2.10:21000", "[2001:db8::7]:443"] {
             let address: SocketAddr = address.parse().unwrap();
-            let ServerName::DnsName(name) = server_name(&"api".into(), address) else { panic!("not a DNS name") };
+            let Ok(ServerName::DnsName(name)) = server_name(&"api".into(), address) else { panic!("not a DNS name") };
             assert_eq!(instance_of_server_name(name.as_ref()), Some((address, "api".into())));
         }
         assert_eq!(
-            server_name(&"api".into(), "198.18.2.10:21000".parse().unwrap()).to_str(),
+            server_name(&"api".into(), "198.18.2.10:21000".parse().unwrap()).unwrap().to_str(),
             "c612020a-21000.api.svc.weft"
         );
         for bad in [
@@ -230,5 +265,11 @@ mod tests {
         ] {
             assert_eq!(instance_of_server_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_service_name_that_cannot_be_a_server_name_is_an_error_naming_it() {
+        let error = server_name(&"web app".into(), "10.0.0.1:21000".parse().unwrap()).unwrap_err();
+        assert!(error.to_string().contains("\"web app\""), "{error}");
     }
 }

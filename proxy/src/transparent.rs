@@ -62,9 +62,7 @@ pub async fn serve(
                             &socket,
                             "transparent-outbound",
                             async move { drop(stopped.await) },
-                            |stream, peer| {
-                                tokio::spawn(redirected(stream, peer, shared.clone()));
-                            },
+                            move |stream, peer| redirected(stream, peer, shared.clone()),
                         )
                         .await
                     }

@@ -84,12 +84,16 @@ pub struct CaArgs {
 }
 
 impl ConnectCommand {
-    /// The threads the command's runtime should have: a proxy's choice, or
-    /// `None` (one per core) for the others.
+    /// The threads a proxy carries traffic on (see `ProxyThreadsArgs`), or
+    /// `None` for the commands that are not proxies.
     pub fn proxy_threads(&self) -> Option<std::num::NonZeroUsize> {
         match self {
-            ConnectCommand::Proxy(args) => Some(args.threads.threads.unwrap_or(std::num::NonZeroUsize::MIN)),
-            ConnectCommand::Gateway(args) => args.threads.threads,
+            ConnectCommand::Proxy(args) => Some(args.threads.threads.unwrap_or(super::DEFAULT_SIDECAR_THREADS)),
+            ConnectCommand::Gateway(args) => Some(
+                args.threads
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)),
+            ),
             ConnectCommand::Ca(_) => None,
         }
     }

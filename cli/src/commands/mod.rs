@@ -55,13 +55,15 @@ impl ApiArgs {
     }
 }
 
+/// A sidecar's threads when neither --threads nor WEFT_PROXY_THREADS says.
+pub const DEFAULT_SIDECAR_THREADS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(2).unwrap();
+
 /// The threads a proxy (a sidecar or a gateway) carries traffic on.
 #[derive(Args, Clone, Copy, Debug)]
 pub struct ProxyThreadsArgs {
-    /// Threads carrying traffic (default: 1 for a sidecar, one per core for
-    /// a gateway). On one thread every connection, handshake and request
-    /// runs without hand-offs between threads; give more to a sidecar that
-    /// must use more than one core.
+    /// Threads carrying connections (default: 2 for a sidecar, as Istio's
+    /// sidecars; one per core for a gateway). Each connection stays on one
+    /// thread for its life; with 1, everything runs on the main thread.
     #[arg(long, env = "WEFT_PROXY_THREADS", value_name = "N")]
     pub threads: Option<std::num::NonZeroUsize>,
 }
