@@ -182,7 +182,7 @@ allow_intentions web api api-tcp
 
 wait_for_mesh "web, api and api-tcp" "web api api-tcp" "${upstreams[@]}"
 WEB_PID=${SIDECAR_OF[web]} API_PID=${SIDECAR_OF[api]} API_TCP_PID=${SIDECAR_OF[api-tcp]}
-log "sidecars: web $WEB_PID, api $API_PID, api-tcp $API_TCP_PID"
+log "sidecars: web $WEB_PID, api $API_PID, api-tcp $API_TCP_PID (connection threads: ${WEFT_PROXY_THREADS:-2, the default})"
 
 # ---------------------------------------------------------------- haproxy ---
 

@@ -4,7 +4,7 @@
 //! up logging, fetching a leaf and compiling the first snapshot run code the
 //! data path never runs again, and the kernel maps up to 64 KiB around every
 //! page touched (fault-around). Those pages then count in the sidecar's RSS
-//! for its whole life, about 11 MiB of a 12.5 MiB idle RSS, though they are
+//! for its whole life, about 11 MiB of a 12.6 MiB idle RSS, though they are
 //! clean pages of the page cache that the agent and every other sidecar map
 //! too.
 //!
@@ -145,6 +145,9 @@ Anonymous:             0 kB
 
     #[test]
     fn releasing_keeps_the_process_working() {
+        if std::fs::metadata("/proc/self/smaps").is_err() {
+            return eprintln!("skipping: no /proc/self/smaps (is /proc mounted?)");
+        }
         let released = release_startup_pages();
         // Code and read-only data are still there to run and read.
         assert_eq!(format!("{}", 6 * 7), "42");
