@@ -120,11 +120,13 @@ wait_until() {
 }
 
 # free_port: sets $port to a TCP and UDP port nobody listens on, not handed
-# out before.
+# out before. It is below the kernel's ephemeral range (32768 and up by
+# default), where another test's outgoing connection could take it before
+# the agent binds it, and above the agents' sidecar ports (21000-21255).
 taken=" "
 free_port() {
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((22000 + RANDOM % 10000))
     [[ $taken != *" $port "* ]] || continue
     [[ -z $(ss -Htuln "sport = :$port") ]] || continue
     taken+="$port "

@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::{ClientConfig, HandshakeKind};
 use tokio_rustls::TlsConnector;
 use weft_api::ids::ServiceName;
 use weft_api::intentions::RequestAttributes;
@@ -40,6 +40,7 @@ use weft_api::mesh::Protocol;
 use weft_api::proxy::{Endpoint, LoadBalancer};
 
 use crate::access_log::{Entry, Exchange};
+use crate::identity::SpiffeId;
 use crate::inbound::{Downstream, Inbound};
 use crate::metrics::{Direction, Layer};
 use crate::outbound::Upstream;
@@ -331,6 +332,17 @@ pub async fn connect_tls(
         };
         let _ = tcp.set_nodelay(true);
         let stream = TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS to {address}: {e}"))?;
+        // A resumed session skips the verifier, and the session cache
+        // compares server names without regard to case: check its
+        // certificate's service again, exactly.
+        if stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) {
+            let peer = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+            let service =
+                peer.and_then(|certificate| SpiffeId::from_certificate(certificate).ok()).map(|id| id.service);
+            if service.as_ref() != Some(destination) {
+                return Err(format!("{address} resumed a session of {service:?}, not of {destination}"));
+            }
+        }
         if alpn.is_some() && stream.get_ref().1.alpn_protocol() != alpn {
             return Err(format!("{address} does not speak this protocol to sidecars (is {destination}'s protocol the same on both sides?)"));
         }

@@ -184,6 +184,7 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
     if endpoints.is_empty() {
         return Err(format!("{destination} has no healthy instance"));
     }
+    crate::tls::check_service_name(destination).map_err(|e| e.to_string())?;
     let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
     let mut last_error = String::new();
     let policy = &target.snapshot.load_balancer;

@@ -8,35 +8,40 @@
 //! clean pages of the page cache that the agent and every other sidecar map
 //! too.
 //!
-//! [`release_startup_pages`] drops this process's mappings of such pages.
-//! Nothing is lost: a read-only private file mapping without copied-on-write
-//! pages always shows the file's current contents, and the kernel maps them
-//! back from the page cache on the next touch, so what the data path runs
-//! comes back and the rest stays out.
+//! [`release_startup_pages`] drops this process's mappings of such pages
+//! in its own executable. Nothing is lost: a read-only private file mapping
+//! without copied-on-write pages (none resident, none swapped out) always
+//! shows the file's current contents, and the kernel maps them back from
+//! the page cache on the next touch, so what the data path runs comes back
+//! and the rest stays out. Only the executable's mappings qualify: they
+//! live as long as the process, so no address released can belong to
+//! anything else by the time `madvise` runs (a library could be unloaded,
+//! and its range reused, in between).
 
 use std::ops::Range;
 
-/// Drops the page-table entries of every read-only, private, file-backed
-/// mapping that holds no copied-on-write page, and returns how many bytes
+/// Drops the page-table entries of the executable's read-only, private
+/// mappings that hold no copied-on-write page, and returns how many bytes
 /// of address space that covered. Failures are logged and otherwise
 /// ignored: this is an optimization.
-pub fn release_startup_pages() -> usize {
-    let smaps = match std::fs::read_to_string("/proc/self/smaps") {
-        Ok(smaps) => smaps,
-        Err(error) => {
-            tracing::debug!(%error, "cannot read /proc/self/smaps; keeping start-up pages");
+pub(crate) fn release_startup_pages() -> usize {
+    let (smaps, executable) = match (std::fs::read_to_string("/proc/self/smaps"), std::env::current_exe()) {
+        (Ok(smaps), Ok(executable)) => (smaps, executable),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::debug!(%error, "cannot read /proc/self/smaps or /proc/self/exe; keeping start-up pages");
             return 0;
         }
     };
     let mut released = 0;
-    for range in clean_read_only_file_mappings(&smaps) {
+    for range in clean_read_only_mappings_of(&smaps, &executable.to_string_lossy()) {
         let len = range.end - range.start;
-        // SAFETY: the range is a whole mapping of this process that is
-        // private, not writable and file-backed, with no anonymous
-        // (copied-on-write) page: every page in it is the page cache's copy
-        // of the file, which is what a fault maps back. MADV_DONTNEED only
-        // removes the page-table entries; no byte any reference can see
-        // changes, and nothing here unmaps or frees memory.
+        // SAFETY: the range is a whole mapping of this process's own
+        // executable (never unmapped while the process runs, so the range
+        // cannot have been reused since smaps was read) that is private and
+        // not writable, with no anonymous page resident or swapped out:
+        // every page in it is the page cache's copy of the file, which is
+        // what a fault maps back. MADV_DONTNEED only removes page-table
+        // entries; no byte any reference can see changes.
         #[allow(unsafe_code)]
         let result = unsafe {
             rustix::mm::madvise(range.start as *mut std::ffi::c_void, len, rustix::mm::Advice::LinuxDontNeed)
@@ -49,25 +54,42 @@ pub fn release_startup_pages() -> usize {
     released
 }
 
-/// The address ranges of mappings in `smaps` (the format of
-/// `/proc/<pid>/smaps`) that are file-backed, private, readable and not
-/// writable, and hold no anonymous page.
-fn clean_read_only_file_mappings(smaps: &str) -> Vec<Range<usize>> {
+/// Fields of an smaps entry that count copied-on-write pages: a mapping
+/// qualifies only if each is present and zero.
+const PRIVATE_COPIES: [&str; 3] = ["Anonymous:", "Swap:", "Private_Hugetlb:"];
+
+/// The address ranges of mappings of `path` in `smaps` (the format of
+/// `/proc/<pid>/smaps`) that are private, readable and not writable, and
+/// hold no private copy of any page.
+fn clean_read_only_mappings_of(smaps: &str, path: &str) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
-    // The mapping being read, if it qualifies so far.
-    let mut candidate: Option<Range<usize>> = None;
-    for line in smaps.lines() {
-        if let Some(header) = MappingHeader::parse(line) {
-            candidate = header.is_read_only_private_file().then_some(header.range);
-            continue;
-        }
-        if let Some(anonymous) = line.strip_prefix("Anonymous:") {
-            let clean = anonymous.trim().strip_suffix("kB").is_some_and(|kib| kib.trim() == "0");
-            if let Some(range) = candidate.take().filter(|_| clean) {
+    // The mapping being read, if it qualifies so far, and the fields of
+    // PRIVATE_COPIES seen zero.
+    let mut candidate: Option<(Range<usize>, usize)> = None;
+    let mut finish = |candidate: &mut Option<(Range<usize>, usize)>| {
+        if let Some((range, zeros)) = candidate.take() {
+            if zeros == PRIVATE_COPIES.len() {
                 ranges.push(range);
             }
         }
+    };
+    for line in smaps.lines() {
+        if let Some(header) = MappingHeader::parse(line) {
+            finish(&mut candidate);
+            candidate = header.is_read_only_private_mapping_of(path).then_some((header.range, 0));
+            continue;
+        }
+        let Some((_, zeros)) = candidate.as_mut() else { continue };
+        if let Some(field) = PRIVATE_COPIES.iter().find(|field| line.starts_with(*field)) {
+            let value = line[field.len()..].trim();
+            if value.strip_suffix("kB").is_some_and(|kib| kib.trim() == "0") {
+                *zeros += 1;
+            } else {
+                candidate = None;
+            }
+        }
     }
+    finish(&mut candidate);
     ranges
 }
 
@@ -80,18 +102,22 @@ struct MappingHeader<'a> {
 
 impl<'a> MappingHeader<'a> {
     fn parse(line: &'a str) -> Option<Self> {
-        let mut fields = line.split_whitespace();
-        let (start, end) = fields.next()?.split_once('-')?;
+        let (address, rest) = line.split_once(' ')?;
+        let (start, end) = address.split_once('-')?;
         let range = usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?;
-        let perms = fields.next().filter(|perms| perms.len() == 4)?;
-        let path = fields.nth(3).unwrap_or("");
+        let (perms, rest) = rest.split_once(' ')?;
+        if perms.len() != 4 {
+            return None;
+        }
+        // offset, device and inode, then the path (which may hold spaces).
+        let mut fields = rest.splitn(4, ' ');
+        let path = fields.nth(3).map(str::trim_start).unwrap_or("");
         Some(MappingHeader { range, perms, path })
     }
 
-    fn is_read_only_private_file(&self) -> bool {
+    fn is_read_only_private_mapping_of(&self, path: &str) -> bool {
         let perms = self.perms.as_bytes();
-        // A path, not `[heap]`, `[vdso]` or an anonymous mapping.
-        self.path.starts_with('/') && perms[0] == b'r' && perms[1] == b'-' && perms[3] == b'p' && !self.range.is_empty()
+        self.path == path && perms[0] == b'r' && perms[1] == b'-' && perms[3] == b'p' && !self.range.is_empty()
     }
 }
 
@@ -103,44 +129,64 @@ mod tests {
 5635f017d000-5635f0639000 r--p 00000000 fe:00 7225549                    /usr/bin/weft
 Size:               4848 kB
 Anonymous:             0 kB
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
 VmFlags: rd mr mw me sd
 5635f0639000-5635f15bf000 r-xp 004bb000 fe:00 7225549                    /usr/bin/weft
 Size:              15896 kB
 Anonymous:             0 kB
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
 5635f15bf000-5635f1636000 r--p 01440000 fe:00 7225549                    /usr/bin/weft
 Anonymous:           476 kB
-5635f1636000-5635f163e000 rw-p 014b6000 fe:00 7225549                    /usr/bin/weft
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
+5635f1636000-5635f1637000 r--p 014b6000 fe:00 7225549                    /usr/bin/weft
 Anonymous:             0 kB
+Swap:                  4 kB
+Private_Hugetlb:       0 kB
+5635f1637000-5635f163e000 rw-p 014b7000 fe:00 7225549                    /usr/bin/weft
+Anonymous:             0 kB
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
 563608c6c000-563608cd1000 rw-p 00000000 00:00 0                          [heap]
 Anonymous:           392 kB
 7f1b256d3000-7f1b256f9000 r--p 00000000 fe:00 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
 Anonymous:             0 kB
-7f1b25a00000-7f1b25a01000 r--s 00000000 fe:00 99                         /dev/shm/shared
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
+7f1b25a00000-7f1b25a01000 r--s 00000000 fe:00 7225549                    /usr/bin/weft
 Anonymous:             0 kB
-7f1b25b00000-7f1b25b04000 r--p 00000000 00:00 0 
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
+7f1b25b00000-7f1b25b04000 r-xp 00000000 fe:00 99                         /opt/my app/weft (deleted)
 Anonymous:             0 kB
-7ffd1e1f0000-7ffd1e1f2000 r-xp 00000000 00:00 0                          [vdso]
+Swap:                  0 kB
+Private_Hugetlb:       0 kB
+7f1b25c00000-7f1b25c04000 r-xp 00000000 fe:00 7225549                    /usr/bin/weft
 Anonymous:             0 kB
 ";
 
     #[test]
-    fn only_clean_read_only_private_file_mappings_qualify() {
-        let ranges = clean_read_only_file_mappings(SMAPS);
+    fn only_clean_read_only_private_mappings_of_the_executable_qualify() {
         assert_eq!(
-            ranges,
+            clean_read_only_mappings_of(SMAPS, "/usr/bin/weft"),
             vec![
                 0x5635f017d000..0x5635f0639000, // rodata
                 0x5635f0639000..0x5635f15bf000, // text
-                0x7f1b256d3000..0x7f1b256f9000, // a library
             ],
-            "relocated (copied-on-write), writable, shared and anonymous mappings stay"
+            "relocated (copied-on-write, resident or swapped), writable, shared and other files' mappings \
+             stay, and so does one whose smaps entry lacks a field"
         );
     }
 
     #[test]
-    fn a_mapping_without_an_anonymous_line_is_left_alone() {
-        let smaps = "7f1b256d3000-7f1b256f9000 r--p 00000000 fe:00 1234 /lib/libc.so.6\nSize: 4 kB\n";
-        assert!(clean_read_only_file_mappings(smaps).is_empty());
+    fn paths_with_spaces_and_deleted_executables_are_matched_whole() {
+        assert_eq!(
+            clean_read_only_mappings_of(SMAPS, "/opt/my app/weft (deleted)"),
+            vec![0x7f1b25b00000..0x7f1b25b04000]
+        );
+        assert!(clean_read_only_mappings_of(SMAPS, "/opt/my").is_empty());
     }
 
     #[test]
@@ -151,6 +197,6 @@ Anonymous:             0 kB
         let released = release_startup_pages();
         // Code and read-only data are still there to run and read.
         assert_eq!(format!("{}", 6 * 7), "42");
-        assert!(released > 0, "a test binary has read-only file mappings");
+        assert!(released > 0, "a test binary has read-only mappings");
     }
 }

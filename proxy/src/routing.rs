@@ -275,6 +275,7 @@ async fn try_once(
         }
         _ => None,
     };
+    crate::tls::check_service_name(destination).map_err(|e| TryError::Failed(e.to_string()))?;
     let request = retarget(request, http2.then_some(destination.as_str())).map_err(TryError::Failed)?;
     let outlier = target.snapshot.outlier.as_ref();
     let mut last_error = String::new();

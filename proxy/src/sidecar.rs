@@ -173,8 +173,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Start-up is over (the first snapshot is compiled and its listeners
-/// are open): gives its pages back, see [`crate::resident`].
+/// Start-up is over (the first snapshot is compiled; a sidecar's
+/// listeners are open): gives its pages back, see `crate::resident`.
 fn started() {
     let released = crate::resident::release_startup_pages();
     tracing::debug!(released_mib = released >> 20, "dropped the mappings of start-up pages");

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::client::verify_server_cert_signed_by_trust_anchor;
+use tokio_rustls::rustls::client::{verify_server_cert_signed_by_trust_anchor, Resumption};
 use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -53,6 +53,10 @@ pub enum TlsError {
     #[error("service name {0:?} cannot be part of a TLS server name: use letters, digits, '-', '_' and '.'")]
     ServerName(ServiceName),
 }
+
+/// How many TLS sessions with other sidecars each client configuration
+/// keeps for resumption.
+const RESUMABLE_SESSIONS: usize = 1024;
 
 /// ALPN between HTTP sidecars: HTTP/2 for `http2` and `grpc`, HTTP/1.1
 /// (pooled keep-alive connections) for `http`.
@@ -133,6 +137,8 @@ impl TlsMaterial {
                 .with_custom_certificate_verifier(verifier.clone())
                 .with_client_auth_cert(chain.clone(), key.clone_key())?;
             config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+            // Shared by every destination of the protocol (the default keeps 256).
+            config.resumption = Resumption::in_memory_sessions(RESUMABLE_SESSIONS);
             Ok(Arc::new(config))
         };
         Ok(ClientTls { tcp: config(&[])?, http1: config(&[ALPN_HTTP1])?, h2: config(&[ALPN_H2])? })
@@ -173,6 +179,13 @@ pub fn server_name(destination: &ServiceName, address: SocketAddr) -> Result<Ser
     let ip = hex_label(address.ip());
     ServerName::try_from(format!("{ip}-{}.{destination}.svc.weft", address.port()))
         .map_err(|_| TlsError::ServerName(destination.clone()))
+}
+
+/// Whether sidecars of `destination` can be named by a [`server_name`] at
+/// all: checked before any endpoint is tried, so that a service name no
+/// TLS server name can carry is not held against its endpoints.
+pub fn check_service_name(destination: &ServiceName) -> Result<(), TlsError> {
+    server_name(destination, SocketAddr::from(([0, 0, 0, 0], 0))).map(drop)
 }
 
 /// The sidecar a [`server_name`] names: its address and service.

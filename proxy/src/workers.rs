@@ -1,13 +1,16 @@
-//! Where a proxy's connections run when it has more than one thread.
+//! Where a proxy's connections run.
 //!
-//! By default a proxy runs on one thread: `main`'s current-thread runtime
-//! accepts, handshakes and serves everything. With `--threads N`, [`start`]
-//! starts N worker threads, each with its own current-thread runtime, and
-//! every accepted connection moves to one of them (round robin) for its
-//! whole life: its tasks, timers and socket readiness stay on that thread,
-//! so a request never hops between threads (the thread-per-core model of
-//! Envoy and HAProxy, without the hand-offs of a work-stealing runtime).
-//! Listeners, the snapshot follower and the admin port stay on `main`.
+//! A proxy's `main` thread runs a current-thread runtime with its
+//! listeners and its snapshot follower. With one thread (`--threads 1`)
+//! connections run there too. With N > 1 (a sidecar's default is 2),
+//! [`start`] starts N worker threads, each with its own current-thread
+//! runtime, and every accepted connection (the admin port's too) moves to
+//! one of them (round robin) for its whole life: its tasks, timers and
+//! socket readiness stay on that thread, as in the thread-per-core model
+//! of Envoy and HAProxy, without the hand-offs of a work-stealing runtime.
+//! The exception: an `http2`/`grpc` upstream's HTTP/2 connection to an
+//! endpoint is shared by every worker (`http::H2Pool`), and runs on the
+//! worker that opened it.
 
 use std::future::Future;
 use std::net::SocketAddr;
