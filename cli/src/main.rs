@@ -80,6 +80,11 @@ fn main() -> ExitCode {
         Command::Connect(command) => command.proxy_threads(),
         _ => None,
     };
+    if threads.is_some() {
+        // Before any thread starts or library loads: the mappings a proxy
+        // may release once it serves.
+        weft_proxy::resident::remember_startup_mappings();
+    }
     let runtime = match async_runtime(threads) {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -30,7 +30,7 @@
 //! - [`balancer`]: round robin and least request (power of two choices).
 //! - [`tls`], [`identity`]: rustls configurations and SPIFFE IDs.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin port.
-//! - `resident`: gives back the pages start-up touched, once serving.
+//! - [`resident`]: gives back the pages start-up touched, once serving.
 //! - [`workers`]: the worker threads connections run on with `--threads N`.
 //!
 //! **Architecture Invariant:** the proxy talks to nothing but its peers, its
@@ -51,7 +51,7 @@ pub mod mesh_gateway;
 pub mod metrics;
 pub mod outbound;
 pub mod rate_limit;
-mod resident;
+pub mod resident;
 mod routing;
 pub mod runtime;
 pub mod sidecar;

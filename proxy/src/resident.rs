@@ -8,40 +8,67 @@
 //! clean pages of the page cache that the agent and every other sidecar map
 //! too.
 //!
-//! [`release_startup_pages`] drops this process's mappings of such pages
-//! in its own executable. Nothing is lost: a read-only private file mapping
-//! without copied-on-write pages (none resident, none swapped out) always
-//! shows the file's current contents, and the kernel maps them back from
-//! the page cache on the next touch, so what the data path runs comes back
-//! and the rest stays out. Only the executable's mappings qualify: they
-//! live as long as the process, so no address released can belong to
-//! anything else by the time `madvise` runs (a library could be unloaded,
-//! and its range reused, in between).
+//! [`release_startup_pages`] drops this process's mappings of such pages.
+//! Nothing is lost: a read-only private file mapping without copied-on-write
+//! pages (none resident, none swapped out) always shows the file's current
+//! contents, and the kernel maps them back from the page cache on the next
+//! touch, so what the data path runs comes back and the rest stays out.
+//!
+//! Only mappings that existed when `main` began qualify (recorded by
+//! [`remember_startup_mappings`]; without that record, only the
+//! executable's): the executable and the libraries the dynamic loader
+//! loaded for it, which are never unloaded, so no range released can
+//! belong to anything else by the time `madvise` runs, as a library
+//! `dlopen`ed later and unloaded in between could.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
+use std::sync::OnceLock;
 
-/// Drops the page-table entries of the executable's read-only, private
-/// mappings that hold no copied-on-write page, and returns how many bytes
-/// of address space that covered. Failures are logged and otherwise
-/// ignored: this is an optimization.
+/// The address ranges of the file mappings that existed when `main` began.
+static STARTUP_MAPPINGS: OnceLock<BTreeSet<(usize, usize)>> = OnceLock::new();
+
+/// Records the file mappings the process has now: call it first thing in
+/// `main`, before any thread or library loading, for
+/// [`release_startup_pages`] to release libraries' pages too.
+pub fn remember_startup_mappings() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let ranges = maps
+        .lines()
+        .filter_map(MappingHeader::parse)
+        .filter(|mapping| mapping.path.starts_with('/'))
+        .map(|mapping| (mapping.range.start, mapping.range.end))
+        .collect();
+    let _ = STARTUP_MAPPINGS.set(ranges);
+}
+
+/// Drops the page-table entries of the start-up file mappings that are
+/// read-only, private and hold no copied-on-write page, and returns how
+/// many bytes of address space that covered. Failures are logged and
+/// otherwise ignored: this is an optimization.
 pub(crate) fn release_startup_pages() -> usize {
     let (smaps, executable) = match (std::fs::read_to_string("/proc/self/smaps"), std::env::current_exe()) {
-        (Ok(smaps), Ok(executable)) => (smaps, executable),
+        (Ok(smaps), Ok(executable)) => (smaps, executable.to_string_lossy().into_owned()),
         (Err(error), _) | (_, Err(error)) => {
             tracing::debug!(%error, "cannot read /proc/self/smaps or /proc/self/exe; keeping start-up pages");
             return 0;
         }
     };
+    let eligible = |mapping: &MappingHeader| match STARTUP_MAPPINGS.get() {
+        Some(startup) => startup.contains(&(mapping.range.start, mapping.range.end)),
+        None => mapping.path == executable,
+    };
     let mut released = 0;
-    for range in clean_read_only_mappings_of(&smaps, &executable.to_string_lossy()) {
+    for range in clean_read_only_mappings(&smaps, eligible) {
         let len = range.end - range.start;
-        // SAFETY: the range is a whole mapping of this process's own
-        // executable (never unmapped while the process runs, so the range
-        // cannot have been reused since smaps was read) that is private and
-        // not writable, with no anonymous page resident or swapped out:
-        // every page in it is the page cache's copy of the file, which is
-        // what a fault maps back. MADV_DONTNEED only removes page-table
-        // entries; no byte any reference can see changes.
+        // SAFETY: the range is a whole file mapping that existed when main
+        // began (the executable or a library loaded with it, never
+        // unmapped while the process runs, so the range cannot have been
+        // reused since smaps was read), private and not writable, with no
+        // anonymous page resident or swapped out: every page in it is the
+        // page cache's copy of the file, which is what a fault maps back.
+        // MADV_DONTNEED only removes page-table entries; no byte any
+        // reference can see changes.
         #[allow(unsafe_code)]
         let result = unsafe {
             rustix::mm::madvise(range.start as *mut std::ffi::c_void, len, rustix::mm::Advice::LinuxDontNeed)
@@ -58,10 +85,10 @@ pub(crate) fn release_startup_pages() -> usize {
 /// qualifies only if each is present and zero.
 const PRIVATE_COPIES: [&str; 3] = ["Anonymous:", "Swap:", "Private_Hugetlb:"];
 
-/// The address ranges of mappings of `path` in `smaps` (the format of
-/// `/proc/<pid>/smaps`) that are private, readable and not writable, and
-/// hold no private copy of any page.
-fn clean_read_only_mappings_of(smaps: &str, path: &str) -> Vec<Range<usize>> {
+/// The address ranges of the `eligible` mappings in `smaps` (the format of
+/// `/proc/<pid>/smaps`) that are file-backed, private, readable and not
+/// writable, and hold no private copy of any page.
+fn clean_read_only_mappings(smaps: &str, eligible: impl Fn(&MappingHeader) -> bool) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
     // The mapping being read, if it qualifies so far, and the fields of
     // PRIVATE_COPIES seen zero.
@@ -76,7 +103,7 @@ fn clean_read_only_mappings_of(smaps: &str, path: &str) -> Vec<Range<usize>> {
     for line in smaps.lines() {
         if let Some(header) = MappingHeader::parse(line) {
             finish(&mut candidate);
-            candidate = header.is_read_only_private_mapping_of(path).then_some((header.range, 0));
+            candidate = (header.is_read_only_private_file() && eligible(&header)).then_some((header.range, 0));
             continue;
         }
         let Some((_, zeros)) = candidate.as_mut() else { continue };
@@ -115,9 +142,10 @@ impl<'a> MappingHeader<'a> {
         Some(MappingHeader { range, perms, path })
     }
 
-    fn is_read_only_private_mapping_of(&self, path: &str) -> bool {
+    fn is_read_only_private_file(&self) -> bool {
         let perms = self.perms.as_bytes();
-        self.path == path && perms[0] == b'r' && perms[1] == b'-' && perms[3] == b'p' && !self.range.is_empty()
+        // A path, not `[heap]`, `[vdso]` or an anonymous mapping.
+        self.path.starts_with('/') && perms[0] == b'r' && perms[1] == b'-' && perms[3] == b'p' && !self.range.is_empty()
     }
 }
 
@@ -167,26 +195,37 @@ Private_Hugetlb:       0 kB
 Anonymous:             0 kB
 ";
 
+    fn of(path: &'static str) -> impl Fn(&MappingHeader) -> bool {
+        move |mapping| mapping.path == path
+    }
+
     #[test]
-    fn only_clean_read_only_private_mappings_of_the_executable_qualify() {
+    fn only_clean_read_only_private_file_mappings_qualify() {
         assert_eq!(
-            clean_read_only_mappings_of(SMAPS, "/usr/bin/weft"),
+            clean_read_only_mappings(SMAPS, of("/usr/bin/weft")),
             vec![
                 0x5635f017d000..0x5635f0639000, // rodata
                 0x5635f0639000..0x5635f15bf000, // text
             ],
-            "relocated (copied-on-write, resident or swapped), writable, shared and other files' mappings \
-             stay, and so does one whose smaps entry lacks a field"
+            "relocated (copied-on-write, resident or swapped), writable and shared mappings stay, and so does \
+             one whose smaps entry lacks a field"
         );
+        assert_eq!(
+            clean_read_only_mappings(SMAPS, |mapping| mapping.range.start == 0x7f1b256d3000),
+            vec![0x7f1b256d3000..0x7f1b256f9000],
+            "a library, when eligible"
+        );
+        let anonymous = |mapping: &MappingHeader| mapping.path.is_empty() || mapping.path.starts_with('[');
+        assert!(clean_read_only_mappings(SMAPS, anonymous).is_empty(), "never the heap or the vDSO");
     }
 
     #[test]
     fn paths_with_spaces_and_deleted_executables_are_matched_whole() {
         assert_eq!(
-            clean_read_only_mappings_of(SMAPS, "/opt/my app/weft (deleted)"),
+            clean_read_only_mappings(SMAPS, of("/opt/my app/weft (deleted)")),
             vec![0x7f1b25b00000..0x7f1b25b04000]
         );
-        assert!(clean_read_only_mappings_of(SMAPS, "/opt/my").is_empty());
+        assert!(clean_read_only_mappings(SMAPS, of("/opt/my")).is_empty());
     }
 
     #[test]
