@@ -67,40 +67,18 @@ impl Redirect {
             rule(&["-t", "nat", "-A", OUTPUT_CHAIN, "-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
             rule(&["-t", "nat", "-A", OUTPUT_CHAIN, "-d", "127.0.0.0/8", "-j", "RETURN"]),
         ];
-        for port in &self.exclude_outbound_ports {
-            rules.push(rule(&[
-                "-t",
-                "nat",
-                "-A",
-                OUTPUT_CHAIN,
-                "-p",
-                "tcp",
-                "--dport",
-                &port.to_string(),
-                "-j",
-                "RETURN",
-            ]));
-        }
+        let skip_port = |chain: &str, port: &u16| {
+            rule(&["-t", "nat", "-A", chain, "-p", "tcp", "--dport", &port.to_string(), "-j", "RETURN"])
+        };
+        rules.extend(self.exclude_outbound_ports.iter().map(|port| skip_port(OUTPUT_CHAIN, port)));
         for cidr in &self.exclude_outbound_cidrs {
             rules.push(rule(&["-t", "nat", "-A", OUTPUT_CHAIN, "-d", cidr, "-j", "RETURN"]));
         }
         let outbound = self.outbound_port.to_string();
         rules.push(rule(&["-t", "nat", "-A", OUTPUT_CHAIN, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &outbound]));
         let inbound = self.inbound_port.to_string();
-        for port in std::iter::once(&self.inbound_port).chain(&self.exclude_inbound_ports) {
-            rules.push(rule(&[
-                "-t",
-                "nat",
-                "-A",
-                INBOUND_CHAIN,
-                "-p",
-                "tcp",
-                "--dport",
-                &port.to_string(),
-                "-j",
-                "RETURN",
-            ]));
-        }
+        let inbound_skipped = std::iter::once(&self.inbound_port).chain(&self.exclude_inbound_ports);
+        rules.extend(inbound_skipped.map(|port| skip_port(INBOUND_CHAIN, port)));
         rules.push(rule(&["-t", "nat", "-A", INBOUND_CHAIN, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &inbound]));
         rules
     }

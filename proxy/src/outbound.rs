@@ -184,7 +184,6 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
     if endpoints.is_empty() {
         return Err(format!("{destination} has no healthy instance"));
     }
-    crate::tls::check_service_name(destination).map_err(|e| e.to_string())?;
     let timeout = Duration::from_millis(target.snapshot.connect_timeout_ms);
     let mut last_error = String::new();
     let policy = &target.snapshot.load_balancer;
@@ -192,6 +191,10 @@ async fn splice(mut local: TcpStream, application: SocketAddr, upstream: &Upstre
     for endpoint in upstream.balancer.order(&endpoints, policy, key) {
         let Some(to) = target.snapshot.endpoints.iter().find(|e| e.address == endpoint) else { continue };
         let connected = http::connect_tls(to, destination, target.client_tls(), timeout, None).await;
+        if connected.is_err() {
+            // A service name no TLS server name can carry is not the endpoint's fault.
+            crate::tls::check_service_name(destination).map_err(|e| e.to_string())?;
+        }
         upstream.balancer.record(endpoint, connected.is_err(), target.snapshot.outlier.as_ref(), endpoints.len());
         match connected {
             Ok(mut remote) => {

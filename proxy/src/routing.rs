@@ -275,7 +275,6 @@ async fn try_once(
         }
         _ => None,
     };
-    crate::tls::check_service_name(destination).map_err(|e| TryError::Failed(e.to_string()))?;
     let request = retarget(request, http2.then_some(destination.as_str())).map_err(TryError::Failed)?;
     let outlier = target.snapshot.outlier.as_ref();
     let mut last_error = String::new();
@@ -292,6 +291,8 @@ async fn try_once(
         let sender = match connected {
             Ok(sender) => sender,
             Err(error) => {
+                // A service name no TLS server name can carry is not the endpoint's fault.
+                crate::tls::check_service_name(destination).map_err(|e| TryError::Failed(e.to_string()))?;
                 upstream.balancer.record(endpoint, true, outlier, endpoints.len());
                 last_error = error;
                 continue;

@@ -182,8 +182,8 @@ pub fn server_name(destination: &ServiceName, address: SocketAddr) -> Result<Ser
 }
 
 /// Whether sidecars of `destination` can be named by a [`server_name`] at
-/// all: checked before any endpoint is tried, so that a service name no
-/// TLS server name can carry is not held against its endpoints.
+/// all: checked when connecting failed, so that a service name no TLS
+/// server name can carry is not held against its endpoints.
 pub fn check_service_name(destination: &ServiceName) -> Result<(), TlsError> {
     server_name(destination, SocketAddr::from(([0, 0, 0, 0], 0))).map(drop)
 }
