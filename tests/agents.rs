@@ -274,14 +274,19 @@ async fn a_client_agent_reads_its_own_writes_from_its_copy() {
         assert_eq!((read.status, read.text()), (200, i.to_string()), "write {i} read back through vm1");
         let last_contact = read.header("X-Consul-LastContact").expect("X-Consul-LastContact");
         assert!(last_contact.parse::<u64>().is_ok(), "{last_contact}");
-        let node = json!({"Node": format!("ext-{i}"), "Address": "10.0.0.9", "Service": {"Service": "ext", "Port": i}});
-        assert_eq!(vm1_http.put("/v1/catalog/register", node.to_string()).await.unwrap().status, 200);
-        let listed = get_json(&vm1_http, "/v1/catalog/service/ext").await.unwrap();
-        assert_eq!(listed.as_array().unwrap().len(), i + 1, "registration {i} read back through vm1");
+        let listed = get_json(&vm1_http, "/v1/kv/ryw/?keys").await.unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), i + 1, "write {i} listed through vm1");
     }
     // ?consistent goes through the leader and agrees.
-    let consistent = get_json(&vm1_http, "/v1/catalog/service/ext?consistent").await.unwrap();
+    let consistent = get_json(&vm1_http, "/v1/kv/ryw/?keys&consistent").await.unwrap();
     assert_eq!(consistent.as_array().unwrap().len(), 20);
+    // A client agent writes only its own node's catalog entries: another
+    // node (an external service) is registered through a server.
+    let node = json!({"Node": "ext-1", "Address": "10.0.0.9", "Service": {"Service": "ext", "Port": 80}});
+    let refused = vm1_http.put("/v1/catalog/register", node.to_string()).await.unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("only its own node"), "{}", refused.text());
+    assert_eq!(cluster.client(0).put("/v1/catalog/register", node.to_string()).await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

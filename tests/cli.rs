@@ -105,7 +105,11 @@ fn validate_checks_config_files_and_directories_without_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("weft.d");
     std::fs::create_dir(&config).unwrap();
-    std::fs::write(config.join("agent.hcl"), "data_dir = \"/var/lib/weft\"\nretry_join = [\"10.0.0.1\"]\n").unwrap();
+    std::fs::write(
+        config.join("agent.hcl"),
+        "data_dir = \"/var/lib/weft\"\nretry_join = [\"10.0.0.1\"]\ntls {\n  defaults {\n    ca_file = \"/etc/weft.d/ca.pem\"\n  }\n}\n",
+    )
+    .unwrap();
     std::fs::write(config.join("web.hcl"), "service {\n  name = \"web\"\n  port = 8080\n}\n").unwrap();
     let (code, stdout, stderr) = weft(&["validate", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");

@@ -23,6 +23,12 @@
 //! the agents' and sidecars' copies; losing one server of three leaves the
 //! mesh working and writable.
 //!
+//! RPC is TLS everywhere, with no plaintext fallback: the servers present
+//! certificates made with `weft tls` and refuse callers without one (but
+//! for discovery and enrollment); every other agent, VM, pod or gateway
+//! host, starts with nothing but a join token of its own, enrolls, and
+//! calls with the certificate it got.
+//!
 //! Needs root and `ip netns` (iproute2), iptables, setpriv (util-linux),
 //! curl, dig and python3; without them the test says why and passes, unless
 //! `WEFT_CI` is set (`.ci/run`), where it fails instead.
@@ -213,11 +219,6 @@ fn dig_in(ns: &str, name: &str) -> Vec<String> {
     lines
 }
 
-/// `--retry-join <server>` for each of `servers`.
-fn retry_join(servers: &[String]) -> impl Iterator<Item = &str> {
-    servers.iter().flat_map(|server| ["--retry-join", server.as_str()])
-}
-
 fn example(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hybrid").join(path)
 }
@@ -247,7 +248,10 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     let join: Vec<String> = SERVERS.iter().map(|ip| format!("{ip}:8300")).collect();
     let mut processes: Vec<Option<Process>> = Vec::new();
 
-    // Three servers on their network.
+    // Three servers on their network, with certificates from an RPC CA.
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    support::weft_in(&tls, &["tls", "ca", "create"]);
     for (i, (ns, ip)) in servers.iter().zip(SERVERS).enumerate() {
         let data = dir.path().join(format!("s{}", i + 1));
         let mut args = vec!["agent", "--server", "--bootstrap-expect", "3", "--bind", ip, "--node"];
@@ -257,6 +261,16 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         for other in join.iter().filter(|j| !j.starts_with(ip)) {
             args.extend(["--retry-join", other]);
         }
+        support::weft_in(&tls, &["tls", "cert", "create", "-server", "-dc", "dc1"]);
+        let config = dir.path().join(format!("{name}-tls.hcl"));
+        let file = |suffix: &str| tls.join(format!("dc1-server-weft-{i}{suffix}")).display().to_string();
+        let ca = tls.join("weft-agent-ca.pem").display().to_string();
+        let (cert, key) = (file(".pem"), file("-key.pem"));
+        let hcl = format!(
+            "tls {{\n  defaults {{\n    ca_file = {ca:?}\n    cert_file = {cert:?}\n    key_file = {key:?}\n  }}\n}}\n"
+        );
+        std::fs::write(&config, hcl).unwrap();
+        args.extend(["--config-file", config.to_str().unwrap()]);
         processes.push(Some(spawn_in(ns, weft_bin(), &args, &[], &log(&name))));
     }
     eventually("the servers to elect a leader", Duration::from_secs(60), || async {
@@ -268,6 +282,12 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", source, destination]);
         assert!(ok, "{out}");
     }
+    // Every other agent's one-time join token, made on a server.
+    let token = |name: &str| {
+        let (ok, out) = weft_in(&servers[0], &["operator", "join-token", "create", "--description", name]);
+        assert!(ok, "a join token for {name}: {out}");
+        out.trim().to_owned()
+    };
 
     // Two VMs: agents with services from config files; counting's app on vm1.
     let vm_config = |name: &str, services: &[&str]| {
@@ -284,7 +304,8 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         let data = dir.path().join(&name);
         let mut args = vec!["agent", "--node", &name, "--bind", ip, "--data-dir", data.to_str().unwrap()];
         args.extend(["--network", "vms", "--config-dir", vm_configs[i].to_str().unwrap()]);
-        args.extend(retry_join(&join));
+        let token = token(&name);
+        args.extend(["--join-token", &token]);
         processes.push(Some(spawn_in(ns, weft_bin(), &args, &[], &log(&name))));
     }
     let counting_app = example("counting.py");
@@ -305,7 +326,8 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
             ("WEFT_SERVICE_UPSTREAMS", "counting:9191"),
         ];
         let mut args = vec!["agent", "--k8s", "--network", "pods", "--data-dir", data.to_str().unwrap()];
-        args.extend(retry_join(&join));
+        let token = token(&name);
+        args.extend(["--join-token", &token]);
         processes.push(Some(spawn_in(ns, weft_bin(), &args, &env, &log(&name))));
         processes.push(Some(spawn_in(
             ns,
@@ -357,7 +379,8 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         let data = dir.path().join(&name);
         let mut args = vec!["agent", "--node", &name, "--bind", lan, "--network", network];
         args.extend(["--data-dir", data.to_str().unwrap()]);
-        args.extend(retry_join(&join));
+        let token = token(&name);
+        args.extend(["--join-token", &token]);
         gateways.push(spawn_in(ns, weft_bin(), &args, &[], &log(&name)));
         eventually("the gateway host's agent to answer", Duration::from_secs(60), || async {
             let (status, _) = curl_in(ns, "http://127.0.0.1:8500/v1/agent/self");
@@ -441,7 +464,8 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         ("WEFT_TRANSPARENT_PROXY", "true"),
     ];
     let mut args = vec!["agent", "--k8s", "--network", "pods", "--data-dir", data.to_str().unwrap()];
-    args.extend(retry_join(&join));
+    let tp_token = token("tp-client-0");
+    args.extend(["--join-token", &tp_token]);
     let _transparent_agent = spawn_in(&tp, weft_bin(), &args, &env, &log("tp-client-0"));
     let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", "tp-client", "counting"]);
     assert!(ok, "{out}");

@@ -149,6 +149,8 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
     cluster.wait_ready(vm1).await;
     cluster.wait_ready(vm2).await;
     let (vm1_http, vm2_http) = (cluster.specs[vm1].http_addr.clone(), cluster.specs[vm2].http_addr.clone());
+    // Intentions and config entries are written through a server.
+    let server = cluster.specs[0].http_addr.clone();
     let api_port = echo_app().await;
     let (api_sidecar, web_sidecar, upstream) = (free_port(), free_port(), free_port());
 
@@ -196,7 +198,7 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
     })
     .await;
 
-    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &vm1_http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
     let allowed_at = std::time::Instant::now();
     eventually("web to reach api once allowed", Duration::from_secs(20), || async {
@@ -226,7 +228,7 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
             (sent, failed)
         })
     };
-    let (code, out, err) = weft(&["connect", "ca", "rotate", "--http-addr", &vm2_http]);
+    let (code, out, err) = weft(&["connect", "ca", "rotate", "--http-addr", &cluster.specs[0].http_addr]);
     assert_eq!(code, 0, "{out}{err}");
     eventually("both sidecars to use leaves from the new root", Duration::from_secs(60), || async {
         let rolled = |http: &str, service: &str, old: &Value| {
@@ -308,7 +310,7 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
             .spawn()
             .unwrap(),
     );
-    let (code, _, err) = weft(&["intention", "create", "--allow", "batch", "api", "--http-addr", &vm1_http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "batch", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
     eventually("the stand-alone proxy to reach api", Duration::from_secs(30), || async {
         round_trip(batch_upstream).await.filter(|echo| echo == "ping\n")
@@ -321,7 +323,7 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
     let mut buffer = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buffer)).await.unwrap().unwrap();
     assert_eq!(&buffer[..read], b"ping\n");
-    let (code, _, err) = weft(&["intention", "create", "--deny", "--replace", "web", "api", "--http-addr", &vm1_http]);
+    let (code, _, err) = weft(&["intention", "create", "--deny", "--replace", "web", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
     let denied_at = std::time::Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(30), open.read(&mut buffer)).await;
@@ -349,6 +351,8 @@ async fn l7_permissions_allow_get_and_deny_delete_admin_per_request() {
     cluster.wait_ready(vm1).await;
     cluster.wait_ready(vm2).await;
     let (vm1_http, vm2_http) = (cluster.specs[vm1].http_addr.clone(), cluster.specs[vm2].http_addr.clone());
+    // Intentions and config entries are written through a server.
+    let server = cluster.specs[0].http_addr.clone();
     let dir = tempfile::tempdir().unwrap();
 
     // api speaks HTTP; its intentions are L7 permissions, in order.
@@ -373,7 +377,7 @@ Sources = [
     )
     .unwrap();
     for file in [&defaults, &intentions] {
-        let (code, out, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &vm1_http]);
+        let (code, out, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &server]);
         assert_eq!(code, 0, "{out}{err}");
     }
     // A permission on a tcp service is refused, saying why.
@@ -385,7 +389,7 @@ Sources = [
         .to_string(),
     )
     .unwrap();
-    let (code, _, err) = weft(&["config", "write", tcp_intentions.to_str().unwrap(), "--http-addr", &vm1_http]);
+    let (code, _, err) = weft(&["config", "write", tcp_intentions.to_str().unwrap(), "--http-addr", &server]);
     assert_ne!(code, 0);
     assert!(err.contains("requires protocol http"), "{err}");
 

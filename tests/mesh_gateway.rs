@@ -32,15 +32,17 @@ async fn sidecars_reach_another_network_only_through_its_mesh_gateway_and_intent
     let west = cluster.add_client("west", &["--network", "west"]);
     cluster.wait_ready(east).await;
     cluster.wait_ready(west).await;
-    let (east_http, west_http) = (cluster.specs[east].http_addr.clone(), cluster.specs[west].http_addr.clone());
+    let west_http = cluster.specs[west].http_addr.clone();
+    // Intentions and config entries are written through the server.
+    let server = cluster.specs[0].http_addr.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let defaults = dir.path().join("api-defaults.json");
     std::fs::write(&defaults, json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http"}).to_string())
         .unwrap();
-    let (code, _, err) = weft(&["config", "write", defaults.to_str().unwrap(), "--http-addr", &east_http]);
+    let (code, _, err) = weft(&["config", "write", defaults.to_str().unwrap(), "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &east_http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
 
     let api_port = http_app(|head| async move { ("200 OK", format!("api {} {}", head.method, head.path)) }).await;
@@ -114,7 +116,7 @@ async fn sidecars_reach_another_network_only_through_its_mesh_gateway_and_intent
     .await;
 
     // The gateway cannot read the traffic: api's sidecar judges web itself.
-    let (code, _, err) = weft(&["intention", "create", "--deny", "--replace", "web", "api", "--http-addr", &east_http]);
+    let (code, _, err) = weft(&["intention", "create", "--deny", "--replace", "web", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
     let (status, body) = eventually("the deny to reach api's sidecar", Duration::from_secs(30), || async {
         call_api(upstream, "/x").await.filter(|(status, _)| *status == 403)

@@ -78,18 +78,26 @@ fn write_entry(http: &str, dir: &std::path::Path, name: &str, entry: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
     let (cluster, vm1, vm2, http) = two_client_agents().await;
+    // Intentions and config entries are written through a server: a client
+    // agent's RPC may write only its own node's entries and KV.
+    let server = cluster.specs[0].http_addr.clone();
     let dir = tempfile::tempdir().unwrap();
 
-    write_entry(&http, dir.path(), "defaults", json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http"}));
     write_entry(
-        &http,
+        &server,
+        dir.path(),
+        "defaults",
+        json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http"}),
+    );
+    write_entry(
+        &server,
         dir.path(),
         "resolver",
         json!({"Kind": "service-resolver", "Name": "api", "DefaultSubset": "v1",
                "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"}, "v2": {"Filter": "Service.Meta.version == v2"}},
                "Failover": {"v2": {"ServiceSubset": "v1"}}}),
     );
-    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
 
     let (v1, v2) = (app("v1").await, app("v2").await);
@@ -113,7 +121,7 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
     // The router: a mobile user agent goes to v2; /v2/... to v2 with its prefix rewritten;
     // /flaky is retried on 503; /slow times out; /teapot gets an injected 418.
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "router",
         json!({"Kind": "service-router", "Name": "api", "Routes": [
@@ -142,7 +150,7 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
 
     // The splitter: 90/10 between the subsets, the canary marked by a header edit.
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "splitter",
         json!({"Kind": "service-splitter", "Name": "api", "Splits": [
@@ -206,19 +214,22 @@ async fn routes_splits_subsets_retries_timeouts_faults_and_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_them() {
-    let (cluster, vm1, vm2, http) = two_client_agents().await;
+    let (cluster, vm1, vm2, _) = two_client_agents().await;
+    // Intentions and config entries are written through a server: a client
+    // agent's RPC may write only its own node's entries and KV.
+    let server = cluster.specs[0].http_addr.clone();
     let dir = tempfile::tempdir().unwrap();
-    write_entry(&http, dir.path(), "db", json!({"Kind": "service-defaults", "Name": "db", "Protocol": "http"}));
+    write_entry(&server, dir.path(), "db", json!({"Kind": "service-defaults", "Name": "db", "Protocol": "http"}));
     // web's settings for its upstream db: eject after 3 failures; one request at a time.
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "web",
         json!({"Kind": "service-defaults", "Name": "web", "UpstreamConfig": {"Overrides": [{"Name": "db",
             "PassiveHealthCheck": {"MaxFailures": 3, "BaseEjectionTime": "60s", "MaxEjectionPercent": 50},
             "Limits": {"MaxConcurrentRequests": 1, "MaxPendingRequests": 0}}]}}),
     );
-    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "db", "--http-addr", &http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "db", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
     let (good, bad) = (app("good").await, app("bad").await);
     for (id, port) in [("db-good", good), ("db-bad", bad)] {
@@ -270,11 +281,14 @@ async fn outlier_detection_ejects_a_failing_instance_and_limits_refuse_beyond_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
-    let (cluster, vm1, vm2, http) = two_client_agents().await;
+    let (cluster, vm1, vm2, _) = two_client_agents().await;
+    // Intentions and config entries are written through a server: a client
+    // agent's RPC may write only its own node's entries and KV.
+    let server = cluster.specs[0].http_addr.clone();
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("access.log");
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "proxy-defaults",
         json!({"Kind": "proxy-defaults", "Name": "global",
@@ -286,8 +300,8 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
                "RateLimits": {"InstanceLevel": {"Routes": [
                    {"PathPrefix": "/limited", "RequestsPerSecond": 1, "RequestsMaxBurst": 3}]}}})
     };
-    write_entry(&http, dir.path(), "api", api_defaults("strict"));
-    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &http]);
+    write_entry(&server, dir.path(), "api", api_defaults("strict"));
+    let (code, _, err) = weft(&["intention", "create", "--allow", "web", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
 
     let api_public = free_port();
@@ -323,16 +337,16 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     // Permissive needs the mesh entry's consent first.
     let file = dir.path().join("permissive.json");
     std::fs::write(&file, api_defaults("permissive").to_string()).unwrap();
-    let (code, _, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &http]);
+    let (code, _, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &server]);
     assert_ne!(code, 0);
     assert!(err.contains("AllowEnablingPermissiveMutualTLS"), "{err}");
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "mesh",
         json!({"Kind": "mesh", "Name": "mesh", "DefaultIntentionAction": "deny", "AllowEnablingPermissiveMutualTLS": true}),
     );
-    write_entry(&http, dir.path(), "api", api_defaults("permissive"));
+    write_entry(&server, dir.path(), "api", api_defaults("permissive"));
     let answer = eventually("api's sidecar to take plaintext", Duration::from_secs(30), || async {
         request(api_public, "/plain", "curl").await
     })
@@ -341,7 +355,7 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     let plaintext =
         metric(&cluster.specs[vm2].http_addr, "api", "weft_proxy_inbound_plaintext_connections", "").await.unwrap();
     assert!(plaintext >= 1.0, "plaintext connections are counted: {plaintext}");
-    write_entry(&http, dir.path(), "api", api_defaults("strict"));
+    write_entry(&server, dir.path(), "api", api_defaults("strict"));
     eventually("api's sidecar to refuse plaintext again", Duration::from_secs(30), || async {
         request(api_public, "/plain", "curl").await.is_none().then_some(())
     })
@@ -372,7 +386,7 @@ async fn permissive_mode_rate_limits_access_logs_and_consistent_hashing() {
     // ring_hash on the user agent: a second instance, and each client's
     // requests stay on one instance while different clients use both.
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "resolver",
         json!({"Kind": "service-resolver", "Name": "api", "LoadBalancer": {"Policy": "ring_hash",
@@ -433,10 +447,13 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
     let vm1 = cluster.add_client("vm1", &[]);
     cluster.wait_ready(vm1).await;
     let http = cluster.specs[vm1].http_addr.clone();
+    // Intentions and config entries are written through a server: a client
+    // agent's RPC may write only its own node's entries and KV.
+    let server = cluster.specs[0].http_addr.clone();
     let dir = tempfile::tempdir().unwrap();
     for service in ["api", "web"] {
         write_entry(
-            &http,
+            &server,
             dir.path(),
             service,
             json!({"Kind": "service-defaults", "Name": service, "Protocol": "http"}),
@@ -447,7 +464,7 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
     }
     // Paths under /web on api's host go to web (api's router).
     write_entry(
-        &http,
+        &server,
         dir.path(),
         "router",
         json!({"Kind": "service-router", "Name": "api", "Routes": [
@@ -471,12 +488,12 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
     ] {
         let file = dir.path().join("bad.json");
         std::fs::write(&file, bad.to_string()).unwrap();
-        let (code, _, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &http]);
+        let (code, _, err) = weft(&["config", "write", file.to_str().unwrap(), "--http-addr", &server]);
         assert_ne!(code, 0);
         assert!(err.contains(message), "{err}");
     }
-    write_entry(&http, dir.path(), "edge", gateway_entry);
-    let (code, _, err) = weft(&["intention", "create", "--allow", "edge", "api", "--http-addr", &http]);
+    write_entry(&server, dir.path(), "edge", gateway_entry);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "edge", "api", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
 
     let certificate = rcgen::generate_simple_self_signed(vec!["api.example.com".to_owned()]).unwrap();
@@ -509,7 +526,7 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("edge"), "{body}");
     assert_eq!(ingress(plain, "api.example.com", "/web/z").await.unwrap().0, 403, "api's route to web, judged too");
-    let (code, _, err) = weft(&["intention", "create", "--allow", "edge", "web", "--http-addr", &http]);
+    let (code, _, err) = weft(&["intention", "create", "--allow", "edge", "web", "--http-addr", &server]);
     assert_eq!(code, 0, "{err}");
     let answer = eventually("edge -> web to be allowed", Duration::from_secs(30), || async {
         ingress(plain, "web.ingress.weft", "/y").await.filter(|(status, _)| *status == 200)

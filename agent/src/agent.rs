@@ -18,6 +18,7 @@ use weft_api::command::{Command, CommandOutcome};
 use weft_server::liveness::HEARTBEAT_INTERVAL;
 use weft_server::remote::{RemoteCluster, RemoteConfig};
 use weft_server::{Server, ServerConfig, StartError};
+use weft_tls::{ListenerLimits, RpcConnector};
 
 use crate::backend::Backend;
 use crate::config::{AgentConfig, Definitions};
@@ -49,6 +50,8 @@ pub enum AgentError {
     NoRpcListener,
     #[error(transparent)]
     Credential(#[from] crate::join::CredentialError),
+    #[error(transparent)]
+    Tls(#[from] crate::rpc_tls::RpcTlsError),
 }
 
 /// Node meta key telling servers from client agents (`weft members`).
@@ -138,6 +141,7 @@ impl Agent {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        let stop_tasks_rx_for_renewal = stop_tasks_rx.clone();
         let (backend, node_id) = if config.server {
             let rpc = listeners.rpc.ok_or(AgentError::NoRpcListener)?;
             let rpc_addr = rpc.local_addr().map_err(AgentError::Http)?;
@@ -153,7 +157,12 @@ impl Agent {
                     raft: config.raft.clone(),
                     liveness_timeout: config.liveness_timeout,
                     leaf_ttl: config.leaf_cert_ttl,
-                    rpc_key: config.rpc_key.clone(),
+                    domain: config.domain.clone(),
+                    rpc_tls: crate::rpc_tls::for_server(&config)?,
+                    listener_limits: ListenerLimits {
+                        max_conns_per_client: config.rpc_max_conns_per_client,
+                        ..ListenerLimits::default()
+                    },
                 },
                 rpc,
                 stopped(stop_rx.clone()),
@@ -165,12 +174,23 @@ impl Agent {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
             let id = weft_server::load_or_create_server_id(&config.data_dir)?;
-            let credential = crate::join::credential(&config).await?;
+            let tls = crate::rpc_tls::for_client(&config)?;
+            let enrollment = match &tls {
+                Some(tls) => crate::join::enroll(&config, tls).await?,
+                None => None,
+            };
             let remote = RemoteCluster::start(RemoteConfig {
                 datacenter: config.datacenter.clone(),
                 servers: config.retry_join.clone(),
-                credential,
+                connector: RpcConnector::new(tls),
             });
+            if let Some(enrollment) = enrollment {
+                let renewal = tokio::spawn(enrollment.keep_renewed(remote.clone()));
+                tokio::spawn(async move {
+                    stopped(stop_tasks_rx_for_renewal).await;
+                    renewal.abort();
+                });
+            }
             (Backend::Client(remote), id)
         };
         let node = this_node(&config, node_id);

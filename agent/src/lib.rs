@@ -7,7 +7,9 @@
 //! - [`config`]: Consul-shaped HCL/JSON files and flags, validated once.
 //! - [`local`]: this agent's own services and checks, their runners, and
 //!   anti-entropy to the catalog.
-//! - [`join`]: a client agent's RPC credential, got once for its join token.
+//! - [`join`]: a client agent's enrollment (once, for its join token) and
+//!   its certificate, renewed before it expires.
+//! - `rpc_tls`: this agent's RPC TLS material, loaded from its configuration.
 //! - [`connect`]: leaf certificates for this agent's services (keys made here).
 //! - [`http`]: the Consul-compatible HTTP API, behind one authorization point.
 //! - [`dns`]: Consul's DNS names, answered from the local state store.
@@ -23,5 +25,6 @@ pub mod dns;
 pub mod http;
 pub mod join;
 pub mod local;
+mod rpc_tls;
 
 pub use agent::{node_uuid, Agent, AgentError, LeaveError, LeaveHandle, Lifecycle, Listeners, ROLE_META_KEY};

@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Deregistration, Node, Registration};
-use crate::join::{AgentCredentialRecord, JoinTokenRecord};
+use crate::ids::NodeName;
+use crate::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
 use crate::mesh::{CaState, ConfigEntry, Intention};
 
 /// A write to the replicated state.
@@ -85,6 +86,13 @@ pub enum Command {
         credential: AgentCredentialRecord,
         now: i64,
     },
+    /// The servers' agent CA (auto-encrypt), made by the first leader.
+    AgentCaSet(AgentCaRecord),
+    /// Revokes `node`'s enrollment: every certificate issued under it is
+    /// refused from then on, and the node must join again with a new token.
+    AgentCredentialDelete {
+        node: NodeName,
+    },
 }
 
 impl Command {
@@ -107,6 +115,8 @@ impl Command {
             Command::JoinTokenCreate(_) => "join-token-create",
             Command::JoinTokenDelete { .. } => "join-token-delete",
             Command::JoinTokenRedeem { .. } => "join-token-redeem",
+            Command::AgentCaSet(_) => "agent-ca-set",
+            Command::AgentCredentialDelete { .. } => "agent-credential-delete",
         }
     }
 }

@@ -1,15 +1,19 @@
-//! Join tokens and the credentials they are exchanged for.
+//! Join tokens, and the enrollments they are exchanged for.
 //!
-//! A server cluster with an RPC key (`rpc_key`) answers only callers that
-//! prove who they are: servers with the key, client agents with a
-//! credential of their own. A new agent gets its credential by presenting
-//! a one-time **join token** (`weft operator join-token create`), which also
-//! names the servers and the datacenter: it is all a new host needs.
+//! Servers with TLS (`verify_incoming`) answer only callers that prove who
+//! they are with a certificate: servers with one from the operator's CA,
+//! client agents with one the servers' agent CA signed for their node
+//! (auto-encrypt). A new agent gets its certificate by presenting a
+//! one-time **join token** (`weft operator join-token create`), which also
+//! names the servers, the datacenter and the CA that signs the servers'
+//! certificates: it is all a new host needs. Redeeming it records the
+//! agent's **enrollment** (the hash of a secret the agent made); the agent
+//! then asks for its certificate, and later renews it, with that secret.
 //!
 //! Only SHA-256 hashes of secrets are replicated, among servers only (client
 //! agents' copies leave the join tables out, and only servers may write
-//! them); a token's secret is shown once, to whoever made it, and a
-//! credential's only to the agent it is for.
+//! them); a token's secret is shown once, to whoever made it, and an
+//! enrollment's only to the agent it is for.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +34,9 @@ pub struct JoinTokenRecord {
     pub indexes: Indexes,
 }
 
-/// A client agent's credential, as the servers keep it.
+/// A client agent's enrollment, as the servers keep it. Its hash's first
+/// [`ENROLLMENT_ID_LEN`] characters are the enrollment ID that the agent's
+/// certificates carry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentCredentialRecord {
     pub node: NodeName,
@@ -41,6 +47,30 @@ pub struct AgentCredentialRecord {
     pub indexes: Indexes,
 }
 
+impl AgentCredentialRecord {
+    /// The ID certificates issued under this enrollment carry.
+    pub fn enrollment_id(&self) -> &str {
+        self.secret_sha256.get(..ENROLLMENT_ID_LEN).unwrap_or(&self.secret_sha256)
+    }
+}
+
+/// Hex characters of an enrollment's hash that name it in certificates.
+pub const ENROLLMENT_ID_LEN: usize = 24;
+
+/// The servers' agent CA (auto-encrypt), made by the first leader: it signs
+/// client agents' certificates. Its key stays on servers.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCaRecord {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for AgentCaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCaRecord").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
 /// What a join token carries: everything a new agent needs to join.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinToken {
@@ -48,6 +78,9 @@ pub struct JoinToken {
     pub servers: Vec<String>,
     pub datacenter: String,
     pub secret: String,
+    /// The CA the servers' certificates chain to (PEM), when they serve TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// The prefix every join token starts with (and its format version).
@@ -78,62 +111,21 @@ impl JoinToken {
     }
 }
 
-/// The gRPC metadata key a caller's credential travels in.
-pub const CREDENTIAL_METADATA: &str = "authorization";
-
-/// Who an RPC caller says it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RpcCredential {
-    /// A server: the cluster's RPC key.
-    Server { key: String },
-    /// A client agent: its node and the secret it was issued.
-    Agent { node: NodeName, secret: String },
-}
-
-impl RpcCredential {
-    /// The metadata value: `Weft-Server <key>` or `Weft-Agent <node> <secret>`.
-    pub fn header_value(&self) -> String {
-        match self {
-            RpcCredential::Server { key } => format!("Weft-Server {key}"),
-            RpcCredential::Agent { node, secret } => format!("Weft-Agent {node} {secret}"),
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<RpcCredential> {
-        let mut words = value.split(' ');
-        let credential = match words.next()? {
-            "Weft-Server" => RpcCredential::Server { key: words.next()?.to_owned() },
-            "Weft-Agent" => {
-                RpcCredential::Agent { node: NodeName::new(words.next()?), secret: words.next()?.to_owned() }
-            }
-            _ => return None,
-        };
-        words.next().is_none().then_some(credential)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_token_round_trips_and_junk_is_refused() {
-        let token =
-            JoinToken { servers: vec!["10.0.0.1:8300".into()], datacenter: "dc1".into(), secret: "s3cret".into() };
+        let token = JoinToken {
+            servers: vec!["10.0.0.1:8300".into()],
+            datacenter: "dc1".into(),
+            secret: "s3cret".into(),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+        };
         assert_eq!(JoinToken::decode(&format!(" {}\n", token.encode())).unwrap(), token);
         for junk in ["", "weftjoin1.", "weftjoin1.!!", "abc", "weftjoin1.e30"] {
             assert!(JoinToken::decode(junk).is_err(), "{junk}");
         }
-    }
-
-    #[test]
-    fn credentials_round_trip() {
-        for credential in
-            [RpcCredential::Server { key: "k".into() }, RpcCredential::Agent { node: "vm1".into(), secret: "s".into() }]
-        {
-            assert_eq!(RpcCredential::parse(&credential.header_value()), Some(credential));
-        }
-        assert_eq!(RpcCredential::parse("Weft-Agent vm1"), None);
-        assert_eq!(RpcCredential::parse("Bearer x"), None);
     }
 }

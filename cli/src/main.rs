@@ -69,13 +69,14 @@ enum Command {
     K8s(commands::k8s::K8sCommand),
     /// Check config files or directories the way the agent would read them, without starting it.
     Validate(commands::validate::ValidateArgs),
-    /// Print a new random key for the servers' rpc_key.
-    Keygen,
+    /// Make the RPC CA and server certificates (files in the working directory, named as Consul's).
+    #[command(subcommand)]
+    Tls(commands::tls::TlsCommand),
 }
 
 fn main() -> ExitCode {
-    // `weft config` also takes Consul's single-dash long flags (`-kind web`).
-    let cli = Cli::parse_from(commands::config::consul_style_args(std::env::args_os()));
+    // `weft config` and `weft tls` also take Consul's single-dash long flags (`-kind web`).
+    let cli = Cli::parse_from(commands::consul_style_args(std::env::args_os()));
     let threads = match &cli.command {
         Command::Connect(command) => command.proxy_threads(),
         _ => None,
@@ -111,10 +112,7 @@ fn main() -> ExitCode {
             Command::Troubleshoot(command) => command.run().await,
             Command::K8s(command) => command.run().await,
             Command::Validate(args) => Ok(args.run()),
-            Command::Keygen => {
-                println!("{}", weft_agent::join::new_rpc_key());
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Tls(command) => command.run(),
         }
     });
     match result {

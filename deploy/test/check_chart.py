@@ -12,7 +12,9 @@ must be refused are checked for their error message.
 
 With --weft, the real `weft k8s webhook` is also started with each rendered
 injector's arguments and certificate, and called as the API server would
-call it (TLS to the Service's name, trusting only the caBundle).
+call it (TLS to the Service's name, trusting only the caBundle); and two
+servers and a client agent run with the rendered servers' and mesh gateway
+agent's config files and RPC TLS files, and must form a cluster over TLS.
 
 Ends with "N passed, N failed" and exits 1 if anything failed.
 """
@@ -124,10 +126,64 @@ def openssl(*args, stdin=None):
     return subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True)
 
 
+# A certificate, its key, and the CA certificate that verifies it: the only
+# files a pod is given from a Secret. No Secret holds a CA's private key.
+MOUNTABLE_SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key"}
+
+
+def public_key(pem, private=False):
+    """The PEM public key of a certificate or a private key (openssl)."""
+    out = openssl("pkey", "-pubout", stdin=pem) if private else openssl("x509", "-noout", "-pubkey", stdin=pem)
+    expect(out.returncode == 0, f"openssl cannot read {'a private key' if private else 'a certificate'}: {out.stderr}")
+    return out.stdout
+
+
+def check_secrets(r):
+    """Every Secret the chart makes holds a CA certificate, a certificate it
+    signed and that certificate's own key: no CA key, nothing else."""
+    for secret in r.all("Secret"):
+        sname = f"Secret {secret['metadata']['name']}"
+        data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+        expect_eq(sorted(data), sorted(MOUNTABLE_SECRET_KEYS), f"{sname} keys")
+        expect_eq(secret.get("type"), "kubernetes.io/tls", f"{sname} type")
+        for key, pem in data.items():
+            is_key = "PRIVATE KEY-----" in pem
+            expect(is_key == (key == "tls.key"), f"{sname}: {key} {'is' if is_key else 'is not'} a private key")
+        if shutil.which("openssl"):
+            key_pub = public_key(data["tls.key"], private=True)
+            expect_eq(key_pub, public_key(data["tls.crt"]), f"{sname}: tls.key vs tls.crt public key")
+            expect(key_pub != public_key(data["ca.crt"]), f"{sname}: tls.key is the CA's key")
+            with tempfile.TemporaryDirectory() as d:
+                for fname in ("ca.crt", "tls.crt"):
+                    with open(os.path.join(d, fname), "w") as fh:
+                        fh.write(data[fname])
+                v = openssl("verify", "-CAfile", os.path.join(d, "ca.crt"), os.path.join(d, "tls.crt"))
+                expect(v.returncode == 0, f"{sname}: tls.crt does not verify against ca.crt: {v.stdout}{v.stderr}")
+
+
+def cert_extension(pem, name):
+    """The values of a certificate extension (openssl -ext), e.g. subjectAltName."""
+    text = openssl("x509", "-noout", "-ext", name, stdin=pem).stdout
+    return {value.strip() for line in text.splitlines()[1:] for value in line.split(",")}
+
+
+def secret_files(pod, c):
+    """{path in the container: (Secret name, key)} for the Secret files `c` mounts."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files = {}
+    for m in c.get("volumeMounts", []):
+        secret = volumes.get(m["name"], {}).get("secret")
+        if secret:
+            for item in secret["items"]:
+                files[f"{m['mountPath'].rstrip('/')}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
 # ---------------------------------------------------------------- checks
 
-def check_common(r, image, pull_policy="IfNotPresent"):
-    """What every render must satisfy, whatever the values."""
+def check_common(r, image, pull_policy="IfNotPresent", external_secrets=()):
+    """What every render must satisfy, whatever the values. `external_secrets`
+    are Secrets the values name (existingSecret) rather than the chart makes."""
     seen = set()
     for o in r.objects:
         kind, meta = o["kind"], o["metadata"]
@@ -155,7 +211,8 @@ def check_common(r, image, pull_policy="IfNotPresent"):
 
     accounts = {o["metadata"]["name"] for o in r.all("ServiceAccount")}
     config_maps = {o["metadata"]["name"] for o in r.all("ConfigMap")}
-    secrets = {o["metadata"]["name"] for o in r.all("Secret")}
+    secrets = {o["metadata"]["name"] for o in r.all("Secret")} | set(external_secrets)
+    check_secrets(r)
     workloads = r.all("StatefulSet") + r.all("Deployment")
     for w in workloads:
         wname = f"{w['kind']} {w['metadata']['name']}"
@@ -173,6 +230,13 @@ def check_common(r, image, pull_policy="IfNotPresent"):
                 expect(v["configMap"]["name"] in config_maps, f"{wname}: volume {v['name']} names a ConfigMap not rendered")
             if "secret" in v:
                 expect(v["secret"]["secretName"] in secrets, f"{wname}: volume {v['name']} names a Secret not rendered")
+                # Only named files, so a CA key that a Secret brought by the
+                # user may hold never reaches a pod.
+                items = v["secret"].get("items")
+                expect(items, f"{wname}: volume {v['name']} mounts every key of Secret {v['secret']['secretName']}")
+                for item in items:
+                    expect(item["key"] in MOUNTABLE_SECRET_KEYS,
+                           f"{wname}: volume {v['name']} mounts {item['key']!r}, which is not one of {sorted(MOUNTABLE_SECRET_KEYS)}")
         # Init containers (the mesh gateway's native sidecar agent) are Weft containers too.
         for c in pod.get("initContainers", []) + pod["containers"]:
             cname = f"{wname} container {c['name']}"
@@ -208,7 +272,7 @@ def check_common(r, image, pull_policy="IfNotPresent"):
 
 
 def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_affinity="required",
-                  pdb=True, storage_class=None, size="10Gi"):
+                  pdb=True, storage_class=None, size="10Gi", verify_incoming=False, tls_secret=None):
     server = f"{fullname}-server"
     ns = r.namespace
     sts = r.find("StatefulSet", server)
@@ -249,6 +313,27 @@ def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_a
     expect(config_dir in mounts and "configMap" in volumes[mounts[config_dir]], "--config-dir is not the mounted ConfigMap")
     cm = r.find("ConfigMap", volumes[mounts[config_dir]]["configMap"]["name"])
     expect(all(k.endswith(".json") for k in cm["data"]), "config files must be .json (or .hcl) to be read")
+
+    # TLS on RPC: rpc-tls.json names the files of the TLS Secret, mounted
+    # where it says, and the servers verify each other.
+    expect("rpc-tls.json" in cm["data"], "the servers' config directory has no rpc-tls.json")
+    tls = json.loads(cm["data"]["rpc-tls.json"])
+    expect_eq(list(tls), ["tls"], "rpc-tls.json settings")
+    defaults = tls["tls"].get("defaults", {})
+    expect_eq(defaults.get("verify_incoming"), verify_incoming, "servers' tls verify_incoming")
+    expect(defaults.get("verify_outgoing") is True, "servers' tls verify_outgoing is not true")
+    expect(tls["tls"].get("internal_rpc", {}).get("verify_server_hostname") is True,
+           "servers' tls internal_rpc verify_server_hostname is not true")
+    files = secret_files(spec["template"]["spec"], c)
+    secret_name = tls_secret or f"{server}-tls"
+    for setting, key in (("ca_file", "ca.crt"), ("cert_file", "tls.crt"), ("key_file", "tls.key")):
+        expect_eq(files.get(defaults.get(setting)), (secret_name, key), f"the file servers' tls {setting} names")
+    expect_eq(sorted(files.values()), [(secret_name, k) for k in ("ca.crt", "tls.crt", "tls.key")], "Secret files the servers mount")
+    if tls_secret is None:
+        check_server_certificate(r.find("Secret", secret_name), f"server.{datacenter}.{domain}", server, ns)
+    else:
+        expect_eq([o["metadata"]["name"] for o in r.all("Secret") if o["metadata"]["name"] == f"{server}-tls"], [],
+                  "generated server TLS Secrets with server.tls.existingSecret")
 
     expect_eq(c["readinessProbe"].get("exec", {}).get("command"),
               ["weft", "operator", "raft", "list-peers", "--http-addr", "127.0.0.1:8500"], "readiness probe")
@@ -292,8 +377,26 @@ def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_a
     return cm
 
 
+def check_server_certificate(secret, server_name, server, ns):
+    """The generated server certificate carries the name agents and servers
+    check, the servers' DNS names, and both usages: servers present it when
+    they serve and when they dial each other."""
+    expect_eq(secret["metadata"].get("annotations", {}).get("weft.io/server-name"), server_name,
+              "the server TLS Secret's weft.io/server-name")
+    if not shutil.which("openssl"):
+        print("    (openssl not found: server certificate not inspected)")
+        return
+    crt = base64.b64decode(secret["data"]["tls.crt"]).decode()
+    sans = cert_extension(crt, "subjectAltName")
+    for name in (server_name, "localhost", f"{server}.{ns}.svc", f"*.{server}.{ns}.svc"):
+        expect(f"DNS:{name}" in sans, f"the server certificate does not name {name}: {sorted(sans)}")
+    usages = cert_extension(crt, "extendedKeyUsage")
+    expect({"TLS Web Server Authentication", "TLS Web Client Authentication"} <= usages,
+           f"the server certificate is not for both serverAuth and clientAuth: {sorted(usages)}")
+
+
 def check_injector(r, fullname, image, transparent_proxy=False, require_label=False, inject_by_default=False,
-                   network=""):
+                   network="", tls_secret=None):
     name = f"{fullname}-connect-injector"
     ns = r.namespace
     dep = r.find("Deployment", name)
@@ -301,7 +404,8 @@ def check_injector(r, fullname, image, transparent_proxy=False, require_label=Fa
     expect_eq(c["command"], ["weft"], "injector command")
     wanted = ["k8s", "webhook", "--listen=0.0.0.0:8443",
               "--tls-cert-file=/etc/weft/webhook/tls.crt", "--tls-key-file=/etc/weft/webhook/tls.key",
-              f"--agent-image={image}", f"--server-addr={fullname}-server.{ns}.svc:8300"]
+              f"--agent-image={image}", f"--server-addr={fullname}-server.{ns}.svc:8300",
+              "--server-ca-file=/etc/weft/server-ca/ca.crt"]
     if transparent_proxy:
         wanted.append("--transparent-proxy")
     if inject_by_default:
@@ -320,6 +424,13 @@ def check_injector(r, fullname, image, transparent_proxy=False, require_label=Fa
     secret = r.find("Secret", volume["secret"]["secretName"])
     expect_eq(secret.get("type"), "kubernetes.io/tls", "webhook Secret type")
     expect_eq(sorted(i["path"] for i in volume["secret"]["items"]), ["tls.crt", "tls.key"], "mounted TLS files")
+    # Its own certificate and key, and of the servers' Secret the RPC CA
+    # alone (--server-ca-file), which it hands to the agents it injects.
+    expect_eq(secret_files(dep["spec"]["template"]["spec"], c), {
+        "/etc/weft/webhook/tls.crt": (f"{name}-tls", "tls.crt"),
+        "/etc/weft/webhook/tls.key": (f"{name}-tls", "tls.key"),
+        "/etc/weft/server-ca/ca.crt": (tls_secret or f"{fullname}-server-tls", "ca.crt"),
+    }, "Secret files the injector mounts")
 
     svc = r.find("Service", name)
     expect_eq([(p["port"], port_number(c, p["targetPort"])) for p in svc["spec"]["ports"]], [(443, 8443)], "webhook Service ports")
@@ -389,6 +500,18 @@ def admission_review(uid, annotations):
         "namespace": "shop", "operation": "CREATE", "object": pod}}
 
 
+def named(value, name):
+    """Every object named `name` in a JSON value (e.g. a container in a patch)."""
+    if isinstance(value, dict):
+        if value.get("name") == name:
+            yield value
+        for v in value.values():
+            yield from named(v, name)
+    elif isinstance(value, list):
+        for v in value:
+            yield from named(v, name)
+
+
 def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=False):
     """Runs the real `weft k8s webhook` with the rendered Deployment's
     arguments and the rendered Secret's files, and calls it as the API server
@@ -398,6 +521,7 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
     name = f"{fullname}-connect-injector"
     c = container(r.find("Deployment", name), "connect-injector")
     secret = r.find("Secret", f"{name}-tls")
+    server_ca = base64.b64decode(r.find("Secret", f"{fullname}-server-tls")["data"]["ca.crt"]).decode()
     ca = base64.b64decode(r.all("MutatingWebhookConfiguration")[0]["webhooks"][0]["clientConfig"]["caBundle"]).decode()
     host = f"{name}.{r.namespace}.svc"
     with tempfile.TemporaryDirectory() as d:
@@ -406,6 +530,10 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
             files[key] = os.path.join(d, key)
             with open(files[key], "wb") as fh:
                 fh.write(base64.b64decode(secret["data"][key]))
+        # The servers' ca.crt, as the injector's server-ca volume holds it.
+        server_ca_file = os.path.join(d, "server-ca.crt")
+        with open(server_ca_file, "w") as fh:
+            fh.write(server_ca)
         with socket.socket() as probe:  # a free loopback port, instead of 0.0.0.0:8443
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -416,6 +544,8 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
                 a = f"--listen=127.0.0.1:{port}"
             elif key in ("--tls-cert-file", "--tls-key-file"):
                 a = f"{key}={files[os.path.basename(value)]}"
+            elif key == "--server-ca-file":
+                a = f"{key}={server_ca_file}"
             args.append(a)
         log = open(os.path.join(d, "webhook.log"), "w+")
         proc = subprocess.Popen([WEFT, *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -458,6 +588,13 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
             text = json.dumps(patch)
             expect(f'"{image}"' in text, f"the injected containers do not run {image}")
             expect(f"{fullname}-server.{r.namespace}.svc:8300" in text, "the injected agent does not join the servers")
+            # The injected agent verifies the servers with their RPC CA: the
+            # servers' Secret's ca.crt, in its environment.
+            sidecars = list(named(patch, "weft-sidecar"))
+            expect_eq(len(sidecars), 1, "injected weft-sidecar containers")
+            ca_env = [e for e in sidecars[0].get("env", []) if e["name"] == "WEFT_SERVER_CA_PEM"]
+            expect_eq(len(ca_env), 1, "WEFT_SERVER_CA_PEM in the injected sidecar's env")
+            expect(ca_env[0].get("value") == server_ca, "the injected sidecar's WEFT_SERVER_CA_PEM is not the servers' ca.crt")
             # Transparent proxying: the redirecting init container first, and no warning.
             expect_eq('"weft-init"' in text, transparent_proxy, "a traffic redirection init container injected")
             expect_eq(review.warnings, [], "admission warnings")
@@ -472,6 +609,117 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def materialize(r, pod, c, root):
+    """Writes what `c` mounts from ConfigMaps and Secrets under `root` (a
+    mount at /x lands in root/x), and rewrites the mount paths in the config
+    files to where they landed. Returns {mount path: local path}."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    local = {}
+    config_files = []
+    for m in c.get("volumeMounts", []):
+        v = volumes.get(m["name"], {})
+        path = os.path.join(root, m["mountPath"].lstrip("/"))
+        local[m["mountPath"]] = path
+        os.makedirs(path, exist_ok=True)
+        if "configMap" in v:
+            for fname, text in r.find("ConfigMap", v["configMap"]["name"])["data"].items():
+                config_files.append(os.path.join(path, fname))
+                with open(config_files[-1], "w") as fh:
+                    fh.write(text)
+        elif "secret" in v:
+            data = r.find("Secret", v["secret"]["secretName"])["data"]
+            for item in v["secret"]["items"]:
+                with open(os.path.join(path, item["path"]), "wb") as fh:
+                    fh.write(base64.b64decode(data[item["key"]]))
+    # One pass, so a path already rewritten (under /tmp) is not rewritten again.
+    mounts = re.compile('"(' + "|".join(re.escape(m) for m in sorted(local, key=len, reverse=True)) + ')/')
+    for fname in config_files:
+        with open(fname) as fh:
+            text = mounts.sub(lambda match: f'"{local[match.group(1)]}/', fh.read())
+        with open(fname, "w") as fh:
+            fh.write(text)
+    return local
+
+
+def run_rpc_tls(r, fullname):
+    """Runs two real servers with the rendered servers' config directory and
+    TLS files, and a client agent with the mesh gateway's, on loopback: the
+    servers elect a leader over TLS (each presenting the generated certificate
+    as a client too) and the client agent, trusting only the RPC CA and the
+    name server.<datacenter>.<domain>, follows their state."""
+    if WEFT is None:
+        return
+    sts = r.find("StatefulSet", f"{fullname}-server")
+    server = container(sts, "weft")
+    dep = r.find("Deployment", f"{fullname}-mesh-gateway")
+    agent = dep["spec"]["template"]["spec"]["initContainers"][0]
+    sf, af = flags(server["args"]), flags(agent["args"])
+    rpc = [free_port(), free_port()]
+    procs, logs = [], []
+    with tempfile.TemporaryDirectory() as d:
+        def start(name, container_spec, pod, args):
+            root = os.path.join(d, name)
+            local = materialize(r, pod, container_spec, root)
+            f = flags(container_spec["args"])
+            http = free_port()
+            cmd = [WEFT, "agent", *args, f"--node={name}", f"--data-dir={os.path.join(root, 'data')}",
+                   f"--config-dir={local[one_flag(f, 'config-dir')]}",
+                   f"--datacenter={one_flag(f, 'datacenter')}", f"--domain={one_flag(f, 'domain')}",
+                   f"--http-addr=127.0.0.1:{http}", f"--dns-addr=127.0.0.1:{free_port()}"]
+            log = open(os.path.join(d, name + ".log"), "w+")
+            logs.append((name, log))
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            return f"127.0.0.1:{http}"
+
+        def log_tails():
+            out = []
+            for name, log in logs:
+                log.seek(0)
+                out.append(f"--- {name}:\n" + "".join(log.readlines()[-15:]))
+            return "\n".join(out)
+
+        try:
+            joins = [f"--retry-join=127.0.0.1:{p}" for p in rpc]
+            s0 = start("s0", server, sts["spec"]["template"]["spec"],
+                       ["--server", "--bootstrap-expect=2", f"--rpc-addr=127.0.0.1:{rpc[0]}", *joins])
+            start("s1", server, sts["spec"]["template"]["spec"],
+                  ["--server", "--bootstrap-expect=2", f"--rpc-addr=127.0.0.1:{rpc[1]}", *joins])
+            client = start("gw", agent, dep["spec"]["template"]["spec"],
+                           [f"--network={one_flag(af, 'network')}", f"--retry-join=127.0.0.1:{rpc[0]}",
+                            "--advertise=127.0.0.1"])
+            expect_eq(one_flag(sf, "datacenter"), one_flag(af, "datacenter"), "servers' vs gateway agent's --datacenter")
+            deadline = time.monotonic() + 60
+            while True:
+                members = subprocess.run([WEFT, "members", "--http-addr", client], capture_output=True, text=True)
+                alive = {line.split()[0] for line in members.stdout.splitlines()[1:] if " alive " in line}
+                if {"s0", "s1", "gw"} <= alive:
+                    break
+                if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                    raise CheckFailed(f"servers and client agent did not come together over TLS "
+                                      f"(members: {members.stdout.strip() or members.stderr.strip()})\n{log_tails()}")
+                time.sleep(0.5)
+            peers = subprocess.run([WEFT, "operator", "raft", "list-peers", "--http-addr", s0], capture_output=True, text=True)
+            expect(peers.returncode == 0 and "leader" in peers.stdout and "s0" in peers.stdout and "s1" in peers.stdout,
+                   f"the servers are not one Raft cluster: {peers.stdout}{peers.stderr}")
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            for _, log in logs:
+                log.close()
 
 
 def env_field(c, name):
@@ -503,7 +751,7 @@ def check_flags_exist(args, subcommand, what):
 
 def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, host_port=None,
                        service_type="LoadBalancer", service_annotations=None, service_name="mesh-gateway",
-                       replicas=1, datacenter="dc1"):
+                       replicas=1, datacenter="dc1", tls_secret=None):
     """The mesh gateway: a client agent in `network` joined to the servers,
     and `weft connect gateway --kind mesh` advertising `wan` to other networks."""
     name = f"{fullname}-mesh-gateway"
@@ -535,6 +783,21 @@ def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, 
     expect_eq(env_field(agent, "POD_IP"), "status.podIP", "agent POD_IP")
     expect_eq(env_field(agent, "POD_NAME"), "metadata.name", "agent POD_NAME")
     expect("startupProbe" in agent, "the agent has no startup probe to hold the gateway back")
+
+    # TLS to the servers, verified with the RPC CA: the one file of the
+    # servers' Secret the pod mounts. A client agent has no certificate of its own.
+    config_dir = one_flag(f, "config-dir")
+    expect(config_dir in mounts and "configMap" in volumes.get(mounts[config_dir], {}), "the agent's --config-dir is not a mounted ConfigMap")
+    cm = r.find("ConfigMap", volumes[mounts[config_dir]]["configMap"]["name"])
+    expect(all(k.endswith(".json") for k in cm["data"]), "config files must be .json (or .hcl) to be read")
+    tls = json.loads(cm["data"]["rpc-tls.json"])["tls"]
+    defaults, internal_rpc = tls.get("defaults", {}), tls.get("internal_rpc", {})
+    for setting in ("cert_file", "key_file"):
+        expect(setting not in defaults and setting not in internal_rpc, f"the gateway's agent has a tls {setting}")
+    expect(defaults.get("verify_outgoing") is True, "the gateway's agent does not verify_outgoing")
+    expect(internal_rpc.get("verify_server_hostname") is True, "the gateway's agent does not verify_server_hostname")
+    expect_eq(secret_files(pod, agent), {defaults.get("ca_file"): (tls_secret or f"{fullname}-server-tls", "ca.crt")},
+              "Secret files the gateway's agent mounts (its ca_file alone)")
     check_flags_exist(agent["args"], ["agent"], "agent")
 
     # The gateway.
@@ -554,6 +817,7 @@ def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, 
     if "$(HOST_IP)" in wan:
         expect_eq(env_field(gw, "HOST_IP"), "status.hostIP", "gateway HOST_IP")
     check_flags_exist(gw["args"], ["connect", "gateway"], "gateway")
+    expect_eq(secret_files(pod, gw), {}, "Secret files the gateway container mounts")
 
     expect_eq(port_number(gw, "gateway"), port, "gateway container port")
     gateway_port = next(p for p in gw["ports"] if p["name"] == "gateway")
@@ -580,12 +844,13 @@ def check_no_mesh_gateway(r):
         expect(component != "mesh-gateway", f"{o['kind']} {o['metadata']['name']} rendered with meshGateway disabled")
 
 
-def check_no_injector(r):
+def check_no_injector(r, fullname):
     for o in r.objects:
         component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
         expect(component != "connect-injector", f"{o['kind']} {o['metadata']['name']} rendered with connectInject disabled")
-    for kind in ("Deployment", "MutatingWebhookConfiguration", "Secret"):
+    for kind in ("Deployment", "MutatingWebhookConfiguration"):
         expect_eq(r.all(kind), [], f"{kind}s with connectInject disabled")
+    expect_eq([o["metadata"]["name"] for o in r.all("Secret")], [f"{fullname}-server-tls"], "Secrets with connectInject disabled")
 
 
 # ---------------------------------------------------------------- scenarios
@@ -596,7 +861,8 @@ DEFAULT_IMAGE = None  # weft/weft:<appVersion>, set in main()
 def scenario_default(r):
     check_common(r, DEFAULT_IMAGE)
     cm = check_servers(r, "prod-weft", 3)
-    expect_eq(cm["data"], {"extra-config.json": "{}"}, "default server config")
+    expect_eq(sorted(cm["data"]), ["extra-config.json", "rpc-tls.json"], "default server config files")
+    expect_eq(cm["data"]["extra-config.json"], "{}", "default server extra config")
     check_injector(r, "prod-weft", DEFAULT_IMAGE)
     run_webhook(r, "prod-weft", DEFAULT_IMAGE)
     check_no_mesh_gateway(r)
@@ -610,7 +876,7 @@ def scenario_replicas5(r):
 def scenario_inject_disabled(r):
     check_common(r, DEFAULT_IMAGE)
     check_servers(r, "prod-weft", 3)
-    check_no_injector(r)
+    check_no_injector(r, "prod-weft")
 
 
 def scenario_transparent_proxy(r):
@@ -741,6 +1007,21 @@ def scenario_gateway_service(r):
                        datacenter="eu-west")
     dep = r.find("Deployment", "prod-weft-mesh-gateway")
     expect_eq(dep["spec"]["template"]["spec"]["tolerations"][0]["key"], "edge", "mesh gateway tolerations")
+    run_rpc_tls(r, "prod-weft")
+
+
+def scenario_verify_incoming(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3, verify_incoming=True)
+
+
+def scenario_existing_tls_secret(r):
+    # The user's Secret is mounted (its three files, the CA alone in agents)
+    # and none is generated.
+    check_common(r, DEFAULT_IMAGE, external_secrets=["rpc-certs"])
+    check_servers(r, "prod-weft", 3, tls_secret="rpc-certs")
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, network="east", tls_secret="rpc-certs")
+    check_mesh_gateway(r, "prod-weft", "east", "$(HOST_IP):8443", host_port=8443, tls_secret="rpc-certs")
 
 
 GATEWAY = "meshGateway.enabled=true"
@@ -775,6 +1056,16 @@ SCENARIOS = [
      ["--set", f"network=east,{GATEWAY},meshGateway.wanAddress.source=Static,meshGateway.wanAddress.static=gw.example.com"],
      "meshGateway.wanAddress.static must be an IP address"),
     ("invalid network name is refused", ["--set", "network=east.1"], "must use only letters, digits"),
+    ("server.tls.verifyIncoming=true", ["--set", "server.tls.verifyIncoming=true"], scenario_verify_incoming),
+    ("server.tls.existingSecret, with the mesh gateway",
+     ["--set", f"server.tls.existingSecret=rpc-certs,network=east,{GATEWAY},meshGateway.wanAddress.source=NodeIP"],
+     scenario_existing_tls_secret),
+    ("server.tls.verifyIncoming not a boolean is refused", ["--set-string", "server.tls.verifyIncoming=true"],
+     "server.tls.verifyIncoming must be true or false"),
+    ("tls in server.extraConfig is refused", ["--set", "server.extraConfig.tls.defaults.verify_incoming=true"],
+     "server.extraConfig must not set tls"),
+    ("server.tls.certValidityDays=0 is refused", ["--set", "server.tls.certValidityDays=0"],
+     "server.tls.certValidityDays must be at least 1"),
 ]
 
 

@@ -13,7 +13,9 @@
 #
 # With WEFT_BIN set (tests/deploy.rs sets it), the real `weft k8s webhook` is
 # also run with each rendered injector's arguments and certificate, and
-# called over TLS as the API server would call it.
+# called over TLS as the API server would call it; and two servers and a
+# client agent are run with the rendered RPC TLS config and certificates, and
+# must form a cluster over TLS.
 #
 # Exit status: 0 passed, 1 failed, 77 skipped because a tool is missing (with
 # WEFT_CI set, a missing tool is a failure instead).

@@ -6,7 +6,9 @@
 #   2. a second run changes nothing and says so; an edited config is kept
 #      whatever the options; a new binary is an upgrade;
 #   3. bad options are refused (exit 2) before anything is written, among
-#      them an RPC key for a client agent and a join token for a server,
+#      them RPC that would leave the host in plaintext, a server
+#      certificate for a client agent, a server with only some of its TLS
+#      files, unreadable or wrong TLS files and a join token for a server,
 #      and the refusal does not show the secret;
 #   4. a client install that joins the server;
 #   5. the installed binary runs with the written configs on free loopback
@@ -14,12 +16,15 @@
 #      joins it and its node is in the catalog; READY=1 and STOPPING=1
 #      reach $NOTIFY_SOCKET as under Type=notify; SIGHUP (systemctl reload)
 #      loads a service file added to /etc/weft.d; SIGTERM stops both;
-#   6. a server installed with an RPC key (--rpc-key-file) and a client
-#      agent with a join token made on it (no --join): the secret file, its
-#      mode, `weft validate`, reruns (the same secret changes nothing, a new
-#      token replaces the old), and the installed agents: the client
-#      redeems the token, joins and, restarted, joins again with its stored
-#      credential;
+#   6. a server installed with TLS files made by `weft tls ca create` and
+#      `weft tls cert create -server` (--ca-file, --cert-file, --key-file)
+#      and a client agent with a join token made on it (no --join, no TLS
+#      files): the copies, the tls block, the secret file, their modes,
+#      `weft validate`, reruns (the same files or token change nothing, a
+#      new certificate or token replaces the old), and the installed agents
+#      on loopback: the server serves RPC over TLS, the client enrolls with
+#      the token, joins and writes, and, restarted, joins again with the
+#      certificate it kept;
 #   7. --uninstall removes the unit, binary and config and keeps the data
 #      dir; --purge removes that too; a second uninstall has nothing to do;
 #   8. without --prefix, the real paths, the weft user and systemctl: in a
@@ -99,9 +104,10 @@ mode_is() {
   [[ $actual == "$2 $(id -u)" ]] || fail "$1 has mode and owner '$actual', not '$2 $(id -u)'"
 }
 
-# setting_is FILE KEY VALUE: `KEY = VALUE` in an HCL file, however aligned.
+# setting_is FILE KEY VALUE: `KEY = VALUE` in an HCL file, however aligned
+# or indented (in a block).
 setting_is() {
-  sed -E 's/^([a-z_]+)[[:space:]]*=[[:space:]]*/\1 = /' "$1" | grep -qxF -- "$2 = $3" ||
+  sed -E 's/^[[:space:]]*([a-z_]+)[[:space:]]*=[[:space:]]*/\1 = /' "$1" | grep -qxF -- "$2 = $3" ||
     fail "$1 does not say $2 = $3:"$'\n'"$(cat "$1")"
 }
 
@@ -213,28 +219,72 @@ refused "not an IP address" --no-systemctl --server --bind nonsense
 refused "not 0.0.0.0" --no-systemctl --server --bind 0.0.0.0
 refused "unknown option: --serverr" --no-systemctl --serverr
 refused "add --no-systemctl" --server
-# The secrets: a key for servers only, a token for client agents only, and
-# neither is ever shown.
-key=$("$weft" keygen)
-[[ ${#key} -ge 16 ]] || fail "weft keygen printed '$key', not a key"
-printf '%s\n' "$key" >"$work/rpc.key"
 # A token as `weft operator join-token create` prints it, for servers that
 # are not there.
 fake_token=weftjoin1.$(printf '{"servers":["127.0.0.1:1"],"datacenter":"dc1","secret":"fake-secret"}' |
   base64 -w0 | tr '+/' '-_' | tr -d '=')
 printf '%s\n' "$fake_token" >"$work/token"
-refused "--rpc-key is for servers, not with --client" --no-systemctl --client --join 10.0.0.1 --rpc-key "$key"
-output_lacks "$key"
-refused "--rpc-key is for servers: add --server" --no-systemctl --join 10.0.0.1 --rpc-key-file "$work/rpc.key"
-output_lacks "$key"
+# RPC leaves the host only over TLS: a server on another IP needs its
+# certificate, a client agent joining servers elsewhere a join token.
+refused "server RPC on 10.0.0.1 would leave this host in plaintext" --no-systemctl --server --bind 10.0.0.1
+output_has "weft tls cert create -server"
+refused "RPC to the server at 10.0.0.2:8300 would leave this host in plaintext" --no-systemctl --server \
+  --bind 127.0.0.1 --join 10.0.0.2
+refused "RPC to the server at 10.0.0.1:8300 would leave this host in plaintext: give --join-token" \
+  --no-systemctl --client --join 10.0.0.1
+# The TLS files, as `weft tls` makes them (in the working directory).
+certs=$work/certs
+mkdir "$certs"
+(cd "$certs" && "$weft" tls ca create && "$weft" tls cert create -server -dc test-dc) >"$work/tls.out" 2>&1 ||
+  fail "weft tls failed: $(cat "$work/tls.out")"
+ca=$certs/weft-agent-ca.pem
+cert=$certs/test-dc-server-weft-0.pem
+key=$certs/test-dc-server-weft-0-key.pem
+for file in "$ca" "$cert" "$key"; do
+  grep -qxF "==> Saved $file" "$work/tls.out" || fail "weft tls did not save $file:"$'\n'"$(cat "$work/tls.out")"
+done
+# A line of the key, which no message may show.
+key_line=$(sed -n 2p "$key")
+[[ ${#key_line} -ge 16 ]] || fail "$key does not look like a PEM key"
+refused "a server needs all three of --ca-file, --cert-file and --key-file" --no-systemctl --server \
+  --bind 10.0.0.1 --ca-file "$ca"
+refused "a server needs all three" --no-systemctl --server --bind 10.0.0.1 --ca-file "$ca" --cert-file "$cert"
+refused "a server needs all three" --no-systemctl --server --bind 127.0.0.1 --cert-file "$cert" --key-file "$key"
+# A client agent's certificate comes from enrolling, never from a file.
+refused "--cert-file and --key-file are for servers, not with --client" --no-systemctl --client \
+  --join-token "$fake_token" --ca-file "$ca" --cert-file "$cert" --key-file "$key"
+output_lacks "$fake_token"
+refused "--cert-file and --key-file are for servers: add --server" --no-systemctl --join 10.0.0.1 \
+  --ca-file "$ca" --key-file "$key"
+# Files that cannot be read, or are not what the option says.
+refused "--ca-file $work/missing: not a readable file" --no-systemctl --server --bind 10.0.0.1 \
+  --ca-file "$work/missing" --cert-file "$cert" --key-file "$key"
+refused "--key-file $certs: not a readable file" --no-systemctl --server --bind 10.0.0.1 \
+  --ca-file "$ca" --cert-file "$cert" --key-file "$certs"
+if [[ $EUID -ne 0 ]]; then # root reads any file
+  cp "$key" "$work/unreadable.pem"
+  chmod 000 "$work/unreadable.pem"
+  refused "--key-file $work/unreadable.pem: not a readable file" --no-systemctl --server --bind 10.0.0.1 \
+    --ca-file "$ca" --cert-file "$cert" --key-file "$work/unreadable.pem"
+fi
+refused "--cert-file $key: not a PEM file with a certificate" --no-systemctl --server --bind 10.0.0.1 \
+  --ca-file "$ca" --cert-file "$key" --key-file "$key"
+output_lacks "$key_line"
+refused "--key-file $cert: not a PEM file with a private key" --no-systemctl --server --bind 10.0.0.1 \
+  --ca-file "$ca" --cert-file "$cert" --key-file "$cert"
+refused "--ca-file $key: not a PEM file with a CA certificate" --no-systemctl --client \
+  --join-token "$fake_token" --ca-file "$key"
+output_lacks "$key_line"
+# The token: for client agents only, and never shown.
 refused "--join-token is for client agents, not with --server" --no-systemctl --server --join-token "$fake_token"
 output_lacks "$fake_token"
 refused "--join-token is for client agents, not with --server" --no-systemctl --server --join-token-file "$work/token"
-refused "not both" --no-systemctl --client --join-token "$fake_token" --rpc-key "$key"
-refused "--rpc-key: a key is 16 or more" --no-systemctl --server --rpc-key short-key
+refused "--join-token is for client agents" --no-systemctl --server --bind 127.0.0.1 \
+  --ca-file "$ca" --cert-file "$cert" --key-file "$key" --join-token "$fake_token"
+output_lacks "$fake_token"
 refused "--join-token: not a Weft join token" --no-systemctl --client --join-token "not-a-token-secret"
 output_lacks "not-a-token-secret"
-refused "--rpc-key-file $work/missing: not a readable file" --no-systemctl --server --rpc-key-file "$work/missing"
+refused "--join-token-file $work/missing: not a readable file" --no-systemctl --client --join-token-file "$work/missing"
 : >"$work/empty"
 refused "the file is empty" --no-systemctl --client --join-token-file "$work/empty"
 refused "unexpected argument" --no-systemctl --client "$fake_token"
@@ -335,65 +385,99 @@ stop_agent server "$server_pid"
 echo ok
 
 # ---------------------------------------------------------------------------
-step "6. a server with an RPC key, a client agent with a join token"
-# On installed agents, a key or token is refused for the role their
+step "6. a server with TLS files, a client agent with a join token"
+# On installed agents, TLS files or a token are refused for the role their
 # weft.hcl says, whatever the options, and nothing changes.
-for target in "$client --rpc-key-file $work/rpc.key|is a client agent's" \
+for target in "$client --cert-file $cert|is a client agent's" \
   "$server --join-token-file $work/token|is a server's"; do
   read -r root option file <<<"${target%|*}"
   before=$(tree_state "$root")
   run_install 2 --binary "$weft" --prefix "$root" --no-systemctl "$option" "$file"
   output_has "${target#*|}"
-  output_lacks "$key"
   output_lacks "$fake_token"
   [[ $(tree_state "$root") == "$before" ]] || fail "a refused install changed $root"
 done
 
-kserver=$work/kserver
-server_flags=(--binary "$weft" --prefix "$kserver" --no-systemctl --server --bootstrap-expect 1
-  --datacenter test-dc --node ksrv --bind 127.0.0.1)
-run_install 0 "${server_flags[@]}" --rpc-key-file "$work/rpc.key"
-secrets=$kserver/etc/weft.d/weft.secrets.hcl
-output_has "installed  rpc key $secrets"
-output_lacks "$key"
-mode_is "$secrets" 640
-mode_is "$kserver/etc/weft.d/weft.hcl" 640
-setting_is "$secrets" rpc_key "\"$key\""
-! grep -q 'rpc_key' "$kserver/etc/weft.d/weft.hcl" || fail "the key is in weft.hcl too"
-valid "$kserver/etc/weft.d"
-# The same key again, given inline: nothing changes.
-before=$(tree_state "$kserver")
-run_install 0 "${server_flags[@]}" --rpc-key "$key"
+tserver=$work/tserver
+tconf=$tserver/etc/weft.d
+server_flags=(--binary "$weft" --prefix "$tserver" --no-systemctl --server --bootstrap-expect 1
+  --datacenter test-dc --node tsrv --bind 127.0.0.1)
+run_install 0 "${server_flags[@]}" --ca-file "$ca" --cert-file "$cert" --key-file "$key"
+output_has "created    tls dir $tconf/tls"
+output_has "installed  CA cert $tconf/tls/ca.pem"
+output_has "installed  server cert $tconf/tls/server.pem"
+output_has "installed  server key $tconf/tls/server-key.pem"
+output_has "installed  tls config $tconf/weft.tls.hcl"
+output_lacks "$key_line"
+mode_is "$tconf/tls" 750
+mode_is "$tconf/tls/ca.pem" 644
+mode_is "$tconf/tls/server.pem" 644
+mode_is "$tconf/tls/server-key.pem" 640
+mode_is "$tconf/weft.tls.hcl" 640
+mode_is "$tconf/weft.hcl" 640
+for pair in "$ca ca.pem" "$cert server.pem" "$key server-key.pem"; do
+  read -r source copy <<<"$pair"
+  cmp -s "$source" "$tconf/tls/$copy" || fail "$tconf/tls/$copy is not a copy of $source"
+done
+setting_is "$tconf/weft.tls.hcl" ca_file "\"$tconf/tls/ca.pem\""
+setting_is "$tconf/weft.tls.hcl" cert_file "\"$tconf/tls/server.pem\""
+setting_is "$tconf/weft.tls.hcl" key_file "\"$tconf/tls/server-key.pem\""
+! grep -Eq '^(tls|join_token)' "$tconf/weft.hcl" ||
+  fail "$tconf/weft.hcl has a tls block or a token:"$'\n'"$(cat "$tconf/weft.hcl")"
+[[ ! -e $tconf/weft.secrets.hcl ]] || fail "a server without a token has $tconf/weft.secrets.hcl"
+valid "$tconf"
+# The same files again change nothing; some of them alone are refused.
+before=$(tree_state "$tserver")
+run_install 0 "${server_flags[@]}" --ca-file "$ca" --cert-file "$cert" --key-file "$key"
 output_has "Nothing changed"
-output_lacks "$key"
-[[ $(tree_state "$kserver") == "$before" ]] || fail "the same key again changed files"
+output_lacks "$key_line"
+[[ $(tree_state "$tserver") == "$before" ]] || fail "the same TLS files again changed files"
+run_install 2 --binary "$weft" --prefix "$tserver" --no-systemctl --cert-file "$cert" --key-file "$key"
+output_has "a server needs all three"
+[[ $(tree_state "$tserver") == "$before" ]] || fail "a refused install changed $tserver"
+# A new certificate (as when one is renewed) replaces the old; the CA and
+# the tls block stay.
+(cd "$certs" && "$weft" tls cert create -server -dc test-dc) >"$work/tls.out" 2>&1 ||
+  fail "weft tls cert create failed: $(cat "$work/tls.out")"
+cert=$certs/test-dc-server-weft-1.pem
+key=$certs/test-dc-server-weft-1-key.pem
+[[ -f $cert && -f $key ]] || fail "weft tls cert create did not make $cert and $key: $(cat "$work/tls.out")"
+key_line=$(sed -n 2p "$key")
+run_install 0 "${server_flags[@]}" --ca-file "$ca" --cert-file "$cert" --key-file "$key"
+output_has "updated    server cert $tconf/tls/server.pem"
+output_has "updated    server key $tconf/tls/server-key.pem"
+output_has "unchanged  CA cert $tconf/tls/ca.pem"
+output_has "unchanged  tls config $tconf/weft.tls.hcl"
+output_lacks "$key_line"
+mode_is "$tconf/tls/server-key.pem" 640
+cmp -s "$key" "$tconf/tls/server-key.pem" || fail "the new key is not in $tconf/tls/server-key.pem"
 
-free_port && ks_http=$port
-free_port && ks_dns=$port
-free_port && ks_rpc=$port
-free_port && kc_http=$port
-free_port && kc_dns=$port
-kserver_up() { alive "$kserver_pid" "the keyed server" && has_leader "$ks_http"; }
-kclient_up() { alive "$kclient_pid" "the client with a token" && has_leader "$kc_http"; }
-start_agent kserver "$kserver" \
-  --http-addr "127.0.0.1:$ks_http" --dns-addr "127.0.0.1:$ks_dns" --rpc-addr "127.0.0.1:$ks_rpc"
-kserver_pid=$started
-wait_until 20 "the keyed server elects itself" kserver_up
+free_port && ts_http=$port
+free_port && ts_dns=$port
+free_port && ts_rpc=$port
+free_port && tc_http=$port
+free_port && tc_dns=$port
+tserver_up() { alive "$tserver_pid" "the TLS server" && has_leader "$ts_http"; }
+tclient_up() { alive "$tclient_pid" "the client with a token" && has_leader "$tc_http"; }
+start_agent tserver "$tserver" \
+  --http-addr "127.0.0.1:$ts_http" --dns-addr "127.0.0.1:$ts_dns" --rpc-addr "127.0.0.1:$ts_rpc"
+tserver_pid=$started
+wait_until 20 "the TLS server elects itself" tserver_up
 # Two tokens: the client is installed with the first, then the second.
 for i in 1 2; do
-  "$weft" operator join-token create --http-addr "127.0.0.1:$ks_http" --ttl 1h --description "install test $i" \
+  "$weft" operator join-token create --http-addr "127.0.0.1:$ts_http" --ttl 1h --description "install test $i" \
     >"$work/token$i" 2>"$work/token.err" || fail "weft operator join-token create failed: $(cat "$work/token.err")"
   grep -qx 'weftjoin1\.[A-Za-z0-9_-]*' "$work/token$i" || fail "join-token create printed more than a token: $(cat "$work/token$i")"
 done
 token1=$(<"$work/token1")
 token2=$(<"$work/token2")
 
-kclient=$work/kclient
-client_flags=(--binary "$weft" --prefix "$kclient" --no-systemctl --client --node kcli
+tclient=$work/tclient
+client_flags=(--binary "$weft" --prefix "$tclient" --no-systemctl --client --node tcli
   --bind 127.0.0.1 --advertise 127.0.0.1)
 run_install 0 "${client_flags[@]}" --join-token-file "$work/token1"
-secrets=$kclient/etc/weft.d/weft.secrets.hcl
-config=$kclient/etc/weft.d/weft.hcl
+secrets=$tclient/etc/weft.d/weft.secrets.hcl
+config=$tclient/etc/weft.d/weft.hcl
 output_has "installed  join token $secrets"
 output_has "datacenter from the join token"
 output_lacks "$token1"
@@ -401,13 +485,16 @@ mode_is "$secrets" 640
 mode_is "$config" 640
 setting_is "$secrets" join_token "\"$token1\""
 setting_is "$config" server false
-! grep -Eq '^(retry_join|datacenter|join_token)' "$config" ||
-  fail "with a token, $config names servers, a datacenter or the token:"$'\n'"$(cat "$config")"
-valid "$kclient/etc/weft.d"
-before=$(tree_state "$kclient")
+! grep -Eq '^(retry_join|datacenter|join_token|tls)' "$config" ||
+  fail "with a token, $config names servers, a datacenter, the token or TLS files:"$'\n'"$(cat "$config")"
+# The token carries the servers' CA: the client needs no TLS files.
+[[ ! -e $tclient/etc/weft.d/weft.tls.hcl && ! -e $tclient/etc/weft.d/tls ]] ||
+  fail "a client with a token has TLS files in $tclient/etc/weft.d"
+valid "$tclient/etc/weft.d"
+before=$(tree_state "$tclient")
 run_install 0 "${client_flags[@]}" --join-token "$token1"
 output_has "Nothing changed"
-[[ $(tree_state "$kclient") == "$before" ]] || fail "the same token again changed files"
+[[ $(tree_state "$tclient") == "$before" ]] || fail "the same token again changed files"
 # A new token replaces the old one.
 run_install 0 "${client_flags[@]}" --join-token "$token2"
 output_has "updated    join token $secrets"
@@ -415,31 +502,42 @@ output_lacks "$token2"
 mode_is "$secrets" 640
 setting_is "$secrets" join_token "\"$token2\""
 ! grep -qF -- "$token1" "$secrets" || fail "the old token is still in $secrets"
-valid "$kclient/etc/weft.d"
+valid "$tclient/etc/weft.d"
 
-start_agent kclient "$kclient" --http-addr "127.0.0.1:$kc_http" --dns-addr "127.0.0.1:$kc_dns"
-kclient_pid=$started
-wait_until 20 "the client with a token finds the leader" kclient_up
-wait_until 20 "the client with a token in the catalog" lists "$ks_http" /v1/catalog/nodes '"Node":"kcli"'
-lists "$ks_http" /v1/catalog/nodes '"Datacenter":"test-dc"' || fail "the token's datacenter is not test-dc"
-"$weft" members --http-addr "127.0.0.1:$ks_http" >"$work/members" 2>&1 || fail "weft members failed: $(cat "$work/members")"
-grep -q 'kcli' "$work/members" || fail "weft members does not list kcli:"$'\n'"$(cat "$work/members")"
-mode_is "$kclient/var/lib/weft/agent-credential.json" 600
+start_agent tclient "$tclient" --http-addr "127.0.0.1:$tc_http" --dns-addr "127.0.0.1:$tc_dns"
+tclient_pid=$started
+wait_until 20 "the client with a token finds the leader" tclient_up
+wait_until 20 "the client with a token in the catalog" lists "$ts_http" /v1/catalog/nodes '"Node":"tcli"'
+lists "$ts_http" /v1/catalog/nodes '"Datacenter":"test-dc"' || fail "the token's datacenter is not test-dc"
+"$weft" members --http-addr "127.0.0.1:$ts_http" >"$work/members" 2>&1 || fail "weft members failed: $(cat "$work/members")"
+grep -q 'tcli' "$work/members" || fail "weft members does not list tcli:"$'\n'"$(cat "$work/members")"
+# It enrolled: its enrollment and its certificate are in its data dir.
+for file in agent-credential.json agent-cert.pem agent-key.pem; do
+  mode_is "$tclient/var/lib/weft/$file" 600
+done
+"$weft" operator node list --http-addr "127.0.0.1:$ts_http" >"$work/nodes" 2>&1 ||
+  fail "weft operator node list failed: $(cat "$work/nodes")"
+grep -q '^tcli ' "$work/nodes" || fail "weft operator node list does not list tcli:"$'\n'"$(cat "$work/nodes")"
 # It joined with the token it was given last: that one is used up.
-"$weft" operator join-token list --http-addr "127.0.0.1:$ks_http" >"$work/tokens" 2>&1 ||
+"$weft" operator join-token list --http-addr "127.0.0.1:$ts_http" >"$work/tokens" 2>&1 ||
   fail "weft operator join-token list failed: $(cat "$work/tokens")"
 if ! grep -q 'install test 1' "$work/tokens" || grep -q 'install test 2' "$work/tokens"; then
   fail "the client did not redeem the second token:"$'\n'"$(cat "$work/tokens")"
 fi
-# Restarted, it joins with its stored credential: the token is used up.
-stop_agent kclient "$kclient_pid"
-start_agent kclient-again "$kclient" --http-addr "127.0.0.1:$kc_http" --dns-addr "127.0.0.1:$kc_dns"
-kclient_pid=$started
-wait_until 20 "the restarted client finds the leader with its credential" kclient_up
-stop_agent kclient-again "$kclient_pid"
-stop_agent kserver "$kserver_pid"
-# A new token for an agent that has its credential: the installer says it
-# goes unused.
+# Restarted, it joins with what it kept (the token is used up), and its
+# writes reach the servers over RPC with its certificate.
+stop_agent tclient "$tclient_pid"
+start_agent tclient-again "$tclient" --http-addr "127.0.0.1:$tc_http" --dns-addr "127.0.0.1:$tc_dns"
+tclient_pid=$started
+wait_until 20 "the restarted client finds the leader with what it kept" tclient_up
+curl -sf --max-time 5 -X PUT --data restarted "http://127.0.0.1:$tc_http/v1/kv/install-test" >"$work/put" 2>&1 ||
+  fail "the restarted client could not write: $(cat "$work/put")"
+[[ $(http "$ts_http" "/v1/kv/install-test?raw") == restarted ]] ||
+  fail "the restarted client's write did not reach the server: $(http "$ts_http" "/v1/kv/install-test?raw")"
+stop_agent tclient-again "$tclient_pid"
+stop_agent tserver "$tserver_pid"
+# A new token for an agent that has enrolled: the installer says it goes
+# unused.
 run_install 0 "${client_flags[@]}" --join-token "$token1"
 output_has "agent-credential.json exists"
 echo ok
@@ -510,13 +608,29 @@ owned() {
   [[ $actual == "$2" ]] || fail "$1 is $actual, not $2"
 }
 
-run --binary "$weft" --server --join 10.0.0.1 --join 10.0.0.2 --join 10.0.0.3 --bind 10.0.0.1
+# A server on a network IP: with its TLS files, made by `weft tls`.
+mkdir "$ns/certs"
+(cd "$ns/certs" && "$weft" tls ca create && "$weft" tls cert create -server && "$weft" tls cert create -server) \
+  >"$ns/tls.out" 2>&1 || fail "weft tls failed: $(cat "$ns/tls.out")"
+# tls_files N: the options for the CA and server certificate N, in $tls.
+tls_files() {
+  tls=(--ca-file "$ns/certs/weft-agent-ca.pem"
+    --cert-file "$ns/certs/dc1-server-weft-$1.pem" --key-file "$ns/certs/dc1-server-weft-$1-key.pem")
+}
+tls_files 0
+run --binary "$weft" --server --join 10.0.0.1 --join 10.0.0.2 --join 10.0.0.3 --bind 10.0.0.1 "${tls[@]}"
 getent passwd weft | grep -q ':/usr/sbin/nologin$' || fail "no system user weft without a login shell"
 owned /etc/weft.d "750 root:weft"
 owned /etc/weft.d/weft.hcl "640 root:weft"
 owned /var/lib/weft "750 weft:weft"
 owned /usr/local/bin/weft "755 root:root"
 owned /etc/systemd/system/weft.service "644 root:root"
+# The TLS files: certificates for all, the key a secret (root:weft, 0640).
+owned /etc/weft.d/tls "750 root:weft"
+owned /etc/weft.d/tls/ca.pem "644 root:weft"
+owned /etc/weft.d/tls/server.pem "644 root:weft"
+owned /etc/weft.d/tls/server-key.pem "640 root:weft"
+owned /etc/weft.d/weft.tls.hcl "640 root:weft"
 grep -qx 'bootstrap_expect = 3' /etc/weft.d/weft.hcl || fail "a server's default bootstrap_expect is not 3"
 cmp -s "$(dirname "$install")/../systemd/weft.service" /etc/systemd/system/weft.service ||
   fail "without --prefix, the unit is not installed as shipped"
@@ -529,15 +643,15 @@ not_called daemon-reload
 not_called enable
 not_called restart
 
-# A key is a secret: root:weft 0640. A new one restarts the server; the
-# same one again changes nothing.
-"$weft" keygen >"$ns/rpc.key"
-run --binary "$weft" --rpc-key-file "$ns/rpc.key"
-owned /etc/weft.d/weft.secrets.hcl "640 root:weft"
-grep -qx "rpc_key = \"$(<"$ns/rpc.key")\"" /etc/weft.d/weft.secrets.hcl || fail "the key is not in weft.secrets.hcl"
+# A new certificate and key restart the server; the same again change
+# nothing.
+tls_files 1
+run --binary "$weft" "${tls[@]}"
+owned /etc/weft.d/tls/server-key.pem "640 root:weft"
+cmp -s "$ns/certs/dc1-server-weft-1-key.pem" /etc/weft.d/tls/server-key.pem || fail "the new key is not installed"
 called "restart weft.service"
-run --binary "$weft" --rpc-key-file "$ns/rpc.key"
-grep -q "Nothing changed" "$ns/out" || fail "the same key again changed something: $(cat "$ns/out")"
+run --binary "$weft" "${tls[@]}"
+grep -q "Nothing changed" "$ns/out" || fail "the same TLS files again changed something: $(cat "$ns/out")"
 not_called restart
 
 # An upgrade restarts the agent on the new binary.

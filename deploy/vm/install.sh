@@ -6,10 +6,11 @@
 # Safe to run again: it changes only what differs from what is asked (a new
 # binary or unit is installed and the agent restarted; that is the upgrade
 # path) and says when nothing changed. The configuration in /etc/weft.d is
-# the operator's: it is written once, never overwritten. The one exception
-# is /etc/weft.d/weft.secrets.hcl, which holds the secret given with
-# --rpc-key or --join-token: it is the installer's, replaced when a new
-# secret is given, and never printed.
+# the operator's: it is written once, never overwritten. The exceptions are
+# the installer's own files, replaced when new ones are given:
+# /etc/weft.d/weft.secrets.hcl, which holds the join token (a secret, never
+# printed), and /etc/weft.d/weft.tls.hcl, which names the TLS files given
+# with --ca-file, --cert-file and --key-file, copied into /etc/weft.d/tls.
 #
 # Run with --help for the options.
 set -euo pipefail
@@ -32,16 +33,19 @@ Options:
   --join ADDR            RPC address of a server, host or host:port (port
                          8300 if none); repeatable. Required for a client
                          without --join-token; on servers, list every server
-  --rpc-key KEY          servers: the key every server shares (make one
-                         with `weft keygen`); the servers then serve only
-                         callers that prove who they are
-  --rpc-key-file PATH    servers: read the key from PATH, so that it shows
-                         in neither `ps` nor the shell history
+  --ca-file PATH         the CA certificate that signs the servers'
+                         certificates (`weft tls ca create`). Servers need
+                         it; a client agent may give it rather than trust
+                         the CA its join token carries
+  --cert-file PATH       servers: this server's certificate (`weft tls cert
+                         create -server`)
+  --key-file PATH        servers: that certificate's key (a secret)
   --join-token TOKEN     client agents: a join token (`weft operator
                          join-token create` on a server); it names the
-                         servers and the datacenter, so --join and
-                         --datacenter may be left out
-  --join-token-file PATH client agents: read the token from PATH
+                         servers, the datacenter and their CA, so --join,
+                         --datacenter and --ca-file may be left out
+  --join-token-file PATH client agents: read the token from PATH, so that it
+                         shows in neither `ps` nor the shell history
   --datacenter DC        datacenter name (default dc1)
   --node NAME            node name (default: the host name)
   --bind IP              IP this host is reached at: servers' RPC listens on
@@ -57,10 +61,17 @@ Options:
   --purge                with --uninstall: remove the data dir too
   -h, --help             show this help
 
+Server RPC leaves this host only over TLS: a server whose --bind is not a
+loopback IP needs --ca-file, --cert-file and --key-file, and a client agent
+whose servers are elsewhere needs --join-token, to enroll with (an agent
+that has enrolled already may do with --ca-file).
+
 The options --server ... --advertise only shape a new /etc/weft.d/weft.hcl;
-an existing one is kept as it is. The key or token goes to
-/etc/weft.d/weft.secrets.hcl (root:weft, 0640), which a new key or token
-replaces; the installer never prints either.
+an existing one is kept as it is. The token goes to
+/etc/weft.d/weft.secrets.hcl (root:weft, 0640), which a new token replaces;
+the installer never prints it. The TLS files are copied into
+/etc/weft.d/tls (the key root:weft, 0640) and named in
+/etc/weft.d/weft.tls.hcl; new files replace them.
 EOF
 }
 
@@ -92,9 +103,13 @@ action=install
 purge=no
 config_options=no # any option that shapes weft.hcl was given
 role_given=no     # --server or --client was given
-# The secrets: never printed, never passed to another program's arguments.
-rpc_key=""
+# The secret: never printed, never passed to another program's arguments.
 join_token=""
+# The TLS files to install (the key is a secret too: its contents are never
+# shown).
+ca_file=""
+cert_file=""
+key_file=""
 
 # Reads a secret from file $2 (for option $1) into $secret, without the
 # whitespace around it.
@@ -106,6 +121,15 @@ read_secret_file() {
   [[ -n $secret ]] || usage_error "$1 $2: the file is empty"
 }
 
+# Checks that file $2 (for option $1) is readable and holds a PEM block of
+# kind $3 (a regular expression: CERTIFICATE, ...PRIVATE KEY), which is
+# called $4 in messages. Shows nothing of what the file holds.
+check_pem_file() {
+  [[ -f $2 && -r $2 ]] || usage_error "$1 $2: not a readable file"
+  grep -Eq -- "^-----BEGIN $3-----" "$2" ||
+    usage_error "$1 $2: not a PEM file with a $4 (make them with \`weft tls ca create\` and \`weft tls cert create -server\`)"
+}
+
 while [[ $# -gt 0 ]]; do
   option=$1
   value=""
@@ -115,7 +139,7 @@ while [[ $# -gt 0 ]]; do
     option=${option%%=*}
     ;;
   --binary | --bootstrap-expect | --join | --datacenter | --node | --bind | --advertise | --prefix | \
-    --rpc-key | --rpc-key-file | --join-token | --join-token-file)
+    --ca-file | --cert-file | --key-file | --join-token | --join-token-file)
     [[ $# -ge 2 ]] || usage_error "$option needs a value"
     value=$2
     shift
@@ -129,13 +153,17 @@ while [[ $# -gt 0 ]]; do
     role_given=yes
     config_options=yes
     ;;
-  --rpc-key)
-    [[ -n $value ]] || usage_error "$option needs a value"
-    rpc_key=$value
+  --ca-file)
+    check_pem_file "$option" "$value" CERTIFICATE "CA certificate"
+    ca_file=$value
     ;;
-  --rpc-key-file)
-    read_secret_file "$option" "$value"
-    rpc_key=$secret
+  --cert-file)
+    check_pem_file "$option" "$value" CERTIFICATE certificate
+    cert_file=$value
+    ;;
+  --key-file)
+    check_pem_file "$option" "$value" '([A-Z]+ )?PRIVATE KEY' "private key"
+    key_file=$value
     ;;
   --join-token)
     [[ -n $value ]] || usage_error "$option needs a value"
@@ -205,8 +233,11 @@ data_dir=$prefix/var/lib/weft
 unit_dir=$prefix/etc/systemd/system
 unit_file=$unit_dir/weft.service
 config_file=$conf_dir/weft.hcl
-# The installer's own file, for the secret: read after weft.hcl, so it wins.
+# The installer's own files, read after weft.hcl (in name order), so they
+# win: the join token, and the tls block naming the copies in tls/.
 secrets_file=$conf_dir/weft.secrets.hcl
+tls_config=$conf_dir/weft.tls.hcl
+tls_dir=$conf_dir/tls
 
 changed=no
 # Prints what was done to an item and remembers that something changed.
@@ -284,48 +315,67 @@ for candidate in "$script_dir/weft.service" "$script_dir/../systemd/weft.service
 done
 [[ -n $unit_source ]] || die "weft.service not found next to this script or in ../systemd/"
 
-# The secret must suit the role: that of the existing configuration, if
-# there is one, else the options'. Messages never show the secret.
-if [[ -n $rpc_key || -n $join_token ]]; then
+# The token and the TLS files must suit the role: that of the existing
+# configuration, if there is one, else the options'. Messages never show the
+# token or the key.
+tls_given=no
+[[ -z $ca_file && -z $cert_file && -z $key_file ]] || tls_given=yes
+if [[ -n $join_token || $tls_given == yes ]]; then
   existing_config=""
-  existing_role=""
   for candidate in "$config_file" "$conf_dir/weft.json"; do
     if [[ -e $candidate ]]; then
       existing_config=$candidate
       break
     fi
   done
+  effective_role=$role
   if [[ -n $existing_config ]]; then
-    existing_role=client
+    effective_role=client
     if grep -Eqs '^[[:space:]]*server[[:space:]]*=[[:space:]]*true' "$config_file" ||
       grep -Eqs '"server"[[:space:]]*:[[:space:]]*true' "$conf_dir/weft.json"; then
-      existing_role=server
+      effective_role=server
     fi
   fi
-  [[ -z $rpc_key || -z $join_token ]] ||
-    usage_error "give --rpc-key (servers) or --join-token (client agents), not both"
-  if [[ -n $rpc_key ]]; then
+  enroll="a client agent gets its certificate by enrolling with --join-token"
+  if [[ -n $cert_file || -n $key_file ]]; then
     [[ $role_given == no || $role == server ]] ||
-      usage_error "--rpc-key is for servers, not with --client: a client agent joins with --join-token"
+      usage_error "--cert-file and --key-file are for servers, not with --client: $enroll"
     if [[ -n $existing_config ]]; then
-      [[ $existing_role == server ]] ||
-        usage_error "--rpc-key is for servers, and $existing_config is a client agent's (no server = true): a client agent joins with --join-token"
+      [[ $effective_role == server ]] ||
+        usage_error "--cert-file and --key-file are for servers, and $existing_config is a client agent's (no server = true): $enroll"
     else
-      [[ $role == server ]] || usage_error "--rpc-key is for servers: add --server (a client agent joins with --join-token)"
+      [[ $role == server ]] || usage_error "--cert-file and --key-file are for servers: add --server ($enroll)"
     fi
-    key_pattern='^[A-Za-z0-9._~+/=:@%^*!?#,;|-]{16,}$'
-    [[ $rpc_key =~ $key_pattern ]] ||
-      usage_error "--rpc-key: a key is 16 or more letters, digits or ._~+/=:@%^*!?#,;|- (make one with: weft keygen)"
-  else
+  fi
+  if [[ -n $join_token ]]; then
     [[ $role_given == no || $role == client ]] ||
-      usage_error "--join-token is for client agents, not with --server: servers share --rpc-key"
-    [[ -z $existing_config || $existing_role == client ]] ||
-      usage_error "--join-token is for client agents, and $existing_config is a server's (server = true): servers share --rpc-key"
+      usage_error "--join-token is for client agents, not with --server: servers use --ca-file, --cert-file and --key-file"
+    [[ -z $existing_config || $effective_role == client ]] ||
+      usage_error "--join-token is for client agents, and $existing_config is a server's (server = true): servers use --ca-file, --cert-file and --key-file"
     token_pattern='^weftjoin1\.[A-Za-z0-9_-]+$'
     [[ $join_token =~ $token_pattern ]] ||
       usage_error "--join-token: not a Weft join token (make one on a server with: weft operator join-token create)"
   fi
+  if [[ $effective_role == server && $tls_given == yes ]]; then
+    [[ -n $ca_file && -n $cert_file && -n $key_file ]] ||
+      usage_error "a server needs all three of --ca-file, --cert-file and --key-file (make them with \`weft tls ca create\` and \`weft tls cert create -server\`)"
+  fi
 fi
+
+# Whether RPC address $1 (an IP, host, host:port or [IPv6]:port) is on this
+# host, as the agent judges it: RPC without TLS must not leave the host.
+is_loopback() {
+  local host=$1
+  if [[ $host == \[*\]* ]]; then
+    host=${host#[}
+    host=${host%%]*}
+  elif [[ $host == *:*:* ]]; then
+    : # a bare IPv6 address
+  else
+    host=${host%:*}
+  fi
+  [[ $host =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ || $host == ::1 || $host == localhost ]]
+}
 
 write_config=no
 if [[ ! -e $config_file && ! -e $conf_dir/weft.json ]]; then
@@ -366,6 +416,21 @@ if [[ ! -e $config_file && ! -e $conf_dir/weft.json ]]; then
     # be one they can dial.
     [[ $ip != 0.0.0.0 && $ip != :: ]] || usage_error "give this host's own IP, not $ip"
   done
+  # RPC leaves this host only over TLS (the agent refuses to start
+  # otherwise): a server needs its certificate, a client agent the servers'
+  # CA, from --ca-file or from its join token.
+  plaintext_fix=""
+  if [[ $role == server && $tls_given == no ]]; then
+    plaintext_fix="give --ca-file, --cert-file and --key-file (make a CA with \`weft tls ca create\` and each server's certificate with \`weft tls cert create -server\`)"
+    is_loopback "$bind" || usage_error "server RPC on $bind would leave this host in plaintext: $plaintext_fix"
+  elif [[ $role == client && -z $ca_file && -z $join_token ]]; then
+    plaintext_fix="give --join-token (make one on a server with: weft operator join-token create)"
+  fi
+  if [[ -n $plaintext_fix ]]; then
+    for join in "${joins[@]}"; do
+      is_loopback "$join" || usage_error "RPC to the server at $join would leave this host in plaintext: $plaintext_fix"
+    done
+  fi
 elif [[ $config_options == yes ]]; then
   say "note: $config_file exists and is kept as it is; the options that shape a new one are ignored (edit the file instead)"
 fi
@@ -410,10 +475,11 @@ ensure_dir() {
 }
 
 # Copies $1 to $2 with mode $3 and owner $4:$5. The copy is renamed into
-# place, so a running agent's binary is replaced, never rewritten.
+# place, so a running agent's binary is replaced, never rewritten; until
+# then only its owner reads it (it may be a key).
 place() {
   local source=$1 path=$2 mode=$3 owner=$4 group=$5
-  cp -- "$source" "$path.new"
+  (umask 077 && cp -- "$source" "$path.new")
   chmod "$mode" -- "$path.new"
   [[ -z $owner ]] || chown "$owner:$group" -- "$path.new"
   mv -f -- "$path.new" "$path"
@@ -546,6 +612,19 @@ EOF
 # unless retry_join lists others.
 EOF
     fi
+    if [[ $tls_given == yes ]]; then
+      cat <<EOF
+
+# Server RPC runs over TLS: the tls block is in weft.tls.hcl, the
+# installer's file, which names the certificates it copied into tls/.
+EOF
+    elif [[ -n $join_token ]]; then
+      cat <<EOF
+
+# Server RPC runs over TLS, with the servers' CA from the join token and a
+# certificate for this node that the agent gets when it enrolls.
+EOF
+    fi
   } >"$work/weft.hcl"
   place "$work/weft.hcl" "$config_file" 0640 "$owner_root" weft
   did written "config $config_file: $role, datacenter ${datacenter:-from the join token}, bind_addr $bind$bind_note"
@@ -558,38 +637,67 @@ fi
 # The secret, written with printf (a shell builtin: it shows in no process
 # list), into a file only root and the agent's group read.
 secrets_changed=no
-if [[ -n $rpc_key || -n $join_token ]]; then
+if [[ -n $join_token ]]; then
   (
     umask 077
-    if [[ -n $rpc_key ]]; then
-      cat <<'EOF'
-# Written by install.sh from --rpc-key or --rpc-key-file; install.sh replaces
-# this file when given another key. A secret: only root and the weft group
-# read it. Every server has the same key (weft keygen makes one).
-EOF
-      printf 'rpc_key = "%s"\n' "$rpc_key"
-    else
-      cat <<EOF
+    cat <<EOF
 # Written by install.sh from --join-token or --join-token-file; install.sh
 # replaces this file when given another token. A secret: only root and the
-# weft group read it. On its first start the agent redeems the token for a
-# credential of its own, kept in $data_dir/agent-credential.json;
-# later starts use that, not the token.
+# weft group read it. On its first start the agent redeems the token: it
+# enrolls, gets a certificate for this node from the servers, and keeps
+# both in $data_dir (agent-credential.json,
+# agent-cert.pem, agent-key.pem); later starts use those, not the token.
 EOF
-      printf 'join_token = "%s"\n' "$join_token"
-    fi
+    printf 'join_token = "%s"\n' "$join_token"
   ) >"$work/weft.secrets.hcl"
-  secret_kind="rpc key"
-  [[ -z $join_token ]] || secret_kind="join token"
-  if ensure_file "$work/weft.secrets.hcl" "$secrets_file" 0640 "$owner_root" weft "$secret_kind"; then
+  if ensure_file "$work/weft.secrets.hcl" "$secrets_file" 0640 "$owner_root" weft "join token"; then
     secrets_changed=yes
-    if [[ -n $join_token && -e $data_dir/agent-credential.json ]]; then
-      say "note: $data_dir/agent-credential.json exists: the agent keeps that credential and does not use"
-      say "      the new token; to join with the token, remove that file and restart the agent"
+    if [[ -e $data_dir/agent-credential.json ]]; then
+      say "note: $data_dir/agent-credential.json exists: the agent keeps that enrollment and does not use"
+      say "      the new token; to join with the token, remove agent-credential.json, agent-cert.pem and"
+      say "      agent-key.pem from $data_dir and restart the agent"
     fi
   fi
 elif [[ -f $secrets_file ]]; then
   fix_mode "$secrets_file" 0640 "$owner_root" weft "secrets"
+fi
+
+# The TLS files: copies in $tls_dir, named in $tls_config. Certificates are
+# public; the key only root and the agent's group read.
+tls_changed=no
+if [[ $tls_given == yes ]]; then
+  ensure_dir "$tls_dir" 0750 "$owner_root" weft "tls dir"
+  {
+    cat <<'EOF'
+# Written by install.sh from --ca-file (and, on servers, --cert-file and
+# --key-file); install.sh replaces this file and the copies in tls/ when
+# given other files. With a tls block, the agent verifies both ends of
+# server RPC (verify_incoming, verify_outgoing and verify_server_hostname
+# default to true).
+tls {
+  defaults {
+EOF
+    printf '    ca_file   = "%s"\n' "$tls_dir/ca.pem"
+    [[ -z $cert_file ]] || printf '    cert_file = "%s"\n' "$tls_dir/server.pem"
+    [[ -z $key_file ]] || printf '    key_file  = "%s"\n' "$tls_dir/server-key.pem"
+    printf '  }\n}\n'
+  } >"$work/weft.tls.hcl"
+  if ensure_file "$ca_file" "$tls_dir/ca.pem" 0644 "$owner_root" weft "CA cert"; then
+    tls_changed=yes
+  fi
+  if [[ -n $cert_file ]] && ensure_file "$cert_file" "$tls_dir/server.pem" 0644 "$owner_root" weft "server cert"; then
+    tls_changed=yes
+  fi
+  if [[ -n $key_file ]] && ensure_file "$key_file" "$tls_dir/server-key.pem" 0640 "$owner_root" weft "server key"; then
+    tls_changed=yes
+  fi
+  if ensure_file "$work/weft.tls.hcl" "$tls_config" 0640 "$owner_root" weft "tls config"; then
+    tls_changed=yes
+  fi
+elif [[ -d $tls_dir ]]; then
+  fix_mode "$tls_dir" 0750 "$owner_root" weft "tls dir"
+  [[ ! -f $tls_dir/server-key.pem ]] || fix_mode "$tls_dir/server-key.pem" 0640 "$owner_root" weft "server key"
+  [[ ! -f $tls_config ]] || fix_mode "$tls_config" 0640 "$owner_root" weft "tls config"
 fi
 
 if [[ $use_systemctl == yes ]]; then
@@ -598,9 +706,10 @@ if [[ $use_systemctl == yes ]]; then
     systemctl enable --now weft.service ||
       die "weft.service did not start: see journalctl -u weft -n 50"
     did started "weft.service (enabled at boot)"
-  elif [[ $binary_changed == yes || $unit_changed == yes || $config_written == yes || $secrets_changed == yes ]]; then
-    # The upgrade (or a new key or token): the agent runs the new binary,
-    # unit or configuration from now on.
+  elif [[ $binary_changed == yes || $unit_changed == yes || $config_written == yes || $secrets_changed == yes ||
+    $tls_changed == yes ]]; then
+    # The upgrade (or a new token or TLS files): the agent runs the new
+    # binary, unit or configuration from now on.
     systemctl restart weft.service ||
       die "weft.service did not restart: see journalctl -u weft -n 50"
     did restarted "weft.service"

@@ -43,6 +43,9 @@ pub struct InjectConfig {
     /// The network of this cluster's pods, passed to the agent as
     /// `--network` (empty: the default network).
     pub network: NetworkName,
+    /// The CA the servers' RPC certificates chain to (PEM), passed to the
+    /// agent in its environment so it verifies the servers.
+    pub server_ca_pem: Option<String>,
 }
 
 /// Settings the webhook cannot inject with; every problem is listed.
@@ -60,6 +63,8 @@ pub enum ConfigProblem {
     ServerAddr(String),
     #[error("the network {0:?} must use only letters, digits, '-' and '_'")]
     Network(String),
+    #[error("the servers' CA holds no PEM certificate")]
+    ServerCa,
 }
 
 /// What the webhook does with one request.
@@ -231,6 +236,9 @@ impl InjectConfig {
         if !self.network.is_empty() && !is_plain_name(self.network.as_str()) {
             problems.push(ConfigProblem::Network(self.network.to_string()));
         }
+        if self.server_ca_pem.as_ref().is_some_and(|pem| !pem.contains("-----BEGIN CERTIFICATE-----")) {
+            problems.push(ConfigProblem::ServerCa);
+        }
         match problems.is_empty() {
             true => Ok(()),
             false => Err(InjectConfigError(problems)),
@@ -265,6 +273,7 @@ mod tests {
             transparent_proxy: false,
             inject_by_default: false,
             network: NetworkName::default(),
+            server_ca_pem: None,
         }
     }
 
@@ -554,6 +563,18 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().0.len(), 2);
         let bad = InjectConfig { network: "pods.east".into(), ..config() };
         assert_eq!(bad.validate().unwrap_err().0, [ConfigProblem::Network("pods.east".into())]);
+        let bad = InjectConfig { server_ca_pem: Some("not a certificate".into()), ..config() };
+        assert_eq!(bad.validate().unwrap_err().0, [ConfigProblem::ServerCa]);
+    }
+
+    #[test]
+    fn the_injected_agent_is_given_the_servers_ca() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let config = InjectConfig { server_ca_pem: Some(pem.into()), ..config() };
+        let injection = injection(decide(&request_for(web_pod(json!({CONNECT_INJECT: "true"}))), &config));
+        let env = &ops(&injection.patch)[0].1[0]["env"];
+        let ca = env.as_array().unwrap().iter().find(|e| e["name"] == crate::pod_env::SERVER_CA_PEM);
+        assert_eq!(ca.map(|e| &e["value"]), Some(&json!(pem)), "{env}");
     }
 
     #[test]

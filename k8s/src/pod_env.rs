@@ -18,6 +18,8 @@ pub struct PodEnv {
     pub service_port: Option<u16>,
     pub upstreams: Upstreams,
     pub transparent_proxy: bool,
+    /// The CA the servers' RPC certificates chain to (PEM), if given.
+    pub server_ca_pem: Option<String>,
 }
 
 /// The variables, named as the webhook sets them.
@@ -29,6 +31,7 @@ pub const SERVICE_NAME: &str = "WEFT_SERVICE_NAME";
 pub const SERVICE_PORT: &str = "WEFT_SERVICE_PORT";
 pub const SERVICE_UPSTREAMS: &str = "WEFT_SERVICE_UPSTREAMS";
 pub const TRANSPARENT_PROXY: &str = "WEFT_TRANSPARENT_PROXY";
+pub const SERVER_CA_PEM: &str = "WEFT_SERVER_CA_PEM";
 
 impl PodEnv {
     /// Reads the environment through `var`; every problem is listed.
@@ -95,6 +98,7 @@ impl PodEnv {
                 service_port,
                 upstreams,
                 transparent_proxy,
+                server_ca_pem: var(SERVER_CA_PEM).filter(|v| !v.is_empty()),
             }),
             _ => Err(problems),
         }

@@ -12,8 +12,10 @@
 //!   when the pod declares no port: no inbound traffic) and
 //!   `WEFT_SERVICE_UPSTREAMS` (`api:9191,db:5432`, maybe empty), its node and
 //!   pod from `WEFT_NODE_NAME`, `WEFT_POD_NAME`, `WEFT_POD_NAMESPACE` and
-//!   `WEFT_POD_IP`, and whether traffic is redirected from
-//!   `WEFT_TRANSPARENT_PROXY` (`true`/`false`).
+//!   `WEFT_POD_IP`, whether traffic is redirected from
+//!   `WEFT_TRANSPARENT_PROXY` (`true`/`false`), and the CA the servers'
+//!   RPC certificates chain to from `WEFT_SERVER_CA_PEM` (when the servers
+//!   run TLS, which they must off the host).
 //! - Keep its HTTP API on `127.0.0.1:8500`, private to the pod. The startup
 //!   probe runs `weft k8s ready` in the container, which asks that API
 //!   whether the service's sidecar is registered and passing its check.
@@ -86,6 +88,9 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
     }
     env.push(value("WEFT_SERVICE_UPSTREAMS", wiring.upstreams.to_string()));
     env.push(value("WEFT_TRANSPARENT_PROXY", wiring.transparent_proxy.to_string()));
+    if let Some(pem) = &config.server_ca_pem {
+        env.push(value(crate::pod_env::SERVER_CA_PEM, pem.clone()));
+    }
 
     let mut args = vec!["agent", "--k8s", "--retry-join", &config.server_addr, "--data-dir", DATA_DIR];
     if !config.network.is_empty() {

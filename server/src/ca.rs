@@ -18,7 +18,6 @@
 //! signed has expired (one leaf TTL after the rotation); then the leader
 //! drops it. No handshake fails on the way.
 
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -26,7 +25,6 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
-use tokio::time::Instant;
 use weft_api::command::Command;
 use weft_api::ids::{Datacenter, NodeName, ServiceName};
 use weft_api::mesh::{CaRoot, CaState};
@@ -76,32 +74,6 @@ pub struct SignedLeaf {
 /// `spiffe://<trust-domain>/ns/default/dc/<dc>/svc/<service>`.
 pub fn spiffe_id(trust_domain: &str, datacenter: &Datacenter, service: &ServiceName) -> String {
     format!("spiffe://{trust_domain}/ns/default/dc/{datacenter}/svc/{service}")
-}
-
-/// A token bucket: `rate` signatures a second, bursts up to `burst`.
-pub(crate) struct SignLimiter {
-    state: Mutex<(f64, Instant)>,
-    rate: f64,
-    burst: f64,
-}
-
-impl SignLimiter {
-    pub(crate) fn new(rate: f64, burst: f64) -> Self {
-        Self { state: Mutex::new((burst, Instant::now())), rate, burst }
-    }
-
-    fn take(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = &mut *state;
-        *tokens = (*tokens + at.elapsed().as_secs_f64() * self.rate).min(self.burst);
-        *at = Instant::now();
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -277,8 +249,9 @@ pub(crate) async fn rotate(server: &Server) -> Result<String, CaError> {
     Ok(root_id)
 }
 
-/// Runs on every server; while it leads, makes sure the CA exists and drops
-/// roots whose leaves have all expired.
+/// Runs on every server; while it leads, makes sure the CA exists (and the
+/// agent CA, see `crate::join`) and drops roots whose leaves have all
+/// expired.
 pub(crate) async fn maintain_when_leading(server: Server) {
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -289,6 +262,7 @@ pub(crate) async fn maintain_when_leading(server: Server) {
         if server.leading_term().is_none() {
             continue;
         }
+        crate::join::ensure_agent_ca(&server).await;
         let _one_at_a_time = server.inner.ca_changes.lock().await;
         let current = server.store().read().mesh().ca().cloned();
         let (change, what) = match current {
@@ -365,12 +339,5 @@ mod tests {
         assert_eq!(pruned.roots[0].id, new.id);
         assert!(pruned.roots[0].cross_signed_pems().is_empty());
         assert!(super::pruned(&first, later, ttl).is_none(), "nothing to drop without a rotation");
-    }
-
-    #[test]
-    fn the_limiter_allows_a_burst_then_refuses() {
-        let limiter = SignLimiter::new(1.0, 3.0);
-        assert!((0..3).all(|_| limiter.take()));
-        assert!(!limiter.take());
     }
 }

@@ -43,6 +43,9 @@ pub enum ServerError {
     /// The servers asked for a credential this agent does not have (or is wrong).
     #[error("the servers refused this agent: {0}")]
     Unauthenticated(String),
+    /// The servers know the caller, and it may not do this.
+    #[error("the servers refused: {0}")]
+    PermissionDenied(String),
 }
 
 impl ServerError {

@@ -1,34 +1,38 @@
-//! Who may call a server's RPC, and how a new agent gets in.
+//! How a new client agent gets in: join tokens, enrollments, and the
+//! agent CA that signs agents' certificates (Consul's auto-encrypt).
 //!
-//! A server started with an RPC key (`rpc_key`) serves only callers that
-//! present a credential ([`RpcCredential`]): other servers the key, client
-//! agents the secret they were issued for their node when they redeemed a
-//! join token. Without a key every caller is served, as before (`weft dev`,
-//! a trusted network). [`RpcAuthLayer`] is the one place every RPC passes.
+//! A join token (made on a server, shown once) names the servers, the
+//! datacenter and the CA their certificates chain to. The agent makes a
+//! secret of its own and redeems the token for it ([`redeem`]: the
+//! servers record the secret's hash as the node's **enrollment**), then
+//! sends a CSR with the secret ([`enroll`]) and gets a certificate for its
+//! node, signed by the agent CA, naming the enrollment. That certificate is
+//! its identity on every later call (see `rpc::authz`); it renews it the
+//! same way before it expires. Revoking the enrollment
+//! (`weft operator node revoke`) refuses every certificate issued under it.
 //!
-//! Secrets never enter the log: tokens and credentials are kept as SHA-256
-//! hashes, a token's secret is shown once to whoever made it, and a
-//! credential's secret only to the agent that redeemed the token.
+//! The agent CA is made by the first leader and replicated with the join
+//! tables, which client agents are never sent. Secrets never enter the log:
+//! tokens and enrollments are kept as SHA-256 hashes.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::RngCore;
-use tonic::codegen::http;
 use tonic::Status;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{Datacenter, NodeName};
-use weft_api::join::{AgentCredentialRecord, JoinToken, JoinTokenRecord, RpcCredential, CREDENTIAL_METADATA};
-use weft_api::proto::cluster::RedeemJoinTokenRequest;
+use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinToken, JoinTokenRecord};
+use weft_api::proto::cluster::{EnrollRequest, EnrollResponse, RedeemJoinTokenRequest};
+use weft_tls::issue::Authority;
+use weft_tls::{AgentName, AgentRoots, RpcConnector};
 
 use crate::ca::unix_now;
 use crate::rpc::Channels;
-use crate::store::Redemption;
-use crate::store::StateStore;
+use crate::store::{Redemption, Table};
 use crate::{Server, ServerError};
+
+/// How long the agent CA is valid.
+const AGENT_CA_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A new random secret: 32 bytes, URL-safe base64.
 pub fn new_secret() -> String {
@@ -51,10 +55,16 @@ pub struct TokenRequest {
     pub uses: u32,
 }
 
-/// Makes a join token naming `servers` (their RPC addresses) and
-/// `datacenter`: its record, to be written through Raft
-/// (`Command::JoinTokenCreate`), and the token itself, to be shown once.
-pub fn new_token(servers: Vec<String>, datacenter: &Datacenter, request: TokenRequest) -> (JoinTokenRecord, JoinToken) {
+/// Makes a join token naming `servers` (their RPC addresses),
+/// `datacenter` and `ca_pem` (what the servers' certificates chain to): its
+/// record, to be written through Raft (`Command::JoinTokenCreate`), and the
+/// token itself, to be shown once.
+pub fn new_token(
+    servers: Vec<String>,
+    datacenter: &Datacenter,
+    ca_pem: Option<String>,
+    request: TokenRequest,
+) -> (JoinTokenRecord, JoinToken) {
     let secret = new_secret();
     let hash = secret_hash(&secret);
     let record = JoinTokenRecord {
@@ -65,7 +75,7 @@ pub fn new_token(servers: Vec<String>, datacenter: &Datacenter, request: TokenRe
         uses_left: request.uses.max(1),
         indexes: Default::default(),
     };
-    (record, JoinToken { servers, datacenter: datacenter.to_string(), secret })
+    (record, JoinToken { servers, datacenter: datacenter.to_string(), secret, ca_pem })
 }
 
 /// Redeems a join token for `node`: records the hash of the credential
@@ -105,14 +115,88 @@ pub(crate) async fn redeem(server: &Server, request: RedeemJoinTokenRequest) -> 
     }
 }
 
-/// A client agent's first call: has the servers record `credential` (the
-/// agent's own secret; only its hash is sent) for the join token, asking
-/// each server in turn.
-pub async fn redeem_join_token(token: &JoinToken, credential: &RpcCredential) -> Result<(), ServerError> {
-    let RpcCredential::Agent { node, secret } = credential else {
-        return Err(ServerError::Unauthenticated("a join token is for client agents".into()));
+/// Signs a client agent's certificate (see the module docs) for the node
+/// whose enrollment `request.secret` proves, valid as long as a leaf (as
+/// Consul's auto-encrypt certificates, signed by its Connect CA, are).
+pub(crate) fn enroll(server: &Server, request: EnrollRequest) -> Result<EnrollResponse, Status> {
+    let node = NodeName::new(request.node);
+    let (ca, enrollment) = {
+        let tables = server.store().read();
+        let join = tables.join();
+        let enrollment = join
+            .credential(&node)
+            .filter(|c| !request.secret.is_empty() && c.secret_sha256 == secret_hash(&request.secret))
+            .map(|c| c.enrollment_id().to_owned());
+        (join.agent_ca().cloned(), enrollment)
     };
-    let channels = Channels::default();
+    let Some(enrollment) = enrollment else {
+        tracing::warn!(%node, "an enrollment was refused: unknown node or wrong secret");
+        return Err(Status::permission_denied(format!(
+            "node {:?} is not enrolled with that secret (revoked, or never joined): join with a new token",
+            node.as_str()
+        )));
+    };
+    let ca = ca.ok_or_else(|| Status::unavailable("the agent CA is not made yet; retry in a moment"))?;
+    if !server.inner.sign_limiter.take() {
+        return Err(Status::resource_exhausted("too many certificate requests; retry in a second"));
+    }
+    let name = AgentName { datacenter: server.datacenter().clone(), node: node.clone(), enrollment };
+    let authority = Authority { cert_pem: ca.cert_pem, key_pem: ca.key_pem };
+    let cert_pem = authority
+        .sign_agent(&request.csr_pem, &name, &server.inner.domain, server.inner.leaf_ttl)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    tracing::info!(%node, "signed an agent certificate");
+    Ok(EnrollResponse { cert_pem, not_after: unix_now().saturating_add(server.inner.leaf_ttl.as_secs() as i64) })
+}
+
+/// On the leader: makes the agent CA if there is none yet.
+pub(crate) async fn ensure_agent_ca(server: &Server) {
+    if server.store().read().join().agent_ca().is_some() {
+        return;
+    }
+    let authority = match Authority::create(&format!("Weft agent CA ({})", server.datacenter()), AGENT_CA_TTL) {
+        Ok(authority) => authority,
+        Err(error) => return tracing::error!(%error, "could not make the agent CA"),
+    };
+    let record = AgentCaRecord { cert_pem: authority.cert_pem, key_pem: authority.key_pem };
+    match server.write_local(&Command::AgentCaSet(record)).await.map(|applied| applied.outcome) {
+        Ok(CommandOutcome::Done) => tracing::info!("agent CA initialized"),
+        Ok(_) => {} // Another leader made it first.
+        Err(error) => tracing::warn!(%error, "could not store the agent CA; will retry"),
+    }
+}
+
+/// Keeps `roots` (what this server's TLS trusts for agents) equal to the
+/// replicated agent CA, until the store closes.
+pub(crate) async fn follow_agent_ca(server: Server, roots: AgentRoots) {
+    let store = server.store().clone();
+    let mut seen = weft_api::ids::RaftIndex::ZERO;
+    while !store.is_closed() {
+        let read = store
+            .blocking_read(&[Table::Join], seen, Duration::from_secs(300), |tables| {
+                (tables.join().agent_ca().map(|ca| ca.cert_pem.clone()), tables.index(Table::Join))
+            })
+            .await;
+        seen = read.index;
+        if let Some(pem) = read.value {
+            if let Err(error) = roots.set(&pem) {
+                tracing::error!(%error, "the agent CA cannot be trusted");
+            }
+        }
+    }
+}
+
+/// A client agent's first call: has the servers record the hash of
+/// `secret`, the agent's own, as `node`'s enrollment for the join token,
+/// asking each server in turn. Returns the server that took it (it has the
+/// enrollment applied, so it can sign at once).
+pub async fn redeem_join_token(
+    token: &JoinToken,
+    node: &NodeName,
+    secret: &str,
+    connector: &RpcConnector,
+) -> Result<String, ServerError> {
+    let channels = Channels::new(connector.clone());
     let mut last = ServerError::NoLeader;
     for server in &token.servers {
         let Ok(mut client) = channels.cluster_client(server) else { continue };
@@ -122,7 +206,7 @@ pub async fn redeem_join_token(token: &JoinToken, credential: &RpcCredential) ->
             credential_sha256: secret_hash(secret),
         };
         match client.redeem_join_token(request).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(server.clone()),
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 return Err(ServerError::Unauthenticated(status.message().to_owned()))
             }
@@ -132,183 +216,27 @@ pub async fn redeem_join_token(token: &JoinToken, credential: &RpcCredential) ->
     Err(last)
 }
 
-/// Who made an RPC, as [`RpcPolicy`] found: in each request's extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// The cluster has no RPC key: callers are not told apart.
-    Anyone,
-    /// A server (it has the key).
-    Server,
-    /// A client agent, by the node its credential is for.
-    Agent(NodeName),
-    /// A call open to all (`Info`, `RedeemJoinToken`) made without a credential.
-    Unauthenticated,
-}
-
-impl Caller {
-    /// Whether the caller may write `command`: client agents write their
-    /// catalog and KV through `Apply`, but not the CA, a whole-state
-    /// restore, or join tokens (those have their own, checked, paths).
-    pub fn may_write(&self, command: &Command) -> bool {
-        match (self, command) {
-            (Caller::Anyone | Caller::Server, _) => true,
-            (Caller::Unauthenticated, _) => false,
-            (Caller::Agent(_), Command::Batch(commands)) => commands.iter().all(|c| self.may_write(c)),
-            (Caller::Agent(_), Command::CaSetState(_) | Command::Restore { .. }) => false,
-            (
-                Caller::Agent(_),
-                Command::JoinTokenCreate(_) | Command::JoinTokenDelete { .. } | Command::JoinTokenRedeem { .. },
-            ) => false,
-            (Caller::Agent(_), _) => true,
-        }
-    }
-}
-
-/// Which calls need which credential.
-pub struct RpcPolicy {
-    /// SHA-256 of the RPC key; `None`: every caller is served.
-    key_sha256: Option<String>,
-    store: Arc<StateStore>,
-}
-
-/// RPCs a caller may make before it has a credential: discovery, and
-/// redeeming a join token.
-const OPEN_METHODS: [&str; 2] = ["/weft.cluster.v1.Cluster/Info", "/weft.cluster.v1.Cluster/RedeemJoinToken"];
-/// RPCs only servers make: Raft, and joining the voters.
-const SERVER_PREFIXES: [&str; 2] = ["/weft.raft.v1.Raft/", "/weft.cluster.v1.Cluster/Join"];
-
-impl RpcPolicy {
-    pub fn new(key: Option<&str>, store: Arc<StateStore>) -> RpcPolicy {
-        RpcPolicy { key_sha256: key.map(secret_hash), store }
-    }
-
-    /// Who the caller of `path` presenting `header` is, if it may go on.
-    pub fn check(&self, path: &str, header: Option<&str>) -> Result<Caller, Status> {
-        let Some(key_sha256) = &self.key_sha256 else { return Ok(Caller::Anyone) };
-        let open = OPEN_METHODS.contains(&path);
-        let refused = |why: &str| {
-            tracing::info!(%path, why, "RPC refused");
-            Err(Status::unauthenticated(format!(
-                "{why}: this cluster requires credentials (servers: the same rpc_key; client agents: weft agent --join-token)"
-            )))
-        };
-        match header.and_then(RpcCredential::parse) {
-            Some(RpcCredential::Server { key }) if secret_hash(&key) == *key_sha256 => Ok(Caller::Server),
-            _ if open => Ok(Caller::Unauthenticated),
-            Some(RpcCredential::Server { .. }) => refused("wrong RPC key"),
-            Some(RpcCredential::Agent { .. }) if SERVER_PREFIXES.iter().any(|p| path.starts_with(p)) => {
-                refused("a client agent may not make server calls")
+/// Asks the servers, in turn, for a certificate for `node` from `csr_pem`,
+/// proving its enrollment with `secret`: the certificate (PEM).
+pub async fn request_agent_certificate(
+    servers: &[String],
+    node: &NodeName,
+    secret: &str,
+    csr_pem: &str,
+    connector: &RpcConnector,
+) -> Result<String, ServerError> {
+    let channels = Channels::new(connector.clone());
+    let mut last = ServerError::NoLeader;
+    for server in servers {
+        let Ok(mut client) = channels.cluster_client(server) else { continue };
+        let request = EnrollRequest { node: node.to_string(), secret: secret.to_owned(), csr_pem: csr_pem.to_owned() };
+        match client.enroll(request).await {
+            Ok(reply) => return Ok(reply.into_inner().cert_pem),
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(ServerError::Unauthenticated(status.message().to_owned()))
             }
-            Some(RpcCredential::Agent { node, secret }) => {
-                if self.store.read().join().is_credential(&node, &secret_hash(&secret)) {
-                    Ok(Caller::Agent(node))
-                } else {
-                    refused("unknown agent credential")
-                }
-            }
-            None => refused("no credential"),
+            Err(status) => last = ServerError::LeaderUnreachable(format!("{server}: {}", status.message())),
         }
     }
-}
-
-/// The tower layer that puts [`RpcPolicy`] in front of every gRPC service.
-#[derive(Clone)]
-pub struct RpcAuthLayer(pub Arc<RpcPolicy>);
-
-impl<S> tower::Layer<S> for RpcAuthLayer {
-    type Service = RpcAuth<S>;
-
-    fn layer(&self, inner: S) -> RpcAuth<S> {
-        RpcAuth { inner, policy: self.0.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct RpcAuth<S> {
-    inner: S,
-    policy: Arc<RpcPolicy>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RpcAuth<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let header = request.headers().get(CREDENTIAL_METADATA).and_then(|v| v.to_str().ok());
-        match self.policy.check(request.uri().path(), header) {
-            Ok(caller) => {
-                request.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(request))
-            }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use weft_api::ids::RaftIndex;
-
-    use super::*;
-
-    #[test]
-    fn servers_need_the_key_agents_their_credential_and_only_discovery_is_open() {
-        let store = StateStore::new();
-        let credential =
-            AgentCredentialRecord { node: "vm1".into(), secret_sha256: secret_hash("s1"), ..Default::default() };
-        let token = JoinTokenRecord {
-            id: "t".into(),
-            secret_sha256: "h".into(),
-            expires_at: i64::MAX,
-            uses_left: 1,
-            ..Default::default()
-        };
-        store.apply(RaftIndex(1), &Command::JoinTokenCreate(token));
-        store.apply(RaftIndex(2), &Command::JoinTokenRedeem { secret_sha256: "h".into(), credential, now: 0 });
-        let open = RpcPolicy::new(None, store.clone());
-        assert!(open.check("/weft.raft.v1.Raft/AppendEntries", None).is_ok());
-
-        let policy = RpcPolicy::new(Some("key"), store);
-        let server = RpcCredential::Server { key: "key".into() }.header_value();
-        let agent = RpcCredential::Agent { node: "vm1".into(), secret: "s1".into() }.header_value();
-        let impostor = RpcCredential::Agent { node: "vm2".into(), secret: "s1".into() }.header_value();
-        let apply = "/weft.cluster.v1.Cluster/Apply";
-        assert!(policy.check("/weft.cluster.v1.Cluster/Info", None).is_ok());
-        assert!(policy.check("/weft.cluster.v1.Cluster/RedeemJoinToken", None).is_ok());
-        assert!(policy.check(apply, Some(&server)).is_ok() && policy.check(apply, Some(&agent)).is_ok());
-        assert_eq!(policy.check(apply, None).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert!(policy.check(apply, Some(&impostor)).is_err());
-        assert!(policy.check(apply, Some("Weft-Server nope")).is_err());
-        assert!(policy.check("/weft.raft.v1.Raft/Vote", Some(&server)).is_ok());
-        assert!(policy.check("/weft.raft.v1.Raft/Vote", Some(&agent)).is_err());
-        assert!(policy.check("/weft.cluster.v1.Cluster/Join", Some(&agent)).is_err());
-    }
-
-    #[test]
-    fn client_agents_may_not_write_the_ca_a_restore_or_join_tables() {
-        let agent = Caller::Agent("vm1".into());
-        let kv = Command::KvSet { key: "k".into(), value: Vec::new(), flags: 0, cas: None };
-        let redeem = Command::JoinTokenRedeem {
-            secret_sha256: "h".into(),
-            credential: AgentCredentialRecord::default(),
-            now: 0,
-        };
-        assert!(agent.may_write(&kv) && Caller::Server.may_write(&redeem) && Caller::Anyone.may_write(&redeem));
-        for refused in
-            [redeem.clone(), Command::Restore { snapshot: Vec::new() }, Command::Batch(vec![kv.clone(), redeem])]
-        {
-            assert!(!agent.may_write(&refused), "{}", refused.kind());
-        }
-        assert!(!Caller::Unauthenticated.may_write(&kv));
-    }
+    Err(last)
 }

@@ -31,6 +31,7 @@ mod cluster;
 mod error;
 pub mod join;
 pub mod liveness;
+mod rate;
 // openraft's storage traits fix `StorageError` (large) as the error type; boxing it
 // in our helpers would only add conversions at every trait boundary.
 #[allow(clippy::result_large_err)]
@@ -43,5 +44,5 @@ pub mod store;
 pub use error::{ServerError, StartError};
 pub use server::{
     load_or_create_server_id, Applied, PeerStatus, RaftConfiguration, RaftStats, RaftTuning, ReadConsistency, Server,
-    ServerConfig,
+    ServerConfig, ServerRpcTls,
 };

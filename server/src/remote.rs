@@ -30,12 +30,13 @@ use tonic::Streaming;
 use weft_api::catalog::Node;
 use weft_api::command::Command;
 use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServiceName};
-use weft_api::join::RpcCredential;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, RemovePeerRequest, SignLeafRequest, StoreEvent,
     SubscribeRequest,
 };
+
+use weft_tls::RpcConnector;
 
 use crate::ca::{CaError, SignedLeaf};
 use crate::raft::{self, ServerNode};
@@ -60,8 +61,9 @@ pub struct RemoteConfig {
     pub datacenter: Datacenter,
     /// RPC addresses of servers (`retry_join`).
     pub servers: Vec<String>,
-    /// What this agent presents on every call, if the servers ask for one.
-    pub credential: Option<RpcCredential>,
+    /// How to dial them: TLS (with this agent's certificate, once it has
+    /// one) where configured.
+    pub connector: RpcConnector,
 }
 
 /// A client agent's handle on the cluster. Cheap to clone.
@@ -116,7 +118,7 @@ impl RemoteCluster {
     /// Starts following the servers in the background, until the store is
     /// closed (see [`StateStore::close`]).
     pub fn start(config: RemoteConfig) -> Self {
-        let channels = Channels::with_credential(config.credential.as_ref());
+        let channels = Channels::new(config.connector.clone());
         let remote = RemoteCluster {
             inner: Arc::new(Inner {
                 config,
@@ -130,6 +132,12 @@ impl RemoteCluster {
         };
         tokio::spawn(remote.clone().follow());
         remote
+    }
+
+    /// Dials the servers anew from now on: after the agent's certificate
+    /// changed, so every call presents the new one.
+    pub fn reconnect(&self) {
+        self.inner.channels.reconnect();
     }
 
     /// The local copy of the replicated state.

@@ -11,10 +11,10 @@ use std::time::Duration;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 use weft_api::catalog::Node;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServerId, ServiceName};
-use weft_api::join::RpcCredential;
 use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::cluster_server::ClusterServer;
 use weft_api::proto::cluster::{
@@ -22,14 +22,15 @@ use weft_api::proto::cluster::{
     RotateCaResponse, SignLeafRequest, SignLeafResponse,
 };
 use weft_api::proto::raft::raft_server::RaftServer;
+use weft_tls::{AgentRoots, ClientTls, ListenerLimits, RpcConnector, ServerTls};
 
 use crate::batch::WriteBatcher;
-use crate::ca::{self, CaError, SignLimiter, SignedLeaf};
+use crate::ca::{self, CaError, SignedLeaf};
 use crate::error::{ServerError, StartError};
-use crate::join::{RpcAuthLayer, RpcPolicy};
 use crate::liveness::{self, Liveness};
 use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateMachine};
-use crate::rpc::{AuthChannel, Channels, ClusterService, Credential, LastContact, RaftService};
+use crate::rate::TokenBucket;
+use crate::rpc::{Channels, ClusterService, LastContact, RaftService, RpcAuthLayer, RpcPolicy, MAX_MESSAGE};
 use crate::store::StateStore;
 
 /// Raft timing and compaction settings.
@@ -80,9 +81,36 @@ pub struct ServerConfig {
     pub liveness_timeout: Duration,
     /// How long the leaves this server signs (as leader) are valid.
     pub leaf_ttl: Duration,
-    /// The key every server of the cluster shares: with one, RPC callers
-    /// must present it (servers) or an agent credential (see `crate::join`).
-    pub rpc_key: Option<String>,
+    /// The DNS domain (`weft`): servers' certificates name
+    /// `server.<datacenter>.<domain>`, agents' name it too.
+    pub domain: String,
+    /// TLS on RPC; `None` serves and dials plaintext (loopback only: the
+    /// agent's configuration refuses it on other addresses).
+    pub rpc_tls: Option<ServerRpcTls>,
+    /// Bounds on what connecting peers may hold.
+    pub listener_limits: ListenerLimits,
+}
+
+/// A server's RPC TLS (see `weft_tls`): serving, and dialing other servers.
+#[derive(Clone)]
+pub struct ServerRpcTls {
+    pub serve: Arc<ServerTls>,
+    /// Dialing other servers (`verify_outgoing`); `None` dials plaintext.
+    pub dial: Option<Arc<ClientTls>>,
+    /// The agent CA this server trusts for callers, which it keeps equal to
+    /// the replicated one.
+    pub agent_roots: AgentRoots,
+    /// The CA the servers' certificates chain to (PEM): join tokens carry it.
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for ServerRpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerRpcTls")
+            .field("verify_incoming", &self.serve.verify_incoming())
+            .field("verify_outgoing", &self.dial.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How fresh a read must be.
@@ -177,8 +205,11 @@ pub(crate) struct Inner {
     /// serve default reads without asking again (the election timeout).
     lease: Duration,
     pub(crate) liveness: Liveness,
-    pub(crate) sign_limiter: SignLimiter,
+    pub(crate) sign_limiter: TokenBucket,
     pub(crate) leaf_ttl: Duration,
+    pub(crate) domain: String,
+    /// The CA the servers' certificates chain to, when they serve TLS.
+    ca_pem: Option<String>,
     /// Held by whatever changes the CA's state (set-up, rotation, pruning),
     /// so two changes never race to overwrite each other.
     pub(crate) ca_changes: tokio::sync::Mutex<()>,
@@ -218,8 +249,8 @@ impl Server {
             rpc_addr: config.rpc_addr.clone(),
             http_addr: config.http_addr.clone(),
         };
-        let own_credential = config.rpc_key.clone().map(|key| RpcCredential::Server { key });
-        let network = Network(Credential::new(own_credential.as_ref()));
+        let connector = RpcConnector::new(config.rpc_tls.as_ref().and_then(|tls| tls.dial.clone()));
+        let network = Network(connector.clone());
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store.clone(), state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -232,38 +263,41 @@ impl Server {
                 store,
                 last_contact: LastContact::default(),
                 log_store,
-                channels: Channels::with_credential(own_credential.as_ref()),
+                channels: Channels::new(connector),
                 caught_up_term: AtomicU64::new(0),
                 batcher: WriteBatcher::start(inner.clone()),
                 lease: config.raft.election_timeout_min,
                 liveness: Liveness::new(config.liveness_timeout),
-                sign_limiter: SignLimiter::new(SIGN_RATE, SIGN_BURST),
+                sign_limiter: TokenBucket::new(SIGN_RATE, SIGN_BURST),
                 leaf_ttl: config.leaf_ttl,
+                domain: config.domain.clone(),
+                ca_pem: config.rpc_tls.as_ref().map(|tls| tls.ca_pem.clone()),
                 ca_changes: tokio::sync::Mutex::new(()),
             }),
         };
 
-        let policy = Arc::new(RpcPolicy::new(config.rpc_key.as_deref(), server.store().clone()));
+        let serve_tls = config.rpc_tls.as_ref().map(|tls| tls.serve.clone());
+        let require_certificates = serve_tls.as_ref().is_some_and(|tls| tls.verify_incoming());
+        let policy = Arc::new(RpcPolicy::new(require_certificates, server.store().clone()));
         let grpc = tonic::transport::Server::builder()
+            // A peer may keep a stream open only while it answers pings, and
+            // may not send headers larger than any call of ours needs.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .http2_max_header_list_size(Some(16 * 1024))
+            .max_concurrent_streams(Some(1024))
             .layer(RpcAuthLayer(policy))
             .add_service(
                 RaftServer::new(RaftService::new(raft.clone(), server.inner.last_contact.clone()))
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
             )
             .add_service(
                 ClusterServer::new(ClusterService::new(server.clone()))
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
             );
-        // Nagle's algorithm on these sockets held the state stream's small
-        // messages back for a delayed ACK (~40 ms per change on client agents).
-        let incoming =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(rpc_listener), |accepted| {
-                accepted.inspect(|stream| {
-                    let _ = stream.set_nodelay(true);
-                })
-            });
+        let incoming = weft_tls::incoming(rpc_listener, serve_tls, config.listener_limits);
         let raft_for_shutdown = raft.clone();
         tokio::spawn(async move {
             let served = grpc
@@ -276,6 +310,9 @@ impl Server {
                 tracing::error!(%error, "server RPC listener stopped");
             }
         });
+        if let Some(tls) = &config.rpc_tls {
+            tokio::spawn(crate::join::follow_agent_ca(server.clone(), tls.agent_roots.clone()));
+        }
         tokio::spawn(crate::liveness::watch_heartbeats(server.clone()));
         tokio::spawn(crate::ca::maintain_when_leading(server.clone()));
         tokio::spawn(crate::cluster::join_or_bootstrap(server.clone(), config.bootstrap_expect, config.retry_join));
@@ -362,7 +399,12 @@ impl Server {
         }
     }
 
-    pub(crate) fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<AuthChannel>, ServerError> {
+    /// The CA the servers' certificates chain to (PEM), when they serve TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.inner.ca_pem.as_deref()
+    }
+
+    pub(crate) fn cluster_client(&self, rpc_addr: &str) -> Result<ClusterClient<Channel>, ServerError> {
         self.inner.channels.cluster_client(rpc_addr)
     }
 
@@ -693,9 +735,10 @@ pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Ser
 pub(crate) fn forwarded_write_error(status: tonic::Status) -> ServerError {
     match status.code() {
         tonic::Code::FailedPrecondition => ServerError::NoLeader,
-        // Refused before any handler ran: nothing was proposed.
+        // Refused before anything was proposed.
         tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
-        tonic::Code::Unavailable if status.message().contains("connect") => {
+        tonic::Code::PermissionDenied => ServerError::PermissionDenied(status.message().to_owned()),
+        tonic::Code::Unavailable if weft_tls::ConnectError::caused(&status) => {
             ServerError::LeaderUnreachable(status.message().to_owned())
         }
         _ => ServerError::OutcomeUnknown(status.message().to_owned()),
@@ -711,6 +754,7 @@ pub(crate) fn status_to_error(status: tonic::Status) -> ServerError {
         tonic::Code::Aborted => ServerError::Membership(status.message().to_owned()),
         tonic::Code::ResourceExhausted => ServerError::MembershipChangeInProgress(status.message().to_owned()),
         tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
+        tonic::Code::PermissionDenied => ServerError::PermissionDenied(status.message().to_owned()),
         _ => ServerError::LeaderUnreachable(status.message().to_owned()),
     }
 }
@@ -725,6 +769,7 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::MembershipChangeInProgress(reason) => tonic::Status::resource_exhausted(reason),
         ServerError::OutcomeUnknown(reason) => tonic::Status::unknown(reason),
         ServerError::Unauthenticated(reason) => tonic::Status::unauthenticated(reason),
+        ServerError::PermissionDenied(reason) => tonic::Status::permission_denied(reason),
         other => tonic::Status::unavailable(other.to_string()),
     }
 }

@@ -8,6 +8,12 @@
 //!
 //! Multi-server tests in one binary run one at a time (a process-wide lock),
 //! so two clusters never compete for the two cores and flap elections.
+//!
+//! Clusters run RPC over TLS, as they would anywhere but on one host: the
+//! harness makes an RPC CA and each server's certificate with `weft tls`,
+//! and each client agent enrolls with a join token made by `weft operator
+//! join-token create` on the first server. `Cluster::plaintext(n)` starts
+//! servers without TLS (which only loopback allows).
 #![allow(dead_code)]
 
 pub mod http;
@@ -88,6 +94,8 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     bootstrap_expect: usize,
     dir: tempfile::TempDir,
+    /// Where the RPC CA and the servers' certificates are; `None`: plaintext.
+    pub tls_dir: Option<PathBuf>,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -99,10 +107,26 @@ impl Cluster {
 
     /// Like [`Cluster::servers`], with extra flags for every server.
     pub async fn servers_with(n: usize, extra_args: &[&str]) -> Cluster {
+        Self::start(n, extra_args, true).await
+    }
+
+    /// `n` servers without TLS on RPC, as only loopback allows.
+    pub async fn plaintext(n: usize) -> Cluster {
+        Self::start(n, &[], false).await
+    }
+
+    async fn start(n: usize, extra_args: &[&str], tls: bool) -> Cluster {
         let serial = cluster_lock().lock().await;
         let dir = tempfile::Builder::new().prefix("weft-e2e-").tempdir().expect("temp dir");
+        let tls_dir = tls.then(|| {
+            let tls_dir = dir.path().join("tls");
+            std::fs::create_dir(&tls_dir).expect("tls dir");
+            let domain = domain_in(extra_args);
+            weft_in(&tls_dir, &["tls", "ca", "create", "-domain", &domain]);
+            tls_dir
+        });
         let mut cluster =
-            Cluster { specs: Vec::new(), children: Vec::new(), bootstrap_expect: n, dir, _serial: serial };
+            Cluster { specs: Vec::new(), children: Vec::new(), bootstrap_expect: n, dir, tls_dir, _serial: serial };
         for _ in 0..n {
             cluster.add_spec(extra_args);
         }
@@ -138,6 +162,46 @@ impl Cluster {
 
     fn add_named_spec(&mut self, server: bool, name: String, extra_args: &[&str]) -> usize {
         let i = self.specs.len();
+        let mut extra_args: Vec<&str> = extra_args.to_vec();
+        let tls_config = self.dir.path().join(format!("{name}-tls.hcl"));
+        if let (true, Some(tls_dir)) = (server, &self.tls_dir) {
+            let domain = domain_in(&extra_args);
+            let (_, out) = weft_in(tls_dir, &["tls", "cert", "create", "-server", "-domain", &domain]);
+            let file = |suffix: &str| {
+                out.lines()
+                    .filter_map(|line| line.strip_prefix("==> Saved "))
+                    .find(|path| path.ends_with(suffix) && (suffix == "-key.pem" || !path.ends_with("-key.pem")))
+                    .expect("weft tls cert create names its files")
+                    .to_owned()
+            };
+            let ca = tls_dir.join(format!("{domain}-agent-ca.pem"));
+            let hcl = format!(
+                "tls {{\n  defaults {{\n    ca_file = {:?}\n    cert_file = {:?}\n    key_file = {:?}\n  }}\n}}\n",
+                ca.display().to_string(),
+                file(".pem"),
+                file("-key.pem")
+            );
+            std::fs::write(&tls_config, hcl).expect("write the TLS config");
+        }
+        let token;
+        if let (false, Some(_)) = (server, &self.tls_dir) {
+            let (code, out, err) = weft(&[
+                "operator",
+                "join-token",
+                "create",
+                "--description",
+                &name,
+                "--http-addr",
+                &self.specs[0].http_addr,
+            ]);
+            assert_eq!(code, 0, "a join token for {name}: {err}");
+            token = out.trim().to_owned();
+            extra_args.extend(["--join-token", token.as_str()]);
+        }
+        let tls_config = tls_config.display().to_string();
+        if server && self.tls_dir.is_some() {
+            extra_args.extend(["--config-file", tls_config.as_str()]);
+        }
         self.specs.push(AgentSpec {
             server,
             rpc_addr: format!("127.0.0.1:{}", free_port()),
@@ -185,9 +249,24 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
-    /// Starts a client agent named `name` joined to the servers; returns its index.
+    /// Starts a client agent named `name` joined to the servers (enrolled
+    /// with a join token of its own, in a cluster with TLS); returns its index.
     pub fn add_client(&mut self, name: &str, extra_args: &[&str]) -> usize {
         let i = self.add_named_spec(false, name.to_owned(), extra_args);
+        self.start_server(i);
+        i
+    }
+
+    /// Starts a client agent that knows the servers (and their CA) but has
+    /// no join token, so no certificate of its own.
+    pub fn add_client_without_token(&mut self, name: &str) -> usize {
+        let tls_dir = self.tls_dir.clone().expect("a cluster with TLS");
+        let config = self.dir.path().join(format!("{name}-ca.hcl"));
+        let ca = tls_dir.join("weft-agent-ca.pem").display().to_string();
+        std::fs::write(&config, format!("tls {{\n  defaults {{\n    ca_file = {ca:?}\n  }}\n}}\n")).unwrap();
+        let tls_dir = self.tls_dir.take();
+        let i = self.add_named_spec(false, name.to_owned(), &["--config-file", config.to_str().unwrap()]);
+        self.tls_dir = tls_dir;
         self.start_server(i);
         i
     }
@@ -203,9 +282,19 @@ impl Cluster {
 
     /// Adds a server that joins the running cluster (no bootstrap), with extra flags.
     pub fn add_server(&mut self, extra_args: &[&str]) -> usize {
-        let i = self.add_spec(extra_args);
+        let i = self.add_server_stopped(extra_args);
         self.start_server(i);
         i
+    }
+
+    /// Like [`Cluster::add_server`], without starting it (`start_server`).
+    pub fn add_server_stopped(&mut self, extra_args: &[&str]) -> usize {
+        self.add_spec(extra_args)
+    }
+
+    /// Agent `i`'s process ID.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("agent is running").id()
     }
 
     /// `kill -9` server `i`.
@@ -423,6 +512,57 @@ pub fn dig(dns_addr: &str, args: &[&str]) -> String {
         .output()
         .expect("run dig");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `--domain` among `args`, else `weft`.
+fn domain_in(args: &[&str]) -> String {
+    args.iter().position(|a| *a == "--domain").and_then(|i| args.get(i + 1)).unwrap_or(&"weft").to_string()
+}
+
+/// Runs the `weft` CLI in `dir`; it must succeed. Returns (exit code, stdout).
+pub fn weft_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(weft_bin()).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("run weft");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "weft {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), stdout)
+}
+
+impl Cluster {
+    /// The RPC CA (PEM) the servers' certificates chain to.
+    pub fn ca_pem(&self) -> String {
+        let tls_dir = self.tls_dir.as_ref().expect("a cluster with TLS");
+        std::fs::read_to_string(tls_dir.join("weft-agent-ca.pem")).expect("the CA file")
+    }
+
+    /// A raw gRPC client of server `i`'s RPC: over TLS verified against the
+    /// cluster's CA (plaintext in a plaintext cluster), presenting
+    /// `identity` (certificate and key, PEM) if given.
+    pub fn rpc_client(
+        &self,
+        i: usize,
+        identity: Option<(&str, &str)>,
+    ) -> weft_api::proto::cluster::cluster_client::ClusterClient<tonic::transport::Channel> {
+        let tls = self.tls_dir.as_ref().map(|_| cluster_client_tls(self, identity));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.specs[i].rpc_addr))
+            .unwrap()
+            .connect_with_connector_lazy(weft_tls::RpcConnector::new(tls));
+        weft_api::proto::cluster::cluster_client::ClusterClient::new(channel)
+    }
+}
+
+/// How a client dials `cluster`'s servers: TLS verified against its CA
+/// (and `server.dc1.weft`), presenting `identity` (certificate and key, PEM).
+pub fn cluster_client_tls(cluster: &Cluster, identity: Option<(&str, &str)>) -> std::sync::Arc<weft_tls::ClientTls> {
+    let settings = weft_tls::RpcTlsSettings {
+        ca: weft_tls::config::roots_from_pem(&cluster.ca_pem(), "the CA").unwrap(),
+        identity: identity.map(|(cert, key)| weft_tls::Identity::from_pem(cert, key, "test").unwrap()),
+        verify_incoming: true,
+        verify_outgoing: true,
+        verify_server_hostname: true,
+        datacenter: "dc1".into(),
+        domain: "weft".into(),
+    };
+    weft_tls::ClientTls::new(&settings).unwrap()
 }
 
 pub fn weft(args: &[&str]) -> (i32, String, String) {

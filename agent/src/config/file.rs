@@ -47,13 +47,19 @@ pub struct ConfigFile {
     /// Weft: the network this node is in (node meta `weft-network`); hosts
     /// in other networks are reached through their mesh gateways.
     pub network: Option<String>,
-    /// Weft, servers: the key every server shares; with one, RPC callers
-    /// must prove who they are (servers: this key; agents: a join token).
-    pub rpc_key: Option<String>,
     /// Weft, client agents: a join token (`weft operator join-token
-    /// create`): the servers to join, and a one-time secret for this
-    /// agent's credential.
+    /// create`): the servers to join, the CA their certificates chain to,
+    /// and a one-time secret with which this agent enrolls for its own
+    /// certificate.
     pub join_token: Option<String>,
+    /// Consul's `tls { defaults { ... } internal_rpc { ... } }`: TLS on
+    /// server RPC.
+    pub tls: Option<TlsFile>,
+    /// Removed (servers shared this key before RPC had TLS): refused with
+    /// a message saying what replaced it, rather than as an unknown key.
+    pub rpc_key: Option<String>,
+    /// Consul's `limits { rpc_max_conns_per_client }`.
+    pub limits: Option<LimitsFile>,
     /// Allow checks that run programs (`args`); off by default.
     pub enable_script_checks: Option<bool>,
     /// `service { ... }` blocks (one or several) and a `services = [...]` list,
@@ -80,6 +86,47 @@ pub struct ConfigFile {
     pub connect: Option<ConnectFile>,
     #[serde(skip)]
     pub dev_mode: Option<bool>,
+    /// Weft, client agents: the CA servers' certificates chain to, inline
+    /// (an injected pod's agent has it from its environment).
+    #[serde(skip)]
+    pub server_ca_pem: Option<String>,
+}
+
+/// Consul's `tls { ... }` block: the settings Weft honours. Settings in
+/// `internal_rpc` win over `defaults`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub defaults: Option<TlsSettingsFile>,
+    pub internal_rpc: Option<TlsSettingsFile>,
+}
+
+/// One `tls` stanza.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettingsFile {
+    /// The CA that signs servers' certificates (`weft tls ca create`).
+    pub ca_file: Option<PathBuf>,
+    /// Servers: this server's certificate and key (`weft tls cert create -server`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Require TLS and a certificate from every caller but the open calls
+    /// (default true once TLS is configured; false serves plaintext too,
+    /// while a running cluster moves to TLS).
+    pub verify_incoming: Option<bool>,
+    /// Dial servers over TLS and verify them (default true once TLS is configured).
+    pub verify_outgoing: Option<bool>,
+    /// Also require `server.<datacenter>.<domain>` in servers' certificates
+    /// (default true; Consul's default is false).
+    pub verify_server_hostname: Option<bool>,
+}
+
+/// Consul's `limits { ... }`: the settings Weft honours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Connections one address may hold to a server's RPC port (default 100).
+    pub rpc_max_conns_per_client: Option<usize>,
 }
 
 /// Consul's `connect { ... }` block: the settings Weft honours.
@@ -179,14 +226,17 @@ impl ConfigFile {
             advertise_addr,
             node_meta,
             network,
-            rpc_key,
             join_token,
+            tls,
+            rpc_key,
+            limits,
             enable_script_checks,
             liveness_timeout,
             anti_entropy_interval,
             check_update_interval,
             connect,
-            dev_mode
+            dev_mode,
+            server_ca_pem
         );
         self.retry_join.extend(later.retry_join);
         self.recursors.extend(later.recursors);

@@ -6,6 +6,7 @@
 //! several files add up, as in Consul.
 
 mod file;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,7 @@ use crate::decode::decode_value;
 use crate::local::definition::{CheckDefinition, ServiceDefinition};
 
 pub use file::{ConfigFile, DnsConfigFile};
+pub use tls::RpcTlsConfig;
 
 /// The validated configuration an agent runs with.
 #[derive(Clone, Debug)]
@@ -47,10 +49,12 @@ pub struct AgentConfig {
     pub node_meta: BTreeMap<String, String>,
     /// The network this node is in (`network`, or node meta `weft-network`).
     pub network: NetworkName,
-    /// Servers: the key RPC callers must prove (see `weft_server::join`).
-    pub rpc_key: Option<String>,
     /// Client agents: the join token to redeem on first start.
     pub join_token: Option<JoinToken>,
+    /// TLS on server RPC; `None`: plaintext, on this host only.
+    pub rpc_tls: Option<RpcTlsConfig>,
+    /// Connections one address may hold to this server's RPC port.
+    pub rpc_max_conns_per_client: usize,
     pub enable_script_checks: bool,
     /// Services and node-level checks defined in config files.
     pub services: Vec<ServiceDefinition>,
@@ -168,6 +172,8 @@ const DEFAULT_CHECK_UPDATE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
 pub const DEFAULT_DNS_PORT: u16 = 8600;
 pub const DEFAULT_RPC_PORT: u16 = 8300;
+/// Consul's default `limits { rpc_max_conns_per_client }`.
+pub const DEFAULT_RPC_MAX_CONNS_PER_CLIENT: usize = 100;
 
 /// Reads config files and directories into one [`ConfigFile`], in order.
 pub fn read_sources(files: &[PathBuf], dirs: &[PathBuf]) -> Result<ConfigFile, ConfigErrors> {
@@ -252,17 +258,18 @@ impl ConfigFile {
         let join_token = match self.join_token.as_deref().filter(|t| !t.trim().is_empty()) {
             None => None,
             Some(_) if server => {
-                problem("join_token is for client agents; servers share rpc_key instead".into());
+                problem(
+                    "join_token is for client agents; servers present certificates from the RPC CA (tls { ... })"
+                        .into(),
+                );
                 None
             }
             Some(text) => JoinToken::decode(text).map_err(|e| problem(e.to_string())).ok(),
         };
-        let rpc_key = self.rpc_key.clone().filter(|k| !k.is_empty());
-        if !server && rpc_key.is_some() {
-            problem("rpc_key is for servers only; a client agent joins with a join token (--join-token)".into());
-        }
-        if rpc_key.as_ref().is_some_and(|k| k.len() < 16 || k.contains(char::is_whitespace)) {
-            problem("rpc_key must be at least 16 characters without spaces (make one: weft keygen)".into());
+        if self.rpc_key.is_some() {
+            problem(
+                "rpc_key was removed: servers now prove who they are with certificates (weft tls ca create; weft tls cert create -server; a tls { ... } block) and client agents with certificates they enroll for with a join token; remove rpc_key".into(),
+            );
         }
         let mut retry_join = self.retry_join.clone();
         if let Some(token) = &join_token {
@@ -340,6 +347,20 @@ impl ConfigFile {
         let domain = self.domain.clone().unwrap_or_else(|| "weft".into()).trim_matches('.').to_owned();
         if domain.is_empty() {
             problem("domain must not be empty".into());
+        }
+        let ends = tls::RpcEnds {
+            server,
+            dev_mode,
+            rpc_addr,
+            servers: &retry_join,
+            join_token: join_token.as_ref(),
+            server_ca_pem: self.server_ca_pem.as_deref(),
+        };
+        let rpc_tls = tls::rpc_tls(self.tls.as_ref(), ends, &mut problem);
+        let rpc_max_conns_per_client =
+            self.limits.as_ref().and_then(|l| l.rpc_max_conns_per_client).unwrap_or(DEFAULT_RPC_MAX_CONNS_PER_CLIENT);
+        if rpc_max_conns_per_client == 0 {
+            problem("limits.rpc_max_conns_per_client must be at least 1".into());
         }
         let dns = self.dns_settings(&mut problem);
         let advertise_ip = match self.advertise_addr.as_deref() {
@@ -436,8 +457,9 @@ impl ConfigFile {
             server,
             bootstrap_expect,
             retry_join,
-            rpc_key,
             join_token,
+            rpc_tls,
+            rpc_max_conns_per_client,
             rpc_addr,
             http_addr,
             dns_addr,
@@ -547,21 +569,74 @@ mod tests {
     }
 
     #[test]
-    fn a_join_token_names_the_servers_and_the_datacenter_and_rpc_keys_are_for_servers() {
-        let token = JoinToken { servers: vec!["10.0.0.1:8300".into()], datacenter: "eu".into(), secret: "s".into() };
+    fn a_join_token_names_the_servers_the_datacenter_and_the_ca() {
+        let token = JoinToken {
+            servers: vec!["10.0.0.1:8300".into()],
+            datacenter: "eu".into(),
+            secret: "s".into(),
+            ca_pem: Some("CA".into()),
+        };
         let client = ConfigFile { server: Some(false), join_token: Some(token.encode()), ..server_file() };
         let config = client.clone().validate().unwrap();
         assert_eq!((config.retry_join, config.datacenter.as_str()), (vec!["10.0.0.1:8300".to_owned()], "eu"));
+        let tls = config.rpc_tls.unwrap();
+        assert!(tls.ca_file.is_none() && tls.ca_pem.as_deref() == Some("CA"));
+        assert!(tls.verify_outgoing && tls.verify_server_hostname);
         let elsewhere = ConfigFile { datacenter: Some("us".into()), ..client.clone() };
         assert!(elsewhere.validate().unwrap_err().to_string().contains("datacenter \"eu\""));
         let junk = ConfigFile { join_token: Some("hello".into()), ..client.clone() };
         assert!(junk.validate().unwrap_err().to_string().contains("not a Weft join token"));
-        let keyed_client = ConfigFile { rpc_key: Some("0123456789abcdef0".into()), ..client };
-        assert!(keyed_client.validate().unwrap_err().to_string().contains("rpc_key is for servers"));
-        let short_key = ConfigFile { rpc_key: Some("short".into()), ..server_file() };
-        assert!(short_key.validate().unwrap_err().to_string().contains("at least 16"));
         let token_on_server = ConfigFile { join_token: Some(token.encode()), ..server_file() };
         assert!(token_on_server.validate().unwrap_err().to_string().contains("join_token is for client agents"));
+        let plaintext = JoinToken { ca_pem: None, ..token };
+        let client = ConfigFile { server: Some(false), join_token: Some(plaintext.encode()), ..server_file() };
+        assert!(client
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("10.0.0.1:8300 would leave this host in plaintext"));
+    }
+
+    #[test]
+    fn rpc_leaves_the_host_only_over_tls() {
+        let exposed = ConfigFile { bind_addr: Some("10.0.0.5".into()), ..server_file() };
+        let error = exposed.clone().validate().unwrap_err().to_string();
+        assert!(error.contains("server RPC on 10.0.0.5:8300 would leave this host in plaintext"), "{error}");
+        let dev = ConfigFile { dev_mode: Some(true), ..exposed.clone() };
+        assert!(dev.validate().is_ok(), "weft dev is a throw-away single server");
+        let half = file::TlsFile {
+            defaults: Some(file::TlsSettingsFile { ca_file: Some("ca.pem".into()), ..Default::default() }),
+            internal_rpc: None,
+        };
+        let error = ConfigFile { tls: Some(half.clone()), ..exposed.clone() }.validate().unwrap_err().to_string();
+        assert!(error.contains("a server needs cert_file") && error.contains("key_file"), "{error}");
+        let full = file::TlsFile {
+            defaults: Some(file::TlsSettingsFile {
+                ca_file: Some("ca.pem".into()),
+                cert_file: Some("s.pem".into()),
+                key_file: Some("s-key.pem".into()),
+                verify_incoming: Some(true),
+                ..Default::default()
+            }),
+            internal_rpc: Some(file::TlsSettingsFile { verify_incoming: Some(false), ..Default::default() }),
+        };
+        let tls = ConfigFile { tls: Some(full.clone()), ..exposed }.validate().unwrap().rpc_tls.unwrap();
+        assert!(!tls.verify_incoming, "internal_rpc wins over defaults");
+        assert!(tls.verify_outgoing && tls.verify_server_hostname, "verified by default");
+        let client = ConfigFile {
+            server: Some(false),
+            retry_join: vec!["10.0.0.1:8300".into()],
+            tls: Some(full),
+            ..server_file()
+        };
+        assert!(client.validate().unwrap_err().to_string().contains("cert_file and key_file are for servers"));
+        let client = ConfigFile {
+            server: Some(false),
+            retry_join: vec!["10.0.0.1:8300".into()],
+            tls: Some(half),
+            ..server_file()
+        };
+        assert!(client.validate().is_ok());
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Cluster(ServerError::PeerNotFound(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Cluster(ServerError::Unauthenticated(_)) => StatusCode::FORBIDDEN,
+            ApiError::Cluster(ServerError::Unauthenticated(_) | ServerError::PermissionDenied(_)) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

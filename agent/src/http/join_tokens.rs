@@ -39,6 +39,11 @@ struct CreateBody {
 /// (all optional: 24h, one use): the token, once.
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let server = servers_only(&state)?;
+    let ca_pem = server.ca_pem().map(str::to_owned).ok_or_else(|| {
+        ApiError::BadRequest(
+            "join tokens enroll agents for certificates, so the servers need TLS on RPC (tls { defaults { ca_file cert_file key_file } })".into(),
+        )
+    })?;
     let body: CreateBody = if body.is_empty() { CreateBody::default() } else { decode_body(&body)? };
     let ttl = match &body.ttl {
         None => DEFAULT_TTL,
@@ -49,7 +54,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     }
     let servers = server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
     let request = TokenRequest { description: body.description, ttl, uses: body.uses.unwrap_or(1) };
-    let (record, token) = new_token(servers, &state.config.datacenter, request);
+    let (record, token) = new_token(servers, &state.config.datacenter, Some(ca_pem), request);
     match state.backend.write(Command::JoinTokenCreate(record.clone())).await?.outcome {
         CommandOutcome::Done => {}
         CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
@@ -74,6 +79,38 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     servers_only(&state)?;
     state.backend.write(Command::JoinTokenDelete { id }).await?;
+    Ok(Json(true).into_response())
+}
+
+/// `GET /v1/operator/enrollment`: the client agents enrolled with a join
+/// token, without secrets.
+pub async fn enrollments(State(state): State<AppState>) -> Result<Response, ApiError> {
+    servers_only(&state)?;
+    let enrolled: Vec<Value> = state
+        .backend
+        .store()
+        .read()
+        .join()
+        .credentials()
+        .map(|c| {
+            json!({"Node": c.node, "TokenID": c.token_id, "CreateIndex": c.indexes.create, "ModifyIndex": c.indexes.modify})
+        })
+        .collect();
+    Ok(Json(enrolled).into_response())
+}
+
+/// `DELETE /v1/operator/enrollment/<node>`: revokes the node's enrollment.
+/// Its certificates are refused from the next call on, its state stream
+/// ends within a second, and it must join again with a new token.
+pub async fn revoke(State(state): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
+    servers_only(&state)?;
+    let node = weft_api::ids::NodeName::new(node);
+    match state.backend.write(Command::AgentCredentialDelete { node: node.clone() }).await?.outcome {
+        CommandOutcome::Done => {}
+        CommandOutcome::Rejected(reason) => return Err(ApiError::NotFound(reason)),
+        other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+    tracing::warn!(%node, "revoked a node's enrollment");
     Ok(Json(true).into_response())
 }
 

@@ -84,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operator/raft/peer", delete(status::remove_peer))
         .route("/v1/operator/join-token", put(join_tokens::create).get(join_tokens::list))
         .route("/v1/operator/join-token/{id}", delete(join_tokens::delete))
+        .route("/v1/operator/enrollment", get(join_tokens::enrollments))
+        .route("/v1/operator/enrollment/{node}", delete(join_tokens::revoke))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/services", get(agent::services))

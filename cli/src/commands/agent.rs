@@ -79,12 +79,8 @@ pub struct AgentArgs {
     /// Node metadata as key:value (repeatable).
     #[arg(long = "node-meta", value_parser = parse_meta)]
     node_meta: Vec<(String, String)>,
-    /// Servers: the key all servers share; RPC callers must then prove who they are
-    /// (prefer rpc_key in a config file: flags show in `ps`).
-    #[arg(long, env = "WEFT_RPC_KEY", hide_env_values = true)]
-    rpc_key: Option<String>,
-    /// Client agents: a join token (weft operator join-token create): the servers to join and a
-    /// one-time secret for this agent's credential.
+    /// Client agents: a join token (weft operator join-token create): the servers to join, their
+    /// CA, and a one-time secret with which this agent enrolls for its certificate.
     #[arg(long, env = "WEFT_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
     /// The network this node is in (node meta weft-network): sidecars reach
@@ -139,7 +135,6 @@ impl AgentArgs {
             advertise_addr: self.advertise_addr.clone(),
             node_meta: (!self.node_meta.is_empty()).then(|| self.node_meta.iter().cloned().collect()),
             network: self.network.clone(),
-            rpc_key: self.rpc_key.clone(),
             join_token: self.join_token.clone(),
             enable_script_checks: self.enable_script_checks.then_some(true),
             liveness_timeout: self.liveness_timeout.clone(),

@@ -6,7 +6,6 @@
 //! agent checks the entry and says what is wrong with it. Flags may be
 //! written Consul's way with one dash (`-kind web`) as well as with two.
 
-use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -115,30 +114,8 @@ impl ConfigCommand {
 }
 
 /// The long flags of `weft config`, which Consul's CLI writes with one dash.
-const LONG_FLAGS: [&str; 9] =
-    ["kind", "name", "cas", "modify-index", "filter", "http-addr", "token", "format", "stale"];
-
-/// Rewrites Consul's single-dash long flags (`-kind web`, `-modify-index=5`)
-/// as clap's (`--kind web`), for `weft config` only; everything else,
-/// `-` (stdin) and anything after `--` pass unchanged.
-pub fn consul_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut args: Vec<OsString> = args.into_iter().collect();
-    if args.get(1).and_then(|a| a.to_str()) != Some("config") {
-        return args;
-    }
-    for arg in args.iter_mut().skip(2) {
-        let Some(text) = arg.to_str() else { continue };
-        if text == "--" {
-            break;
-        }
-        let Some(flag) = text.strip_prefix('-').filter(|f| !f.starts_with('-')) else { continue };
-        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
-        if LONG_FLAGS.contains(&name) {
-            *arg = format!("-{text}").into();
-        }
-    }
-    args
-}
+pub const LONG_FLAGS: &[&str] =
+    &["kind", "name", "cas", "modify-index", "filter", "http-addr", "token", "format", "stale"];
 
 /// HCL 1 (Consul's) lets an object literal hold blocks (`{ Match { HTTP {
 /// ... } } }`, as in Consul's service-router examples); HCL 2 wants
@@ -246,12 +223,14 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use serde_json::json;
 
     use super::*;
 
     fn args(list: &[&str]) -> Vec<String> {
-        let rewritten = consul_style_args(list.iter().map(OsString::from));
+        let rewritten = super::super::consul_style_args(list.iter().map(OsString::from));
         rewritten.into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 

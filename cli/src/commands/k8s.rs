@@ -97,6 +97,10 @@ pub struct WebhookArgs {
     /// (sidecars elsewhere reach them through this network's mesh gateways).
     #[arg(long, default_value = "")]
     network: String,
+    /// The CA the servers' RPC certificates chain to (PEM), given to injected
+    /// agents (WEFT_SERVER_CA_PEM) so they verify the servers.
+    #[arg(long)]
+    server_ca_file: Option<PathBuf>,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -114,6 +118,16 @@ impl K8sCommand {
 
 async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.log_level);
+    let server_ca_pem = match &args.server_ca_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(pem) => Some(pem),
+            Err(error) => {
+                eprintln!("Error: cannot read --server-ca-file {}: {error}", path.display());
+                return Ok(ExitCode::from(64));
+            }
+        },
+        None => None,
+    };
     let config = WebhookConfig {
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
@@ -123,6 +137,7 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             transparent_proxy: args.transparent_proxy,
             inject_by_default: args.inject_by_default,
             network: args.network.into(),
+            server_ca_pem,
         },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -188,6 +203,7 @@ pub fn agent_overlay() -> Result<ConfigFile, Vec<String>> {
         advertise_addr: Some(pod.pod_ip.to_string()),
         node_meta: Some(meta),
         services: vec![service],
+        server_ca_pem: pod.server_ca_pem,
         ..ConfigFile::default()
     })
 }

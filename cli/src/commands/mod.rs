@@ -14,8 +14,11 @@ pub mod operator;
 pub mod proxy;
 pub mod services;
 pub mod snapshot;
+pub mod tls;
 pub mod troubleshoot;
 pub mod validate;
+
+use std::ffi::OsString;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -94,4 +97,29 @@ pub fn query_string(parts: &[String]) -> String {
     } else {
         format!("?{}", parts.join("&"))
     }
+}
+
+/// Rewrites Consul's single-dash long flags (`-kind web`, `-dc=dc1`) as
+/// clap's (`--kind web`), for the command groups whose Consul counterparts
+/// take them (`weft config`, `weft tls`); everything else, `-` (stdin) and
+/// anything after `--` pass unchanged.
+pub fn consul_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let flags = match args.get(1).and_then(|a| a.to_str()) {
+        Some("config") => config::LONG_FLAGS,
+        Some("tls") => tls::LONG_FLAGS,
+        _ => return args,
+    };
+    for arg in args.iter_mut().skip(2) {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--" {
+            break;
+        }
+        let Some(flag) = text.strip_prefix('-').filter(|f| !f.starts_with('-')) else { continue };
+        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+        if flags.contains(&name) {
+            *arg = format!("-{text}").into();
+        }
+    }
+    args
 }

@@ -1,5 +1,6 @@
-//! `weft operator raft list-peers|remove-peer` and `weft operator
-//! join-token create|list|delete`.
+//! `weft operator raft list-peers|remove-peer`, `weft operator join-token
+//! create|list|delete` and `weft operator node list|revoke` (client agents'
+//! enrollments).
 
 use std::process::ExitCode;
 
@@ -17,6 +18,25 @@ pub enum OperatorCommand {
     /// One-time tokens new client agents join with (weft agent --join-token).
     #[command(subcommand)]
     JoinToken(JoinTokenCommand),
+    /// The client agents enrolled with a join token.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// List the enrolled client agents' nodes.
+    List(ListPeersArgs),
+    /// Revoke a node's enrollment: its certificate is refused from its next call on.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// The node's name.
+    node: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +106,8 @@ impl OperatorCommand {
             OperatorCommand::JoinToken(JoinTokenCommand::Create(args)) => create_token(args).await,
             OperatorCommand::JoinToken(JoinTokenCommand::List(args)) => list_tokens(args).await,
             OperatorCommand::JoinToken(JoinTokenCommand::Delete(args)) => delete_token(args).await,
+            OperatorCommand::Node(NodeCommand::List(args)) => list_nodes(args).await,
+            OperatorCommand::Node(NodeCommand::Revoke(args)) => revoke_node(args).await,
         }
     }
 }
@@ -152,5 +174,21 @@ async fn delete_token(args: DeleteTokenArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/operator/join-token/{}", weft_api::client::path_segment(&args.id));
     expect_success(args.api.client().delete(&path).await?, "deleting the join token")?;
     println!("Deleted join token {}", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_nodes(args: ListPeersArgs) -> anyhow::Result<ExitCode> {
+    let response = args.api.client().get("/v1/operator/enrollment").await?;
+    let body = json_body(&expect_success(response, "listing the enrolled nodes")?)?;
+    print_list(args.api.format, &body, &body, &["Node", "TokenID", "CreateIndex"], |n| {
+        vec![text(n, "Node"), text(n, "TokenID"), n["CreateIndex"].to_string()]
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn revoke_node(args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/operator/enrollment/{}", weft_api::client::path_segment(&args.node));
+    expect_success(args.api.client().delete(&path).await?, "revoking the node")?;
+    println!("Revoked node {}: its certificate is refused from its next call", args.node);
     Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,7 @@ pub fn inject_config() -> InjectConfig {
         transparent_proxy: false,
         inject_by_default: false,
         network: Default::default(),
+        server_ca_pem: None,
     }
 }
 

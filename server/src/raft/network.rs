@@ -17,36 +17,35 @@ use weft_api::proto::raft::raft_client::RaftClient;
 use weft_api::proto::raft::RaftPayload;
 
 use super::{codec, ServerNode, TypeConfig};
-use crate::rpc::{channel_to, AuthChannel, Credential};
+use weft_tls::RpcConnector;
+
+use crate::rpc::{channel_to, MAX_MESSAGE};
 
 type NodeId = u64;
 
-/// Makes one connection per peer; openraft keeps it while it replicates.
-/// Every call carries this server's credential.
-#[derive(Clone, Default)]
-pub struct Network(pub Credential);
+/// Makes one connection per peer (TLS where configured, presenting this
+/// server's certificate); openraft keeps it while it replicates.
+#[derive(Clone)]
+pub struct Network(pub RpcConnector);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> Self::Network {
-        let credential = self.0.clone();
-        let client = channel_to(&node.rpc_addr).map(|channel| raft_client(channel, credential));
+        let client = channel_to(&node.rpc_addr, &self.0).map(raft_client);
         PeerConnection { target, node: node.clone(), client }
     }
 }
 
-fn raft_client(channel: Channel, credential: Credential) -> RaftClient<AuthChannel> {
-    RaftClient::with_interceptor(channel, credential)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX)
+fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }
 
 /// The link to one peer.
 pub struct PeerConnection {
     target: NodeId,
     node: ServerNode,
-    client: Result<RaftClient<AuthChannel>, tonic::transport::Error>,
+    client: Result<RaftClient<Channel>, tonic::transport::Error>,
 }
 
 /// A transport failure, described for logs.

@@ -21,12 +21,13 @@ use weft_api::ids::{NodeName, ServiceName};
 use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
-    ApplyRequest, ApplyResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest, JoinRequest, JoinResponse,
-    RaftConfigurationRequest, RaftConfigurationResponse, ReadIndexRequest, ReadIndexResponse, RedeemJoinTokenRequest,
-    RedeemJoinTokenResponse, RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse, ServerInfo,
-    SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
+    ApplyRequest, ApplyResponse, EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest,
+    JoinRequest, JoinResponse, RaftConfigurationRequest, RaftConfigurationResponse, ReadIndexRequest,
+    ReadIndexResponse, RedeemJoinTokenRequest, RedeemJoinTokenResponse, RemovePeerRequest, RemovePeerResponse,
+    RotateCaRequest, RotateCaResponse, ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
 };
 
+use super::authz;
 use crate::raft::{codec_decode_request, encode, ServerNode};
 use crate::server::{ca_error_to_status, client_write_error, error_to_status, Server};
 use crate::store::{StateStore, StoreData, StoreEvent as Event, Subscription};
@@ -104,7 +105,9 @@ impl Cluster for ClusterService {
     }
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let caller = authz::caller(&request)?;
         let command: Command = codec_decode_request(&request.into_inner().command)?;
+        caller.authorize_write(&command)?;
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
@@ -127,17 +130,20 @@ impl Cluster for ClusterService {
 
     type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<StoreEvent, Status>> + Send>>;
 
-    async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = authz::caller(&request)?;
         let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(stream_store(self.server.clone(), sender));
+        tokio::spawn(stream_store(self.server.clone(), caller, sender));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        let node: Node = codec_decode_request(&request.into_inner().node)?;
+        let caller = authz::caller(&request)?;
+        let mut node: Node = codec_decode_request(&request.into_inner().node)?;
         if node.name.is_empty() {
             return Err(Status::invalid_argument("a heartbeat needs the node's name"));
         }
+        node.name = caller.node_for(node.name, "a heartbeat")?;
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
@@ -146,11 +152,13 @@ impl Cluster for ClusterService {
     }
 
     async fn sign_leaf(&self, request: Request<SignLeafRequest>) -> Result<Response<SignLeafResponse>, Status> {
+        let caller = authz::caller(&request)?;
+        let request = request.into_inner();
+        let node = caller.node_for(NodeName::new(request.node), "a leaf certificate")?;
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
-        let request = request.into_inner();
-        let (node, service) = (NodeName::new(request.node), ServiceName::new(request.service));
+        let service = ServiceName::new(request.service);
         let leaf = crate::ca::sign_for(&self.server, &node, &service, &request.csr_pem).map_err(ca_error_to_status)?;
         Ok(Response::new(SignLeafResponse {
             cert_pem: leaf.cert_pem,
@@ -187,19 +195,29 @@ impl Cluster for ClusterService {
         crate::join::redeem(&self.server, request.into_inner()).await?;
         Ok(Response::new(RedeemJoinTokenResponse {}))
     }
+
+    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        crate::join::enroll(&self.server, request.into_inner()).map(Response::new)
+    }
 }
 
-/// `command` as a client agent may see it: the CA roots' private keys are
-/// for servers only (whichever leads signs), so they never leave them.
-fn for_client_agents(command: &Command) -> Command {
+/// `command` as a client agent may see it, if at all: the CA roots'
+/// private keys are for servers only (whichever leads signs), and so are
+/// the join tables (token and enrollment hashes, the agent CA's key).
+fn for_client_agents(command: &Command) -> Option<Command> {
     match command {
-        Command::CaSetState(state) => Command::CaSetState(state.without_private_keys()),
-        Command::Batch(commands) => Command::Batch(commands.iter().map(for_client_agents).collect()),
-        Command::Restore { snapshot } => Command::Restore {
+        Command::CaSetState(state) => Some(Command::CaSetState(state.without_private_keys())),
+        Command::Batch(commands) => Some(Command::Batch(commands.iter().filter_map(for_client_agents).collect())),
+        Command::Restore { snapshot } => Some(Command::Restore {
             // A snapshot that does not decode was refused by the servers too.
             snapshot: StoreData::decode(snapshot).map(|data| data.without_secrets().encode()).unwrap_or_default(),
-        },
-        other => other.clone(),
+        }),
+        Command::JoinTokenCreate(_)
+        | Command::JoinTokenDelete { .. }
+        | Command::JoinTokenRedeem { .. }
+        | Command::AgentCaSet(_)
+        | Command::AgentCredentialDelete { .. } => None,
+        other => Some(other.clone()),
     }
 }
 
@@ -207,8 +225,9 @@ fn for_client_agents(command: &Command) -> Command {
 /// subscriber goes away, falls too far behind (it then starts over), or the
 /// server shuts down. Every event says how recently this server was in step
 /// with the leader, so the subscriber knows how fresh its copy is. What it
-/// sends holds no CA private key (see [`for_client_agents`]).
-async fn stream_store(server: Server, sender: mpsc::Sender<Result<StoreEvent, Status>>) {
+/// sends holds no CA private key (see [`for_client_agents`]). A client
+/// agent's stream ends within a keepalive of its enrollment's revocation.
+async fn stream_store(server: Server, caller: authz::Caller, sender: mpsc::Sender<Result<StoreEvent, Status>>) {
     let store: &Arc<StateStore> = server.store();
     let leader_contact_ms = || server.leader_contact().map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64);
     let Subscription { data, applied, mut events } = store.subscribe();
@@ -228,7 +247,7 @@ async fn stream_store(server: Server, sender: mpsc::Sender<Result<StoreEvent, St
         let (index, change) = match next {
             Err(_elapsed) => (store.applied_index().get(), None),
             Ok(Ok(Event::Command { index, command })) => {
-                (index.get(), Some(Change::Command(encode(&for_client_agents(&command)))))
+                (index.get(), for_client_agents(&command).map(|command| Change::Command(encode(&command))))
             }
             Ok(Ok(Event::Applied(index))) => (index.get(), None),
             Ok(Ok(Event::Reset)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
@@ -239,6 +258,13 @@ async fn stream_store(server: Server, sender: mpsc::Sender<Result<StoreEvent, St
             }
             Ok(Err(broadcast::error::RecvError::Closed)) => return,
         };
+        if let authz::Caller::Agent(node) = &caller {
+            if store.read().join().credential(node).is_none() {
+                let revoked = format!("node {:?}'s enrollment was revoked", node.as_str());
+                let _ = sender.send(Err(Status::unauthenticated(revoked))).await;
+                return;
+            }
+        }
         let event = StoreEvent { index, change, leader_contact_ms: leader_contact_ms() };
         if sender.send(Ok(event)).await.is_err() {
             return;
@@ -259,14 +285,24 @@ mod tests {
             _ => false,
         };
         let set = Command::CaSetState(ca.clone());
-        assert!(keyless(&for_client_agents(&set)));
-        let Command::Batch(batch) = for_client_agents(&Command::Batch(vec![set])) else { panic!("a batch") };
-        assert!(keyless(&batch[0]));
-        let data = StoreData { ca: Some(ca), ..Default::default() };
-        let Command::Restore { snapshot } = for_client_agents(&Command::Restore { snapshot: data.encode() }) else {
+        assert!(keyless(&for_client_agents(&set).unwrap()));
+        let agent_ca = Command::AgentCaSet(weft_api::join::AgentCaRecord { cert_pem: "c".into(), key_pem: "k".into() });
+        assert_eq!(for_client_agents(&agent_ca), None);
+        let Some(Command::Batch(batch)) = for_client_agents(&Command::Batch(vec![set, agent_ca])) else {
+            panic!("a batch")
+        };
+        assert!(batch.len() == 1 && keyless(&batch[0]));
+        let data = StoreData {
+            ca: Some(ca),
+            agent_ca: Some(weft_api::join::AgentCaRecord { cert_pem: "c".into(), key_pem: "k".into() }),
+            ..Default::default()
+        };
+        let Some(Command::Restore { snapshot }) = for_client_agents(&Command::Restore { snapshot: data.encode() })
+        else {
             panic!("a restore")
         };
         let restored = StoreData::decode(&snapshot).unwrap();
         assert!(restored.ca.unwrap().roots.iter().all(|r| r.private_key_pem.is_empty()));
+        assert_eq!(restored.agent_ca, None);
     }
 }

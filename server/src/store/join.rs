@@ -1,5 +1,6 @@
-//! Join tokens and agent credentials (see [`weft_api::join`]): the tokens
-//! that let a new agent in, and the credential each agent got for one.
+//! Join tokens, agent enrollments and the agent CA (see
+//! [`weft_api::join`]): the tokens that let a new agent in, the enrollment
+//! each agent recorded with one, and the CA that signs agents' certificates.
 //! Only hashes are kept; the checks at redemption (known, not expired, not
 //! used up) happen here, in the log's order, so two agents racing for the
 //! last use of a token cannot both win.
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 
 use weft_api::command::CommandOutcome;
 use weft_api::ids::{Indexes, NodeName, RaftIndex};
-use weft_api::join::{AgentCredentialRecord, JoinTokenRecord};
+use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
 
 use super::{Changed, Table};
 
@@ -24,13 +25,59 @@ pub struct JoinTables {
     /// By ID.
     tokens: BTreeMap<String, JoinTokenRecord>,
     credentials: BTreeMap<NodeName, AgentCredentialRecord>,
+    agent_ca: Option<AgentCaRecord>,
 }
 
 impl JoinTables {
-    pub(super) fn from_parts(tokens: Vec<JoinTokenRecord>, credentials: Vec<AgentCredentialRecord>) -> Self {
+    pub(super) fn from_parts(
+        tokens: Vec<JoinTokenRecord>,
+        credentials: Vec<AgentCredentialRecord>,
+        agent_ca: Option<AgentCaRecord>,
+    ) -> Self {
         JoinTables {
             tokens: tokens.into_iter().map(|t| (t.id.clone(), t)).collect(),
             credentials: credentials.into_iter().map(|c| (c.node.clone(), c)).collect(),
+            agent_ca,
+        }
+    }
+
+    /// The servers' agent CA, once the first leader has made it.
+    pub fn agent_ca(&self) -> Option<&AgentCaRecord> {
+        self.agent_ca.as_ref()
+    }
+
+    /// `node`'s enrollment, if it has one.
+    pub fn credential(&self, node: &NodeName) -> Option<&AgentCredentialRecord> {
+        self.credentials.get(node)
+    }
+
+    /// Whether a certificate carrying `enrollment` is one issued under
+    /// `node`'s current enrollment (not revoked, not replaced).
+    pub fn is_enrolled(&self, node: &NodeName, enrollment: &str) -> bool {
+        self.credentials.get(node).is_some_and(|c| !enrollment.is_empty() && c.enrollment_id() == enrollment)
+    }
+
+    /// Sets the agent CA; it is made once and never replaced.
+    pub(super) fn set_agent_ca(&mut self, ca: &AgentCaRecord, changed: &mut Changed) -> CommandOutcome {
+        if self.agent_ca.is_some() {
+            return CommandOutcome::Rejected("the agent CA exists".into());
+        }
+        if ca.cert_pem.is_empty() || ca.key_pem.is_empty() {
+            return CommandOutcome::Rejected("the agent CA needs a certificate and a key".into());
+        }
+        self.agent_ca = Some(ca.clone());
+        changed.mark(Table::Join);
+        CommandOutcome::Done
+    }
+
+    /// Revokes `node`'s enrollment.
+    pub(super) fn revoke(&mut self, node: &NodeName, changed: &mut Changed) -> CommandOutcome {
+        match self.credentials.remove(node) {
+            Some(_) => {
+                changed.mark(Table::Join);
+                CommandOutcome::Done
+            }
+            None => CommandOutcome::Rejected(format!("node {node:?} has no enrollment")),
         }
     }
 
@@ -185,5 +232,24 @@ mod tests {
         assert!(!join.is_credential(&"vm1".into(), "c-vm2") && !join.is_credential(&"vm3".into(), "c-vm3"));
         assert_eq!(join.tokens().count(), 1, "the used-up token is gone, t2 is left");
         assert_eq!(tables.index(Table::Join), RaftIndex(6));
+    }
+
+    #[test]
+    fn a_revoked_enrollment_is_gone_and_the_agent_ca_is_made_once() {
+        let mut tables = Tables::default();
+        tables.apply(RaftIndex(1), &Command::JoinTokenCreate(token(2)));
+        tables.apply(RaftIndex(2), &redeem("vm1", 50));
+        let enrollment = tables.join().credential(&"vm1".into()).unwrap().enrollment_id().to_owned();
+        assert!(tables.join().is_enrolled(&"vm1".into(), &enrollment) && !tables.join().is_enrolled(&"vm1".into(), ""));
+        let revoke = Command::AgentCredentialDelete { node: "vm1".into() };
+        assert_eq!(tables.apply(RaftIndex(3), &revoke).0, CommandOutcome::Done);
+        assert!(!tables.join().is_enrolled(&"vm1".into(), &enrollment));
+        assert!(matches!(tables.apply(RaftIndex(4), &revoke).0, CommandOutcome::Rejected(_)));
+
+        let ca = AgentCaRecord { cert_pem: "cert".into(), key_pem: "key".into() };
+        assert_eq!(tables.apply(RaftIndex(5), &Command::AgentCaSet(ca.clone())).0, CommandOutcome::Done);
+        let other = AgentCaRecord { cert_pem: "other".into(), ..ca.clone() };
+        assert!(matches!(tables.apply(RaftIndex(6), &Command::AgentCaSet(other)).0, CommandOutcome::Rejected(_)));
+        assert_eq!(tables.join().agent_ca(), Some(&ca));
     }
 }

@@ -149,6 +149,8 @@ impl Tables {
             Command::NodeLeave(node) => self.catalog.leave(index, node, changed),
             Command::JoinTokenCreate(token) => self.join.create(index, token, changed),
             Command::JoinTokenDelete { id } => self.join.delete(id, changed),
+            Command::AgentCaSet(ca) => self.join.set_agent_ca(ca, changed),
+            Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
             Command::JoinTokenRedeem { secret_sha256, credential, now } => {
                 self.join.redeem(index, secret_sha256, credential, *now, changed)
             }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use weft_api::catalog::{Check, Node, Service};
 use weft_api::ids::RaftIndex;
-use weft_api::join::{AgentCredentialRecord, JoinTokenRecord};
+use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
 use weft_api::kv::KvEntry;
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
@@ -14,11 +14,11 @@ use super::{catalog::Catalog, join::JoinTables, kv::KvTable, mesh::MeshTables, T
 /// little endian), then the postcard-encoded [`StoreData`].
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
 /// The snapshot format's version; bumped whenever `StoreData`'s shape changes.
-/// Version 2 added `left_nodes`, version 3 the join tables. postcard is not
-/// self-describing (a missing trailing field is an error, not a default), so
-/// older versions are decoded with their own shapes ([`StoreDataV1`],
-/// [`StoreDataV2`]).
-const FORMAT_VERSION: u32 = 3;
+/// Version 2 added `left_nodes`, version 3 the join tables, version 4 the
+/// agent CA. postcard is not self-describing (a missing trailing field is an
+/// error, not a default), so older versions are decoded with their own
+/// shapes ([`StoreDataV1`], [`StoreDataV2`], [`StoreDataV3`]).
+const FORMAT_VERSION: u32 = 4;
 
 /// Every table as a list of records, plus each table's index.
 /// Its shape is the format: change it only with a new `FORMAT_VERSION`.
@@ -38,6 +38,45 @@ pub struct StoreData {
     /// Join tokens and agent credentials (version 3).
     pub join_tokens: Vec<JoinTokenRecord>,
     pub agent_credentials: Vec<AgentCredentialRecord>,
+    /// The servers' agent CA (version 4).
+    pub agent_ca: Option<AgentCaRecord>,
+}
+
+/// Version 3 of the format: [`StoreData`] without the agent CA.
+#[derive(Deserialize)]
+struct StoreDataV3 {
+    table_indexes: Vec<(String, RaftIndex)>,
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    checks: Vec<Check>,
+    kv: Vec<KvEntry>,
+    intentions: Vec<Intention>,
+    config_entries: Vec<ConfigEntry>,
+    ca: Option<CaState>,
+    restore_index: RaftIndex,
+    left_nodes: Vec<Node>,
+    join_tokens: Vec<JoinTokenRecord>,
+    agent_credentials: Vec<AgentCredentialRecord>,
+}
+
+impl From<StoreDataV3> for StoreData {
+    fn from(v3: StoreDataV3) -> Self {
+        StoreData {
+            table_indexes: v3.table_indexes,
+            nodes: v3.nodes,
+            services: v3.services,
+            checks: v3.checks,
+            kv: v3.kv,
+            intentions: v3.intentions,
+            config_entries: v3.config_entries,
+            ca: v3.ca,
+            restore_index: v3.restore_index,
+            left_nodes: v3.left_nodes,
+            join_tokens: v3.join_tokens,
+            agent_credentials: v3.agent_credentials,
+            agent_ca: None,
+        }
+    }
 }
 
 /// Version 2 of the format: [`StoreData`] without the join tables.
@@ -70,6 +109,7 @@ impl From<StoreDataV2> for StoreData {
             left_nodes: v2.left_nodes,
             join_tokens: Vec::new(),
             agent_credentials: Vec::new(),
+            agent_ca: None,
         }
     }
 }
@@ -103,15 +143,23 @@ impl From<StoreDataV1> for StoreData {
             left_nodes: Vec::new(),
             join_tokens: Vec::new(),
             agent_credentials: Vec::new(),
+            agent_ca: None,
         }
     }
 }
 
 impl StoreData {
-    /// The same state without the CA roots' private keys: what a client
-    /// agent is sent.
+    /// The same state without the CA roots' private keys and without the
+    /// join tables (token and enrollment hashes, the agent CA and its key):
+    /// what a client agent is sent.
     pub fn without_secrets(self) -> StoreData {
-        StoreData { ca: self.ca.map(|ca| ca.without_private_keys()), ..self }
+        StoreData {
+            ca: self.ca.map(|ca| ca.without_private_keys()),
+            join_tokens: Vec::new(),
+            agent_credentials: Vec::new(),
+            agent_ca: None,
+            ..self
+        }
     }
 }
 
@@ -140,6 +188,7 @@ impl StoreData {
         match u32::from_le_bytes(*version) {
             1 => Ok(postcard::from_bytes::<StoreDataV1>(body)?.into()),
             2 => Ok(postcard::from_bytes::<StoreDataV2>(body)?.into()),
+            3 => Ok(postcard::from_bytes::<StoreDataV3>(body)?.into()),
             FORMAT_VERSION => Ok(postcard::from_bytes(body)?),
             found => Err(SnapshotError::UnsupportedVersion { found }),
         }
@@ -174,6 +223,7 @@ impl Tables {
             left_nodes: self.catalog.left_nodes().cloned().collect(),
             join_tokens: self.join.tokens().cloned().collect(),
             agent_credentials: self.join.credentials().cloned().collect(),
+            agent_ca: self.join.agent_ca().cloned(),
         }
     }
 
@@ -188,7 +238,7 @@ impl Tables {
             catalog: Catalog::from_parts(data.nodes, data.services, data.checks, data.left_nodes),
             kv: KvTable::from_entries(data.kv),
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
-            join: JoinTables::from_parts(data.join_tokens, data.agent_credentials),
+            join: JoinTables::from_parts(data.join_tokens, data.agent_credentials, data.agent_ca),
             table_indexes,
             restore_index: data.restore_index,
         }

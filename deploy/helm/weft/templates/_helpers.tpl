@@ -118,6 +118,35 @@ Service's name resolves to every server pod, ready or not.
 {{- end -}}
 
 {{/*
+TLS on server RPC (port 8300). Weft refuses plaintext RPC that leaves a
+host, so the servers always serve it over TLS, and every agent the chart
+deploys verifies them against the RPC CA.
+
+The Secret with the CA certificate (ca.crt) and the servers' certificate and
+key (tls.crt, tls.key): server.tls.existingSecret, else the one the chart
+generates (server-tls-secret.yaml).
+*/}}
+{{- define "weft.server.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "weft.server.fullname" .)) .Values.server.tls.existingSecret -}}
+{{- end -}}
+
+{{/*
+The name every server's certificate carries and agents and servers check
+(verify_server_hostname): server.<datacenter>.<domain>.
+*/}}
+{{- define "weft.server.tlsName" -}}
+{{- printf "server.%s.%s" .Values.datacenter (trimAll "." (toString .Values.domain)) | lower -}}
+{{- end -}}
+
+{{/*
+Where the RPC TLS files are mounted, in the servers (ca.crt, tls.crt,
+tls.key) and in the chart's client agents (ca.crt only).
+*/}}
+{{- define "weft.rpcTlsDir" -}}
+/weft/tls
+{{- end -}}
+
+{{/*
 The container securityContext of every Weft container: nothing but its own
 files, written only to mounted volumes.
 */}}
@@ -148,7 +177,26 @@ asked for), and ones that would render a broken cluster.
 {{- if not (regexMatch "^[A-Za-z0-9_-]*$" (toString .Values.network)) -}}
 {{- fail (printf "network %q must use only letters, digits, '-' and '_'" (toString .Values.network)) -}}
 {{- end -}}
+{{- include "weft.validateServerTls" . -}}
 {{- include "weft.validateMeshGateway" . -}}
+{{- end -}}
+
+{{/*
+The servers' tls block is the chart's own (server-config.yaml): a tls key in
+extraConfig would replace all of it (a later config file's tls block wins
+whole), leaving the servers without their certificate.
+*/}}
+{{- define "weft.validateServerTls" -}}
+{{- $tls := .Values.server.tls -}}
+{{- if not (kindIs "bool" $tls.verifyIncoming) -}}
+{{- fail (printf "server.tls.verifyIncoming must be true or false, not %q" (toString $tls.verifyIncoming)) -}}
+{{- end -}}
+{{- if and (not $tls.existingSecret) (lt (int $tls.certValidityDays) 1) -}}
+{{- fail "server.tls.certValidityDays must be at least 1" -}}
+{{- end -}}
+{{- if hasKey .Values.server.extraConfig "tls" -}}
+{{- fail "server.extraConfig must not set tls: the chart writes the servers' tls block itself (see server.tls); bring your own certificates with server.tls.existingSecret" -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
