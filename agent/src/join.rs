@@ -85,6 +85,7 @@ pub async fn enroll(config: &AgentConfig, tls: &Arc<ClientTls>) -> Result<Option
         }
     }
     let connector = RpcConnector::new(Some(tls.clone()));
+    let mut servers = config.retry_join.clone();
     let stored = match (stored, &config.join_token) {
         (Some(stored), _) if !stored.pending => stored,
         (None, None) => return Ok(None),
@@ -98,11 +99,14 @@ pub async fn enroll(config: &AgentConfig, tls: &Arc<ClientTls>) -> Result<Option
                 pending: true,
             });
             write_private(&path, &serde_json::to_vec(&stored).unwrap_or_default())?;
-            patiently("redeem the join token", || {
+            let redeemed_by = patiently("redeem the join token", || {
                 weft_server::join::redeem_join_token(token, &stored.node, &stored.secret, &connector)
             })
             .await
             .map_err(CredentialError::Refused)?;
+            // That server has applied the enrollment: ask it for the certificate first.
+            servers.retain(|server| *server != redeemed_by);
+            servers.insert(0, redeemed_by);
             stored.pending = false;
             write_private(&path, &serde_json::to_vec(&stored).unwrap_or_default())?;
             tracing::info!(node = %config.node_name, "joined with the join token; the enrollment is kept in the data directory");
@@ -113,7 +117,7 @@ pub async fn enroll(config: &AgentConfig, tls: &Arc<ClientTls>) -> Result<Option
         node: stored.node,
         secret: stored.secret,
         dir: config.data_dir.clone(),
-        servers: config.retry_join.clone(),
+        servers,
         tls: tls.clone(),
     };
     match enrollment.stored_certificate()? {

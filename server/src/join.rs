@@ -216,8 +216,11 @@ pub async fn redeem_join_token(
     Err(last)
 }
 
-/// Asks the servers, in turn, for a certificate for `node` from `csr_pem`,
-/// proving its enrollment with `secret`: the certificate (PEM).
+/// Asks the servers in turn, `servers[0]` first (the one that took the
+/// agent's redemption has applied it), for a certificate for `node` from
+/// `csr_pem`, proving its enrollment with `secret`: the certificate (PEM).
+/// A refusal counts only once every server has refused: a server behind
+/// the log may not know a new enrollment yet.
 pub async fn request_agent_certificate(
     servers: &[String],
     node: &NodeName,
@@ -226,17 +229,24 @@ pub async fn request_agent_certificate(
     connector: &RpcConnector,
 ) -> Result<String, ServerError> {
     let channels = Channels::new(connector.clone());
-    let mut last = ServerError::NoLeader;
+    let (mut refusals, mut last) = (0, ServerError::NoLeader);
     for server in servers {
         let Ok(mut client) = channels.cluster_client(server) else { continue };
         let request = EnrollRequest { node: node.to_string(), secret: secret.to_owned(), csr_pem: csr_pem.to_owned() };
         match client.enroll(request).await {
             Ok(reply) => return Ok(reply.into_inner().cert_pem),
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                return Err(ServerError::Unauthenticated(status.message().to_owned()))
+                refusals += 1;
+                last = ServerError::Unauthenticated(status.message().to_owned());
             }
             Err(status) => last = ServerError::LeaderUnreachable(format!("{server}: {}", status.message())),
         }
     }
-    Err(last)
+    match last {
+        ServerError::Unauthenticated(_) if refusals < servers.len() => Err(ServerError::LeaderUnreachable(format!(
+            "{refusals} of {} servers refused; asking again",
+            servers.len()
+        ))),
+        last => Err(last),
+    }
 }
