@@ -119,7 +119,7 @@ async fn dial_impostor(cluster: &Cluster, identity: (&str, &str)) -> Result<(), 
 }
 
 fn apply(command: &RaftCommand) -> ApplyRequest {
-    ApplyRequest { command: postcard::to_allocvec(command).unwrap() }
+    ApplyRequest { command: postcard::to_allocvec(command).unwrap(), acl_token: String::new() }
 }
 
 /// What an attacker with vm1's certificate tries: the CA, a restore, join
@@ -207,7 +207,7 @@ async fn a_join_token_is_all_a_new_agent_needs_and_the_servers_serve_no_one_else
     // Without a certificate: discovery, and nothing else.
     let mut anonymous = cluster.rpc_client(0, None);
     assert!(anonymous.info(InfoRequest {}).await.is_ok());
-    let refused = anonymous.apply(ApplyRequest { command: Vec::new() }).await.unwrap_err();
+    let refused = anonymous.apply(ApplyRequest { command: Vec::new(), acl_token: String::new() }).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     println!("apply without a certificate: {}", refused.message());
     // Plaintext gets no answer at all.

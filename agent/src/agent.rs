@@ -163,6 +163,11 @@ impl Agent {
                         max_conns_per_client: config.rpc_max_conns_per_client,
                         ..ListenerLimits::default()
                     },
+                    acl: weft_server::acl::ServerAcl {
+                        enabled: config.acl.enabled,
+                        default_policy: config.acl.default_policy,
+                        initial_management: config.acl.tokens.initial_management.clone(),
+                    },
                 },
                 rpc,
                 stopped(stop_rx.clone()),
@@ -206,7 +211,8 @@ impl Agent {
         );
         let (leave_tx, mut leave_rx) = mpsc::channel(4);
         let store = backend.store().clone();
-        let dns = CatalogDns::new(store.clone(), &config.domain, &config.dns, config.datacenter.clone())
+        let acl = Arc::new(crate::acl::AclState::new(&config.acl, config.datacenter.as_str(), &config.data_dir));
+        let dns = CatalogDns::new(store.clone(), acl.clone(), &config.domain, &config.dns, config.datacenter.clone())
             .map_err(AgentError::Dns)?;
         let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
         let admin_ports = crate::connect::supervisor::AdminPorts::default();
@@ -218,6 +224,7 @@ impl Agent {
             node: node.clone(),
             leave: LeaveHandle(leave_tx),
             leaves: Arc::new(LeafCache::new(backend.clone(), node.name.clone())),
+            acl,
         };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
         let intervals = sync::SyncIntervals {

@@ -67,10 +67,22 @@ impl Backend {
         }
     }
 
+    /// Writes for this agent itself: its own node's entries (a client
+    /// agent's certificate is what the servers check).
     pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
         match self {
             Backend::Server(server) => server.write(command).await,
-            Backend::Client(remote) => remote.write(command).await,
+            Backend::Client(remote) => remote.write(command, None).await,
+        }
+    }
+
+    /// Writes for an HTTP caller whose ACL token is `token`: a client agent
+    /// forwards it, and the servers check the write against it again (a
+    /// server took the request itself, and its HTTP handler checked it).
+    pub async fn write_as(&self, command: Command, token: &str) -> Result<Applied, ServerError> {
+        match self {
+            Backend::Server(server) => server.write(command).await,
+            Backend::Client(remote) => remote.write(command, Some(token.to_owned())).await,
         }
     }
 

@@ -33,6 +33,12 @@ pub fn decode_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     serde_json::from_value(normalize(value)).map_err(|e| e.to_string())
 }
 
+/// Whether the object `value` has the field `normalized` (a normalized
+/// name: lower case, no underscores), whatever case it was sent in.
+pub fn has_key(value: &Value, normalized: &str) -> bool {
+    value.as_object().is_some_and(|map| map.keys().any(|key| normalize_key(key) == normalized))
+}
+
 /// The normalized form of a field name.
 pub fn normalize_key(key: &str) -> String {
     key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()

@@ -11,11 +11,14 @@
 //!   its certificate, renewed before it expires.
 //! - `rpc_tls`: this agent's RPC TLS material, loaded from its configuration.
 //! - [`connect`]: leaf certificates for this agent's services (keys made here).
+//! - [`acl`]: ACL tokens resolved against the local copy of the ACL tables
+//!   (cached), for the HTTP authorization point and DNS.
 //! - [`http`]: the Consul-compatible HTTP API, behind one authorization point.
 //! - [`dns`]: Consul's DNS names, answered from the local state store.
 //! - [`Agent`] (in `agent.rs`): wires a config to listeners and runs until shutdown.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 mod agent;
 pub mod backend;
 pub mod config;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::{AclPolicy, AclRole, AclToken};
 use crate::catalog::{Deregistration, Node, Registration};
 use crate::ids::NodeName;
 use crate::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
@@ -93,6 +94,23 @@ pub enum Command {
     AgentCredentialDelete {
         node: NodeName,
     },
+    /// `PUT /v1/acl/bootstrap`: the first management token, once (refused
+    /// after, naming the index it happened at).
+    AclBootstrap(Box<AclToken>),
+    /// A token made or updated (its secret's hash never changes).
+    AclTokenSet(Box<AclToken>),
+    AclTokenDelete {
+        accessor_id: String,
+    },
+    /// A policy made or updated, its rules already parsed.
+    AclPolicySet(Box<AclPolicy>),
+    AclPolicyDelete {
+        id: String,
+    },
+    AclRoleSet(Box<AclRole>),
+    AclRoleDelete {
+        id: String,
+    },
 }
 
 impl Command {
@@ -117,6 +135,13 @@ impl Command {
             Command::JoinTokenRedeem { .. } => "join-token-redeem",
             Command::AgentCaSet(_) => "agent-ca-set",
             Command::AgentCredentialDelete { .. } => "agent-credential-delete",
+            Command::AclBootstrap(_) => "acl-bootstrap",
+            Command::AclTokenSet(_) => "acl-token-set",
+            Command::AclTokenDelete { .. } => "acl-token-delete",
+            Command::AclPolicySet(_) => "acl-policy-set",
+            Command::AclPolicyDelete { .. } => "acl-policy-delete",
+            Command::AclRoleSet(_) => "acl-role-set",
+            Command::AclRoleDelete { .. } => "acl-role-delete",
         }
     }
 }

@@ -69,6 +69,9 @@ enum Command {
     K8s(commands::k8s::K8sCommand),
     /// Check config files or directories the way the agent would read them, without starting it.
     Validate(commands::validate::ValidateArgs),
+    /// ACLs: bootstrap, policies, roles, tokens and the agent's tokens.
+    #[command(subcommand)]
+    Acl(commands::acl::AclCommand),
     /// Make the RPC CA and server certificates (files in the working directory, named as Consul's).
     #[command(subcommand)]
     Tls(commands::tls::TlsCommand),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::K8s(command) => command.run().await,
             Command::Validate(args) => Ok(args.run()),
             Command::Tls(command) => command.run(),
+            Command::Acl(command) => command.run().await,
         }
     });
     match result {

@@ -263,6 +263,7 @@ pub(crate) async fn maintain_when_leading(server: Server) {
             continue;
         }
         crate::join::ensure_agent_ca(&server).await;
+        crate::acl::ensure_built_ins(&server).await;
         let _one_at_a_time = server.inner.ca_changes.lock().await;
         let current = server.store().read().mesh().ca().cloned();
         let (change, what) = match current {

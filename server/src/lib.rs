@@ -25,6 +25,7 @@
 //! written as commands.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 mod batch;
 pub mod ca;
 mod cluster;

@@ -165,17 +165,20 @@ impl RemoteCluster {
     /// Commits `command` through the leader and waits until the local copy
     /// has it, so a read on this agent right after sees it (a read is not
     /// served from a copy that lacks it).
-    pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
-        let applied = retry_transient(WRITE_PATIENCE, "write", || self.write_once(&command)).await?;
+    /// `token`: the ACL token of the HTTP caller the write is made for
+    /// (`None`: the agent's own write, of its own node's entries).
+    pub async fn write(&self, command: Command, token: Option<String>) -> Result<Applied, ServerError> {
+        let applied = retry_transient(WRITE_PATIENCE, "write", || self.write_once(&command, token.as_deref())).await?;
         self.inner.last_written.fetch_max(applied.index.get(), Ordering::AcqRel);
         self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
         Ok(applied)
     }
 
-    async fn write_once(&self, command: &Command) -> Result<Applied, ServerError> {
+    async fn write_once(&self, command: &Command, token: Option<&str>) -> Result<Applied, ServerError> {
         let leader = self.find_leader().await?;
         let mut client = self.inner.channels.cluster_client(&leader.rpc_addr)?;
-        let mut request = tonic::Request::new(ApplyRequest { command: raft::encode(command) });
+        let acl_token = token.unwrap_or_default().to_owned();
+        let mut request = tonic::Request::new(ApplyRequest { command: raft::encode(command), acl_token });
         request.set_timeout(WRITE_ATTEMPT + Duration::from_secs(1));
         let reply = client.apply(request).await.map_err(|status| self.forget_leader(forwarded_write_error(status)))?;
         let reply = reply.into_inner();

@@ -89,6 +89,8 @@ pub struct ServerConfig {
     pub rpc_tls: Option<ServerRpcTls>,
     /// Bounds on what connecting peers may hold.
     pub listener_limits: ListenerLimits,
+    /// ACLs, as the servers enforce them.
+    pub acl: crate::acl::ServerAcl,
 }
 
 /// A server's RPC TLS (see `weft_tls`): serving, and dialing other servers.
@@ -210,6 +212,7 @@ pub(crate) struct Inner {
     pub(crate) domain: String,
     /// The CA the servers' certificates chain to, when they serve TLS.
     ca_pem: Option<String>,
+    pub(crate) acl: crate::acl::ServerAcl,
     /// Held by whatever changes the CA's state (set-up, rotation, pruning),
     /// so two changes never race to overwrite each other.
     pub(crate) ca_changes: tokio::sync::Mutex<()>,
@@ -272,6 +275,7 @@ impl Server {
                 leaf_ttl: config.leaf_ttl,
                 domain: config.domain.clone(),
                 ca_pem: config.rpc_tls.as_ref().map(|tls| tls.ca_pem.clone()),
+                acl: config.acl.clone(),
                 ca_changes: tokio::sync::Mutex::new(()),
             }),
         };
@@ -452,7 +456,8 @@ impl Server {
 
     async fn forward_write(&self, leader: &ServerNode, command: &Command) -> Result<Applied, ServerError> {
         let mut client = self.cluster_client(&leader.rpc_addr)?;
-        let mut request = tonic::Request::new(ApplyRequest { command: raft::encode(command) });
+        let mut request =
+            tonic::Request::new(ApplyRequest { command: raft::encode(command), acl_token: String::new() });
         request.set_timeout(WRITE_ATTEMPT + Duration::from_secs(1));
         let reply = client.apply(request).await.map_err(forwarded_write_error)?.into_inner();
         let outcome = raft::decode(&reply.outcome).map_err(|e| ServerError::OutcomeUnknown(e.to_string()))?;

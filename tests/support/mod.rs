@@ -56,6 +56,9 @@ where
     }
 }
 
+/// The initial management token of clusters made by [`Cluster::with_acl`].
+pub const MANAGEMENT_TOKEN: &str = "5fa3c5a2-13c1-4a43-9d0c-6c1d3a1b2f00";
+
 /// A free loopback port (bound, then released for the child to take), never
 /// one this test process has handed out before.
 pub fn free_port() -> u16 {
@@ -96,6 +99,11 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// Where the RPC CA and the servers' certificates are; `None`: plaintext.
     pub tls_dir: Option<PathBuf>,
+    /// The management token every harness request carries (a cluster with
+    /// ACLs: [`Cluster::with_acl`]).
+    pub token: Option<String>,
+    /// The `acl` config file every agent gets, in a cluster with ACLs.
+    acl_config: Option<String>,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -115,7 +123,20 @@ impl Cluster {
         Self::start(n, &[], false).await
     }
 
+    /// `n` servers with ACLs on, denying by default; every agent (client
+    /// agents too) gets the same `acl` block, and the harness's own requests
+    /// carry the initial management token, [`MANAGEMENT_TOKEN`].
+    pub async fn with_acl(n: usize) -> Cluster {
+        let config = std::env::temp_dir().join(format!("weft-acl-{}.hcl", std::process::id()));
+        let hcl = format!(
+            "acl {{\n  enabled = true\n  default_policy = \"deny\"\n  enable_token_persistence = true\n  tokens {{\n    initial_management = {MANAGEMENT_TOKEN:?}\n  }}\n}}\n"
+        );
+        std::fs::write(&config, hcl).expect("write the ACL config");
+        Self::start(n, &["--config-file", config.to_str().expect("a UTF-8 path")], true).await
+    }
+
     async fn start(n: usize, extra_args: &[&str], tls: bool) -> Cluster {
+        let acl_config = extra_args.iter().find(|a| a.contains("weft-acl-")).map(|a| a.to_string());
         let serial = cluster_lock().lock().await;
         let dir = tempfile::Builder::new().prefix("weft-e2e-").tempdir().expect("temp dir");
         let tls_dir = tls.then(|| {
@@ -125,8 +146,17 @@ impl Cluster {
             weft_in(&tls_dir, &["tls", "ca", "create", "-domain", &domain]);
             tls_dir
         });
-        let mut cluster =
-            Cluster { specs: Vec::new(), children: Vec::new(), bootstrap_expect: n, dir, tls_dir, _serial: serial };
+        let token = acl_config.as_ref().map(|_| MANAGEMENT_TOKEN.to_owned());
+        let mut cluster = Cluster {
+            specs: Vec::new(),
+            children: Vec::new(),
+            bootstrap_expect: n,
+            dir,
+            tls_dir,
+            token,
+            acl_config,
+            _serial: serial,
+        };
         for _ in 0..n {
             cluster.add_spec(extra_args);
         }
@@ -193,12 +223,18 @@ impl Cluster {
                 &name,
                 "--http-addr",
                 &self.specs[0].http_addr,
+                "--token",
+                self.token.as_deref().unwrap_or_default(),
             ]);
             assert_eq!(code, 0, "a join token for {name}: {err}");
             token = out.trim().to_owned();
             extra_args.extend(["--join-token", token.as_str()]);
         }
         let tls_config = tls_config.display().to_string();
+        let acl_config = self.acl_config.clone();
+        if let (false, Some(acl_config)) = (server, &acl_config) {
+            extra_args.extend(["--config-file", acl_config.as_str()]);
+        }
         if server && self.tls_dir.is_some() {
             extra_args.extend(["--config-file", tls_config.as_str()]);
         }
@@ -346,8 +382,10 @@ impl Cluster {
         self.specs.len()
     }
 
+    /// A client of agent `i`'s HTTP API (with the management token, in a
+    /// cluster with ACLs).
     pub fn client(&self, i: usize) -> HttpClient {
-        HttpClient::new(&self.specs[i].http_addr, None).with_timeout(Duration::from_secs(30))
+        HttpClient::new(&self.specs[i].http_addr, self.token.clone()).with_timeout(Duration::from_secs(30))
     }
 
     /// The leader's RPC address as server `i` sees it (None if unknown or unreachable).

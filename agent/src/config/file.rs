@@ -60,6 +60,9 @@ pub struct ConfigFile {
     pub rpc_key: Option<String>,
     /// Consul's `limits { rpc_max_conns_per_client }`.
     pub limits: Option<LimitsFile>,
+    /// Consul's `acl { enabled default_policy down_policy
+    /// enable_token_persistence tokens { ... } }`.
+    pub acl: Option<AclFile>,
     /// Allow checks that run programs (`args`); off by default.
     pub enable_script_checks: Option<bool>,
     /// `service { ... }` blocks (one or several) and a `services = [...]` list,
@@ -119,6 +122,44 @@ pub struct TlsSettingsFile {
     /// Also require `server.<datacenter>.<domain>` in servers' certificates
     /// (default true; Consul's default is false).
     pub verify_server_hostname: Option<bool>,
+}
+
+/// Consul's `acl { ... }` block.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclFile {
+    pub enabled: Option<bool>,
+    /// `allow` or `deny` (what no rule covers).
+    pub default_policy: Option<String>,
+    /// `allow`, `deny`, `extend-cache` or `async-cache`. Weft's agents
+    /// resolve tokens from their copy of the ACL tables, so no server needs
+    /// to be reachable: accepted for Consul's configs, and validated.
+    pub down_policy: Option<String>,
+    /// Keep tokens set through `/v1/agent/token/<kind>` across restarts.
+    pub enable_token_persistence: Option<bool>,
+    /// Consul's cache lifetimes: accepted and validated; Weft's cache is
+    /// kept until the ACL tables change.
+    pub token_ttl: Option<String>,
+    pub policy_ttl: Option<String>,
+    pub role_ttl: Option<String>,
+    pub tokens: Option<AclTokensFile>,
+}
+
+/// `acl { tokens { ... } }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclTokensFile {
+    /// Servers: a management token made when ACLs start (Consul's
+    /// `initial_management`, once `master`).
+    #[serde(alias = "master")]
+    pub initial_management: Option<String>,
+    /// The token this agent uses for its own requests.
+    pub agent: Option<String>,
+    /// The token for requests that carry none (and for DNS).
+    pub default: Option<String>,
+    /// Consul's `agent_recovery`: accepted, and like `agent` here.
+    #[serde(alias = "agent_master")]
+    pub agent_recovery: Option<String>,
 }
 
 /// Consul's `limits { ... }`: the settings Weft honours.
@@ -230,6 +271,7 @@ impl ConfigFile {
             tls,
             rpc_key,
             limits,
+            acl,
             enable_script_checks,
             liveness_timeout,
             anti_entropy_interval,

@@ -5,6 +5,7 @@
 //! a directory in name order) < flags. List settings (`retry_join`) from
 //! several files add up, as in Consul.
 
+mod acl;
 mod file;
 mod tls;
 
@@ -20,7 +21,8 @@ use weft_server::RaftTuning;
 use crate::decode::decode_value;
 use crate::local::definition::{CheckDefinition, ServiceDefinition};
 
-pub use file::{ConfigFile, DnsConfigFile};
+pub use acl::{AclConfig, AclTokens};
+pub use file::{AclFile, ConfigFile, DnsConfigFile};
 pub use tls::RpcTlsConfig;
 
 /// The validated configuration an agent runs with.
@@ -55,6 +57,8 @@ pub struct AgentConfig {
     pub rpc_tls: Option<RpcTlsConfig>,
     /// Connections one address may hold to this server's RPC port.
     pub rpc_max_conns_per_client: usize,
+    /// ACLs (`acl { ... }`; `weft dev --acl`).
+    pub acl: AclConfig,
     pub enable_script_checks: bool,
     /// Services and node-level checks defined in config files.
     pub services: Vec<ServiceDefinition>,
@@ -362,6 +366,7 @@ impl ConfigFile {
         if rpc_max_conns_per_client == 0 {
             problem("limits.rpc_max_conns_per_client must be at least 1".into());
         }
+        let acl = acl::acl_config(self.acl.as_ref(), &mut problem);
         let dns = self.dns_settings(&mut problem);
         let advertise_ip = match self.advertise_addr.as_deref() {
             Some(text) => text.parse::<IpAddr>().unwrap_or_else(|_| {
@@ -460,6 +465,7 @@ impl ConfigFile {
             join_token,
             rpc_tls,
             rpc_max_conns_per_client,
+            acl,
             rpc_addr,
             http_addr,
             dns_addr,

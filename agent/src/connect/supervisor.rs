@@ -69,7 +69,8 @@ pub async fn supervise(
         for (sidecar, parent) in wanted {
             running.entry(sidecar.clone()).or_insert_with(|| {
                 tracing::info!(%sidecar, "starting the sidecar proxy");
-                tokio::spawn(keep_running(program.clone(), parent, sidecar.clone(), agent_http, admin_ports.clone()))
+                let sidecar_run = SidecarRun { local: local.clone(), parent, sidecar: sidecar.clone() };
+                tokio::spawn(keep_running(program.clone(), sidecar_run, agent_http, admin_ports.clone()))
             });
         }
         tokio::select! {
@@ -83,14 +84,18 @@ pub async fn supervise(
     }
 }
 
-/// Runs the proxy for `parent`, again and again, with backoff.
-async fn keep_running(
-    program: PathBuf,
+/// Which sidecar a supervised proxy is, and where its parent's token is.
+struct SidecarRun {
+    local: Arc<LocalState>,
     parent: ServiceId,
     sidecar: ServiceId,
-    agent_http: SocketAddr,
-    admin_ports: AdminPorts,
-) {
+}
+
+/// Runs the proxy for `run.parent`, again and again, with backoff. It asks
+/// the agent with its service's ACL token (`WEFT_HTTP_TOKEN`), read anew at
+/// each start.
+async fn keep_running(program: PathBuf, run: SidecarRun, agent_http: SocketAddr, admin_ports: AdminPorts) {
+    let SidecarRun { local, parent, sidecar } = run;
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = tokio::time::Instant::now();
@@ -100,6 +105,10 @@ async fn keep_running(
         command
             .args(["connect", "proxy", "--sidecar-for", parent.as_str(), "--http-addr", &agent_http.to_string()])
             .arg("--exit-with-parent");
+        match local.service_token(&parent) {
+            Some(token) => command.env("WEFT_HTTP_TOKEN", token),
+            None => command.env_remove("WEFT_HTTP_TOKEN"),
+        };
         if let Some(admin) = admin {
             command.args(["--admin-bind", &admin.to_string()]);
         }

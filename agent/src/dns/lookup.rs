@@ -80,6 +80,69 @@ impl LookupOptions {
     }
 }
 
+/// What a name in the domain asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Asked {
+    Node(String),
+    Addr(String),
+    /// A service's instances, by tag; `rfc2782` for `_service._tag` names.
+    Service {
+        service: String,
+        tag: Option<String>,
+        rfc2782: bool,
+    },
+    /// A service's sidecars (`.connect`).
+    Connect(String),
+    /// The ingress gateways that expose a service (`.ingress`).
+    Ingress(String),
+    /// A name in the domain that asks for nothing Weft knows.
+    Unknown,
+}
+
+impl Asked {
+    /// The service or node the name is about, for the ACL check.
+    pub fn subject(&self) -> Option<(weft_api::acl::NamedResource, &str)> {
+        use weft_api::acl::NamedResource;
+        match self {
+            Asked::Node(node) => Some((NamedResource::Node, node)),
+            Asked::Service { service, .. } | Asked::Connect(service) | Asked::Ingress(service) => {
+                Some((NamedResource::Service, service))
+            }
+            Asked::Addr(_) | Asked::Unknown => None,
+        }
+    }
+}
+
+/// What `name` (lower-case, fully qualified) asks for in `domain`; `None`
+/// when it is outside `domain`.
+pub fn asked(name: &Name, domain: &Name, datacenter: &Datacenter) -> Option<Asked> {
+    if !domain.zone_of(name) {
+        return None;
+    }
+    let labels: Vec<String> = name.iter().map(|l| String::from_utf8_lossy(l).to_lowercase()).collect();
+    let mut labels = labels[..labels.len() - domain.num_labels() as usize].to_vec();
+    // An optional datacenter label sits just before the domain.
+    if labels.len() >= 2 && labels.last().is_some_and(|l| l.eq_ignore_ascii_case(datacenter.as_str())) {
+        labels.pop();
+    }
+    let owned = |text: &str| text.to_owned();
+    Some(match labels.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [node, "node"] => Asked::Node(owned(node)),
+        [hex, "addr"] => Asked::Addr(owned(hex)),
+        [service, tag, "service"] if service.starts_with('_') && tag.starts_with('_') => {
+            let tag = &tag[1..];
+            Asked::Service { service: owned(&service[1..]), tag: (tag != "tcp").then(|| owned(tag)), rfc2782: true }
+        }
+        [tag, service, "service"] => Asked::Service { service: owned(service), tag: Some(owned(tag)), rfc2782: false },
+        [service, "service"] => Asked::Service { service: owned(service), tag: None, rfc2782: false },
+        // Consul's `.connect` names: the service's sidecars.
+        [service, "connect"] => Asked::Connect(owned(service)),
+        // Consul's `.ingress` names: the ingress gateways that expose the service.
+        [service, "ingress"] => Asked::Ingress(owned(service)),
+        _ => Asked::Unknown,
+    })
+}
+
 /// Answers `name` (lower-case, fully qualified) of type `record_type`.
 /// `None` when the name is outside `domain`: not ours to answer.
 pub fn answer(
@@ -93,30 +156,15 @@ pub fn answer(
     if matches!(record_type, RecordType::PTR | RecordType::ANY) && is_reverse(name) {
         return reverse(tables, name, domain, datacenter, options.node_ttl);
     }
-    if !domain.zone_of(name) {
-        return None;
-    }
-    let labels: Vec<String> = name.iter().map(|l| String::from_utf8_lossy(l).to_lowercase()).collect();
-    let mut labels = labels[..labels.len() - domain.num_labels() as usize].to_vec();
-    // An optional datacenter label sits just before the domain.
-    if labels.len() >= 2 && labels.last().is_some_and(|l| l.eq_ignore_ascii_case(datacenter.as_str())) {
-        labels.pop();
-    }
+    let asked = asked(name, domain, datacenter)?;
     let lookup = Lookup { tables, name, record_type, domain, datacenter, options };
-    let answer = match labels.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [node, "node"] => lookup.node(node),
-        [hex, "addr"] => lookup.addr(hex),
-        [service, tag, "service"] if service.starts_with('_') && tag.starts_with('_') => {
-            let tag = &tag[1..];
-            lookup.service(&service[1..], (tag != "tcp").then_some(tag), true)
-        }
-        [tag, service, "service"] => lookup.service(service, Some(tag), false),
-        [service, "service"] => lookup.service(service, None, false),
-        // Consul's `.connect` names: the service's sidecars.
-        [service, "connect"] => lookup.service(&format!("{service}-sidecar-proxy"), None, false),
-        // Consul's `.ingress` names: the ingress gateways that expose the service.
-        [service, "ingress"] => lookup.ingress(service),
-        _ => None,
+    let answer = match &asked {
+        Asked::Node(node) => lookup.node(node),
+        Asked::Addr(hex) => lookup.addr(hex),
+        Asked::Service { service, tag, rfc2782 } => lookup.service(service, tag.as_deref(), *rfc2782),
+        Asked::Connect(service) => lookup.service(&format!("{service}-sidecar-proxy"), None, false),
+        Asked::Ingress(service) => lookup.ingress(service),
+        Asked::Unknown => None,
     };
     let mut answer = answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() });
     if answer.records.is_empty() {
@@ -126,7 +174,7 @@ pub fn answer(
 }
 
 /// The SOA Weft answers with (Consul's shape; TTLs of 0: nothing is cached).
-fn soa(domain: &Name) -> Record {
+pub fn soa(domain: &Name) -> Record {
     let ns = Name::from_ascii("ns").ok().and_then(|n| n.append_domain(domain).ok()).unwrap_or_else(|| domain.clone());
     let mail = Name::from_ascii("hostmaster")
         .ok()

@@ -39,6 +39,8 @@ const MAX_UDP_PAYLOAD: u16 = 4096;
 /// Answers DNS queries from the state store.
 pub struct CatalogDns {
     store: Arc<StateStore>,
+    /// Answers are filtered by what the agent's default token may read.
+    acl: Arc<crate::acl::AclState>,
     /// The domain, then `alt_domain` if set.
     domains: Vec<Name>,
     datacenter: Datacenter,
@@ -50,6 +52,7 @@ impl CatalogDns {
     /// `domain` like `weft` or `consul`.
     pub fn new(
         store: Arc<StateStore>,
+        acl: Arc<crate::acl::AclState>,
         domain: &str,
         settings: &DnsSettings,
         datacenter: Datacenter,
@@ -70,7 +73,7 @@ impl CatalogDns {
             service_ttl: settings.service_ttl.iter().map(|(k, v)| (k.to_lowercase(), seconds(*v))).collect(),
         };
         let recursors = Recursors::new(settings.recursors.clone(), settings.recursor_timeout);
-        Ok(Self { store, domains, datacenter, options, recursors })
+        Ok(Self { store, acl, domains, datacenter, options, recursors })
     }
 }
 
@@ -147,6 +150,12 @@ impl CatalogDns {
         }
         let Some(query) = query else { return Outcome::Reply(Reply::empty(request, ResponseCode::FormErr)) };
         let name = query.name().to_lowercase();
+        if let Some(domain) = self.hidden_by_acl(&name) {
+            let mut reply = Reply::empty(request, ResponseCode::NXDomain);
+            reply.metadata.authoritative = true;
+            reply.authorities.push(lookup::soa(domain));
+            return Outcome::Reply(reply);
+        }
         let found = {
             let tables = self.store.read();
             let look_up = || {
@@ -181,6 +190,21 @@ impl CatalogDns {
             authorities: found.soa.into_iter().collect(),
             additionals: found.additionals,
         })
+    }
+
+    /// The domain of `name` if it asks for a service or node the agent's
+    /// default token may not read: it is answered as if there were none.
+    fn hidden_by_acl(&self, name: &Name) -> Option<&Name> {
+        if !self.acl.enabled() {
+            return None;
+        }
+        let (domain, asked) = self.domains.iter().find_map(|d| Some((d, lookup::asked(name, d, &self.datacenter)?)))?;
+        let (resource, subject) = asked.subject()?;
+        let readable = match self.acl.resolve(&self.store, "") {
+            Ok(caller) => caller.authorizer.named(resource, subject).grants(weft_api::acl::Access::Read),
+            Err(_) => false,
+        };
+        (!readable).then_some(domain)
     }
 
     /// Asks the recursors; SERVFAIL if none answers.

@@ -18,6 +18,10 @@ use weft_api::catalog::{Check, HealthStatus, Node, Service};
 use weft_api::ids::{CheckId, ServiceId};
 use weft_server::liveness::LIVENESS_CHECK_ID;
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, NamedResource};
+
+use super::authz::Acl;
 use super::catalog::service_json;
 use super::error::ApiError;
 use super::health::check_json;
@@ -162,10 +166,26 @@ pub(super) fn content_hash(value: &Value) -> String {
 }
 
 /// `GET /v1/agent/services`: this agent's services by ID.
-pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// `service:write` on `name`.
+fn service_write(name: &str) -> Permission {
+    Permission::Named(NamedResource::Service, name.to_owned(), Access::Write)
+}
+
+/// What changing the local check `id` needs: `service:write` on its
+/// service, or `node:write` on this node for a node-level check.
+fn check_write(state: &AppState, service_id: Option<&ServiceId>) -> Permission {
+    match service_id.and_then(|id| state.local.service(id)) {
+        Some(service) => service_write(service.name.as_str()),
+        None => Permission::Named(NamedResource::Node, state.node.name.to_string(), Access::Write),
+    }
+}
+
+pub async fn services(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
-        let items: Vec<Value> = state.local.services().iter().map(|s| agent_service_json(&state, s)).collect();
+        let mut services = state.local.services();
+        acl.retain(&mut services, |acl, s| acl.allows_named(NamedResource::Service, s.name.as_str(), Access::Read));
+        let items: Vec<Value> = services.iter().map(|s| agent_service_json(&state, s)).collect();
         let items = filter_items(&query, items)?;
         let map: serde_json::Map<String, Value> =
             items.into_iter().map(|s| (s["ID"].as_str().unwrap_or_default().to_owned(), s)).collect();
@@ -177,22 +197,29 @@ pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
 /// `GET /v1/agent/service/<id>`.
 pub async fn service(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
     hash_blocking(&state, raw.as_deref(), HashIn::HeaderAndBody, || {
         let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
+        acl.require(Permission::Named(NamedResource::Service, service.name.to_string(), Access::Read))?;
         Ok((StatusCode::OK, agent_service_json(&state, &service)))
     })
     .await
 }
 
 /// `GET /v1/agent/checks`: this agent's checks by ID.
-pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn checks(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
-        let items: Vec<Value> = state.local.checks().iter().map(agent_check_json).collect();
+        let mut checks = state.local.checks();
+        acl.retain(&mut checks, |acl, c| match c.service_name.is_empty() {
+            true => acl.allows_named(NamedResource::Node, c.node.as_str(), Access::Read),
+            false => acl.allows_named(NamedResource::Service, c.service_name.as_str(), Access::Read),
+        });
+        let items: Vec<Value> = checks.iter().map(agent_check_json).collect();
         let items = filter_items(&query, items)?;
         let map: serde_json::Map<String, Value> =
             items.into_iter().map(|c| (c["CheckID"].as_str().unwrap_or_default().to_owned(), c)).collect();
@@ -206,10 +233,21 @@ pub async fn checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 /// definition does not have; without it they stay, as in Consul.
 pub async fn register_service(
     State(state): State<AppState>,
+    acl: Acl,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let definition: ServiceDefinition = decode_body(&body)?;
+    let mut definition: ServiceDefinition = decode_body(&body)?;
+    if acl.enabled() && definition.token.is_none() {
+        // Its sidecar asks the agent with the token it was registered with.
+        definition.token = Some(acl.secret().to_owned());
+    }
+    // The service, and its sidecar if it asks for one (Consul's rule).
+    let name = definition.name.clone().unwrap_or_default();
+    acl.require(service_write(&name))?;
+    if definition.connect.as_ref().is_some_and(|c| crate::decode::has_key(c, "sidecarservice")) {
+        acl.require(service_write(&format!("{name}{}", weft_api::catalog::SIDECAR_SUFFIX)))?;
+    }
     let replace_existing_checks = QueryParams::parse(raw.as_deref()).flag("replace-existing-checks");
     let how = Reregistration::Api { replace_existing_checks };
     let id = state.local.add_service(definition, Source::Api, how)?;
@@ -218,8 +256,13 @@ pub async fn register_service(
 }
 
 /// `PUT /v1/agent/service/deregister/<id>`.
-pub async fn deregister_service(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn deregister_service(
+    State(state): State<AppState>,
+    acl: Acl,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
+    acl.require(check_write(&state, Some(&id)))?;
     if !state.local.remove_service(&id) {
         return Err(unknown_service(&id));
     }
@@ -228,18 +271,25 @@ pub async fn deregister_service(State(state): State<AppState>, Path(id): Path<St
 }
 
 /// `PUT /v1/agent/check/register`.
-pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn register_check(State(state): State<AppState>, acl: Acl, body: Bytes) -> Result<Response, ApiError> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("Request decode failed: malformed JSON: {e}")))?;
     let definition: CheckDefinition =
         decode_value(value).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
+    acl.require(check_write(&state, definition.service_id.clone().map(ServiceId::new).as_ref()))?;
     state.local.add_check(definition, Source::Api)?;
     Ok(().into_response())
 }
 
 /// `PUT /v1/agent/check/deregister/<id>`.
-pub async fn deregister_check(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn deregister_check(
+    State(state): State<AppState>,
+    acl: Acl,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = CheckId::new(id);
+    let service = state.local.check(&id).map(|c| c.check.service_id).filter(|s| !s.is_empty());
+    acl.require(check_write(&state, service.as_ref()))?;
     if !state.local.remove_check(&id) {
         return Err(ApiError::NotFound(format!("Unknown check ID {:?}", id.as_str())));
     }
@@ -249,6 +299,7 @@ pub async fn deregister_check(State(state): State<AppState>, Path(id): Path<Stri
 /// `PUT /v1/agent/check/pass|warn|fail/<id>?note=`.
 pub async fn ttl_update(
     State(state): State<AppState>,
+    acl: Acl,
     Path((verb, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -259,7 +310,7 @@ pub async fn ttl_update(
         other => return Err(ApiError::NotFound(format!("unknown check update {other:?}: use pass, warn or fail"))),
     };
     let note = QueryParams::parse(raw.as_deref()).get("note").unwrap_or_default().to_owned();
-    refresh(&state, &id, status, note)
+    refresh(&state, &acl, &id, status, note)
 }
 
 #[derive(Deserialize)]
@@ -273,6 +324,7 @@ struct CheckUpdateBody {
 /// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
 pub async fn check_update(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -282,14 +334,16 @@ pub async fn check_update(
         Some(status @ (HealthStatus::Passing | HealthStatus::Warning | HealthStatus::Critical)) => status,
         _ => return Err(ApiError::BadRequest(format!("Invalid Status {text:?}: use passing, warning or critical"))),
     };
-    refresh(&state, &id, status, body.output)
+    refresh(&state, &acl, &id, status, body.output)
 }
 
-fn refresh(state: &AppState, id: &str, status: HealthStatus, output: String) -> Result<Response, ApiError> {
+fn refresh(state: &AppState, acl: &Acl, id: &str, status: HealthStatus, output: String) -> Result<Response, ApiError> {
     let id = CheckId::new(id);
-    if state.local.check(&id).is_none() {
+    let Some(check) = state.local.check(&id) else {
         return Err(ApiError::NotFound(format!("Unknown check ID {:?}", id.as_str())));
-    }
+    };
+    let service = Some(check.check.service_id).filter(|s| !s.is_empty());
+    acl.require(check_write(state, service.as_ref()))?;
     state.local.refresh_ttl(&id, status, output)?;
     Ok(().into_response())
 }
@@ -319,12 +373,14 @@ fn health_code(status: HealthStatus) -> StatusCode {
 /// `GET /v1/agent/health/service/id/<id>`.
 pub async fn health_by_id(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
     hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
+        acl.require(Permission::Named(NamedResource::Service, service.name.to_string(), Access::Read))?;
         let (worst, body) = service_health(&state, &service);
         Ok((health_code(worst), body))
     })
@@ -334,9 +390,11 @@ pub async fn health_by_id(
 /// `GET /v1/agent/health/service/name/<name>`: every local instance.
 pub async fn health_by_name(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    acl.require(Permission::Named(NamedResource::Service, name.clone(), Access::Read))?;
     hash_blocking(&state, raw.as_deref(), HashIn::Header, || {
         let instances: Vec<(HealthStatus, Value)> = state
             .local
@@ -361,7 +419,7 @@ pub async fn health_by_name(
 /// `GET /v1/agent/members`: every node with an agent (one that has a
 /// liveness check), and every node that left gracefully, with Consul's
 /// member status codes (1 alive, 3 left, 4 failed).
-pub async fn members(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn members(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let tables = state.backend.store().read();
     let catalog = tables.catalog();
@@ -375,6 +433,7 @@ pub async fn members(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         .chain(catalog.left_nodes().map(|node| (node, MemberStatus::Left)))
         .collect();
     members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    acl.retain(&mut members, |acl, (node, _)| acl.allows_named(NamedResource::Node, node.name.as_str(), Access::Read));
     let members: Vec<Value> = members.into_iter().map(|(node, status)| member_json(node, status)).collect();
     drop(tables);
     Ok(Json(filter_items(&query, members)?).into_response())
@@ -411,7 +470,13 @@ fn member_json(node: &Node, status: MemberStatus) -> Value {
 }
 
 /// `PUT /v1/agent/reload`: re-reads the config files' services and checks.
-pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `agent:write` on this node.
+fn agent_write(state: &AppState) -> Permission {
+    Permission::Named(NamedResource::Agent, state.node.name.to_string(), Access::Write)
+}
+
+pub async fn reload(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
+    acl.require(agent_write(&state))?;
     state.local.reload(&state.config).map_err(|errors| ApiError::BadRequest(errors.to_string()))?;
     Ok(().into_response())
 }
@@ -419,7 +484,8 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
 /// `PUT /v1/agent/leave`: deregisters this node (recorded as left; a server
 /// also leaves the Raft peers) and shuts the agent down. Answers once the
 /// leave has been applied.
-pub async fn leave(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn leave(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
+    acl.require(agent_write(&state))?;
     tracing::info!("leave requested through the API");
     state.leave.leave().await.map_err(|error| ApiError::Internal(error.to_string()))?;
     Ok(().into_response())

@@ -1,39 +1,155 @@
-//! The one authorization point. Every route, the unknown-path fallback
-//! included, passes through [`authorize`] before its handler runs; it reads
-//! the ACL token the way Consul clients send it and asks the [`Authorizer`].
+//! The one authorization point. Every request, the unknown-path fallback
+//! included, passes through [`authorize`] before its handler runs: it reads
+//! the ACL token the way Consul clients send it (`X-Consul-Token`,
+//! `Authorization: Bearer`, `?token=`), resolves it against this agent's
+//! copy of the ACL tables (cached until they change) and leaves an [`Acl`]
+//! in the request. A token the tables do not know is a 403 `ACL not found`
+//! before any handler runs; without a token, the agent's default token (or
+//! the anonymous one) is used.
 //!
-//! ACLs are not enforced yet (allow-all, as Consul with ACLs disabled); when
-//! they arrive, only this module changes.
+//! Handlers ask the [`Acl`] for the [`Permission`]s the request needs, once
+//! they know the names involved (a key, the service in a body), or filter
+//! what they answer with it. [`guard`], just outside the handlers, makes
+//! that a rule rather than a habit: a successful answer from a handler that
+//! asked nothing is replaced by a 500 (it fails closed), and an answer that
+//! left items out gets `X-Consul-Results-Filtered-By-ACLs: true`.
+//!
+//! With ACLs off every permission is granted, as in Consul. Resolving
+//! tokens is [`crate::acl`]'s (DNS resolves the default token there too).
 
-use axum::extract::Request;
-use axum::http::HeaderMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use weft_acl::{command_permissions, Permission, ResolveError};
+use weft_api::acl::{Access, NamedResource};
+use weft_api::command::Command;
+use weft_server::Applied;
 
 use super::error::ApiError;
+use super::AppState;
+use crate::acl::Caller;
 
-/// The caller's ACL token, as found on the request (empty = anonymous).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Token(pub String);
+/// The header that says an answer left out what the token may not see.
+pub const FILTERED_HEADER: &str = "x-consul-results-filtered-by-acls";
 
-/// Decides whether a token may make a request. Allow-all for now.
-#[derive(Clone, Debug, Default)]
-pub struct Authorizer;
+/// The caller's ACL token, resolved: what handlers ask.
+#[derive(Clone)]
+pub struct Acl(Arc<Call>);
 
-impl Authorizer {
-    pub fn authorize(&self, _token: &Token, _method: &axum::http::Method, _path: &str) -> Result<(), ApiError> {
-        Ok(())
+struct Call {
+    caller: Caller,
+    checked: AtomicBool,
+    filtered: AtomicBool,
+}
+
+impl Acl {
+    fn new(caller: Caller) -> Acl {
+        Acl(Arc::new(Call { caller, checked: AtomicBool::new(false), filtered: AtomicBool::new(false) }))
+    }
+
+    /// Refuses the request unless the token has `permission`, with Consul's
+    /// message.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.allows(&permission) {
+            return Ok(());
+        }
+        let on = permission.name().map(|name| format!(" on {name:?}")).unwrap_or_default();
+        tracing::info!(accessor = %self.0.caller.accessor_id, permission = %permission.label(), name = ?permission.name(), "ACL denied a request");
+        Err(ApiError::Forbidden(format!(
+            "token with AccessorID '{}' lacks permission '{}'{on}",
+            self.0.caller.accessor_id,
+            permission.label()
+        )))
+    }
+
+    /// Whether the token has `permission` (for filtering what is answered).
+    pub fn allows(&self, permission: &Permission) -> bool {
+        self.0.checked.store(true, Ordering::Relaxed);
+        self.0.caller.authorizer.allows(permission)
+    }
+
+    /// `resource:access` on `name`.
+    pub fn allows_named(&self, resource: NamedResource, name: &str, access: Access) -> bool {
+        self.allows(&Permission::Named(resource, name.to_owned(), access))
+    }
+
+    /// Keeps the items of `items` the token may see (by `allowed`), noting
+    /// when some were left out.
+    pub fn retain<T>(&self, items: &mut Vec<T>, mut allowed: impl FnMut(&Acl, &T) -> bool) {
+        let before = items.len();
+        items.retain(|item| allowed(self, item));
+        self.0.checked.store(true, Ordering::Relaxed);
+        if items.len() < before {
+            self.0.filtered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that an answer left out what the token may not see.
+    pub fn mark_filtered(&self) {
+        self.0.filtered.store(true, Ordering::Relaxed);
+    }
+
+    /// Says that this request needs no permission (Consul's public endpoints).
+    pub fn public(&self) {
+        self.0.checked.store(true, Ordering::Relaxed);
+    }
+
+    /// The SecretID the request presented (or the default token's).
+    pub fn secret(&self) -> &str {
+        &self.0.caller.secret
+    }
+
+    pub fn accessor_id(&self) -> &str {
+        &self.0.caller.accessor_id
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.0.caller.enabled
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for Acl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Acl, ApiError> {
+        parts
+            .extensions
+            .get::<Acl>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("the authorization layer did not run".into()))
+    }
+}
+
+/// The one path of an HTTP write: refused unless the token holds what
+/// the write needs (`weft_acl::command_permissions`, the rules the servers
+/// check too), then written for the caller (a client agent forwards its
+/// token).
+pub async fn write(state: &AppState, acl: &Acl, command: Command) -> Result<Applied, ApiError> {
+    let needed = {
+        let tables = state.backend.store().read();
+        let destination = |id: &str| tables.mesh().intention(id).map(|i| i.destination.to_string());
+        command_permissions(&command, &destination)
+    };
+    acl.public();
+    for permission in needed {
+        acl.require(permission)?;
+    }
+    Ok(state.backend.write_as(command, acl.secret()).await?)
+}
+
 /// Reads the token from `X-Consul-Token`, `Authorization: Bearer`, or `?token=`.
-pub fn token_from(headers: &HeaderMap, query: Option<&str>) -> Token {
+pub fn token_from(headers: &HeaderMap, query: Option<&str>) -> String {
     if let Some(value) = headers.get("x-consul-token").and_then(|v| v.to_str().ok()) {
-        return Token(value.to_owned());
+        return value.to_owned();
     }
     if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         if let Some(bearer) = value.strip_prefix("Bearer ") {
-            return Token(bearer.trim().to_owned());
+            return bearer.trim().to_owned();
         }
     }
     let from_query = query.and_then(|q| {
@@ -42,18 +158,46 @@ pub fn token_from(headers: &HeaderMap, query: Option<&str>) -> Token {
             (name == "token").then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
         })
     });
-    Token(from_query.unwrap_or_default())
+    from_query.unwrap_or_default()
 }
 
-/// Middleware: authorizes the request and leaves the [`Token`] in its extensions.
-pub async fn authorize(mut request: Request, next: Next) -> Response {
-    let token = token_from(request.headers(), request.uri().query());
-    let authorizer = Authorizer;
-    if let Err(denied) = authorizer.authorize(&token, request.method(), request.uri().path()) {
-        return denied.into_response();
+/// Resolves `secret` (empty: the default token, else the anonymous one).
+pub fn resolve(state: &AppState, secret: String) -> Result<Acl, ApiError> {
+    match state.acl.resolve(state.backend.store(), &secret) {
+        Ok(caller) => Ok(Acl::new(caller)),
+        Err(ResolveError::NotFound | ResolveError::Expired) => Err(ApiError::AclNotFound),
     }
-    request.extensions_mut().insert(token);
-    next.run(request).await
+}
+
+/// Middleware: resolves the request's token and leaves the [`Acl`] in its
+/// extensions, or answers 403 for a token no one knows.
+pub async fn authorize(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let secret = token_from(request.headers(), request.uri().query());
+    match resolve(&state, secret) {
+        Ok(acl) => {
+            request.extensions_mut().insert(acl);
+            next.run(request).await
+        }
+        Err(denied) => denied.into_response(),
+    }
+}
+
+/// Middleware around the handlers: a successful answer whose handler asked
+/// the [`Acl`] nothing is refused (500, logged), and an answer that left
+/// items out says so.
+pub async fn guard(request: Request, next: Next) -> Response {
+    let acl = request.extensions().get::<Acl>().cloned();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let Some(acl) = acl else { return response };
+    if response.status().is_success() && !acl.0.checked.load(Ordering::Relaxed) {
+        tracing::error!(%path, "a handler answered without asking the ACL anything; refused");
+        return ApiError::Internal(format!("{path} did not check the request's ACL token")).into_response();
+    }
+    if acl.enabled() && acl.0.filtered.load(Ordering::Relaxed) {
+        response.headers_mut().insert(FILTERED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 #[cfg(test)]
@@ -63,10 +207,10 @@ mod tests {
     #[test]
     fn header_wins_then_bearer_then_query() {
         let mut headers = HeaderMap::new();
-        assert_eq!(token_from(&headers, Some("a=1&token=q%2Bx")), Token("q+x".into()));
+        assert_eq!(token_from(&headers, Some("a=1&token=q%2Bx")), "q+x");
         headers.insert("authorization", "Bearer b".parse().unwrap());
-        assert_eq!(token_from(&headers, Some("token=q")), Token("b".into()));
+        assert_eq!(token_from(&headers, Some("token=q")), "b");
         headers.insert("x-consul-token", "h".parse().unwrap());
-        assert_eq!(token_from(&headers, None), Token("h".into()));
+        assert_eq!(token_from(&headers, None), "h");
     }
 }

@@ -15,11 +15,13 @@ use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
 use weft_filter::Filter;
 use weft_server::store::{NodeServices, ServiceInstance, Table, Tables};
 
+use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, InstanceSelector, QueryParams};
 use super::read::{blocking_json, blocking_json_filtered};
 use super::AppState;
 use crate::decode::decode_body;
+use weft_api::acl::{Access, NamedResource};
 
 // ---- request bodies (field names normalized: see `decode`) ----
 
@@ -202,8 +204,8 @@ fn registration_from(body: RegisterBody, datacenter: &Datacenter) -> Result<Regi
 }
 
 /// Applies a catalog write; a rejection by the state store is a 400.
-async fn write_true(state: &AppState, command: Command) -> Result<Response, ApiError> {
-    let applied = state.backend.write(command).await?;
+async fn write_true(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
+    let applied = authz::write(state, acl, command).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(reason)),
         _ => Ok((meta_headers(&state.backend, applied.index), Json(true)).into_response()),
@@ -212,6 +214,7 @@ async fn write_true(state: &AppState, command: Command) -> Result<Response, ApiE
 
 pub async fn register(
     State(state): State<AppState>,
+    acl: Acl,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -219,11 +222,12 @@ pub async fn register(
     let body: RegisterBody = decode_body(&body)?;
     check_body_datacenter(&state, &body.datacenter)?;
     let registration = registration_from(body, state.backend.datacenter())?;
-    write_true(&state, Command::Register(Box::new(registration))).await
+    write_true(&state, &acl, Command::Register(Box::new(registration))).await
 }
 
 pub async fn deregister(
     State(state): State<AppState>,
+    acl: Acl,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -236,7 +240,7 @@ pub async fn deregister(
         service_id: non_empty(body.service_id).map(ServiceId::new),
         check_id: non_empty(body.check_id).map(CheckId::new),
     };
-    write_true(&state, Command::Deregister(deregistration)).await
+    write_true(&state, &acl, Command::Deregister(deregistration)).await
 }
 
 // ---- reads ----
@@ -320,7 +324,13 @@ enum ServiceListing {
     Instances(Vec<ServiceInstance>),
 }
 
-pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// Whether `acl` may see `instance`: its service and its node.
+pub fn may_see(acl: &Acl, node: &NodeName, service: &ServiceName) -> bool {
+    acl.allows_named(NamedResource::Service, service.as_str(), Access::Read)
+        && acl.allows_named(NamedResource::Node, node.as_str(), Access::Read)
+}
+
+pub async fn services(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let read = |tables: &Tables, query: &QueryParams| {
         let catalog = tables.catalog();
         if query.get("filter").is_none_or(|f| f.trim().is_empty()) {
@@ -333,7 +343,7 @@ pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
         ServiceListing::Instances(instances)
     };
     let render = |listing: ServiceListing, filter: Option<&Filter>| {
-        let names = match (listing, filter) {
+        let mut names = match (listing, filter) {
             (ServiceListing::Names(names), _) => names,
             (ServiceListing::Instances(instances), filter) => {
                 let mut names: BTreeMap<ServiceName, BTreeSet<String>> = BTreeMap::new();
@@ -344,6 +354,12 @@ pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
                 names
             }
         };
+        let before = names.len();
+        names.retain(|name, _| acl.allows_named(NamedResource::Service, name.as_str(), Access::Read));
+        acl.public();
+        if names.len() < before {
+            acl.mark_filtered();
+        }
         Ok(Value::Object(names.into_iter().map(|(name, tags)| (name.to_string(), json!(tags))).collect()))
     };
     blocking_json_filtered(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
@@ -351,6 +367,7 @@ pub async fn services(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
 
 pub async fn service(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -367,11 +384,14 @@ pub async fn service(
         selector.order(&mut found, |i| &i.node.name);
         found
     };
-    let render = |instances: Vec<ServiceInstance>| Value::Array(instances.iter().map(service_node_json).collect());
+    let render = |mut instances: Vec<ServiceInstance>| {
+        acl.retain(&mut instances, |acl, i| may_see(acl, &i.node.name, &i.service.name));
+        Value::Array(instances.iter().map(service_node_json).collect())
+    };
     blocking_json(&state, raw.as_deref(), CATALOG_TABLES, read, render).await
 }
 
-pub async fn nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn nodes(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let this_node = state.node.name.clone();
     let read = |tables: &Tables, query: &QueryParams| {
         let selector = InstanceSelector::from_query(query, &this_node);
@@ -379,22 +399,35 @@ pub async fn nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
         selector.order(&mut nodes, |n| &n.name);
         nodes
     };
-    let render = |nodes: Vec<Node>| Value::Array(nodes.iter().map(node_json).collect());
+    let render = |mut nodes: Vec<Node>| {
+        acl.retain(&mut nodes, |acl, n| acl.allows_named(NamedResource::Node, n.name.as_str(), Access::Read));
+        Value::Array(nodes.iter().map(node_json).collect())
+    };
     blocking_json(&state, raw.as_deref(), &[Table::Nodes], read, render).await
 }
 
 pub async fn node(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = NodeName::new(name);
     let read = |tables: &Tables, _: &QueryParams| tables.catalog().node_services(&name);
+    let visible = acl.allows_named(NamedResource::Node, name.as_str(), Access::Read);
     // `?filter=` selects among the node's services, as in Consul.
     let render = |found: Option<NodeServices>, filter: Option<&Filter>| match found {
-        // Consul answers an unknown node with 200 and `null`.
+        // Consul answers an unknown node with 200 and `null`, and a node the
+        // token may not see the same way.
         None => Ok(Value::Null),
-        Some(found) => {
+        Some(_) if !visible => {
+            acl.mark_filtered();
+            Ok(Value::Null)
+        }
+        Some(mut found) => {
+            acl.retain(&mut found.services, |acl, s| {
+                acl.allows_named(NamedResource::Service, s.name.as_str(), Access::Read)
+            });
             let services: serde_json::Map<String, Value> = found
                 .services
                 .iter()

@@ -20,6 +20,10 @@ use weft_api::mesh::ConfigEntry;
 use weft_server::store::{validate_config_entry, validate_kind, Table, Tables};
 use weft_server::ReadConsistency;
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, NamedResource};
+
+use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::read::blocking_json;
@@ -90,8 +94,8 @@ fn path_kind(kind: &str) -> Result<(), ApiError> {
 // ---- writes ----
 
 /// Applies a write that answers `true`/`false` (`false`: a check-and-set missed).
-async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiError> {
-    let applied = state.backend.write(command).await?;
+async fn write_bool(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
+    let applied = authz::write(state, acl, command).await?;
     let body = match applied.outcome {
         CommandOutcome::Done | CommandOutcome::Cas(true) => true,
         CommandOutcome::Cas(false) => false,
@@ -108,7 +112,12 @@ async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiE
 /// (`{"Kind": "service-defaults", "Name": "web", "Protocol": "http"}`):
 /// creates or replaces it. `true`, or `false` when `?cas` did not match
 /// (0: only if there is no such entry).
-pub async fn apply(State(state): State<AppState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+pub async fn apply(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     check_datacenter(&query, &state.backend)?;
     let cas = query.u64("cas")?;
@@ -121,7 +130,7 @@ pub async fn apply(State(state): State<AppState>, RawQuery(raw): RawQuery, body:
         Some(cas) => Command::ConfigEntryCas { kind: entry.kind, name: entry.name, cas, body: Some(entry.body) },
         None => Command::ConfigEntryUpsert(entry),
     };
-    write_bool(&state, command).await
+    write_bool(&state, &acl, command).await
 }
 
 /// `DELETE /v1/config/<kind>/<name>[?cas=<ModifyIndex>]`: `true` (also when
@@ -130,6 +139,7 @@ pub async fn apply(State(state): State<AppState>, RawQuery(raw): RawQuery, body:
 /// service-defaults goes away keeps working on what is stored).
 pub async fn delete(
     State(state): State<AppState>,
+    acl: Acl,
     Path((kind, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -140,18 +150,39 @@ pub async fn delete(
         Some(cas) => Command::ConfigEntryCas { kind, name, cas, body: None },
         None => Command::ConfigEntryDelete { kind, name },
     };
-    write_bool(&state, command).await
+    write_bool(&state, &acl, command).await
 }
 
 // ---- reads ----
 
+/// What reading an entry needs: `service:read` on its service
+/// (`intentions:read` for service-intentions); mesh-wide entries are
+/// readable by all, as in Consul.
+fn may_read(acl: &Acl, kind: &str, name: &str) -> bool {
+    match kind {
+        "service-intentions" => acl.allows(&Permission::Intentions(name.to_owned(), Access::Read)),
+        "proxy-defaults" | "mesh" => {
+            acl.public();
+            true
+        }
+        _ => acl.allows_named(NamedResource::Service, name, Access::Read),
+    }
+}
+
 /// `GET /v1/config/<kind>/<name>`: the entry; blocking. 404 if there is none.
 pub async fn get(
     State(state): State<AppState>,
+    acl: Acl,
     Path((kind, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     path_kind(&kind)?;
+    if !may_read(&acl, &kind, &name) {
+        return Err(ApiError::Forbidden(format!(
+            "token with AccessorID '{}' may not read {kind} {name:?}",
+            acl.accessor_id()
+        )));
+    }
     let options = ReadOptions::from_query(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     options.barrier(&state.backend).await?;
     let found = state
@@ -170,6 +201,7 @@ pub async fn get(
 /// `GET /v1/config/<kind>`: every entry of that kind, by name; blocking, `?filter=`.
 pub async fn list(
     State(state): State<AppState>,
+    acl: Acl,
     Path(kind): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -177,7 +209,10 @@ pub async fn list(
     let read = |tables: &Tables, _: &QueryParams| -> Vec<ConfigEntry> {
         tables.mesh().config_entries_of(&kind).cloned().collect()
     };
-    let render = |found: Vec<ConfigEntry>| Value::Array(found.iter().map(entry_json).collect());
+    let render = |mut found: Vec<ConfigEntry>| {
+        acl.retain(&mut found, |acl, entry| may_read(acl, &entry.kind, &entry.name));
+        Value::Array(found.iter().map(entry_json).collect())
+    };
     blocking_json(&state, raw.as_deref(), &[Table::ConfigEntries], read, render).await
 }
 

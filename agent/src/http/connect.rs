@@ -14,7 +14,11 @@ use weft_api::mesh::CaState;
 use weft_server::ca::CaError;
 use weft_server::store::{Table, Tables};
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, GlobalResource, NamedResource};
+
 use super::agent::content_hash;
+use super::authz::Acl;
 use super::error::ApiError;
 use super::query::{meta_headers, QueryParams, ReadOptions};
 use super::read::blocking_json;
@@ -67,13 +71,25 @@ fn roots_json(ca: Option<&CaState>) -> Value {
 }
 
 /// `GET /v1/connect/ca/roots` and `/v1/agent/connect/ca/roots` (blocking).
-pub async fn roots(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// `service:write` on `name`.
+fn service_write(name: &str) -> Permission {
+    Permission::Named(NamedResource::Service, name.to_owned(), Access::Write)
+}
+
+pub async fn roots(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    // The roots are public: anyone may verify the mesh's certificates.
+    acl.public();
     let read = |tables: &Tables, _: &QueryParams| tables.mesh().ca().cloned();
     blocking_json(&state, raw.as_deref(), &[Table::Ca], read, |ca| roots_json(ca.as_ref())).await
 }
 
 /// `GET /v1/connect/ca/configuration`.
-pub async fn configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn configuration(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    acl.require(Permission::Global(GlobalResource::Operator, Access::Read))?;
     let leaf_ttl = state.config.leaf_cert_ttl;
     let read = |tables: &Tables, _: &QueryParams| tables.mesh().ca().cloned();
     let render = |ca: Option<CaState>| {
@@ -99,7 +115,8 @@ pub async fn configuration(State(state): State<AppState>, RawQuery(raw): RawQuer
 /// Weft's only provider is its built-in one (`consul`, as Consul calls its
 /// own), with EC P-256 keys; the leaf TTL is the servers' setting
 /// (`connect { ca_config { leaf_cert_ttl } }`).
-pub async fn set_configuration(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn set_configuration(State(state): State<AppState>, acl: Acl, body: Bytes) -> Result<Response, ApiError> {
+    acl.require(Permission::Global(GlobalResource::Operator, Access::Write))?;
     let leaf_ttl = weft_api::duration::format(state.config.leaf_cert_ttl);
     let body: ConfigurationBody = decode_body(&body)?;
     if let Some(provider) = body.provider.filter(|p| !p.is_empty() && p != "consul") {
@@ -139,9 +156,12 @@ struct ConfigurationBody {
 /// CA changes (a rotation) or the leaf is due for renewal, like Consul's.
 pub async fn leaf(
     State(state): State<AppState>,
+    acl: Acl,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    // A leaf is the service's identity in the mesh: only for who may write it.
+    acl.require(service_write(&service))?;
     let service = ServiceName::new(service);
     let options = ReadOptions::from_query(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     if options.min_index.get() > 0 {
@@ -192,10 +212,14 @@ const MAX_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60
 /// registrations, and the leaf's renewal.
 pub async fn proxy_snapshot(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = ServiceId::new(id);
+    // The snapshot holds the service's leaf and key.
+    let name = state.local.service(&id).map(|s| s.name.to_string()).unwrap_or_else(|| id.to_string());
+    acl.require(service_write(&name))?;
     let local = state.local.clone();
     snapshot_answer(&state, raw.as_deref(), move || SidecarSpec::registered(&local, &id).map_err(snapshot_error)).await
 }
@@ -206,9 +230,12 @@ pub async fn proxy_snapshot(
 /// this agent: the CA signs leaves only for those.
 pub async fn standalone_proxy_snapshot(
     State(state): State<AppState>,
+    acl: Acl,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let spec = standalone_spec(&QueryParams::parse(raw.as_deref()))?;
+    let query = QueryParams::parse(raw.as_deref());
+    acl.require(service_write(query.get("service").unwrap_or_default()))?;
+    let spec = standalone_spec(&query)?;
     snapshot_answer(&state, raw.as_deref(), move || Ok(spec.clone())).await
 }
 
@@ -220,9 +247,12 @@ pub async fn standalone_proxy_snapshot(
 /// sidecar snapshots.
 pub async fn gateway_snapshot(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let gateway = state.local.service(&ServiceId::new(id.clone())).map(|s| s.name.to_string()).unwrap_or(id.clone());
+    acl.require(service_write(&gateway))?;
     let query = QueryParams::parse(raw.as_deref());
     let address = match query.get("address").filter(|a| !a.is_empty()) {
         None => std::net::IpAddr::from([127, 0, 0, 1]),

@@ -23,6 +23,13 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("Permission denied: {0}")]
     Forbidden(String),
+    /// The request's ACL token is not one the cluster knows (Consul's
+    /// wording; clients match on it).
+    #[error("ACL not found")]
+    AclNotFound,
+    /// ACLs are off: Consul answers every `/v1/acl/*` so.
+    #[error("ACL support disabled")]
+    AclDisabled,
     /// Over a rate limit: retry later.
     #[error("{0}")]
     TooManyRequests(String),
@@ -45,7 +52,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::AclNotFound => StatusCode::FORBIDDEN,
+            ApiError::AclDisabled => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

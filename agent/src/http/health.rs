@@ -9,11 +9,13 @@ use weft_api::catalog::{Check, HealthStatus};
 use weft_api::ids::{NodeName, ServiceName};
 use weft_server::store::{ServiceHealth, Table, Tables};
 
-use super::catalog::{node_json, service_json};
+use super::authz::Acl;
+use super::catalog::{may_see, node_json, service_json};
 use super::error::ApiError;
 use super::query::{InstanceSelector, QueryParams};
 use super::read::blocking_json;
 use super::AppState;
+use weft_api::acl::{Access, NamedResource};
 
 const HEALTH_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks];
 
@@ -49,23 +51,26 @@ pub fn health_entry_json(entry: &ServiceHealth) -> Value {
 /// same shape and with the same options as `/v1/health/service`.
 pub async fn connect(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    instances(state, ServiceName::new(format!("{name}-sidecar-proxy")), Some("connect-proxy"), raw).await
+    instances(state, acl, ServiceName::new(format!("{name}-sidecar-proxy")), Some("connect-proxy"), raw).await
 }
 
 pub async fn service(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    instances(state, ServiceName::new(name), None, raw).await
+    instances(state, acl, ServiceName::new(name), None, raw).await
 }
 
 /// Instances of `name` with their checks; only those of `kind` if given.
 async fn instances(
     state: AppState,
+    acl: Acl,
     name: ServiceName,
     kind: Option<&'static str>,
     raw: Option<String>,
@@ -85,12 +90,30 @@ async fn instances(
         selector.order(&mut found, |h| &h.node.name);
         found
     };
-    let render = |entries: Vec<ServiceHealth>| Value::Array(entries.iter().map(health_entry_json).collect());
+    let render = |mut entries: Vec<ServiceHealth>| {
+        acl.retain(&mut entries, |acl, h| may_see(acl, &h.node.name, &h.service.name));
+        Value::Array(entries.iter().map(health_entry_json).collect())
+    };
     blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, render).await
+}
+
+/// Whether `acl` may see `check`: its node's, and its service's if any.
+fn may_see_check(acl: &Acl, check: &Check) -> bool {
+    match check.service_name.is_empty() {
+        true => acl.allows_named(NamedResource::Node, check.node.as_str(), Access::Read),
+        false => may_see(acl, &check.node, &check.service_name),
+    }
+}
+
+/// The checks `acl` may see, in Consul's shape.
+fn visible_checks(acl: &Acl, mut checks: Vec<Check>) -> Value {
+    acl.retain(&mut checks, may_see_check);
+    checks_json(&checks)
 }
 
 pub async fn service_checks(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -98,21 +121,23 @@ pub async fn service_checks(
     let read = move |tables: &Tables, _: &QueryParams| {
         tables.catalog().checks().filter(|c| c.service_name == name).cloned().collect::<Vec<_>>()
     };
-    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| checks_json(&checks)).await
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| visible_checks(&acl, checks)).await
 }
 
 pub async fn node(
     State(state): State<AppState>,
+    acl: Acl,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let name = NodeName::new(name);
     let read = move |tables: &Tables, _: &QueryParams| tables.catalog().node_checks(&name);
-    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| checks_json(&checks)).await
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| visible_checks(&acl, checks)).await
 }
 
 pub async fn in_state(
     State(state): State<AppState>,
+    acl: Acl,
     Path(wanted): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -125,5 +150,5 @@ pub async fn in_state(
     let read = move |tables: &Tables, _: &QueryParams| {
         tables.catalog().checks().filter(|c| wanted.is_none_or(|w| c.status == w)).cloned().collect::<Vec<_>>()
     };
-    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| checks_json(&checks)).await
+    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, |checks| visible_checks(&acl, checks)).await
 }

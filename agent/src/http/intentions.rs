@@ -25,6 +25,10 @@ use weft_api::mesh::{Intention, IntentionAction};
 use weft_server::store::{is_wildcard, precedence, rule_of, validate_intention, validate_name, Table, Tables};
 use weft_server::ReadConsistency;
 
+use weft_acl::Permission as AclPermission;
+use weft_api::acl::{Access, NamedResource};
+
+use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::read::blocking_json;
@@ -210,8 +214,12 @@ enum Refused {
     Invalid(String),
 }
 
-async fn write_intention(state: &AppState, intention: &Intention) -> Result<Result<RaftIndex, Refused>, ApiError> {
-    let applied = state.backend.write(Command::IntentionUpsert(intention.clone())).await?;
+async fn write_intention(
+    state: &AppState,
+    acl: &Acl,
+    intention: &Intention,
+) -> Result<Result<RaftIndex, Refused>, ApiError> {
+    let applied = authz::write(state, acl, Command::IntentionUpsert(intention.clone())).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => {
             // The write waited for this agent to apply it: the state here is current.
@@ -235,11 +243,11 @@ fn taken(intention: &Intention, other: &str) -> ApiError {
 /// Writes `intention` for its pair under the pair's existing ID, or a new
 /// one. A concurrent create of the same pair makes the first try lose; the
 /// second takes the winner's ID.
-async fn upsert_by_pair(state: &AppState, mut intention: Intention) -> Result<RaftIndex, ApiError> {
+async fn upsert_by_pair(state: &AppState, acl: &Acl, mut intention: Intention) -> Result<RaftIndex, ApiError> {
     catch_up(state).await?;
     intention.id = id_for_pair(state, &intention.source, &intention.destination).unwrap_or_else(new_intention_id);
     for _ in 0..2 {
-        match write_intention(state, &intention).await? {
+        match write_intention(state, acl, &intention).await? {
             Ok(index) => return Ok(index),
             Err(Refused::PairTaken(winner)) => intention.id = winner,
             Err(Refused::Invalid(reason)) => return Err(ApiError::BadRequest(reason)),
@@ -249,8 +257,8 @@ async fn upsert_by_pair(state: &AppState, mut intention: Intention) -> Result<Ra
 }
 
 /// Deletes by ID; the answer is `true`.
-async fn delete_id(state: &AppState, id: String) -> Result<Response, ApiError> {
-    let applied = state.backend.write(Command::IntentionDelete { id }).await?;
+async fn delete_id(state: &AppState, acl: &Acl, id: String) -> Result<Response, ApiError> {
+    let applied = authz::write(state, acl, Command::IntentionDelete { id }).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(reason)),
         _ => Ok((meta_headers(&state.backend, applied.index), Json(true)).into_response()),
@@ -261,6 +269,7 @@ async fn delete_id(state: &AppState, id: String) -> Result<Response, ApiError> {
 /// replace the pair's intention (keeping its ID). Answers `true`.
 pub async fn put_exact(
     State(state): State<AppState>,
+    acl: Acl,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -278,20 +287,25 @@ pub async fn put_exact(
         indexes: Default::default(),
     };
     validate_intention(&intention).map_err(ApiError::BadRequest)?;
-    let index = upsert_by_pair(&state, intention).await?;
+    let index = upsert_by_pair(&state, &acl, intention).await?;
     Ok((meta_headers(&state.backend, index), Json(true)).into_response())
 }
 
 /// `DELETE /v1/connect/intentions/exact?source=&destination=`: `true`,
 /// whether or not the pair had an intention (Consul's by-name deletes are
 /// idempotent).
-pub async fn delete_exact(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn delete_exact(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     check_datacenter(&query, &state.backend)?;
     let (source, destination) = pair_params(&query)?;
+    acl.require(AclPermission::Intentions(destination.to_string(), Access::Write))?;
     catch_up(&state).await?;
     match id_for_pair(&state, &source, &destination) {
-        Some(id) => delete_id(&state, id).await,
+        Some(id) => delete_id(&state, &acl, id).await,
         None => {
             let index = state.backend.store().read().index(Table::Intentions);
             Ok((meta_headers(&state.backend, index), Json(true)).into_response())
@@ -301,7 +315,12 @@ pub async fn delete_exact(State(state): State<AppState>, RawQuery(raw): RawQuery
 
 /// `POST /v1/connect/intentions` (legacy create): `{"ID": ...}`, or 409 if
 /// the pair already has an intention.
-pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     let body: LegacyBody = decode_body(&body)?;
     if body.id.as_deref().is_some_and(|id| !id.is_empty()) {
@@ -313,7 +332,7 @@ pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, body
         return Err(taken(&intention, &other));
     }
     intention.id = new_intention_id();
-    match write_intention(&state, &intention).await? {
+    match write_intention(&state, &acl, &intention).await? {
         Ok(index) => Ok((meta_headers(&state.backend, index), Json(json!({"ID": intention.id}))).into_response()),
         Err(Refused::PairTaken(other)) => Err(taken(&intention, &other)),
         Err(Refused::Invalid(reason)) => Err(ApiError::BadRequest(reason)),
@@ -324,6 +343,7 @@ pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, body
 /// possibly for another pair. `{"ID": ...}`; 404 if there is no such ID.
 pub async fn update_by_id(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     body: Bytes,
@@ -339,7 +359,7 @@ pub async fn update_by_id(
         return Err(ApiError::NotFound(format!("Cannot modify non-existent intention: '{id}'")));
     }
     intention.id = id;
-    match write_intention(&state, &intention).await? {
+    match write_intention(&state, &acl, &intention).await? {
         Ok(index) => Ok((meta_headers(&state.backend, index), Json(json!({"ID": intention.id}))).into_response()),
         Err(Refused::PairTaken(other)) => Err(taken(&intention, &other)),
         Err(Refused::Invalid(reason)) => Err(ApiError::BadRequest(reason)),
@@ -350,6 +370,7 @@ pub async fn update_by_id(
 /// no such ID.
 pub async fn delete_by_id(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -358,7 +379,7 @@ pub async fn delete_by_id(
     if state.backend.store().read().mesh().intention(&id).is_none() {
         return Err(ApiError::NotFound(format!("Cannot delete non-existent intention: '{id}'")));
     }
-    delete_id(&state, id).await
+    delete_id(&state, &acl, id).await
 }
 
 // ---- reads ----
@@ -366,6 +387,7 @@ pub async fn delete_by_id(
 /// One intention, read as `?stale`/`?consistent` ask; 404 if none.
 async fn read_one(
     state: &AppState,
+    acl: &Acl,
     raw: Option<&str>,
     pick: impl FnOnce(&Tables) -> Option<Intention>,
     missing: impl FnOnce() -> ApiError,
@@ -377,26 +399,33 @@ async fn read_one(
         (pick(&tables), tables.index(Table::Intentions))
     };
     match found {
-        Some(intention) => Ok((meta_headers(&state.backend, index), Json(intention_json(&intention))).into_response()),
-        None => Err(missing()),
+        Some(intention) => {
+            acl.require(AclPermission::Intentions(intention.destination.to_string(), Access::Read))?;
+            Ok((meta_headers(&state.backend, index), Json(intention_json(&intention))).into_response())
+        }
+        None => {
+            acl.public();
+            Err(missing())
+        }
     }
 }
 
 /// `GET /v1/connect/intentions/exact?source=&destination=`.
-pub async fn get_exact(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn get_exact(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let (source, destination) = pair_params(&QueryParams::parse(raw.as_deref()))?;
     let missing = || ApiError::NotFound(format!("Intention not found: no intention from {source} to {destination}"));
-    read_one(&state, raw.as_deref(), |t| t.mesh().intention_exact(&source, &destination).cloned(), missing).await
+    read_one(&state, &acl, raw.as_deref(), |t| t.mesh().intention_exact(&source, &destination).cloned(), missing).await
 }
 
 /// `GET /v1/connect/intentions/<id>` (legacy).
 pub async fn get_by_id(
     State(state): State<AppState>,
+    acl: Acl,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let missing = || ApiError::NotFound(format!("Intention not found: no intention has ID {id:?}"));
-    read_one(&state, raw.as_deref(), |t| t.mesh().intention(&id).cloned(), missing).await
+    read_one(&state, &acl, raw.as_deref(), |t| t.mesh().intention(&id).cloned(), missing).await
 }
 
 /// An intention as listed: a record of the intentions table, or a source
@@ -493,15 +522,23 @@ const INTENTION_TABLES: &[Table] = &[Table::Intentions, Table::ConfigEntries];
 
 /// `GET /v1/connect/intentions`: every intention in evaluation order, those
 /// of `service-intentions` config entries included; blocking, `?filter=`.
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// Whether `acl` may read `listed` (by its destination).
+fn may_read(acl: &Acl, listed: &Listed) -> bool {
+    acl.allows(&AclPermission::Intentions(listed.rule().destination.to_string(), Access::Read))
+}
+
+pub async fn list(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let read = |tables: &Tables, _: &QueryParams| all_listed(tables);
-    let render = |found: Vec<Listed>| Value::Array(found.iter().map(Listed::to_json).collect());
+    let render = |mut found: Vec<Listed>| {
+        acl.retain(&mut found, may_read);
+        Value::Array(found.iter().map(Listed::to_json).collect())
+    };
     blocking_json(&state, raw.as_deref(), INTENTION_TABLES, read, render).await
 }
 
 /// `GET /v1/connect/intentions/match?by=source|destination&name=X[&name=Y]`:
 /// `{"X": [intentions that apply to X, in evaluation order], ...}`; blocking.
-pub async fn matches(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn matches(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let by = match query.get("by") {
         None | Some("") => return Err(ApiError::BadRequest("required query parameter 'by' not set".into())),
@@ -533,9 +570,13 @@ pub async fn matches(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         names.iter().map(|n| (n.clone(), all.iter().filter(|l| applies(l, n)).cloned().collect())).collect()
     };
     let render = |found: Vec<(ServiceName, Vec<Listed>)>| {
+        acl.public();
         let map: Map<String, Value> = found
             .into_iter()
-            .map(|(name, listed)| (name.to_string(), listed.iter().map(Listed::to_json).collect()))
+            .map(|(name, mut listed)| {
+                acl.retain(&mut listed, may_read);
+                (name.to_string(), listed.iter().map(Listed::to_json).collect())
+            })
             .collect();
         Value::Object(map)
     };
@@ -544,8 +585,9 @@ pub async fn matches(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
 
 /// `GET /v1/connect/intentions/check?source=&destination=`: `{"Allowed": bool}`,
 /// the default action applying when no intention does.
-pub async fn check(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn check(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let (source, destination) = pair_params(&QueryParams::parse(raw.as_deref()))?;
+    acl.require(AclPermission::Named(NamedResource::Service, destination.to_string(), Access::Read))?;
     let read = |tables: &Tables, _: &QueryParams| tables.mesh().authorize(&source, &destination).allowed();
     let render = |allowed: bool| json!({"Allowed": allowed});
     blocking_json(&state, raw.as_deref(), INTENTION_TABLES, read, render).await
@@ -591,7 +633,7 @@ fn spiffe_service(uri: &str) -> Result<ServiceName, ApiError> {
 /// `{"Authorized": bool, "Reason": ...}`. Read from this agent's copy of the
 /// state, without a round trip to the leader: proxies ask on every inbound
 /// connection (Consul answers from the agent's cache).
-pub async fn authorize(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn authorize(State(state): State<AppState>, acl: Acl, body: Bytes) -> Result<Response, ApiError> {
     let body: AuthorizeBody = decode_body(&body)?;
     let target = ServiceName::new(
         body.target
@@ -602,6 +644,8 @@ pub async fn authorize(State(state): State<AppState>, body: Bytes) -> Result<Res
     if is_wildcard(&target) {
         return Err(ApiError::BadRequest("Target must name one service, not '*'".into()));
     }
+    // Consul: only the target's own (who may write it) asks.
+    acl.require(AclPermission::Named(NamedResource::Service, target.to_string(), Access::Write))?;
     let uri = body
         .client_cert_uri
         .filter(|u| !u.is_empty())

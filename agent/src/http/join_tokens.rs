@@ -20,6 +20,10 @@ use weft_api::command::{Command, CommandOutcome};
 use weft_api::join::JoinTokenRecord;
 use weft_server::join::{new_token, TokenRequest};
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, GlobalResource};
+
+use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::AppState;
 use crate::decode::decode_body;
@@ -37,7 +41,13 @@ struct CreateBody {
 
 /// `PUT /v1/operator/join-token` with `{"Description", "TTL", "Uses"}`
 /// (all optional: 24h, one use): the token, once.
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// Join tokens let hosts in: management only, as ACL changes are.
+fn management(acl: &Acl, access: Access) -> Result<(), ApiError> {
+    acl.require(Permission::Global(GlobalResource::Acl, access))
+}
+
+pub async fn create(State(state): State<AppState>, acl: Acl, body: Bytes) -> Result<Response, ApiError> {
+    management(&acl, Access::Write)?;
     let server = servers_only(&state)?;
     let ca_pem = server.ca_pem().map(str::to_owned).ok_or_else(|| {
         ApiError::BadRequest(
@@ -55,7 +65,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let servers = server.raft_configuration().servers.into_iter().map(|s| s.rpc_addr).collect();
     let request = TokenRequest { description: body.description, ttl, uses: body.uses.unwrap_or(1) };
     let (record, token) = new_token(servers, &state.config.datacenter, Some(ca_pem), request);
-    match state.backend.write(Command::JoinTokenCreate(record.clone())).await?.outcome {
+    match authz::write(&state, &acl, Command::JoinTokenCreate(record.clone())).await?.outcome {
         CommandOutcome::Done => {}
         CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
@@ -68,7 +78,8 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
 
 /// `GET /v1/operator/join-token`: every token not used up or deleted (expired
 /// ones too, until deleted), without secrets.
-pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
+    management(&acl, Access::Read)?;
     servers_only(&state)?;
     let tokens: Vec<Value> = state.backend.store().read().join().tokens().map(token_json).collect();
     Ok(Json(tokens).into_response())
@@ -76,15 +87,17 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 /// `DELETE /v1/operator/join-token/<id>`: no agent may join with it any more
 /// (agents that did keep their credentials).
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(State(state): State<AppState>, acl: Acl, Path(id): Path<String>) -> Result<Response, ApiError> {
+    management(&acl, Access::Write)?;
     servers_only(&state)?;
-    state.backend.write(Command::JoinTokenDelete { id }).await?;
+    authz::write(&state, &acl, Command::JoinTokenDelete { id }).await?;
     Ok(Json(true).into_response())
 }
 
 /// `GET /v1/operator/enrollment`: the client agents enrolled with a join
 /// token, without secrets.
-pub async fn enrollments(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn enrollments(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
+    management(&acl, Access::Read)?;
     servers_only(&state)?;
     let enrolled: Vec<Value> = state
         .backend
@@ -102,10 +115,11 @@ pub async fn enrollments(State(state): State<AppState>) -> Result<Response, ApiE
 /// `DELETE /v1/operator/enrollment/<node>`: revokes the node's enrollment.
 /// Its certificates are refused from the next call on, its state stream
 /// ends within a second, and it must join again with a new token.
-pub async fn revoke(State(state): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
+pub async fn revoke(State(state): State<AppState>, acl: Acl, Path(node): Path<String>) -> Result<Response, ApiError> {
+    management(&acl, Access::Write)?;
     servers_only(&state)?;
     let node = weft_api::ids::NodeName::new(node);
-    match state.backend.write(Command::AgentCredentialDelete { node: node.clone() }).await?.outcome {
+    match authz::write(&state, &acl, Command::AgentCredentialDelete { node: node.clone() }).await?.outcome {
         CommandOutcome::Done => {}
         CommandOutcome::Rejected(reason) => return Err(ApiError::NotFound(reason)),
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),

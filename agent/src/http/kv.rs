@@ -12,9 +12,11 @@ use weft_api::command::{Command, CommandOutcome};
 use weft_api::kv::{KvEntry, MAX_VALUE_BYTES};
 use weft_server::store::Table;
 
+use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::AppState;
+use weft_api::acl::{Access, NamedResource};
 
 /// The key named by the request path (percent-decoded, without `/v1/kv/`).
 fn key_from(uri: &Uri) -> String {
@@ -34,6 +36,7 @@ fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
 
 pub async fn handle(
     State(state): State<AppState>,
+    acl: Acl,
     method: Method,
     uri: Uri,
     RawQuery(raw_query): RawQuery,
@@ -42,9 +45,9 @@ pub async fn handle(
     let query = QueryParams::parse(raw_query.as_deref());
     let key = key_from(&uri);
     match method {
-        Method::GET => get(&state, key, &query).await,
-        Method::PUT => put(&state, key, &query, body).await,
-        Method::DELETE => delete(&state, key, &query).await,
+        Method::GET => get(&state, &acl, key, &query).await,
+        Method::PUT => put(&state, &acl, key, &query, body).await,
+        Method::DELETE => delete(&state, &acl, key, &query).await,
         other => {
             Err(ApiError::MethodNotAllowed(format!("method {other} not allowed on /v1/kv (use GET, PUT or DELETE)")))
         }
@@ -73,9 +76,14 @@ enum Found {
     Keys(Vec<String>),
 }
 
-async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Response, ApiError> {
+/// A single key needs `key:read` on it (403 otherwise); a listing keeps
+/// the keys the token may list (`?keys`) or read (`?recurse`).
+async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> Result<Response, ApiError> {
     let options = ReadOptions::from_query(query, &state.backend)?;
     let (recurse, keys_only) = (query.flag("recurse"), query.flag("keys"));
+    if !recurse && !keys_only {
+        acl.require(weft_acl::Permission::Named(NamedResource::Key, key.clone(), Access::Read))?;
+    }
     let separator = query.get("separator").map(str::to_owned);
     options.barrier(&state.backend).await?;
     let result = state
@@ -100,7 +108,17 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
         })
         .await;
     let headers = meta_headers(&state.backend, result.index);
-    match result.value {
+    let found = match result.value {
+        Found::Keys(mut keys) => {
+            acl.retain(&mut keys, |acl, key| acl.allows_named(NamedResource::Key, key, Access::List));
+            Found::Keys(keys)
+        }
+        Found::Entries(mut entries) => {
+            acl.retain(&mut entries, |acl, entry| acl.allows_named(NamedResource::Key, &entry.key, Access::Read));
+            Found::Entries(entries)
+        }
+    };
+    match found {
         Found::Keys(keys) if keys.is_empty() => Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response()),
         Found::Keys(keys) => Ok((headers, Json(keys)).into_response()),
         Found::Entries(entries) if entries.is_empty() => {
@@ -116,7 +134,7 @@ async fn get(state: &AppState, key: String, query: &QueryParams) -> Result<Respo
     }
 }
 
-async fn put(state: &AppState, key: String, query: &QueryParams, body: Bytes) -> Result<Response, ApiError> {
+async fn put(state: &AppState, acl: &Acl, key: String, query: &QueryParams, body: Bytes) -> Result<Response, ApiError> {
     check_datacenter(query, &state.backend)?;
     refuse_sessions(query)?;
     if key.is_empty() {
@@ -131,10 +149,10 @@ async fn put(state: &AppState, key: String, query: &QueryParams, body: Bytes) ->
     let flags = query.u64("flags")?.unwrap_or(0);
     let cas = query.u64("cas")?;
     let command = Command::KvSet { key, value: body.to_vec(), flags, cas };
-    write_bool(state, command).await
+    write_bool(state, acl, command).await
 }
 
-async fn delete(state: &AppState, key: String, query: &QueryParams) -> Result<Response, ApiError> {
+async fn delete(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> Result<Response, ApiError> {
     check_datacenter(query, &state.backend)?;
     let recurse = query.flag("recurse");
     if key.is_empty() && !recurse {
@@ -144,12 +162,12 @@ async fn delete(state: &AppState, key: String, query: &QueryParams) -> Result<Re
     if recurse && cas.is_some() {
         return Err(ApiError::BadRequest("?cas cannot be combined with ?recurse".into()));
     }
-    write_bool(state, Command::KvDelete { key, recurse, cas }).await
+    write_bool(state, acl, Command::KvDelete { key, recurse, cas }).await
 }
 
 /// Applies a KV write and answers `true`/`false` as Consul does.
-async fn write_bool(state: &AppState, command: Command) -> Result<Response, ApiError> {
-    let applied = state.backend.write(command).await?;
+async fn write_bool(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
+    let applied = authz::write(state, acl, command).await?;
     let body = match applied.outcome {
         CommandOutcome::Done | CommandOutcome::Cas(true) => true,
         CommandOutcome::Cas(false) => false,

@@ -5,8 +5,9 @@
 //! **Architecture Invariant:** every route, and the fallback for unknown
 //! paths, sits behind [`authz::authorize`], the one authorization point.
 
+mod acl;
 mod agent;
-mod authz;
+pub mod authz;
 mod catalog;
 mod coalesce;
 mod config_entries;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub leaves: Arc<LeafCache>,
     /// Where the sidecars this agent runs serve their admin ports.
     pub admin_ports: AdminPorts,
+    /// ACL settings, this agent's tokens and its cache of resolved tokens.
+    pub acl: Arc<crate::acl::AclState>,
 }
 
 /// Largest request body read at all (snapshot restores are the big ones);
@@ -126,11 +129,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config", put(config_entries::apply))
         .route("/v1/config/{kind}", get(config_entries::list))
         .route("/v1/config/{kind}/{name}", get(config_entries::get).delete(config_entries::delete))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/token", put(acl::create_token))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route("/v1/acl/token/{id}", get(acl::read_token).put(acl::update_token).delete(acl::delete_token))
+        .route("/v1/acl/token/{id}/clone", put(acl::clone_token))
+        .route("/v1/acl/tokens", get(acl::list_tokens))
+        .route("/v1/acl/policy", put(acl::create_policy))
+        .route("/v1/acl/policy/name/{name}", get(acl::read_policy_by_name))
+        .route("/v1/acl/policy/{id}", get(acl::read_policy).put(acl::update_policy).delete(acl::delete_policy))
+        .route("/v1/acl/policies", get(acl::list_policies))
+        .route("/v1/acl/role", put(acl::create_role))
+        .route("/v1/acl/role/name/{name}", get(acl::read_role_by_name))
+        .route("/v1/acl/role/{id}", get(acl::read_role).put(acl::update_role).delete(acl::delete_role))
+        .route("/v1/acl/roles", get(acl::list_roles))
+        .route("/v1/agent/token/{kind}", put(acl::set_agent_token))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
+        // Next to the handlers: each answer asked the ACL (see authz::guard).
+        .layer(axum::middleware::from_fn(authz::guard))
         // Inside the authorization point: every request is authorized before it may share.
         .layer(axum::middleware::from_fn_with_state(coalesce::InFlight::default(), coalesce::coalesce))
-        .layer(axum::middleware::from_fn(authz::authorize))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authz::authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

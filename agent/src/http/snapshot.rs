@@ -15,6 +15,10 @@ use weft_api::ids::RaftIndex;
 use weft_server::store::StoreData;
 use weft_server::ServerError;
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, GlobalResource};
+
+use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::AppState;
@@ -23,9 +27,15 @@ use super::AppState;
 /// heartbeat interval to finish: larger entries could never replicate.
 const MAX_RESTORE_BYTES: usize = 4 * 1024 * 1024;
 
-pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// Management only: a snapshot holds every secret the servers keep.
+fn management() -> Permission {
+    Permission::Global(GlobalResource::Acl, Access::Write)
+}
+
+pub async fn save(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    acl.require(management())?;
     if state.backend.server().is_none() {
-        return save_through_a_server(&state, raw.as_deref()).await;
+        return save_through_a_server(&state, &acl, raw.as_deref()).await;
     }
     let query = QueryParams::parse(raw.as_deref());
     let options = ReadOptions::from_query(&query, &state.backend)?;
@@ -39,7 +49,7 @@ pub async fn save(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 
 /// A client agent's copy lacks the CA's private keys (only servers sign),
 /// so a snapshot that can be restored comes from the leader.
-async fn save_through_a_server(state: &AppState, raw: Option<&str>) -> Result<Response, ApiError> {
+async fn save_through_a_server(state: &AppState, acl: &Acl, raw: Option<&str>) -> Result<Response, ApiError> {
     let unreachable = |reason: String| ApiError::Cluster(ServerError::LeaderUnreachable(reason));
     state.backend.read_barrier(weft_server::ReadConsistency::Default).await?;
     let leader = state.backend.leader().ok_or(ApiError::Cluster(ServerError::NoLeader))?;
@@ -47,7 +57,8 @@ async fn save_through_a_server(state: &AppState, raw: Option<&str>) -> Result<Re
         Some(query) if !query.is_empty() => format!("/v1/snapshot?{query}"),
         _ => "/v1/snapshot".to_owned(),
     };
-    let client = weft_api::client::HttpClient::new(&leader.http_addr, None).with_timeout(Duration::from_secs(60));
+    let token = acl.enabled().then(|| acl.secret().to_owned());
+    let client = weft_api::client::HttpClient::new(&leader.http_addr, token).with_timeout(Duration::from_secs(60));
     let answer = client.get(&path).await.map_err(|e| unreachable(e.to_string()))?;
     if !answer.is_success() {
         return Err(unreachable(format!("the leader answered {}: {}", answer.status, answer.text().trim())));
@@ -60,6 +71,7 @@ async fn save_through_a_server(state: &AppState, raw: Option<&str>) -> Result<Re
 
 pub async fn restore(
     State(state): State<AppState>,
+    acl: Acl,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -72,7 +84,7 @@ pub async fn restore(
     }
     // Refuse a bad file here, before it reaches the Raft log.
     StoreData::decode(&body).map_err(|e| ApiError::BadRequest(format!("cannot restore: {e}")))?;
-    let applied = state.backend.write(Command::Restore { snapshot: body.to_vec() }).await?;
+    let applied = authz::write(&state, &acl, Command::Restore { snapshot: body.to_vec() }).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(format!("cannot restore: {reason}"))),
         _ => Ok((meta_headers(&state.backend, applied.index), ()).into_response()),

@@ -7,19 +7,25 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, GlobalResource, NamedResource};
+
+use super::authz::Acl;
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams};
 use super::AppState;
 
 /// The leader's RPC address as a JSON string; `""` when there is none.
-pub async fn leader(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn leader(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    acl.public();
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     let leader = state.backend.leader().map(|l| l.rpc_addr).unwrap_or_default();
     Ok(Json(leader).into_response())
 }
 
 /// The RPC addresses of the servers in the Raft configuration.
-pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn peers(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    acl.public();
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     let configuration = match state.backend.server() {
         Some(server) => server.raft_configuration(),
@@ -31,7 +37,12 @@ pub async fn peers(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
 
 /// Answered by the leader (which knows every server's last index), as in
 /// Consul; `?stale` on a server answers from that server's view.
-pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn raft_configuration(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    acl.require(Permission::Global(GlobalResource::Operator, Access::Read))?;
     let query = QueryParams::parse(raw.as_deref());
     check_datacenter(&query, &state.backend)?;
     let configuration = match state.backend.server() {
@@ -59,7 +70,12 @@ pub async fn raft_configuration(State(state): State<AppState>, RawQuery(raw): Ra
 }
 
 /// `DELETE /v1/operator/raft/peer?id=<id or name>` or `?address=<rpc addr>`.
-pub async fn remove_peer(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn remove_peer(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    acl.require(Permission::Global(GlobalResource::Operator, Access::Write))?;
     let query = QueryParams::parse(raw.as_deref());
     check_datacenter(&query, &state.backend)?;
     let peer = query
@@ -72,7 +88,8 @@ pub async fn remove_peer(State(state): State<AppState>, RawQuery(raw): RawQuery)
 }
 
 /// The parts of Consul's `/v1/agent/self` that tools read.
-pub async fn agent_self(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn agent_self(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
+    acl.require(Permission::Named(NamedResource::Agent, state.node.name.to_string(), Access::Read))?;
     let config = &state.config;
     let stats = match state.backend.server() {
         Some(server) => {

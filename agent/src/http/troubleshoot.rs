@@ -17,6 +17,10 @@ use weft_api::intentions::{ConnectionDecision, RequestAttributes};
 use weft_api::proxy::Endpoint;
 use weft_server::store::{compile_discovery_chain, effective_protocol, Table, Tables};
 
+use weft_acl::Permission;
+use weft_api::acl::{Access, NamedResource};
+
+use super::authz::Acl;
 use super::error::ApiError;
 use super::query::QueryParams;
 use super::read::blocking_json;
@@ -28,9 +32,11 @@ const CHAIN_TABLES: &[Table] = &[Table::ConfigEntries];
 /// `GET /v1/discovery-chain/<service>`: blocking on config entries.
 pub async fn discovery_chain(
     State(state): State<AppState>,
+    acl: Acl,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    acl.require(Permission::Named(NamedResource::Service, service.clone(), Access::Read))?;
     let service = ServiceName::new(service);
     let datacenter = state.config.datacenter.clone();
     let read = |tables: &Tables, _: &QueryParams| compile_discovery_chain(tables.mesh(), &service, &datacenter);
@@ -42,13 +48,16 @@ pub async fn discovery_chain(
 }
 
 /// `GET /v1/agent/troubleshoot/route?source=web&destination=api&method=GET&path=/x&header=Name:Value`.
-pub async fn route(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn route(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw.as_deref());
     let required = |name: &str| {
         query.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("?{name} is required")))
     };
     let source = ServiceName::new(required("source")?);
     let destination = ServiceName::new(required("destination")?);
+    for service in [&source, &destination] {
+        acl.require(Permission::Named(NamedResource::Service, service.to_string(), Access::Read))?;
+    }
     let method = query.get("method").filter(|m| !m.is_empty()).unwrap_or("GET").to_ascii_uppercase();
     let full_path = query.get("path").filter(|p| !p.is_empty()).unwrap_or("/").to_owned();
     let (path, query_string) = match full_path.split_once('?') {

@@ -49,6 +49,10 @@ pub struct ServiceDefinition {
     pub connect: Option<Value>,
     #[serde(rename = "proxy", default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Value>,
+    /// The ACL token the service's sidecar uses (Consul's `token`; a
+    /// registration through the API without one takes the caller's).
+    #[serde(rename = "token", default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -357,6 +357,11 @@ impl LocalState {
     }
 
     /// Every sidecar on this agent: its service ID and the ID of the service it fronts.
+    /// The ACL token the service `id`'s sidecar uses, if it has one.
+    pub fn service_token(&self, id: &ServiceId) -> Option<String> {
+        self.entries().services.get(id).and_then(|s| s.definition.token.clone()).filter(|t| !t.is_empty())
+    }
+
     pub fn sidecars(&self) -> Vec<(ServiceId, ServiceId)> {
         self.entries()
             .services

@@ -105,10 +105,12 @@ fn read<T: DeserializeOwned>(path: &Path) -> Vec<T> {
     }
 }
 
+/// Written readable by this user only: registrations may hold ACL tokens.
 fn write<T: Serialize>(path: &Path, items: &T) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temp)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
     file.write_all(&serde_json::to_vec_pretty(items).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)

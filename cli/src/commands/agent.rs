@@ -150,6 +150,10 @@ impl AgentArgs {
 pub struct DevArgs {
     #[command(flatten)]
     agent: AgentArgs,
+    /// Turn ACLs on, denying by default (make the first management token
+    /// with `weft acl bootstrap`).
+    #[arg(long)]
+    acl: bool,
 }
 
 /// Merges files and flags into a validated config, or exits 64 with every problem listed.
@@ -212,6 +216,11 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         bootstrap_expect: Some(1),
         data_dir: temp_dir.as_ref().map(|d| d.path().to_path_buf()),
         dev_mode: Some(true),
+        acl: args.acl.then(|| weft_agent::config::AclFile {
+            enabled: Some(true),
+            default_policy: Some("deny".into()),
+            ..Default::default()
+        }),
         ..ConfigFile::default()
     };
     let config = match build_config(&args.agent, defaults) {

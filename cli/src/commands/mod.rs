@@ -1,6 +1,7 @@
 //! One module per command group; each talks to the HTTP API through
 //! [`ApiArgs`] or, for `agent` and `dev`, starts the processes.
 
+pub mod acl;
 pub mod agent;
 pub mod catalog;
 pub mod config;
@@ -101,13 +102,14 @@ pub fn query_string(parts: &[String]) -> String {
 
 /// Rewrites Consul's single-dash long flags (`-kind web`, `-dc=dc1`) as
 /// clap's (`--kind web`), for the command groups whose Consul counterparts
-/// take them (`weft config`, `weft tls`); everything else, `-` (stdin) and
+/// take them (`weft config`, `weft tls`, `weft acl`); everything else, `-` (stdin) and
 /// anything after `--` pass unchanged.
 pub fn consul_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.into_iter().collect();
     let flags = match args.get(1).and_then(|a| a.to_str()) {
         Some("config") => config::LONG_FLAGS,
         Some("tls") => tls::LONG_FLAGS,
+        Some("acl") => acl::LONG_FLAGS,
         _ => return args,
     };
     for arg in args.iter_mut().skip(2) {

@@ -109,11 +109,13 @@ fn denied(caller: &Caller, rule: String) -> Status {
 }
 
 impl Caller {
-    /// Whether the caller may write `command` through `Apply`: servers (and
-    /// anyone, in a cluster that authenticates no one) anything; a client
-    /// agent only its own node's catalog entries and checks (not the
-    /// `serfHealth` check, which is the leader's), and KV.
-    pub fn authorize_write(&self, command: &Command) -> Result<(), Status> {
+    /// Whether the caller may write `command` through `Apply` by who it is:
+    /// servers (and anyone, in a cluster that authenticates no one)
+    /// anything; a client agent its own node's catalog entries and checks
+    /// (not the `serfHealth` check, which is the leader's), and, while ACLs
+    /// are off, KV. Anything else a client agent writes needs the ACL token
+    /// of the caller it writes for (see `crate::acl`).
+    pub fn authorize_write(&self, command: &Command, acl_enabled: bool) -> Result<(), Status> {
         let node = match self {
             Caller::Anyone | Caller::Server => return Ok(()),
             Caller::Unauthenticated => {
@@ -136,7 +138,7 @@ impl Caller {
             }
         };
         match command {
-            Command::KvSet { .. } | Command::KvDelete { .. } => Ok(()),
+            Command::KvSet { .. } | Command::KvDelete { .. } if !acl_enabled => Ok(()),
             Command::Register(registration) => {
                 own(&registration.node.name, "catalog entries")?;
                 if registration.checks.iter().any(|c| c.id.as_str() == SERF_HEALTH) {
@@ -146,7 +148,7 @@ impl Caller {
             }
             Command::Deregister(deregistration) => own(&deregistration.node, "catalog entries"),
             Command::NodeLeave(left) => own(&left.name, "catalog entries"),
-            Command::Batch(commands) => commands.iter().try_for_each(|c| self.authorize_write(c)),
+            Command::Batch(commands) => commands.iter().try_for_each(|c| self.authorize_write(c, acl_enabled)),
             other => Err(denied(
                 self,
                 format!(
@@ -420,8 +422,9 @@ mod tests {
             Command::Batch(vec![kv.clone(), register("vm1")]),
         ];
         for allowed in &own {
-            assert!(agent.authorize_write(allowed).is_ok(), "{}", allowed.kind());
-            assert!(Caller::Server.authorize_write(allowed).is_ok() && Caller::Anyone.authorize_write(allowed).is_ok());
+            assert!(agent.authorize_write(allowed, false).is_ok(), "{}", allowed.kind());
+            assert!(Caller::Server.authorize_write(allowed, true).is_ok());
+            assert!(Caller::Anyone.authorize_write(allowed, false).is_ok());
         }
         let serf = Command::Register(Box::new(Registration {
             node: node("vm1"),
@@ -445,11 +448,13 @@ mod tests {
             Command::IntentionDelete { id: "x".into() },
             Command::Batch(vec![kv.clone(), redeem]),
         ] {
-            let status = agent.authorize_write(&refused).unwrap_err();
+            let status = agent.authorize_write(&refused, false).unwrap_err();
             assert_eq!(status.code(), tonic::Code::PermissionDenied, "{}", refused.kind());
-            assert!(Caller::Server.authorize_write(&refused).is_ok());
+            assert!(Caller::Server.authorize_write(&refused, true).is_ok());
         }
-        assert!(Caller::Unauthenticated.authorize_write(&kv).is_err());
+        assert!(Caller::Unauthenticated.authorize_write(&kv, false).is_err());
+        // With ACLs on, an agent's KV write needs its caller's token.
+        assert!(agent.authorize_write(&kv, true).is_err() && agent.authorize_write(&own[1], true).is_ok());
     }
 
     #[test]

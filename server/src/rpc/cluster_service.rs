@@ -37,11 +37,13 @@ pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
 
 pub struct ClusterService {
     server: Server,
+    /// Tokens client agents forward, resolved.
+    tokens: weft_acl::TokenCache,
 }
 
 impl ClusterService {
     pub fn new(server: Server) -> Self {
-        Self { server }
+        Self { server, tokens: Default::default() }
     }
 }
 
@@ -106,8 +108,17 @@ impl Cluster for ClusterService {
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let caller = authz::caller(&request)?;
-        let command: Command = codec_decode_request(&request.into_inner().command)?;
-        caller.authorize_write(&command)?;
+        let ApplyRequest { command, acl_token } = request.into_inner();
+        let command: Command = codec_decode_request(&command)?;
+        let acl_enabled = self.server.inner.acl.enabled;
+        match caller.authorize_write(&command, acl_enabled) {
+            Ok(()) => {}
+            // A client agent writing for an HTTP caller: the caller's token decides.
+            Err(_) if acl_enabled && matches!(caller, authz::Caller::Agent(_)) && !acl_token.is_empty() => {
+                crate::acl::authorize_forwarded(&self.server, &self.tokens, &command, &acl_token)?
+            }
+            Err(refusal) => return Err(refusal),
+        }
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }

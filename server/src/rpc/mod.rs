@@ -76,7 +76,7 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let channels = Channels::new(RpcConnector::new(None));
         let mut client = channels.cluster_client(&format!("127.0.0.1:{port}")).unwrap();
-        let status = client.apply(ApplyRequest { command: Vec::new() }).await.unwrap_err();
+        let status = client.apply(ApplyRequest { command: Vec::new(), acl_token: String::new() }).await.unwrap_err();
         let error = crate::server::forwarded_write_error(status);
         assert!(matches!(error, ServerError::LeaderUnreachable(_)), "{error:?}");
     }

@@ -8,6 +8,7 @@
 //! table they read changes, and feeds every change to subscribers (client
 //! agents keep their copy of the state from that feed).
 
+mod acl;
 mod catalog;
 mod config_entries;
 mod discovery_chain;
@@ -28,6 +29,7 @@ use tokio::sync::{broadcast, watch};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
 
+pub use acl::{AclData, AclTables};
 pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
 pub use config_entries::{
     effective_protocol, resolver_load_balancer, resolver_subsets, validate_config_entry, validate_kind,
@@ -58,10 +60,12 @@ pub enum Table {
     Ca,
     /// Join tokens and agent credentials.
     Join,
+    /// ACL tokens, policies and roles.
+    Acl,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -70,6 +74,7 @@ impl Table {
         Table::ConfigEntries,
         Table::Ca,
         Table::Join,
+        Table::Acl,
     ];
 
     fn slot(self) -> usize {
@@ -84,6 +89,7 @@ pub struct Tables {
     kv: kv::KvTable,
     mesh: mesh::MeshTables,
     join: join::JoinTables,
+    acl: acl::AclTables,
     table_indexes: [RaftIndex; Table::ALL.len()],
     /// The index of the last snapshot restore: no read may report an index
     /// below it, so blocking clients notice that everything may have changed.
@@ -151,6 +157,13 @@ impl Tables {
             Command::JoinTokenDelete { id } => self.join.delete(id, changed),
             Command::AgentCaSet(ca) => self.join.set_agent_ca(ca, changed),
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
+            Command::AclBootstrap(token) => self.acl.bootstrap(index, token, changed),
+            Command::AclTokenSet(token) => self.acl.set_token(index, token, changed),
+            Command::AclTokenDelete { accessor_id } => self.acl.delete_token(accessor_id, changed),
+            Command::AclPolicySet(policy) => self.acl.set_policy(index, policy, changed),
+            Command::AclPolicyDelete { id } => self.acl.delete_policy(id, changed),
+            Command::AclRoleSet(role) => self.acl.set_role(index, role, changed),
+            Command::AclRoleDelete { id } => self.acl.delete_role(id, changed),
             Command::JoinTokenRedeem { secret_sha256, credential, now } => {
                 self.join.redeem(index, secret_sha256, credential, *now, changed)
             }
@@ -197,6 +210,10 @@ impl Tables {
 
     pub fn join(&self) -> &join::JoinTables {
         &self.join
+    }
+
+    pub fn acl(&self) -> &acl::AclTables {
+        &self.acl
     }
 }
 

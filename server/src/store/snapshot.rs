@@ -8,17 +8,19 @@ use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
 use weft_api::kv::KvEntry;
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
-use super::{catalog::Catalog, join::JoinTables, kv::KvTable, mesh::MeshTables, Table, Tables};
+use super::{
+    acl::AclData, acl::AclTables, catalog::Catalog, join::JoinTables, kv::KvTable, mesh::MeshTables, Table, Tables,
+};
 
 /// Every snapshot starts with these bytes, then the format version (u32,
 /// little endian), then the postcard-encoded [`StoreData`].
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
 /// The snapshot format's version; bumped whenever `StoreData`'s shape changes.
 /// Version 2 added `left_nodes`, version 3 the join tables, version 4 the
-/// agent CA. postcard is not self-describing (a missing trailing field is an
-/// error, not a default), so older versions are decoded with their own
-/// shapes ([`StoreDataV1`], [`StoreDataV2`], [`StoreDataV3`]).
-const FORMAT_VERSION: u32 = 4;
+/// agent CA, version 5 the ACL tables. postcard is not self-describing (a
+/// missing trailing field is an error, not a default), so older versions are
+/// decoded with their own shapes ([`StoreDataV1`] to [`StoreDataV4`]).
+const FORMAT_VERSION: u32 = 5;
 
 /// Every table as a list of records, plus each table's index.
 /// Its shape is the format: change it only with a new `FORMAT_VERSION`.
@@ -40,6 +42,47 @@ pub struct StoreData {
     pub agent_credentials: Vec<AgentCredentialRecord>,
     /// The servers' agent CA (version 4).
     pub agent_ca: Option<AgentCaRecord>,
+    /// ACL tokens, policies and roles (version 5).
+    pub acl: AclData,
+}
+
+/// Version 4 of the format: [`StoreData`] without the ACL tables.
+#[derive(Deserialize)]
+struct StoreDataV4 {
+    table_indexes: Vec<(String, RaftIndex)>,
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    checks: Vec<Check>,
+    kv: Vec<KvEntry>,
+    intentions: Vec<Intention>,
+    config_entries: Vec<ConfigEntry>,
+    ca: Option<CaState>,
+    restore_index: RaftIndex,
+    left_nodes: Vec<Node>,
+    join_tokens: Vec<JoinTokenRecord>,
+    agent_credentials: Vec<AgentCredentialRecord>,
+    agent_ca: Option<AgentCaRecord>,
+}
+
+impl From<StoreDataV4> for StoreData {
+    fn from(v4: StoreDataV4) -> Self {
+        StoreData {
+            table_indexes: v4.table_indexes,
+            nodes: v4.nodes,
+            services: v4.services,
+            checks: v4.checks,
+            kv: v4.kv,
+            intentions: v4.intentions,
+            config_entries: v4.config_entries,
+            ca: v4.ca,
+            restore_index: v4.restore_index,
+            left_nodes: v4.left_nodes,
+            join_tokens: v4.join_tokens,
+            agent_credentials: v4.agent_credentials,
+            agent_ca: v4.agent_ca,
+            acl: AclData::default(),
+        }
+    }
 }
 
 /// Version 3 of the format: [`StoreData`] without the agent CA.
@@ -75,6 +118,7 @@ impl From<StoreDataV3> for StoreData {
             join_tokens: v3.join_tokens,
             agent_credentials: v3.agent_credentials,
             agent_ca: None,
+            acl: AclData::default(),
         }
     }
 }
@@ -110,6 +154,7 @@ impl From<StoreDataV2> for StoreData {
             join_tokens: Vec::new(),
             agent_credentials: Vec::new(),
             agent_ca: None,
+            acl: AclData::default(),
         }
     }
 }
@@ -144,6 +189,7 @@ impl From<StoreDataV1> for StoreData {
             join_tokens: Vec::new(),
             agent_credentials: Vec::new(),
             agent_ca: None,
+            acl: AclData::default(),
         }
     }
 }
@@ -189,6 +235,7 @@ impl StoreData {
             1 => Ok(postcard::from_bytes::<StoreDataV1>(body)?.into()),
             2 => Ok(postcard::from_bytes::<StoreDataV2>(body)?.into()),
             3 => Ok(postcard::from_bytes::<StoreDataV3>(body)?.into()),
+            4 => Ok(postcard::from_bytes::<StoreDataV4>(body)?.into()),
             FORMAT_VERSION => Ok(postcard::from_bytes(body)?),
             found => Err(SnapshotError::UnsupportedVersion { found }),
         }
@@ -205,6 +252,7 @@ fn table_name(table: Table) -> &'static str {
         Table::ConfigEntries => "config_entries",
         Table::Ca => "ca",
         Table::Join => "join",
+        Table::Acl => "acl",
     }
 }
 
@@ -224,6 +272,7 @@ impl Tables {
             join_tokens: self.join.tokens().cloned().collect(),
             agent_credentials: self.join.credentials().cloned().collect(),
             agent_ca: self.join.agent_ca().cloned(),
+            acl: self.acl.to_data(),
         }
     }
 
@@ -239,6 +288,7 @@ impl Tables {
             kv: KvTable::from_entries(data.kv),
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
             join: JoinTables::from_parts(data.join_tokens, data.agent_credentials, data.agent_ca),
+            acl: AclTables::from_data(data.acl),
             table_indexes,
             restore_index: data.restore_index,
         }

@@ -1,0 +1,127 @@
+//! What each write needs: the one mapping from a [`Command`] to the
+//! [`Permission`]s its token must hold, used by the agent's HTTP handlers
+//! and by the servers' RPC authorization alike (a client agent forwards the
+//! caller's token, and the servers check it again).
+//!
+//! Consul's rules: a registration needs `node:write` on the node and
+//! `service:write` on the service; KV needs `key:write`; an intention needs
+//! `intentions:write` on its destination; a config entry needs
+//! `service:write` on its service (`intentions:write` for
+//! `service-intentions`) or `mesh:write` for the mesh-wide kinds; ACL
+//! changes need `acl:write`. The CA, restores and join tables need
+//! `acl:write` too (Consul's management).
+
+use weft_api::acl::{Access, GlobalResource, NamedResource};
+use weft_api::command::Command;
+
+use crate::authorizer::Permission;
+
+/// Config entry kinds that are mesh-wide (`mesh:write`).
+const MESH_WIDE_KINDS: [&str; 3] = ["proxy-defaults", "mesh", "ingress-gateway"];
+
+/// The permissions `command` needs. `intention_destination` finds the
+/// destination of an existing intention by ID (a delete names only the ID).
+pub fn command_permissions(
+    command: &Command,
+    intention_destination: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Permission> {
+    let named = |resource, name: &str| Permission::Named(resource, name.to_owned(), Access::Write);
+    let management = || Permission::Global(GlobalResource::Acl, Access::Write);
+    let config_entry = |kind: &str, name: &str| match kind {
+        "service-intentions" => Permission::Intentions(name.to_owned(), Access::Write),
+        kind if MESH_WIDE_KINDS.contains(&kind) => Permission::Global(GlobalResource::Mesh, Access::Write),
+        _ => named(NamedResource::Service, name),
+    };
+    match command {
+        Command::KvSet { key, .. } | Command::KvDelete { key, .. } => vec![named(NamedResource::Key, key)],
+        Command::Register(registration) => {
+            let mut needed = vec![];
+            if !registration.skip_node_update {
+                needed.push(named(NamedResource::Node, registration.node.name.as_str()));
+            }
+            if let Some(service) = &registration.service {
+                needed.push(named(NamedResource::Service, service.name.as_str()));
+            }
+            if registration.service.is_none() && !registration.checks.is_empty() {
+                needed.push(named(NamedResource::Node, registration.node.name.as_str()));
+            }
+            needed
+        }
+        Command::Deregister(deregistration) => vec![named(NamedResource::Node, deregistration.node.as_str())],
+        Command::NodeLeave(node) => vec![named(NamedResource::Node, node.name.as_str())],
+        Command::IntentionUpsert(intention) => {
+            vec![Permission::Intentions(intention.destination.to_string(), Access::Write)]
+        }
+        Command::IntentionDelete { id } => match intention_destination(id) {
+            Some(destination) => vec![Permission::Intentions(destination, Access::Write)],
+            // Deleting what is not there changes nothing; any intention
+            // writer may learn that.
+            None => vec![Permission::Intentions("*".into(), Access::Write)],
+        },
+        Command::ConfigEntryUpsert(entry) => vec![config_entry(&entry.kind, &entry.name)],
+        Command::ConfigEntryDelete { kind, name } | Command::ConfigEntryCas { kind, name, .. } => {
+            vec![config_entry(kind, name)]
+        }
+        Command::Batch(commands) => {
+            commands.iter().flat_map(|command| command_permissions(command, intention_destination)).collect()
+        }
+        // Anyone may try; it works once.
+        Command::AclBootstrap(_) => Vec::new(),
+        Command::AclTokenSet(_)
+        | Command::AclTokenDelete { .. }
+        | Command::AclPolicySet(_)
+        | Command::AclPolicyDelete { .. }
+        | Command::AclRoleSet(_)
+        | Command::AclRoleDelete { .. }
+        | Command::CaSetState(_)
+        | Command::Restore { .. }
+        | Command::JoinTokenCreate(_)
+        | Command::JoinTokenDelete { .. }
+        | Command::JoinTokenRedeem { .. }
+        | Command::AgentCaSet(_)
+        | Command::AgentCredentialDelete { .. } => vec![management()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_api::catalog::{Node, Registration, Service};
+    use weft_api::mesh::{ConfigEntry, Intention};
+
+    use super::*;
+
+    fn labels(command: &Command) -> Vec<(String, Option<String>)> {
+        let destination = |id: &str| (id == "i1").then(|| "db".to_owned());
+        command_permissions(command, &destination).iter().map(|p| (p.label(), p.name().map(str::to_owned))).collect()
+    }
+
+    #[test]
+    fn each_write_needs_what_consul_asks() {
+        let node = Node { name: "vm1".into(), ..Default::default() };
+        let register = Command::Register(Box::new(Registration {
+            node,
+            service: Some(Service { name: "web".into(), ..Default::default() }),
+            ..Default::default()
+        }));
+        assert_eq!(
+            labels(&register),
+            [("node:write".into(), Some("vm1".into())), ("service:write".into(), Some("web".into()))]
+        );
+        let kv = Command::KvSet { key: "a/b".into(), value: Vec::new(), flags: 0, cas: None };
+        assert_eq!(labels(&kv), [("key:write".into(), Some("a/b".into()))]);
+        let intention = Command::IntentionUpsert(Intention { destination: "api".into(), ..Default::default() });
+        assert_eq!(labels(&intention), [("intentions:write".into(), Some("api".into()))]);
+        assert_eq!(
+            labels(&Command::IntentionDelete { id: "i1".into() }),
+            [("intentions:write".into(), Some("db".into()))]
+        );
+        let entry = |kind: &str| {
+            Command::ConfigEntryUpsert(ConfigEntry { kind: kind.into(), name: "web".into(), ..Default::default() })
+        };
+        assert_eq!(labels(&entry("service-router")), [("service:write".into(), Some("web".into()))]);
+        assert_eq!(labels(&entry("service-intentions")), [("intentions:write".into(), Some("web".into()))]);
+        assert_eq!(labels(&entry("proxy-defaults")), [("mesh:write".into(), None)]);
+        assert_eq!(labels(&Command::Restore { snapshot: Vec::new() }), [("acl:write".into(), None)]);
+        assert_eq!(labels(&Command::Batch(vec![kv.clone(), intention])).len(), 2);
+    }
+}

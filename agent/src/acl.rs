@@ -1,0 +1,175 @@
+//! This agent's ACL state: its settings, its tokens (configured, or set
+//! through `PUT /v1/agent/token/<kind>`), and tokens resolved against its
+//! copy of the ACL tables, cached until those change. The HTTP
+//! authorization point and DNS (with the default token) ask it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use weft_acl::{Authorizer, ResolveError, TokenCache};
+use weft_api::acl::{ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET};
+use weft_server::store::{StateStore, Table};
+
+use crate::config::{AclConfig, AclTokens};
+
+/// This agent's ACL settings, its tokens and its cache of resolved tokens.
+pub struct AclState {
+    config: AclConfig,
+    datacenter: String,
+    cache: TokenCache,
+    /// The tokens it was configured with, and those set through
+    /// `PUT /v1/agent/token/<kind>` since.
+    tokens: RwLock<AclTokens>,
+    /// Where tokens set through the API are kept (`enable_token_persistence`).
+    persist: Option<PathBuf>,
+}
+
+/// The file tokens set through the API are kept in.
+const PERSISTED_TOKENS: &str = "acl-tokens.json";
+
+impl AclState {
+    pub fn new(config: &AclConfig, datacenter: &str, data_dir: &std::path::Path) -> AclState {
+        let persist = config.enable_token_persistence.then(|| data_dir.join(PERSISTED_TOKENS));
+        let mut tokens = config.tokens.clone();
+        if let Some(saved) = persist.as_deref().and_then(|path| std::fs::read(path).ok()) {
+            let saved: HashMap<String, String> = serde_json::from_slice(&saved).unwrap_or_default();
+            tokens.default = saved.get("default").cloned().or(tokens.default);
+            tokens.agent = saved.get("agent").cloned().or(tokens.agent);
+        }
+        AclState {
+            config: config.clone(),
+            datacenter: datacenter.to_owned(),
+            cache: TokenCache::default(),
+            tokens: RwLock::new(tokens),
+            persist,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// The token for requests that carry none (and for DNS).
+    pub fn default_token(&self) -> String {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).default.clone().unwrap_or_default()
+    }
+
+    /// Sets the `default` or `agent` token; kept across restarts with
+    /// `enable_token_persistence`.
+    pub fn set_token(&self, kind: TokenKind, secret: String) -> std::io::Result<()> {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        match kind {
+            TokenKind::Default => tokens.default = Some(secret),
+            TokenKind::Agent => tokens.agent = Some(secret),
+        }
+        let Some(path) = &self.persist else { return Ok(()) };
+        let saved: HashMap<&str, &String> = [("default", &tokens.default), ("agent", &tokens.agent)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_ref()?)))
+            .collect();
+        write_private(path, &serde_json::to_vec(&saved).unwrap_or_default())
+    }
+}
+
+/// A resolved token: who the caller is and what it may do.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// ACLs are on (off: everything is allowed).
+    pub enabled: bool,
+    /// The SecretID as presented (or the default token's).
+    pub secret: String,
+    pub accessor_id: String,
+    pub authorizer: Arc<Authorizer>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl AclState {
+    /// Resolves `secret` (empty: the default token, else the anonymous one)
+    /// against `store`'s ACL tables.
+    pub fn resolve(&self, store: &StateStore, secret: &str) -> Result<Caller, ResolveError> {
+        if !self.enabled() {
+            return Ok(Caller {
+                enabled: false,
+                secret: secret.to_owned(),
+                accessor_id: String::new(),
+                authorizer: Arc::new(Authorizer::allow_all()),
+            });
+        }
+        let secret = match secret.is_empty() {
+            true => {
+                Some(self.default_token()).filter(|t| !t.is_empty()).unwrap_or_else(|| ANONYMOUS_TOKEN_SECRET.into())
+            }
+            false => secret.to_owned(),
+        };
+        let hash = weft_server::join::secret_hash(&secret);
+        let tables = store.read();
+        let index = tables.index(Table::Acl).get();
+        let resolved = self.cache.get(index, &hash, unix_now(), || {
+            weft_acl::resolve(tables.acl(), &hash, &self.datacenter, self.config.default_policy)
+        });
+        match resolved {
+            Ok(resolved) => Ok(Caller {
+                enabled: true,
+                secret,
+                accessor_id: resolved.accessor_id.clone(),
+                authorizer: resolved.authorizer.clone(),
+            }),
+            // Before the leader has written the anonymous token, anonymous
+            // requests get the default policy, as they will after.
+            Err(ResolveError::NotFound) if secret == ANONYMOUS_TOKEN_SECRET => Ok(Caller {
+                enabled: true,
+                secret,
+                accessor_id: ANONYMOUS_TOKEN_ACCESSOR_ID.into(),
+                authorizer: Arc::new(Authorizer::new(self.config.default_policy, [])),
+            }),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The tokens `PUT /v1/agent/token/<kind>` sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Default,
+    Agent,
+}
+
+impl TokenKind {
+    /// Consul's names, old and new.
+    pub fn parse(kind: &str) -> Option<TokenKind> {
+        match kind {
+            "default" | "acl_token" => Some(TokenKind::Default),
+            "agent" | "acl_agent_token" | "agent_recovery" | "acl_agent_master_token" | "agent_master" => {
+                Some(TokenKind::Agent)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_kinds_take_consuls_old_and_new_names() {
+        assert_eq!(TokenKind::parse("default"), Some(TokenKind::Default));
+        assert_eq!(TokenKind::parse("acl_token"), Some(TokenKind::Default));
+        assert_eq!(TokenKind::parse("agent_recovery"), Some(TokenKind::Agent));
+        assert_eq!(TokenKind::parse("replication"), None);
+    }
+}
