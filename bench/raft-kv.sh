@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
-# raft-kv.sh: replicated KV write throughput and latency, Weft vs etcd.
+# raft-kv.sh: replicated KV write throughput and latency, Weft vs etcd, each
+# with its server-to-server traffic in plaintext and over TLS.
 #
 # Why: Weft's KV store is a Raft log like etcd's; this script measures both
 # on the same machine, three servers each, on loopback, with the same load
 # generator (kv-load, bench/src/main.rs), so the comparison is like for like.
+# Issue 13 asks that Weft with TLS on its server RPC stay within 10% of its
+# plaintext writes/s, and at or above etcd's with etcd on TLS too.
 # See bench/README.md for what the figures mean and their caveats.
 #
-# Steps: build weft and kv-load (release); start a 3-server Weft cluster and
-# a 3-member etcd cluster on 127.0.0.1; for each client count, run kv-load
-# against each; print a table; then write RSS_KEYS keys to Weft and report a
-# server's RSS and data-dir size. Everything started here is stopped (and the
-# temp dir removed) on exit, on failure and on Ctrl-C.
+# Steps: build weft and kv-load (release); make a CA and three server
+# certificates with `weft tls` (for the TLS targets); start the clusters the
+# targets name on 127.0.0.1 (up to four: Weft, Weft with TLS, etcd, etcd with
+# TLS); for each client count, run kv-load against each; print one table;
+# then write RSS_KEYS keys to a Weft cluster and report a server's RSS and
+# data-dir size. Everything started here is stopped (and the temp dir
+# removed) on exit, on failure and on Ctrl-C.
 #
 # Environment (all optional):
 #   CLIENTS="1 16 64 256"   client counts to run
 #   DURATION=10s            length of each run (N, Ns or Nm)
 #   VALUE_SIZE=128          value size in bytes
-#   TARGETS="weft etcd"     which systems to run (e.g. TARGETS=etcd)
-#   RSS_KEYS=100000         keys written for the memory/disk report (0 skips it)
+#   TARGETS="weft weft-tls etcd etcd-tls"  which systems to run:
+#                           weft      3 Weft servers, RPC in plaintext
+#                           weft-tls  3 Weft servers, RPC (Raft, forwarded
+#                                     writes) over TLS 1.3, certificates from `weft tls`
+#                           etcd      3 etcd members, plaintext
+#                           etcd-tls  3 etcd members, client and peer URLs over
+#                                     TLS, certificates from the same CA
+#   RSS_KEYS=100000         keys written for the memory/disk report (0 skips it);
+#                           to the weft cluster (weft-tls if weft is not run)
 #   SETTLE=10               seconds to wait before the last disk-size reading
 #   WAIT_SECS=60            how long a cluster may take to elect a leader
 #   BUILD=1                 0: do not run cargo, use existing binaries
 #   WEFT=path KV_LOAD=path  binaries to use (default target/release/...)
 #   INSTALL_ETCD=1          0: never try `apt-get install etcd-server`
-#   KEEP_TMP=0              1: keep the temp dir (server logs) for a post-mortem
+#   KEEP_TMP=0              1: keep the temp dir (server logs, certificates) for a post-mortem
 #   RESULTS=file            also save kv-load's JSON lines to this file
 set -Eeuo pipefail
 
@@ -34,7 +46,7 @@ KV_LOAD="${KV_LOAD:-$TARGET_DIR/release/kv-load}"
 CLIENTS="${CLIENTS:-1 16 64 256}"
 DURATION="${DURATION:-10s}"
 VALUE_SIZE="${VALUE_SIZE:-128}"
-TARGETS="${TARGETS:-weft etcd}"
+TARGETS="${TARGETS:-weft weft-tls etcd etcd-tls}"
 RSS_KEYS="${RSS_KEYS:-100000}"
 SETTLE="${SETTLE:-10}"
 WAIT_SECS="${WAIT_SECS:-60}"
@@ -43,21 +55,29 @@ INSTALL_ETCD="${INSTALL_ETCD:-1}"
 KEEP_TMP="${KEEP_TMP:-0}"
 RESULTS="${RESULTS:-}"
 
+ALL_TARGETS=(weft weft-tls etcd etcd-tls)
+
 # Loopback ports. Weft: RPC, HTTP and DNS per server. etcd: client and peer
 # per member (not 2379/2380, so a system etcd does not get in the way).
 WEFT_RPC=(18301 18311 18321)
 WEFT_HTTP=(18501 18511 18521)
 WEFT_DNS=(18601 18611 18621)
+WEFT_TLS_RPC=(18331 18341 18351)
+WEFT_TLS_HTTP=(18531 18541 18551)
+WEFT_TLS_DNS=(18631 18641 18651)
 ETCD_CLIENT=(22379 22389 22399)
 ETCD_PEER=(22380 22390 22400)
+ETCD_TLS_CLIENT=(23379 23389 23399)
+ETCD_TLS_PEER=(23380 23390 23400)
 
-LOG_TAG=raft-kv TMP_CONTENTS="server logs and data"
+LOG_TAG=raft-kv TMP_CONTENTS="server logs, data and certificates"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-WEFT_PIDS=() # Weft servers, by index
-
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+has_weft() { has_target weft || has_target weft-tls; }
+has_etcd() { has_target etcd || has_target etcd-tls; }
+has_tls() { has_target weft-tls || has_target etcd-tls; }
 
 # DURATION as whole seconds (for the outer safety timeout around kv-load).
 load_secs() { if [[ $1 =~ ^([0-9]+)m$ ]]; then echo $((BASH_REMATCH[1] * 60)); else duration_secs "$1"; fi; }
@@ -109,26 +129,28 @@ for c in $CLIENTS; do
 	[[ $c =~ ^[1-9][0-9]*$ ]] || die "CLIENTS must be positive numbers, not '$c'"
 done
 for t in $TARGETS; do
-	[[ $t == weft || $t == etcd ]] || die "TARGETS may name only weft and etcd, not '$t'"
+	[[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || die "TARGETS may name only ${ALL_TARGETS[*]}, not '$t'"
 done
 need_tools curl du awk sed timeout
 
 # ----------------------------------------------------------------- build ----
 
+# `weft` runs the Weft clusters and also makes the certificates etcd-tls uses.
+needs_weft() { has_weft || has_target etcd-tls; }
 if [[ $BUILD != 0 ]]; then
 	packages=(-p weft-bench)
-	has_target weft && packages+=(-p weft-cli)
+	needs_weft && packages+=(-p weft-cli)
 	log "building: cargo build --release ${packages[*]}"
 	(cd "$ROOT" && cargo build --release "${packages[@]}") || die "cargo build failed"
 fi
 [[ -x $KV_LOAD ]] || die "kv-load not found at $KV_LOAD (build it: cargo build --release -p weft-bench)"
-if has_target weft && [[ ! -x $WEFT ]]; then
+if needs_weft && [[ ! -x $WEFT ]]; then
 	die "weft not found at $WEFT (build it: cargo build --release -p weft-cli)"
 fi
 
 make_tmp raft-kv
 
-if has_target etcd && ! command -v etcd >/dev/null; then
+if has_etcd && ! command -v etcd >/dev/null; then
 	if [[ $INSTALL_ETCD == 1 && $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
 		log "etcd not found; installing Debian's etcd-server (apt-get install -y etcd-server)"
 		export DEBIAN_FRONTEND=noninteractive
@@ -142,68 +164,214 @@ if has_target etcd && ! command -v etcd >/dev/null; then
 	if ! command -v etcd >/dev/null; then
 		log "etcd is not installed; to compare with it, run as root: apt-get install -y etcd-server"
 		log "continuing with Weft only"
-		TARGETS=${TARGETS//etcd/}
+		TARGETS=" $TARGETS "
+		TARGETS=${TARGETS// etcd-tls / }
+		TARGETS=${TARGETS// etcd / }
 	fi
 fi
-has_target weft || has_target etcd || die "nothing to run (TARGETS='$TARGETS')"
+has_weft || has_etcd || die "nothing to run (TARGETS='$TARGETS')"
+
+# ---------------------------------------------------------- certificates ----
+
+# `weft tls` writes into its working directory: a relative WEFT=path must
+# still name the binary from there.
+if [[ $WEFT == */* && $WEFT != /* ]]; then WEFT="$PWD/$WEFT"; fi
+
+# One CA and three server certificates from `weft tls`, shared by the Weft
+# and etcd TLS clusters (server i of each uses certificate i). Each
+# certificate names server.dc1.weft and localhost (what `weft tls` always
+# adds) and, with -additional-ipaddress, 127.0.0.1, so that etcd's peers
+# and kv-load, which connect by IP, can verify it too.
+CA_FILE="" CERT_FILES=() KEY_FILES=()
+if has_tls; then
+	mkdir -p "$TMP/certs"
+	(cd "$TMP/certs" && "$WEFT" tls ca create) >"$TMP/certs/ca.out" 2>&1 ||
+		die "weft tls ca create: $(cat "$TMP/certs/ca.out")"
+	CA_FILE=$(sed -n 's/^==> Saved \(.*-agent-ca\.pem\)$/\1/p' "$TMP/certs/ca.out")
+	[[ -f $CA_FILE ]] || die "weft tls ca create did not say where it saved the CA: $(cat "$TMP/certs/ca.out")"
+	for i in 0 1 2; do
+		(cd "$TMP/certs" && "$WEFT" tls cert create -server -additional-ipaddress 127.0.0.1) >"$TMP/certs/cert$i.out" 2>&1 ||
+			die "weft tls cert create -server: $(cat "$TMP/certs/cert$i.out")"
+		saved=()
+		mapfile -t saved < <(sed -n 's/^==> Saved //p' "$TMP/certs/cert$i.out")
+		[[ ${#saved[@]} == 2 && -f ${saved[0]} && -f ${saved[1]} ]] ||
+			die "weft tls cert create -server did not save a certificate and a key: $(cat "$TMP/certs/cert$i.out")"
+		CERT_FILES+=("${saved[0]}") KEY_FILES+=("${saved[1]}")
+	done
+	log "made a CA and 3 server certificates in $TMP/certs with weft tls"
+fi
 
 # ------------------------------------------------------------ weft start ----
 
-weft_http_addrs=()
-if has_target weft; then
-	check_ports_free "${WEFT_RPC[@]}" "${WEFT_HTTP[@]}" "${WEFT_DNS[@]}"
+# The addresses kv-load gets for each target, space-separated.
+declare -A TARGET_ADDRS=()
+declare -A WEFT_PIDS_OF=() # "<target>/<index>": server PIDs
+
+# Sets TARGET_ADDRS[target] to the cluster's addresses with the leader's
+# last: kv-load gives client i address i mod 3, so a single client writes
+# through a follower (forwarded to the leader, as 2 of 3 clients' writes
+# are) in every cluster, not to whichever server happened to win the
+# election; with 64 or 256 clients each cluster's leader gets the same share.
+leader_last() { # target leader-index addresses...
+	local target=$1 leader=$2 i ordered=()
+	shift 2
+	local -a all=("$@")
+	for i in "${!all[@]}"; do ((i == leader)) || ordered+=("${all[i]}"); done
+	ordered+=("${all[leader]}")
+	TARGET_ADDRS[$target]="${ordered[*]}"
+	log "$target: kv-load addresses ${ordered[*]} (the leader's last)"
+}
+
+# True when a TLS 1.3 handshake with 127.0.0.1:<port>, verifying the
+# certificate against the CA and the name server.dc1.weft, succeeds (the
+# HTTP answer does not matter).
+speaks_tls() { # port
+	local code
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --tlsv1.3 --cacert "$CA_FILE" \
+		--resolve "server.dc1.weft:$1:127.0.0.1" "https://server.dc1.weft:$1/" 2>/dev/null) || return 1
+	[[ $code =~ ^[0-9]+$ ]]
+}
+
+start_weft_cluster() { # target (weft | weft-tls)
+	local target=$1 tls=0 prefix i j label
+	local -a rpc http dns joins config pids=() names=() addrs=()
+	if [[ $target == weft-tls ]]; then
+		tls=1 prefix=tls-s rpc=("${WEFT_TLS_RPC[@]}") http=("${WEFT_TLS_HTTP[@]}") dns=("${WEFT_TLS_DNS[@]}")
+	else
+		prefix=s rpc=("${WEFT_RPC[@]}") http=("${WEFT_HTTP[@]}") dns=("${WEFT_DNS[@]}")
+	fi
+	check_ports_free "${rpc[@]}" "${http[@]}" "${dns[@]}"
 	for i in 0 1 2; do
+		label="$prefix$((i + 1))"
 		joins=()
 		for j in 0 1 2; do
-			((j == i)) || joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}")
+			((j == i)) || joins+=(--retry-join "127.0.0.1:${rpc[j]}")
 		done
-		start_process "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
-			--data-dir "$TMP/s$((i + 1))" --bootstrap-expect 3 "${joins[@]}" \
-			--rpc-addr "127.0.0.1:${WEFT_RPC[i]}" --http-addr "127.0.0.1:${WEFT_HTTP[i]}" \
-			--dns-addr "127.0.0.1:${WEFT_DNS[i]}"
-		WEFT_PIDS+=("$STARTED_PID")
-		weft_http_addrs+=("127.0.0.1:${WEFT_HTTP[i]}")
+		config=()
+		if ((tls)); then
+			# verify_incoming, verify_outgoing and verify_server_hostname are on by default.
+			cat >"$TMP/$label.hcl" <<-HCL
+				tls {
+				  defaults {
+				    ca_file   = "$CA_FILE"
+				    cert_file = "${CERT_FILES[i]}"
+				    key_file  = "${KEY_FILES[i]}"
+				  }
+				}
+			HCL
+			config=(--config-file "$TMP/$label.hcl")
+		fi
+		start_process "$label" "$WEFT" agent --server --node "s$((i + 1))" \
+			--data-dir "$TMP/$label" --bootstrap-expect 3 "${joins[@]}" "${config[@]}" \
+			--rpc-addr "127.0.0.1:${rpc[i]}" --http-addr "127.0.0.1:${http[i]}" \
+			--dns-addr "127.0.0.1:${dns[i]}"
+		pids+=("$STARTED_PID")
+		names+=("$label")
+		addrs+=("127.0.0.1:${http[i]}")
+		WEFT_PIDS_OF[$target/$i]=$STARTED_PID
 	done
-	log "started Weft servers (pids ${WEFT_PIDS[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
-	server_has_leader() { has_leader "${WEFT_HTTP[$1]}"; }
-	wait_all "Weft server" "the Weft cluster had no leader on all 3 servers" "s1 s2 s3" "${WEFT_PIDS[*]}" server_has_leader
-	log "Weft leader: $LEADER"
-fi
+	log "started $target servers (pids ${pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
+	server_has_leader() { has_leader "${http[$1]}"; }
+	wait_all "$target server" "the $target cluster had no leader on all 3 servers" "${names[*]}" "${pids[*]}" server_has_leader
+	log "$target leader: $LEADER"
+	for i in 0 1 2; do
+		if [[ $LEADER == "\"127.0.0.1:${rpc[i]}\"" ]]; then
+			leader_last "$target" "$i" "${addrs[@]}"
+			break
+		fi
+	done
+	[[ -n ${TARGET_ADDRS[$target]:-} ]] || die "$target: the leader $LEADER is none of the servers"
+	if ((tls)); then
+		for i in 0 1 2; do
+			speaks_tls "${rpc[i]}" || die "$target: server ${names[i]}'s RPC port ${rpc[i]} does not answer TLS 1.3 with its certificate"
+		done
+		log "$target: all 3 RPC ports speak TLS 1.3 with certificates from the CA"
+	fi
+}
+
+for t in weft weft-tls; do
+	if has_target "$t"; then start_weft_cluster "$t"; fi
+done
 
 # ------------------------------------------------------------ etcd start ----
 
-etcd_addrs=()
-if has_target etcd; then
-	log "$(etcd --version | head -n 1)"
-	check_ports_free "${ETCD_CLIENT[@]}" "${ETCD_PEER[@]}"
-	cluster="e1=http://127.0.0.1:${ETCD_PEER[0]},e2=http://127.0.0.1:${ETCD_PEER[1]},e3=http://127.0.0.1:${ETCD_PEER[2]}"
-	etcd_pids=()
+start_etcd_cluster() { # target (etcd | etcd-tls)
+	local target=$1 tls=0 scheme=http prefix i cluster="" client_url peer_url
+	local -a client peer tls_flags pids=() names=() addrs=()
+	if [[ $target == etcd-tls ]]; then
+		tls=1 scheme=https prefix=tls-e client=("${ETCD_TLS_CLIENT[@]}") peer=("${ETCD_TLS_PEER[@]}")
+	else
+		prefix=e client=("${ETCD_CLIENT[@]}") peer=("${ETCD_PEER[@]}")
+	fi
+	check_ports_free "${client[@]}" "${peer[@]}"
 	for i in 0 1 2; do
-		client_url="http://127.0.0.1:${ETCD_CLIENT[i]}"
-		peer_url="http://127.0.0.1:${ETCD_PEER[i]}"
-		start_process "e$((i + 1))" etcd --name "e$((i + 1))" --data-dir "$TMP/e$((i + 1))" \
+		cluster+="${cluster:+,}e$((i + 1))=$scheme://127.0.0.1:${peer[i]}"
+	done
+	for i in 0 1 2; do
+		client_url="$scheme://127.0.0.1:${client[i]}"
+		peer_url="$scheme://127.0.0.1:${peer[i]}"
+		tls_flags=()
+		if ((tls)); then
+			# Clients: server-side TLS only. etcd turns --trusted-ca-file into
+			# client certificate authentication (whatever --client-cert-auth
+			# says), which kv-load does not do, so it is left out. Peers:
+			# mutual TLS, as between Weft's servers.
+			tls_flags=(--cert-file "${CERT_FILES[i]}" --key-file "${KEY_FILES[i]}"
+				--peer-cert-file "${CERT_FILES[i]}" --peer-key-file "${KEY_FILES[i]}"
+				--peer-trusted-ca-file "$CA_FILE" --peer-client-cert-auth)
+		fi
+		start_process "$prefix$((i + 1))" etcd --name "e$((i + 1))" --data-dir "$TMP/$prefix$((i + 1))" \
 			--listen-client-urls "$client_url" --advertise-client-urls "$client_url" \
 			--listen-peer-urls "$peer_url" --initial-advertise-peer-urls "$peer_url" \
 			--initial-cluster "$cluster" --initial-cluster-state new \
-			--initial-cluster-token "weft-raft-kv-$$" --logger zap --log-outputs stderr
-		etcd_pids+=("$STARTED_PID")
-		etcd_addrs+=("127.0.0.1:${ETCD_CLIENT[i]}")
+			--initial-cluster-token "weft-raft-kv-$target-$$" "${tls_flags[@]}" --logger zap --log-outputs stderr
+		pids+=("$STARTED_PID")
+		names+=("$prefix$((i + 1))")
+		addrs+=("127.0.0.1:${client[i]}")
 	done
-	log "started etcd members (pids ${etcd_pids[*]}); waiting for health (up to ${WAIT_SECS}s)"
-	member_healthy() { [[ $(curl -s --max-time 2 "http://127.0.0.1:${ETCD_CLIENT[$1]}/health" || true) == *'"health":"true"'* ]]; }
-	wait_all "etcd member" "the etcd cluster was not healthy on all 3 members" "e1 e2 e3" "${etcd_pids[*]}" member_healthy
-	log "etcd healthy"
+	log "started $target members (pids ${pids[*]}); waiting for health (up to ${WAIT_SECS}s)"
+	etcd_call() { # member-index path [JSON body to POST]
+		local args=(-s --max-time 2)
+		((tls)) && args+=(--cacert "$CA_FILE")
+		(($# > 2)) && args+=(-X POST -d "$3")
+		curl "${args[@]}" "$scheme://127.0.0.1:${client[$1]}$2" || true
+	}
+	member_healthy() { [[ $(etcd_call "$1" /health) == *'"health":"true"'* ]]; }
+	wait_all "$target member" "the $target cluster was not healthy on all 3 members" "${names[*]}" "${pids[*]}" member_healthy
+	log "$target healthy"
+	# The leader: the member whose own ID is the leader's in its status.
+	local status member leader
+	for i in 0 1 2; do
+		status=$(etcd_call "$i" /v3/maintenance/status '{}')
+		member=$(sed -nE 's/.*"member_id":"?([0-9]+).*/\1/p' <<<"$status")
+		leader=$(sed -nE 's/.*"leader":"?([0-9]+).*/\1/p' <<<"$status")
+		if [[ -n $member && $member == "$leader" ]]; then
+			leader_last "$target" "$i" "${addrs[@]}"
+			break
+		fi
+	done
+	[[ -n ${TARGET_ADDRS[$target]:-} ]] || die "$target: no member says it is the leader"
+}
+
+if has_etcd; then
+	log "$(etcd --version | head -n 1)"
+	for t in etcd etcd-tls; do
+		if has_target "$t"; then start_etcd_cluster "$t"; fi
+	done
 fi
 
 # ------------------------------------------------------------- the runs -----
 
 declare -A KV_RATE KV_P50 KV_P99 KV_ERR # by "<target>/<clients>"
 for c in $CLIENTS; do
-	for t in weft etcd; do
+	for t in "${ALL_TARGETS[@]}"; do
 		has_target "$t" || continue
 		log "$t: $c client(s) for $DURATION"
-		if [[ $t == weft ]]; then addrs=("${weft_http_addrs[@]}"); else addrs=("${etcd_addrs[@]}"); fi
-		kv_load "$t" "$c" "$DURATION" --key-prefix "bench-c$c" -- "${addrs[@]}"
+		read -r -a addrs <<<"${TARGET_ADDRS[$t]}"
+		extra=(--key-prefix "bench-c$c")
+		# kv-load speaks HTTPS to etcd-tls's client URLs, verifying them against the CA.
+		if [[ $t == etcd-tls ]]; then extra+=(--ca-file "$CA_FILE"); fi
+		kv_load "${t%-tls}" "$c" "$DURATION" "${extra[@]}" -- "${addrs[@]}"
 		KV_RATE[$t/$c]=$(json_field "$LOAD_OUT" writes_per_sec)
 		KV_P50[$t/$c]=$(json_field "$LOAD_OUT" p50_ms)
 		KV_P99[$t/$c]=$(json_field "$LOAD_OUT" p99_ms)
@@ -211,41 +379,64 @@ for c in $CLIENTS; do
 	done
 done
 
+# One column pair (writes/s, p50/p99) per target, then the ratios of writes/s.
+row() { printf '%7s  %9s %13s  %9s %13s  %9s %13s  %9s %13s  %9s  %9s  %9s  %s\n' "$@"; }
+latency() { printf '%s/%s' "$(fmt_num "${KV_P50[$1]:-}" %.2f)" "$(fmt_num "${KV_P99[$1]:-}" %.2f)"; }
 echo
-echo "KV PUT, 3 servers each on 127.0.0.1, ${VALUE_SIZE} B values, $DURATION per run, fsync on"
-printf '%7s  %10s  %17s  %10s  %17s  %9s  %9s  %9s\n' \
-	clients "weft w/s" "weft p50/p99 ms" "etcd w/s" "etcd p50/p99 ms" weft/etcd "weft err" "etcd err"
+echo "KV PUT, 3 servers each on 127.0.0.1, ${VALUE_SIZE} B values, $DURATION per run, fsync on;" \
+	"w/s: writes/s; p50/p99 in ms; -tls: server-to-server (and etcd's client) traffic over TLS"
+row clients "weft w/s" "p50/p99" "weft-tls" "p50/p99" "etcd w/s" "p50/p99" "etcd-tls" "p50/p99" \
+	"weft/etcd" "tls/plain" "wtls/etls" "errors w/wt/e/et"
 for c in $CLIENTS; do
-	w=${KV_RATE[weft/$c]:-} e=${KV_RATE[etcd/$c]:-}
-	printf '%7s  %10s  %17s  %10s  %17s  %9s  %9s  %9s\n' "$c" \
-		"$(fmt_num "$w" %.0f)" "$(fmt_num "${KV_P50[weft/$c]:-}" %.2f)/$(fmt_num "${KV_P99[weft/$c]:-}" %.2f)" \
-		"$(fmt_num "$e" %.0f)" "$(fmt_num "${KV_P50[etcd/$c]:-}" %.2f)/$(fmt_num "${KV_P99[etcd/$c]:-}" %.2f)" \
-		"$(ratio "$w" "$e")" "$(fmt_num "${KV_ERR[weft/$c]:-}" %s)" "$(fmt_num "${KV_ERR[etcd/$c]:-}" %s)"
+	w=${KV_RATE[weft/$c]:-} wt=${KV_RATE[weft-tls/$c]:-} e=${KV_RATE[etcd/$c]:-} et=${KV_RATE[etcd-tls/$c]:-}
+	errors=""
+	for t in "${ALL_TARGETS[@]}"; do errors+="${errors:+/}$(fmt_num "${KV_ERR[$t/$c]:-}" %s)"; done
+	row "$c" "$(fmt_num "$w" %.0f)" "$(latency "weft/$c")" "$(fmt_num "$wt" %.0f)" "$(latency "weft-tls/$c")" \
+		"$(fmt_num "$e" %.0f)" "$(latency "etcd/$c")" "$(fmt_num "$et" %.0f)" "$(latency "etcd-tls/$c")" \
+		"$(ratio "$w" "$e")" "$(ratio "$wt" "$w")" "$(ratio "$wt" "$et")" "$errors"
 done
+# The issue's goals, next to the figures (never enforced).
+if has_target weft-tls && { has_target weft || has_target etcd-tls; }; then
+	goals=()
+	for c in $CLIENTS; do
+		wt=${KV_RATE[weft-tls/$c]:-}
+		if has_target weft; then goals+=("$c clients: tls/plain $(ratio "$wt" "${KV_RATE[weft/$c]:-}") ($(goal "$(ratio "$wt" "${KV_RATE[weft/$c]:-}")" '>=' 0.90))"); fi
+		if has_target etcd-tls && ((c == 64 || c == 256)); then
+			goals+=("$c clients: wtls/etls $(ratio "$wt" "${KV_RATE[etcd-tls/$c]:-}") ($(goal "$(ratio "$wt" "${KV_RATE[etcd-tls/$c]:-}")" '>=' 1))")
+		fi
+	done
+	if ((${#goals[@]} > 0)); then
+		echo "goals (issue 13): tls/plain >= 0.90 at every client count; wtls/etls >= 1.00 at 64 and 256 clients"
+		for g in "${goals[@]}"; do echo "  $g"; done
+	fi
+fi
 
 # ------------------------------------------------- Weft memory and disk -----
 
 rss_of() { awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
 du_of() { du -sb "$1" 2>/dev/null | awk '{ printf "%d B (%.1f MiB)", $1, $1 / 1048576 }'; }
 
-if has_target weft && ((RSS_KEYS > 0)); then
+if has_weft && ((RSS_KEYS > 0)); then
+	if has_target weft; then rss_target=weft prefix=s; else rss_target=weft-tls prefix=tls-s; fi
+	read -r -a addrs <<<"${TARGET_ADDRS[$rss_target]}"
 	# Report the leader: it does the most work (replication to both followers).
 	idx=0 role="not the leader"
-	leader=$(curl -s --max-time 2 "http://${weft_http_addrs[0]}/v1/status/leader" || true)
+	leader=$(curl -s --max-time 2 "http://${addrs[0]}/v1/status/leader" || true)
 	for i in 0 1 2; do
-		if [[ $leader == "\"127.0.0.1:${WEFT_RPC[i]}\"" ]]; then
+		if [[ $rss_target == weft ]]; then rpc_port=${WEFT_RPC[i]}; else rpc_port=${WEFT_TLS_RPC[i]}; fi
+		if [[ $leader == "\"127.0.0.1:$rpc_port\"" ]]; then
 			idx=$i role="leader"
 		fi
 	done
-	name="s$((idx + 1))"
-	pid=${WEFT_PIDS[idx]}
+	name="$prefix$((idx + 1))"
+	pid=${WEFT_PIDS_OF[$rss_target/$idx]}
 	dir="$TMP/$name"
 	echo
-	echo "Weft server $name (pid $pid, $role):"
+	echo "$rss_target server $name (pid $pid, $role):"
 	usage() { printf '  %-27s RSS %s, data dir %s\n' "$1:" "$(rss_of "$pid")" "$(du_of "$dir")"; }
 	usage "before $RSS_KEYS writes"
-	log "weft: writing $RSS_KEYS keys with 64 clients"
-	kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss -- "${weft_http_addrs[@]}"
+	log "$rss_target: writing $RSS_KEYS keys with 64 clients"
+	kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss -- "${addrs[@]}"
 	written=$(json_field "$LOAD_OUT" writes)
 	usage "right after ${written:-?} writes"
 	sleep "$SETTLE"

@@ -6,12 +6,15 @@
 //! (or, with `--count`, until that many writes succeeded), then the tool
 //! prints writes/s, latency quantiles and errors. Every request is cut off at
 //! the hard stop (duration plus grace), so a run always ends by itself; and
-//! only loopback addresses are accepted as targets.
+//! only loopback addresses are accepted as targets. With `--ca-file` the
+//! clients speak HTTPS (etcd with client TLS), otherwise plain HTTP.
 
+mod https;
 mod stats;
 mod workload;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,11 +22,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use hyper::Method;
 use tokio::time::Instant;
-use weft_api::client::{ClientError, HttpClient};
+use tokio_rustls::TlsConnector;
+use weft_api::client::{ClientError, HttpClient, Response};
 use weft_bench::args::{parse_duration, Format};
 use weft_bench::net::resolve_loopback;
 
+use crate::https::HttpsClient;
 use crate::stats::{Report, RunInfo, Tally};
 use crate::workload::{Target, Workload};
 
@@ -78,9 +84,45 @@ struct Args {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     grace: Duration,
 
+    /// Speak HTTPS to the addresses, verifying their certificates against
+    /// this CA (PEM) and the address's IP (e.g. etcd started with
+    /// --cert-file). Default: plain HTTP.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+}
+
+/// One load client's connection: plain HTTP (weft_api's client, boxed: it
+/// is much the larger) or HTTPS.
+enum Client {
+    Http(Box<HttpClient>),
+    Https(HttpsClient),
+}
+
+impl Client {
+    fn new(addr: &SocketAddr, tls: Option<&TlsConnector>, timeout: Duration) -> Self {
+        match tls {
+            None => Client::Http(Box::new(HttpClient::new(&addr.to_string(), None).with_timeout(timeout))),
+            Some(connector) => Client::Https(HttpsClient::new(*addr, connector.clone(), timeout)),
+        }
+    }
+
+    fn addr(&self) -> &str {
+        match self {
+            Client::Http(client) => client.addr(),
+            Client::Https(client) => client.addr(),
+        }
+    }
+
+    async fn request(&mut self, method: Method, path: &str, body: Vec<u8>) -> Result<Response, ClientError> {
+        match self {
+            Client::Http(client) => client.request(method, path, Some(body)).await,
+            Client::Https(client) => client.request(method, path, body).await,
+        }
+    }
 }
 
 /// What every client shares.
@@ -143,9 +185,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for addr in &args.addrs {
         addrs.push(resolve_loopback("--addr", addr).await?);
     }
+    let tls = args.ca_file.as_deref().map(https::connector).transpose()?;
     let workload = Workload::new(args.target, value_size);
     for addr in &addrs {
-        probe(&workload, addr, &args.key_prefix, args.request_timeout).await?;
+        probe(&workload, Client::new(addr, tls.as_ref(), args.request_timeout), &args.key_prefix).await?;
     }
 
     let clients = usize::try_from(args.clients).context("--clients is too large")?;
@@ -163,7 +206,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let addr = &addrs[id % addrs.len()];
         // One client (and so one connection pool) per task: each task keeps
         // its own keep-alive connection, as an independent client would.
-        let client = HttpClient::new(&addr.to_string(), None).with_timeout(args.request_timeout);
+        let client = Client::new(addr, tls.as_ref(), args.request_timeout);
         let tally = Tally::new()?;
         tasks.push(tokio::spawn(run_client(id, client, Arc::clone(&shared), tally)));
     }
@@ -187,7 +230,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let info = RunInfo {
         target: args.target,
-        addrs: addrs.iter().map(ToString::to_string).collect(),
+        // `https://` marks the addresses spoken to over TLS (in the table and the JSON).
+        addrs: addrs
+            .iter()
+            .map(|addr| if tls.is_some() { format!("https://{addr}") } else { addr.to_string() })
+            .collect(),
         clients,
         value_size,
         requested,
@@ -207,10 +254,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Sends one write to `addr` before the timed run, so a wrong address or a
 /// cluster without a leader fails fast with the server's own answer.
-async fn probe(workload: &Workload, addr: &SocketAddr, key_prefix: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = HttpClient::new(&addr.to_string(), None).with_timeout(timeout);
+async fn probe(workload: &Workload, mut client: Client, key_prefix: &str) -> anyhow::Result<()> {
+    let addr = client.addr().to_owned();
     let request = workload.request(&format!("{key_prefix}/probe"));
-    let response = client.request(request.method, &request.path, Some(request.body)).await.map_err(|error| {
+    let response = client.request(request.method, &request.path, request.body).await.map_err(|error| {
         anyhow::anyhow!("probe write to {:?} at {addr} failed: {}", workload.target(), describe(&error))
     })?;
     workload.check(&response).map_err(|rejection| {
@@ -231,17 +278,15 @@ fn describe(error: &ClientError) -> String {
 }
 
 /// One client: sequential writes until the deadline or the budget runs out.
-async fn run_client(id: usize, client: HttpClient, shared: Arc<Shared>, mut tally: Tally) -> Tally {
+async fn run_client(id: usize, mut client: Client, shared: Arc<Shared>, mut tally: Tally) -> Tally {
     let mut n: u64 = 0;
     while Instant::now() < shared.deadline && shared.budget.claim() {
         let request = shared.workload.request(&format!("{}/{id}/{n}", shared.key_prefix));
         n += 1;
         let started = Instant::now();
-        let outcome = tokio::time::timeout_at(
-            shared.hard_stop,
-            client.request(request.method, &request.path, Some(request.body)),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout_at(shared.hard_stop, client.request(request.method, &request.path, request.body))
+                .await;
         let latency = started.elapsed();
         match outcome {
             Err(_) => {
