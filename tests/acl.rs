@@ -10,6 +10,8 @@
 //! - a client agent forwards its caller's token, and the servers check it
 //!   again: a write over RPC with the agent's own certificate but a token
 //!   that lacks the right is refused, and nothing changes;
+//! - a blocking query ends with a 403 as soon as its token is deleted or
+//!   expires, rather than at the end of its wait;
 //! - DNS answers what the agent's default token may read;
 //! - with ACLs off, `/v1/acl/*` answers 401 `ACL support disabled`.
 
@@ -320,6 +322,48 @@ async fn client_agents_forward_their_callers_tokens_and_the_servers_check_them_a
     assert_eq!(intentions.len(), 1, "{intentions:?}");
     assert_eq!(management.get("/v1/kv/forged").await.unwrap().status, 404);
     assert!(!reader_accessor.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_query_ends_when_its_token_is_revoked() {
+    let mut cluster = Cluster::with_acl(1).await;
+    acl_ready(&cluster).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let management = cluster.client(0);
+    policy(&management, "read-all", r#"key_prefix "" { policy = "read" }"#).await;
+    // A key nothing else writes: only the token can end the wait early.
+    assert_eq!(management.put("/v1/kv/quiet", "x").await.unwrap().status, 200);
+    let index = eventually("vm1 to have the key", Duration::from_secs(30), || async {
+        let response = cluster.client(vm1).get("/v1/kv/quiet").await.ok()?;
+        (response.status == 200).then(|| response.consul_index()).flatten()
+    })
+    .await;
+    let long_poll = |secret: String| {
+        let http = cluster.specs[vm1].http_addr.clone();
+        tokio::spawn(async move {
+            let client = HttpClient::new(&http, Some(secret)).with_timeout(Duration::from_secs(60));
+            let started = Instant::now();
+            let response = client.get(&format!("/v1/kv/quiet?index={index}&wait=30s")).await.unwrap();
+            (response.status, response.text(), started.elapsed())
+        })
+    };
+    // Deleted while it waits (through the server; vm1 hears of it by its stream).
+    let (accessor, secret) = token(&management, json!({"Policies": [{"Name": "read-all"}]})).await;
+    let deleted = long_poll(secret);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at = Instant::now();
+    assert_eq!(management.delete(&format!("/v1/acl/token/{accessor}")).await.unwrap().status, 200);
+    let (status, text, _) = deleted.await.unwrap();
+    let after = at.elapsed();
+    assert_eq!((status, text.as_str()), (403, "ACL not found"));
+    assert!(after < Duration::from_secs(10), "ended {after:?} after the deletion, not at the end of its 30 s wait");
+    // Expiring while it waits.
+    let (_, secret) = token(&management, json!({"Policies": [{"Name": "read-all"}], "ExpirationTTL": "2s"})).await;
+    let (status, text, took) = long_poll(secret).await.unwrap();
+    assert_eq!((status, text.as_str()), (403, "ACL not found"));
+    assert!(took < Duration::from_secs(10), "ended after {took:?}, not at the end of its 30 s wait");
+    println!("a long-poll ended {after:?} after its token's deletion, and {took:?} into a 2 s token's life");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,10 @@ pub fn command_permissions(
         | Command::AclPolicyDelete { .. }
         | Command::AclRoleSet(_)
         | Command::AclRoleDelete { .. }
+        | Command::AclAuthMethodSet(_)
+        | Command::AclAuthMethodDelete { .. }
+        | Command::AclBindingRuleSet(_)
+        | Command::AclBindingRuleDelete { .. }
         | Command::CaSetState(_)
         | Command::Restore { .. }
         | Command::JoinTokenCreate(_)

@@ -11,6 +11,8 @@
 //!   policies, roles and identities, cached per version of the tables.
 //! - [`commands`]: what each write (a Raft `Command`) needs, for the HTTP
 //!   handlers and the servers' RPC alike.
+//! - [`login`]: auth methods: a workload's JWT verified, its claims mapped,
+//!   and binding rules applied to them, for the token a login makes.
 //!
 //! **Architecture Invariant:** this crate knows nothing of HTTP, Raft or
 //! the store; the store implements [`resolve::AclSource`], the HTTP layer
@@ -19,6 +21,7 @@
 
 pub mod authorizer;
 pub mod commands;
+pub mod login;
 pub mod parse;
 pub mod resolve;
 

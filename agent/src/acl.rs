@@ -11,7 +11,8 @@ use weft_acl::{Authorizer, ResolveError, TokenCache};
 use weft_api::acl::{ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET};
 use weft_server::store::{StateStore, Table};
 
-use crate::config::{AclConfig, AclTokens};
+use crate::backend::Backend;
+use crate::config::{AclConfig, AclLogin, AclTokens};
 
 /// This agent's ACL settings, its tokens and its cache of resolved tokens.
 pub struct AclState {
@@ -55,6 +56,15 @@ impl AclState {
         self.tokens.read().unwrap_or_else(|p| p.into_inner()).default.clone().unwrap_or_default()
     }
 
+    /// The token a login at start made (`acl { login }`) becomes the
+    /// `default` and `agent` token where none is configured; it is never
+    /// persisted (the agent logs in again when it starts).
+    pub fn use_login_token(&self, secret: &str) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        tokens.default.get_or_insert_with(|| secret.to_owned());
+        tokens.agent.get_or_insert_with(|| secret.to_owned());
+    }
+
     /// Sets the `default` or `agent` token; kept across restarts with
     /// `enable_token_persistence`.
     pub fn set_token(&self, kind: TokenKind, secret: String) -> std::io::Result<()> {
@@ -81,9 +91,11 @@ pub struct Caller {
     pub secret: String,
     pub accessor_id: String,
     pub authorizer: Arc<Authorizer>,
+    /// Seconds since the Unix epoch after which the token no longer resolves.
+    pub expiration_time: Option<i64>,
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -97,6 +109,7 @@ impl AclState {
                 secret: secret.to_owned(),
                 accessor_id: String::new(),
                 authorizer: Arc::new(Authorizer::allow_all()),
+                expiration_time: None,
             });
         }
         let secret = match secret.is_empty() {
@@ -117,6 +130,7 @@ impl AclState {
                 secret,
                 accessor_id: resolved.accessor_id.clone(),
                 authorizer: resolved.authorizer.clone(),
+                expiration_time: resolved.expiration_time,
             }),
             // Before the leader has written the anonymous token, anonymous
             // requests get the default policy, as they will after.
@@ -125,9 +139,58 @@ impl AclState {
                 secret,
                 accessor_id: ANONYMOUS_TOKEN_ACCESSOR_ID.into(),
                 authorizer: Arc::new(Authorizer::new(self.config.default_policy, [])),
+                expiration_time: None,
             }),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// How long an agent keeps trying to log in at start while the cluster
+/// cannot take it (no leader yet, the method's keys not fetched).
+const LOGIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Why the login an agent makes at start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartLoginError {
+    #[error("cannot read the bearer token {path}: {source}")]
+    BearerToken { path: PathBuf, source: std::io::Error },
+    #[error("ACL login with auth method {method:?} failed: {source}")]
+    Refused { method: String, source: weft_server::login::LoginFailure },
+}
+
+/// Logs in with `login`'s auth method (`acl { login { ... } }`): the JWT
+/// is read from its file, and the login retried while the cluster cannot
+/// take it, for up to [`LOGIN_PATIENCE`]. A refusal is final.
+pub async fn login_at_start(
+    backend: &Backend,
+    login: &AclLogin,
+) -> Result<weft_server::login::LoginOutcome, StartLoginError> {
+    let bearer = std::fs::read_to_string(&login.bearer_token_file)
+        .map_err(|source| StartLoginError::BearerToken { path: login.bearer_token_file.clone(), source })?;
+    let params = weft_server::login::LoginParams {
+        auth_method: login.auth_method.clone(),
+        bearer_token: bearer.trim().to_owned(),
+        meta: login.meta.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + LOGIN_PATIENCE;
+    loop {
+        let failure = match backend.login(&params).await {
+            Ok(outcome) => {
+                tracing::info!(method = %login.auth_method, accessor = %outcome.token.accessor_id, "logged in");
+                return Ok(outcome);
+            }
+            Err(failure) => failure,
+        };
+        let retry = match &failure {
+            weft_server::login::LoginFailure::Cluster(error) => error.is_transient(),
+            weft_server::login::LoginFailure::Refused(error) => error.is_transient(),
+        };
+        if !retry || tokio::time::Instant::now() >= deadline {
+            return Err(StartLoginError::Refused { method: login.auth_method.clone(), source: failure });
+        }
+        tracing::warn!(error = %failure, "ACL login not possible yet; will retry");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

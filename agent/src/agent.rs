@@ -52,6 +52,8 @@ pub enum AgentError {
     Credential(#[from] crate::join::CredentialError),
     #[error(transparent)]
     Tls(#[from] crate::rpc_tls::RpcTlsError),
+    #[error(transparent)]
+    Login(#[from] crate::acl::StartLoginError),
 }
 
 /// Node meta key telling servers from client agents (`weft members`).
@@ -200,6 +202,17 @@ impl Agent {
         };
         let node = this_node(&config, node_id);
         tracing::info!(http = %http_addr, node = %config.node_name, server = config.server, "agent ready");
+        // A token from the auth method, before the services that use it.
+        let login = match config.acl.login.as_ref().filter(|_| config.acl.enabled) {
+            Some(login) => Some(crate::acl::login_at_start(&backend, login).await?),
+            None => None,
+        };
+        let mut services = config.services.clone();
+        if let Some(login) = &login {
+            for service in services.iter_mut().filter(|s| s.token.is_none()) {
+                service.token = Some(login.secret_id.clone());
+            }
+        }
 
         let local = LocalState::open(
             config.node_name.clone(),
@@ -207,11 +220,14 @@ impl Agent {
             &config.data_dir,
             config.enable_script_checks,
             config.sidecar_ports.clone(),
-            Definitions { services: config.services.clone(), checks: config.checks.clone() },
+            Definitions { services, checks: config.checks.clone() },
         );
         let (leave_tx, mut leave_rx) = mpsc::channel(4);
         let store = backend.store().clone();
         let acl = Arc::new(crate::acl::AclState::new(&config.acl, config.datacenter.as_str(), &config.data_dir));
+        if let Some(login) = &login {
+            acl.use_login_token(&login.secret_id);
+        }
         let dns = CatalogDns::new(store.clone(), acl.clone(), &config.domain, &config.dns, config.datacenter.clone())
             .map_err(AgentError::Dns)?;
         let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
@@ -275,6 +291,12 @@ impl Agent {
             }
             for reply in leave_request.into_iter().chain(std::iter::from_fn(|| leave_rx.try_recv().ok())) {
                 let _ = reply.send(outcome.clone());
+            }
+        }
+        if let Some(login) = &login {
+            match backend.logout(&login.secret_id).await {
+                Ok(()) => tracing::info!(accessor = %login.token.accessor_id, "logged out"),
+                Err(error) => tracing::warn!(%error, "could not log out; the token stays until it expires"),
             }
         }
         // Wake blocking queries first, so the HTTP drain does not wait out their `?wait`.

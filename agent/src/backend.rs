@@ -10,6 +10,7 @@ use weft_api::catalog::Node;
 use weft_api::command::Command;
 use weft_api::ids::{Datacenter, NodeName, ServiceName};
 use weft_server::ca::{CaError, SignedLeaf};
+use weft_server::login::{LoginFailure, LoginOutcome, LoginParams};
 use weft_server::raft::ServerNode;
 use weft_server::remote::RemoteCluster;
 use weft_server::store::StateStore;
@@ -103,6 +104,23 @@ impl Backend {
         match self {
             Backend::Server(server) => server.sign_leaf(node, service, csr_pem).await,
             Backend::Client(remote) => remote.sign_leaf(node, service, csr_pem).await,
+        }
+    }
+
+    /// Exchanges a workload's JWT for a token (`POST /v1/acl/login`); this
+    /// agent's copy holds the token when it returns.
+    pub async fn login(&self, params: &LoginParams) -> Result<LoginOutcome, LoginFailure> {
+        match self {
+            Backend::Server(server) => weft_server::login::login(server, params).await,
+            Backend::Client(remote) => remote.login(params).await,
+        }
+    }
+
+    /// Deletes the token a login made, for the holder of `secret_id`.
+    pub async fn logout(&self, secret_id: &str) -> Result<(), LoginFailure> {
+        match self {
+            Backend::Server(server) => weft_server::login::logout(server, secret_id).await.map(|_| ()),
+            Backend::Client(remote) => remote.logout(secret_id).await,
         }
     }
 

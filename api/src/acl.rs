@@ -1,11 +1,14 @@
 //! ACLs as the servers keep them: policies (rules in Consul's language,
-//! parsed into typed [`Rules`] before they are written), roles, and tokens
-//! (their secrets only as SHA-256 hashes).
+//! parsed into typed [`Rules`] before they are written), roles, tokens
+//! (their secrets only as SHA-256 hashes), and the auth methods and binding
+//! rules that turn a workload's JWT into a token (`POST /v1/acl/login`).
 //!
 //! Parsing rules and deciding from them live in `weft-acl`; the HTTP layer
 //! maps these records to Consul's JSON. These shapes are stored in the Raft
 //! log, so, like [`crate::command`], they only grow by new enum variants at
 //! the end.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -192,12 +195,156 @@ pub struct AclToken {
     pub service_identities: Vec<ServiceIdentity>,
     pub node_identities: Vec<NodeIdentity>,
     pub local: bool,
+    /// The auth method whose login made it; empty for tokens made directly.
+    pub auth_method: String,
     /// Seconds since the Unix epoch after which it is refused.
     pub expiration_time: Option<i64>,
     /// Seconds since the Unix epoch when it was made (by the server that
     /// took the request).
     pub create_time: i64,
     pub indexes: Indexes,
+}
+
+/// An auth method: how a workload proves who it is to get a token
+/// (`POST /v1/acl/login`). Weft has Consul's `jwt` type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclAuthMethod {
+    pub name: String,
+    pub method_type: AuthMethodType,
+    pub display_name: String,
+    pub description: String,
+    /// How long the tokens its logins make live, in milliseconds; 0: until
+    /// logout.
+    pub max_token_ttl_ms: u64,
+    /// Its tokens are global (Consul's `TokenLocality`); else local.
+    pub token_locality_global: bool,
+    pub config: JwtConfig,
+    pub indexes: Indexes,
+}
+
+/// The kinds of auth method.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuthMethodType {
+    /// A JWT verified with keys the method names (Consul's `jwt`).
+    #[default]
+    Jwt,
+}
+
+impl AuthMethodType {
+    pub const ALL: [AuthMethodType; 1] = [AuthMethodType::Jwt];
+
+    /// Consul's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethodType::Jwt => "jwt",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<AuthMethodType> {
+        AuthMethodType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// A `jwt` auth method's settings (Consul's `Config`), validated when the
+/// method is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtConfig {
+    /// Where the keys that sign its JWTs come from.
+    pub keys: JwtKeySource,
+    /// The `iss` a JWT must carry; empty: any.
+    pub bound_issuer: String,
+    /// A JWT's `aud` must name one of these; with none bound, a JWT that
+    /// has an `aud` is refused.
+    pub bound_audiences: Vec<String>,
+    /// Claim (a name, or a JSON pointer from `/`) to the attribute binding
+    /// rules see as `value.<attribute>`.
+    pub claim_mappings: BTreeMap<String, String>,
+    /// Claim to the attribute binding rules see as `list.<attribute>`.
+    pub list_claim_mappings: BTreeMap<String, String>,
+    /// Signing algorithms accepted; empty: every asymmetric one.
+    pub supported_algs: Vec<String>,
+    /// Consul's leeways, in nanoseconds: 0 for the default (150 s, 150 s,
+    /// 60 s), negative for none.
+    pub expiration_leeway_ns: i64,
+    pub not_before_leeway_ns: i64,
+    pub clock_skew_leeway_ns: i64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> JwtConfig {
+        JwtConfig {
+            keys: JwtKeySource::Static(Vec::new()),
+            bound_issuer: String::new(),
+            bound_audiences: Vec::new(),
+            claim_mappings: BTreeMap::new(),
+            list_claim_mappings: BTreeMap::new(),
+            supported_algs: Vec::new(),
+            expiration_leeway_ns: 0,
+            not_before_leeway_ns: 0,
+            clock_skew_leeway_ns: 0,
+        }
+    }
+}
+
+/// Where a `jwt` auth method's keys come from: exactly one source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtKeySource {
+    /// Public keys, PEM (`JWTValidationPubKeys`).
+    Static(Vec<String>),
+    /// A JWKS document (`JWKSURL`), fetched with `ca_cert` (PEM; empty: the
+    /// system's roots) as the roots to trust.
+    Jwks { url: String, ca_cert: String },
+    /// An OpenID provider's discovery document (`OIDCDiscoveryURL`), which
+    /// names its JWKS and its issuer.
+    OidcDiscovery { url: String, ca_cert: String },
+}
+
+/// A binding rule: for the logins through `auth_method` whose identity
+/// matches `selector`, what the token gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclBindingRule {
+    pub id: String,
+    pub description: String,
+    pub auth_method: String,
+    /// A filter expression over `value.<attribute>` and `list.<attribute>`;
+    /// empty: every login.
+    pub selector: String,
+    pub bind_type: BindType,
+    /// The name bound, with `${value.<attribute>}` filled in at login.
+    pub bind_name: String,
+    pub indexes: Indexes,
+}
+
+/// What a binding rule gives a login's token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BindType {
+    /// A service identity.
+    #[default]
+    Service,
+    /// A node identity, in the server's datacenter.
+    Node,
+    /// An existing role, by name.
+    Role,
+    /// An existing policy, by name.
+    Policy,
+}
+
+impl BindType {
+    pub const ALL: [BindType; 4] = [BindType::Service, BindType::Node, BindType::Role, BindType::Policy];
+
+    /// Consul's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindType::Service => "service",
+            BindType::Node => "node",
+            BindType::Role => "role",
+            BindType::Policy => "policy",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<BindType> {
+        BindType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
 }
 
 /// The built-in policy that grants everything (Consul's ID).

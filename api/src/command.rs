@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::acl::{AclPolicy, AclRole, AclToken};
+use crate::acl::{AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken};
 use crate::catalog::{Deregistration, Node, Registration};
 use crate::ids::NodeName;
 use crate::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
@@ -111,6 +111,18 @@ pub enum Command {
     AclRoleDelete {
         id: String,
     },
+    /// An auth method made or updated, its config already validated.
+    AclAuthMethodSet(Box<AclAuthMethod>),
+    /// Deletes an auth method with its binding rules and the tokens its
+    /// logins made.
+    AclAuthMethodDelete {
+        name: String,
+    },
+    /// A binding rule made or updated, its selector already checked.
+    AclBindingRuleSet(Box<AclBindingRule>),
+    AclBindingRuleDelete {
+        id: String,
+    },
 }
 
 impl Command {
@@ -142,6 +154,10 @@ impl Command {
             Command::AclPolicyDelete { .. } => "acl-policy-delete",
             Command::AclRoleSet(_) => "acl-role-set",
             Command::AclRoleDelete { .. } => "acl-role-delete",
+            Command::AclAuthMethodSet(_) => "acl-auth-method-set",
+            Command::AclAuthMethodDelete { .. } => "acl-auth-method-delete",
+            Command::AclBindingRuleSet(_) => "acl-binding-rule-set",
+            Command::AclBindingRuleDelete { .. } => "acl-binding-rule-delete",
         }
     }
 }

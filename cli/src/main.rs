@@ -72,6 +72,10 @@ enum Command {
     /// ACLs: bootstrap, policies, roles, tokens and the agent's tokens.
     #[command(subcommand)]
     Acl(commands::acl::AclCommand),
+    /// Exchange a JWT for an ACL token through an auth method.
+    Login(commands::login::LoginArgs),
+    /// Delete the token a login made.
+    Logout(commands::login::LogoutArgs),
     /// Make the RPC CA and server certificates (files in the working directory, named as Consul's).
     #[command(subcommand)]
     Tls(commands::tls::TlsCommand),
@@ -117,6 +121,8 @@ fn main() -> ExitCode {
             Command::Validate(args) => Ok(args.run()),
             Command::Tls(command) => command.run(),
             Command::Acl(command) => command.run().await,
+            Command::Login(args) => args.run().await,
+            Command::Logout(args) => args.run().await,
         }
     });
     match result {

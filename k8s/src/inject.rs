@@ -23,7 +23,7 @@ use crate::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use crate::annotations::{self, parse_bool, AnnotationError, CONNECT_INJECT, INJECTED, INJECT_STATUS};
 use crate::patch::{JsonPatch, Pointer};
 use crate::pod::Pod;
-use crate::sidecar::{self, DATA_VOLUME, INIT_CONTAINER, SIDECAR_CONTAINER};
+use crate::sidecar::{self, ACL_TOKEN_VOLUME, DATA_VOLUME, INIT_CONTAINER, SIDECAR_CONTAINER};
 use crate::wiring::Wiring;
 
 /// How the webhook injects: the same for every pod.
@@ -46,6 +46,11 @@ pub struct InjectConfig {
     /// The CA the servers' RPC certificates chain to (PEM), passed to the
     /// agent in its environment so it verifies the servers.
     pub server_ca_pem: Option<String>,
+    /// With ACLs on: the auth method pods log in with. The sidecar gets a
+    /// projected service-account token for the `weft` audience, and its
+    /// agent exchanges it for a token with the pod's service identity when
+    /// it starts (and logs out when it stops).
+    pub acl_auth_method: Option<String>,
 }
 
 /// Settings the webhook cannot inject with; every problem is listed.
@@ -65,6 +70,8 @@ pub enum ConfigProblem {
     Network(String),
     #[error("the servers' CA holds no PEM certificate")]
     ServerCa,
+    #[error("the auth method {0:?} must use only letters, digits, '-' and '_'")]
+    AuthMethod(String),
 }
 
 /// What the webhook does with one request.
@@ -164,8 +171,10 @@ fn decide_pod(pod: &Pod, config: &InjectConfig) -> Decision {
             problems.push(InjectionProblem::NameTaken { kind: "container", name });
         }
     }
-    if pod.has_volume(DATA_VOLUME) {
-        problems.push(InjectionProblem::NameTaken { kind: "volume", name: DATA_VOLUME });
+    for name in [DATA_VOLUME, ACL_TOKEN_VOLUME] {
+        if pod.has_volume(name) {
+            problems.push(InjectionProblem::NameTaken { kind: "volume", name });
+        }
     }
     match wiring {
         Some(wiring) if problems.is_empty() => {
@@ -199,7 +208,11 @@ fn patch(pod: &Pod, config: &InjectConfig, wiring: &Wiring) -> JsonPatch {
     let mut patch = JsonPatch::default();
     let has_init_containers = pod.spec.init_containers.is_some();
     patch.prepend(Pointer::at(&["spec", "initContainers"]), has_init_containers, init_containers);
-    patch.append(Pointer::at(&["spec", "volumes"]), pod.spec.volumes.is_some(), vec![sidecar::data_volume()]);
+    let mut volumes = vec![sidecar::data_volume()];
+    if config.acl_auth_method.is_some() {
+        volumes.push(sidecar::acl_token_volume());
+    }
+    patch.append(Pointer::at(&["spec", "volumes"]), pod.spec.volumes.is_some(), volumes);
     let has_annotations = pod.metadata.annotations.is_some();
     patch.set_in_map(Pointer::at(&["metadata", "annotations"]), has_annotations, INJECT_STATUS, INJECTED.into());
     patch
@@ -239,6 +252,9 @@ impl InjectConfig {
         if self.server_ca_pem.as_ref().is_some_and(|pem| !pem.contains("-----BEGIN CERTIFICATE-----")) {
             problems.push(ConfigProblem::ServerCa);
         }
+        if let Some(method) = self.acl_auth_method.as_ref().filter(|m| !is_plain_name(m)) {
+            problems.push(ConfigProblem::AuthMethod(method.clone()));
+        }
         match problems.is_empty() {
             true => Ok(()),
             false => Err(InjectConfigError(problems)),
@@ -274,6 +290,7 @@ mod tests {
             inject_by_default: false,
             network: NetworkName::default(),
             server_ca_pem: None,
+            acl_auth_method: None,
         }
     }
 
@@ -575,6 +592,28 @@ mod tests {
         let env = &ops(&injection.patch)[0].1[0]["env"];
         let ca = env.as_array().unwrap().iter().find(|e| e["name"] == crate::pod_env::SERVER_CA_PEM);
         assert_eq!(ca.map(|e| &e["value"]), Some(&json!(pem)), "{env}");
+    }
+
+    #[test]
+    fn with_acls_the_sidecar_logs_in_with_its_service_account_token() {
+        let with_login = InjectConfig { acl_auth_method: Some("k8s".into()), ..config() };
+        let injection =
+            injection(decide(&request_for(web_pod(json!({"weft.io/connect-inject": "true"}))), &with_login));
+        let ops = ops(&injection.patch);
+        let sidecar = &ops[0].1[0];
+        let env = sidecar["env"].as_array().unwrap();
+        let var = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+        assert_eq!(var(crate::pod_env::ACL_AUTH_METHOD), Some(json!("k8s")));
+        assert_eq!(
+            var(crate::pod_env::ACL_BEARER_TOKEN_FILE),
+            Some(json!("/var/run/secrets/weft/serviceaccount/token"))
+        );
+        let mounts = sidecar["volumeMounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["name"] == "weft-acl-token" && m["readOnly"] == true), "{mounts:?}");
+        let volume = ops.iter().find(|(_, v)| v["name"] == "weft-acl-token").map(|(_, v)| *v).unwrap();
+        assert_eq!(volume["projected"]["sources"][0]["serviceAccountToken"]["audience"], "weft");
+        let bad = InjectConfig { acl_auth_method: Some("k8s method".into()), ..config() };
+        assert_eq!(bad.validate().unwrap_err().0, [ConfigProblem::AuthMethod("k8s method".into())]);
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct PodEnv {
     pub transparent_proxy: bool,
     /// The CA the servers' RPC certificates chain to (PEM), if given.
     pub server_ca_pem: Option<String>,
+    /// With ACLs on: the auth method to log in with, and the file holding
+    /// the JWT to present.
+    pub acl_login: Option<(String, std::path::PathBuf)>,
 }
 
 /// The variables, named as the webhook sets them.
@@ -32,6 +35,8 @@ pub const SERVICE_PORT: &str = "WEFT_SERVICE_PORT";
 pub const SERVICE_UPSTREAMS: &str = "WEFT_SERVICE_UPSTREAMS";
 pub const TRANSPARENT_PROXY: &str = "WEFT_TRANSPARENT_PROXY";
 pub const SERVER_CA_PEM: &str = "WEFT_SERVER_CA_PEM";
+pub const ACL_AUTH_METHOD: &str = "WEFT_ACL_AUTH_METHOD";
+pub const ACL_BEARER_TOKEN_FILE: &str = "WEFT_ACL_BEARER_TOKEN_FILE";
 
 impl PodEnv {
     /// Reads the environment through `var`; every problem is listed.
@@ -88,6 +93,14 @@ impl PodEnv {
                 false
             }),
         };
+        let acl_login = match (var(ACL_AUTH_METHOD).filter(|v| !v.is_empty()), var(ACL_BEARER_TOKEN_FILE)) {
+            (None, _) => None,
+            (Some(method), Some(file)) if !file.is_empty() => Some((method, file.into())),
+            (Some(_), _) => {
+                problems.push(format!("{ACL_AUTH_METHOD} is set without {ACL_BEARER_TOKEN_FILE}"));
+                None
+            }
+        };
         match (pod_ip, service) {
             (Some(pod_ip), Some(service)) if problems.is_empty() => Ok(PodEnv {
                 pod_name,
@@ -99,6 +112,7 @@ impl PodEnv {
                 upstreams,
                 transparent_proxy,
                 server_ca_pem: var(SERVER_CA_PEM).filter(|v| !v.is_empty()),
+                acl_login,
             }),
             _ => Err(problems),
         }

@@ -16,6 +16,11 @@
 //!   `WEFT_TRANSPARENT_PROXY` (`true`/`false`), and the CA the servers'
 //!   RPC certificates chain to from `WEFT_SERVER_CA_PEM` (when the servers
 //!   run TLS, which they must off the host).
+//! - With ACLs on (the webhook's `--acl-auth-method`), log in with the
+//!   auth method in `WEFT_ACL_AUTH_METHOD`, presenting the projected
+//!   service-account token in `WEFT_ACL_BEARER_TOKEN_FILE` (audience
+//!   [`ACL_TOKEN_AUDIENCE`]), use the token for its service and sidecar,
+//!   and log out when it stops.
 //! - Keep its HTTP API on `127.0.0.1:8500`, private to the pod. The startup
 //!   probe runs `weft k8s ready` in the container, which asks that API
 //!   whether the service's sidecar is registered and passing its check.
@@ -54,6 +59,14 @@ pub const SIDECAR_CONTAINER: &str = "weft-sidecar";
 pub const INIT_CONTAINER: &str = "weft-init";
 pub const DATA_VOLUME: &str = "weft-data";
 pub const DATA_DIR: &str = "/weft/data";
+/// The projected service-account token the agent logs in with.
+pub const ACL_TOKEN_VOLUME: &str = "weft-acl-token";
+pub const ACL_TOKEN_DIR: &str = "/var/run/secrets/weft/serviceaccount";
+/// The audience it is minted for: the auth method binds it, so no other
+/// service-account token (meant for the API server) logs in.
+pub const ACL_TOKEN_AUDIENCE: &str = "weft";
+/// How long each projected token lives; the kubelet renews it.
+const ACL_TOKEN_SECONDS: u32 = 3600;
 
 /// The ports of the pod's network namespace the sidecar takes, and what for.
 const SIDECAR_PORTS: [(u16, &str); 3] = [
@@ -91,6 +104,12 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
     if let Some(pem) = &config.server_ca_pem {
         env.push(value(crate::pod_env::SERVER_CA_PEM, pem.clone()));
     }
+    let mut mounts = vec![json!({"name": DATA_VOLUME, "mountPath": DATA_DIR})];
+    if let Some(method) = &config.acl_auth_method {
+        env.push(value(crate::pod_env::ACL_AUTH_METHOD, method.clone()));
+        env.push(value(crate::pod_env::ACL_BEARER_TOKEN_FILE, format!("{ACL_TOKEN_DIR}/token")));
+        mounts.push(json!({"name": ACL_TOKEN_VOLUME, "mountPath": ACL_TOKEN_DIR, "readOnly": true}));
+    }
 
     let mut args = vec!["agent", "--k8s", "--retry-join", &config.server_addr, "--data-dir", DATA_DIR];
     if !config.network.is_empty() {
@@ -116,7 +135,7 @@ pub fn sidecar_container(config: &InjectConfig, wiring: &Wiring) -> Value {
             "allowPrivilegeEscalation": false,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+        "volumeMounts": mounts,
     })
 }
 
@@ -144,4 +163,14 @@ pub fn init_container(config: &InjectConfig, probe_ports: &[u16]) -> Value {
 /// The agent's data directory: scratch space that lives as long as the pod.
 pub fn data_volume() -> Value {
     json!({"name": DATA_VOLUME, "emptyDir": {}})
+}
+
+/// The pod's service-account token for the `weft` audience, which the
+/// agent logs in with.
+pub fn acl_token_volume() -> Value {
+    json!({"name": ACL_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": ACL_TOKEN_AUDIENCE,
+        "expirationSeconds": ACL_TOKEN_SECONDS,
+        "path": "token",
+    }}]}})
 }

@@ -32,6 +32,7 @@ mod cluster;
 mod error;
 pub mod join;
 pub mod liveness;
+pub mod login;
 mod rate;
 // openraft's storage traits fix `StorageError` (large) as the error type; boxing it
 // in our helpers would only add conversions at every trait boundary.

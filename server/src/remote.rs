@@ -32,13 +32,16 @@ use weft_api::command::Command;
 use weft_api::ids::{Datacenter, NodeName, RaftIndex, ServiceName};
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
-    ApplyRequest, HeartbeatRequest, InfoRequest, ReadIndexRequest, RemovePeerRequest, SignLeafRequest, StoreEvent,
-    SubscribeRequest,
+    ApplyRequest, HeartbeatRequest, InfoRequest, LoginRequest, LogoutRequest, ReadIndexRequest, RemovePeerRequest,
+    SignLeafRequest, StoreEvent, SubscribeRequest,
 };
 
 use weft_tls::RpcConnector;
 
+use weft_api::acl::AclToken;
+
 use crate::ca::{CaError, SignedLeaf};
+use crate::login::{self, LoginFailure, LoginOutcome, LoginParams, LOGIN_KEY_FETCH};
 use crate::raft::{self, ServerNode};
 use crate::rpc::{Channels, LastContact, STREAM_KEEPALIVE};
 use crate::server::{
@@ -184,6 +187,53 @@ impl RemoteCluster {
         let reply = reply.into_inner();
         let outcome = raft::decode(&reply.outcome).map_err(|e| ServerError::OutcomeUnknown(e.to_string()))?;
         Ok(Applied { outcome, index: RaftIndex(reply.index) })
+    }
+
+    /// Logs in through the leader (see [`crate::login`]); the copy holds
+    /// the new token when this returns.
+    pub async fn login(&self, params: &LoginParams) -> Result<LoginOutcome, LoginFailure> {
+        let outcome = retry_transient(WRITE_PATIENCE, "login", || async {
+            let leader = self.find_leader().await?;
+            let mut client = self.inner.channels.cluster_client(&leader.rpc_addr)?;
+            let mut request = tonic::Request::new(LoginRequest {
+                auth_method: params.auth_method.clone(),
+                bearer_token: params.bearer_token.clone(),
+                meta: params.meta.clone().into_iter().collect(),
+            });
+            request.set_timeout(WRITE_ATTEMPT + LOGIN_KEY_FETCH);
+            let reply = client.login(request).await.map_err(|status| match login::status_to_failure(status) {
+                LoginFailure::Cluster(error) => LoginFailure::Cluster(self.forget_leader(error)),
+                refused => refused,
+            })?;
+            let reply = reply.into_inner();
+            let token: AclToken = raft::decode(&reply.token).map_err(|e| ServerError::OutcomeUnknown(e.to_string()))?;
+            Ok::<_, LoginFailure>(LoginOutcome { token, secret_id: reply.secret_id })
+        })
+        .await?;
+        let index = outcome.token.indexes.modify;
+        self.inner.last_written.fetch_max(index.get(), Ordering::AcqRel);
+        self.store().wait_applied(index, CATCH_UP_PATIENCE).await;
+        Ok(outcome)
+    }
+
+    /// Deletes the token a login made, through the leader; the copy no
+    /// longer holds it when this returns.
+    pub async fn logout(&self, secret_id: &str) -> Result<(), LoginFailure> {
+        let index = retry_transient(WRITE_PATIENCE, "logout", || async {
+            let leader = self.find_leader().await?;
+            let mut client = self.inner.channels.cluster_client(&leader.rpc_addr)?;
+            let mut request = tonic::Request::new(LogoutRequest { secret_id: secret_id.to_owned() });
+            request.set_timeout(WRITE_ATTEMPT + Duration::from_secs(1));
+            let reply = client.logout(request).await.map_err(|status| match login::status_to_failure(status) {
+                LoginFailure::Cluster(error) => LoginFailure::Cluster(self.forget_leader(error)),
+                refused => refused,
+            })?;
+            Ok::<_, LoginFailure>(RaftIndex(reply.into_inner().index))
+        })
+        .await?;
+        self.inner.last_written.fetch_max(index.get(), Ordering::AcqRel);
+        self.store().wait_applied(index, CATCH_UP_PATIENCE).await;
+        Ok(())
     }
 
     /// Makes the local copy fresh enough for `consistency` (see the module docs).

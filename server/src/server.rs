@@ -213,6 +213,8 @@ pub(crate) struct Inner {
     /// The CA the servers' certificates chain to, when they serve TLS.
     ca_pem: Option<String>,
     pub(crate) acl: crate::acl::ServerAcl,
+    /// Auth methods' signing keys, parsed or fetched (see `crate::login`).
+    pub(crate) login_keys: crate::login::KeyCache,
     /// Held by whatever changes the CA's state (set-up, rotation, pruning),
     /// so two changes never race to overwrite each other.
     pub(crate) ca_changes: tokio::sync::Mutex<()>,
@@ -276,6 +278,7 @@ impl Server {
                 domain: config.domain.clone(),
                 ca_pem: config.rpc_tls.as_ref().map(|tls| tls.ca_pem.clone()),
                 acl: config.acl.clone(),
+                login_keys: crate::login::KeyCache::default(),
                 ca_changes: tokio::sync::Mutex::new(()),
             }),
         };

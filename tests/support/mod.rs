@@ -232,8 +232,9 @@ impl Cluster {
         }
         let tls_config = tls_config.display().to_string();
         let acl_config = self.acl_config.clone();
+        // First, so a test's own config files (read later) win.
         if let (false, Some(acl_config)) = (server, &acl_config) {
-            extra_args.extend(["--config-file", acl_config.as_str()]);
+            extra_args.splice(0..0, ["--config-file", acl_config.as_str()]);
         }
         if server && self.tls_dir.is_some() {
             extra_args.extend(["--config-file", tls_config.as_str()]);

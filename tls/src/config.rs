@@ -94,6 +94,29 @@ pub fn roots_from_pem(pem: &str, source: &str) -> Result<Arc<RootCertStore>, Tls
     Ok(Arc::new(roots))
 }
 
+/// A client configuration for HTTPS to a service outside the cluster (an
+/// auth method's JWKS or OpenID discovery URL): the roots in `ca_pem`, or
+/// the system's trust store when it is empty (read once).
+pub fn web_client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, TlsError> {
+    static SYSTEM_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    let roots = match ca_pem.trim().is_empty() {
+        false => roots_from_pem(ca_pem, "the auth method's CA certificate")?,
+        true => SYSTEM_ROOTS
+            .get_or_init(|| {
+                let mut roots = RootCertStore::empty();
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                Arc::new(roots)
+            })
+            .clone(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The `tls` settings of one agent or server, with its material loaded.
 pub struct RpcTlsSettings {
     /// The operator's CA: what servers' certificates chain to.

@@ -22,6 +22,6 @@ pub mod issue;
 pub mod names;
 pub mod transport;
 
-pub use config::{AgentRoots, ClientTls, Identity, RpcTlsSettings, ServerTls, TlsError};
+pub use config::{web_client_config, AgentRoots, ClientTls, Identity, RpcTlsSettings, ServerTls, TlsError};
 pub use names::{AgentName, PeerCert};
 pub use transport::{incoming, ConnectError, ListenerLimits, RpcConnector, RpcPeer};

@@ -1,5 +1,8 @@
 //! The `acl` block, validated.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use weft_api::acl::Access;
 
 use super::file::AclFile;
@@ -12,6 +15,17 @@ pub struct AclConfig {
     pub default_policy: Access,
     pub enable_token_persistence: bool,
     pub tokens: AclTokens,
+    /// Log in with an auth method at start (see [`crate::acl::login_at_start`]).
+    pub login: Option<AclLogin>,
+}
+
+/// `acl { login { ... } }`: the auth method this agent logs in with when
+/// it starts; the token becomes its services' and its `default` token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclLogin {
+    pub auth_method: String,
+    pub bearer_token_file: PathBuf,
+    pub meta: BTreeMap<String, String>,
 }
 
 /// The tokens an agent is configured with (SecretIDs).
@@ -30,6 +44,7 @@ impl Default for AclConfig {
             default_policy: Access::Write,
             enable_token_persistence: false,
             tokens: AclTokens::default(),
+            login: None,
         }
     }
 }
@@ -57,6 +72,20 @@ pub(super) fn acl_config(file: Option<&AclFile>, problem: &mut impl FnMut(String
             problem(format!("acl.{name}: {error}"));
         }
     }
+    let login = file.login.as_ref().and_then(|login| match (&login.auth_method, &login.bearer_token_file) {
+        (Some(auth_method), Some(path)) if !auth_method.is_empty() => Some(AclLogin {
+            auth_method: auth_method.clone(),
+            bearer_token_file: path.clone(),
+            meta: login.meta.clone(),
+        }),
+        _ => {
+            problem("acl.login needs auth_method and bearer_token_file".into());
+            None
+        }
+    });
+    if login.is_some() && !enabled {
+        problem("acl.login is set but ACLs are not enabled (acl.enabled = true)".into());
+    }
     let tokens = file.tokens.clone().unwrap_or_default();
     let token = |value: Option<String>| value.filter(|t| !t.trim().is_empty());
     AclConfig {
@@ -68,5 +97,6 @@ pub(super) fn acl_config(file: Option<&AclFile>, problem: &mut impl FnMut(String
             agent: token(tokens.agent).or(token(tokens.agent_recovery)),
             default: token(tokens.default),
         },
+        login,
     }
 }

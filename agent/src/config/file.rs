@@ -143,6 +143,21 @@ pub struct AclFile {
     pub policy_ttl: Option<String>,
     pub role_ttl: Option<String>,
     pub tokens: Option<AclTokensFile>,
+    /// Weft: log in with an auth method when the agent starts (a pod's
+    /// agent with its service-account token), and out when it stops.
+    pub login: Option<AclLoginFile>,
+}
+
+/// `acl { login { ... } }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclLoginFile {
+    pub auth_method: Option<String>,
+    /// The JWT to present, read at start.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Shown in the token's description.
+    #[serde(default)]
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// `acl { tokens { ... } }`.

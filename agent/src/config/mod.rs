@@ -21,8 +21,8 @@ use weft_server::RaftTuning;
 use crate::decode::decode_value;
 use crate::local::definition::{CheckDefinition, ServiceDefinition};
 
-pub use acl::{AclConfig, AclTokens};
-pub use file::{AclFile, ConfigFile, DnsConfigFile};
+pub use acl::{AclConfig, AclLogin, AclTokens};
+pub use file::{AclFile, AclLoginFile, ConfigFile, DnsConfigFile};
 pub use tls::RpcTlsConfig;
 
 /// The validated configuration an agent runs with.

@@ -14,11 +14,17 @@
 //! asked nothing is replaced by a 500 (it fails closed), and an answer that
 //! left items out gets `X-Consul-Results-Filtered-By-ACLs: true`.
 //!
+//! A read whose token stops resolving while it is served (deleted, or
+//! expired: a long-poll that outlives it) is ended there with a 403 `ACL
+//! not found`, within moments of the change reaching this agent's copy of
+//! the ACL tables ([`until_revoked`]).
+//!
 //! With ACLs off every permission is granted, as in Consul. Resolving
 //! tokens is [`crate::acl`]'s (DNS resolves the default token there too).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -28,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use weft_acl::{command_permissions, Permission, ResolveError};
 use weft_api::acl::{Access, NamedResource};
 use weft_api::command::Command;
+use weft_server::store::Table;
 use weft_server::Applied;
 
 use super::error::ApiError;
@@ -170,15 +177,51 @@ pub fn resolve(state: &AppState, secret: String) -> Result<Acl, ApiError> {
 }
 
 /// Middleware: resolves the request's token and leaves the [`Acl`] in its
-/// extensions, or answers 403 for a token no one knows.
+/// extensions, or answers 403 for a token no one knows; ends the request
+/// if the token stops resolving before it is answered.
 pub async fn authorize(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let secret = token_from(request.headers(), request.uri().query());
     match resolve(&state, secret) {
+        // Reads may wait (blocking queries); a write is short, and may be
+        // the one revoking its own token (logout).
+        Ok(acl) if acl.enabled() && request.method() == axum::http::Method::GET => {
+            let (secret, expires) = (acl.secret().to_owned(), acl.0.caller.expiration_time);
+            request.extensions_mut().insert(acl);
+            // Most reads are answered on their first poll, and never poll
+            // the watch.
+            tokio::select! {
+                biased;
+                response = next.run(request) => response,
+                revoked = until_revoked(&state, secret, expires) => revoked.into_response(),
+            }
+        }
         Ok(acl) => {
             request.extensions_mut().insert(acl);
             next.run(request).await
         }
         Err(denied) => denied.into_response(),
+    }
+}
+
+/// Resolves when the token `secret` (expiring at `expires`) no longer
+/// does: after each change to the ACL tables, and at its expiry.
+async fn until_revoked(state: &AppState, secret: String, expires: Option<i64>) -> ApiError {
+    let store = state.backend.store();
+    loop {
+        let index = store.read().index(Table::Acl);
+        let now = crate::acl::unix_now();
+        // A second past the expiry, when the token stops resolving.
+        let wait =
+            expires.map_or(Duration::from_secs(3600), |at| Duration::from_secs((at - now).clamp(0, 3600) as u64 + 1));
+        let changed = store.blocking_read(&[Table::Acl], index, wait, |tables| ((), tables.index(Table::Acl))).await;
+        if let Err(revoked) = resolve(state, secret.clone()) {
+            tracing::info!("a request's token was revoked while it was served; ended");
+            return revoked;
+        }
+        if changed.index == index && store.is_closed() {
+            // Shutting down: the request ends with the server.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use weft_acl::login::LoginError;
 use weft_server::ca::CaError;
+use weft_server::login::LoginFailure;
 use weft_server::ServerError;
 
 /// An API error, already classified by what the client should do about it.
@@ -39,6 +41,9 @@ pub enum ApiError {
     /// This agent could not finish what was asked (e.g. a graceful leave).
     #[error("{0}")]
     Internal(String),
+    /// A login or logout refused (Consul's texts).
+    #[error(transparent)]
+    Login(#[from] LoginError),
     /// The cluster could not serve it (no leader, leader unreachable, ...).
     #[error(transparent)]
     Cluster(#[from] ServerError),
@@ -62,6 +67,19 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Consul answers a JWT its validator refused with a 500; a
+            // refusal of what the caller presented is a 403 here.
+            ApiError::Login(LoginError::KeysUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Login(_) => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+impl From<LoginFailure> for ApiError {
+    fn from(failure: LoginFailure) -> Self {
+        match failure {
+            LoginFailure::Refused(error) => ApiError::Login(error),
+            LoginFailure::Cluster(error) => ApiError::Cluster(error),
         }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::routing::{any, delete, get, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -143,6 +143,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/acl/role/name/{name}", get(acl::read_role_by_name))
         .route("/v1/acl/role/{id}", get(acl::read_role).put(acl::update_role).delete(acl::delete_role))
         .route("/v1/acl/roles", get(acl::list_roles))
+        .route("/v1/acl/auth-method", put(acl::login::create_auth_method))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl::login::read_auth_method)
+                .put(acl::login::update_auth_method)
+                .delete(acl::login::delete_auth_method),
+        )
+        .route("/v1/acl/auth-methods", get(acl::login::list_auth_methods))
+        .route("/v1/acl/binding-rule", put(acl::login::create_binding_rule))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl::login::read_binding_rule)
+                .put(acl::login::update_binding_rule)
+                .delete(acl::login::delete_binding_rule),
+        )
+        .route("/v1/acl/binding-rules", get(acl::login::list_binding_rules))
+        .route("/v1/acl/login", post(acl::login::login))
+        .route("/v1/acl/logout", post(acl::login::logout))
         .route("/v1/agent/token/{kind}", put(acl::set_agent_token))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)

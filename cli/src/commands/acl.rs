@@ -1,5 +1,6 @@
 //! `weft acl ...`: Consul's ACL commands (`bootstrap`, `policy`, `role`,
-//! `token`, `set-agent-token`), with its flags (one dash or two: `-name`,
+//! `token`, `set-agent-token`; `auth-method` and `binding-rule` are
+//! [`super::login`]'s), with its flags (one dash or two: `-name`,
 //! `-rules @file`, `-policy-name`, `-service-identity web:dc1`, ...), over
 //! the HTTP API. Records print as `Field: value` lines, lists as tables,
 //! `--format json` as the API's JSON.
@@ -33,6 +34,16 @@ pub const LONG_FLAGS: &[&str] = &[
     "http-addr",
     "token",
     "format",
+    "token-file",
+    "type",
+    "display-name",
+    "max-token-ttl",
+    "token-locality",
+    "config",
+    "method",
+    "selector",
+    "bind-type",
+    "bind-name",
 ];
 
 #[derive(Subcommand)]
@@ -50,6 +61,12 @@ pub enum AclCommand {
     Token(TokenCommand),
     /// Set the agent's `default` or `agent` token.
     SetAgentToken(SetAgentTokenArgs),
+    /// Auth methods: how workloads log in with a JWT.
+    #[command(subcommand)]
+    AuthMethod(super::login::AuthMethodCommand),
+    /// Binding rules: what a login's token gets.
+    #[command(subcommand)]
+    BindingRule(super::login::BindingRuleCommand),
 }
 
 #[derive(Args)]
@@ -204,6 +221,8 @@ impl AclCommand {
             AclCommand::Policy(command) => command.run().await?,
             AclCommand::Role(command) => command.run().await?,
             AclCommand::Token(command) => command.run().await?,
+            AclCommand::AuthMethod(command) => command.run().await?,
+            AclCommand::BindingRule(command) => command.run().await?,
             AclCommand::SetAgentToken(args) => {
                 let body = json!({"Token": args.secret}).to_string();
                 let path = format!("/v1/agent/token/{}", weft_api::client::path_segment(&args.kind));

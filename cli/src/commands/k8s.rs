@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use weft_agent::config::ConfigFile;
+use weft_agent::config::{AclFile, AclLoginFile, ConfigFile};
 use weft_k8s::pod_env::PodEnv;
 use weft_k8s::sidecar::INBOUND_PORT;
 use weft_k8s::{InjectConfig, WebhookConfig, WebhookError};
@@ -101,6 +101,10 @@ pub struct WebhookArgs {
     /// agents (WEFT_SERVER_CA_PEM) so they verify the servers.
     #[arg(long)]
     server_ca_file: Option<PathBuf>,
+    /// With ACLs on: the auth method injected agents log in with, using
+    /// their pod's service-account token (audience `weft`).
+    #[arg(long)]
+    acl_auth_method: Option<String>,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -138,6 +142,7 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             inject_by_default: args.inject_by_default,
             network: args.network.into(),
             server_ca_pem,
+            acl_auth_method: args.acl_auth_method,
         },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -198,12 +203,24 @@ pub fn agent_overlay() -> Result<ConfigFile, Vec<String>> {
             "mode": if pod.transparent_proxy { "transparent" } else { "direct" },
         }}},
     });
+    // The login's token says which pod made it.
+    let login_meta = BTreeMap::from([("pod".to_owned(), format!("{}/{}", pod.namespace, pod.pod_name))]);
     Ok(ConfigFile {
         node_name: Some(pod.pod_name),
         advertise_addr: Some(pod.pod_ip.to_string()),
         node_meta: Some(meta),
         services: vec![service],
         server_ca_pem: pod.server_ca_pem,
+        acl: pod.acl_login.map(|(auth_method, bearer_token_file)| AclFile {
+            enabled: Some(true),
+            default_policy: Some("deny".into()),
+            login: Some(AclLoginFile {
+                auth_method: Some(auth_method),
+                bearer_token_file: Some(bearer_token_file),
+                meta: login_meta,
+            }),
+            ..AclFile::default()
+        }),
         ..ConfigFile::default()
     })
 }

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod intention;
 pub mod k8s;
 pub mod kv;
+pub mod login;
 pub mod members;
 pub mod operator;
 pub mod proxy;
@@ -36,6 +37,9 @@ pub struct ApiArgs {
     /// ACL token sent as X-Consul-Token.
     #[arg(long, env = "WEFT_HTTP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the ACL token (used when --token is not given).
+    #[arg(long, env = "WEFT_HTTP_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -46,7 +50,22 @@ pub struct ApiArgs {
 
 impl ApiArgs {
     pub fn client(&self) -> HttpClient {
-        HttpClient::new(&self.http_addr, self.token.clone())
+        HttpClient::new(&self.http_addr, self.token())
+    }
+
+    /// The token given, or the one in the token file (trimmed); a file
+    /// that cannot be read means no token, and the agent's default.
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            let path = self.token_file.as_ref()?;
+            match std::fs::read_to_string(path) {
+                Ok(text) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+                Err(error) => {
+                    eprintln!("Warning: cannot read the token file {}: {error}", path.display());
+                    None
+                }
+            }
+        })
     }
 
     /// `?stale` for reads when asked for.
@@ -110,6 +129,7 @@ pub fn consul_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsStri
         Some("config") => config::LONG_FLAGS,
         Some("tls") => tls::LONG_FLAGS,
         Some("acl") => acl::LONG_FLAGS,
+        Some("login" | "logout") => login::LONG_FLAGS,
         _ => return args,
     };
     for arg in args.iter_mut().skip(2) {

@@ -35,6 +35,7 @@ pub fn inject_config() -> InjectConfig {
         inject_by_default: false,
         network: Default::default(),
         server_ca_pem: None,
+        acl_auth_method: None,
     }
 }
 

@@ -82,6 +82,9 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/weft.cluster.v1.Cluster/SignLeaf", Access::Agents),
     ("/weft.cluster.v1.Cluster/RotateCa", Access::Servers),
     ("/weft.cluster.v1.Cluster/RaftConfiguration", Access::Agents),
+    // For the agent's HTTP callers: the JWT or the secret proves who may.
+    ("/weft.cluster.v1.Cluster/Login", Access::Agents),
+    ("/weft.cluster.v1.Cluster/Logout", Access::Agents),
     ("/weft.raft.v1.Raft/AppendEntries", Access::Servers),
     ("/weft.raft.v1.Raft/Vote", Access::Servers),
     ("/weft.raft.v1.Raft/InstallSnapshot", Access::Servers),

@@ -22,9 +22,10 @@ use weft_api::proto::cluster::cluster_server::Cluster;
 use weft_api::proto::cluster::store_event::Change;
 use weft_api::proto::cluster::{
     ApplyRequest, ApplyResponse, EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest,
-    JoinRequest, JoinResponse, RaftConfigurationRequest, RaftConfigurationResponse, ReadIndexRequest,
-    ReadIndexResponse, RedeemJoinTokenRequest, RedeemJoinTokenResponse, RemovePeerRequest, RemovePeerResponse,
-    RotateCaRequest, RotateCaResponse, ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
+    JoinRequest, JoinResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RaftConfigurationRequest,
+    RaftConfigurationResponse, ReadIndexRequest, ReadIndexResponse, RedeemJoinTokenRequest, RedeemJoinTokenResponse,
+    RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse, ServerInfo, SignLeafRequest,
+    SignLeafResponse, StoreEvent, SubscribeRequest,
 };
 
 use super::authz;
@@ -197,6 +198,23 @@ impl Cluster for ClusterService {
             return Err(Status::failed_precondition("not the leader"));
         }
         Ok(Response::new(RaftConfigurationResponse { configuration: encode(&self.server.raft_configuration()) }))
+    }
+
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let request = request.into_inner();
+        let params = crate::login::LoginParams {
+            auth_method: request.auth_method,
+            bearer_token: request.bearer_token,
+            meta: request.meta.into_iter().collect(),
+        };
+        let outcome = crate::login::login(&self.server, &params).await.map_err(crate::login::failure_to_status)?;
+        Ok(Response::new(LoginResponse { token: encode(&outcome.token), secret_id: outcome.secret_id }))
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let secret_id = request.into_inner().secret_id;
+        let index = crate::login::logout(&self.server, &secret_id).await.map_err(crate::login::failure_to_status)?;
+        Ok(Response::new(LogoutResponse { index: index.get() }))
     }
 
     async fn redeem_join_token(

@@ -1,13 +1,16 @@
 //! The ACL tables (see [`weft_api::acl`]): policies, roles and tokens, the
-//! latter found by their secret's hash, and whether the cluster was
-//! bootstrapped. Records arrive validated and parsed; here only what needs
+//! latter found by their secret's hash, auth methods with their binding
+//! rules, and whether the cluster was bootstrapped. Records arrive validated and parsed; here only what needs
 //! the tables is checked (names unique, links to existing policies and
 //! roles, the built-ins kept), in log order.
 
 use std::collections::{BTreeMap, HashMap};
 
 use weft_acl::AclSource;
-use weft_api::acl::{AclPolicy, AclRole, AclToken, ANONYMOUS_TOKEN_ACCESSOR_ID, GLOBAL_MANAGEMENT_POLICY_ID};
+use weft_api::acl::{
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, ANONYMOUS_TOKEN_ACCESSOR_ID,
+    GLOBAL_MANAGEMENT_POLICY_ID,
+};
 use weft_api::command::CommandOutcome;
 use weft_api::ids::{Indexes, RaftIndex};
 
@@ -23,6 +26,10 @@ pub struct AclTables {
     policies: BTreeMap<String, AclPolicy>,
     /// By ID.
     roles: BTreeMap<String, AclRole>,
+    /// By name.
+    auth_methods: BTreeMap<String, AclAuthMethod>,
+    /// By ID.
+    binding_rules: BTreeMap<String, AclBindingRule>,
     /// The index `PUT /v1/acl/bootstrap` succeeded at (Consul's reset index).
     bootstrap_index: Option<RaftIndex>,
 }
@@ -33,6 +40,8 @@ pub struct AclData {
     pub tokens: Vec<AclToken>,
     pub policies: Vec<AclPolicy>,
     pub roles: Vec<AclRole>,
+    pub auth_methods: Vec<AclAuthMethod>,
+    pub binding_rules: Vec<AclBindingRule>,
     pub bootstrap_index: Option<RaftIndex>,
 }
 
@@ -47,6 +56,8 @@ impl AclTables {
             tokens: data.tokens.into_iter().map(|t| (t.accessor_id.clone(), t)).collect(),
             policies: data.policies.into_iter().map(|p| (p.id.clone(), p)).collect(),
             roles: data.roles.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            auth_methods: data.auth_methods.into_iter().map(|m| (m.name.clone(), m)).collect(),
+            binding_rules: data.binding_rules.into_iter().map(|r| (r.id.clone(), r)).collect(),
             bootstrap_index: data.bootstrap_index,
         }
     }
@@ -56,6 +67,8 @@ impl AclTables {
             tokens: self.tokens.values().cloned().collect(),
             policies: self.policies.values().cloned().collect(),
             roles: self.roles.values().cloned().collect(),
+            auth_methods: self.auth_methods.values().cloned().collect(),
+            binding_rules: self.binding_rules.values().cloned().collect(),
             bootstrap_index: self.bootstrap_index,
         }
     }
@@ -82,6 +95,22 @@ impl AclTables {
 
     pub fn role_by_name(&self, name: &str) -> Option<&AclRole> {
         self.roles.values().find(|r| r.name == name)
+    }
+
+    pub fn auth_methods(&self) -> impl Iterator<Item = &AclAuthMethod> {
+        self.auth_methods.values()
+    }
+
+    pub fn auth_method(&self, name: &str) -> Option<&AclAuthMethod> {
+        self.auth_methods.get(name)
+    }
+
+    pub fn binding_rules(&self) -> impl Iterator<Item = &AclBindingRule> {
+        self.binding_rules.values()
+    }
+
+    pub fn binding_rule(&self, id: &str) -> Option<&AclBindingRule> {
+        self.binding_rules.get(id)
     }
 
     pub fn bootstrap_index(&self) -> Option<RaftIndex> {
@@ -123,6 +152,11 @@ impl AclTables {
         }
         if let Some(missing) = token.roles.iter().find(|id| !self.roles.contains_key(*id)) {
             return rejected(format!("cannot find role {missing}"));
+        }
+        // A login's token outlives no method: one deleted while the login
+        // was under way is refused here, in log order.
+        if !token.auth_method.is_empty() && !self.auth_methods.contains_key(&token.auth_method) {
+            return rejected(format!("ACL not found: auth method {:?} not found", token.auth_method));
         }
         let existing = self.tokens.get(&token.accessor_id);
         if existing.is_some_and(|existing| existing.secret_sha256 != token.secret_sha256) {
@@ -194,6 +228,75 @@ impl AclTables {
 
     pub(super) fn delete_role(&mut self, id: &str, changed: &mut Changed) -> CommandOutcome {
         if self.roles.remove(id).is_some() {
+            changed.mark(Table::Acl);
+        }
+        CommandOutcome::Done
+    }
+
+    /// Creates or updates an auth method (its type never changes).
+    pub(super) fn set_auth_method(
+        &mut self,
+        index: RaftIndex,
+        method: &AclAuthMethod,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if method.name.is_empty() {
+            return rejected("Invalid Auth Method: no Name is set");
+        }
+        let existing = self.auth_methods.get(&method.name);
+        if existing.is_some_and(|existing| existing.method_type != method.method_type) {
+            return rejected("the Type field of an Auth Method is immutable");
+        }
+        let create = existing.map_or(index, |m| m.indexes.create);
+        let record = AclAuthMethod { indexes: Indexes { create, modify: index }, ..method.clone() };
+        self.auth_methods.insert(record.name.clone(), record);
+        changed.mark(Table::Acl);
+        CommandOutcome::Done
+    }
+
+    /// Deletes an auth method, its binding rules and its logins' tokens.
+    pub(super) fn delete_auth_method(&mut self, name: &str, changed: &mut Changed) -> CommandOutcome {
+        if self.auth_methods.remove(name).is_none() {
+            return CommandOutcome::Done;
+        }
+        self.binding_rules.retain(|_, rule| rule.auth_method != name);
+        let logins: Vec<String> =
+            self.tokens.values().filter(|t| t.auth_method == name).map(|t| t.accessor_id.clone()).collect();
+        for accessor_id in logins {
+            if let Some(token) = self.tokens.remove(&accessor_id) {
+                self.by_secret.remove(&token.secret_sha256);
+            }
+        }
+        changed.mark(Table::Acl);
+        CommandOutcome::Done
+    }
+
+    /// Creates or updates a binding rule (its auth method never changes).
+    pub(super) fn set_binding_rule(
+        &mut self,
+        index: RaftIndex,
+        rule: &AclBindingRule,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if rule.id.is_empty() {
+            return rejected("a binding rule needs an ID");
+        }
+        if !self.auth_methods.contains_key(&rule.auth_method) {
+            return rejected(format!("cannot find auth method with name {:?}", rule.auth_method));
+        }
+        let existing = self.binding_rules.get(&rule.id);
+        if existing.is_some_and(|existing| existing.auth_method != rule.auth_method) {
+            return rejected("the AuthMethod field of an Binding Rule is immutable");
+        }
+        let create = existing.map_or(index, |r| r.indexes.create);
+        let record = AclBindingRule { indexes: Indexes { create, modify: index }, ..rule.clone() };
+        self.binding_rules.insert(record.id.clone(), record);
+        changed.mark(Table::Acl);
+        CommandOutcome::Done
+    }
+
+    pub(super) fn delete_binding_rule(&mut self, id: &str, changed: &mut Changed) -> CommandOutcome {
+        if self.binding_rules.remove(id).is_some() {
             changed.mark(Table::Acl);
         }
         CommandOutcome::Done
@@ -277,5 +380,28 @@ mod tests {
         assert_eq!(apply(&mut tables, 11, Command::AclTokenDelete { accessor_id: "t".into() }), CommandOutcome::Done);
         assert!(tables.acl().token_by_secret_sha256(&"c".repeat(64)).is_none());
         assert_eq!(tables.index(Table::Acl), RaftIndex(11));
+    }
+
+    #[test]
+    fn deleting_an_auth_method_takes_its_rules_and_its_logins_tokens() {
+        let mut tables = Tables::default();
+        let apply = |tables: &mut Tables, index, command| tables.apply(RaftIndex(index), &command).0;
+        let rule = AclBindingRule { id: "r1".into(), auth_method: "k8s".into(), ..Default::default() };
+        let orphan = apply(&mut tables, 1, Command::AclBindingRuleSet(Box::new(rule.clone())));
+        assert!(matches!(orphan, CommandOutcome::Rejected(r) if r.contains("cannot find auth method")));
+        let method = AclAuthMethod { name: "k8s".into(), ..Default::default() };
+        assert_eq!(apply(&mut tables, 2, Command::AclAuthMethodSet(Box::new(method))), CommandOutcome::Done);
+        assert_eq!(apply(&mut tables, 3, Command::AclBindingRuleSet(Box::new(rule))), CommandOutcome::Done);
+        let login = AclToken { auth_method: "k8s".into(), ..token("l1", 'e', &[]) };
+        assert_eq!(apply(&mut tables, 4, Command::AclTokenSet(Box::new(login.clone()))), CommandOutcome::Done);
+        assert_eq!(apply(&mut tables, 5, Command::AclTokenSet(Box::new(token("t", 'f', &[])))), CommandOutcome::Done);
+
+        assert_eq!(apply(&mut tables, 6, Command::AclAuthMethodDelete { name: "k8s".into() }), CommandOutcome::Done);
+        assert!(tables.acl().binding_rule("r1").is_none() && tables.acl().token("l1").is_none());
+        assert!(tables.acl().token_by_secret_sha256(&"e".repeat(64)).is_none());
+        assert!(tables.acl().token("t").is_some(), "tokens made directly stay");
+        // A login that finishes after its method went is refused.
+        let late = apply(&mut tables, 7, Command::AclTokenSet(Box::new(login)));
+        assert!(matches!(late, CommandOutcome::Rejected(r) if r.contains("auth method \"k8s\" not found")));
     }
 }

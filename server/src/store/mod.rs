@@ -164,6 +164,10 @@ impl Tables {
             Command::AclPolicyDelete { id } => self.acl.delete_policy(id, changed),
             Command::AclRoleSet(role) => self.acl.set_role(index, role, changed),
             Command::AclRoleDelete { id } => self.acl.delete_role(id, changed),
+            Command::AclAuthMethodSet(method) => self.acl.set_auth_method(index, method, changed),
+            Command::AclAuthMethodDelete { name } => self.acl.delete_auth_method(name, changed),
+            Command::AclBindingRuleSet(rule) => self.acl.set_binding_rule(index, rule, changed),
+            Command::AclBindingRuleDelete { id } => self.acl.delete_binding_rule(id, changed),
             Command::JoinTokenRedeem { secret_sha256, credential, now } => {
                 self.join.redeem(index, secret_sha256, credential, *now, changed)
             }

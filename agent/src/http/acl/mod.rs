@@ -5,6 +5,10 @@
 //! create, clone), and as `<hidden>` after, as Consul shows it to readers
 //! without `acl:write`; `GET /v1/acl/token/self` shows the caller its own.
 //! With ACLs off every route answers 401 `ACL support disabled`.
+//!
+//! Auth methods, binding rules, login and logout are [`login`]'s.
+
+pub mod login;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -37,7 +41,7 @@ fn not_found() -> ApiError {
 /// A SecretID shown after the token was made.
 const HIDDEN: &str = "<hidden>";
 
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     weft_api::ids::uuid_v4(rand::random())
 }
 
@@ -52,7 +56,7 @@ fn rfc3339(unix: i64) -> Value {
         .map_or(Value::Null, Value::String)
 }
 
-fn enabled(state: &AppState, acl: &Acl) -> Result<(), ApiError> {
+pub(super) fn enabled(state: &AppState, acl: &Acl) -> Result<(), ApiError> {
     acl.public();
     match state.acl.enabled() {
         true => Ok(()),
@@ -60,17 +64,17 @@ fn enabled(state: &AppState, acl: &Acl) -> Result<(), ApiError> {
     }
 }
 
-fn read_acl(acl: &Acl) -> Result<(), ApiError> {
+pub(super) fn read_acl(acl: &Acl) -> Result<(), ApiError> {
     acl.require(Permission::Global(GlobalResource::Acl, Access::Read))
 }
 
-fn write_acl(acl: &Acl) -> Result<(), ApiError> {
+pub(super) fn write_acl(acl: &Acl) -> Result<(), ApiError> {
     acl.require(Permission::Global(GlobalResource::Acl, Access::Write))
 }
 
 /// Writes `command` (ACL changes are checked by the servers again, with
 /// the caller's token) and turns a refusal into a 400.
-async fn write(state: &AppState, acl: &Acl, command: Command) -> Result<u64, ApiError> {
+pub(super) async fn write(state: &AppState, acl: &Acl, command: Command) -> Result<u64, ApiError> {
     let applied = state.backend.write_as(command, acl.secret()).await?;
     match applied.outcome {
         CommandOutcome::Done => Ok(applied.index.get()),
@@ -108,7 +112,7 @@ fn identities_json(services: &[ServiceIdentity], nodes: &[NodeIdentity], out: &m
 }
 
 /// A token in Consul's shape; `secret` is shown only where it is known.
-fn token_json(token: &AclToken, tables: &AclTables, secret: Option<&str>) -> Value {
+pub(super) fn token_json(token: &AclToken, tables: &AclTables, secret: Option<&str>) -> Value {
     let policy_name = |id: &str| weft_acl::AclSource::policy(tables, id).map(|p| p.name.clone());
     let role_name = |id: &str| weft_acl::AclSource::role(tables, id).map(|r| r.name.clone());
     let mut out = serde_json::Map::new();
@@ -119,6 +123,9 @@ fn token_json(token: &AclToken, tables: &AclTables, secret: Option<&str>) -> Val
     out.insert("Roles".into(), links(&token.roles, role_name));
     identities_json(&token.service_identities, &token.node_identities, &mut out);
     out.insert("Local".into(), json!(token.local));
+    if !token.auth_method.is_empty() {
+        out.insert("AuthMethod".into(), json!(token.auth_method));
+    }
     if let Some(expires) = token.expiration_time {
         out.insert("ExpirationTime".into(), rfc3339(expires));
     }
@@ -216,6 +223,8 @@ struct TokenBody {
     expiration_time: Option<String>,
     #[serde(rename = "expirationttl")]
     expiration_ttl: Option<serde_json::Value>,
+    #[serde(rename = "authmethod")]
+    auth_method: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -345,6 +354,9 @@ pub async fn create_token(State(state): State<AppState>, acl: Acl, body: Bytes) 
     enabled(&state, &acl)?;
     write_acl(&acl)?;
     let body: TokenBody = if body.is_empty() { TokenBody::default() } else { decode_body(&body)? };
+    if !body.auth_method.is_empty() {
+        return Err(ApiError::BadRequest("AuthMethod field is disallowed outside of login".into()));
+    }
     let secret = if body.secret_id.is_empty() { new_id() } else { body.secret_id.clone() };
     let accessor_id = if body.accessor_id.is_empty() { new_id() } else { body.accessor_id.clone() };
     let now = unix_now();
@@ -365,6 +377,7 @@ pub async fn create_token(State(state): State<AppState>, acl: Acl, body: Bytes) 
             service_identities,
             node_identities,
             local: body.local,
+            auth_method: String::new(),
             expiration_time,
             create_time: now,
             indexes: Default::default(),
@@ -436,6 +449,9 @@ pub async fn update_token(
         if !body.secret_id.is_empty() && weft_server::join::secret_hash(&body.secret_id) != existing.secret_sha256 {
             return Err(ApiError::BadRequest("Invalid Token: SecretID cannot be changed".into()));
         }
+        if !body.auth_method.is_empty() && body.auth_method != existing.auth_method {
+            return Err(ApiError::BadRequest(format!("Cannot change AuthMethod of {id}")));
+        }
         let (service_identities, node_identities) =
             identities(body.service_identities, body.node_identities, state.config.datacenter.as_str())?;
         AclToken {
@@ -473,6 +489,9 @@ pub async fn clone_token(
     let token = {
         let tables = state.backend.store().read();
         let existing = tables.acl().token(&id).ok_or_else(|| ApiError::NotFound(format!("Cannot find token {id}")))?;
+        if !existing.auth_method.is_empty() {
+            return Err(ApiError::BadRequest("Cannot clone a token created from an auth method".into()));
+        }
         AclToken {
             accessor_id: new_id(),
             secret_sha256: weft_server::join::secret_hash(&secret),
@@ -500,7 +519,8 @@ pub async fn delete_token(
     Ok(Json(true).into_response())
 }
 
-/// `GET /v1/acl/tokens` (`?policy=`, `?role=`, `?servicename=` narrow it).
+/// `GET /v1/acl/tokens` (`?policy=`, `?role=`, `?servicename=`,
+/// `?authmethod=` narrow it).
 pub async fn list_tokens(
     State(state): State<AppState>,
     acl: Acl,
@@ -516,6 +536,7 @@ pub async fn list_tokens(
         .filter(|t| query.get("policy").is_none_or(|p| t.policies.iter().any(|id| id == p)))
         .filter(|t| query.get("role").is_none_or(|r| t.roles.iter().any(|id| id == r)))
         .filter(|t| query.get("servicename").is_none_or(|s| t.service_identities.iter().any(|i| i.service_name == s)))
+        .filter(|t| query.get("authmethod").is_none_or(|m| t.auth_method == m))
         .map(|t| token_json(t, tables.acl(), None))
         .collect();
     Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(tokens)).into_response())
