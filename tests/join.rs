@@ -243,7 +243,7 @@ async fn a_join_token_is_all_a_new_agent_needs_and_the_servers_serve_no_one_else
     println!("a certificate from another CA: {:?} {}", refused.code(), refused.message());
 
     // A client agent with the servers' CA but no enrollment gets nowhere.
-    let intruder = cluster.add_client_without_token("intruder");
+    let intruder = cluster.add_client_without_token("intruder", &[]);
     cluster.wait_ready(intruder).await;
     let (code, err) = kv_put(&cluster.specs[intruder].http_addr, "intruder");
     assert_ne!(code, 0);

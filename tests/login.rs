@@ -10,7 +10,10 @@
 //!   refused with the reason, and no token is made;
 //! - a method's keys come from a JWKS URL, fetched once for many logins and
 //!   again when a JWT names a key the set lacks (rotation);
-//! - deleting the method deletes its rules and its logins' tokens.
+//! - deleting the method deletes its rules and its logins' tokens;
+//! - an agent logs in as it starts and out as it stops; one without a join
+//!   token enrolls with its JWT (a pod's agent), for the node its binding
+//!   rules name and no other.
 
 mod support;
 
@@ -46,7 +49,8 @@ fn claims(namespace: &str, account: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": ["weft"], "iat": now(), "nbf": now(), "exp": now() + 600,
         "sub": format!("system:serviceaccount:{namespace}:{account}"),
-        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account, "uid": "u-1"}},
+        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account, "uid": "u-1"},
+            "pod": {"name": format!("{account}-0"), "uid": "p-1"}},
     })
 }
 
@@ -76,6 +80,7 @@ fn k8s_config(keys: Value) -> Value {
         "ClaimMappings": {
             "/kubernetes.io/namespace": "namespace",
             "/kubernetes.io/serviceaccount/name": "service_account_name",
+            "/kubernetes.io/pod/name": "pod_name",
         },
     });
     config.as_object_mut().unwrap().extend(keys.as_object().unwrap().clone());
@@ -319,4 +324,64 @@ async fn an_agent_logs_in_when_it_starts_and_out_when_it_stops() {
 
     assert!(cluster.stop(pod), "the agent exits on SIGTERM");
     assert_eq!(logins_of(&management, "k8s").await, 0, "the agent logged out as it stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_s_agent_enrolls_with_its_jwt_for_its_own_node_only() {
+    let mut cluster = Cluster::with_acl(1).await;
+    acl_ready(&cluster).await;
+    let management = cluster.client(0);
+    let (signer, public_pem, _) = key_pair("k1");
+    let method = json!({"Name": "k8s", "Type": "jwt",
+        "Config": k8s_config(json!({"JWTValidationPubKeys": [public_pem]}))});
+    put_ok(&management, "/v1/acl/auth-method", method).await;
+    for (bind_type, bind_name) in [("service", "${value.service_account_name}"), ("node", "${value.pod_name}")] {
+        let rule = json!({"AuthMethod": "k8s", "BindType": bind_type, "BindName": bind_name});
+        put_ok(&management, "/v1/acl/binding-rule", rule).await;
+    }
+    let jwt = sign(&signer, None, &claims("default", "web"));
+
+    // Anyone holding web-0's JWT may enroll web-0, and nothing else.
+    let mut anonymous = cluster.rpc_client(0, None);
+    let redeem = |node: &str, bearer: &str| weft_api::proto::cluster::RedeemLoginRequest {
+        auth_method: "k8s".into(),
+        bearer_token: bearer.into(),
+        node: node.into(),
+        credential_sha256: "ab".repeat(32),
+    };
+    for (what, node, bearer) in [
+        ("a server's node", "s1", jwt.as_str()),
+        ("another pod's node", "api-0", jwt.as_str()),
+        ("its node with a forged JWT", "web-0", "e30.e30.e30"),
+    ] {
+        let refused = anonymous.redeem_login(redeem(node, bearer)).await.expect_err(what);
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{what}: {refused:?}");
+        println!("enrolling {what} by login: {}", refused.message());
+    }
+    let enrollments = |body: Vec<u8>| serde_json::from_slice::<Vec<Value>>(&body).unwrap();
+    let listed = enrollments(management.get("/v1/operator/enrollment").await.unwrap().body);
+    assert!(listed.iter().all(|e| e["Node"] != "s1" && e["Node"] != "api-0"), "{listed:?}");
+
+    // The pod's agent: the servers' CA, its JWT, no join token.
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("token");
+    std::fs::write(&jwt_file, &jwt).unwrap();
+    let config = dir.path().join("pod.hcl");
+    let hcl = format!(
+        "acl {{\n  enabled = true\n  default_policy = \"deny\"\n  login {{\n    auth_method = \"k8s\"\n    bearer_token_file = {:?}\n  }}\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n}}\n",
+        jwt_file.to_str().unwrap()
+    );
+    std::fs::write(&config, hcl).unwrap();
+    let pod = cluster.add_client_without_token("web-0", &["--config-file", config.to_str().unwrap()]);
+    cluster.wait_ready(pod).await;
+    assert!(cluster.data_dir(pod).join("agent-cert.pem").exists(), "the agent has its own certificate");
+    let listed = enrollments(management.get("/v1/operator/enrollment").await.unwrap().body);
+    assert!(listed.iter().any(|e| e["Node"] == "web-0"), "{listed:?}");
+    // It writes its own node's entries with that certificate.
+    eventually("web-0 and its service registered", Duration::from_secs(30), || async {
+        let response = management.get("/v1/catalog/service/web").await.ok()?;
+        let instances: Vec<Value> = serde_json::from_slice(&response.body).ok()?;
+        (instances.first()?["Node"] == "web-0").then_some(())
+    })
+    .await;
 }

@@ -228,3 +228,62 @@ async fn a_server_back_at_a_new_address_is_reached_there() {
     assert!(put(&cluster.client(leader), "moved/after", "v").await);
     assert_all_servers_hold(&cluster, "moved/", &BTreeSet::from(["moved/after".to_owned()])).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_larger_than_a_log_entry_restores_on_every_server_even_one_down_during_it() {
+    // Snapshots every few entries, so the Raft snapshot a lagging server
+    // catches up from may hold a restore half received.
+    let compact = ["--raft-snapshot-threshold", "4", "--raft-trailing-logs", "2"];
+    let mut cluster = Cluster::servers_with(3, &compact).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client(leader);
+    // 24 values of 500 KiB: a 12 MiB snapshot, three times the old
+    // one-entry limit.
+    let value = |n: usize| format!("{n:04}").repeat(125 * 1024);
+    for n in 0..24 {
+        assert!(put(&client, &format!("big/{n:02}"), &value(n)).await);
+    }
+    let saved = client.get("/v1/snapshot").await.unwrap();
+    assert_eq!(saved.status, 200);
+    println!("snapshot: {} bytes", saved.body.len());
+    assert!(saved.body.len() > 11 << 20, "well over the old 4 MiB one-entry limit");
+    for n in 0..24 {
+        assert_eq!(client.delete(&format!("/v1/kv/big/{n:02}")).await.unwrap().status, 200);
+    }
+    assert!(put(&client, "after/snapshot", "gone once restored").await);
+
+    // A follower goes down while the parts arrive, and comes back after.
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let restore = {
+        let client = client.clone().with_timeout(Duration::from_secs(120));
+        let body = saved.body.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = client.put("/v1/snapshot", body).await.unwrap();
+            (answer, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill(follower);
+    let (restored, took) = restore.await.unwrap();
+    assert_eq!(restored.status, 200, "{}", restored.text());
+    println!("restored {} bytes in {took:?}, a follower killed 300 ms in", saved.body.len());
+    cluster.start_server(follower);
+
+    for i in [0, 1, 2, vm1] {
+        let agent = cluster.client(i);
+        let name = cluster.specs[i].name.clone();
+        eventually(&format!("{name} to hold the restored state"), Duration::from_secs(60), || async {
+            let gone = agent.get("/v1/kv/after/snapshot?stale").await.ok()?.status == 404;
+            let last = agent.get("/v1/kv/big/23?stale&raw").await.ok()?;
+            (gone && last.status == 200).then_some(())
+        })
+        .await;
+        for n in [0, 11, 23] {
+            let got = agent.get(&format!("/v1/kv/big/{n:02}?stale&raw")).await.unwrap();
+            assert!(got.body == value(n).as_bytes(), "{name}: big/{n:02} restored byte for byte");
+        }
+    }
+}

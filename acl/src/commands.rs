@@ -79,11 +79,15 @@ pub fn command_permissions(
         | Command::AclBindingRuleDelete { .. }
         | Command::CaSetState(_)
         | Command::Restore { .. }
+        | Command::RestoreBegin { .. }
+        | Command::RestoreChunk { .. }
+        | Command::RestoreFinish { .. }
         | Command::JoinTokenCreate(_)
         | Command::JoinTokenDelete { .. }
         | Command::JoinTokenRedeem { .. }
         | Command::AgentCaSet(_)
-        | Command::AgentCredentialDelete { .. } => vec![management()],
+        | Command::AgentCredentialDelete { .. }
+        | Command::AgentCredentialSet(_) => vec![management()],
     }
 }
 

@@ -39,6 +39,8 @@ pub enum CredentialError {
     OtherNode { path: PathBuf, found: NodeName, node: NodeName },
     #[error("the servers refused the join token: {0}")]
     Refused(String),
+    #[error("the servers refused this agent's enrollment by login: {0}")]
+    LoginRefused(String),
     #[error("the servers refused this agent's enrollment: {0}")]
     NotEnrolled(String),
     #[error("cannot make this agent's key or use its certificate: {0}")]
@@ -86,10 +88,42 @@ pub async fn enroll(config: &AgentConfig, tls: &Arc<ClientTls>) -> Result<Option
     }
     let connector = RpcConnector::new(Some(tls.clone()));
     let mut servers = config.retry_join.clone();
+    // Without a join token, an agent that logs in (`acl { login }`, a pod's)
+    // enrolls with its JWT instead.
+    let login = config.acl.login.as_ref().filter(|_| config.acl.enabled);
     let stored = match (stored, &config.join_token) {
         (Some(stored), _) if !stored.pending => stored,
-        (None, None) => return Ok(None),
-        (Some(stored), None) => stored,
+        (None, None) if login.is_none() => return Ok(None),
+        (Some(stored), None) if login.is_none() => stored,
+        (stored, None) => {
+            let login = login.expect("matched above");
+            let bearer = std::fs::read_to_string(&login.bearer_token_file)
+                .map_err(|source| CredentialError::File { path: login.bearer_token_file.clone(), source })?;
+            let mut stored = stored.unwrap_or_else(|| Stored {
+                node: config.node_name.clone(),
+                secret: weft_server::join::new_secret(),
+                pending: true,
+            });
+            write_private(&path, &serde_json::to_vec(&stored).unwrap_or_default())?;
+            let method = (login.auth_method.as_str(), bearer.trim());
+            let redeemed_by = patiently("enroll by login", || {
+                weft_server::join::redeem_login_remotely(
+                    &config.retry_join,
+                    method,
+                    &stored.node,
+                    &stored.secret,
+                    &connector,
+                )
+            })
+            .await
+            .map_err(CredentialError::LoginRefused)?;
+            servers.retain(|server| *server != redeemed_by);
+            servers.insert(0, redeemed_by);
+            stored.pending = false;
+            write_private(&path, &serde_json::to_vec(&stored).unwrap_or_default())?;
+            tracing::info!(node = %config.node_name, method = %login.auth_method, "enrolled by login");
+            stored
+        }
         (stored, Some(token)) => {
             // The secret is made (and kept) before the servers are asked, so
             // an answer lost on the way is asked for again with the same one.

@@ -123,7 +123,35 @@ pub enum Command {
     AclBindingRuleDelete {
         id: String,
     },
+    /// The start of a snapshot restore sent in parts (`PUT /v1/snapshot`):
+    /// `total` bytes whose SHA-256 (hex) is `sha256` follow, in order, as
+    /// [`Command::RestoreChunk`]s, and [`Command::RestoreFinish`] replaces
+    /// the state with them. A new `RestoreBegin` abandons one under way.
+    RestoreBegin {
+        id: String,
+        total: u64,
+        sha256: String,
+    },
+    RestoreChunk {
+        id: String,
+        /// Where the bytes go: the length received so far.
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    RestoreFinish {
+        id: String,
+    },
+    /// Records (or replaces) a node's enrollment for an agent that proved
+    /// it is that node with a JWT (`Cluster.RedeemLogin`).
+    AgentCredentialSet(AgentCredentialRecord),
 }
+
+/// The largest snapshot a restore may carry.
+pub const MAX_RESTORE_BYTES: u64 = 1 << 30;
+/// The most one [`Command::RestoreChunk`] carries: well under what one
+/// Raft replication RPC moves in a heartbeat interval.
+pub const RESTORE_CHUNK_BYTES: usize = 1 << 20;
 
 impl Command {
     /// A short name for logs and metrics.
@@ -158,6 +186,10 @@ impl Command {
             Command::AclAuthMethodDelete { .. } => "acl-auth-method-delete",
             Command::AclBindingRuleSet(_) => "acl-binding-rule-set",
             Command::AclBindingRuleDelete { .. } => "acl-binding-rule-delete",
+            Command::RestoreBegin { .. } => "restore-begin",
+            Command::RestoreChunk { .. } => "restore-chunk",
+            Command::RestoreFinish { .. } => "restore-finish",
+            Command::AgentCredentialSet(_) => "agent-credential-set",
         }
     }
 }

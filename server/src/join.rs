@@ -22,7 +22,7 @@ use tonic::Status;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{Datacenter, NodeName};
 use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinToken, JoinTokenRecord};
-use weft_api::proto::cluster::{EnrollRequest, EnrollResponse, RedeemJoinTokenRequest};
+use weft_api::proto::cluster::{EnrollRequest, EnrollResponse, RedeemJoinTokenRequest, RedeemLoginRequest};
 use weft_tls::issue::Authority;
 use weft_tls::{AgentName, AgentRoots, RpcConnector};
 
@@ -108,6 +108,52 @@ pub(crate) async fn redeem(server: &Server, request: RedeemJoinTokenRequest) -> 
     match server.write(command).await.map_err(crate::server::error_to_status)?.outcome {
         CommandOutcome::Done => {
             tracing::info!(%node, "an agent joined with a join token");
+            Ok(())
+        }
+        CommandOutcome::Rejected(reason) => Err(refused(reason)),
+        other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// Records `node`'s enrollment for an agent that proves with a JWT that it
+/// is that node: the auth method's binding rules must give the JWT a node
+/// identity for exactly `node` (a pod's agent, with its service-account
+/// token, where no join token could be handed out). The enrollment is
+/// replaced if the node had one (the JWT proves the node, as a join token
+/// does not).
+pub(crate) async fn redeem_login(server: &Server, request: RedeemLoginRequest) -> Result<(), Status> {
+    let node = NodeName::new(request.node);
+    let hash = request.credential_sha256;
+    if node.is_empty() || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument("enrolling by login needs the node's name and its credential's SHA-256"));
+    }
+    let refused = |reason: String| {
+        tracing::warn!(%node, %reason, "an enrollment by login was refused");
+        Status::permission_denied(format!("the login was refused: {reason}"))
+    };
+    let authenticated = crate::login::authenticate(server, &request.auth_method, &request.bearer_token, unix_now());
+    let (method, bindings) = authenticated.await.map_err(|error| refused(error.to_string()))?;
+    if !bindings.nodes.iter().any(|bound| bound == node.as_str()) {
+        return Err(refused(format!(
+            "the binding rules of auth method {:?} give this JWT no node identity for {:?}",
+            method.name,
+            node.as_str()
+        )));
+    }
+    if server.store().read().join().credential(&node).is_some_and(|c| c.secret_sha256 == hash) {
+        return Ok(());
+    }
+    let credential = AgentCredentialRecord {
+        node: node.clone(),
+        secret_sha256: hash,
+        token_id: format!("login:{}", method.name),
+        ..Default::default()
+    };
+    let applied =
+        server.write(Command::AgentCredentialSet(credential)).await.map_err(crate::server::error_to_status)?;
+    match applied.outcome {
+        CommandOutcome::Done => {
+            tracing::info!(%node, method = %method.name, "an agent enrolled by login");
             Ok(())
         }
         CommandOutcome::Rejected(reason) => Err(refused(reason)),
@@ -206,6 +252,38 @@ pub async fn redeem_join_token(
             credential_sha256: secret_hash(secret),
         };
         match client.redeem_join_token(request).await {
+            Ok(_) => return Ok(server.clone()),
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(ServerError::Unauthenticated(status.message().to_owned()))
+            }
+            Err(status) => last = ServerError::LeaderUnreachable(format!("{server}: {}", status.message())),
+        }
+    }
+    Err(last)
+}
+
+/// A pod's agent's first call (see [`redeem_login`]): has the servers
+/// record the hash of `secret` as `node`'s enrollment, proving the node
+/// with `bearer` through `method`, asking each of `servers` in turn.
+/// Returns the server that took it.
+pub async fn redeem_login_remotely(
+    servers: &[String],
+    (method, bearer): (&str, &str),
+    node: &NodeName,
+    secret: &str,
+    connector: &RpcConnector,
+) -> Result<String, ServerError> {
+    let channels = Channels::new(connector.clone());
+    let mut last = ServerError::NoLeader;
+    for server in servers {
+        let Ok(mut client) = channels.cluster_client(server) else { continue };
+        let request = RedeemLoginRequest {
+            auth_method: method.to_owned(),
+            bearer_token: bearer.to_owned(),
+            node: node.to_string(),
+            credential_sha256: secret_hash(secret),
+        };
+        match client.redeem_login(request).await {
             Ok(_) => return Ok(server.clone()),
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 return Err(ServerError::Unauthenticated(status.message().to_owned()))

@@ -422,7 +422,10 @@ impl Server {
         let applied = retry_transient(WRITE_PATIENCE, "write", || async {
             match command {
                 // A restore is large and rare: it travels on its own.
-                Command::Restore { .. } => self.write_once(&command).await,
+                Command::Restore { .. }
+                | Command::RestoreBegin { .. }
+                | Command::RestoreChunk { .. }
+                | Command::RestoreFinish { .. } => self.write_once(&command).await,
                 _ => self.inner.batcher.submit(command.clone()).await,
             }
         })

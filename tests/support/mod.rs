@@ -295,14 +295,17 @@ impl Cluster {
     }
 
     /// Starts a client agent that knows the servers (and their CA) but has
-    /// no join token, so no certificate of its own.
-    pub fn add_client_without_token(&mut self, name: &str) -> usize {
+    /// no join token, so no certificate of its own (unless `extra_args`
+    /// give it another way to enroll).
+    pub fn add_client_without_token(&mut self, name: &str, extra_args: &[&str]) -> usize {
         let tls_dir = self.tls_dir.clone().expect("a cluster with TLS");
         let config = self.dir.path().join(format!("{name}-ca.hcl"));
         let ca = tls_dir.join("weft-agent-ca.pem").display().to_string();
         std::fs::write(&config, format!("tls {{\n  defaults {{\n    ca_file = {ca:?}\n  }}\n}}\n")).unwrap();
         let tls_dir = self.tls_dir.take();
-        let i = self.add_named_spec(false, name.to_owned(), &["--config-file", config.to_str().unwrap()]);
+        let mut args = vec!["--config-file", config.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        let i = self.add_named_spec(false, name.to_owned(), &args);
         self.tls_dir = tls_dir;
         self.start_server(i);
         i

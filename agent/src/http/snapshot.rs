@@ -10,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
-use weft_api::command::{Command, CommandOutcome};
+use weft_api::command::{Command, CommandOutcome, MAX_RESTORE_BYTES, RESTORE_CHUNK_BYTES};
 use weft_api::ids::RaftIndex;
 use weft_server::store::StoreData;
 use weft_server::ServerError;
@@ -22,10 +22,6 @@ use super::authz::{self, Acl};
 use super::error::ApiError;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
 use super::AppState;
-
-/// A restore is one log entry, and openraft 0.9 gives each replication RPC one
-/// heartbeat interval to finish: larger entries could never replicate.
-const MAX_RESTORE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Management only: a snapshot holds every secret the servers keep.
 fn management() -> Permission {
@@ -76,17 +72,35 @@ pub async fn restore(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
-    if body.len() > MAX_RESTORE_BYTES {
+    if body.len() as u64 > MAX_RESTORE_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
-            "snapshot is {} bytes; restores travel as one Raft log entry, which is limited to {MAX_RESTORE_BYTES} bytes for now",
+            "snapshot is {} bytes; the limit is {MAX_RESTORE_BYTES}",
             body.len()
         )));
     }
     // Refuse a bad file here, before it reaches the Raft log.
     StoreData::decode(&body).map_err(|e| ApiError::BadRequest(format!("cannot restore: {e}")))?;
-    let applied = authz::write(&state, &acl, Command::Restore { snapshot: body.to_vec() }).await?;
-    match applied.outcome {
-        CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(format!("cannot restore: {reason}"))),
-        _ => Ok((meta_headers(&state.backend, applied.index), ()).into_response()),
+    // In parts of a megabyte, one log entry each: an entry the size of the
+    // snapshot could never replicate.
+    let id = weft_api::ids::uuid_v4(rand::random());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let parts = body.chunks(RESTORE_CHUNK_BYTES).scan(0u64, |offset, bytes| {
+        let part = Command::RestoreChunk { id: id.clone(), offset: *offset, bytes: bytes.to_vec() };
+        *offset += bytes.len() as u64;
+        Some(part)
+    });
+    let commands = std::iter::once(Command::RestoreBegin { id: id.clone(), total: body.len() as u64, sha256 })
+        .chain(parts)
+        .chain(std::iter::once(Command::RestoreFinish { id: id.clone() }));
+    let mut last = None;
+    for command in commands {
+        let applied = authz::write(&state, &acl, command).await?;
+        if let CommandOutcome::Rejected(reason) = applied.outcome {
+            return Err(ApiError::BadRequest(format!("cannot restore: {reason}")));
+        }
+        last = Some(applied.index);
     }
+    tracing::info!(bytes = body.len(), "snapshot restored");
+    Ok((meta_headers(&state.backend, last.unwrap_or_default()), ()).into_response())
 }

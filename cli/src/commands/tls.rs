@@ -14,8 +14,18 @@ use clap::{Args, Subcommand};
 use weft_tls::files::{ca_paths, create_ca, create_server_cert, ServerCertRequest};
 
 /// The long flags Consul's `consul tls` takes with one dash.
-pub const LONG_FLAGS: &[&str] =
-    &["domain", "days", "dc", "server", "ca", "key", "additional-dnsname", "additional-ipaddress", "common-name"];
+pub const LONG_FLAGS: &[&str] = &[
+    "domain",
+    "days",
+    "dc",
+    "server",
+    "client",
+    "ca",
+    "key",
+    "additional-dnsname",
+    "additional-ipaddress",
+    "common-name",
+];
 
 #[derive(Subcommand)]
 pub enum TlsCommand {
@@ -54,6 +64,9 @@ pub struct CertCreateArgs {
     /// A server certificate (names server.<dc>.<domain>). Client agents get theirs by enrolling.
     #[arg(long)]
     server: bool,
+    /// Consul's operator-made client certificates: refused (see the error).
+    #[arg(long)]
+    client: bool,
     /// The datacenter the server is in.
     #[arg(long, default_value = "dc1")]
     dc: String,
@@ -90,6 +103,13 @@ impl TlsCommand {
                 println!("==> Saved {}", key.display());
             }
             TlsCommand::Cert(CertCommand::Create(args)) => {
+                if args.client {
+                    bail!(
+                        "Weft makes no client certificates from the operator CA: a client agent gets its own, \
+                         naming its node, when it enrolls with a join token (weft operator join-token create), \
+                         and the servers hold it to that node; a shared client certificate could act as any node"
+                    );
+                }
                 if !args.server {
                     bail!("say -server: client agents get their certificates by enrolling with a join token (weft operator join-token create)");
                 }

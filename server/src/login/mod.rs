@@ -18,7 +18,7 @@ mod keys;
 use std::collections::BTreeMap;
 
 use weft_acl::login::{Bindings, Identity, LoginError};
-use weft_api::acl::{AclToken, NodeIdentity, ServiceIdentity};
+use weft_api::acl::{AclAuthMethod, AclToken, NodeIdentity, ServiceIdentity};
 use weft_api::command::{Command, CommandOutcome};
 
 use crate::ca::unix_now;
@@ -64,25 +64,41 @@ impl crate::server::Transient for LoginFailure {
     }
 }
 
-/// Logs in on this server.
-pub async fn login(server: &Server, params: &LoginParams) -> Result<LoginOutcome, LoginFailure> {
-    let now = unix_now();
+/// Checks `bearer` with the auth method `method` on this server's copy of
+/// it, at `now`: the method, and what its binding rules give the JWT.
+pub(crate) async fn authenticate(
+    server: &Server,
+    method: &str,
+    bearer: &str,
+    now: i64,
+) -> Result<(AclAuthMethod, Bindings), LoginError> {
     let (method, rules) = {
         let tables = server.store().read();
-        let method = tables.acl().auth_method(&params.auth_method).cloned();
-        let method = method.ok_or_else(|| LoginError::MethodNotFound(params.auth_method.clone()))?;
-        let rules: Vec<_> = tables.acl().binding_rules().filter(|r| r.auth_method == method.name).cloned().collect();
-        (method, rules)
+        let found = tables.acl().auth_method(method).cloned();
+        let found = found.ok_or_else(|| LoginError::MethodNotFound(method.to_owned()))?;
+        let rules: Vec<_> = tables.acl().binding_rules().filter(|r| r.auth_method == found.name).cloned().collect();
+        (found, rules)
     };
-    let kid = weft_acl::login::jwt::key_id(&params.bearer_token);
+    let kid = weft_acl::login::jwt::key_id(bearer);
     let keys = server.inner.login_keys.keys(&method.config.keys, kid.as_deref()).await?;
     let refused = |error: LoginError| {
         tracing::info!(method = %method.name, %error, "login refused");
         error
     };
-    let claims = weft_acl::login::verify(&method.config, &keys, &params.bearer_token, now).map_err(refused)?;
+    let claims = weft_acl::login::verify(&method.config, &keys, bearer, now).map_err(refused)?;
     let identity = Identity::from_claims(&method.config, &claims).map_err(refused)?;
     let bindings = weft_acl::login::bind(&rules, &identity).map_err(refused)?;
+    Ok((method, bindings))
+}
+
+/// Logs in on this server.
+pub async fn login(server: &Server, params: &LoginParams) -> Result<LoginOutcome, LoginFailure> {
+    let now = unix_now();
+    let (method, bindings) = authenticate(server, &params.auth_method, &params.bearer_token, now).await?;
+    let refused = |error: LoginError| {
+        tracing::info!(method = %method.name, %error, "login refused");
+        error
+    };
 
     let secret_id = weft_api::ids::uuid_v4(rand::random());
     let token = token_for(server, &method.name, method.token_locality_global, bindings, params, now)

@@ -71,6 +71,8 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/weft.cluster.v1.Cluster/Info", Access::Open),
     ("/weft.cluster.v1.Cluster/RedeemJoinToken", Access::Open),
     ("/weft.cluster.v1.Cluster/Enroll", Access::Open),
+    // The JWT proves the node (its binding rules must name it).
+    ("/weft.cluster.v1.Cluster/RedeemLogin", Access::Open),
     ("/weft.cluster.v1.Cluster/Join", Access::Servers),
     // What an agent may write: Caller::authorize_write.
     ("/weft.cluster.v1.Cluster/Apply", Access::Agents),

@@ -24,8 +24,8 @@ use weft_api::proto::cluster::{
     ApplyRequest, ApplyResponse, EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, InfoRequest,
     JoinRequest, JoinResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RaftConfigurationRequest,
     RaftConfigurationResponse, ReadIndexRequest, ReadIndexResponse, RedeemJoinTokenRequest, RedeemJoinTokenResponse,
-    RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse, ServerInfo, SignLeafRequest,
-    SignLeafResponse, StoreEvent, SubscribeRequest,
+    RedeemLoginRequest, RedeemLoginResponse, RemovePeerRequest, RemovePeerResponse, RotateCaRequest, RotateCaResponse,
+    ServerInfo, SignLeafRequest, SignLeafResponse, StoreEvent, SubscribeRequest,
 };
 
 use super::authz;
@@ -217,6 +217,14 @@ impl Cluster for ClusterService {
         Ok(Response::new(LogoutResponse { index: index.get() }))
     }
 
+    async fn redeem_login(
+        &self,
+        request: Request<RedeemLoginRequest>,
+    ) -> Result<Response<RedeemLoginResponse>, Status> {
+        crate::join::redeem_login(&self.server, request.into_inner()).await?;
+        Ok(Response::new(RedeemLoginResponse {}))
+    }
+
     async fn redeem_join_token(
         &self,
         request: Request<RedeemJoinTokenRequest>,
@@ -241,11 +249,15 @@ fn for_client_agents(command: &Command) -> Option<Command> {
             // A snapshot that does not decode was refused by the servers too.
             snapshot: StoreData::decode(snapshot).map(|data| data.without_secrets().encode()).unwrap_or_default(),
         }),
+        // The parts carry the servers' secrets; once applied, client agents
+        // start over from a copy without them (the store's `Reset`).
+        Command::RestoreBegin { .. } | Command::RestoreChunk { .. } | Command::RestoreFinish { .. } => None,
         Command::JoinTokenCreate(_)
         | Command::JoinTokenDelete { .. }
         | Command::JoinTokenRedeem { .. }
         | Command::AgentCaSet(_)
-        | Command::AgentCredentialDelete { .. } => None,
+        | Command::AgentCredentialDelete { .. }
+        | Command::AgentCredentialSet(_) => None,
         other => Some(other.clone()),
     }
 }

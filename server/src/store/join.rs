@@ -71,6 +71,24 @@ impl JoinTables {
     }
 
     /// Revokes `node`'s enrollment.
+    /// Records `credential` as its node's enrollment, replacing any (the
+    /// caller proved it is that node with a JWT).
+    pub(super) fn set_credential(
+        &mut self,
+        index: RaftIndex,
+        credential: &AgentCredentialRecord,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if credential.node.is_empty() || credential.secret_sha256.is_empty() {
+            return CommandOutcome::Rejected("a credential needs a node and a secret".into());
+        }
+        let create = self.credentials.get(&credential.node).map_or(index, |c| c.indexes.create);
+        let record = AgentCredentialRecord { indexes: Indexes { create, modify: index }, ..credential.clone() };
+        self.credentials.insert(credential.node.clone(), record);
+        changed.mark(Table::Join);
+        CommandOutcome::Done
+    }
+
     pub(super) fn revoke(&mut self, node: &NodeName, changed: &mut Changed) -> CommandOutcome {
         match self.credentials.remove(node) {
             Some(_) => {

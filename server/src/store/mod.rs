@@ -18,6 +18,7 @@ mod intentions;
 mod join;
 mod kv;
 mod mesh;
+mod restore;
 mod service_intentions;
 mod snapshot;
 mod upstream_config;
@@ -44,6 +45,7 @@ pub use intentions::{
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
 };
 pub use join::Redemption;
+pub use restore::PendingRestore;
 pub use snapshot::{SnapshotError, StoreData};
 pub use upstream_config::{upstream_config, UpstreamConfig};
 
@@ -94,6 +96,8 @@ pub struct Tables {
     /// The index of the last snapshot restore: no read may report an index
     /// below it, so blocking clients notice that everything may have changed.
     restore_index: RaftIndex,
+    /// A snapshot restore arriving in parts (see [`restore`]).
+    pending_restore: Option<restore::PendingRestore>,
 }
 
 /// Which tables one `apply` changed.
@@ -122,7 +126,11 @@ impl Tables {
                 commands
                     .iter()
                     .map(|command| match command {
-                        Command::Batch(_) | Command::Restore { .. } => {
+                        Command::Batch(_)
+                        | Command::Restore { .. }
+                        | Command::RestoreBegin { .. }
+                        | Command::RestoreChunk { .. }
+                        | Command::RestoreFinish { .. } => {
                             CommandOutcome::Rejected("a batch may not hold a batch or a restore".into())
                         }
                         command => self.apply_one(index, command, &mut changed),
@@ -157,6 +165,7 @@ impl Tables {
             Command::JoinTokenDelete { id } => self.join.delete(id, changed),
             Command::AgentCaSet(ca) => self.join.set_agent_ca(ca, changed),
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
+            Command::AgentCredentialSet(credential) => self.join.set_credential(index, credential, changed),
             Command::AclBootstrap(token) => self.acl.bootstrap(index, token, changed),
             Command::AclTokenSet(token) => self.acl.set_token(index, token, changed),
             Command::AclTokenDelete { accessor_id } => self.acl.delete_token(accessor_id, changed),
@@ -171,17 +180,32 @@ impl Tables {
             Command::JoinTokenRedeem { secret_sha256, credential, now } => {
                 self.join.redeem(index, secret_sha256, credential, *now, changed)
             }
-            Command::Restore { snapshot } => match StoreData::decode(snapshot) {
-                Ok(data) => {
-                    *self = Tables::from_data(data);
-                    self.restore_index = index;
-                    for table in Table::ALL {
-                        changed.mark(table);
-                    }
-                    CommandOutcome::Done
-                }
-                Err(error) => CommandOutcome::Rejected(error.to_string()),
+            Command::Restore { snapshot } => self.restore_from(index, snapshot, changed),
+            Command::RestoreBegin { id, total, sha256 } => {
+                restore::begin(&mut self.pending_restore, id, *total, sha256)
+            }
+            Command::RestoreChunk { id, offset, bytes } => {
+                restore::chunk(&mut self.pending_restore, id, *offset, bytes)
+            }
+            Command::RestoreFinish { id } => match restore::finish(&mut self.pending_restore, id) {
+                Ok(snapshot) => self.restore_from(index, &snapshot, changed),
+                Err(refused) => refused,
             },
+        }
+    }
+
+    /// Replaces every table with `snapshot`'s.
+    fn restore_from(&mut self, index: RaftIndex, snapshot: &[u8], changed: &mut Changed) -> CommandOutcome {
+        match StoreData::decode(snapshot) {
+            Ok(data) => {
+                *self = Tables::from_data(data);
+                self.restore_index = index;
+                for table in Table::ALL {
+                    changed.mark(table);
+                }
+                CommandOutcome::Done
+            }
+            Err(error) => CommandOutcome::Rejected(error.to_string()),
         }
     }
 
@@ -282,9 +306,14 @@ impl StateStore {
         let mut tables = self.write();
         let (outcome, changed) = tables.apply(index, command);
         // Sent under the lock, so `subscribe` sees each change either in its
-        // copy or in its feed, never both or neither.
+        // copy or in its feed, never both or neither. A restore sent in
+        // parts replaced everything: subscribers start over from a copy.
         if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(StoreEvent::Command { index, command: Arc::new(command.clone()) });
+            let event = match (command, &outcome) {
+                (Command::RestoreFinish { .. }, CommandOutcome::Done) => StoreEvent::Reset,
+                _ => StoreEvent::Command { index, command: Arc::new(command.clone()) },
+            };
+            let _ = self.feed.send(event);
         }
         drop(tables);
         for table in changed.tables() {
