@@ -249,10 +249,52 @@ async fn keys_come_from_a_jwks_url_fetched_once_and_again_on_rotation() {
         })
         .await
     };
-    let config = k8s_config(json!({"JWKSURL": format!("http://127.0.0.1:{port}/openid/v1/jwks")}));
-    put_ok(&management, "/v1/acl/auth-method", json!({"Name": "k8s", "Type": "jwt", "Config": config})).await;
-    let rule = json!({"AuthMethod": "k8s", "BindType": "service", "BindName": "${value.service_account_name}"});
-    put_ok(&management, "/v1/acl/binding-rule", rule).await;
+    // Made with the CLI's flags, as the Helm chart's job makes it.
+    let http = cluster.specs[0].http_addr.clone();
+    let jwks_url = format!("http://127.0.0.1:{port}/openid/v1/jwks");
+    let (code, out, err) = weft(&[
+        "acl",
+        "auth-method",
+        "create",
+        "-type",
+        "jwt",
+        "-name",
+        "k8s",
+        "-jwks-url",
+        &jwks_url,
+        "-bound-issuer",
+        ISSUER,
+        "-bound-audience",
+        "weft",
+        "-claim-mapping",
+        "/kubernetes.io/namespace=namespace",
+        "-claim-mapping",
+        "/kubernetes.io/serviceaccount/name=service_account_name",
+        "-http-addr",
+        &http,
+        "-token",
+        support::MANAGEMENT_TOKEN,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Name:          k8s"), "{out}");
+    let (code, _, err) = weft(&[
+        "acl",
+        "binding-rule",
+        "create",
+        "-method",
+        "k8s",
+        "-bind-type",
+        "service",
+        "-bind-name",
+        "${value.service_account_name}",
+        "-http-addr",
+        &http,
+        "-token",
+        support::MANAGEMENT_TOKEN,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let method: Value = serde_json::from_slice(&management.get("/v1/acl/auth-method/k8s").await.unwrap().body).unwrap();
+    assert_eq!(method["Config"]["ClaimMappings"]["/kubernetes.io/namespace"], "namespace", "{method}");
 
     let anonymous = HttpClient::new(&cluster.specs[0].http_addr, None);
     for i in 0..5 {

@@ -44,6 +44,11 @@ pub const LONG_FLAGS: &[&str] = &[
     "selector",
     "bind-type",
     "bind-name",
+    "jwks-url",
+    "jwks-ca-cert",
+    "bound-issuer",
+    "bound-audience",
+    "claim-mapping",
 ];
 
 #[derive(Subcommand)]

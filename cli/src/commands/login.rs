@@ -133,6 +133,20 @@ pub struct MethodArgs {
     /// The method's config: JSON, @FILE, or - for stdin.
     #[arg(long)]
     config: Option<String>,
+    /// Weft's flags for a jwt method's config (over -config's): where its
+    /// keys come from (`JWKSURL`, and its CA as PEM or @FILE)...
+    #[arg(long = "jwks-url")]
+    jwks_url: Option<String>,
+    #[arg(long = "jwks-ca-cert")]
+    jwks_ca_cert: Option<String>,
+    /// ...the issuer and audiences it must carry...
+    #[arg(long = "bound-issuer")]
+    bound_issuer: Option<String>,
+    #[arg(long = "bound-audience")]
+    bound_audiences: Vec<String>,
+    /// ...and CLAIM=ATTRIBUTE claim mappings (a claim may be a JSON pointer).
+    #[arg(long = "claim-mapping")]
+    claim_mappings: Vec<String>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -207,6 +221,27 @@ fn method_body(args: &MethodArgs, mut base: Value) -> anyhow::Result<Value> {
     if let Some(config) = &args.config {
         let config = text_or_file(config, "config")?;
         base["Config"] = serde_json::from_str(&config).context("Error parsing JSON configuration")?;
+    }
+    if !base["Config"].is_object() {
+        base["Config"] = json!({});
+    }
+    let config = &mut base["Config"];
+    if let Some(url) = &args.jwks_url {
+        config["JWKSURL"] = url.as_str().into();
+    }
+    if let Some(ca) = &args.jwks_ca_cert {
+        config["JWKSCACert"] = text_or_file(ca, "JWKS CA certificate")?.into();
+    }
+    if let Some(issuer) = &args.bound_issuer {
+        config["BoundIssuer"] = issuer.as_str().into();
+    }
+    if !args.bound_audiences.is_empty() {
+        config["BoundAudiences"] = json!(args.bound_audiences);
+    }
+    for mapping in &args.claim_mappings {
+        let (claim, attribute) =
+            mapping.split_once('=').with_context(|| format!("-claim-mapping {mapping:?}: give CLAIM=ATTRIBUTE"))?;
+        config["ClaimMappings"][claim] = attribute.into();
     }
     Ok(base)
 }
