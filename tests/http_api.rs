@@ -240,6 +240,12 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("PUT", "/v1/kv/x?cas=abc", Some(b"v".to_vec()), 400, "?cas"),
         ("PUT", "/v1/kv/x?flags=-1", Some(b"v".to_vec()), 400, "?flags"),
         ("PUT", "/v1/kv/", Some(b"v".to_vec()), 400, "Missing key"),
+        // Not UTF-8: refused, never stored as U+FFFD (where %FF and %FE
+        // would be one key).
+        ("PUT", "/v1/kv/%FF", Some(b"v".to_vec()), 400, "must be valid UTF-8"),
+        ("PUT", "/v1/kv/a%FEb", Some(b"v".to_vec()), 400, "must be valid UTF-8"),
+        ("GET", "/v1/kv/%FF", None, 400, "must be valid UTF-8"),
+        ("DELETE", "/v1/kv/%FF?recurse", None, 400, "must be valid UTF-8"),
         ("PUT", "/v1/kv/x?acquire=abc", Some(b"v".to_vec()), 400, "sessions"),
         ("GET", "/v1/kv/keep?index=xyz", None, 400, "?index"),
         ("GET", "/v1/kv/keep?wait=forever", None, 400, "wait"),
@@ -365,4 +371,18 @@ async fn sigterm_does_not_wait_out_open_blocking_queries() {
     println!("stopped in {:?} with a blocking query open", started.elapsed());
     let answered = waiter.await.unwrap().expect("the blocking query gets an answer before the server exits");
     assert_eq!(answered.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_are_not_utf8_are_refused_and_overwrite_nothing() {
+    let (_cluster, client) = single_server().await;
+    // U+FFFD itself is a fine key; a lossy decoding would turn %FF into it.
+    assert_eq!(client.put("/v1/kv/k%EF%BF%BD", "mine").await.unwrap().status, 200);
+    for raw in ["k%FF", "k%FE", "k%C3%28"] {
+        let refused = client.put(&format!("/v1/kv/{raw}"), "theirs").await.unwrap();
+        assert_eq!(refused.status, 400, "{raw}: {}", refused.text());
+    }
+    assert_eq!(client.get("/v1/kv/k%EF%BF%BD?raw").await.unwrap().body, b"mine");
+    let keys: Vec<String> = serde_json::from_slice(&client.get("/v1/kv/?keys").await.unwrap().body).unwrap();
+    assert_eq!(keys, ["k\u{FFFD}"]);
 }

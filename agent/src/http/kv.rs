@@ -19,9 +19,15 @@ use super::AppState;
 use weft_api::acl::{Access, NamedResource};
 
 /// The key named by the request path (percent-decoded, without `/v1/kv/`).
-fn key_from(uri: &Uri) -> String {
+/// Keys are UTF-8: bytes that are not are refused, never replaced (a lossy
+/// decoding would make `%FF` and `%FE` one key, and one PUT overwrite
+/// another's data).
+fn key_from(uri: &Uri) -> Result<String, ApiError> {
     let raw = uri.path().strip_prefix("/v1/kv").unwrap_or("").trim_start_matches('/');
-    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+    match percent_encoding::percent_decode_str(raw).decode_utf8() {
+        Ok(key) => Ok(key.into_owned()),
+        Err(_) => Err(ApiError::BadRequest(format!("Invalid key {raw:?}: keys must be valid UTF-8"))),
+    }
 }
 
 /// Session-based locking is not implemented; say so instead of ignoring it.
@@ -43,7 +49,7 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw_query.as_deref());
-    let key = key_from(&uri);
+    let key = key_from(&uri)?;
     match method {
         Method::GET => get(&state, &acl, key, &query).await,
         Method::PUT => put(&state, &acl, key, &query, body).await,
