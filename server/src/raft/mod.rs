@@ -6,6 +6,8 @@
 //! else sees the `LogStore` and `StateMachine` types.
 
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod network;
 mod state_machine;
 mod storage;
