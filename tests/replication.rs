@@ -287,3 +287,42 @@ async fn a_snapshot_larger_than_a_log_entry_restores_on_every_server_even_one_do
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_quorum_stops_saying_it_leads() {
+    let cluster = Cluster::servers(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client(leader).with_timeout(Duration::from_secs(30));
+    assert!(put(&client, "before", "v").await);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // Both followers paused: the leader hears from no quorum.
+    for i in &followers {
+        cluster.signal(*i, "STOP");
+    }
+    let paused = Instant::now();
+    eventually("the cut-off leader to say it knows no leader", Duration::from_secs(10), || async {
+        let response = client.get("/v1/status/leader").await.ok()?;
+        (response.text() == "\"\"").then_some(())
+    })
+    .await;
+    let admitted = paused.elapsed();
+    let read = client.get("/v1/kv/before?stale").await.unwrap();
+    assert_eq!(read.header("x-consul-knownleader"), Some("false"), "{:?}", read.headers);
+    // A write to it is refused as retryable, not taken.
+    let started = Instant::now();
+    let refused = client.put("/v1/kv/during", "x").await.unwrap();
+    let refused_after = started.elapsed();
+    assert_eq!(refused.status, 500, "{}", refused.text());
+    assert!(refused.text().contains("No cluster leader"), "{}", refused.text());
+    for i in &followers {
+        cluster.signal(*i, "CONT");
+    }
+    let leader = cluster.wait_for_leader().await;
+    assert!(put(&cluster.client(leader), "after", "v").await);
+    assert_eq!(
+        cluster.client(leader).get("/v1/kv/during").await.unwrap().status,
+        404,
+        "the refused write was not applied"
+    );
+    println!("cut off: said it knows no leader after {admitted:?}; a write was refused after {refused_after:?}");
+}

@@ -348,12 +348,24 @@ impl Server {
         self.inner.raft.metrics().borrow().clone()
     }
 
-    /// The current leader, if this server knows one.
+    /// The current leader, if this server knows one. A leader that no
+    /// quorum has acknowledged for its lease (an election timeout: cut off,
+    /// or paused) does not count itself: it may already have been replaced,
+    /// so it says it knows no leader (`/v1/status/leader`,
+    /// `X-Consul-KnownLeader`) and takes no write, rather than claim a
+    /// leadership it cannot prove.
     pub fn leader(&self) -> Option<ServerNode> {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
-        metrics.membership_config.membership().get_node(&leader).cloned()
+        let membership = metrics.membership_config.membership();
+        if leader == self.inner.id && metrics.state == ServerState::Leader && membership.voter_ids().count() > 1 {
+            let acked = metrics.millis_since_quorum_ack.map(Duration::from_millis);
+            if acked.is_none_or(|ago| ago >= self.inner.lease) {
+                return None;
+            }
+        }
+        membership.get_node(&leader).cloned()
     }
 
     /// The term this server leads in, if it leads.
