@@ -18,10 +18,12 @@
 use std::time::Duration;
 
 use rand::RngCore;
+use tonic::transport::Channel;
 use tonic::Status;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{Datacenter, NodeName};
 use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinToken, JoinTokenRecord};
+use weft_api::proto::cluster::cluster_client::ClusterClient;
 use weft_api::proto::cluster::{EnrollRequest, EnrollResponse, RedeemJoinTokenRequest, RedeemLoginRequest};
 use weft_tls::issue::Authority;
 use weft_tls::{AgentName, AgentRoots, RpcConnector};
@@ -242,24 +244,16 @@ pub async fn redeem_join_token(
     secret: &str,
     connector: &RpcConnector,
 ) -> Result<String, ServerError> {
-    let channels = Channels::new(connector.clone());
-    let mut last = ServerError::NoLeader;
-    for server in &token.servers {
-        let Ok(mut client) = channels.cluster_client(server) else { continue };
-        let request = RedeemJoinTokenRequest {
-            secret: token.secret.clone(),
-            node: node.to_string(),
-            credential_sha256: secret_hash(secret),
-        };
-        match client.redeem_join_token(request).await {
-            Ok(_) => return Ok(server.clone()),
-            Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                return Err(ServerError::Unauthenticated(status.message().to_owned()))
-            }
-            Err(status) => last = ServerError::LeaderUnreachable(format!("{server}: {}", status.message())),
-        }
-    }
-    Err(last)
+    let request = RedeemJoinTokenRequest {
+        secret: token.secret.clone(),
+        node: node.to_string(),
+        credential_sha256: secret_hash(secret),
+    };
+    first_to_take(&token.servers, connector, |mut client| {
+        let request = request.clone();
+        async move { client.redeem_join_token(request).await.map(drop) }
+    })
+    .await
 }
 
 /// A pod's agent's first call (see [`redeem_login`]): has the servers
@@ -273,18 +267,33 @@ pub async fn redeem_login_remotely(
     secret: &str,
     connector: &RpcConnector,
 ) -> Result<String, ServerError> {
+    let request = RedeemLoginRequest {
+        auth_method: method.to_owned(),
+        bearer_token: bearer.to_owned(),
+        node: node.to_string(),
+        credential_sha256: secret_hash(secret),
+    };
+    first_to_take(servers, connector, |mut client| {
+        let request = request.clone();
+        async move { client.redeem_login(request).await.map(drop) }
+    })
+    .await
+}
+
+/// Asks each of `servers` in turn with `call` until one takes it: that
+/// server. A refusal (`PermissionDenied`) is final, as every server checks
+/// the same thing; anything else moves on to the next.
+async fn first_to_take<F, Fut>(servers: &[String], connector: &RpcConnector, mut call: F) -> Result<String, ServerError>
+where
+    F: FnMut(ClusterClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
     let channels = Channels::new(connector.clone());
     let mut last = ServerError::NoLeader;
     for server in servers {
-        let Ok(mut client) = channels.cluster_client(server) else { continue };
-        let request = RedeemLoginRequest {
-            auth_method: method.to_owned(),
-            bearer_token: bearer.to_owned(),
-            node: node.to_string(),
-            credential_sha256: secret_hash(secret),
-        };
-        match client.redeem_login(request).await {
-            Ok(_) => return Ok(server.clone()),
+        let Ok(client) = channels.cluster_client(server) else { continue };
+        match call(client).await {
+            Ok(()) => return Ok(server.clone()),
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 return Err(ServerError::Unauthenticated(status.message().to_owned()))
             }

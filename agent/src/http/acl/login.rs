@@ -19,7 +19,7 @@ use weft_api::command::Command;
 use weft_server::login::LoginParams;
 use weft_server::store::Table;
 
-use super::{enabled, new_id, read_acl, token_json, write, write_acl};
+use super::{delete, enabled, new_id, read_acl, token_json, write, write_acl};
 use crate::decode::decode_body;
 use crate::http::authz::Acl;
 use crate::http::error::ApiError;
@@ -195,10 +195,7 @@ pub async fn delete_auth_method(
     acl: Acl,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    write_acl(&acl)?;
-    write(&state, &acl, Command::AclAuthMethodDelete { name }).await?;
-    Ok(Json(true).into_response())
+    delete(&state, &acl, Command::AclAuthMethodDelete { name }).await
 }
 
 /// `GET /v1/acl/auth-methods`: stubs, without `Config`.
@@ -341,10 +338,7 @@ pub async fn delete_binding_rule(
     acl: Acl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    write_acl(&acl)?;
-    write(&state, &acl, Command::AclBindingRuleDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete(&state, &acl, Command::AclBindingRuleDelete { id }).await
 }
 
 /// `GET /v1/acl/binding-rules` (`?authmethod=` narrows it).

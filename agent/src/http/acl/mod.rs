@@ -83,6 +83,14 @@ pub(super) async fn write(state: &AppState, acl: &Acl, command: Command) -> Resu
     }
 }
 
+/// A delete (ACL changes need `acl:write`), answered with Consul's `true`.
+pub(super) async fn delete(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
+    enabled(state, acl)?;
+    write_acl(acl)?;
+    write(state, acl, command).await?;
+    Ok(Json(true).into_response())
+}
+
 // ------------------------------------------------------------------ JSON --
 
 fn links(ids: &[String], name: impl Fn(&str) -> Option<String>) -> Value {
@@ -259,18 +267,25 @@ struct RoleBody {
     node_identities: Vec<NodeIdentityBody>,
 }
 
-/// Policy links by ID or name, as IDs; a missing one is a 400 naming it.
-fn policy_ids(tables: &AclTables, links: &[LinkBody]) -> Result<Vec<String>, ApiError> {
+/// Links by ID or name, as IDs (`find` looks one up by ID, `named` by
+/// name); a missing one is a 400 naming it (`what`: policy, role).
+fn link_ids<'t, T: 't>(
+    links: &[LinkBody],
+    what: &str,
+    find: impl Fn(&str) -> Option<&'t T>,
+    named: impl Fn(&str) -> Option<&'t T>,
+    id_of: impl Fn(&T) -> String,
+) -> Result<Vec<String>, ApiError> {
     links
         .iter()
         .map(|link| {
             let found = match link.id.is_empty() {
-                false => weft_acl::AclSource::policy(tables, &link.id),
-                true => tables.policy_by_name(&link.name),
+                false => find(&link.id),
+                true => named(&link.name),
             };
-            found.map(|p| p.id.clone()).ok_or_else(|| {
+            found.map(&id_of).ok_or_else(|| {
                 ApiError::BadRequest(format!(
-                    "cannot find policy {}",
+                    "cannot find {what} {}",
                     if link.id.is_empty() { &link.name } else { &link.id }
                 ))
             })
@@ -278,22 +293,14 @@ fn policy_ids(tables: &AclTables, links: &[LinkBody]) -> Result<Vec<String>, Api
         .collect()
 }
 
+fn policy_ids(tables: &AclTables, links: &[LinkBody]) -> Result<Vec<String>, ApiError> {
+    let find = |id: &str| weft_acl::AclSource::policy(tables, id);
+    link_ids(links, "policy", find, |name| tables.policy_by_name(name), |p: &AclPolicy| p.id.clone())
+}
+
 fn role_ids(tables: &AclTables, links: &[LinkBody]) -> Result<Vec<String>, ApiError> {
-    links
-        .iter()
-        .map(|link| {
-            let found = match link.id.is_empty() {
-                false => weft_acl::AclSource::role(tables, &link.id),
-                true => tables.role_by_name(&link.name),
-            };
-            found.map(|r| r.id.clone()).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "cannot find role {}",
-                    if link.id.is_empty() { &link.name } else { &link.id }
-                ))
-            })
-        })
-        .collect()
+    let find = |id: &str| weft_acl::AclSource::role(tables, id);
+    link_ids(links, "role", find, |name| tables.role_by_name(name), |r: &AclRole| r.id.clone())
 }
 
 fn identities(
@@ -513,10 +520,7 @@ pub async fn delete_token(
     acl: Acl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    write_acl(&acl)?;
-    write(&state, &acl, Command::AclTokenDelete { accessor_id: id }).await?;
-    Ok(Json(true).into_response())
+    delete(&state, &acl, Command::AclTokenDelete { accessor_id: id }).await
 }
 
 /// `GET /v1/acl/tokens` (`?policy=`, `?role=`, `?servicename=`,
@@ -628,10 +632,7 @@ pub async fn delete_policy(
     acl: Acl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    write_acl(&acl)?;
-    write(&state, &acl, Command::AclPolicyDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete(&state, &acl, Command::AclPolicyDelete { id }).await
 }
 
 /// `GET /v1/acl/policies`.
@@ -736,10 +737,7 @@ pub async fn delete_role(
     acl: Acl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    write_acl(&acl)?;
-    write(&state, &acl, Command::AclRoleDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete(&state, &acl, Command::AclRoleDelete { id }).await
 }
 
 /// `GET /v1/acl/roles`.
