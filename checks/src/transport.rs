@@ -84,11 +84,7 @@ pub(crate) async fn connect(host: &str, port: u16, tls: Option<&Tls>, alpn: Alpn
 
 /// `host:port`, bracketing an IPv6 address.
 pub(crate) fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    weft_api::addr::join_host_port(host, port)
 }
 
 /// One client config per ALPN offer; both share the roots and the session cache.

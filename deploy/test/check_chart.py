@@ -15,6 +15,11 @@ injector's arguments and certificate, and called as the API server would
 call it (TLS to the Service's name, trusting only the caBundle); and two
 servers and a client agent run with the rendered servers' and mesh gateway
 agent's config files and RPC TLS files, and must form a cluster over TLS.
+With ACLs (the default), the rendered ACL Job's commands run against those
+servers with the rendered management token, the auth method they make
+fetches its keys from a local HTTPS JWKS endpoint, and the gateway's agent
+logs in and enrolls with a service-account JWT signed by it, and the
+gateway registers and gets its configuration with that login.
 
 Ends with "N passed, N failed" and exits 1 if anything failed.
 """
@@ -22,6 +27,7 @@ Ends with "N passed, N failed" and exits 1 if anything failed.
 import argparse
 import base64
 import http.client
+import http.server
 import json
 import os
 import re
@@ -31,6 +37,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -45,7 +52,7 @@ CHART_VERSION = None  # from Chart.yaml, set in main()
 APP_VERSION = None
 
 # Kinds that live in a namespace; everything else the chart makes is cluster-scoped.
-NAMESPACED = {"ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service",
+NAMESPACED = {"ConfigMap", "Deployment", "Job", "PodDisruptionBudget", "Secret", "Service",
               "ServiceAccount", "StatefulSet"}
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -127,8 +134,38 @@ def openssl(*args, stdin=None):
 
 
 # A certificate, its key, and the CA certificate that verifies it: the only
-# files a pod is given from a Secret. No Secret holds a CA's private key.
+# files a pod is given from a TLS Secret. No Secret holds a CA's private key.
 MOUNTABLE_SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key"}
+
+# ACLs: the Secret with the generated management token and the servers' acl
+# config file holding it, which only the servers mount (and the ACL Job
+# reads the token into its environment).
+MANAGEMENT_TOKEN_KEYS = {"token", "acl.json"}
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+# The audience of the service-account tokens agents log in with (the
+# injector's), and where they are mounted (as in injected pods).
+ACL_AUDIENCE = "weft"
+ACL_TOKEN_DIR = "/var/run/secrets/weft/serviceaccount"
+DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+IN_CLUSTER_JWKS = "https://kubernetes.default.svc/openid/v1/jwks"
+# The ConfigMap Kubernetes publishes in every namespace: the cluster's CA.
+KUBE_ROOT_CA = "kube-root-ca.crt"
+
+
+def component(o):
+    return o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+
+def volume_sources(v):
+    """The (kind, source) pairs a volume draws from: itself, or each source
+    of a projected volume (kind configMap, secret or serviceAccountToken)."""
+    if "projected" in v:
+        return [(kind, src[kind]) for src in v["projected"]["sources"] for kind in src]
+    return [(kind, v[kind]) for kind in ("configMap", "secret", "emptyDir") if kind in v]
+
+
+def source_name(kind, src):
+    return src.get("secretName", src.get("name")) if kind == "secret" else src.get("name")
 
 
 def public_key(pem, private=False):
@@ -138,11 +175,30 @@ def public_key(pem, private=False):
     return out.stdout
 
 
+def check_management_secret(secret):
+    """The management token's Secret: a UUIDv4, and the servers' acl config
+    file making it (ACLs on, deny by default), nothing else. Returns it."""
+    sname = f"Secret {secret['metadata']['name']}"
+    expect_eq(secret.get("type"), "Opaque", f"{sname} type")
+    data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+    expect_eq(sorted(data), sorted(MANAGEMENT_TOKEN_KEYS), f"{sname} keys")
+    token = data["token"]
+    expect(UUID4.match(token), f"{sname}: the management token {token!r} is not a UUIDv4")
+    expect_eq(json.loads(data["acl.json"]), {"acl": {
+        "enabled": True, "default_policy": "deny", "enable_token_persistence": True,
+        "tokens": {"initial_management": token}}}, f"{sname}: the servers' acl.json")
+    return token
+
+
 def check_secrets(r):
-    """Every Secret the chart makes holds a CA certificate, a certificate it
-    signed and that certificate's own key: no CA key, nothing else."""
+    """Every TLS Secret the chart makes holds a CA certificate, a certificate
+    it signed and that certificate's own key: no CA key, nothing else; the
+    only other Secret is the management token's."""
     for secret in r.all("Secret"):
         sname = f"Secret {secret['metadata']['name']}"
+        if secret["metadata"]["name"].endswith("-management-token"):
+            check_management_secret(secret)
+            continue
         data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
         expect_eq(sorted(data), sorted(MOUNTABLE_SECRET_KEYS), f"{sname} keys")
         expect_eq(secret.get("type"), "kubernetes.io/tls", f"{sname} type")
@@ -168,15 +224,30 @@ def cert_extension(pem, name):
 
 
 def secret_files(pod, c):
-    """{path in the container: (Secret name, key)} for the Secret files `c` mounts."""
+    """{path in the container: (Secret name, key)} for the Secret files `c`
+    mounts, from Secret volumes and the Secret sources of projected ones."""
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     files = {}
     for m in c.get("volumeMounts", []):
-        secret = volumes.get(m["name"], {}).get("secret")
-        if secret:
-            for item in secret["items"]:
-                files[f"{m['mountPath'].rstrip('/')}/{item['path']}"] = (secret["secretName"], item["key"])
+        for kind, src in volume_sources(volumes.get(m["name"], {})):
+            if kind == "secret":
+                for item in src["items"]:
+                    files[f"{m['mountPath'].rstrip('/')}/{item['path']}"] = (source_name(kind, src), item["key"])
     return files
+
+
+def token_volume(pod, c, mount_path):
+    """The projected service-account token volume `c` mounts at `mount_path`
+    (its serviceAccountToken source), or None."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in c.get("volumeMounts", []):
+        if m["mountPath"] == mount_path:
+            sources = volume_sources(volumes.get(m["name"], {}))
+            tokens = [src for kind, src in sources if kind == "serviceAccountToken"]
+            expect(len(tokens) == 1 and len(sources) == 1, f"{c['name']}: {mount_path} is not one service-account token")
+            expect(m.get("readOnly") is True, f"{c['name']}: {mount_path} is writable")
+            return tokens[0]
+    return None
 
 
 # ---------------------------------------------------------------- checks
@@ -213,12 +284,14 @@ def check_common(r, image, pull_policy="IfNotPresent", external_secrets=()):
     config_maps = {o["metadata"]["name"] for o in r.all("ConfigMap")}
     secrets = {o["metadata"]["name"] for o in r.all("Secret")} | set(external_secrets)
     check_secrets(r)
-    workloads = r.all("StatefulSet") + r.all("Deployment")
+    management = {o["metadata"]["name"] for o in r.all("Secret") if o["metadata"]["name"].endswith("-management-token")}
+    workloads = r.all("StatefulSet") + r.all("Deployment") + r.all("Job")
     for w in workloads:
         wname = f"{w['kind']} {w['metadata']['name']}"
         template = w["spec"]["template"]
-        expect(selects(w["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]),
-               f"{wname}: selector does not select its own pods")
+        if w["kind"] != "Job":  # a Job's selector is made by Kubernetes
+            expect(selects(w["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]),
+                   f"{wname}: selector does not select its own pods")
         pod = template["spec"]
         expect(pod.get("serviceAccountName") in accounts, f"{wname}: service account {pod.get('serviceAccountName')!r} is not rendered")
         expect(pod.get("automountServiceAccountToken") is False, f"{wname}: mounts an API token it does not need")
@@ -226,19 +299,37 @@ def check_common(r, image, pull_policy="IfNotPresent", external_secrets=()):
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         claims = {c["metadata"]["name"] for c in w["spec"].get("volumeClaimTemplates", [])}
         for v in volumes.values():
-            if "configMap" in v:
-                expect(v["configMap"]["name"] in config_maps, f"{wname}: volume {v['name']} names a ConfigMap not rendered")
-            if "secret" in v:
-                expect(v["secret"]["secretName"] in secrets, f"{wname}: volume {v['name']} names a Secret not rendered")
+            for kind, src in volume_sources(v):
+                name = source_name(kind, src)
+                if kind == "configMap":
+                    expect(name in config_maps or name == KUBE_ROOT_CA, f"{wname}: volume {v['name']} names a ConfigMap not rendered")
+                    if name == KUBE_ROOT_CA:
+                        expect_eq(src.get("items"), [{"key": "ca.crt", "path": "ca.crt"}], f"{wname}: files of {KUBE_ROOT_CA}")
+                if kind == "serviceAccountToken":
+                    # For Weft's auth method alone: never one the API server takes.
+                    expect_eq(src.get("audience"), ACL_AUDIENCE, f"{wname}: volume {v['name']} token audience")
+                if kind != "secret":
+                    continue
+                expect(name in secrets, f"{wname}: volume {v['name']} names a Secret not rendered")
                 # Only named files, so a CA key that a Secret brought by the
                 # user may hold never reaches a pod.
-                items = v["secret"].get("items")
-                expect(items, f"{wname}: volume {v['name']} mounts every key of Secret {v['secret']['secretName']}")
+                items = src.get("items")
+                expect(items, f"{wname}: volume {v['name']} mounts every key of Secret {name}")
+                allowed = MANAGEMENT_TOKEN_KEYS if name in management else MOUNTABLE_SECRET_KEYS
                 for item in items:
-                    expect(item["key"] in MOUNTABLE_SECRET_KEYS,
-                           f"{wname}: volume {v['name']} mounts {item['key']!r}, which is not one of {sorted(MOUNTABLE_SECRET_KEYS)}")
+                    expect(item["key"] in allowed,
+                           f"{wname}: volume {v['name']} mounts {item['key']!r}, which is not one of {sorted(allowed)}")
+                # The management token reaches the servers alone.
+                expect(name not in management or component(w) == "server", f"{wname} mounts the management token")
         # Init containers (the mesh gateway's native sidecar agent) are Weft containers too.
         for c in pod.get("initContainers", []) + pod["containers"]:
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    expect(ref["name"] in secrets, f"{wname} container {c['name']}: env {e['name']} names a Secret not rendered")
+                    # The ACL Job's token alone comes from the environment.
+                    expect(ref["name"] in management and ref["key"] == "token" and component(w) == "acl",
+                           f"{wname} container {c['name']}: env {e['name']} from Secret {ref['name']} key {ref['key']}")
             cname = f"{wname} container {c['name']}"
             expect_eq(c["image"], image, f"{cname} image")
             expect_eq(c["imagePullPolicy"], pull_policy, f"{cname} imagePullPolicy")
@@ -272,7 +363,11 @@ def check_common(r, image, pull_policy="IfNotPresent", external_secrets=()):
 
 
 def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_affinity="required",
-                  pdb=True, storage_class=None, size="10Gi", verify_incoming=False, tls_secret=None):
+                  pdb=True, storage_class=None, size="10Gi", verify_incoming=None, tls_secret=None, acl=True):
+    """The servers; with `acl`, also their acl config file and management
+    token. verify_incoming defaults to `acl`, as the chart's does."""
+    if verify_incoming is None:
+        verify_incoming = acl
     server = f"{fullname}-server"
     ns = r.namespace
     sts = r.find("StatefulSet", server)
@@ -310,9 +405,20 @@ def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_a
     expect_eq(claim.get("storageClassName"), storage_class, "storageClassName")
     config_dir = one_flag(f, "config-dir")
     volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
-    expect(config_dir in mounts and "configMap" in volumes[mounts[config_dir]], "--config-dir is not the mounted ConfigMap")
-    cm = r.find("ConfigMap", volumes[mounts[config_dir]]["configMap"]["name"])
+    expect(config_dir in mounts, "--config-dir is not mounted")
+    config_volume = volumes[mounts[config_dir]]
+    management = f"{fullname}-management-token"
+    if acl:
+        # The ConfigMap's files and the acl block, which holds the token, from its Secret.
+        expect_eq(volume_sources(config_volume), [
+            ("configMap", {"name": f"{server}-config"}),
+            ("secret", {"name": management, "items": [{"key": "acl.json", "path": "acl.json"}]}),
+        ], "--config-dir: the ConfigMap and the acl config file")
+    else:
+        expect_eq(volume_sources(config_volume), [("configMap", {"name": f"{server}-config"})], "--config-dir: the ConfigMap")
+    cm = r.find("ConfigMap", f"{server}-config")
     expect(all(k.endswith(".json") for k in cm["data"]), "config files must be .json (or .hcl) to be read")
+    expect("acl.json" not in cm["data"], "the acl config file (with the management token) is in a ConfigMap")
 
     # TLS on RPC: rpc-tls.json names the files of the TLS Secret, mounted
     # where it says, and the servers verify each other.
@@ -328,7 +434,19 @@ def check_servers(r, fullname, replicas, datacenter="dc1", domain="weft", anti_a
     secret_name = tls_secret or f"{server}-tls"
     for setting, key in (("ca_file", "ca.crt"), ("cert_file", "tls.crt"), ("key_file", "tls.key")):
         expect_eq(files.get(defaults.get(setting)), (secret_name, key), f"the file servers' tls {setting} names")
-    expect_eq(sorted(files.values()), [(secret_name, k) for k in ("ca.crt", "tls.crt", "tls.key")], "Secret files the servers mount")
+    wanted_files = [(secret_name, k) for k in ("ca.crt", "tls.crt", "tls.key")]
+    token_file = env.get("WEFT_HTTP_TOKEN_FILE", {}).get("value")
+    if acl:
+        wanted_files += [(management, "acl.json"), (management, "token")]
+        expect_eq(files.get(f"{config_dir}/acl.json"), (management, "acl.json"), "the servers' acl.json")
+        # The readiness probe's list-peers (operator:read) and `kubectl
+        # exec ... weft` read the management token from its file.
+        expect_eq(files.get(token_file), (management, "token"), "the file WEFT_HTTP_TOKEN_FILE names")
+        check_management_secret(r.find("Secret", management))
+    else:
+        expect(token_file is None, "WEFT_HTTP_TOKEN_FILE without ACLs")
+        expect_eq([o for o in r.all("Secret") if o["metadata"]["name"] == management], [], "the management token without ACLs")
+    expect_eq(sorted(files.values()), sorted(wanted_files), "Secret files the servers mount")
     if tls_secret is None:
         check_server_certificate(r.find("Secret", secret_name), f"server.{datacenter}.{domain}", server, ns)
     else:
@@ -396,7 +514,7 @@ def check_server_certificate(secret, server_name, server, ns):
 
 
 def check_injector(r, fullname, image, transparent_proxy=False, require_label=False, inject_by_default=False,
-                   network="", tls_secret=None):
+                   network="", tls_secret=None, acl_method="k8s"):
     name = f"{fullname}-connect-injector"
     ns = r.namespace
     dep = r.find("Deployment", name)
@@ -412,6 +530,9 @@ def check_injector(r, fullname, image, transparent_proxy=False, require_label=Fa
         wanted.append("--inject-by-default")
     if network:
         wanted.append(f"--network={network}")
+    if acl_method:
+        # Injected agents log in and enroll with their service-account token.
+        wanted.append(f"--acl-auth-method={acl_method}")
     expect_eq(c["args"], wanted, "injector args")
     expect_eq(port_number(c, "https"), 8443, "injector port")
     for probe in ("readinessProbe", "livenessProbe"):
@@ -512,10 +633,12 @@ def named(value, name):
             yield from named(v, name)
 
 
-def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=False):
+def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=False, acl_method="k8s"):
     """Runs the real `weft k8s webhook` with the rendered Deployment's
     arguments and the rendered Secret's files, and calls it as the API server
-    would: over TLS to <service>.<namespace>.svc, trusting only the caBundle."""
+    would: over TLS to <service>.<namespace>.svc, trusting only the caBundle.
+    With `acl_method`, the injected agent must log in with that auth method
+    and a service-account token projected for Weft's audience."""
     if WEFT is None:
         return
     name = f"{fullname}-connect-injector"
@@ -595,6 +718,22 @@ def run_webhook(r, fullname, image, transparent_proxy=False, inject_by_default=F
             ca_env = [e for e in sidecars[0].get("env", []) if e["name"] == "WEFT_SERVER_CA_PEM"]
             expect_eq(len(ca_env), 1, "WEFT_SERVER_CA_PEM in the injected sidecar's env")
             expect(ca_env[0].get("value") == server_ca, "the injected sidecar's WEFT_SERVER_CA_PEM is not the servers' ca.crt")
+            # ACLs: the webhook took --acl-auth-method (it serves, so it
+            # accepted the flag and its value), and the agent logs in, and
+            # enrolls, with the pod's token for Weft's audience.
+            acl_env = {e["name"]: e.get("value") for e in sidecars[0].get("env", []) if e["name"].startswith("WEFT_ACL_")}
+            token_volumes = [v for v in named(patch, "weft-acl-token") if "projected" in v]
+            token_mounts = [m for m in sidecars[0].get("volumeMounts", []) if m["name"] == "weft-acl-token"]
+            if acl_method:
+                expect_eq(acl_env, {"WEFT_ACL_AUTH_METHOD": acl_method,
+                                    "WEFT_ACL_BEARER_TOKEN_FILE": f"{ACL_TOKEN_DIR}/token"}, "the injected sidecar's ACL env")
+                expect_eq(len(token_volumes), 1, "injected service-account token volumes")
+                expect_eq(token_volumes[0]["projected"]["sources"][0]["serviceAccountToken"].get("audience"), ACL_AUDIENCE,
+                          "the injected token's audience")
+                expect_eq([(m["mountPath"], m.get("readOnly")) for m in token_mounts], [(ACL_TOKEN_DIR, True)],
+                          "the injected token's mount")
+            else:
+                expect_eq((acl_env, token_volumes, token_mounts), ({}, [], []), "ACL login injected without ACLs")
             # Transparent proxying: the redirecting init container first, and no warning.
             expect_eq('"weft-init"' in text, transparent_proxy, "a traffic redirection init container injected")
             expect_eq(review.warnings, [], "admission warnings")
@@ -617,11 +756,15 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def materialize(r, pod, c, root):
+def materialize(r, pod, c, root, provided=None):
     """Writes what `c` mounts from ConfigMaps and Secrets under `root` (a
     mount at /x lands in root/x), and rewrites the mount paths in the config
-    files to where they landed. Returns {mount path: local path}."""
+    files to where they landed. What Kubernetes provides rather than the
+    chart (the ConfigMap kube-root-ca.crt, a projected service-account token)
+    comes from `provided`: {"configMap:NAME" or "serviceAccountToken":
+    {file: bytes}}. Returns {mount path: local path}."""
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    provided = provided or {}
     local = {}
     config_files = []
     for m in c.get("volumeMounts", []):
@@ -629,16 +772,24 @@ def materialize(r, pod, c, root):
         path = os.path.join(root, m["mountPath"].lstrip("/"))
         local[m["mountPath"]] = path
         os.makedirs(path, exist_ok=True)
-        if "configMap" in v:
-            for fname, text in r.find("ConfigMap", v["configMap"]["name"])["data"].items():
-                config_files.append(os.path.join(path, fname))
-                with open(config_files[-1], "w") as fh:
-                    fh.write(text)
-        elif "secret" in v:
-            data = r.find("Secret", v["secret"]["secretName"])["data"]
-            for item in v["secret"]["items"]:
-                with open(os.path.join(path, item["path"]), "wb") as fh:
-                    fh.write(base64.b64decode(data[item["key"]]))
+        for kind, src in volume_sources(v):
+            name = source_name(kind, src)
+            if kind == "configMap" and name == KUBE_ROOT_CA or kind == "serviceAccountToken":
+                key = f"configMap:{name}" if kind == "configMap" else kind
+                expect(key in provided, f"the test provides no {key} for {c['name']}")
+                for fname, data in provided[key].items():
+                    with open(os.path.join(path, fname), "wb") as fh:
+                        fh.write(data)
+            elif kind == "configMap":
+                for fname, text in r.find("ConfigMap", name)["data"].items():
+                    config_files.append(os.path.join(path, fname))
+                    with open(config_files[-1], "w") as fh:
+                        fh.write(text)
+            elif kind == "secret":
+                data = r.find("Secret", name)["data"]
+                for item in src["items"]:
+                    with open(os.path.join(path, item["path"]), "wb") as fh:
+                        fh.write(base64.b64decode(data[item["key"]]))
     # One pass, so a path already rewritten (under /tmp) is not rewritten again.
     mounts = re.compile('"(' + "|".join(re.escape(m) for m in sorted(local, key=len, reverse=True)) + ')/')
     for fname in config_files:
@@ -649,35 +800,226 @@ def materialize(r, pod, c, root):
     return local
 
 
+def local_path(local, path):
+    """Where a path inside a container landed (materialize's mounts)."""
+    for mount in sorted(local, key=len, reverse=True):
+        if path.startswith(mount.rstrip("/") + "/"):
+            return local[mount] + path[len(mount.rstrip("/")):]
+    raise CheckFailed(f"{path} is in no mounted volume")
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def openssl_ok(*args, stdin=None):
+    out = subprocess.run(["openssl", *args], input=stdin, capture_output=True)
+    expect(out.returncode == 0, f"openssl {' '.join(args[:2])} failed: {out.stderr.decode(errors='replace')}")
+    return out.stdout
+
+
+class ServiceAccountIssuer:
+    """Stands in for the API server as the service-account token issuer: an
+    RSA signing key whose JWKS it serves over HTTPS at /openid/v1/jwks, with
+    a certificate from a CA of its own (the cluster's CA, as kube-root-ca.crt
+    holds it), and projected tokens (RS256 JWTs with Kubernetes' claims)."""
+
+    def __init__(self, d, issuer):
+        self.issuer = issuer
+        self.fetches = 0
+        f = {name: os.path.join(d, name) for name in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt", "ext", "sign.key")}
+        openssl_ok("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f["ca.key"],
+                   "-out", f["ca.crt"], "-subj", "/CN=test-kubernetes-ca", "-days", "1")
+        openssl_ok("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f["tls.key"],
+                   "-out", f["tls.csr"], "-subj", "/CN=kubernetes")
+        with open(f["ext"], "w") as fh:
+            fh.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+                     "subjectAltName=IP:127.0.0.1\n")
+        openssl_ok("x509", "-req", "-in", f["tls.csr"], "-CA", f["ca.crt"], "-CAkey", f["ca.key"], "-CAcreateserial",
+                   "-out", f["tls.crt"], "-days", "1", "-extfile", f["ext"])
+        openssl_ok("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", f["sign.key"])
+        self.sign_key = f["sign.key"]
+        modulus = openssl_ok("rsa", "-in", f["sign.key"], "-noout", "-modulus").decode().strip().split("=", 1)[1]
+        jwks = json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "sa-key-1",
+                                     "n": b64url(bytes.fromhex(modulus)), "e": "AQAB"}]}).encode()
+        with open(f["ca.crt"], "rb") as fh:
+            self.ca_pem = fh.read()
+        issuer_self = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                found = self.path == "/openid/v1/jwks"
+                issuer_self.fetches += found
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(jwks) if found else 0))
+                self.end_headers()
+                if found:
+                    self.wfile.write(jwks)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(f["tls.crt"], f["tls.key"])
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/openid/v1/jwks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def jwt(self, namespace, account, pod, audience=ACL_AUDIENCE):
+        """A projected service-account token of pod `namespace`/`pod`, running as `account`."""
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": [audience], "iat": now, "nbf": now, "exp": now + 600,
+                  "sub": f"system:serviceaccount:{namespace}:{account}",
+                  "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account, "uid": "sa-uid"},
+                                    "pod": {"name": pod, "uid": "pod-uid"}}}
+        header = {"alg": "RS256", "kid": "sa-key-1", "typ": "JWT"}
+        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}".encode()
+        return f"{signing_input.decode()}.{b64url(openssl_ok('dgst', '-sha256', '-sign', self.sign_key, stdin=signing_input))}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def clean_env(extra=None):
+    """This process's environment without any Weft client setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
+    env.update(extra or {})
+    return env
+
+
+def run_acl_job(r, fullname, http_addr, issuer, d, run):
+    """Runs the rendered ACL Job's steps, in order, as the kubelet would: each
+    container's `weft` with its arguments, its environment from the rendered
+    Secret, and its mounts (the cluster's CA: `issuer`'s), against
+    `http_addr` and with the JWKS at `issuer`'s URL. A failed step is
+    retried alone (restartPolicy OnFailure)."""
+    job = r.find("Job", f"{fullname}-acl-init")
+    pod = job["spec"]["template"]["spec"]
+    for c in acl_steps(job):
+        local = materialize(r, pod, c, os.path.join(d, f"job-{run}", c["name"]),
+                            {f"configMap:{KUBE_ROOT_CA}": {"ca.crt": issuer.ca_pem}})
+        args = []
+        for a in c["args"]:
+            key, _, value = a.partition("=")
+            if key == "--http-addr":
+                a = f"{key}={http_addr}"
+            elif key == "--jwks-url":
+                expect_eq(value, IN_CLUSTER_JWKS, "the ACL Job's --jwks-url")
+                a = f"{key}={issuer.url}"
+            elif key == "--jwks-ca-cert":
+                expect(value.startswith("@"), "--jwks-ca-cert does not name a file")
+                a = f"{key}=@{local_path(local, value[1:])}"
+            args.append(a)
+        env = {}
+        for e in c.get("env", []):
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = base64.b64decode(r.find("Secret", ref["name"])["data"][ref["key"]]).decode()
+        for attempt in range(10):
+            out = subprocess.run([WEFT, *args], capture_output=True, text=True, env=clean_env(env), stdin=subprocess.DEVNULL)
+            if out.returncode == 0:
+                break
+            time.sleep(1)
+        expect(out.returncode == 0, f"ACL Job step {c['name']} (run {run}) failed: {out.stdout}{out.stderr}")
+
+
+def http_json(addr, method, path, body=None, token=None):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        headers = {"X-Consul-Token": token} if token else {}
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        return resp.status, text
+    finally:
+        conn.close()
+
+
+def check_logins(r, fullname, http_addr, issuer, method, gateway_service):
+    """What the rendered binding rules give a login (after the Job ran twice,
+    so with every rule twice): a pod its service account's service and its
+    own node; the default account only its node; the mesh gateway's account
+    its catalog name in the release namespace alone. A token for another
+    audience is refused."""
+    ns = r.namespace
+    gateway_account = f"{fullname}-mesh-gateway"
+    cases = [
+        ("shop", "web", "web-0", ["web"]),
+        ("shop", "default", "batch-0", []),
+        ("other", gateway_account, "gw-x", [gateway_account]),
+        (ns, gateway_account, "gw-y", sorted({gateway_account, gateway_service})),
+    ]
+    for namespace, account, pod, services in cases:
+        status, text = http_json(http_addr, "POST", "/v1/acl/login",
+                                 {"AuthMethod": method, "BearerToken": issuer.jwt(namespace, account, pod)})
+        what = f"login of {namespace}/{pod} as {account}"
+        expect_eq(status, 200, f"{what}: {text}")
+        token = json.loads(text)
+        got = sorted(i["ServiceName"] for i in token.get("ServiceIdentities") or [])
+        expect_eq(got, services, f"{what}: service identities")
+        nodes = [i["NodeName"] for i in token.get("NodeIdentities") or []]
+        expect_eq(nodes, [pod], f"{what}: node identities")
+        http_json(http_addr, "POST", "/v1/acl/logout", token=token["SecretID"])
+    status, text = http_json(http_addr, "POST", "/v1/acl/login",
+                             {"AuthMethod": method, "BearerToken": issuer.jwt("shop", "web", "web-1", audience="https://kubernetes.default.svc")})
+    expect_eq(status, 403, f"a login with an API-server token: {text}")
+
+
 def run_rpc_tls(r, fullname):
     """Runs two real servers with the rendered servers' config directory and
     TLS files, and a client agent with the mesh gateway's, on loopback: the
     servers elect a leader over TLS (each presenting the generated certificate
     as a client too) and the client agent, trusting only the RPC CA and the
-    name server.<datacenter>.<domain>, follows their state."""
+    name server.<datacenter>.<domain>, follows their state; then the
+    gateway runs with the rendered arguments, registers with the agent and
+    turns Ready.
+
+    With ACLs (and so verify_incoming): the servers make the rendered
+    management token, which the rendered readiness probe uses; the rendered
+    ACL Job runs against them (twice: it must be re-runnable) and makes the
+    auth method, which fetches its keys from a stand-in issuer over HTTPS;
+    the gateway's agent logs in and enrolls with a service-account token
+    from that issuer for its pod, and the gateway registers and gets its
+    configuration with the agent's login alone."""
     if WEFT is None:
         return
     sts = r.find("StatefulSet", f"{fullname}-server")
     server = container(sts, "weft")
     dep = r.find("Deployment", f"{fullname}-mesh-gateway")
-    agent = dep["spec"]["template"]["spec"]["initContainers"][0]
-    sf, af = flags(server["args"]), flags(agent["args"])
+    gateway_pod = dep["spec"]["template"]["spec"]
+    agent = gateway_pod["initContainers"][0]
+    gateway = container(dep, "mesh-gateway")
+    sf, af, gf = flags(server["args"]), flags(agent["args"]), flags(gateway["args"])
+    secrets = {o["metadata"]["name"]: o for o in r.all("Secret")}
+    management = secrets.get(f"{fullname}-management-token")
+    token = base64.b64decode(management["data"]["token"]).decode() if management else None
+    job = r.all("Job")
+    expect_eq(bool(job), bool(management), "the ACL Job rendered with the management token")
     rpc = [free_port(), free_port()]
     procs, logs = [], []
     with tempfile.TemporaryDirectory() as d:
-        def start(name, container_spec, pod, args):
+        issuer = None
+        if management:
+            method_args = flags(acl_steps(job[0])[0]["args"])
+            issuer = ServiceAccountIssuer(d, one_flag(method_args, "bound-issuer"))
+
+        def start(name, container_spec, pod, args, provided=None, cmd=None):
             root = os.path.join(d, name)
-            local = materialize(r, pod, container_spec, root)
+            local = materialize(r, pod, container_spec, root, provided)
             f = flags(container_spec["args"])
             http = free_port()
-            cmd = [WEFT, "agent", *args, f"--node={name}", f"--data-dir={os.path.join(root, 'data')}",
-                   f"--config-dir={local[one_flag(f, 'config-dir')]}",
-                   f"--datacenter={one_flag(f, 'datacenter')}", f"--domain={one_flag(f, 'domain')}",
-                   f"--http-addr=127.0.0.1:{http}", f"--dns-addr=127.0.0.1:{free_port()}"]
+            if cmd is None:
+                cmd = [WEFT, "agent", *args, f"--node={name}", f"--data-dir={os.path.join(root, 'data')}",
+                       f"--config-dir={local[one_flag(f, 'config-dir')]}",
+                       f"--datacenter={one_flag(f, 'datacenter')}", f"--domain={one_flag(f, 'domain')}",
+                       f"--http-addr=127.0.0.1:{http}", f"--dns-addr=127.0.0.1:{free_port()}"]
             log = open(os.path.join(d, name + ".log"), "w+")
             logs.append((name, log))
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-            return f"127.0.0.1:{http}"
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env()))
+            return f"127.0.0.1:{http}", local
 
         def log_tails():
             out = []
@@ -686,19 +1028,51 @@ def run_rpc_tls(r, fullname):
                 out.append(f"--- {name}:\n" + "".join(log.readlines()[-15:]))
             return "\n".join(out)
 
+        def weft_cli(*args, token=None):
+            return subprocess.run([WEFT, *args], capture_output=True, text=True,
+                                  env=clean_env({"WEFT_HTTP_TOKEN": token} if token else {}))
+
         try:
             joins = [f"--retry-join=127.0.0.1:{p}" for p in rpc]
-            s0 = start("s0", server, sts["spec"]["template"]["spec"],
-                       ["--server", "--bootstrap-expect=2", f"--rpc-addr=127.0.0.1:{rpc[0]}", *joins])
+            s0, s0_local = start("s0", server, sts["spec"]["template"]["spec"],
+                                 ["--server", "--bootstrap-expect=2", f"--rpc-addr=127.0.0.1:{rpc[0]}", *joins])
             start("s1", server, sts["spec"]["template"]["spec"],
                   ["--server", "--bootstrap-expect=2", f"--rpc-addr=127.0.0.1:{rpc[1]}", *joins])
-            client = start("gw", agent, dep["spec"]["template"]["spec"],
-                           [f"--network={one_flag(af, 'network')}", f"--retry-join=127.0.0.1:{rpc[0]}",
-                            "--advertise=127.0.0.1"])
             expect_eq(one_flag(sf, "datacenter"), one_flag(af, "datacenter"), "servers' vs gateway agent's --datacenter")
+
+            # The rendered readiness probe, with the environment the
+            # container has (with ACLs, the management token's file).
+            probe = [WEFT if a == "weft" else s0 if a == "127.0.0.1:8500" else a
+                     for a in server["readinessProbe"]["exec"]["command"]]
+            probe_env = {e["name"]: local_path(s0_local, e["value"]) for e in server.get("env", [])
+                         if e["name"] == "WEFT_HTTP_TOKEN_FILE"}
             deadline = time.monotonic() + 60
             while True:
-                members = subprocess.run([WEFT, "members", "--http-addr", client], capture_output=True, text=True)
+                ready = subprocess.run(probe, capture_output=True, text=True, env=clean_env(probe_env))
+                if ready.returncode == 0:
+                    break
+                if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                    raise CheckFailed(f"the servers' readiness probe never passed: {ready.stdout}{ready.stderr}\n{log_tails()}")
+                time.sleep(0.5)
+            expect("leader" in ready.stdout and "s0" in ready.stdout and "s1" in ready.stdout,
+                   f"the servers are not one Raft cluster: {ready.stdout}")
+            if management:
+                # ACLs are on: without the token, the same call is refused.
+                refused = weft_cli(*probe[1:])
+                expect(refused.returncode != 0, f"list-peers without a token passed: ACLs are not on ({refused.stdout})")
+                method = one_flag(method_args, "name")
+                run_acl_job(r, fullname, s0, issuer, d, 1)
+                run_acl_job(r, fullname, s0, issuer, d, 2)
+                check_logins(r, fullname, s0, issuer, method, one_flag(gf, "service"))
+                expect(issuer.fetches >= 1, "the servers never fetched the JWKS")
+
+            provided = {"serviceAccountToken": {"token": issuer.jwt(r.namespace, gateway_pod["serviceAccountName"], "gw").encode()}} if issuer else None
+            client, gw_local = start("gw", agent, gateway_pod,
+                                     [f"--network={one_flag(af, 'network')}", f"--retry-join=127.0.0.1:{rpc[0]}",
+                                      "--advertise=127.0.0.1"], provided)
+            deadline = time.monotonic() + 60
+            while True:
+                members = weft_cli("members", "--http-addr", client)
                 alive = {line.split()[0] for line in members.stdout.splitlines()[1:] if " alive " in line}
                 if {"s0", "s1", "gw"} <= alive:
                     break
@@ -706,13 +1080,46 @@ def run_rpc_tls(r, fullname):
                     raise CheckFailed(f"servers and client agent did not come together over TLS "
                                       f"(members: {members.stdout.strip() or members.stderr.strip()})\n{log_tails()}")
                 time.sleep(0.5)
-            peers = subprocess.run([WEFT, "operator", "raft", "list-peers", "--http-addr", s0], capture_output=True, text=True)
-            expect(peers.returncode == 0 and "leader" in peers.stdout and "s0" in peers.stdout and "s1" in peers.stdout,
-                   f"the servers are not one Raft cluster: {peers.stdout}{peers.stderr}")
+            if management:
+                # It enrolled by its login: it has a client certificate.
+                expect(os.path.exists(os.path.join(d, "gw", "data", "agent-cert.pem")),
+                       f"the gateway's agent has no client certificate\n{log_tails()}")
+
+            # The gateway, with the rendered arguments (the pod's addresses
+            # on loopback) and no token of its own: it registers and gets its
+            # configuration with the agent's default token (its login).
+            admin = free_port()
+            args = []
+            for a in gateway["args"]:
+                key, _, value = a.partition("=")
+                if key == "--port":
+                    a = f"--port={free_port()}"
+                elif key == "--admin-bind":
+                    a = f"--admin-bind=127.0.0.1:{admin}"
+                elif key == "--http-addr":
+                    a = f"--http-addr={client}"
+                elif key == "--wan-address":
+                    # Another loopback port: the rendered address is not this
+                    # host's.
+                    a = f"--wan-address=127.0.0.1:{free_port()}"
+                args.append(a.replace("$(POD_IP)", "127.0.0.1").replace("$(HOST_IP)", "127.0.0.1"))
+            start("mesh-gateway", gateway, gateway_pod, [], cmd=[WEFT, *args])
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    status, _ = http_json(f"127.0.0.1:{admin}", "GET", "/ready")
+                except OSError:
+                    status = None
+                if status == 200:
+                    break
+                if procs[-1].poll() is not None or time.monotonic() > deadline:
+                    raise CheckFailed(f"the mesh gateway never turned Ready (/ready: {status})\n{log_tails()}")
+                time.sleep(0.5)
+            services = weft_cli("catalog", "services", "--http-addr", s0, token=token)
+            expect(one_flag(gf, "service") in services.stdout.split(), f"the gateway is not in the catalog: {services.stdout}{services.stderr}")
         finally:
-            for p in procs:
+            for p in reversed(procs):  # the gateway first: it deregisters through its agent
                 p.terminate()
-            for p in procs:
                 try:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
@@ -720,6 +1127,8 @@ def run_rpc_tls(r, fullname):
                     p.wait()
             for _, log in logs:
                 log.close()
+            if issuer:
+                issuer.close()
 
 
 def env_field(c, name):
@@ -751,9 +1160,10 @@ def check_flags_exist(args, subcommand, what):
 
 def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, host_port=None,
                        service_type="LoadBalancer", service_annotations=None, service_name="mesh-gateway",
-                       replicas=1, datacenter="dc1", tls_secret=None):
+                       replicas=1, datacenter="dc1", tls_secret=None, acl_method="k8s"):
     """The mesh gateway: a client agent in `network` joined to the servers,
-    and `weft connect gateway --kind mesh` advertising `wan` to other networks."""
+    and `weft connect gateway --kind mesh` advertising `wan` to other networks.
+    With `acl_method`, the agent logs in (and enrolls) with its pod's token."""
     name = f"{fullname}-mesh-gateway"
     ns = r.namespace
     dep = r.find("Deployment", name)
@@ -800,6 +1210,26 @@ def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, 
               "Secret files the gateway's agent mounts (its ca_file alone)")
     check_flags_exist(agent["args"], ["agent"], "agent")
 
+    # ACLs: the agent logs in at start with its pod's service-account token,
+    # projected for Weft's audience where its login reads it, and enrolls
+    # with it (no join token); the ACL Job's rules give it its node and the
+    # gateway's service. No secret in the ConfigMap.
+    token = token_volume(pod, agent, ACL_TOKEN_DIR)
+    if acl_method:
+        expect_eq(sorted(cm["data"]), ["acl.json", "rpc-tls.json"], "the gateway's agent's config files")
+        expect_eq(json.loads(cm["data"]["acl.json"]), {"acl": {
+            "enabled": True, "default_policy": "deny",
+            "login": {"auth_method": acl_method, "bearer_token_file": f"{ACL_TOKEN_DIR}/token",
+                      "meta": {"deployment": f"{ns}/{name}"}}}}, "the gateway's agent's acl.json")
+        expect(token is not None, f"the gateway's agent has no service-account token at {ACL_TOKEN_DIR}")
+        expect_eq((token.get("audience"), token.get("path")), (ACL_AUDIENCE, "token"), "the gateway's agent's token")
+        expect(isinstance(token.get("expirationSeconds"), int) and token["expirationSeconds"] >= 600,
+               "the gateway's agent's token expirationSeconds")
+        expect("join_token" not in json.dumps(json.loads(cm["data"]["acl.json"])), "a join token in the ConfigMap")
+    else:
+        expect_eq(sorted(cm["data"]), ["rpc-tls.json"], "the gateway's agent's config files without ACLs")
+        expect(token is None, "a service-account token for the gateway's agent without ACLs")
+
     # The gateway.
     gw = container(dep, "mesh-gateway")
     expect_eq(gw["command"], ["weft"], "gateway command")
@@ -818,6 +1248,7 @@ def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, 
         expect_eq(env_field(gw, "HOST_IP"), "status.hostIP", "gateway HOST_IP")
     check_flags_exist(gw["args"], ["connect", "gateway"], "gateway")
     expect_eq(secret_files(pod, gw), {}, "Secret files the gateway container mounts")
+    expect(token_volume(pod, gw, ACL_TOKEN_DIR) is None, "the gateway container mounts the agent's login token")
 
     expect_eq(port_number(gw, "gateway"), port, "gateway container port")
     gateway_port = next(p for p in gw["ports"] if p["name"] == "gateway")
@@ -838,6 +1269,108 @@ def check_mesh_gateway(r, fullname, network, wan, port=8443, service_port=8443, 
               [(service_port, port)], "mesh gateway Service ports")
 
 
+def acl_steps(job):
+    """The ACL Job's containers, in the order they run: the init
+    containers, then the main one."""
+    pod = job["spec"]["template"]["spec"]
+    return pod.get("initContainers", []) + pod["containers"]
+
+
+def check_acl(r, fullname, method="k8s", issuer=DEFAULT_ISSUER, jwks_url="", discovery_binding=True,
+              gateway_service=None):
+    """ACLs: the management token's Secret, the Job that makes the auth method
+    and its binding rules with it, and the issuer-discovery binding that lets
+    the servers fetch the service-account keys without credentials."""
+    ns = r.namespace
+    management = f"{fullname}-management-token"
+    check_management_secret(r.find("Secret", management))
+
+    name = f"{fullname}-acl-init"
+    job = r.find("Job", name)
+    annotations = job["metadata"].get("annotations", {})
+    expect_eq(annotations.get("helm.sh/hook"), "post-install,post-upgrade", "ACL Job hook")
+    expect_eq(annotations.get("helm.sh/hook-delete-policy"), "before-hook-creation,hook-succeeded", "ACL Job hook-delete-policy")
+    expect(job["spec"].get("backoffLimit", 6) >= 3, "the ACL Job gives up before the servers can have elected")
+    pod = job["spec"]["template"]["spec"]
+    # A failed step is retried alone, in place: the ones before it are not repeated.
+    expect_eq(pod.get("restartPolicy"), "OnFailure", "ACL Job restartPolicy")
+    expect_eq(len(pod["containers"]), 1, "ACL Job main containers")
+    expect_eq(r.find("ServiceAccount", pod["serviceAccountName"]).get("automountServiceAccountToken"), False,
+              "the ACL Job's service account automounts an API token")
+    http = f"--http-addr={fullname}.{ns}.svc:8500"
+    svc = r.find("Service", fullname)
+    expect(any(p["port"] == 8500 for p in svc["spec"]["ports"]), "the ACL Job's --http-addr is not a port of the client Service")
+
+    kube_ca = "/var/run/secrets/kubernetes.io/serviceaccount"
+    auth_method = ["acl", "auth-method", "create", "--type=jwt", f"--name={method}",
+                   f"--description=Kubernetes service accounts (release {r.release}, namespace {ns})"]
+    auth_method += [f"--jwks-url={jwks_url}"] if jwks_url else [
+        f"--jwks-url={IN_CLUSTER_JWKS}", f"--jwks-ca-cert=@{kube_ca}/ca.crt"]
+    auth_method += [f"--bound-issuer={issuer}", f"--bound-audience={ACL_AUDIENCE}",
+                    "--claim-mapping=/kubernetes.io/namespace=namespace",
+                    "--claim-mapping=/kubernetes.io/serviceaccount/name=service_account_name",
+                    "--claim-mapping=/kubernetes.io/pod/name=pod_name", http]
+    rule = ["acl", "binding-rule", "create", f"--method={method}"]
+    wanted = [
+        ("auth-method", auth_method),
+        ("service-rule", rule + ["--description=A pod: a service identity named after its service account",
+                                 "--bind-type=service", "--bind-name=${value.service_account_name}",
+                                 '--selector=value.service_account_name != "default"', http]),
+        ("node-rule", rule + ["--description=A pod: a node identity for its own name (its agent enrolls with it)",
+                              "--bind-type=node", "--bind-name=${value.pod_name}", http]),
+    ]
+    if gateway_service:
+        wanted.append(("mesh-gateway-rule", rule + [
+            f"--description=The mesh gateway (release {r.release}): service {gateway_service}",
+            "--bind-type=service", f"--bind-name={gateway_service}",
+            f'--selector=value.namespace == "{ns}" and value.service_account_name == "{fullname}-mesh-gateway"', http]))
+    steps = acl_steps(job)
+    expect_eq([(c["name"], c["args"]) for c in steps], wanted, "the ACL Job's steps")
+    for c in steps:
+        cname = f"ACL Job container {c['name']}"
+        expect_eq(c["command"], ["weft"], f"{cname} command (no shell)")
+        expect_eq(c.get("env"), [{"name": "WEFT_HTTP_TOKEN", "valueFrom": {"secretKeyRef": {"name": management, "key": "token"}}}],
+                  f"{cname} env")
+        expect(not any("$(" in a for a in c["args"]), f"{cname}: an argument Kubernetes would expand")
+        check_flags_exist(c["args"], c["args"][:3], cname)
+    # The cluster's CA, at the path --jwks-ca-cert names, from the
+    # ConfigMap Kubernetes publishes (not the API token beside it).
+    ca_mounts = [(c["name"], m) for c in steps for m in c.get("volumeMounts", [])]
+    if jwks_url:
+        expect_eq(ca_mounts, [], "ACL Job mounts without the in-cluster JWKS")
+    else:
+        expect_eq([(n, m["mountPath"], m.get("readOnly")) for n, m in ca_mounts], [("auth-method", kube_ca, True)],
+                  "the ACL Job's mounts")
+        volume = next(v for v in pod["volumes"] if v["name"] == ca_mounts[0][1]["name"])
+        expect_eq(volume_sources(volume), [("configMap", {"name": KUBE_ROOT_CA, "items": [{"key": "ca.crt", "path": "ca.crt"}]})],
+                  "the ACL Job's CA volume")
+
+    bindings = r.all("ClusterRoleBinding")
+    if discovery_binding:
+        expect_eq(len(bindings), 1, "ClusterRoleBindings")
+        expect_eq(bindings[0]["roleRef"], {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                           "name": "system:service-account-issuer-discovery"}, "issuer discovery roleRef")
+        expect_eq(bindings[0]["subjects"], [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                             "name": "system:unauthenticated"}], "issuer discovery subjects")
+        expect(ns in bindings[0]["metadata"]["name"], "the cluster-scoped binding's name lacks the namespace")
+    else:
+        expect_eq(bindings, [], "ClusterRoleBindings with acl.issuerDiscoveryBinding=false")
+
+
+def check_no_acl(r, fullname):
+    """acl.enabled=false: the chart as it was before ACLs."""
+    for o in r.objects:
+        expect(component(o) != "acl", f"{o['kind']} {o['metadata']['name']} rendered with ACLs off")
+    for kind in ("Job", "ClusterRoleBinding"):
+        expect_eq(r.all(kind), [], f"{kind}s with ACLs off")
+    expect(not any(o["metadata"]["name"].endswith("-management-token") for o in r.all("Secret")), "a management token with ACLs off")
+    for w in r.all("StatefulSet") + r.all("Deployment"):
+        pod = w["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            expect(not any(a.startswith("--acl") for a in c.get("args", [])), f"{w['metadata']['name']} {c['name']}: ACL flags with ACLs off")
+            expect(token_volume(pod, c, ACL_TOKEN_DIR) is None, f"{w['metadata']['name']} {c['name']}: a login token with ACLs off")
+
+
 def check_no_mesh_gateway(r):
     for o in r.objects:
         component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
@@ -850,7 +1383,8 @@ def check_no_injector(r, fullname):
         expect(component != "connect-injector", f"{o['kind']} {o['metadata']['name']} rendered with connectInject disabled")
     for kind in ("Deployment", "MutatingWebhookConfiguration"):
         expect_eq(r.all(kind), [], f"{kind}s with connectInject disabled")
-    expect_eq([o["metadata"]["name"] for o in r.all("Secret")], [f"{fullname}-server-tls"], "Secrets with connectInject disabled")
+    expect_eq(sorted(o["metadata"]["name"] for o in r.all("Secret")),
+              [f"{fullname}-management-token", f"{fullname}-server-tls"], "Secrets with connectInject disabled")
 
 
 # ---------------------------------------------------------------- scenarios
@@ -863,9 +1397,38 @@ def scenario_default(r):
     cm = check_servers(r, "prod-weft", 3)
     expect_eq(sorted(cm["data"]), ["extra-config.json", "rpc-tls.json"], "default server config files")
     expect_eq(cm["data"]["extra-config.json"], "{}", "default server extra config")
+    check_acl(r, "prod-weft")
     check_injector(r, "prod-weft", DEFAULT_IMAGE)
     run_webhook(r, "prod-weft", DEFAULT_IMAGE)
     check_no_mesh_gateway(r)
+
+
+def scenario_acl_disabled(r):
+    # The chart as it was before ACLs: no token, Job or binding, no login
+    # anywhere, and the servers accept callers without a certificate.
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3, acl=False)
+    check_no_acl(r, "prod-weft")
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, acl_method=None)
+    run_webhook(r, "prod-weft", DEFAULT_IMAGE, acl_method=None)
+
+
+def scenario_acl_values(r):
+    # Another method name and issuer, keys from a public JWKS (no cluster CA,
+    # no issuer-discovery binding), with the mesh gateway.
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3)
+    check_acl(r, "prod-weft", method="kube", issuer="https://oidc.example.com/id/7", jwks_url="https://oidc.example.com/id/7/keys",
+              discovery_binding=False, gateway_service="mesh-gateway")
+    check_injector(r, "prod-weft", DEFAULT_IMAGE, network="east", acl_method="kube")
+    run_webhook(r, "prod-weft", DEFAULT_IMAGE, acl_method="kube")
+    check_mesh_gateway(r, "prod-weft", "east", "$(HOST_IP):8443", host_port=8443, acl_method="kube")
+
+
+def scenario_acl_without_verify_incoming(r):
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3, verify_incoming=False)
+    check_acl(r, "prod-weft")
 
 
 def scenario_replicas5(r):
@@ -877,6 +1440,7 @@ def scenario_inject_disabled(r):
     check_common(r, DEFAULT_IMAGE)
     check_servers(r, "prod-weft", 3)
     check_no_injector(r, "prod-weft")
+    check_acl(r, "prod-weft")
 
 
 def scenario_transparent_proxy(r):
@@ -969,12 +1533,14 @@ def scenario_gateway_node_ip(r):
     check_servers(r, "prod-weft", 3)
     check_injector(r, "prod-weft", DEFAULT_IMAGE, network="east")
     check_mesh_gateway(r, "prod-weft", "east", "$(HOST_IP):8443", host_port=8443)
+    check_acl(r, "prod-weft", gateway_service="mesh-gateway")
 
 
 def scenario_gateway_static(r):
     check_common(r, DEFAULT_IMAGE)
     check_servers(r, "prod-weft", 3)
     check_mesh_gateway(r, "prod-weft", "east_2", "203.0.113.7:9443", service_type="ClusterIP", replicas=2)
+    check_acl(r, "prod-weft", gateway_service="mesh-gateway")
 
 
 GATEWAY_VALUES_FILE = """\
@@ -1007,12 +1573,26 @@ def scenario_gateway_service(r):
                        datacenter="eu-west")
     dep = r.find("Deployment", "prod-weft-mesh-gateway")
     expect_eq(dep["spec"]["template"]["spec"]["tolerations"][0]["key"], "edge", "mesh gateway tolerations")
+    check_acl(r, "prod-weft", gateway_service="k8s-gateway")
+    run_rpc_tls(r, "prod-weft")
+
+
+def scenario_gateway_service_acl_disabled(r):
+    # Without ACLs: the servers accept the gateway's agent with no
+    # certificate and no login, as before.
+    check_common(r, DEFAULT_IMAGE)
+    check_servers(r, "prod-weft", 3, datacenter="eu-west", acl=False)
+    check_no_acl(r, "prod-weft")
+    check_mesh_gateway(r, "prod-weft", "pods", "[2001:db8::7]:443", port=8444, service_port=443,
+                       service_annotations={"lb.example.com/ip": "2001:db8::7"}, service_name="k8s-gateway",
+                       datacenter="eu-west", acl_method=None)
     run_rpc_tls(r, "prod-weft")
 
 
 def scenario_verify_incoming(r):
     check_common(r, DEFAULT_IMAGE)
-    check_servers(r, "prod-weft", 3, verify_incoming=True)
+    check_servers(r, "prod-weft", 3, verify_incoming=True, acl=False)
+    check_no_acl(r, "prod-weft")
 
 
 def scenario_existing_tls_secret(r):
@@ -1056,12 +1636,26 @@ SCENARIOS = [
      ["--set", f"network=east,{GATEWAY},meshGateway.wanAddress.source=Static,meshGateway.wanAddress.static=gw.example.com"],
      "meshGateway.wanAddress.static must be an IP address"),
     ("invalid network name is refused", ["--set", "network=east.1"], "must use only letters, digits"),
-    ("server.tls.verifyIncoming=true", ["--set", "server.tls.verifyIncoming=true"], scenario_verify_incoming),
+    ("ACLs off, server.tls.verifyIncoming=true", ["--set", "acl.enabled=false,server.tls.verifyIncoming=true"], scenario_verify_incoming),
     ("server.tls.existingSecret, with the mesh gateway",
      ["--set", f"server.tls.existingSecret=rpc-certs,network=east,{GATEWAY},meshGateway.wanAddress.source=NodeIP"],
      scenario_existing_tls_secret),
     ("server.tls.verifyIncoming not a boolean is refused", ["--set-string", "server.tls.verifyIncoming=true"],
-     "server.tls.verifyIncoming must be true or false"),
+     "server.tls.verifyIncoming must be true, false or null"),
+    ("ACLs off", ["--set", "acl.enabled=false"], scenario_acl_disabled),
+    ("ACLs off, mesh gateway, Service with a static address", ["-f", "@gateway-values", "--set", "acl.enabled=false"],
+     scenario_gateway_service_acl_disabled),
+    ("ACL values, public JWKS, with the mesh gateway",
+     ["--set", "acl.authMethodName=kube,acl.boundIssuer=https://oidc.example.com/id/7",
+      "--set", "acl.jwksUrl=https://oidc.example.com/id/7/keys,acl.issuerDiscoveryBinding=false",
+      "--set", f"network=east,{GATEWAY},meshGateway.wanAddress.source=NodeIP"], scenario_acl_values),
+    ("ACLs on, server.tls.verifyIncoming=false", ["--set", "server.tls.verifyIncoming=false"], scenario_acl_without_verify_incoming),
+    ("acl.enabled not a boolean is refused", ["--set-string", "acl.enabled=true"], "acl.enabled must be true or false"),
+    ("invalid acl.authMethodName is refused", ["--set", "acl.authMethodName=k8s.a"], "acl.authMethodName \"k8s.a\" must be"),
+    ("empty acl.boundIssuer is refused", ["--set", "acl.boundIssuer="], "acl.boundIssuer must not be empty"),
+    ("plain-HTTP acl.jwksUrl is refused", ["--set", "acl.jwksUrl=http://oidc.example.com/keys"], "acl.jwksUrl must be an https:// URL"),
+    ("acl in server.extraConfig is refused", ["--set", "server.extraConfig.acl.enabled=false"],
+     "server.extraConfig must not set acl with acl.enabled"),
     ("tls in server.extraConfig is refused", ["--set", "server.extraConfig.tls.defaults.verify_incoming=true"],
      "server.extraConfig must not set tls"),
     ("server.tls.certValidityDays=0 is refused", ["--set", "server.tls.certValidityDays=0"],
@@ -1140,6 +1734,11 @@ def main():
                 validate_schemas(r, versions)
                 notes = subprocess.run(cmd[:1] + ["--notes"] + cmd[1:], capture_output=True, text=True)
                 expect(notes.returncode == 0 and "list-peers" in notes.stdout, f"NOTES.txt did not render: {notes.stderr.strip()}")
+                # With ACLs, how to read the management token.
+                for secret in r.all("Secret"):
+                    if secret["metadata"]["name"].endswith("-management-token"):
+                        expect(f"get secret {secret['metadata']['name']} -o jsonpath='{{.data.token}}'" in notes.stdout,
+                               "NOTES.txt does not say how to read the management token")
             passed += 1
             print(f"ok   {name}")
         except CheckFailed as e:

@@ -12,10 +12,16 @@
 # ${CARGO_TARGET_DIR:-target}/helm-render and rebuilt when its source changes.
 #
 # With WEFT_BIN set (tests/deploy.rs sets it), the real `weft k8s webhook` is
-# also run with each rendered injector's arguments and certificate, and
-# called over TLS as the API server would call it; and two servers and a
-# client agent are run with the rendered RPC TLS config and certificates, and
-# must form a cluster over TLS.
+# also run with each rendered injector's arguments and certificate (and, with
+# ACLs, --acl-auth-method), and called over TLS as the API server would call
+# it; and two servers and a client agent are run with the rendered RPC TLS
+# config and certificates, and must form a cluster over TLS. With ACLs (the
+# chart's default), the servers run with the rendered management token, the
+# rendered ACL Job's `weft acl` commands run against them (twice), and the
+# mesh gateway's agent logs in and enrolls with a service-account JWT from a
+# stand-in issuer whose JWKS the servers fetch over HTTPS; the gateway then
+# registers and turns Ready with that login. (openssl makes the issuer's
+# keys and certificates.)
 #
 # Exit status: 0 passed, 1 failed, 77 skipped because a tool is missing (with
 # WEFT_CI set, a missing tool is a failure instead).

@@ -309,7 +309,8 @@ impl ConfigFile {
         let ports = self.ports.clone().unwrap_or_default();
         let addresses = self.addresses.clone().unwrap_or_default();
         let mut address = |name: &str, explicit: &Option<String>, ip: &str, port: Option<u16>, default_port: u16| {
-            let text = explicit.clone().unwrap_or_else(|| join_host_port(ip, port.unwrap_or(default_port)));
+            let text =
+                explicit.clone().unwrap_or_else(|| weft_api::addr::join_host_port(ip, port.unwrap_or(default_port)));
             match text.parse::<SocketAddr>() {
                 Ok(addr) => addr,
                 Err(_) => {
@@ -520,14 +521,6 @@ impl ConfigFile {
             node_ttl,
             service_ttl,
         }
-    }
-}
-
-fn join_host_port(ip: &str, port: u16) -> String {
-    if ip.contains(':') && !ip.starts_with('[') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
     }
 }
 

@@ -165,7 +165,7 @@ fn registration_from(body: RegisterBody, datacenter: &Datacenter) -> Result<Regi
                     .tagged_addresses
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(k, a)| (k, format!("{}:{}", a.address, a.port)))
+                    .map(|(k, a)| (k, weft_api::addr::join_host_port(&a.address, a.port)))
                     .collect(),
                 enable_tag_override: s.enable_tag_override.unwrap_or(false),
                 weights: s.weights.map(|w| Weights { passing: w.passing, warning: w.warning }).unwrap_or_default(),
@@ -263,8 +263,8 @@ fn service_tagged_addresses(service: &Service) -> Value {
         .tagged_addresses
         .iter()
         .map(|(k, v)| {
-            let (address, port) = v.rsplit_once(':').unwrap_or((v.as_str(), "0"));
-            (k.clone(), json!({"Address": address, "Port": port.parse::<u16>().unwrap_or(0)}))
+            let (address, port) = weft_api::addr::split_host_port(v);
+            (k.clone(), json!({"Address": address, "Port": port}))
         })
         .collect();
     Value::Object(map)

@@ -311,7 +311,9 @@ fn snapshot_error(error: SnapshotError) -> ApiError {
     match error {
         SnapshotError::NotASidecar(_) | SnapshotError::NotAGateway(_) => ApiError::NotFound(error.to_string()),
         SnapshotError::Ca(ca) => ApiError::from(ca),
-        SnapshotError::BadRegistration { .. } => ApiError::Cluster(weft_server::ServerError::Fatal(error.to_string())),
+        // The registration cannot be served as it is: its text says why
+        // (it is not the cluster failing).
+        SnapshotError::BadRegistration { .. } => ApiError::Internal(error.to_string()),
     }
 }
 

@@ -619,7 +619,9 @@ fn tagged_address(key: &str, value: &Value) -> Result<String, DefinitionError> {
         Value::Object(_) => {
             let address = object("Address").and_then(Value::as_str).unwrap_or_default();
             let port = object("Port").and_then(Value::as_u64).unwrap_or(0);
-            Ok(format!("{address}:{port}"))
+            let port = u16::try_from(port)
+                .map_err(|_| DefinitionError(format!("Invalid TaggedAddresses[{key:?}]: port {port} is not a port")))?;
+            Ok(weft_api::addr::join_host_port(address, port))
         }
         _ => Err(DefinitionError(format!("Invalid TaggedAddresses[{key:?}]: expected {{Address, Port}}"))),
     }
@@ -637,6 +639,13 @@ mod tests {
     fn service(json: &str) -> Result<LocalService, DefinitionError> {
         let definition: ServiceDefinition = decode_value(serde_json::from_str(json).unwrap()).unwrap();
         definition.validate(&node(), false)
+    }
+
+    #[test]
+    fn an_ipv6_tagged_address_keeps_its_brackets() {
+        let wan = serde_json::json!({"Address": "2001:db8::7", "Port": 443});
+        assert_eq!(tagged_address("wan", &wan).unwrap(), "[2001:db8::7]:443");
+        assert!(tagged_address("wan", &serde_json::json!({"Address": "10.0.0.1", "Port": 70000})).is_err());
     }
 
     #[test]

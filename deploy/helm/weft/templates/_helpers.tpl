@@ -147,6 +147,54 @@ tls.key) and in the chart's client agents (ca.crt only).
 {{- end -}}
 
 {{/*
+The client Service's HTTP API (the Ready servers'), as the ACL Job calls it.
+*/}}
+{{- define "weft.httpAddr" -}}
+{{- printf "%s.%s.svc:8500" (include "weft.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/*
+The servers' verify_incoming: server.tls.verifyIncoming when it is true or
+false, else (null, the default) on exactly when ACLs are, since with ACLs
+every agent in the cluster enrolls by login and has a certificate.
+*/}}
+{{- define "weft.server.verifyIncoming" -}}
+{{- $v := get .Values.server.tls "verifyIncoming" -}}
+{{- if kindIs "bool" $v -}}
+{{- $v -}}
+{{- else -}}
+{{- .Values.acl.enabled -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+ACLs. The Secret with the generated management token (key token) and the
+servers' acl config file holding it (key acl.json): acl-secret.yaml.
+*/}}
+{{- define "weft.acl.tokenSecretName" -}}
+{{- printf "%s-management-token" (include "weft.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The audience of the service-account tokens agents log in with: the one the
+injector (`weft k8s webhook --acl-auth-method`) projects into pods, so the
+chart's own agents and the auth method use it too.
+*/}}
+{{- define "weft.acl.audience" -}}
+weft
+{{- end -}}
+
+{{/* Where agents find that projected token (as in injected pods). */}}
+{{- define "weft.acl.tokenDir" -}}
+/var/run/secrets/weft/serviceaccount
+{{- end -}}
+
+{{/* The ACL Job's objects. */}}
+{{- define "weft.acl.initFullname" -}}
+{{- printf "%s-acl-init" (include "weft.fullname" .) -}}
+{{- end -}}
+
+{{/*
 The container securityContext of every Weft container: nothing but its own
 files, written only to mounted volumes.
 */}}
@@ -178,7 +226,36 @@ asked for), and ones that would render a broken cluster.
 {{- fail (printf "network %q must use only letters, digits, '-' and '_'" (toString .Values.network)) -}}
 {{- end -}}
 {{- include "weft.validateServerTls" . -}}
+{{- include "weft.validateAcl" . -}}
 {{- include "weft.validateMeshGateway" . -}}
+{{- end -}}
+
+{{/*
+ACLs: the auth method's name goes into the injector's flags and every
+agent's config, and the servers' acl block is the chart's own.
+*/}}
+{{- define "weft.validateAcl" -}}
+{{- $acl := .Values.acl -}}
+{{- if not (kindIs "bool" $acl.enabled) -}}
+{{- fail (printf "acl.enabled must be true or false, not %q" (toString $acl.enabled)) -}}
+{{- end -}}
+{{- if $acl.enabled -}}
+{{- if not (regexMatch "^[A-Za-z0-9_-]+$" (toString $acl.authMethodName)) -}}
+{{- fail (printf "acl.authMethodName %q must be letters, digits, '-' and '_'" (toString $acl.authMethodName)) -}}
+{{- end -}}
+{{- if not $acl.boundIssuer -}}
+{{- fail "acl.boundIssuer must not be empty: the issuer the service-account tokens carry (the API server's --service-account-issuer)" -}}
+{{- end -}}
+{{- if and $acl.jwksUrl (not (hasPrefix "https://" (toString $acl.jwksUrl))) -}}
+{{- fail (printf "acl.jwksUrl must be an https:// URL, not %q" (toString $acl.jwksUrl)) -}}
+{{- end -}}
+{{- if not (kindIs "bool" $acl.issuerDiscoveryBinding) -}}
+{{- fail (printf "acl.issuerDiscoveryBinding must be true or false, not %q" (toString $acl.issuerDiscoveryBinding)) -}}
+{{- end -}}
+{{- if hasKey .Values.server.extraConfig "acl" -}}
+{{- fail "server.extraConfig must not set acl with acl.enabled: the chart writes the servers' acl block itself (a later acl block would replace all of it, management token included); set acl.enabled=false to write your own" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -188,8 +265,9 @@ whole), leaving the servers without their certificate.
 */}}
 {{- define "weft.validateServerTls" -}}
 {{- $tls := .Values.server.tls -}}
-{{- if not (kindIs "bool" $tls.verifyIncoming) -}}
-{{- fail (printf "server.tls.verifyIncoming must be true or false, not %q" (toString $tls.verifyIncoming)) -}}
+{{- $verifyIncoming := get $tls "verifyIncoming" -}}
+{{- if not (or (kindIs "bool" $verifyIncoming) (kindIs "invalid" $verifyIncoming) (eq "" (toString $verifyIncoming))) -}}
+{{- fail (printf "server.tls.verifyIncoming must be true, false or null, not %q" (toString $verifyIncoming)) -}}
 {{- end -}}
 {{- if and (not $tls.existingSecret) (lt (int $tls.certValidityDays) 1) -}}
 {{- fail "server.tls.certValidityDays must be at least 1" -}}
