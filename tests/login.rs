@@ -374,6 +374,24 @@ async fn a_pod_s_agent_enrolls_with_its_jwt_for_its_own_node_only() {
     acl_ready(&cluster).await;
     let management = cluster.client(0);
     let (signer, public_pem, _) = key_pair("k1");
+    let jwt = sign(&signer, None, &claims("default", "web"));
+
+    // The pod's agent: the servers' CA, its JWT, no join token. It starts
+    // before the auth method exists (a Helm chart's job makes it after the
+    // pods start), and waits for it.
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("token");
+    std::fs::write(&jwt_file, &jwt).unwrap();
+    let config = dir.path().join("pod.hcl");
+    let hcl = format!(
+        "acl {{\n  enabled = true\n  default_policy = \"deny\"\n  login {{\n    auth_method = \"k8s\"\n    bearer_token_file = {:?}\n  }}\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n}}\n",
+        jwt_file.to_str().unwrap()
+    );
+    std::fs::write(&config, hcl).unwrap();
+    let pod = cluster.add_client_without_token("web-0", &["--config-file", config.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cluster.is_running(pod), "the agent waits for the auth method");
+
     let method = json!({"Name": "k8s", "Type": "jwt",
         "Config": k8s_config(json!({"JWTValidationPubKeys": [public_pem]}))});
     put_ok(&management, "/v1/acl/auth-method", method).await;
@@ -381,7 +399,6 @@ async fn a_pod_s_agent_enrolls_with_its_jwt_for_its_own_node_only() {
         let rule = json!({"AuthMethod": "k8s", "BindType": bind_type, "BindName": bind_name});
         put_ok(&management, "/v1/acl/binding-rule", rule).await;
     }
-    let jwt = sign(&signer, None, &claims("default", "web"));
 
     // Anyone holding web-0's JWT may enroll web-0, and nothing else.
     let mut anonymous = cluster.rpc_client(0, None);
@@ -400,25 +417,13 @@ async fn a_pod_s_agent_enrolls_with_its_jwt_for_its_own_node_only() {
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{what}: {refused:?}");
         println!("enrolling {what} by login: {}", refused.message());
     }
-    let enrollments = |body: Vec<u8>| serde_json::from_slice::<Vec<Value>>(&body).unwrap();
-    let listed = enrollments(management.get("/v1/operator/enrollment").await.unwrap().body);
-    assert!(listed.iter().all(|e| e["Node"] != "s1" && e["Node"] != "api-0"), "{listed:?}");
 
-    // The pod's agent: the servers' CA, its JWT, no join token.
-    let dir = tempfile::tempdir().unwrap();
-    let jwt_file = dir.path().join("token");
-    std::fs::write(&jwt_file, &jwt).unwrap();
-    let config = dir.path().join("pod.hcl");
-    let hcl = format!(
-        "acl {{\n  enabled = true\n  default_policy = \"deny\"\n  login {{\n    auth_method = \"k8s\"\n    bearer_token_file = {:?}\n  }}\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n}}\n",
-        jwt_file.to_str().unwrap()
-    );
-    std::fs::write(&config, hcl).unwrap();
-    let pod = cluster.add_client_without_token("web-0", &["--config-file", config.to_str().unwrap()]);
     cluster.wait_ready(pod).await;
     assert!(cluster.data_dir(pod).join("agent-cert.pem").exists(), "the agent has its own certificate");
+    let enrollments = |body: Vec<u8>| serde_json::from_slice::<Vec<Value>>(&body).unwrap();
     let listed = enrollments(management.get("/v1/operator/enrollment").await.unwrap().body);
     assert!(listed.iter().any(|e| e["Node"] == "web-0"), "{listed:?}");
+    assert!(listed.iter().all(|e| e["Node"] != "s1" && e["Node"] != "api-0"), "{listed:?}");
     // It writes its own node's entries with that certificate.
     eventually("web-0 and its service registered", Duration::from_secs(30), || async {
         let response = management.get("/v1/catalog/service/web").await.ok()?;

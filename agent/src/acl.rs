@@ -182,8 +182,11 @@ pub async fn login_at_start(
             }
             Err(failure) => failure,
         };
+        // At start, a method not made yet may be on its way (a Helm
+        // chart's job makes it after the pods start).
         let retry = match &failure {
             weft_server::login::LoginFailure::Cluster(error) => error.is_transient(),
+            weft_server::login::LoginFailure::Refused(weft_acl::login::LoginError::MethodNotFound(_)) => true,
             weft_server::login::LoginFailure::Refused(error) => error.is_transient(),
         };
         if !retry || tokio::time::Instant::now() >= deadline {

@@ -134,7 +134,14 @@ pub(crate) async fn redeem_login(server: &Server, request: RedeemLoginRequest) -
         Status::permission_denied(format!("the login was refused: {reason}"))
     };
     let authenticated = crate::login::authenticate(server, &request.auth_method, &request.bearer_token, unix_now());
-    let (method, bindings) = authenticated.await.map_err(|error| refused(error.to_string()))?;
+    let (method, bindings) = authenticated.await.map_err(|error| match error {
+        // Not made yet (a Helm chart's job makes it after the pods start),
+        // or its keys not fetched yet: worth asking again.
+        weft_acl::login::LoginError::MethodNotFound(_) | weft_acl::login::LoginError::KeysUnavailable(_) => {
+            Status::unavailable(error.to_string())
+        }
+        error => refused(error.to_string()),
+    })?;
     if !bindings.nodes.iter().any(|bound| bound == node.as_str()) {
         return Err(refused(format!(
             "the binding rules of auth method {:?} give this JWT no node identity for {:?}",
