@@ -2,7 +2,9 @@
 //! - every route of the HTTP API (read from the router's own source, so a
 //!   new route cannot be missed) refuses or filters a caller without a
 //!   token, and no route answers without having asked the ACL;
-//! - bootstrap works once; tokens, policies and roles follow Consul's API;
+//! - bootstrap works once, and again only with the reset index written on
+//!   a server (not on a client agent's host); tokens, policies and roles
+//!   follow Consul's API;
 //!   a token with `service:write` on `web` registers `web` (and its sidecar
 //!   runs with that token) but not `payments`, gets a leaf for `web` only;
 //!   KV listings keep what a partial `key_prefix` allows; a deleted or
@@ -322,6 +324,33 @@ async fn client_agents_forward_their_callers_tokens_and_the_servers_check_them_a
     assert_eq!(intentions.len(), 1, "{intentions:?}");
     assert_eq!(management.get("/v1/kv/forged").await.unwrap().status, 404);
     assert!(!reader_accessor.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrapping_again_needs_the_reset_index_written_on_a_server() {
+    let mut cluster = Cluster::with_acl(1).await;
+    acl_ready(&cluster).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let anonymous = |i: usize| HttpClient::new(&cluster.specs[i].http_addr, None);
+    assert_eq!(anonymous(0).put("/v1/acl/bootstrap", "").await.unwrap().status, 200);
+    let refused = anonymous(0).put("/v1/acl/bootstrap", "").await.unwrap();
+    assert_eq!(refused.status, 403);
+    let text = refused.text();
+    let reset: u64 = text.rsplit("reset index: ").next().unwrap().trim_end_matches(')').parse().unwrap();
+    // Root on a client agent's host cannot take the ACLs over.
+    std::fs::write(cluster.data_dir(vm1).join("acl-bootstrap-reset"), reset.to_string()).unwrap();
+    assert_eq!(anonymous(vm1).put("/v1/acl/bootstrap", "").await.unwrap().status, 403);
+    // On a server, it may.
+    let file = cluster.data_dir(0).join("acl-bootstrap-reset");
+    std::fs::write(&file, format!("{reset}\n")).unwrap();
+    let again = anonymous(0).put("/v1/acl/bootstrap", "").await.unwrap();
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(!file.exists(), "the reset file is used once");
+    let token: Value = serde_json::from_slice(&again.body).unwrap();
+    let management = HttpClient::new(&cluster.specs[0].http_addr, Some(token["SecretID"].as_str().unwrap().to_owned()));
+    assert_eq!(management.get("/v1/acl/tokens").await.unwrap().status, 200);
+    assert_eq!(anonymous(0).put("/v1/acl/bootstrap", "").await.unwrap().status, 403, "and once only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,7 @@ pub fn command_permissions(
             commands.iter().flat_map(|command| command_permissions(command, intention_destination)).collect()
         }
         // Anyone may try; it works once.
-        Command::AclBootstrap(_) => Vec::new(),
+        Command::AclBootstrap { .. } => Vec::new(),
         Command::AclTokenSet(_)
         | Command::AclTokenDelete { .. }
         | Command::AclPolicySet(_)

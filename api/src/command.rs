@@ -95,8 +95,12 @@ pub enum Command {
         node: NodeName,
     },
     /// `PUT /v1/acl/bootstrap`: the first management token, once (refused
-    /// after, naming the index it happened at).
-    AclBootstrap(Box<AclToken>),
+    /// after, naming the index it happened at), or again with that index
+    /// (`reset_index`, Consul's `acl-bootstrap-reset` file).
+    AclBootstrap {
+        token: Box<AclToken>,
+        reset_index: Option<crate::ids::RaftIndex>,
+    },
     /// A token made or updated (its secret's hash never changes).
     AclTokenSet(Box<AclToken>),
     AclTokenDelete {
@@ -175,7 +179,7 @@ impl Command {
             Command::JoinTokenRedeem { .. } => "join-token-redeem",
             Command::AgentCaSet(_) => "agent-ca-set",
             Command::AgentCredentialDelete { .. } => "agent-credential-delete",
-            Command::AclBootstrap(_) => "acl-bootstrap",
+            Command::AclBootstrap { .. } => "acl-bootstrap",
             Command::AclTokenSet(_) => "acl-token-set",
             Command::AclTokenDelete { .. } => "acl-token-delete",
             Command::AclPolicySet(_) => "acl-policy-set",

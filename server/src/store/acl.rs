@@ -117,9 +117,17 @@ impl AclTables {
         self.bootstrap_index
     }
 
-    /// Makes the first management token, once.
-    pub(super) fn bootstrap(&mut self, index: RaftIndex, token: &AclToken, changed: &mut Changed) -> CommandOutcome {
-        if let Some(reset) = self.bootstrap_index {
+    /// Makes the first management token, once; again only with the index
+    /// the last bootstrap happened at (`reset_index`, from the operator's
+    /// `acl-bootstrap-reset` file).
+    pub(super) fn bootstrap(
+        &mut self,
+        index: RaftIndex,
+        token: &AclToken,
+        reset_index: Option<RaftIndex>,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if let Some(reset) = self.bootstrap_index.filter(|done| reset_index != Some(*done)) {
             return rejected(format!("ACL bootstrap no longer allowed (reset index: {})", reset.get()));
         }
         if !token.policies.iter().any(|p| p == GLOBAL_MANAGEMENT_POLICY_ID) {
@@ -338,10 +346,15 @@ mod tests {
     fn bootstrap_happens_once_and_names_its_reset_index() {
         let mut tables = Tables::default();
         let management = token("a1", 'a', &[GLOBAL_MANAGEMENT_POLICY_ID]);
-        assert_eq!(tables.apply(RaftIndex(5), &Command::AclBootstrap(Box::new(management))).0, CommandOutcome::Done);
-        let again = Command::AclBootstrap(Box::new(token("a2", 'b', &[GLOBAL_MANAGEMENT_POLICY_ID])));
-        let refused = tables.apply(RaftIndex(6), &again).0;
+        let bootstrap = |token: AclToken, reset_index| Command::AclBootstrap { token: Box::new(token), reset_index };
+        assert_eq!(tables.apply(RaftIndex(5), &bootstrap(management, None)).0, CommandOutcome::Done);
+        let again = token("a2", 'b', &[GLOBAL_MANAGEMENT_POLICY_ID]);
+        let refused = tables.apply(RaftIndex(6), &bootstrap(again.clone(), None)).0;
         assert_eq!(refused, CommandOutcome::Rejected("ACL bootstrap no longer allowed (reset index: 5)".into()));
+        let wrong = tables.apply(RaftIndex(6), &bootstrap(again.clone(), Some(RaftIndex(4)))).0;
+        assert!(matches!(wrong, CommandOutcome::Rejected(_)), "a wrong reset index");
+        assert_eq!(tables.apply(RaftIndex(7), &bootstrap(again, Some(RaftIndex(5)))).0, CommandOutcome::Done);
+        assert_eq!(tables.acl().bootstrap_index(), Some(RaftIndex(7)), "reset once: the next needs index 7");
         assert!(tables.acl().token_by_secret_sha256(&"a".repeat(64)).is_some());
         assert!(tables.acl().policy(GLOBAL_MANAGEMENT_POLICY_ID).is_some());
     }

@@ -166,7 +166,7 @@ impl Tables {
             Command::AgentCaSet(ca) => self.join.set_agent_ca(ca, changed),
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
             Command::AgentCredentialSet(credential) => self.join.set_credential(index, credential, changed),
-            Command::AclBootstrap(token) => self.acl.bootstrap(index, token, changed),
+            Command::AclBootstrap { token, reset_index } => self.acl.bootstrap(index, token, *reset_index, changed),
             Command::AclTokenSet(token) => self.acl.set_token(index, token, changed),
             Command::AclTokenDelete { accessor_id } => self.acl.delete_token(accessor_id, changed),
             Command::AclPolicySet(policy) => self.acl.set_policy(index, policy, changed),

@@ -333,9 +333,24 @@ fn identities(
 
 // --------------------------------------------------------- bootstrap -----
 
-/// `PUT /v1/acl/bootstrap`: the first management token, once.
+/// The file an operator writes the reset index into to bootstrap again
+/// (Consul's), in the data directory of the agent asked.
+const BOOTSTRAP_RESET_FILE: &str = "acl-bootstrap-reset";
+
+/// `PUT /v1/acl/bootstrap`: the first management token, once; again when
+/// the server asked has `<data_dir>/acl-bootstrap-reset` holding the index
+/// the last one happened at (the file is removed once used).
 pub async fn bootstrap(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
     enabled(&state, &acl)?;
+    let reset_file = state.config.data_dir.join(BOOTSTRAP_RESET_FILE);
+    // Only a server's: root on a client agent's host must not be able to
+    // take the cluster's ACLs over.
+    let reset_index = match std::fs::read_to_string(&reset_file).ok().filter(|_| state.backend.server().is_some()) {
+        Some(text) => Some(text.trim().parse::<u64>().map(weft_api::ids::RaftIndex).map_err(|_| {
+            ApiError::BadRequest(format!("{} must hold the reset index, a number: {text:?}", reset_file.display()))
+        })?),
+        None => None,
+    };
     let secret = new_id();
     let token = AclToken {
         accessor_id: new_id(),
@@ -345,9 +360,16 @@ pub async fn bootstrap(State(state): State<AppState>, acl: Acl) -> Result<Respon
         create_time: unix_now(),
         ..Default::default()
     };
-    let applied = state.backend.write_as(Command::AclBootstrap(Box::new(token.clone())), acl.secret()).await?;
+    let command = Command::AclBootstrap { token: Box::new(token.clone()), reset_index };
+    let applied = state.backend.write_as(command, acl.secret()).await?;
     if let CommandOutcome::Rejected(reason) = applied.outcome {
         return Err(ApiError::Forbidden(reason));
+    }
+    if reset_index.is_some() {
+        if let Err(error) = std::fs::remove_file(&reset_file) {
+            tracing::warn!(%error, file = %reset_file.display(), "bootstrapped again, but could not remove the reset file");
+        }
+        tracing::info!("ACLs bootstrapped again with the reset index");
     }
     let tables = state.backend.store().read();
     let stored = tables.acl().token(&token.accessor_id).cloned().unwrap_or(token);
