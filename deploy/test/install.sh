@@ -25,12 +25,28 @@
 #      on loopback: the server serves RPC over TLS, the client enrolls with
 #      the token, joins and writes, and, restarted, joins again with the
 #      certificate it kept;
-#   7. --uninstall removes the unit, binary and config and keeps the data
+#   7. ACLs (--acl): bad token files and a management token for a client
+#      agent are refused, without showing the tokens; --acl on the client
+#      with a join token keeps the token, a new join token keeps the acl
+#      block; three servers on loopback, the first with a generated
+#      management token (weft.secrets.hcl 0640, management-token 0600),
+#      the others given a copy of it, reruns keeping it (not rotated, a
+#      removed management-token not made again), a different one replaced
+#      and put back; the servers running with ACLs: a request without a
+#      token is refused (403), the management token writes on every server
+#      and through the CLI's --token-file and WEFT_HTTP_TOKEN_FILE, and
+#      there is one management token, not three; a client agent installed
+#      with --acl and agent and default tokens made on the servers: without
+#      a token its callers read (the default token) but may not write, with
+#      the management token they write;
+#   8. --uninstall removes the unit, binary and config and keeps the data
 #      dir; --purge removes that too; a second uninstall has nothing to do;
-#   8. without --prefix, the real paths, the weft user and systemctl: in a
+#   9. without --prefix, the real paths, the weft user and systemctl: in a
 #      private mount namespace (as root) over copies of /etc,
 #      /usr/local/bin and /var/lib, with a systemctl that only records
-#      what it is asked.
+#      what it is asked; with --acl, the secrets root:weft 0640, the
+#      management token root:root 0600, a restart, and a rerun that
+#      changes nothing.
 #
 # Exit status: 0 passed, 1 failed, 77 skipped (a tool is missing; in CI,
 # where WEFT_CI is set, a missing tool fails instead). WEFT_TEST_PATIENCE
@@ -543,7 +559,231 @@ output_has "agent-credential.json exists"
 echo ok
 
 # ---------------------------------------------------------------------------
-step "7. uninstall"
+step "7. ACLs: three servers and a client agent installed with --acl"
+# Token files: a UUID, an empty file, and tokens that are not tokens.
+uuid() { tr -d '[:space:]' </proc/sys/kernel/random/uuid; }
+printf '%s\n' "$(uuid)" >"$work/uuid"
+: >"$work/empty"
+printf '  \n\n' >"$work/blank"
+printf 'not-a-uuid-secret\n' >"$work/not-uuid"
+printf 'has "quotes" secret\n' >"$work/quoted"
+refused "--acl-management-token-file $work/not-uuid: not a UUID" --no-systemctl --server --bind 127.0.0.1 \
+  --acl --acl-management-token-file "$work/not-uuid"
+output_lacks not-a-uuid-secret
+refused "--acl-management-token-file $work/empty: the file is empty" --no-systemctl --server --bind 127.0.0.1 \
+  --acl --acl-management-token-file "$work/empty"
+refused "--acl-agent-token-file $work/blank: the file is empty" --no-systemctl --client --join 127.0.0.1 \
+  --acl --acl-agent-token-file "$work/blank"
+refused "--acl-default-token-file $work/missing: not a readable file" --no-systemctl --client --join 127.0.0.1 \
+  --acl --acl-default-token-file "$work/missing"
+refused "--acl-default-token-file $work/quoted: not an ACL token" --no-systemctl --client --join 127.0.0.1 \
+  --acl --acl-default-token-file "$work/quoted"
+output_lacks '"quotes" secret'
+refused "--acl-management-token-file is for servers: add --server" --no-systemctl --join 127.0.0.1 \
+  --acl --acl-management-token-file "$work/uuid"
+refused "--acl-management-token-file is for servers, not with --client" --no-systemctl --client \
+  --join 127.0.0.1 --acl --acl-management-token-file "$work/uuid"
+refused "set ACL tokens: add --acl" --no-systemctl --client --join 127.0.0.1 --acl-default-token-file "$work/uuid"
+output_lacks "$(<"$work/uuid")"
+# On installed agents: a management token for a client agent, or ACL
+# tokens where ACLs are off, are refused and change nothing.
+for target in "$tclient --acl-management-token-file|is a client agent's" \
+  "$tserver --acl-agent-token-file|add --acl"; do
+  read -r root option <<<"${target%|*}"
+  before=$(tree_state "$root")
+  run_install 2 --binary "$weft" --prefix "$root" --no-systemctl "$option" "$work/uuid"
+  output_has "${target#*|}"
+  [[ $(tree_state "$root") == "$before" ]] || fail "a refused install changed $root"
+done
+
+# --acl on a client agent with a join token: the token stays, the acl block
+# joins it, and a rerun with another token keeps the acl block. Settings
+# the installer does not write are named when it rewrites the file.
+secrets=$tclient/etc/weft.d/weft.secrets.hcl
+run_install 0 "${client_flags[@]}" --acl
+output_has "updated    join token and acl block $secrets"
+output_has 'ACLs are on with default_policy "deny"'
+output_lacks "$token1"
+mode_is "$secrets" 640
+setting_is "$secrets" join_token "\"$token1\""
+setting_is "$secrets" enabled true
+setting_is "$secrets" default_policy '"deny"'
+setting_is "$secrets" enable_token_persistence true
+! grep -q initial_management "$secrets" || fail "a client agent's $secrets has a management token"
+[[ ! -e $tclient/etc/weft.d/management-token ]] || fail "a client agent has a management-token file"
+valid "$tclient/etc/weft.d"
+sed -i 's/^\( *default_policy .*\)$/\1\n  down_policy = "extend-cache"/' "$secrets"
+run_install 0 "${client_flags[@]}" --join-token "$token2"
+output_has "updated    join token and acl block $secrets"
+output_has "install.sh does not write: down_policy"
+output_lacks "$token2"
+setting_is "$secrets" join_token "\"$token2\""
+setting_is "$secrets" default_policy '"deny"'
+! grep -q down_policy "$secrets" || fail "down_policy is still in $secrets"
+
+free_port && ac_http=$port
+free_port && ac_dns=$port
+joins=()
+for i in 1 2 3; do
+  free_port && as_http[i]=$port
+  free_port && as_dns[i]=$port
+  free_port && as_rpc[i]=$port
+  joins+=(--join "127.0.0.1:$port")
+done
+aserver_flags() {
+  flags=(--binary "$weft" --prefix "$work/aserver$1" --no-systemctl --server --bootstrap-expect 3
+    --datacenter test-dc --node "asrv$1" --bind 127.0.0.1 "${joins[@]}")
+}
+# The first server generates the management token.
+aconf=$work/aserver1/etc/weft.d
+aserver_flags 1
+run_install 0 "${flags[@]}" --acl
+output_has "installed  acl block $aconf/weft.secrets.hcl"
+output_has "installed  management token $aconf/management-token"
+output_has "weft acl token list --token-file $aconf/management-token"
+output_has "copy that file to the other servers"
+mode_is "$aconf/weft.secrets.hcl" 640
+mode_is "$aconf/management-token" 600
+management=$(<"$aconf/management-token")
+[[ $management =~ ^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$ ]] ||
+  fail "$aconf/management-token does not hold a UUIDv4: $management"
+output_lacks "$management"
+setting_is "$aconf/weft.secrets.hcl" initial_management "\"$management\""
+setting_is "$aconf/weft.secrets.hcl" default_policy '"deny"'
+! grep -Eq '^[[:space:]]*(agent|default)[[:space:]]*=' "$aconf/weft.secrets.hcl" ||
+  fail "$aconf/weft.secrets.hcl has tokens it was not given"
+valid "$aconf"
+cp "$aconf/management-token" "$work/management-token"
+# Reruns keep it, with --acl or without; a removed copy is not made again.
+before=$(tree_state "$work/aserver1")
+run_install 0 "${flags[@]}" --acl
+output_has "Nothing changed"
+run_install 0 "${flags[@]}"
+output_has "Nothing changed"
+[[ $(tree_state "$work/aserver1") == "$before" ]] || fail "a rerun changed $work/aserver1"
+rm "$aconf/management-token"
+run_install 0 "${flags[@]}" --acl
+output_has "Nothing changed"
+[[ ! -e $aconf/management-token ]] || fail "a rerun wrote the removed $aconf/management-token again"
+setting_is "$aconf/weft.secrets.hcl" initial_management "\"$management\""
+cp -p "$work/management-token" "$aconf/management-token"
+# The others get the same token from a copy of the file; one given another
+# one by mistake gets the right one again.
+for i in 2 3; do
+  aserver_flags $i
+  run_install 0 "${flags[@]}" --acl --acl-management-token-file "$work/uuid"
+  run_install 0 "${flags[@]}" --acl --acl-management-token-file "$work/management-token"
+  output_has "updated    acl block $work/aserver$i/etc/weft.d/weft.secrets.hcl"
+  output_has "updated    management token $work/aserver$i/etc/weft.d/management-token"
+  output_has "the management token is replaced"
+  output_lacks "$management"
+  cmp -s "$work/management-token" "$work/aserver$i/etc/weft.d/management-token" ||
+    fail "server $i's management-token is not the first server's"
+  setting_is "$work/aserver$i/etc/weft.d/weft.secrets.hcl" initial_management "\"$management\""
+  run_install 0 "${flags[@]}" --acl --acl-management-token-file "$work/management-token"
+  output_has "Nothing changed"
+done
+
+# authed PORT METHOD PATH [TOKEN]: the HTTP status of a request, with
+# TOKEN if given (a PUT writes "acl").
+authed() {
+  local args=(-s -o /dev/null -w '%{http_code}' --max-time 5 -X "$2")
+  [[ $2 != PUT ]] || args+=(--data acl)
+  [[ -z ${4:-} ]] || args+=(-H "X-Consul-Token: $4")
+  curl "${args[@]}" "http://127.0.0.1:$1$3" || true
+}
+# status_is STATUS PORT METHOD PATH [TOKEN]: authed answers STATUS.
+status_is() {
+  local expected=$1 actual
+  shift
+  actual=$(authed "$@")
+  [[ $actual == "$expected" ]] || fail "$2 $3 on port $1 ${4:+with the token }answered $actual, not $expected"
+}
+aservers_up() {
+  local i
+  for i in 1 2 3; do
+    alive "${as_pid[i]}" "server asrv$i" && has_leader "${as_http[i]}" || return 1
+  done
+}
+for i in 1 2 3; do
+  start_agent "aserver$i" "$work/aserver$i" --http-addr "127.0.0.1:${as_http[i]}" \
+    --dns-addr "127.0.0.1:${as_dns[i]}" --rpc-addr "127.0.0.1:${as_rpc[i]}"
+  as_pid[i]=$started
+done
+wait_until 30 "the three ACL servers elect a leader" aservers_up
+# The management token works on every server; nothing works without it.
+token_made() { [[ $(authed "${as_http[1]}" PUT /v1/kv/acl-test "$management") == 200 ]]; }
+wait_until 20 "the servers make the management token" token_made
+for i in 1 2 3; do
+  status_is 403 "${as_http[i]}" PUT /v1/kv/acl-test
+  status_is 200 "${as_http[i]}" PUT /v1/kv/acl-test "$management"
+  status_is 403 "${as_http[i]}" GET /v1/kv/acl-test
+done
+# One management token for the three servers, not one each.
+tokens=$(curl -sf --max-time 5 -H "X-Consul-Token: $management" "http://127.0.0.1:${as_http[1]}/v1/acl/tokens") ||
+  fail "GET /v1/acl/tokens with the management token failed"
+[[ $(grep -o 'Initial Management Token' <<<"$tokens" | wc -l) == 1 ]] ||
+  fail "not exactly one initial management token: $tokens"
+# The CLI, as the installer says: --token-file or WEFT_HTTP_TOKEN_FILE.
+"$weft" kv put --http-addr "127.0.0.1:${as_http[2]}" --token-file "$aconf/management-token" acl-test from-cli \
+  >"$work/cli.out" 2>&1 || fail "weft kv put --token-file failed: $(cat "$work/cli.out")"
+[[ $(WEFT_HTTP_TOKEN_FILE=$aconf/management-token "$weft" kv get --http-addr "127.0.0.1:${as_http[3]}" acl-test) == from-cli ]] ||
+  fail "weft kv get with WEFT_HTTP_TOKEN_FILE did not read from-cli"
+! "$weft" kv get --http-addr "127.0.0.1:${as_http[3]}" acl-test >"$work/cli.out" 2>&1 ||
+  fail "weft kv get without a token read the key"
+
+# The client agent's tokens, made with the management token.
+export WEFT_HTTP_ADDR=127.0.0.1:${as_http[1]} WEFT_HTTP_TOKEN_FILE=$work/management-token
+"$weft" acl policy create --name reader --rules 'key_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }' >"$work/cli.out" 2>&1 || fail "weft acl policy create failed: $(cat "$work/cli.out")"
+"$weft" acl policy create --name agent --rules 'node_prefix "" { policy = "write" }' >"$work/cli.out" 2>&1 ||
+  fail "weft acl policy create failed: $(cat "$work/cli.out")"
+printf '%s\n' "$(uuid)" >"$work/default-token"
+printf '%s\n' "$(uuid)" >"$work/agent-token"
+"$weft" acl token create --policy-name reader --secret "$(<"$work/default-token")" >"$work/cli.out" 2>&1 ||
+  fail "weft acl token create failed: $(cat "$work/cli.out")"
+"$weft" acl token create --policy-name agent --secret "$(<"$work/agent-token")" >"$work/cli.out" 2>&1 ||
+  fail "weft acl token create failed: $(cat "$work/cli.out")"
+unset WEFT_HTTP_ADDR WEFT_HTTP_TOKEN_FILE
+
+aclient=$work/aclient
+aclient_flags=(--binary "$weft" --prefix "$aclient" --no-systemctl --client --datacenter test-dc --node acli
+  --bind 127.0.0.1 --advertise 127.0.0.1 --join "127.0.0.1:${as_rpc[1]}" --acl)
+run_install 0 "${aclient_flags[@]}" --acl-agent-token-file "$work/agent-token" \
+  --acl-default-token-file "$work/default-token"
+secrets=$aclient/etc/weft.d/weft.secrets.hcl
+output_has "installed  acl block $secrets"
+output_lacks "$(<"$work/agent-token")"
+output_lacks "$(<"$work/default-token")"
+mode_is "$secrets" 640
+setting_is "$secrets" agent "\"$(<"$work/agent-token")\""
+setting_is "$secrets" default "\"$(<"$work/default-token")\""
+! grep -q 'initial_management' "$secrets" || fail "a client agent's $secrets has a management token"
+valid "$aclient/etc/weft.d"
+before=$(tree_state "$aclient")
+run_install 0 "${aclient_flags[@]}"
+output_has "Nothing changed"
+[[ $(tree_state "$aclient") == "$before" ]] || fail "a rerun with --acl changed $aclient"
+
+start_agent aclient "$aclient" --http-addr "127.0.0.1:$ac_http" --dns-addr "127.0.0.1:$ac_dns"
+aclient_pid=$started
+aclient_up() { alive "$aclient_pid" "the ACL client" && has_leader "$ac_http"; }
+wait_until 20 "the ACL client finds the leader" aclient_up
+# Without a token, its callers get the default token's rights: read, not write.
+wait_until 20 "the ACL client's node in the catalog" lists "$ac_http" /v1/catalog/nodes '"Node":"acli"'
+[[ $(http "$ac_http" "/v1/kv/acl-test?raw") == from-cli ]] || fail "the default token does not read acl-test"
+status_is 403 "$ac_http" PUT /v1/kv/acl-test
+status_is 200 "$ac_http" PUT /v1/kv/acl-test "$management"
+[[ $(curl -sf --max-time 5 -H "X-Consul-Token: $management" "http://127.0.0.1:${as_http[1]}/v1/kv/acl-test?raw") == acl ]] ||
+  fail "the client's write with the management token did not reach the servers"
+stop_agent aclient "$aclient_pid"
+for i in 3 2 1; do
+  stop_agent "aserver$i" "${as_pid[i]}"
+done
+echo ok
+
+# ---------------------------------------------------------------------------
+step "8. uninstall"
 run_install 0 --prefix "$server" --no-systemctl --uninstall
 output_has "removed    $server/etc/systemd/system/weft.service"
 for gone in "$server/usr/local/bin/weft" "$server/etc/systemd/system/weft.service" "$server/etc/weft.d"; do
@@ -558,9 +798,9 @@ run_install 0 --prefix "$client" --no-systemctl --uninstall --purge
 echo ok
 
 # ---------------------------------------------------------------------------
-step "8. the real paths, the weft user and systemctl, in a private mount namespace"
+step "9. the real paths, the weft user and systemctl, in a private mount namespace"
 if [[ $EUID -ne 0 ]] || ! command -v unshare >/dev/null || ! unshare -m --propagation private true 2>/dev/null; then
-  skip "steps 1-7 passed; step 8 needs root and unshare -m (Debian package: util-linux)"
+  skip "steps 1-8 passed; step 9 needs root and unshare -m (Debian package: util-linux)"
 fi
 cat >"$work/namespace.sh" <<'NAMESPACE'
 set -euo pipefail
@@ -659,6 +899,19 @@ cp "$weft" "$ns/weft-next" && printf '\n' >>"$ns/weft-next"
 run --binary "$ns/weft-next"
 called "restart weft.service"
 not_called daemon-reload
+
+# --acl: the acl block and a generated management token in the secrets file
+# (root:weft, 0640, which the agent reads), the token alone for root
+# (0600); the agent restarts with them; a rerun changes nothing.
+run --binary "$ns/weft-next" --acl
+owned /etc/weft.d/weft.secrets.hcl "640 root:weft"
+owned /etc/weft.d/management-token "600 root:root"
+grep -qxF "    initial_management = \"$(</etc/weft.d/management-token)\"" /etc/weft.d/weft.secrets.hcl ||
+  fail "the management token is not the one in weft.secrets.hcl"
+called "restart weft.service"
+run --binary "$ns/weft-next" --acl
+grep -q "Nothing changed" "$ns/out" || fail "a rerun with --acl changed something: $(cat "$ns/out")"
+not_called restart
 
 run --uninstall
 called "disable --now weft.service"

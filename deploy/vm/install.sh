@@ -8,9 +8,11 @@
 # path) and says when nothing changed. The configuration in /etc/weft.d is
 # the operator's: it is written once, never overwritten. The exceptions are
 # the installer's own files, replaced when new ones are given:
-# /etc/weft.d/weft.secrets.hcl, which holds the join token (a secret, never
-# printed), and /etc/weft.d/weft.tls.hcl, which names the TLS files given
-# with --ca-file, --cert-file and --key-file, copied into /etc/weft.d/tls.
+# /etc/weft.d/weft.secrets.hcl, which holds the join token and, with --acl,
+# the acl block and its tokens (secrets, never printed), the root-only copy
+# of a server's management token /etc/weft.d/management-token, and
+# /etc/weft.d/weft.tls.hcl, which names the TLS files given with --ca-file,
+# --cert-file and --key-file, copied into /etc/weft.d/tls.
 #
 # Run with --help for the options.
 set -euo pipefail
@@ -46,6 +48,17 @@ Options:
                          --datacenter and --ca-file may be left out
   --join-token-file PATH client agents: read the token from PATH, so that it
                          shows in neither `ps` nor the shell history
+  --acl                  turn ACLs on, with default_policy "deny" (Consul's
+                         acl block). On servers it also sets a management
+                         token: generated unless given with the next option
+  --acl-management-token-file PATH
+                         servers: the management token (initial_management),
+                         a UUID; give every server the same one
+  --acl-agent-token-file PATH
+                         the agent's own token (tokens.agent)
+  --acl-default-token-file PATH
+                         the token for requests that carry none, and for DNS
+                         (tokens.default)
   --datacenter DC        datacenter name (default dc1)
   --node NAME            node name (default: the host name)
   --bind IP              IP this host is reached at: servers' RPC listens on
@@ -72,6 +85,15 @@ an existing one is kept as it is. The token goes to
 the installer never prints it. The TLS files are copied into
 /etc/weft.d/tls (the key root:weft, 0640) and named in
 /etc/weft.d/weft.tls.hcl; new files replace them.
+
+With --acl, the whole acl block goes to /etc/weft.d/weft.secrets.hcl too,
+with the join token if there is one; a rerun keeps the tokens there unless
+new ones are given (the --acl-*-token-file options need --acl, or ACLs on
+already). A server's management token is kept by reruns (only another
+--acl-management-token-file replaces it); when new, it is also written,
+alone, to /etc/weft.d/management-token (root only, 0600) for `weft ...
+--token-file`. Run the other servers with --acl-management-token-file and
+a copy of that file, so that all servers have the same one.
 EOF
 }
 
@@ -110,6 +132,12 @@ join_token=""
 ca_file=""
 cert_file=""
 key_file=""
+# ACLs: --acl, and tokens from files (secrets as well).
+acl=no
+acl_management_token=""
+management_token_given=""
+acl_agent_token=""
+acl_default_token=""
 
 # Reads a secret from file $2 (for option $1) into $secret, without the
 # whitespace around it.
@@ -139,7 +167,8 @@ while [[ $# -gt 0 ]]; do
     option=${option%%=*}
     ;;
   --binary | --bootstrap-expect | --join | --datacenter | --node | --bind | --advertise | --prefix | \
-    --ca-file | --cert-file | --key-file | --join-token | --join-token-file)
+    --ca-file | --cert-file | --key-file | --join-token | --join-token-file | \
+    --acl-management-token-file | --acl-agent-token-file | --acl-default-token-file)
     [[ $# -ge 2 ]] || usage_error "$option needs a value"
     value=$2
     shift
@@ -172,6 +201,26 @@ while [[ $# -gt 0 ]]; do
   --join-token-file)
     read_secret_file "$option" "$value"
     join_token=$secret
+    ;;
+  --acl) acl=yes ;;
+  --acl-management-token-file)
+    read_secret_file "$option" "$value"
+    # As Consul's: a UUID (the SecretID the servers give the token).
+    [[ $secret =~ ^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$ ]] ||
+      usage_error "$option $value: not a UUID (make one with: cat /proc/sys/kernel/random/uuid)"
+    acl_management_token=$secret
+    management_token_given=yes
+    ;;
+  --acl-agent-token-file | --acl-default-token-file)
+    read_secret_file "$option" "$value"
+    # Written into an HCL string: no quotes, backslashes, $ or whitespace.
+    [[ $secret =~ ^[A-Za-z0-9._~+/=-]+$ ]] ||
+      usage_error "$option $value: not an ACL token (a token's SecretID, as \`weft acl token create\` shows it)"
+    if [[ $option == --acl-agent-token-file ]]; then
+      acl_agent_token=$secret
+    else
+      acl_default_token=$secret
+    fi
     ;;
   --bootstrap-expect)
     bootstrap_expect=$value
@@ -315,27 +364,27 @@ for candidate in "$script_dir/weft.service" "$script_dir/../systemd/weft.service
 done
 [[ -n $unit_source ]] || die "weft.service not found next to this script or in ../systemd/"
 
-# The token and the TLS files must suit the role: that of the existing
-# configuration, if there is one, else the options'. Messages never show the
+# The tokens and the TLS files must suit the role: that of the existing
+# configuration, if there is one, else the options'. Messages never show a
 # token or the key.
+existing_config=""
+for candidate in "$config_file" "$conf_dir/weft.json"; do
+  if [[ -e $candidate ]]; then
+    existing_config=$candidate
+    break
+  fi
+done
+effective_role=$role
+if [[ -n $existing_config ]]; then
+  effective_role=client
+  if grep -Eqs '^[[:space:]]*server[[:space:]]*=[[:space:]]*true' "$config_file" ||
+    grep -Eqs '"server"[[:space:]]*:[[:space:]]*true' "$conf_dir/weft.json"; then
+    effective_role=server
+  fi
+fi
 tls_given=no
 [[ -z $ca_file && -z $cert_file && -z $key_file ]] || tls_given=yes
 if [[ -n $join_token || $tls_given == yes ]]; then
-  existing_config=""
-  for candidate in "$config_file" "$conf_dir/weft.json"; do
-    if [[ -e $candidate ]]; then
-      existing_config=$candidate
-      break
-    fi
-  done
-  effective_role=$role
-  if [[ -n $existing_config ]]; then
-    effective_role=client
-    if grep -Eqs '^[[:space:]]*server[[:space:]]*=[[:space:]]*true' "$config_file" ||
-      grep -Eqs '"server"[[:space:]]*:[[:space:]]*true' "$conf_dir/weft.json"; then
-      effective_role=server
-    fi
-  fi
   enroll="a client agent gets its certificate by enrolling with --join-token"
   if [[ -n $cert_file || -n $key_file ]]; then
     [[ $role_given == no || $role == server ]] ||
@@ -359,6 +408,63 @@ if [[ -n $join_token || $tls_given == yes ]]; then
   if [[ $effective_role == server && $tls_given == yes ]]; then
     [[ -n $ca_file && -n $cert_file && -n $key_file ]] ||
       usage_error "a server needs all three of --ca-file, --cert-file and --key-file (make them with \`weft tls ca create\` and \`weft tls cert create -server\`)"
+  fi
+fi
+
+# The secrets file: the join token and the acl block. It is written anew
+# when one of them is given, from the options and, for what they leave out,
+# what the file holds (the installer wrote it: one setting a line).
+acl_token_given=no
+[[ -z $acl_management_token && -z $acl_agent_token && -z $acl_default_token ]] || acl_token_given=yes
+write_secrets=no
+[[ -z $join_token && $acl == no && $acl_token_given == no ]] || write_secrets=yes
+# Prints the string setting $1 in the secrets file (the last, if several).
+secrets_setting() {
+  sed -nE "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\"([^\"]*)\"[[:space:]]*(#.*)?\$/\1/p" -- "$secrets_file" | tail -n 1
+}
+old_join_token=""
+old_acl=no
+old_management_token=""
+old_agent_token=""
+old_default_token=""
+if [[ $write_secrets == yes && -f $secrets_file ]]; then
+  [[ -r $secrets_file ]] || die "cannot read $secrets_file (run as root)"
+  old_join_token=$(secrets_setting join_token)
+  ! grep -Eq '^[[:space:]]*acl[[:space:]]*\{' -- "$secrets_file" || old_acl=yes
+  old_management_token=$(secrets_setting initial_management)
+  old_agent_token=$(secrets_setting agent)
+  old_default_token=$(secrets_setting default)
+fi
+management_token_new=no # generated now, or a different one given
+if [[ $write_secrets == yes ]]; then
+  join_token=${join_token:-$old_join_token}
+  [[ $old_acl == no ]] || acl=yes
+  if [[ -n $acl_management_token ]]; then
+    [[ $role_given == no || $role == server ]] ||
+      usage_error "--acl-management-token-file is for servers, not with --client: a client agent's callers use tokens the servers made"
+    if [[ -n $existing_config ]]; then
+      [[ $effective_role == server ]] ||
+        usage_error "--acl-management-token-file is for servers, and $existing_config is a client agent's (no server = true)"
+    else
+      [[ $role == server ]] || usage_error "--acl-management-token-file is for servers: add --server"
+    fi
+  fi
+  if [[ $acl_token_given == yes && $acl == no ]]; then
+    usage_error "the --acl-*-token-file options set ACL tokens: add --acl (ACLs are not on${existing_config:+ in $conf_dir})"
+  fi
+  if [[ $acl == yes ]]; then
+    if [[ -n $acl_management_token ]]; then
+      [[ $acl_management_token == "$old_management_token" ]] || management_token_new=yes
+    elif [[ -n $old_management_token ]]; then
+      acl_management_token=$old_management_token # never rotated by a rerun
+    elif [[ $effective_role == server ]]; then
+      acl_management_token=$(tr -d '[:space:]' </proc/sys/kernel/random/uuid) ||
+        die "cannot read /proc/sys/kernel/random/uuid to make a management token: give --acl-management-token-file"
+      [[ $acl_management_token =~ ^[0-9a-f-]{36}$ ]] || die "/proc/sys/kernel/random/uuid gave no UUID"
+      management_token_new=yes
+    fi
+    acl_agent_token=${acl_agent_token:-$old_agent_token}
+    acl_default_token=${acl_default_token:-$old_default_token}
   fi
 fi
 
@@ -625,6 +731,13 @@ EOF
 # certificate for this node that the agent gets when it enrolls.
 EOF
     fi
+    if [[ $acl == yes ]]; then
+      cat <<EOF
+
+# ACLs are on: the acl block, with its tokens, is in weft.secrets.hcl (the
+# installer's file). A second acl block would replace that one whole.
+EOF
+    fi
   } >"$work/weft.hcl"
   place "$work/weft.hcl" "$config_file" 0640 "$owner_root" weft
   did written "config $config_file: $role, datacenter ${datacenter:-from the join token}, bind_addr $bind$bind_note"
@@ -634,13 +747,25 @@ else
   [[ ! -f $config_file ]] || fix_mode "$config_file" 0640 "$owner_root" weft "config"
 fi
 
-# The secret, written with printf (a shell builtin: it shows in no process
-# list), into a file only root and the agent's group read.
+# The secrets, written with printf (a shell builtin: it shows in no process
+# list), into a file only root and the agent's group read: the join token
+# and the acl block with its tokens.
 secrets_changed=no
-if [[ -n $join_token ]]; then
+management_file=$conf_dir/management-token
+if [[ $write_secrets == yes ]]; then
+  if [[ -n $join_token && $acl == yes ]]; then
+    secrets_what="join token and acl block"
+  elif [[ -n $join_token ]]; then
+    secrets_what="join token"
+  else
+    secrets_what="acl block"
+  fi
   (
     umask 077
-    cat <<EOF
+    if [[ $acl == no ]]; then
+      # As earlier versions wrote it, so that a rerun with the same token
+      # changes nothing.
+      cat <<EOF
 # Written by install.sh from --join-token or --join-token-file; install.sh
 # replaces this file when given another token. A secret: only root and the
 # weft group read it. On its first start the agent redeems the token: it
@@ -648,11 +773,57 @@ if [[ -n $join_token ]]; then
 # both in $data_dir (agent-credential.json,
 # agent-cert.pem, agent-key.pem); later starts use those, not the token.
 EOF
-    printf 'join_token = "%s"\n' "$join_token"
+      printf 'join_token = "%s"\n' "$join_token"
+      exit
+    fi
+    cat <<'EOF'
+# Written by install.sh, which replaces this file when given a join token,
+# --acl or an --acl-*-token-file: it keeps the tokens it holds unless given
+# new ones, and writes only what follows (settings added here by hand are
+# lost then). Secrets: only root and the weft group read it.
+EOF
+    if [[ -n $join_token ]]; then
+      cat <<EOF
+#
+# On its first start the agent redeems the join token: it enrolls, gets a
+# certificate for this node from the servers, and keeps both in
+# $data_dir (agent-credential.json, agent-cert.pem,
+# agent-key.pem); later starts use those, not the token.
+EOF
+      printf 'join_token = "%s"\n' "$join_token"
+    fi
+    cat <<'EOF'
+
+# ACLs (--acl), the whole block here: a later acl block, in a file read
+# after this one, would replace it whole. Requests without a token get the
+# default token's rights, or none (default deny). Tokens set later with
+# `weft acl set-agent-token` are kept in the data dir and win over these.
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  enable_token_persistence = true
+EOF
+    if [[ -n $acl_management_token || -n $acl_agent_token || -n $acl_default_token ]]; then
+      printf '  tokens {\n'
+      [[ -z $acl_management_token ]] ||
+        printf '    # Servers make this management token at start if it is missing.\n    initial_management = "%s"\n' "$acl_management_token"
+      [[ -z $acl_agent_token ]] || printf '    agent              = "%s"\n' "$acl_agent_token"
+      [[ -z $acl_default_token ]] || printf '    default            = "%s"\n' "$acl_default_token"
+      printf '  }\n'
+    fi
+    printf '}\n'
   ) >"$work/weft.secrets.hcl"
-  if ensure_file "$work/weft.secrets.hcl" "$secrets_file" 0640 "$owner_root" weft "join token"; then
+  # What the old file set that the new one does not (shown by name only).
+  if [[ -f $secrets_file ]]; then
+    dropped=$(grep -vxFf "$work/weft.secrets.hcl" -- "$secrets_file" |
+      sed -nE 's/^[[:space:]]*([a-z_]+)[[:space:]]*(=|\{).*/\1/p' |
+      grep -vxE 'join_token|initial_management|agent|default' | sort -u | paste -sd ' ' || true)
+    [[ -z $dropped ]] ||
+      say "note: $secrets_file is rewritten without what install.sh does not write: $dropped (add it again if needed)"
+  fi
+  if ensure_file "$work/weft.secrets.hcl" "$secrets_file" 0640 "$owner_root" weft "$secrets_what"; then
     secrets_changed=yes
-    if [[ -e $data_dir/agent-credential.json ]]; then
+    if [[ -n $join_token && $join_token != "$old_join_token" && -e $data_dir/agent-credential.json ]]; then
       say "note: $data_dir/agent-credential.json exists: the agent keeps that enrollment and does not use"
       say "      the new token; to join with the token, remove agent-credential.json, agent-cert.pem and"
       say "      agent-key.pem from $data_dir and restart the agent"
@@ -660,6 +831,36 @@ EOF
   fi
 elif [[ -f $secrets_file ]]; then
   fix_mode "$secrets_file" 0640 "$owner_root" weft "secrets"
+fi
+
+# A server's management token alone, for the operator (`--token-file`):
+# root's only. Written when the token is new; kept up to date if it is
+# there; not made again once the operator has removed it.
+if [[ -n $acl_management_token && ($management_token_new == yes || -f $management_file) ]]; then
+  printf '%s\n' "$acl_management_token" >"$work/management-token"
+  ensure_file "$work/management-token" "$management_file" 0600 "$owner_root" root "management token" || true
+elif [[ -f $management_file ]]; then
+  fix_mode "$management_file" 0600 "$owner_root" root "management token"
+fi
+if [[ $management_token_new == yes ]]; then
+  if [[ -n $old_management_token ]]; then
+    say "note: the management token is replaced; the old one, if the servers made it, stays valid:"
+    say "      delete it with \`weft acl token list\` and \`weft acl token delete --id ACCESSOR_ID\`"
+  fi
+  say "note: the management token (every right) is in $management_file (root only)"
+  say "      and in $secrets_file; the servers make it when they start. Use it as root:"
+  say "        weft acl token list --token-file $management_file"
+  say "      or WEFT_HTTP_TOKEN_FILE=$management_file. Keep a copy elsewhere too; once the file is removed,"
+  say "      install.sh does not write it again unless the token changes."
+  if [[ -z $old_management_token && -z $management_token_given ]]; then
+    say "      Every server needs the same one: copy that file to the other servers and install them with"
+    say "        --acl --acl-management-token-file FILE"
+  fi
+fi
+if [[ $acl == yes && $old_acl == no && -z $acl_default_token ]]; then
+  say "note: ACLs are on with default_policy \"deny\": requests without a token (the CLI, applications, DNS)"
+  say "      get nothing; give callers on this host a token (WEFT_HTTP_TOKEN_FILE, X-Consul-Token), or set a"
+  say "      default token: --acl-default-token-file FILE or \`weft acl set-agent-token default SECRET\`"
 fi
 
 # The TLS files: copies in $tls_dir, named in $tls_config. Certificates are
@@ -708,8 +909,8 @@ if [[ $use_systemctl == yes ]]; then
     did started "weft.service (enabled at boot)"
   elif [[ $binary_changed == yes || $unit_changed == yes || $config_written == yes || $secrets_changed == yes ||
     $tls_changed == yes ]]; then
-    # The upgrade (or a new token or TLS files): the agent runs the new
-    # binary, unit or configuration from now on.
+    # The upgrade (or new secrets, ACL settings or TLS files): the agent
+    # runs the new binary, unit or configuration from now on.
     systemctl restart weft.service ||
       die "weft.service did not restart: see journalctl -u weft -n 50"
     did restarted "weft.service"
