@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# dns.sh: DNS queries/s, Weft vs dnsmasq vs unbound, measured with dnsperf.
+# dns.sh: DNS queries/s, Weft (ACLs off and on) vs dnsmasq vs unbound,
+# measured with dnsperf.
 #
 # Why: every service lookup in a mesh goes through the local agent's DNS, so
 # Weft's DNS should keep up with the small resolvers people would otherwise
-# run next to it. The issue's goal: Weft >= dnsmasq and >= 0.5x unbound.
+# run next to it. The issue's goal: Weft >= dnsmasq and >= 0.5x unbound;
+# issue 14's: Weft with ACLs on (default deny, DNS answering with a default
+# token of 50 policies) within 10% of Weft with ACLs off.
 # This script serves the same SERVICES names (`svc-NNNN.service.weft`, one A
 # record each) from all three on the same machine and runs the same dnsperf
 # command (same query file, duration and client settings) against each, one
@@ -13,7 +16,9 @@
 # Steps: build weft (release); start Weft (by default 3 servers and one
 # client agent, which answers DNS from its streamed copy of the catalog, as
 # in production; WEFT_DNS=server: a single server answers) and register the
-# names through /v1/catalog/register; start dnsmasq (the names in an
+# names through /v1/catalog/register; the same again with ACLs on in every
+# agent (weft-acl), 50 policies and a token holding them all made the
+# answering agent's default token; start dnsmasq (the names in an
 # addn-hosts file) and unbound (local-data); check that each answers; run
 # dnsperf against each; print a table with the ratios. Everything started
 # here is stopped (and the temp dir removed) on exit, on failure and on Ctrl-C.
@@ -21,7 +26,9 @@
 # Environment (all optional):
 #   SERVICES=1000            names served and queried (svc-0000 ... svc-0999), 1 to 10000
 #   DURATION=10s             dnsperf run per target (N or Ns)
-#   TARGETS="weft dnsmasq unbound"  which servers to run (e.g. TARGETS="dnsmasq unbound")
+#   TARGETS="weft weft-acl dnsmasq unbound"  which servers to run (e.g. TARGETS="dnsmasq unbound");
+#                            weft-acl: a second Weft cluster as weft, with ACLs on
+#                            (default deny) and a default token of 50 policies
 #   WEFT_DNS=client          client: 3 servers + a client agent answering DNS;
 #                            server: one server (--bootstrap-expect 1) answering DNS
 #   DNSPERF_CLIENTS=8        dnsperf -c: client sockets (spread over unbound's threads)
@@ -41,7 +48,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 WEFT="${WEFT:-$TARGET_DIR/release/weft}"
 SERVICES="${SERVICES:-1000}"
 DURATION="${DURATION:-10s}"
-TARGETS="${TARGETS:-weft dnsmasq unbound}"
+TARGETS="${TARGETS:-weft weft-acl dnsmasq unbound}"
 WEFT_DNS="${WEFT_DNS:-client}"
 DNSPERF_CLIENTS="${DNSPERF_CLIENTS:-8}"
 DNSPERF_THREADS="${DNSPERF_THREADS:-1}"
@@ -55,13 +62,18 @@ find_sbin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
 DNSMASQ="${DNSMASQ:-$(find_sbin dnsmasq)}"
 UNBOUND="${UNBOUND:-$(find_sbin unbound)}"
 
-# Loopback ports. Weft: RPC, HTTP and DNS per server, HTTP and DNS of the
-# client agent. dnsmasq and unbound: DNS (UDP and TCP).
+# Loopback ports. Weft (and weft-acl): RPC, HTTP and DNS per server, HTTP
+# and DNS of the client agent. dnsmasq and unbound: DNS (UDP and TCP).
 WEFT_RPC=(19301 19311 19321)
 WEFT_HTTP=(19501 19511 19521)
 WEFT_DNS_PORTS=(19601 19611 19621)
 CLIENT_HTTP=19531
 CLIENT_DNS=19631
+WEFT_ACL_RPC=(19302 19312 19322)
+WEFT_ACL_HTTP=(19502 19512 19522)
+WEFT_ACL_DNS_PORTS=(19602 19612 19622)
+ACL_CLIENT_HTTP=19532
+ACL_CLIENT_DNS=19632
 DNSMASQ_PORT=19653
 UNBOUND_PORT=19654
 
@@ -70,6 +82,7 @@ LOG_TAG=dns TMP_CONTENTS="logs, configs and dnsperf output"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+has_weft() { has_target weft || has_target weft-acl; }
 
 name_of() { printf 'svc-%04d.service.weft' "$1"; }
 ip_of() { printf '10.1.%d.%d' $(($1 / 200)) $(($1 % 200 + 1)); }
@@ -151,13 +164,14 @@ need_positive DNSPERF_CLIENTS DNSPERF_THREADS OUTSTANDING UNBOUND_THREADS WAIT_S
 ((DNSPERF_CLIENTS >= DNSPERF_THREADS)) || die "DNSPERF_CLIENTS must be at least DNSPERF_THREADS"
 [[ $WEFT_DNS == client || $WEFT_DNS == server ]] || die "WEFT_DNS must be client or server, not '$WEFT_DNS'"
 for t in $TARGETS; do
-	[[ $t == weft || $t == dnsmasq || $t == unbound ]] || die "TARGETS may name only weft, dnsmasq and unbound, not '$t'"
+	[[ $t == weft || $t == weft-acl || $t == dnsmasq || $t == unbound ]] ||
+		die "TARGETS may name only weft, weft-acl, dnsmasq and unbound, not '$t'"
 done
 need_tools curl awk sed timeout getconf
 
 # ----------------------------------------------------------------- build ----
 
-if has_target weft; then
+if has_weft; then
 	if [[ $BUILD != 0 ]]; then
 		log "building: cargo build --release -p weft-cli -p weft-bench"
 		(cd "$ROOT" && cargo build --release -p weft-cli -p weft-bench) || die "cargo build failed"
@@ -191,7 +205,7 @@ if has_target unbound && [[ ! -x $UNBOUND ]]; then
 	log "unbound is not installed; to compare with it, run as root: apt-get install -y unbound"
 	TARGETS=${TARGETS//unbound/}
 fi
-has_target weft || has_target dnsmasq || has_target unbound || die "nothing to run (TARGETS='$TARGETS')"
+has_weft || has_target dnsmasq || has_target unbound || die "nothing to run (TARGETS='$TARGETS')"
 
 # The same names for everyone: dnsperf's query file, dnsmasq's hosts file,
 # unbound's local-data, Weft's registrations.
@@ -201,77 +215,125 @@ done >"$TMP/queries.txt"
 
 # ------------------------------------------------------------ weft start ----
 
-weft_pid="" weft_port=""
-if has_target weft; then
+# What the weft-acl agent's default token (the one its DNS answers with)
+# gets from its one granting policy: reading every service and node. Its
+# other 49 policies grant unrelated things (make_bench_token in lib.sh).
+DNS_GRANT='service_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }'
+
+# By target (weft, weft-acl): the agent that answers DNS, its DNS port and
+# its label in the table.
+declare -A WEFT_PID_OF=() WEFT_PORT_OF=() WEFT_LABEL_OF=()
+
+# Starts the Weft cluster of `target`, registers the names, and waits until
+# the agent that answers DNS holds them all and answers. weft-acl: the same
+# with ACLs on (default deny) in every agent, the servers making the
+# management token at start, and the answering agent's default token
+# holding ACL_POLICIES policies (set with PUT /v1/agent/token/default).
+start_weft() { # target
+	local target=$1 acl=0 prefix=s servers i j pid port http label name held deadline ok
+	local -a rpc=("${WEFT_RPC[@]}") shttp=("${WEFT_HTTP[@]}") sdns=("${WEFT_DNS_PORTS[@]}")
+	local -a joins config=() client_config=() auth=() server_pids=() server_names=()
+	local chttp=$CLIENT_HTTP cdns=$CLIENT_DNS
+	if [[ $target == weft-acl ]]; then
+		acl=1 prefix=acl-s rpc=("${WEFT_ACL_RPC[@]}") shttp=("${WEFT_ACL_HTTP[@]}") sdns=("${WEFT_ACL_DNS_PORTS[@]}")
+		chttp=$ACL_CLIENT_HTTP cdns=$ACL_CLIENT_DNS
+		new_secret management
+		write_acl_config "$TMP/acl-server.hcl" "$SECRET"
+		write_acl_config "$TMP/acl-client.hcl"
+		config=(--config-file "$TMP/acl-server.hcl") client_config=(--config-file "$TMP/acl-client.hcl")
+		auth=(-H "@$TMP/management.header")
+	fi
 	if [[ $WEFT_DNS == client ]]; then
-		check_ports_free "${WEFT_RPC[@]}" "${WEFT_HTTP[@]}" "${WEFT_DNS_PORTS[@]}" "$CLIENT_HTTP" "$CLIENT_DNS"
+		check_ports_free "${rpc[@]}" "${shttp[@]}" "${sdns[@]}" "$chttp" "$cdns"
 		servers=3
 	else
-		check_ports_free "${WEFT_RPC[0]}" "${WEFT_HTTP[0]}" "${WEFT_DNS_PORTS[0]}"
+		check_ports_free "${rpc[0]}" "${shttp[0]}" "${sdns[0]}"
 		servers=1
 	fi
-	server_pids=()
 	for ((i = 0; i < servers; i++)); do
 		joins=()
 		for ((j = 0; j < servers; j++)); do
-			((j == i)) || joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}")
+			((j == i)) || joins+=(--retry-join "127.0.0.1:${rpc[j]}")
 		done
-		start_process "s$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
-			--data-dir "$TMP/s$((i + 1))" --bootstrap-expect "$servers" "${joins[@]}" \
-			--rpc-addr "127.0.0.1:${WEFT_RPC[i]}" --http-addr "127.0.0.1:${WEFT_HTTP[i]}" \
-			--dns-addr "127.0.0.1:${WEFT_DNS_PORTS[i]}"
+		start_process "$prefix$((i + 1))" "$WEFT" agent --server --node "s$((i + 1))" \
+			--data-dir "$TMP/$prefix$((i + 1))" --bootstrap-expect "$servers" "${joins[@]}" "${config[@]}" \
+			--rpc-addr "127.0.0.1:${rpc[i]}" --http-addr "127.0.0.1:${shttp[i]}" \
+			--dns-addr "127.0.0.1:${sdns[i]}"
 		server_pids+=("$STARTED_PID")
+		server_names+=("$prefix$((i + 1))")
 	done
-	log "started $servers Weft server(s) (pids ${server_pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
-	server_names=()
-	for ((i = 0; i < servers; i++)); do server_names+=("s$((i + 1))"); done
-	server_has_leader() { has_leader "${WEFT_HTTP[$1]}"; }
-	wait_all "Weft server" "the Weft cluster had no leader on all $servers servers" "${server_names[*]}" "${server_pids[*]}" \
-		server_has_leader
-	log "Weft leader: $LEADER"
-	weft_pid=${server_pids[0]} weft_port=${WEFT_DNS_PORTS[0]} weft_http=${WEFT_HTTP[0]} weft_label="weft (server)"
+	log "started $servers $target server(s) (pids ${server_pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
+	server_has_leader() { has_leader "${shttp[$1]}"; }
+	wait_all "$target server" "the $target cluster had no leader on all $servers servers" "${server_names[*]}" \
+		"${server_pids[*]}" server_has_leader
+	log "$target leader: $LEADER"
+	if ((acl)); then
+		server_resolves() { resolves_token management "${shttp[$1]}"; }
+		wait_all "$target server" "the $target cluster's servers did not all resolve the management token" \
+			"${server_names[*]}" "${server_pids[*]}" server_resolves
+		make_bench_token "${shttp[0]}" dns-bench "$DNS_GRANT"
+	fi
+	pid=${server_pids[0]} port=${sdns[0]} http=${shttp[0]} label="$target (server)" name=${server_names[0]}
 	if [[ $WEFT_DNS == client ]]; then
 		joins=()
-		for ((j = 0; j < servers; j++)); do joins+=(--retry-join "127.0.0.1:${WEFT_RPC[j]}"); done
-		start_process vm1 "$WEFT" agent --node vm1 --data-dir "$TMP/vm1" "${joins[@]}" \
-			--http-addr "127.0.0.1:$CLIENT_HTTP" --dns-addr "127.0.0.1:$CLIENT_DNS"
-		# The client agent first: it leaves the catalog while the servers are still up.
-		STOP_FIRST=("$STARTED_PID")
-		weft_pid=$STARTED_PID weft_port=$CLIENT_DNS weft_http=$CLIENT_HTTP weft_label="weft (client agent)"
+		for ((j = 0; j < servers; j++)); do joins+=(--retry-join "127.0.0.1:${rpc[j]}"); done
+		name=${prefix%s}vm1
+		start_process "$name" "$WEFT" agent --node "$name" --data-dir "$TMP/$name" "${joins[@]}" "${client_config[@]}" \
+			--http-addr "127.0.0.1:$chttp" --dns-addr "127.0.0.1:$cdns"
+		# The client agents first: they leave the catalog while the servers are still up.
+		STOP_FIRST+=("$STARTED_PID")
+		pid=$STARTED_PID port=$cdns http=$chttp label="$target (client agent)"
 	fi
 
 	# The registrations: one node per service, through a server's HTTP API,
 	# with one curl (keep-alive, 8 at a time) rather than one process each.
-	log "registering $SERVICES services"
+	log "$target: registering $SERVICES services"
 	for ((i = 0; i < SERVICES; i++)); do
 		((i > 0)) && echo next
-		printf 'url = "http://127.0.0.1:%s/v1/catalog/register"\nrequest = "PUT"\n' "${WEFT_HTTP[0]}"
+		printf 'url = "http://127.0.0.1:%s/v1/catalog/register"\nrequest = "PUT"\n' "${shttp[0]}"
 		printf 'data = "{\\"Node\\":\\"node-%04d\\",\\"Address\\":\\"%s\\",\\"Service\\":{\\"Service\\":\\"svc-%04d\\",\\"Port\\":80}}"\n' \
 			"$i" "$(ip_of "$i")" "$i"
+		((acl)) && printf 'header = "@%s"\n' "$TMP/management.header"
 		printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nmax-time = 30\n'
 	done >"$TMP/register.curl"
 	curl --parallel --parallel-max 8 -K "$TMP/register.curl" >"$TMP/register.codes" 2>"$TMP/register.err" || true
 	ok=$(grep -c '^200$' "$TMP/register.codes" || true)
-	((ok == SERVICES)) || die "only $ok of $SERVICES registrations succeeded (codes: $(sort "$TMP/register.codes" | uniq -c | tr -s ' \n' ' '))"
+	((ok == SERVICES)) || die "$target: only $ok of $SERVICES registrations succeeded (codes: $(sort "$TMP/register.codes" | uniq -c | tr -s ' \n' ' '))"
 
 	# The agent answering DNS must hold them all (a client agent streams them).
-	log "waiting for $weft_label to hold all $SERVICES services (up to ${WAIT_SECS}s)"
+	log "waiting for $label to hold all $SERVICES services (up to ${WAIT_SECS}s)"
 	deadline=$((SECONDS + WAIT_SECS))
 	while :; do
-		kill -0 "$weft_pid" 2>/dev/null || {
-			[[ $WEFT_DNS == client ]] && show_log vm1
-			die "$weft_label exited"
+		kill -0 "$pid" 2>/dev/null || {
+			show_log "$name"
+			die "$label exited"
 		}
-		held=$(curl -s --max-time 2 "http://127.0.0.1:$weft_http/v1/catalog/services" | grep -o '"svc-[0-9]*"' | wc -l || true)
+		held=$(curl -s --max-time 2 "${auth[@]}" "http://127.0.0.1:$http/v1/catalog/services" | grep -o '"svc-[0-9]*"' | wc -l || true)
 		((held == SERVICES)) && break
 		if ((SECONDS >= deadline)); then
-			[[ $WEFT_DNS == client ]] && show_log vm1
-			die "$weft_label holds $held of $SERVICES services after ${WAIT_SECS}s"
+			show_log "$name"
+			die "$label holds $held of $SERVICES services after ${WAIT_SECS}s"
 		fi
 		sleep 0.5
 	done
-	check_answers weft "$weft_port"
-fi
+	if ((acl)); then
+		# Without a default token, DNS answers as the anonymous token: nothing.
+		if command -v dig >/dev/null && [[ -n $(dig +short +time=2 +tries=2 @127.0.0.1 -p "$port" "$(name_of 0)" A || true) ]]; then
+			die "$label answered $(name_of 0) before it had a default token: are ACLs on?"
+		fi
+		wait_until "$label resolving the dns-bench token" "$name" "$pid" resolves_token dns-bench "$http"
+		acl_call "$http" management PUT /v1/agent/token/default "{\"Token\":\"$(cat "$TMP/dns-bench.token")\"}"
+		denies_anonymous_write "$http" || die "$label did not refuse a KV write without a token (403)"
+		log "$target: ACLs on (default deny); DNS answers with a default token of $ACL_POLICIES policies"
+	fi
+	check_answers "$target" "$port"
+	WEFT_PID_OF[$target]=$pid WEFT_PORT_OF[$target]=$port WEFT_LABEL_OF[$target]=$label
+}
+
+for t in weft weft-acl; do
+	if has_target "$t"; then start_weft "$t"; fi
+done
 
 # --------------------------------------------------------- dnsmasq start ----
 
@@ -354,7 +416,9 @@ has_target unbound && wait_answering unbound "$UNBOUND_PORT" "$unbound_pid"
 
 # ------------------------------------------------------------- the runs -----
 
-has_target weft && run_dnsperf weft "$weft_port" "$weft_pid"
+for t in weft weft-acl; do
+	if has_target "$t"; then run_dnsperf "$t" "${WEFT_PORT_OF[$t]}" "${WEFT_PID_OF[$t]}"; fi
+done
 has_target dnsmasq && run_dnsperf dnsmasq "$DNSMASQ_PORT" "$dnsmasq_pid"
 has_target unbound && run_dnsperf unbound "$UNBOUND_PORT" "$unbound_pid"
 
@@ -365,10 +429,9 @@ echo "DNS A queries, $SERVICES names (svc-NNNN.service.weft) on 127.0.0.1, dnspe
 	"-c $DNSPERF_CLIENTS -T $DNSPERF_THREADS -q $OUTSTANDING -t 5, $(nproc 2>/dev/null || echo '?') cores"
 printf '%-24s  %9s  %6s  %7s  %7s  %6s  %8s  %13s  %12s  %11s\n' \
 	target queries/s lost "avg ms" "max ms" "CPU s" "q/CPU s" "dnsperf CPU s" "others CPU s" "not NOERROR"
-for t in weft dnsmasq unbound; do
+for t in weft weft-acl dnsmasq unbound; do
 	has_target "$t" || continue
-	label=$t
-	[[ $t == weft ]] && label=$weft_label
+	label=${WEFT_LABEL_OF[$t]:-$t}
 	[[ $t == unbound ]] && label="unbound ($UNBOUND_THREADS threads)"
 	per_cpu=$(awk -v q="${QPS[$t]:-}" -v c="${CPU[$t]:-}" -v s="$SECS" \
 		'BEGIN { if (q != "" && c > 0) printf "%.0f", q * s / c; else print "-" }')
@@ -378,18 +441,20 @@ for t in weft dnsmasq unbound; do
 		"$per_cpu" "$(fmt "${PERF_CPU[$t]:-}")" "$(fmt "${OTHER_CPU[$t]:-}")" "$(fmt "${NOT_NOERROR[$t]:-}")"
 done
 
-# The issue's goals, next to the figures (reported, never enforced).
-ratio_line() { # peer goal
-	local w=${QPS[weft]:-} p=${QPS[$1]:-}
+# The issues' goals, next to the figures (reported, never enforced).
+ratio_line() { # target peer goal
+	local w=${QPS[$1]:-} p=${QPS[$2]:-}
 	[[ -n $w && -n $p ]] || return 0
-	awk -v w="$w" -v p="$p" -v goal="$2" -v peer="$1" 'BEGIN {
+	awk -v w="$w" -v p="$p" -v goal="$3" -v name="$1/$2" 'BEGIN {
 		if (p <= 0) exit
 		r = w / p
-		printf "weft/%-8s %6.2f   (goal >= %.2f: %s)\n", peer, r, goal, (r >= goal ? "met" : "not met")
+		printf "%-13s %6.2f   (goal >= %.2f: %s)\n", name, r, goal, (r >= goal ? "met" : "not met")
 	}'
 }
-if has_target weft; then
+if has_weft; then
 	echo
-	ratio_line dnsmasq 1.0
-	ratio_line unbound 0.5
+	ratio_line weft dnsmasq 1.0
+	ratio_line weft unbound 0.5
+	# Issue 14: ACLs on (default deny, a default token of 50 policies) vs off.
+	ratio_line weft-acl weft 0.9
 fi

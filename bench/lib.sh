@@ -235,6 +235,111 @@ sidecar_pid() { # id agent-http-port
 	[[ -n $found && $found != *$'\n'* ]] && echo "$found"
 }
 
+# ------------------------------------------------------------------ ACLs ----
+# What raft-kv.sh and dns.sh share for their ACL targets (issue 14): Weft
+# with `acl { enabled = true default_policy = "deny" }`, and a token that
+# holds ACL_POLICIES policies, of which one grants what the benchmark needs
+# and the others unrelated things, so that resolving the token merges them
+# all. Tokens go in curl's headers from files ($TMP/*.header, mode 600), so
+# no secret shows in the process list.
+
+ACL_POLICIES=50
+
+# Writes the acl block of a Weft agent with ACLs on and default deny; a
+# server's also names the management token it makes at start.
+write_acl_config() { # file [initial-management-secret]
+	{
+		printf 'acl {\n  enabled        = true\n  default_policy = "deny"\n'
+		(($# > 1)) && printf '  tokens {\n    initial_management = "%s"\n  }\n' "$2"
+		printf '}\n'
+	} >"$1"
+}
+
+# Makes a fresh secret (a UUID, as Consul's) and keeps it in <name>.token
+# and, as a request header, in <name>.header (both in $TMP, mode 600); sets
+# SECRET. The token itself is made elsewhere (the servers' config, or
+# make_bench_token).
+new_secret() { # name
+	SECRET=$(cat /proc/sys/kernel/random/uuid) || die "no UUID from /proc/sys/kernel/random/uuid"
+	keep_secret "$1" "$SECRET"
+}
+keep_secret() { # name secret
+	(
+		umask 077
+		printf '%s\n' "$2" >"$TMP/$1.token"
+		printf 'X-Consul-Token: %s\n' "$2" >"$TMP/$1.header"
+	)
+}
+
+# A request to the Weft agent at 127.0.0.1:<port> with the token whose
+# header is $TMP/<token-name>.header; the answer's body goes to
+# $TMP/acl.out. Dies unless it answers 200.
+acl_call() { # port token-name method path [JSON body]
+	local code args=(-s -o "$TMP/acl.out" -w '%{http_code}' --max-time 10 -H "@$TMP/$2.header" -X "$3")
+	(($# > 4)) && args+=(--data "$5")
+	code=$(curl "${args[@]}" "http://127.0.0.1:$1$4") || code=000
+	[[ $code == 200 ]] || die "$3 127.0.0.1:$1$4 (token $2): HTTP $code: $(cat "$TMP/acl.out" 2>/dev/null)"
+}
+
+# True when the agent at 127.0.0.1:<port> resolves the token (its copy of
+# the ACL tables holds it): `GET /v1/acl/token/self` answers 200.
+resolves_token() { # token-name port
+	[[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "@$TMP/$1.header" \
+		"http://127.0.0.1:$2/v1/acl/token/self" 2>/dev/null) == 200 ]]
+}
+
+# A string as a JSON string literal (quotes, backslashes and newlines escaped).
+json_string() {
+	local s=${1//\\/\\\\}
+	s=${s//\"/\\\"}
+	printf '"%s"' "${s//$'\n'/\\n}"
+}
+
+# The rules of unrelated policy i (0-based): keys, services, nodes and
+# sessions of other teams, exact names and prefixes, none of which the
+# benchmarks' keys (bench-c*, rss/) or names (svc-NNNN, node-NNNN, the
+# agents') fall under.
+unrelated_rules() { # i
+	local n
+	n=$(printf '%02d' "$1")
+	case $(($1 % 4)) in
+		0) printf 'key_prefix "team-%s/" { policy = "read" }\nkey "config/team-%s" { policy = "write" }' "$n" "$n" ;;
+		1) printf 'service "app-%s" { policy = "write" }\nservice "app-%s-sidecar-proxy" { policy = "write" }' "$n" "$n" ;;
+		2) printf 'service_prefix "batch-%s-" { policy = "read" }\nnode_prefix "worker-%s-" { policy = "read" }' "$n" "$n" ;;
+		3) printf 'node "host-%s" { policy = "write" }\nsession_prefix "host-%s" { policy = "write" }' "$n" "$n" ;;
+	esac
+}
+
+# Through the agent at 127.0.0.1:<port>, as the management token (token
+# name `management`): makes ACL_POLICIES - 1 unrelated policies
+# (<name>-unrelated-NN) and one, <name>-grant, with the rules `grant`,
+# then a token holding all of them, kept as the token named <name>
+# (keep_secret). Dies unless the token lists all ACL_POLICIES policies.
+make_bench_token() { # port name grant
+	local port=$1 name=$2 i policies="" listed secret
+	for ((i = 0; i < ACL_POLICIES - 1; i++)); do
+		acl_call "$port" management PUT /v1/acl/policy \
+			"{\"Name\":\"$name-unrelated-$(printf '%02d' "$i")\",\"Rules\":$(json_string "$(unrelated_rules "$i")")}"
+		policies+="{\"Name\":\"$name-unrelated-$(printf '%02d' "$i")\"},"
+	done
+	acl_call "$port" management PUT /v1/acl/policy "{\"Name\":\"$name-grant\",\"Rules\":$(json_string "$3")}"
+	policies+="{\"Name\":\"$name-grant\"}"
+	acl_call "$port" management PUT /v1/acl/token \
+		"{\"Description\":\"$name: $ACL_POLICIES policies\",\"Policies\":[$policies]}"
+	secret=$(sed -nE 's/.*"SecretID" *: *"([^"]+)".*/\1/p' "$TMP/acl.out")
+	[[ -n $secret ]] || die "PUT /v1/acl/token answered no SecretID: $(cat "$TMP/acl.out")"
+	listed=$(grep -oE "\"Name\" *: *\"$name-(unrelated-[0-9]+|grant)\"" "$TMP/acl.out" | sort -u | wc -l)
+	((listed == ACL_POLICIES)) || die "the $name token lists $listed of its $ACL_POLICIES policies: $(cat "$TMP/acl.out")"
+	keep_secret "$name" "$secret"
+}
+
+# True when a KV write without a token is refused (403) by the agent at
+# 127.0.0.1:<port>: ACLs are on and deny by default.
+denies_anonymous_write() { # port
+	[[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT --data x \
+		"http://127.0.0.1:$1/v1/kv/bench-acl-check") == 403 ]]
+}
+
 # ------------------------------------------- one Weft server and its mesh ----
 # What chain.sh and mesh.sh both set up: the backend, one Weft server and
 # services with sidecars that web reaches through its upstream listeners.

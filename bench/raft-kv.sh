@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # raft-kv.sh: replicated KV write throughput and latency, Weft vs etcd, each
-# with its server-to-server traffic in plaintext and over TLS.
+# with its server-to-server traffic in plaintext and over TLS, and Weft with
+# ACLs on.
 #
 # Why: Weft's KV store is a Raft log like etcd's; this script measures both
 # on the same machine, three servers each, on loopback, with the same load
 # generator (kv-load, bench/src/main.rs), so the comparison is like for like.
 # Issue 13 asks that Weft with TLS on its server RPC stay within 10% of its
-# plaintext writes/s, and at or above etcd's with etcd on TLS too.
+# plaintext writes/s, and at or above etcd's with etcd on TLS too; issue 14
+# that Weft with ACLs on (default deny, every write with a token of 50
+# policies) stay within 10% of it with ACLs off.
 # See bench/README.md for what the figures mean and their caveats.
 #
 # Steps: build weft and kv-load (release); make a CA and three server
 # certificates with `weft tls` (for the TLS targets); start the clusters the
-# targets name on 127.0.0.1 (up to four: Weft, Weft with TLS, etcd, etcd with
-# TLS); for each client count, run kv-load against each; print one table;
+# targets name on 127.0.0.1 (up to five: Weft, Weft with TLS, Weft with
+# ACLs, etcd, etcd with TLS); for weft-acl, make 50 policies and a token
+# holding them all; for each client count, run kv-load against each; print one table;
 # then write RSS_KEYS keys to a Weft cluster and report a server's RSS and
 # data-dir size. Everything started here is stopped (and the temp dir
 # removed) on exit, on failure and on Ctrl-C.
@@ -21,15 +25,18 @@
 #   CLIENTS="1 16 64 256"   client counts to run
 #   DURATION=10s            length of each run (N, Ns or Nm)
 #   VALUE_SIZE=128          value size in bytes
-#   TARGETS="weft weft-tls etcd etcd-tls"  which systems to run:
+#   TARGETS="weft weft-tls weft-acl etcd etcd-tls"  which systems to run:
 #                           weft      3 Weft servers, RPC in plaintext
 #                           weft-tls  3 Weft servers, RPC (Raft, forwarded
 #                                     writes) over TLS 1.3, certificates from `weft tls`
+#                           weft-acl  3 Weft servers as `weft` (plaintext) but with
+#                                     ACLs on, default deny; kv-load sends a token
+#                                     holding 50 policies (1 grants the writes)
 #                           etcd      3 etcd members, plaintext
 #                           etcd-tls  3 etcd members, client and peer URLs over
 #                                     TLS, certificates from the same CA
 #   RSS_KEYS=100000         keys written for the memory/disk report (0 skips it);
-#                           to the weft cluster (weft-tls if weft is not run)
+#                           to the weft cluster (else weft-tls, else weft-acl)
 #   SETTLE=10               seconds to wait before the last disk-size reading
 #   WAIT_SECS=60            how long a cluster may take to elect a leader
 #   BUILD=1                 0: do not run cargo, use existing binaries
@@ -46,7 +53,7 @@ KV_LOAD="${KV_LOAD:-$TARGET_DIR/release/kv-load}"
 CLIENTS="${CLIENTS:-1 16 64 256}"
 DURATION="${DURATION:-10s}"
 VALUE_SIZE="${VALUE_SIZE:-128}"
-TARGETS="${TARGETS:-weft weft-tls etcd etcd-tls}"
+TARGETS="${TARGETS:-weft weft-tls weft-acl etcd etcd-tls}"
 RSS_KEYS="${RSS_KEYS:-100000}"
 SETTLE="${SETTLE:-10}"
 WAIT_SECS="${WAIT_SECS:-60}"
@@ -55,7 +62,7 @@ INSTALL_ETCD="${INSTALL_ETCD:-1}"
 KEEP_TMP="${KEEP_TMP:-0}"
 RESULTS="${RESULTS:-}"
 
-ALL_TARGETS=(weft weft-tls etcd etcd-tls)
+ALL_TARGETS=(weft weft-tls weft-acl etcd etcd-tls)
 
 # Loopback ports. Weft: RPC, HTTP and DNS per server. etcd: client and peer
 # per member (not 2379/2380, so a system etcd does not get in the way).
@@ -65,6 +72,9 @@ WEFT_DNS=(18601 18611 18621)
 WEFT_TLS_RPC=(18331 18341 18351)
 WEFT_TLS_HTTP=(18531 18541 18551)
 WEFT_TLS_DNS=(18631 18641 18651)
+WEFT_ACL_RPC=(18361 18371 18381)
+WEFT_ACL_HTTP=(18561 18571 18581)
+WEFT_ACL_DNS=(18661 18671 18681)
 ETCD_CLIENT=(22379 22389 22399)
 ETCD_PEER=(22380 22390 22400)
 ETCD_TLS_CLIENT=(23379 23389 23399)
@@ -75,7 +85,7 @@ LOG_TAG=raft-kv TMP_CONTENTS="server logs, data and certificates"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
-has_weft() { has_target weft || has_target weft-tls; }
+has_weft() { has_target weft || has_target weft-tls || has_target weft-acl; }
 has_etcd() { has_target etcd || has_target etcd-tls; }
 has_tls() { has_target weft-tls || has_target etcd-tls; }
 
@@ -232,11 +242,23 @@ speaks_tls() { # port
 	[[ $code =~ ^[0-9]+$ ]]
 }
 
-start_weft_cluster() { # target (weft | weft-tls)
-	local target=$1 tls=0 prefix i j label
+# What the weft-acl token's one granting policy allows: the keys kv-load
+# writes in the runs (bench-c<clients>/...) and in the memory/disk phase
+# (rss/..., when that is weft-acl's). Its other 49 policies grant unrelated
+# things (make_bench_token in lib.sh).
+KV_GRANT='key_prefix "bench-c" { policy = "write" }
+key_prefix "rss/" { policy = "write" }'
+
+start_weft_cluster() { # target (weft | weft-tls | weft-acl)
+	local target=$1 tls=0 acl=0 prefix i j label
 	local -a rpc http dns joins config pids=() names=() addrs=()
 	if [[ $target == weft-tls ]]; then
 		tls=1 prefix=tls-s rpc=("${WEFT_TLS_RPC[@]}") http=("${WEFT_TLS_HTTP[@]}") dns=("${WEFT_TLS_DNS[@]}")
+	elif [[ $target == weft-acl ]]; then
+		acl=1 prefix=acl-s rpc=("${WEFT_ACL_RPC[@]}") http=("${WEFT_ACL_HTTP[@]}") dns=("${WEFT_ACL_DNS[@]}")
+		# The servers make this management token at start (acl.tokens.initial_management).
+		new_secret management
+		write_acl_config "$TMP/acl.hcl" "$SECRET"
 	else
 		prefix=s rpc=("${WEFT_RPC[@]}") http=("${WEFT_HTTP[@]}") dns=("${WEFT_DNS[@]}")
 	fi
@@ -261,6 +283,7 @@ start_weft_cluster() { # target (weft | weft-tls)
 			HCL
 			config=(--config-file "$TMP/$label.hcl")
 		fi
+		((acl)) && config=(--config-file "$TMP/acl.hcl")
 		start_process "$label" "$WEFT" agent --server --node "s$((i + 1))" \
 			--data-dir "$TMP/$label" --bootstrap-expect 3 "${joins[@]}" "${config[@]}" \
 			--rpc-addr "127.0.0.1:${rpc[i]}" --http-addr "127.0.0.1:${http[i]}" \
@@ -287,9 +310,21 @@ start_weft_cluster() { # target (weft | weft-tls)
 		done
 		log "$target: all 3 RPC ports speak TLS 1.3 with certificates from the CA"
 	fi
+	if ((acl)); then
+		server_resolves() { resolves_token "$1" "${http[$2]}"; }
+		wait_all "$target server" "the $target cluster's servers did not all resolve the management token" \
+			"${names[*]}" "${pids[*]}" server_resolves management
+		make_bench_token "${http[0]}" kv-bench "$KV_GRANT"
+		wait_all "$target server" "the $target cluster's servers did not all resolve the kv-bench token" \
+			"${names[*]}" "${pids[*]}" server_resolves kv-bench
+		for i in 0 1 2; do
+			denies_anonymous_write "${http[i]}" || die "$target: server ${names[i]} did not refuse a KV write without a token (403)"
+		done
+		log "$target: ACLs on (default deny, a write without a token is refused); kv-load's token holds $ACL_POLICIES policies"
+	fi
 }
 
-for t in weft weft-tls; do
+for t in weft weft-tls weft-acl; do
 	if has_target "$t"; then start_weft_cluster "$t"; fi
 done
 
@@ -371,7 +406,9 @@ for c in $CLIENTS; do
 		extra=(--key-prefix "bench-c$c")
 		# kv-load speaks HTTPS to etcd-tls's client URLs, verifying them against the CA.
 		if [[ $t == etcd-tls ]]; then extra+=(--ca-file "$CA_FILE"); fi
-		kv_load "${t%-tls}" "$c" "$DURATION" "${extra[@]}" -- "${addrs[@]}"
+		# weft-acl: every write carries the 50-policy token.
+		if [[ $t == weft-acl ]]; then extra+=(--token-file "$TMP/kv-bench.token"); fi
+		kv_load "${t%%-*}" "$c" "$DURATION" "${extra[@]}" -- "${addrs[@]}"
 		KV_RATE[$t/$c]=$(json_field "$LOAD_OUT" writes_per_sec)
 		KV_P50[$t/$c]=$(json_field "$LOAD_OUT" p50_ms)
 		KV_P99[$t/$c]=$(json_field "$LOAD_OUT" p99_ms)
@@ -380,20 +417,23 @@ for c in $CLIENTS; do
 done
 
 # One column pair (writes/s, p50/p99) per target, then the ratios of writes/s.
-row() { printf '%7s  %9s %13s  %9s %13s  %9s %13s  %9s %13s  %9s  %9s  %9s  %s\n' "$@"; }
+row() { printf '%7s  %9s %13s  %9s %13s  %9s %13s  %9s %13s  %9s %13s  %9s  %9s  %9s  %9s  %s\n' "$@"; }
 latency() { printf '%s/%s' "$(fmt_num "${KV_P50[$1]:-}" %.2f)" "$(fmt_num "${KV_P99[$1]:-}" %.2f)"; }
 echo
 echo "KV PUT, 3 servers each on 127.0.0.1, ${VALUE_SIZE} B values, $DURATION per run, fsync on;" \
-	"w/s: writes/s; p50/p99 in ms; -tls: server-to-server (and etcd's client) traffic over TLS"
-row clients "weft w/s" "p50/p99" "weft-tls" "p50/p99" "etcd w/s" "p50/p99" "etcd-tls" "p50/p99" \
-	"weft/etcd" "tls/plain" "wtls/etls" "errors w/wt/e/et"
+	"w/s: writes/s; p50/p99 in ms; -tls: server-to-server (and etcd's client) traffic over TLS;" \
+	"weft-acl: ACLs on, default deny, a token of $ACL_POLICIES policies"
+row clients "weft w/s" "p50/p99" "weft-tls" "p50/p99" "weft-acl" "p50/p99" "etcd w/s" "p50/p99" "etcd-tls" "p50/p99" \
+	"weft/etcd" "tls/plain" "acl/plain" "wtls/etls" "errors w/wt/wa/e/et"
 for c in $CLIENTS; do
-	w=${KV_RATE[weft/$c]:-} wt=${KV_RATE[weft-tls/$c]:-} e=${KV_RATE[etcd/$c]:-} et=${KV_RATE[etcd-tls/$c]:-}
+	w=${KV_RATE[weft/$c]:-} wt=${KV_RATE[weft-tls/$c]:-} wa=${KV_RATE[weft-acl/$c]:-}
+	e=${KV_RATE[etcd/$c]:-} et=${KV_RATE[etcd-tls/$c]:-}
 	errors=""
 	for t in "${ALL_TARGETS[@]}"; do errors+="${errors:+/}$(fmt_num "${KV_ERR[$t/$c]:-}" %s)"; done
 	row "$c" "$(fmt_num "$w" %.0f)" "$(latency "weft/$c")" "$(fmt_num "$wt" %.0f)" "$(latency "weft-tls/$c")" \
+		"$(fmt_num "$wa" %.0f)" "$(latency "weft-acl/$c")" \
 		"$(fmt_num "$e" %.0f)" "$(latency "etcd/$c")" "$(fmt_num "$et" %.0f)" "$(latency "etcd-tls/$c")" \
-		"$(ratio "$w" "$e")" "$(ratio "$wt" "$w")" "$(ratio "$wt" "$et")" "$errors"
+		"$(ratio "$w" "$e")" "$(ratio "$wt" "$w")" "$(ratio "$wa" "$w")" "$(ratio "$wt" "$et")" "$errors"
 done
 # The issue's goals, next to the figures (never enforced).
 if has_target weft-tls && { has_target weft || has_target etcd-tls; }; then
@@ -410,6 +450,13 @@ if has_target weft-tls && { has_target weft || has_target etcd-tls; }; then
 		for g in "${goals[@]}"; do echo "  $g"; done
 	fi
 fi
+if has_target weft-acl && has_target weft; then
+	echo "goal (issue 14): acl/plain >= 0.90 at every client count (ACLs on, a token of $ACL_POLICIES policies, vs off)"
+	for c in $CLIENTS; do
+		wa=$(ratio "${KV_RATE[weft-acl/$c]:-}" "${KV_RATE[weft/$c]:-}")
+		echo "  $c clients: acl/plain $wa ($(goal "$wa" '>=' 0.90))"
+	done
+fi
 
 # ------------------------------------------------- Weft memory and disk -----
 
@@ -417,14 +464,20 @@ rss_of() { awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$1/status" 2>
 du_of() { du -sb "$1" 2>/dev/null | awk '{ printf "%d B (%.1f MiB)", $1, $1 / 1048576 }'; }
 
 if has_weft && ((RSS_KEYS > 0)); then
-	if has_target weft; then rss_target=weft prefix=s; else rss_target=weft-tls prefix=tls-s; fi
+	rss_extra=()
+	if has_target weft; then
+		rss_target=weft prefix=s rss_rpc=("${WEFT_RPC[@]}")
+	elif has_target weft-tls; then
+		rss_target=weft-tls prefix=tls-s rss_rpc=("${WEFT_TLS_RPC[@]}")
+	else
+		rss_target=weft-acl prefix=acl-s rss_rpc=("${WEFT_ACL_RPC[@]}") rss_extra=(--token-file "$TMP/kv-bench.token")
+	fi
 	read -r -a addrs <<<"${TARGET_ADDRS[$rss_target]}"
 	# Report the leader: it does the most work (replication to both followers).
 	idx=0 role="not the leader"
 	leader=$(curl -s --max-time 2 "http://${addrs[0]}/v1/status/leader" || true)
 	for i in 0 1 2; do
-		if [[ $rss_target == weft ]]; then rpc_port=${WEFT_RPC[i]}; else rpc_port=${WEFT_TLS_RPC[i]}; fi
-		if [[ $leader == "\"127.0.0.1:$rpc_port\"" ]]; then
+		if [[ $leader == "\"127.0.0.1:${rss_rpc[i]}\"" ]]; then
 			idx=$i role="leader"
 		fi
 	done
@@ -436,7 +489,7 @@ if has_weft && ((RSS_KEYS > 0)); then
 	usage() { printf '  %-27s RSS %s, data dir %s\n' "$1:" "$(rss_of "$pid")" "$(du_of "$dir")"; }
 	usage "before $RSS_KEYS writes"
 	log "$rss_target: writing $RSS_KEYS keys with 64 clients"
-	kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss -- "${addrs[@]}"
+	kv_load weft 64 600s --count "$RSS_KEYS" --key-prefix rss "${rss_extra[@]}" -- "${addrs[@]}"
 	written=$(json_field "$LOAD_OUT" writes)
 	usage "right after ${written:-?} writes"
 	sleep "$SETTLE"

@@ -76,7 +76,8 @@ impl Grant {
 #[derive(Clone, Debug)]
 pub struct Authorizer {
     global: BTreeMap<GlobalResource, Access>,
-    exact: HashMap<(NamedResource, String), Grant>,
+    /// By resource, then name: looked up by `&str`, with no allocation.
+    exact: HashMap<NamedResource, HashMap<String, Grant>>,
     /// Per resource, longest prefix first.
     prefixes: HashMap<NamedResource, Vec<(String, Grant)>>,
     default: Access,
@@ -151,7 +152,11 @@ impl Authorizer {
         for list in by_resource.values_mut() {
             list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         }
-        Authorizer { global, exact, prefixes: by_resource, default }
+        let mut exact_by_resource: HashMap<NamedResource, HashMap<String, Grant>> = HashMap::new();
+        for ((resource, name), grant) in exact {
+            exact_by_resource.entry(resource).or_default().insert(name, grant);
+        }
+        Authorizer { global, exact: exact_by_resource, prefixes: by_resource, default }
     }
 
     /// Everything allowed (`default_policy = "allow"` with no rules, or ACLs off).
@@ -160,7 +165,7 @@ impl Authorizer {
     }
 
     fn grant(&self, resource: NamedResource, name: &str) -> Option<Grant> {
-        if let Some(grant) = self.exact.get(&(resource, name.to_owned())) {
+        if let Some(grant) = self.exact.get(&resource).and_then(|names| names.get(name)) {
             return Some(*grant);
         }
         self.prefixes.get(&resource)?.iter().find(|(prefix, _)| name.starts_with(prefix.as_str())).map(|(_, g)| *g)

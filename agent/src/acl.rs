@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use weft_acl::{Authorizer, ResolveError, TokenCache};
+use weft_acl::{Authorizer, ResolveError, Resolved, TokenCache};
 use weft_api::acl::{ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET};
-use weft_server::store::{StateStore, Table};
+use weft_server::store::{StateStore, Table, Tables};
 
 use crate::backend::Backend;
 use crate::config::{AclConfig, AclLogin, AclTokens};
@@ -22,8 +22,28 @@ pub struct AclState {
     /// The tokens it was configured with, and those set through
     /// `PUT /v1/agent/token/<kind>` since.
     tokens: RwLock<AclTokens>,
+    /// What a request without a token is (the default token, else the
+    /// anonymous one), hashed once rather than on every request and DNS
+    /// query: kept in step with `tokens`.
+    default: RwLock<Arc<DefaultToken>>,
+    /// Bumped whenever the default token changes, so what was decided
+    /// with it (DNS's cached answers) is decided again.
+    default_generation: std::sync::atomic::AtomicU64,
     /// Where tokens set through the API are kept (`enable_token_persistence`).
     persist: Option<PathBuf>,
+}
+
+/// The token requests without one use, with its secret's hash.
+struct DefaultToken {
+    secret: String,
+    hash: String,
+}
+
+impl DefaultToken {
+    fn of(tokens: &AclTokens) -> Arc<DefaultToken> {
+        let secret = tokens.default.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| ANONYMOUS_TOKEN_SECRET.into());
+        Arc::new(DefaultToken { hash: weft_server::join::secret_hash(&secret), secret })
+    }
 }
 
 /// The file tokens set through the API are kept in.
@@ -42,6 +62,8 @@ impl AclState {
             config: config.clone(),
             datacenter: datacenter.to_owned(),
             cache: TokenCache::default(),
+            default: RwLock::new(DefaultToken::of(&tokens)),
+            default_generation: std::sync::atomic::AtomicU64::new(0),
             tokens: RwLock::new(tokens),
             persist,
         }
@@ -51,11 +73,6 @@ impl AclState {
         self.config.enabled
     }
 
-    /// The token for requests that carry none (and for DNS).
-    pub fn default_token(&self) -> String {
-        self.tokens.read().unwrap_or_else(|p| p.into_inner()).default.clone().unwrap_or_default()
-    }
-
     /// The token a login at start made (`acl { login }`) becomes the
     /// `default` and `agent` token where none is configured; it is never
     /// persisted (the agent logs in again when it starts).
@@ -63,6 +80,17 @@ impl AclState {
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
         tokens.default.get_or_insert_with(|| secret.to_owned());
         tokens.agent.get_or_insert_with(|| secret.to_owned());
+        self.replace_default(&tokens);
+    }
+
+    fn replace_default(&self, tokens: &AclTokens) {
+        *self.default.write().unwrap_or_else(|p| p.into_inner()) = DefaultToken::of(tokens);
+        self.default_generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes whenever the default token does.
+    pub fn default_generation(&self) -> u64 {
+        self.default_generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sets the `default` or `agent` token; kept across restarts with
@@ -73,6 +101,7 @@ impl AclState {
             TokenKind::Default => tokens.default = Some(secret),
             TokenKind::Agent => tokens.agent = Some(secret),
         }
+        self.replace_default(&tokens);
         let Some(path) = &self.persist else { return Ok(()) };
         let saved: HashMap<&str, &String> = [("default", &tokens.default), ("agent", &tokens.agent)]
             .into_iter()
@@ -112,36 +141,54 @@ impl AclState {
                 expiration_time: None,
             });
         }
-        let secret = match secret.is_empty() {
+        let (secret, resolved) = match secret.is_empty() {
             true => {
-                Some(self.default_token()).filter(|t| !t.is_empty()).unwrap_or_else(|| ANONYMOUS_TOKEN_SECRET.into())
+                let default = self.default.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let resolved = self.resolve_hash(&store.read(), &default.hash, &default.secret);
+                (default.secret.clone(), resolved)
             }
-            false => secret.to_owned(),
+            false => {
+                let hash = weft_server::join::secret_hash(secret);
+                (secret.to_owned(), self.resolve_hash(&store.read(), &hash, secret))
+            }
         };
-        let hash = weft_server::join::secret_hash(&secret);
-        let tables = store.read();
+        let resolved = resolved?;
+        Ok(Caller {
+            enabled: true,
+            secret,
+            accessor_id: resolved.accessor_id.clone(),
+            authorizer: resolved.authorizer.clone(),
+            expiration_time: resolved.expiration_time,
+        })
+    }
+
+    /// What the default token (else the anonymous one) may do, for DNS,
+    /// over `tables` (a read of the store the caller holds): from the cache
+    /// of resolved tokens, with no hashing or copying.
+    pub fn default_authorizer(&self, tables: &Tables) -> Result<Arc<Authorizer>, ResolveError> {
+        if !self.enabled() {
+            return Ok(Arc::new(Authorizer::allow_all()));
+        }
+        let default = self.default.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(self.resolve_hash(tables, &default.hash, &default.secret)?.authorizer.clone())
+    }
+
+    /// The token whose secret (`secret`) hashes to `hash`, from the cache.
+    fn resolve_hash(&self, tables: &Tables, hash: &str, secret: &str) -> Result<Arc<Resolved>, ResolveError> {
         let index = tables.index(Table::Acl).get();
-        let resolved = self.cache.get(index, &hash, unix_now(), || {
-            weft_acl::resolve(tables.acl(), &hash, &self.datacenter, self.config.default_policy)
+        let resolved = self.cache.get(index, hash, unix_now(), || {
+            weft_acl::resolve(tables.acl(), hash, &self.datacenter, self.config.default_policy)
         });
         match resolved {
-            Ok(resolved) => Ok(Caller {
-                enabled: true,
-                secret,
-                accessor_id: resolved.accessor_id.clone(),
-                authorizer: resolved.authorizer.clone(),
-                expiration_time: resolved.expiration_time,
-            }),
             // Before the leader has written the anonymous token, anonymous
             // requests get the default policy, as they will after.
-            Err(ResolveError::NotFound) if secret == ANONYMOUS_TOKEN_SECRET => Ok(Caller {
-                enabled: true,
-                secret,
+            Err(ResolveError::NotFound) if secret == ANONYMOUS_TOKEN_SECRET => Ok(Arc::new(Resolved {
                 accessor_id: ANONYMOUS_TOKEN_ACCESSOR_ID.into(),
-                authorizer: Arc::new(Authorizer::new(self.config.default_policy, [])),
+                management: false,
                 expiration_time: None,
-            }),
-            Err(error) => Err(error),
+                authorizer: Arc::new(Authorizer::new(self.config.default_policy, [])),
+            })),
+            other => other,
         }
     }
 }

@@ -50,12 +50,14 @@ pub struct HttpsClient {
     authority: String,
     connector: TlsConnector,
     timeout: Duration,
+    /// Sent as `X-Consul-Token` with every request, if any.
+    token: Option<String>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl HttpsClient {
-    pub fn new(addr: SocketAddr, connector: TlsConnector, timeout: Duration) -> Self {
-        Self { addr, authority: addr.to_string(), connector, timeout, sender: None }
+    pub fn new(addr: SocketAddr, connector: TlsConnector, timeout: Duration, token: Option<String>) -> Self {
+        Self { addr, authority: addr.to_string(), connector, timeout, token, sender: None }
     }
 
     pub fn addr(&self) -> &str {
@@ -65,10 +67,11 @@ impl HttpsClient {
     /// Sends `method path` with `body` and reads the whole answer, within the timeout.
     pub async fn request(&mut self, method: Method, path: &str, body: Vec<u8>) -> Result<Response, ClientError> {
         let url = format!("https://{}{path}", self.authority);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.authority)
+        let mut builder = Request::builder().method(method).uri(path).header(header::HOST, &self.authority);
+        if let Some(token) = &self.token {
+            builder = builder.header("X-Consul-Token", token);
+        }
+        let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::InvalidRequest { url: url.clone(), reason: e.to_string() })?;
         let timeout = self.timeout;

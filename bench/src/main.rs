@@ -7,14 +7,16 @@
 //! prints writes/s, latency quantiles and errors. Every request is cut off at
 //! the hard stop (duration plus grace), so a run always ends by itself; and
 //! only loopback addresses are accepted as targets. With `--ca-file` the
-//! clients speak HTTPS (etcd with client TLS), otherwise plain HTTP.
+//! clients speak HTTPS (etcd with client TLS), otherwise plain HTTP; with
+//! `--token` or `--token-file` every request carries that ACL token as
+//! `X-Consul-Token` (Weft with ACLs on).
 
 mod https;
 mod stats;
 mod workload;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use hyper::header::HeaderValue;
 use hyper::Method;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -90,6 +93,16 @@ struct Args {
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
 
+    /// ACL token sent as X-Consul-Token with every request (Weft with ACLs
+    /// on). Default: none.
+    #[arg(long, value_name = "SECRET", conflicts_with = "token_file")]
+    token: Option<String>,
+
+    /// A file holding the ACL token (surrounding whitespace trimmed), so it
+    /// stays out of the process list; as --token otherwise.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -103,10 +116,11 @@ enum Client {
 }
 
 impl Client {
-    fn new(addr: &SocketAddr, tls: Option<&TlsConnector>, timeout: Duration) -> Self {
+    fn new(addr: &SocketAddr, tls: Option<&TlsConnector>, timeout: Duration, token: Option<&str>) -> Self {
+        let token = token.map(str::to_owned);
         match tls {
-            None => Client::Http(Box::new(HttpClient::new(&addr.to_string(), None).with_timeout(timeout))),
-            Some(connector) => Client::Https(HttpsClient::new(*addr, connector.clone(), timeout)),
+            None => Client::Http(Box::new(HttpClient::new(&addr.to_string(), token).with_timeout(timeout))),
+            Some(connector) => Client::Https(HttpsClient::new(*addr, connector.clone(), timeout, token)),
         }
     }
 
@@ -186,9 +200,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         addrs.push(resolve_loopback("--addr", addr).await?);
     }
     let tls = args.ca_file.as_deref().map(https::connector).transpose()?;
+    let token = read_token(args.token.as_deref(), args.token_file.as_deref())?;
+    let token = token.as_deref();
     let workload = Workload::new(args.target, value_size);
     for addr in &addrs {
-        probe(&workload, Client::new(addr, tls.as_ref(), args.request_timeout), &args.key_prefix).await?;
+        probe(&workload, Client::new(addr, tls.as_ref(), args.request_timeout, token), &args.key_prefix).await?;
     }
 
     let clients = usize::try_from(args.clients).context("--clients is too large")?;
@@ -206,7 +222,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let addr = &addrs[id % addrs.len()];
         // One client (and so one connection pool) per task: each task keeps
         // its own keep-alive connection, as an independent client would.
-        let client = Client::new(addr, tls.as_ref(), args.request_timeout);
+        let client = Client::new(addr, tls.as_ref(), args.request_timeout, token);
         let tally = Tally::new()?;
         tasks.push(tokio::spawn(run_client(id, client, Arc::clone(&shared), tally)));
     }
@@ -250,6 +266,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ACL token from `--token` or `--token-file` (trimmed), if any; one
+/// that cannot go in an HTTP header is refused before the run.
+fn read_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let token = match (token, file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("--token-file {}", path.display()))?.trim().to_owned()
+        }
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        bail!("the ACL token is empty (--token or --token-file)");
+    }
+    HeaderValue::from_str(&token).context("the ACL token cannot be sent as an HTTP header")?;
+    Ok(Some(token))
 }
 
 /// Sends one write to `addr` before the timed run, so a wrong address or a
@@ -355,5 +388,23 @@ mod tests {
         assert_eq!(args.format, Format::Json);
         assert!(Args::try_parse_from(["kv-load", "--target", "weft", "--addr", "x", "--clients", "0"]).is_err());
         assert!(Args::try_parse_from(["kv-load", "--target", "weft", "--addr", "x", "--duration", "ten"]).is_err());
+        let both_tokens = ["kv-load", "--target", "weft", "--addr", "x", "--token", "t", "--token-file", "f"];
+        assert!(Args::try_parse_from(both_tokens).is_err());
+    }
+
+    #[test]
+    fn the_token_comes_trimmed_from_the_flag_or_the_file() {
+        assert_eq!(read_token(None, None).unwrap(), None);
+        assert_eq!(read_token(Some(" abc\n"), None).unwrap().as_deref(), Some("abc"));
+        let path = std::env::temp_dir().join(format!("kv-load-token-test-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").expect("write the test file");
+        let from_file = read_token(None, Some(&path)).map_err(|e| e.to_string());
+        std::fs::write(&path, "\n").expect("write the test file");
+        let empty = read_token(None, Some(&path)).is_err();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(from_file.unwrap().as_deref(), Some("s3cret"));
+        assert!(empty, "an empty token file is refused");
+        assert!(read_token(Some("bad\u{1}token"), None).is_err(), "not a header value");
+        assert!(read_token(None, Some(Path::new("/nonexistent/token"))).is_err());
     }
 }

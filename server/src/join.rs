@@ -46,7 +46,14 @@ pub fn new_secret() -> String {
 
 /// SHA-256 of `secret`, hex: what is replicated in its place.
 pub fn secret_hash(secret: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        hex.push(HEX[usize::from(byte >> 4)] as char);
+        hex.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    hex
 }
 
 /// What a new join token is for.

@@ -80,27 +80,37 @@ impl CatalogDns {
 /// Lookups answered since the catalog last changed, by name and type.
 #[derive(Default)]
 pub struct AnswerCache {
-    catalog_index: weft_api::ids::RaftIndex,
-    answers: std::collections::HashMap<(Name, RecordType), Option<Answer>>,
+    /// The tables' index and the default token's generation the answers
+    /// were made at.
+    made_at: (weft_api::ids::RaftIndex, u64),
+    answers: std::collections::HashMap<(Name, RecordType), Found>,
+}
+
+/// What a lookup found: an answer (or nothing: not ours), or a name the
+/// default token may not read, answered as if there were none.
+#[derive(Clone)]
+enum Found {
+    Answer(Option<Box<Answer>>),
+    Hidden(Name),
 }
 
 /// The tables a DNS answer reads (config entries for `<service>.ingress`
-/// names, which follow ingress-gateway entries).
-const DNS_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks, Table::ConfigEntries];
+/// names, which follow ingress-gateway entries; the ACL tables for what
+/// the default token may read).
+const DNS_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks, Table::ConfigEntries, Table::Acl];
 /// Lookups kept at most; the cache starts over beyond it.
 const ANSWER_CACHE_ENTRIES: usize = 4096;
 
 impl AnswerCache {
     fn get_or_insert(
         &mut self,
-        tables: &Tables,
+        made_at: (weft_api::ids::RaftIndex, u64),
         key: (Name, RecordType),
-        look_up: impl FnOnce() -> Option<Answer>,
-    ) -> Option<Answer> {
-        let index = tables.max_index(DNS_TABLES);
-        if index != self.catalog_index || self.answers.len() >= ANSWER_CACHE_ENTRIES {
+        look_up: impl FnOnce() -> Found,
+    ) -> Found {
+        if made_at != self.made_at || self.answers.len() >= ANSWER_CACHE_ENTRIES {
             self.answers.clear();
-            self.catalog_index = index;
+            self.made_at = made_at;
         }
         self.answers.entry(key).or_insert_with(look_up).clone()
     }
@@ -150,23 +160,37 @@ impl CatalogDns {
         }
         let Some(query) = query else { return Outcome::Reply(Reply::empty(request, ResponseCode::FormErr)) };
         let name = query.name().to_lowercase();
-        if let Some(domain) = self.hidden_by_acl(&name) {
-            let mut reply = Reply::empty(request, ResponseCode::NXDomain);
-            reply.metadata.authoritative = true;
-            reply.authorities.push(lookup::soa(domain));
-            return Outcome::Reply(reply);
-        }
         let found = {
             let tables = self.store.read();
             let look_up = || {
+                if let Some(domain) = self.hidden_by_acl(&tables, &name) {
+                    return Found::Hidden(domain.clone());
+                }
                 let datacenter = &self.datacenter;
-                self.domains
-                    .iter()
-                    .find_map(|domain| answer(&tables, &name, query.query_type(), domain, datacenter, &self.options))
+                Found::Answer(
+                    self.domains
+                        .iter()
+                        .find_map(|domain| {
+                            answer(&tables, &name, query.query_type(), domain, datacenter, &self.options)
+                        })
+                        .map(Box::new),
+                )
             };
             match cache {
-                Some(cache) => cache.get_or_insert(&tables, (name.clone(), query.query_type()), look_up),
+                Some(cache) => {
+                    let made_at = (tables.max_index(DNS_TABLES), self.acl.default_generation());
+                    cache.get_or_insert(made_at, (name.clone(), query.query_type()), look_up)
+                }
                 None => look_up(),
+            }
+        };
+        let found = match found {
+            Found::Answer(found) => found.map(|answer| *answer),
+            Found::Hidden(domain) => {
+                let mut reply = Reply::empty(request, ResponseCode::NXDomain);
+                reply.metadata.authoritative = true;
+                reply.authorities.push(lookup::soa(&domain));
+                return Outcome::Reply(reply);
             }
         };
         // A reverse name we do not know is the recursors' to answer, if there are any.
@@ -194,14 +218,14 @@ impl CatalogDns {
 
     /// The domain of `name` if it asks for a service or node the agent's
     /// default token may not read: it is answered as if there were none.
-    fn hidden_by_acl(&self, name: &Name) -> Option<&Name> {
+    fn hidden_by_acl(&self, tables: &Tables, name: &Name) -> Option<&Name> {
         if !self.acl.enabled() {
             return None;
         }
         let (domain, asked) = self.domains.iter().find_map(|d| Some((d, lookup::asked(name, d, &self.datacenter)?)))?;
         let (resource, subject) = asked.subject()?;
-        let readable = match self.acl.resolve(&self.store, "") {
-            Ok(caller) => caller.authorizer.named(resource, subject).grants(weft_api::acl::Access::Read),
+        let readable = match self.acl.default_authorizer(tables) {
+            Ok(authorizer) => authorizer.named(resource, subject).grants(weft_api::acl::Access::Read),
             Err(_) => false,
         };
         (!readable).then_some(domain)
