@@ -8,13 +8,16 @@
 //!   a token with `service:write` on `web` registers `web` (and its sidecar
 //!   runs with that token) but not `payments`, gets a leaf for `web` only;
 //!   KV listings keep what a partial `key_prefix` allows; a deleted or
-//!   expired token is refused at once;
+//!   expired token is refused at once; a policy edit that takes web's
+//!   `service:write` away stops web's sidecar, and the connections
+//!   through it end;
 //! - a client agent forwards its caller's token, and the servers check it
 //!   again: a write over RPC with the agent's own certificate but a token
 //!   that lacks the right is refused, and nothing changes;
 //! - a blocking query ends with a 403 as soon as its token is deleted or
 //!   expires, rather than at the end of its wait;
-//! - DNS answers what the agent's default token may read;
+//! - DNS answers what the agent's default token may read (services, and
+//!   instances on nodes it may read);
 //! - with ACLs off, `/v1/acl/*` answers 401 `ACL support disabled`.
 
 mod support;
@@ -162,6 +165,33 @@ async fn tokens_policies_and_roles_decide_what_each_caller_may_do() {
     assert!(again.text().contains("ACL bootstrap no longer allowed (reset index:"), "{}", again.text());
     let management = as_token(bootstrap["SecretID"].as_str().unwrap());
 
+    // The built-in templated policies: listed, read, and previewed with a name.
+    let listed: Value =
+        serde_json::from_slice(&management.get("/v1/acl/templated-policies").await.unwrap().body).unwrap();
+    assert_eq!(listed["builtin/service"]["TemplateName"], "builtin/service", "{listed}");
+    let read = management.get("/v1/acl/templated-policy/name/builtin/dns").await.unwrap();
+    let read: Value = serde_json::from_slice(&read.body).unwrap();
+    assert!(read["Template"].as_str().unwrap().contains("query_prefix"), "{read}");
+    let preview = |name: &str, body: Value| {
+        let path = format!("/v1/acl/templated-policy/preview/{name}");
+        let management = &management;
+        async move { management.post(&path, body.to_string()).await.unwrap() }
+    };
+    let rendered = preview("builtin/service", json!({"Name": "api"})).await;
+    let rendered: Value = serde_json::from_slice(&rendered.body).unwrap();
+    assert!(rendered["Name"].as_str().unwrap().starts_with("synthetic-policy-"), "{rendered}");
+    assert!(rendered["Rules"].as_str().unwrap().contains("service \"api-sidecar-proxy\""), "{rendered}");
+    let unnamed = preview("builtin/service", json!({})).await;
+    assert_eq!(unnamed.status, 400, "{}", unnamed.text());
+    let injected = preview("builtin/node", json!({"Name": "x\" {}\nkey_prefix \""})).await;
+    assert_eq!(injected.status, 400, "a name cannot add rules: {}", injected.text());
+    assert_eq!(preview("builtin/nope", json!({})).await.status, 404);
+    assert_eq!(anonymous.get("/v1/acl/templated-policies").await.unwrap().status, 403);
+    let templated =
+        json!({"TemplatedPolicies": [{"TemplateName": "builtin/service", "TemplateVariables": {"Name": "api"}}]});
+    let refused = management.put("/v1/acl/token", templated.to_string()).await.unwrap();
+    assert_eq!(refused.status, 400, "refused, not a token without the rules: {}", refused.text());
+
     // An unknown token is "ACL not found"; anonymous sees nothing.
     let unknown = as_token("00000000-aaaa-bbbb-cccc-000000000000").get("/v1/catalog/services").await.unwrap();
     assert_eq!((unknown.status, unknown.text().as_str()), (403, "ACL not found"));
@@ -258,11 +288,25 @@ async fn tokens_policies_and_roles_decide_what_each_caller_may_do() {
     })
     .await;
 
-    // A policy edit takes effect on the next request.
+    // A policy edit takes effect on the next request, and on web's sidecar,
+    // whose configuration (a blocking query) needs `service:write` on web:
+    // it stops, and a connection held open to its public port ends.
+    let sidecar: Value =
+        serde_json::from_slice(&management.get("/v1/agent/service/web-sidecar-proxy").await.unwrap().body).unwrap();
+    let public = format!("127.0.0.1:{}", sidecar["Port"]);
+    let mut held = tokio::net::TcpStream::connect(&public).await.expect("web's sidecar listens");
     let narrowed = json!({"Name": "web-write", "Rules": "service \"web\" { policy = \"read\" }"});
     let updated = management.put(&format!("/v1/acl/policy/{web_policy}"), narrowed.to_string()).await.unwrap();
     assert_eq!(updated.status, 200, "{}", updated.text());
+    let narrowed_at = Instant::now();
     assert_eq!(web.get("/v1/agent/connect/ca/leaf/web").await.unwrap().status, 403);
+    let mut byte = [0u8; 1];
+    let ended = tokio::time::timeout(Duration::from_secs(8), tokio::io::AsyncReadExt::read(&mut held, &mut byte)).await;
+    assert!(matches!(ended, Ok(Ok(0) | Err(_))), "the held connection must end with the sidecar: {ended:?}");
+    println!("web's sidecar closed a held connection {:?} after its policy lost service:write", narrowed_at.elapsed());
+    // Restarted, it is refused again before it listens.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(tokio::net::TcpStream::connect(&public).await.is_err(), "web's sidecar must not listen again");
     let listed: Vec<Value> = serde_json::from_slice(&management.get("/v1/acl/tokens").await.unwrap().body).unwrap();
     assert!(listed.iter().any(|t| t["AccessorID"] == web_accessor.as_str()));
 }
@@ -414,6 +458,14 @@ async fn dns_answers_what_the_default_token_may_read() {
     })
     .await;
     assert!(status(&hidden).contains("NXDOMAIN"), "the anonymous token reads nothing: {hidden}");
+    // The service, but not the node its one instance is on: no instance.
+    let services_only = "service_prefix \"\" {\n  policy = \"read\"\n}\nnode \"elsewhere\" {\n  policy = \"read\"\n}\n";
+    policy(&management, "services-only", services_only).await;
+    let (_, secret) = token(&management, json!({"Policies": [{"Name": "services-only"}]})).await;
+    let set = management.put("/v1/agent/token/default", json!({"Token": secret}).to_string()).await.unwrap();
+    assert_eq!(set.status, 200, "{}", set.text());
+    let unseen = support::dig(&dns, &["web.service.weft"]);
+    assert!(status(&unseen).contains("NXDOMAIN") && unseen.contains("ANSWER: 0,"), "{unseen}");
     let rules = "service_prefix \"\" {\n  policy = \"read\"\n}\nnode_prefix \"\" {\n  policy = \"read\"\n}\n";
     policy(&management, "dns-read", rules).await;
     let (_, secret) = token(&management, json!({"Policies": [{"Name": "dns-read"}]})).await;

@@ -11,6 +11,8 @@
 //!   policies, roles and identities, cached per version of the tables.
 //! - [`commands`]: what each write (a Raft `Command`) needs, for the HTTP
 //!   handlers and the servers' RPC alike.
+//! - [`templates`]: Consul's built-in templated policies, rendered with a
+//!   checked name.
 //! - [`login`]: auth methods: a workload's JWT verified, its claims mapped,
 //!   and binding rules applied to them, for the token a login makes.
 //!
@@ -24,6 +26,7 @@ pub mod commands;
 pub mod login;
 pub mod parse;
 pub mod resolve;
+pub mod templates;
 
 pub use authorizer::{Authorizer, Permission};
 pub use commands::command_permissions;

@@ -29,6 +29,8 @@ pub struct AclState {
     /// Bumped whenever the default token changes, so what was decided
     /// with it (DNS's cached answers) is decided again.
     default_generation: std::sync::atomic::AtomicU64,
+    /// When the default token, as last resolved, expires (`i64::MAX`: never).
+    default_expires: std::sync::atomic::AtomicI64,
     /// Where tokens set through the API are kept (`enable_token_persistence`).
     persist: Option<PathBuf>,
 }
@@ -64,6 +66,7 @@ impl AclState {
             cache: TokenCache::default(),
             default: RwLock::new(DefaultToken::of(&tokens)),
             default_generation: std::sync::atomic::AtomicU64::new(0),
+            default_expires: std::sync::atomic::AtomicI64::new(i64::MAX),
             tokens: RwLock::new(tokens),
             persist,
         }
@@ -88,9 +91,11 @@ impl AclState {
         self.default_generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
-    /// Changes whenever the default token does.
-    pub fn default_generation(&self) -> u64 {
-        self.default_generation.load(std::sync::atomic::Ordering::Acquire)
+    /// Changes whenever the default token does, and when it expires (the
+    /// flag: past the expiry it resolved with last).
+    pub fn default_generation(&self) -> (u64, bool) {
+        let expires = self.default_expires.load(std::sync::atomic::Ordering::Acquire);
+        (self.default_generation.load(std::sync::atomic::Ordering::Acquire), unix_now() > expires)
     }
 
     /// Sets the `default` or `agent` token; kept across restarts with
@@ -170,7 +175,10 @@ impl AclState {
             return Ok(Arc::new(Authorizer::allow_all()));
         }
         let default = self.default.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(self.resolve_hash(tables, &default.hash, &default.secret)?.authorizer.clone())
+        let resolved = self.resolve_hash(tables, &default.hash, &default.secret)?;
+        let expires = resolved.expiration_time.unwrap_or(i64::MAX);
+        self.default_expires.store(expires, std::sync::atomic::Ordering::Release);
+        Ok(resolved.authorizer.clone())
     }
 
     /// The token whose secret (`secret`) hashes to `hash`, from the cache.

@@ -4,7 +4,9 @@
 //! hash, so changes arrive as they happen) and runs on it: the public mTLS
 //! listener, one listener per upstream (opened and closed as upstreams come
 //! and go), and the admin port. It never talks to a server. If the agent
-//! goes away, the sidecar keeps serving on the last snapshot it had.
+//! goes away, the sidecar keeps serving on the last snapshot it had; if
+//! the agent refuses its token (deleted, expired, or no longer allowed
+//! `service:write`), it stops, and every connection through it ends.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -89,6 +91,8 @@ impl SnapshotSource {
 pub enum SidecarError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the agent refused the sidecar's ACL token: {answer}")]
+    TokenRefused { answer: String },
 }
 
 /// Runs a sidecar until `shutdown` resolves.
@@ -107,7 +111,22 @@ pub async fn run(
         access_log.dropped.clone(),
     );
     let (runtime_tx, mut runtime) = watch::channel::<Option<Arc<Runtime>>>(None);
-    let follower = tokio::spawn(follow(agent, source.path(), runtime_tx, metrics.clone()));
+    let (refused_tx, refused) = watch::channel::<Option<String>>(None);
+    let follower = tokio::spawn(follow(agent, source.path(), (runtime_tx, refused_tx), metrics.clone()));
+    // Shutting down, or the token refused: either ends the sidecar.
+    let shutdown = {
+        let mut refused = refused.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = refused.wait_for(Option::is_some) => {}
+            }
+        }
+    };
+    let outcome = move || match refused.borrow().clone() {
+        Some(answer) => Err(SidecarError::TokenRefused { answer }),
+        None => Ok(()),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -125,10 +144,10 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let first = tokio::select! {
-        _ = &mut shutdown => return Ok(()),
+        _ = &mut shutdown => return outcome(),
         first = runtime.wait_for(Option::is_some) => first.ok().and_then(|r| r.clone()),
     };
-    let Some(first) = first else { return Ok(()) };
+    let Some(first) = first else { return outcome() };
     if let SnapshotSource::IngressGateway { edge_tls, .. } = &source {
         tracing::info!(gateway = %first.snapshot.service, "ingress gateway ready");
         started();
@@ -136,7 +155,7 @@ pub async fn run(
             .await;
         follower.abort();
         let _ = stop_tx.send(true);
-        return Ok(());
+        return outcome();
     }
     if let SnapshotSource::MeshGateway { .. } = &source {
         tracing::info!(gateway = %first.snapshot.service, "mesh gateway ready");
@@ -144,7 +163,7 @@ pub async fn run(
         crate::mesh_gateway::serve(runtime.clone(), metrics.clone(), shutdown).await;
         follower.abort();
         let _ = stop_tx.send(true);
-        return Ok(());
+        return outcome();
     }
     let public = first.snapshot.public_listener;
     let listener = TcpListener::bind(public).await.map_err(|source| SidecarError::Listen { addr: public, source })?;
@@ -170,7 +189,7 @@ pub async fn run(
     follower.abort();
     let _ = stop_tx.send(true);
     let _ = serving.await;
-    Ok(())
+    outcome()
 }
 
 /// Start-up is over (the first snapshot is compiled; a sidecar's
@@ -220,8 +239,13 @@ async fn reconcile_upstreams(
 
 /// Follows the agent's snapshot into `runtime`. A snapshot that cannot be
 /// used, or an agent that cannot be reached, leaves the last good one in
-/// place.
-async fn follow(agent: HttpClient, path: String, runtime: watch::Sender<Option<Arc<Runtime>>>, metrics: Metrics) {
+/// place; a 403 (the token refused) is sent to `refused`, and ends it.
+async fn follow(
+    agent: HttpClient,
+    path: String,
+    (runtime, refused): (watch::Sender<Option<Arc<Runtime>>>, watch::Sender<Option<String>>),
+    metrics: Metrics,
+) {
     let mut hash: Option<String> = None;
     loop {
         let separator = if path.contains('?') { '&' } else { '?' };
@@ -231,6 +255,12 @@ async fn follow(agent: HttpClient, path: String, runtime: watch::Sender<Option<A
         };
         let response = match agent.get(&query).await {
             Ok(response) if response.status == 200 => response,
+            Ok(response) if response.status == 403 => {
+                let answer = response.text().trim().to_owned();
+                tracing::error!(%answer, "the agent refused the sidecar's ACL token; stopping");
+                refused.send_replace(Some(answer));
+                return;
+            }
             Ok(response) => {
                 tracing::warn!(status = response.status, answer = %response.text().trim(), "the agent refused the sidecar's configuration");
                 tokio::time::sleep(RETRY_AFTER).await;

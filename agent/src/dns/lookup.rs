@@ -144,20 +144,22 @@ pub fn asked(name: &Name, domain: &Name, datacenter: &Datacenter) -> Option<Aske
 }
 
 /// Answers `name` (lower-case, fully qualified) of type `record_type`.
-/// `None` when the name is outside `domain`: not ours to answer.
+/// `None` when the name is outside `domain`: not ours to answer. Service
+/// instances on nodes `readable_node` refuses are left out (the ACLs of
+/// the agent's default token).
 pub fn answer(
     tables: &Tables,
-    name: &Name,
-    record_type: RecordType,
+    (name, record_type): (&Name, RecordType),
     domain: &Name,
     datacenter: &Datacenter,
     options: &LookupOptions,
+    readable_node: &dyn Fn(&str) -> bool,
 ) -> Option<Answer> {
     if matches!(record_type, RecordType::PTR | RecordType::ANY) && is_reverse(name) {
         return reverse(tables, name, domain, datacenter, options.node_ttl);
     }
     let asked = asked(name, domain, datacenter)?;
-    let lookup = Lookup { tables, name, record_type, domain, datacenter, options };
+    let lookup = Lookup { tables, name, record_type, domain, datacenter, options, readable_node };
     let answer = match &asked {
         Asked::Node(node) => lookup.node(node),
         Asked::Addr(hex) => lookup.addr(hex),
@@ -228,6 +230,7 @@ struct Lookup<'a> {
     domain: &'a Name,
     datacenter: &'a Datacenter,
     options: &'a LookupOptions,
+    readable_node: &'a dyn Fn(&str) -> bool,
 }
 
 fn address_record(name: &Name, ip: IpAddr, ttl: u32) -> Record {
@@ -328,6 +331,7 @@ impl Lookup<'_> {
             .iter()
             .filter(|i| tag.is_none_or(|t| i.service.tags.iter().any(|s| s.eq_ignore_ascii_case(t))))
             .filter(|i| is_healthy(i, self.options.only_passing))
+            .filter(|i| (self.readable_node)(i.node.name.as_str()))
             .collect();
         // No instance, none with the tag, or none healthy: NXDOMAIN, as Consul answers.
         if healthy.is_empty() {

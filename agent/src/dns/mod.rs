@@ -80,9 +80,9 @@ impl CatalogDns {
 /// Lookups answered since the catalog last changed, by name and type.
 #[derive(Default)]
 pub struct AnswerCache {
-    /// The tables' index and the default token's generation the answers
-    /// were made at.
-    made_at: (weft_api::ids::RaftIndex, u64),
+    /// The tables' index and the default token's generation (and whether
+    /// it had expired) the answers were made at.
+    made_at: (weft_api::ids::RaftIndex, (u64, bool)),
     answers: std::collections::HashMap<(Name, RecordType), Found>,
 }
 
@@ -104,7 +104,7 @@ const ANSWER_CACHE_ENTRIES: usize = 4096;
 impl AnswerCache {
     fn get_or_insert(
         &mut self,
-        made_at: (weft_api::ids::RaftIndex, u64),
+        made_at: (weft_api::ids::RaftIndex, (u64, bool)),
         key: (Name, RecordType),
         look_up: impl FnOnce() -> Found,
     ) -> Found {
@@ -167,12 +167,19 @@ impl CatalogDns {
                     return Found::Hidden(domain.clone());
                 }
                 let datacenter = &self.datacenter;
+                // Instances on nodes the default token may not read are left out.
+                let authorizer = self.acl.enabled().then(|| self.acl.default_authorizer(&tables).ok());
+                let readable_node = |node: &str| match &authorizer {
+                    None => true,
+                    Some(authorizer) => authorizer.as_ref().is_some_and(|a| {
+                        a.named(weft_api::acl::NamedResource::Node, node).grants(weft_api::acl::Access::Read)
+                    }),
+                };
+                let asked = (&name, query.query_type());
                 Found::Answer(
                     self.domains
                         .iter()
-                        .find_map(|domain| {
-                            answer(&tables, &name, query.query_type(), domain, datacenter, &self.options)
-                        })
+                        .find_map(|domain| answer(&tables, asked, domain, datacenter, &self.options, &readable_node))
                         .map(Box::new),
                 )
             };

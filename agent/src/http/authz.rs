@@ -16,14 +16,16 @@
 //!
 //! A read whose token stops resolving while it is served (deleted, or
 //! expired: a long-poll that outlives it) is ended there with a 403 `ACL
-//! not found`, within moments of the change reaching this agent's copy of
-//! the ACL tables ([`until_revoked`]).
+//! not found`, and one whose token loses a permission the handler required
+//! (a policy edit) with that permission's 403, within moments of the change
+//! reaching this agent's copy of the ACL tables ([`until_revoked`]). A
+//! sidecar's configuration is such a read: its sidecar stops on the 403.
 //!
 //! With ACLs off every permission is granted, as in Consul. Resolving
 //! tokens is [`crate::acl`]'s (DNS resolves the default token there too).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -52,26 +54,39 @@ struct Call {
     caller: Caller,
     checked: AtomicBool,
     filtered: AtomicBool,
+    /// What [`Acl::require`] granted: checked again while a read waits.
+    required: Mutex<Vec<Permission>>,
 }
 
 impl Acl {
     fn new(caller: Caller) -> Acl {
-        Acl(Arc::new(Call { caller, checked: AtomicBool::new(false), filtered: AtomicBool::new(false) }))
+        Acl(Arc::new(Call {
+            caller,
+            checked: AtomicBool::new(false),
+            filtered: AtomicBool::new(false),
+            required: Mutex::new(Vec::new()),
+        }))
     }
 
     /// Refuses the request unless the token has `permission`, with Consul's
     /// message.
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
         if self.allows(&permission) {
+            if self.enabled() {
+                self.0.required.lock().unwrap_or_else(|e| e.into_inner()).push(permission);
+            }
             return Ok(());
         }
-        let on = permission.name().map(|name| format!(" on {name:?}")).unwrap_or_default();
         tracing::info!(accessor = %self.0.caller.accessor_id, permission = %permission.label(), name = ?permission.name(), "ACL denied a request");
-        Err(ApiError::Forbidden(format!(
-            "token with AccessorID '{}' lacks permission '{}'{on}",
-            self.0.caller.accessor_id,
-            permission.label()
-        )))
+        Err(denied(&self.0.caller.accessor_id, &permission))
+    }
+
+    /// The first permission this request was granted that the token, as
+    /// the tables now resolve it (`now`), no longer has.
+    fn lost(&self, now: &Acl) -> Option<ApiError> {
+        let required = self.0.required.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = required.iter().find(|permission| !now.0.caller.authorizer.allows(permission))?;
+        Some(denied(&self.0.caller.accessor_id, lost))
     }
 
     /// Whether the token has `permission` (for filtering what is answered).
@@ -118,6 +133,12 @@ impl Acl {
     pub fn enabled(&self) -> bool {
         self.0.caller.enabled
     }
+}
+
+/// Consul's refusal: `token with AccessorID '…' lacks permission 'service:write' on "web"`.
+fn denied(accessor_id: &str, permission: &Permission) -> ApiError {
+    let on = permission.name().map(|name| format!(" on {name:?}")).unwrap_or_default();
+    ApiError::Forbidden(format!("token with AccessorID '{accessor_id}' lacks permission '{}'{on}", permission.label()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Acl {
@@ -185,14 +206,13 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
         // Reads may wait (blocking queries); a write is short, and may be
         // the one revoking its own token (logout).
         Ok(acl) if acl.enabled() && request.method() == axum::http::Method::GET => {
-            let (secret, expires) = (acl.secret().to_owned(), acl.0.caller.expiration_time);
-            request.extensions_mut().insert(acl);
+            request.extensions_mut().insert(acl.clone());
             // Most reads are answered on their first poll, and never poll
             // the watch.
             tokio::select! {
                 biased;
                 response = next.run(request) => response,
-                revoked = until_revoked(&state, secret, expires) => revoked.into_response(),
+                revoked = until_revoked(&state, acl) => revoked.into_response(),
             }
         }
         Ok(acl) => {
@@ -203,9 +223,11 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
     }
 }
 
-/// Resolves when the token `secret` (expiring at `expires`) no longer
-/// does: after each change to the ACL tables, and at its expiry.
-async fn until_revoked(state: &AppState, secret: String, expires: Option<i64>) -> ApiError {
+/// Resolves when the request's token no longer does, or no longer has a
+/// permission the handler required: checked after each change to the ACL
+/// tables, and at the token's expiry.
+async fn until_revoked(state: &AppState, acl: Acl) -> ApiError {
+    let (secret, expires) = (acl.secret().to_owned(), acl.0.caller.expiration_time);
     let store = state.backend.store();
     loop {
         let index = store.read().index(Table::Acl);
@@ -214,9 +236,17 @@ async fn until_revoked(state: &AppState, secret: String, expires: Option<i64>) -
         let wait =
             expires.map_or(Duration::from_secs(3600), |at| Duration::from_secs((at - now).clamp(0, 3600) as u64 + 1));
         let changed = store.blocking_read(&[Table::Acl], index, wait, |tables| ((), tables.index(Table::Acl))).await;
-        if let Err(revoked) = resolve(state, secret.clone()) {
-            tracing::info!("a request's token was revoked while it was served; ended");
-            return revoked;
+        match resolve(state, secret.clone()) {
+            Err(revoked) => {
+                tracing::info!("a request's token was revoked while it was served; ended");
+                return revoked;
+            }
+            Ok(now) => {
+                if let Some(lost) = acl.lost(&now) {
+                    tracing::info!(accessor = %acl.accessor_id(), "a request's token lost a permission while it was served; ended");
+                    return lost;
+                }
+            }
         }
         if changed.index == index && store.is_closed() {
             // Shutting down: the request ends with the server.

@@ -143,6 +143,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/acl/role/name/{name}", get(acl::read_role_by_name))
         .route("/v1/acl/role/{id}", get(acl::read_role).put(acl::update_role).delete(acl::delete_role))
         .route("/v1/acl/roles", get(acl::list_roles))
+        .route("/v1/acl/templated-policies", get(acl::templated::list))
+        .route("/v1/acl/templated-policy/name/{*name}", get(acl::templated::read))
+        .route("/v1/acl/templated-policy/preview/{*name}", post(acl::templated::preview))
         .route("/v1/acl/auth-method", put(acl::login::create_auth_method))
         .route(
             "/v1/acl/auth-method/{name}",

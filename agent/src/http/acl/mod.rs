@@ -6,9 +6,11 @@
 //! without `acl:write`; `GET /v1/acl/token/self` shows the caller its own.
 //! With ACLs off every route answers 401 `ACL support disabled`.
 //!
-//! Auth methods, binding rules, login and logout are [`login`]'s.
+//! Auth methods, binding rules, login and logout are [`login`]'s; the
+//! built-in templated policies are [`templated`]'s.
 
 pub mod login;
+pub mod templated;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -144,7 +146,7 @@ pub(super) fn token_json(token: &AclToken, tables: &AclTables, secret: Option<&s
     Value::Object(out)
 }
 
-fn policy_json(policy: &AclPolicy) -> Value {
+pub(super) fn policy_json(policy: &AclPolicy) -> Value {
     json!({
         "ID": policy.id,
         "Name": policy.name,
@@ -225,6 +227,8 @@ struct TokenBody {
     service_identities: Vec<ServiceIdentityBody>,
     #[serde(rename = "nodeidentities")]
     node_identities: Vec<NodeIdentityBody>,
+    #[serde(rename = "templatedpolicies")]
+    templated_policies: Option<Vec<Value>>,
     #[serde(rename = "local")]
     local: bool,
     #[serde(rename = "expirationtime")]
@@ -265,6 +269,8 @@ struct RoleBody {
     service_identities: Vec<ServiceIdentityBody>,
     #[serde(rename = "nodeidentities")]
     node_identities: Vec<NodeIdentityBody>,
+    #[serde(rename = "templatedpolicies")]
+    templated_policies: Option<Vec<Value>>,
 }
 
 /// Links by ID or name, as IDs (`find` looks one up by ID, `named` by
@@ -303,11 +309,21 @@ fn role_ids(tables: &AclTables, links: &[LinkBody]) -> Result<Vec<String>, ApiEr
     link_ids(links, "role", find, |name| tables.role_by_name(name), |r: &AclRole| r.id.clone())
 }
 
+/// A body's identities, checked. Templated policies on tokens and roles
+/// are refused (their rules are a service's or a node's identity, or
+/// `builtin/dns`'s, which a policy holds).
 fn identities(
-    services: Vec<ServiceIdentityBody>,
-    nodes: Vec<NodeIdentityBody>,
+    (services, nodes, templated): (Vec<ServiceIdentityBody>, Vec<NodeIdentityBody>, Option<Vec<Value>>),
     datacenter: &str,
 ) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), ApiError> {
+    if templated.is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "TemplatedPolicies on tokens and roles are not supported: use ServiceIdentities for builtin/service, \
+             NodeIdentities for builtin/node, and a policy with the rules GET /v1/acl/templated-policy/name/<name> \
+             shows for the others"
+                .into(),
+        ));
+    }
     let services = services
         .into_iter()
         .map(|s| match weft_api::ids::ServiceName::new(&s.service_name).as_str() {
@@ -395,8 +411,10 @@ pub async fn create_token(State(state): State<AppState>, acl: Acl, body: Bytes) 
         if tables.acl().token(&accessor_id).is_some() {
             return Err(ApiError::BadRequest(format!("Invalid Token: AccessorID {accessor_id} is already in use")));
         }
-        let (service_identities, node_identities) =
-            identities(body.service_identities, body.node_identities, state.config.datacenter.as_str())?;
+        let (service_identities, node_identities) = identities(
+            (body.service_identities, body.node_identities, body.templated_policies),
+            state.config.datacenter.as_str(),
+        )?;
         AclToken {
             accessor_id,
             secret_sha256: weft_server::join::secret_hash(&secret),
@@ -481,8 +499,10 @@ pub async fn update_token(
         if !body.auth_method.is_empty() && body.auth_method != existing.auth_method {
             return Err(ApiError::BadRequest(format!("Cannot change AuthMethod of {id}")));
         }
-        let (service_identities, node_identities) =
-            identities(body.service_identities, body.node_identities, state.config.datacenter.as_str())?;
+        let (service_identities, node_identities) = identities(
+            (body.service_identities, body.node_identities, body.templated_policies),
+            state.config.datacenter.as_str(),
+        )?;
         AclToken {
             description: body.description,
             policies: policy_ids(tables.acl(), &body.policies)?,
@@ -682,8 +702,10 @@ fn role_from(state: &AppState, body: RoleBody, id: String) -> Result<AclRole, Ap
         return Err(ApiError::BadRequest(format!("Invalid Role: invalid Name {:?}", body.name)));
     }
     let tables = state.backend.store().read();
-    let (service_identities, node_identities) =
-        identities(body.service_identities, body.node_identities, state.config.datacenter.as_str())?;
+    let (service_identities, node_identities) = identities(
+        (body.service_identities, body.node_identities, body.templated_policies),
+        state.config.datacenter.as_str(),
+    )?;
     Ok(AclRole {
         id,
         name: body.name,
