@@ -54,6 +54,8 @@ pub enum AgentError {
     Tls(#[from] crate::rpc_tls::RpcTlsError),
     #[error(transparent)]
     Login(#[from] crate::acl::StartLoginError),
+    #[error("Raft stopped: {0}")]
+    RaftFailed(String),
 }
 
 /// Node meta key telling servers from client agents (`weft members`).
@@ -271,9 +273,15 @@ impl Agent {
             tokio::spawn(reload_on_signal(self.reload.clone(), local.clone(), config.clone(), stopped(stop_tasks_rx)));
         lifecycle.serving();
 
+        let mut raft_failure = None;
         let leave_request = tokio::select! {
             _ = shutdown => None,
             Some(reply) = leave_rx.recv() => Some(reply),
+            reason = backend.raft_failed() => {
+                tracing::error!(%reason, "Raft stopped on a storage failure; this server exits so that a restart can recover it");
+                raft_failure = Some(reason);
+                None
+            }
         };
         tracing::info!("shutting down");
         lifecycle.stopping();
@@ -303,9 +311,13 @@ impl Agent {
         store.close();
         let _ = stop_tx.send(true);
         let _ = dns.await;
-        match http.await {
+        let served = match http.await {
             Ok(result) => result.map_err(AgentError::Http),
             Err(join) => Err(AgentError::Http(std::io::Error::other(join))),
+        };
+        match raft_failure {
+            Some(reason) => Err(AgentError::RaftFailed(reason)),
+            None => served,
         }
     }
 }

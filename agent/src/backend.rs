@@ -24,6 +24,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Resolves, with the reason, when this agent's Raft has failed for
+    /// good (a server's storage); never for a client agent.
+    pub async fn raft_failed(&self) -> String {
+        match self {
+            Backend::Server(server) => server.raft_failed().await,
+            Backend::Client(_) => std::future::pending().await,
+        }
+    }
+
     /// This agent's view of the state: applied by its Raft, or streamed.
     pub fn store(&self) -> &Arc<StateStore> {
         match self {

@@ -11,6 +11,12 @@ pub enum StartError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("node-id file {path} is corrupt ({content:?}); delete it only if this server's Raft data goes too")]
     CorruptNodeId { path: PathBuf, content: String },
+    #[error(
+        "node-id file {path} is missing, but this server's Raft data is in {raft}: restore the file (its ID is \
+             the one `weft operator raft list-peers` shows for this server), or remove this server from the peers and \
+             move the Raft data aside to join as a new server"
+    )]
+    MissingNodeId { path: PathBuf, raft: PathBuf },
     #[error(transparent)]
     Storage(#[from] StorageOpenError),
     #[error("invalid Raft settings: {0}")]

@@ -327,6 +327,25 @@ impl Server {
         Ok(server)
     }
 
+    /// Resolves, with the reason, when Raft has stopped on a fatal error:
+    /// storage that cannot be written or read (a full or failing disk, a
+    /// damaged record). The server cannot serve again without a restart,
+    /// so its process should exit (systemd or Kubernetes restarts it, and
+    /// the start-up checks decide whether its storage may be used).
+    pub async fn raft_failed(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            match &metrics.borrow_and_update().running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => {}
+                Err(fatal) => return fatal.to_string(),
+            }
+            if metrics.changed().await.is_err() {
+                // Shut down on purpose: nothing failed.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub fn id(&self) -> ServerId {
         ServerId(self.inner.id)
     }
@@ -851,11 +870,15 @@ fn status_to_ca_error(status: tonic::Status) -> CaError {
 }
 
 /// This agent's ID (a server's Raft ID): random, made on first start, kept
-/// in `data_dir/node-id`.
+/// in `data_dir/node-id`. A missing file beside Raft data is an error: a
+/// new ID would make a stranger of the server its data belongs to.
 pub fn load_or_create_server_id(data_dir: &Path) -> Result<u64, StartError> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(content) => content.trim().parse().map_err(|_| StartError::CorruptNodeId { path: path.clone(), content }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && data_dir.join("raft").exists() => {
+            Err(StartError::MissingNodeId { path, raft: data_dir.join("raft") })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = rand::random::<u64>() >> 1 | 1;
             let temp = data_dir.join("node-id.tmp");

@@ -378,6 +378,15 @@ impl Cluster {
         assert!(status.is_ok_and(|s| s.success()), "kill -{signal} agent {i}");
     }
 
+    /// Whether agent `i` has exited by itself (it is then no longer running).
+    pub fn has_exited(&mut self, i: usize) -> bool {
+        let exited = self.children[i].as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+        if exited {
+            self.children[i] = None;
+        }
+        exited
+    }
+
     pub fn is_running(&self, i: usize) -> bool {
         self.children[i].is_some()
     }

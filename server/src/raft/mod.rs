@@ -1,6 +1,7 @@
 //! openraft glue: the type configuration, the sled-backed log and snapshot
-//! storage, the state machine over [`crate::store::StateStore`], and the
-//! network that carries Raft RPCs over gRPC.
+//! storage (checked whole by [`integrity`]'s checksums and witness), the
+//! state machine over [`crate::store::StateStore`], and the network that
+//! carries Raft RPCs over gRPC.
 //!
 //! **Architecture Invariant:** sled appears only in [`storage`]; everything
 //! else sees the `LogStore` and `StateMachine` types.
@@ -8,6 +9,7 @@
 mod codec;
 #[cfg(test)]
 mod conformance;
+mod integrity;
 mod network;
 mod state_machine;
 mod storage;
