@@ -17,7 +17,8 @@
 # targets name on 127.0.0.1 (up to five: Weft, Weft with TLS, Weft with
 # ACLs, etcd, etcd with TLS); for weft-acl, make 50 policies and a token
 # holding them all; for each client count, run kv-load against each; print one table;
-# then write RSS_KEYS keys to a Weft cluster and report a server's RSS and
+# then kill -9 the weft and etcd leaders FAILOVER_ROUNDS times under writes
+# (the failover and the elections the runs caused); then write RSS_KEYS keys to a Weft cluster and report a server's RSS and
 # data-dir size. Everything started here is stopped (and the temp dir
 # removed) on exit, on failure and on Ctrl-C.
 #
@@ -35,6 +36,10 @@
 #                           etcd      3 etcd members, plaintext
 #                           etcd-tls  3 etcd members, client and peer URLs over
 #                                     TLS, certificates from the same CA
+#   FAILOVER_ROUNDS=5       kill -9 rounds of the weft and etcd leaders after the runs
+#                           (0 skips them): the failover, from the kill to the first
+#                           write acknowledged again, and the elections the runs caused
+#   WEFT_FLAGS=""           extra flags for every Weft server (e.g. "--raft-multiplier 2")
 #   RSS_KEYS=100000         keys written for the memory/disk report (0 skips it);
 #                           to the weft cluster (else weft-tls, else weft-acl)
 #   SETTLE=10               seconds to wait before the last disk-size reading
@@ -55,6 +60,7 @@ DURATION="${DURATION:-10s}"
 VALUE_SIZE="${VALUE_SIZE:-128}"
 TARGETS="${TARGETS:-weft weft-tls weft-acl etcd etcd-tls}"
 RSS_KEYS="${RSS_KEYS:-100000}"
+FAILOVER_ROUNDS="${FAILOVER_ROUNDS:-5}"
 SETTLE="${SETTLE:-10}"
 WAIT_SECS="${WAIT_SECS:-60}"
 BUILD="${BUILD:-1}"
@@ -132,6 +138,7 @@ kv_load() { # target clients duration extra-args... -- addrs...
 
 [[ $VALUE_SIZE =~ ^[0-9]+$ ]] || die "VALUE_SIZE must be a number of bytes, not '$VALUE_SIZE'"
 [[ $RSS_KEYS =~ ^[0-9]+$ ]] || die "RSS_KEYS must be a number, not '$RSS_KEYS'"
+[[ $FAILOVER_ROUNDS =~ ^[0-9]+$ ]] || die "FAILOVER_ROUNDS must be a number, not '$FAILOVER_ROUNDS'"
 [[ $SETTLE =~ ^[0-9]+$ ]] || die "SETTLE must be a number of seconds, not '$SETTLE'"
 [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds, not '$WAIT_SECS'"
 load_secs "$DURATION" >/dev/null || die "DURATION must look like 10, 10s or 2m, not '$DURATION'"
@@ -215,7 +222,49 @@ fi
 
 # The addresses kv-load gets for each target, space-separated.
 declare -A TARGET_ADDRS=()
-declare -A WEFT_PIDS_OF=() # "<target>/<index>": server PIDs
+declare -A SERVER_PID=() # "<target>/<index>": server (and etcd member) PIDs
+declare -A RESTART=()    # "<target>/<index>": its log name and command, to start it again
+declare -A HTTP_OF=()    # "<target>/<index>": its HTTP (etcd: client) port
+declare -A RPC_OF=()     # "<target>/<index>": a Weft server's RPC port
+declare -A TERM_START=() TERM_BEFORE=() FAILOVER_MEDIAN=()
+read -r -a WEFT_FLAGS <<<"${WEFT_FLAGS:-}"
+
+# The leader's index in target's cluster ("" if none is known).
+leader_of() { # target
+	local t=$1 i j answer status member leader
+	for i in 0 1 2; do
+		kill -0 "${SERVER_PID[$t/$i]}" 2>/dev/null || continue
+		if [[ $t == weft* ]]; then
+			answer=$(curl -sf --max-time 2 "http://127.0.0.1:${HTTP_OF[$t/$i]}/v1/status/leader") || continue
+			for j in 0 1 2; do
+				if [[ $answer == "\"127.0.0.1:${RPC_OF[$t/$j]}\"" ]]; then
+					echo "$j"
+					return
+				fi
+			done
+		else
+			status=$(curl -s --max-time 2 -X POST -d '{}' "http://127.0.0.1:${HTTP_OF[$t/$i]}/v3/maintenance/status") || continue
+			member=$(sed -nE 's/.*"member_id":"?([0-9]+).*/\1/p' <<<"$status")
+			leader=$(sed -nE 's/.*"leader":"?([0-9]+).*/\1/p' <<<"$status")
+			if [[ -n $member && $member == "$leader" ]]; then
+				echo "$i"
+				return
+			fi
+		fi
+	done
+}
+
+# The Raft term server i of target's cluster is in: its elections so far.
+term_of() { # target index
+	local t=$1 i=$2
+	if [[ $t == weft* ]]; then
+		curl -sf --max-time 2 "http://127.0.0.1:${HTTP_OF[$t/$i]}/v1/agent/self" | sed -nE 's/.*"term":"?([0-9]+).*/\1/p'
+	else
+		curl -s --max-time 2 -X POST -d '{}' "http://127.0.0.1:${HTTP_OF[$t/$i]}/v3/maintenance/status" |
+			sed -nE 's/.*"raft_term":"?([0-9]+).*/\1/p'
+	fi
+}
+
 
 # Sets TARGET_ADDRS[target] to the cluster's addresses with the leader's
 # last: kv-load gives client i address i mod 3, so a single client writes
@@ -284,19 +333,25 @@ start_weft_cluster() { # target (weft | weft-tls | weft-acl)
 			config=(--config-file "$TMP/$label.hcl")
 		fi
 		((acl)) && config=(--config-file "$TMP/acl.hcl")
-		start_process "$label" "$WEFT" agent --server --node "s$((i + 1))" \
+		local cmd=("$WEFT" agent --server --node "s$((i + 1))" \
 			--data-dir "$TMP/$label" --bootstrap-expect 3 "${joins[@]}" "${config[@]}" \
 			--rpc-addr "127.0.0.1:${rpc[i]}" --http-addr "127.0.0.1:${http[i]}" \
-			--dns-addr "127.0.0.1:${dns[i]}"
+			--dns-addr "127.0.0.1:${dns[i]}" "${WEFT_FLAGS[@]}")
+		start_process "$label" "${cmd[@]}"
+		# What the failover rounds restart a killed server with.
+		RESTART[$target/$i]="$label $(printf '%q ' "${cmd[@]}")"
+		HTTP_OF[$target/$i]=${http[i]}
+		RPC_OF[$target/$i]=${rpc[i]}
 		pids+=("$STARTED_PID")
 		names+=("$label")
 		addrs+=("127.0.0.1:${http[i]}")
-		WEFT_PIDS_OF[$target/$i]=$STARTED_PID
+		SERVER_PID[$target/$i]=$STARTED_PID
 	done
 	log "started $target servers (pids ${pids[*]}); waiting for a leader (up to ${WAIT_SECS}s)"
 	server_has_leader() { has_leader "${http[$1]}"; }
 	wait_all "$target server" "the $target cluster had no leader on all 3 servers" "${names[*]}" "${pids[*]}" server_has_leader
 	log "$target leader: $LEADER"
+	TERM_START[$target]=$(term_of "$target" 0)
 	for i in 0 1 2; do
 		if [[ $LEADER == "\"127.0.0.1:${rpc[i]}\"" ]]; then
 			leader_last "$target" "$i" "${addrs[@]}"
@@ -355,11 +410,16 @@ start_etcd_cluster() { # target (etcd | etcd-tls)
 				--peer-cert-file "${CERT_FILES[i]}" --peer-key-file "${KEY_FILES[i]}"
 				--peer-trusted-ca-file "$CA_FILE" --peer-client-cert-auth)
 		fi
-		start_process "$prefix$((i + 1))" etcd --name "e$((i + 1))" --data-dir "$TMP/$prefix$((i + 1))" \
+		local cmd=(etcd --name "e$((i + 1))" --data-dir "$TMP/$prefix$((i + 1))" \
 			--listen-client-urls "$client_url" --advertise-client-urls "$client_url" \
 			--listen-peer-urls "$peer_url" --initial-advertise-peer-urls "$peer_url" \
 			--initial-cluster "$cluster" --initial-cluster-state new \
-			--initial-cluster-token "weft-raft-kv-$target-$$" "${tls_flags[@]}" --logger zap --log-outputs stderr
+			--initial-cluster-token "weft-raft-kv-$target-$$" "${tls_flags[@]}" --logger zap --log-outputs stderr \
+			--pre-vote)
+		start_process "$prefix$((i + 1))" "${cmd[@]}"
+		RESTART[$target/$i]="$prefix$((i + 1)) $(printf '%q ' "${cmd[@]}")"
+		HTTP_OF[$target/$i]=${client[i]}
+		SERVER_PID[$target/$i]=$STARTED_PID
 		pids+=("$STARTED_PID")
 		names+=("$prefix$((i + 1))")
 		addrs+=("127.0.0.1:${client[i]}")
@@ -374,6 +434,7 @@ start_etcd_cluster() { # target (etcd | etcd-tls)
 	member_healthy() { [[ $(etcd_call "$1" /health) == *'"health":"true"'* ]]; }
 	wait_all "$target member" "the $target cluster was not healthy on all 3 members" "${names[*]}" "${pids[*]}" member_healthy
 	log "$target healthy"
+	TERM_START[$target]=$(term_of "$target" 0)
 	# The leader: the member whose own ID is the leader's in its status.
 	local status member leader
 	for i in 0 1 2; do
@@ -458,6 +519,66 @@ if has_target weft-acl && has_target weft; then
 	done
 fi
 
+# ------------------------------------------------------------- failover ----
+
+# kill -9 of the leader while two clients write through the two other
+# servers, FAILOVER_ROUNDS times per plaintext cluster (the killed server is
+# started again between rounds). kv-load's longest stall between two
+# acknowledged writes is the failover: from the kill to the first write the
+# new leader acknowledges (plus at most one write's latency before the kill).
+declare -A STALLS=()
+FAILOVER_TARGETS=()
+for t in weft etcd; do if has_target "$t"; then FAILOVER_TARGETS+=("$t"); fi; done
+if ((FAILOVER_ROUNDS > 0 && ${#FAILOVER_TARGETS[@]} > 0)); then
+	for t in "${FAILOVER_TARGETS[@]}"; do TERM_BEFORE[$t]=$(term_of "$t" 0); done
+	for t in "${FAILOVER_TARGETS[@]}"; do
+		for round in $(seq 1 "$FAILOVER_ROUNDS"); do
+			leader=""
+			for _ in $(seq 1 100); do
+				leader=$(leader_of "$t")
+				[[ -n $leader ]] && break
+				sleep 0.1
+			done
+			[[ -n $leader ]] || die "$t: no leader before failover round $round"
+			# The same leader a second later: not one the last restart is unseating.
+			sleep 1
+			[[ $(leader_of "$t") == "$leader" ]] || log "$t round $round: the leader moved just before the kill"
+			addrs=()
+			for i in 0 1 2; do ((i == leader)) || addrs+=("127.0.0.1:${HTTP_OF[$t/$i]}"); done
+			(
+				sleep 2
+				kill -KILL "${SERVER_PID[$t/$leader]}"
+			) &
+			killer=$!
+			kv_load "$t" 2 6s --key-prefix "failover-$round" -- "${addrs[@]}"
+			wait "$killer" || true
+			stall=$(json_field "$LOAD_OUT" longest_stall_ms)
+			STALLS[$t]+="${STALLS[$t]:+ }${stall:-?}"
+			log "$t round $round: killed server $((leader + 1)); writes stalled ${stall:-?} ms"
+			# Back (and caught up) before the next round.
+			read -r name cmd <<<"${RESTART[$t/$leader]}"
+			eval "start_process $name $cmd"
+			SERVER_PID[$t/$leader]=$STARTED_PID
+			sleep 4
+		done
+	done
+	echo
+	echo "Failover: kill -9 of the leader while 2 clients write through the other servers;" \
+		"the longest stall between two acknowledged writes, ms, $FAILOVER_ROUNDS rounds"
+	for t in "${FAILOVER_TARGETS[@]}"; do
+		FAILOVER_MEDIAN[$t]=$(tr ' ' '\n' <<<"${STALLS[$t]}" | median)
+		printf '  %-5s median %6s  max %6s  (%s)\n' "$t" "$(fmt_num "${FAILOVER_MEDIAN[$t]}" %.0f)" \
+			"$(fmt_num "$(tr ' ' '\n' <<<"${STALLS[$t]}" | sort -g | tail -n 1)" %.0f)" "${STALLS[$t]}"
+	done
+	if has_target weft && has_target etcd; then
+		echo "  weft/etcd median $(ratio "${FAILOVER_MEDIAN[weft]}" "${FAILOVER_MEDIAN[etcd]}")"
+	fi
+	echo "goal (issue 19): failover <= 1000 ms, with no election during the load runs; elections during them:"
+	for t in "${FAILOVER_TARGETS[@]}"; do
+		echo "  $t: $((${TERM_BEFORE[$t]:-0} - ${TERM_START[$t]:-0})) (term ${TERM_START[$t]:-?} -> ${TERM_BEFORE[$t]:-?})"
+	done
+fi
+
 # ------------------------------------------------- Weft memory and disk -----
 
 rss_of() { awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
@@ -482,7 +603,7 @@ if has_weft && ((RSS_KEYS > 0)); then
 		fi
 	done
 	name="$prefix$((idx + 1))"
-	pid=${WEFT_PIDS_OF[$rss_target/$idx]}
+	pid=${SERVER_PID[$rss_target/$idx]}
 	dir="$TMP/$name"
 	echo
 	echo "$rss_target server $name (pid $pid, $role):"

@@ -148,6 +148,31 @@ struct Shared {
     /// Requests still in flight are abandoned at this point.
     hard_stop: Instant,
     budget: WriteBudget,
+    acks: Acks,
+}
+
+/// When writes were last acknowledged, by any client, and the longest time
+/// without one: what a leader failover stalls the writers for.
+struct Acks {
+    start: Instant,
+    last_ns: AtomicU64,
+    longest_ns: AtomicU64,
+}
+
+impl Acks {
+    fn new(start: Instant) -> Self {
+        Acks { start, last_ns: AtomicU64::new(0), longest_ns: AtomicU64::new(0) }
+    }
+
+    fn ack(&self) {
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let previous = self.last_ns.fetch_max(now, Ordering::SeqCst);
+        self.longest_ns.fetch_max(now.saturating_sub(previous), Ordering::SeqCst);
+    }
+
+    fn longest_ms(&self) -> f64 {
+        self.longest_ns.load(Ordering::SeqCst) as f64 / 1e6
+    }
 }
 
 /// The `--count` limit: a client claims a slot before each write and gives it
@@ -216,6 +241,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         deadline,
         hard_stop: deadline + args.grace,
         budget: WriteBudget { limit: args.count, claimed: AtomicU64::new(0) },
+        acks: Acks::new(start),
     });
     let mut tasks = Vec::with_capacity(clients);
     for id in 0..clients {
@@ -256,7 +282,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         requested,
         count: args.count,
     };
-    let report = Report::new(info, total, elapsed);
+    let mut report = Report::new(info, total, elapsed);
+    report.longest_stall_ms = (report.writes > 0).then(|| shared.acks.longest_ms());
     match args.format {
         Format::Table => print!("{}", report.table()),
         Format::Json => println!("{}", report.json()?),
@@ -328,7 +355,10 @@ async fn run_client(id: usize, mut client: Client, shared: Arc<Shared>, mut tall
                 break;
             }
             Ok(Ok(response)) => match shared.workload.check(&response) {
-                Ok(()) => tally.success(latency),
+                Ok(()) => {
+                    shared.acks.ack();
+                    tally.success(latency);
+                }
                 Err(rejection) => {
                     shared.budget.release();
                     tally.error(&rejection.kind, || format!("{}: {}", client.addr(), rejection.detail));

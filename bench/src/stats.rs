@@ -104,6 +104,9 @@ pub struct Report {
     pub error_kinds: BTreeMap<String, u64>,
     pub cut_off: u64,
     pub first_error: Option<String>,
+    /// The longest time between two acknowledged writes (any clients): a
+    /// leader failover's stall.
+    pub longest_stall_ms: Option<f64>,
 }
 
 impl Report {
@@ -130,6 +133,7 @@ impl Report {
             cut_off: tally.cut_off,
             error_kinds: tally.errors,
             first_error: tally.first_error,
+            longest_stall_ms: None,
         }
     }
 
@@ -159,6 +163,7 @@ impl Report {
         line("p90", ms(self.p90_ms));
         line("p99", ms(self.p99_ms));
         line("p99.9", ms(self.p999_ms));
+        line("longest stall", ms(self.longest_stall_ms));
         line("max", ms(self.max_ms));
         line("mean", ms(self.mean_ms));
         let kinds: Vec<String> = self.error_kinds.iter().map(|(kind, n)| format!("{kind}={n}")).collect();
