@@ -326,3 +326,56 @@ async fn a_leader_cut_off_from_its_quorum_stops_saying_it_leads() {
     );
     println!("cut off: said it knows no leader after {admitted:?}; a write was refused after {refused_after:?}");
 }
+
+/// Every server comes back at the address another one had (pods
+/// rescheduled, IPs reused): no membership address reaches the server it
+/// names, and every old address answers as someone else. The servers find
+/// each other by their announced addresses, refuse Raft RPCs meant for
+/// another server, elect a leader, and keep every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_server_back_at_another_s_address_elects_a_leader_and_keeps_every_write() {
+    let mut cluster = Cluster::servers(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let keys: BTreeSet<String> = (0..200).map(|n| format!("moved-all/{n:03}")).collect();
+    let client = cluster.client(leader);
+    for chunk in keys.iter().collect::<Vec<_>>().chunks(16) {
+        let acks = join_all(chunk.iter().map(|key| put(&client, key, "v"))).await;
+        assert!(acks.iter().all(|ack| *ack));
+    }
+    for i in 0..3 {
+        assert!(cluster.stop(i));
+    }
+    let old: Vec<String> = cluster.specs.iter().map(|s| s.rpc_addr.clone()).collect();
+    for i in 0..3 {
+        cluster.specs[i].rpc_addr = old[(i + 1) % 3].clone();
+        cluster.specs[i].http_addr = format!("127.0.0.1:{}", support::free_port());
+    }
+    let started = Instant::now();
+    for i in 0..3 {
+        cluster.start_server(i);
+    }
+    let leader = cluster.wait_for_leader().await;
+    eventually("a write acknowledged at the new addresses", Duration::from_secs(30), || async {
+        put(&cluster.client(leader), "moved-all/after", "v").await.then_some(())
+    })
+    .await;
+    println!("all servers moved: first write acknowledged {:?} after they started", started.elapsed());
+    eventually("the membership to list every server at its new address", Duration::from_secs(30), || async {
+        let response = cluster.client(leader).get("/v1/operator/raft/configuration").await.ok()?;
+        let configuration: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+        let servers = configuration["Servers"].as_array()?;
+        let listed = servers.iter().all(|s| {
+            cluster.specs.iter().any(|spec| {
+                Some(spec.name.as_str()) == s["Node"].as_str() && Some(spec.rpc_addr.as_str()) == s["Address"].as_str()
+            })
+        });
+        (servers.len() == 3 && listed).then_some(())
+    })
+    .await;
+    let mut expected = keys;
+    expected.insert("moved-all/after".to_owned());
+    assert_all_servers_hold(&cluster, "moved-all/", &expected).await;
+    for i in 0..3 {
+        assert!(!cluster.log(i).contains("panicked"), "{}", cluster.log(i));
+    }
+}

@@ -115,6 +115,9 @@ async fn discover(server: &Server, retry_join: &[String]) -> Vec<ServerInfo> {
         match client.info(request).await {
             Ok(info) => {
                 let info = info.into_inner();
+                if info.id != server.inner.id {
+                    server.inner.peer_addresses.learn(info.id, &info.rpc_addr);
+                }
                 if info.id != server.inner.id && !found.iter().any(|f| f.id == info.id) {
                     found.push(info);
                 }

@@ -33,6 +33,9 @@ use crate::rate::TokenBucket;
 use crate::rpc::{Channels, ClusterService, LastContact, RaftService, RpcAuthLayer, RpcPolicy, MAX_MESSAGE};
 use crate::store::StateStore;
 
+/// See [`RaftTuning::with_multiplier`].
+const DEFAULT_RAFT_MULTIPLIER: u32 = 1;
+
 /// Raft timing and compaction settings.
 #[derive(Clone, Debug)]
 pub struct RaftTuning {
@@ -47,17 +50,33 @@ pub struct RaftTuning {
     pub trailing_logs: u64,
 }
 
-impl Default for RaftTuning {
-    fn default() -> Self {
+impl RaftTuning {
+    /// The Raft multiplier servers run with when none is configured.
+    pub const DEFAULT_MULTIPLIER: u32 = DEFAULT_RAFT_MULTIPLIER;
+
+    /// Timings scaled by `multiplier` (Consul's `performance {
+    /// raft_multiplier }`, 1 to 10): at 1, a heartbeat every 50 ms and an
+    /// election after 200 to 300 ms without one. openraft 0.9 gives a whole
+    /// AppendEntries RPC (transfer and the follower's fsync) one heartbeat
+    /// interval, looks at the election timer every 1.5 heartbeats, and a
+    /// voter refuses votes for the maximum election timeout after it last
+    /// heard from its leader (its lease), so a failover takes about one to
+    /// two maximum timeouts: the range is kept narrow.
+    pub fn with_multiplier(multiplier: u32) -> Self {
+        let scaled = |millis: u64| Duration::from_millis(millis * u64::from(multiplier.clamp(1, 10)));
         Self {
-            // openraft 0.9 gives a whole AppendEntries RPC (transfer and the
-            // follower's fsync) one heartbeat interval to finish.
-            heartbeat: Duration::from_millis(250),
-            election_timeout_min: Duration::from_millis(750),
-            election_timeout_max: Duration::from_millis(1500),
+            heartbeat: scaled(50),
+            election_timeout_min: scaled(200),
+            election_timeout_max: scaled(300),
             snapshot_threshold: 8192,
             trailing_logs: 10240,
         }
+    }
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self::with_multiplier(DEFAULT_RAFT_MULTIPLIER)
     }
 }
 
@@ -197,6 +216,8 @@ pub(crate) struct Inner {
     pub(crate) raft: Raft,
     pub(crate) store: Arc<StateStore>,
     pub(crate) last_contact: LastContact,
+    /// Peers' RPC addresses as they announce them (see `PeerAddresses`).
+    pub(crate) peer_addresses: crate::raft::PeerAddresses,
     log_store: LogStore,
     channels: Channels,
     /// The term in which this server, as leader, last caught up with its
@@ -255,7 +276,8 @@ impl Server {
             http_addr: config.http_addr.clone(),
         };
         let connector = RpcConnector::new(config.rpc_tls.as_ref().and_then(|tls| tls.dial.clone()));
-        let network = Network(connector.clone());
+        let peer_addresses = crate::raft::PeerAddresses::default();
+        let network = Network { connector: connector.clone(), addresses: peer_addresses.clone() };
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store.clone(), state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -267,6 +289,7 @@ impl Server {
                 raft: raft.clone(),
                 store,
                 last_contact: LastContact::default(),
+                peer_addresses,
                 log_store,
                 channels: Channels::new(connector),
                 caught_up_term: AtomicU64::new(0),
@@ -295,7 +318,7 @@ impl Server {
             .max_concurrent_streams(Some(1024))
             .layer(RpcAuthLayer(policy))
             .add_service(
-                RaftServer::new(RaftService::new(raft.clone(), server.inner.last_contact.clone()))
+                RaftServer::new(RaftService::new(id, raft.clone(), server.inner.last_contact.clone()))
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE),
             )
@@ -384,7 +407,14 @@ impl Server {
                 return None;
             }
         }
-        membership.get_node(&leader).cloned()
+        let mut node = membership.get_node(&leader).cloned()?;
+        if leader == self.inner.id {
+            node.rpc_addr.clone_from(&self.inner.node.rpc_addr);
+            node.http_addr.clone_from(&self.inner.node.http_addr);
+        } else if let Some(addr) = self.inner.peer_addresses.current(leader) {
+            node.rpc_addr = addr;
+        }
+        Some(node)
     }
 
     /// The term this server leads in, if it leads.
@@ -717,9 +747,12 @@ impl Server {
     }
 }
 
+/// The longest pause between two attempts of [`retry_transient`].
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
 /// Runs `attempt` until it succeeds, fails for good, or `patience` runs out.
 /// Only transient errors ([`ServerError::is_transient`]: nothing was done,
-/// try again shortly) are retried, with backoff from 20 ms to 500 ms.
+/// try again shortly) are retried, with backoff from 20 ms to 100 ms.
 pub(crate) async fn retry_transient<T, E, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> Result<T, E>
 where
     E: Transient + std::fmt::Display,
@@ -733,7 +766,9 @@ where
             Err(error) if error.is_transient() && tokio::time::Instant::now() + backoff < deadline => {
                 tracing::debug!(%error, what, "will retry");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                // Short: a new leader is usually there within an election
+                // timeout, and a write should not sleep long past it.
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
             result => return result,
         }

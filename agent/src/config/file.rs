@@ -60,6 +60,8 @@ pub struct ConfigFile {
     pub rpc_key: Option<String>,
     /// Consul's `limits { rpc_max_conns_per_client }`.
     pub limits: Option<LimitsFile>,
+    /// Consul's `performance { raft_multiplier }`.
+    pub performance: Option<PerformanceFile>,
     /// Consul's `acl { enabled default_policy down_policy
     /// enable_token_persistence tokens { ... } }`.
     pub acl: Option<AclFile>,
@@ -185,6 +187,14 @@ pub struct LimitsFile {
     pub rpc_max_conns_per_client: Option<usize>,
 }
 
+/// Consul's `performance { ... }`: the settings Weft honours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceFile {
+    /// Scales the Raft timings (heartbeat, election timeout), 1 to 10.
+    pub raft_multiplier: Option<u32>,
+}
+
 /// Consul's `connect { ... }` block: the settings Weft honours.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +296,7 @@ impl ConfigFile {
             tls,
             rpc_key,
             limits,
+            performance,
             acl,
             enable_script_checks,
             liveness_timeout,

@@ -22,7 +22,7 @@ use crate::decode::decode_value;
 use crate::local::definition::{CheckDefinition, ServiceDefinition};
 
 pub use acl::{AclConfig, AclLogin, AclTokens};
-pub use file::{AclFile, AclLoginFile, ConfigFile, DnsConfigFile};
+pub use file::{AclFile, AclLoginFile, ConfigFile, DnsConfigFile, PerformanceFile};
 pub use tls::RpcTlsConfig;
 
 /// The validated configuration an agent runs with.
@@ -334,7 +334,11 @@ impl ConfigFile {
             ports.dns,
             DEFAULT_DNS_PORT,
         );
-        let mut raft = RaftTuning::default();
+        let multiplier = self.performance.as_ref().and_then(|p| p.raft_multiplier);
+        if multiplier.is_some_and(|m| !(1..=10).contains(&m)) {
+            problem("performance.raft_multiplier must be between 1 and 10".into());
+        }
+        let mut raft = RaftTuning::with_multiplier(multiplier.unwrap_or(RaftTuning::DEFAULT_MULTIPLIER));
         if let Some(threshold) = self.raft_snapshot_threshold {
             if threshold == 0 {
                 problem("raft_snapshot_threshold must be at least 1".into());
@@ -343,11 +347,6 @@ impl ConfigFile {
         }
         if let Some(trailing) = self.raft_trailing_logs {
             raft.trailing_logs = trailing;
-        }
-        if dev_mode {
-            // One server, nobody to wait for: elect fast.
-            raft.election_timeout_min = Duration::from_millis(300);
-            raft.election_timeout_max = Duration::from_millis(600);
         }
         let domain = self.domain.clone().unwrap_or_else(|| "weft".into()).trim_matches('.').to_owned();
         if domain.is_empty() {

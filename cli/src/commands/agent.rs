@@ -64,6 +64,10 @@ pub struct AgentArgs {
     /// Log entries kept after a snapshot, for followers that lag a little.
     #[arg(long)]
     raft_trailing_logs: Option<u64>,
+    /// Scales the Raft timings, 1 to 10 (Consul's performance.raft_multiplier):
+    /// at 1, heartbeats every 50 ms and an election after 200-300 ms without one.
+    #[arg(long)]
+    raft_multiplier: Option<u32>,
     /// A config file, HCL or JSON (repeatable; later files win).
     #[arg(long = "config-file")]
     config_files: Vec<PathBuf>,
@@ -131,6 +135,7 @@ impl AgentArgs {
             recursors: self.recursors.clone(),
             raft_snapshot_threshold: self.raft_snapshot_threshold,
             raft_trailing_logs: self.raft_trailing_logs,
+            performance: self.raft_multiplier.map(|m| weft_agent::config::PerformanceFile { raft_multiplier: Some(m) }),
             log_level: self.log_level.clone(),
             advertise_addr: self.advertise_addr.clone(),
             node_meta: (!self.node_meta.is_empty()).then(|| self.node_meta.iter().cloned().collect()),

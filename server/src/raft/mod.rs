@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use weft_api::command::{Command, CommandOutcome};
 
 pub use codec::{codec_decode_request, decode, encode, CodecError};
-pub use network::Network;
+pub use network::{Network, PeerAddresses, RAFT_TARGET_HEADER};
 pub use state_machine::StateMachine;
 pub use storage::{open_storage, LogStore, StorageOpenError};
 

@@ -78,6 +78,9 @@ impl Cluster for ClusterService {
             return client.join(request).await;
         }
         let node = ServerNode { name: request.name.clone(), rpc_addr: request.rpc_addr, http_addr: request.http_addr };
+        // The joining server says where it is now (only servers may call
+        // Join): replication follows it there before the membership does.
+        self.server.inner.peer_addresses.learn(request.id, &node.rpc_addr);
         let configuration = self.server.raft_configuration();
         if let Some(same_name) = configuration.servers.iter().find(|s| s.name == node.name && s.id.0 != request.id) {
             return Err(Status::already_exists(format!(

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use weft_api::proto::raft::raft_server::Raft as RaftRpc;
 use weft_api::proto::raft::RaftPayload;
 
-use crate::raft::{codec_decode_request, encode, Raft};
+use crate::raft::{codec_decode_request, encode, Raft, RAFT_TARGET_HEADER};
 
 /// When this server last heard from a leader.
 #[derive(Clone, Default)]
@@ -26,19 +26,34 @@ impl LastContact {
 }
 
 pub struct RaftService {
+    id: u64,
     raft: Raft,
     last_contact: LastContact,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, last_contact: LastContact) -> Self {
-        Self { raft, last_contact }
+    pub fn new(id: u64, raft: Raft, last_contact: LastContact) -> Self {
+        Self { id, raft, last_contact }
+    }
+
+    /// Refuses an RPC meant for another server: one that dialled an address
+    /// its target had before (and this server has now).
+    fn check_target<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let target = request.metadata().get(RAFT_TARGET_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        match target {
+            Some(target) if target != self.id => {
+                tracing::warn!(target, "refused a Raft RPC meant for another server (an address it had before?)");
+                Err(Status::failed_precondition(format!("this is server {}, not server {target}", self.id)))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc = codec_decode_request(&request.into_inner().data)?;
         self.last_contact.touch();
         let result = self.raft.append_entries(rpc).await;
@@ -46,12 +61,14 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc = codec_decode_request(&request.into_inner().data)?;
         let result = self.raft.vote(rpc).await;
         Ok(Response::new(RaftPayload { data: encode(&result) }))
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc = codec_decode_request(&request.into_inner().data)?;
         self.last_contact.touch();
         let result = self.raft.install_snapshot(rpc).await;
