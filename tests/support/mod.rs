@@ -131,7 +131,13 @@ impl Cluster {
         let hcl = format!(
             "acl {{\n  enabled = true\n  default_policy = \"deny\"\n  enable_token_persistence = true\n  tokens {{\n    initial_management = {MANAGEMENT_TOKEN:?}\n  }}\n}}\n"
         );
-        std::fs::write(&config, hcl).expect("write the ACL config");
+        // Tests of one binary share the file, and another test's agents may
+        // be reading it: replace it whole (a rename), never truncate it.
+        static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = config.with_extension(format!("hcl.{write}.tmp"));
+        std::fs::write(&temp, hcl).expect("write the ACL config");
+        std::fs::rename(&temp, &config).expect("put the ACL config in place");
         Self::start(n, &["--config-file", config.to_str().expect("a UTF-8 path")], true).await
     }
 
