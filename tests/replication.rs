@@ -327,13 +327,12 @@ async fn a_leader_cut_off_from_its_quorum_stops_saying_it_leads() {
     println!("cut off: said it knows no leader after {admitted:?}; a write was refused after {refused_after:?}");
 }
 
-/// Every server comes back at the address another one had (pods
-/// rescheduled, IPs reused): no membership address reaches the server it
-/// names, and every old address answers as someone else. The servers find
-/// each other by their announced addresses, refuse Raft RPCs meant for
-/// another server, elect a leader, and keep every write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_server_back_at_another_s_address_elects_a_leader_and_keeps_every_write() {
+/// Writes 200 keys, stops every server, gives each the RPC address
+/// `moved(i, old addresses)` (and a new HTTP port), starts them (`first`
+/// alone for 2 s before the others, if given), and checks that they elect
+/// a leader, list every server at its new address, and keep every write.
+/// Returns the time from the start to the first acknowledged write.
+async fn servers_come_back_moved(moved: impl Fn(usize, &[String]) -> String, first: Option<usize>) -> Duration {
     let mut cluster = Cluster::servers(3).await;
     let leader = cluster.wait_for_leader().await;
     let keys: BTreeSet<String> = (0..200).map(|n| format!("moved-all/{n:03}")).collect();
@@ -347,11 +346,15 @@ async fn every_server_back_at_another_s_address_elects_a_leader_and_keeps_every_
     }
     let old: Vec<String> = cluster.specs.iter().map(|s| s.rpc_addr.clone()).collect();
     for i in 0..3 {
-        cluster.specs[i].rpc_addr = old[(i + 1) % 3].clone();
+        cluster.specs[i].rpc_addr = moved(i, &old);
         cluster.specs[i].http_addr = format!("127.0.0.1:{}", support::free_port());
     }
     let started = Instant::now();
-    for i in 0..3 {
+    if let Some(first) = first {
+        cluster.start_server(first);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    for i in (0..3).filter(|i| Some(*i) != first) {
         cluster.start_server(i);
     }
     let leader = cluster.wait_for_leader().await;
@@ -359,7 +362,7 @@ async fn every_server_back_at_another_s_address_elects_a_leader_and_keeps_every_
         put(&cluster.client(leader), "moved-all/after", "v").await.then_some(())
     })
     .await;
-    println!("all servers moved: first write acknowledged {:?} after they started", started.elapsed());
+    let recovered = started.elapsed();
     eventually("the membership to list every server at its new address", Duration::from_secs(30), || async {
         let response = cluster.client(leader).get("/v1/operator/raft/configuration").await.ok()?;
         let configuration: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
@@ -378,4 +381,27 @@ async fn every_server_back_at_another_s_address_elects_a_leader_and_keeps_every_
     for i in 0..3 {
         assert!(!cluster.log(i).contains("panicked"), "{}", cluster.log(i));
     }
+    recovered
+}
+
+/// Every server comes back at the address another one had (pods
+/// rescheduled, IPs reused): no membership address reaches the server it
+/// names, and every old address answers as someone else. The servers find
+/// each other by their announced addresses, refuse Raft RPCs meant for
+/// another server, elect a leader, and keep every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_server_back_at_another_s_address_elects_a_leader_and_keeps_every_write() {
+    let recovered = servers_come_back_moved(|i, old| old[(i + 1) % 3].clone(), None).await;
+    println!("all servers moved: first write acknowledged {recovered:?} after they started");
+}
+
+/// Two of three servers at new addresses, one at its old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_back_at_new_addresses_and_one_at_its_old_one_keep_every_write() {
+    let moved = |i: usize, old: &[String]| match i {
+        2 => old[2].clone(),
+        _ => format!("127.0.0.1:{}", support::free_port()),
+    };
+    let recovered = servers_come_back_moved(moved, None).await;
+    println!("two servers moved: first write acknowledged {recovered:?} after they started");
 }
