@@ -191,7 +191,7 @@ async fn names_outside_the_domain_go_to_the_recursor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_answers_that_do_not_fit_set_tc_and_tcp_carries_them_all() {
+async fn udp_answers_that_do_not_fit_keep_what_fits_set_tc_and_tcp_carries_them_all() {
     if !dig_available() {
         return;
     }
@@ -206,16 +206,24 @@ async fn udp_answers_that_do_not_fit_set_tc_and_tcp_carries_them_all() {
     let dns = cluster.specs[0].dns_addr.clone();
     let count = |text: &str, kind: &str| text.lines().filter(|l| l.contains(&format!("\tIN\t{kind}\t"))).count();
 
-    // No EDNS: 512 bytes, so 100 A records do not fit; TC tells the client to use TCP.
+    // No EDNS: 512 bytes, so 100 A records do not fit: as many as fit come,
+    // and TC tells the client that TCP has the rest.
     let plain = dig(&dns, &["+noedns", "+ignore", "big.service.weft", "A"]);
     assert!(plain.contains(" tc"), "truncated over UDP without EDNS: {plain}");
+    let partial = count(&plain, "A");
+    assert!((20..100).contains(&partial), "{partial} A records in 512 bytes: {plain}");
     // EDNS0 with a 4096-byte buffer: all 100 A records fit, no TC.
     let edns = dig(&dns, &["+bufsize=4096", "+ignore", "big.service.weft", "A"]);
     assert!(!edns.contains(" tc"), "{edns}");
     assert_eq!(count(&edns, "A"), 100, "{edns}");
-    // SRV with 100 additionals does not fit even 4096 bytes; over TCP everything arrives.
+    // SRV with 100 additionals does not fit 4096 bytes: the additionals go
+    // first, then the last few SRV records (TC); over TCP everything arrives.
     let srv_udp = dig(&dns, &["+bufsize=4096", "+ignore", "big.service.weft", "SRV"]);
-    assert!(srv_udp.contains(" tc"), "{srv_udp}");
+    assert!(srv_udp.contains(" tc") && (90..100).contains(&count(&srv_udp, "SRV")), "{srv_udp}");
+    assert_eq!(count(&srv_udp, "A"), 0, "the additionals go first: {srv_udp}");
+    // A 1232-byte buffer still gets as many as fit, never an empty answer.
+    let srv_small = dig(&dns, &["+bufsize=1232", "+ignore", "big.service.weft", "SRV"]);
+    assert!(srv_small.contains(" tc") && count(&srv_small, "SRV") > 10, "{srv_small}");
     let srv_tcp = dig(&dns, &["+tcp", "big.service.weft", "SRV"]);
     assert_eq!(count(&srv_tcp, "SRV"), 100, "{srv_tcp}");
     // Answers are shuffled: over a few queries the first record changes.

@@ -59,8 +59,11 @@ async fn send(socket: &UdpSocket, request: &Message, reply: Reply, peer: SocketA
 }
 
 /// `reply` to `request` as bytes that fit the client's UDP buffer (its
-/// EDNS0 size, else 512): an answer that does not fit is sent without its
-/// records and with the TC bit, so the client asks again over TCP.
+/// EDNS0 size, else 512), as full as it can be (RFC 2181 §9): the
+/// additional records go first, then answer records from the end, with the
+/// TC bit set only when answers were left out, so the client may ask again
+/// over TCP; a name that has records never gets an empty answer (one
+/// record always fits).
 fn encode(request: &Message, reply: Reply) -> Option<Vec<u8>> {
     let mut message = Message::new(request.metadata.id, request.metadata.message_type, request.metadata.op_code);
     message.metadata = reply.metadata;
@@ -73,9 +76,84 @@ fn encode(request: &Message, reply: Reply) -> Option<Vec<u8>> {
     if let Some(edns) = edns {
         message.set_edns(edns);
     }
-    let bytes = message.to_vec().ok()?;
-    if bytes.len() <= limit {
+    let fitting = |message: &Message| message.to_vec().ok().filter(|bytes| bytes.len() <= limit);
+    if let Some(bytes) = fitting(&message) {
         return Some(bytes);
     }
-    message.truncate().to_vec().ok()
+    message.additionals.clear();
+    if let Some(bytes) = fitting(&message) {
+        return Some(bytes);
+    }
+    // The most answers that fit: a binary search over how many to keep.
+    let answers = std::mem::take(&mut message.answers);
+    message.metadata.truncation = true;
+    let (mut fits, mut too_many) = (0, answers.len());
+    while too_many - fits > 1 {
+        let keep = (fits + too_many) / 2;
+        message.answers = answers[..keep].to_vec();
+        match fitting(&message) {
+            Some(_) => fits = keep,
+            None => too_many = keep,
+        }
+    }
+    message.answers = answers[..fits].to_vec();
+    fitting(&message).or_else(|| message.truncate().to_vec().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::op::{Edns, OpCode, Query};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    use super::*;
+
+    fn reply_of(request: &Message, answers: usize, additionals: usize) -> Reply {
+        let name = Name::from_str("big.service.weft.").unwrap();
+        let record =
+            |i: usize| Record::from_rdata(name.clone(), 0, RData::A(A::new(10, 0, (i / 250) as u8, (i % 250) as u8)));
+        let mut metadata = hickory_proto::op::Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        Reply {
+            metadata,
+            answers: (0..answers).map(record).collect(),
+            authorities: Vec::new(),
+            additionals: (0..additionals).map(|i| record(i + 1000)).collect(),
+        }
+    }
+
+    fn request(edns: Option<u16>) -> Message {
+        let mut request = Message::new(7, hickory_proto::op::MessageType::Query, OpCode::Query);
+        request.add_query(Query::query(Name::from_str("big.service.weft.").unwrap(), RecordType::A));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            request.set_edns(e);
+        }
+        request
+    }
+
+    #[test]
+    fn an_answer_too_big_keeps_as_many_records_as_fit_and_says_so() {
+        let request = request(None);
+        let bytes = encode(&request, reply_of(&request, 200, 0)).unwrap();
+        let sent = Message::from_vec(&bytes).unwrap();
+        assert!(bytes.len() <= 512 && sent.metadata.truncation);
+        assert!(sent.answers.len() > 20, "{} answers in 512 bytes", sent.answers.len());
+        let request = self::request(Some(1232));
+        let sent = Message::from_vec(&encode(&request, reply_of(&request, 200, 0)).unwrap()).unwrap();
+        assert!(sent.metadata.truncation && sent.answers.len() > 60);
+    }
+
+    #[test]
+    fn additionals_go_first_and_alone_do_not_set_tc() {
+        let request = request(None);
+        let sent = Message::from_vec(&encode(&request, reply_of(&request, 10, 40)).unwrap()).unwrap();
+        assert_eq!(sent.answers.len(), 10);
+        assert!(sent.additionals.is_empty() && !sent.metadata.truncation);
+        let small = Message::from_vec(&encode(&request, reply_of(&request, 2, 2)).unwrap()).unwrap();
+        assert_eq!((small.answers.len(), small.additionals.len(), small.metadata.truncation), (2, 2, false));
+    }
 }
