@@ -405,3 +405,15 @@ async fn two_servers_back_at_new_addresses_and_one_at_its_old_one_keep_every_wri
     let recovered = servers_come_back_moved(moved, None).await;
     println!("two servers moved: first write acknowledged {recovered:?} after they started");
 }
+
+/// One server moved while the others were down: it starts first, alone,
+/// then the others come back at their old addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_moved_while_the_others_were_down_is_found_when_they_return() {
+    let moved = |i: usize, old: &[String]| match i {
+        0 => format!("127.0.0.1:{}", support::free_port()),
+        _ => old[i].clone(),
+    };
+    let recovered = servers_come_back_moved(moved, Some(0)).await;
+    println!("one server moved while the others were down: first write acknowledged {recovered:?} after it started");
+}

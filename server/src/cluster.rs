@@ -59,6 +59,11 @@ async fn step(server: &Server, bootstrap_expect: Option<usize>, retry_join: &[St
             // Check our own view against a server that knows the leader.
             return match peers.iter().find(|p| p.leader_id != 0) {
                 None if !peers.is_empty() => Ok(Progress::Waiting("waiting for the cluster to elect a leader".into())),
+                // Moved while the others were down: keep looking for them,
+                // or the membership would name the old address for good.
+                None if moved => {
+                    Ok(Progress::Waiting("this server's address changed; waiting for a peer to tell".into()))
+                }
                 Some(peer) if !peer.voter_ids.contains(&server.inner.id) => {
                     tracing::warn!(via = %peer.rpc_addr, "this server was removed from the cluster; joining again");
                     join(server, peer).await?;
