@@ -17,13 +17,12 @@ use weft_acl::login::{check_binding_rule, jwt_config_json, parse_jwt_config};
 use weft_api::acl::{AclAuthMethod, AclBindingRule, AuthMethodType, BindType};
 use weft_api::command::Command;
 use weft_server::login::LoginParams;
-use weft_server::store::Table;
 
-use super::{delete, enabled, new_id, read_acl, token_json, write, write_acl};
+use super::{delete, enabled, new_id, read_tables, token_json, write, write_acl};
 use crate::decode::decode_body;
 use crate::http::authz::Acl;
 use crate::http::error::ApiError;
-use crate::http::query::{meta_headers, QueryParams};
+use crate::http::query::QueryParams;
 use crate::http::AppState;
 
 /// The bounds Consul puts on `MaxTokenTTL` (its token TTL limits).
@@ -178,14 +177,12 @@ pub async fn read_auth_method(
     acl: Acl,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let method = tables
-        .acl()
-        .auth_method(&name)
-        .ok_or_else(|| ApiError::NotFound("Requested auth method does not exist: ACL not found".into()))?;
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(method_json(method, true))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let method = tables
+            .auth_method(&name)
+            .ok_or_else(|| ApiError::NotFound("Requested auth method does not exist: ACL not found".into()))?;
+        Ok(method_json(method, true))
+    })
 }
 
 /// `DELETE /v1/acl/auth-method/<name>`: with its binding rules and the
@@ -200,11 +197,10 @@ pub async fn delete_auth_method(
 
 /// `GET /v1/acl/auth-methods`: stubs, without `Config`.
 pub async fn list_auth_methods(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let methods: Vec<Value> = tables.acl().auth_methods().map(|m| method_json(m, false)).collect();
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(methods)).into_response())
+    read_tables(&state, &acl, |tables| {
+        let methods: Vec<Value> = tables.auth_methods().map(|m| method_json(m, false)).collect();
+        Ok(Value::Array(methods))
+    })
 }
 
 // ------------------------------------------------------ binding rules ---
@@ -322,14 +318,12 @@ pub async fn read_binding_rule(
     acl: Acl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let rule = tables
-        .acl()
-        .binding_rule(&id)
-        .ok_or_else(|| ApiError::NotFound("Requested binding rule does not exist: ACL not found".into()))?;
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(rule_json(rule))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let rule = tables
+            .binding_rule(&id)
+            .ok_or_else(|| ApiError::NotFound("Requested binding rule does not exist: ACL not found".into()))?;
+        Ok(rule_json(rule))
+    })
 }
 
 /// `DELETE /v1/acl/binding-rule/<id>`.
@@ -347,17 +341,15 @@ pub async fn list_binding_rules(
     acl: Acl,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
     let query = QueryParams::parse(raw.as_deref());
-    let tables = state.backend.store().read();
-    let rules: Vec<Value> = tables
-        .acl()
-        .binding_rules()
-        .filter(|r| query.get("authmethod").is_none_or(|m| r.auth_method == m))
-        .map(rule_json)
-        .collect();
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(rules)).into_response())
+    read_tables(&state, &acl, |tables| {
+        let rules: Vec<Value> = tables
+            .binding_rules()
+            .filter(|r| query.get("authmethod").is_none_or(|m| r.auth_method == m))
+            .map(rule_json)
+            .collect();
+        Ok(Value::Array(rules))
+    })
 }
 
 // ------------------------------------------------------ login, logout ---

@@ -70,6 +70,20 @@ pub(super) fn read_acl(acl: &Acl) -> Result<(), ApiError> {
     acl.require(Permission::Global(GlobalResource::Acl, Access::Read))
 }
 
+/// A read of the ACL tables (needs `acl:read`): `render` makes the answer
+/// from them, sent with the tables' index headers.
+pub(super) fn read_tables(
+    state: &AppState,
+    acl: &Acl,
+    render: impl FnOnce(&AclTables) -> Result<Value, ApiError>,
+) -> Result<Response, ApiError> {
+    enabled(state, acl)?;
+    read_acl(acl)?;
+    let tables = state.backend.store().read();
+    let body = render(tables.acl())?;
+    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(body)).into_response())
+}
+
 pub(super) fn write_acl(acl: &Acl) -> Result<(), ApiError> {
     acl.require(Permission::Global(GlobalResource::Acl, Access::Write))
 }
@@ -460,12 +474,10 @@ fn expiration(body: &TokenBody, now: i64) -> Result<Option<i64>, ApiError> {
 
 /// `GET /v1/acl/token/<accessor>`.
 pub async fn read_token(State(state): State<AppState>, acl: Acl, Path(id): Path<String>) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let token = tables.acl().token(&id).ok_or(ApiError::AclNotFound)?;
-    let headers = meta_headers(&state.backend, tables.index(Table::Acl));
-    Ok((headers, Json(token_json(token, tables.acl(), None))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let token = tables.token(&id).ok_or(ApiError::AclNotFound)?;
+        Ok(token_json(token, tables, None))
+    })
 }
 
 /// `GET /v1/acl/token/self`: the caller's own token.
@@ -572,20 +584,20 @@ pub async fn list_tokens(
     acl: Acl,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
     let query = QueryParams::parse(raw.as_deref());
-    let tables = state.backend.store().read();
-    let tokens: Vec<Value> = tables
-        .acl()
-        .tokens()
-        .filter(|t| query.get("policy").is_none_or(|p| t.policies.iter().any(|id| id == p)))
-        .filter(|t| query.get("role").is_none_or(|r| t.roles.iter().any(|id| id == r)))
-        .filter(|t| query.get("servicename").is_none_or(|s| t.service_identities.iter().any(|i| i.service_name == s)))
-        .filter(|t| query.get("authmethod").is_none_or(|m| t.auth_method == m))
-        .map(|t| token_json(t, tables.acl(), None))
-        .collect();
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(tokens)).into_response())
+    read_tables(&state, &acl, |tables| {
+        let tokens: Vec<Value> = tables
+            .tokens()
+            .filter(|t| query.get("policy").is_none_or(|p| t.policies.iter().any(|id| id == p)))
+            .filter(|t| query.get("role").is_none_or(|r| t.roles.iter().any(|id| id == r)))
+            .filter(|t| {
+                query.get("servicename").is_none_or(|s| t.service_identities.iter().any(|i| i.service_name == s))
+            })
+            .filter(|t| query.get("authmethod").is_none_or(|m| t.auth_method == m))
+            .map(|t| token_json(t, tables, None))
+            .collect();
+        Ok(Value::Array(tokens))
+    })
 }
 
 // ---------------------------------------------------------- policies -----
@@ -625,11 +637,10 @@ pub async fn read_policy(
     acl: Acl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let policy = weft_acl::AclSource::policy(tables.acl(), &id).ok_or_else(not_found)?;
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(policy_json(policy))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let policy = weft_acl::AclSource::policy(tables, &id).ok_or_else(not_found)?;
+        Ok(policy_json(policy))
+    })
 }
 
 /// `GET /v1/acl/policy/name/<name>`.
@@ -638,11 +649,10 @@ pub async fn read_policy_by_name(
     acl: Acl,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let policy = tables.acl().policy_by_name(&name).ok_or_else(not_found)?;
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(policy_json(policy))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let policy = tables.policy_by_name(&name).ok_or_else(not_found)?;
+        Ok(policy_json(policy))
+    })
 }
 
 /// `PUT /v1/acl/policy/<id>`.
@@ -679,20 +689,18 @@ pub async fn delete_policy(
 
 /// `GET /v1/acl/policies`.
 pub async fn list_policies(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let policies: Vec<Value> = tables
-        .acl()
-        .policies()
-        .map(|p| {
-            let mut v = policy_json(p);
-            // Consul lists policies without their rules.
-            v.as_object_mut().map(|o| o.remove("Rules"));
-            v
-        })
-        .collect();
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(policies)).into_response())
+    read_tables(&state, &acl, |tables| {
+        let policies: Vec<Value> = tables
+            .policies()
+            .map(|p| {
+                let mut v = policy_json(p);
+                // Consul lists policies without their rules.
+                v.as_object_mut().map(|o| o.remove("Rules"));
+                v
+            })
+            .collect();
+        Ok(Value::Array(policies))
+    })
 }
 
 // ------------------------------------------------------------- roles -----
@@ -732,11 +740,10 @@ pub async fn create_role(State(state): State<AppState>, acl: Acl, body: Bytes) -
 
 /// `GET /v1/acl/role/<id>`.
 pub async fn read_role(State(state): State<AppState>, acl: Acl, Path(id): Path<String>) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let role = weft_acl::AclSource::role(tables.acl(), &id).ok_or_else(not_found)?;
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(role_json(role, tables.acl()))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let role = weft_acl::AclSource::role(tables, &id).ok_or_else(not_found)?;
+        Ok(role_json(role, tables))
+    })
 }
 
 /// `GET /v1/acl/role/name/<name>`.
@@ -745,11 +752,10 @@ pub async fn read_role_by_name(
     acl: Acl,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let role = tables.acl().role_by_name(&name).ok_or_else(not_found)?;
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(role_json(role, tables.acl()))).into_response())
+    read_tables(&state, &acl, |tables| {
+        let role = tables.role_by_name(&name).ok_or_else(not_found)?;
+        Ok(role_json(role, tables))
+    })
 }
 
 /// `PUT /v1/acl/role/<id>`.
@@ -786,11 +792,10 @@ pub async fn delete_role(
 
 /// `GET /v1/acl/roles`.
 pub async fn list_roles(State(state): State<AppState>, acl: Acl) -> Result<Response, ApiError> {
-    enabled(&state, &acl)?;
-    read_acl(&acl)?;
-    let tables = state.backend.store().read();
-    let roles: Vec<Value> = tables.acl().roles().map(|r| role_json(r, tables.acl())).collect();
-    Ok((meta_headers(&state.backend, tables.index(Table::Acl)), Json(roles)).into_response())
+    read_tables(&state, &acl, |tables| {
+        let roles: Vec<Value> = tables.roles().map(|r| role_json(r, tables)).collect();
+        Ok(Value::Array(roles))
+    })
 }
 
 // -------------------------------------------------------- agent tokens ---
