@@ -417,3 +417,30 @@ async fn a_server_moved_while_the_others_were_down_is_found_when_they_return() {
     let recovered = servers_come_back_moved(moved, Some(0)).await;
     println!("one server moved while the others were down: first write acknowledged {recovered:?} after it started");
 }
+
+/// A Raft RPC sent to an address that now belongs to another server (the
+/// one it was meant for moved away) is refused by the server there, not
+/// taken as its own: with a real server certificate, a vote addressed to
+/// another Raft ID gets `FailedPrecondition` naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_rpc_meant_for_another_server_is_refused() {
+    let cluster = Cluster::servers(1).await;
+    let configuration: serde_json::Value =
+        serde_json::from_slice(&cluster.client(0).get("/v1/operator/raft/configuration").await.unwrap().body).unwrap();
+    let id: u64 = configuration["Servers"][0]["ID"].as_str().unwrap().parse().unwrap();
+    let tls_dir = cluster.tls_dir.clone().expect("a cluster with TLS");
+    let read = |file: &str| std::fs::read_to_string(tls_dir.join(file)).unwrap();
+    let (cert, key) = (read("dc1-server-weft-0.pem"), read("dc1-server-weft-0-key.pem"));
+    let tls = support::cluster_client_tls(&cluster, Some((&cert, &key)));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.specs[0].rpc_addr))
+        .unwrap()
+        .connect_with_connector_lazy(weft_tls::RpcConnector::new(Some(tls)));
+    let mut raft = weft_api::proto::raft::raft_client::RaftClient::new(channel);
+    let other = id ^ 1;
+    let mut request = tonic::Request::new(weft_api::proto::raft::RaftPayload { data: vec![0; 8] });
+    request.metadata_mut().insert("x-weft-raft-target", other.into());
+    let refused = raft.vote(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains(&format!("not server {other}")), "{}", refused.message());
+    println!("a vote meant for server {other}, sent to server {id}: {}", refused.message());
+}
