@@ -36,9 +36,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::netns::{curl_in, dig_in, exec_in, spawn_in, weft_in, Network};
 use support::{eventually, weft_bin, Process};
 
 /// The hosts on each network.
@@ -53,187 +54,27 @@ const GATEWAYS: [(&str, &str, &str); 2] =
 /// Where mesh gateways listen (Consul's default).
 const GATEWAY_PORT: &str = "8443";
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-fn must(program: &str, args: &[&str]) {
-    let output = run(program, args);
-    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Why this machine cannot build the topology, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    if !rustix_is_root() {
-        return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
-    }
-    let tools = [
-        ("ip", &["-V"][..]),
-        ("curl", &["--version"]),
-        ("dig", &["-v"]),
-        ("python3", &["--version"]),
-        ("iptables", &["--version"]),
-        ("setpriv", &["--version"]),
-    ];
-    for (tool, args) in tools {
-        if Command::new(tool).args(args).output().is_err() {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    let probe = format!("weftprobe{}", std::process::id());
-    if !run("ip", &["netns", "add", &probe]).status.success() {
-        return Some("`ip netns add` fails here (no network namespaces in this container?)".into());
-    }
-    run("ip", &["netns", "del", &probe]);
-    None
-}
-
-fn rustix_is_root() -> bool {
-    run("id", &["-u"]).stdout.starts_with(b"0\n")
-}
-
-/// The namespaces of one run; deleted when dropped (after the processes in
-/// them, which are declared later and so dropped first).
-struct Network {
-    prefix: String,
-    namespaces: Vec<String>,
-}
-
-impl Network {
-    fn new() -> Network {
-        Network { prefix: format!("wft{}", std::process::id()), namespaces: Vec::new() }
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("{}-{host}", self.prefix)
-    }
-
-    fn add_namespace(&mut self, host: &str) -> String {
-        let ns = self.ns(host);
-        must("ip", &["netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// The router, with one bridge per network, forwarding between them,
-    /// except between the VM and pod networks.
-    fn router(&mut self) {
-        let router = self.add_namespace("router");
-        must("ip", &["netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        let bridges = [
-            ("br-srv", "198.18.0.1/24"),
-            ("br-vm", "198.18.1.1/24"),
-            ("br-pod", "198.18.2.1/24"),
-            ("br-wan", "198.18.3.1/24"),
-        ];
-        for (bridge, gateway) in bridges {
-            must("ip", &["-n", &router, "link", "add", bridge, "type", "bridge"]);
-            must("ip", &["-n", &router, "addr", "add", gateway, "dev", bridge]);
-            must("ip", &["-n", &router, "link", "set", bridge, "up"]);
-        }
-        for (from, to) in [("br-vm", "198.18.2.0/24"), ("br-pod", "198.18.1.0/24")] {
-            must("ip", &["-n", &router, "rule", "add", "iif", from, "to", to, "prohibit"]);
-        }
-    }
-
-    /// A host on `bridge` at `ip`, routed through the router.
-    fn host(&mut self, host: &str, bridge: &str, ip: &str) -> String {
-        let ns = self.add_namespace(host);
-        self.attach(&ns, host, "eth0", bridge, ip);
-        let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
-        must("ip", &["-n", &ns, "route", "add", "default", "via", &gateway]);
-        ns
-    }
-
-    /// A host with a leg on `bridge` at `ip` and one on the WAN at `wan`,
-    /// routed through the router from the WAN.
-    fn edge_host(&mut self, host: &str, bridge: &str, ip: &str, wan: &str) -> String {
-        let ns = self.add_namespace(host);
-        self.attach(&ns, host, "eth0", bridge, ip);
-        self.attach(&ns, &format!("{host}-w"), "eth1", "br-wan", wan);
-        must("ip", &["-n", &ns, "route", "add", "default", "via", "198.18.3.1"]);
-        ns
-    }
-
-    /// A veth from the router's `bridge` to `device` in `ns`, at `ip`/24.
-    fn attach(&self, ns: &str, link: &str, device: &str, bridge: &str, ip: &str) {
-        let router = self.ns("router");
-        let veth = format!("v-{link}");
-        must("ip", &["-n", &router, "link", "add", &veth, "type", "veth", "peer", "name", device, "netns", ns]);
-        must("ip", &["-n", &router, "link", "set", &veth, "master", bridge, "up"]);
-        must("ip", &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", device]);
-        must("ip", &["-n", ns, "link", "set", device, "up"]);
-    }
-
-    /// Takes the servers' network down (`up` = false) or back up.
-    fn server_network(&self, up: bool) {
-        must("ip", &["-n", &self.ns("router"), "link", "set", "br-srv", if up { "up" } else { "down" }]);
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-fn spawn_in(ns: &str, program: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Process {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program} in {ns}: {e}"));
-    Process(child)
-}
-
-/// Runs `program` in `ns` and returns (success, stdout).
-fn exec_in(ns: &str, program: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new("ip").args(["netns", "exec", ns, program]).args(args).output().expect("ip netns exec");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// `weft <args>` against the agent in `ns`.
-fn weft_in(ns: &str, args: &[&str]) -> (bool, String) {
-    exec_in(ns, weft_bin(), args)
-}
-
-/// A GET from inside `ns`: (HTTP status, body); status 0 if nothing answered.
-fn curl_in(ns: &str, url: &str) -> (u16, String) {
-    let (_, out) = exec_in(ns, "curl", &["-s", "-m", "5", "-w", "\n%{http_code}", url]);
-    let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn dig_in(ns: &str, name: &str) -> Vec<String> {
-    let (_, out) = exec_in(ns, "dig", &["@127.0.0.1", "-p", "8600", "+short", "+time=2", "+tries=1", name]);
-    let mut lines: Vec<String> = out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    lines.sort();
-    lines
-}
-
 fn example(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hybrid").join(path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
-    if let Some(reason) = missing_prerequisite() {
-        assert!(std::env::var_os("WEFT_CI").is_none(), "the hybrid test must run in CI: {reason}");
-        eprintln!("skipping the hybrid test: {reason}");
+    let tools = [("curl", "--version"), ("dig", "-v"), ("python3", "--version"), ("iptables", "--version")];
+    if support::netns::skip("the hybrid test", &[tools.as_slice(), &[("setpriv", "--version")]].concat()) {
         return;
     }
     let dir = tempfile::Builder::new().prefix("weft-hybrid-").tempdir().unwrap();
     let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let mut net = Network::new();
-    net.router();
+    let mut net = Network::new("wft");
+    net.router(&[
+        ("br-srv", "198.18.0.1/24"),
+        ("br-vm", "198.18.1.1/24"),
+        ("br-pod", "198.18.2.1/24"),
+        ("br-wan", "198.18.3.1/24"),
+    ]);
+    net.prohibit("br-vm", "198.18.2.0/24");
+    net.prohibit("br-pod", "198.18.1.0/24");
     let servers: Vec<String> =
         SERVERS.iter().enumerate().map(|(i, ip)| net.host(&format!("s{}", i + 1), "br-srv", ip)).collect();
     let vms: Vec<String> =
@@ -243,7 +84,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     let edges: Vec<String> = GATEWAYS
         .iter()
         .zip(["br-vm", "br-pod"])
-        .map(|((network, lan, wan), bridge)| net.edge_host(&format!("gw-{network}"), bridge, lan, wan))
+        .map(|((network, lan, wan), bridge)| net.edge_host(&format!("gw-{network}"), bridge, lan, "br-wan", wan))
         .collect();
     let join: Vec<String> = SERVERS.iter().map(|ip| format!("{ip}:8300")).collect();
     let mut processes: Vec<Option<Process>> = Vec::new();
@@ -516,10 +357,10 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     .await;
 
     // The servers' network cut: routes keep working from the copies the agents and sidecars hold.
-    net.server_network(false);
+    net.bridge("br-srv", false);
     let cut = calls(20);
     println!("with the server network down: {cut}/20 calls succeeded");
-    net.server_network(true);
+    net.bridge("br-srv", true);
     assert_eq!(cut, 20, "existing routes work without the servers");
 
     // One server of three killed: the mesh works and still takes writes.

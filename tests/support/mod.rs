@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod netns;
 
 use std::future::Future;
 use std::net::TcpListener;
