@@ -90,9 +90,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     let mut processes: Vec<Option<Process>> = Vec::new();
 
     // Three servers on their network, with certificates from an RPC CA.
-    let tls = dir.path().join("tls");
-    std::fs::create_dir(&tls).unwrap();
-    support::weft_in(&tls, &["tls", "ca", "create"]);
+    let tls_configs = support::netns::server_tls_configs(dir.path(), 3);
     for (i, (ns, ip)) in servers.iter().zip(SERVERS).enumerate() {
         let data = dir.path().join(format!("s{}", i + 1));
         let mut args = vec!["agent", "--server", "--bootstrap-expect", "3", "--bind", ip, "--node"];
@@ -102,16 +100,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         for other in join.iter().filter(|j| !j.starts_with(ip)) {
             args.extend(["--retry-join", other]);
         }
-        support::weft_in(&tls, &["tls", "cert", "create", "-server", "-dc", "dc1"]);
-        let config = dir.path().join(format!("{name}-tls.hcl"));
-        let file = |suffix: &str| tls.join(format!("dc1-server-weft-{i}{suffix}")).display().to_string();
-        let ca = tls.join("weft-agent-ca.pem").display().to_string();
-        let (cert, key) = (file(".pem"), file("-key.pem"));
-        let hcl = format!(
-            "tls {{\n  defaults {{\n    ca_file = {ca:?}\n    cert_file = {cert:?}\n    key_file = {key:?}\n  }}\n}}\n"
-        );
-        std::fs::write(&config, hcl).unwrap();
-        args.extend(["--config-file", config.to_str().unwrap()]);
+        args.extend(["--config-file", tls_configs[i].to_str().unwrap()]);
         processes.push(Some(spawn_in(ns, weft_bin(), &args, &[], &log(&name))));
     }
     eventually("the servers to elect a leader", Duration::from_secs(60), || async {

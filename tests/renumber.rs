@@ -65,6 +65,8 @@ struct Scenario {
     servers: Vec<String>,
     clients: Vec<String>,
     resolver: Option<Process>,
+    /// Each server's TLS config file.
+    tls: Vec<std::path::PathBuf>,
     processes: Vec<Option<Process>>,
 }
 
@@ -104,7 +106,7 @@ impl Scenario {
     fn start_server(&mut self, i: usize, ip: &str, peers: &[String]) {
         let name = format!("s{}", i + 1);
         let data = self.dir.path().join(&name);
-        let config = self.dir.path().join(format!("{name}-tls.hcl"));
+        let config = &self.tls[i];
         let mut args = vec!["agent", "--server", "--bootstrap-expect", "3", "--bind", ip, "--node", &name];
         args.extend(["--data-dir", data.to_str().unwrap(), "--config-file", config.to_str().unwrap()]);
         for (_, peer) in peers.iter().enumerate().filter(|(j, _)| *j != i) {
@@ -192,8 +194,15 @@ async fn servers_renumbered(found: Found) {
         OLD.iter().enumerate().map(|(i, ip)| net.host(&format!("s{}", i + 1), "br-srv", ip)).collect();
     let clients: Vec<String> =
         CLIENTS.iter().enumerate().map(|(i, ip)| net.host(&format!("c{}", i + 1), "br-cli", ip)).collect();
-    let mut scenario =
-        Scenario { dir, net, servers, clients, resolver: None, processes: (0..5).map(|_| None).collect() };
+    let mut scenario = Scenario {
+        dir,
+        net,
+        servers,
+        clients,
+        resolver: None,
+        tls: Vec::new(),
+        processes: (0..5).map(|_| None).collect(),
+    };
     let names: Vec<String> = (0..3).map(|i| format!("{}:8300", server_name(i))).collect();
     let addresses = |ips: &[&str]| ips.iter().map(|ip| format!("{ip}:8300")).collect::<Vec<_>>();
     match found {
@@ -212,19 +221,7 @@ async fn servers_renumbered(found: Found) {
     }
 
     // Three servers with certificates from an RPC CA (no IP address in them).
-    let tls = scenario.dir.path().join("tls");
-    std::fs::create_dir(&tls).unwrap();
-    support::weft_in(&tls, &["tls", "ca", "create"]);
-    for i in 0..3 {
-        support::weft_in(&tls, &["tls", "cert", "create", "-server", "-dc", "dc1"]);
-        let file = |suffix: &str| tls.join(format!("dc1-server-weft-{i}{suffix}")).display().to_string();
-        let ca = tls.join("weft-agent-ca.pem").display().to_string();
-        let (cert, key) = (file(".pem"), file("-key.pem"));
-        let hcl = format!(
-            "tls {{\n  defaults {{\n    ca_file = {ca:?}\n    cert_file = {cert:?}\n    key_file = {key:?}\n  }}\n}}\n"
-        );
-        std::fs::write(scenario.dir.path().join(format!("s{}-tls.hcl", i + 1)), hcl).unwrap();
-    }
+    scenario.tls = support::netns::server_tls_configs(scenario.dir.path(), 3);
     let peers = if found == Found::ByName { names.clone() } else { addresses(&OLD) };
     for (i, ip) in OLD.iter().enumerate() {
         scenario.start_server(i, ip, &peers);
@@ -320,9 +317,11 @@ async fn servers_renumbered(found: Found) {
         .await;
     }
     scenario.register(&scenario.clients[0], "after-move", CLIENTS[0]);
-    eventually("the other client agent to answer DNS for a service registered after the move", Duration::from_secs(30), || async {
-        (dig_in(&scenario.clients[1], "after-move.service.weft") == [CLIENTS[0]]).then_some(())
-    })
+    eventually(
+        "the other client agent to answer DNS for a service registered after the move",
+        Duration::from_secs(30),
+        || async { (dig_in(&scenario.clients[1], "after-move.service.weft") == [CLIENTS[0]]).then_some(()) },
+    )
     .await;
     assert_eq!(dig_in(&scenario.clients[1], "before-move.service.weft"), [CLIENTS[0]]);
     for i in 0..3 {
@@ -335,7 +334,8 @@ async fn servers_renumbered(found: Found) {
 /// compete for them.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const TOOLS: [(&str, &str); 4] = [("curl", "--version"), ("dig", "-v"), ("python3", "--version"), ("dnsmasq", "--version")];
+const TOOLS: [(&str, &str); 4] =
+    [("curl", "--version"), ("dig", "-v"), ("python3", "--version"), ("dnsmasq", "--version")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_renumbered_elect_a_leader_keep_every_key_and_client_agents_follow() {

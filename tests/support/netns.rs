@@ -37,7 +37,8 @@ pub fn missing_prerequisite(tools: &[(&str, &str)]) -> Option<String> {
         }
     }
     static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let probe = format!("weftprobe{}-{}", std::process::id(), PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let probe =
+        format!("weftprobe{}-{}", std::process::id(), PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     if !run("ip", &["netns", "add", &probe]).status.success() {
         return Some("`ip netns add` fails here (no network namespaces in this container?)".into());
     }
@@ -163,6 +164,29 @@ impl Drop for Network {
 /// The router's address on the /24 of `ip`.
 fn gateway_of(ip: &str) -> String {
     format!("{}.1", ip.rsplit_once('.').expect("an IPv4 address").0)
+}
+
+/// Makes an RPC CA and `count` server certificates in `dir/tls` with `weft
+/// tls`, and for each server a config file that has it present its
+/// certificate (no address is in it: servers are checked by name).
+pub fn server_tls_configs(dir: &Path, count: usize) -> Vec<std::path::PathBuf> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("a directory for the certificates");
+    super::weft_in(&tls, &["tls", "ca", "create"]);
+    let ca = tls.join("weft-agent-ca.pem").display().to_string();
+    (0..count)
+        .map(|i| {
+            super::weft_in(&tls, &["tls", "cert", "create", "-server", "-dc", "dc1"]);
+            let file = |suffix: &str| tls.join(format!("dc1-server-weft-{i}{suffix}")).display().to_string();
+            let (cert, key) = (file(".pem"), file("-key.pem"));
+            let hcl = format!(
+                "tls {{\n  defaults {{\n    ca_file = {ca:?}\n    cert_file = {cert:?}\n    key_file = {key:?}\n  }}\n}}\n"
+            );
+            let config = dir.join(format!("server-{i}-tls.hcl"));
+            std::fs::write(&config, hcl).expect("a server's TLS config");
+            config
+        })
+        .collect()
 }
 
 /// Starts `program` in `ns`, its output to `log`.
