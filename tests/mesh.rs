@@ -341,6 +341,12 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
         TcpStream::connect(("127.0.0.1", upstream)).await.is_err().then_some(())
     })
     .await;
+
+    // vm1 stops on SIGTERM without waiting for the stand-alone proxy's
+    // long-polls (its leaf and config watches) to end: that took over 70 s.
+    let stopping = std::time::Instant::now();
+    assert!(cluster.stop(vm1), "vm1 exits on SIGTERM by itself");
+    println!("vm1 stopped {:?} after SIGTERM, with a stand-alone proxy's long-polls open on it", stopping.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,13 @@ pub const ROLE_META_KEY: &str = "weft-role";
 
 /// How long a leaving agent waits for its node's deregistration to apply.
 const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
+/// At shutdown, how long the background tasks (anti-entropy, heartbeats,
+/// reload, sidecars) may take to stop, and then how long open HTTP requests
+/// may take to finish: with these, an agent exits within about 2 s of
+/// SIGTERM or `weft leave` whatever its clients hold open (systemd would
+/// SIGKILL it after 30 s), plus its graceful leave's round trip.
+const TASKS_STOP: Duration = Duration::from_millis(500);
+const HTTP_DRAIN: Duration = Duration::from_secs(1);
 /// How long a leaving server waits to be removed from the Raft peers.
 const PEER_REMOVAL_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -288,9 +295,14 @@ impl Agent {
         // Nothing may register this node again once it has left: anti-entropy
         // and heartbeats stop first.
         let _ = stop_tasks_tx.send(true);
-        let _ = tokio::join!(sync, heartbeat, reload);
-        if let Some(proxies) = proxies {
-            let _ = proxies.await;
+        let tasks = async {
+            let _ = tokio::join!(sync, heartbeat, reload);
+            if let Some(proxies) = proxies {
+                let _ = proxies.await;
+            }
+        };
+        if tokio::time::timeout(TASKS_STOP, tasks).await.is_err() {
+            tracing::warn!(after = ?TASKS_STOP, "background tasks still busy (a sync or heartbeat waiting on the servers); leaving them");
         }
         if leave_request.is_some() || !config.server {
             let outcome = leave_cluster(&backend, &node).await;
@@ -311,9 +323,16 @@ impl Agent {
         store.close();
         let _ = stop_tx.send(true);
         let _ = dns.await;
-        let served = match http.await {
-            Ok(result) => result.map_err(AgentError::Http),
-            Err(join) => Err(AgentError::Http(std::io::Error::other(join))),
+        // Requests still open after the drain (a long-poll on something
+        // other than the store, a write waiting for a leader) end with
+        // their connections when the process exits.
+        let served = match tokio::time::timeout(HTTP_DRAIN, http).await {
+            Ok(Ok(result)) => result.map_err(AgentError::Http),
+            Ok(Err(join)) => Err(AgentError::Http(std::io::Error::other(join))),
+            Err(_) => {
+                tracing::info!(after = ?HTTP_DRAIN, "HTTP requests still open at shutdown; closing them");
+                Ok(())
+            }
         };
         match raft_failure {
             Some(reason) => Err(AgentError::RaftFailed(reason)),
