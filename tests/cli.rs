@@ -213,4 +213,20 @@ async fn weft_dev_needs_no_setup_and_says_what_to_try() {
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = weft(&["intention", "check", "web", "api", "--http-addr", &http]);
     assert_eq!((code, out.trim()), (2, "Denied"));
+
+    // Its log, written to a file, has no colour codes.
+    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(log.contains("agent ready") && !log.contains('\u{1b}'), "{log}");
+
+    // A second `weft dev` on the same HTTP port names the port and exits
+    // before it says it is ready.
+    let second = Command::new(weft_bin())
+        .args(["dev", "--http-addr", &http, "--rpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--dns-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(err.contains(&format!("cannot listen for http on {http}")) && !err.contains("Try:"), "{err}");
 }

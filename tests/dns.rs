@@ -48,6 +48,8 @@ async fn dig_finds_healthy_instances_by_consul_names() {
     assert_eq!(lines(&dig(&dns, &["web.service.dc1.weft", "+short"])), vec!["10.0.0.1", "10.9.9.2"]);
     assert_eq!(lines(&dig(&dns, &["v2.web.service.weft", "+short"])), vec!["10.9.9.2"]);
     assert_eq!(lines(&dig(&dns, &["+tcp", "v1.web.service.weft", "+short"])), vec!["10.0.0.1"]);
+    // A query over TCP is not an event for the log (hickory logs each at INFO).
+    assert!(!cluster.log(0).contains("hickory_server"), "{}", cluster.log(0));
     assert_eq!(lines(&dig(&dns, &["vm3.node.weft", "+short"])), vec!["10.0.0.3"]);
 
     // RFC 2782 SRV: port and node target, with the target's address as an additional record.

@@ -181,6 +181,11 @@ async fn web_reaches_api_through_both_sidecars_only_while_an_intention_allows_it
     assert_eq!(dump["upstreams"][0]["endpoints"][0]["address"], format!("127.0.0.1:{api_sidecar}"));
     assert!(dump["tls"]["leaf_serial"].as_str().is_some_and(|s| !s.is_empty()), "{dump}");
     assert!(!dump.to_string().contains("PRIVATE KEY"), "{dump}");
+    let valid_before = dump["tls"]["leaf_valid_before"].as_str().unwrap_or_default();
+    assert!(
+        time::OffsetDateTime::parse(valid_before, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{dump}"
+    );
 
     // DNS knows the sidecars as `<service>.connect`.
     if Command::new("dig").arg("-v").output().is_ok() {

@@ -83,6 +83,8 @@ pub fn config_dump(runtime: &RuntimeWatch) -> Option<Value> {
         tls.remove("cert_chain_pem");
         let roots = runtime.snapshot.tls.roots_pem.len();
         tls.insert("roots_pem".into(), json!(format!("{roots} root(s)")));
+        let valid_before = runtime.snapshot.tls.leaf_valid_before;
+        tls.insert("leaf_valid_before".into(), json!(weft_api::timestamp::rfc3339(valid_before)));
     }
     Some(config)
 }

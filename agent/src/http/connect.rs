@@ -7,8 +7,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use weft_api::ids::{RaftIndex, ServiceId, ServiceName};
 use weft_api::mesh::CaState;
 use weft_server::ca::CaError;
@@ -33,7 +31,7 @@ use crate::local::definition::{ProxyConfig, Upstream};
 const REGISTRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
+    weft_api::timestamp::rfc3339(unix).unwrap_or_default()
 }
 
 /// Consul's `IndexedCARoots`.

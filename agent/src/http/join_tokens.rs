@@ -14,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::join::JoinTokenRecord;
 use weft_server::join::{new_token, TokenRequest};
@@ -135,7 +133,7 @@ fn servers_only(state: &AppState) -> Result<&weft_server::Server, ApiError> {
 }
 
 fn token_json(record: &JoinTokenRecord) -> Value {
-    let expires = OffsetDateTime::from_unix_timestamp(record.expires_at).ok().and_then(|t| t.format(&Rfc3339).ok());
+    let expires = weft_api::timestamp::rfc3339(record.expires_at);
     json!({
         "ID": record.id,
         "Description": record.description,

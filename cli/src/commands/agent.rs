@@ -1,6 +1,7 @@
 //! `weft agent` and `weft dev`: build the configuration, bind the listeners,
 //! run until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -194,9 +195,22 @@ fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitC
 
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn,h2=warn,tower=warn"))
+        tracing_subscriber::EnvFilter::new(
+            // hickory logs every DNS-over-TCP connection at INFO.
+            format!("{level},openraft=warn,sled=warn,h2=warn,tower=warn,hickory_server=warn"),
+        )
     });
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colored_logs(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR")))
+        .try_init();
+}
+
+/// Colours only for a terminal (not journald or a file), and never with
+/// `NO_COLOR` set to anything but the empty string (no-color.org).
+fn colored_logs(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -204,7 +218,7 @@ pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    serve(config).await
+    serve(config, |_| {}).await
 }
 
 pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -232,8 +246,8 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    print_dev_banner(&config, temp_dir.is_some());
-    serve(config).await
+    let temporary = temp_dir.is_some();
+    serve(config, |config| print_dev_banner(config, temporary)).await
 }
 
 fn print_dev_banner(config: &AgentConfig, temporary: bool) {
@@ -276,7 +290,9 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
     })
 }
 
-async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
+/// Binds every listener (a taken port fails here, before `ready` runs),
+/// calls `ready`, and runs the agent until SIGINT/SIGTERM.
+async fn serve(config: AgentConfig, ready: impl FnOnce(&AgentConfig)) -> anyhow::Result<ExitCode> {
     let rpc = match config.server {
         true => Some(bind("rpc", config.rpc_addr).await?),
         false => None,
@@ -289,6 +305,7 @@ async fn serve(config: AgentConfig) -> anyhow::Result<ExitCode> {
         })?,
         dns_tcp: bind("dns", config.dns_addr).await?,
     };
+    ready(&config);
     let agent = Agent::new(config).with_lifecycle(SystemdNotify);
     tokio::spawn(reload_on_sighup(agent.reload_trigger()));
     agent.run(listeners, shutdown_signal()).await?;
@@ -328,5 +345,18 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colored_logs(true, None));
+        assert!(colored_logs(true, Some("".into())));
+        assert!(!colored_logs(true, Some("1".into())));
+        assert!(!colored_logs(false, None));
     }
 }

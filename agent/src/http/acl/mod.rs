@@ -52,10 +52,7 @@ fn unix_now() -> i64 {
 }
 
 fn rfc3339(unix: i64) -> Value {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .map_or(Value::Null, Value::String)
+    weft_api::timestamp::rfc3339(unix).map_or(Value::Null, Value::String)
 }
 
 pub(super) fn enabled(state: &AppState, acl: &Acl) -> Result<(), ApiError> {
