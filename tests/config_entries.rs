@@ -380,3 +380,38 @@ async fn a_blocking_list_wakes_on_a_write_and_cas_is_check_and_set() {
     let response = waiter.await.unwrap().unwrap();
     assert_eq!(body(&response)["Protocol"], "http2");
 }
+
+/// An entry that breaks a rule of its own (a regex that does not compile),
+/// sent straight to the leader's RPC with a server's certificate (so past
+/// the HTTP API's check), is refused before it is proposed, and is not
+/// stored. `apply` compiles no regex (its
+/// outcome must not depend on the build), so without the check on the
+/// proposal the entry would be logged and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_fails_its_own_rules_never_reaches_the_log_even_past_the_http_api() {
+    let cluster = Cluster::servers(1).await;
+    let client = cluster.client(0);
+    let defaults = json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http"});
+    assert_eq!(client.put("/v1/config", defaults.to_string()).await.unwrap().status, 200);
+
+    let tls_dir = cluster.tls_dir.clone().expect("a cluster with TLS");
+    let read = |file: &str| std::fs::read_to_string(tls_dir.join(file)).unwrap();
+    let (cert, key) = (read("dc1-server-weft-0.pem"), read("dc1-server-weft-0-key.pem"));
+    let mut rpc = cluster.rpc_client(0, Some((&cert, &key)));
+    let router = weft_api::mesh::ConfigEntry {
+        kind: "service-router".into(),
+        name: "web".into(),
+        body: json!({"Routes": [{"Match": {"HTTP": {"PathRegex": "/api/(v1"}}}]}).to_string(),
+        indexes: Default::default(),
+    };
+    let command = weft_api::command::Command::ConfigEntryUpsert(router);
+    let request = weft_api::proto::cluster::ApplyRequest {
+        command: postcard::to_allocvec(&command).unwrap(),
+        acl_token: String::new(),
+    };
+    let refused = rpc.apply(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("PathRegex \"/api/(v1\" is not a valid regular expression"), "{refused:?}");
+    println!("refused before it was proposed: {}", refused.message());
+    assert_eq!(client.get("/v1/config/service-router/web").await.unwrap().status, 404, "nothing was stored");
+}

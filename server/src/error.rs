@@ -52,6 +52,11 @@ pub enum ServerError {
     /// The servers know the caller, and it may not do this.
     #[error("the servers refused: {0}")]
     PermissionDenied(String),
+    /// The command breaks a rule it must satisfy on its own (a config
+    /// entry's body; see `store::check_proposal`): nothing was proposed, and
+    /// asking again will not help.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ServerError {

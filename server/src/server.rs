@@ -480,6 +480,7 @@ impl Server {
     /// here too, so a read on this server right after sees it. Retries while
     /// there is no leader or it moves, for up to 10 s.
     pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
+        crate::store::check_proposal(&command).map_err(ServerError::Invalid)?;
         let applied = retry_transient(WRITE_PATIENCE, "write", || async {
             match command {
                 // A restore is large and rare: it travels on its own.
@@ -815,6 +816,7 @@ pub(crate) fn forwarded_write_error(status: tonic::Status) -> ServerError {
         // Refused before anything was proposed.
         tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
         tonic::Code::PermissionDenied => ServerError::PermissionDenied(status.message().to_owned()),
+        tonic::Code::InvalidArgument => ServerError::Invalid(status.message().to_owned()),
         tonic::Code::Unavailable if weft_tls::ConnectError::caused(&status) => {
             ServerError::LeaderUnreachable(status.message().to_owned())
         }
@@ -832,6 +834,7 @@ pub(crate) fn status_to_error(status: tonic::Status) -> ServerError {
         tonic::Code::ResourceExhausted => ServerError::MembershipChangeInProgress(status.message().to_owned()),
         tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
         tonic::Code::PermissionDenied => ServerError::PermissionDenied(status.message().to_owned()),
+        tonic::Code::InvalidArgument => ServerError::Invalid(status.message().to_owned()),
         _ => ServerError::LeaderUnreachable(status.message().to_owned()),
     }
 }
@@ -847,6 +850,7 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::OutcomeUnknown(reason) => tonic::Status::unknown(reason),
         ServerError::Unauthenticated(reason) => tonic::Status::unauthenticated(reason),
         ServerError::PermissionDenied(reason) => tonic::Status::permission_denied(reason),
+        ServerError::Invalid(reason) => tonic::Status::invalid_argument(reason),
         other => tonic::Status::unavailable(other.to_string()),
     }
 }

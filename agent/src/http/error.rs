@@ -62,7 +62,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Cluster(ServerError::PeerNotFound(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Cluster(ServerError::PeerNotFound(_) | ServerError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Cluster(ServerError::Unauthenticated(_) | ServerError::PermissionDenied(_)) => {
                 StatusCode::FORBIDDEN
             }

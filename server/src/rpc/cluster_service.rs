@@ -123,6 +123,9 @@ impl Cluster for ClusterService {
             }
             Err(refusal) => return Err(refusal),
         }
+        // What a command must satisfy on its own is checked before it is
+        // proposed, here for every write forwarded to the leader.
+        crate::store::check_proposal(&command).map_err(Status::invalid_argument)?;
         if !self.server.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }

@@ -169,22 +169,32 @@ pub fn resolver_subsets(mesh: &MeshTables, service: &str) -> Option<Vec<String>>
 // ---- the rules ----
 
 /// Checks everything a write of `entry` must satisfy, given the other
-/// entries in `mesh`. The error names the field (Consul's spelling).
+/// entries in `mesh`: [`check_alone`], then [`check_against`]. The error
+/// names the field (Consul's spelling). The HTTP API asks this of its copy
+/// of the tables, to answer with a 400 before anything reaches Raft.
 pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(), String> {
+    check_alone(entry)?;
+    check_against(mesh, entry)
+}
+
+/// What `entry` must satisfy on its own: its kind and name, its body's
+/// shape and field types, regexes that compile, weights that add up.
+/// Checked before the entry is proposed (`store::check_proposal`), never in
+/// `apply`: whether a pattern compiles is the regex crate's call and may
+/// change with its version, and every server, whatever its build, must
+/// reach the same state from the same log.
+pub fn check_alone(entry: &ConfigEntry) -> Result<(), String> {
     validate_kind_and_name(&entry.kind, &entry.name)?;
-    let body = match serde_json::from_str::<Value>(&entry.body) {
-        Ok(Value::Object(body)) => body,
-        _ => return Err(format!("the {} entry {:?} must be a JSON object", entry.kind, entry.name)),
-    };
+    let body = body_of(entry)?;
     match entry.kind.as_str() {
         SERVICE_DEFAULTS => {
             check_protocol(field(&body, "Protocol"), "Protocol")?;
-            inbound_policy::validate_service_defaults(mesh, &body)?;
+            inbound_policy::check_service_defaults(&body)?;
             validate_upstream_config(&body)
         }
         PROXY_DEFAULTS => {
             check_proxy_config(&body)?;
-            inbound_policy::validate_proxy_defaults(mesh, &body)?;
+            inbound_policy::check_proxy_defaults(&body)?;
             validate_upstream_config(&body)
         }
         MESH_CONFIG_KIND => {
@@ -198,17 +208,35 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
         }
         SERVICE_RESOLVER => {
             check_subsets(&body)?;
-            load_balancer_of(&body)?;
-            check_chain(mesh, entry)
+            load_balancer_of(&body).map(drop)
         }
+        SERVICE_SPLITTER => check_split_weights(&body),
+        SERVICE_ROUTER => check_route_regexes(&body),
+        SERVICE_INTENTIONS => {
+            let rules = rules_of(&entry.name, &body)?;
+            IntentionSet::new(rules, IntentionAction::Deny).map(drop).map_err(|e| e.to_string())
+        }
+        INGRESS_GATEWAY => super::ingress_gateway::check_listeners(&body),
+        _ => Ok(()),
+    }
+}
+
+/// What `entry` must satisfy given the other entries in `mesh`: protocols
+/// that allow routing, subsets that exist, chains that end, one intention
+/// per pair, permissive mode allowed. Checked in `apply` too, where two
+/// racing writes are ordered, so it reads only the entry and the tables:
+/// no regex is compiled, no clock read.
+pub fn check_against(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(), String> {
+    let body = body_of(entry)?;
+    match entry.kind.as_str() {
+        SERVICE_DEFAULTS | PROXY_DEFAULTS => inbound_policy::check_permissive_allowed(mesh, &body),
+        SERVICE_RESOLVER => check_chain(mesh, entry),
         SERVICE_SPLITTER => {
-            check_split_weights(&body)?;
             require_http_like_protocol(mesh, &entry.kind, &entry.name)?;
             check_split_subsets(mesh, &entry.name, &body)?;
             check_chain(mesh, entry)
         }
         SERVICE_ROUTER => {
-            check_route_regexes(&body)?;
             require_http_like_protocol(mesh, &entry.kind, &entry.name)?;
             check_route_subsets(mesh, &entry.name, &body)?;
             check_chain(mesh, entry)
@@ -216,6 +244,14 @@ pub fn validate_config_entry(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(
         SERVICE_INTENTIONS => check_service_intentions(mesh, &entry.name, &body),
         INGRESS_GATEWAY => super::ingress_gateway::validate_ingress_gateway(mesh, &body),
         _ => Ok(()),
+    }
+}
+
+/// An entry's body, which must be a JSON object.
+fn body_of(entry: &ConfigEntry) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(&entry.body) {
+        Ok(Value::Object(body)) => Ok(body),
+        _ => Err(format!("the {} entry {:?} must be a JSON object", entry.kind, entry.name)),
     }
 }
 
@@ -398,12 +434,12 @@ fn check_split_weights(body: &Map<String, Value>) -> Result<(), String> {
 
 /// The discovery chain of the entry's service must compile with the entry in
 /// place: durations parse, redirects end, splitters do not nest too deep.
+/// (Its routes' regexes were checked alone, with the router.)
 fn check_chain(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(), String> {
     let with_entry = mesh.with_config_entry(entry.clone());
     let service = ServiceName::new(entry.name.as_str());
     // Target names carry the datacenter; it does not matter for the check.
     super::discovery_chain::compile(&with_entry, &service, &weft_api::ids::Datacenter::new("dc"))
-        .and_then(|chain| weft_api::chain::CompiledChain::new(chain).map_err(|e| e.to_string()))
         .map(drop)
         .map_err(|reason| format!("the {} entry for {} cannot be used: {reason}", entry.kind, entry.name))
 }
@@ -426,10 +462,10 @@ fn require_http_like_protocol(mesh: &MeshTables, kind: &str, name: &str) -> Resu
     ))
 }
 
-/// A service-intentions entry: its sources read (see `service_intentions`),
-/// its regexes compile, L7 permissions only for an HTTP-like destination,
-/// and no source that the intentions table already has an intention for
-/// (a pair has one intention, wherever it is written).
+/// A service-intentions entry against the tables: L7 permissions only for
+/// an HTTP-like destination, and no source that the intentions table
+/// already has an intention for (a pair has one intention, wherever it is
+/// written). Its sources read and its regexes compile: [`check_alone`].
 fn check_service_intentions(mesh: &MeshTables, name: &str, body: &Map<String, Value>) -> Result<(), String> {
     let rules = rules_of(name, body)?;
     if rules.iter().any(IntentionRule::is_l7) {
@@ -444,7 +480,7 @@ fn check_service_intentions(mesh: &MeshTables, name: &str, body: &Map<String, Va
             ));
         }
     }
-    IntentionSet::new(rules, IntentionAction::Deny).map(drop).map_err(|e| e.to_string())
+    Ok(())
 }
 
 pub(super) fn check_regex(pattern: Option<&str>, path: &str) -> Result<(), String> {
@@ -826,11 +862,12 @@ mod tests {
     }
 
     #[test]
-    fn the_store_refuses_an_invalid_entry_and_changes_nothing() {
+    fn the_store_refuses_an_entry_that_breaks_a_rule_against_the_tables_and_changes_nothing() {
         let mut tables = tables_with(&[http_service("web")]);
-        let bad = entry(SERVICE_DEFAULTS, "web", json!({"Protocol": "udp"}));
+        // db speaks tcp (the default): it cannot have a router.
+        let bad = entry(SERVICE_ROUTER, "db", json!({"Routes": []}));
         let (outcome, changed) = tables.apply(RaftIndex(5), &Command::ConfigEntryUpsert(bad));
-        assert!(matches!(&outcome, CommandOutcome::Rejected(r) if r.contains("udp")), "{outcome:?}");
+        assert!(matches!(&outcome, CommandOutcome::Rejected(r) if r.contains("requires protocol http")), "{outcome:?}");
         assert!(changed.tables().is_empty());
         assert_eq!(tables.index(Table::ConfigEntries), RaftIndex(1));
         assert_eq!(tables.mesh().config_entry(SERVICE_DEFAULTS, "web").unwrap().body, r#"{"Protocol":"http"}"#);
@@ -841,6 +878,20 @@ mod tests {
         let delete = Command::ConfigEntryDelete { kind: SERVICE_DEFAULTS.into(), name: "web".into() };
         assert_eq!(tables.apply(RaftIndex(7), &delete).0, CommandOutcome::Done);
         assert!(tables.mesh().config_entry(SERVICE_ROUTER, "web").is_some());
+    }
+
+    #[test]
+    fn what_an_entry_must_satisfy_alone_is_checked_before_proposing_and_trusted_by_apply() {
+        let bad_regex = entry(SERVICE_ROUTER, "web", json!({"Routes": [{"Match": {"HTTP": {"PathRegex": "("}}}]}));
+        let upsert = Command::ConfigEntryUpsert(bad_regex);
+        let refused = crate::store::check_proposal(&upsert).unwrap_err();
+        assert!(refused.contains("PathRegex \"(\" is not a valid regular expression"), "{refused}");
+        let udp = cas(SERVICE_DEFAULTS, "web", 0, Some(json!({"Protocol": "udp"})));
+        assert!(crate::store::check_proposal(&Command::Batch(vec![udp])).unwrap_err().contains("udp"));
+        // apply compiles no regex: what reached the log was checked when it
+        // was proposed, by whatever build proposed it.
+        let mut tables = tables_with(&[http_service("web")]);
+        assert_eq!(tables.apply(RaftIndex(5), &upsert).0, CommandOutcome::Done);
     }
 
     fn cas(kind: &str, name: &str, cas: u64, body: Option<Value>) -> Command {
@@ -871,8 +922,8 @@ mod tests {
         let stored = tables.mesh().config_entry(SERVICE_DEFAULTS, "web").unwrap();
         assert_eq!(stored.indexes, Indexes { create: RaftIndex(3), modify: RaftIndex(6) });
         assert_eq!(effective_protocol(tables.mesh(), "web").protocol, Protocol::Grpc);
-        // An invalid entry is refused whatever the index.
-        let outcome = tables.apply(RaftIndex(7), &cas(SERVICE_DEFAULTS, "web", 6, web("udp"))).0;
+        // An entry that breaks a rule against the tables is refused whatever the index.
+        let outcome = tables.apply(RaftIndex(7), &cas(SERVICE_ROUTER, "db", 0, Some(json!({"Routes": []})))).0;
         assert!(matches!(outcome, CommandOutcome::Rejected(_)), "{outcome:?}");
         // Deletes: only if present at that index.
         assert_eq!(tables.apply(RaftIndex(8), &cas(SERVICE_DEFAULTS, "web", 3, None)).0, CommandOutcome::Cas(false));

@@ -43,22 +43,22 @@ pub fn access_logs(mesh: &MeshTables) -> Option<AccessLogs> {
     access_logs_of(&global).ok().flatten()
 }
 
-/// Checks a service-defaults body's inbound settings.
-pub fn validate_service_defaults(mesh: &MeshTables, body: &Map<String, Value>) -> Result<(), String> {
-    check_permissive_allowed(mesh, body)?;
+/// Checks a service-defaults body's inbound settings on their own.
+pub fn check_service_defaults(body: &Map<String, Value>) -> Result<(), String> {
+    mutual_tls_mode(body)?;
     rate_limit(body).map(drop)
 }
 
-/// Checks a proxy-defaults body's inbound settings and access logs.
-pub fn validate_proxy_defaults(mesh: &MeshTables, body: &Map<String, Value>) -> Result<(), String> {
-    check_permissive_allowed(mesh, body)?;
+/// Checks a proxy-defaults body's inbound settings and access logs on their own.
+pub fn check_proxy_defaults(body: &Map<String, Value>) -> Result<(), String> {
+    mutual_tls_mode(body)?;
     rate_limit(body)?;
     access_logs_of(body).map(drop)
 }
 
 /// As in Consul, permissive mode must first be allowed mesh-wide: it lets
 /// traffic past the sidecar that no intention judged.
-fn check_permissive_allowed(mesh: &MeshTables, body: &Map<String, Value>) -> Result<(), String> {
+pub fn check_permissive_allowed(mesh: &MeshTables, body: &Map<String, Value>) -> Result<(), String> {
     if mutual_tls_mode(body)? != Some(MutualTlsMode::Permissive) {
         return Ok(());
     }

@@ -53,8 +53,14 @@ pub fn gateways_exposing(mesh: &MeshTables, service: &str) -> Vec<ServiceName> {
         .collect()
 }
 
-/// Checks an ingress-gateway body: listeners the gateway can serve, each
-/// exposing HTTP services (by their effective protocol) under unique hosts.
+/// An ingress gateway's listeners, on their own: ports, protocols, hosts, TLS.
+pub fn check_listeners(body: &Map<String, Value>) -> Result<(), String> {
+    listeners(body).map(drop)
+}
+
+/// Checks an ingress-gateway body against the tables: listeners the gateway
+/// can serve, each exposing HTTP services (by their effective protocol)
+/// under unique hosts.
 pub fn validate_ingress_gateway(mesh: &MeshTables, body: &Map<String, Value>) -> Result<(), String> {
     for (i, listener) in listeners(body)?.iter().enumerate() {
         for (j, service) in listener.services.iter().enumerate() {

@@ -8,7 +8,7 @@ use weft_api::command::CommandOutcome;
 use weft_api::ids::{Indexes, RaftIndex, ServiceName};
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
-use super::config_entries::validate_config_entry;
+use super::config_entries::check_against;
 use super::intentions::validate_intention;
 use super::{Changed, Table};
 
@@ -97,7 +97,8 @@ impl MeshTables {
         entry: &ConfigEntry,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if let Err(reason) = validate_config_entry(self, entry) {
+        // Checked alone before it was proposed (`check_proposal`).
+        if let Err(reason) = check_against(self, entry) {
             return CommandOutcome::Rejected(reason);
         }
         self.insert_config_entry(index, entry.clone(), changed);
@@ -106,7 +107,8 @@ impl MeshTables {
 
     /// A check-and-set on one entry: `body: Some` writes it, `None` deletes
     /// it, only if its ModifyIndex is `cas` (0: only if there is none; a
-    /// delete needs the entry to exist). An invalid entry is refused first.
+    /// delete needs the entry to exist). An entry that breaks a rule against
+    /// the tables is refused first.
     pub(super) fn cas_config_entry(
         &mut self,
         index: RaftIndex,
@@ -124,7 +126,7 @@ impl MeshTables {
                     body: body.to_owned(),
                     indexes: Indexes::default(),
                 };
-                if let Err(reason) = validate_config_entry(self, &entry) {
+                if let Err(reason) = check_against(self, &entry) {
                     return CommandOutcome::Rejected(reason);
                 }
                 if current.unwrap_or(0) != cas {

@@ -12,6 +12,8 @@ mod acl;
 mod catalog;
 mod config_entries;
 mod discovery_chain;
+#[cfg(test)]
+mod golden;
 mod inbound_policy;
 mod ingress_gateway;
 mod intentions;
@@ -29,6 +31,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
+use weft_api::mesh::ConfigEntry;
 
 pub use acl::{AclData, AclTables};
 pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
@@ -116,9 +119,32 @@ impl Changed {
     }
 }
 
+/// Checks what `command` must satisfy on its own, before it is proposed:
+/// every write enters Raft through `Server::write` or the leader's `Apply`
+/// RPC, and both ask this first, so a command that fails it never reaches
+/// the log. What it checks (a config entry's body: field types, regexes,
+/// weights) `Tables::apply` then trusts and does not check again: its
+/// outcome may depend on a library's version (the regex crate's grammar),
+/// and the same log must give every server the same state. What depends on
+/// the tables is checked in `apply`, where racing writes are ordered.
+pub fn check_proposal(command: &Command) -> Result<(), String> {
+    match command {
+        Command::ConfigEntryUpsert(entry) => config_entries::check_alone(entry),
+        Command::ConfigEntryCas { kind, name, body: Some(body), .. } => config_entries::check_alone(&ConfigEntry {
+            kind: kind.clone(),
+            name: name.clone(),
+            body: body.clone(),
+            indexes: Default::default(),
+        }),
+        Command::Batch(commands) => commands.iter().try_for_each(check_proposal),
+        _ => Ok(()),
+    }
+}
+
 impl Tables {
     /// Applies one command written at `index`. Deterministic: reads nothing
-    /// but `self`, `index` and `command`.
+    /// but `self`, `index` and `command`; commands were checked on their own
+    /// before they were proposed ([`check_proposal`]).
     pub fn apply(&mut self, index: RaftIndex, command: &Command) -> (CommandOutcome, Changed) {
         let mut changed = Changed::default();
         let outcome = match command {
