@@ -278,3 +278,82 @@ async fn alt_domain_ttls_and_only_passing_come_from_the_config() {
     assert_eq!(ttl("cache.service.weft"), Some(5));
     assert_eq!(ttl("vm1.node.consul"), Some(7));
 }
+
+/// unbound with Weft's domain as a stub zone that it primes (`stub-prime`:
+/// it asks the zone's apex for its NS first, then asks the addresses
+/// those name, on port 53) and with strict query-name minimisation (it
+/// asks `service.weft` before `web.service.weft`, and gives up on
+/// NXDOMAIN): both need the apex's SOA and NS and NODATA for the names in
+/// between, and failed for every name when those were NXDOMAIN. Weft
+/// answers DNS on port 53 for it (as a stub zone that is primed needs), in
+/// a network namespace of the test's own. The SOA's minimum comes from
+/// `dns_config { soa { min_ttl } }`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_priming_the_zone_and_minimising_strictly_resolves_service_names() {
+    use support::netns::{exec_in, spawn_in, Network};
+    let unbound = ["unbound", "/usr/sbin/unbound"].into_iter().find(|p| Command::new(p).arg("-V").output().is_ok());
+    if support::netns::skip("the unbound test", &[("dig", "-v"), ("curl", "--version")]) {
+        return;
+    }
+    let Some(unbound) = unbound else {
+        assert!(std::env::var_os("CI").is_none(), "unbound is required in CI (apt-get install unbound)");
+        eprintln!("skipping: `unbound` is not installed (apt-get install unbound)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Network::new("wdn");
+    let host = net.lone_host("dns");
+    let config = dir.path().join("soa.hcl");
+    std::fs::write(&config, "dns_config {\n  soa {\n    min_ttl = 30\n  }\n}\n").unwrap();
+    let args = ["dev", "--dns-addr", "127.0.0.1:53", "--config-file", config.to_str().unwrap()];
+    let _weft = spawn_in(&host, support::weft_bin(), &args, &[], &dir.path().join("weft.log"));
+    let registration = r#"{"Node": "vm1", "Address": "10.0.0.1", "Service": {"Service": "web", "Port": 80}}"#;
+    support::eventually("weft dev to take a registration", std::time::Duration::from_secs(20), || async {
+        let (ok, _) = exec_in(
+            &host,
+            "curl",
+            &["-sf", "-X", "PUT", "--data", registration, "http://127.0.0.1:8500/v1/catalog/register"],
+        );
+        ok.then_some(())
+    })
+    .await;
+    let dig = |args: &[&str]| exec_in(&host, "dig", &[&["@127.0.0.1", "+time=2", "+tries=1"], args].concat()).1;
+
+    // The apex and the names between it and the records.
+    assert_eq!(lines(&dig(&["weft", "NS", "+short"])), vec!["ns.weft."]);
+    assert_eq!(lines(&dig(&["ns.weft", "+short"])), vec!["127.0.0.1"]);
+    let soa = dig(&["weft", "SOA", "+short"]);
+    assert!(soa.starts_with("ns.weft. hostmaster.weft. ") && soa.trim().ends_with(" 30"), "{soa}");
+    for name in ["service.weft", "node.weft", "dc1.weft", "service.dc1.weft"] {
+        let answer = dig(&[name, "A"]);
+        assert!(answer.contains("status: NOERROR") && answer.contains("ANSWER: 0"), "{name}: {answer}");
+    }
+    let missing = dig(&["nothing.service.weft"]);
+    assert!(missing.contains("status: NXDOMAIN") && missing.contains("30\tIN\tSOA"), "{missing}");
+
+    let unbound_config = dir.path().join("unbound.conf");
+    std::fs::write(
+        &unbound_config,
+        format!(
+            "server:\n  interface: 127.0.0.1\n  port: 5353\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  \
+             directory: \"{dir}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  do-not-query-localhost: no\n  \
+             module-config: \"iterator\"\n  qname-minimisation: yes\n  qname-minimisation-strict: yes\n  \
+             do-ip6: no\n\nstub-zone:\n  name: \"weft.\"\n  stub-addr: 127.0.0.1@53\n  stub-prime: yes\n",
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let _unbound =
+        spawn_in(&host, unbound, &["-d", "-c", unbound_config.to_str().unwrap()], &[], &dir.path().join("unbound.log"));
+    let resolved =
+        support::eventually("unbound to resolve web.service.weft", std::time::Duration::from_secs(20), || async {
+            let (_, answer) = exec_in(
+                &host,
+                "dig",
+                &["@127.0.0.1", "-p", "5353", "+time=2", "+tries=1", "+short", "web.service.weft"],
+            );
+            (answer.trim() == "10.0.0.1").then_some(answer)
+        })
+        .await;
+    assert_eq!(resolved.trim(), "10.0.0.1");
+}

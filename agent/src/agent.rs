@@ -237,8 +237,19 @@ impl Agent {
         if let Some(login) = &login {
             acl.use_login_token(&login.secret_id);
         }
-        let dns = CatalogDns::new(store.clone(), acl.clone(), &config.domain, &config.dns, config.datacenter.clone())
-            .map_err(AgentError::Dns)?;
+        // `ns.<domain>` is where this agent answers: the DNS listener's
+        // address, or the advertised one when it listens on every interface.
+        let dns_ip = listeners.dns_udp.local_addr().map(|a| a.ip()).unwrap_or(config.advertise_ip);
+        let ns_address = if dns_ip.is_unspecified() { config.advertise_ip } else { dns_ip };
+        let dns = CatalogDns::new(
+            store.clone(),
+            acl.clone(),
+            &config.domain,
+            &config.dns,
+            config.datacenter.clone(),
+            ns_address,
+        )
+        .map_err(AgentError::Dns)?;
         let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
         let admin_ports = crate::connect::supervisor::AdminPorts::default();
         let state = AppState {

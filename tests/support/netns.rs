@@ -73,6 +73,12 @@ impl Network {
         format!("{}-{host}", self.prefix)
     }
 
+    /// A host with nothing but its loopback interface (ports below 1024,
+    /// such as DNS's 53, are its own).
+    pub fn lone_host(&mut self, host: &str) -> String {
+        self.add_namespace(host)
+    }
+
     fn add_namespace(&mut self, host: &str) -> String {
         let ns = self.ns(host);
         must("ip", &["netns", "add", &ns]);

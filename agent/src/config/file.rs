@@ -225,6 +225,32 @@ pub struct DnsConfigFile {
     pub only_passing: Option<bool>,
     /// How long to wait for a recursor (default 2s).
     pub recursor_timeout: Option<String>,
+    /// The SOA's timers.
+    pub soa: Option<SoaConfigFile>,
+}
+
+/// Consul's `dns_config { soa { refresh retry expire min_ttl } }`, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoaConfigFile {
+    pub refresh: Option<u32>,
+    pub retry: Option<u32>,
+    pub expire: Option<u32>,
+    /// How long resolvers may cache a negative answer (default 0).
+    pub min_ttl: Option<u32>,
+}
+
+impl SoaConfigFile {
+    /// The timers, Consul's defaults where unset.
+    pub fn timers(self) -> super::SoaTimers {
+        let default = super::SoaTimers::default();
+        super::SoaTimers {
+            refresh: self.refresh.unwrap_or(default.refresh),
+            retry: self.retry.unwrap_or(default.retry),
+            expire: self.expire.unwrap_or(default.expire),
+            min_ttl: self.min_ttl.unwrap_or(default.min_ttl),
+        }
+    }
 }
 
 /// Consul's `addresses { http = "..." dns = "..." }`.

@@ -22,7 +22,7 @@ use crate::decode::decode_value;
 use crate::local::definition::{CheckDefinition, ServiceDefinition};
 
 pub use acl::{AclConfig, AclLogin, AclTokens};
-pub use file::{AclFile, AclLoginFile, ConfigFile, DnsConfigFile, PerformanceFile};
+pub use file::{AclFile, AclLoginFile, ConfigFile, DnsConfigFile, PerformanceFile, SoaConfigFile};
 pub use tls::RpcTlsConfig;
 
 /// The validated configuration an agent runs with.
@@ -93,6 +93,24 @@ pub struct DnsSettings {
     pub node_ttl: Duration,
     /// Per service name; a key ending in `*` is a prefix (`"*"`: every service).
     pub service_ttl: BTreeMap<String, Duration>,
+    pub soa: SoaTimers,
+}
+
+/// The SOA's timers, in seconds (Consul's `dns_config { soa { ... } }`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoaTimers {
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    /// The negative-caching TTL: the SOA record's own TTL and its minimum.
+    pub min_ttl: u32,
+}
+
+impl Default for SoaTimers {
+    /// Consul's defaults.
+    fn default() -> Self {
+        SoaTimers { refresh: 3600, retry: 600, expire: 86400, min_ttl: 0 }
+    }
 }
 
 /// The config files and directories an agent was started with.
@@ -519,6 +537,7 @@ impl ConfigFile {
             only_passing: dns_config.only_passing.unwrap_or(false),
             node_ttl,
             service_ttl,
+            soa: dns_config.soa.map(SoaConfigFile::timers).unwrap_or_default(),
         }
     }
 }

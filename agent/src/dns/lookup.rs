@@ -17,11 +17,19 @@
 //! - `<reversed ip>.in-addr.arpa` / `ip6.arpa` PTR: the node with that
 //!   address, else the service whose instances have it; an address neither
 //!   has may be known to the recursors ([`Answer::recurse`]).
+//! - The zone apex `<domain>`: its SOA and NS (`ns.<domain>`, whose A/AAAA
+//!   is this agent's DNS address), so resolvers that prime a stub zone
+//!   (unbound's `stub-prime`) find it served. Names between the apex and
+//!   the names above (`service.<domain>`, `node.<dc>.<domain>`, `<dc>.<domain>`)
+//!   exist without records of their own: NOERROR with no answer (NODATA),
+//!   never NXDOMAIN, which would tell a resolver that minimises its
+//!   queries (RFC 9156) that nothing below them exists.
 //!
 //! Service, node and datacenter names match whatever their case, as in Consul.
 //!
 //! Negative answers (NXDOMAIN, or a name with no records of the type asked)
-//! carry the domain's SOA, so resolvers cache them properly.
+//! carry the domain's SOA, whose minimum (`dns_config { soa { min_ttl } }`,
+//! 0 by default as in Consul) is how long resolvers may cache them (RFC 2308).
 //!
 //! An instance is healthy unless one of its checks (node-level included) is
 //! critical or in maintenance, as in Consul's DNS (warning still answers,
@@ -37,6 +45,8 @@ use weft_api::addr::{hex_label, parse_hex_label};
 use weft_api::catalog::HealthStatus;
 use weft_api::ids::Datacenter;
 use weft_server::store::{gateways_exposing, ServiceHealth, Tables};
+
+pub use crate::config::SoaTimers;
 
 /// What to answer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -61,6 +71,10 @@ pub struct LookupOptions {
     /// TTL (seconds) of service records by lower-case service name; a key
     /// ending in `*` is a prefix (`"web*"`, and `"*"` for every service).
     pub service_ttl: BTreeMap<String, u32>,
+    /// The SOA's timers.
+    pub soa: SoaTimers,
+    /// Where this agent answers DNS: the address of `ns.<domain>`.
+    pub ns_address: Option<IpAddr>,
 }
 
 impl LookupOptions {
@@ -95,6 +109,13 @@ pub enum Asked {
     Connect(String),
     /// The ingress gateways that expose a service (`.ingress`).
     Ingress(String),
+    /// The zone apex: SOA and NS.
+    Apex,
+    /// `ns.<domain>`, the name server the apex's NS record names.
+    NameServer,
+    /// A name with names below it but no records of its own
+    /// (`service.<domain>`, `<dc>.<domain>`).
+    EmptyNonTerminal,
     /// A name in the domain that asks for nothing Weft knows.
     Unknown,
 }
@@ -108,7 +129,7 @@ impl Asked {
             Asked::Service { service, .. } | Asked::Connect(service) | Asked::Ingress(service) => {
                 Some((NamedResource::Service, service))
             }
-            Asked::Addr(_) | Asked::Unknown => None,
+            Asked::Addr(_) | Asked::Apex | Asked::NameServer | Asked::EmptyNonTerminal | Asked::Unknown => None,
         }
     }
 }
@@ -126,7 +147,12 @@ pub fn asked(name: &Name, domain: &Name, datacenter: &Datacenter) -> Option<Aske
         labels.pop();
     }
     let owned = |text: &str| text.to_owned();
+    let datacenter = datacenter.as_str().to_lowercase();
     Some(match labels.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Asked::Apex,
+        ["ns"] => Asked::NameServer,
+        [dc] if *dc == datacenter => Asked::EmptyNonTerminal,
+        ["node" | "addr" | "service" | "connect" | "ingress"] => Asked::EmptyNonTerminal,
         [node, "node"] => Asked::Node(owned(node)),
         [hex, "addr"] => Asked::Addr(owned(hex)),
         [service, tag, "service"] if service.starts_with('_') && tag.starts_with('_') => {
@@ -166,23 +192,36 @@ pub fn answer(
         Asked::Service { service, tag, rfc2782 } => lookup.service(service, tag.as_deref(), *rfc2782),
         Asked::Connect(service) => lookup.service(&format!("{service}-sidecar-proxy"), None, false),
         Asked::Ingress(service) => lookup.ingress(service),
+        Asked::Apex => Some(lookup.apex()),
+        Asked::NameServer => Some(lookup.name_server()),
+        // No records of its own, but names below it: NODATA.
+        Asked::EmptyNonTerminal => Some(Answer::default()),
         Asked::Unknown => None,
     };
     let mut answer = answer.unwrap_or(Answer { no_such_name: true, ..Answer::default() });
     if answer.records.is_empty() {
-        answer.soa = Some(soa(domain));
+        answer.soa = Some(soa(domain, &options.soa));
     }
     Some(answer)
 }
 
-/// The SOA Weft answers with (Consul's shape; TTLs of 0: nothing is cached).
-pub fn soa(domain: &Name) -> Record {
-    let ns = Name::from_ascii("ns").ok().and_then(|n| n.append_domain(domain).ok()).unwrap_or_else(|| domain.clone());
+/// `ns.<domain>`: the name server the apex's NS and SOA name.
+fn name_server(domain: &Name) -> Name {
+    Name::from_ascii("ns").ok().and_then(|n| n.append_domain(domain).ok()).unwrap_or_else(|| domain.clone())
+}
+
+/// The domain's SOA (Consul's shape), its TTL and minimum the negative
+/// caching TTL.
+pub fn soa(domain: &Name, timers: &SoaTimers) -> Record {
     let mail = Name::from_ascii("hostmaster")
         .ok()
         .and_then(|n| n.append_domain(domain).ok())
         .unwrap_or_else(|| domain.clone());
-    Record::from_rdata(domain.clone(), 0, RData::SOA(SOA::new(ns, mail, 1, 3600, 600, 86400, 0)))
+    let SoaTimers { refresh, retry, expire, min_ttl } = *timers;
+    let refresh = i32::try_from(refresh).unwrap_or(i32::MAX);
+    let (retry, expire) = (i32::try_from(retry).unwrap_or(i32::MAX), i32::try_from(expire).unwrap_or(i32::MAX));
+    let rdata = SOA::new(name_server(domain), mail, 1, refresh, retry, expire, min_ttl);
+    Record::from_rdata(domain.clone(), min_ttl, RData::SOA(rdata))
 }
 
 fn is_reverse(name: &Name) -> bool {
@@ -258,6 +297,32 @@ fn is_healthy(instance: &ServiceHealth, only_passing: bool) -> bool {
 }
 
 impl Lookup<'_> {
+    /// The apex: SOA, and NS with its address as an additional.
+    fn apex(&self) -> Answer {
+        let mut answer = Answer::default();
+        if matches!(self.record_type, RecordType::SOA | RecordType::ANY) {
+            answer.records.push(soa(self.domain, &self.options.soa));
+        }
+        if matches!(self.record_type, RecordType::NS | RecordType::ANY) {
+            let ns = name_server(self.domain);
+            let rdata = RData::NS(hickory_proto::rr::rdata::NS(ns.clone()));
+            answer.records.push(Record::from_rdata(self.domain.clone(), self.options.node_ttl, rdata));
+            if let Some(ip) = self.options.ns_address {
+                answer.additionals.push(address_record(&ns, ip, self.options.node_ttl));
+            }
+        }
+        answer
+    }
+
+    /// `ns.<domain>`: this agent's DNS address.
+    fn name_server(&self) -> Answer {
+        let mut answer = Answer::default();
+        if let Some(ip) = self.options.ns_address.filter(|ip| self.wants(ip)) {
+            answer.records.push(address_record(self.name, ip, self.options.node_ttl));
+        }
+        answer
+    }
+
     fn wants(&self, ip: &IpAddr) -> bool {
         match self.record_type {
             RecordType::A => ip.is_ipv4(),
@@ -371,6 +436,36 @@ mod tests {
             ["web", "Web-api", "wet", "db", "dbx", "cache"].iter().map(|s| options.service_ttl(s)).collect();
         assert_eq!(ttls, [9, 9, 7, 30, 5, 5]);
         assert_eq!(LookupOptions::default().service_ttl("web"), 0);
+    }
+
+    #[test]
+    fn the_apex_has_soa_and_ns_and_names_between_it_and_the_records_are_nodata() {
+        let tables = Tables::default();
+        let domain = Name::from_ascii("weft.").unwrap();
+        let dc = Datacenter::new("dc1");
+        let options = LookupOptions {
+            soa: SoaTimers { min_ttl: 30, ..SoaTimers::default() },
+            ns_address: Some("127.0.0.1".parse().unwrap()),
+            ..LookupOptions::default()
+        };
+        let ask = |name: &str, record_type| {
+            let name = Name::from_ascii(name).unwrap();
+            answer(&tables, (&name, record_type), &domain, &dc, &options, &|_| true).unwrap()
+        };
+        let soa = ask("weft.", RecordType::SOA);
+        assert_eq!((soa.records.len(), soa.records[0].ttl), (1, 30));
+        let ns = ask("weft.", RecordType::NS);
+        let RData::NS(target) = &ns.records[0].data else { panic!("{ns:?}") };
+        assert_eq!(target.0.to_ascii(), "ns.weft.");
+        assert_eq!(ns.additionals[0].data.ip_addr(), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(ask("ns.weft.", RecordType::A).records[0].data.ip_addr(), Some("127.0.0.1".parse().unwrap()));
+        for name in ["weft.", "service.weft.", "node.weft.", "dc1.weft.", "service.dc1.weft.", "connect.weft."] {
+            let nodata = ask(name, RecordType::A);
+            assert!(nodata.records.is_empty() && !nodata.no_such_name, "{name}: {nodata:?}");
+            assert_eq!(nodata.soa.as_ref().map(|soa| soa.ttl), Some(30), "{name}: the SOA tells how long to cache it");
+        }
+        assert!(ask("web.service.weft.", RecordType::A).no_such_name);
+        assert!(ask("nothing.weft.", RecordType::A).no_such_name);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod lookup;
 mod recursor;
 mod udp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ impl CatalogDns {
         domain: &str,
         settings: &DnsSettings,
         datacenter: Datacenter,
+        ns_address: IpAddr,
     ) -> Result<Self, String> {
         let parse = |domain: &str| {
             Name::from_ascii(format!("{}.", domain.trim_matches('.')))
@@ -71,6 +73,8 @@ impl CatalogDns {
             only_passing: settings.only_passing,
             node_ttl: seconds(settings.node_ttl),
             service_ttl: settings.service_ttl.iter().map(|(k, v)| (k.to_lowercase(), seconds(*v))).collect(),
+            soa: settings.soa,
+            ns_address: Some(ns_address),
         };
         let recursors = Recursors::new(settings.recursors.clone(), settings.recursor_timeout);
         Ok(Self { store, acl, domains, datacenter, options, recursors })
@@ -196,7 +200,7 @@ impl CatalogDns {
             Found::Hidden(domain) => {
                 let mut reply = Reply::empty(request, ResponseCode::NXDomain);
                 reply.metadata.authoritative = true;
-                reply.authorities.push(lookup::soa(&domain));
+                reply.authorities.push(lookup::soa(&domain, &self.options.soa));
                 return Outcome::Reply(reply);
             }
         };
