@@ -319,17 +319,23 @@ async fn a_running_plaintext_cluster_moves_to_tls_with_every_write_answered() {
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("/v1/kv/upgrade/{written}");
                 let mut answered = false;
+                let mut why = Vec::new();
                 for agent in &agents {
                     let client = weft_api::client::HttpClient::new(agent, None).with_timeout(Duration::from_secs(15));
-                    if client.put(&key, "x").await.is_ok_and(|r| r.text() == "true") {
-                        answered = true;
-                        break;
+                    match client.put(&key, "x").await {
+                        Ok(r) if r.text() == "true" => {
+                            answered = true;
+                            break;
+                        }
+                        Ok(r) => why.push(format!("{agent}: {} {}", r.status, r.text())),
+                        Err(e) => why.push(format!("{agent}: {e}")),
                     }
                 }
                 if answered {
                     written += 1;
                     progress.store(written, Ordering::Relaxed);
                 } else {
+                    eprintln!("{key} not answered: {why:?}");
                     failed += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -70,6 +70,8 @@ const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 /// SIGKILL it after 30 s), plus its graceful leave's round trip.
 const TASKS_STOP: Duration = Duration::from_millis(500);
 const HTTP_DRAIN: Duration = Duration::from_secs(1);
+/// How long a server waits at shutdown for the writes it proposed to be answered.
+const WRITES_DRAIN: Duration = Duration::from_secs(1);
 /// How long a leaving server waits to be removed from the Raft peers.
 const PEER_REMOVAL_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -329,6 +331,11 @@ impl Agent {
                 Ok(()) => tracing::info!(accessor = %login.token.accessor_id, "logged out"),
                 Err(error) => tracing::warn!(%error, "could not log out; the token stays until it expires"),
             }
+        }
+        // A leader answers the writes it proposed before it goes, so no
+        // client agent is left unsure whether its write was applied.
+        if let Some(server) = backend.server() {
+            server.stop_taking_writes(WRITES_DRAIN).await;
         }
         // Wake blocking queries first, so the HTTP drain does not wait out their `?wait`.
         store.close();

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,6 +224,10 @@ pub(crate) struct Inner {
     /// whole log (see `wait_leader_caught_up`); 0 if never.
     caught_up_term: AtomicU64,
     batcher: WriteBatcher,
+    /// Writes proposed here and not yet answered, and whether this server
+    /// has stopped taking new ones (it is shutting down; see
+    /// [`Server::stop_taking_writes`]).
+    writes: WritesInFlight,
     /// How recently a quorum must have acknowledged the leader for it to
     /// serve default reads without asking again (the election timeout).
     lease: Duration,
@@ -294,6 +298,7 @@ impl Server {
                 channels: Channels::new(connector),
                 caught_up_term: AtomicU64::new(0),
                 batcher: WriteBatcher::start(inner.clone()),
+                writes: WritesInFlight::default(),
                 lease: config.raft.election_timeout_min,
                 liveness: Liveness::new(config.liveness_timeout),
                 sign_limiter: TokenBucket::new(SIGN_RATE, SIGN_BURST),
@@ -509,6 +514,9 @@ impl Server {
     /// forwards. `NoLeader` means nothing was proposed (safe to retry);
     /// `OutcomeUnknown` means it was proposed but not confirmed in time.
     pub(crate) async fn write_local(&self, command: &Command) -> Result<Applied, ServerError> {
+        // A server shutting down proposes nothing more: its callers retry
+        // with the next leader instead of losing track of their write.
+        let Some(_in_flight) = self.inner.writes.enter() else { return Err(ServerError::NoLeader) };
         let proposed = tokio::time::timeout(WRITE_ATTEMPT, self.inner.raft.client_write(command.clone())).await;
         match proposed {
             Err(_) => Err(ServerError::OutcomeUnknown(format!("no quorum confirmed it within {WRITE_ATTEMPT:?}"))),
@@ -519,6 +527,19 @@ impl Server {
                 Err(ServerError::Membership(e.to_string()))
             }
             Ok(Err(RaftError::Fatal(fatal))) => Err(ServerError::OutcomeUnknown(fatal.to_string())),
+        }
+    }
+
+    /// For a graceful stop: proposes no more writes (they are answered as
+    /// if there were no leader, so callers retry with the next one) and
+    /// waits up to `patience` for those already proposed here to be
+    /// answered. A leader stopped this way leaves no caller unsure whether
+    /// its write was applied, unless the quorum is gone.
+    pub async fn stop_taking_writes(&self, patience: Duration) {
+        self.inner.writes.close();
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.inner.writes.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -794,6 +815,43 @@ impl Transient for CaError {
 }
 
 /// Maps a membership-change failure to a [`ServerError`].
+/// Writes proposed on this server and not yet answered, and whether it
+/// still takes new ones.
+#[derive(Default)]
+struct WritesInFlight {
+    count: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// One write in flight; counted until dropped.
+struct InFlight<'a>(&'a WritesInFlight);
+
+impl WritesInFlight {
+    /// Counts a new write, unless no more are taken.
+    fn enter(&self) -> Option<InFlight<'_>> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(InFlight(self))
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub(crate) fn client_write_error(error: RaftError<u64, ClientWriteError<u64, ServerNode>>) -> ServerError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ServerError::NoLeader,
