@@ -551,5 +551,12 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
         assert_eq!(support::dig(&dns, &["+short", "api.ingress.weft"]).trim(), "127.0.0.1");
         assert_eq!(support::dig(&dns, &["+short", "web.ingress.weft"]).trim(), "127.0.0.1");
         assert!(support::dig(&dns, &["db.ingress.weft"]).contains("NXDOMAIN"), "db is not exposed");
+        // SRV gives the port of each listener that exposes the service.
+        let srv = support::dig(&dns, &["+short", "api.ingress.weft", "SRV"]);
+        let mut ports: Vec<u16> = srv.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse().ok()).collect();
+        ports.sort();
+        let mut expected = vec![plain, secure];
+        expected.sort();
+        assert_eq!(ports, expected, "{srv}");
     }
 }

@@ -373,13 +373,25 @@ impl Lookup<'_> {
         self.instances(service, instances, tag, rfc2782)
     }
 
+    /// The ingress gateways exposing `service`, each at the port of the
+    /// listener that does (a gateway registers no port of its own).
     fn ingress(&self, service: &str) -> Option<Answer> {
         let catalog = self.tables.catalog();
-        let gateways: Vec<ServiceHealth> = gateways_exposing(self.tables.mesh(), service)
+        let mut gateways: Vec<ServiceHealth> = gateways_exposing(self.tables.mesh(), service)
             .iter()
-            .flat_map(|gateway| catalog.service_health(gateway))
+            .flat_map(|(gateway, port)| {
+                catalog.service_health(gateway).into_iter().map(move |mut instance| {
+                    instance.service.port = *port;
+                    instance
+                })
+            })
             .filter(|instance| instance.service.kind == "ingress-gateway")
             .collect();
+        if self.record_type != RecordType::SRV {
+            // An address once, however many of its listeners expose the service.
+            let mut seen = std::collections::BTreeSet::new();
+            gateways.retain(|g| seen.insert((g.service.node.clone(), g.service.id.clone())));
+        }
         self.instances(service, gateways, None, false)
     }
 

@@ -41,15 +41,18 @@ pub fn ingress_listeners(mesh: &MeshTables, gateway: &ServiceName) -> Vec<Ingres
         .unwrap_or_default()
 }
 
-/// The gateways whose listeners expose `service` (any case), for DNS.
-pub fn gateways_exposing(mesh: &MeshTables, service: &str) -> Vec<ServiceName> {
+/// The ingress gateways whose listeners expose `service` (any case), with
+/// the port of each such listener (for `<service>.ingress` SRV records).
+pub fn gateways_exposing(mesh: &MeshTables, service: &str) -> Vec<(ServiceName, u16)> {
     mesh.config_entries_of(INGRESS_GATEWAY)
-        .filter(|entry| {
-            stored_body(entry).and_then(|body| listeners(&body).ok()).is_some_and(|listeners| {
-                listeners.iter().flat_map(|l| &l.services).any(|s| s.name.as_str().eq_ignore_ascii_case(service))
-            })
+        .flat_map(|entry: &ConfigEntry| {
+            let listeners = stored_body(entry).and_then(|body| listeners(&body).ok()).unwrap_or_default();
+            listeners
+                .into_iter()
+                .filter(|l| l.services.iter().any(|s| s.name.as_str().eq_ignore_ascii_case(service)))
+                .map(|l| (ServiceName::new(entry.name.as_str()), l.port))
+                .collect::<Vec<_>>()
         })
-        .map(|entry: &ConfigEntry| ServiceName::new(entry.name.as_str()))
         .collect()
 }
 
