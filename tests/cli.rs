@@ -123,6 +123,35 @@ fn validate_checks_config_files_and_directories_without_starting_anything() {
     let (code, _, stderr) = weft(&["validate", config.to_str().unwrap(), bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("70000"), "{stderr}");
+
+    // `weft agent`'s flags, as the README's client agent is started: a
+    // directory with only services in it is valid with them, not without.
+    let services = dir.path().join("services.d");
+    std::fs::create_dir(&services).unwrap();
+    std::fs::write(services.join("web.hcl"), "service {\n  name = \"web\"\n  port = 8080\n}\n").unwrap();
+    let readme = [
+        "validate",
+        "--node",
+        "vm1",
+        "--data-dir",
+        "/tmp/vm1",
+        "--retry-join",
+        "127.0.0.1:8300",
+        "--http-addr",
+        "127.0.0.1:8502",
+        "--dns-addr",
+        "127.0.0.1:8602",
+        "--config-dir",
+        services.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = weft(&readme);
+    assert_eq!((code, stdout.trim()), (0, "Configuration is valid!"), "{stderr}");
+    let (code, _, stderr) = weft(&["validate", "--config-dir", services.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("data_dir is required"), "{stderr}");
+    // A flag's value is checked as the agent checks it.
+    let (code, _, stderr) = weft(&["validate", "--data-dir", "/tmp/vm1", "--server", "--bootstrap-expect", "0"]);
+    assert_eq!(code, 1, "{stderr}");
 }
 
 /// Kills the child on drop, so a failing test leaves nothing running.

@@ -162,26 +162,34 @@ pub struct DevArgs {
     acl: bool,
 }
 
-/// Merges files and flags into a validated config, or exits 64 with every problem listed.
-fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitCode> {
+/// `base`, then the config files and directories (`extra_files` and
+/// `extra_dirs` first: `weft validate`'s paths), then the pod's environment
+/// with `--k8s`, then the flags: what `weft agent` runs with and `weft
+/// validate` checks. The error lists every problem found.
+pub(crate) fn merged_config(
+    args: &AgentArgs,
+    base: ConfigFile,
+    (extra_files, extra_dirs): (&[PathBuf], &[PathBuf]),
+) -> Result<ConfigFile, String> {
     let mut merged = base;
-    match read_sources(&args.config_files, &args.config_dirs) {
-        Ok(files) => merged.merge(files),
-        Err(errors) => {
-            eprintln!("Error: {errors}");
-            return Err(ExitCode::from(EXIT_BAD_CONFIG));
-        }
-    }
+    let files: Vec<PathBuf> = extra_files.iter().chain(&args.config_files).cloned().collect();
+    let dirs: Vec<PathBuf> = extra_dirs.iter().chain(&args.config_dirs).cloned().collect();
+    merged.merge(read_sources(&files, &dirs).map_err(|errors| errors.to_string())?);
     if args.k8s {
-        match super::k8s::agent_overlay() {
-            Ok(pod) => merged.merge(pod),
-            Err(problems) => {
-                eprintln!("Error: --k8s needs the pod's environment:\n  {}", problems.join("\n  "));
-                return Err(ExitCode::from(EXIT_BAD_CONFIG));
-            }
-        }
+        let pod = super::k8s::agent_overlay()
+            .map_err(|problems| format!("--k8s needs the pod's environment:\n  {}", problems.join("\n  ")))?;
+        merged.merge(pod);
     }
     merged.merge(args.overrides());
+    Ok(merged)
+}
+
+/// Merges files and flags into a validated config, or exits 64 with every problem listed.
+fn build_config(args: &AgentArgs, base: ConfigFile) -> Result<AgentConfig, ExitCode> {
+    let merged = merged_config(args, base, (&[], &[])).map_err(|errors| {
+        eprintln!("Error: {errors}");
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })?;
     init_logging(merged.log_level.as_deref().unwrap_or("info"));
     let mut config = merged.validate().map_err(|errors| {
         eprintln!("Error: {errors}");
