@@ -296,8 +296,11 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let good = json!({"Name": "web", "Port": 80});
     assert_eq!(client.put("/v1/agent/service/register", good.to_string()).await.unwrap().status, 200);
     let before = get_json(&client, "/v1/agent/services").await.unwrap();
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 9] = [
         ("{\"Name\": \"web\", ", "malformed JSON"),
+        // A typo is named with the field meant, at any depth, whatever its case.
+        (r#"{"Name": "web", "Port": 80, "Chek": {"TTL": "10s"}}"#, r#""chek" (did you mean "Check"?)"#),
+        (r#"{"Name": "web", "Check": {"TTL": "10s", "Nots": "x"}}"#, r#""nots" (did you mean "Notes"?)"#),
         (r#"{"Port": 80}"#, "service name"),
         (r#"{"Name": "web", "Port": 70000}"#, "Port"),
         (r#"{"Name": "web", "Check": {"Interval": "10s"}}"#, "one of HTTP, TCP, GRPC, TTL"),
@@ -311,6 +314,9 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         assert_eq!(response.status, 400, "{body}: {}", response.text());
         assert!(response.text().contains(expected), "{body}: {}", response.text());
     }
+    // Consul's fields Weft has no use for are accepted, as Consul's clients send them.
+    let consul = json!({"Name": "web", "Port": 80, "SocketPath": "", "Namespace": "default"});
+    assert_eq!(client.put("/v1/agent/service/register", consul.to_string()).await.unwrap().status, 200);
     let script = json!({"Name": "web", "Check": {"Args": ["/bin/true"], "Interval": "10s"}});
     let response = client.put("/v1/agent/service/register", script.to_string()).await.unwrap();
     assert_eq!(response.status, 400);

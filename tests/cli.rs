@@ -124,6 +124,20 @@ fn validate_checks_config_files_and_directories_without_starting_anything() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("70000"), "{stderr}");
 
+    // Typos inside a service block are named with the field meant, all of them.
+    let typo = dir.path().join("typo.hcl");
+    std::fs::write(
+        &typo,
+        "service {\n  name = \"web\"\n  port = 80\n  tagz = [\"a\"]\n  chek {\n    ttl = \"10s\"\n  }\n}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = weft(&["validate", config.to_str().unwrap(), typo.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(r#""chek" (did you mean "Check"?)"#) && stderr.contains(r#""tagz" (did you mean "Tags"?)"#),
+        "{stderr}"
+    );
+
     // `weft agent`'s flags, as the README's client agent is started: a
     // directory with only services in it is valid with them, not without.
     let services = dir.path().join("services.d");

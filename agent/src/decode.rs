@@ -44,6 +44,35 @@ pub fn normalize_key(key: &str) -> String {
     key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
+/// The field in `known` (normalized name, shown name) closest to the
+/// normalized `key`, if one is close enough to be what was meant: at most
+/// two edits away (one for names of up to four letters).
+pub fn closest<'a>(key: &str, known: &[(&str, &'a str)]) -> Option<&'a str> {
+    let limit = if key.chars().count() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|(name, shown)| (edit_distance(key, name), *shown))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, shown)| shown)
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
 fn normalize(value: Value) -> Value {
     match value {
         Value::Object(map) => {
@@ -63,6 +92,16 @@ fn normalize(value: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
+
+    #[test]
+    fn the_closest_field_is_suggested_only_when_it_is_close() {
+        let known = [("check", "Check"), ("checks", "Checks"), ("tags", "Tags"), ("port", "Port")];
+        assert_eq!(super::closest("chek", &known), Some("Check"));
+        assert_eq!(super::closest("tagz", &known), Some("Tags"));
+        assert_eq!(super::closest("prot", &known), None, "two edits is too far for a short name");
+        assert_eq!(super::closest("weather", &known), None);
+        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    }
     use std::collections::BTreeMap;
 
     use super::*;

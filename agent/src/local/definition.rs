@@ -53,6 +53,90 @@ pub struct ServiceDefinition {
     /// registration through the API without one takes the caller's).
     #[serde(rename = "token", default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Keys Weft does not know, kept to be named in errors (a typo such as
+    /// `chek` must not vanish).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A service definition's fields (normalized, and Consul's spelling): what
+/// an unknown key is compared with to suggest the one meant.
+const SERVICE_FIELDS: &[(&str, &str)] = &[
+    ("id", "ID"),
+    ("name", "Name"),
+    ("kind", "Kind"),
+    ("tags", "Tags"),
+    ("address", "Address"),
+    ("port", "Port"),
+    ("meta", "Meta"),
+    ("taggedaddresses", "TaggedAddresses"),
+    ("enabletagoverride", "EnableTagOverride"),
+    ("weights", "Weights"),
+    ("check", "Check"),
+    ("checks", "Checks"),
+    ("connect", "Connect"),
+    ("proxy", "Proxy"),
+    ("token", "Token"),
+];
+
+/// Consul's service fields Weft has no use for: accepted and ignored, so a
+/// client that sends them keeps working.
+const IGNORED_SERVICE_FIELDS: &[&str] = &["socketpath", "namespace", "partition", "locality"];
+
+/// A health check definition's fields (normalized, and Consul's spelling).
+const CHECK_FIELDS: &[(&str, &str)] = &[
+    ("checkid", "CheckID"),
+    ("name", "Name"),
+    ("notes", "Notes"),
+    ("status", "Status"),
+    ("serviceid", "ServiceID"),
+    ("interval", "Interval"),
+    ("timeout", "Timeout"),
+    ("ttl", "TTL"),
+    ("http", "HTTP"),
+    ("method", "Method"),
+    ("header", "Header"),
+    ("body", "Body"),
+    ("tcp", "TCP"),
+    ("grpc", "GRPC"),
+    ("grpcusetls", "GRPCUseTLS"),
+    ("tlsskipverify", "TLSSkipVerify"),
+    ("tlsservername", "TLSServerName"),
+    ("disableredirects", "DisableRedirects"),
+    ("args", "Args"),
+    ("successbeforepassing", "SuccessBeforePassing"),
+    ("failuresbeforewarning", "FailuresBeforeWarning"),
+    ("failuresbeforecritical", "FailuresBeforeCritical"),
+    ("deregistercriticalserviceafter", "DeregisterCriticalServiceAfter"),
+];
+
+/// Consul's check fields Weft has no use for: accepted and ignored.
+const IGNORED_CHECK_FIELDS: &[&str] = &["tcpusetls", "shell", "h2pingusetls", "outputmaxsize", "definition", "type"];
+
+/// Refuses `other` (the keys a definition did not know), naming each and
+/// the known field closest to it: `what` is "service" or "check".
+fn refuse_unknown(
+    what: &str,
+    other: &BTreeMap<String, Value>,
+    known: &[(&str, &str)],
+    ignored: &[&str],
+) -> Result<(), DefinitionError> {
+    let unknown: Vec<String> = other
+        .keys()
+        .filter(|key| !ignored.contains(&key.as_str()) && !UNSUPPORTED_CHECK_TYPES.iter().any(|(k, _)| k == key))
+        .map(|key| match crate::decode::closest(key, known) {
+            Some(meant) => format!("{key:?} (did you mean {meant:?}?)"),
+            None => format!("{key:?}"),
+        })
+        .collect();
+    match unknown.is_empty() {
+        true => Ok(()),
+        false => Err(DefinitionError(format!(
+            "unknown field{} in the {what} definition: {} (field names match in any case)",
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown.join(", ")
+        ))),
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,6 +462,7 @@ impl ServiceDefinition {
     /// unless `script_checks` (`--enable-script-checks`).
     pub fn validate(&self, node: &NodeName, script_checks: bool) -> Result<LocalService, DefinitionError> {
         let fail = |text: String| Err(DefinitionError(text));
+        refuse_unknown("service", &self.other, SERVICE_FIELDS, IGNORED_SERVICE_FIELDS)?;
         let name = self.name.clone().unwrap_or_default();
         if name.is_empty() {
             return fail("Missing service name: set Name (\"name\" in a config file)".into());
@@ -466,6 +551,7 @@ impl CheckDefinition {
         default_id: &str,
     ) -> Result<LocalCheck, DefinitionError> {
         let fail = |text: String| Err(DefinitionError(text));
+        refuse_unknown("check", &self.other, CHECK_FIELDS, IGNORED_CHECK_FIELDS)?;
         let name = self.name.clone().unwrap_or_default();
         let id = self.check_id(default_id);
         if id.is_empty() {
@@ -639,6 +725,23 @@ mod tests {
     fn service(json: &str) -> Result<LocalService, DefinitionError> {
         let definition: ServiceDefinition = decode_value(serde_json::from_str(json).unwrap()).unwrap();
         definition.validate(&node(), false)
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_field_meant_and_consul_only_ones_ignored() {
+        let node = NodeName::new("n1");
+        let service = |json: &str| -> ServiceDefinition { decode_value(serde_json::from_str(json).unwrap()).unwrap() };
+        let typos = service(r#"{"Name": "web", "Port": 80, "Chek": {"TTL": "10s"}, "tagz": ["a"]}"#);
+        let error = typos.validate(&node, false).unwrap_err().to_string();
+        assert!(
+            error.contains(r#""chek" (did you mean "Check"?)"#) && error.contains(r#""tagz" (did you mean "Tags"?)"#),
+            "{error}"
+        );
+        let nested = service(r#"{"Name": "web", "Port": 80, "Check": {"HTTP": "http://x/", "Intervl": "5s"}}"#);
+        let error = nested.validate(&node, false).unwrap_err().to_string();
+        assert!(error.contains(r#""intervl" (did you mean "Interval"?)"#), "{error}");
+        let consul = service(r#"{"Name": "web", "Port": 80, "SocketPath": "", "Namespace": "default"}"#);
+        assert!(consul.validate(&node, false).is_ok());
     }
 
     #[test]
