@@ -440,3 +440,38 @@ Sources = [
         assert_eq!(request.await.unwrap().map(|(status, _)| status), Some(200));
     }
 }
+
+/// Two agents on one host (a server and a client agent, as the README sets
+/// them up) each give a sidecar a port from the default range: the second
+/// skips the port the first one's sidecar listens on (both took 21000, and
+/// the second crash-looped), and both sidecars serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_host_give_their_sidecars_different_ports() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let sidecar_port = |agent: usize, service: &'static str| {
+        let client = cluster.client(agent);
+        async move {
+            let services: Value = serde_json::from_slice(&client.get("/v1/agent/services").await.ok()?.body).ok()?;
+            services[format!("{service}-sidecar-proxy")]["Port"].as_u64().map(|p| p as u16)
+        }
+    };
+    let listening = |port: u16| async move { TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop) };
+    register(&cluster, 0, json!({"Name": "web", "Port": free_port(), "Connect": {"SidecarService": {}}})).await;
+    let web = sidecar_port(0, "web").await.expect("web's sidecar port");
+    eventually("web's sidecar to listen", Duration::from_secs(30), || listening(web)).await;
+    register(&cluster, vm1, json!({"Name": "api", "Port": free_port(), "Connect": {"SidecarService": {}}})).await;
+    let api = sidecar_port(vm1, "api").await.expect("api's sidecar port");
+    println!("sidecar ports on one host: web {web} (server agent), api {api} (client agent)");
+    assert!((21000..=21255).contains(&web) && (21000..=21255).contains(&api), "{web} {api}");
+    assert_ne!(web, api, "the second agent skips the port the first one's sidecar listens on");
+    eventually("api's sidecar to listen", Duration::from_secs(30), || listening(api)).await;
+    eventually("both sidecars' listening checks to pass", Duration::from_secs(30), || async {
+        let checks: Value =
+            serde_json::from_slice(&cluster.client(0).get("/v1/health/state/passing").await.ok()?.body).ok()?;
+        let passing: Vec<&str> = checks.as_array()?.iter().filter_map(|c| c["ServiceID"].as_str()).collect();
+        (passing.contains(&"web-sidecar-proxy") && passing.contains(&"api-sidecar-proxy")).then_some(())
+    })
+    .await;
+}

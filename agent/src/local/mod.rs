@@ -292,7 +292,9 @@ impl LocalState {
     }
 
     /// The sidecar service for `service`: on the requested port, or on the
-    /// port it already has, or on the first free one of the sidecar range.
+    /// port it already has, or on the first port of the sidecar range that
+    /// no other sidecar of this agent has and nothing on this host listens
+    /// on now (another agent's sidecar, on a host that runs two agents).
     fn sidecar_for(
         &self,
         entries: &Entries,
@@ -309,7 +311,7 @@ impl LocalState {
         let port = request
             .port
             .or_else(|| entries.services.get(&sidecar_id).map(|s| s.service.port))
-            .or_else(|| self.sidecar_ports.clone().find(|p| !taken.contains(p)))
+            .or_else(|| self.sidecar_ports.clone().find(|p| !taken.contains(p) && self.port_is_free(*p)))
             .ok_or_else(|| {
                 let (low, high) = (self.sidecar_ports.start(), self.sidecar_ports.end());
                 DefinitionError(format!("no free sidecar port left in {low}-{high} (ports.sidecar_min_port/max_port)"))
@@ -325,6 +327,12 @@ impl LocalState {
             transparent: request.transparent,
         };
         Ok((sidecar, definition, proxy))
+    }
+
+    /// Whether nothing listens on `port` at this node's address now.
+    fn port_is_free(&self, port: u16) -> bool {
+        let ip = self.address.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        std::net::TcpListener::bind(std::net::SocketAddr::new(ip, port)).is_ok()
     }
 
     /// Removes a service, its checks and its sidecar. False if there was none.
