@@ -163,6 +163,10 @@ fn validate_checks_config_files_and_directories_without_starting_anything() {
     let (code, _, stderr) = weft(&["validate", "--config-dir", services.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("data_dir is required"), "{stderr}");
+    // A retry_join address the agent could never dial is refused at load.
+    let (code, _, stderr) = weft(&["validate", "--data-dir", "/tmp/vm1", "--retry-join", "10.0.0.1:99999"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(r#"retry_join "10.0.0.1:99999": the port must be"#), "{stderr}");
     // A flag's value is checked as the agent checks it.
     let (code, _, stderr) = weft(&["validate", "--data-dir", "/tmp/vm1", "--server", "--bootstrap-expect", "0"]);
     assert_eq!(code, 1, "{stderr}");

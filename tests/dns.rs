@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 use support::{dig, dig_available, Cluster};
@@ -176,12 +177,11 @@ async fn names_outside_the_domain_go_to_the_recursor() {
     let cluster = Cluster::servers_with(1, &["--recursor", &recursor]).await;
     register(&cluster, &web_fleet()[..1]).await;
     let dns = cluster.specs[0].dns_addr.clone();
-    let forwarded =
-        support::eventually("dnsmasq to answer through weft", std::time::Duration::from_secs(10), || async {
-            let answer = dig(&dns, &["www.example.test", "+short"]);
-            (answer.trim() == "192.0.2.7").then_some(answer)
-        })
-        .await;
+    let forwarded = support::eventually("dnsmasq to answer through weft", Duration::from_secs(10), || async {
+        let answer = dig(&dns, &["www.example.test", "+short"]);
+        (answer.trim() == "192.0.2.7").then_some(answer)
+    })
+    .await;
     assert_eq!(forwarded.trim(), "192.0.2.7");
     let full = dig(&dns, &["www.example.test"]);
     assert!(full.contains(" ra") && !full.contains("flags: qr aa"), "recursive, not authoritative: {full}");
@@ -308,7 +308,7 @@ async fn unbound_priming_the_zone_and_minimising_strictly_resolves_service_names
     let args = ["dev", "--dns-addr", "127.0.0.1:53", "--config-file", config.to_str().unwrap()];
     let _weft = spawn_in(&host, support::weft_bin(), &args, &[], &dir.path().join("weft.log"));
     let registration = r#"{"Node": "vm1", "Address": "10.0.0.1", "Service": {"Service": "web", "Port": 80}}"#;
-    support::eventually("weft dev to take a registration", std::time::Duration::from_secs(20), || async {
+    support::eventually("weft dev to take a registration", Duration::from_secs(20), || async {
         let (ok, _) = exec_in(
             &host,
             "curl",
@@ -345,15 +345,52 @@ async fn unbound_priming_the_zone_and_minimising_strictly_resolves_service_names
     .unwrap();
     let _unbound =
         spawn_in(&host, unbound, &["-d", "-c", unbound_config.to_str().unwrap()], &[], &dir.path().join("unbound.log"));
-    let resolved =
-        support::eventually("unbound to resolve web.service.weft", std::time::Duration::from_secs(20), || async {
-            let (_, answer) = exec_in(
-                &host,
-                "dig",
-                &["@127.0.0.1", "-p", "5353", "+time=2", "+tries=1", "+short", "web.service.weft"],
-            );
-            (answer.trim() == "10.0.0.1").then_some(answer)
-        })
-        .await;
+    let resolved = support::eventually("unbound to resolve web.service.weft", Duration::from_secs(20), || async {
+        let (_, answer) =
+            exec_in(&host, "dig", &["@127.0.0.1", "-p", "5353", "+time=2", "+tries=1", "+short", "web.service.weft"]);
+        (answer.trim() == "10.0.0.1").then_some(answer)
+    })
+    .await;
     assert_eq!(resolved.trim(), "10.0.0.1");
+}
+
+/// A DNS query for `name` (type A, recursion desired) with `id`, as bytes.
+fn query_bytes(id: u16, name: &str) -> Vec<u8> {
+    let mut bytes = id.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        bytes.push(label.len() as u8);
+        bytes.extend_from_slice(label.as_bytes());
+    }
+    bytes.extend_from_slice(&[0, 0, 1, 0, 1]);
+    bytes
+}
+
+/// Forwarded queries in flight are bounded: with an upstream that never
+/// answers (and a 30 s recursor timeout), 300 queries outside the domain
+/// hold 256 places and the other 44 are answered SERVFAIL at once, instead
+/// of a task and a socket each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_queries_in_flight_are_bounded() {
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let recursor = black_hole.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("recursor.hcl");
+    std::fs::write(&config, "dns_config {\n  recursor_timeout = \"30s\"\n}\n").unwrap();
+    let cluster = Cluster::servers_with(1, &["--recursor", &recursor, "--config-file", config.to_str().unwrap()]).await;
+    let dns: std::net::SocketAddr = cluster.specs[0].dns_addr.parse().unwrap();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..300u16 {
+        client.send_to(&query_bytes(id, &format!("q{id}.example.test")), dns).await.unwrap();
+    }
+    let mut servfail = 0;
+    let mut buffer = [0u8; 512];
+    // Answers come at once for those past the bound; the others wait out 30 s.
+    while let Ok(Ok((len, _))) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buffer)).await {
+        assert!(len >= 12 && buffer[3] & 0x0f == 2, "an answer that is not SERVFAIL: {:?}", &buffer[..len]);
+        servfail += 1;
+    }
+    println!("300 queries to an upstream that never answers: {servfail} SERVFAIL at once");
+    assert_eq!(servfail, 300 - 256);
+    drop(black_hole);
 }

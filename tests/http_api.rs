@@ -57,6 +57,11 @@ async fn kv_behaves_like_consul() {
 
     let all = body(&client.get("/v1/kv/app/?recurse").await.unwrap());
     assert_eq!(all.as_array().unwrap().len(), 3);
+    // ?filter= over the entries, as Consul runs it; nothing left is a 404.
+    let flagged = client.get(&format!("/v1/kv/app/?recurse&filter={}", url_encode("Flags == 42"))).await.unwrap();
+    assert_eq!(body(&flagged).as_array().unwrap().iter().map(|e| e["Key"].clone()).collect::<Vec<_>>(), ["app/config"]);
+    let none = client.get(&format!("/v1/kv/app/?recurse&filter={}", url_encode("Flags == 7"))).await.unwrap();
+    assert_eq!(none.status, 404);
     assert_eq!(
         body(&client.get("/v1/kv/app/?keys&separator=/").await.unwrap()),
         json!(["app/config", "app/empty", "app/sub/"])
@@ -257,6 +262,48 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("DELETE", "/v1/operator/raft/peer?id=ghost", None, 400, "ghost"),
         ("PUT", "/v1/snapshot", Some(b"garbage".to_vec()), 400, "cannot restore"),
         ("GET", "/v1/kv/keep?dc=mars", None, 500, "No path to datacenter"),
+        // A filter that does not parse is a 400 on KV too, not ignored.
+        ("GET", "/v1/kv/?recurse&filter=Key%20%3D%3D", None, 400, "boolean expression"),
+        // Names and metadata within Consul's limits.
+        (
+            "PUT",
+            "/v1/catalog/register",
+            Some(format!(r#"{{"Node": "{}", "Address": "10.0.0.1"}}"#, "n".repeat(100_000)).into_bytes()),
+            400,
+            "exceeds maximum length 256",
+        ),
+        ("PUT", "/v1/catalog/register", Some(br#"{"Node": "a b", "Address": "10.0.0.1"}"#.to_vec()), 400, "no spaces"),
+        (
+            "PUT",
+            "/v1/catalog/register",
+            Some(
+                format!(r#"{{"Node": "n", "Address": "10.0.0.1", "NodeMeta": {{"{}": "v"}}}}"#, "k".repeat(5000))
+                    .into_bytes(),
+            ),
+            400,
+            "exceeds maximum length 128",
+        ),
+        (
+            "PUT",
+            "/v1/catalog/register",
+            Some(br#"{"Node": "n", "Address": "10.0.0.1", "Service": {"Service": "web\u202egnp"}}"#.to_vec()),
+            400,
+            "no spaces or control characters",
+        ),
+        (
+            "PUT",
+            "/v1/connect/intentions/exact?source=a%20b&destination=web",
+            Some(br#"{"Action": "allow"}"#.to_vec()),
+            400,
+            "no spaces",
+        ),
+        (
+            "PUT",
+            "/v1/config",
+            Some(br#"{"Kind": "service-defaults", "Name": " ", "Protocol": "http"}"#.to_vec()),
+            400,
+            "no spaces",
+        ),
     ];
     for (method, path, payload, status, message) in cases {
         let method: hyper::Method = method.parse().unwrap();

@@ -12,6 +12,66 @@ use crate::ids::{CheckId, Datacenter, Indexes, NodeName, ServiceId, ServiceName}
 /// Free-form string metadata (`NodeMeta`, `ServiceMeta`).
 pub type Meta = BTreeMap<String, String>;
 
+/// Consul's limits on metadata: pairs, and bytes of a key and of a value.
+pub const MAX_META_PAIRS: usize = 64;
+pub const MAX_META_KEY_BYTES: usize = 128;
+pub const MAX_META_VALUE_BYTES: usize = 512;
+/// The longest node or service name Weft takes (a DNS name is at most 253
+/// bytes; this leaves room for names that never become one).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Checks `meta` against Consul's limits (`ValidateMetadata`): at most 64
+/// pairs, keys of letters, digits, `_` and `-` up to 128 bytes, values up
+/// to 512 bytes. `what` names it in the error (`NodeMeta`, `Meta`).
+pub fn validate_meta(what: &str, meta: &Meta) -> Result<(), String> {
+    if meta.len() > MAX_META_PAIRS {
+        return Err(format!("{what} exceeds maximum element count {MAX_META_PAIRS}"));
+    }
+    for (key, value) in meta {
+        if key.is_empty() {
+            return Err(format!("{what}: keys must not be empty"));
+        }
+        if key.len() > MAX_META_KEY_BYTES {
+            return Err(format!("{what} key {:?}... exceeds maximum length {MAX_META_KEY_BYTES}", prefix(key)));
+        }
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("{what} key {key:?} is invalid: use letters, digits, '_' and '-'"));
+        }
+        if value.len() > MAX_META_VALUE_BYTES {
+            return Err(format!("{what} value for key {key:?} exceeds maximum length {MAX_META_VALUE_BYTES}"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a node or service name (and an intention's or config entry's):
+/// set, at most [`MAX_NAME_BYTES`], no whitespace or control characters
+/// (they cannot be looked up, and a right-to-left override makes a name
+/// read as another).
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} must be set"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("{what} {:?}... exceeds maximum length {MAX_NAME_BYTES}", prefix(name)));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control() || is_bidi_control(*c)) {
+        return Err(format!("{what} {name:?} contains {c:?}: no spaces or control characters"));
+    }
+    Ok(())
+}
+
+/// Unicode's bidirectional formatting characters (U+202A-U+202E,
+/// U+2066-U+2069, U+200E, U+200F): they reorder how a name is shown.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The first 32 characters of `text`, for an error about a long one.
+fn prefix(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
 /// A machine or pod that runs an agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -138,4 +198,24 @@ pub fn sidecar_name(service: &ServiceName) -> ServiceName {
 /// The ID of the sidecar of the service with ID `service`.
 pub fn sidecar_id(service: &ServiceId) -> ServiceId {
     ServiceId::new(format!("{service}{SIDECAR_SUFFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_meta_keep_to_consul_s_limits() {
+        assert!(validate_name("Node", "vm-1.example").is_ok());
+        for bad in ["", " ", "a b", "web\u{202e}gnp", "tab\there", &"x".repeat(MAX_NAME_BYTES + 1)] {
+            assert!(validate_name("Node", bad).is_err(), "{bad:?}");
+        }
+        let meta = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(validate_meta("NodeMeta", &meta(&[("weft-role", "server"), ("rack_id", "r1")])).is_ok());
+        assert!(validate_meta("NodeMeta", &meta(&[("a b", "x")])).is_err());
+        assert!(validate_meta("NodeMeta", &meta(&[(&"k".repeat(129), "x")])).is_err());
+        assert!(validate_meta("NodeMeta", &meta(&[("k", &"v".repeat(513))])).is_err());
+        let many: Meta = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(validate_meta("NodeMeta", &many).unwrap_err().contains("maximum element count 64"));
+    }
 }

@@ -293,7 +293,11 @@ impl ConfigFile {
                 "rpc_key was removed: servers now prove who they are with certificates (weft tls ca create; weft tls cert create -server; a tls { ... } block) and client agents with certificates they enroll for with a join token; remove rpc_key".into(),
             );
         }
-        let mut retry_join = self.retry_join.clone();
+        let mut retry_join: Vec<String> = self
+            .retry_join
+            .iter()
+            .filter_map(|text| join_address(text).map_err(|e| problem(format!("retry_join {text:?}: {e}"))).ok())
+            .collect();
         if let Some(token) = &join_token {
             if retry_join.is_empty() {
                 retry_join = token.servers.clone();
@@ -542,6 +546,48 @@ impl ConfigFile {
     }
 }
 
+/// A server's RPC port when a `retry_join` address gives none.
+const DEFAULT_SERVER_PORT: u16 = 8300;
+
+/// A `retry_join` address as the agent dials it: `IP:port`, `[IPv6]:port`
+/// or `name:port` (a DNS name, resolved on every attempt); without a port,
+/// the servers' default (8300). Anything else is refused at load, not
+/// found out by a join that never succeeds.
+fn join_address(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.contains("{{") {
+        return Err("go-sockaddr templates are not supported; give an address or a DNS name".into());
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err("the port must be a number from 1 to 65535".into());
+        }
+        return Ok(addr.to_string());
+    }
+    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_SERVER_PORT).to_string());
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => {
+            let port =
+                port.parse::<u16>().ok().filter(|p| *p > 0).ok_or("the port must be a number from 1 to 65535")?;
+            (host, port)
+        }
+        None => (text, DEFAULT_SERVER_PORT),
+    };
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err("expected IP:port, [IPv6]:port or a DNS name (with an optional :port)".into());
+    }
+    Ok(format!("{host}:{port}"))
+}
+
 /// Consul's default node name: the host name.
 fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -563,6 +609,21 @@ mod tests {
             node_name: Some("s1".into()),
             ..ConfigFile::default()
         }
+    }
+
+    #[test]
+    fn retry_join_addresses_are_checked_at_load_and_get_the_default_port() {
+        assert_eq!(join_address("10.0.0.1").unwrap(), "10.0.0.1:8300");
+        assert_eq!(join_address("10.0.0.1:8311").unwrap(), "10.0.0.1:8311");
+        assert_eq!(join_address("::1").unwrap(), "[::1]:8300");
+        assert_eq!(join_address("[::1]:9000").unwrap(), "[::1]:9000");
+        let pod = "weft-server-0.weft-server.default.svc:8300";
+        assert_eq!(join_address(pod).unwrap(), pod);
+        assert_eq!(join_address("servers.example").unwrap(), "servers.example:8300");
+        for bad in ["", "10.0.0.1:0", "10.0.0.1:99999", "a b", "host:port", "-bad.example", "{{ GetPrivateIP }}"] {
+            assert!(join_address(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(join_address("http://10.0.0.1:8300").is_err());
     }
 
     #[test]

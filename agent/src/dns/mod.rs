@@ -47,7 +47,15 @@ pub struct CatalogDns {
     datacenter: Datacenter,
     options: LookupOptions,
     recursors: Recursors,
+    /// Forwarded queries in flight, at most [`MAX_RECURSIONS`]: past that,
+    /// a query outside the domain gets SERVFAIL at once (the client may ask
+    /// again) rather than a task and a socket of its own.
+    recursions: Arc<tokio::sync::Semaphore>,
 }
+
+/// Forwarded queries in flight at most (unbound's default for outgoing
+/// queries per thread is 1024 ports; an agent forwards for one host).
+const MAX_RECURSIONS: usize = 256;
 
 impl CatalogDns {
     /// `domain` like `weft` or `consul`.
@@ -77,7 +85,8 @@ impl CatalogDns {
             ns_address: Some(ns_address),
         };
         let recursors = Recursors::new(settings.recursors.clone(), settings.recursor_timeout);
-        Ok(Self { store, acl, domains, datacenter, options, recursors })
+        let recursions = Arc::new(tokio::sync::Semaphore::new(MAX_RECURSIONS));
+        Ok(Self { store, acl, domains, datacenter, options, recursors, recursions })
     }
 }
 
@@ -243,6 +252,16 @@ impl CatalogDns {
     }
 
     /// Asks the recursors; SERVFAIL if none answers.
+    /// A place among the forwarded queries in flight, if one is free.
+    pub fn recursion_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.recursions.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::debug!(limit = MAX_RECURSIONS, "too many forwarded queries in flight; answering SERVFAIL");
+        }
+        permit
+    }
+
+    /// Forwards `query` to the recursors (the caller holds a [`recursion_permit`](Self::recursion_permit)).
     pub async fn recurse(&self, request: &Metadata, query: Query) -> Reply {
         let Some(upstream) = self.recursors.resolve(query).await else {
             return Reply::empty(request, ResponseCode::ServFail);
@@ -279,7 +298,10 @@ impl RequestHandler for CatalogDns {
         let query = request.queries.queries().first().map(|q| q.original().clone());
         let reply = match self.outcome(&request.metadata, query.as_ref()) {
             Outcome::Reply(reply) => reply,
-            Outcome::Recurse(query) => self.recurse(&request.metadata, query).await,
+            Outcome::Recurse(query) => match self.recursion_permit() {
+                Some(_permit) => self.recurse(&request.metadata, query).await,
+                None => Reply::empty(&request.metadata, ResponseCode::ServFail),
+            },
         };
         let message = builder.build(
             reply.metadata,

@@ -40,13 +40,20 @@ async fn worker(handler: Arc<CatalogDns>, socket: Arc<UdpSocket>) {
         }
         match handler.outcome_cached(&request.metadata, request.queries.first(), Some(&mut cache)) {
             Outcome::Reply(reply) => send(&socket, &request, reply, peer).await,
-            Outcome::Recurse(query) => {
-                let (handler, socket) = (handler.clone(), socket.clone());
-                tokio::spawn(async move {
-                    let reply = handler.recurse(&request.metadata, query).await;
+            Outcome::Recurse(query) => match handler.recursion_permit() {
+                Some(permit) => {
+                    let (handler, socket) = (handler.clone(), socket.clone());
+                    tokio::spawn(async move {
+                        let reply = handler.recurse(&request.metadata, query).await;
+                        send(&socket, &request, reply, peer).await;
+                        drop(permit);
+                    });
+                }
+                None => {
+                    let reply = Reply::empty(&request.metadata, hickory_proto::op::ResponseCode::ServFail);
                     send(&socket, &request, reply, peer).await;
-                });
-            }
+                }
+            },
         }
     }
 }

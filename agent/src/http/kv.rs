@@ -14,7 +14,7 @@ use weft_server::store::Table;
 
 use super::authz::{self, Acl};
 use super::error::ApiError;
-use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
+use super::query::{check_datacenter, meta_headers, parse_filter, QueryParams, ReadOptions};
 use super::AppState;
 use weft_api::acl::{Access, NamedResource};
 
@@ -86,6 +86,8 @@ enum Found {
 /// the keys the token may list (`?keys`) or read (`?recurse`).
 async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> Result<Response, ApiError> {
     let options = ReadOptions::from_query(query, &state.backend)?;
+    // Checked before anything is read: a bad expression is a 400, not ignored.
+    let filter = parse_filter(query)?;
     let (recurse, keys_only) = (query.flag("recurse"), query.flag("keys"));
     if !recurse && !keys_only {
         acl.require(weft_acl::Permission::Named(NamedResource::Key, key.clone(), Access::Read))?;
@@ -135,7 +137,14 @@ async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> R
             Ok((headers, value).into_response())
         }
         Found::Entries(entries) => {
-            Ok((headers, Json(entries.iter().map(entry_json).collect::<Vec<_>>())).into_response())
+            let mut entries: Vec<Value> = entries.iter().map(entry_json).collect();
+            if let Some(filter) = &filter {
+                filter.retain(&mut entries);
+            }
+            if entries.is_empty() {
+                return Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response());
+            }
+            Ok((headers, Json(entries)).into_response())
         }
     }
 }

@@ -470,6 +470,9 @@ impl ServiceDefinition {
         if name.contains('/') || name.contains(char::is_whitespace) {
             return fail(format!("Invalid service name {name:?}: no spaces or slashes"));
         }
+        weft_api::catalog::validate_name("Service name", &name).map_err(DefinitionError)?;
+        weft_api::catalog::validate_meta("Meta", self.meta.as_ref().unwrap_or(&BTreeMap::new()))
+            .map_err(DefinitionError)?;
         let port = match self.port.unwrap_or(0) {
             port @ 0..=65535 => port as u16,
             port => return fail(format!("Invalid Port {port}: must be between 0 and 65535")),

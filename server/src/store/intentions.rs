@@ -28,9 +28,6 @@ pub const DEFAULT_ACTION_FIELD: &str = "DefaultIntentionAction";
 
 /// Consul's limits on an intention's free-form fields.
 const MAX_DESCRIPTION_BYTES: usize = 512;
-const MAX_META_PAIRS: usize = 64;
-const MAX_META_KEY_BYTES: usize = 128;
-const MAX_META_VALUE_BYTES: usize = 512;
 
 /// An intention's precedence (see [`weft_api::intentions::precedence`]).
 pub fn precedence(intention: &Intention) -> u8 {
@@ -66,29 +63,14 @@ pub fn validate_intention(intention: &Intention) -> Result<(), String> {
     if intention.description.len() > MAX_DESCRIPTION_BYTES {
         return Err(format!("Description exceeds maximum length {MAX_DESCRIPTION_BYTES}"));
     }
-    if intention.meta.len() > MAX_META_PAIRS {
-        return Err(format!("Meta exceeds maximum element count {MAX_META_PAIRS}"));
-    }
-    for (key, value) in &intention.meta {
-        if key.is_empty() {
-            return Err("Meta keys must not be empty".into());
-        }
-        if key.len() > MAX_META_KEY_BYTES {
-            return Err(format!("Meta key {key:?} exceeds maximum length {MAX_META_KEY_BYTES}"));
-        }
-        if value.len() > MAX_META_VALUE_BYTES {
-            return Err(format!("Meta value for key {key:?} exceeds maximum length {MAX_META_VALUE_BYTES}"));
-        }
-    }
+    weft_api::catalog::validate_meta("Meta", &intention.meta)?;
     Ok(())
 }
 
 /// A service name, or `*` alone. `field` names it in the error.
 pub fn validate_name(field: &str, name: &ServiceName) -> Result<(), String> {
     let text = name.as_str();
-    if text.is_empty() {
-        return Err(format!("{field} must be set"));
-    }
+    weft_api::catalog::validate_name(field, text)?;
     if text != WILDCARD && text.contains(WILDCARD) {
         return Err(format!("{field} {text:?}: wildcard character '*' cannot be used with partial values"));
     }

@@ -136,9 +136,22 @@ pub fn check_proposal(command: &Command) -> Result<(), String> {
             body: body.clone(),
             indexes: Default::default(),
         }),
+        Command::Register(registration) => check_registration(registration),
         Command::Batch(commands) => commands.iter().try_for_each(check_proposal),
         _ => Ok(()),
     }
+}
+
+/// A registration's names and metadata, against Consul's limits.
+fn check_registration(registration: &weft_api::catalog::Registration) -> Result<(), String> {
+    use weft_api::catalog::{validate_meta, validate_name};
+    validate_name("Node", registration.node.name.as_str())?;
+    validate_meta("NodeMeta", &registration.node.meta)?;
+    if let Some(service) = &registration.service {
+        validate_name("Service", service.name.as_str())?;
+        validate_meta("ServiceMeta", &service.meta)?;
+    }
+    Ok(())
 }
 
 impl Tables {
