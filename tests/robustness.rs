@@ -53,19 +53,16 @@ fn key(n: usize) -> String {
     format!("jepsen/k{n:02}")
 }
 
-/// A small deterministic generator, so a seed replays the same choices.
-struct Rng(u64);
+/// A seeded generator, so a seed replays the same choices.
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    fn new(seed: u64) -> Rng {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        rand::Rng::gen_range(&mut self.0, 0..n)
     }
 }
 
@@ -288,7 +285,7 @@ async fn inject(servers: &mut Servers, fault: Fault, rng: &mut Rng, clock: Insta
 /// One client's loop: random operations on random keys, against one server
 /// and, after a failure, the next; every operation recorded.
 async fn client(id: u32, clock: Instant, stop: Arc<AtomicBool>, values: Arc<AtomicU64>, seed: u64) -> Vec<Event> {
-    let mut rng = Rng(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Rng::new(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut server = id as usize % 3;
     let mut history = Vec::new();
     // What this client last read of each key: (value, ModifyIndex).
@@ -421,7 +418,7 @@ async fn kv_histories_under_kills_pauses_partitions_and_full_disks_are_lineariza
         .collect();
 
     // The nemesis: every kind of fault in a seeded order, until the time is up.
-    let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    let mut rng = Rng::new(seed);
     let mut injected = Vec::new();
     let mut order = FAULTS.to_vec();
     while clock.elapsed() < Duration::from_secs(seconds) {
