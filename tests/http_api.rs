@@ -433,3 +433,41 @@ async fn keys_that_are_not_utf8_are_refused_and_overwrite_nothing() {
     let keys: Vec<String> = serde_json::from_slice(&client.get("/v1/kv/?keys").await.unwrap().body).unwrap();
     assert_eq!(keys, ["k\u{FFFD}"]);
 }
+
+/// An upload larger than its endpoint takes is refused before the rest of
+/// it is read: with a Content-Length of 200 MB and a little more than the
+/// endpoint's limit sent, the 413 comes back (the whole body was read, up
+/// to 256 MiB, before its size was checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, client) = single_server().await;
+    for (path, sent) in [("/v1/kv/big", 1 << 20), ("/v1/catalog/register", 5 << 20)] {
+        let stream = tokio::net::TcpStream::connect(&cluster.specs[0].http_addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let head = format!("PUT {path} HTTP/1.1\r\nHost: weft\r\nContent-Length: {}\r\n\r\n", 200 << 20);
+        let sending = tokio::spawn(async move {
+            writer.write_all(head.as_bytes()).await?;
+            writer.write_all(&vec![b'x'; sent]).await?;
+            // Hold the connection open: the rest of the body never comes.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            std::io::Result::Ok(())
+        });
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(20), async {
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                match reader.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                }
+            }
+        })
+        .await;
+        sending.abort();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok() && text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        println!("{path}: 413 after {sent} of 209715200 bytes");
+    }
+    assert_eq!(client.get("/v1/kv/big").await.unwrap().status, 404);
+}

@@ -2,6 +2,7 @@
 //! `separator`, `raw`; PUT with `cas`, `flags`; DELETE with `recurse`, `cas`).
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -40,19 +41,39 @@ fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A PUT's value: the body, read no further than [`MAX_VALUE_BYTES`] (the
+/// route's body limit), so an oversized upload is refused with Consul's 413
+/// before the rest of it is read.
+fn value_of(body: Result<Bytes, BytesRejection>, headers: &axum::http::HeaderMap) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(body) if body.len() <= MAX_VALUE_BYTES => Ok(body),
+        Ok(body) => Err(too_large(body.len().to_string())),
+        Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            let length = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+            Err(too_large(length.unwrap_or("more than the limit's").to_owned()))
+        }
+        Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+    }
+}
+
+fn too_large(length: String) -> ApiError {
+    ApiError::PayloadTooLarge(format!("Request body({length} bytes) too large, max size: {MAX_VALUE_BYTES} bytes"))
+}
+
 pub async fn handle(
     State(state): State<AppState>,
     acl: Acl,
     method: Method,
     uri: Uri,
     RawQuery(raw_query): RawQuery,
-    body: Bytes,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::parse(raw_query.as_deref());
     let key = key_from(&uri)?;
     match method {
         Method::GET => get(&state, &acl, key, &query).await,
-        Method::PUT => put(&state, &acl, key, &query, body).await,
+        Method::PUT => put(&state, &acl, key, &query, value_of(body, &headers)?).await,
         Method::DELETE => delete(&state, &acl, key, &query).await,
         other => {
             Err(ApiError::MethodNotAllowed(format!("method {other} not allowed on /v1/kv (use GET, PUT or DELETE)")))
@@ -154,12 +175,6 @@ async fn put(state: &AppState, acl: &Acl, key: String, query: &QueryParams, body
     refuse_sessions(query)?;
     if key.is_empty() {
         return Err(ApiError::BadRequest("Missing key name: PUT /v1/kv/<key>".into()));
-    }
-    if body.len() > MAX_VALUE_BYTES {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "Request body({} bytes) too large, max size: {MAX_VALUE_BYTES} bytes",
-            body.len()
-        )));
     }
     let flags = query.u64("flags")?.unwrap_or(0);
     let cas = query.u64("cas")?;

@@ -32,6 +32,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use weft_api::catalog::Node;
+use weft_api::kv::MAX_VALUE_BYTES;
 
 use crate::agent::LeaveHandle;
 use crate::backend::Backend;
@@ -61,15 +62,18 @@ pub struct AppState {
     pub acl: Arc<crate::acl::AclState>,
 }
 
-/// Largest request body read at all (snapshot restores are the big ones);
-/// per-endpoint limits (KV values: 512 KiB) are checked by the handlers.
-const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// Largest request body read for an endpoint without a limit of its own
+/// (JSON registrations, entries, policies). KV values (512 KiB) and snapshot
+/// restores have theirs, set on their routes: a body is read no further
+/// than its route's limit, so an oversized upload costs no more memory
+/// than the limit before its 413.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/kv", any(kv::handle))
-        .route("/v1/kv/", any(kv::handle))
-        .route("/v1/kv/{*key}", any(kv::handle))
+        .route("/v1/kv", any(kv::handle).layer(DefaultBodyLimit::max(MAX_VALUE_BYTES)))
+        .route("/v1/kv/", any(kv::handle).layer(DefaultBodyLimit::max(MAX_VALUE_BYTES)))
+        .route("/v1/kv/{*key}", any(kv::handle).layer(DefaultBodyLimit::max(MAX_VALUE_BYTES)))
         .route("/v1/catalog/register", put(catalog::register).post(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister).post(catalog::deregister))
         .route("/v1/catalog/services", get(catalog::services))
@@ -111,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/connect/gateway/{id}", get(connect::gateway_snapshot))
         .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/leave", put(agent::leave))
-        .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
+        .route(
+            "/v1/snapshot",
+            get(snapshot::save).put(snapshot::restore).layer(DefaultBodyLimit::max(snapshot::MAX_BODY_BYTES)),
+        )
         .route("/v1/connect/intentions", get(intentions::list).post(intentions::create))
         .route(
             "/v1/connect/intentions/exact",

@@ -65,6 +65,11 @@ async fn save_through_a_server(state: &AppState, acl: &Acl, raw: Option<&str>) -
     Ok((headers, answer.body).into_response())
 }
 
+/// The largest snapshot `PUT /v1/snapshot` (and so `weft snapshot
+/// restore`) takes: the route reads no further. (The Raft log then carries
+/// it in parts of a megabyte.)
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
 pub async fn restore(
     State(state): State<AppState>,
     acl: Acl,

@@ -111,7 +111,8 @@ const CHECK_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// Consul's check fields Weft has no use for: accepted and ignored.
-const IGNORED_CHECK_FIELDS: &[&str] = &["tcpusetls", "shell", "h2pingusetls", "outputmaxsize", "definition", "type"];
+const IGNORED_CHECK_FIELDS: &[&str] =
+    &["tcpusetls", "shell", "h2pingusetls", "outputmaxsize", "definition", "type", "script"];
 
 /// Refuses `other` (the keys a definition did not know), naming each and
 /// the known field closest to it: `what` is "service" or "check".
