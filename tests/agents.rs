@@ -168,6 +168,12 @@ async fn services_from_config_and_api_reach_every_agent_and_checks_decide_health
         passing_nodes(&vm2_http, "web").await.filter(|n| n.is_empty())
     })
     .await;
+    // The catalog's Output says why with the status change, not a
+    // check_update_interval (5m) later.
+    let checks = get_json(&vm2_http, "/v1/health/checks/web").await.unwrap();
+    let critical = checks.as_array().unwrap().iter().find(|c| c["Status"] == "critical").cloned();
+    let output = critical.as_ref().and_then(|c| c["Output"].as_str()).unwrap_or_default().to_owned();
+    assert!(output.contains("500"), "the failing check's output in the catalog: {checks}");
     app.answer(200);
     eventually("web passing again", Duration::from_secs(10), || async {
         passing_nodes(&vm2_http, "web").await.filter(|n| n == &["vm1"])
