@@ -277,3 +277,21 @@ async fn weft_dev_needs_no_setup_and_says_what_to_try() {
     assert!(!second.status.success(), "{err}");
     assert!(err.contains(&format!("cannot listen for http on {http}")) && !err.contains("Try:"), "{err}");
 }
+
+/// `weft dev --help` lists what dev uses: not the flags for joining or
+/// bootstrapping a cluster (dev is a lone server), which `weft agent
+/// --help` and `weft validate --help` still list.
+#[test]
+fn weft_dev_help_lists_only_what_dev_uses() {
+    let joining = ["--server", "--bootstrap-expect", "--retry-join", "--join-token", "--k8s"];
+    let (code, dev, _) = weft(&["dev", "--help"]);
+    assert_eq!(code, 0);
+    assert!(dev.contains("--http-addr") && dev.contains("--acl"), "{dev}");
+    for flag in joining {
+        assert!(!dev.contains(flag), "weft dev --help lists {flag}:\n{dev}");
+    }
+    for command in ["agent", "validate"] {
+        let (_, help, _) = weft(&[command, "--help"]);
+        assert!(joining.iter().all(|flag| help.contains(flag)), "weft {command} --help:\n{help}");
+    }
+}

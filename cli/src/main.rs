@@ -12,7 +12,7 @@ mod systemd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Weft: a service mesh for VMs and Kubernetes, in the style of Consul.
 #[derive(Parser)]
@@ -83,7 +83,12 @@ enum Command {
 
 fn main() -> ExitCode {
     // `weft config` and `weft tls` also take Consul's single-dash long flags (`-kind web`).
-    let cli = Cli::parse_from(commands::consul_style_args(std::env::args_os()));
+    let command = commands::agent::hide_unused_dev_flags(Cli::command());
+    let matches = command.get_matches_from(commands::consul_style_args(std::env::args_os()));
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let threads = match &cli.command {
         Command::Connect(command) => command.proxy_threads(),
         _ => None,

@@ -151,6 +151,16 @@ impl AgentArgs {
     }
 }
 
+/// `weft agent`'s flags that `weft dev` has no use for (it is a lone
+/// server with nothing to join): still accepted, not listed by `weft dev
+/// --help`.
+const UNUSED_BY_DEV: [&str; 5] = ["server", "bootstrap_expect", "retry_join", "join_token", "k8s"];
+
+/// `cli` with [`UNUSED_BY_DEV`] hidden from `weft dev --help`.
+pub fn hide_unused_dev_flags(cli: clap::Command) -> clap::Command {
+    cli.mut_subcommand("dev", |dev| UNUSED_BY_DEV.iter().fold(dev, |dev, id| dev.mut_arg(*id, |arg| arg.hide(true))))
+}
+
 /// `weft dev`: the same flags, with dev defaults.
 #[derive(Args, Debug, Default)]
 pub struct DevArgs {
