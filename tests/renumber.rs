@@ -186,6 +186,10 @@ fn kv(key: &str) -> String {
 }
 
 async fn servers_renumbered(found: Found) {
+    if support::netns::skip("the renumbered-servers test", &TOOLS) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::Builder::new().prefix("weft-renumber-").tempdir().unwrap();
     let tag = if found == Found::ByName { "wrn" } else { "wra" };
     let mut net = Network::new(tag);
@@ -339,18 +343,10 @@ const TOOLS: [(&str, &str); 4] =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_renumbered_elect_a_leader_keep_every_key_and_client_agents_follow() {
-    if support::netns::skip("the renumbered-servers test", &TOOLS) {
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
     servers_renumbered(Found::ByAddress).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_found_by_dns_names_whose_records_change_recover_by_themselves() {
-    if support::netns::skip("the renamed-servers test", &TOOLS) {
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
     servers_renumbered(Found::ByName).await;
 }

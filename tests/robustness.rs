@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use support::netns::{exec_in, must, spawn_in, Network};
 use support::{weft_bin, Process};
 use weft_api::client::HttpClient;
@@ -51,19 +53,6 @@ const CHECK_BUDGET: usize = 4_000_000;
 
 fn key(n: usize) -> String {
     format!("jepsen/k{n:02}")
-}
-
-/// A seeded generator, so a seed replays the same choices.
-struct Rng(rand::rngs::StdRng);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(rand::SeedableRng::seed_from_u64(seed))
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        rand::Rng::gen_range(&mut self.0, 0..n)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -217,10 +206,10 @@ struct Injected {
 }
 
 /// Runs one fault: inject, wait, heal; servers that stopped are started again.
-async fn inject(servers: &mut Servers, fault: Fault, rng: &mut Rng, clock: Instant) -> Injected {
+async fn inject(servers: &mut Servers, fault: Fault, rng: &mut StdRng, clock: Instant) -> Injected {
     let leader = servers.leader();
     let target = match fault {
-        Fault::KillOne | Fault::DiskFull => Some(rng.below(3)),
+        Fault::KillOne | Fault::DiskFull => Some(rng.gen_range(0..3)),
         Fault::RestartAll | Fault::Bridge => None,
         _ => leader,
     };
@@ -285,7 +274,8 @@ async fn inject(servers: &mut Servers, fault: Fault, rng: &mut Rng, clock: Insta
 /// One client's loop: random operations on random keys, against one server
 /// and, after a failure, the next; every operation recorded.
 async fn client(id: u32, clock: Instant, stop: Arc<AtomicBool>, values: Arc<AtomicU64>, seed: u64) -> Vec<Event> {
-    let mut rng = Rng::new(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // A seed replays the same choices.
+    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut server = id as usize % 3;
     let mut history = Vec::new();
     // What this client last read of each key: (value, ModifyIndex).
@@ -293,10 +283,10 @@ async fn client(id: u32, clock: Instant, stop: Arc<AtomicBool>, values: Arc<Atom
     let now = || clock.elapsed().as_nanos() as u64;
     while !stop.load(Ordering::Relaxed) {
         let http = HttpClient::new(&format!("{}:8500", SERVERS[server]), None).with_timeout(CLIENT_TIMEOUT);
-        let key = key(rng.below(KEYS));
+        let key = key(rng.gen_range(0..KEYS));
         let value = values.fetch_add(1, Ordering::Relaxed);
         let invoked = now();
-        let (op, outcome) = match rng.below(10) {
+        let (op, outcome) = match rng.gen_range(0..10) {
             0..=3 => {
                 let response = http.get(&format!("/v1/kv/{key}?consistent")).await;
                 let read = match response {
@@ -418,14 +408,14 @@ async fn kv_histories_under_kills_pauses_partitions_and_full_disks_are_lineariza
         .collect();
 
     // The nemesis: every kind of fault in a seeded order, until the time is up.
-    let mut rng = Rng::new(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut injected = Vec::new();
     let mut order = FAULTS.to_vec();
     while clock.elapsed() < Duration::from_secs(seconds) {
         if order.is_empty() {
             order = FAULTS.to_vec();
         }
-        let fault = order.remove(rng.below(order.len()));
+        let fault = order.remove(rng.gen_range(0..order.len()));
         injected.push(inject(&mut servers, fault, &mut rng, clock).await);
     }
     stop.store(true, Ordering::Relaxed);

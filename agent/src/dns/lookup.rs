@@ -46,7 +46,7 @@ use weft_api::catalog::HealthStatus;
 use weft_api::ids::Datacenter;
 use weft_server::store::{gateways_exposing, ServiceHealth, Tables};
 
-pub use crate::config::SoaTimers;
+use crate::config::SoaTimers;
 
 /// What to answer.
 #[derive(Clone, Debug, Default, PartialEq)]
