@@ -115,16 +115,17 @@ const IGNORED_CHECK_FIELDS: &[&str] =
     &["tcpusetls", "shell", "h2pingusetls", "outputmaxsize", "definition", "type", "script"];
 
 /// Refuses `other` (the keys a definition did not know), naming each and
-/// the known field closest to it: `what` is "service" or "check".
+/// the known field closest to it, except those `ignored` lets through:
+/// `what` is "service" or "check".
 fn refuse_unknown(
     what: &str,
     other: &BTreeMap<String, Value>,
     known: &[(&str, &str)],
-    ignored: &[&str],
+    ignored: impl Fn(&str) -> bool,
 ) -> Result<(), DefinitionError> {
     let unknown: Vec<String> = other
         .keys()
-        .filter(|key| !ignored.contains(&key.as_str()) && !UNSUPPORTED_CHECK_TYPES.iter().any(|(k, _)| k == key))
+        .filter(|key| !ignored(key))
         .map(|key| match crate::decode::closest(key, known) {
             Some(meant) => format!("{key:?} (did you mean {meant:?}?)"),
             None => format!("{key:?}"),
@@ -463,7 +464,7 @@ impl ServiceDefinition {
     /// unless `script_checks` (`--enable-script-checks`).
     pub fn validate(&self, node: &NodeName, script_checks: bool) -> Result<LocalService, DefinitionError> {
         let fail = |text: String| Err(DefinitionError(text));
-        refuse_unknown("service", &self.other, SERVICE_FIELDS, IGNORED_SERVICE_FIELDS)?;
+        refuse_unknown("service", &self.other, SERVICE_FIELDS, |key| IGNORED_SERVICE_FIELDS.contains(&key))?;
         let name = self.name.clone().unwrap_or_default();
         if name.is_empty() {
             return fail("Missing service name: set Name (\"name\" in a config file)".into());
@@ -555,7 +556,12 @@ impl CheckDefinition {
         default_id: &str,
     ) -> Result<LocalCheck, DefinitionError> {
         let fail = |text: String| Err(DefinitionError(text));
-        refuse_unknown("check", &self.other, CHECK_FIELDS, IGNORED_CHECK_FIELDS)?;
+        // A check type Weft does not run is refused below, by name.
+        let ignored = |key: &str| {
+            IGNORED_CHECK_FIELDS.contains(&key)
+                || UNSUPPORTED_CHECK_TYPES.iter().any(|(unsupported, _)| *unsupported == key)
+        };
+        refuse_unknown("check", &self.other, CHECK_FIELDS, ignored)?;
         let name = self.name.clone().unwrap_or_default();
         let id = self.check_id(default_id);
         if id.is_empty() {
