@@ -84,7 +84,7 @@ impl LeafCache {
 /// How long signing waits for the service's registration on this agent to
 /// reach the catalog: the leader signs leaves only for services it sees on
 /// this node, and a sidecar or gateway asks right after registering.
-const REGISTRATION_SYNC_WAIT: Duration = Duration::from_secs(5);
+const REGISTRATION_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits (a while) until this agent's copy of the catalog has `service` on
 /// `node`, so that a leaf asked for right after registering is not refused.

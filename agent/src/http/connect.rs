@@ -28,7 +28,7 @@ use crate::local::definition::{ProxyConfig, Upstream};
 
 /// How long a leaf request waits for this agent's registration to reach the
 /// catalog (anti-entropy runs at once, but asynchronously).
-const REGISTRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+const REGISTRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn rfc3339(unix: i64) -> String {
     weft_api::timestamp::rfc3339(unix).unwrap_or_default()
