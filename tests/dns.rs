@@ -397,3 +397,101 @@ async fn forwarded_queries_in_flight_are_bounded() {
     assert!(sent > 256, "only {} queries were forwarded before the first SERVFAIL", sent - 1);
     drop(black_hole);
 }
+
+fn haproxy_available() -> bool {
+    let found = Command::new("haproxy").arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("WEFT_CI").is_none(),
+            "haproxy is required in CI (apt-get install haproxy)"
+        );
+        eprintln!("skipping: `haproxy` is not installed (apt-get install haproxy)");
+    }
+    found
+}
+
+/// HAProxy killed on drop.
+struct Haproxy(std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `show servers state <backend>` on HAProxy's stats socket: each server's
+/// (address, port, SRV target) once DNS gave it one.
+fn haproxy_servers(socket: &std::path::Path, backend: &str) -> Vec<(String, u16, String)> {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return Vec::new() };
+    let mut text = String::new();
+    if stream.write_all(format!("show servers state {backend}\n").as_bytes()).is_err()
+        || stream.read_to_string(&mut text).is_err()
+    {
+        return Vec::new();
+    }
+    // Columns: be_id be_name srv_id srv_name srv_addr ... srv_fqdn(17) srv_port(18).
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, fqdn, port) = (*fields.get(4)?, *fields.get(17)?, fields.get(18)?.parse().ok()?);
+            (address != "-" && address != "0.0.0.0").then(|| (address.to_owned(), port, fqdn.to_owned()))
+        })
+        .collect()
+}
+
+/// HAProxy's `server-template` on an SRV name with 200 instances fills its
+/// servers from Weft's DNS: the answer does not fit in a UDP message, and
+/// Weft sends as many as fit with TC (before, it sent none, and HAProxy
+/// had no servers at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_server_template_fills_from_a_200_instance_srv_name() {
+    if !dig_available() || !haproxy_available() {
+        return;
+    }
+    let cluster = Cluster::servers(1).await;
+    let fleet: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            json!({"Node": format!("big-{i}"), "Address": format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                   "Service": {"Service": "big", "Port": 9000 + i}})
+        })
+        .collect();
+    register(&cluster, &fleet).await;
+    let dns = cluster.specs[0].dns_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("stats.sock");
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  stats socket {socket} mode 600 level admin\n\
+             resolvers weft\n  nameserver weft {dns}\n  accepted_payload_size 8192\n  hold valid 1s\n\
+             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             backend big\n  server-template big 200 _big._tcp.service.weft resolvers weft init-addr none\n",
+            socket = socket.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let _haproxy = Haproxy(child);
+    let servers = support::eventually("HAProxy to fill servers from SRV", Duration::from_secs(30), || async {
+        let servers = haproxy_servers(&socket, "big");
+        (servers.len() >= 50).then_some(servers)
+    })
+    .await;
+    println!("HAProxy server-template: {} of 200 servers filled from one SRV answer", servers.len());
+    // Each server is one registered instance: its node's address and its port.
+    for (address, port, target) in &servers {
+        let i: u16 = target.strip_prefix("big-").and_then(|t| t.split('.').next()?.parse().ok()).expect(target);
+        assert_eq!((address.as_str(), *port), (format!("10.1.{}.{}", i / 250, i % 250 + 1).as_str(), 9000 + i));
+    }
+}
