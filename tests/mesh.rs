@@ -475,3 +475,83 @@ async fn two_agents_on_one_host_give_their_sidecars_different_ports() {
     })
     .await;
 }
+
+/// A sidecar's "Connect Sidecar Listening" check asks the sidecar itself
+/// (its admin port's `/ready`): a port that something else holds never
+/// passes for it, as a TCP connect would. And a sidecar whose picked port
+/// is taken before it binds it gets another port from its agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_listening_check_asks_the_sidecar_and_a_taken_port_is_repicked() {
+    let cluster = Cluster::servers(1).await;
+    let agent = cluster.client(0);
+    let sidecar_check = |service: &'static str| {
+        let agent = agent.clone();
+        async move {
+            let checks: Value = serde_json::from_slice(&agent.get("/v1/agent/checks").await.ok()?.body).ok()?;
+            let sidecar = format!("{service}-sidecar-proxy");
+            let check = checks.as_object()?.values().find(|c| c["ServiceID"] == sidecar.as_str())?;
+            Some((check["Status"].as_str()?.to_owned(), check["Output"].as_str()?.to_owned()))
+        }
+    };
+    let sidecar_port = |service: &'static str| {
+        let agent = agent.clone();
+        async move {
+            let services: Value = serde_json::from_slice(&agent.get("/v1/agent/services").await.ok()?.body).ok()?;
+            services[format!("{service}-sidecar-proxy")]["Port"].as_u64().map(|p| p as u16)
+        }
+    };
+
+    // The port the registration asks for is held by a plain listener: the
+    // sidecar cannot bind it, and its check says so instead of passing.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = squatter.local_addr().unwrap().port();
+    let registration = json!({"Name": "held", "Port": free_port(), "Connect": {"SidecarService": {"Port": held}}});
+    register(&cluster, 0, registration).await;
+    let (status, output) = eventually("the held port's check to name the sidecar", Duration::from_secs(30), || async {
+        sidecar_check("held").await.filter(|(_, output)| output.contains("held-sidecar-proxy"))
+    })
+    .await;
+    println!("listening check with the port held by another listener: {status}: {output}");
+    assert_eq!(status, "critical", "{output}");
+    assert_eq!(sidecar_port("held").await, Some(held), "a port set in the registration stays");
+
+    // A sidecar on a picked port: killed, and its port taken before the
+    // agent starts it again. The agent moves it to another port.
+    register(&cluster, 0, json!({"Name": "repicked", "Port": free_port(), "Connect": {"SidecarService": {}}})).await;
+    let first = sidecar_port("repicked").await.expect("a picked port");
+    eventually("the repicked sidecar's check to pass", Duration::from_secs(30), || async {
+        sidecar_check("repicked").await.filter(|(status, _)| status == "passing")
+    })
+    .await;
+    let pattern = format!("sidecar-for repicked --http-addr {}", agent.addr());
+    match Command::new("pkill").args(["-9", "-f", &pattern]).status() {
+        Ok(killed) => assert!(killed.success(), "no proxy process matched {pattern:?}"),
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "pkill is required in CI (apt-get install procps)");
+            eprintln!("skipping the port re-pick check: `pkill` is not installed");
+            return;
+        }
+    }
+    // The kill closes its listener; the agent restarts it a second later.
+    // (Another test's sidecar may take the port first: taken all the same.)
+    let mut taken = None;
+    for _ in 0..100 {
+        taken = std::net::TcpListener::bind(("127.0.0.1", first)).ok();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let moved = eventually("the sidecar to move to another port", Duration::from_secs(30), || async {
+        sidecar_port("repicked").await.filter(|port| *port != first)
+    })
+    .await;
+    println!("sidecar port {first} taken while its proxy was down: moved to {moved}");
+    eventually("the moved sidecar's check to pass", Duration::from_secs(30), || async {
+        sidecar_check("repicked")
+            .await
+            .filter(|(status, output)| status == "passing" && output.contains(&moved.to_string()))
+    })
+    .await;
+    drop((squatter, taken));
+}

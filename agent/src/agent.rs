@@ -253,9 +253,8 @@ impl Agent {
         )
         .map_err(AgentError::Dns)?;
         let dns = tokio::spawn(crate::dns::run(dns, listeners.dns_udp, listeners.dns_tcp, stopped(stop_rx.clone())));
-        let admin_ports = crate::connect::supervisor::AdminPorts::default();
         let state = AppState {
-            admin_ports: admin_ports.clone(),
+            admin_ports: local.admin_ports().clone(),
             backend: backend.clone(),
             config: config.clone(),
             local: local.clone(),
@@ -285,7 +284,6 @@ impl Agent {
                 local.clone(),
                 program,
                 http_addr,
-                admin_ports,
                 stopped(stop_tasks_rx.clone()),
             ))
         });

@@ -19,6 +19,24 @@ use crate::ids::{NodeName, ServiceName};
 use crate::intentions::{IntentionError, IntentionRule, IntentionSet, PathMatch};
 use crate::mesh::{IntentionAction, Protocol};
 
+/// What a proxy's admin port answers on `/ready` once it serves: which
+/// proxy it is and where its public listener is bound. The agent's
+/// "Connect Sidecar Listening" check compares both with the sidecar's
+/// registration, so a listener that belongs to something else (another
+/// agent's sidecar on the same host) never passes for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyReady {
+    /// The proxy's service ID ([`ProxySnapshot::proxy_id`]).
+    pub proxy_id: String,
+    /// Where its mutual-TLS listener is bound; `None` for a gateway.
+    pub public_listener: Option<SocketAddr>,
+}
+
+/// The exit code of `weft connect proxy` when its public listener's port is
+/// taken. The agent that runs the sidecar then gives it another port (unless
+/// the port was asked for) before starting it again.
+pub const EXIT_PUBLIC_PORT_IN_USE: u8 = 98;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProxySnapshot {
     /// The sidecar's service ID (`web-sidecar-proxy`).

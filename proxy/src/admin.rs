@@ -2,9 +2,15 @@
 //! Prometheus' text format, `/config` (what the sidecar runs on now:
 //! listeners, endpoints, intentions, certificate serial and expiry; never
 //! the private key) and `/ready`.
+//!
+//! `/ready` answers 200 with a [`ProxyReady`] (the proxy's ID and its bound
+//! public listener) only once the proxy serves: its agent's listening check
+//! reads it to know that the port it checks is this sidecar's, not just any
+//! listener's.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -14,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use weft_api::proxy::ProxyReady;
 
 use crate::accept::accept_until;
 
@@ -24,6 +31,8 @@ use crate::runtime::{current, RuntimeWatch};
 pub struct Admin {
     pub registry: Registry,
     pub runtime: RuntimeWatch,
+    /// Set once a sidecar's public listener is bound (gateways have none).
+    pub public_listener: Arc<OnceLock<SocketAddr>>,
 }
 
 /// Serves the admin port until `shutdown` resolves.
@@ -63,14 +72,26 @@ fn route(request: &Request<Incoming>, admin: &Admin) -> Response<Body> {
             Some(config) => respond(StatusCode::OK, "application/json", format!("{config:#}\n")),
             None => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration yet\n".into()),
         },
-        "/ready" => match current(&admin.runtime) {
-            Some(_) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
-            None => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "waiting for a configuration\n".into()),
-        },
+        "/ready" => ready(admin),
         _ => {
             respond(StatusCode::NOT_FOUND, "text/plain", "the admin port serves /metrics, /config and /ready\n".into())
         }
     }
+}
+
+/// `/ready`: 200 with who this proxy is and where it listens, once it
+/// serves; 503 with what it waits for until then.
+fn ready(admin: &Admin) -> Response<Body> {
+    let unavailable = |why: &str| respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n"));
+    let Some(runtime) = current(&admin.runtime) else { return unavailable("waiting for a configuration") };
+    let snapshot = &runtime.snapshot;
+    let gateway = snapshot.ingress.is_some() || snapshot.mesh_gateway.is_some();
+    let public_listener = admin.public_listener.get().copied();
+    if !gateway && public_listener.is_none() {
+        return unavailable(&format!("not listening on {} yet", snapshot.public_listener));
+    }
+    let ready = ProxyReady { proxy_id: snapshot.proxy_id.clone(), public_listener };
+    respond(StatusCode::OK, "application/json", serde_json::to_string(&ready).unwrap_or_default())
 }
 
 /// The current snapshot without its private key, and root certificates

@@ -91,6 +91,10 @@ impl SnapshotSource {
 pub enum SidecarError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    /// Exits with [`weft_api::proxy::EXIT_PUBLIC_PORT_IN_USE`], so that
+    /// the agent gives the sidecar another port.
+    #[error("cannot listen on {addr}: something else on this host listens there")]
+    PublicPortInUse { addr: SocketAddr },
     #[error("the agent refused the sidecar's ACL token: {answer}")]
     TokenRefused { answer: String },
 }
@@ -135,9 +139,10 @@ pub async fn run(
         }
     };
 
+    let public_listener = Arc::new(std::sync::OnceLock::new());
     if let Some(addr) = admin_bind {
         let listener = TcpListener::bind(addr).await.map_err(|source| SidecarError::Listen { addr, source })?;
-        let admin = Arc::new(Admin { registry, runtime: runtime.clone() });
+        let admin = Arc::new(Admin { registry, runtime: runtime.clone(), public_listener: public_listener.clone() });
         tokio::spawn(admin::serve(listener, admin, stopped()));
         tracing::info!(%addr, "admin port ready");
     }
@@ -166,7 +171,11 @@ pub async fn run(
         return outcome();
     }
     let public = first.snapshot.public_listener;
-    let listener = TcpListener::bind(public).await.map_err(|source| SidecarError::Listen { addr: public, source })?;
+    let listener = TcpListener::bind(public).await.map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => SidecarError::PublicPortInUse { addr: public },
+        _ => SidecarError::Listen { addr: public, source },
+    })?;
+    let _ = public_listener.set(public);
     let inbound = Arc::new(Inbound::new(runtime.clone(), metrics.clone(), access_log.clone()));
     let serving = tokio::spawn(inbound::serve(listener, inbound, stopped()));
     tokio::spawn(crate::transparent::serve(runtime.clone(), metrics.clone(), access_log.clone(), stopped()));

@@ -25,10 +25,10 @@ use weft_server::store::{
     resolver_load_balancer, upstream_config, ServiceHealth, StateStore, Table, Tables, DEFAULT_CONNECT_TIMEOUT_MS,
 };
 
-use super::supervisor::AdminPorts;
 use super::LeafCache;
 use crate::config::AgentConfig;
 use crate::local::definition::ProxyConfig;
+use crate::local::AdminPorts;
 use crate::local::LocalState;
 
 /// The tables a snapshot reads: a change in any may change it.

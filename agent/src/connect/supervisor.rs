@@ -7,37 +7,19 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 use weft_api::ids::ServiceId;
+use weft_api::proxy::EXIT_PUBLIC_PORT_IN_USE;
 
-use crate::local::LocalState;
+use crate::local::{AdminPorts, LocalState};
 
 /// A proxy that ran this long before exiting is restarted at once.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Where each running sidecar serves its admin port: a free loopback port
-/// picked at each start, so `weft proxy config-dump` can find it.
-#[derive(Clone, Default)]
-pub struct AdminPorts(Arc<Mutex<HashMap<ServiceId, SocketAddr>>>);
-
-impl AdminPorts {
-    pub fn get(&self, sidecar: &ServiceId) -> Option<SocketAddr> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(sidecar).copied()
-    }
-
-    fn set(&self, sidecar: &ServiceId, admin: Option<SocketAddr>) {
-        let mut ports = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match admin {
-            Some(admin) => ports.insert(sidecar.clone(), admin),
-            None => ports.remove(sidecar),
-        };
-    }
-}
 
 /// A loopback port free right now.
 fn free_loopback_port() -> Option<SocketAddr> {
@@ -49,10 +31,11 @@ pub async fn supervise(
     local: Arc<LocalState>,
     program: PathBuf,
     agent_http: SocketAddr,
-    admin_ports: AdminPorts,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let admin_ports = local.admin_ports().clone();
+    admin_ports.set_supervised();
     let mut changes = local.watch();
     let mut running: HashMap<ServiceId, JoinHandle<()>> = HashMap::new();
     loop {
@@ -115,6 +98,15 @@ async fn keep_running(program: PathBuf, run: SidecarRun, agent_http: SocketAddr,
         let child = command.stdin(std::process::Stdio::null()).kill_on_drop(true).spawn();
         match child {
             Ok(mut child) => match child.wait().await {
+                Ok(status) if status.code() == Some(i32::from(EXIT_PUBLIC_PORT_IN_USE)) => {
+                    // Another process took the port between the pick and the bind.
+                    match local.repick_sidecar_port(&parent) {
+                        Some(port) => tracing::warn!(service = %parent, port, "sidecar port taken; moved the sidecar"),
+                        None => {
+                            tracing::warn!(service = %parent, "the sidecar's port (set in its registration) is taken")
+                        }
+                    }
+                }
                 Ok(status) => tracing::warn!(service = %parent, %status, "sidecar proxy exited; restarting"),
                 Err(error) => tracing::warn!(service = %parent, %error, "lost the sidecar proxy; restarting"),
             },

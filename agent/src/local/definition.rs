@@ -368,6 +368,11 @@ pub enum CheckRunner {
     /// Set from outside (`/v1/agent/check/pass|warn|fail`); critical when
     /// not refreshed within `ttl`.
     Ttl { ttl: Duration },
+    /// A sidecar's "Connect Sidecar Listening" check, probed every
+    /// `interval`: its proxy's admin port must say that it is `sidecar` and
+    /// listens on `port`, and `address:port` must take a connection. A TCP
+    /// connect alone would pass on whatever listens there.
+    Sidecar { sidecar: ServiceId, address: String, port: u16, interval: Duration, timeout: Duration },
 }
 
 /// Checks are probed at most this often (a shorter `Interval` is raised to it).

@@ -10,6 +10,7 @@
 //! **Architecture Invariant:** the catalog is never written for this node's
 //! services or checks except by [`sync`], from this state.
 
+mod admin_ports;
 pub mod definition;
 mod persist;
 pub mod runner;
@@ -26,6 +27,7 @@ use weft_api::catalog::{Check, HealthStatus, Service};
 use weft_api::ids::{CheckId, NodeName, ServiceId};
 
 use crate::config::{AgentConfig, ConfigErrors, Definitions};
+pub use admin_ports::AdminPorts;
 use definition::{
     CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ProxyDefinition,
     ServiceDefinition, SidecarRequest,
@@ -70,6 +72,7 @@ pub struct LocalState {
     restored_ttl: Mutex<BTreeMap<CheckId, persist::TtlState>>,
     /// Bumped on every change: wakes anti-entropy and `?hash` blocking queries.
     version: watch::Sender<u64>,
+    admin_ports: AdminPorts,
 }
 
 #[derive(Default)]
@@ -159,6 +162,7 @@ impl LocalState {
             persist_dir,
             entries: Mutex::new(Entries::default()),
             version: watch::Sender::new(0),
+            admin_ports: AdminPorts::default(),
         });
         let (services, checks) = persist::load(&state.persist_dir);
         for definition in services {
@@ -185,6 +189,11 @@ impl LocalState {
         &self.node
     }
 
+    /// Where this agent's sidecars serve their admin ports.
+    pub fn admin_ports(&self) -> &AdminPorts {
+        &self.admin_ports
+    }
+
     /// Adds a service and its checks, or updates it in place (see
     /// [`Reregistration`]); a sidecar it asks for is added or updated with it.
     pub fn add_service(
@@ -193,18 +202,58 @@ impl LocalState {
         source: Source,
         how: Reregistration,
     ) -> Result<ServiceId, DefinitionError> {
+        let id = self.install_with_sidecar(&mut self.entries(), definition, source, how, None)?;
+        self.changed(source);
+        Ok(id)
+    }
+
+    /// Gives the sidecar of `parent` another port from the sidecar range,
+    /// after its proxy found its port taken (another process bound it after
+    /// the agent picked it). `None` when the port was set in the
+    /// registration (the user's choice stays), or none is left.
+    pub fn repick_sidecar_port(self: &Arc<Self>, parent: &ServiceId) -> Option<u16> {
+        let sidecar_id = ServiceId::new(format!("{parent}-sidecar-proxy"));
+        let port = {
+            let mut entries = self.entries();
+            let entry = entries.services.get(parent)?;
+            if entry.definition.sidecar_request().ok()??.port.is_some() {
+                return None;
+            }
+            let (definition, source) = (entry.definition.clone(), entry.source);
+            let taken = entries.services.get(&sidecar_id)?.service.port;
+            let installed =
+                self.install_with_sidecar(&mut entries, definition, source, Reregistration::Reload, Some(taken));
+            if let Err(error) = installed {
+                tracing::warn!(service = %parent, %error, "cannot move the sidecar to another port");
+                return None;
+            }
+            entries.services.get(&sidecar_id)?.service.port
+        };
+        self.changed(Source::Config);
+        Some(port)
+    }
+
+    /// [`add_service`](Self::add_service) under the entries' lock; a new
+    /// sidecar port is never `avoid`.
+    fn install_with_sidecar(
+        self: &Arc<Self>,
+        entries: &mut Entries,
+        definition: ServiceDefinition,
+        source: Source,
+        how: Reregistration,
+        avoid: Option<u16>,
+    ) -> Result<ServiceId, DefinitionError> {
         let local = definition.validate(&self.node, self.script_checks)?;
         let sidecar = definition.sidecar_request()?;
         let id = local.service.id.clone();
         {
-            let mut entries = self.entries();
             let sidecar = match sidecar {
                 None => None,
-                Some(request) => Some(self.sidecar_for(&entries, &local.service, request)?),
+                Some(request) => Some(self.sidecar_for(entries, &local.service, request, avoid)?),
             };
             let checks = with_specs(local.checks, &definition);
             let parent = ServiceEntry { service: local.service, definition, source, sidecar_of: None };
-            self.install_service(&mut entries, parent, checks, how);
+            self.install_service(entries, parent, checks, how);
             let sidecar_id = ServiceId::new(format!("{id}-sidecar-proxy"));
             match sidecar {
                 None => {
@@ -222,11 +271,10 @@ impl LocalState {
                         Reregistration::Reload => Reregistration::Reload,
                         Reregistration::Api { .. } => Reregistration::Api { replace_existing_checks: true },
                     };
-                    self.install_service(&mut entries, entry, checks, how);
+                    self.install_service(entries, entry, checks, how);
                 }
             }
         }
-        self.changed(source);
         Ok(id)
     }
 
@@ -294,12 +342,15 @@ impl LocalState {
     /// The sidecar service for `service`: on the requested port, or on the
     /// port it already has, or on the first port of the sidecar range that
     /// no other sidecar of this agent has and nothing on this host listens
-    /// on now (another agent's sidecar, on a host that runs two agents).
+    /// on now (another agent's sidecar, on a host that runs two agents);
+    /// never on `avoid`, unless requested. Its listening check asks the
+    /// sidecar itself (see [`CheckRunner::Sidecar`]).
     fn sidecar_for(
         &self,
         entries: &Entries,
         service: &Service,
         request: SidecarRequest,
+        avoid: Option<u16>,
     ) -> Result<(LocalService, ServiceDefinition, ProxyConfig), DefinitionError> {
         let sidecar_id = ServiceId::new(format!("{}-sidecar-proxy", service.id));
         let taken: Vec<u16> = entries
@@ -310,14 +361,23 @@ impl LocalState {
             .collect();
         let port = request
             .port
-            .or_else(|| entries.services.get(&sidecar_id).map(|s| s.service.port))
-            .or_else(|| self.sidecar_ports.clone().find(|p| !taken.contains(p) && self.port_is_free(*p)))
+            .or_else(|| entries.services.get(&sidecar_id).map(|s| s.service.port).filter(|p| Some(*p) != avoid))
+            .or_else(|| {
+                let mut range = self.sidecar_ports.clone();
+                range.find(|p| !taken.contains(p) && Some(*p) != avoid && self.port_is_free(*p))
+            })
             .ok_or_else(|| {
                 let (low, high) = (self.sidecar_ports.start(), self.sidecar_ports.end());
                 DefinitionError(format!("no free sidecar port left in {low}-{high} (ports.sidecar_min_port/max_port)"))
             })?;
         let definition = ServiceDefinition::sidecar_definition(service, &self.address, port);
-        let sidecar = definition.validate(&self.node, false)?;
+        let mut sidecar = definition.validate(&self.node, false)?;
+        for check in &mut sidecar.checks {
+            if let CheckRunner::Probe { interval, timeout, .. } = check.runner {
+                let sidecar = sidecar_id.clone();
+                check.runner = CheckRunner::Sidecar { sidecar, address: self.address.clone(), port, interval, timeout };
+            }
+        }
         let proxy = ProxyConfig {
             destination_service_name: service.name.clone(),
             destination_service_id: service.id.clone(),
@@ -574,7 +634,7 @@ impl LocalState {
     ) -> CheckEntry {
         let ttl_deadline = match local.runner {
             CheckRunner::Ttl { ttl } => Some(self.restore_ttl(&mut local).unwrap_or_else(|| Instant::now() + ttl)),
-            CheckRunner::Probe { .. } => None,
+            CheckRunner::Probe { .. } | CheckRunner::Sidecar { .. } => None,
         };
         let critical_since = (local.check.status == HealthStatus::Critical).then(Instant::now);
         let task = Some(runner::spawn(Arc::downgrade(self), local.clone()));

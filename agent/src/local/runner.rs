@@ -13,7 +13,10 @@ use rand::Rng;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use weft_api::catalog::HealthStatus;
-use weft_checks::{Debounce, Probe};
+use weft_api::client::HttpClient;
+use weft_api::ids::ServiceId;
+use weft_api::proxy::ProxyReady;
+use weft_checks::{Debounce, Probe, ProbeResult};
 
 use super::definition::{CheckRunner, LocalCheck};
 use super::LocalState;
@@ -32,15 +35,76 @@ const EXPIRED_RECHECK: Duration = Duration::from_secs(1);
 /// Starts the runner for `check`.
 pub fn spawn(state: Weak<LocalState>, check: LocalCheck) -> AbortHandle {
     let task = match check.runner.clone() {
-        CheckRunner::Probe { probe, interval, timeout } => {
-            tokio::spawn(run_probe(state, check, probe, interval, timeout))
+        CheckRunner::Probe { probe, interval, timeout } => tokio::spawn(run_probe(state, check, interval, move || {
+            let probe = probe.clone();
+            async move { weft_checks::run(&probe, timeout).await }
+        })),
+        CheckRunner::Sidecar { sidecar, address, port, interval, timeout } => {
+            let weak = state.clone();
+            tokio::spawn(run_probe(state, check, interval, move || {
+                let sidecar = SidecarProbe { sidecar: sidecar.clone(), address: address.clone(), port, timeout };
+                probe_sidecar(weak.clone(), sidecar)
+            }))
         }
         CheckRunner::Ttl { .. } => tokio::spawn(run_ttl(state, check)),
     };
     task.abort_handle()
 }
 
-async fn run_probe(state: Weak<LocalState>, check: LocalCheck, probe: Probe, interval: Duration, timeout: Duration) {
+/// What a sidecar's listening check asks: see [`CheckRunner::Sidecar`].
+struct SidecarProbe {
+    sidecar: ServiceId,
+    address: String,
+    port: u16,
+    timeout: Duration,
+}
+
+/// Runs a sidecar's listening check once. Where this agent does not run
+/// its sidecars (it could not find its own program), nothing reports an
+/// admin port and a TCP connect is all there is to try.
+async fn probe_sidecar(state: Weak<LocalState>, probe: SidecarProbe) -> ProbeResult {
+    let SidecarProbe { sidecar, address, port, timeout } = probe;
+    let critical = |output: String| ProbeResult { status: HealthStatus::Critical, output };
+    let tcp = Probe::Tcp { address: format!("{address}:{port}") };
+    let Some(admin_ports) = state.upgrade().map(|s| s.admin_ports().clone()) else {
+        return critical("the agent is stopping".into());
+    };
+    if !admin_ports.supervised() {
+        return weft_checks::run(&tcp, timeout).await;
+    }
+    let Some(admin) = admin_ports.get(&sidecar) else {
+        return critical(format!("the sidecar proxy {sidecar} is not running"));
+    };
+    let answer = HttpClient::new(&admin.to_string(), None).with_timeout(timeout).get("/ready").await;
+    let ready = match answer {
+        Err(error) => {
+            return critical(format!("the sidecar proxy {sidecar} does not answer on its admin port: {error}"))
+        }
+        Ok(answer) if answer.status != 200 => {
+            return critical(format!("the sidecar proxy {sidecar} is not ready: {}", answer.text().trim()));
+        }
+        Ok(answer) => serde_json::from_slice::<ProxyReady>(&answer.body),
+    };
+    match ready {
+        Ok(ready) if ready.proxy_id == sidecar.as_str() && ready.public_listener.map(|a| a.port()) == Some(port) => {
+            weft_checks::run(&tcp, timeout).await
+        }
+        Ok(ready) => critical(format!(
+            "the sidecar proxy {sidecar} does not listen on port {port}: {admin} answers for {} listening on {}",
+            ready.proxy_id,
+            ready.public_listener.map_or("nothing".into(), |a| a.to_string())
+        )),
+        Err(error) => critical(format!("{admin} is not the sidecar proxy {sidecar}'s admin port: {error}")),
+    }
+}
+
+/// Runs `probe` every `interval` (sooner until it first passes), through
+/// the check's debounce, into the state.
+async fn run_probe<F, Fut>(state: Weak<LocalState>, check: LocalCheck, interval: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ProbeResult>,
+{
     let id = check.check.id.clone();
     let mut debounce = Debounce::new(
         check.success_before_passing,
@@ -54,7 +118,7 @@ async fn run_probe(state: Weak<LocalState>, check: LocalCheck, probe: Probe, int
     loop {
         tokio::time::sleep_until(next).await;
         let started = Instant::now();
-        let result = weft_checks::run(&probe, timeout).await;
+        let result = probe().await;
         let status = debounce.observe(result.status);
         next = started + interval;
         if status == HealthStatus::Passing {

@@ -162,8 +162,14 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
         _ => anyhow::bail!("give --sidecar-for, or --service with --service-addr and --listen"),
     };
-    weft_proxy::sidecar::run(args.api.client(), source, args.admin_bind, super::agent::shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+    match weft_proxy::sidecar::run(args.api.client(), source, args.admin_bind, super::agent::shutdown_signal()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error @ weft_proxy::sidecar::SidecarError::PublicPortInUse { .. }) => {
+            tracing::error!(%error, "exiting; the agent picks another port for this sidecar unless its port was set");
+            Ok(ExitCode::from(weft_api::proxy::EXIT_PUBLIC_PORT_IN_USE))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Has the kernel end this process when its parent dies, so a sidecar
