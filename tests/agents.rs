@@ -302,7 +302,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let good = json!({"Name": "web", "Port": 80});
     assert_eq!(client.put("/v1/agent/service/register", good.to_string()).await.unwrap().status, 200);
     let before = get_json(&client, "/v1/agent/services").await.unwrap();
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 11] = [
         ("{\"Name\": \"web\", ", "malformed JSON"),
         // A typo is named with the field meant, at any depth, whatever its case.
         (r#"{"Name": "web", "Port": 80, "Chek": {"TTL": "10s"}}"#, r#""chek" (did you mean "Check"?)"#),
@@ -314,6 +314,11 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         // An unknown check type is named, not ignored.
         (r#"{"Name": "web", "Check": {"UDP": "x", "Interval": "10s"}}"#, "UDP"),
         (r#"{"Name": "web", "Kind": "connect-proxy", "Port": 21000}"#, "DestinationServiceName"),
+        (
+            r#"{"Name": "web", "Connect": {"SidecarService": {"Proxy": {"Upstreams": [{"DestinationName": "db", "LocalBindPort": 9191, "LocalBindPrt": 1}]}}}}"#,
+            r#""localbindprt" (did you mean "LocalBindPort"?)"#,
+        ),
+        (r#"{"Name": "web", "Connect": {"SidecarServce": {}}}"#, r#""sidecarservce" (did you mean "SidecarService"?)"#),
     ];
     for (body, expected) in cases {
         let response = client.put("/v1/agent/service/register", body).await.unwrap();
@@ -328,6 +333,11 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     assert_eq!(response.status, 400);
     assert!(response.text().contains("enable_script_checks"), "{}", response.text());
     assert_eq!(get_json(&client, "/v1/agent/services").await.unwrap(), before);
+    // ... at every depth.
+    let consul = json!({"Name": "native", "Port": 81,
+                        "Connect": {"Native": false, "SidecarService": {"Tags": ["x"], "Proxy": {"Expose": {}}}}});
+    let response = client.put("/v1/agent/service/register", consul.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
     let unknown = client.put("/v1/agent/check/pass/nope", Vec::new()).await.unwrap();
     assert_eq!(unknown.status, 404);
 

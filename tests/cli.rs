@@ -137,6 +137,36 @@ fn validate_checks_config_files_and_directories_without_starting_anything() {
         stderr.contains(r#""chek" (did you mean "Check"?)"#) && stderr.contains(r#""tagz" (did you mean "Tags"?)"#),
         "{stderr}"
     );
+    // ... at every depth, with the file and the line of the service.
+    let deep = dir.path().join("deep.hcl");
+    std::fs::write(
+        &deep,
+        "service {\n  name = \"web\"\n  port = 80\n}\nservice {\n  name = \"api\"\n  port = 81\n  connect {\n    \
+         sidecar_service {\n      proxy {\n        upstreamz = []\n      }\n    }\n  }\n}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = weft(&["validate", config.to_str().unwrap(), deep.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "{}:5: service #2: unknown field in the Connect.SidecarService.Proxy definition: \"upstreamz\" (did you mean \"Upstreams\"?)",
+        deep.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    // Agent settings: every wrong one in a file, each with its line and key.
+    let settings = dir.path().join("settings.hcl");
+    std::fs::write(&settings, "datacenter = \"dc1\"\nserver = yes\nports {\n  http = \"x\"\n}\nnode_nmae = \"a\"\n")
+        .unwrap();
+    let (code, _, stderr) = weft(&["validate", settings.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    let at = |line: usize, text: &str| format!("{}:{line}: {text}", settings.display());
+    for expected in [
+        at(2, "server: invalid type"),
+        at(4, "ports.http: invalid type"),
+        at(6, "node_nmae: unknown setting (did you mean node_name?)"),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} in {stderr}");
+    }
 
     // `weft agent`'s flags, as the README's client agent is started: a
     // directory with only services in it is valid with them, not without.

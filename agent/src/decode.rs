@@ -57,6 +57,57 @@ pub fn closest<'a>(key: &str, known: &[(&str, &'a str)]) -> Option<&'a str> {
         .map(|(_, shown)| shown)
 }
 
+/// The field names of a struct deriving `Deserialize`: serde hands them to
+/// `deserialize_struct`, where a deserializer that holds nothing records
+/// them. For suggesting the field meant by an unknown key.
+pub fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldRecorder(&mut fields));
+    fields
+}
+
+struct FieldRecorder<'a>(&'a mut &'static [&'static str]);
+
+#[derive(Debug)]
+struct Recorded;
+
+impl std::fmt::Display for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fields recorded")
+    }
+}
+
+impl std::error::Error for Recorded {}
+
+impl serde::de::Error for Recorded {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Recorded
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldRecorder<'_> {
+    type Error = Recorded;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Recorded> {
+        Err(Recorded)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Recorded> {
+        *self.0 = fields;
+        Err(Recorded)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
 /// Levenshtein distance: insertions, deletions and substitutions.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

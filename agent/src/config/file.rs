@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::locate;
 use super::ConfigProblem;
 
 /// Settings as written in a file (or given as flags). Unknown keys are an
@@ -91,6 +92,12 @@ pub struct ConfigFile {
     pub connect: Option<ConnectFile>,
     #[serde(skip)]
     pub dev_mode: Option<bool>,
+    /// Where each service and check definition was written (`file:line`),
+    /// in the order [`service_definitions`](Self::service_definitions) and
+    /// [`check_definitions`](Self::check_definitions) list them; set by
+    /// [`read`](Self::read).
+    #[serde(skip)]
+    pub origins: Origins,
     /// Weft, client agents: the CA servers' certificates chain to, inline
     /// (an injected pod's agent has it from its environment).
     #[serde(skip)]
@@ -275,19 +282,96 @@ pub struct Ports {
 
 impl ConfigFile {
     /// Reads a `.hcl` or `.json` file (by extension; anything else is tried as HCL).
-    pub fn read(path: &Path) -> Result<ConfigFile, ConfigProblem> {
+    pub fn read(path: &Path) -> Result<ConfigFile, Vec<ConfigProblem>> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigProblem(format!("cannot read config file {}: {e}", path.display())))?;
+            .map_err(|e| vec![ConfigProblem(format!("cannot read config file {}: {e}", path.display()))])?;
         let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
-        Self::parse(&text, is_json).map_err(|reason| ConfigProblem(format!("{}: {reason}", path.display())))
+        let mut file = Self::parse(&text, is_json).map_err(|errors| {
+            let problems = errors.into_iter().map(|error| {
+                let at = error.line.map(|line| format!(":{line}")).unwrap_or_default();
+                ConfigProblem(format!("{}{at}: {}", path.display(), error.message))
+            });
+            problems.collect::<Vec<_>>()
+        })?;
+        let place = |lines: Vec<usize>, count: usize| -> Vec<String> {
+            // Lines only when they pair up with the definitions one to one.
+            let lines = if lines.len() == count { lines.into_iter().map(Some).collect() } else { vec![None; count] };
+            lines
+                .into_iter()
+                .map(|line| match line {
+                    Some(line) => format!("{}:{line}", path.display()),
+                    None => path.display().to_string(),
+                })
+                .collect()
+        };
+        let (services, checks) = match is_json {
+            true => (Vec::new(), Vec::new()),
+            false => (
+                locate::hcl_definition_lines(&text, "service", "services"),
+                locate::hcl_definition_lines(&text, "check", "checks"),
+            ),
+        };
+        file.origins = Origins {
+            services: place(services, file.service_definitions().len()),
+            checks: place(checks, file.check_definitions().len()),
+        };
+        Ok(file)
     }
 
-    /// Parses file contents; the error names what is wrong.
-    pub fn parse(text: &str, is_json: bool) -> Result<ConfigFile, String> {
+    /// Parses file contents. Every setting that is wrong is reported (its
+    /// key, and its line where it can be found), not only the first; an
+    /// unknown key comes with the setting meant.
+    pub fn parse(text: &str, is_json: bool) -> Result<ConfigFile, Vec<ParseError>> {
         if is_json {
-            serde_json::from_str(text).map_err(|e| format!("invalid JSON config: {e}"))
+            let mut json = serde_json::Deserializer::from_str(text);
+            let first = match serde_path_to_error::deserialize(&mut json) {
+                Ok(file) => return Ok(file),
+                Err(error) => error,
+            };
+            // One setting at a time, for every error; the streaming parse's
+            // error has the line of the first.
+            let first_path = first.path().to_string();
+            let first_line = first.inner().line();
+            let Ok(Value::Object(settings)) = serde_json::from_str::<Value>(text) else {
+                return Err(vec![ParseError {
+                    line: Some(first_line),
+                    message: format!("invalid JSON: {}", first.inner()),
+                }]);
+            };
+            let errors = settings.into_iter().filter_map(|(key, value)| {
+                let one = Value::Object([(key.clone(), value)].into_iter().collect());
+                let error = serde_path_to_error::deserialize::<_, ConfigFile>(one).err()?;
+                let path = error.path().to_string();
+                let line = (path == first_path).then_some(first_line);
+                Some(ParseError { line, message: setting_error(&key, &path, &error.into_inner().to_string()) })
+            });
+            Err(errors.collect())
         } else {
-            hcl::from_str(text).map_err(|e| format!("invalid HCL config: {e}"))
+            let body: hcl::Body =
+                hcl::parse(text).map_err(|e| vec![ParseError { line: None, message: format!("invalid HCL: {e}") }])?;
+            if let Ok(file) = hcl::from_body(body.clone()) {
+                return Ok(file);
+            }
+            // One setting at a time (repeated blocks together), for every error.
+            let mut settings: Vec<(String, Vec<hcl::Structure>)> = Vec::new();
+            for structure in body.into_inner() {
+                let key = match &structure {
+                    hcl::Structure::Attribute(attribute) => attribute.key.as_str().to_owned(),
+                    hcl::Structure::Block(block) => block.identifier.as_str().to_owned(),
+                };
+                match settings.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, group)) => group.push(structure),
+                    None => settings.push((key, vec![structure])),
+                }
+            }
+            let errors = settings.into_iter().filter_map(|(key, group)| {
+                let one = hcl::de::Deserializer::from_body(group.into_iter().collect());
+                let error = serde_path_to_error::deserialize::<_, ConfigFile>(one).err()?;
+                let line = locate::hcl_line(text, &locate::steps(error.path()));
+                let path = error.path().to_string();
+                Some(ParseError { line, message: setting_error(&key, &path, &error.into_inner().to_string()) })
+            });
+            Err(errors.collect())
         }
     }
 
@@ -339,6 +423,8 @@ impl ConfigFile {
         self.services.extend(later.services);
         self.checks.extend(blocks(later.check));
         self.checks.extend(later.checks);
+        self.origins.services.extend(later.origins.services);
+        self.origins.checks.extend(later.origins.checks);
     }
 
     /// Every service definition from this file, in order.
@@ -350,6 +436,45 @@ impl ConfigFile {
     pub fn check_definitions(&self) -> Vec<Value> {
         blocks(self.check.clone()).into_iter().chain(self.checks.iter().cloned()).collect()
     }
+}
+
+/// Where definitions were written: `file:line` (or `file` where the line
+/// is not known), one per definition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origins {
+    pub services: Vec<String>,
+    pub checks: Vec<String>,
+}
+
+/// Why a config file does not parse: what is wrong (naming the key), and
+/// the line if known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// What is wrong with the setting `key` (serde's `error` at `path`): an
+/// unknown key comes with the one meant, if one is close.
+fn setting_error(key: &str, path: &str, error: &str) -> String {
+    let fields = crate::decode::struct_fields::<ConfigFile>();
+    if !fields.contains(&key) {
+        let known: Vec<(&str, &str)> = fields.iter().map(|f| (*f, *f)).collect();
+        return match crate::decode::closest(key, &known) {
+            Some(meant) => format!("{key}: unknown setting (did you mean {meant}?)"),
+            None => format!("{key}: unknown setting"),
+        };
+    }
+    format!("{path}: {error}")
 }
 
 /// One `name { ... }` block is an object; repeated blocks arrive as a list.
@@ -383,8 +508,21 @@ mod tests {
 
     #[test]
     fn a_typo_is_an_error_that_names_the_key() {
-        let error = ConfigFile::parse("node_nmae = \"s1\"", false).unwrap_err();
-        assert!(error.contains("node_nmae"), "{error}");
+        let errors = ConfigFile::parse("node_nmae = \"s1\"", false).unwrap_err();
+        assert_eq!(errors[0].message, "node_nmae: unknown setting (did you mean node_name?)");
+        assert_eq!(errors[0].line, Some(1));
+        // Every wrong setting, each with its key and line, in HCL and JSON.
+        let text = "datacenter = \"dc1\"\nserver = yes\nports {\n  http = \"x\"\n}\nretry_jion = []\n";
+        let errors = ConfigFile::parse(text, false).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> =
+            errors.iter().map(|e| (e.line, &e.message[..e.message.find(':').unwrap()])).collect();
+        assert_eq!(found, [(Some(2), "server"), (Some(4), "ports.http"), (Some(6), "retry_jion")], "{errors:?}");
+        let errors =
+            ConfigFile::parse("{\n  \"ports\": {\n    \"http\": \"x\"\n  },\n  \"server\": 1\n}", true).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].message.starts_with("ports.http: invalid type"), "{errors:?}");
+        assert_eq!(errors[0].line, Some(3));
+        assert!(errors[1].message.starts_with("server: invalid type"), "{errors:?}");
     }
 
     #[test]

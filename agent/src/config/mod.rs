@@ -7,6 +7,7 @@
 
 mod acl;
 mod file;
+mod locate;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -149,22 +150,27 @@ fn definitions(
     problems: &mut Vec<ConfigProblem>,
 ) -> Definitions {
     let mut out = Definitions::default();
+    // `file:line: service #2: ...`, where the file is known.
+    let problem = |origins: &[String], what: &str, n: usize, error: String| {
+        let place = origins.get(n).map(|origin| format!("{origin}: ")).unwrap_or_default();
+        ConfigProblem(format!("{place}{what} #{}: {error}", n + 1))
+    };
     for (n, value) in file.service_definitions().into_iter().enumerate() {
         match decode_value::<ServiceDefinition>(value) {
             Ok(definition) => match definition.validate(node, script_checks) {
                 Ok(_) => out.services.push(definition),
-                Err(e) => problems.push(ConfigProblem(format!("service #{}: {e}", n + 1))),
+                Err(e) => problems.push(problem(&file.origins.services, "service", n, e.to_string())),
             },
-            Err(e) => problems.push(ConfigProblem(format!("service #{}: {e}", n + 1))),
+            Err(e) => problems.push(problem(&file.origins.services, "service", n, e)),
         }
     }
     for (n, value) in file.check_definitions().into_iter().enumerate() {
         match decode_value::<CheckDefinition>(value) {
             Ok(definition) => match definition.validate(node, script_checks, "") {
                 Ok(_) => out.checks.push(definition),
-                Err(e) => problems.push(ConfigProblem(format!("check #{}: {e}", n + 1))),
+                Err(e) => problems.push(problem(&file.origins.checks, "check", n, e.to_string())),
             },
-            Err(e) => problems.push(ConfigProblem(format!("check #{}: {e}", n + 1))),
+            Err(e) => problems.push(problem(&file.origins.checks, "check", n, e.to_string())),
         }
     }
     out
@@ -211,7 +217,7 @@ pub fn read_sources(files: &[PathBuf], dirs: &[PathBuf]) -> Result<ConfigFile, C
     for path in paths {
         match ConfigFile::read(&path) {
             Ok(file) => merged.merge(file),
-            Err(problem) => problems.push(problem),
+            Err(mut found) => problems.append(&mut found),
         }
     }
     if problems.is_empty() {

@@ -287,6 +287,7 @@ fn standalone_spec(query: &QueryParams) -> Result<SidecarSpec, ApiError> {
                 destination_type: None,
                 datacenter: None,
                 config: None,
+                other: Default::default(),
             })
         })
         .collect::<Result<_, ApiError>>()?;

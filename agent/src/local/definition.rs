@@ -230,19 +230,30 @@ fn is_set(value: &Value) -> bool {
 }
 
 /// `Connect { SidecarService { Port, Proxy { Upstreams } } }`, as much of it
-/// as Weft acts on.
+/// as Weft acts on. At every level, a key that is none of Consul's is
+/// refused (with the field meant), and Consul's fields Weft does not act on
+/// are accepted and ignored.
 #[derive(Clone, Debug, Default, Deserialize)]
 struct ConnectDefinition {
     #[serde(rename = "sidecarservice", default)]
     sidecar_service: Option<SidecarDefinition>,
+    #[serde(flatten, default)]
+    other: BTreeMap<String, Value>,
 }
 
+/// Consul's `Connect` fields.
+const CONNECT_FIELDS: &[(&str, &str)] = &[("sidecarservice", "SidecarService"), ("native", "Native")];
+
+/// `Connect.SidecarService`: any of a service's fields; Weft builds the
+/// sidecar's registration itself and takes only `Port` and `Proxy`.
 #[derive(Clone, Debug, Default, Deserialize)]
 struct SidecarDefinition {
     #[serde(rename = "port", default)]
     port: Option<i64>,
     #[serde(rename = "proxy", default)]
     proxy: Option<SidecarProxyDefinition>,
+    #[serde(flatten, default)]
+    other: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -252,6 +263,63 @@ struct SidecarProxyDefinition {
     /// `""`/`direct`, or `transparent`.
     #[serde(rename = "mode", default)]
     mode: Option<String>,
+    #[serde(flatten, default)]
+    other: BTreeMap<String, Value>,
+}
+
+/// Consul's proxy fields (`Proxy` of a sidecar or of a `connect-proxy`).
+const PROXY_FIELDS: &[(&str, &str)] = &[
+    ("destinationservicename", "DestinationServiceName"),
+    ("destinationserviceid", "DestinationServiceID"),
+    ("localserviceaddress", "LocalServiceAddress"),
+    ("localserviceport", "LocalServicePort"),
+    ("localservicesocketpath", "LocalServiceSocketPath"),
+    ("mode", "Mode"),
+    ("transparentproxy", "TransparentProxy"),
+    ("config", "Config"),
+    ("upstreams", "Upstreams"),
+    ("meshgateway", "MeshGateway"),
+    ("expose", "Expose"),
+    ("accesslogs", "AccessLogs"),
+    ("envoyextensions", "EnvoyExtensions"),
+];
+
+/// Consul's upstream fields.
+const UPSTREAM_FIELDS: &[(&str, &str)] = &[
+    ("destinationtype", "DestinationType"),
+    ("destinationnamespace", "DestinationNamespace"),
+    ("destinationpartition", "DestinationPartition"),
+    ("destinationpeer", "DestinationPeer"),
+    ("destinationname", "DestinationName"),
+    ("datacenter", "Datacenter"),
+    ("localbindaddress", "LocalBindAddress"),
+    ("localbindport", "LocalBindPort"),
+    ("localbindsocketpath", "LocalBindSocketPath"),
+    ("localbindsocketmode", "LocalBindSocketMode"),
+    ("config", "Config"),
+    ("meshgateway", "MeshGateway"),
+    ("centrallyconfigured", "CentrallyConfigured"),
+];
+
+/// Refuses keys in `other` that are none of `fields` (Consul's, for the
+/// block `what`); Consul's own that Weft does not act on pass.
+fn refuse_unknown_in(
+    what: &str,
+    other: &BTreeMap<String, Value>,
+    fields: &[(&str, &str)],
+) -> Result<(), DefinitionError> {
+    refuse_unknown(what, other, fields, |key| fields.iter().any(|(name, _)| *name == key))
+}
+
+/// `Proxy.Upstreams` (at `field`): known keys, a destination and a port each.
+fn check_upstreams(field: &str, upstreams: &[Upstream]) -> Result<(), DefinitionError> {
+    for (n, upstream) in upstreams.iter().enumerate() {
+        refuse_unknown_in(&format!("{field}[{n}]"), &upstream.other, UPSTREAM_FIELDS)?;
+    }
+    if upstreams.iter().any(|u| u.destination_name.is_empty() || u.local_bind_port == 0) {
+        return Err(DefinitionError(format!("Invalid {field}: each needs DestinationName and LocalBindPort")));
+    }
+    Ok(())
 }
 
 /// One upstream of a sidecar: the destination service, reached by the local
@@ -272,6 +340,9 @@ pub struct Upstream {
     /// Opaque to Weft; kept as given.
     #[serde(rename = "config", default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
+    /// Other keys: Consul's that Weft does not act on, or typos, refused.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// The `Proxy` block of a `connect-proxy` service registered directly
@@ -293,6 +364,9 @@ pub struct ProxyDefinition {
     pub config: Option<Value>,
     #[serde(rename = "upstreams", default)]
     pub upstreams: Vec<Upstream>,
+    /// Other keys: Consul's that Weft does not act on, or typos, refused.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 impl From<&ProxyConfig> for ProxyDefinition {
@@ -305,6 +379,7 @@ impl From<&ProxyConfig> for ProxyDefinition {
             mode: sidecar.transparent.then(|| TRANSPARENT_MODE.to_owned()),
             config: None,
             upstreams: sidecar.upstreams.clone(),
+            other: BTreeMap::new(),
         }
     }
 }
@@ -397,6 +472,7 @@ impl ServiceDefinition {
                 "Invalid Proxy: Proxy.DestinationServiceName must be set for a connect-proxy service".into(),
             ));
         }
+        refuse_unknown_in("Proxy", &proxy.other, PROXY_FIELDS)?;
         check_upstreams("Proxy.Upstreams", &proxy.upstreams)?;
         Ok(Some(proxy))
     }
@@ -406,7 +482,11 @@ impl ServiceDefinition {
         let Some(connect) = &self.connect else { return Ok(None) };
         let connect: ConnectDefinition =
             serde_json::from_value(connect.clone()).map_err(|e| DefinitionError(format!("Invalid Connect: {e}")))?;
+        refuse_unknown_in("Connect", &connect.other, CONNECT_FIELDS)?;
         let Some(sidecar) = connect.sidecar_service else { return Ok(None) };
+        let consuls =
+            |key: &str| SERVICE_FIELDS.iter().any(|(name, _)| *name == key) || IGNORED_SERVICE_FIELDS.contains(&key);
+        refuse_unknown("Connect.SidecarService", &sidecar.other, SERVICE_FIELDS, consuls)?;
         let port = match sidecar.port {
             None | Some(0) => None,
             Some(port @ 1..=65535) => Some(port as u16),
@@ -415,6 +495,7 @@ impl ServiceDefinition {
             }
         };
         let proxy = sidecar.proxy.unwrap_or_default();
+        refuse_unknown_in("Connect.SidecarService.Proxy", &proxy.other, PROXY_FIELDS)?;
         check_upstreams("Connect.SidecarService.Proxy.Upstreams", &proxy.upstreams)?;
         let transparent = match proxy.mode.as_deref() {
             None | Some("") | Some("direct") => false,
@@ -491,6 +572,7 @@ impl ServiceDefinition {
             ));
         }
         self.proxy_definition()?;
+        self.sidecar_request()?;
         let id = self.service_id();
         let mut tagged_addresses = BTreeMap::new();
         for (key, value) in self.tagged_addresses.clone().unwrap_or_default() {
@@ -666,14 +748,6 @@ impl CheckDefinition {
             )?,
         })
     }
-}
-
-/// Each upstream needs a destination and a local port.
-fn check_upstreams(field: &str, upstreams: &[Upstream]) -> Result<(), DefinitionError> {
-    if upstreams.iter().any(|u| u.destination_name.is_empty() || u.local_bind_port == 0) {
-        return Err(DefinitionError(format!("Invalid {field}: each needs DestinationName and LocalBindPort")));
-    }
-    Ok(())
 }
 
 fn probed(
