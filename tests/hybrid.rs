@@ -108,7 +108,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         leader.contains("leader").then_some(())
     })
     .await;
-    for (source, destination) in [("dashboard", "counting"), ("web", "dashboard")] {
+    for (source, destination) in [("dashboard", "counting"), ("frontend", "dashboard")] {
         let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", source, destination]);
         assert!(ok, "{out}");
     }
@@ -128,7 +128,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
         }
         config
     };
-    let vm_configs = [vm_config("vm1", &[]), vm_config("vm2", &["web"])];
+    let vm_configs = [vm_config("vm1", &[]), vm_config("vm2", &["frontend"])];
     for (i, (ns, ip)) in vms.iter().zip(VMS).enumerate() {
         let name = format!("vm{}", i + 1);
         let data = dir.path().join(&name);
@@ -187,20 +187,20 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     let (ok, peers) = weft_in(&vms[0], &["operator", "raft", "list-peers"]);
     assert!(ok && SERVERS.iter().all(|ip| peers.contains(ip)) && peers.contains("leader"), "{peers}");
 
-    // No gateways yet: web (VM) sees the dashboard's pods in the catalog but cannot reach them.
+    // No gateways yet: frontend (VM) sees the dashboard's pods in the catalog but cannot reach them.
     eventually("vm2 to see both dashboard pods", Duration::from_secs(60), || async {
         (dig_in(&vms[1], "dashboard.service.weft") == [PODS[0], PODS[1]]).then_some(())
     })
     .await;
     let dashboard_endpoints = || {
-        let (ok, dump) = weft_in(&vms[1], &["proxy", "config-dump", "--sidecar-for", "web"]);
+        let (ok, dump) = weft_in(&vms[1], &["proxy", "config-dump", "--sidecar-for", "frontend"]);
         let dump: serde_json::Value = serde_json::from_str(&dump).ok().filter(|_| ok)?;
         Some(dump["upstreams"][0]["endpoints"].as_array()?.clone())
     };
     let endpoints =
-        eventually("web's sidecar to run", Duration::from_secs(60), || async { dashboard_endpoints() }).await;
+        eventually("frontend's sidecar to run", Duration::from_secs(60), || async { dashboard_endpoints() }).await;
     assert_eq!(endpoints, Vec::<serde_json::Value>::new(), "no reachable dashboard instance");
-    assert_eq!(curl_in(&vms[1], "http://127.0.0.1:9192/").0, 0, "web cannot reach the dashboard");
+    assert_eq!(curl_in(&vms[1], "http://127.0.0.1:9192/").0, 0, "frontend cannot reach the dashboard");
 
     // A mesh gateway on the edge of each network, next to an agent of that network.
     let mut gateways = Vec::new();
@@ -230,7 +230,7 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     }
 
     let endpoints =
-        eventually("web's sidecar to reach the pods through their gateway", Duration::from_secs(60), || async {
+        eventually("frontend's sidecar to reach the pods through their gateway", Duration::from_secs(60), || async {
             dashboard_endpoints().filter(|e| e.len() == 2)
         })
         .await;
@@ -256,8 +256,8 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     assert!(answer.contains("\"count\""), "{answer}");
     println!("registration on vm1 to callable from pod1: {callable:?}");
 
-    // VM -> pod -> VM: web's upstream reaches the dashboard, which asks counting.
-    let answer = eventually("web (VM) to reach the dashboard (pod)", Duration::from_secs(60), || async {
+    // VM -> pod -> VM: frontend's upstream reaches the dashboard, which asks counting.
+    let answer = eventually("frontend (VM) to reach the dashboard (pod)", Duration::from_secs(60), || async {
         let (status, body) = curl_in(&vms[1], "http://127.0.0.1:9192/");
         (status == 200).then_some(body)
     })
@@ -357,18 +357,18 @@ async fn a_hybrid_mesh_of_vms_and_pods_across_network_namespaces() {
     let after = calls(10);
     println!("with one server killed: {after}/10 calls succeeded");
     assert_eq!(after, 10);
-    let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", "web", "counting"]);
+    let (ok, out) = weft_in(&servers[0], &["intention", "create", "--allow", "frontend", "counting"]);
     assert!(ok, "a write with two of three servers: {out}");
 
     // The pods' gateway gone: the VMs cannot reach the pods at all.
     gateways.truncate(2);
     let (status, body) =
-        eventually("web's calls to fail without the pods' gateway", Duration::from_secs(30), || async {
+        eventually("frontend's calls to fail without the pods' gateway", Duration::from_secs(30), || async {
             Some(curl_in(&vms[1], "http://127.0.0.1:9192/")).filter(|(status, _)| *status != 200)
         })
         .await;
-    // The dashboard is a tcp service: web's sidecar closes the connection (curl: status 0).
-    println!("without the pods' gateway, web -> dashboard: status {status} {}", body.trim());
+    // The dashboard is a tcp service: frontend's sidecar closes the connection (curl: status 0).
+    println!("without the pods' gateway, frontend -> dashboard: status {status} {}", body.trim());
     drop(gateways);
     drop(processes);
 }

@@ -1,7 +1,7 @@
-# A VM service that calls the dashboard (which runs in a pod) through its
+# A VM service (frontend) that calls the dashboard (which runs in a pod) through its
 # sidecar: the dashboard is on 127.0.0.1:9192 for it.
 service {
-  name = "web"
+  name = "frontend"
   port = 9004
   connect {
     sidecar_service {
