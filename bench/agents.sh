@@ -262,8 +262,12 @@ start_cluster() { # mode
 	start_process "$MODE-vm-a" "$WEFT" agent --node vm-a --data-dir "$TMP/$MODE-vm-a" "${all_joins[@]}" \
 		"${a_token[@]}" --http-addr "127.0.0.1:$A_HTTP" --dns-addr "127.0.0.1:$A_DNS"
 	a_pid=$STARTED_PID
+	# B holds WATCHERS connections from one address: above Consul's default
+	# limits { http_max_conns_per_client = 200 }.
+	printf 'limits {\n  http_max_conns_per_client = 0\n}\n' >"$TMP/no-connection-limit.hcl"
 	start_process "$MODE-vm-b" "$WEFT" agent --node vm-b --data-dir "$TMP/$MODE-vm-b" "${all_joins[@]}" \
-		"${b_token[@]}" --http-addr "127.0.0.1:$B_HTTP" --dns-addr "127.0.0.1:$B_DNS"
+		"${b_token[@]}" --http-addr "127.0.0.1:$B_HTTP" --dns-addr "127.0.0.1:$B_DNS" \
+		--config-file "$TMP/no-connection-limit.hcl"
 	b_pid=$STARTED_PID
 	# Client agents first: they leave the catalog while the servers are up.
 	STOP_FIRST=("$a_pid" "$b_pid")

@@ -471,3 +471,43 @@ async fn an_oversized_upload_is_refused_before_it_is_read() {
     }
     assert_eq!(client.get("/v1/kv/big").await.unwrap().status, 404);
 }
+
+/// A request on a fresh connection from `source`, read to its end.
+async fn request_from(source: std::net::IpAddr, addr: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    let mut stream = socket.connect(addr.parse().unwrap()).await?;
+    stream.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n\r\n").await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
+        .await
+        .map_err(|_| std::io::Error::other("no answer in 10 s"))??;
+    Ok(text)
+}
+
+/// One address may hold at most `limits { http_max_conns_per_client }`
+/// (Consul's default, 200) connections to the HTTP API at once: the next
+/// is answered 429 and closed unread, another address is served, and a
+/// place given back is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_200_http_connections() {
+    let (cluster, _) = single_server().await;
+    let addr = cluster.specs[0].http_addr.clone();
+    let localhost: std::net::IpAddr = [127, 0, 0, 1].into();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let refused = request_from(localhost, &addr).await.unwrap_or_else(|e| format!("({e})"));
+    println!("connection 201 from 127.0.0.1: {}", refused.lines().next().unwrap_or_default());
+    assert!(refused.starts_with("HTTP/1.1 429 Too Many Requests"), "{refused}");
+    assert!(refused.contains("too many concurrent connections"), "{refused}");
+    let other = request_from([127, 0, 0, 2].into(), &addr).await.unwrap();
+    assert!(other.starts_with("HTTP/1.1 200"), "another address is served: {other}");
+    drop(held.pop());
+    support::eventually("a freed place to be taken again", Duration::from_secs(10), || async {
+        request_from(localhost, &addr).await.ok().filter(|answer| answer.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+}

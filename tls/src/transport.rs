@@ -112,17 +112,21 @@ impl AsyncWrite for RpcStream {
     }
 }
 
-/// Connections per peer address; a slot gives its place back when dropped.
+/// Connections per peer address, for a per-address limit (the RPC
+/// listener's here, the agent's HTTP listener's too); a slot gives its
+/// place back when dropped.
 #[derive(Clone, Default)]
-struct ConnectionTable(Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub struct ConnectionTable(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
-struct ConnectionSlot {
+/// One connection's place in a [`ConnectionTable`].
+pub struct ConnectionSlot {
     table: ConnectionTable,
     ip: IpAddr,
 }
 
 impl ConnectionTable {
-    fn take(&self, ip: IpAddr, limit: usize) -> Option<ConnectionSlot> {
+    /// A place for one more connection from `ip`, unless it holds `limit`.
+    pub fn take(&self, ip: IpAddr, limit: usize) -> Option<ConnectionSlot> {
         let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let count = table.entry(ip).or_default();
         if *count >= limit {

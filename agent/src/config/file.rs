@@ -192,6 +192,8 @@ pub struct AclTokensFile {
 pub struct LimitsFile {
     /// Connections one address may hold to a server's RPC port (default 100).
     pub rpc_max_conns_per_client: Option<usize>,
+    /// Connections one address may hold to the HTTP API (default 200; 0: no limit).
+    pub http_max_conns_per_client: Option<usize>,
 }
 
 /// Consul's `performance { ... }`: the settings Weft honours.

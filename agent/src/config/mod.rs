@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub rpc_tls: Option<RpcTlsConfig>,
     /// Connections one address may hold to this server's RPC port.
     pub rpc_max_conns_per_client: usize,
+    /// Connections one address may hold to the HTTP API; 0: no limit.
+    pub http_max_conns_per_client: usize,
     /// ACLs (`acl { ... }`; `weft dev --acl`).
     pub acl: AclConfig,
     pub enable_script_checks: bool,
@@ -202,6 +204,8 @@ pub const DEFAULT_DNS_PORT: u16 = 8600;
 pub const DEFAULT_RPC_PORT: u16 = 8300;
 /// Consul's default `limits { rpc_max_conns_per_client }`.
 pub const DEFAULT_RPC_MAX_CONNS_PER_CLIENT: usize = 100;
+/// Consul's default `limits { http_max_conns_per_client }`.
+pub const DEFAULT_HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
 
 /// Reads config files and directories into one [`ConfigFile`], in order.
 pub fn read_sources(files: &[PathBuf], dirs: &[PathBuf]) -> Result<ConfigFile, ConfigErrors> {
@@ -394,6 +398,8 @@ impl ConfigFile {
         if rpc_max_conns_per_client == 0 {
             problem("limits.rpc_max_conns_per_client must be at least 1".into());
         }
+        let http_max_conns_per_client =
+            self.limits.as_ref().and_then(|l| l.http_max_conns_per_client).unwrap_or(DEFAULT_HTTP_MAX_CONNS_PER_CLIENT);
         let acl = acl::acl_config(self.acl.as_ref(), &mut problem);
         let dns = self.dns_settings(&mut problem);
         let advertise_ip = match self.advertise_addr.as_deref() {
@@ -493,6 +499,7 @@ impl ConfigFile {
             join_token,
             rpc_tls,
             rpc_max_conns_per_client,
+            http_max_conns_per_client,
             acl,
             rpc_addr,
             http_addr,

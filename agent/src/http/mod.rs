@@ -17,6 +17,7 @@ mod health;
 mod intentions;
 mod join_tokens;
 mod kv;
+mod listener;
 mod query;
 mod read;
 mod snapshot;
@@ -197,5 +198,6 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = listener::LimitedListener::new(listener, state.config.http_max_conns_per_client);
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
