@@ -511,3 +511,25 @@ async fn one_address_holds_at_most_200_http_connections() {
     })
     .await;
 }
+
+/// An idle HTTP connection costs the agent a few KiB, not a copy of its
+/// route table: serving the router itself cloned every route and its
+/// layers for each connection (about 680 KiB each in a debug build, 95 KiB
+/// once the node record in the state was shared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http_connection_costs_kilobytes() {
+    let (cluster, _) = single_server().await;
+    let addr = cluster.specs[0].http_addr.clone();
+    let pid = cluster.pid(0);
+    let before = support::rss_kib(pid);
+    let mut held = Vec::new();
+    for _ in 0..180 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Every connection accepted and its task started: the 181st is served.
+    let answer = request_from([127, 0, 0, 1].into(), &addr).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let added = support::rss_kib(pid).saturating_sub(before);
+    println!("180 idle HTTP connections added {added} KiB to the server's RSS ({} KiB each)", added / 180);
+    assert!(added < 6 * 1024, "180 idle connections cost {added} KiB");
+}

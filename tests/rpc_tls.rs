@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use support::{eventually, weft, weft_in, Cluster};
+use support::{eventually, rss_kib, weft, weft_in, Cluster};
 
 /// `tcpdump` is a real capture; CI installs it, so there it is required.
 fn tcpdump_available() -> bool {
@@ -159,16 +159,6 @@ fn raise_open_files(at_least: u64) {
         limit.current = Some(at_least.min(hard));
         let _ = setrlimit(Resource::Nofile, limit);
     }
-}
-
-/// A process's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Sends one gRPC request to `RedeemJoinToken` whose message claims (and,

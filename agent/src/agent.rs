@@ -258,7 +258,7 @@ impl Agent {
             backend: backend.clone(),
             config: config.clone(),
             local: local.clone(),
-            node: node.clone(),
+            node: Arc::new(node.clone()),
             leave: LeaveHandle(leave_tx),
             leaves: Arc::new(LeafCache::new(backend.clone(), node.name.clone())),
             acl,

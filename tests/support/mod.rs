@@ -57,6 +57,16 @@ where
     }
 }
 
+/// A process's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The initial management token of clusters made by [`Cluster::with_acl`].
 pub const MANAGEMENT_TOKEN: &str = "5fa3c5a2-13c1-4a43-9d0c-6c1d3a1b2f00";
 

@@ -52,7 +52,7 @@ pub struct AppState {
     /// This agent's own services and checks.
     pub local: Arc<LocalState>,
     /// This node's catalog record.
-    pub node: Node,
+    pub node: Arc<Node>,
     /// `PUT /v1/agent/leave` asks the agent to leave through it.
     pub leave: LeaveHandle,
     /// Leaf certificates for this agent's services.
@@ -199,5 +199,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = listener::LimitedListener::new(listener, state.config.http_max_conns_per_client);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // One router for every connection: serving `Router` itself would clone
+    // its whole route table per connection (hundreds of KiB each).
+    axum::serve(listener, router(state).into_make_service()).with_graceful_shutdown(shutdown).await
 }
