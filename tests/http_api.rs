@@ -533,3 +533,40 @@ async fn an_idle_http_connection_costs_kilobytes() {
     println!("180 idle HTTP connections added {added} KiB to the server's RSS ({} KiB each)", added / 180);
     assert!(added < 6 * 1024, "180 idle connections cost {added} KiB");
 }
+
+/// Memory a burst of blocking queries took comes back once they end: glibc
+/// keeps freed heap for reuse, and weft hands it back to the kernel every
+/// 10 s (`malloc_trim`), so an agent's RSS does not stay at its peak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_burst_took_is_given_back() {
+    use tokio::io::AsyncWriteExt;
+    let (cluster, _) = single_server().await;
+    let addr = cluster.specs[0].http_addr.clone();
+    let pid = cluster.pid(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = support::rss_kib(pid);
+    // 760 blocking queries, from four addresses (each may hold 200).
+    let mut held = Vec::new();
+    for source in 1..=4u8 {
+        for i in 0..190 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(std::net::SocketAddr::new([127, 0, 0, source].into(), 0)).unwrap();
+            let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+            let request = format!("GET /v1/kv/burst-{i}?index=99999999&wait=60s HTTP/1.1\r\nHost: weft\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            held.push(stream);
+        }
+    }
+    let peak = support::eventually("the queries to be parked", Duration::from_secs(20), || async {
+        let rss = support::rss_kib(pid);
+        (rss > before + 4 * 1024).then_some(rss)
+    })
+    .await;
+    drop(held);
+    let after = support::eventually("the burst's memory to come back", Duration::from_secs(30), || async {
+        let rss = support::rss_kib(pid);
+        (rss < before + 3 * 1024).then_some(rss)
+    })
+    .await;
+    println!("760 blocking queries: RSS {before} KiB before, {peak} KiB with them, {after} KiB once they closed");
+}

