@@ -605,3 +605,88 @@ async fn reload_updates_services_in_place_and_a_restart_keeps_api_checks_on_them
     })
     .await;
 }
+
+/// The maintenance check on `agent` with `id`: (status, notes).
+async fn maintenance_check(client: &HttpClient, id: &str) -> Option<(String, String)> {
+    let checks = get_json(client, "/v1/agent/checks").await?;
+    let check = &checks[id];
+    Some((check["Status"].as_str()?.to_owned(), check["Notes"].as_str()?.to_owned()))
+}
+
+/// Maintenance mode, as Consul's: a service's or the node's maintenance
+/// check (status `maintenance`) takes its instances out of passing health
+/// answers and DNS until it is lifted, outlives a restart of the agent, and
+/// `weft maint` sets, lists and lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_mode_takes_instances_out_until_lifted() {
+    let mut cluster = Cluster::servers(1).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let vm1_http = cluster.client(vm1);
+    let http_addr = cluster.specs[vm1].http_addr.clone();
+    let registration = json!({"Name": "web", "Port": 8080});
+    assert_eq!(vm1_http.put("/v1/agent/service/register", registration.to_string()).await.unwrap().status, 200);
+    let server = cluster.client(0);
+    let passing = |expected: Vec<String>| {
+        let client = server.clone();
+        async move { passing_nodes(&client, "web").await.filter(|nodes| *nodes == expected) }
+    };
+    eventually("web to pass on vm1", Duration::from_secs(20), || passing(vec!["vm1".into()])).await;
+
+    // Bad requests: a 400 or a 404 that says why, and nothing changes.
+    for (path, status, says) in [
+        ("/v1/agent/service/maintenance/web", 400, "Missing value for enable"),
+        ("/v1/agent/service/maintenance/web?enable=maybe", 400, "Invalid value for enable"),
+        ("/v1/agent/service/maintenance/nope?enable=true", 404, "nope"),
+        ("/v1/agent/maintenance?reason=x", 400, "Missing value for enable"),
+    ] {
+        let answer = vm1_http.put(path, Vec::new()).await.unwrap();
+        assert_eq!(answer.status, status, "{path}: {}", answer.text());
+        assert!(answer.text().contains(says), "{path}: {}", answer.text());
+    }
+
+    // The service, with weft maint.
+    let maint = |args: &[&str]| {
+        let mut all = vec!["maint", "--http-addr", &http_addr];
+        all.extend_from_slice(args);
+        weft(&all)
+    };
+    let (code, out, err) = maint(&["--enable", "--service", "web", "--reason", "upgrading web"]);
+    assert_eq!((code, out.trim()), (0, "Service entered maintenance mode: web"), "{err}");
+    let check = maintenance_check(&vm1_http, "_service_maintenance:web").await;
+    assert_eq!(check, Some(("maintenance".into(), "upgrading web".into())));
+    eventually("web to leave passing answers", Duration::from_secs(20), || passing(vec![])).await;
+    if dig_available() {
+        let dns = cluster.specs[0].dns_addr.clone();
+        eventually("web to leave DNS", Duration::from_secs(20), || async {
+            dig_srv(&dns, "web.service.weft").filter(|answer| answer.trim().is_empty())
+        })
+        .await;
+    }
+    let (code, listed, _) = maint(&[]);
+    assert_eq!(code, 0);
+    assert!(listed.contains("Service:\n  ID:     web\n  Reason: upgrading web"), "{listed}");
+
+    // It outlives a restart of the agent.
+    assert!(cluster.stop(vm1), "vm1 did not stop on SIGTERM");
+    cluster.start_server(vm1);
+    cluster.wait_ready(vm1).await;
+    let check = maintenance_check(&vm1_http, "_service_maintenance:web").await;
+    assert_eq!(check, Some(("maintenance".into(), "upgrading web".into())), "after a restart");
+
+    // Lifted through the API: web passes again.
+    let answer = vm1_http.put("/v1/agent/service/maintenance/web?enable=false", Vec::new()).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    eventually("web to pass again", Duration::from_secs(20), || passing(vec!["vm1".into()])).await;
+
+    // The node: every instance on it goes, with Consul's default reason.
+    let (code, out, _) = maint(&["--enable"]);
+    assert_eq!((code, out.trim()), (0, "Node entered maintenance mode"));
+    let (status, notes) = maintenance_check(&vm1_http, "_node_maintenance").await.expect("the node's check");
+    assert_eq!(status, "maintenance");
+    assert!(notes.starts_with("Maintenance mode is enabled for this node"), "{notes}");
+    eventually("vm1's instances to leave passing answers", Duration::from_secs(20), || passing(vec![])).await;
+    let (code, out, _) = maint(&["--disable"]);
+    assert_eq!((code, out.trim()), (0, "Node left maintenance mode"));
+    eventually("web to pass once more", Duration::from_secs(20), || passing(vec!["vm1".into()])).await;
+}

@@ -46,6 +46,8 @@ enum Command {
     Leave(commands::members::AgentControlArgs),
     /// Make the local agent re-read its config files' services and checks.
     Reload(commands::members::AgentControlArgs),
+    /// Put the local node or one of its services in maintenance mode, take it out, or list it.
+    Maint(commands::maint::MaintArgs),
     /// The service mesh: the mesh CA and the sidecar proxy.
     #[command(subcommand)]
     Connect(commands::connect::ConnectCommand),
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
             Command::Members(args) => args.run().await,
             Command::Leave(args) => args.leave().await,
             Command::Reload(args) => args.reload().await,
+            Command::Maint(args) => args.run().await,
             Command::Services(command) => command.run().await,
             Command::Connect(command) => command.run().await,
             Command::Proxy(command) => command.run().await,

@@ -494,3 +494,53 @@ pub async fn leave(State(state): State<AppState>, acl: Acl) -> Result<Response, 
 fn unknown_service(id: &ServiceId) -> ApiError {
     ApiError::NotFound(format!("unknown service ID: {}", id.as_str()))
 }
+
+/// `PUT /v1/agent/maintenance?enable=true|false&reason=`: this node's
+/// maintenance mode (a `_node_maintenance` check). `node:write` on this node.
+pub async fn node_maintenance(
+    State(state): State<AppState>,
+    acl: Acl,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    acl.require(Permission::Named(NamedResource::Node, state.node.name.to_string(), Access::Write))?;
+    let (enable, reason) = maintenance_query(raw.as_deref())?;
+    match enable {
+        true => state.local.enable_maintenance(None, &reason)?,
+        false => state.local.disable_maintenance(None)?,
+    }
+    tracing::info!(enable, "node maintenance mode set through the API");
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/service/maintenance/<id>?enable=true|false&reason=`: a
+/// service's maintenance mode (`_service_maintenance:<id>`). `service:write`.
+pub async fn service_maintenance(
+    State(state): State<AppState>,
+    acl: Acl,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = ServiceId::new(id);
+    let service = state.local.service(&id).ok_or_else(|| unknown_service(&id))?;
+    acl.require(service_write(service.name.as_str()))?;
+    let (enable, reason) = maintenance_query(raw.as_deref())?;
+    match enable {
+        true => state.local.enable_maintenance(Some(&id), &reason)?,
+        false => state.local.disable_maintenance(Some(&id))?,
+    }
+    tracing::info!(service = %id, enable, "service maintenance mode set through the API");
+    Ok(().into_response())
+}
+
+/// `?enable=` (required; Go's boolean spellings, as Consul parses it) and
+/// `?reason=`.
+fn maintenance_query(raw: Option<&str>) -> Result<(bool, String), ApiError> {
+    let query = QueryParams::parse(raw);
+    let enable = match query.get("enable").filter(|text| !text.is_empty()) {
+        None => return Err(ApiError::BadRequest("Missing value for enable".into())),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
+        Some(other) => return Err(ApiError::BadRequest(format!("Invalid value for enable: {other:?}"))),
+    };
+    Ok((enable, query.get("reason").unwrap_or_default().to_owned()))
+}

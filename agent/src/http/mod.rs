@@ -116,6 +116,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/connect/gateway/{id}", get(connect::gateway_snapshot))
         .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/maintenance", put(agent::node_maintenance))
+        .route("/v1/agent/service/maintenance/{id}", put(agent::service_maintenance))
         .route(
             "/v1/snapshot",
             get(snapshot::save).put(snapshot::restore).layer(DefaultBodyLimit::max(snapshot::MAX_BODY_BYTES)),

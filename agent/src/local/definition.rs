@@ -448,6 +448,8 @@ pub enum CheckRunner {
     /// listens on `port`, and `address:port` must take a connection. A TCP
     /// connect alone would pass on whatever listens there.
     Sidecar { sidecar: ServiceId, address: String, port: u16, interval: Duration, timeout: Duration },
+    /// Maintenance mode (see `local/maintenance.rs`): set once, never run.
+    Maintenance,
 }
 
 /// Checks are probed at most this often (a shorter `Interval` is raised to it).

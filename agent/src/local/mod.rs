@@ -12,6 +12,7 @@
 
 mod admin_ports;
 pub mod definition;
+mod maintenance;
 mod persist;
 pub mod runner;
 pub mod sync;
@@ -32,6 +33,7 @@ use definition::{
     CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ProxyDefinition,
     ServiceDefinition, SidecarRequest,
 };
+pub use maintenance::{maintenance_check_id, MAINTENANCE_TYPE};
 
 /// Where a registration came from: config files are re-read on reload and
 /// never persisted; API registrations are persisted and survive reloads.
@@ -176,6 +178,7 @@ impl LocalState {
                 tracing::warn!(%error, "dropping a persisted check that no longer validates");
             }
         }
+        state.restore_maintenance();
         // Every check there is has taken its saved state; the rest belonged to
         // checks that are gone, and must not pass on to a new one with their ID.
         let leftover = std::mem::take(&mut *state.restored_ttl.lock().unwrap_or_else(|p| p.into_inner()));
@@ -295,6 +298,8 @@ impl LocalState {
             .checks
             .iter()
             .filter(|(check_id, c)| c.local.check.service_id == id && !new_ids.contains(check_id))
+            // Maintenance is not part of a definition: it stays until lifted.
+            .filter(|(_, c)| c.local.runner != CheckRunner::Maintenance)
             .map(|(check_id, _)| check_id.clone())
             .collect();
         for check_id in dropped {
@@ -634,7 +639,7 @@ impl LocalState {
     ) -> CheckEntry {
         let ttl_deadline = match local.runner {
             CheckRunner::Ttl { ttl } => Some(self.restore_ttl(&mut local).unwrap_or_else(|| Instant::now() + ttl)),
-            CheckRunner::Probe { .. } | CheckRunner::Sidecar { .. } => None,
+            CheckRunner::Probe { .. } | CheckRunner::Sidecar { .. } | CheckRunner::Maintenance => None,
         };
         let critical_since = (local.check.status == HealthStatus::Critical).then(Instant::now);
         let task = Some(runner::spawn(Arc::downgrade(self), local.clone()));

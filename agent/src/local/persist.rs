@@ -2,7 +2,8 @@
 //! data dir (`local/services.json`, `local/checks.json`), so an agent that
 //! restarts brings them back with no re-registration by hand; and the state
 //! of TTL checks (`local/ttl-state.json`), so a restart does not turn a
-//! freshly passed TTL check critical.
+//! freshly passed TTL check critical; and maintenance mode
+//! (`local/maintenance.json`), which lasts until lifted.
 //!
 //! Files are replaced atomically (write, fsync, rename). A file that cannot be
 //! read is logged and set aside, never fatal: the registrations can be made
@@ -24,6 +25,26 @@ use super::definition::{CheckDefinition, ServiceDefinition};
 const SERVICES_FILE: &str = "services.json";
 const CHECKS_FILE: &str = "checks.json";
 const TTL_STATE_FILE: &str = "ttl-state.json";
+const MAINTENANCE_FILE: &str = "maintenance.json";
+
+/// Maintenance mode on the node (`service` `None`) or a service, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub service: Option<String>,
+    pub reason: String,
+}
+
+/// The maintenance saved by the last run.
+pub fn load_maintenance(dir: &Path) -> Vec<Maintenance> {
+    read(&dir.join(MAINTENANCE_FILE))
+}
+
+/// Replaces the saved maintenance.
+pub fn save_maintenance(dir: &Path, records: &[Maintenance]) {
+    if let Err(error) = std::fs::create_dir_all(dir).and_then(|_| write(&dir.join(MAINTENANCE_FILE), &records)) {
+        tracing::error!(dir = %dir.display(), %error, "could not save maintenance mode; a restart lifts it");
+    }
+}
 
 /// A TTL check's last update: its status and output, and when it expires
 /// (wall-clock milliseconds since the Unix epoch, since it must mean the

@@ -47,6 +47,7 @@ pub fn spawn(state: Weak<LocalState>, check: LocalCheck) -> AbortHandle {
             }))
         }
         CheckRunner::Ttl { .. } => tokio::spawn(run_ttl(state, check)),
+        CheckRunner::Maintenance => tokio::spawn(std::future::ready(())),
     };
     task.abort_handle()
 }

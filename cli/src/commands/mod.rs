@@ -11,6 +11,7 @@ pub mod intention;
 pub mod k8s;
 pub mod kv;
 pub mod login;
+pub mod maint;
 pub mod members;
 pub mod operator;
 pub mod proxy;
