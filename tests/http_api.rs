@@ -146,6 +146,8 @@ async fn a_blocking_query_wakes_on_its_key_and_not_on_other_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_registers_lists_and_deregisters() {
     let (_cluster, client) = single_server().await;
+    let datacenters = client.get("/v1/catalog/datacenters").await.unwrap();
+    assert_eq!((datacenters.status, body(&datacenters)), (200, json!(["dc1"])));
     // Field names in any case, and snake_case aliases, as Consul accepts them.
     let registration = json!({
         "node": "vm1", "ADDRESS": "10.0.0.1", "node_meta": {"Rack_ID": "r1"},

@@ -330,6 +330,14 @@ pub fn may_see(acl: &Acl, node: &NodeName, service: &ServiceName) -> bool {
         && acl.allows_named(NamedResource::Node, node.as_str(), Access::Read)
 }
 
+/// `GET /v1/catalog/datacenters`: the datacenters this agent knows, nearest
+/// first (Consul's order); a Weft cluster is one datacenter. No ACL, as in
+/// Consul.
+pub async fn datacenters(State(state): State<AppState>, acl: Acl) -> Json<Vec<String>> {
+    acl.public();
+    Json(vec![state.config.datacenter.to_string()])
+}
+
 pub async fn services(State(state): State<AppState>, acl: Acl, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let read = |tables: &Tables, query: &QueryParams| {
         let catalog = tables.catalog();

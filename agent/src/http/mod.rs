@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/register", put(catalog::register).post(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister).post(catalog::deregister))
         .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/service/{name}", get(catalog::service))
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/node/{name}", get(catalog::node))

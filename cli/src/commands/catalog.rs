@@ -13,6 +13,8 @@ pub enum CatalogCommand {
     Services(ServicesArgs),
     /// List nodes.
     Nodes(NodesArgs),
+    /// List the known datacenters.
+    Datacenters(NodesArgs),
 }
 
 #[derive(Args)]
@@ -48,6 +50,16 @@ impl CatalogCommand {
                             println!("{name}");
                         }
                     }
+                }
+            }
+            CatalogCommand::Datacenters(args) => {
+                let response =
+                    expect_success(args.api.client().get("/v1/catalog/datacenters").await?, "listing datacenters")?;
+                let body = json_body(&response)?;
+                if args.api.format == Format::Json {
+                    print_json(&body);
+                } else {
+                    body.as_array().into_iter().flatten().filter_map(|dc| dc.as_str()).for_each(|dc| println!("{dc}"));
                 }
             }
             CatalogCommand::Nodes(args) => {
