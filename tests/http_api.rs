@@ -572,3 +572,29 @@ async fn memory_a_burst_took_is_given_back() {
     .await;
     println!("760 blocking queries: RSS {before} KiB before, {peak} KiB with them, {after} KiB once they closed");
 }
+
+/// `limits { http_max_conns }` caps the HTTP API's connections in all,
+/// whatever addresses they come from: the next gets the 429, a freed place
+/// is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_holds_at_most_http_max_conns_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.hcl");
+    std::fs::write(&config, "limits {\n  http_max_conns = 20\n}\n").unwrap();
+    let cluster = Cluster::servers_with(1, &["--config-file", config.to_str().unwrap()]).await;
+    let addr = cluster.specs[0].http_addr.clone();
+    // The cluster's own readiness checks are done: 20 places, from 20 addresses.
+    let mut held = Vec::new();
+    for source in 0..20u8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new([127, 0, 1, source + 1].into(), 0)).unwrap();
+        held.push(socket.connect(addr.parse().unwrap()).await.unwrap());
+    }
+    let refused = request_from([127, 0, 2, 1].into(), &addr).await.unwrap_or_else(|e| format!("({e})"));
+    assert!(refused.starts_with("HTTP/1.1 429 Too Many Requests"), "{refused}");
+    drop(held.pop());
+    support::eventually("a freed place to be taken again", Duration::from_secs(10), || async {
+        request_from([127, 0, 2, 1].into(), &addr).await.ok().filter(|answer| answer.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+}

@@ -194,6 +194,9 @@ pub struct LimitsFile {
     pub rpc_max_conns_per_client: Option<usize>,
     /// Connections one address may hold to the HTTP API (default 200; 0: no limit).
     pub http_max_conns_per_client: Option<usize>,
+    /// Weft: connections the HTTP API holds in all (default: three quarters
+    /// of the open-files limit; 0: no cap).
+    pub http_max_conns: Option<usize>,
 }
 
 /// Consul's `performance { ... }`: the settings Weft honours.

@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub rpc_max_conns_per_client: usize,
     /// Connections one address may hold to the HTTP API; 0: no limit.
     pub http_max_conns_per_client: usize,
+    /// Connections the HTTP API holds in all; 0: no cap.
+    pub http_max_conns: usize,
     /// ACLs (`acl { ... }`; `weft dev --acl`).
     pub acl: AclConfig,
     pub enable_script_checks: bool,
@@ -206,6 +208,15 @@ pub const DEFAULT_RPC_PORT: u16 = 8300;
 pub const DEFAULT_RPC_MAX_CONNS_PER_CLIENT: usize = 100;
 /// Consul's default `limits { http_max_conns_per_client }`.
 pub const DEFAULT_HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
+
+/// `limits { http_max_conns }` when unset: three quarters of the open-files
+/// limit (at least 64), so that connections alone cannot use up the
+/// descriptors the agent needs for Raft, its data and its sidecars.
+fn default_http_max_conns() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let soft = soft.and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX / 4);
+    (soft / 4 * 3).max(64)
+}
 
 /// Reads config files and directories into one [`ConfigFile`], in order.
 pub fn read_sources(files: &[PathBuf], dirs: &[PathBuf]) -> Result<ConfigFile, ConfigErrors> {
@@ -400,6 +411,7 @@ impl ConfigFile {
         }
         let http_max_conns_per_client =
             self.limits.as_ref().and_then(|l| l.http_max_conns_per_client).unwrap_or(DEFAULT_HTTP_MAX_CONNS_PER_CLIENT);
+        let http_max_conns = self.limits.as_ref().and_then(|l| l.http_max_conns).unwrap_or_else(default_http_max_conns);
         let acl = acl::acl_config(self.acl.as_ref(), &mut problem);
         let dns = self.dns_settings(&mut problem);
         let advertise_ip = match self.advertise_addr.as_deref() {
@@ -500,6 +512,7 @@ impl ConfigFile {
             rpc_tls,
             rpc_max_conns_per_client,
             http_max_conns_per_client,
+            http_max_conns,
             acl,
             rpc_addr,
             http_addr,

@@ -1,6 +1,9 @@
 //! The HTTP listener: at most `limits { http_max_conns_per_client }`
 //! connections from one address at once (Consul's, 200 by default; 0 lifts
-//! it). A connection over the limit is never served: it is answered with
+//! it), and at most `limits { http_max_conns }` in all (Weft's; by default
+//! three quarters of the open-files limit, so a flood of connections from
+//! many addresses leaves the agent descriptors for its own work; 0 lifts
+//! it). A connection over either limit is never served: it is answered with
 //! Consul's 429 and closed the way web servers close early (the write side
 //! first, then what the client sent is read and dropped, for up to a
 //! second, so that closing does not reset the connection before the client
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_tls::transport::{ConnectionSlot, ConnectionTable};
 
 /// What a refused connection is told (Consul's words).
@@ -35,19 +38,32 @@ const LINGER_BYTES: usize = 64 * 1024;
 pub struct LimitedListener {
     listener: TcpListener,
     table: ConnectionTable,
-    /// `None`: no limit.
+    /// Per address; `None`: no limit.
     limit: Option<usize>,
+    /// In all: a place per open connection; `None`: no cap.
+    total: Option<Arc<Semaphore>>,
     lingering: Arc<Semaphore>,
 }
 
 impl LimitedListener {
-    /// `limit` 0 means none.
-    pub fn new(listener: TcpListener, limit: usize) -> Self {
+    /// `per_client` and `total` 0 mean none.
+    pub fn new(listener: TcpListener, per_client: usize, total: usize) -> Self {
         LimitedListener {
             listener,
             table: ConnectionTable::default(),
-            limit: (limit > 0).then_some(limit),
+            limit: (per_client > 0).then_some(per_client),
+            total: (total > 0).then(|| Arc::new(Semaphore::new(total))),
             lingering: Arc::new(Semaphore::new(LINGERING)),
+        }
+    }
+
+    /// Turns `stream` away (see the module docs).
+    fn refuse(&self, stream: TcpStream) {
+        if let Ok(permit) = self.lingering.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                refuse(stream).await;
+                drop(permit);
+            });
         }
     }
 }
@@ -70,10 +86,11 @@ async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(LINGER, answer).await;
 }
 
-/// An accepted connection, holding its place in the table until dropped.
+/// An accepted connection, holding its places until dropped.
 pub struct Limited {
     stream: TcpStream,
     _slot: Option<ConnectionSlot>,
+    _place: Option<OwnedSemaphorePermit>,
 }
 
 impl axum::serve::Listener for LimitedListener {
@@ -83,19 +100,29 @@ impl axum::serve::Listener for LimitedListener {
     async fn accept(&mut self) -> (Limited, SocketAddr) {
         loop {
             let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-            let Some(limit) = self.limit else { return (Limited { stream, _slot: None }, addr) };
-            match self.table.take(addr.ip(), limit) {
-                Some(slot) => return (Limited { stream, _slot: Some(slot) }, addr),
-                None => {
-                    tracing::debug!(%addr, limit, "HTTP connection refused: too many from this address");
-                    if let Ok(permit) = self.lingering.clone().try_acquire_owned() {
-                        tokio::spawn(async move {
-                            refuse(stream).await;
-                            drop(permit);
-                        });
+            let place = match &self.total {
+                None => None,
+                Some(total) => match total.clone().try_acquire_owned() {
+                    Ok(place) => Some(place),
+                    Err(_) => {
+                        tracing::warn!(%addr, "HTTP connection refused: the agent holds limits.http_max_conns connections");
+                        self.refuse(stream);
+                        continue;
                     }
-                }
-            }
+                },
+            };
+            let slot = match self.limit {
+                None => None,
+                Some(limit) => match self.table.take(addr.ip(), limit) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%addr, limit, "HTTP connection refused: too many from this address");
+                        self.refuse(stream);
+                        continue;
+                    }
+                },
+            };
+            return (Limited { stream, _slot: slot, _place: place }, addr);
         }
     }
 

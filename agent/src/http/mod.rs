@@ -201,7 +201,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener::LimitedListener::new(listener, state.config.http_max_conns_per_client);
+    let (per_client, total) = (state.config.http_max_conns_per_client, state.config.http_max_conns);
+    let listener = listener::LimitedListener::new(listener, per_client, total);
     // One router for every connection: serving `Router` itself would clone
     // its whole route table per connection (hundreds of KiB each).
     axum::serve(listener, router(state).into_make_service()).with_graceful_shutdown(shutdown).await
