@@ -264,7 +264,7 @@ start_cluster() { # mode
 	a_pid=$STARTED_PID
 	# B holds WATCHERS connections from one address: above Consul's default
 	# limits { http_max_conns_per_client = 200 }.
-	printf 'limits {\n  http_max_conns_per_client = 0\n}\n' >"$TMP/no-connection-limit.hcl"
+	printf 'limits {\n  http_max_conns_per_client = 0\n  http_max_conns = 0\n}\n' >"$TMP/no-connection-limit.hcl"
 	start_process "$MODE-vm-b" "$WEFT" agent --node vm-b --data-dir "$TMP/$MODE-vm-b" "${all_joins[@]}" \
 		"${b_token[@]}" --http-addr "127.0.0.1:$B_HTTP" --dns-addr "127.0.0.1:$B_DNS" \
 		--config-file "$TMP/no-connection-limit.hcl"

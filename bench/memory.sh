@@ -3,8 +3,9 @@
 # cost an agent in memory, and whether it gives memory back (issue 20's
 # goals, printed beside each figure).
 #
-# Steps: build weft (release); start `weft dev` with the per-address
-# connection limit lifted (the load comes from one address); then
+# Steps: build weft (release); start `weft dev` with its connection limits
+# lifted (the load comes from one address, and passes the default total);
+# then
 # bench/memory.py holds CONNS idle connections, then CONNS blocking
 # queries, reading the agent's RSS (VmRSS) with each and SETTLE seconds
 # after they close, and sends UPLOADS parallel uploads of UPLOAD_MB each to
@@ -51,7 +52,7 @@ check_ports_free "$HTTP_PORT" $((HTTP_PORT + 1)) $((HTTP_PORT + 2))
 make_tmp memory
 copy_binaries WEFT
 
-printf 'limits {\n  http_max_conns_per_client = 0\n}\n' >"$TMP/no-connection-limit.hcl"
+printf 'limits {\n  http_max_conns_per_client = 0\n  http_max_conns = 0\n}\n' >"$TMP/no-connection-limit.hcl"
 start_process agent "$WEFT" dev --http-addr "127.0.0.1:$HTTP_PORT" --dns-addr "127.0.0.1:$((HTTP_PORT + 1))" \
 	--rpc-addr "127.0.0.1:$((HTTP_PORT + 2))" --config-file "$TMP/no-connection-limit.hcl"
 agent_pid=$STARTED_PID
