@@ -598,3 +598,43 @@ async fn the_agent_holds_at_most_http_max_conns_connections() {
     })
     .await;
 }
+
+/// `limits { rpc_rate rpc_max_burst }` (Consul's): the writes an agent takes
+/// through its HTTP API. Past the burst, a write is a 429 `RPC rate limit
+/// exceeded` and changes nothing; tokens come back at the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_rpc_rate_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.hcl");
+    std::fs::write(&config, "limits {\n  rpc_rate = 2\n  rpc_max_burst = 5\n}\n").unwrap();
+    let cluster = Cluster::servers_with(1, &["--config-file", config.to_str().unwrap()]).await;
+    let client = cluster.client(0);
+    let mut refused = Vec::new();
+    let started = Instant::now();
+    for i in 0..20 {
+        let answer = client.put(&format!("/v1/kv/rate/{i}"), "v").await.unwrap();
+        match answer.status {
+            200 => {}
+            429 => {
+                assert_eq!(answer.text(), "RPC rate limit exceeded");
+                refused.push(i);
+            }
+            other => panic!("write {i}: {other} {}", answer.text()),
+        }
+    }
+    // The burst, and what came back at 2 a second while the 20 were sent.
+    let allowed = 5 + (2.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    println!("20 writes at once with rpc_rate = 2, rpc_max_burst = 5: {} refused", refused.len());
+    assert!(20 - refused.len() <= allowed, "{} taken, at most {allowed} allowed", 20 - refused.len());
+    assert!(!refused.is_empty());
+    for i in &refused {
+        let read = client.get(&format!("/v1/kv/rate/{i}")).await.unwrap();
+        assert_eq!(read.status, 404, "refused write {i} changed nothing");
+    }
+    // Reads are not limited; a write goes through again once a token is back.
+    assert_eq!(client.get("/v1/kv/rate/0").await.unwrap().status, 200);
+    support::eventually("a token to come back", Duration::from_secs(5), || async {
+        (client.put("/v1/kv/rate/later", "v").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+}

@@ -262,6 +262,7 @@ impl Agent {
             leave: LeaveHandle(leave_tx),
             leaves: Arc::new(LeafCache::new(backend.clone(), node.name.clone())),
             acl,
+            writes: config.write_rate.map(|(rate, burst)| Arc::new(weft_server::rate::TokenBucket::new(rate, burst))),
         };
         let http = tokio::spawn(http::run(state, listeners.http, stopped(stop_rx)));
         let intervals = sync::SyncIntervals {

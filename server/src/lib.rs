@@ -33,7 +33,7 @@ mod error;
 pub mod join;
 pub mod liveness;
 pub mod login;
-mod rate;
+pub mod rate;
 // openraft's storage traits fix `StorageError` (large) as the error type; boxing it
 // in our helpers would only add conversions at every trait boundary.
 #[allow(clippy::result_large_err)]

@@ -1,24 +1,25 @@
 //! The one token bucket: how leaf and agent certificate signing, and calls
-//! from callers without a certificate, are rate-limited on a server.
+//! from callers without a certificate, are rate-limited on a server, and an
+//! agent's HTTP writes (`limits { rpc_rate rpc_max_burst }`).
 
 use std::sync::Mutex;
 
 use tokio::time::Instant;
 
 /// `rate` tokens a second, bursts up to `burst`.
-pub(crate) struct TokenBucket {
+pub struct TokenBucket {
     state: Mutex<(f64, Instant)>,
     rate: f64,
     burst: f64,
 }
 
 impl TokenBucket {
-    pub(crate) fn new(rate: f64, burst: f64) -> Self {
+    pub fn new(rate: f64, burst: f64) -> Self {
         Self { state: Mutex::new((burst, Instant::now())), rate, burst }
     }
 
     /// Takes a token if there is one.
-    pub(crate) fn take(&self) -> bool {
+    pub fn take(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, at) = &mut *state;
         *tokens = (*tokens + at.elapsed().as_secs_f64() * self.rate).min(self.burst);

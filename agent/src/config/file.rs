@@ -197,7 +197,24 @@ pub struct LimitsFile {
     /// Weft: connections the HTTP API holds in all (default: three quarters
     /// of the open-files limit; 0: no cap).
     pub http_max_conns: Option<usize>,
+    /// Writes a second this agent takes through its HTTP API (default: no limit).
+    pub rpc_rate: Option<Rate>,
+    /// Writes it takes at once above `rpc_rate` (default 1000).
+    pub rpc_max_burst: Option<usize>,
 }
+
+/// A rate, in events a second (a number; the config files' types derive `Eq`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Rate(pub f64);
+
+impl PartialEq for Rate {
+    fn eq(&self, other: &Rate) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Rate {}
 
 /// Consul's `performance { ... }`: the settings Weft honours.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

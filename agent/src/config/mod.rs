@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub http_max_conns_per_client: usize,
     /// Connections the HTTP API holds in all; 0: no cap.
     pub http_max_conns: usize,
+    /// HTTP writes a second, and the burst above that (`limits { rpc_rate
+    /// rpc_max_burst }`); `None`: no limit.
+    pub write_rate: Option<(f64, f64)>,
     /// ACLs (`acl { ... }`; `weft dev --acl`).
     pub acl: AclConfig,
     pub enable_script_checks: bool,
@@ -206,6 +209,8 @@ pub const DEFAULT_DNS_PORT: u16 = 8600;
 pub const DEFAULT_RPC_PORT: u16 = 8300;
 /// Consul's default `limits { rpc_max_conns_per_client }`.
 pub const DEFAULT_RPC_MAX_CONNS_PER_CLIENT: usize = 100;
+/// Consul's default `limits { rpc_max_burst }`.
+const DEFAULT_RPC_MAX_BURST: usize = 1000;
 /// Consul's default `limits { http_max_conns_per_client }`.
 pub const DEFAULT_HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
 
@@ -412,6 +417,16 @@ impl ConfigFile {
         let http_max_conns_per_client =
             self.limits.as_ref().and_then(|l| l.http_max_conns_per_client).unwrap_or(DEFAULT_HTTP_MAX_CONNS_PER_CLIENT);
         let http_max_conns = self.limits.as_ref().and_then(|l| l.http_max_conns).unwrap_or_else(default_http_max_conns);
+        let write_rate = self.limits.as_ref().and_then(|l| {
+            let rate = l.rpc_rate?.0;
+            let burst = l.rpc_max_burst.unwrap_or(DEFAULT_RPC_MAX_BURST);
+            if !(rate.is_finite() && rate > 0.0) || burst == 0 {
+                problem(format!(
+                    "limits.rpc_rate must be a positive number and rpc_max_burst at least 1, not {rate} and {burst}"
+                ));
+            }
+            Some((rate, burst as f64))
+        });
         let acl = acl::acl_config(self.acl.as_ref(), &mut problem);
         let dns = self.dns_settings(&mut problem);
         let advertise_ip = match self.advertise_addr.as_deref() {
@@ -513,6 +528,7 @@ impl ConfigFile {
             rpc_max_conns_per_client,
             http_max_conns_per_client,
             http_max_conns,
+            write_rate,
             acl,
             rpc_addr,
             http_addr,

@@ -167,6 +167,10 @@ pub async fn write(state: &AppState, acl: &Acl, command: Command) -> Result<Appl
     for permission in needed {
         acl.require(permission)?;
     }
+    if state.writes.as_ref().is_some_and(|bucket| !bucket.take()) {
+        // Consul's wording, which its clients know.
+        return Err(ApiError::TooManyRequests("RPC rate limit exceeded".into()));
+    }
     Ok(state.backend.write_as(command, acl.secret()).await?)
 }
 

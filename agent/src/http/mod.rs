@@ -61,6 +61,8 @@ pub struct AppState {
     pub admin_ports: AdminPorts,
     /// ACL settings, this agent's tokens and its cache of resolved tokens.
     pub acl: Arc<crate::acl::AclState>,
+    /// `limits { rpc_rate rpc_max_burst }`: the writes this agent takes.
+    pub writes: Option<Arc<weft_server::rate::TokenBucket>>,
 }
 
 /// Largest request body read for an endpoint without a limit of its own
