@@ -26,7 +26,7 @@ use weft_tls::transport::{ConnectionSlot, ConnectionTable};
 
 /// What a refused connection is told (Consul's words).
 const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Connection: close\r\nContent-Length: 80\r\n\r\nYour IP is issuing too many concurrent connections, please rate limit your calls\n";
+Connection: close\r\nContent-Length: 81\r\n\r\nYour IP is issuing too many concurrent connections, please rate limit your calls\n";
 
 /// Refused connections being answered at once, at most.
 const LINGERING: usize = 64;
