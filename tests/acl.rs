@@ -67,7 +67,8 @@ fn concrete(template: &str) -> String {
 }
 
 /// Routes that answer anyone, as Consul's do (a token may always read itself).
-const PUBLIC: [&str; 5] = [
+const PUBLIC: [&str; 6] = [
+    "/v1/catalog/datacenters",
     "/v1/status/leader",
     "/v1/status/peers",
     "/v1/connect/ca/roots",
