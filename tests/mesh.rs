@@ -461,6 +461,18 @@ async fn two_agents_on_one_host_give_their_sidecars_different_ports() {
     register(&cluster, 0, json!({"Name": "web", "Port": free_port(), "Connect": {"SidecarService": {}}})).await;
     let web = sidecar_port(0, "web").await.expect("web's sidecar port");
     eventually("web's sidecar to listen", Duration::from_secs(30), || listening(web)).await;
+    // The catalog's connect-capable instances of web: its sidecar.
+    let connect: Value =
+        serde_json::from_slice(&cluster.client(0).get("/v1/catalog/connect/web").await.unwrap().body).unwrap();
+    let found: Vec<(&str, &str, u64)> = connect
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (i["ServiceKind"].as_str().unwrap(), i["ServiceName"].as_str().unwrap(), i["ServicePort"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(found, [("connect-proxy", "web-sidecar-proxy", u64::from(web))], "{connect}");
     register(&cluster, vm1, json!({"Name": "api", "Port": free_port(), "Connect": {"SidecarService": {}}})).await;
     let api = sidecar_port(vm1, "api").await.expect("api's sidecar port");
     println!("sidecar ports on one host: web {web} (server agent), api {api} (client agent)");

@@ -379,7 +379,29 @@ pub async fn service(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let name = ServiceName::new(name);
+    instances(state, acl, ServiceName::new(name), None, raw).await
+}
+
+/// `GET /v1/catalog/connect/<service>`: the service's sidecar proxies
+/// (Consul's connect-capable instances), as `/v1/health/connect` finds them.
+pub async fn connect(
+    State(state): State<AppState>,
+    acl: Acl,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let sidecars = weft_api::catalog::sidecar_name(&ServiceName::new(name));
+    instances(state, acl, sidecars, Some("connect-proxy"), raw).await
+}
+
+/// Instances of `name`; only those of `kind` if given.
+async fn instances(
+    state: AppState,
+    acl: Acl,
+    name: ServiceName,
+    kind: Option<&'static str>,
+    raw: Option<String>,
+) -> Result<Response, ApiError> {
     let this_node = state.node.name.clone();
     let read = |tables: &Tables, query: &QueryParams| {
         let selector = InstanceSelector::from_query(query, &this_node);
@@ -388,6 +410,7 @@ pub async fn service(
             .service_instances(&name)
             .into_iter()
             .filter(|i| selector.matches(&i.node, &i.service))
+            .filter(|i| kind.is_none_or(|kind| i.service.kind == kind))
             .collect();
         selector.order(&mut found, |i| &i.node.name);
         found

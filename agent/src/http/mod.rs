@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/connect/{name}", get(catalog::connect))
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/node/{name}", get(catalog::node))
         .route("/v1/health/service/{name}", get(health::service))
