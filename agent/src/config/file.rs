@@ -326,13 +326,11 @@ impl ConfigFile {
                 })
                 .collect()
         };
-        let (services, checks) = match is_json {
-            true => (Vec::new(), Vec::new()),
-            false => (
-                locate::hcl_definition_lines(&text, "service", "services"),
-                locate::hcl_definition_lines(&text, "check", "checks"),
-            ),
-        };
+        // The spans are read (a second parse) only for an HCL file with definitions.
+        let has_definitions = !(file.service_definitions().is_empty() && file.check_definitions().is_empty());
+        let source = (!is_json && has_definitions).then(|| locate::HclSource::parse(&text)).flatten();
+        let lines = |one, many| source.as_ref().map(|s| s.definition_lines(one, many)).unwrap_or_default();
+        let (services, checks) = (lines("service", "services"), lines("check", "checks"));
         file.origins = Origins {
             services: place(services, file.service_definitions().len()),
             checks: place(checks, file.check_definitions().len()),
@@ -386,10 +384,11 @@ impl ConfigFile {
                     None => settings.push((key, vec![structure])),
                 }
             }
+            let source = locate::HclSource::parse(text);
             let errors = settings.into_iter().filter_map(|(key, group)| {
                 let one = hcl::de::Deserializer::from_body(group.into_iter().collect());
                 let error = serde_path_to_error::deserialize::<_, ConfigFile>(one).err()?;
-                let line = locate::hcl_line(text, &locate::steps(error.path()));
+                let line = source.as_ref().and_then(|s| s.line(&locate::steps(error.path())));
                 let path = error.path().to_string();
                 Some(ParseError { line, message: setting_error(&key, &path, &error.into_inner().to_string()) })
             });

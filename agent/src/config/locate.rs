@@ -32,38 +32,49 @@ pub fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
         .collect()
 }
 
-/// The 1-based line where the last key of `path` is written in `text`
-/// (HCL), if the path can be followed. Keys match as Consul matches them
-/// (any case, `_` and `-` ignored).
-pub fn hcl_line(text: &str, path: &[Step]) -> Option<usize> {
-    let body = hcl_edit::parser::parse_body(text).ok()?;
-    let offset = find_in_body(&body, path)?;
-    Some(line_at(text, offset))
+/// An HCL file parsed with its spans, once, for as many lookups as needed.
+pub struct HclSource<'a> {
+    text: &'a str,
+    body: Body,
 }
 
-/// The lines of every definition named `one` (blocks or an attribute,
-/// `service { }`) then `many` (a list, `services = [...]`) in `text`, in
-/// the order the config file's reader lists them; empty if `text` is not
-/// HCL that parses.
-pub fn hcl_definition_lines(text: &str, one: &str, many: &str) -> Vec<usize> {
-    let Ok(body) = hcl_edit::parser::parse_body(text) else { return Vec::new() };
-    let mut offsets = Vec::new();
-    for structure in body.iter() {
-        match structure {
-            Structure::Block(block) if block.ident.as_str() == one => offsets.extend(block.span().map(|s| s.start)),
-            Structure::Attribute(attribute) if attribute.key.as_str() == one => match &attribute.value {
-                Expression::Array(items) => offsets.extend(items.iter().filter_map(|item| Some(item.span()?.start))),
-                value => offsets.extend(value.span().map(|s| s.start)),
-            },
-            _ => {}
-        }
+impl<'a> HclSource<'a> {
+    /// `None` if `text` is not HCL that parses.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        Some(HclSource { text, body: hcl_edit::parser::parse_body(text).ok()? })
     }
-    for attribute in body.attributes().filter(|a| a.key.as_str() == many) {
-        if let Expression::Array(items) = &attribute.value {
-            offsets.extend(items.iter().filter_map(|item| Some(item.span()?.start)));
-        }
+
+    /// The 1-based line where the last key of `path` is written, if the
+    /// path can be followed. Keys match as Consul matches them (any case,
+    /// `_` and `-` ignored).
+    pub fn line(&self, path: &[Step]) -> Option<usize> {
+        find_in_body(&self.body, path).map(|offset| line_at(self.text, offset))
     }
-    offsets.into_iter().map(|offset| line_at(text, offset)).collect()
+
+    /// The lines of every definition named `one` (blocks or an attribute,
+    /// `service { }`) then `many` (a list, `services = [...]`), in the order
+    /// the config file's reader lists them.
+    pub fn definition_lines(&self, one: &str, many: &str) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        for structure in self.body.iter() {
+            match structure {
+                Structure::Block(block) if block.ident.as_str() == one => offsets.extend(block.span().map(|s| s.start)),
+                Structure::Attribute(attribute) if attribute.key.as_str() == one => match &attribute.value {
+                    Expression::Array(items) => {
+                        offsets.extend(items.iter().filter_map(|item| Some(item.span()?.start)))
+                    }
+                    value => offsets.extend(value.span().map(|s| s.start)),
+                },
+                _ => {}
+            }
+        }
+        for attribute in self.body.attributes().filter(|a| a.key.as_str() == many) {
+            if let Expression::Array(items) = &attribute.value {
+                offsets.extend(items.iter().filter_map(|item| Some(item.span()?.start)));
+            }
+        }
+        offsets.into_iter().map(|offset| line_at(self.text, offset)).collect()
+    }
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
@@ -132,17 +143,21 @@ mod tests {
 
     #[test]
     fn keys_are_found_at_every_depth() {
-        assert_eq!(hcl_line(TEXT, &[key("server")]), Some(2));
-        assert_eq!(hcl_line(TEXT, &[key("ports"), key("http")]), Some(4));
-        assert_eq!(hcl_line(TEXT, &[key("service"), Step::Index(1), key("connect"), key("SidecarService")]), Some(12));
-        assert_eq!(hcl_line(TEXT, &[key("retry_join"), Step::Index(1)]), Some(18));
-        assert_eq!(hcl_line(TEXT, &[key("nowhere")]), None);
+        let source = HclSource::parse(TEXT).unwrap();
+        assert_eq!(source.line(&[key("server")]), Some(2));
+        assert_eq!(source.line(&[key("ports"), key("http")]), Some(4));
+        assert_eq!(source.line(&[key("service"), Step::Index(1), key("connect"), key("SidecarService")]), Some(12));
+        assert_eq!(source.line(&[key("retry_join"), Step::Index(1)]), Some(18));
+        assert_eq!(source.line(&[key("nowhere")]), None);
     }
 
     #[test]
     fn definitions_are_numbered_in_reading_order() {
-        assert_eq!(hcl_definition_lines(TEXT, "service", "services"), vec![6, 9, 16]);
-        assert_eq!(hcl_definition_lines("service = { name = \"a\" }\n", "service", "services"), vec![1]);
-        assert!(hcl_definition_lines("{\"service\": {}}", "service", "services").is_empty());
+        assert_eq!(HclSource::parse(TEXT).unwrap().definition_lines("service", "services"), vec![6, 9, 16]);
+        let one = HclSource::parse("service = { name = \"a\" }\n").unwrap();
+        assert_eq!(one.definition_lines("service", "services"), vec![1]);
+        assert!(
+            HclSource::parse("{\"service\": {}}").is_none_or(|s| s.definition_lines("service", "services").is_empty())
+        );
     }
 }

@@ -177,7 +177,7 @@ fn definitions(
                 Ok(_) => out.checks.push(definition),
                 Err(e) => problems.push(problem(&file.origins.checks, "check", n, e.to_string())),
             },
-            Err(e) => problems.push(problem(&file.origins.checks, "check", n, e.to_string())),
+            Err(e) => problems.push(problem(&file.origins.checks, "check", n, e)),
         }
     }
     out

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weft_api::catalog::{Check, Deregistration, HealthStatus, Node, Registration, Service, Weights};
+use weft_api::catalog::{sidecar_name, Check, Deregistration, HealthStatus, Node, Registration, Service, Weights};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
 use weft_filter::Filter;
@@ -390,7 +390,7 @@ pub async fn connect(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let sidecars = weft_api::catalog::sidecar_name(&ServiceName::new(name));
+    let sidecars = sidecar_name(&ServiceName::new(name));
     instances(state, acl, sidecars, Some("connect-proxy"), raw).await
 }
 

@@ -15,11 +15,11 @@ use super::definition::{CheckDefinition, CheckRunner, DefinitionError, LocalChec
 use super::{persist, LocalState, Source};
 
 /// The node's maintenance check.
-pub const NODE_MAINTENANCE: &str = "_node_maintenance";
+const NODE_MAINTENANCE: &str = "_node_maintenance";
 /// A service's maintenance check ID is this, then the service ID.
-pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
+const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
 /// The check type Consul gives them.
-pub const MAINTENANCE_TYPE: &str = "maintenance";
+const MAINTENANCE_TYPE: &str = "maintenance";
 
 const DEFAULT_NODE_REASON: &str =
     "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
@@ -27,7 +27,7 @@ const DEFAULT_SERVICE_REASON: &str =
     "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
 /// The maintenance check ID of the node (`None`) or of a service.
-pub fn maintenance_check_id(service: Option<&ServiceId>) -> CheckId {
+fn maintenance_check_id(service: Option<&ServiceId>) -> CheckId {
     match service {
         None => CheckId::new(NODE_MAINTENANCE),
         Some(service) => CheckId::new(format!("{SERVICE_MAINTENANCE_PREFIX}{service}")),
@@ -43,47 +43,56 @@ impl LocalState {
         service: Option<&ServiceId>,
         reason: &str,
     ) -> Result<(), DefinitionError> {
-        let id = maintenance_check_id(service);
-        {
-            let mut entries = self.entries();
-            if entries.checks.contains_key(&id) {
-                return Ok(());
-            }
-            let mut check = Check {
-                node: self.node.clone(),
-                id: id.clone(),
-                status: HealthStatus::Maintenance,
-                check_type: MAINTENANCE_TYPE.into(),
-                ..Check::default()
-            };
-            match service {
-                None => {
-                    check.name = "Node Maintenance Mode".into();
-                    check.notes = if reason.is_empty() { DEFAULT_NODE_REASON } else { reason }.into();
-                }
-                Some(service_id) => {
-                    let owner = entries.services.get(service_id).ok_or_else(|| no_service(service_id))?;
-                    check.name = "Service Maintenance Mode".into();
-                    check.notes = if reason.is_empty() { DEFAULT_SERVICE_REASON } else { reason }.into();
-                    check.service_id = service_id.clone();
-                    check.service_name = owner.service.name.clone();
-                    check.service_tags = owner.service.tags.clone();
-                }
-            }
-            let local = LocalCheck {
-                check,
-                runner: CheckRunner::Maintenance,
-                success_before_passing: 0,
-                failures_before_warning: 0,
-                failures_before_critical: 0,
-                deregister_critical_service_after: None,
-            };
-            let entry = self.start_check(local, CheckDefinition::default(), None, Source::Api);
-            entries.checks.insert(id, entry);
+        if self.install_maintenance(service, reason)? {
+            self.save_maintenance();
+            self.changed(Source::Config);
         }
-        self.save_maintenance();
-        self.changed(Source::Config);
         Ok(())
+    }
+
+    /// Adds the maintenance check unless there is one; whether it did.
+    fn install_maintenance(
+        self: &Arc<Self>,
+        service: Option<&ServiceId>,
+        reason: &str,
+    ) -> Result<bool, DefinitionError> {
+        let id = maintenance_check_id(service);
+        let mut entries = self.entries();
+        if entries.checks.contains_key(&id) {
+            return Ok(false);
+        }
+        let mut check = Check {
+            node: self.node.clone(),
+            id: id.clone(),
+            status: HealthStatus::Maintenance,
+            check_type: MAINTENANCE_TYPE.into(),
+            ..Check::default()
+        };
+        match service {
+            None => {
+                check.name = "Node Maintenance Mode".into();
+                check.notes = if reason.is_empty() { DEFAULT_NODE_REASON } else { reason }.into();
+            }
+            Some(service_id) => {
+                let owner = entries.services.get(service_id).ok_or_else(|| no_service(service_id))?;
+                check.name = "Service Maintenance Mode".into();
+                check.notes = if reason.is_empty() { DEFAULT_SERVICE_REASON } else { reason }.into();
+                check.service_id = service_id.clone();
+                check.service_name = owner.service.name.clone();
+                check.service_tags = owner.service.tags.clone();
+            }
+        }
+        let local = LocalCheck {
+            check,
+            runner: CheckRunner::Maintenance,
+            success_before_passing: 0,
+            failures_before_warning: 0,
+            failures_before_critical: 0,
+            deregister_critical_service_after: None,
+        };
+        let entry = self.start_check(local, CheckDefinition::default(), None, Source::Api);
+        entries.checks.insert(id, entry);
+        Ok(true)
     }
 
     /// Lifts maintenance from the node or a service (nothing to lift: no
@@ -120,12 +129,13 @@ impl LocalState {
         persist::save_maintenance(&self.persist_dir, &records);
     }
 
-    /// Puts back the maintenance saved by the last run (a service that is
-    /// gone is left out).
+    /// Puts back the maintenance saved by the last run, at start-up, without
+    /// writing the file again (a service that is gone is left out, and out
+    /// of the file at its next save).
     pub(super) fn restore_maintenance(self: &Arc<Self>) {
         for record in persist::load_maintenance(&self.persist_dir) {
             let service = record.service.map(ServiceId::new);
-            if let Err(error) = self.enable_maintenance(service.as_ref(), &record.reason) {
+            if let Err(error) = self.install_maintenance(service.as_ref(), &record.reason) {
                 tracing::warn!(%error, "dropping saved maintenance mode");
             }
         }

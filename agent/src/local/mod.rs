@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use weft_api::catalog::{Check, HealthStatus, Service};
+use weft_api::catalog::{sidecar_id, Check, HealthStatus, Service};
 use weft_api::ids::{CheckId, NodeName, ServiceId};
 
 use crate::config::{AgentConfig, ConfigErrors, Definitions};
@@ -33,7 +33,6 @@ use definition::{
     CheckDefinition, CheckRunner, DefinitionError, LocalCheck, LocalService, ProxyConfig, ProxyDefinition,
     ServiceDefinition, SidecarRequest,
 };
-pub use maintenance::{maintenance_check_id, MAINTENANCE_TYPE};
 
 /// Where a registration came from: config files are re-read on reload and
 /// never persisted; API registrations are persisted and survive reloads.
@@ -215,7 +214,7 @@ impl LocalState {
     /// the agent picked it). `None` when the port was set in the
     /// registration (the user's choice stays), or none is left.
     pub fn repick_sidecar_port(self: &Arc<Self>, parent: &ServiceId) -> Option<u16> {
-        let sidecar_id = ServiceId::new(format!("{parent}-sidecar-proxy"));
+        let sidecar_id = sidecar_id(parent);
         let port = {
             let mut entries = self.entries();
             let entry = entries.services.get(parent)?;
@@ -257,7 +256,7 @@ impl LocalState {
             let checks = with_specs(local.checks, &definition);
             let parent = ServiceEntry { service: local.service, definition, source, sidecar_of: None };
             self.install_service(entries, parent, checks, how);
-            let sidecar_id = ServiceId::new(format!("{id}-sidecar-proxy"));
+            let sidecar_id = sidecar_id(&id);
             match sidecar {
                 None => {
                     entries.remove_service(&sidecar_id);
@@ -357,7 +356,7 @@ impl LocalState {
         request: SidecarRequest,
         avoid: Option<u16>,
     ) -> Result<(LocalService, ServiceDefinition, ProxyConfig), DefinitionError> {
-        let sidecar_id = ServiceId::new(format!("{}-sidecar-proxy", service.id));
+        let sidecar_id = sidecar_id(&service.id);
         let taken: Vec<u16> = entries
             .services
             .values()
@@ -405,7 +404,7 @@ impl LocalState {
         let source = {
             let mut entries = self.entries();
             let Some(removed) = entries.remove_service(id) else { return false };
-            entries.remove_service(&ServiceId::new(format!("{id}-sidecar-proxy")));
+            entries.remove_service(&sidecar_id(id));
             removed.source
         };
         self.changed(source);
@@ -642,7 +641,7 @@ impl LocalState {
             CheckRunner::Probe { .. } | CheckRunner::Sidecar { .. } | CheckRunner::Maintenance => None,
         };
         let critical_since = (local.check.status == HealthStatus::Critical).then(Instant::now);
-        let task = Some(runner::spawn(Arc::downgrade(self), local.clone()));
+        let task = runner::spawn(Arc::downgrade(self), local.clone());
         CheckEntry {
             local,
             spec,

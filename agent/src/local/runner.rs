@@ -32,24 +32,21 @@ const FIRST_PASS_RETRY: Duration = Duration::from_secs(1);
 /// How often an expired TTL check looks at `DeregisterCriticalServiceAfter`.
 const EXPIRED_RECHECK: Duration = Duration::from_secs(1);
 
-/// Starts the runner for `check`.
-pub fn spawn(state: Weak<LocalState>, check: LocalCheck) -> AbortHandle {
+/// Starts the runner for `check`; a maintenance check has none.
+pub fn spawn(state: Weak<LocalState>, check: LocalCheck) -> Option<AbortHandle> {
     let task = match check.runner.clone() {
         CheckRunner::Probe { probe, interval, timeout } => tokio::spawn(run_probe(state, check, interval, move || {
             let probe = probe.clone();
             async move { weft_checks::run(&probe, timeout).await }
         })),
         CheckRunner::Sidecar { sidecar, address, port, interval, timeout } => {
-            let weak = state.clone();
-            tokio::spawn(run_probe(state, check, interval, move || {
-                let sidecar = SidecarProbe { sidecar: sidecar.clone(), address: address.clone(), port, timeout };
-                probe_sidecar(weak.clone(), sidecar)
-            }))
+            let (weak, probe) = (state.clone(), Arc::new(SidecarProbe { sidecar, address, port, timeout }));
+            tokio::spawn(run_probe(state, check, interval, move || probe_sidecar(weak.clone(), probe.clone())))
         }
         CheckRunner::Ttl { .. } => tokio::spawn(run_ttl(state, check)),
-        CheckRunner::Maintenance => tokio::spawn(std::future::ready(())),
+        CheckRunner::Maintenance => return None,
     };
-    task.abort_handle()
+    Some(task.abort_handle())
 }
 
 /// What a sidecar's listening check asks: see [`CheckRunner::Sidecar`].
@@ -63,8 +60,9 @@ struct SidecarProbe {
 /// Runs a sidecar's listening check once. Where this agent does not run
 /// its sidecars (it could not find its own program), nothing reports an
 /// admin port and a TCP connect is all there is to try.
-async fn probe_sidecar(state: Weak<LocalState>, probe: SidecarProbe) -> ProbeResult {
-    let SidecarProbe { sidecar, address, port, timeout } = probe;
+async fn probe_sidecar(state: Weak<LocalState>, probe: Arc<SidecarProbe>) -> ProbeResult {
+    let SidecarProbe { sidecar, address, port, timeout } = &*probe;
+    let (port, timeout) = (*port, *timeout);
     let critical = |output: String| ProbeResult { status: HealthStatus::Critical, output };
     let tcp = Probe::Tcp { address: format!("{address}:{port}") };
     let Some(admin_ports) = state.upgrade().map(|s| s.admin_ports().clone()) else {
@@ -73,7 +71,7 @@ async fn probe_sidecar(state: Weak<LocalState>, probe: SidecarProbe) -> ProbeRes
     if !admin_ports.supervised() {
         return weft_checks::run(&tcp, timeout).await;
     }
-    let Some(admin) = admin_ports.get(&sidecar) else {
+    let Some(admin) = admin_ports.get(sidecar) else {
         return critical(format!("the sidecar proxy {sidecar} is not running"));
     };
     let answer = HttpClient::new(&admin.to_string(), None).with_timeout(timeout).get("/ready").await;

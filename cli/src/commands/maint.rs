@@ -54,15 +54,15 @@ impl MaintArgs {
     /// Prints the node's and the services' maintenance, as `consul maint` does.
     async fn list(&self) -> anyhow::Result<ExitCode> {
         let checks = json_body(&expect_success(self.api.client().get("/v1/agent/checks").await?, "listing checks")?)?;
-        let node = json_body(&expect_success(self.api.client().get("/v1/agent/self").await?, "reading the agent")?)?;
-        let node_name = node["Config"]["NodeName"].as_str().unwrap_or_default().to_owned();
         let mut checks: Vec<&serde_json::Value> =
             checks.as_object().map(|c| c.values().filter(|c| c["Type"] == "maintenance").collect()).unwrap_or_default();
         checks.sort_by_key(|c| c["CheckID"].as_str().unwrap_or_default().to_owned());
         for check in checks {
             let reason = check["Notes"].as_str().unwrap_or_default();
             match check["ServiceID"].as_str().filter(|id| !id.is_empty()) {
-                None => println!("Node:\n  Name:   {node_name}\n  Reason: {reason}\n"),
+                None => {
+                    println!("Node:\n  Name:   {}\n  Reason: {reason}\n", check["Node"].as_str().unwrap_or_default())
+                }
                 Some(id) => println!("Service:\n  ID:     {id}\n  Reason: {reason}\n"),
             }
         }
