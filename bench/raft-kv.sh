@@ -16,7 +16,9 @@
 # certificates with `weft tls` (for the TLS targets); start the clusters the
 # targets name on 127.0.0.1 (up to five: Weft, Weft with TLS, Weft with
 # ACLs, etcd, etcd with TLS); for weft-acl, make 50 policies and a token
-# holding them all; for each client count, run kv-load against each; print one table;
+# holding them all; for each client count, run kv-load against each; print one table,
+# the servers' CPU per write, and where a weft write's time went (each server's
+# /v1/agent/metrics before and after each run, subtracted by bench/stages.py);
 # then kill -9 the weft and etcd leaders FAILOVER_ROUNDS times under writes
 # (the failover and the elections the runs caused); then write RSS_KEYS keys to a Weft cluster and report a server's RSS and
 # data-dir size. Everything started here is stopped (and the temp dir
@@ -458,7 +460,32 @@ fi
 
 # ------------------------------------------------------------- the runs -----
 
-declare -A KV_RATE KV_P50 KV_P99 KV_ERR # by "<target>/<clients>"
+declare -A KV_RATE KV_P50 KV_P99 KV_ERR KV_WRITES KV_CPU # by "<target>/<clients>"
+
+# CPU time (user + system, ms) the three servers of target have used so far.
+cluster_cpu_ms() { # target
+	local i ticks=0 stat
+	for i in 0 1 2; do
+		stat=$(cat "/proc/${SERVER_PID[$1/$i]}/stat" 2>/dev/null) || continue
+		# Fields 14 and 15 (utime, stime), counted after the ")" that ends the name.
+		read -r -a fields <<<"${stat##*) }"
+		ticks=$((ticks + fields[11] + fields[12]))
+	done
+	echo $((ticks * 1000 / $(getconf CLK_TCK)))
+}
+
+# Saves each weft server's /v1/agent/metrics (its write stages' totals) as
+# $TMP/stages/<clients>.<server>.<when>.json, and which server leads.
+read_stages() { # clients before|after
+	mkdir -p "$TMP/stages"
+	local i
+	for i in 0 1 2; do
+		curl -sf --max-time 5 "http://127.0.0.1:${HTTP_OF[weft/$i]}/v1/agent/metrics" \
+			>"$TMP/stages/$1.$i.$2.json" || echo '{}' >"$TMP/stages/$1.$i.$2.json"
+	done
+	STAGES_LEADER[$1]=$(leader_of weft)
+}
+declare -A STAGES_LEADER=()
 for c in $CLIENTS; do
 	for t in "${ALL_TARGETS[@]}"; do
 		has_target "$t" || continue
@@ -469,8 +496,13 @@ for c in $CLIENTS; do
 		if [[ $t == etcd-tls ]]; then extra+=(--ca-file "$CA_FILE"); fi
 		# weft-acl: every write carries the 50-policy token.
 		if [[ $t == weft-acl ]]; then extra+=(--token-file "$TMP/kv-bench.token"); fi
+		if [[ $t == weft ]]; then read_stages "$c" before; fi
+		cpu_before=$(cluster_cpu_ms "$t")
 		kv_load "${t%%-*}" "$c" "$DURATION" "${extra[@]}" -- "${addrs[@]}"
+		KV_CPU[$t/$c]=$(($(cluster_cpu_ms "$t") - cpu_before))
+		if [[ $t == weft ]]; then read_stages "$c" after; fi
 		KV_RATE[$t/$c]=$(json_field "$LOAD_OUT" writes_per_sec)
+		KV_WRITES[$t/$c]=$(json_field "$LOAD_OUT" writes)
 		KV_P50[$t/$c]=$(json_field "$LOAD_OUT" p50_ms)
 		KV_P99[$t/$c]=$(json_field "$LOAD_OUT" p99_ms)
 		KV_ERR[$t/$c]=$(json_field "$LOAD_OUT" errors)
@@ -516,6 +548,42 @@ if has_target weft-acl && has_target weft; then
 	for c in $CLIENTS; do
 		wa=$(ratio "${KV_RATE[weft-acl/$c]:-}" "${KV_RATE[weft/$c]:-}")
 		echo "  $c clients: acl/plain $wa ($(goal "$wa" '>=' 0.90))"
+	done
+fi
+
+# CPU per write: the three servers' user + system time over the run, per
+# acknowledged write (on 2 cores, what bounds writes/s under load).
+echo
+echo "server CPU per write (ms, all three servers, user + system):"
+for c in $CLIENTS; do
+	line="  $c client(s):"
+	for t in "${ALL_TARGETS[@]}"; do
+		has_target "$t" || continue
+		writes=${KV_WRITES[$t/$c]:-0}
+		if ((writes > 0)); then
+			line+=" $t $(awk -v cpu="${KV_CPU[$t/$c]}" -v w="$writes" 'BEGIN { printf "%.3f", cpu / w }')"
+		fi
+	done
+	echo "$line"
+done
+
+# Where a write's time went in each weft run: per stage and server, the
+# mean of one measurement and how many the run made per write.
+if has_target weft; then
+	echo
+	echo "weft: where a write's time goes (mean ms of one measurement, and measurements per write;"
+	echo "  the clients write through the followers in turn, which forward to the leader)"
+	for c in $CLIENTS; do
+		leader=${STAGES_LEADER[$c]:-}
+		[[ -n $leader && -n ${KV_WRITES[weft/$c]:-} ]] || continue
+		echo " $c client(s), ${KV_WRITES[weft/$c]} writes:"
+		args=()
+		for i in 0 1 2; do
+			role="follower $i"
+			((i == leader)) && role="leader $i"
+			args+=("$role=$TMP/stages/$c.$i.before.json,$TMP/stages/$c.$i.after.json")
+		done
+		python3 "$ROOT/bench/stages.py" "${KV_WRITES[weft/$c]}" "${args[@]}"
 	done
 fi
 

@@ -18,6 +18,8 @@
 //!   keeps from them.
 //! - [`remote`]: a client agent's link to the servers: a streamed copy of
 //!   the state, and writes, read barriers and heartbeats sent to them.
+//! - [`telemetry`]: how long each stage of a write takes, for
+//!   `/v1/agent/metrics`.
 //! - [`Server`]: the handle the agent uses to write, read and manage peers.
 //!
 //! **Architecture Invariant:** `Tables::apply` reads no clock, draws no random
@@ -42,6 +44,7 @@ pub mod remote;
 mod rpc;
 mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use error::{ServerError, StartError};
 pub use server::{

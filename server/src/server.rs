@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
@@ -32,6 +32,7 @@ use crate::raft::{self, LogStore, Network, Raft, RaftMetrics, ServerNode, StateM
 use crate::rate::TokenBucket;
 use crate::rpc::{Channels, ClusterService, LastContact, RaftService, RpcAuthLayer, RpcPolicy, MAX_MESSAGE};
 use crate::store::StateStore;
+use crate::telemetry::{Stage, Timers};
 
 /// See [`RaftTuning::with_multiplier`].
 const DEFAULT_RAFT_MULTIPLIER: u32 = 1;
@@ -243,6 +244,8 @@ pub(crate) struct Inner {
     /// Held by whatever changes the CA's state (set-up, rotation, pruning),
     /// so two changes never race to overwrite each other.
     pub(crate) ca_changes: tokio::sync::Mutex<()>,
+    /// How long each stage of a write takes here (`/v1/agent/metrics`).
+    pub(crate) timers: Timers,
 }
 
 impl Server {
@@ -257,10 +260,11 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let id = load_or_create_server_id(&config.data_dir)?;
-        let (log_store, snapshot_store) = raft::open_storage(&config.data_dir.join("raft"))?;
+        let timers = Timers::default();
+        let (log_store, snapshot_store) = raft::open_storage(&config.data_dir.join("raft"), timers.clone())?;
         let store = StateStore::new();
-        let state_machine =
-            StateMachine::open(store.clone(), snapshot_store).map_err(|e| StartError::Raft(e.to_string()))?;
+        let state_machine = StateMachine::open(store.clone(), snapshot_store, timers.clone())
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let raft_config = openraft::Config {
             cluster_name: "weft".into(),
             heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
@@ -281,7 +285,8 @@ impl Server {
         };
         let connector = RpcConnector::new(config.rpc_tls.as_ref().and_then(|tls| tls.dial.clone()));
         let peer_addresses = crate::raft::PeerAddresses::default();
-        let network = Network { connector: connector.clone(), addresses: peer_addresses.clone() };
+        let network =
+            Network { connector: connector.clone(), addresses: peer_addresses.clone(), timers: timers.clone() };
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store.clone(), state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -308,6 +313,7 @@ impl Server {
                 acl: config.acl.clone(),
                 login_keys: crate::login::KeyCache::default(),
                 ca_changes: tokio::sync::Mutex::new(()),
+                timers: timers.clone(),
             }),
         };
 
@@ -323,7 +329,7 @@ impl Server {
             .max_concurrent_streams(Some(1024))
             .layer(RpcAuthLayer(policy))
             .add_service(
-                RaftServer::new(RaftService::new(id, raft.clone(), server.inner.last_contact.clone()))
+                RaftServer::new(RaftService::new(id, raft.clone(), server.inner.last_contact.clone(), timers))
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE),
             )
@@ -458,6 +464,11 @@ impl Server {
         }
     }
 
+    /// How long each stage of a write has taken here (`/v1/agent/metrics`).
+    pub fn timers(&self) -> &Timers {
+        &self.inner.timers
+    }
+
     /// Raft figures for operators (`/v1/agent/self` `Stats.raft`).
     pub fn raft_stats(&self) -> RaftStats {
         let metrics = self.metrics();
@@ -486,6 +497,7 @@ impl Server {
     /// there is no leader or it moves, for up to 10 s.
     pub async fn write(&self, command: Command) -> Result<Applied, ServerError> {
         crate::store::check_proposal(&command).map_err(ServerError::Invalid)?;
+        let started = Instant::now();
         let applied = retry_transient(WRITE_PATIENCE, "write", || async {
             match command {
                 // A restore is large and rare: it travels on its own.
@@ -498,6 +510,7 @@ impl Server {
         })
         .await?;
         self.store().wait_applied(applied.index, CATCH_UP_PATIENCE).await;
+        self.inner.timers.since(Stage::Write, started);
         Ok(applied)
     }
 
@@ -517,7 +530,9 @@ impl Server {
         // A server shutting down proposes nothing more: its callers retry
         // with the next leader instead of losing track of their write.
         let Some(_in_flight) = self.inner.writes.enter() else { return Err(ServerError::NoLeader) };
+        let started = Instant::now();
         let proposed = tokio::time::timeout(WRITE_ATTEMPT, self.inner.raft.client_write(command.clone())).await;
+        self.inner.timers.since(Stage::Commit, started);
         match proposed {
             Err(_) => Err(ServerError::OutcomeUnknown(format!("no quorum confirmed it within {WRITE_ATTEMPT:?}"))),
             Ok(Ok(response)) => Ok(Applied { outcome: response.data, index: RaftIndex(response.log_id.index) }),
@@ -548,7 +563,9 @@ impl Server {
         let mut request =
             tonic::Request::new(ApplyRequest { command: raft::encode(command), acl_token: String::new() });
         request.set_timeout(WRITE_ATTEMPT + Duration::from_secs(1));
+        let started = Instant::now();
         let reply = client.apply(request).await.map_err(forwarded_write_error)?.into_inner();
+        self.inner.timers.since(Stage::Forward, started);
         let outcome = raft::decode(&reply.outcome).map_err(|e| ServerError::OutcomeUnknown(e.to_string()))?;
         Ok(Applied { outcome, index: RaftIndex(reply.index) })
     }

@@ -18,6 +18,7 @@ mod intentions;
 mod join_tokens;
 mod kv;
 mod listener;
+mod metrics;
 mod query;
 mod read;
 mod snapshot;
@@ -100,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operator/enrollment/{node}", delete(join_tokens::revoke))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/metrics", get(metrics::metrics))
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/service/register", put(agent::register_service))

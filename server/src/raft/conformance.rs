@@ -14,8 +14,9 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (log, snapshots) = open_storage(&dir.path().join("raft")).expect("sled opens in a fresh directory");
-        let machine = StateMachine::open(StateStore::new(), snapshots)?;
+        let (log, snapshots) =
+            open_storage(&dir.path().join("raft"), Default::default()).expect("sled opens in a fresh directory");
+        let machine = StateMachine::open(StateStore::new(), snapshots, Default::default())?;
         Ok((dir, log, machine))
     }
 }

@@ -9,9 +9,9 @@
 //!   every read ([`unseal`]);
 //! - the witness, a small file beside the store (`raft.witness`), records
 //!   the last log index and the vote's term known to be on disk. It is
-//!   rewritten after each flush, without a flush of its own (so it may lag
-//!   the store, never lead it), and lowered, durably, before the log is
-//!   truncated. A store whose log ends before the witness, or whose vote is
+//!   rewritten after a flush (at most every 100 ms), without a flush of its
+//!   own (so it may lag the store, never lead it), and lowered, durably,
+//!   before the log is truncated. A store whose log ends before the witness, or whose vote is
 //!   older, has lost records: the server refuses to start.
 
 use std::io::Write;

@@ -22,6 +22,7 @@ use super::{codec, ServerNode, TypeConfig};
 use weft_tls::RpcConnector;
 
 use crate::rpc::{channel_to, MAX_MESSAGE};
+use crate::telemetry::{Stage, Timers};
 
 type NodeId = u64;
 
@@ -68,6 +69,7 @@ impl PeerAddresses {
 pub struct Network {
     pub connector: RpcConnector,
     pub addresses: PeerAddresses,
+    pub timers: Timers,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -171,7 +173,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, codec::encode(&rpc), &option).await
+        // Heartbeats (no entries) are not a write's round trip.
+        let carries_entries = !rpc.entries.is_empty();
+        let started = Instant::now();
+        let answer = self.call(Rpc::AppendEntries, codec::encode(&rpc), &option).await;
+        if carries_entries {
+            self.network.timers.since(Stage::AppendEntriesRpc, started);
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -7,6 +7,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -18,6 +19,7 @@ use weft_api::ids::RaftIndex;
 use super::storage::{SnapshotStore, StoredSnapshot};
 use super::{ServerNode, TypeConfig};
 use crate::store::{StateStore, StoreData};
+use crate::telemetry::{Stage, Timers};
 
 type NodeId = u64;
 
@@ -27,13 +29,18 @@ pub struct StateMachine {
     snapshots: SnapshotStore,
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, ServerNode>,
+    timers: Timers,
 }
 
 impl StateMachine {
     /// Loads the latest snapshot (if any) into `store`.
-    pub fn open(store: Arc<StateStore>, snapshots: SnapshotStore) -> Result<Self, StorageError<NodeId>> {
+    pub fn open(
+        store: Arc<StateStore>,
+        snapshots: SnapshotStore,
+        timers: Timers,
+    ) -> Result<Self, StorageError<NodeId>> {
         let mut machine =
-            StateMachine { store, snapshots, last_applied: None, last_membership: StoredMembership::default() };
+            StateMachine { store, snapshots, last_applied: None, last_membership: StoredMembership::default(), timers };
         if let Some(stored) = machine.snapshots.load()? {
             machine.load(&stored)?;
         }
@@ -89,6 +96,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut outcomes = Vec::new();
         for entry in entries {
+            let started = Instant::now();
             let index = RaftIndex(entry.log_id.index);
             let outcome = match &entry.payload {
                 EntryPayload::Blank => CommandOutcome::Done,
@@ -100,6 +108,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             self.last_applied = Some(entry.log_id);
             self.store.mark_applied(index);
+            self.timers.since(Stage::FsmApply, started);
             outcomes.push(outcome);
         }
         Ok(outcomes)

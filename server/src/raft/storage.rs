@@ -24,6 +24,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, StorageError, StorageIOError, Vote};
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 
 use super::integrity::{seal, unseal, Witness};
 use super::{codec, TypeConfig};
+use crate::telemetry::{Stage, Timers};
 
 type NodeId = u64;
 
@@ -58,7 +60,7 @@ pub enum StorageOpenError {
 }
 
 /// Opens (or creates) the Raft storage under `dir`, and checks it whole.
-pub fn open_storage(dir: &Path) -> Result<(LogStore, SnapshotStore), StorageOpenError> {
+pub fn open_storage(dir: &Path, timers: Timers) -> Result<(LogStore, SnapshotStore), StorageOpenError> {
     let path = dir.display().to_string();
     let damaged = |what: String| StorageOpenError::Damaged { path: path.clone(), what };
     // An I/O error (a lock held by another process, permissions) is not
@@ -103,11 +105,14 @@ pub fn open_storage(dir: &Path) -> Result<(LogStore, SnapshotStore), StorageOpen
     }
     let witness = Arc::new(WitnessKeeper {
         path: witness_path,
-        on_disk: tokio::sync::Mutex::new(Witness { last_index: found.last_index, vote_term: found.vote_term }),
+        on_disk: tokio::sync::Mutex::new(OnDisk {
+            witness: Witness { last_index: found.last_index, vote_term: found.vote_term },
+            owed: None,
+        }),
         appended: Mutex::new(found.last_index),
     });
     let (flusher, pending) = mpsc::unbounded_channel();
-    tokio::spawn(flush_in_groups(db.clone(), witness.clone(), pending));
+    tokio::spawn(flush_in_groups(db.clone(), witness.clone(), pending, timers));
     Ok((
         LogStore { db: db.clone(), log, meta, flusher, witness },
         SnapshotStore { db, snapshots, replacing: Default::default() },
@@ -203,12 +208,24 @@ fn check(log: &sled::Tree, meta: &sled::Tree, snapshots: &sled::Tree) -> Result<
 }
 
 /// The witness, kept in step with the store: `on_disk` is what the file
-/// says (its lock also orders flushes against truncation), `appended` the
-/// last index appended, flushed or not.
+/// says and what it owes (its lock also orders flushes against
+/// truncation), `appended` the last index appended, flushed or not.
 struct WitnessKeeper {
     path: PathBuf,
-    on_disk: tokio::sync::Mutex<Witness>,
+    on_disk: tokio::sync::Mutex<OnDisk>,
     appended: Mutex<u64>,
+}
+
+/// How often, at most, a flush rewrites the witness. It may lag the store
+/// (it is never flushed on its own way up), so this lag costs nothing a
+/// crash did not already allow.
+const WITNESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What the witness file says, and the log index a flush has covered since
+/// that it has not yet been raised to (`owed`).
+struct OnDisk {
+    witness: Witness,
+    owed: Option<u64>,
 }
 
 impl WitnessKeeper {
@@ -220,17 +237,26 @@ impl WitnessKeeper {
         *self.appended.lock().unwrap_or_else(|p| p.into_inner()) = index;
     }
 
+    /// Raises the witness's log index to what it owes, if anything.
+    fn pay(&self, on_disk: &mut OnDisk) {
+        if let Some(owed) = on_disk.owed.take() {
+            let vote_term = on_disk.witness.vote_term;
+            self.raise(on_disk, Witness { last_index: owed, vote_term });
+        }
+    }
+
     /// Moves the witness up to `next` (never down), without a flush.
-    fn raise(&self, on_disk: &mut Witness, next: Witness) {
+    fn raise(&self, on_disk: &mut OnDisk, next: Witness) {
+        let written = on_disk.witness;
         let raised = Witness {
-            last_index: on_disk.last_index.max(next.last_index),
-            vote_term: on_disk.vote_term.max(next.vote_term),
+            last_index: written.last_index.max(next.last_index),
+            vote_term: written.vote_term.max(next.vote_term),
         };
-        if raised == *on_disk {
+        if raised == written {
             return;
         }
         match raised.write(&self.path, false) {
-            Ok(()) => *on_disk = raised,
+            Ok(()) => on_disk.witness = raised,
             Err(error) => tracing::warn!(path = %self.path.display(), %error, "cannot update the Raft witness"),
         }
     }
@@ -238,13 +264,33 @@ impl WitnessKeeper {
 
 /// Completes append callbacks once their entries are on disk, one flush for
 /// every callback that is waiting when the flush starts, then raises the
-/// witness to what that flush covered.
+/// witness to what that flush covered: at once if it was last written
+/// [`WITNESS_INTERVAL`] ago or more, else when that interval has passed.
+/// (Rewriting it after every flush made a file per write, and the next
+/// flush waited for it.)
 async fn flush_in_groups(
     db: sled::Db,
     witness: Arc<WitnessKeeper>,
     mut pending: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+    timers: Timers,
 ) {
-    while let Some(first) = pending.recv().await {
+    let mut written_at: Option<tokio::time::Instant> = None;
+    let mut owing = false;
+    loop {
+        let due = written_at.map(|at| at + WITNESS_INTERVAL);
+        let first = match due {
+            Some(due) if owing => tokio::select! {
+                next = pending.recv() => next,
+                () = tokio::time::sleep_until(due) => {
+                    witness.pay(&mut *witness.on_disk.lock().await);
+                    written_at = Some(tokio::time::Instant::now());
+                    owing = false;
+                    continue;
+                }
+            },
+            _ => pending.recv().await,
+        };
+        let Some(first) = first else { break };
         let mut group = vec![first];
         while let Ok(next) = pending.try_recv() {
             group.push(next);
@@ -253,10 +299,12 @@ async fn flush_in_groups(
         // Read before the flush: everything appended by now is covered by it.
         let covered = witness.appended();
         let flushing = db.clone();
+        let started = Instant::now();
         let flushed = match tokio::task::spawn_blocking(move || flushing.flush()).await {
             Ok(result) => result,
             Err(join) => Err(sled::Error::Io(std::io::Error::other(join.to_string()))),
         };
+        timers.since(Stage::LogFlush, started);
         if let Err(error) = &flushed {
             tracing::error!(%error, "flushing the Raft log failed");
         }
@@ -265,10 +313,16 @@ async fn flush_in_groups(
             callback.log_io_completed(result);
         }
         if flushed.is_ok() {
-            let vote_term = on_disk.vote_term;
-            witness.raise(&mut on_disk, Witness { last_index: covered, vote_term });
+            on_disk.owed = Some(on_disk.owed.unwrap_or(0).max(covered));
+            if written_at.is_none_or(|at| at.elapsed() >= WITNESS_INTERVAL) {
+                witness.pay(&mut on_disk);
+                written_at = Some(tokio::time::Instant::now());
+            }
+            owing = on_disk.owed.is_some();
         }
     }
+    // Every handle on the log is gone: record what was flushed.
+    witness.pay(&mut *witness.on_disk.lock().await);
 }
 
 /// The Raft log. Cloning shares the same underlying trees.
@@ -370,7 +424,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(VOTE, vote)?;
         self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(&e))?;
         let mut on_disk = self.witness.on_disk.lock().await;
-        let last_index = on_disk.last_index;
+        let last_index = on_disk.witness.last_index;
         self.witness.raise(&mut on_disk, Witness { last_index, vote_term: vote.leader_id.term });
         Ok(())
     }
@@ -420,10 +474,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // witness below the log, never above it.
         let mut on_disk = self.witness.on_disk.lock().await;
         let kept = log_id.index.saturating_sub(1);
-        if on_disk.last_index > kept {
-            let lowered = Witness { last_index: kept, vote_term: on_disk.vote_term };
+        // A raise owed for entries this removes is owed no longer.
+        on_disk.owed = on_disk.owed.map(|owed| owed.min(kept));
+        if on_disk.witness.last_index > kept {
+            let lowered = Witness { last_index: kept, vote_term: on_disk.witness.vote_term };
             lowered.write(&self.witness.path, true).map_err(write_io)?;
-            *on_disk = lowered;
+            on_disk.witness = lowered;
         }
         self.witness.set_appended(kept);
         let doomed: Vec<_> =

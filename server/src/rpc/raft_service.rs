@@ -8,7 +8,10 @@ use tonic::{Request, Response, Status};
 use weft_api::proto::raft::raft_server::Raft as RaftRpc;
 use weft_api::proto::raft::RaftPayload;
 
-use crate::raft::{codec_decode_request, encode, Raft, RAFT_TARGET_HEADER};
+use openraft::raft::AppendEntriesRequest;
+
+use crate::raft::{codec_decode_request, encode, Raft, TypeConfig, RAFT_TARGET_HEADER};
+use crate::telemetry::{Stage, Timers};
 
 /// When this server last heard from a leader.
 #[derive(Clone, Default)]
@@ -29,11 +32,12 @@ pub struct RaftService {
     id: u64,
     raft: Raft,
     last_contact: LastContact,
+    timers: Timers,
 }
 
 impl RaftService {
-    pub fn new(id: u64, raft: Raft, last_contact: LastContact) -> Self {
-        Self { id, raft, last_contact }
+    pub fn new(id: u64, raft: Raft, last_contact: LastContact, timers: Timers) -> Self {
+        Self { id, raft, last_contact, timers }
     }
 
     /// Refuses an RPC meant for another server: one that dialled an address
@@ -54,9 +58,14 @@ impl RaftService {
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_target(&request)?;
-        let rpc = codec_decode_request(&request.into_inner().data)?;
+        let rpc = codec_decode_request::<AppendEntriesRequest<TypeConfig>>(&request.into_inner().data)?;
         self.last_contact.touch();
+        let carries_entries = !rpc.entries.is_empty();
+        let started = Instant::now();
         let result = self.raft.append_entries(rpc).await;
+        if carries_entries {
+            self.timers.since(Stage::AppendEntriesServe, started);
+        }
         Ok(Response::new(RaftPayload { data: encode(&result) }))
     }
 
