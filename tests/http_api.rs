@@ -27,9 +27,19 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
+/// One server, once the leader has registered it as the `consul` service
+/// (as Consul's does, so every catalog listing shows it).
 async fn single_server() -> (Cluster, HttpClient) {
     let cluster = Cluster::servers(1).await;
     let client = cluster.client(0);
+    let consul = support::eventually("the server's consul service", Duration::from_secs(20), || async {
+        let listed = body(&client.get("/v1/catalog/service/consul").await.ok()?);
+        (listed.as_array()?.len() == 1).then_some(listed)
+    })
+    .await;
+    let rpc_port: u64 = cluster.specs[0].rpc_addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!((&consul[0]["Node"], &consul[0]["ServiceID"]), (&json!("s1"), &json!("consul")), "{consul}");
+    assert_eq!(consul[0]["ServicePort"], rpc_port, "{consul}");
     (cluster, client)
 }
 
@@ -160,7 +170,10 @@ async fn the_catalog_registers_lists_and_deregisters() {
         json!({"Node": "vm2", "Address": "10.0.0.2", "Service": {"Service": "web", "Tags": ["v2"], "Port": 8080}});
     client.put("/v1/catalog/register", second.to_string()).await.unwrap();
 
-    assert_eq!(body(&client.get("/v1/catalog/services").await.unwrap()), json!({"web": ["blue", "v1", "v2"]}));
+    assert_eq!(
+        body(&client.get("/v1/catalog/services").await.unwrap()),
+        json!({"consul": [], "web": ["blue", "v1", "v2"]})
+    );
     let web = body(&client.get("/v1/catalog/service/web").await.unwrap());
     assert_eq!(web.as_array().unwrap().len(), 2);
     let tagged = body(&client.get("/v1/catalog/service/web?tag=v1").await.unwrap());
@@ -197,7 +210,7 @@ async fn the_catalog_registers_lists_and_deregisters() {
 
     let deregister = json!({"Node": "vm1", "ServiceID": "web-1"});
     assert_eq!(client.put("/v1/catalog/deregister", deregister.to_string()).await.unwrap().text(), "true");
-    assert_eq!(body(&client.get("/v1/catalog/services").await.unwrap()), json!({"web": ["v2"]}));
+    assert_eq!(body(&client.get("/v1/catalog/services").await.unwrap()), json!({"consul": [], "web": ["v2"]}));
     client.put("/v1/catalog/deregister", r#"{"Node": "vm2"}"#).await.unwrap();
     let nodes = body(&client.get("/v1/catalog/nodes").await.unwrap());
     let names: Vec<Value> = nodes.as_array().unwrap().iter().map(|n| n["Node"].clone()).collect();
@@ -348,6 +361,28 @@ async fn every_handler_accepts_a_token_however_it_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_metrics_time_each_stage_of_a_write() {
+    let (_cluster, client) = single_server().await;
+    for i in 0..5 {
+        assert_eq!(client.put(&format!("/v1/kv/m{i}"), "v").await.unwrap().status, 200);
+    }
+    let metrics = body(&client.get("/v1/agent/metrics").await.unwrap());
+    let samples = metrics["Samples"].as_array().unwrap();
+    let sample =
+        |name: &str| samples.iter().find(|s| s["Name"] == name).unwrap_or_else(|| panic!("{name} in {metrics}"));
+    for name in ["consul.rpc.write", "consul.raft.commitTime", "consul.raft.log.flush", "consul.raft.fsm.apply"] {
+        let timer = sample(name);
+        assert!(timer["Count"].as_u64().unwrap() >= 5, "{timer}");
+        assert!(timer["Mean"].as_f64().unwrap() > 0.0 && timer["Max"].as_f64() >= timer["Min"].as_f64(), "{timer}");
+    }
+    assert!(metrics["Timestamp"].as_str().unwrap().ends_with(" +0000 UTC"), "{metrics}");
+    let text = client.get("/v1/agent/metrics?format=prometheus").await.unwrap();
+    let text = String::from_utf8(text.body).unwrap();
+    assert!(text.contains("# TYPE consul_raft_commitTime summary\nconsul_raft_commitTime_sum "), "{text}");
+    assert_eq!(client.get("/v1/agent/metrics?format=xml").await.unwrap().status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints_show_instances_with_their_checks() {
     let (_cluster, client) = single_server().await;
     let healthy = json!({
@@ -472,6 +507,36 @@ async fn an_oversized_upload_is_refused_before_it_is_read() {
         println!("{path}: 413 after {sent} of 209715200 bytes");
     }
     assert_eq!(client.get("/v1/kv/big").await.unwrap().status, 404);
+}
+
+/// Request headers are bounded while they are read: a header block larger
+/// than hyper's read buffer limit (about 400 KiB; Go's, which Consul uses,
+/// is 1 MiB), or with more than 100 fields, is answered 431 and closed
+/// without the rest being read, and the agent keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_headers_are_refused_while_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, client) = single_server().await;
+    let huge = format!("GET /v1/kv/a HTTP/1.1\r\nHost: weft\r\nX-Big: {}", "a".repeat(4 << 20));
+    let many = format!(
+        "GET /v1/kv/a HTTP/1.1\r\nHost: weft\r\n{}\r\n",
+        (0..150).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+    );
+    for (what, request) in [("a 4 MiB header", huge), ("150 headers", many)] {
+        let stream = tokio::net::TcpStream::connect(&cluster.specs[0].http_addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let sending = tokio::spawn(async move {
+            writer.write_all(request.as_bytes()).await?;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            std::io::Result::Ok(())
+        });
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut answer)).await;
+        sending.abort();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok() && text.starts_with("HTTP/1.1 431"), "{what}: {text}");
+    }
+    assert_eq!(client.get("/v1/kv/a").await.unwrap().status, 404, "the agent still serves");
 }
 
 /// A request on a fresh connection from `source`, read to its end.

@@ -173,6 +173,27 @@ async fn a_new_server_catches_up_by_snapshot_and_removing_it_updates_every_peer_
         .await;
     }
     assert_all_servers_hold(&cluster, "snap/", &keys).await;
+    // Every server is the `consul` service, at its RPC port, kept by the leader.
+    let consul_service = |cluster: &Cluster, at: usize| {
+        let client = cluster.client(at);
+        async move {
+            let listed: serde_json::Value =
+                serde_json::from_slice(&client.get("/v1/catalog/service/consul").await.ok()?.body).ok()?;
+            let mut servers: Vec<String> = listed
+                .as_array()?
+                .iter()
+                .map(|s| format!("{}:{}", s["Node"].as_str().unwrap_or("?"), s["ServicePort"]))
+                .collect();
+            servers.sort();
+            Some(servers)
+        }
+    };
+    let ports: Vec<String> = cluster.specs.iter().map(|s| s.rpc_addr.rsplit_once(':').unwrap().1.to_owned()).collect();
+    let as_service = |n: usize| (0..n).map(|i| format!("s{}:{}", i + 1, ports[i])).collect::<Vec<_>>();
+    eventually("all four servers to be the consul service", Duration::from_secs(20), || async {
+        (consul_service(&cluster, leader).await? == as_service(4)).then_some(())
+    })
+    .await;
     let installed = cluster.raft_stat(newcomer, "last_snapshot_index").await.unwrap_or(0);
     assert!(installed > 0, "s4 holds a snapshot (installed from the leader): {installed}");
 
@@ -192,6 +213,10 @@ async fn a_new_server_catches_up_by_snapshot_and_removing_it_updates_every_peer_
     let (code, stdout, _) = weft(&["operator", "raft", "list-peers", "--http-addr", &cluster.specs[leader].http_addr]);
     assert_eq!(code, 0);
     assert!(stdout.contains("leader") && !stdout.contains("s4"), "{stdout}");
+    eventually("s4 to stop being the consul service", Duration::from_secs(20), || async {
+        (consul_service(&cluster, leader).await? == as_service(3)).then_some(())
+    })
+    .await;
 
     // s4 restarts with its old data, which still lists it as a voter: it
     // notices the cluster removed it and joins again.

@@ -187,6 +187,11 @@ pub struct Deregistration {
     pub check_id: Option<CheckId>,
 }
 
+/// The ID and name of the service every server is registered as, by the
+/// leader (Consul's `consul` service, which clients and DNS look up to find
+/// the servers: `consul.service.consul`). Agents leave it alone.
+pub const SERVER_SERVICE: &str = "consul";
+
 /// What Consul appends to a service's name and ID to name its sidecar.
 pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 

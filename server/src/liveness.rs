@@ -9,6 +9,10 @@
 //! decisions are written as ordinary catalog registrations: the state
 //! machine never reads a clock.
 //!
+//! The leader also keeps the servers' own `consul` service
+//! ([`SERVER_SERVICE`]): registered on a server's node with its first
+//! heartbeat as a member, deregistered once it is no longer one.
+//!
 //! The bound: an agent that dies is marked critical within the timeout plus
 //! one [`check_period`] after its last heartbeat reached the leader, plus the
 //! Raft write that records it: 8 s + 1 s by default, within 10 s. After a
@@ -20,9 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weft_api::catalog::{Check, HealthStatus, Node, Registration};
+use weft_api::catalog::{Check, Deregistration, HealthStatus, Node, Registration, Service, SERVER_SERVICE};
 use weft_api::command::Command;
-use weft_api::ids::{CheckId, NodeName};
+use weft_api::ids::{CheckId, Indexes, NodeName, ServiceId, ServiceName};
 
 use crate::server::Server;
 
@@ -77,25 +81,81 @@ fn liveness_check(node: &NodeName, status: HealthStatus) -> Check {
     }
 }
 
+/// The `consul` service of `node` if it is a server in the Raft
+/// configuration: Consul's ID, name and meta, the server's RPC port.
+fn server_service(server: &Server, node: &NodeName) -> Option<Service> {
+    let configuration = server.raft_configuration();
+    let member = configuration.servers.iter().find(|s| s.name == node.as_str())?;
+    let port = member.rpc_addr.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or_default();
+    let meta = [
+        ("non_voter", (!member.voter).to_string()),
+        ("raft_version", "3".to_owned()),
+        ("read_replica", "false".to_owned()),
+        ("version", env!("CARGO_PKG_VERSION").to_owned()),
+    ];
+    Some(Service {
+        node: node.clone(),
+        id: ServiceId::new(SERVER_SERVICE),
+        name: ServiceName::new(SERVER_SERVICE),
+        port,
+        meta: meta.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ..Service::default()
+    })
+}
+
 /// On the leader: records a heartbeat from `node` and, if the catalog does
 /// not show it alive, registers it (node included, if missing) with a
-/// passing liveness check.
+/// passing liveness check; a server's node also gets its `consul` service.
 pub(crate) async fn heartbeat(server: &Server, node: Node) -> Result<(), crate::ServerError> {
     let liveness = &server.inner.liveness;
     liveness.heard(&node.name);
-    let (registered, alive) = {
+    let wanted = server_service(server, &node.name);
+    let (registered, alive, listed) = {
         let tables = server.store().read();
         let catalog = tables.catalog();
         let check = catalog.checks().find(|c| c.node == node.name && c.id.as_str() == LIVENESS_CHECK_ID);
-        (catalog.node(&node.name).is_some(), check.is_some_and(|c| c.status == HealthStatus::Passing))
+        let services = catalog.node_services(&node.name).map(|n| n.services).unwrap_or_default();
+        let listed = wanted.as_ref().is_none_or(|wanted| {
+            services.iter().any(|s| Service { indexes: Indexes::default(), ..s.clone() } == *wanted)
+        });
+        (catalog.node(&node.name).is_some(), check.is_some_and(|c| c.status == HealthStatus::Passing), listed)
     };
-    if registered && alive {
+    if registered && alive && listed {
         return Ok(());
     }
-    tracing::info!(node = %node.name, "agent is alive");
-    let check = liveness_check(&node.name, HealthStatus::Passing);
-    let registration = Registration { node, skip_node_update: registered, service: None, checks: vec![check] };
+    let checks = if alive {
+        Vec::new()
+    } else {
+        tracing::info!(node = %node.name, "agent is alive");
+        vec![liveness_check(&node.name, HealthStatus::Passing)]
+    };
+    let service = wanted.filter(|_| !listed);
+    let registration = Registration { node, skip_node_update: registered, service, checks };
     server.write_local(&Command::Register(Box::new(registration))).await.map(|_| ())
+}
+
+/// On the leader: deregisters the `consul` service of nodes that are no
+/// longer servers (removed from the Raft configuration).
+async fn drop_former_servers(server: &Server) {
+    let members: Vec<String> = server.raft_configuration().servers.into_iter().map(|s| s.name).collect();
+    let former: Vec<Command> = {
+        let tables = server.store().read();
+        tables
+            .catalog()
+            .service_instances(&ServiceName::new(SERVER_SERVICE))
+            .into_iter()
+            .map(|instance| instance.service)
+            .filter(|s| s.id.as_str() == SERVER_SERVICE && !members.iter().any(|m| m == s.node.as_str()))
+            .map(|s| Command::Deregister(Deregistration { node: s.node, service_id: Some(s.id), check_id: None }))
+            .collect()
+    };
+    if former.is_empty() {
+        return;
+    }
+    tracing::info!(count = former.len(), "deregistering the consul service of former servers");
+    if let Err(error) = server.write_local(&Command::Batch(former)).await {
+        tracing::warn!(%error, "could not deregister former servers' consul service; will retry");
+    }
 }
 
 /// Runs on every server for its lifetime; acts only while it leads.
@@ -123,6 +183,7 @@ pub(crate) async fn watch_heartbeats(server: Server) {
                 continue;
             }
         };
+        drop_former_servers(&server).await;
         if since.elapsed() < liveness.timeout {
             continue;
         }

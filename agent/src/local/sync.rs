@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weft_api::ids::CheckId;
 
-use weft_api::catalog::{Check, Deregistration, Node, Registration, Service};
+use weft_api::catalog::{Check, Deregistration, Node, Registration, Service, SERVER_SERVICE};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::Indexes;
 use weft_server::liveness::LIVENESS_CHECK_ID;
@@ -167,7 +167,9 @@ fn differences(
     if !stale_checks.is_empty() {
         commands.push(registration(None, stale_checks, true));
     }
-    for extra in registered.iter().filter(|r| !services.iter().any(|s| s.id == r.id)) {
+    // The servers' own service is the leader's to keep, as in Consul.
+    let theirs = |r: &Service| r.id.as_str() == SERVER_SERVICE;
+    for extra in registered.iter().filter(|r| !theirs(r) && !services.iter().any(|s| s.id == r.id)) {
         commands.push(Command::Deregister(Deregistration {
             node: node.name.clone(),
             service_id: Some(extra.id.clone()),
