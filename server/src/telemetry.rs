@@ -17,8 +17,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 /// The measured stages of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -98,10 +96,9 @@ impl Timer {
     }
 }
 
-/// A stage's totals as Consul's `/v1/agent/metrics` lists a sample
-/// (milliseconds).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "PascalCase")]
+/// A stage's totals, in milliseconds: what Consul's `/v1/agent/metrics`
+/// lists as a sample (the HTTP API gives it Consul's shape).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub name: String,
     pub count: u64,
