@@ -192,6 +192,9 @@ pub struct Deregistration {
 /// the servers: `consul.service.consul`). Agents leave it alone.
 pub const SERVER_SERVICE: &str = "consul";
 
+/// The kind of a sidecar proxy's service (`Kind` in Consul's JSON).
+pub const CONNECT_PROXY_KIND: &str = "connect-proxy";
+
 /// What Consul appends to a service's name and ID to name its sidecar.
 pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 

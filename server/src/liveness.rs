@@ -84,11 +84,10 @@ fn liveness_check(node: &NodeName, status: HealthStatus) -> Check {
 /// The `consul` service of `node` if it is a server in the Raft
 /// configuration: Consul's ID, name and meta, the server's RPC port.
 fn server_service(server: &Server, node: &NodeName) -> Option<Service> {
-    let configuration = server.raft_configuration();
-    let member = configuration.servers.iter().find(|s| s.name == node.as_str())?;
+    let (member, voter) = server.member_named(node.as_str())?;
     let port = member.rpc_addr.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or_default();
     let meta = [
-        ("non_voter", (!member.voter).to_string()),
+        ("non_voter", (!voter).to_string()),
         ("raft_version", "3".to_owned()),
         ("read_replica", "false".to_owned()),
         ("version", env!("CARGO_PKG_VERSION").to_owned()),
@@ -137,7 +136,6 @@ pub(crate) async fn heartbeat(server: &Server, node: Node) -> Result<(), crate::
 /// On the leader: deregisters the `consul` service of nodes that are no
 /// longer servers (removed from the Raft configuration).
 async fn drop_former_servers(server: &Server) {
-    let members: Vec<String> = server.raft_configuration().servers.into_iter().map(|s| s.name).collect();
     let former: Vec<Command> = {
         let tables = server.store().read();
         tables
@@ -145,7 +143,7 @@ async fn drop_former_servers(server: &Server) {
             .service_instances(&ServiceName::new(SERVER_SERVICE))
             .into_iter()
             .map(|instance| instance.service)
-            .filter(|s| s.id.as_str() == SERVER_SERVICE && !members.iter().any(|m| m == s.node.as_str()))
+            .filter(|s| s.id.as_str() == SERVER_SERVICE && server.member_named(s.node.as_str()).is_none())
             .map(|s| Command::Deregister(Deregistration { node: s.node, service_id: Some(s.id), check_id: None }))
             .collect()
     };

@@ -401,6 +401,17 @@ impl Server {
         self.inner.raft.metrics().borrow().clone()
     }
 
+    /// The server named `name` in the Raft configuration, and whether it
+    /// votes. Reads the membership in place (no copy of the metrics), as the
+    /// leader does on every agent's heartbeat.
+    pub(crate) fn member_named(&self, name: &str) -> Option<(ServerNode, bool)> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let (id, node) = membership.nodes().find(|(_, node)| node.name == name)?;
+        Some((node.clone(), membership.voter_ids().any(|voter| voter == *id)))
+    }
+
     /// The current leader, if this server knows one. A leader that no
     /// quorum has acknowledged for its lease (an election timeout: cut off,
     /// or paused) does not count itself: it may already have been replaced,

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 use weft_api::access_log::AccessLogs;
-use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus, Node, SIDECAR_SUFFIX};
+use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus, Node, CONNECT_PROXY_KIND, SIDECAR_SUFFIX};
 use weft_api::chain::Target;
 use weft_api::ids::{Datacenter, NetworkName, NodeName, ServiceId, ServiceName, NETWORK_META_KEY};
 use weft_api::proxy::{
@@ -354,7 +354,7 @@ fn healthy_sidecars_of(
     let mut endpoints: Vec<Endpoint> = catalog
         .service_health(&sidecar_name(service))
         .into_iter()
-        .filter(|h| h.service.kind == "connect-proxy" && h.is_passing())
+        .filter(|h| h.service.kind == CONNECT_PROXY_KIND && h.is_passing())
         .filter(|h| selected.contains(&(h.node.name.clone(), h.service.id.clone())))
         .filter_map(|h| reach.endpoint(&h, service_address(&h).ok()?))
         .collect();
@@ -394,7 +394,7 @@ fn transparent_snapshot(
     let catalog = tables.catalog();
     let services: BTreeSet<ServiceName> = catalog
         .services()
-        .filter(|s| s.kind == "connect-proxy")
+        .filter(|s| s.kind == CONNECT_PROXY_KIND)
         .filter_map(|s| s.name.as_str().strip_suffix(SIDECAR_SUFFIX).map(ServiceName::new))
         .filter(|service| service != caller)
         .collect();
@@ -418,14 +418,14 @@ fn transparent_snapshot(
 fn mesh_gateway_snapshot(tables: &Tables, reach: &Reach, listeners: &[SocketAddr]) -> MeshGatewaySnapshot {
     let catalog = tables.catalog();
     let names: BTreeSet<&ServiceName> =
-        catalog.services().filter(|s| s.kind == "connect-proxy").map(|s| &s.name).collect();
+        catalog.services().filter(|s| s.kind == CONNECT_PROXY_KIND).map(|s| &s.name).collect();
     let mut sidecars: BTreeMap<ServiceName, Vec<SocketAddr>> = BTreeMap::new();
     for name in names {
         let service = ServiceName::new(name.as_str().strip_suffix(SIDECAR_SUFFIX).unwrap_or(name.as_str()));
         let reachable = catalog
             .service_health(name)
             .into_iter()
-            .filter(|h| h.service.kind == "connect-proxy" && h.is_passing() && reach.in_own_network(&h.node))
+            .filter(|h| h.service.kind == CONNECT_PROXY_KIND && h.is_passing() && reach.in_own_network(&h.node))
             .filter_map(|h| service_address(&h).ok());
         sidecars.entry(service).or_default().extend(reachable);
     }

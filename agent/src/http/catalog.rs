@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weft_api::catalog::{sidecar_name, Check, Deregistration, HealthStatus, Node, Registration, Service, Weights};
+use weft_api::catalog::{
+    sidecar_name, Check, Deregistration, HealthStatus, Node, Registration, Service, Weights, CONNECT_PROXY_KIND,
+};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
 use weft_filter::Filter;
@@ -391,7 +393,7 @@ pub async fn connect(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let sidecars = sidecar_name(&ServiceName::new(name));
-    instances(state, acl, sidecars, Some("connect-proxy"), raw).await
+    instances(state, acl, sidecars, Some(CONNECT_PROXY_KIND), raw).await
 }
 
 /// Instances of `name`; only those of `kind` if given.

@@ -5,7 +5,7 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use serde_json::{json, Value};
-use weft_api::catalog::{sidecar_name, Check, HealthStatus};
+use weft_api::catalog::{sidecar_name, Check, HealthStatus, CONNECT_PROXY_KIND};
 use weft_api::ids::{NodeName, ServiceName};
 use weft_server::store::{ServiceHealth, Table, Tables};
 
@@ -55,7 +55,7 @@ pub async fn connect(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    instances(state, acl, sidecar_name(&ServiceName::new(name)), Some("connect-proxy"), raw).await
+    instances(state, acl, sidecar_name(&ServiceName::new(name)), Some(CONNECT_PROXY_KIND), raw).await
 }
 
 pub async fn service(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weft_api::catalog::{Check, HealthStatus, Service, Weights};
+use weft_api::catalog::{Check, HealthStatus, Service, Weights, CONNECT_PROXY_KIND};
 use weft_api::ids::{CheckId, NodeName, ServiceId, ServiceName};
 use weft_checks::{GrpcProbe, HttpProbe, Probe};
 
@@ -460,7 +460,7 @@ impl ServiceDefinition {
     /// The `Proxy` block of a `connect-proxy` service: required for that
     /// kind (with `DestinationServiceName`), as in Consul; `None` for others.
     pub fn proxy_definition(&self) -> Result<Option<ProxyDefinition>, DefinitionError> {
-        if self.kind.as_deref() != Some("connect-proxy") {
+        if self.kind.as_deref() != Some(CONNECT_PROXY_KIND) {
             return Ok(None);
         }
         let proxy: ProxyDefinition = match &self.proxy {
@@ -522,7 +522,7 @@ impl ServiceDefinition {
         ServiceDefinition {
             id: Some(format!("{}-sidecar-proxy", service.id)),
             name: Some(format!("{}-sidecar-proxy", service.name)),
-            kind: Some("connect-proxy".into()),
+            kind: Some(CONNECT_PROXY_KIND.into()),
             proxy: serde_json::to_value(proxy).ok(),
             address: Some(address.to_owned()),
             port: Some(i64::from(port)),
