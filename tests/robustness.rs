@@ -86,6 +86,18 @@ struct Servers {
     processes: Vec<Option<Process>>,
 }
 
+/// The test's panic message, printed again after the servers' logs: CI
+/// shows the tail of a failed test's output.
+static FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+fn remember_failure() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        *FAILURE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(panic.to_string());
+        report(panic);
+    }));
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
         self.processes.clear();
@@ -93,6 +105,9 @@ impl Drop for Servers {
             for i in 0..3 {
                 eprintln!("==> s{}:\n{}", i + 1, self.log(i));
             }
+        }
+        if let Some(failure) = FAILURE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            eprintln!("==> the test failed (the servers' logs are above): {failure}");
         }
         for i in 0..3 {
             let _ = Command::new("umount").arg("-l").arg(self.data_dir(i)).status();
@@ -157,11 +172,33 @@ impl Servers {
     /// The index of the server the others follow, asked through the router.
     fn leader(&self) -> Option<usize> {
         SERVERS.iter().find_map(|ip| {
-            let url = format!("http://{ip}:8500/v1/status/leader");
-            let (_, out) = exec_in(&self.net.ns("router"), "curl", &["-s", "-m", "2", &url]);
-            let leader = out.trim().trim_matches('"').to_owned();
+            let leader = self.leader_seen_by(ip);
             SERVERS.iter().position(|s| !leader.is_empty() && leader.starts_with(&format!("{s}:")))
         })
+    }
+
+    /// What the server at `ip` answers on `/v1/status/leader`, asked through the router.
+    fn leader_seen_by(&self, ip: &str) -> String {
+        let url = format!("http://{ip}:8500/v1/status/leader");
+        let (status, out) = exec_in(&self.net.ns("router"), "curl", &["-sS", "-m", "2", &url]);
+        match status {
+            true => out.trim().trim_matches('"').to_owned(),
+            false => String::new(),
+        }
+    }
+
+    /// Each server: running or not, and whom it names as leader (for a failure's message).
+    fn views(&mut self) -> String {
+        let running: Vec<bool> = (0..3).map(|i| self.running(i)).collect();
+        let views = SERVERS.iter().zip(running).enumerate().map(|(i, (ip, running))| {
+            format!(
+                "s{} ({}) names {:?} as leader",
+                i + 1,
+                if running { "running" } else { "stopped" },
+                self.leader_seen_by(ip)
+            )
+        });
+        views.collect::<Vec<_>>().join("; ")
     }
 
     /// Drops packets from `from` at server `i` (and, with `both_ways`, to it).
@@ -377,6 +414,7 @@ async fn kv_histories_under_kills_pauses_partitions_and_full_disks_are_lineariza
     }
     let seconds: u64 = std::env::var("WEFT_ROBUSTNESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let seed: u64 = std::env::var("WEFT_ROBUSTNESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(19);
+    remember_failure();
     let dir = tempfile::Builder::new().prefix("weft-robustness-").tempdir().unwrap();
     let mut net = Network::new("wrb");
     net.router(&[("br-srv", "198.18.50.1/24")]);
@@ -424,49 +462,59 @@ async fn kv_histories_under_kills_pauses_partitions_and_full_disks_are_lineariza
     // Healed: every key read once more, from the leader, once it answers.
     servers.heal();
     servers.start_stopped();
-    let leader =
-        support::eventually("a leader after the faults", Duration::from_secs(60), || async { servers.leader() }).await;
+    let healed = Instant::now();
+    let leader = loop {
+        if let Some(leader) = servers.leader() {
+            break leader;
+        }
+        assert!(healed.elapsed() < Duration::from_secs(60), "no leader 60 s after the faults: {}", servers.views());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let final_reads = Arc::new(Mutex::new(Vec::new()));
     let reads = final_reads.clone();
     in_namespace(&servers.net.ns("router"), move || async move {
         let http = HttpClient::new(&format!("{}:8500", SERVERS[leader]), None).with_timeout(CLIENT_TIMEOUT);
         for n in 0..KEYS {
             let key = key(n);
+            let mut read = Err(format!("{key}: not read"));
             for _ in 0..50 {
                 let invoked = clock.elapsed().as_nanos() as u64;
-                let read = match http.get(&format!("/v1/kv/{key}?consistent")).await {
+                let response = http.get(&format!("/v1/kv/{key}?consistent")).await;
+                let completed = clock.elapsed().as_nanos() as u64;
+                let value = match &response {
                     Ok(r) if r.status == 404 => Some(None),
                     Ok(r) if r.status == 200 => read_entry(&r.body),
                     _ => None,
                 };
-                let completed = clock.elapsed().as_nanos() as u64;
-                if let Some(read) = read {
-                    let outcome = Outcome::Returned(Ret::Value(read.map(|(v, _)| v)));
-                    reads.lock().unwrap().push(Event {
-                        client: CLIENTS,
-                        key,
-                        invoked,
-                        completed,
-                        op: Op::Get,
-                        outcome,
-                    });
+                if let Some(value) = value {
+                    let outcome = Outcome::Returned(Ret::Value(value.map(|(v, _)| v)));
+                    read = Ok(Event { client: CLIENTS, key: key.clone(), invoked, completed, op: Op::Get, outcome });
                     break;
                 }
+                read = Err(match response {
+                    Ok(r) => format!("{key}: {} {}", r.status, String::from_utf8_lossy(&r.body)),
+                    Err(error) => format!("{key}: {error}"),
+                });
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            reads.lock().unwrap().push(read);
         }
     })
     .join()
     .expect("the final reads");
-    let final_reads = std::mem::take(&mut *final_reads.lock().unwrap());
-    assert_eq!(final_reads.len(), KEYS, "every key read after the faults");
+    let final_reads: Result<Vec<Event>, String> =
+        std::mem::take(&mut *final_reads.lock().unwrap()).into_iter().collect();
+    let final_reads =
+        final_reads.unwrap_or_else(|unread| panic!("a key not read from s{} after the faults: {unread}", leader + 1));
     history.extend(final_reads);
 
     report(&history, &injected, clock);
     for i in 0..3 {
-        assert!(!servers.log(i).contains("panicked"), "s{} panicked:\n{}", i + 1, servers.log(i));
+        assert!(!servers.log(i).contains("panicked"), "s{} panicked (its log is below)", i + 1);
     }
+    let checking = Instant::now();
     let verdict = check(&history, CHECK_BUDGET);
+    println!("checked in {:?}", checking.elapsed());
     assert!(matches!(verdict, Verdict::Linearizable), "{verdict:?}");
     println!("linearizable: yes");
 }
