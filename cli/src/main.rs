@@ -143,6 +143,9 @@ fn main() -> ExitCode {
             Command::Logout(args) => args.run().await,
         }
     });
+    // A blocking task still running (a storage flush stuck on a full disk,
+    // a read of stdin) must not keep the process from exiting.
+    runtime.shutdown_timeout(BLOCKING_TASKS_GRACE);
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -151,6 +154,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long, once a command is done, the process waits for blocking tasks
+/// still running before it exits without them.
+const BLOCKING_TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The tokio runtime. A proxy (`threads` given) runs on a current-thread
 /// runtime, plus that many connection workers when it has more than one
