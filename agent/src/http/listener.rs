@@ -131,6 +131,14 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
+impl Limited {
+    /// Resolves when the client has sent something (or closed). A peek,
+    /// not a wait for readiness, which may wake with nothing to read.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.peek(&mut [0; 1]).await.map(drop)
+    }
+}
+
 impl AsyncRead for Limited {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)

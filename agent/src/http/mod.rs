@@ -21,6 +21,7 @@ mod listener;
 mod metrics;
 mod query;
 mod read;
+mod serve;
 mod snapshot;
 mod status;
 mod troubleshoot;
@@ -206,34 +207,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::Listener;
     let (per_client, total) = (state.config.http_max_conns_per_client, state.config.http_max_conns);
-    let mut listener = listener::LimitedListener::new(listener, per_client, total);
-    // One router, shared by every connection (a clone is a reference count;
-    // `axum::serve` would copy its whole route table per connection).
-    let router = router(state);
-    let connections = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (io, _) = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        // HTTP/1.1 only, as Consul's plaintext API: no protocol sniffing,
-        // whose rewound prefix doubled each connection's read buffer to
-        // 16 KiB for as long as a blocking query was parked on it.
-        let connection = hyper::server::conn::http1::Builder::new().serve_connection(
-            hyper_util::rt::TokioIo::new(io),
-            hyper_util::service::TowerToHyperService::new(router.clone()),
-        );
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::trace!(%error, "HTTP connection ended");
-            }
-        });
-    }
-    drop(listener);
-    connections.shutdown().await;
+    let listener = listener::LimitedListener::new(listener, per_client, total);
+    serve::serve(listener, router(state), shutdown).await;
     Ok(())
 }
