@@ -24,6 +24,13 @@ async fn assert_all_servers_hold(cluster: &Cluster, prefix: &str, expected: &BTr
     }
 }
 
+/// A GET that must answer 200 with JSON.
+async fn json_of(client: &weft_api::client::HttpClient, path: &str) -> serde_json::Value {
+    let response = client.get(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(response.status, 200, "{path}: {}", String::from_utf8_lossy(&response.body));
+    serde_json::from_slice(&response.body).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_elect_a_leader_and_replicate_writes_sent_through_a_follower() {
     let cluster = Cluster::servers(3).await;
@@ -196,10 +203,42 @@ async fn a_new_server_catches_up_by_snapshot_and_removing_it_updates_every_peer_
     .await;
     let installed = cluster.raft_stat(newcomer, "last_snapshot_index").await.unwrap_or(0);
     assert!(installed > 0, "s4 holds a snapshot (installed from the leader): {installed}");
+    // Operators see four nodes, and the four servers as instances of one
+    // service that is not billable.
+    let usage = json_of(&cluster.client(leader), "/v1/operator/usage").await;
+    let usage = usage["Usage"].as_object().and_then(|by_dc| by_dc.values().next()).cloned().unwrap_or_default();
+    assert_eq!((&usage["Nodes"], &usage["Services"], &usage["ServiceInstances"]), (&4.into(), &1.into(), &4.into()));
+    assert_eq!(usage["BillableServiceInstances"], 0, "{usage}");
+    // Autopilot: four healthy voters can lose one; with s4 stopped, none,
+    // and the answer is a 429 naming s4 failed.
+    let health = |cluster: &Cluster, at: usize| {
+        let client = cluster.client(at);
+        async move {
+            let response = client.get("/v1/operator/autopilot/health").await.ok()?;
+            Some((response.status, serde_json::from_slice::<serde_json::Value>(&response.body).ok()?))
+        }
+    };
+    let (status, healthy) = eventually("autopilot to call all four healthy", Duration::from_secs(20), || async {
+        health(&cluster, leader).await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(
+        (status, &healthy["Healthy"], &healthy["FailureTolerance"]),
+        (200, &true.into(), &1.into()),
+        "{healthy}"
+    );
+    assert_eq!(healthy["Servers"].as_array().map(Vec::len), Some(4), "{healthy}");
 
     // The operator stops s4 and removes it; every remaining server drops it.
     cluster.kill(newcomer);
     let leader = cluster.wait_for_leader().await;
+    let (_, unhealthy) = eventually("autopilot to see s4 fail", Duration::from_secs(30), || async {
+        health(&cluster, leader).await.filter(|(status, _)| *status == 429)
+    })
+    .await;
+    assert_eq!((&unhealthy["Healthy"], &unhealthy["FailureTolerance"]), (&false.into(), &0.into()), "{unhealthy}");
+    let s4 = unhealthy["Servers"].as_array().and_then(|all| all.iter().find(|s| s["Name"] == "s4")).cloned();
+    assert_eq!(s4.map(|s4| (s4["SerfStatus"].clone(), s4["Healthy"].clone())), Some(("failed".into(), false.into())));
     let (code, stdout, stderr) =
         weft(&["operator", "raft", "remove-peer", "--id", "s4", "--http-addr", &cluster.specs[leader].http_addr]);
     assert_eq!(code, 0, "remove-peer: {stdout}{stderr}");

@@ -559,4 +559,35 @@ async fn an_ingress_gateway_routes_by_host_and_path_terminates_tls_and_is_judged
         expected.sort();
         assert_eq!(ports, expected, "{srv}");
     }
+    // The HTTP API: the gateway's services, one per listener and service,
+    // and the gateway's instances behind each service it exposes.
+    let json = |path: &'static str| {
+        let client = cluster.client(vm1);
+        async move { serde_json::from_slice::<serde_json::Value>(&client.get(path).await.unwrap().body).unwrap() }
+    };
+    let linked = json("/v1/catalog/gateway-services/edge").await;
+    let mut linked: Vec<(String, u64, String)> = linked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (l["Service"]["Name"].as_str().unwrap().to_owned(), l["Port"].as_u64().unwrap(), l["Hosts"].to_string())
+        })
+        .collect();
+    linked.sort();
+    let mut expected = vec![
+        ("api".to_owned(), u64::from(plain), r#"["api.example.com"]"#.to_owned()),
+        ("api".to_owned(), u64::from(secure), r#"["*"]"#.to_owned()),
+        ("web".to_owned(), u64::from(plain), "null".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(linked, expected);
+    let gateways = json("/v1/health/ingress/api").await;
+    let gateways = gateways.as_array().unwrap();
+    assert_eq!(gateways.len(), 1, "{gateways:?}");
+    assert_eq!(
+        (&gateways[0]["Service"]["Service"], &gateways[0]["Service"]["Kind"]),
+        (&"edge".into(), &"ingress-gateway".into())
+    );
+    assert_eq!(json("/v1/health/ingress/db").await, serde_json::json!([]), "db is not exposed");
 }

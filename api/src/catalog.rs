@@ -194,6 +194,10 @@ pub const SERVER_SERVICE: &str = "consul";
 
 /// The kind of a sidecar proxy's service (`Kind` in Consul's JSON).
 pub const CONNECT_PROXY_KIND: &str = "connect-proxy";
+/// The kind of an ingress gateway's service.
+pub const INGRESS_GATEWAY_KIND: &str = "ingress-gateway";
+/// The kind of a mesh gateway's service.
+pub const MESH_GATEWAY_KIND: &str = "mesh-gateway";
 
 /// What Consul appends to a service's name and ID to name its sidecar.
 pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";

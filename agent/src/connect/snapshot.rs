@@ -12,7 +12,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 use weft_api::access_log::AccessLogs;
-use weft_api::catalog::{sidecar_id, sidecar_name, HealthStatus, Node, CONNECT_PROXY_KIND, SIDECAR_SUFFIX};
+use weft_api::catalog::{
+    sidecar_id, sidecar_name, HealthStatus, Node, CONNECT_PROXY_KIND, INGRESS_GATEWAY_KIND, MESH_GATEWAY_KIND,
+    SIDECAR_SUFFIX,
+};
 use weft_api::chain::Target;
 use weft_api::ids::{Datacenter, NetworkName, NodeName, ServiceId, ServiceName, NETWORK_META_KEY};
 use weft_api::proxy::{
@@ -136,11 +139,6 @@ impl SidecarSpec {
         })
     }
 }
-
-/// The catalog kind of an ingress gateway's registration.
-pub const INGRESS_GATEWAY_KIND: &str = "ingress-gateway";
-/// The catalog kind of a mesh gateway's registration.
-pub const MESH_GATEWAY_KIND: &str = "mesh-gateway";
 
 /// The snapshot for `spec`.
 pub async fn build(

@@ -42,7 +42,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft_api::addr::{hex_label, parse_hex_label};
-use weft_api::catalog::HealthStatus;
+use weft_api::catalog::{HealthStatus, INGRESS_GATEWAY_KIND};
 use weft_api::ids::Datacenter;
 use weft_server::store::{gateways_exposing, ServiceHealth, Tables};
 
@@ -385,7 +385,7 @@ impl Lookup<'_> {
                     instance
                 })
             })
-            .filter(|instance| instance.service.kind == "ingress-gateway")
+            .filter(|instance| instance.service.kind == INGRESS_GATEWAY_KIND)
             .collect();
         if self.record_type != RecordType::SRV {
             // An address once, however many of its listeners expose the service.

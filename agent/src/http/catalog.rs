@@ -9,13 +9,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use weft_acl::Permission;
 use weft_api::catalog::{
     sidecar_name, Check, Deregistration, HealthStatus, Node, Registration, Service, Weights, CONNECT_PROXY_KIND,
+    INGRESS_GATEWAY_KIND,
 };
 use weft_api::command::{Command, CommandOutcome};
-use weft_api::ids::{CheckId, Datacenter, NodeName, ServiceId, ServiceName};
+use weft_api::ids::{CheckId, Datacenter, Indexes, NodeName, ServiceId, ServiceName};
+use weft_api::mesh::Protocol;
 use weft_filter::Filter;
-use weft_server::store::{NodeServices, ServiceInstance, Table, Tables};
+use weft_server::store::{
+    ingress_listeners, ExposedService, NodeServices, ServiceInstance, Table, Tables, INGRESS_GATEWAY,
+};
 
 use super::authz::{self, Acl};
 use super::error::ApiError;
@@ -330,6 +335,53 @@ enum ServiceListing {
 pub fn may_see(acl: &Acl, node: &NodeName, service: &ServiceName) -> bool {
     acl.allows_named(NamedResource::Service, service.as_str(), Access::Read)
         && acl.allows_named(NamedResource::Node, node.as_str(), Access::Read)
+}
+
+/// `GET /v1/catalog/gateway-services/<gateway>`: the services an ingress
+/// gateway's listeners expose, one entry per listener and service (Weft
+/// has no terminating gateways, and a mesh gateway links none). Needs
+/// `service:read` on the gateway; services the token may not read are left
+/// out, as in Consul.
+pub async fn gateway_services(
+    State(state): State<AppState>,
+    acl: Acl,
+    Path(gateway): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    acl.require(Permission::Named(NamedResource::Service, gateway.clone(), Access::Read))?;
+    let gateway = ServiceName::new(gateway);
+    let read = move |tables: &Tables, _: &QueryParams| {
+        let indexes = tables.mesh().config_entry(INGRESS_GATEWAY, gateway.as_str()).map(|e| e.indexes);
+        let listeners = ingress_listeners(tables.mesh(), &gateway);
+        let linked = listeners.into_iter().flat_map(|listener| {
+            let services = listener.services.into_iter();
+            services.map(move |service| (listener.port, listener.protocol, service))
+        });
+        let entries: Vec<_> = linked.collect();
+        (gateway.clone(), indexes.unwrap_or_default(), entries)
+    };
+    let render = |(gateway, indexes, mut entries): (ServiceName, Indexes, Vec<(u16, Protocol, ExposedService)>)| {
+        acl.retain(&mut entries, |acl, (_, _, service)| {
+            acl.allows_named(NamedResource::Service, service.name.as_str(), Access::Read)
+        });
+        let entries = entries.iter().map(|(port, protocol, service)| {
+            let mut entry = json!({
+                "Gateway": {"Name": gateway},
+                "Service": {"Name": service.name},
+                "GatewayKind": INGRESS_GATEWAY_KIND,
+                "Port": port,
+                "Protocol": protocol.as_str(),
+                "CreateIndex": indexes.create.get(),
+                "ModifyIndex": indexes.modify.get(),
+            });
+            if !service.hosts.is_empty() {
+                entry["Hosts"] = json!(service.hosts);
+            }
+            entry
+        });
+        Value::Array(entries.collect())
+    };
+    blocking_json(&state, raw.as_deref(), &[Table::ConfigEntries], read, render).await
 }
 
 /// `GET /v1/catalog/datacenters`: the datacenters this agent knows, nearest

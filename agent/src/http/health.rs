@@ -2,12 +2,15 @@
 //! service, node or state, in Consul's shapes. `?passing` keeps only
 //! instances whose every check (node-level included) passes.
 
+use std::collections::BTreeSet;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use serde_json::{json, Value};
-use weft_api::catalog::{sidecar_name, Check, HealthStatus, CONNECT_PROXY_KIND};
+use weft_acl::Permission;
+use weft_api::catalog::{sidecar_name, Check, HealthStatus, CONNECT_PROXY_KIND, INGRESS_GATEWAY_KIND};
 use weft_api::ids::{NodeName, ServiceName};
-use weft_server::store::{ServiceHealth, Table, Tables};
+use weft_server::store::{gateways_exposing, ServiceHealth, Table, Tables};
 
 use super::authz::Acl;
 use super::catalog::{may_see, node_json, service_json};
@@ -18,6 +21,8 @@ use super::AppState;
 use weft_api::acl::{Access, NamedResource};
 
 const HEALTH_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks];
+/// Which gateways expose a service is in their config entries.
+const INGRESS_TABLES: &[Table] = &[Table::Nodes, Table::Services, Table::Checks, Table::ConfigEntries];
 
 pub fn check_json(check: &Check) -> Value {
     json!({
@@ -55,7 +60,8 @@ pub async fn connect(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    instances(state, acl, sidecar_name(&ServiceName::new(name)), Some(CONNECT_PROXY_KIND), raw).await
+    let sidecars = sidecar_name(&ServiceName::new(name));
+    instances(state, acl, move |_| vec![sidecars.clone()], Some(CONNECT_PROXY_KIND), HEALTH_TABLES, raw).await
 }
 
 pub async fn service(
@@ -64,25 +70,45 @@ pub async fn service(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    instances(state, acl, ServiceName::new(name), None, raw).await
+    let name = ServiceName::new(name);
+    instances(state, acl, move |_| vec![name.clone()], None, HEALTH_TABLES, raw).await
 }
 
-/// Instances of `name` with their checks; only those of `kind` if given.
+/// `/v1/health/ingress/<service>`: the instances of the ingress gateways
+/// whose listeners expose `service`, with their checks. Needs
+/// `service:read` on `service`, as in Consul.
+pub async fn ingress(
+    State(state): State<AppState>,
+    acl: Acl,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    acl.require(Permission::Named(NamedResource::Service, name.clone(), Access::Read))?;
+    let gateways = move |tables: &Tables| {
+        let exposing = gateways_exposing(tables.mesh(), &name).into_iter().map(|(gateway, _)| gateway);
+        exposing.collect::<BTreeSet<_>>().into_iter().collect()
+    };
+    instances(state, acl, gateways, Some(INGRESS_GATEWAY_KIND), INGRESS_TABLES, raw).await
+}
+
+/// Instances of the services `names` gives, with their checks; only those
+/// of `kind` if given. A blocking query on `tables`.
 async fn instances(
     state: AppState,
     acl: Acl,
-    name: ServiceName,
+    names: impl Fn(&Tables) -> Vec<ServiceName>,
     kind: Option<&'static str>,
+    tables: &[Table],
     raw: Option<String>,
 ) -> Result<Response, ApiError> {
     let this_node = state.node.name.clone();
     let read = move |tables: &Tables, query: &QueryParams| {
         let selector = InstanceSelector::from_query(query, &this_node);
         let passing_only = query.flag("passing");
-        let mut found: Vec<ServiceHealth> = tables
-            .catalog()
-            .service_health(&name)
-            .into_iter()
+        let catalog = tables.catalog();
+        let mut found: Vec<ServiceHealth> = names(tables)
+            .iter()
+            .flat_map(|name| catalog.service_health(name))
             .filter(|h| selector.matches(&h.node, &h.service))
             .filter(|h| kind.is_none_or(|kind| h.service.kind == kind))
             .filter(|h| !passing_only || h.is_passing())
@@ -94,7 +120,7 @@ async fn instances(
         acl.retain(&mut entries, |acl, h| may_see(acl, &h.node.name, &h.service.name));
         Value::Array(entries.iter().map(health_entry_json).collect())
     };
-    blocking_json(&state, raw.as_deref(), HEALTH_TABLES, read, render).await
+    blocking_json(&state, raw.as_deref(), tables, read, render).await
 }
 
 /// Whether `acl` may see `check`: its node's, and its service's if any.

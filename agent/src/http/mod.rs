@@ -19,6 +19,7 @@ mod join_tokens;
 mod kv;
 mod listener;
 mod metrics;
+mod operator;
 mod query;
 mod read;
 mod serve;
@@ -85,16 +86,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/service/{name}", get(catalog::service))
         .route("/v1/catalog/connect/{name}", get(catalog::connect))
+        .route("/v1/catalog/gateway-services/{gateway}", get(catalog::gateway_services))
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/node/{name}", get(catalog::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/connect/{name}", get(health::connect))
+        .route("/v1/health/ingress/{name}", get(health::ingress))
         .route("/v1/health/checks/{name}", get(health::service_checks))
         .route("/v1/health/node/{name}", get(health::node))
         .route("/v1/health/state/{state}", get(health::in_state))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/operator/raft/configuration", get(status::raft_configuration))
+        .route("/v1/operator/autopilot/health", get(operator::autopilot_health))
+        .route("/v1/operator/usage", get(operator::usage))
         .route("/v1/operator/raft/peer", delete(status::remove_peer))
         .route("/v1/operator/join-token", put(join_tokens::create).get(join_tokens::list))
         .route("/v1/operator/join-token/{id}", delete(join_tokens::delete))
