@@ -15,8 +15,8 @@ every 5xx with its request. Exits 1 on a 5xx that is not documented.
 Consistency: a write the agent refused (a 4xx to PUT, POST, DELETE or
 PATCH) must change nothing. Around each one the script reads the state a
 write can change (KV, nodes, services, intentions, config entries and ACLs
-from the first agent, the server; the services and checks of the agent
-the request went to), leaving out what changes by itself (indexes, check
+from the first agent, the server; the services, checks and user events of
+the agent the request went to), leaving out what changes by itself (indexes, check
 status and output). A change is a failure, printed with the difference,
 and the script exits 1 on one; but a change to the catalog alone may be
 anti-entropy syncing an earlier accepted agent registration in the
@@ -110,7 +110,7 @@ KINDS = ["service-defaults", "proxy-defaults", "service-resolver", "service-spli
 SHARED_STATE = ["/v1/kv/?recurse", "/v1/catalog/nodes", "/v1/catalog/services", "/v1/connect/intentions",
                 "/v1/acl/policies", "/v1/acl/tokens", "/v1/acl/roles", "/v1/acl/auth-methods",
                 "/v1/acl/binding-rules"] + [f"/v1/config/{kind}" for kind in KINDS]
-LOCAL_STATE = ["/v1/agent/services", "/v1/agent/checks"]
+LOCAL_STATE = ["/v1/agent/services", "/v1/agent/checks", "/v1/event/list"]
 # What anti-entropy changes in the background.
 SYNCED = ("/v1/catalog/nodes", "/v1/catalog/services")
 # What changes without a write: Raft indexes, and what check runs report.

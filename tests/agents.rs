@@ -690,3 +690,75 @@ async fn maintenance_mode_takes_instances_out_until_lifted() {
     assert_eq!((code, out.trim()), (0, "Node left maintenance mode"));
     eventually("web to pass once more", Duration::from_secs(20), || passing(vec!["vm1".into()])).await;
 }
+
+/// The names of the events `client`'s agent lists for `query`, and the
+/// list's `X-Consul-Index`.
+async fn events(client: &HttpClient, query: &str) -> (Vec<String>, String) {
+    let response = client.get(&format!("/v1/event/list{query}")).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let listed: Value = serde_json::from_slice(&response.body).unwrap();
+    let names = listed.as_array().unwrap().iter().map(|e| e["Name"].as_str().unwrap().to_owned()).collect();
+    let index = response.headers.get("x-consul-index").and_then(|i| i.to_str().ok()).unwrap_or_default();
+    (names, index.to_owned())
+}
+
+/// Fires `name` on `client`'s agent; the event as answered.
+async fn fire(client: &HttpClient, name_and_query: &str, payload: &str) -> Value {
+    let response = client.put(&format!("/v1/event/fire/{name_and_query}"), payload.as_bytes().to_vec()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+/// User events (Consul's `/v1/event`): fired on one agent, listed by every
+/// agent whose node and services the filters select, a blocking list woken
+/// by the fire; an event Consul refuses is a 400 and reaches nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_events_reach_the_agents_their_filters_select() {
+    let (cluster, vm1, vm2) = servers_and_two_clients_with_web_on_vm1().await;
+    let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
+    assert_eq!(events(&vm2_http, "").await, (vec![], "1".to_owned()), "none yet: Consul's index 1");
+
+    // A blocking list on vm2, woken by an event fired on vm1.
+    let waiting = tokio::spawn({
+        let vm2_http = vm2_http.clone();
+        async move { events(&vm2_http, "?index=1&wait=30s").await }
+    });
+    let fired = fire(&vm1_http, "deploy", "v1.2.3").await;
+    assert_eq!(
+        (&fired["Name"], &fired["Payload"], &fired["Version"]),
+        (&"deploy".into(), &"djEuMi4z".into(), &1.into())
+    );
+    let id = fired["ID"].as_str().unwrap();
+    let (names, index) = waiting.await.unwrap();
+    assert_eq!(names, ["deploy"]);
+    assert_eq!(index, weft_api::event::event_index(Some(id)).to_string(), "Consul's index: the ID's halves XORed");
+
+    // Filters: web runs on vm1 only; the node filter names vm2.
+    fire(&vm2_http, "web-only?service=%5Eweb%24", "").await;
+    fire(&vm1_http, "for-vm2?node=%5Evm2%24", "").await;
+    fire(&vm1_http, "marker", "").await;
+    for (http, expected) in
+        [(&vm1_http, ["deploy", "web-only", "marker"]), (&vm2_http, ["deploy", "for-vm2", "marker"])]
+    {
+        eventually("each agent to list what selects it", Duration::from_secs(10), || async {
+            let (names, _) = events(http, "").await;
+            (names.last().map(String::as_str) == Some("marker")).then_some(names)
+        })
+        .await;
+        assert_eq!(events(http, "").await.0, expected);
+    }
+    assert_eq!(events(&vm1_http, "?name=deploy").await.0, ["deploy"]);
+
+    // What Consul refuses is a 400, and is fired nowhere.
+    let big = "x".repeat(600);
+    for (path, payload) in [("_rexec", ""), ("tagged?tag=v1", ""), ("broken?node=%28", ""), ("big", big.as_str())] {
+        let response = vm1_http.put(&format!("/v1/event/fire/{path}"), payload.as_bytes().to_vec()).await.unwrap();
+        assert_eq!(response.status, 400, "{path}: {}", response.text());
+    }
+    fire(&vm1_http, "after", "").await;
+    eventually("vm1 to list the next event", Duration::from_secs(10), || async {
+        (events(&vm1_http, "").await.0.last().map(String::as_str) == Some("after")).then_some(())
+    })
+    .await;
+    assert_eq!(events(&vm1_http, "").await.0, ["deploy", "web-only", "marker", "after"]);
+}

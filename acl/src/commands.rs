@@ -8,7 +8,7 @@
 //! `intentions:write` on its destination; a config entry needs
 //! `service:write` on its service (`intentions:write` for
 //! `service-intentions`) or `mesh:write` for the mesh-wide kinds; ACL
-//! changes need `acl:write`. The CA, restores and join tables need
+//! changes need `acl:write`; a user event `event:write` on its name. The CA, restores and join tables need
 //! `acl:write` too (Consul's management).
 
 use weft_api::acl::{Access, GlobalResource, NamedResource};
@@ -34,6 +34,7 @@ pub fn command_permissions(
     };
     match command {
         Command::KvSet { key, .. } | Command::KvDelete { key, .. } => vec![named(NamedResource::Key, key)],
+        Command::FireEvent(event) => vec![named(NamedResource::Event, &event.name)],
         Command::Register(registration) => {
             let mut needed = vec![];
             if !registration.skip_node_update {

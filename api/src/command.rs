@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::{AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken};
 use crate::catalog::{Deregistration, Node, Registration};
+use crate::event::UserEvent;
 use crate::ids::NodeName;
 use crate::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
 use crate::mesh::{CaState, ConfigEntry, Intention};
@@ -149,6 +150,8 @@ pub enum Command {
     /// Records (or replaces) a node's enrollment for an agent that proved
     /// it is that node with a JWT (`Cluster.RedeemLogin`).
     AgentCredentialSet(AgentCredentialRecord),
+    /// Fires a user event (validated before it is proposed).
+    FireEvent(UserEvent),
 }
 
 /// The largest snapshot a restore may carry.
@@ -194,6 +197,7 @@ impl Command {
             Command::RestoreChunk { .. } => "restore-chunk",
             Command::RestoreFinish { .. } => "restore-finish",
             Command::AgentCredentialSet(_) => "agent-credential-set",
+            Command::FireEvent(_) => "fire-event",
         }
     }
 }

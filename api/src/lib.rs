@@ -6,6 +6,7 @@
 //! - [`addr`]: IP addresses as hex DNS labels (`.addr` names, gateway SNI).
 //! - [`catalog`]: nodes, services and health checks as the state store keeps them.
 //! - [`kv`]: key/value entries.
+//! - [`event`]: user events, their limits, filters and Consul's list index.
 //! - [`mesh`]: intentions, config entries, CA state and service protocols.
 //! - [`intentions`]: the rules for a destination and the decisions made from
 //!   them (per connection and per HTTP request), shared by servers and sidecars.
@@ -33,6 +34,7 @@ pub mod chain;
 pub mod client;
 pub mod command;
 pub mod duration;
+pub mod event;
 pub mod ids;
 pub mod intentions;
 pub mod join;

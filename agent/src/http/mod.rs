@@ -13,6 +13,7 @@ mod coalesce;
 mod config_entries;
 mod connect;
 mod error;
+mod event;
 mod health;
 mod intentions;
 mod join_tokens;
@@ -105,6 +106,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operator/join-token/{id}", delete(join_tokens::delete))
         .route("/v1/operator/enrollment", get(join_tokens::enrollments))
         .route("/v1/operator/enrollment/{node}", delete(join_tokens::revoke))
+        .route("/v1/event/fire/{name}", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/metrics", get(metrics::metrics))

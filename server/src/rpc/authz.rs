@@ -118,7 +118,7 @@ impl Caller {
     /// servers (and anyone, in a cluster that authenticates no one)
     /// anything; a client agent its own node's catalog entries and checks
     /// (not the `serfHealth` check, which is the leader's), and, while ACLs
-    /// are off, KV. Anything else a client agent writes needs the ACL token
+    /// are off, KV and user events. Anything else a client agent writes needs the ACL token
     /// of the caller it writes for (see `crate::acl`).
     pub fn authorize_write(&self, command: &Command, acl_enabled: bool) -> Result<(), Status> {
         let node = match self {
@@ -143,7 +143,7 @@ impl Caller {
             }
         };
         match command {
-            Command::KvSet { .. } | Command::KvDelete { .. } if !acl_enabled => Ok(()),
+            Command::KvSet { .. } | Command::KvDelete { .. } | Command::FireEvent(_) if !acl_enabled => Ok(()),
             Command::Register(registration) => {
                 own(&registration.node.name, "catalog entries")?;
                 if registration.checks.iter().any(|c| c.id.as_str() == SERF_HEALTH) {
@@ -157,7 +157,8 @@ impl Caller {
             other => Err(denied(
                 self,
                 format!(
-                    "a client agent may not write {} (only its own node's catalog entries and checks, and KV); \
+                    "a client agent may not write {} (only its own node's catalog entries and checks, KV and \
+                     events); \
                      write it through a server",
                     other.kind()
                 ),
@@ -413,14 +414,16 @@ mod tests {
     }
 
     #[test]
-    fn client_agents_write_only_their_own_node_and_kv() {
+    fn client_agents_write_only_their_own_node_kv_and_events() {
         let agent = Caller::Agent("vm1".into());
         let kv = Command::KvSet { key: "k".into(), value: Vec::new(), flags: 0, cas: None };
+        let event = Command::FireEvent(weft_api::event::UserEvent { name: "deploy".into(), ..Default::default() });
         let node = |name: &str| Node { name: name.into(), address: "10.0.0.1".into(), ..Default::default() };
         let register =
             |name: &str| Command::Register(Box::new(Registration { node: node(name), ..Default::default() }));
         let own = [
             kv.clone(),
+            event.clone(),
             register("vm1"),
             Command::Deregister(Deregistration { node: "vm1".into(), ..Default::default() }),
             Command::NodeLeave(Box::new(node("vm1"))),
@@ -458,8 +461,9 @@ mod tests {
             assert!(Caller::Server.authorize_write(&refused, true).is_ok());
         }
         assert!(Caller::Unauthenticated.authorize_write(&kv, false).is_err());
-        // With ACLs on, an agent's KV write needs its caller's token.
-        assert!(agent.authorize_write(&kv, true).is_err() && agent.authorize_write(&own[1], true).is_ok());
+        // With ACLs on, an agent's KV write or event needs its caller's token.
+        assert!(agent.authorize_write(&kv, true).is_err() && agent.authorize_write(&event, true).is_err());
+        assert!(agent.authorize_write(&own[2], true).is_ok());
     }
 
     #[test]

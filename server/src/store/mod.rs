@@ -12,6 +12,7 @@ mod acl;
 mod catalog;
 mod config_entries;
 mod discovery_chain;
+mod events;
 #[cfg(test)]
 mod golden;
 mod inbound_policy;
@@ -41,6 +42,7 @@ pub use config_entries::{
     PROXY_DEFAULTS_NAME, SERVICE_DEFAULTS, SERVICE_INTENTIONS, SERVICE_RESOLVER, SERVICE_ROUTER, SERVICE_SPLITTER,
 };
 pub use discovery_chain::{compile as compile_discovery_chain, DEFAULT_CONNECT_TIMEOUT_MS};
+pub use events::{EventLog, FiredEvent, EVENTS_KEPT};
 pub use inbound_policy::{access_logs, inbound_policy, ALLOW_PERMISSIVE_FIELD};
 pub use ingress_gateway::{gateways_exposing, ingress_listeners, ExposedService, IngressListenerConfig};
 pub use intentions::{
@@ -67,10 +69,12 @@ pub enum Table {
     Join,
     /// ACL tokens, policies and roles.
     Acl,
+    /// User events (not in snapshots: see `events`).
+    Events,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -80,6 +84,7 @@ impl Table {
         Table::Ca,
         Table::Join,
         Table::Acl,
+        Table::Events,
     ];
 
     fn slot(self) -> usize {
@@ -95,6 +100,7 @@ pub struct Tables {
     mesh: mesh::MeshTables,
     join: join::JoinTables,
     acl: acl::AclTables,
+    events: events::EventLog,
     table_indexes: [RaftIndex; Table::ALL.len()],
     /// The index of the last snapshot restore: no read may report an index
     /// below it, so blocking clients notice that everything may have changed.
@@ -138,6 +144,7 @@ pub fn check_proposal(command: &Command) -> Result<(), String> {
         }),
         Command::Register(registration) => check_registration(registration),
         Command::Batch(commands) => commands.iter().try_for_each(check_proposal),
+        Command::FireEvent(event) => event.validate(),
         _ => Ok(()),
     }
 }
@@ -205,6 +212,7 @@ impl Tables {
             Command::AgentCaSet(ca) => self.join.set_agent_ca(ca, changed),
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
             Command::AgentCredentialSet(credential) => self.join.set_credential(index, credential, changed),
+            Command::FireEvent(event) => self.events.fire(index, event, changed),
             Command::AclBootstrap { token, reset_index } => self.acl.bootstrap(index, token, *reset_index, changed),
             Command::AclTokenSet(token) => self.acl.set_token(index, token, changed),
             Command::AclTokenDelete { accessor_id } => self.acl.delete_token(accessor_id, changed),
@@ -281,6 +289,10 @@ impl Tables {
 
     pub fn acl(&self) -> &acl::AclTables {
         &self.acl
+    }
+
+    pub fn events(&self) -> &events::EventLog {
+        &self.events
     }
 }
 
@@ -440,6 +452,20 @@ impl StateStore {
         wait: Duration,
         read: impl Fn(&Tables) -> (T, RaftIndex),
     ) -> Indexed<T> {
+        let moved = |index: RaftIndex| min_index == RaftIndex::ZERO || index > min_index;
+        self.read_until(tables, wait, read, moved).await
+    }
+
+    /// Like [`blocking_read`](Self::blocking_read), for an index that is
+    /// not a Raft index and need not grow (Consul's user events: a hash of
+    /// the newest event's ID): returns once `moved` holds for `read`'s index.
+    pub async fn read_until<T>(
+        &self,
+        tables: &[Table],
+        wait: Duration,
+        read: impl Fn(&Tables) -> (T, RaftIndex),
+        moved: impl Fn(RaftIndex) -> bool,
+    ) -> Indexed<T> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut watches: Vec<_> = tables.iter().map(|t| self.table_watches[t.slot()].subscribe()).collect();
         let mut closed = self.closed.subscribe();
@@ -449,7 +475,7 @@ impl StateStore {
             }
             let (value, index) = read(&self.read());
             let index = index.max(RaftIndex(1));
-            let done = min_index == RaftIndex::ZERO || index > min_index || *closed.borrow_and_update();
+            let done = moved(index) || *closed.borrow_and_update();
             if done || tokio::time::Instant::now() >= deadline {
                 return Indexed { value, index };
             }

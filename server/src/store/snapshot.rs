@@ -261,13 +261,19 @@ fn table_name(table: Table) -> &'static str {
         Table::Ca => "ca",
         Table::Join => "join",
         Table::Acl => "acl",
+        Table::Events => "events",
     }
 }
 
 impl Tables {
     pub(super) fn to_data(&self) -> StoreData {
         StoreData {
-            table_indexes: Table::ALL.iter().map(|t| (table_name(*t).to_owned(), self.index(*t))).collect(),
+            // User events are not in snapshots (see `events`), nor their index.
+            table_indexes: Table::ALL
+                .iter()
+                .filter(|t| **t != Table::Events)
+                .map(|t| (table_name(*t).to_owned(), self.index(*t)))
+                .collect(),
             nodes: self.catalog.nodes().cloned().collect(),
             services: self.catalog.services().cloned().collect(),
             checks: self.catalog.checks().cloned().collect(),
@@ -298,6 +304,7 @@ impl Tables {
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
             join: JoinTables::from_parts(data.join_tokens, data.agent_credentials, data.agent_ca),
             acl: AclTables::from_data(data.acl),
+            events: Default::default(),
             table_indexes,
             restore_index: data.restore_index,
             pending_restore: data.pending_restore,
