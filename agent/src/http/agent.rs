@@ -426,10 +426,7 @@ pub async fn members(State(state): State<AppState>, acl: Acl, RawQuery(raw): Raw
     let mut members: Vec<(&Node, MemberStatus)> = catalog
         .checks()
         .filter(|c| c.id.as_str() == LIVENESS_CHECK_ID)
-        .filter_map(|check| {
-            let status = if check.status == HealthStatus::Passing { MemberStatus::Alive } else { MemberStatus::Failed };
-            Some((catalog.node(&check.node)?, status))
-        })
+        .filter_map(|check| Some((catalog.node(&check.node)?, MemberStatus::of(check))))
         .chain(catalog.left_nodes().map(|node| (node, MemberStatus::Left)))
         .collect();
     members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
@@ -440,15 +437,23 @@ pub async fn members(State(state): State<AppState>, acl: Acl, RawQuery(raw): Raw
 }
 
 /// A member's state, with Consul's (Serf's) codes.
-#[derive(Clone, Copy)]
-enum MemberStatus {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum MemberStatus {
     Alive = 1,
     Left = 3,
     Failed = 4,
 }
 
 impl MemberStatus {
-    fn as_str(self) -> &'static str {
+    /// An agent's state by its liveness check (`liveness`): alive while it passes.
+    pub(super) fn of(liveness: &Check) -> Self {
+        match liveness.status {
+            HealthStatus::Passing => MemberStatus::Alive,
+            _ => MemberStatus::Failed,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             MemberStatus::Alive => "alive",
             MemberStatus::Left => "left",

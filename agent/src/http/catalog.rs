@@ -350,17 +350,16 @@ pub async fn gateway_services(
 ) -> Result<Response, ApiError> {
     acl.require(Permission::Named(NamedResource::Service, gateway.clone(), Access::Read))?;
     let gateway = ServiceName::new(gateway);
-    let read = move |tables: &Tables, _: &QueryParams| {
+    let read = |tables: &Tables, _: &QueryParams| {
         let indexes = tables.mesh().config_entry(INGRESS_GATEWAY, gateway.as_str()).map(|e| e.indexes);
         let listeners = ingress_listeners(tables.mesh(), &gateway);
         let linked = listeners.into_iter().flat_map(|listener| {
             let services = listener.services.into_iter();
             services.map(move |service| (listener.port, listener.protocol, service))
         });
-        let entries: Vec<_> = linked.collect();
-        (gateway.clone(), indexes.unwrap_or_default(), entries)
+        (indexes.unwrap_or_default(), linked.collect())
     };
-    let render = |(gateway, indexes, mut entries): (ServiceName, Indexes, Vec<(u16, Protocol, ExposedService)>)| {
+    let render = |(indexes, mut entries): (Indexes, Vec<(u16, Protocol, ExposedService)>)| {
         acl.retain(&mut entries, |acl, (_, _, service)| {
             acl.allows_named(NamedResource::Service, service.name.as_str(), Access::Read)
         });

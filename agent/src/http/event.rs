@@ -39,7 +39,8 @@ fn event_json(event: &UserEvent, ltime: RaftIndex) -> Value {
 
 /// `PUT /v1/event/fire/<name>?node=&service=&tag=`, the body its payload:
 /// answers the event as fired, its `LTime` the Raft index that fired it.
-/// A name, size or filter Consul refuses is a 400 before any write.
+/// A name, size or filter Consul refuses is a 400 before any write: the
+/// servers check every event before proposing it (`check_proposal`).
 pub async fn fire(
     State(state): State<AppState>,
     acl: Acl,
@@ -58,7 +59,6 @@ pub async fn fire(
         service_filter: filter("service"),
         tag_filter: filter("tag"),
     };
-    event.validate().map_err(ApiError::BadRequest)?;
     let applied = authz::write(&state, &acl, Command::FireEvent(event.clone())).await?;
     match applied.outcome {
         CommandOutcome::Rejected(reason) => Err(ApiError::BadRequest(reason)),

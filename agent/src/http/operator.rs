@@ -11,12 +11,13 @@ use axum::Json;
 use serde_json::{json, Value};
 use weft_acl::Permission;
 use weft_api::acl::{Access, GlobalResource};
-use weft_api::catalog::{HealthStatus, SERVER_SERVICE};
+use weft_api::catalog::SERVER_SERVICE;
 use weft_api::ids::NodeName;
 use weft_server::liveness::LIVENESS_CHECK_ID;
 use weft_server::store::{Table, Tables};
 use weft_server::PeerStatus;
 
+use super::agent::MemberStatus;
 use super::authz::Acl;
 use super::error::ApiError;
 use super::query::{check_datacenter, QueryParams};
@@ -79,20 +80,22 @@ pub async fn autopilot_health(
     acl.require(Permission::Global(GlobalResource::Operator, Access::Read))?;
     check_datacenter(&QueryParams::parse(raw.as_deref()), &state.backend)?;
     let configuration = state.backend.leader_raft_configuration().await?;
-    let alive: BTreeMap<&str, bool> = {
+    let members: BTreeMap<&str, MemberStatus> = {
         let tables = state.backend.store().read();
         let catalog = tables.catalog();
-        let passing = |name: &str| {
+        let status = |name: &str| {
             let checks = catalog.node_checks(&NodeName::new(name));
-            checks.iter().any(|c| c.id.as_str() == LIVENESS_CHECK_ID && c.status == HealthStatus::Passing)
+            let liveness = checks.iter().find(|c| c.id.as_str() == LIVENESS_CHECK_ID);
+            liveness.map_or(MemberStatus::Failed, MemberStatus::of)
         };
-        configuration.servers.iter().map(|s| (s.name.as_str(), passing(&s.name))).collect()
+        configuration.servers.iter().map(|s| (s.name.as_str(), status(&s.name))).collect()
     };
+    let alive = |server: &PeerStatus| members[server.name.as_str()] == MemberStatus::Alive;
     let leader_index = configuration.servers.iter().find(|s| s.leader).and_then(|s| s.last_index).unwrap_or(0);
     let in_step = |server: &PeerStatus| {
         server.leader || server.last_index.is_some_and(|index| leader_index.saturating_sub(index) <= MAX_TRAILING_LOGS)
     };
-    let healthy = |server: &PeerStatus| alive[server.name.as_str()] && in_step(server);
+    let healthy = |server: &PeerStatus| alive(server) && in_step(server);
     let servers: Vec<Value> = configuration
         .servers
         .iter()
@@ -101,7 +104,7 @@ pub async fn autopilot_health(
                 "ID": server.id.to_string(),
                 "Name": server.name,
                 "Address": server.rpc_addr,
-                "SerfStatus": if alive[server.name.as_str()] { "alive" } else { "failed" },
+                "SerfStatus": members[server.name.as_str()].as_str(),
                 "Leader": server.leader,
                 "Voter": server.voter,
                 "LastIndex": server.last_index.unwrap_or(0),
