@@ -270,8 +270,12 @@ fn server_tls(dir: &Path, i: usize, verify_incoming: bool, verify_outgoing: bool
 /// Restarts agent `i` with `extra_args`, and waits until it answers, the
 /// cluster has a leader, every server is alive, and `written` has grown by
 /// a few writes since.
+/// Restarts agent `i` the way an operator's rolling upgrade does
+/// (`systemctl restart`: SIGTERM, wait for the exit, start). A graceful stop
+/// answers the writes the leader proposed; a SIGKILLed leader would leave a
+/// write in flight unknown, as Consul's would.
 async fn restart_with(cluster: &mut Cluster, i: usize, extra_args: Vec<String>, written: &AtomicUsize) {
-    cluster.kill(i);
+    assert!(cluster.stop(i), "{} did not stop by itself", cluster.specs[i].name);
     cluster.specs[i].extra_args = extra_args;
     cluster.start_server(i);
     cluster.wait_ready(i).await;
