@@ -191,6 +191,46 @@ async fn concurrent_writes_of_one_pair_through_every_server_leave_one_intention(
     assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
     let list = body(&clients[2].get("/v1/connect/intentions").await.unwrap());
     assert_eq!(pairs(&list), [pair("web", "api"), pair("*", "api")]);
+
+    // An intention and a service-intentions entry for one pair race: the
+    // leader checks each against its tables and `apply` takes one only if
+    // those tables did not change since, so exactly one wins each round.
+    for round in 0..8 {
+        let source = format!("cache{round}");
+        let intention = json!({"Action": "allow"}).to_string();
+        let entry =
+            json!({"Kind": "service-intentions", "Name": "db", "Sources": [{"Name": source, "Action": "deny"}]});
+        let writes = clients.iter().enumerate().map(|(i, client)| {
+            let (path, body) = match i {
+                1 => ("/v1/config".to_owned(), entry.to_string()),
+                _ => (format!("/v1/connect/intentions/exact?source={source}&destination=db"), intention.clone()),
+            };
+            async move { client.put(&path, body).await.unwrap() }
+        });
+        let answers: Vec<(u16, String)> =
+            futures::future::join_all(writes).await.iter().map(|r| (r.status, r.text())).collect();
+        let intention_won = answers[0].0 == 200 || answers[2].0 == 200;
+        let entry_won = answers[1].0 == 200;
+        assert!(intention_won != entry_won, "round {round}: {answers:?}");
+        assert!(answers.iter().all(|(status, _)| [200, 400].contains(status)), "round {round}: {answers:?}");
+        let entry = clients[0].get("/v1/config/service-intentions/db").await.unwrap();
+        let sources = match entry.status {
+            200 => body(&entry)["Sources"].as_array().unwrap().len(),
+            _ => 0,
+        };
+        assert_eq!(sources == 1, entry_won, "round {round}: {answers:?}");
+        // The list holds both kinds: the pair once.
+        let list = body(&clients[0].get("/v1/connect/intentions").await.unwrap());
+        let listed = pairs(&list).iter().filter(|p| **p == pair(&source, "db")).count();
+        assert_eq!(listed, 1, "round {round}: {answers:?}");
+        // Clear the pair for the next round.
+        if entry_won {
+            assert_eq!(clients[0].delete("/v1/config/service-intentions/db").await.unwrap().status, 200);
+        } else {
+            let path = format!("/v1/connect/intentions/exact?source={source}&destination=db");
+            assert_eq!(clients[0].delete(&path).await.unwrap().status, 200);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,9 @@ pub fn command_permissions(
         | Command::JoinTokenRedeem { .. }
         | Command::AgentCaSet(_)
         | Command::AgentCredentialDelete { .. }
-        | Command::AgentCredentialSet(_) => vec![management()],
+        | Command::AgentCredentialSet(_)
+        // Only a leader makes one, for itself (`check_proposal` refuses it from anyone).
+        | Command::Checked { .. } => vec![management()],
     }
 }
 

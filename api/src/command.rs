@@ -152,6 +152,21 @@ pub enum Command {
     AgentCredentialSet(AgentCredentialRecord),
     /// Fires a user event (validated before it is proposed).
     FireEvent(UserEvent),
+    /// A write the leader checked against the rules that tie intentions and
+    /// config entries together (a router needs an HTTP-like protocol, a
+    /// pair has one intention, chains end) as those tables stood at
+    /// `mesh_index` (the last index that changed either). Applied as it is
+    /// if neither table has changed since, else not at all
+    /// ([`CommandOutcome::Outdated`]: the leader checks it again). So
+    /// `apply` decides with one comparison, whatever the build: no body is
+    /// parsed and no rule evaluated in it. Holds a `ConfigEntryUpsert`, a
+    /// `ConfigEntryCas` that writes, or an `IntentionUpsert`; only a leader
+    /// makes one (`check_proposal` refuses it from anyone). Added because
+    /// those variants were checked in `apply`, and logged variants never change.
+    Checked {
+        mesh_index: crate::ids::RaftIndex,
+        command: Box<Command>,
+    },
 }
 
 /// The largest snapshot a restore may carry.
@@ -198,6 +213,7 @@ impl Command {
             Command::RestoreFinish { .. } => "restore-finish",
             Command::AgentCredentialSet(_) => "agent-credential-set",
             Command::FireEvent(_) => "fire-event",
+            Command::Checked { command, .. } => command.kind(),
         }
     }
 }
@@ -214,4 +230,7 @@ pub enum CommandOutcome {
     Rejected(String),
     /// The outcomes of a [`Command::Batch`], in order.
     Batch(Vec<CommandOutcome>),
+    /// A [`Command::Checked`] whose tables changed after it was checked:
+    /// nothing was applied, and the leader checks it again.
+    Outdated,
 }

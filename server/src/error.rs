@@ -52,6 +52,11 @@ pub enum ServerError {
     /// The servers know the caller, and it may not do this.
     #[error("the servers refused: {0}")]
     PermissionDenied(String),
+    /// The intentions and config entries changed between the leader's check
+    /// of a write and its apply, every time it tried (see
+    /// `Command::Checked`): nothing was written, and asking again may succeed.
+    #[error("the intentions and config entries kept changing under this write; nothing was written: {0}")]
+    Contended(String),
     /// The command breaks a rule it must satisfy on its own (a config
     /// entry's body; see `store::check_proposal`): nothing was proposed, and
     /// asking again will not help.
@@ -68,6 +73,7 @@ impl ServerError {
                 | ServerError::LeaderUnreachable(_)
                 | ServerError::CatchUpTimeout(_)
                 | ServerError::MembershipChangeInProgress(_)
+                | ServerError::Contended(_)
         )
     }
 }

@@ -197,6 +197,10 @@ pub(crate) const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
 /// How long a read waits for a leader during an election.
 pub(crate) const READ_HOLD: Duration = Duration::from_secs(7);
 /// Leaf signatures per second the leader grants, and the burst it allows.
+/// How many times a leader checks a write against the intentions and
+/// config entries when they change before it is applied (each time,
+/// another write that changed them was applied).
+const MESH_CHECK_ATTEMPTS: u32 = 8;
 const SIGN_RATE: f64 = 50.0;
 const SIGN_BURST: f64 = 200.0;
 /// How long a heartbeat keeps trying to reach the leader.
@@ -516,6 +520,8 @@ impl Server {
                 | Command::RestoreBegin { .. }
                 | Command::RestoreChunk { .. }
                 | Command::RestoreFinish { .. } => self.write_once(&command).await,
+                // Checked alone by the leader (see `write_local`).
+                _ if crate::store::is_mesh_checked(&command) => self.write_once(&command).await,
                 _ => self.inner.batcher.submit(command.clone()).await,
             }
         })
@@ -537,7 +543,35 @@ impl Server {
     /// Proposes `command` on this server, which must be the leader; never
     /// forwards. `NoLeader` means nothing was proposed (safe to retry);
     /// `OutcomeUnknown` means it was proposed but not confirmed in time.
+    ///
+    /// A write the rules tie to the intentions and config entries
+    /// ([`crate::store::is_mesh_checked`]) is checked here, against this
+    /// leader's tables once it has applied every write acknowledged before,
+    /// and proposed as a [`Command::Checked`] at the index they were at; if
+    /// they changed before it was applied, it is checked again.
     pub(crate) async fn write_local(&self, command: &Command) -> Result<Applied, ServerError> {
+        if !crate::store::is_mesh_checked(command) {
+            return self.propose(command).await;
+        }
+        for _ in 0..MESH_CHECK_ATTEMPTS {
+            self.wait_leader_caught_up().await?;
+            let (mesh_index, checked) = {
+                let tables = self.store().read();
+                (tables.mesh_index(), tables.check_mesh_rules(command))
+            };
+            if let Err(reason) = checked {
+                let index = self.store().applied_index();
+                return Ok(Applied { outcome: CommandOutcome::Rejected(reason), index });
+            }
+            let applied = self.propose(&Command::Checked { mesh_index, command: Box::new(command.clone()) }).await?;
+            if applied.outcome != CommandOutcome::Outdated {
+                return Ok(applied);
+            }
+        }
+        Err(ServerError::Contended(format!("checked {MESH_CHECK_ATTEMPTS} times")))
+    }
+
+    async fn propose(&self, command: &Command) -> Result<Applied, ServerError> {
         // A server shutting down proposes nothing more: its callers retry
         // with the next leader instead of losing track of their write.
         let Some(_in_flight) = self.inner.writes.enter() else { return Err(ServerError::NoLeader) };
@@ -903,6 +937,10 @@ pub(crate) fn forwarded_write_error(status: tonic::Status) -> ServerError {
         tonic::Code::Unauthenticated => ServerError::Unauthenticated(status.message().to_owned()),
         tonic::Code::PermissionDenied => ServerError::PermissionDenied(status.message().to_owned()),
         tonic::Code::InvalidArgument => ServerError::Invalid(status.message().to_owned()),
+        // A write that lost to concurrent changes of the tables it was
+        // checked against (gRPC's code for a failed sequencer check); the
+        // membership errors also sent as `Aborted` never travel by `Apply`.
+        tonic::Code::Aborted => ServerError::Contended(status.message().to_owned()),
         tonic::Code::Unavailable if weft_tls::ConnectError::caused(&status) => {
             ServerError::LeaderUnreachable(status.message().to_owned())
         }
@@ -937,6 +975,7 @@ pub(crate) fn error_to_status(error: ServerError) -> tonic::Status {
         ServerError::Unauthenticated(reason) => tonic::Status::unauthenticated(reason),
         ServerError::PermissionDenied(reason) => tonic::Status::permission_denied(reason),
         ServerError::Invalid(reason) => tonic::Status::invalid_argument(reason),
+        ServerError::Contended(reason) => tonic::Status::aborted(reason),
         other => tonic::Status::unavailable(other.to_string()),
     }
 }

@@ -33,13 +33,16 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use weft_acl::{command_permissions, Permission, ResolveError};
 use weft_api::acl::{Access, NamedResource};
-use weft_api::command::Command;
+use weft_api::command::{Command, CommandOutcome};
 use weft_server::store::Table;
 use weft_server::Applied;
+use weft_server::ServerError;
 
 use super::error::ApiError;
+use super::query::meta_headers;
 use super::AppState;
 use crate::acl::Caller;
 
@@ -172,6 +175,23 @@ pub async fn write(state: &AppState, acl: &Acl, command: Command) -> Result<Appl
         return Err(ApiError::TooManyRequests("RPC rate limit exceeded".into()));
     }
     Ok(state.backend.write_as(command, acl.secret()).await?)
+}
+
+/// [`write`]s a command and answers `true`/`false` as Consul does
+/// (`false`: a check-and-set missed); a refusal is a 400 with the reason.
+pub async fn write_bool(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
+    let applied = write(state, acl, command).await?;
+    let body = match applied.outcome {
+        CommandOutcome::Done | CommandOutcome::Cas(true) => true,
+        CommandOutcome::Cas(false) => false,
+        CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
+        // The server unpacks its own batches and checks its own checked
+        // writes again; a single write never comes back as either.
+        other @ (CommandOutcome::Batch(_) | CommandOutcome::Outdated) => {
+            return Err(ApiError::Cluster(ServerError::Fatal(format!("unexpected outcome {other:?}"))))
+        }
+    };
+    Ok((meta_headers(&state.backend, applied.index), Json(body)).into_response())
 }
 
 /// Reads the token from `X-Consul-Token`, `Authorization: Bearer`, or `?token=`.

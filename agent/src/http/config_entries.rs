@@ -15,7 +15,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
-use weft_api::command::{Command, CommandOutcome};
+use weft_api::command::Command;
 use weft_api::mesh::ConfigEntry;
 use weft_server::store::{validate_config_entry, validate_kind, Table, Tables};
 use weft_server::ReadConsistency;
@@ -93,21 +93,6 @@ fn path_kind(kind: &str) -> Result<(), ApiError> {
 
 // ---- writes ----
 
-/// Applies a write that answers `true`/`false` (`false`: a check-and-set missed).
-async fn write_bool(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
-    let applied = authz::write(state, acl, command).await?;
-    let body = match applied.outcome {
-        CommandOutcome::Done | CommandOutcome::Cas(true) => true,
-        CommandOutcome::Cas(false) => false,
-        CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
-        // The server unpacks its own batches; a single write never comes back as one.
-        CommandOutcome::Batch(_) => {
-            return Err(ApiError::Cluster(weft_server::ServerError::Fatal("unexpected batch outcome".into())))
-        }
-    };
-    Ok((meta_headers(&state.backend, applied.index), Json(body)).into_response())
-}
-
 /// `PUT /v1/config[?cas=<ModifyIndex>]` with an entry in Consul's JSON
 /// (`{"Kind": "service-defaults", "Name": "web", "Protocol": "http"}`):
 /// creates or replaces it. `true`, or `false` when `?cas` did not match
@@ -130,7 +115,7 @@ pub async fn apply(
         Some(cas) => Command::ConfigEntryCas { kind: entry.kind, name: entry.name, cas, body: Some(entry.body) },
         None => Command::ConfigEntryUpsert(entry),
     };
-    write_bool(&state, &acl, command).await
+    authz::write_bool(&state, &acl, command).await
 }
 
 /// `DELETE /v1/config/<kind>/<name>[?cas=<ModifyIndex>]`: `true` (also when
@@ -150,7 +135,7 @@ pub async fn delete(
         Some(cas) => Command::ConfigEntryCas { kind, name, cas, body: None },
         None => Command::ConfigEntryDelete { kind, name },
     };
-    write_bool(&state, &acl, command).await
+    authz::write_bool(&state, &acl, command).await
 }
 
 // ---- reads ----

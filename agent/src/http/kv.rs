@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde_json::{json, Value};
-use weft_api::command::{Command, CommandOutcome};
+use weft_api::command::Command;
 use weft_api::kv::{KvEntry, MAX_VALUE_BYTES};
 use weft_server::store::Table;
 
@@ -179,7 +179,7 @@ async fn put(state: &AppState, acl: &Acl, key: String, query: &QueryParams, body
     let flags = query.u64("flags")?.unwrap_or(0);
     let cas = query.u64("cas")?;
     let command = Command::KvSet { key, value: body.to_vec(), flags, cas };
-    write_bool(state, acl, command).await
+    authz::write_bool(state, acl, command).await
 }
 
 async fn delete(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> Result<Response, ApiError> {
@@ -192,20 +192,5 @@ async fn delete(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -
     if recurse && cas.is_some() {
         return Err(ApiError::BadRequest("?cas cannot be combined with ?recurse".into()));
     }
-    write_bool(state, acl, Command::KvDelete { key, recurse, cas }).await
-}
-
-/// Applies a KV write and answers `true`/`false` as Consul does.
-async fn write_bool(state: &AppState, acl: &Acl, command: Command) -> Result<Response, ApiError> {
-    let applied = authz::write(state, acl, command).await?;
-    let body = match applied.outcome {
-        CommandOutcome::Done | CommandOutcome::Cas(true) => true,
-        CommandOutcome::Cas(false) => false,
-        CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
-        // The server unpacks its own batches; a single write never comes back as one.
-        CommandOutcome::Batch(_) => {
-            return Err(ApiError::Cluster(weft_server::ServerError::Fatal("unexpected batch outcome".into())))
-        }
-    };
-    Ok((meta_headers(&state.backend, applied.index), Json(body)).into_response())
+    authz::write_bool(state, acl, Command::KvDelete { key, recurse, cas }).await
 }

@@ -10,9 +10,11 @@
 //! as written.
 //!
 //! As with intentions' rules, these are pure functions of the tables. The
-//! state store refuses a write that breaks them, so two racing writes can't
-//! break a rule between them. The HTTP API checks first, so it can answer
-//! with a 400 before anything reaches Raft. Only writes are checked:
+//! leader checks a write against its tables and proposes it as a
+//! `Command::Checked`, which `apply` takes only if those tables have not
+//! changed since, so two racing writes can't break a rule between them. The
+//! HTTP API checks first, so it can answer with a 400 before anything
+//! reaches Raft. Only writes are checked:
 //! deleting an entry that others depend on (a service-defaults under a
 //! router) is allowed.
 
@@ -223,9 +225,10 @@ pub fn check_alone(entry: &ConfigEntry) -> Result<(), String> {
 
 /// What `entry` must satisfy given the other entries in `mesh`: protocols
 /// that allow routing, subsets that exist, chains that end, one intention
-/// per pair, permissive mode allowed. Checked in `apply` too, where two
-/// racing writes are ordered, so it reads only the entry and the tables:
-/// no regex is compiled, no clock read.
+/// per pair, permissive mode allowed. The leader checks it before
+/// proposing (`Tables::check_mesh_rules`); `apply` checks it only for the
+/// unchecked variants older logs hold, so it reads only the entry and the
+/// tables: no regex is compiled, no clock read.
 pub fn check_against(mesh: &MeshTables, entry: &ConfigEntry) -> Result<(), String> {
     let body = body_of(entry)?;
     match entry.kind.as_str() {
@@ -887,11 +890,52 @@ mod tests {
         let refused = crate::store::check_proposal(&upsert).unwrap_err();
         assert!(refused.contains("PathRegex \"(\" is not a valid regular expression"), "{refused}");
         let udp = cas(SERVICE_DEFAULTS, "web", 0, Some(json!({"Protocol": "udp"})));
-        assert!(crate::store::check_proposal(&Command::Batch(vec![udp])).unwrap_err().contains("udp"));
+        assert!(crate::store::check_proposal(&udp).unwrap_err().contains("udp"));
         // apply compiles no regex: what reached the log was checked when it
         // was proposed, by whatever build proposed it.
         let mut tables = tables_with(&[http_service("web")]);
         assert_eq!(tables.apply(RaftIndex(5), &upsert).0, CommandOutcome::Done);
+    }
+
+    #[test]
+    fn a_checked_write_applies_only_if_the_tables_it_was_checked_against_are_unchanged() {
+        let mut tables = tables_with(&[http_service("web")]);
+        let checked = |mesh_index: u64, command: Command| Command::Checked {
+            mesh_index: RaftIndex(mesh_index),
+            command: Box::new(command),
+        };
+        // Checked by the leader at index 1; applied as it is.
+        let router = Command::ConfigEntryUpsert(entry(SERVICE_ROUTER, "web", json!({"Routes": []})));
+        assert_eq!(tables.mesh_index(), RaftIndex(1));
+        assert_eq!(tables.check_mesh_rules(&router), Ok(()));
+        assert_eq!(tables.apply(RaftIndex(5), &checked(1, router)).0, CommandOutcome::Done);
+        // Checked at 1 too, but the tables changed at 5: nothing applied,
+        // whatever it holds (a router for a tcp service, here).
+        let tcp_router = Command::ConfigEntryUpsert(entry(SERVICE_ROUTER, "db", json!({"Routes": []})));
+        let (outcome, changed) = tables.apply(RaftIndex(6), &checked(1, tcp_router.clone()));
+        assert_eq!(outcome, CommandOutcome::Outdated);
+        assert!(changed.tables().is_empty());
+        assert!(tables.mesh().config_entry(SERVICE_ROUTER, "db").is_none());
+        // The leader's check refuses it; apply evaluates no rule at all.
+        assert!(tables.check_mesh_rules(&tcp_router).unwrap_err().contains("requires protocol http"));
+        assert_eq!(tables.apply(RaftIndex(7), &checked(5, tcp_router)).0, CommandOutcome::Done);
+        // A check-and-set keeps its index check.
+        let cas_put = cas(SERVICE_DEFAULTS, "web", 0, Some(json!({"Protocol": "grpc"})));
+        assert_eq!(tables.apply(RaftIndex(8), &checked(7, cas_put)).0, CommandOutcome::Cas(false));
+        // Only a leader makes one, alone; a batch may not hold one.
+        let intention = Command::IntentionUpsert(weft_api::mesh::Intention {
+            id: "i1".into(),
+            source: "web".into(),
+            destination: "db".into(),
+            ..Default::default()
+        });
+        assert!(crate::store::check_proposal(&checked(7, intention.clone())).is_err());
+        let batch = Command::Batch(vec![intention.clone()]);
+        assert!(crate::store::check_proposal(&batch).unwrap_err().contains("travels alone"));
+        let (outcome, _) = tables.apply(RaftIndex(9), &Command::Batch(vec![checked(7, intention.clone())]));
+        assert!(matches!(&outcome, CommandOutcome::Batch(o) if matches!(o[0], CommandOutcome::Rejected(_))));
+        assert_eq!(tables.apply(RaftIndex(10), &checked(7, intention)).0, CommandOutcome::Done);
+        assert_eq!(tables.mesh_index(), RaftIndex(10));
     }
 
     fn cas(kind: &str, name: &str, cas: u64, body: Option<Value>) -> Command {

@@ -9,7 +9,10 @@
 //! The log holds every kind of write a cluster commonly makes (KV with
 //! check-and-set, catalog registrations and a leave, intentions, config
 //! entries of every kind including refused ones, check-and-set on entries,
-//! a batch, an ACL policy, a join token). `WEFT_BLESS=1 cargo test -p
+//! a batch, an ACL policy, a join token). A second recording
+//! (`golden-log-checked.bin`) goes on with mesh writes as leaders have
+//! proposed them since `Command::Checked`, one of them outdated; the first
+//! stays, for logs written before. `WEFT_BLESS=1 cargo test -p
 //! weft-server golden` writes both files anew: only for a deliberate change
 //! of the format, never to make the test pass.
 
@@ -139,43 +142,95 @@ fn recorded_log() -> Vec<Command> {
     ]
 }
 
-/// The log as Raft keeps it: each entry's index and encoded command.
-fn encoded_log() -> Vec<u8> {
+/// The first log, then mesh writes as a leader proposes them since
+/// `Command::Checked`: each checked against the tables as they stood
+/// (`mesh_index`), and one whose tables changed after its check.
+fn checked_log() -> Vec<Command> {
+    let mut log = recorded_log();
+    let mut tables = Tables::default();
+    for (i, command) in log.iter().enumerate() {
+        tables.apply(RaftIndex(i as u64 + 1), command);
+    }
+    let checked_at = |tables: &Tables, command: Command| Command::Checked {
+        mesh_index: tables.mesh_index(),
+        command: Box::new(command),
+    };
+    let db_http = entry("service-defaults", "db", json!({"Protocol": "http"}));
+    let router = entry("service-router", "db", json!({"Routes": [{"Match": {"HTTP": {"PathPrefix": "/v2"}}}]}));
+    let intention = Command::IntentionUpsert(Intention {
+        id: "9b1c9ab1-0000-4000-8000-000000000002".into(),
+        source: "cache".into(),
+        destination: "db".into(),
+        action: IntentionAction::Deny,
+        ..Intention::default()
+    });
+    let cas = Command::ConfigEntryCas {
+        kind: "service-defaults".into(),
+        name: "cache".into(),
+        cas: 0,
+        body: Some(json!({"Protocol": "grpc"}).to_string()),
+    };
+    let stale = checked_at(&tables, entry("service-defaults", "web", json!({"Protocol": "http2"})));
+    for command in [db_http, router, intention, cas] {
+        let checked = checked_at(&tables, command);
+        tables.apply(RaftIndex(log.len() as u64 + 1), &checked);
+        log.push(checked);
+    }
+    // Checked before the four above were applied: refused as outdated.
+    log.push(stale);
+    log
+}
+
+/// A log as Raft keeps it: each entry's index and encoded command.
+fn encoded(log: &[Command]) -> Vec<u8> {
     let entries: Vec<(u64, Vec<u8>)> =
-        recorded_log().iter().enumerate().map(|(i, command)| (i as u64 + 1, encode(command))).collect();
+        log.iter().enumerate().map(|(i, command)| (i as u64 + 1, encode(command))).collect();
     encode(&entries)
 }
 
 /// The state a log reaches, as a snapshot, and the indexes of the entries
-/// `apply` refused.
+/// `apply` refused or found outdated.
 fn replay(log: &[u8]) -> (Vec<u8>, Vec<u64>) {
     let entries: Vec<(u64, Vec<u8>)> = decode(log).expect("the recorded log decodes");
     let mut tables = Tables::default();
     let mut refused = Vec::new();
     for (index, bytes) in entries {
         let command: Command = decode(&bytes).expect("a recorded command decodes");
-        if let (CommandOutcome::Rejected(_), _) = tables.apply(RaftIndex(index), &command) {
+        if let (CommandOutcome::Rejected(_) | CommandOutcome::Outdated, _) = tables.apply(RaftIndex(index), &command) {
             refused.push(index);
         }
     }
     (tables.to_data().encode(), refused)
 }
 
-#[test]
-fn a_recorded_log_replays_to_the_recorded_state_byte_for_byte() {
+/// Replays the recorded `log_file` (after recording `log` anew under
+/// `WEFT_BLESS`) and checks the state it reaches and what it refused.
+fn check_recording(log: &[Command], (log_file, state_file): (&str, &str), expected_refused: &[u64]) {
     if std::env::var_os("WEFT_BLESS").is_some() {
         std::fs::create_dir_all(fixture("")).unwrap();
-        std::fs::write(fixture("golden-log.bin"), encoded_log()).unwrap();
-        std::fs::write(fixture("golden-state.bin"), replay(&encoded_log()).0).unwrap();
+        std::fs::write(fixture(log_file), encoded(log)).unwrap();
+        std::fs::write(fixture(state_file), replay(&encoded(log)).0).unwrap();
     }
-    let log = std::fs::read(fixture("golden-log.bin")).expect("the recorded log (WEFT_BLESS=1 records it)");
-    let expected = std::fs::read(fixture("golden-state.bin")).expect("the recorded state");
-    let (state, refused) = replay(&log);
-    assert_eq!(replay(&log).0, state, "replaying the same log twice gives the same bytes");
-    // The router for a tcp service, the split to a missing subset, the
-    // second intention for one pair.
-    assert_eq!(refused, [19, 20, 22]);
+    let recorded = std::fs::read(fixture(log_file)).expect("the recorded log (WEFT_BLESS=1 records it)");
+    let expected = std::fs::read(fixture(state_file)).expect("the recorded state");
+    let (state, refused) = replay(&recorded);
+    assert_eq!(replay(&recorded).0, state, "replaying the same log twice gives the same bytes");
+    assert_eq!(refused, expected_refused);
     assert!(state == expected, "the recorded log no longer replays to the recorded state: apply or the format changed");
     // The recording is what this build would write, too.
-    assert!(encoded_log() == log, "today's encoding of the recorded writes differs from the recorded log");
+    assert!(encoded(log) == recorded, "today's encoding of the recorded writes differs from the recorded log");
+}
+
+#[test]
+fn a_recorded_log_replays_to_the_recorded_state_byte_for_byte() {
+    // The router for a tcp service, the split to a missing subset, the
+    // second intention for one pair: refused by the rules `apply` evaluates
+    // for the variants a leader wrote before `Command::Checked`.
+    check_recording(&recorded_log(), ("golden-log.bin", "golden-state.bin"), &[19, 20, 22]);
+}
+
+#[test]
+fn a_recorded_log_of_checked_writes_replays_to_the_recorded_state_byte_for_byte() {
+    // The last write was checked before the four before it were applied.
+    check_recording(&checked_log(), ("golden-log-checked.bin", "golden-state-checked.bin"), &[19, 20, 22, 36]);
 }

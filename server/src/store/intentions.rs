@@ -54,9 +54,18 @@ pub fn rule_of(intention: &Intention) -> IntentionRule {
     }
 }
 
+/// What an `IntentionUpsert` must satisfy on its own, before it is
+/// proposed: an ID, and [`validate_intention`].
+pub fn check_intention_alone(intention: &Intention) -> Result<(), String> {
+    if intention.id.is_empty() {
+        return Err("an intention needs an ID".into());
+    }
+    validate_intention(intention)
+}
+
 /// Checks what an intention may hold; the error names the field (Consul's
-/// field names). The state store refuses a write that fails this, and the
-/// HTTP API checks first to answer with a 400.
+/// field names). Servers refuse a write that fails this before proposing
+/// it, and the HTTP API checks first to answer with a 400.
 pub fn validate_intention(intention: &Intention) -> Result<(), String> {
     validate_name("SourceName", &intention.source)?;
     validate_name("DestinationName", &intention.destination)?;

@@ -9,7 +9,7 @@ use weft_api::ids::{Indexes, RaftIndex, ServiceName};
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
 
 use super::config_entries::check_against;
-use super::intentions::validate_intention;
+use super::intentions::check_intention_alone;
 use super::{Changed, Table};
 
 #[derive(Clone, Debug, Default)]
@@ -19,6 +19,11 @@ pub struct MeshTables {
     intention_pairs: BTreeMap<(ServiceName, ServiceName), String>,
     config_entries: BTreeMap<(String, String), ConfigEntry>,
     ca: Option<CaState>,
+}
+
+/// The entry a `ConfigEntryCas` writes.
+pub(super) fn entry_of(kind: &str, name: &str, body: &str) -> ConfigEntry {
+    ConfigEntry { kind: kind.to_owned(), name: name.to_owned(), body: body.to_owned(), indexes: Indexes::default() }
 }
 
 /// Keeps `create` from the stored record, sets `modify` to `index`.
@@ -43,21 +48,28 @@ impl MeshTables {
         }
     }
 
+    /// A legacy `IntentionUpsert` in the log, checked here as it always
+    /// was, so an old log replays to the same state. A leader now sends
+    /// intentions as a [`Command::Checked`](weft_api::command::Command)
+    /// ([`Self::put_intention`]).
     pub(super) fn upsert_intention(
         &mut self,
         index: RaftIndex,
         intention: &Intention,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if intention.id.is_empty() {
-            return CommandOutcome::Rejected("an intention needs an ID".into());
+        match check_intention_alone(intention).and_then(|()| self.check_intention(intention)) {
+            Ok(()) => self.put_intention(index, intention, changed),
+            Err(reason) => CommandOutcome::Rejected(reason),
         }
-        if let Err(reason) = validate_intention(intention) {
-            return CommandOutcome::Rejected(reason);
-        }
+    }
+
+    /// What an intention must satisfy given the tables: its pair has no
+    /// other intention, in this table or in a service-intentions entry.
+    pub(super) fn check_intention(&self, intention: &Intention) -> Result<(), String> {
         let pair = (intention.source.clone(), intention.destination.clone());
         if let Some(other) = self.intention_pairs.get(&pair).filter(|id| **id != intention.id) {
-            return CommandOutcome::Rejected(format!(
+            return Err(format!(
                 "an intention from {} to {} already exists (ID {other})",
                 intention.source, intention.destination
             ));
@@ -67,11 +79,22 @@ impl MeshTables {
             .iter()
             .any(|r| r.source == intention.source && r.destination == intention.destination)
         {
-            return CommandOutcome::Rejected(format!(
+            return Err(format!(
                 "the service-intentions entry for {} already holds the intention from {} (edit it with weft config write)",
                 intention.destination, intention.source
             ));
         }
+        Ok(())
+    }
+
+    /// Stores an intention that was checked.
+    pub(super) fn put_intention(
+        &mut self,
+        index: RaftIndex,
+        intention: &Intention,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let pair = (intention.source.clone(), intention.destination.clone());
         let indexes = indexes_for(self.intentions.get(&intention.id).map(|i| i.indexes), index);
         // An update may move an intention to another pair: forget the old one.
         let stored = Intention { indexes, ..intention.clone() };
@@ -91,6 +114,8 @@ impl MeshTables {
         CommandOutcome::Done
     }
 
+    /// A legacy `ConfigEntryUpsert` in the log: checked against the tables
+    /// here, as it always was (see [`Self::upsert_intention`]).
     pub(super) fn upsert_config_entry(
         &mut self,
         index: RaftIndex,
@@ -105,10 +130,10 @@ impl MeshTables {
         CommandOutcome::Done
     }
 
-    /// A check-and-set on one entry: `body: Some` writes it, `None` deletes
-    /// it, only if its ModifyIndex is `cas` (0: only if there is none; a
-    /// delete needs the entry to exist). An entry that breaks a rule against
-    /// the tables is refused first.
+    /// A legacy `ConfigEntryCas`: a check-and-set on one entry, `body: Some`
+    /// writes it, `None` deletes it, only if its ModifyIndex is `cas` (0:
+    /// only if there is none; a delete needs the entry to exist). An entry
+    /// that breaks a rule against the tables is refused first.
     pub(super) fn cas_config_entry(
         &mut self,
         index: RaftIndex,
@@ -117,30 +142,49 @@ impl MeshTables {
         body: Option<&str>,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        let current = self.config_entry(kind, name).map(|e| e.indexes.modify.get());
         match body {
             Some(body) => {
-                let entry = ConfigEntry {
-                    kind: kind.to_owned(),
-                    name: name.to_owned(),
-                    body: body.to_owned(),
-                    indexes: Indexes::default(),
-                };
+                let entry = entry_of(kind, name, body);
                 if let Err(reason) = check_against(self, &entry) {
                     return CommandOutcome::Rejected(reason);
                 }
-                if current.unwrap_or(0) != cas {
-                    return CommandOutcome::Cas(false);
-                }
-                self.insert_config_entry(index, entry, changed);
+                self.cas_put_config_entry(index, entry, cas, changed)
             }
             None => {
-                if current != Some(cas) {
+                if self.config_entry(kind, name).map(|e| e.indexes.modify.get()) != Some(cas) {
                     return CommandOutcome::Cas(false);
                 }
                 self.delete_config_entry(kind, name, changed);
+                CommandOutcome::Cas(true)
             }
         }
+    }
+
+    /// Stores an entry that was checked.
+    pub(super) fn put_config_entry(
+        &mut self,
+        index: RaftIndex,
+        entry: &ConfigEntry,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        self.insert_config_entry(index, entry.clone(), changed);
+        CommandOutcome::Done
+    }
+
+    /// Writes an entry that was checked, only if its ModifyIndex is `cas`
+    /// (0: only if there is none).
+    pub(super) fn cas_put_config_entry(
+        &mut self,
+        index: RaftIndex,
+        entry: ConfigEntry,
+        cas: u64,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        let current = self.config_entry(&entry.kind, &entry.name).map(|e| e.indexes.modify.get());
+        if current.unwrap_or(0) != cas {
+            return CommandOutcome::Cas(false);
+        }
+        self.insert_config_entry(index, entry, changed);
         CommandOutcome::Cas(true)
     }
 

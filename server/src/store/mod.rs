@@ -32,7 +32,6 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use weft_api::command::{Command, CommandOutcome};
 use weft_api::ids::RaftIndex;
-use weft_api::mesh::ConfigEntry;
 
 pub use acl::{AclData, AclTables};
 pub use catalog::{NodeServices, ServiceHealth, ServiceInstance};
@@ -132,21 +131,35 @@ impl Changed {
 /// weights) `Tables::apply` then trusts and does not check again: its
 /// outcome may depend on a library's version (the regex crate's grammar),
 /// and the same log must give every server the same state. What depends on
-/// the tables is checked in `apply`, where racing writes are ordered.
+/// the intentions and config entries the leader checks next, against its
+/// tables ([`Tables::check_mesh_rules`]), and proposes the command as a
+/// [`Command::Checked`]; so no one else may send one, and such a write
+/// travels alone, never in a batch.
 pub fn check_proposal(command: &Command) -> Result<(), String> {
     match command {
         Command::ConfigEntryUpsert(entry) => config_entries::check_alone(entry),
-        Command::ConfigEntryCas { kind, name, body: Some(body), .. } => config_entries::check_alone(&ConfigEntry {
-            kind: kind.clone(),
-            name: name.clone(),
-            body: body.clone(),
-            indexes: Default::default(),
-        }),
+        Command::ConfigEntryCas { kind, name, body: Some(body), .. } => {
+            config_entries::check_alone(&mesh::entry_of(kind, name, body))
+        }
+        Command::IntentionUpsert(intention) => intentions::check_intention_alone(intention),
         Command::Register(registration) => check_registration(registration),
-        Command::Batch(commands) => commands.iter().try_for_each(check_proposal),
+        Command::Batch(commands) => match commands.iter().find(|c| is_mesh_checked(c)) {
+            Some(command) => Err(format!("a {} write travels alone, not in a batch", command.kind())),
+            None => commands.iter().try_for_each(check_proposal),
+        },
         Command::FireEvent(event) => event.validate(),
+        Command::Checked { .. } => Err("only the leader checks a write against its tables".into()),
         _ => Ok(()),
     }
+}
+
+/// Whether the leader checks `command` against the intentions and config
+/// entries and proposes it as a [`Command::Checked`].
+pub fn is_mesh_checked(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::ConfigEntryUpsert(_) | Command::ConfigEntryCas { body: Some(_), .. } | Command::IntentionUpsert(_)
+    )
 }
 
 /// A registration's names and metadata, against Consul's limits.
@@ -173,12 +186,13 @@ impl Tables {
                     .iter()
                     .map(|command| match command {
                         Command::Batch(_)
+                        | Command::Checked { .. }
                         | Command::Restore { .. }
                         | Command::RestoreBegin { .. }
                         | Command::RestoreChunk { .. }
-                        | Command::RestoreFinish { .. } => {
-                            CommandOutcome::Rejected("a batch may not hold a batch or a restore".into())
-                        }
+                        | Command::RestoreFinish { .. } => CommandOutcome::Rejected(
+                            "a batch may not hold a batch, a restore or a checked write".into(),
+                        ),
                         command => self.apply_one(index, command, &mut changed),
                     })
                     .collect(),
@@ -213,6 +227,19 @@ impl Tables {
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
             Command::AgentCredentialSet(credential) => self.join.set_credential(index, credential, changed),
             Command::FireEvent(event) => self.events.fire(index, event, changed),
+            // The whole of the decision: were the tables it was checked
+            // against changed since?
+            Command::Checked { mesh_index, .. } if *mesh_index != self.mesh_index() => CommandOutcome::Outdated,
+            Command::Checked { command, .. } => match &**command {
+                Command::ConfigEntryUpsert(entry) => self.mesh.put_config_entry(index, entry, changed),
+                Command::ConfigEntryCas { kind, name, cas, body: Some(body) } => {
+                    self.mesh.cas_put_config_entry(index, mesh::entry_of(kind, name, body), *cas, changed)
+                }
+                Command::IntentionUpsert(intention) => self.mesh.put_intention(index, intention, changed),
+                other => {
+                    CommandOutcome::Rejected(format!("a {} write is not checked against the tables", other.kind()))
+                }
+            },
             Command::AclBootstrap { token, reset_index } => self.acl.bootstrap(index, token, *reset_index, changed),
             Command::AclTokenSet(token) => self.acl.set_token(index, token, changed),
             Command::AclTokenDelete { accessor_id } => self.acl.delete_token(accessor_id, changed),
@@ -253,6 +280,26 @@ impl Tables {
                 CommandOutcome::Done
             }
             Err(error) => CommandOutcome::Rejected(error.to_string()),
+        }
+    }
+
+    /// The last index that changed the intentions or the config entries:
+    /// what a [`Command::Checked`] was checked at.
+    pub fn mesh_index(&self) -> RaftIndex {
+        self.index(Table::Intentions).max(self.index(Table::ConfigEntries))
+    }
+
+    /// Checks a write ([`is_mesh_checked`]) against the rules that tie the
+    /// intentions and config entries together, as these tables hold them:
+    /// what a leader asks before it proposes the write as a [`Command::Checked`].
+    pub fn check_mesh_rules(&self, command: &Command) -> Result<(), String> {
+        match command {
+            Command::ConfigEntryUpsert(entry) => config_entries::check_against(&self.mesh, entry),
+            Command::ConfigEntryCas { kind, name, body: Some(body), .. } => {
+                config_entries::check_against(&self.mesh, &mesh::entry_of(kind, name, body))
+            }
+            Command::IntentionUpsert(intention) => self.mesh.check_intention(intention),
+            _ => Ok(()),
         }
     }
 
