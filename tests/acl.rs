@@ -273,6 +273,13 @@ async fn tokens_policies_and_roles_decide_what_each_caller_may_do() {
     assert_eq!(keys, ["app/a", "app/b"]);
     assert_eq!(listed.header("X-Consul-Results-Filtered-By-ACLs"), Some("true"));
     assert_eq!(reader.get("/v1/kv/secret/c").await.unwrap().status, 403);
+    // A transaction needs key:read on each key it reads, key:write on each it writes.
+    let txn = |verb: &str, key: &str| json!([{"KV": {"Verb": verb, "Key": key, "Value": "eA=="}}]).to_string();
+    for (body, status) in [(txn("get", "app/a"), 200), (txn("get", "secret/c"), 403), (txn("set", "app/a"), 403)] {
+        let response = reader.put("/v1/txn", body.clone()).await.unwrap();
+        assert_eq!(response.status, status, "{body}: {}", response.text());
+    }
+    assert_eq!(management.get("/v1/kv/app/a?raw").await.unwrap().text(), "v");
     assert_eq!(reader.put("/v1/kv/app/a", "w").await.unwrap().status, 403, "read is not write");
 
     // Deleted: refused at once. Expired: refused once its time has passed.
@@ -353,9 +360,22 @@ async fn client_agents_forward_their_callers_tokens_and_the_servers_check_them_a
         ..Default::default()
     });
     let kv = weft_api::command::Command::KvSet { key: "forged".into(), value: b"x".to_vec(), flags: 0, cas: None };
+    let txn = weft_api::command::Command::Txn(vec![weft_api::txn::KvOp {
+        verb: weft_api::txn::KvVerb::Set,
+        key: "forged".into(),
+        value: b"x".to_vec(),
+        flags: 0,
+        index: 0,
+        session: String::new(),
+    }]);
+    // Only a leader makes a checked write: one sent in skips no check.
+    let checked =
+        weft_api::command::Command::Checked { mesh_index: Default::default(), command: Box::new(upsert.clone()) };
     for (what, command, acl_token) in [
         ("an intention with a read-only token", &upsert, reader_secret.as_str()),
         ("an intention with no token", &upsert, ""),
+        ("a checked intention with a read-only token", &checked, reader_secret.as_str()),
+        ("a transaction with a read-only token", &txn, reader_secret.as_str()),
         ("a KV write with no token", &kv, ""),
         ("a KV write with a made-up token", &kv, "00000000-0000-0000-0000-00000000dead"),
     ] {
@@ -364,6 +384,25 @@ async fn client_agents_forward_their_callers_tokens_and_the_servers_check_them_a
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{what}: {refused:?}");
         println!("vm1's certificate, {what}: {}", refused.message());
     }
+    // Even with the management token, a checked write made outside the
+    // leader is refused: one at the current index would skip the rule that
+    // a pair has one intention (web → api has one).
+    let listed = management.get("/v1/connect/intentions").await.unwrap();
+    let mesh_index: u64 = listed.header("X-Consul-Index").unwrap().parse().unwrap();
+    let second = weft_api::command::Command::IntentionUpsert(weft_api::mesh::Intention {
+        id: "6b2d2a2e-0d2a-4c1b-9a53-2b6c4c3a9f02".into(),
+        source: "web".into(),
+        destination: "api".into(),
+        action: weft_api::mesh::IntentionAction::Deny,
+        ..Default::default()
+    });
+    let forged = weft_api::command::Command::Checked {
+        mesh_index: weft_api::ids::RaftIndex(mesh_index),
+        command: Box::new(second),
+    };
+    let request = ApplyRequest { command: postcard::to_allocvec(&forged).unwrap(), acl_token: MANAGEMENT_TOKEN.into() };
+    let refused = as_vm1.apply(request).await.expect_err("a checked write from outside the leader");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     let intentions: Vec<Value> =
         serde_json::from_slice(&management.get("/v1/connect/intentions").await.unwrap().body).unwrap();
     assert_eq!(intentions.len(), 1, "{intentions:?}");

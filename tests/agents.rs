@@ -762,3 +762,92 @@ async fn user_events_reach_the_agents_their_filters_select() {
     .await;
     assert_eq!(events(&vm1_http, "").await.0, ["deploy", "web-only", "marker", "after"]);
 }
+
+/// `PUT /v1/txn` through `http`, its status and body.
+async fn txn(http: &HttpClient, ops: Value) -> (u16, Value) {
+    let response = http.put("/v1/txn", ops.to_string()).await.unwrap();
+    (response.status, serde_json::from_slice(&response.body).unwrap_or(Value::Null))
+}
+
+fn kv_op(verb: &str, key: &str, value: &str, index: u64) -> Value {
+    use base64::Engine;
+    let value = base64::engine::general_purpose::STANDARD.encode(value);
+    json!({"KV": {"Verb": verb, "Key": key, "Value": value, "Index": index}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_through_a_client_agent_apply_whole_or_not_at_all() {
+    let mut cluster = Cluster::servers(3).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let (vm1_http, server) = (cluster.client(vm1), cluster.client(0));
+
+    // A write: one Raft entry, every result without its value.
+    let (status, applied) = txn(
+        &vm1_http,
+        json!([kv_op("set", "t/a", "1", 0), kv_op("set", "t/b", "2", 0), kv_op("check-not-exists", "t/c", "", 0)]),
+    )
+    .await;
+    assert_eq!(status, 200, "{applied}");
+    let results = applied["Results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{applied}");
+    assert_eq!((&results[0]["KV"]["Key"], &results[0]["KV"]["Value"]), (&json!("t/a"), &Value::Null));
+    assert_eq!(applied["Errors"], Value::Null);
+    let a_index = results[0]["KV"]["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(results[1]["KV"]["ModifyIndex"], a_index, "one entry, one index");
+
+    // A stale cas rolls the whole transaction back: t/c is not written,
+    // t/b not deleted, and each failure is named.
+    let (status, refused) = txn(
+        &vm1_http,
+        json!([
+            kv_op("set", "t/c", "3", 0),
+            kv_op("cas", "t/a", "x", a_index + 100),
+            kv_op("delete", "t/b", "", 0),
+            kv_op("check-index", "t/a", "", a_index + 1),
+        ]),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["Results"], Value::Null);
+    assert_eq!(
+        refused["Errors"],
+        json!([
+            {"OpIndex": 1, "What": "failed to set key \"t/a\", index is stale"},
+            {"OpIndex": 3, "What": format!("failed index check for key \"t/a\", current modify index {a_index} != {}", a_index + 1)},
+        ])
+    );
+    for (key, status) in [("t/c", 404), ("t/b", 200), ("t/a", 200)] {
+        assert_eq!(server.get(&format!("/v1/kv/{key}?consistent")).await.unwrap().status, status, "{key}");
+    }
+
+    // A read is served from the agent's copy, with its index headers.
+    let (status, read) = txn(&vm1_http, json!([kv_op("get", "t/a", "", 0), kv_op("get-tree", "t/", "", 0)])).await;
+    assert_eq!(status, 200, "{read}");
+    let values: Vec<&Value> = read["Results"].as_array().unwrap().iter().map(|r| &r["KV"]["Value"]).collect();
+    assert_eq!(values, [&json!("MQ=="), &json!("MQ=="), &json!("Mg==")]);
+    let (status, missing) = txn(&vm1_http, json!([kv_op("get", "t/zz", "", 0)])).await;
+    assert_eq!((status, &missing["Errors"][0]["What"]), (409, &json!("key \"t/zz\" doesn't exist")));
+
+    // No sessions exist, so none can lock; delete-tree takes the prefix.
+    let lock = json!([{"KV": {"Verb": "lock", "Key": "t/a", "Session": "b6a4a5d1-0000-4000-8000-000000000000"}}]);
+    let (status, locked) = txn(&vm1_http, lock).await;
+    assert_eq!(
+        (status, &locked["Errors"][0]["What"]),
+        (409, &json!("Invalid session \"b6a4a5d1-0000-4000-8000-000000000000\""))
+    );
+    let (status, _) = txn(&vm1_http, json!([kv_op("delete-tree", "t/", "", 0)])).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.get("/v1/kv/t/?recurse&consistent").await.unwrap().status, 404);
+
+    // Refused before anything runs.
+    let too_many: Vec<Value> = (0..129).map(|i| kv_op("set", &format!("many/{i}"), "x", 0)).collect();
+    let (status, _) = txn(&vm1_http, Value::Array(too_many)).await;
+    assert_eq!(status, 413);
+    let (status, unknown) = txn(&vm1_http, json!([kv_op("frobnicate", "t/a", "", 0)])).await;
+    assert_eq!((status, &unknown["Errors"][0]["What"]), (409, &json!("unknown KV verb \"frobnicate\"")));
+    let node_op = json!([{"Node": {"Verb": "set", "Node": {"Node": "x", "Address": "10.0.0.9"}}}]);
+    assert_eq!(vm1_http.put("/v1/txn", node_op.to_string()).await.unwrap().status, 400);
+    assert_eq!(vm1_http.put("/v1/txn", "{").await.unwrap().status, 400);
+    assert_eq!(server.get("/v1/kv/many/?keys&consistent").await.unwrap().status, 404);
+}

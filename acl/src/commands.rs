@@ -35,6 +35,14 @@ pub fn command_permissions(
     match command {
         Command::KvSet { key, .. } | Command::KvDelete { key, .. } => vec![named(NamedResource::Key, key)],
         Command::FireEvent(event) => vec![named(NamedResource::Event, &event.name)],
+        // Each operation on its key: a write needs key:write, a read key:read.
+        Command::Txn(ops) => ops
+            .iter()
+            .map(|op| {
+                let access = if op.verb.writes() { Access::Write } else { Access::Read };
+                Permission::Named(NamedResource::Key, op.key.clone(), access)
+            })
+            .collect(),
         Command::Register(registration) => {
             let mut needed = vec![];
             if !registration.skip_node_update {

@@ -167,6 +167,9 @@ pub enum Command {
         mesh_index: crate::ids::RaftIndex,
         command: Box<Command>,
     },
+    /// `PUT /v1/txn` with a write: the KV operations in order, all applied
+    /// or none ([`crate::txn`]); the outcome is [`CommandOutcome::Txn`].
+    Txn(Vec<crate::txn::KvOp>),
 }
 
 /// The largest snapshot a restore may carry.
@@ -214,6 +217,7 @@ impl Command {
             Command::AgentCredentialSet(_) => "agent-credential-set",
             Command::FireEvent(_) => "fire-event",
             Command::Checked { command, .. } => command.kind(),
+            Command::Txn(_) => "txn",
         }
     }
 }
@@ -233,4 +237,6 @@ pub enum CommandOutcome {
     /// A [`Command::Checked`] whose tables changed after it was checked:
     /// nothing was applied, and the leader checks it again.
     Outdated,
+    /// What a [`Command::Txn`] did.
+    Txn(crate::txn::TxnOutcome),
 }

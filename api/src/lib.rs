@@ -43,3 +43,4 @@ pub mod mesh;
 pub mod proto;
 pub mod proxy;
 pub mod timestamp;
+pub mod txn;

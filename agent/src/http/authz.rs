@@ -186,8 +186,9 @@ pub async fn write_bool(state: &AppState, acl: &Acl, command: Command) -> Result
         CommandOutcome::Cas(false) => false,
         CommandOutcome::Rejected(reason) => return Err(ApiError::BadRequest(reason)),
         // The server unpacks its own batches and checks its own checked
-        // writes again; a single write never comes back as either.
-        other @ (CommandOutcome::Batch(_) | CommandOutcome::Outdated) => {
+        // writes again; a single write never comes back as either, nor
+        // anything but a transaction as a transaction's outcome.
+        other @ (CommandOutcome::Batch(_) | CommandOutcome::Outdated | CommandOutcome::Txn(_)) => {
             return Err(ApiError::Cluster(ServerError::Fatal(format!("unexpected outcome {other:?}"))))
         }
     };

@@ -81,7 +81,7 @@ pub async fn handle(
     }
 }
 
-fn entry_json(entry: &KvEntry) -> Value {
+pub(super) fn entry_json(entry: &KvEntry) -> Value {
     let value = if entry.value.is_empty() {
         Value::Null
     } else {

@@ -27,6 +27,7 @@ mod serve;
 mod snapshot;
 mod status;
 mod troubleshoot;
+mod txn;
 
 use std::sync::Arc;
 
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operator/enrollment/{node}", delete(join_tokens::revoke))
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
+        .route("/v1/txn", put(txn::handle).layer(DefaultBodyLimit::max(weft_api::txn::MAX_TXN_BODY_BYTES)))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/metrics", get(metrics::metrics))

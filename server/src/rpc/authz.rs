@@ -143,7 +143,11 @@ impl Caller {
             }
         };
         match command {
-            Command::KvSet { .. } | Command::KvDelete { .. } | Command::FireEvent(_) if !acl_enabled => Ok(()),
+            Command::KvSet { .. } | Command::KvDelete { .. } | Command::Txn(_) | Command::FireEvent(_)
+                if !acl_enabled =>
+            {
+                Ok(())
+            }
             Command::Register(registration) => {
                 own(&registration.node.name, "catalog entries")?;
                 if registration.checks.iter().any(|c| c.id.as_str() == SERF_HEALTH) {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use weft_api::command::CommandOutcome;
 use weft_api::ids::{Indexes, RaftIndex};
 use weft_api::kv::KvEntry;
+use weft_api::txn::{KvOp, KvVerb, TxnError, TxnOutcome};
 
 use super::{Changed, Table};
 
@@ -86,6 +87,146 @@ impl KvTable {
         }
     }
 
+    /// Runs a transaction's operations in order, as one write at `index`:
+    /// if any fails, every change it made is undone and the outcome lists
+    /// each failure (Consul goes on past the first, to name them all).
+    pub(super) fn txn(&mut self, index: RaftIndex, ops: &[KvOp], changed: &mut Changed) -> CommandOutcome {
+        // Each key's entry before an operation changed it, in order.
+        let mut undo: Vec<(String, Option<KvEntry>)> = Vec::new();
+        let mut outcome = TxnOutcome::default();
+        for (i, op) in ops.iter().enumerate() {
+            match self.txn_write(index, op, &mut undo) {
+                Ok(found) => outcome.results.extend(found),
+                Err(what) => outcome.errors.push(TxnError { op_index: i as u32, what }),
+            }
+        }
+        if outcome.errors.is_empty() {
+            if !undo.is_empty() {
+                changed.mark(Table::Kv);
+            }
+        } else {
+            for (key, before) in undo.into_iter().rev() {
+                match before {
+                    Some(entry) => self.entries.insert(key, entry),
+                    None => self.entries.remove(&key),
+                };
+            }
+            outcome.results.clear();
+        }
+        CommandOutcome::Txn(outcome)
+    }
+
+    /// A transaction with no write, against this table as it is.
+    pub fn read_txn(&self, ops: &[KvOp]) -> TxnOutcome {
+        let mut outcome = TxnOutcome::default();
+        for (i, op) in ops.iter().enumerate() {
+            match self.txn_read(op) {
+                Ok(found) => outcome.results.extend(found),
+                Err(what) => outcome.errors.push(TxnError { op_index: i as u32, what }),
+            }
+        }
+        if !outcome.errors.is_empty() {
+            outcome.results.clear();
+        }
+        outcome
+    }
+
+    /// One operation of a transaction; what it changed goes on `undo`.
+    fn txn_write(
+        &mut self,
+        index: RaftIndex,
+        op: &KvOp,
+        undo: &mut Vec<(String, Option<KvEntry>)>,
+    ) -> Result<Vec<KvEntry>, String> {
+        let key = op.key.as_str();
+        let verb = op.verb;
+        if !verb.writes() {
+            return self.txn_read(op);
+        }
+        if key.is_empty() && verb != KvVerb::DeleteTree {
+            return Err(format!("{}: Missing key name", verb.as_str()));
+        }
+        let modify_index = self.entries.get(key).map(|e| e.indexes.modify.get());
+        match verb {
+            KvVerb::Cas if modify_index.unwrap_or(0) != op.index => {
+                Err(format!("failed to set key {key:?}, index is stale"))
+            }
+            KvVerb::Set | KvVerb::Cas => {
+                let existing = self.entries.get(key);
+                let entry = KvEntry {
+                    key: key.to_owned(),
+                    value: op.value.clone(),
+                    flags: op.flags,
+                    lock_index: existing.map(|e| e.lock_index).unwrap_or(0),
+                    indexes: Indexes { create: existing.map(|e| e.indexes.create).unwrap_or(index), modify: index },
+                };
+                undo.push((key.to_owned(), self.entries.insert(key.to_owned(), entry.clone())));
+                Ok(vec![KvEntry { value: Vec::new(), ..entry }])
+            }
+            // No sessions exist yet, so none can lock and no key is locked.
+            KvVerb::Lock | KvVerb::Unlock if op.session.is_empty() => Err("Missing session".into()),
+            KvVerb::Lock => Err(format!("Invalid session {:?}", op.session)),
+            KvVerb::Unlock => {
+                Err(format!("failed to unlock key {key:?}, lock isn't held, or is held by another session"))
+            }
+            // A delete-cas of a key that is not there succeeds, as in Consul.
+            KvVerb::DeleteCas if modify_index.is_some_and(|modify| modify != op.index) => {
+                Err(format!("failed to delete key {key:?}, index is stale"))
+            }
+            KvVerb::Delete | KvVerb::DeleteCas => {
+                if let Some(removed) = self.entries.remove(key) {
+                    undo.push((key.to_owned(), Some(removed)));
+                }
+                Ok(Vec::new())
+            }
+            KvVerb::DeleteTree => {
+                let doomed: Vec<String> = self.prefix(key).map(|e| e.key.clone()).collect();
+                for key in doomed {
+                    let removed = self.entries.remove(&key);
+                    undo.push((key, removed));
+                }
+                Ok(Vec::new())
+            }
+            _ => unreachable!("reads are answered by txn_read"),
+        }
+    }
+
+    /// One operation that reads.
+    fn txn_read(&self, op: &KvOp) -> Result<Vec<KvEntry>, String> {
+        let key = op.key.as_str();
+        let entry = self.entries.get(key);
+        let without_value = |entry: &KvEntry| KvEntry { value: Vec::new(), ..entry.clone() };
+        match op.verb {
+            KvVerb::Get => entry.cloned().map(|e| vec![e]).ok_or_else(|| format!("key {key:?} doesn't exist")),
+            KvVerb::GetOrEmpty => {
+                Ok(vec![entry.cloned().unwrap_or_else(|| KvEntry { key: key.to_owned(), ..KvEntry::default() })])
+            }
+            KvVerb::GetTree => Ok(self.prefix(key).cloned().collect()),
+            KvVerb::CheckIndex => match entry {
+                None => Err(format!("failed to check index, key {key:?} doesn't exist")),
+                Some(e) if e.indexes.modify.get() != op.index => Err(format!(
+                    "failed index check for key {key:?}, current modify index {} != {}",
+                    e.indexes.modify.get(),
+                    op.index
+                )),
+                Some(e) => Ok(vec![without_value(e)]),
+            },
+            // No key is locked by a session (there are none yet).
+            KvVerb::CheckSession => match entry {
+                None => Err(format!("failed to check session, key {key:?} doesn't exist")),
+                Some(_) if !op.session.is_empty() => {
+                    Err(format!("failed session check for key {key:?}, current session \"\" != {:?}", op.session))
+                }
+                Some(e) => Ok(vec![without_value(e)]),
+            },
+            KvVerb::CheckNotExists => match entry {
+                Some(_) => Err(format!("key {key:?} exists")),
+                None => Ok(Vec::new()),
+            },
+            verb => Err(format!("{} writes; a read-only transaction cannot run it", verb.as_str())),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&KvEntry> {
         self.entries.get(key)
     }
@@ -140,6 +281,58 @@ mod tests {
 
     fn set(key: &str, cas: Option<u64>) -> Command {
         Command::KvSet { key: key.into(), value: b"v".to_vec(), flags: 0, cas }
+    }
+
+    fn op(verb: KvVerb, key: &str, index: u64) -> KvOp {
+        KvOp { verb, key: key.into(), value: b"new".to_vec(), flags: 3, index, session: String::new() }
+    }
+
+    #[test]
+    fn a_transaction_that_fails_anywhere_leaves_the_table_as_it_was() {
+        let mut tables = Tables::default();
+        tables.apply(RaftIndex(1), &set("a", None));
+        tables.apply(RaftIndex(2), &set("tree/1", None));
+        tables.apply(RaftIndex(3), &set("tree/2", None));
+        let before = tables.to_data().encode();
+        // Writes, then touches the same keys again, then fails at the end.
+        let ops = vec![
+            op(KvVerb::Set, "a", 0),
+            op(KvVerb::Set, "b", 0),
+            op(KvVerb::DeleteTree, "tree/", 0),
+            op(KvVerb::Set, "tree/1", 0),
+            op(KvVerb::Delete, "a", 0),
+            op(KvVerb::CheckNotExists, "b", 0),
+        ];
+        let (outcome, changed) = tables.apply(RaftIndex(4), &Command::Txn(ops));
+        let CommandOutcome::Txn(outcome) = outcome else { panic!("a transaction's outcome") };
+        assert_eq!(outcome.errors, [TxnError { op_index: 5, what: "key \"b\" exists".into() }]);
+        assert!(outcome.results.is_empty());
+        assert!(changed.tables().is_empty());
+        assert!(tables.to_data().encode() == before, "rolled back to the same bytes");
+
+        // The same without the failing check: applied at one index.
+        let ops = vec![op(KvVerb::Set, "a", 0), op(KvVerb::Cas, "c", 0), op(KvVerb::DeleteCas, "gone", 7)];
+        let (outcome, changed) = tables.apply(RaftIndex(5), &Command::Txn(ops));
+        let CommandOutcome::Txn(outcome) = outcome else { panic!("a transaction's outcome") };
+        assert!(outcome.errors.is_empty(), "{outcome:?}");
+        let written: Vec<(&str, &[u8], RaftIndex)> =
+            outcome.results.iter().map(|e| (e.key.as_str(), e.value.as_slice(), e.indexes.modify)).collect();
+        assert_eq!(written, [("a", &b""[..], RaftIndex(5)), ("c", &b""[..], RaftIndex(5))]);
+        assert_eq!(changed.tables(), &[Table::Kv]);
+        assert_eq!(tables.kv().get("a").unwrap().indexes, Indexes { create: RaftIndex(1), modify: RaftIndex(5) });
+        assert_eq!(tables.kv().get("c").unwrap().value, b"new");
+    }
+
+    #[test]
+    fn a_read_transaction_gets_values_and_checks_without_writing() {
+        let mut tables = Tables::default();
+        tables.apply(RaftIndex(1), &set("a", None));
+        let read = tables.kv().read_txn(&[op(KvVerb::Get, "a", 0), op(KvVerb::CheckIndex, "a", 1)]);
+        assert!(read.errors.is_empty());
+        assert_eq!((read.results[0].value.as_slice(), read.results[1].value.as_slice()), (&b"v"[..], &b""[..]));
+        let read = tables.kv().read_txn(&[op(KvVerb::CheckIndex, "a", 2), op(KvVerb::Set, "a", 0)]);
+        assert_eq!(read.errors.len(), 2);
+        assert!(read.results.is_empty());
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub fn check_proposal(command: &Command) -> Result<(), String> {
             None => commands.iter().try_for_each(check_proposal),
         },
         Command::FireEvent(event) => event.validate(),
+        Command::Txn(ops) => weft_api::txn::validate(ops).map_err(|refusal| refusal.to_string()),
         Command::Checked { .. } => Err("only the leader checks a write against its tables".into()),
         _ => Ok(()),
     }
@@ -227,6 +228,7 @@ impl Tables {
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
             Command::AgentCredentialSet(credential) => self.join.set_credential(index, credential, changed),
             Command::FireEvent(event) => self.events.fire(index, event, changed),
+            Command::Txn(ops) => self.kv.txn(index, ops, changed),
             // The whole of the decision: were the tables it was checked
             // against changed since?
             Command::Checked { mesh_index, .. } if *mesh_index != self.mesh_index() => CommandOutcome::Outdated,
