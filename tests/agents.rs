@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{dig, dig_available, eventually, weft, Cluster};
+use support::{dig, dig_available, eventually, weft, weft_bin, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_api::client::HttpClient;
 
@@ -829,12 +829,12 @@ async fn transactions_through_a_client_agent_apply_whole_or_not_at_all() {
     let (status, missing) = txn(&vm1_http, json!([kv_op("get", "t/zz", "", 0)])).await;
     assert_eq!((status, &missing["Errors"][0]["What"]), (409, &json!("key \"t/zz\" doesn't exist")));
 
-    // No sessions exist, so none can lock; delete-tree takes the prefix.
+    // Only a session that exists can lock; delete-tree takes the prefix.
     let lock = json!([{"KV": {"Verb": "lock", "Key": "t/a", "Session": "b6a4a5d1-0000-4000-8000-000000000000"}}]);
     let (status, locked) = txn(&vm1_http, lock).await;
     assert_eq!(
         (status, &locked["Errors"][0]["What"]),
-        (409, &json!("Invalid session \"b6a4a5d1-0000-4000-8000-000000000000\""))
+        (409, &json!("invalid session \"b6a4a5d1-0000-4000-8000-000000000000\""))
     );
     let (status, _) = txn(&vm1_http, json!([kv_op("delete-tree", "t/", "", 0)])).await;
     assert_eq!(status, 200);
@@ -850,4 +850,155 @@ async fn transactions_through_a_client_agent_apply_whole_or_not_at_all() {
     assert_eq!(vm1_http.put("/v1/txn", node_op.to_string()).await.unwrap().status, 400);
     assert_eq!(vm1_http.put("/v1/txn", "{").await.unwrap().status, 400);
     assert_eq!(server.get("/v1/kv/many/?keys&consistent").await.unwrap().status, 404);
+}
+
+/// `PUT /v1/session/create` on `http` with `body`: the new session's ID.
+async fn create_session(http: &HttpClient, body: Value) -> String {
+    let response = http.put("/v1/session/create", body.to_string()).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let created: Value = serde_json::from_slice(&response.body).unwrap();
+    created["ID"].as_str().unwrap().to_owned()
+}
+
+async fn put_text(http: &HttpClient, path: &str, body: &str) -> String {
+    http.put(path, body.to_owned()).await.unwrap().text()
+}
+
+async fn session_ids(http: &HttpClient) -> Vec<String> {
+    let listed = get_json(http, "/v1/session/list").await.unwrap_or(Value::Null);
+    listed.as_array().into_iter().flatten().filter_map(|s| s["ID"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_hold_locks_until_released_destroyed_expired_or_their_node_fails() {
+    let (mut cluster, vm1, vm2) = servers_and_two_clients_with_web_on_vm1().await;
+    let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
+
+    // A session on vm1 (its node and serfHealth by default), in Consul's shape.
+    let s1 = create_session(&vm1_http, json!({"Name": "leader-election"})).await;
+    let info = get_json(&vm2_http, &format!("/v1/session/info/{s1}")).await.unwrap();
+    let info = &info[0];
+    assert_eq!((&info["Node"], &info["Behavior"], &info["TTL"]), (&json!("vm1"), &json!("release"), &json!("")));
+    assert_eq!((&info["NodeChecks"], &info["LockDelay"]), (&json!(["serfHealth"]), &json!(15_000_000_000u64)));
+    assert_eq!(get_json(&vm2_http, "/v1/session/node/vm1").await.unwrap()[0]["ID"], json!(s1));
+
+    // One holder at a time, through any agent.
+    let s2 = create_session(&vm2_http, json!({"LockDelay": "2s", "Behavior": "delete"})).await;
+    assert_eq!(put_text(&vm2_http, &format!("/v1/kv/locks/leader?acquire={s1}"), "vm1").await, "true");
+    assert_eq!(put_text(&vm1_http, &format!("/v1/kv/locks/leader?acquire={s2}"), "vm2").await, "false");
+    let held = get_json(&vm2_http, "/v1/kv/locks/leader").await.unwrap();
+    assert_eq!((&held[0]["Session"], &held[0]["LockIndex"]), (&json!(s1), &json!(1)));
+    assert_eq!(put_text(&vm1_http, &format!("/v1/kv/locks/leader?release={s2}"), "").await, "false");
+    assert_eq!(put_text(&vm1_http, &format!("/v1/kv/locks/leader?release={s1}"), "").await, "true");
+    assert_eq!(put_text(&vm1_http, &format!("/v1/kv/locks/leader?acquire={s2}"), "vm2").await, "true");
+    let txn = json!([{"KV": {"Verb": "check-session", "Key": "locks/leader", "Session": s2}}]);
+    assert_eq!(vm1_http.put("/v1/txn", txn.to_string()).await.unwrap().status, 200);
+
+    // Destroyed: s2's key goes with it (behavior delete), and for its 2 s
+    // lock delay no session may take it.
+    assert_eq!(put_text(&vm2_http, &format!("/v1/session/destroy/{s2}"), "").await, "true");
+    assert_eq!(vm1_http.get("/v1/kv/locks/leader?consistent").await.unwrap().status, 404);
+    let destroyed = std::time::Instant::now();
+    assert_eq!(put_text(&vm1_http, &format!("/v1/kv/locks/leader?acquire={s1}"), "vm1").await, "false");
+    eventually("the lock delay to pass", Duration::from_secs(10), || async {
+        (put_text(&vm1_http, &format!("/v1/kv/locks/leader?acquire={s1}"), "vm1").await == "true").then_some(())
+    })
+    .await;
+    assert!(destroyed.elapsed() >= Duration::from_millis(1500), "{:?}", destroyed.elapsed());
+
+    // A TTL: renewed, it lives; left alone, it ends within twice its TTL.
+    let s3 = create_session(&vm2_http, json!({"TTL": "10s", "Node": "vm2"})).await;
+    let renewed = vm1_http.put(&format!("/v1/session/renew/{s3}"), "").await.unwrap();
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    let missing = vm1_http.put("/v1/session/renew/00000000-0000-4000-8000-000000000000", "").await.unwrap();
+    assert_eq!(missing.status, 404);
+    let ttl_set = std::time::Instant::now();
+    eventually("the TTL session to end", Duration::from_secs(40), || async {
+        (!session_ids(&vm2_http).await.contains(&s3)).then_some(())
+    })
+    .await;
+    let lived = ttl_set.elapsed();
+    println!("a 10 s TTL session ended {lived:?} after its renewal");
+    assert!(lived >= Duration::from_secs(19), "{lived:?}");
+
+    // Refused: a TTL out of Consul's range, a check that does not exist.
+    assert_eq!(vm1_http.put("/v1/session/create", r#"{"TTL": "1s"}"#).await.unwrap().status, 400);
+    let no_check = json!({"NodeChecks": ["no-such-check"]}).to_string();
+    assert_eq!(vm1_http.put("/v1/session/create", no_check).await.unwrap().status, 400);
+
+    // vm1 is killed: its serfHealth turns critical, s1 ends, the lock is free.
+    cluster.kill(vm1);
+    eventually("vm1's session to end", Duration::from_secs(30), || async {
+        (!session_ids(&vm2_http).await.contains(&s1)).then_some(())
+    })
+    .await;
+    let released = get_json(&vm2_http, "/v1/kv/locks/leader").await.unwrap();
+    assert_eq!((released[0].get("Session"), &released[0]["Value"]), (None, &json!("dm0x")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_lock_runs_one_holder_at_a_time_and_a_killed_holder_lets_go() {
+    let mut cluster = Cluster::servers(3).await;
+    let vm1 = cluster.add_client("vm1", &[]);
+    cluster.wait_ready(vm1).await;
+    let http = cluster.specs[vm1].http_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Two holders race, 50 turns each. The command makes a directory only
+    // one can make at a time (mkdir fails if it is there) and notes a clash.
+    let section = format!(
+        "mkdir {d}/held || echo clash >> {d}/clashes; sleep 0.01; rmdir {d}/held; echo turn >> {d}/turns",
+        d = dir.path().display()
+    );
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, section) = (http.clone(), section.clone());
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..50 {
+                    let status = std::process::Command::new(weft_bin())
+                        .args(["lock", "--http-addr", &http, "race", &section])
+                        .status()
+                        .unwrap();
+                    assert!(status.success(), "{status}");
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for racer in racers {
+        racer.await.unwrap();
+    }
+    let turns = std::fs::read_to_string(dir.path().join("turns")).unwrap().lines().count();
+    println!("100 turns of weft lock by two racers in {:?}", started.elapsed());
+    assert_eq!(turns, 100);
+    assert!(!dir.path().join("clashes").exists(), "two holders at once");
+
+    // A holder killed outright: its session is no longer renewed, ends
+    // within twice its TTL, and the key is free after the lock delay.
+    let mut holder = std::process::Command::new(weft_bin())
+        .args(["lock", "--http-addr", &http, "--session-ttl", "10s", "--lock-delay", "1s", "killed", "sleep 121"])
+        .spawn()
+        .unwrap();
+    let vm1_http = cluster.client(vm1);
+    eventually("the first holder to hold the lock", Duration::from_secs(30), || async {
+        get_json(&vm1_http, "/v1/kv/killed/.lock").await?[0].get("Session").map(drop)
+    })
+    .await;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let http2 = http.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(weft_bin())
+            .args(["lock", "--http-addr", &http2, "--timeout", "60s", "killed", "true"])
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let waited = killed.elapsed();
+    let _ = std::process::Command::new("pkill").args(["-f", "^sleep 121$"]).status();
+    println!("after kill -9 of the holder, the next one ran {waited:?} later");
+    assert!(next.success(), "{next}");
+    assert!(waited >= Duration::from_secs(10) && waited <= Duration::from_secs(30), "{waited:?}");
 }

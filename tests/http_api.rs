@@ -266,7 +266,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("PUT", "/v1/kv/a%FEb", Some(b"v".to_vec()), 400, "must be valid UTF-8"),
         ("GET", "/v1/kv/%FF", None, 400, "must be valid UTF-8"),
         ("DELETE", "/v1/kv/%FF?recurse", None, 400, "must be valid UTF-8"),
-        ("PUT", "/v1/kv/x?acquire=abc", Some(b"v".to_vec()), 400, "sessions"),
+        ("PUT", "/v1/kv/x?acquire=abc", Some(b"v".to_vec()), 400, "invalid session \"abc\""),
         ("GET", "/v1/kv/keep?index=xyz", None, 400, "?index"),
         ("GET", "/v1/kv/keep?wait=forever", None, 400, "wait"),
         ("GET", "/v1/kv/keep?stale&consistent", None, 400, "conflicting"),

@@ -19,12 +19,17 @@ use crate::authorizer::Permission;
 /// Config entry kinds that are mesh-wide (`mesh:write`).
 const MESH_WIDE_KINDS: [&str; 3] = ["proxy-defaults", "mesh", "ingress-gateway"];
 
-/// The permissions `command` needs. `intention_destination` finds the
-/// destination of an existing intention by ID (a delete names only the ID).
-pub fn command_permissions(
-    command: &Command,
-    intention_destination: &dyn Fn(&str) -> Option<String>,
-) -> Vec<Permission> {
+/// What a write names only by ID, looked up in the caller's copy of the
+/// state (a delete names only the ID).
+pub trait Owners {
+    /// The destination of the intention `id`.
+    fn intention_destination(&self, id: &str) -> Option<String>;
+    /// The node of the session `id`.
+    fn session_node(&self, id: &str) -> Option<String>;
+}
+
+/// The permissions `command` needs; `owners` finds what it names by ID.
+pub fn command_permissions(command: &Command, owners: &dyn Owners) -> Vec<Permission> {
     let named = |resource, name: &str| Permission::Named(resource, name.to_owned(), Access::Write);
     let management = || Permission::Global(GlobalResource::Acl, Access::Write);
     let config_entry = |kind: &str, name: &str| match kind {
@@ -35,6 +40,14 @@ pub fn command_permissions(
     match command {
         Command::KvSet { key, .. } | Command::KvDelete { key, .. } => vec![named(NamedResource::Key, key)],
         Command::FireEvent(event) => vec![named(NamedResource::Event, &event.name)],
+        Command::SessionCreate(session) => vec![named(NamedResource::Session, session.node.as_str())],
+        // Ending or renewing what is not there changes nothing; any session
+        // writer may learn that.
+        Command::SessionDestroy { id } | Command::SessionRenew { id } => {
+            vec![named(NamedResource::Session, &owners.session_node(id).unwrap_or_default())]
+        }
+        // Consul asks key:write; the session's existence is checked in apply.
+        Command::KvAcquire { key, .. } | Command::KvRelease { key, .. } => vec![named(NamedResource::Key, key)],
         // Each operation on its key: a write needs key:write, a read key:read.
         Command::Txn(ops) => ops
             .iter()
@@ -61,7 +74,7 @@ pub fn command_permissions(
         Command::IntentionUpsert(intention) => {
             vec![Permission::Intentions(intention.destination.to_string(), Access::Write)]
         }
-        Command::IntentionDelete { id } => match intention_destination(id) {
+        Command::IntentionDelete { id } => match owners.intention_destination(id) {
             Some(destination) => vec![Permission::Intentions(destination, Access::Write)],
             // Deleting what is not there changes nothing; any intention
             // writer may learn that.
@@ -72,7 +85,7 @@ pub fn command_permissions(
             vec![config_entry(kind, name)]
         }
         Command::Batch(commands) => {
-            commands.iter().flat_map(|command| command_permissions(command, intention_destination)).collect()
+            commands.iter().flat_map(|command| command_permissions(command, owners)).collect()
         }
         // Anyone may try; it works once.
         Command::AclBootstrap { .. } => Vec::new(),
@@ -109,9 +122,20 @@ mod tests {
 
     use super::*;
 
+    struct Known;
+
+    impl Owners for Known {
+        fn intention_destination(&self, id: &str) -> Option<String> {
+            (id == "i1").then(|| "db".to_owned())
+        }
+
+        fn session_node(&self, id: &str) -> Option<String> {
+            (id == "s1").then(|| "vm1".to_owned())
+        }
+    }
+
     fn labels(command: &Command) -> Vec<(String, Option<String>)> {
-        let destination = |id: &str| (id == "i1").then(|| "db".to_owned());
-        command_permissions(command, &destination).iter().map(|p| (p.label(), p.name().map(str::to_owned))).collect()
+        command_permissions(command, &Known).iter().map(|p| (p.label(), p.name().map(str::to_owned))).collect()
     }
 
     #[test]
@@ -142,5 +166,9 @@ mod tests {
         assert_eq!(labels(&entry("proxy-defaults")), [("mesh:write".into(), None)]);
         assert_eq!(labels(&Command::Restore { snapshot: Vec::new() }), [("acl:write".into(), None)]);
         assert_eq!(labels(&Command::Batch(vec![kv.clone(), intention])).len(), 2);
+        assert_eq!(
+            labels(&Command::SessionDestroy { id: "s1".into() }),
+            [("session:write".into(), Some("vm1".into()))]
+        );
     }
 }

@@ -29,6 +29,6 @@ pub mod resolve;
 pub mod templates;
 
 pub use authorizer::{Authorizer, Permission};
-pub use commands::command_permissions;
+pub use commands::{command_permissions, Owners};
 pub use parse::{parse_rules, RulesError};
 pub use resolve::{resolve, AclSource, ResolveError, Resolved, TokenCache};

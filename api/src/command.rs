@@ -170,6 +170,43 @@ pub enum Command {
     /// `PUT /v1/txn` with a write: the KV operations in order, all applied
     /// or none ([`crate::txn`]); the outcome is [`CommandOutcome::Txn`].
     Txn(Vec<crate::txn::KvOp>),
+    /// `PUT /v1/session/create` ([`crate::session`], validated before it
+    /// is proposed): refused if its node is not registered or a check it
+    /// is bound to is missing or critical.
+    SessionCreate(crate::session::Session),
+    /// Ends a session (`/v1/session/destroy`, or a TTL the leader saw run
+    /// out): the keys it holds are released or deleted, per its behavior.
+    SessionDestroy {
+        id: String,
+    },
+    /// `PUT /v1/session/renew`: changes no state (`Cas(false)`: no such
+    /// session); each server notes when it applied it, and the leader ends
+    /// a session with a TTL not renewed within twice that TTL.
+    SessionRenew {
+        id: String,
+    },
+    /// `PUT /v1/kv/<key>?acquire=<session>`: sets the key and locks it for
+    /// `session`, unless another session holds it (`Cas(false)`). With
+    /// `cas`, only at that ModifyIndex. The leader refuses a key still in
+    /// its lock delay before proposing.
+    KvAcquire {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        flags: u64,
+        session: String,
+        cas: Option<u64>,
+    },
+    /// `PUT /v1/kv/<key>?release=<session>`: sets the key and unlocks it,
+    /// if `session` holds it (else `Cas(false)`).
+    KvRelease {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        flags: u64,
+        session: String,
+        cas: Option<u64>,
+    },
 }
 
 /// The largest snapshot a restore may carry.
@@ -218,6 +255,11 @@ impl Command {
             Command::FireEvent(_) => "fire-event",
             Command::Checked { command, .. } => command.kind(),
             Command::Txn(_) => "txn",
+            Command::SessionCreate(_) => "session-create",
+            Command::SessionDestroy { .. } => "session-destroy",
+            Command::SessionRenew { .. } => "session-renew",
+            Command::KvAcquire { .. } => "kv-acquire",
+            Command::KvRelease { .. } => "kv-release",
         }
     }
 }

@@ -42,5 +42,6 @@ pub mod kv;
 pub mod mesh;
 pub mod proto;
 pub mod proxy;
+pub mod session;
 pub mod timestamp;
 pub mod txn;

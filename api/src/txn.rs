@@ -3,9 +3,8 @@
 //! Consul's (`agent/consul/state/txn.go`), so clients that read `Errors`
 //! see what they would from Consul.
 //!
-//! Weft has no sessions yet, so no key is ever locked: `lock` fails as
-//! Consul's does for a session that does not exist, `unlock` as for a lock
-//! not held, and `check-session` passes only for the empty session.
+//! `lock`, `unlock` and `check-session` work with sessions
+//! (`crate::session`) as `?acquire=` and `?release=` do.
 
 use serde::{Deserialize, Serialize};
 

@@ -46,6 +46,8 @@ enum Command {
     Leave(commands::members::AgentControlArgs),
     /// Make the local agent re-read its config files' services and checks.
     Reload(commands::members::AgentControlArgs),
+    /// Run a command while holding a lock on a KV prefix (a session and PREFIX/.lock), like consul lock.
+    Lock(commands::lock::LockArgs),
     /// Put the local node or one of its services in maintenance mode, take it out, or list it.
     Maint(commands::maint::MaintArgs),
     /// The service mesh: the mesh CA and the sidecar proxy.
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
             Command::Leave(args) => args.leave().await,
             Command::Reload(args) => args.reload().await,
             Command::Maint(args) => args.run().await,
+            Command::Lock(args) => args.run().await,
             Command::Services(command) => command.run().await,
             Command::Connect(command) => command.run().await,
             Command::Proxy(command) => command.run().await,

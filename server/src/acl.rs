@@ -14,7 +14,7 @@ use weft_api::command::Command;
 use crate::ca::unix_now;
 use crate::join::secret_hash;
 use crate::server::Server;
-use crate::store::Table;
+use crate::store::{Table, Tables};
 
 /// ACLs as the servers enforce them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,9 +95,8 @@ pub(crate) fn authorize_forwarded(
             weft_acl::resolve(tables.acl(), &hash, server.datacenter().as_str(), acl.default_policy)
         })
         .map_err(|error| tonic::Status::permission_denied(error.to_string()))?;
-    let destination = |id: &str| tables.mesh().intention(id).map(|i| i.destination.to_string());
     let missing: Option<Permission> =
-        command_permissions(command, &destination).into_iter().find(|p| !resolved.authorizer.allows(p));
+        command_permissions(command, &*tables).into_iter().find(|p| !resolved.authorizer.allows(p));
     match missing {
         None => Ok(()),
         Some(permission) => {
@@ -109,5 +108,16 @@ pub(crate) fn authorize_forwarded(
                 permission.label()
             )))
         }
+    }
+}
+
+/// What the ACL rules need to know of a write that names a record by ID.
+impl weft_acl::Owners for Tables {
+    fn intention_destination(&self, id: &str) -> Option<String> {
+        self.mesh().intention(id).map(|i| i.destination.to_string())
+    }
+
+    fn session_node(&self, id: &str) -> Option<String> {
+        self.sessions().get(id).map(|s| s.node.to_string())
     }
 }

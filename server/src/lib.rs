@@ -43,6 +43,7 @@ pub mod raft;
 pub mod remote;
 mod rpc;
 mod server;
+mod sessions;
 pub mod store;
 pub mod telemetry;
 

@@ -359,6 +359,7 @@ impl Server {
             tokio::spawn(crate::join::follow_agent_ca(server.clone(), tls.agent_roots.clone()));
         }
         tokio::spawn(crate::liveness::watch_heartbeats(server.clone()));
+        tokio::spawn(crate::sessions::expire_when_leading(server.clone()));
         tokio::spawn(crate::ca::maintain_when_leading(server.clone()));
         tokio::spawn(crate::cluster::join_or_bootstrap(server.clone(), config.bootstrap_expect, config.retry_join));
         tracing::info!(server_id = id, name = %server.inner.node.name, rpc = %server.inner.node.rpc_addr, "server started");
@@ -521,7 +522,9 @@ impl Server {
                 | Command::RestoreChunk { .. }
                 | Command::RestoreFinish { .. } => self.write_once(&command).await,
                 // Checked alone by the leader (see `write_local`).
-                _ if crate::store::is_mesh_checked(&command) => self.write_once(&command).await,
+                _ if crate::store::is_mesh_checked(&command) || crate::sessions::acquires(&command) => {
+                    self.write_once(&command).await
+                }
                 _ => self.inner.batcher.submit(command.clone()).await,
             }
         })
@@ -548,8 +551,13 @@ impl Server {
     /// ([`crate::store::is_mesh_checked`]) is checked here, against this
     /// leader's tables once it has applied every write acknowledged before,
     /// and proposed as a [`Command::Checked`] at the index they were at; if
-    /// they changed before it was applied, it is checked again.
+    /// they changed before it was applied, it is checked again. An acquire
+    /// of a key in its lock delay is answered without proposing it
+    /// (`crate::sessions`).
     pub(crate) async fn write_local(&self, command: &Command) -> Result<Applied, ServerError> {
+        if let Some(outcome) = crate::sessions::refuse_in_lock_delay(self, command) {
+            return Ok(Applied { outcome, index: self.store().applied_index() });
+        }
         if !crate::store::is_mesh_checked(command) {
             return self.propose(command).await;
         }

@@ -163,8 +163,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Acl {
 pub async fn write(state: &AppState, acl: &Acl, command: Command) -> Result<Applied, ApiError> {
     let needed = {
         let tables = state.backend.store().read();
-        let destination = |id: &str| tables.mesh().intention(id).map(|i| i.destination.to_string());
-        command_permissions(&command, &destination)
+        command_permissions(&command, &*tables)
     };
     acl.public();
     for permission in needed {

@@ -31,16 +31,6 @@ fn key_from(uri: &Uri) -> Result<String, ApiError> {
     }
 }
 
-/// Session-based locking is not implemented; say so instead of ignoring it.
-fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
-    for name in ["acquire", "release"] {
-        if query.flag(name) {
-            return Err(ApiError::BadRequest(format!("?{name} needs sessions, which Weft does not support yet")));
-        }
-    }
-    Ok(())
-}
-
 /// A PUT's value: the body, read no further than [`MAX_VALUE_BYTES`] (the
 /// route's body limit), so an oversized upload is refused with Consul's 413
 /// before the rest of it is read.
@@ -81,25 +71,30 @@ pub async fn handle(
     }
 }
 
-pub(super) fn entry_json(entry: &KvEntry) -> Value {
+/// An entry in Consul's shape; `session`: the session holding it, if locked.
+pub(super) fn entry_json(entry: &KvEntry, session: Option<&str>) -> Value {
     let value = if entry.value.is_empty() {
         Value::Null
     } else {
         Value::String(base64::engine::general_purpose::STANDARD.encode(&entry.value))
     };
-    json!({
+    let mut json = json!({
         "LockIndex": entry.lock_index,
         "Key": entry.key,
         "Flags": entry.flags,
         "Value": value,
         "CreateIndex": entry.indexes.create.get(),
         "ModifyIndex": entry.indexes.modify.get(),
-    })
+    });
+    if let Some(session) = session {
+        json["Session"] = Value::String(session.to_owned());
+    }
+    json
 }
 
-/// What a KV GET found.
+/// What a KV GET found: entries with the session holding each, or keys.
 enum Found {
-    Entries(Vec<KvEntry>),
+    Entries(Vec<(KvEntry, Option<String>)>),
     Keys(Vec<String>),
 }
 
@@ -124,12 +119,12 @@ async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> R
             if keys_only {
                 (Found::Keys(kv.keys(&key, separator.as_deref())), table_index)
             } else if recurse {
-                (Found::Entries(kv.prefix(&key).cloned().collect()), table_index)
+                (Found::Entries(kv.prefix(&key).map(|e| with_holder(kv, e)).collect()), table_index)
             } else {
                 match kv.get(&key) {
                     // A single key's own index: writes to other keys don't end the wait.
                     Some(entry) => {
-                        (Found::Entries(vec![entry.clone()]), entry.indexes.modify.max(tables.restore_index()))
+                        (Found::Entries(vec![with_holder(kv, entry)]), entry.indexes.modify.max(tables.restore_index()))
                     }
                     None => (Found::Entries(Vec::new()), table_index),
                 }
@@ -143,7 +138,7 @@ async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> R
             Found::Keys(keys)
         }
         Found::Entries(mut entries) => {
-            acl.retain(&mut entries, |acl, entry| acl.allows_named(NamedResource::Key, &entry.key, Access::Read));
+            acl.retain(&mut entries, |acl, (entry, _)| acl.allows_named(NamedResource::Key, &entry.key, Access::Read));
             Found::Entries(entries)
         }
     };
@@ -154,11 +149,11 @@ async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> R
             Ok((axum::http::StatusCode::NOT_FOUND, headers).into_response())
         }
         Found::Entries(entries) if query.flag("raw") && !recurse => {
-            let value = entries.into_iter().next().map(|e| e.value).unwrap_or_default();
+            let value = entries.into_iter().next().map(|(e, _)| e.value).unwrap_or_default();
             Ok((headers, value).into_response())
         }
         Found::Entries(entries) => {
-            let mut entries: Vec<Value> = entries.iter().map(entry_json).collect();
+            let mut entries: Vec<Value> = entries.iter().map(|(e, holder)| entry_json(e, holder.as_deref())).collect();
             if let Some(filter) = &filter {
                 filter.retain(&mut entries);
             }
@@ -170,15 +165,29 @@ async fn get(state: &AppState, acl: &Acl, key: String, query: &QueryParams) -> R
     }
 }
 
+/// `entry` with the session holding it, if locked.
+fn with_holder(kv: &weft_server::store::KvTable, entry: &KvEntry) -> (KvEntry, Option<String>) {
+    (entry.clone(), kv.lock_holder(&entry.key).map(str::to_owned))
+}
+
+/// A PUT: a plain write, or with `?acquire=<session>` / `?release=<session>`
+/// a lock taken or given up (`false` when another session holds it, or the
+/// key is in its lock delay).
 async fn put(state: &AppState, acl: &Acl, key: String, query: &QueryParams, body: Bytes) -> Result<Response, ApiError> {
     check_datacenter(query, &state.backend)?;
-    refuse_sessions(query)?;
     if key.is_empty() {
         return Err(ApiError::BadRequest("Missing key name: PUT /v1/kv/<key>".into()));
     }
     let flags = query.u64("flags")?.unwrap_or(0);
     let cas = query.u64("cas")?;
-    let command = Command::KvSet { key, value: body.to_vec(), flags, cas };
+    let value = body.to_vec();
+    let session = |name: &str| query.get(name).map(str::to_owned);
+    let command = match (session("acquire"), session("release")) {
+        (Some(_), Some(_)) => return Err(ApiError::BadRequest("Conflicting flags: ?acquire with ?release".into())),
+        (Some(session), None) => Command::KvAcquire { key, value, flags, session, cas },
+        (None, Some(session)) => Command::KvRelease { key, value, flags, session, cas },
+        (None, None) => Command::KvSet { key, value, flags, cas },
+    };
     authz::write_bool(state, acl, command).await
 }
 

@@ -24,6 +24,7 @@ mod operator;
 mod query;
 mod read;
 mod serve;
+mod session;
 mod snapshot;
 mod status;
 mod troubleshoot;
@@ -109,6 +110,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operator/enrollment/{node}", delete(join_tokens::revoke))
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route("/v1/session/list", get(session::list))
         .route("/v1/txn", put(txn::handle).layer(DefaultBodyLimit::max(weft_api::txn::MAX_TXN_BODY_BYTES)))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(agent::members))

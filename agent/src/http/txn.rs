@@ -75,7 +75,8 @@ pub async fn handle(
     } else {
         let options = ReadOptions::from_query(&query, &state.backend)?;
         let command = Command::Txn(ops);
-        for permission in command_permissions(&command, &|_| None) {
+        let needed = command_permissions(&command, &*state.backend.store().read());
+        for permission in needed {
             acl.require(permission)?;
         }
         options.barrier(&state.backend).await?;
@@ -93,7 +94,11 @@ pub async fn handle(
 /// headers of the copy it was read from.
 fn answer(outcome: TxnOutcome, index: Option<weft_api::ids::RaftIndex>, state: &AppState) -> Response {
     let rolled_back = !outcome.errors.is_empty();
-    let results: Vec<Value> = outcome.results.iter().map(|entry| json!({"KV": entry_json(entry)})).collect();
+    let results: Vec<Value> = {
+        let tables = state.backend.store().read();
+        let holder = |key: &str| tables.kv().lock_holder(key).map(str::to_owned);
+        outcome.results.iter().map(|entry| json!({"KV": entry_json(entry, holder(&entry.key).as_deref())})).collect()
+    };
     let errors: Vec<Value> =
         outcome.errors.iter().map(|error| json!({"OpIndex": error.op_index, "What": error.what})).collect();
     let list = |items: Vec<Value>| if items.is_empty() { Value::Null } else { Value::Array(items) };

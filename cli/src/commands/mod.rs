@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod intention;
 pub mod k8s;
 pub mod kv;
+pub mod lock;
 pub mod login;
 pub mod maint;
 pub mod members;

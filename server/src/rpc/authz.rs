@@ -118,7 +118,7 @@ impl Caller {
     /// servers (and anyone, in a cluster that authenticates no one)
     /// anything; a client agent its own node's catalog entries and checks
     /// (not the `serfHealth` check, which is the leader's), and, while ACLs
-    /// are off, KV and user events. Anything else a client agent writes needs the ACL token
+    /// are off, KV (locks and transactions too), sessions and user events. Anything else a client agent writes needs the ACL token
     /// of the caller it writes for (see `crate::acl`).
     pub fn authorize_write(&self, command: &Command, acl_enabled: bool) -> Result<(), Status> {
         let node = match self {
@@ -143,7 +143,15 @@ impl Caller {
             }
         };
         match command {
-            Command::KvSet { .. } | Command::KvDelete { .. } | Command::Txn(_) | Command::FireEvent(_)
+            Command::KvSet { .. }
+            | Command::KvDelete { .. }
+            | Command::KvAcquire { .. }
+            | Command::KvRelease { .. }
+            | Command::Txn(_)
+            | Command::SessionCreate(_)
+            | Command::SessionDestroy { .. }
+            | Command::SessionRenew { .. }
+            | Command::FireEvent(_)
                 if !acl_enabled =>
             {
                 Ok(())

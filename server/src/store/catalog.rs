@@ -331,6 +331,10 @@ impl Catalog {
         self.checks.values()
     }
 
+    pub fn check(&self, node: &NodeName, id: &CheckId) -> Option<&Check> {
+        self.checks.get(&(node.clone(), id.clone()))
+    }
+
     /// Every check on `node`, node-level and service-level.
     pub fn node_checks(&self, node: &NodeName) -> Vec<Check> {
         self.checks

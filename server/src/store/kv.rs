@@ -1,22 +1,161 @@
-//! The KV table: keys in lexical order, so prefix listings are range scans.
+//! The KV table: keys in lexical order, so prefix listings are range scans,
+//! and which session holds each locked key (`?acquire=`; see
+//! `weft_api::session`). A lock lives and dies with its key: deleting the
+//! key drops it.
 
 use std::collections::BTreeMap;
 
 use weft_api::command::CommandOutcome;
 use weft_api::ids::{Indexes, RaftIndex};
 use weft_api::kv::KvEntry;
+use weft_api::session::{Behavior, Session};
 use weft_api::txn::{KvOp, KvVerb, TxnError, TxnOutcome};
 
+use super::sessions::SessionTable;
 use super::{Changed, Table};
 
 #[derive(Clone, Debug, Default)]
 pub struct KvTable {
     entries: BTreeMap<String, KvEntry>,
+    /// Locked key -> the session that holds it.
+    locks: BTreeMap<String, String>,
 }
 
+/// A key as it was before a transaction's operation changed it: its entry
+/// and its lock holder, or nothing.
+type Before = Option<(KvEntry, Option<String>)>;
+
 impl KvTable {
-    pub(super) fn from_entries(entries: Vec<KvEntry>) -> Self {
-        Self { entries: entries.into_iter().map(|e| (e.key.clone(), e)).collect() }
+    pub(super) fn from_parts(entries: Vec<KvEntry>, locks: Vec<(String, String)>) -> Self {
+        Self { entries: entries.into_iter().map(|e| (e.key.clone(), e)).collect(), locks: locks.into_iter().collect() }
+    }
+
+    /// The session holding `key`, if it is locked.
+    pub fn lock_holder(&self, key: &str) -> Option<&str> {
+        self.locks.get(key).map(String::as_str)
+    }
+
+    /// Every lock, by key.
+    pub(super) fn locks(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.locks.iter()
+    }
+
+    /// Removes `key` with its lock, returning what it was.
+    fn take(&mut self, key: &str) -> Before {
+        let entry = self.entries.remove(key)?;
+        Some((entry, self.locks.remove(key)))
+    }
+
+    /// Puts back what [`Self::take`] (or an overwrite) removed.
+    fn put_back(&mut self, key: String, before: Before) {
+        match before {
+            Some((entry, holder)) => {
+                self.entries.insert(key.clone(), entry);
+                match holder {
+                    Some(holder) => self.locks.insert(key, holder),
+                    None => self.locks.remove(&key),
+                };
+            }
+            None => {
+                self.entries.remove(&key);
+                self.locks.remove(&key);
+            }
+        }
+    }
+
+    /// What `key` is now, for an undo list.
+    fn before(&self, key: &str) -> Before {
+        let entry = self.entries.get(key)?.clone();
+        Some((entry, self.locks.get(key).cloned()))
+    }
+
+    /// Writes `key`, keeping its create index and lock index.
+    fn write(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64, lock_index: Option<u64>) -> KvEntry {
+        let existing = self.entries.get(key);
+        let entry = KvEntry {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            flags,
+            lock_index: lock_index.or(existing.map(|e| e.lock_index)).unwrap_or(0),
+            indexes: Indexes { create: existing.map(|e| e.indexes.create).unwrap_or(index), modify: index },
+        };
+        self.entries.insert(key.to_owned(), entry.clone());
+        entry
+    }
+
+    fn modify_index(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|e| e.indexes.modify.get())
+    }
+
+    /// `?acquire=<session>`: sets `key` and locks it for `session` (a new
+    /// holder bumps the lock index), unless another session holds it. The
+    /// session must exist (checked by the caller).
+    pub(super) fn acquire(
+        &mut self,
+        index: RaftIndex,
+        (key, value, flags): (&str, &[u8], u64),
+        session: &str,
+        cas: Option<u64>,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas) {
+            return CommandOutcome::Cas(false);
+        }
+        let lock_index = match self.locks.get(key) {
+            Some(holder) if holder == session => None,
+            Some(_) => return CommandOutcome::Cas(false),
+            None => Some(self.entries.get(key).map(|e| e.lock_index).unwrap_or(0) + 1),
+        };
+        self.write(index, key, value, flags, lock_index);
+        self.locks.insert(key.to_owned(), session.to_owned());
+        changed.mark(Table::Kv);
+        CommandOutcome::Cas(true)
+    }
+
+    /// `?release=<session>`: sets `key` and unlocks it, if `session` holds it.
+    pub(super) fn release(
+        &mut self,
+        index: RaftIndex,
+        (key, value, flags): (&str, &[u8], u64),
+        session: &str,
+        cas: Option<u64>,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas) {
+            return CommandOutcome::Cas(false);
+        }
+        if self.locks.get(key).map(String::as_str) != Some(session) {
+            return CommandOutcome::Cas(false);
+        }
+        self.write(index, key, value, flags, None);
+        self.locks.remove(key);
+        changed.mark(Table::Kv);
+        CommandOutcome::Cas(true)
+    }
+
+    /// A session ended: each key it holds is released (modified at
+    /// `index`, so watchers wake) or deleted, per its behavior, and starts
+    /// its lock delay.
+    pub(super) fn drop_session(&mut self, index: RaftIndex, session: &Session, changed: &mut Changed) {
+        let held: Vec<String> =
+            self.locks.iter().filter(|(_, holder)| **holder == session.id).map(|(key, _)| key.clone()).collect();
+        for key in held {
+            match session.behavior {
+                Behavior::Release => {
+                    self.locks.remove(&key);
+                    if let Some(entry) = self.entries.get_mut(&key) {
+                        entry.indexes.modify = index;
+                    }
+                }
+                Behavior::Delete => {
+                    self.take(&key);
+                }
+            }
+            changed.mark(Table::Kv);
+            if session.lock_delay_ms > 0 {
+                changed.lock_delays.push((key, session.lock_delay_ms));
+            }
+        }
     }
 
     pub(super) fn set(
@@ -28,24 +167,11 @@ impl KvTable {
         cas: Option<u64>,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        let existing = self.entries.get(key);
-        if let Some(cas) = cas {
-            let current = existing.map(|e| e.indexes.modify.get()).unwrap_or(0);
-            if current != cas {
-                return CommandOutcome::Cas(false);
-            }
+        if cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas) {
+            return CommandOutcome::Cas(false);
         }
-        let create = existing.map(|e| e.indexes.create).unwrap_or(index);
-        self.entries.insert(
-            key.to_owned(),
-            KvEntry {
-                key: key.to_owned(),
-                value: value.to_vec(),
-                flags,
-                lock_index: existing.map(|e| e.lock_index).unwrap_or(0),
-                indexes: Indexes { create, modify: index },
-            },
-        );
+        // A plain write keeps the key's lock and lock index, as in Consul.
+        self.write(index, key, value, flags, None);
         changed.mark(Table::Kv);
         if cas.is_some() {
             CommandOutcome::Cas(true)
@@ -64,7 +190,7 @@ impl KvTable {
         if recurse {
             let doomed: Vec<String> = self.prefix(key).map(|e| e.key.clone()).collect();
             for key in &doomed {
-                self.entries.remove(key);
+                self.take(key);
             }
             if !doomed.is_empty() {
                 changed.mark(Table::Kv);
@@ -77,7 +203,7 @@ impl KvTable {
                 return CommandOutcome::Cas(false);
             }
         }
-        if self.entries.remove(key).is_some() {
+        if self.take(key).is_some() {
             changed.mark(Table::Kv);
         }
         if cas.is_some() {
@@ -90,12 +216,18 @@ impl KvTable {
     /// Runs a transaction's operations in order, as one write at `index`:
     /// if any fails, every change it made is undone and the outcome lists
     /// each failure (Consul goes on past the first, to name them all).
-    pub(super) fn txn(&mut self, index: RaftIndex, ops: &[KvOp], changed: &mut Changed) -> CommandOutcome {
-        // Each key's entry before an operation changed it, in order.
-        let mut undo: Vec<(String, Option<KvEntry>)> = Vec::new();
+    pub(super) fn txn(
+        &mut self,
+        index: RaftIndex,
+        ops: &[KvOp],
+        sessions: &SessionTable,
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        // Each key as it was before an operation changed it, in order.
+        let mut undo: Vec<(String, Before)> = Vec::new();
         let mut outcome = TxnOutcome::default();
         for (i, op) in ops.iter().enumerate() {
-            match self.txn_write(index, op, &mut undo) {
+            match self.txn_write(index, op, sessions, &mut undo) {
                 Ok(found) => outcome.results.extend(found),
                 Err(what) => outcome.errors.push(TxnError { op_index: i as u32, what }),
             }
@@ -106,10 +238,7 @@ impl KvTable {
             }
         } else {
             for (key, before) in undo.into_iter().rev() {
-                match before {
-                    Some(entry) => self.entries.insert(key, entry),
-                    None => self.entries.remove(&key),
-                };
+                self.put_back(key, before);
             }
             outcome.results.clear();
         }
@@ -136,7 +265,8 @@ impl KvTable {
         &mut self,
         index: RaftIndex,
         op: &KvOp,
-        undo: &mut Vec<(String, Option<KvEntry>)>,
+        sessions: &SessionTable,
+        undo: &mut Vec<(String, Before)>,
     ) -> Result<Vec<KvEntry>, String> {
         let key = op.key.as_str();
         let verb = op.verb;
@@ -146,35 +276,47 @@ impl KvTable {
         if key.is_empty() && verb != KvVerb::DeleteTree {
             return Err(format!("{}: Missing key name", verb.as_str()));
         }
-        let modify_index = self.entries.get(key).map(|e| e.indexes.modify.get());
+        let modify_index = self.modify_index(key);
+        let holder = self.locks.get(key).cloned();
+        let without_value = |entry: KvEntry| vec![KvEntry { value: Vec::new(), ..entry }];
         match verb {
             KvVerb::Cas if modify_index.unwrap_or(0) != op.index => {
                 Err(format!("failed to set key {key:?}, index is stale"))
             }
             KvVerb::Set | KvVerb::Cas => {
-                let existing = self.entries.get(key);
-                let entry = KvEntry {
-                    key: key.to_owned(),
-                    value: op.value.clone(),
-                    flags: op.flags,
-                    lock_index: existing.map(|e| e.lock_index).unwrap_or(0),
-                    indexes: Indexes { create: existing.map(|e| e.indexes.create).unwrap_or(index), modify: index },
-                };
-                undo.push((key.to_owned(), self.entries.insert(key.to_owned(), entry.clone())));
-                Ok(vec![KvEntry { value: Vec::new(), ..entry }])
+                undo.push((key.to_owned(), self.before(key)));
+                Ok(without_value(self.write(index, key, &op.value, op.flags, None)))
             }
-            // No sessions exist yet, so none can lock and no key is locked.
-            KvVerb::Lock | KvVerb::Unlock if op.session.is_empty() => Err("Missing session".into()),
-            KvVerb::Lock => Err(format!("Invalid session {:?}", op.session)),
-            KvVerb::Unlock => {
+            KvVerb::Lock | KvVerb::Unlock if op.session.is_empty() => Err("missing session".into()),
+            KvVerb::Lock if sessions.get(&op.session).is_none() => Err(format!("invalid session {:?}", op.session)),
+            KvVerb::Lock if holder.as_ref().is_some_and(|h| *h != op.session) => {
+                Err(format!("failed to lock key {key:?}, lock is already held"))
+            }
+            KvVerb::Lock => {
+                undo.push((key.to_owned(), self.before(key)));
+                let lock_index = match holder {
+                    Some(_) => None,
+                    None => Some(self.entries.get(key).map(|e| e.lock_index).unwrap_or(0) + 1),
+                };
+                let entry = self.write(index, key, &op.value, op.flags, lock_index);
+                self.locks.insert(key.to_owned(), op.session.clone());
+                Ok(without_value(entry))
+            }
+            KvVerb::Unlock if holder.as_deref() != Some(op.session.as_str()) => {
                 Err(format!("failed to unlock key {key:?}, lock isn't held, or is held by another session"))
+            }
+            KvVerb::Unlock => {
+                undo.push((key.to_owned(), self.before(key)));
+                let entry = self.write(index, key, &op.value, op.flags, None);
+                self.locks.remove(key);
+                Ok(without_value(entry))
             }
             // A delete-cas of a key that is not there succeeds, as in Consul.
             KvVerb::DeleteCas if modify_index.is_some_and(|modify| modify != op.index) => {
                 Err(format!("failed to delete key {key:?}, index is stale"))
             }
             KvVerb::Delete | KvVerb::DeleteCas => {
-                if let Some(removed) = self.entries.remove(key) {
+                if let Some(removed) = self.take(key) {
                     undo.push((key.to_owned(), Some(removed)));
                 }
                 Ok(Vec::new())
@@ -182,7 +324,7 @@ impl KvTable {
             KvVerb::DeleteTree => {
                 let doomed: Vec<String> = self.prefix(key).map(|e| e.key.clone()).collect();
                 for key in doomed {
-                    let removed = self.entries.remove(&key);
+                    let removed = self.take(&key);
                     undo.push((key, removed));
                 }
                 Ok(Vec::new())
@@ -211,13 +353,15 @@ impl KvTable {
                 )),
                 Some(e) => Ok(vec![without_value(e)]),
             },
-            // No key is locked by a session (there are none yet).
             KvVerb::CheckSession => match entry {
                 None => Err(format!("failed to check session, key {key:?} doesn't exist")),
-                Some(_) if !op.session.is_empty() => {
-                    Err(format!("failed session check for key {key:?}, current session \"\" != {:?}", op.session))
-                }
-                Some(e) => Ok(vec![without_value(e)]),
+                Some(e) => match self.lock_holder(key).unwrap_or_default() {
+                    holder if holder == op.session => Ok(vec![without_value(e)]),
+                    holder => Err(format!(
+                        "failed session check for key {key:?}, current session {holder:?} != {:?}",
+                        op.session
+                    )),
+                },
             },
             KvVerb::CheckNotExists => match entry {
                 Some(_) => Err(format!("key {key:?} exists")),

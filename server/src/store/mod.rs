@@ -23,6 +23,7 @@ mod kv;
 mod mesh;
 mod restore;
 mod service_intentions;
+mod sessions;
 mod snapshot;
 mod upstream_config;
 
@@ -49,7 +50,9 @@ pub use intentions::{
     MESH_CONFIG_KIND, MESH_CONFIG_NAME, WILDCARD,
 };
 pub use join::Redemption;
+pub use kv::KvTable;
 pub use restore::PendingRestore;
+pub use sessions::SessionTable;
 pub use snapshot::{SnapshotError, StoreData};
 pub use upstream_config::{upstream_config, UpstreamConfig};
 
@@ -70,10 +73,11 @@ pub enum Table {
     Acl,
     /// User events (not in snapshots: see `events`).
     Events,
+    Sessions,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -84,6 +88,7 @@ impl Table {
         Table::Join,
         Table::Acl,
         Table::Events,
+        Table::Sessions,
     ];
 
     fn slot(self) -> usize {
@@ -100,6 +105,7 @@ pub struct Tables {
     join: join::JoinTables,
     acl: acl::AclTables,
     events: events::EventLog,
+    sessions: sessions::SessionTable,
     table_indexes: [RaftIndex; Table::ALL.len()],
     /// The index of the last snapshot restore: no read may report an index
     /// below it, so blocking clients notice that everything may have changed.
@@ -108,19 +114,27 @@ pub struct Tables {
     pending_restore: Option<restore::PendingRestore>,
 }
 
-/// Which tables one `apply` changed.
+/// What one `apply` changed: which tables, and what the state store keeps
+/// beside them by its own clock (not replicated, so not decided in
+/// `apply`): the keys whose lock delay started, and the sessions renewed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Changed(Vec<Table>);
+pub struct Changed {
+    tables: Vec<Table>,
+    /// A key released by an ended session, and its lock delay in ms.
+    lock_delays: Vec<(String, u64)>,
+    /// Sessions made or renewed.
+    renewed: Vec<String>,
+}
 
 impl Changed {
     fn mark(&mut self, table: Table) {
-        if !self.0.contains(&table) {
-            self.0.push(table);
+        if !self.tables.contains(&table) {
+            self.tables.push(table);
         }
     }
 
     pub fn tables(&self) -> &[Table] {
-        &self.0
+        &self.tables
     }
 }
 
@@ -149,6 +163,10 @@ pub fn check_proposal(command: &Command) -> Result<(), String> {
         },
         Command::FireEvent(event) => event.validate(),
         Command::Txn(ops) => weft_api::txn::validate(ops).map_err(|refusal| refusal.to_string()),
+        Command::SessionCreate(session) => session.validate(),
+        Command::KvAcquire { session, .. } | Command::KvRelease { session, .. } if session.is_empty() => {
+            Err("missing session".into())
+        }
         Command::Checked { .. } => Err("only the leader checks a write against its tables".into()),
         _ => Ok(()),
     }
@@ -200,6 +218,12 @@ impl Tables {
             ),
             command => self.apply_one(index, command, &mut changed),
         };
+        // A session lives only while its node and checks allow it.
+        let catalog_changed =
+            changed.tables().iter().any(|t| matches!(t, Table::Nodes | Table::Services | Table::Checks));
+        if catalog_changed && !self.sessions.is_empty() {
+            self.end_unhealthy_sessions(index, &mut changed);
+        }
         for table in changed.tables() {
             self.table_indexes[table.slot()] = index;
         }
@@ -228,7 +252,21 @@ impl Tables {
             Command::AgentCredentialDelete { node } => self.join.revoke(node, changed),
             Command::AgentCredentialSet(credential) => self.join.set_credential(index, credential, changed),
             Command::FireEvent(event) => self.events.fire(index, event, changed),
-            Command::Txn(ops) => self.kv.txn(index, ops, changed),
+            Command::Txn(ops) => self.kv.txn(index, ops, &self.sessions, changed),
+            Command::SessionCreate(session) => self.create_session(index, session, changed),
+            Command::SessionDestroy { id } => self.destroy_session(index, id, changed),
+            Command::SessionRenew { id } => self.renew_session(id, changed),
+            // Only an acquire needs the session to exist: a release by an
+            // unknown session just finds the key not held by it, as in Consul.
+            Command::KvAcquire { session, .. } if self.sessions.get(session).is_none() => {
+                CommandOutcome::Rejected(format!("invalid session {session:?}"))
+            }
+            Command::KvAcquire { key, value, flags, session, cas } => {
+                self.kv.acquire(index, (key, value, *flags), session, *cas, changed)
+            }
+            Command::KvRelease { key, value, flags, session, cas } => {
+                self.kv.release(index, (key, value, *flags), session, *cas, changed)
+            }
             // The whole of the decision: were the tables it was checked
             // against changed since?
             Command::Checked { mesh_index, .. } if *mesh_index != self.mesh_index() => CommandOutcome::Outdated,
@@ -324,8 +362,12 @@ impl Tables {
         &self.catalog
     }
 
-    pub fn kv(&self) -> &kv::KvTable {
+    pub fn kv(&self) -> &KvTable {
         &self.kv
+    }
+
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
     }
 
     pub fn mesh(&self) -> &mesh::MeshTables {
@@ -357,6 +399,18 @@ pub struct StateStore {
     /// Set when the server shuts down: blocking reads return at once.
     closed: watch::Sender<bool>,
     feed: broadcast::Sender<StoreEvent>,
+    /// What this server keeps by its own clock beside the tables.
+    clocked: std::sync::Mutex<Clocked>,
+}
+
+/// Kept by each server's clock, not replicated (see [`Changed`]): when each
+/// released key's lock delay ends, and when each session was last made or
+/// renewed here. A new leader that never saw a session renewed counts from
+/// when it first looks (Consul's leaders reset every session's timer too).
+#[derive(Debug, Default)]
+struct Clocked {
+    lock_delays: std::collections::HashMap<String, std::time::Instant>,
+    renewed: std::collections::HashMap<String, std::time::Instant>,
 }
 
 /// One change to the store, as [`StateStore::subscribe`] delivers it.
@@ -397,7 +451,44 @@ impl StateStore {
             applied: watch::Sender::new(RaftIndex::ZERO),
             closed: watch::Sender::new(false),
             feed: broadcast::Sender::new(FEED_CAPACITY),
+            clocked: Default::default(),
         })
+    }
+
+    /// How long `key` stays in the lock delay a session's end started, if
+    /// it is in one: no session may acquire it until then.
+    pub fn lock_delay_left(&self, key: &str) -> Option<Duration> {
+        let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        clocked.lock_delays.retain(|_, until| *until > now);
+        clocked.lock_delays.get(key).map(|until| until.duration_since(now))
+    }
+
+    /// When session `id` was last made or renewed, as this server saw it;
+    /// `now` (noted) if it never saw either.
+    pub fn session_renewed_at(&self, id: &str, now: std::time::Instant) -> std::time::Instant {
+        let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
+        *clocked.renewed.entry(id.to_owned()).or_insert(now)
+    }
+
+    /// Forgets the renewals of sessions that no longer exist.
+    pub fn forget_renewals(&self, exists: impl Fn(&str) -> bool) {
+        let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
+        clocked.renewed.retain(|id, _| exists(id));
+    }
+
+    fn note_clocked(&self, changed: &Changed) {
+        if changed.lock_delays.is_empty() && changed.renewed.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, delay_ms) in &changed.lock_delays {
+            clocked.lock_delays.insert(key.clone(), now + Duration::from_millis(*delay_ms));
+        }
+        for id in &changed.renewed {
+            clocked.renewed.insert(id.clone(), now);
+        }
     }
 
     /// Applies a committed command (called by the Raft state machine, or by
@@ -416,6 +507,7 @@ impl StateStore {
             let _ = self.feed.send(event);
         }
         drop(tables);
+        self.note_clocked(&changed);
         for table in changed.tables() {
             self.table_watches[table.slot()].send_replace(index);
         }

@@ -7,10 +7,11 @@ use weft_api::ids::RaftIndex;
 use weft_api::join::{AgentCaRecord, AgentCredentialRecord, JoinTokenRecord};
 use weft_api::kv::KvEntry;
 use weft_api::mesh::{CaState, ConfigEntry, Intention};
+use weft_api::session::Session;
 
 use super::{
     acl::AclData, acl::AclTables, catalog::Catalog, join::JoinTables, kv::KvTable, mesh::MeshTables,
-    restore::PendingRestore, Table, Tables,
+    restore::PendingRestore, sessions::SessionTable, Table, Tables,
 };
 
 /// Every snapshot starts with these bytes, then the format version (u32,
@@ -18,10 +19,11 @@ use super::{
 const MAGIC: &[u8; 8] = b"WEFTSNAP";
 /// The snapshot format's version; bumped whenever `StoreData`'s shape changes.
 /// Version 2 added `left_nodes`, version 3 the join tables, version 4 the
-/// agent CA, version 5 the ACL tables. postcard is not self-describing (a
-/// missing trailing field is an error, not a default), so older versions are
-/// decoded with their own shapes ([`StoreDataV1`] to [`StoreDataV4`]).
-const FORMAT_VERSION: u32 = 5;
+/// agent CA, version 5 the ACL tables, version 6 sessions and KV locks.
+/// postcard is not self-describing (a missing trailing field is an error,
+/// not a default), so older versions are decoded with their own shapes
+/// ([`StoreDataV1`] to [`StoreDataV5`]).
+const FORMAT_VERSION: u32 = 6;
 
 /// Every table as a list of records, plus each table's index.
 /// Its shape is the format: change it only with a new `FORMAT_VERSION`.
@@ -47,6 +49,53 @@ pub struct StoreData {
     /// snapshot restore under way (version 5).
     pub acl: AclData,
     pub pending_restore: Option<PendingRestore>,
+    /// Sessions, and which session holds each locked key (version 6).
+    pub sessions: Vec<Session>,
+    pub kv_locks: Vec<(String, String)>,
+}
+
+/// Version 5 of the format: [`StoreData`] without sessions and KV locks.
+#[derive(Deserialize)]
+struct StoreDataV5 {
+    table_indexes: Vec<(String, RaftIndex)>,
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    checks: Vec<Check>,
+    kv: Vec<KvEntry>,
+    intentions: Vec<Intention>,
+    config_entries: Vec<ConfigEntry>,
+    ca: Option<CaState>,
+    restore_index: RaftIndex,
+    left_nodes: Vec<Node>,
+    join_tokens: Vec<JoinTokenRecord>,
+    agent_credentials: Vec<AgentCredentialRecord>,
+    agent_ca: Option<AgentCaRecord>,
+    acl: AclData,
+    pending_restore: Option<PendingRestore>,
+}
+
+impl From<StoreDataV5> for StoreData {
+    fn from(v5: StoreDataV5) -> Self {
+        StoreData {
+            table_indexes: v5.table_indexes,
+            nodes: v5.nodes,
+            services: v5.services,
+            checks: v5.checks,
+            kv: v5.kv,
+            intentions: v5.intentions,
+            config_entries: v5.config_entries,
+            ca: v5.ca,
+            restore_index: v5.restore_index,
+            left_nodes: v5.left_nodes,
+            join_tokens: v5.join_tokens,
+            agent_credentials: v5.agent_credentials,
+            agent_ca: v5.agent_ca,
+            acl: v5.acl,
+            pending_restore: v5.pending_restore,
+            sessions: Vec::new(),
+            kv_locks: Vec::new(),
+        }
+    }
 }
 
 /// Version 4 of the format: [`StoreData`] without the ACL tables.
@@ -85,6 +134,8 @@ impl From<StoreDataV4> for StoreData {
             agent_ca: v4.agent_ca,
             acl: AclData::default(),
             pending_restore: None,
+            sessions: Vec::new(),
+            kv_locks: Vec::new(),
         }
     }
 }
@@ -124,6 +175,8 @@ impl From<StoreDataV3> for StoreData {
             agent_ca: None,
             acl: AclData::default(),
             pending_restore: None,
+            sessions: Vec::new(),
+            kv_locks: Vec::new(),
         }
     }
 }
@@ -161,6 +214,8 @@ impl From<StoreDataV2> for StoreData {
             agent_ca: None,
             acl: AclData::default(),
             pending_restore: None,
+            sessions: Vec::new(),
+            kv_locks: Vec::new(),
         }
     }
 }
@@ -197,6 +252,8 @@ impl From<StoreDataV1> for StoreData {
             agent_ca: None,
             acl: AclData::default(),
             pending_restore: None,
+            sessions: Vec::new(),
+            kv_locks: Vec::new(),
         }
     }
 }
@@ -244,6 +301,7 @@ impl StoreData {
             2 => Ok(postcard::from_bytes::<StoreDataV2>(body)?.into()),
             3 => Ok(postcard::from_bytes::<StoreDataV3>(body)?.into()),
             4 => Ok(postcard::from_bytes::<StoreDataV4>(body)?.into()),
+            5 => Ok(postcard::from_bytes::<StoreDataV5>(body)?.into()),
             FORMAT_VERSION => Ok(postcard::from_bytes(body)?),
             found => Err(SnapshotError::UnsupportedVersion { found }),
         }
@@ -262,6 +320,7 @@ fn table_name(table: Table) -> &'static str {
         Table::Join => "join",
         Table::Acl => "acl",
         Table::Events => "events",
+        Table::Sessions => "sessions",
     }
 }
 
@@ -288,6 +347,8 @@ impl Tables {
             agent_ca: self.join.agent_ca().cloned(),
             acl: self.acl.to_data(),
             pending_restore: self.pending_restore.clone(),
+            sessions: self.sessions.iter().cloned().collect(),
+            kv_locks: self.kv.locks().map(|(key, holder)| (key.clone(), holder.clone())).collect(),
         }
     }
 
@@ -300,11 +361,12 @@ impl Tables {
         }
         Tables {
             catalog: Catalog::from_parts(data.nodes, data.services, data.checks, data.left_nodes),
-            kv: KvTable::from_entries(data.kv),
+            kv: KvTable::from_parts(data.kv, data.kv_locks),
             mesh: MeshTables::from_parts(data.intentions, data.config_entries, data.ca),
             join: JoinTables::from_parts(data.join_tokens, data.agent_credentials, data.agent_ca),
             acl: AclTables::from_data(data.acl),
             events: Default::default(),
+            sessions: SessionTable::from_sessions(data.sessions),
             table_indexes,
             restore_index: data.restore_index,
             pending_restore: data.pending_restore,
