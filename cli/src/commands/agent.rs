@@ -66,7 +66,7 @@ pub struct AgentArgs {
     #[arg(long)]
     raft_trailing_logs: Option<u64>,
     /// Scales the Raft timings, 1 to 10 (Consul's performance.raft_multiplier):
-    /// at 1, heartbeats every 50 ms and an election after 200-300 ms without one.
+    /// at 1, heartbeats every 50 ms and an election timeout of 150-200 ms.
     #[arg(long)]
     raft_multiplier: Option<u32>,
     /// A config file, HCL or JSON (repeatable; later files win).

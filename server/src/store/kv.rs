@@ -87,6 +87,12 @@ impl KvTable {
         self.entries.get(key).map(|e| e.indexes.modify.get())
     }
 
+    /// Whether a check-and-set at `cas` misses: `key`'s ModifyIndex is not
+    /// `cas` (0: the key must not exist). No `cas`, no check.
+    fn cas_misses(&self, key: &str, cas: Option<u64>) -> bool {
+        cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas)
+    }
+
     /// `?acquire=<session>`: sets `key` and locks it for `session` (a new
     /// holder bumps the lock index), unless another session holds it. The
     /// session must exist (checked by the caller).
@@ -98,7 +104,7 @@ impl KvTable {
         cas: Option<u64>,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas) {
+        if self.cas_misses(key, cas) {
             return CommandOutcome::Cas(false);
         }
         let lock_index = match self.locks.get(key) {
@@ -121,7 +127,7 @@ impl KvTable {
         cas: Option<u64>,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas) {
+        if self.cas_misses(key, cas) {
             return CommandOutcome::Cas(false);
         }
         if self.locks.get(key).map(String::as_str) != Some(session) {
@@ -167,7 +173,7 @@ impl KvTable {
         cas: Option<u64>,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas) {
+        if self.cas_misses(key, cas) {
             return CommandOutcome::Cas(false);
         }
         // A plain write keeps the key's lock and lock index, as in Consul.
@@ -280,7 +286,7 @@ impl KvTable {
         let holder = self.locks.get(key).cloned();
         let without_value = |entry: KvEntry| vec![KvEntry { value: Vec::new(), ..entry }];
         match verb {
-            KvVerb::Cas if modify_index.unwrap_or(0) != op.index => {
+            KvVerb::Cas if self.cas_misses(key, Some(op.index)) => {
                 Err(format!("failed to set key {key:?}, index is stale"))
             }
             KvVerb::Set | KvVerb::Cas => {
