@@ -202,11 +202,11 @@ pub(crate) const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 pub(crate) const WRITE_ATTEMPT: Duration = Duration::from_secs(8);
 /// How long a read waits for a leader during an election.
 pub(crate) const READ_HOLD: Duration = Duration::from_secs(7);
-/// Leaf signatures per second the leader grants, and the burst it allows.
 /// How many times a leader checks a write against the intentions and
 /// config entries when they change before it is applied (each time,
 /// another write that changed them was applied).
 const MESH_CHECK_ATTEMPTS: u32 = 8;
+/// Leaf signatures per second the leader grants, and the burst it allows.
 const SIGN_RATE: f64 = 50.0;
 const SIGN_BURST: f64 = 200.0;
 /// How long a heartbeat keeps trying to reach the leader.

@@ -23,13 +23,13 @@ pub(crate) async fn expire_when_leading(server: Server) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if server.store().is_closed() {
+        let store = server.store();
+        if store.is_closed() {
             return;
         }
         if !server.is_leader() {
             continue;
         }
-        let store = server.store();
         let now = Instant::now();
         let expired: Vec<String> = store
             .read()
@@ -48,8 +48,6 @@ pub(crate) async fn expire_when_leading(server: Server) {
                 tracing::warn!(session = %id, %error, "could not end a session whose TTL ran out; will try again");
             }
         }
-        let tables = store.read();
-        store.forget_renewals(|id| tables.sessions().get(id).is_some());
     }
 }
 

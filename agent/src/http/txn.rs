@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use weft_acl::command_permissions;
 use weft_api::acl::{Access, NamedResource};
 use weft_api::command::{Command, CommandOutcome};
-use weft_api::txn::{validate, writes, KvOp, KvVerb, TxnError, TxnOutcome, TxnRefusal, MAX_TXN_BODY_BYTES};
+use weft_api::txn::{validate, writes, KvOp, KvVerb, TxnError, TxnOutcome, MAX_TXN_BODY_BYTES};
 use weft_server::store::Table;
 
 use super::authz::{self, Acl};
@@ -57,11 +57,8 @@ pub async fn handle(
             return Ok(answer(TxnOutcome { results: Vec::new(), errors }, None, &state));
         }
     };
-    validate(&ops).map_err(|refusal| match refusal {
-        TxnRefusal::TooManyOperations(_) | TxnRefusal::ValueTooLarge { .. } => {
-            ApiError::PayloadTooLarge(refusal.to_string())
-        }
-    })?;
+    // Too many operations, or a value too large: Consul's 413s.
+    validate(&ops).map_err(|refusal| ApiError::PayloadTooLarge(refusal.to_string()))?;
     let outcome = if writes(&ops) {
         match authz::write(&state, &acl, Command::Txn(ops)).await?.outcome {
             CommandOutcome::Txn(outcome) => (outcome, None),

@@ -471,20 +471,24 @@ impl StateStore {
         *clocked.renewed.entry(id.to_owned()).or_insert(now)
     }
 
-    /// Forgets the renewals of sessions that no longer exist.
-    pub fn forget_renewals(&self, exists: impl Fn(&str) -> bool) {
-        let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
-        clocked.renewed.retain(|id, _| exists(id));
-    }
-
-    fn note_clocked(&self, changed: &Changed) {
-        if changed.lock_delays.is_empty() && changed.renewed.is_empty() {
+    /// Notes what `changed` says by this server's clock, and forgets what
+    /// no longer counts: the renewals of sessions `tables` no longer holds,
+    /// lock delays that have passed. Called with the tables still locked.
+    fn note_clocked(&self, changed: &Changed, tables: &Tables) {
+        let sessions_changed = changed.tables().contains(&Table::Sessions);
+        if changed.lock_delays.is_empty() && changed.renewed.is_empty() && !sessions_changed {
             return;
         }
         let now = std::time::Instant::now();
         let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
+        if !changed.lock_delays.is_empty() {
+            clocked.lock_delays.retain(|_, until| *until > now);
+        }
         for (key, delay_ms) in &changed.lock_delays {
             clocked.lock_delays.insert(key.clone(), now + Duration::from_millis(*delay_ms));
+        }
+        if sessions_changed {
+            clocked.renewed.retain(|id, _| tables.sessions().get(id).is_some());
         }
         for id in &changed.renewed {
             clocked.renewed.insert(id.clone(), now);
@@ -506,8 +510,8 @@ impl StateStore {
             };
             let _ = self.feed.send(event);
         }
+        self.note_clocked(&changed, &tables);
         drop(tables);
-        self.note_clocked(&changed);
         for table in changed.tables() {
             self.table_watches[table.slot()].send_replace(index);
         }

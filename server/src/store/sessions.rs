@@ -205,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn the_state_store_forgets_the_renewals_of_ended_sessions_and_passed_lock_delays() {
+        let store = crate::store::StateStore::new();
+        store.apply(RaftIndex(1), &register("vm1", HealthStatus::Passing));
+        store.apply(RaftIndex(2), &session("s1", Behavior::Release));
+        store.apply(RaftIndex(3), &acquire("lock", "s1"));
+        store.apply(RaftIndex(4), &Command::SessionRenew { id: "s1".into() });
+        assert_eq!(store.clocked.lock().unwrap().renewed.len(), 1);
+        store.apply(RaftIndex(5), &Command::SessionDestroy { id: "s1".into() });
+        assert!(store.lock_delay_left("lock").is_some_and(|left| left > std::time::Duration::from_secs(14)));
+        let clocked = store.clocked.lock().unwrap();
+        assert!(clocked.renewed.is_empty(), "{clocked:?}");
+    }
+
+    #[test]
     fn a_destroyed_session_releases_and_a_deleted_node_ends_its_sessions() {
         let mut tables = Tables::default();
         tables.apply(RaftIndex(1), &register("vm1", HealthStatus::Passing));
