@@ -8,6 +8,7 @@
 mod acl;
 mod agent;
 pub mod authz;
+mod body;
 mod catalog;
 mod coalesce;
 mod config_entries;

@@ -19,6 +19,7 @@ use weft_api::session::{Behavior, Session, DEFAULT_LOCK_DELAY, DEFAULT_NODE_CHEC
 use weft_server::store::{Table, Tables};
 
 use super::authz::{self, Acl};
+use super::body::field;
 use super::error::ApiError;
 use super::query::{check_datacenter, QueryParams};
 use super::read::blocking_json;
@@ -48,11 +49,6 @@ pub fn session_json(session: &Session) -> Value {
         "CreateIndex": session.indexes.create.get(),
         "ModifyIndex": session.indexes.modify.get(),
     })
-}
-
-/// `object`'s field `name` in any case (Go's JSON decoding); null is absent.
-fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value).filter(|v| !v.is_null())
 }
 
 fn bad(reason: impl std::fmt::Display) -> ApiError {

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use weft_acl::command_permissions;
 use weft_api::acl::{Access, NamedResource};
 use weft_api::command::{Command, CommandOutcome};
@@ -24,6 +24,7 @@ use weft_api::txn::{validate, writes, KvOp, KvVerb, TxnError, TxnOutcome, MAX_TX
 use weft_server::store::Table;
 
 use super::authz::{self, Acl};
+use super::body::field;
 use super::error::ApiError;
 use super::kv::entry_json;
 use super::query::{check_datacenter, meta_headers, QueryParams, ReadOptions};
@@ -114,12 +115,6 @@ enum Parsed {
 
 fn bad_body(reason: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("Failed to parse body: {reason}"))
-}
-
-/// `object`'s field `name`, its key matched in any case (as Go's JSON
-/// decoder, which Consul uses, matches them). Null counts as absent.
-fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value).filter(|v| !v.is_null())
 }
 
 /// The request body: a JSON array of operations, each an object with one

@@ -93,50 +93,85 @@ impl KvTable {
         cas.is_some_and(|cas| self.modify_index(key).unwrap_or(0) != cas)
     }
 
-    /// `?acquire=<session>`: sets `key` and locks it for `session` (a new
-    /// holder bumps the lock index), unless another session holds it. The
-    /// session must exist (checked by the caller).
-    pub(super) fn acquire(
+    /// Sets `key` and locks it for `session`, which must exist (a new
+    /// holder bumps the lock index): `Ok(None)` if another session holds
+    /// it, `Err` (Consul's words) if the session is missing or unknown.
+    /// The one rule for `?acquire=` and a transaction's `lock`.
+    fn lock(
         &mut self,
         index: RaftIndex,
         (key, value, flags): (&str, &[u8], u64),
         session: &str,
-        cas: Option<u64>,
-        changed: &mut Changed,
-    ) -> CommandOutcome {
-        if self.cas_misses(key, cas) {
-            return CommandOutcome::Cas(false);
+        sessions: &SessionTable,
+    ) -> Result<Option<KvEntry>, String> {
+        if session.is_empty() {
+            return Err("missing session".into());
+        }
+        if sessions.get(session).is_none() {
+            return Err(format!("invalid session {session:?}"));
         }
         let lock_index = match self.locks.get(key) {
             Some(holder) if holder == session => None,
-            Some(_) => return CommandOutcome::Cas(false),
+            Some(_) => return Ok(None),
             None => Some(self.entries.get(key).map(|e| e.lock_index).unwrap_or(0) + 1),
         };
-        self.write(index, key, value, flags, lock_index);
+        let entry = self.write(index, key, value, flags, lock_index);
         self.locks.insert(key.to_owned(), session.to_owned());
-        changed.mark(Table::Kv);
-        CommandOutcome::Cas(true)
+        Ok(Some(entry))
     }
 
-    /// `?release=<session>`: sets `key` and unlocks it, if `session` holds it.
+    /// Sets `key` and unlocks it, if `session` holds it (else `None`). The
+    /// one rule for `?release=` and a transaction's `unlock`.
+    fn unlock(&mut self, index: RaftIndex, (key, value, flags): (&str, &[u8], u64), session: &str) -> Option<KvEntry> {
+        if self.locks.get(key).map(String::as_str) != Some(session) {
+            return None;
+        }
+        let entry = self.write(index, key, value, flags, None);
+        self.locks.remove(key);
+        Some(entry)
+    }
+
+    /// `?acquire=<session>`: [`Self::lock`], with `cas`; `Cas(false)` when
+    /// another session holds the key.
+    pub(super) fn acquire(
+        &mut self,
+        index: RaftIndex,
+        write: (&str, &[u8], u64),
+        session: &str,
+        (cas, sessions): (Option<u64>, &SessionTable),
+        changed: &mut Changed,
+    ) -> CommandOutcome {
+        if self.cas_misses(write.0, cas) {
+            return CommandOutcome::Cas(false);
+        }
+        match self.lock(index, write, session, sessions) {
+            Err(refusal) => CommandOutcome::Rejected(refusal),
+            Ok(locked) => {
+                if locked.is_some() {
+                    changed.mark(Table::Kv);
+                }
+                CommandOutcome::Cas(locked.is_some())
+            }
+        }
+    }
+
+    /// `?release=<session>`: [`Self::unlock`], with `cas`.
     pub(super) fn release(
         &mut self,
         index: RaftIndex,
-        (key, value, flags): (&str, &[u8], u64),
+        write: (&str, &[u8], u64),
         session: &str,
         cas: Option<u64>,
         changed: &mut Changed,
     ) -> CommandOutcome {
-        if self.cas_misses(key, cas) {
+        if self.cas_misses(write.0, cas) {
             return CommandOutcome::Cas(false);
         }
-        if self.locks.get(key).map(String::as_str) != Some(session) {
-            return CommandOutcome::Cas(false);
+        let unlocked = self.unlock(index, write, session).is_some();
+        if unlocked {
+            changed.mark(Table::Kv);
         }
-        self.write(index, key, value, flags, None);
-        self.locks.remove(key);
-        changed.mark(Table::Kv);
-        CommandOutcome::Cas(true)
+        CommandOutcome::Cas(unlocked)
     }
 
     /// A session ended: each key it holds is released (modified at
@@ -283,8 +318,8 @@ impl KvTable {
             return Err(format!("{}: Missing key name", verb.as_str()));
         }
         let modify_index = self.modify_index(key);
-        let holder = self.locks.get(key).cloned();
         let without_value = |entry: KvEntry| vec![KvEntry { value: Vec::new(), ..entry }];
+        let write = (key, op.value.as_slice(), op.flags);
         match verb {
             KvVerb::Cas if self.cas_misses(key, Some(op.index)) => {
                 Err(format!("failed to set key {key:?}, index is stale"))
@@ -293,29 +328,28 @@ impl KvTable {
                 undo.push((key.to_owned(), self.before(key)));
                 Ok(without_value(self.write(index, key, &op.value, op.flags, None)))
             }
-            KvVerb::Lock | KvVerb::Unlock if op.session.is_empty() => Err("missing session".into()),
-            KvVerb::Lock if sessions.get(&op.session).is_none() => Err(format!("invalid session {:?}", op.session)),
-            KvVerb::Lock if holder.as_ref().is_some_and(|h| *h != op.session) => {
-                Err(format!("failed to lock key {key:?}, lock is already held"))
-            }
             KvVerb::Lock => {
-                undo.push((key.to_owned(), self.before(key)));
-                let lock_index = match holder {
-                    Some(_) => None,
-                    None => Some(self.entries.get(key).map(|e| e.lock_index).unwrap_or(0) + 1),
-                };
-                let entry = self.write(index, key, &op.value, op.flags, lock_index);
-                self.locks.insert(key.to_owned(), op.session.clone());
-                Ok(without_value(entry))
+                let before = self.before(key);
+                match self.lock(index, write, &op.session, sessions)? {
+                    Some(entry) => {
+                        undo.push((key.to_owned(), before));
+                        Ok(without_value(entry))
+                    }
+                    None => Err(format!("failed to lock key {key:?}, lock is already held")),
+                }
             }
-            KvVerb::Unlock if holder.as_deref() != Some(op.session.as_str()) => {
-                Err(format!("failed to unlock key {key:?}, lock isn't held, or is held by another session"))
-            }
+            KvVerb::Unlock if op.session.is_empty() => Err("missing session".into()),
             KvVerb::Unlock => {
-                undo.push((key.to_owned(), self.before(key)));
-                let entry = self.write(index, key, &op.value, op.flags, None);
-                self.locks.remove(key);
-                Ok(without_value(entry))
+                let before = self.before(key);
+                match self.unlock(index, write, &op.session) {
+                    Some(entry) => {
+                        undo.push((key.to_owned(), before));
+                        Ok(without_value(entry))
+                    }
+                    None => {
+                        Err(format!("failed to unlock key {key:?}, lock isn't held, or is held by another session"))
+                    }
+                }
             }
             // A delete-cas of a key that is not there succeeds, as in Consul.
             KvVerb::DeleteCas if modify_index.is_some_and(|modify| modify != op.index) => {

@@ -258,11 +258,8 @@ impl Tables {
             Command::SessionRenew { id } => self.renew_session(id, changed),
             // Only an acquire needs the session to exist: a release by an
             // unknown session just finds the key not held by it, as in Consul.
-            Command::KvAcquire { session, .. } if self.sessions.get(session).is_none() => {
-                CommandOutcome::Rejected(format!("invalid session {session:?}"))
-            }
             Command::KvAcquire { key, value, flags, session, cas } => {
-                self.kv.acquire(index, (key, value, *flags), session, *cas, changed)
+                self.kv.acquire(index, (key, value, *flags), session, (*cas, &self.sessions), changed)
             }
             Command::KvRelease { key, value, flags, session, cas } => {
                 self.kv.release(index, (key, value, *flags), session, *cas, changed)
@@ -458,10 +455,9 @@ impl StateStore {
     /// How long `key` stays in the lock delay a session's end started, if
     /// it is in one: no session may acquire it until then.
     pub fn lock_delay_left(&self, key: &str) -> Option<Duration> {
-        let mut clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
+        let clocked = self.clocked.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        clocked.lock_delays.retain(|_, until| *until > now);
-        clocked.lock_delays.get(key).map(|until| until.duration_since(now))
+        clocked.lock_delays.get(key).filter(|until| **until > now).map(|until| until.duration_since(now))
     }
 
     /// When session `id` was last made or renewed, as this server saw it;
