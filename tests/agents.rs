@@ -852,6 +852,18 @@ async fn transactions_through_a_client_agent_apply_whole_or_not_at_all() {
     assert_eq!(server.get("/v1/kv/many/?keys&consistent").await.unwrap().status, 404);
 }
 
+/// Waits until `node`'s `serfHealth` check passes, as `http` answers: a
+/// session bound to it may be made only then (an agent is ready before
+/// the leader has registered its node).
+async fn wait_node_alive(http: &HttpClient, node: &str) {
+    eventually(&format!("{node}'s serfHealth to pass"), Duration::from_secs(30), || async {
+        let checks = get_json(http, &format!("/v1/health/node/{node}")).await?;
+        let alive = checks.as_array()?.iter().any(|c| c["CheckID"] == "serfHealth" && c["Status"] == "passing");
+        alive.then_some(())
+    })
+    .await;
+}
+
 /// `PUT /v1/session/create` on `http` with `body`: the new session's ID.
 async fn create_session(http: &HttpClient, body: Value) -> String {
     let response = http.put("/v1/session/create", body.to_string()).await.unwrap();
@@ -875,6 +887,8 @@ async fn sessions_hold_locks_until_released_destroyed_expired_or_their_node_fail
     let (vm1_http, vm2_http) = (cluster.client(vm1), cluster.client(vm2));
 
     // A session on vm1 (its node and serfHealth by default), in Consul's shape.
+    wait_node_alive(&vm2_http, "vm1").await;
+    wait_node_alive(&vm2_http, "vm2").await;
     let s1 = create_session(&vm1_http, json!({"Name": "leader-election"})).await;
     let info = get_json(&vm2_http, &format!("/v1/session/info/{s1}")).await.unwrap();
     let info = &info[0];
@@ -942,6 +956,7 @@ async fn weft_lock_runs_one_holder_at_a_time_and_a_killed_holder_lets_go() {
     let vm1 = cluster.add_client("vm1", &[]);
     cluster.wait_ready(vm1).await;
     let http = cluster.specs[vm1].http_addr.clone();
+    wait_node_alive(&cluster.client(vm1), "vm1").await;
     let dir = tempfile::tempdir().unwrap();
 
     // Two holders race, 50 turns each. The command makes a directory only
